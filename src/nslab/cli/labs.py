@@ -1,0 +1,124 @@
+"""Lab verbs: ``up``, ``down``, ``status``, ``exec``, ``shell``.
+
+Logic lives in :mod:`nslab.lab`; this module parses options and renders (tables via
+:mod:`nslab.cli.render`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from ..errors import UserError
+
+DEFAULT_FILE = "nslab.yaml"
+
+
+def _load(file: str):  # -> nslab.lab.Lab
+    from ..lab import Lab
+
+    if not os.path.exists(file):
+        hint = " (or pass -f FILE)" if file == DEFAULT_FILE else ""
+        raise UserError(f"no lab file {file}{hint}")
+    return Lab.load(file)
+
+
+@click.command()
+@click.option("-f", "--file", "file", default=DEFAULT_FILE, show_default=True, help="The lab file.")
+@click.option("--dry-run", is_flag=True, help="Print the plan as ip/nft commands; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
+def up(file: str, dry_run: bool, as_json: bool) -> None:
+    """Create the lab, or converge it to the file if it is up already."""
+    from . import render
+
+    lab = _load(file)
+    with render.progress(enabled=not as_json and not dry_run) as bar:
+        result = lab.up(dry_run=dry_run, progress=bar)
+    if dry_run:
+        commands = result.plan.commands()
+        if not commands:
+            click.echo(f"# lab {lab.name} is up to date; nothing to do")
+        for command in commands:
+            click.echo(command)
+        return
+    if as_json:
+        from ..lab import status
+
+        click.echo(json.dumps(status(lab.name), indent=2))
+        return
+    render.up_table(result.lab, changed=result.applied)
+
+
+@click.command()
+@click.argument("lab_name", required=False, metavar="[LAB]")
+@click.option("-f", "--file", "file", default=None, help="Take the lab name from this file.")
+def down(lab_name: str | None, file: str | None) -> None:
+    """Remove everything a lab created (works from recorded state; the file may be gone)."""
+    from ..lab import down as lab_down
+
+    if lab_name is None:
+        lab_name = _load(file or DEFAULT_FILE).name
+    elif file is not None:
+        raise click.UsageError("give either LAB or -f FILE, not both")
+    if lab_down(lab_name):
+        click.echo(f"lab {lab_name} is down")
+    else:
+        click.echo(f"lab {lab_name} was not up; nothing to do")
+
+
+@click.command()
+@click.argument("lab_name", required=False, metavar="[LAB]")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (format: see README).")
+def status(lab_name: str | None, as_json: bool) -> None:
+    """Show labs, hosts, namespaces, interfaces, addresses and routes."""
+    from ..drivers.netlink import require_root
+    from ..lab import status as lab_status
+
+    require_root()
+    doc = lab_status(lab_name)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from . import render
+
+    render.status(doc)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("target", metavar="[LAB/]HOST")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
+def exec_(target: str, argv: tuple[str, ...]) -> None:
+    """Run CMD inside a host (like `ip netns exec`); exits with CMD's status."""
+    from ..lab import find_host, host_namespace
+    from ..nsenter import exec_in_host
+
+    argv = argv[1:] if argv and argv[0] == "--" else argv
+    if not argv:
+        raise click.UsageError("give a command after --")
+    lab, host = find_host(target)
+    exec_in_host(host_namespace(lab, host), argv)
+
+
+@click.command()
+@click.argument("target", metavar="[LAB/]HOST")
+def shell(target: str) -> None:
+    """Open your shell ($SHELL) inside a host."""
+    from ..lab import find_host, host_namespace
+    from ..nsenter import exec_in_host
+
+    lab, host = find_host(target)
+    user_shell = os.environ.get("SHELL") or "/bin/sh"
+    if sys.stdin.isatty():
+        click.echo(f"nslab: entering {lab}/{host}; exit to leave", err=True)
+    exec_in_host(host_namespace(lab, host), [user_shell])
+
+
+def register(group: click.Group) -> None:
+    group.add_command(up)
+    group.add_command(down)
+    group.add_command(status)
+    group.add_command(exec_, name="exec")
+    group.add_command(shell)

@@ -1,0 +1,641 @@
+"""The netlink driver: named network namespaces, links, addresses and routes. The only pyroute2 user.
+
+Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
+``ip link set ... master/up``, ``ip addr add``, ``ip route add default via``, and the read side
+(``ip -j link/addr/route``) that ``status`` and IPAM need.
+
+How it stays fast (see shared/DESIGN.md for the measured costs):
+- a namespace is made without a fork: one worker thread ``unshare(CLONE_NEWNET)``s, bind-mounts
+  ``/proc/thread-self/ns/net`` onto ``/run/netns/NAME``, opens a netlink socket there (a socket stays bound
+  to the namespace it was opened in) and ``setns`` back — about 1 ms per namespace;
+- the veth peer is created directly inside its namespace (``IFLA_NET_NS_FD`` in the peer info) and brought
+  up there, the machine side is created already enslaved to its bridge and up;
+- requests are encoded with pyroute2's message classes and sent many per ``send()`` (:class:`Batch`); the
+  ACKs are drained and every failure is reported with what it was for.
+
+Read-only callers use :func:`open_namespace`, which never creates anything (pyroute2's own helpers default
+to O_CREAT and would silently create a namespace).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+)
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from .. import linux
+from ..errors import EnvironmentProblem, KernelError
+from ..model import OWNER_PREFIX, Host, Lab, Link, Network, owner_alias
+
+NETNS_DIR = "/run/netns"
+NETLINK_ROUTE = 0
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+IFF_UP = 1
+RT_TABLE_MAIN = 254
+BUFFER = 8 << 20
+CHUNK = 48 << 10  # keep each send() well under the socket's send buffer
+
+_MSG_CLASS = {RTM_NEWLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg}
+
+
+def _netlink_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE: root may exceed rmem_max
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER)
+    sock.bind((0, 0))
+    return sock
+
+
+@dataclass
+class Namespace:
+    """An open named namespace: its nsfs fd (for IFLA_NET_NS_FD) and a netlink socket inside it."""
+
+    name: str
+    fd: int
+    sock: socket.socket
+
+    @property
+    def path(self) -> str:
+        return namespace_path(self.name)
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.fd)
+
+
+def namespace_path(name: str) -> str:
+    return os.path.join(NETNS_DIR, name)
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    """Run fn in a fresh thread: namespace switches there never affect the caller's thread."""
+    result: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed back to the caller below
+            result["error"] = exc
+
+    worker = threading.Thread(target=body, name="nslab-netns")
+    worker.start()
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def ensure_netns_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does, so every mount namespace sees names."""
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    try:
+        linux.mount("none", NETNS_DIR, None, linux.MS_SHARED | linux.MS_REC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
+            raise KernelError(f"cannot prepare {NETNS_DIR}: {exc.strerror}") from exc
+        linux.mount(NETNS_DIR, NETNS_DIR, "none", linux.MS_BIND | linux.MS_REC)
+        linux.mount("none", NETNS_DIR, None, linux.MS_SHARED | linux.MS_REC)
+
+
+def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
+    """Create named namespaces (all in one worker thread, no fork). All-or-nothing."""
+    names = list(names)
+    ensure_netns_dir()
+
+    def work() -> dict[str, Namespace]:
+        made: dict[str, Namespace] = {}
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            for name in names:
+                path = namespace_path(name)
+                try:
+                    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+                except FileExistsError:
+                    raise KernelError(f"namespace {name} already exists (not made by this lab)") from None
+                try:
+                    linux.unshare(linux.CLONE_NEWNET)
+                    linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
+                    sock = _netlink_socket()
+                    made[name] = Namespace(name, os.open(path, os.O_RDONLY), sock)
+                except OSError as exc:
+                    _remove_namespace_file(path)
+                    raise KernelError(f"cannot create namespace {name}: {exc.strerror}") from exc
+                finally:
+                    linux.setns(home, linux.CLONE_NEWNET)
+        except BaseException:
+            for ns in made.values():
+                ns.close()
+                _remove_namespace_file(ns.path)
+            raise
+        finally:
+            os.close(home)
+        return made
+
+    return _in_thread(work)
+
+
+def open_namespace(name_or_path: str) -> Namespace:
+    """Open an existing namespace (a name under /run/netns or any nsfs path). Never creates one."""
+    path = name_or_path if "/" in name_or_path else namespace_path(name_or_path)
+
+    def work() -> Namespace:
+        fd = os.open(path, os.O_RDONLY)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            linux.setns(fd, linux.CLONE_NEWNET)
+            try:
+                return Namespace(os.path.basename(path), fd, _netlink_socket())
+            finally:
+                linux.setns(home, linux.CLONE_NEWNET)
+        except OSError:
+            os.close(fd)
+            raise
+        finally:
+            os.close(home)
+
+    try:
+        return _in_thread(work)
+    except OSError as exc:
+        raise KernelError(f"cannot open namespace {path}: {exc.strerror}") from exc
+
+
+def root_socket() -> socket.socket:
+    """A netlink socket in the caller's (the machine's) namespace."""
+    return _netlink_socket()
+
+
+def _remove_namespace_file(path: str) -> None:
+    try:
+        linux.umount(path)
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def delete_namespace(name: str) -> bool:
+    """`ip netns del`: drop the name; the kernel frees the namespace (and its veths) when unused.
+
+    Returns False when there was no such name.
+    """
+    path = namespace_path(name)
+    if not os.path.exists(path):
+        return False
+    try:
+        linux.umount(path)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+            raise KernelError(f"cannot unmount {path}: {exc.strerror}") from exc
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise KernelError(f"cannot remove {path}: {exc.strerror}") from exc
+    return True
+
+
+def list_named_namespaces() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Many netlink requests sent together; :meth:`commit` drains every ACK and reports all failures."""
+
+    messages: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def add(self, msg: Any, mtype: int, flags: int, what: str) -> None:
+        msg["header"]["type"] = mtype
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
+        msg.encode()
+        self.messages.append((bytes(msg.data), what))
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def commit(self, sock: socket.socket, tolerate: Iterable[int] = ()) -> list[str]:
+        """Send everything; return descriptions of failed requests (errnos in ``tolerate`` are ignored)."""
+        tolerate = set(tolerate)
+        failures: list[str] = []
+        start = 0
+        while start < len(self.messages):
+            chunk: list[bytes] = []
+            by_seq: dict[int, str] = {}
+            size = 0
+            while start < len(self.messages) and (not chunk or size + len(self.messages[start][0]) <= CHUNK):
+                data, what = self.messages[start]
+                seq = start + 1
+                data = data[:8] + struct.pack("II", seq, 0) + data[16:]
+                chunk.append(data)
+                by_seq[seq] = what
+                size += len(data)
+                start += 1
+            sock.send(b"".join(chunk))
+            while by_seq:
+                data = sock.recv(BUFFER)
+                offset = 0
+                while offset < len(data):
+                    length, mtype, _flags, seq = struct.unpack_from("IHHI", data, offset)
+                    if mtype == NLMSG_ERROR and seq in by_seq:
+                        code = -struct.unpack_from("i", data, offset + 16)[0]
+                        what = by_seq.pop(seq)
+                        if code and code not in tolerate:
+                            failures.append(f"{what}: {os.strerror(code)}")
+                    offset += (length + 3) & ~3
+        self.messages.clear()
+        return failures
+
+    def commit_or_raise(self, sock: socket.socket, tolerate: Iterable[int] = ()) -> None:
+        failures = self.commit(sock, tolerate)
+        if failures:
+            raise KernelError("; ".join(failures))
+
+
+def add_bridge(batch: Batch, name: str, alias: str) -> None:
+    msg = ifinfmsg()
+    msg["flags"] = msg["change"] = IFF_UP
+    msg["attrs"] = [
+        ("IFLA_IFNAME", name),
+        ("IFLA_IFALIAS", alias),
+        ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}),
+    ]
+    batch.add(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add bridge {name}")
+
+
+def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0) -> None:
+    """A veth pair: ``name`` here (up, with ifindex ``index`` if non-zero), ``peer_name`` in the peer ns.
+
+    The peer is left down: asking for it up at creation fails (ENOTCONN); it is brought up where it lives.
+    """
+    peer = {"attrs": [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_ns_fd)]}
+    msg = ifinfmsg()
+    msg["index"] = index
+    msg["attrs"] = [
+        ("IFLA_IFNAME", name),
+        (
+            "IFLA_LINKINFO",
+            {
+                "attrs": [
+                    ("IFLA_INFO_KIND", "veth"),
+                    ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]}),
+                ]
+            },
+        ),
+    ]
+    batch.add(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add veth {name} peer {peer_name}")
+
+
+def attach_port(batch: Batch, name: str, master: int, alias: str) -> None:
+    """`ip link set NAME master BRIDGE alias ALIAS up`, by name."""
+    msg = ifinfmsg()
+    msg["flags"] = msg["change"] = IFF_UP
+    msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_MASTER", master), ("IFLA_IFALIAS", alias)]
+    batch.add(msg, RTM_NEWLINK, 0, f"attach {name} to its bridge")
+
+
+def set_up(batch: Batch, index: int, what: str) -> None:
+    msg = ifinfmsg()
+    msg["index"] = index
+    msg["flags"] = msg["change"] = IFF_UP
+    batch.add(msg, RTM_NEWLINK, 0, f"set {what} up")
+
+
+def delete_link(batch: Batch, name: str) -> None:
+    msg = ifinfmsg()
+    msg["attrs"] = [("IFLA_IFNAME", name)]
+    batch.add(msg, RTM_DELLINK, 0, f"delete link {name}")
+
+
+def add_address(batch: Batch, index: int, address: ipaddress.IPv4Interface, what: str) -> None:
+    msg = ifaddrmsg()
+    msg["family"] = socket.AF_INET
+    msg["prefixlen"] = address.network.prefixlen
+    msg["index"] = index
+    attrs = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
+    if address.network.prefixlen < 31:
+        attrs.append(("IFA_BROADCAST", str(address.network.broadcast_address)))
+    msg["attrs"] = attrs
+    batch.add(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, f"add address {address} to {what}")
+
+
+def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address, what: str) -> None:
+    msg = rtmsg()
+    msg["family"] = socket.AF_INET
+    msg["table"] = RT_TABLE_MAIN
+    msg["proto"] = 4  # static
+    msg["scope"] = 0
+    msg["type"] = 1  # unicast
+    msg["attrs"] = [("RTA_GATEWAY", str(gateway))]
+    batch.add(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, f"add default route via {gateway} in {what}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Observation
+# ---------------------------------------------------------------------------------------------------
+
+
+def _dump(sock: socket.socket, mtype: int, msg: Any) -> list[Any]:
+    msg["header"]["type"] = mtype
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = 1
+    msg.encode()
+    sock.send(msg.data)
+    cls = type(msg)
+    out: list[Any] = []
+    while True:
+        data = sock.recv(BUFFER)
+        offset = 0
+        while offset < len(data):
+            length, rtype = struct.unpack_from("IH", data, offset)
+            if rtype == NLMSG_DONE:
+                return out
+            if rtype == NLMSG_ERROR:
+                code = -struct.unpack_from("i", data, offset + 16)[0]
+                if code:
+                    raise KernelError(f"netlink dump failed: {os.strerror(code)}")
+                return out
+            item = cls(data[offset : offset + length])
+            item.decode()
+            out.append(item)
+            offset += (length + 3) & ~3
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    index: int
+    name: str
+    kind: str
+    alias: str
+    master: int
+    up: bool
+    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    destination: ipaddress.IPv4Network
+    gateway: str | None
+    device: str
+
+
+def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
+    """`ip -j addr`: every link in the socket's namespace, with its addresses."""
+    raw = _dump(sock, RTM_GETLINK, ifinfmsg())
+    addresses: dict[int, list[Any]] = {}
+    if with_addresses:
+        req = ifaddrmsg()
+        req["family"] = socket.AF_UNSPEC
+        for a in _dump(sock, RTM_GETADDR, req):
+            ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+            if ip:
+                addresses.setdefault(a["index"], []).append(ipaddress.ip_interface(f"{ip}/{a['prefixlen']}"))
+    out = []
+    for m in raw:
+        info = m.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info else ""
+        out.append(
+            LinkInfo(
+                index=m["index"],
+                name=m.get_attr("IFLA_IFNAME"),
+                kind=kind or "",
+                alias=m.get_attr("IFLA_IFALIAS") or "",
+                master=m.get_attr("IFLA_MASTER") or 0,
+                up=bool(m["flags"] & IFF_UP),
+                addresses=tuple(addresses.get(m["index"], ())),
+            )
+        )
+    return out
+
+
+def routes(sock: socket.socket) -> list[RouteInfo]:
+    """`ip -j route` (IPv4, main table)."""
+    req = rtmsg()
+    req["family"] = socket.AF_INET
+    names = {link.index: link.name for link in links(sock, with_addresses=False)}
+    out = []
+    for r in _dump(sock, RTM_GETROUTE, req):
+        if r["table"] != RT_TABLE_MAIN and r.get_attr("RTA_TABLE") != RT_TABLE_MAIN:
+            continue
+        dst = r.get_attr("RTA_DST") or "0.0.0.0"
+        out.append(
+            RouteInfo(
+                destination=ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False),
+                gateway=r.get_attr("RTA_GATEWAY"),
+                device=names.get(r.get_attr("RTA_OIF") or 0, ""),
+            )
+        )
+    return out
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("nslab needs root for this (it creates namespaces): run it with sudo")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The operations apply.py needs (drivers/fake.py has the same surface for unit tests)
+# ---------------------------------------------------------------------------------------------------
+
+#: Hosts made at once: bounds the open fds (one nsfs fd + one socket per namespace).
+HOST_CHUNK = 256
+
+
+def port_index(position: int) -> int:
+    """The ifindex a host's n-th bridge port gets inside its fresh namespace (lo is 1): no lookup needed."""
+    return 10 + position
+
+
+class NetlinkKernel:
+    """Lab-level operations, each batched; each either completes or raises/reports what failed."""
+
+    def __init__(self) -> None:
+        self._root: socket.socket | None = None
+
+    @property
+    def root(self) -> socket.socket:
+        if self._root is None:
+            self._root = root_socket()
+        return self._root
+
+    def close(self) -> None:
+        if self._root is not None:
+            self._root.close()
+            self._root = None
+
+    # -- observation ----------------------------------------------------------------------------
+    def owned_links(self) -> list[LinkInfo]:
+        return [lk for lk in links(self.root, with_addresses=False) if lk.alias.startswith(OWNER_PREFIX)]
+
+    def named_namespaces(self) -> frozenset[str]:
+        return frozenset(list_named_namespaces())
+
+    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network, str]]:
+        """Routes and addresses of the machine that are not nslab's own, as (network, who)."""
+        all_links = links(self.root)
+        ours = {lk.name for lk in all_links if lk.alias.startswith(OWNER_PREFIX)}
+        out: list[tuple[ipaddress.IPv4Network, str]] = []
+        for route in routes(self.root):
+            if route.destination.prefixlen == 0 or route.device in ours:
+                continue
+            out.append((route.destination, f"route on {route.device or 'the machine'}"))
+        for lk in all_links:
+            if lk.name in ours:
+                continue
+            for addr in lk.addresses:
+                if addr.version == 4 and not addr.ip.is_loopback:
+                    out.append((addr.network, f"address {addr} on {lk.name}"))
+        return out
+
+    # -- networks -------------------------------------------------------------------------------
+    def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
+        batch = Batch()
+        for n in networks:
+            add_bridge(batch, n.bridge, owner_alias(lab.name, "net", n.name))
+        batch.commit_or_raise(self.root)
+        for n in networks:
+            add_address(batch, socket.if_nametoindex(n.bridge), n.gateway, n.bridge)
+        batch.commit_or_raise(self.root)
+
+    def remove_links(self, names: list[str]) -> list[str]:
+        batch = Batch()
+        for name in names:
+            delete_link(batch, name)
+        return batch.commit(self.root, tolerate=(errno.ENODEV,))
+
+    # -- hosts ----------------------------------------------------------------------------------
+    def add_hosts(self, lab: Lab, hosts: list[Host]) -> None:
+        """Create each host's namespace, veths to its bridges, addresses and default route."""
+        for start in range(0, len(hosts), HOST_CHUNK):
+            self._add_host_chunk(lab, hosts[start : start + HOST_CHUNK])
+
+    def _add_host_chunk(self, lab: Lab, hosts: list[Host]) -> None:
+        # Each veth is created from inside its host's namespace with a chosen ifindex (so addresses and
+        # routes can follow in the same batch, no lookup) and its peer placed in the machine's namespace;
+        # one batch on the machine's socket then enslaves all peers to their bridges and marks them ours.
+        made = create_namespaces(h.namespace for h in hosts)
+        machine_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            for h in hosts:
+                inside = Batch()
+                set_up(inside, 1, f"lo in {h.namespace}")
+                for pos, port in enumerate(i for i in h.interfaces if i.network):
+                    add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos))
+                    add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
+                    set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
+                if h.gateway is not None:
+                    add_default_route(inside, h.gateway, h.namespace)
+                inside.commit_or_raise(made[h.namespace].sock)
+            ports = Batch()
+            bridge_index: dict[str, int] = {}
+            for h in hosts:
+                for port in (i for i in h.interfaces if i.network):
+                    bridge = lab.networks[port.network].bridge
+                    if bridge not in bridge_index:
+                        bridge_index[bridge] = socket.if_nametoindex(bridge)
+                    attach_port(
+                        ports, port.host_veth, bridge_index[bridge], owner_alias(lab.name, "host", h.name, port.name)
+                    )
+            ports.commit_or_raise(self.root)
+        except BaseException:
+            for ns in made.values():
+                delete_namespace(ns.name)
+            raise
+        finally:
+            os.close(machine_ns)
+            for ns in made.values():
+                ns.close()
+
+    def remove_namespaces(self, names: list[str]) -> list[str]:
+        failures = []
+        for name in names:
+            try:
+                delete_namespace(name)
+            except KernelError as exc:
+                failures.append(str(exc))
+        return failures
+
+    # -- links between hosts --------------------------------------------------------------------
+    def add_links(self, lab: Lab, items: list[Link]) -> None:
+        opened: dict[str, Namespace] = {}
+        try:
+            for lk in items:
+                for host in (lk.a, lk.b):
+                    ns = lab.hosts[host].namespace
+                    if ns not in opened:
+                        opened[ns] = open_namespace(ns)
+            for lk in items:
+                a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
+                batch = Batch()
+                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd)
+                batch.commit_or_raise(a.sock)
+                for ns, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
+                    index = _index_in(ns, ifname)
+                    add_address(batch, index, address, f"{ifname} in {ns.name}")
+                    set_up(batch, index, f"{ifname} in {ns.name}")
+                    batch.commit_or_raise(ns.sock)
+        finally:
+            for ns in opened.values():
+                ns.close()
+
+    def remove_link_ends(self, ends: list[tuple[str, str]]) -> list[str]:
+        failures = []
+        for namespace, ifname in ends:
+            if not os.path.exists(namespace_path(namespace)):
+                continue  # the namespace is gone, and its links with it
+            ns = open_namespace(namespace)
+            try:
+                batch = Batch()
+                delete_link(batch, ifname)
+                failures += batch.commit(ns.sock, tolerate=(errno.ENODEV,))
+            finally:
+                ns.close()
+        return failures
+
+
+def _index_in(ns: Namespace, ifname: str) -> int:
+    for link in links(ns.sock, with_addresses=False):
+        if link.name == ifname:
+            return link.index
+    raise KernelError(f"{ifname} not found in {ns.name}")

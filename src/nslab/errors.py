@@ -1,0 +1,105 @@
+"""The one exception tree of nslab.
+
+Everything nslab raises on purpose derives from :class:`NslabError`. Third-party and OS errors are
+converted at the driver boundary (``raise KernelError(...) from exc``), so callers of the API and the
+CLI only ever handle this tree::
+
+    NslabError
+    ├── UserError            bad input; the CLI exits 2
+    │   ├── SpecError        the lab file: syntax, unknown keys, bad values (carries all problems)
+    │   ├── ResolveError     references, addresses, subnets, name clashes (carries all problems)
+    │   ├── TargetError      a namespace target (pid:, container:, path:, ...) that cannot be entered
+    │   └── ConflictError    something on the machine is in the way (a used port, a lab of another file)
+    ├── EnvironmentProblem   not root, missing kernel feature or tool; the CLI exits 1
+    ├── KernelError          a netlink/mount/setns operation failed while applying
+    ├── FirewallError        nftables refused a ruleset
+    └── TeardownError        `down` went on past failures and collects them all
+
+A :class:`Problem` is one line of a report: where (file:line, field path) and what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the user's input, located as precisely as we can."""
+
+    message: str
+    field: str = ""
+    file: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        parts = [p for p in (where, self.field) if p]
+        prefix = ": ".join(parts)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class NslabError(Exception):
+    """Base of every error nslab raises on purpose."""
+
+    exit_code = 1
+
+    def lines(self) -> list[str]:
+        """The report, one line per problem, as the CLI prints it."""
+        return [str(self)]
+
+
+class UserError(NslabError):
+    """The user asked for something impossible or malformed; nothing was changed."""
+
+    exit_code = 2
+
+
+class _ProblemList(UserError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+class SpecError(_ProblemList):
+    """The lab file cannot be read or does not match the schema."""
+
+
+class ResolveError(_ProblemList):
+    """The lab file is well-formed but inconsistent with itself or with the machine."""
+
+
+class TargetError(UserError):
+    """A namespace target does not exist or cannot be entered."""
+
+
+class ConflictError(UserError):
+    """Something already on the machine is in the way."""
+
+
+class EnvironmentProblem(NslabError):
+    """The machine cannot run nslab as asked (privileges, kernel features, tools)."""
+
+
+class KernelError(NslabError):
+    """A kernel operation failed while applying a plan."""
+
+
+class FirewallError(NslabError):
+    """nftables refused the ruleset nslab rendered."""
+
+
+class TeardownError(NslabError):
+    """Teardown finished but some steps failed; all of them are listed."""
+
+    def __init__(self, failures: list[str]):
+        self.failures = list(failures)
+        super().__init__("; ".join(self.failures))
+
+    def lines(self) -> list[str]:
+        return [f"teardown: {f}" for f in self.failures]

@@ -1,0 +1,311 @@
+"""The typed Python API of a lab: load, up, down, status, exec. The CLI is a thin layer over this.
+
+Owns the order of one operation: lock -> read state -> observe the machine -> resolve -> plan -> apply ->
+write state. Nothing here talks to the kernel directly; pyroute2 is imported only when a method needs the
+kernel (``exec`` never does).
+
+    >>> with Lab.load("nslab.yaml") as lab:          # up on enter, down on exit
+    ...     print(lab.exec("web1", ["ip", "-br", "addr"], capture_output=True).stdout)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import nsenter, spec, state
+from .errors import ConflictError, KernelError, NslabError, TargetError, TeardownError
+from .model import OWNER_PREFIX, Occupied
+from .model import Lab as ResolvedLab
+from .plan import Observed, Plan, plan_down, plan_up
+from .resolve import resolve
+
+
+@dataclass
+class UpResult:
+    lab: ResolvedLab
+    plan: Plan
+    applied: bool
+
+
+def _kernel() -> Any:
+    from .drivers.netlink import NetlinkKernel, require_root
+
+    require_root()
+    return NetlinkKernel()
+
+
+class Lab:
+    """A lab file, loaded and validated (nothing on the machine changes until :meth:`up`)."""
+
+    def __init__(self, lab_spec: spec.LabSpec, source: spec.SourceMap | None = None, path: str = ""):
+        self.spec = lab_spec
+        self.source_map = source or spec.SourceMap()
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Lab:
+        absolute = str(Path(path).resolve())
+        lab_spec, source = spec.load(path)
+        lab = cls(lab_spec, source, absolute)
+        lab._display_path = str(path)
+        return lab
+
+    @classmethod
+    def from_text(cls, text: str, path: str = "") -> Lab:
+        lab_spec, source = spec.parse(text, path or "<string>")
+        return cls(lab_spec, source, str(Path(path).resolve()) if path else "")
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _file_label(self) -> str:
+        return getattr(self, "_display_path", self.path)
+
+    # ------------------------------------------------------------------------------------------
+    def resolve(self, kernel: Any | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
+        """Resolve against the machine (its routes/addresses and the other labs), without changing it."""
+        occupied: list[Occupied] = []
+        if kernel is not None:
+            occupied += [Occupied(net, who) for net, who in kernel.machine_networks()]
+        for other in state.all_states():
+            if other.lab.name == self.name:
+                continue
+            for n in other.lab.networks.values():
+                occupied.append(Occupied(n.subnet, f"network '{n.name}' of lab '{other.lab.name}'"))
+            for lk in other.lab.links:
+                occupied.append(Occupied(lk.subnet, f"a link of lab '{other.lab.name}'"))
+        previous = recorded.lab.allocations() if recorded else None
+        resolved = resolve(self.spec, self.source_map, self._file_label(), occupied, previous)
+        return dataclasses.replace(resolved, source=self.path)
+
+    def up(self, dry_run: bool = False, progress: Any = None) -> UpResult:
+        """Bring the lab up, or converge it to the file if it is up already. Idempotent."""
+        from .apply import Progress, apply_up
+
+        kernel = _kernel()
+        try:
+            with state.machine_lock():
+                recorded = state.LabState.load(self.name)
+                if recorded and self.path and recorded.lab.source and recorded.lab.source != self.path:
+                    raise ConflictError(
+                        f"lab name '{self.name}' is already used by {recorded.lab.source}; "
+                        f"rename this lab or run 'nslab down {self.name}' first"
+                    )
+                desired = self.resolve(kernel, recorded)
+                observed = Observed(
+                    namespaces=kernel.named_namespaces(),
+                    bridges=frozenset(lk.name for lk in kernel.owned_links() if lk.kind == "bridge"),
+                )
+                plan = plan_up(desired, recorded.lab if recorded else None, observed)
+                if dry_run:
+                    return UpResult(desired, plan, applied=False)
+                extra = recorded.extra if recorded else {}
+                try:
+                    apply_up(plan, desired, recorded.lab if recorded else None, kernel, Progress(progress))
+                except KernelError as exc:
+                    current = getattr(exc, "current", None)
+                    if current is not None and (current.hosts or current.networks):
+                        state.LabState(current, extra).save()
+                    elif recorded is None:
+                        state.remove(self.name)
+                    raise
+                state.LabState(desired, extra).save()
+                return UpResult(desired, plan, applied=bool(plan))
+        finally:
+            kernel.close()
+
+    def down(self) -> None:
+        down(self.name)
+
+    def status(self) -> dict[str, Any]:
+        return status(self.name)
+
+    def exec(
+        self,
+        host: str,
+        argv: Sequence[str],
+        **kwargs: Any,
+    ) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside ``host`` (``subprocess.run`` keywords pass through); returns its result."""
+        return exec_host(self.name, host, argv, **kwargs)
+
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+# ----------------------------------------------------------------------------------------------
+# Operations by lab name (they work from recorded state, without the lab file)
+# ----------------------------------------------------------------------------------------------
+
+
+def down(name: str) -> bool:
+    """Remove everything lab ``name`` made, also objects found only by their ownership marks.
+
+    Goes on past failures and raises TeardownError listing all of them. Returns False if there was
+    nothing to remove. Idempotent.
+    """
+    from .apply import apply_down
+
+    kernel = _kernel()
+    try:
+        with state.machine_lock():
+            recorded = state.LabState.load(name)
+            prefix = f"{OWNER_PREFIX}{name}:"
+            marked_bridges, marked_namespaces = set(), set()
+            for lk in kernel.owned_links():
+                if not lk.alias.startswith(prefix):
+                    continue
+                parts = lk.alias[len(prefix) :].split(":")
+                if parts[0] == "net" and lk.kind == "bridge":
+                    marked_bridges.add(lk.name)
+                elif parts[0] == "host" and len(parts) >= 2:
+                    marked_namespaces.add(f"{name}-{parts[1]}")
+            marked_namespaces &= kernel.named_namespaces()
+            if recorded is None and not marked_bridges and not marked_namespaces:
+                return False
+            base = recorded.lab if recorded else ResolvedLab(name=name, source="", networks={}, hosts={})
+            plan = plan_down(base, marked_namespaces, marked_bridges)
+            failures = apply_down(plan, kernel)
+            if failures:
+                raise TeardownError(failures)
+            state.remove(name)
+            return True
+    finally:
+        kernel.close()
+
+
+def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
+    """``[LAB/]HOST`` -> (lab, host); HOST alone must be unique among the labs that are up."""
+    if lab is None and "/" in host:
+        lab, host = host.split("/", 1)
+    if lab is not None:
+        recorded = state.LabState.load(lab)
+        if recorded is None:
+            raise TargetError(f"no lab '{lab}' is up")
+        if host not in recorded.lab.hosts:
+            known = ", ".join(recorded.lab.hosts) or "none"
+            raise TargetError(f"lab '{lab}' has no host '{host}' (hosts: {known})")
+        return lab, host
+    owners = [s.lab.name for s in state.all_states() if host in s.lab.hosts]
+    if not owners:
+        raise TargetError(f"no lab that is up has a host '{host}'")
+    if len(owners) > 1:
+        raise TargetError(f"host '{host}' is in several labs ({', '.join(owners)}): write LAB/{host}")
+    return owners[0], host
+
+
+def host_namespace(lab: str, host: str) -> str:
+    recorded = state.LabState.load(lab)
+    if recorded is None or host not in recorded.lab.hosts:
+        raise TargetError(f"no host '{host}' in lab '{lab}'")
+    return recorded.lab.hosts[host].namespace
+
+
+def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    namespace = host_namespace(lab, host)
+    return nsenter.run_in_host(namespace, argv, **kwargs)
+
+
+def status(name: str | None = None) -> dict[str, Any]:
+    """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
+    from .drivers import netlink
+
+    states = [state.LabState.load(name)] if name else state.all_states()
+    if name and states[0] is None:
+        raise TargetError(f"no lab '{name}' is up")
+    root = netlink.root_socket()
+    try:
+        machine_links = {lk.name: lk for lk in netlink.links(root)}
+    finally:
+        root.close()
+    labs = []
+    for st in states:
+        assert st is not None
+        lab = st.lab
+        networks = [
+            {
+                "name": n.name,
+                "bridge": n.bridge,
+                "subnet": str(n.subnet),
+                "gateway": str(n.gateway.ip),
+                "internal": n.internal,
+                "present": n.bridge in machine_links,
+            }
+            for n in lab.networks.values()
+        ]
+        hosts = []
+        for h in lab.hosts.values():
+            entry: dict[str, Any] = {
+                "name": h.name,
+                "namespace": h.namespace,
+                "hostname": h.hostname,
+                "present": False,
+                "interfaces": [],
+                "routes": [],
+            }
+            try:
+                ns = netlink.open_namespace(h.namespace)
+            except NslabError:
+                hosts.append(entry)
+                continue
+            try:
+                entry["present"] = True
+                wanted = {i.name: i for i in h.interfaces}
+                for lk in netlink.links(ns.sock):
+                    if lk.name == "lo":
+                        continue
+                    iface = wanted.get(lk.name)
+                    entry["interfaces"].append(
+                        {
+                            "name": lk.name,
+                            "up": lk.up,
+                            "addresses": [str(a) for a in lk.addresses if a.version == 4],
+                            "network": iface.network if iface else None,
+                            "link_peer": _link_peer(lab, h.name, iface.link) if iface and iface.link is not None else None,
+                        }
+                    )
+                entry["routes"] = [
+                    {
+                        "destination": "default" if r.destination.prefixlen == 0 else str(r.destination),
+                        "gateway": r.gateway,
+                        "device": r.device,
+                    }
+                    for r in netlink.routes(ns.sock)
+                ]
+            finally:
+                ns.close()
+            hosts.append(entry)
+        labs.append(
+            {
+                "name": lab.name,
+                "source": lab.source,
+                "networks": networks,
+                "hosts": hosts,
+                "links": [
+                    {
+                        "endpoints": [lk.a, lk.b],
+                        "interfaces": [lk.a_ifname, lk.b_ifname],
+                        "subnet": str(lk.subnet),
+                        "addresses": [str(lk.a_address), str(lk.b_address)],
+                    }
+                    for lk in lab.links
+                ],
+            }
+        )
+    return {"version": 1, "labs": labs}
+
+
+def _link_peer(lab: ResolvedLab, host: str, index: int) -> str:
+    lk = lab.links[index]
+    return lk.b if lk.a == host else lk.a

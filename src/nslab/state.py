@@ -1,0 +1,196 @@
+"""What is up: ``/run/nslab/<lab>/state.json``, the lock, and the JSON form of a resolved lab.
+
+This module owns the on-disk record that makes teardown independent of the lab file: ``down`` works from
+here (and from ownership marks in the kernel), never from the YAML alone. ``/run`` is a tmpfs, so state
+vanishes on reboot together with the namespaces it describes.
+
+Writes are atomic (write + rename). Mutating operations hold one machine-wide lock
+(``/run/nslab/.lock``, flock), which serializes operations on a lab and keeps two labs' automatic subnets
+from racing each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .model import Host, Interface, Lab, Link, Network
+
+STATE_VERSION = 1
+
+
+def state_root() -> str:
+    return os.environ.get("NSLAB_STATE_DIR", "/run/nslab")
+
+
+def lab_dir(lab: str) -> str:
+    return os.path.join(state_root(), lab)
+
+
+def state_file(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "state.json")
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    os.makedirs(state_root(), exist_ok=True)
+    fd = os.open(os.path.join(state_root(), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def lab_to_dict(lab: Lab) -> dict[str, Any]:
+    return {
+        "name": lab.name,
+        "source": lab.source,
+        "networks": {
+            n.name: {
+                "bridge": n.bridge,
+                "subnet": str(n.subnet),
+                "gateway": str(n.gateway),
+                "internal": n.internal,
+            }
+            for n in lab.networks.values()
+        },
+        "hosts": {
+            h.name: {
+                "namespace": h.namespace,
+                "hostname": h.hostname,
+                "gateway": str(h.gateway) if h.gateway else None,
+                "interfaces": [
+                    {
+                        "name": i.name,
+                        "address": str(i.address),
+                        "network": i.network,
+                        "host_veth": i.host_veth,
+                        "link": i.link,
+                    }
+                    for i in h.interfaces
+                ],
+            }
+            for h in lab.hosts.values()
+        },
+        "links": [
+            {
+                "a": lk.a,
+                "b": lk.b,
+                "a_ifname": lk.a_ifname,
+                "b_ifname": lk.b_ifname,
+                "subnet": str(lk.subnet),
+                "a_address": str(lk.a_address),
+                "b_address": str(lk.b_address),
+            }
+            for lk in lab.links
+        ],
+    }
+
+
+def lab_from_dict(data: dict[str, Any]) -> Lab:
+    iface = ipaddress.IPv4Interface
+    return Lab(
+        name=data["name"],
+        source=data.get("source", ""),
+        networks={
+            name: Network(
+                name=name,
+                bridge=n["bridge"],
+                subnet=ipaddress.IPv4Network(n["subnet"]),
+                gateway=iface(n["gateway"]),
+                internal=n["internal"],
+            )
+            for name, n in data["networks"].items()
+        },
+        hosts={
+            name: Host(
+                name=name,
+                namespace=h["namespace"],
+                hostname=h["hostname"],
+                gateway=ipaddress.IPv4Address(h["gateway"]) if h["gateway"] else None,
+                interfaces=tuple(
+                    Interface(
+                        name=i["name"],
+                        address=iface(i["address"]),
+                        network=i["network"],
+                        host_veth=i["host_veth"],
+                        link=i["link"],
+                    )
+                    for i in h["interfaces"]
+                ),
+            )
+            for name, h in data["hosts"].items()
+        },
+        links=tuple(
+            Link(
+                a=lk["a"],
+                b=lk["b"],
+                a_ifname=lk["a_ifname"],
+                b_ifname=lk["b_ifname"],
+                subnet=ipaddress.IPv4Network(lk["subnet"]),
+                a_address=iface(lk["a_address"]),
+                b_address=iface(lk["b_address"]),
+            )
+            for lk in data["links"]
+        ),
+    )
+
+
+class LabState:
+    """The record of one lab that is up (or partly up)."""
+
+    def __init__(self, lab: Lab, extra: dict[str, Any] | None = None):
+        self.lab = lab
+        self.extra = extra or {}  # owned by other modules: sysctls, firewall, services
+
+    def save(self) -> None:
+        os.makedirs(lab_dir(self.lab.name), exist_ok=True)
+        path = state_file(self.lab.name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra}, fh, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, name: str) -> LabState | None:
+        try:
+            with open(state_file(name)) as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return None
+        lab = lab_from_dict(data.pop("lab"))
+        data.pop("version", None)
+        return cls(lab, data)
+
+
+def remove(name: str) -> None:
+    directory = lab_dir(name)
+    if not os.path.isdir(directory):
+        return
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path):
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    os.rmdir(directory)
+
+
+def lab_names() -> list[str]:
+    root = state_root()
+    try:
+        return sorted(e for e in os.listdir(root) if os.path.isfile(os.path.join(root, e, "state.json")))
+    except FileNotFoundError:
+        return []
+
+
+def all_states() -> list[LabState]:
+    return [s for s in (LabState.load(n) for n in lab_names()) if s is not None]

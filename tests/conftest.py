@@ -1,0 +1,48 @@
+"""Test wiring: the throwaway host for integration/acceptance tests, and the proof that the real machine
+ends the session exactly as it started (no namespace, link, nft table, /etc/netns entry or state left)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sandbox import ThrowawayHost, machine_snapshot  # noqa: E402
+
+_before: dict[str, list[str]] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0:
+        _before.update(machine_snapshot())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _before:
+        return
+    after = machine_snapshot()
+    leftovers = {k: sorted(set(after[k]) - set(_before[k])) for k in after}
+    leftovers = {k: v for k, v in leftovers.items() if v}
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if leftovers:
+        if reporter:
+            reporter.write_line(f"FAILED: the real machine was left with {leftovers}", red=True)
+        session.exitstatus = 1
+    elif reporter:
+        reporter.write_line("machine unchanged: no namespace, link, nft table, /etc/netns entry or state left")
+
+
+@pytest.fixture
+def host():
+    """A throwaway host for one test (see tests/sandbox.py); requires root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    h = ThrowawayHost().enter()
+    try:
+        yield h
+    finally:
+        h.leave()
