@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import nsenter, spec, state
-from .errors import ConflictError, KernelError, NslabError, TargetError, TeardownError
+from .errors import ConflictError, KernelError, NslabError, ResolveError, TargetError, TeardownError
+from .features import features
 from .model import OWNER_PREFIX, Occupied
 from .model import Lab as ResolvedLab
-from .plan import Observed, Plan, plan_down, plan_up
+from .plan import AddHosts, Observed, Plan, plan_down, plan_up
 from .resolve import resolve
 
 
@@ -31,6 +32,11 @@ class UpResult:
     lab: ResolvedLab
     plan: Plan
     applied: bool
+    extra_commands: list[str] = dataclasses.field(default_factory=list)
+
+    def commands(self) -> list[str]:
+        """The whole change as commands a person would type (``up --dry-run``)."""
+        return self.plan.commands() + self.extra_commands
 
 
 def _kernel() -> Any:
@@ -83,7 +89,12 @@ class Lab:
                 occupied.append(Occupied(lk.subnet, f"a link of lab '{other.lab.name}'"))
         previous = recorded.lab.allocations() if recorded else None
         resolved = resolve(self.spec, self.source_map, self._file_label(), occupied, previous)
-        return dataclasses.replace(resolved, source=self.path)
+        resolved = dataclasses.replace(resolved, source=self.path)
+        others = [s for s in state.all_states() if s.lab.name != self.name]
+        problems = [p for f in features() for p in f.validate(resolved, self.source_map, self._file_label(), others)]
+        if problems:
+            raise ResolveError(problems)
+        return resolved
 
     def up(self, dry_run: bool = False, progress: Any = None) -> UpResult:
         """Bring the lab up, or converge it to the file if it is up already. Idempotent."""
@@ -104,9 +115,10 @@ class Lab:
                     bridges=frozenset(lk.name for lk in kernel.owned_links() if lk.kind == "bridge"),
                 )
                 plan = plan_up(desired, recorded.lab if recorded else None, observed)
+                extra = dict(recorded.extra) if recorded else {}
                 if dry_run:
-                    return UpResult(desired, plan, applied=False)
-                extra = recorded.extra if recorded else {}
+                    feature_commands = [c for f in features() for c in f.commands(desired, extra.get(f.KEY))]
+                    return UpResult(desired, plan, applied=False, extra_commands=feature_commands)
                 try:
                     apply_up(plan, desired, recorded.lab if recorded else None, kernel, Progress(progress))
                 except KernelError as exc:
@@ -116,8 +128,21 @@ class Lab:
                     elif recorded is None:
                         state.remove(self.name)
                     raise
+                # Save the wiring first: if a feature fails below, `down` still knows every namespace.
                 state.LabState(desired, extra).save()
-                return UpResult(desired, plan, applied=bool(plan))
+                recreated = {h.name for a in plan.actions if isinstance(a, AddHosts) for h in a.hosts}
+                try:
+                    for feature in features():
+                        extra[feature.KEY] = feature.up(desired, extra.get(feature.KEY), recreated)
+                        state.LabState(desired, extra).save()
+                except NslabError:
+                    if recorded is None:  # a fresh lab that cannot come up whole does not stay half-up
+                        try:
+                            down(self.name)
+                        except NslabError:
+                            pass
+                    raise
+                return UpResult(desired, plan, applied=bool(plan) or extra != (recorded.extra if recorded else {}))
         finally:
             kernel.close()
 
@@ -173,10 +198,20 @@ def down(name: str) -> bool:
                     marked_namespaces.add(f"{name}-{parts[1]}")
             marked_namespaces &= kernel.named_namespaces()
             if recorded is None and not marked_bridges and not marked_namespaces:
+                # Features may still hold something (e.g. a firewall chain) after a crash: let them look.
+                leftovers = [x for f in features() for x in f.down(name, None, None)]
+                if leftovers:
+                    raise TeardownError(leftovers)
                 return False
             base = recorded.lab if recorded else ResolvedLab(name=name, source="", networks={}, hosts={})
-            plan = plan_down(base, marked_namespaces, marked_bridges)
-            failures = apply_down(plan, kernel)
+            extra = recorded.extra if recorded else {}
+            lab = recorded.lab if recorded else None
+            failures: list[str] = []
+            for feature in (f for f in features() if f.BEFORE_NAMESPACES):
+                failures += feature.down(name, extra.get(feature.KEY), lab)
+            failures += apply_down(plan_down(base, marked_namespaces, marked_bridges), kernel)
+            for feature in (f for f in features() if not f.BEFORE_NAMESPACES):
+                failures += feature.down(name, extra.get(feature.KEY), lab)
             if failures:
                 raise TeardownError(failures)
             state.remove(name)
@@ -272,7 +307,9 @@ def status(name: str | None = None) -> dict[str, Any]:
                             "up": lk.up,
                             "addresses": [str(a) for a in lk.addresses if a.version == 4],
                             "network": iface.network if iface else None,
-                            "link_peer": _link_peer(lab, h.name, iface.link) if iface and iface.link is not None else None,
+                            "link_peer": _link_peer(lab, h.name, iface.link)
+                            if iface and iface.link is not None
+                            else None,
                         }
                     )
                 entry["routes"] = [
@@ -292,6 +329,7 @@ def status(name: str | None = None) -> dict[str, Any]:
                 "source": lab.source,
                 "networks": networks,
                 "hosts": hosts,
+                **{f.KEY: f.status(lab, st.extra.get(f.KEY)) for f in features()},
                 "links": [
                     {
                         "endpoints": [lk.a, lk.b],

@@ -16,6 +16,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,11 @@ def lab_dir(lab: str) -> str:
 
 def state_file(lab: str) -> str:
     return os.path.join(lab_dir(lab), "state.json")
+
+
+def uts_path(lab: str, host: str) -> str:
+    """Where a host's UTS (hostname) namespace is kept bind-mounted for the lab's lifetime."""
+    return os.path.join(lab_dir(lab), "uts", host)
 
 
 @contextlib.contextmanager
@@ -170,18 +176,8 @@ class LabState:
 
 
 def remove(name: str) -> None:
-    directory = lab_dir(name)
-    if not os.path.isdir(directory):
-        return
-    for entry in os.listdir(directory):
-        path = os.path.join(directory, entry)
-        if os.path.isdir(path):
-            import shutil
-
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
-    os.rmdir(directory)
+    """Forget a lab. Features must have unmounted what they keep under its directory first."""
+    shutil.rmtree(lab_dir(name), ignore_errors=True)
 
 
 def lab_names() -> list[str]:

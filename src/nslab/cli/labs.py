@@ -38,7 +38,7 @@ def up(file: str, dry_run: bool, as_json: bool) -> None:
     with render.progress(enabled=not as_json and not dry_run) as bar:
         result = lab.up(dry_run=dry_run, progress=bar)
     if dry_run:
-        commands = result.plan.commands()
+        commands = result.commands()
         if not commands:
             click.echo(f"# lab {lab.name} is up to date; nothing to do")
         for command in commands:

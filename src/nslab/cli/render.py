@@ -80,7 +80,8 @@ def status(doc: dict[str, Any]) -> None:
             if not h["present"]:
                 hosts.add_row(h["name"], h["namespace"], "[red]missing[/red]", "", "")
                 continue
-            ifaces = sorted(h["interfaces"], key=lambda i: i["name"]) or [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True}]
+            loopback_only = [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True}]
+            ifaces = sorted(h["interfaces"], key=lambda i: i["name"]) or loopback_only
             for n, i in enumerate(ifaces):
                 hosts.add_row(
                     h["name"] if n == 0 else "",
