@@ -40,7 +40,8 @@ class UpResult:
 
 
 def _kernel() -> Any:
-    from .drivers.netlink import NetlinkKernel, require_root
+    from .drivers.netlink import NetlinkKernel
+    from .linux import require_root
 
     require_root()
     return NetlinkKernel()

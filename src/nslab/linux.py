@@ -80,3 +80,10 @@ def umount(target: str, flags: int = MNT_DETACH) -> None:
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        from .errors import EnvironmentProblem
+
+        raise EnvironmentProblem("nslab needs root for this (it creates namespaces): run it with sudo")

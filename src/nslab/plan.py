@@ -152,6 +152,14 @@ class Plan:
         return [c for a in self.actions for c in a.commands()]
 
 
+def _host_identity(host: Host | None) -> object:
+    """What makes a host's namespace need rebuilding: everything but its point-to-point links,
+    which are replaced on their own."""
+    if host is None:
+        return None
+    return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network))
+
+
 def _link_key(link: Link) -> tuple[str, str, str, str]:
     return (link.a, link.b, link.a_ifname, link.b_ifname)
 
@@ -171,12 +179,12 @@ def plan_up(desired: Lab, recorded: Lab | None, observed: Observed) -> Plan:
     hosts_to_remove = [
         h
         for name, h in before_hosts.items()
-        if desired.hosts.get(name) != h and h.namespace in observed.namespaces
+        if _host_identity(desired.hosts.get(name)) != _host_identity(h) and h.namespace in observed.namespaces
     ]
     hosts_to_add = [
         h
         for name, h in desired.hosts.items()
-        if before_hosts.get(name) != h or h.namespace not in observed.namespaces
+        if _host_identity(before_hosts.get(name)) != _host_identity(h) or h.namespace not in observed.namespaces
     ]
     # A namespace that exists but is not recorded as this exact host is in the way: recreate it only if
     # it was ours (recorded); a foreign one makes apply fail cleanly (EEXIST) before anything is half-done.

@@ -32,8 +32,10 @@ def _load(file: str):  # -> nslab.lab.Lab
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
 def up(file: str, dry_run: bool, as_json: bool) -> None:
     """Create the lab, or converge it to the file if it is up already."""
+    from ..linux import require_root
     from . import render
 
+    require_root()
     lab = _load(file)
     with render.progress(enabled=not as_json and not dry_run) as bar:
         result = lab.up(dry_run=dry_run, progress=bar)
@@ -74,8 +76,8 @@ def down(lab_name: str | None, file: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (format: see README).")
 def status(lab_name: str | None, as_json: bool) -> None:
     """Show labs, hosts, namespaces, interfaces, addresses and routes."""
-    from ..drivers.netlink import require_root
     from ..lab import status as lab_status
+    from ..linux import require_root
 
     require_root()
     doc = lab_status(lab_name)

@@ -51,7 +51,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .. import linux
-from ..errors import EnvironmentProblem, KernelError
+from ..errors import KernelError
 from ..model import OWNER_PREFIX, Host, Lab, Link, Network, owner_alias
 
 NETNS_DIR = "/run/netns"
@@ -293,12 +293,11 @@ class Batch:
             raise KernelError("; ".join(failures))
 
 
-def add_bridge(batch: Batch, name: str, alias: str) -> None:
+def add_bridge(batch: Batch, name: str) -> None:
     msg = ifinfmsg()
     msg["flags"] = msg["change"] = IFF_UP
     msg["attrs"] = [
         ("IFLA_IFNAME", name),
-        ("IFLA_IFALIAS", alias),
         ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}),
     ]
     batch.add(msg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"add bridge {name}")
@@ -340,6 +339,13 @@ def set_up(batch: Batch, index: int, what: str) -> None:
     msg["index"] = index
     msg["flags"] = msg["change"] = IFF_UP
     batch.add(msg, RTM_NEWLINK, 0, f"set {what} up")
+
+
+def set_alias(batch: Batch, index: int, alias: str) -> None:
+    msg = ifinfmsg()
+    msg["index"] = index
+    msg["attrs"] = [("IFLA_IFALIAS", alias)]
+    batch.add(msg, RTM_NEWLINK, 0, f"set alias {alias}")
 
 
 def delete_link(batch: Batch, name: str) -> None:
@@ -469,11 +475,6 @@ def routes(sock: socket.socket) -> list[RouteInfo]:
     return out
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise EnvironmentProblem("nslab needs root for this (it creates namespaces): run it with sudo")
-
-
 # ---------------------------------------------------------------------------------------------------
 # The operations apply.py needs (drivers/fake.py has the same surface for unit tests)
 # ---------------------------------------------------------------------------------------------------
@@ -532,10 +533,12 @@ class NetlinkKernel:
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         batch = Batch()
         for n in networks:
-            add_bridge(batch, n.bridge, owner_alias(lab.name, "net", n.name))
+            add_bridge(batch, n.bridge)
         batch.commit_or_raise(self.root)
         for n in networks:
-            add_address(batch, socket.if_nametoindex(n.bridge), n.gateway, n.bridge)
+            index = socket.if_nametoindex(n.bridge)
+            set_alias(batch, index, owner_alias(lab.name, "net", n.name))  # ignored at creation: set it now
+            add_address(batch, index, n.gateway, n.bridge)
         batch.commit_or_raise(self.root)
 
     def remove_links(self, names: list[str]) -> list[str]:

@@ -1,0 +1,204 @@
+"""Issue 2 end to end through the CLI and the API, on the real kernel inside a throwaway host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nslab import Lab
+from sandbox import sh
+
+NSLAB = str(Path(sys.executable).parent / "nslab")
+
+BASIC = """\
+name: demo
+networks:
+  front:
+    subnet: 10.80.1.0/24
+  back: {}
+hosts:
+  web1:
+    networks: [front]
+  web2:
+    networks: {front: 10.80.1.20, back: null}
+  db:
+    networks: [back]
+  lonely: {}
+links:
+  - {endpoints: [web1, db], subnet: 10.90.0.0/30}
+"""
+
+
+def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def reaches(host: str, address: str) -> bool:
+    return nslab("exec", host, "--", "ping", "-c1", "-W1", address, check=False).returncode == 0
+
+
+def netns_names() -> list[str]:
+    return sorted(os.listdir("/run/netns"))
+
+
+def ns_inode(name: str) -> int:
+    return os.stat(f"/run/netns/{name}").st_ino
+
+
+def machine_links() -> set[str]:
+    return {line.split("@")[0] for line in sh("ip -o link show | awk -F': ' '{print $2}'").stdout.split()}
+
+
+@pytest.fixture
+def lab_file(tmp_path):
+    path = tmp_path / "nslab.yaml"
+    path.write_text(BASIC)
+    return path
+
+
+def test_up_exec_status_down(host, lab_file):
+    before_links = machine_links()
+    out = nslab("up", "-f", str(lab_file)).stdout
+    assert "demo-web1" in out and "10.80.1.20/24" in out
+
+    # named namespaces that iproute2 and nsenter can use
+    assert {"demo-web1", "demo-web2", "demo-db", "demo-lonely"} <= set(netns_names())
+    assert "10.80.1.2/24" in sh("ip netns exec demo-web1 ip -br addr show eth0").stdout
+    assert "10.80.1.20/24" in sh("nsenter --net=/run/netns/demo-web2 ip -br addr show eth0").stdout
+    assert "UNKNOWN" in sh("ip -n demo-lonely -br link show lo").stdout  # lo is up
+
+    # traffic: same bridge, the machine (gateway), the link, and nothing from the loopback-only host
+    assert reaches("web1", "10.80.1.20")
+    assert reaches("web1", "10.80.1.1")
+    assert sh("ping -c1 -W1 10.80.1.2", check=False).returncode == 0
+    assert reaches("web1", "10.90.0.2") and reaches("db", "10.90.0.1")
+    assert not reaches("lonely", "10.80.1.1")
+    assert "default via 10.80.1.1" in sh("ip -n demo-web1 route").stdout
+
+    # exec passes the exit status, stdin and stdout through
+    assert nslab("exec", "web1", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    assert nslab("exec", "demo/web2", "--", "cat", input="hello\n").stdout == "hello\n"
+
+    doc = json.loads(nslab("status", "--json").stdout)
+    (lab,) = doc["labs"]
+    web2 = next(h for h in lab["hosts"] if h["name"] == "web2")
+    assert web2["present"] and {i["name"]: i["addresses"] for i in web2["interfaces"]}["eth0"] == ["10.80.1.20/24"]
+    assert any(r["destination"] == "default" and r["gateway"] == "10.80.1.1" for r in web2["routes"])
+    assert all(n["present"] for n in lab["networks"])
+
+    assert "lab demo is down" in nslab("down", "demo").stdout
+    assert netns_names() == ["wan"]
+    assert machine_links() == before_links
+    assert os.listdir("/run/nslab") in ([], [".lock"])
+    assert "was not up" in nslab("down", "demo").stdout  # idempotent
+
+
+def test_up_twice_changes_nothing_and_an_edit_converges(host, lab_file):
+    nslab("up", "-f", str(lab_file))
+    inodes = {h: ns_inode(f"demo-{h}") for h in ("web1", "web2", "db", "lonely")}
+    assert "nothing to do" in nslab("up", "-f", str(lab_file), "--dry-run").stdout
+    nslab("up", "-f", str(lab_file))
+    assert {h: ns_inode(f"demo-{h}") for h in inodes} == inodes
+
+    lab_file.write_text(BASIC.replace("  lonely: {}\n", "  cache:\n    networks: [front]\n"))
+    dry = nslab("up", "-f", str(lab_file), "--dry-run").stdout
+    assert "ip netns del demo-lonely" in dry and "ip netns add demo-cache" in dry
+    nslab("up", "-f", str(lab_file))
+    assert not os.path.exists("/run/netns/demo-lonely")
+    assert {h: ns_inode(f"demo-{h}") for h in ("web1", "web2", "db")} == {
+        h: inodes[h] for h in ("web1", "web2", "db")
+    }
+    assert reaches("cache", "10.80.1.2") and reaches("web1", "10.90.0.2")
+    nslab("down", "-f", str(lab_file))
+
+
+def test_down_works_after_the_file_is_gone_and_with_a_stray_namespace(host, lab_file):
+    nslab("up", "-f", str(lab_file))
+    lab_file.unlink()
+    sh("ip netns del demo-web2")  # someone removed part of it by hand
+    nslab("down", "demo")
+    assert netns_names() == ["wan"]
+
+
+def test_bad_input_exits_2_and_touches_nothing(host, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: demo\nhosts:\n  a: {networks: [nope]}\n  b: {colour: red}\n")
+    result = nslab("up", "-f", str(bad), check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"nslab: {bad}:4: hosts.b.colour: unknown key 'colour'",
+    ]
+    assert "Traceback" not in result.stderr
+    bad.write_text("name: demo\nnetworks:\n  n: {subnet: 198.51.100.0/25}\nhosts:\n  a: {networks: [nope]}\n")
+    result = nslab("up", "-f", str(bad), check=False)
+    assert result.returncode == 2
+    assert f"{bad}:3: networks.n.subnet: subnet 198.51.100.0/25 overlaps 198.51.100.0/24" in result.stderr
+    assert f"{bad}:5: hosts.a.networks.nope: unknown network 'nope'" in result.stderr
+    assert netns_names() == ["wan"]
+    assert nslab("exec", "nosuchhost", "--", "true", check=False).returncode == 2
+    assert nslab("up", "-f", str(tmp_path / "missing.yaml"), check=False).returncode == 2
+
+
+def test_failure_half_way_rolls_back_and_leaves_foreign_namespace(host, lab_file):
+    sh("ip netns add demo-db")  # not ours: up must fail cleanly, not take it over
+    before_links = machine_links()
+    result = nslab("up", "-f", str(lab_file), check=False)
+    assert result.returncode == 1
+    assert "demo-db already exists" in result.stderr and "rolled back" in result.stderr
+    assert netns_names() == ["demo-db", "wan"]
+    assert machine_links() == before_links
+    assert not os.path.exists("/run/nslab/demo")
+    sh("ip netns del demo-db")
+
+
+def test_two_labs_at_once_and_name_clash_between_files(host, lab_file, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}, web1: {networks: [n]}}\n")
+    nslab("up", "-f", str(lab_file))
+    nslab("up", "-f", str(other))
+    doc = json.loads(nslab("status", "--json").stdout)
+    subnets = {n["subnet"] for lab in doc["labs"] for n in lab["networks"]}
+    assert len(subnets) == 3  # the automatic subnets of both labs differ
+    # web1 exists in both labs: a bare name is ambiguous, LAB/HOST is not
+    ambiguous = nslab("exec", "web1", "--", "true", check=False)
+    assert ambiguous.returncode == 2 and "several labs" in ambiguous.stderr
+    assert nslab("exec", "other/web1", "--", "true").returncode == 0
+
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("name: other\nhosts: {x: {}}\n")
+    result = nslab("up", "-f", str(clash), check=False)
+    assert result.returncode == 2 and "already used by" in result.stderr
+    nslab("down", "other")
+    nslab("down", "demo")
+    assert netns_names() == ["wan"]
+
+
+def test_not_root_gets_one_clear_line(host, lab_file):
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", NSLAB, "up", "-f", str(lab_file)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "nslab: nslab needs root for this (it creates namespaces): run it with sudo"
+    ]
+
+
+def test_python_api_context_manager(host, lab_file):
+    with Lab.load(lab_file) as lab:
+        result = lab.exec("web1", ["ping", "-c1", "-W1", "10.80.1.20"], capture_output=True, text=True)
+        assert result.returncode == 0
+        assert lab.exec("db", ["sh", "-c", "exit 3"]).returncode == 3
+        status = lab.status()
+        assert [h["name"] for h in status["labs"][0]["hosts"]] == ["web1", "web2", "db", "lonely"]
+    assert netns_names() == ["wan"]

@@ -1,0 +1,116 @@
+"""IPAM, naming and consistency checks, against a machine described by Occupied entries (no kernel)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from test_spec import ISSUE_EXAMPLE
+
+from nslab import spec
+from nslab.errors import ResolveError
+from nslab.model import Occupied
+from nslab.resolve import DEFAULT_POOL, resolve
+
+
+def _resolve(text: str, **kwargs):
+    lab_spec, source = spec.parse(text, "lab.yaml")
+    return resolve(lab_spec, source, "lab.yaml", **kwargs)
+
+
+def test_issue_example_names_and_addresses():
+    lab = _resolve(ISSUE_EXAMPLE)
+    front, back = lab.networks["front"], lab.networks["back"]
+    assert str(front.gateway) == "10.80.1.1/24"
+    assert back.subnet.subnet_of(DEFAULT_POOL) and str(back.gateway.ip).endswith(".1")
+    web1, web2, db, lonely = (lab.hosts[h] for h in ("web1", "web2", "db", "lonely"))
+    assert web1.namespace == "demo-web1"
+    # eth0.. in the order of networks, then links
+    assert [i.name for i in web1.interfaces] == ["eth0", "eth1", "eth2"]
+    assert [i.name for i in web2.interfaces] == ["eth0", "eth1"]
+    assert str(web1.interfaces[0].address) == "10.80.1.2/24"  # next free after the gateway
+    assert str(web2.interfaces[0].address) == "10.80.1.20/24"  # fixed
+    assert web2.interfaces[1].address.ip == back.subnet[2]
+    assert db.interfaces[0].address.ip == back.subnet[3]
+    assert web1.gateway == front.gateway.ip and db.gateway == back.gateway.ip
+    assert lonely.interfaces == () and lonely.gateway is None
+    assert str(lab.links[1].subnet) == "10.90.0.0/30"
+    assert {str(lab.links[1].a_address), str(lab.links[1].b_address)} == {"10.90.0.1/30", "10.90.0.2/30"}
+    for h in lab.hosts.values():
+        for i in h.interfaces:
+            assert len(i.name) <= 15 and (i.host_veth is None or len(i.host_veth) <= 15)
+    assert all(len(n.bridge) <= 15 for n in lab.networks.values())
+
+
+def test_automatic_subnets_avoid_the_machine_and_other_labs():
+    occupied = [Occupied(ipaddress.IPv4Network("10.213.0.0/23"), "route on eth9")]
+    lab = _resolve("name: a\nnetworks: {x: {}, y: {}}\n", occupied=occupied)
+    assert str(lab.networks["x"].subnet) == "10.213.2.0/24"
+    assert str(lab.networks["y"].subnet) == "10.213.3.0/24"
+
+
+def test_explicit_overlap_names_both_sides():
+    occupied = [Occupied(ipaddress.IPv4Network("10.80.0.0/16"), "network 'front' of lab 'other'")]
+    with pytest.raises(ResolveError) as err:
+        _resolve("name: a\nnetworks:\n  n:\n    subnet: 10.80.1.0/24\n", occupied=occupied)
+    assert err.value.lines() == [
+        "lab.yaml:4: networks.n.subnet: subnet 10.80.1.0/24 overlaps 10.80.0.0/16 (network 'front' of lab 'other')"
+    ]
+
+
+def test_all_reference_and_address_problems_at_once():
+    text = """\
+name: a
+networks:
+  n: {subnet: 10.1.0.0/24}
+  m: {subnet: 10.1.0.128/25}
+hosts:
+  h1: {networks: {n: 10.1.0.1}}
+  h2: {networks: {n: 10.1.1.5}}
+  h3: {networks: [nope]}
+  h4: {networks: {n: 10.1.0.9}}
+  h5: {networks: {n: 10.1.0.9}}
+  Bad_Name: {}
+links:
+  - [h1, ghost]
+  - [h1, h1]
+"""
+    with pytest.raises(ResolveError) as err:
+        _resolve(text)
+    got = "\n".join(err.value.lines())
+    for fragment in [
+        "lab.yaml:4: networks.m.subnet: subnet 10.1.0.128/25 overlaps 10.1.0.0/24",
+        "lab.yaml:6: hosts.h1.networks.n: address 10.1.0.1 is already the gateway",
+        "lab.yaml:7: hosts.h2.networks.n: address 10.1.1.5 is not a host address of 10.1.0.0/24",
+        "lab.yaml:8: hosts.h3.networks.nope: unknown network 'nope'",
+        "lab.yaml:10: hosts.h5.networks.n: address 10.1.0.9 is already used by host 'h4'",
+        "hosts.Bad_Name: name 'Bad_Name' must match",
+        "lab.yaml:13: links[0].endpoints[1]: unknown host 'ghost'",
+        "lab.yaml:14: links[1].endpoints: a link needs two different hosts",
+    ]:
+        assert fragment in got, (fragment, got)
+
+
+def test_previous_addresses_are_kept_when_hosts_are_inserted_before():
+    first = _resolve("name: a\nnetworks: {n: {}}\nhosts: {b: {networks: [n]}}\n")
+    again = _resolve(
+        "name: a\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}, b: {networks: [n]}}\n",
+        previous=first.allocations(),
+    )
+    assert again.hosts["b"] == first.hosts["b"]
+    assert again.networks["n"] == first.networks["n"]
+    assert again.hosts["a"].interfaces[0].address.ip != first.hosts["b"].interfaces[0].address.ip
+
+
+def test_full_network_is_reported():
+    hosts = "".join(f"  h{i}: {{networks: [n]}}\n" for i in range(3))
+    with pytest.raises(ResolveError, match="is full"):
+        _resolve(f"name: a\nnetworks: {{n: {{subnet: 10.9.0.0/30}}}}\nhosts:\n{hosts}")
+
+
+def test_internal_network_gives_no_default_route():
+    lab = _resolve(
+        "name: a\nnetworks: {i: {internal: true}, o: {}}\nhosts: {x: {networks: [i]}, y: {networks: [i, o]}}\n"
+    )
+    assert lab.hosts["x"].gateway is None
+    assert lab.hosts["y"].gateway == lab.networks["o"].gateway.ip

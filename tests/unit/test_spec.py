@@ -1,0 +1,87 @@
+"""The lab file schema: what is accepted, and how every problem is reported at once with file:line."""
+
+from __future__ import annotations
+
+import pytest
+
+from nslab import spec
+from nslab.errors import SpecError
+
+ISSUE_EXAMPLE = """\
+name: demo
+networks:
+  front:
+    subnet: 10.80.1.0/24
+  back: {}
+hosts:
+  web1:
+    networks: [front]
+  web2:
+    networks: {front: 10.80.1.20, back: null}
+  db:
+    networks: [back]
+  lonely: {}
+links:
+  - [web1, db]
+  - {endpoints: [web1, db], subnet: 10.90.0.0/30}
+"""
+
+
+def test_issue_example_parses_with_both_network_forms():
+    lab, _ = spec.parse(ISSUE_EXAMPLE)
+    assert lab.name == "demo"
+    assert str(lab.networks["front"].subnet) == "10.80.1.0/24"
+    assert lab.networks["back"].subnet is None
+    assert lab.hosts["web1"].networks == {"front": None}
+    assert str(lab.hosts["web2"].networks["front"]) == "10.80.1.20"
+    assert lab.hosts["lonely"].networks == {}
+    assert lab.links[0].endpoints == ("web1", "db")
+    assert str(lab.links[1].subnet) == "10.90.0.0/30"
+
+
+def test_every_problem_reported_at_once_with_line_and_field():
+    text = """\
+name: Demo
+networks:
+  front:
+    subnet: 10.80.1.0/24
+    colour: red
+hosts:
+  web2:
+    networks: {front: 10.80.1.300}
+  db:
+    restart: sometimes
+links:
+  - {endpoints: [web2, db], x: 1}
+"""
+    with pytest.raises(SpecError) as err:
+        spec.parse(text, "lab.yaml")
+    lines = err.value.lines()
+    assert len(lines) == 5, lines
+    assert lines[0].startswith("lab.yaml:1: name: lab name must match")
+    assert "lab.yaml:5: networks.front.colour: unknown key 'colour'" in lines
+    assert any(line.startswith("lab.yaml:8: hosts.web2.networks.front:") for line in lines)
+    assert any(line.startswith("lab.yaml:10: hosts.db.restart:") for line in lines)
+    assert "lab.yaml:12: links[0].x: unknown key 'x'" in lines
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: a\nnetworks: {n: {subnet: 10.0.0.1/24}}\n", "not an IPv4 subnet"),
+        ("name: a\nnetworks: {n: {subnet: 10.0.0.0/31}}\n", "at least a /30"),
+        ("name: a\nhosts: {h: {networks: [n, n]}}\n", "listed twice"),
+        ("name: abcdefghijklm\n", "lab name must match"),
+        ("- just\n- a list\n", "a lab file is a mapping"),
+        ("name: a\nhosts: {h: [\n", "invalid YAML"),
+    ],
+)
+def test_bad_values_are_explained(text, fragment):
+    with pytest.raises(SpecError) as err:
+        spec.parse(text, "f.yaml")
+    assert fragment in str(err.value)
+
+
+def test_missing_file_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="cannot read lab file"):
+        spec.load(tmp_path / "nope.yaml")
