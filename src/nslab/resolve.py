@@ -164,12 +164,13 @@ def resolve(
                 used[net_name][ip] = f"used by host '{host_name}'"
                 addresses[(host_name, net_name)] = ip
 
+    free = {n: (a for a in net.subnet.hosts()) for n, net in networks.items()}  # one cursor per network
     for host_name, host in spec.hosts.items():  # the rest: next free, in file order
         for net_name in host.networks:
             if net_name not in networks or (host_name, net_name) in addresses:
                 continue
             subnet = networks[net_name].subnet
-            ip = next((a for a in subnet.hosts() if a not in used[net_name]), None)
+            ip = next((a for a in free[net_name] if a not in used[net_name]), None)
             if ip is None:
                 out.add(("hosts", host_name, "networks", net_name), f"network '{net_name}' ({subnet}) is full")
                 continue

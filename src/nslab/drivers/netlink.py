@@ -426,8 +426,63 @@ class RouteInfo:
     device: str
 
 
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 10, 18, 20, 1
+
+
+def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    out = {}
+    while offset + 4 <= end:
+        length, kind = struct.unpack_from("HH", data, offset)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _link_list(sock: socket.socket) -> list[LinkInfo]:
+    """The link dump without addresses, read with a small attribute scanner: pyroute2's full decode of
+    every attribute costs ~1 ms per link, which dominated `down` of a 1000-host lab."""
+    req = ifinfmsg()
+    req["header"]["type"] = RTM_GETLINK
+    req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    req["header"]["sequence_number"] = 1
+    req.encode()
+    sock.send(req.data)
+    out: list[LinkInfo] = []
+    while True:
+        data = sock.recv(BUFFER)
+        offset = 0
+        while offset < len(data):
+            length, rtype = struct.unpack_from("IH", data, offset)
+            if rtype == NLMSG_DONE:
+                return out
+            if rtype == NLMSG_ERROR:
+                code = -struct.unpack_from("i", data, offset + 16)[0]
+                if code:
+                    raise KernelError(f"netlink dump failed: {os.strerror(code)}")
+                return out
+            _family, _type, index, flags = struct.unpack_from("BxHiI", data, offset + 16)
+            attrs = _attrs(data, offset + 32, offset + length)
+            info = attrs.get(IFLA_LINKINFO)
+            kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
+            out.append(
+                LinkInfo(
+                    index=index,
+                    name=attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
+                    kind=kind.rstrip(b"\0").decode(),
+                    alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(),
+                    master=struct.unpack("I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
+                    up=bool(flags & IFF_UP),
+                )
+            )
+            offset += (length + 3) & ~3
+
+
 def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
     """`ip -j addr`: every link in the socket's namespace, with its addresses."""
+    if not with_addresses:
+        return _link_list(sock)
     raw = _dump(sock, RTM_GETLINK, ifinfmsg())
     addresses: dict[int, list[Any]] = {}
     if with_addresses:
