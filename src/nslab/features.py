@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import Problem
-from .model import Lab
-from .spec import SourceMap
+if TYPE_CHECKING:
+    from .errors import Problem
+    from .model import Lab
+    from .spec import SourceMap
 
 #: In ``up`` order. ``down`` runs the ones marked ``BEFORE_NAMESPACES = True`` first.
 FEATURE_MODULES = ("nslab.firewall", "nslab.hostsetup")

@@ -16,15 +16,17 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import nsenter, spec, state
+from . import nsenter, state
 from .errors import ConflictError, KernelError, NslabError, ResolveError, TargetError, TeardownError
 from .features import features
 from .model import OWNER_PREFIX, Occupied
 from .model import Lab as ResolvedLab
 from .plan import AddHosts, Observed, Plan, plan_down, plan_up
-from .resolve import resolve
+
+if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
+    from . import spec
 
 
 @dataclass
@@ -51,12 +53,16 @@ class Lab:
     """A lab file, loaded and validated (nothing on the machine changes until :meth:`up`)."""
 
     def __init__(self, lab_spec: spec.LabSpec, source: spec.SourceMap | None = None, path: str = ""):
+        from . import spec
+
         self.spec = lab_spec
         self.source_map = source or spec.SourceMap()
         self.path = path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Lab:
+        from . import spec
+
         absolute = str(Path(path).resolve())
         lab_spec, source = spec.load(path)
         lab = cls(lab_spec, source, absolute)
@@ -65,6 +71,8 @@ class Lab:
 
     @classmethod
     def from_text(cls, text: str, path: str = "") -> Lab:
+        from . import spec
+
         lab_spec, source = spec.parse(text, path or "<string>")
         return cls(lab_spec, source, str(Path(path).resolve()) if path else "")
 
@@ -78,6 +86,8 @@ class Lab:
     # ------------------------------------------------------------------------------------------
     def resolve(self, kernel: Any | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs), without changing it."""
+        from .resolve import resolve
+
         occupied: list[Occupied] = []
         if kernel is not None:
             occupied += [Occupied(net, who) for net, who in kernel.machine_networks()]

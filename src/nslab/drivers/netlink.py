@@ -1,4 +1,5 @@
-"""The netlink driver: named network namespaces, links, addresses and routes. The only pyroute2 user.
+"""The netlink driver: named network namespaces, links, addresses and routes. The only pyroute2 user
+(imported lazily: listing and deleting need none of it).
 
 Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
 ``ip link set ... master/up``, ``ip addr add``, ``ip route add default via``, and the read side
@@ -29,27 +30,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2.netlink import (
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_DUMP,
-    NLM_F_EXCL,
-    NLM_F_REPLACE,
-    NLM_F_REQUEST,
-)
-from pyroute2.netlink.rtnl import (
-    RTM_DELLINK,
-    RTM_GETADDR,
-    RTM_GETLINK,
-    RTM_GETROUTE,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWROUTE,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
-
 from .. import linux
 from ..errors import KernelError
 from ..model import OWNER_PREFIX, Host, Lab, Link, Network, owner_alias
@@ -63,7 +43,43 @@ RT_TABLE_MAIN = 254
 BUFFER = 8 << 20
 CHUNK = 48 << 10  # keep each send() well under the socket's send buffer
 
-_MSG_CLASS = {RTM_NEWLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg}
+# Kernel ABI constants (linux/netlink.h, linux/rtnetlink.h), so paths that only list or delete need no
+# pyroute2: importing it costs ~150 ms, which `down` and `status` of names should not pay.
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 10, 18, 20, 1
+_NLMSGHDR = struct.Struct("IHHII")
+_IFINFOMSG = struct.Struct("BxHiII")
+
+
+def _ifinfmsg() -> Any:
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    return ifinfmsg()
+
+
+def _ifaddrmsg() -> Any:
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+    return ifaddrmsg()
+
+
+def _rtmsg() -> Any:
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    return rtmsg()
+
+
+def _raw_link_request(mtype: int, flags: int, name: str | None = None) -> bytes:
+    """A bare ifinfomsg request, optionally naming a link (for dumps and deletes by name)."""
+    attrs = b""
+    if name is not None:
+        raw = name.encode() + b"\0"
+        attrs = struct.pack("HH", 4 + len(raw), IFLA_IFNAME) + raw + b"\0" * (-len(raw) % 4)
+    length = _NLMSGHDR.size + _IFINFOMSG.size + len(attrs)
+    return _NLMSGHDR.pack(length, mtype, flags, 1, 0) + _IFINFOMSG.pack(0, 0, 0, 0, 0) + attrs
 
 
 def _netlink_socket() -> socket.socket:
@@ -252,6 +268,9 @@ class Batch:
         msg.encode()
         self.messages.append((bytes(msg.data), what))
 
+    def add_raw(self, data: bytes, what: str) -> None:
+        self.messages.append((data, what))
+
     def __len__(self) -> int:
         return len(self.messages)
 
@@ -294,7 +313,7 @@ class Batch:
 
 
 def add_bridge(batch: Batch, name: str) -> None:
-    msg = ifinfmsg()
+    msg = _ifinfmsg()
     msg["flags"] = msg["change"] = IFF_UP
     msg["attrs"] = [
         ("IFLA_IFNAME", name),
@@ -309,7 +328,7 @@ def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index:
     The peer is left down: asking for it up at creation fails (ENOTCONN); it is brought up where it lives.
     """
     peer = {"attrs": [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_ns_fd)]}
-    msg = ifinfmsg()
+    msg = _ifinfmsg()
     msg["index"] = index
     msg["attrs"] = [
         ("IFLA_IFNAME", name),
@@ -328,34 +347,32 @@ def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index:
 
 def attach_port(batch: Batch, name: str, master: int, alias: str) -> None:
     """`ip link set NAME master BRIDGE alias ALIAS up`, by name."""
-    msg = ifinfmsg()
+    msg = _ifinfmsg()
     msg["flags"] = msg["change"] = IFF_UP
     msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_MASTER", master), ("IFLA_IFALIAS", alias)]
     batch.add(msg, RTM_NEWLINK, 0, f"attach {name} to its bridge")
 
 
 def set_up(batch: Batch, index: int, what: str) -> None:
-    msg = ifinfmsg()
+    msg = _ifinfmsg()
     msg["index"] = index
     msg["flags"] = msg["change"] = IFF_UP
     batch.add(msg, RTM_NEWLINK, 0, f"set {what} up")
 
 
 def set_alias(batch: Batch, index: int, alias: str) -> None:
-    msg = ifinfmsg()
+    msg = _ifinfmsg()
     msg["index"] = index
     msg["attrs"] = [("IFLA_IFALIAS", alias)]
     batch.add(msg, RTM_NEWLINK, 0, f"set alias {alias}")
 
 
 def delete_link(batch: Batch, name: str) -> None:
-    msg = ifinfmsg()
-    msg["attrs"] = [("IFLA_IFNAME", name)]
-    batch.add(msg, RTM_DELLINK, 0, f"delete link {name}")
+    batch.add_raw(_raw_link_request(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, name), f"delete link {name}")
 
 
 def add_address(batch: Batch, index: int, address: ipaddress.IPv4Interface, what: str) -> None:
-    msg = ifaddrmsg()
+    msg = _ifaddrmsg()
     msg["family"] = socket.AF_INET
     msg["prefixlen"] = address.network.prefixlen
     msg["index"] = index
@@ -367,7 +384,7 @@ def add_address(batch: Batch, index: int, address: ipaddress.IPv4Interface, what
 
 
 def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address, what: str) -> None:
-    msg = rtmsg()
+    msg = _rtmsg()
     msg["family"] = socket.AF_INET
     msg["table"] = RT_TABLE_MAIN
     msg["proto"] = 4  # static
@@ -426,9 +443,6 @@ class RouteInfo:
     device: str
 
 
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 10, 18, 20, 1
-
-
 def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     out = {}
     while offset + 4 <= end:
@@ -443,12 +457,7 @@ def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
 def _link_list(sock: socket.socket) -> list[LinkInfo]:
     """The link dump without addresses, read with a small attribute scanner: pyroute2's full decode of
     every attribute costs ~1 ms per link, which dominated `down` of a 1000-host lab."""
-    req = ifinfmsg()
-    req["header"]["type"] = RTM_GETLINK
-    req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-    req["header"]["sequence_number"] = 1
-    req.encode()
-    sock.send(req.data)
+    sock.send(_raw_link_request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP))
     out: list[LinkInfo] = []
     while True:
         data = sock.recv(BUFFER)
@@ -483,10 +492,10 @@ def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
     """`ip -j addr`: every link in the socket's namespace, with its addresses."""
     if not with_addresses:
         return _link_list(sock)
-    raw = _dump(sock, RTM_GETLINK, ifinfmsg())
+    raw = _dump(sock, RTM_GETLINK, _ifinfmsg())
     addresses: dict[int, list[Any]] = {}
     if with_addresses:
-        req = ifaddrmsg()
+        req = _ifaddrmsg()
         req["family"] = socket.AF_UNSPEC
         for a in _dump(sock, RTM_GETADDR, req):
             ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
@@ -512,7 +521,7 @@ def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
 
 def routes(sock: socket.socket) -> list[RouteInfo]:
     """`ip -j route` (IPv4, main table)."""
-    req = rtmsg()
+    req = _rtmsg()
     req["family"] = socket.AF_INET
     names = {link.index: link.name for link in links(sock, with_addresses=False)}
     out = []
