@@ -160,7 +160,7 @@ class LabState:
         path = state_file(self.lab.name)
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump({"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra}, fh, indent=1)
+            json.dump({"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra}, fh, separators=(",", ":"))
         os.replace(tmp, path)
 
     @classmethod

@@ -1,0 +1,65 @@
+"""The hand-packed netlink requests decode, with pyroute2's own decoder, to exactly what was meant."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from nslab.drivers import netlink as nl
+
+
+def _one(build, cls):
+    batch = nl.Batch()
+    build(batch)
+    ((data, what),) = batch.messages
+    msg = cls(data)
+    msg.decode()
+    assert msg["header"]["length"] == len(data)
+    assert msg["header"]["flags"] & (nl.NLM_F_REQUEST | nl.NLM_F_ACK) == nl.NLM_F_REQUEST | nl.NLM_F_ACK
+    return msg, what
+
+
+def test_bridge():
+    msg, what = _one(lambda b: nl.add_bridge(b, "nsl12345678"), ifinfmsg)
+    assert msg["header"]["type"] == nl.RTM_NEWLINK and msg["flags"] & 1 and msg["change"] & 1
+    assert msg.get_attr("IFLA_IFNAME") == "nsl12345678"
+    assert msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "bridge"
+    assert what == "add bridge nsl12345678"
+
+
+def test_veth_with_peer_in_another_namespace():
+    msg, _ = _one(lambda b: nl.add_veth(b, "eth0", "nsvabcdef12", 7, index=10), ifinfmsg)
+    assert msg["index"] == 10 and msg.get_attr("IFLA_IFNAME") == "eth0"
+    info = msg.get_attr("IFLA_LINKINFO")
+    assert info.get_attr("IFLA_INFO_KIND") == "veth"
+    peer = info.get_attr("IFLA_INFO_DATA").get_attr("VETH_INFO_PEER")
+    assert peer.get_attr("IFLA_IFNAME") == "nsvabcdef12"
+    assert peer.get_attr("IFLA_NET_NS_FD") == 7
+
+
+def test_attach_port_and_set_up():
+    msg, _ = _one(lambda b: nl.attach_port(b, "nsvabcdef12", 4, "nslab:demo:host:web1:eth0"), ifinfmsg)
+    assert msg.get_attr("IFLA_MASTER") == 4 and msg.get_attr("IFLA_IFALIAS") == "nslab:demo:host:web1:eth0"
+    assert msg["flags"] & 1 and msg["change"] & 1
+    msg, _ = _one(lambda b: nl.set_up(b, 12, "eth2"), ifinfmsg)
+    assert msg["index"] == 12 and msg["flags"] == msg["change"] == 1
+
+
+def test_address_and_default_route():
+    address = ipaddress.IPv4Interface("10.80.1.2/24")
+    msg, _ = _one(lambda b: nl.add_address(b, 10, address, "eth0"), ifaddrmsg)
+    assert msg["header"]["type"] == nl.RTM_NEWADDR
+    assert (msg["family"], msg["prefixlen"], msg["index"]) == (2, 24, 10)
+    assert msg.get_attr("IFA_LOCAL") == "10.80.1.2" and msg.get_attr("IFA_BROADCAST") == "10.80.1.255"
+    msg, _ = _one(lambda b: nl.add_default_route(b, ipaddress.IPv4Address("10.80.1.1"), "ns"), rtmsg)
+    assert msg["header"]["type"] == nl.RTM_NEWROUTE
+    assert (msg["dst_len"], msg["table"], msg["proto"], msg["type"]) == (0, 254, 4, 1)
+    assert msg.get_attr("RTA_GATEWAY") == "10.80.1.1"
+
+
+def test_delete_by_name():
+    msg, _ = _one(lambda b: nl.delete_link(b, "nsl12345678"), ifinfmsg)
+    assert msg["header"]["type"] == nl.RTM_DELLINK and msg.get_attr("IFLA_IFNAME") == "nsl12345678"
