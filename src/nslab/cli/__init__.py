@@ -31,9 +31,10 @@ def cli() -> None:
     """
 
 
-from . import labs  # noqa: E402  (registers the verbs on `cli`)
+from . import labs, targets  # noqa: E402  (registers the verbs on `cli`)
 
 labs.register(cli)
+targets.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

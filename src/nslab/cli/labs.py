@@ -1,4 +1,4 @@
-"""Lab verbs: ``up``, ``down``, ``status``, ``exec``, ``shell``.
+"""Lab verbs: ``up``, ``down``, ``status`` (``exec`` and ``shell`` live in :mod:`nslab.cli.targets`).
 
 Logic lives in :mod:`nslab.lab`; this module parses options and renders (tables via
 :mod:`nslab.cli.render`).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
@@ -89,38 +88,7 @@ def status(lab_name: str | None, as_json: bool) -> None:
     render.status(doc)
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("target", metavar="[LAB/]HOST")
-@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def exec_(target: str, argv: tuple[str, ...]) -> None:
-    """Run CMD inside a host (like `ip netns exec`); exits with CMD's status."""
-    from ..lab import find_host, host_namespace
-    from ..nsenter import exec_in_host
-
-    argv = argv[1:] if argv and argv[0] == "--" else argv
-    if not argv:
-        raise click.UsageError("give a command after --")
-    lab, host = find_host(target)
-    exec_in_host(host_namespace(lab, host), argv)
-
-
-@click.command()
-@click.argument("target", metavar="[LAB/]HOST")
-def shell(target: str) -> None:
-    """Open your shell ($SHELL) inside a host."""
-    from ..lab import find_host, host_namespace
-    from ..nsenter import exec_in_host
-
-    lab, host = find_host(target)
-    user_shell = os.environ.get("SHELL") or "/bin/sh"
-    if sys.stdin.isatty():
-        click.echo(f"nslab: entering {lab}/{host}; exit to leave", err=True)
-    exec_in_host(host_namespace(lab, host), [user_shell])
-
-
 def register(group: click.Group) -> None:
     group.add_command(up)
     group.add_command(down)
     group.add_command(status)
-    group.add_command(exec_, name="exec")
-    group.add_command(shell)

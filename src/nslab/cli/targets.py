@@ -1,0 +1,231 @@
+"""Verbs on any namespace of the machine: ``exec``, ``shell``, ``ls``, ``attach``, ``detach``, ``run``, ``gc``.
+
+Targets are ``[LAB/]HOST``, ``netns:NAME``, ``pid:PID``, ``container:NAME_OR_ID`` and ``path:FILE`` (see
+:mod:`nslab.targets`). ``exec`` and ``shell`` replace nslab with the command, so signals reach it directly;
+they import nothing heavy (no pyroute2, pydantic, yaml or rich).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from ..errors import UserError
+
+_EXEC_FLAGS = {"--uts", "--detach", "-d"}
+_EXEC_VALUES = {
+    "--mount-from": "mount_from",
+    "--pid-from": "pid_from",
+    "--user": "user",
+    "-u": "user",
+    "--env": "env",
+    "-e": "env",
+    "--workdir": "workdir",
+    "-w": "workdir",
+}
+
+
+def _split_exec_args(tokens: tuple[str, ...], values: dict) -> list[str]:
+    """Options may also follow TARGET (``nslab exec web1 --uts -- CMD``): take them up to ``--`` or the
+    first word that is not one of ours; the rest is the command, untouched."""
+    tokens_list = list(tokens)
+    while tokens_list:
+        token = tokens_list[0]
+        if token == "--":
+            return tokens_list[1:]
+        name, eq, inline = token.partition("=")
+        if token in _EXEC_FLAGS:
+            values["detach" if token in ("--detach", "-d") else "uts"] = True
+            tokens_list.pop(0)
+        elif name in _EXEC_VALUES and name.startswith("--") and eq or token in _EXEC_VALUES:
+            key = _EXEC_VALUES[name if eq else token]
+            tokens_list.pop(0)
+            if not eq:
+                if not tokens_list:
+                    raise click.UsageError(f"{token} needs a value")
+                inline = tokens_list.pop(0)
+            if key == "env":
+                values["env"] = (*values["env"], inline)
+            else:
+                values[key] = inline
+        else:
+            break
+    return tokens_list
+
+
+def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not key or not eq:
+            raise UserError(f"--env {pair}: write KEY=VALUE")
+        env[key] = value
+    return env
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--uts", is_flag=True, help="Also enter the target's UTS (hostname) namespace.")
+@click.option("--mount-from", metavar="TARGET2", help="Use TARGET2's filesystem (mount namespace) and tools.")
+@click.option("--pid-from", metavar="TARGET2", help="Run in TARGET2's PID namespace (forks).")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run as this user (name or uid).")
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (repeatable).")
+@click.option("-w", "--workdir", metavar="DIR", help="Working directory of the command.")
+@click.option("-d", "--detach", is_flag=True, help="Start in the background; print its pid.")
+@click.argument("target", metavar="TARGET")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
+def exec_(target: str, argv: tuple[str, ...], **values) -> None:
+    """Run CMD in TARGET's network namespace with this machine's tools and files (like `nsenter -n -t PID`
+    or `ip netns exec`); exits with CMD's status.
+
+    \b
+    TARGET: [LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID, path:FILE
+    Lab hosts also get their hostname (UTS) namespace and /etc/netns/NAME files.
+    """
+    from ..nsenter import ExecOptions, exec_in_target
+    from ..targets import resolve
+
+    command = _split_exec_args(argv, values)
+    if not command:
+        raise click.UsageError("give a command after --")
+    resolved = resolve(target)
+    options = ExecOptions(
+        uts=values["uts"],
+        mount_from=resolve(values["mount_from"]) if values["mount_from"] else None,
+        pid_from=resolve(values["pid_from"]) if values["pid_from"] else None,
+        user=values["user"],
+        env=_env_pairs(values["env"]),
+        workdir=values["workdir"],
+        detach=values["detach"],
+    )
+    code = exec_in_target(resolved, command, options)
+    sys.exit(code)
+
+
+@click.command()
+@click.option("--uts", is_flag=True, help="Also enter the target's UTS (hostname) namespace.")
+@click.option("--mount-from", metavar="TARGET2", help="Use TARGET2's filesystem (mount namespace).")
+@click.argument("target", metavar="TARGET")
+def shell(target: str, uts: bool, mount_from: str | None) -> None:
+    """Open your shell ($SHELL) inside TARGET ([LAB/]HOST, netns:, pid:, container:, path:)."""
+    from ..nsenter import ExecOptions, exec_in_target
+    from ..targets import resolve
+
+    resolved = resolve(target)
+    options = ExecOptions(uts=uts, mount_from=resolve(mount_from) if mount_from else None)
+    user_shell = os.environ.get("SHELL") or "/bin/sh"
+    if mount_from:
+        user_shell = "/bin/sh"  # their filesystem may not have ours
+    if sys.stdin.isatty():
+        click.echo(f"nslab: entering {resolved.label}; exit to leave", err=True)
+    sys.exit(exec_in_target(resolved, [user_shell], options))
+
+
+@click.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls_(as_json: bool) -> None:
+    """Every network namespace on the machine, each once: names, containers, processes, interfaces."""
+    from ..discover import list_namespaces
+    from ..linux import require_root
+
+    require_root()
+    spaces = list_namespaces()
+    if as_json:
+        click.echo(json.dumps({"version": 1, "namespaces": spaces}, indent=2))
+        return
+    for ns in spaces:
+        names = [*ns["names"], *(f"container:{c}" for c in ns["containers"])]
+        if ns["machine"]:
+            names.insert(0, "(this machine)")
+        if not names:
+            names = ns["bind_mounts"][:1] or ["(unnamed)"]
+        procs = ns["processes"]
+        shown = ", ".join(f"{p['pid']} {p['command']}" for p in procs[:3])
+        if len(procs) > 3:
+            shown += f", +{len(procs) - 3} more"
+        click.echo(f"net:[{ns['inode']}]  {' '.join(names)}")
+        for iface in ns["interfaces"]:
+            if iface["name"] == "lo" and not ns["machine"]:
+                continue
+            state = "UP" if iface["up"] else "DOWN"
+            click.echo(f"    {iface['name']:<16} {state:<5} {' '.join(iface['addresses'])}".rstrip())
+        if shown:
+            click.echo(f"    processes: {shown}")
+        if ns["bind_mounts"] and not ns["names"]:
+            click.echo(f"    kept by: {', '.join(ns['bind_mounts'])}")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("target", metavar="TARGET")
+def attach(name: str, target: str) -> None:
+    """Give TARGET's network namespace the name NAME (`ip netns exec NAME` then works)."""
+    from ..discover import attach as do_attach
+    from ..linux import require_root
+
+    require_root()
+    do_attach(name, target)
+    click.echo(f"netns {name} -> {target}")
+
+
+@click.command()
+@click.argument("name")
+def detach(name: str) -> None:
+    """Remove the name NAME made by `attach`; the namespace and its owner are left alone."""
+    from ..discover import detach as do_detach
+    from ..linux import require_root
+
+    require_root()
+    do_detach(name)
+    click.echo(f"netns {name} detached")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--network",
+    type=click.Choice(["none", "nat", "internal"]),
+    default="none",
+    show_default=True,
+    help="none: loopback only; nat/internal: a one-host throwaway lab network.",
+)
+@click.option("-p", "--publish", multiple=True, metavar="SPEC", help="Publish a port, as in a lab file.")
+@click.option("--dns", multiple=True, metavar="ADDRESS", help="DNS server(s) for the namespace.")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
+def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tuple[str, ...]) -> None:
+    """Run CMD in a fresh network namespace that exists only while CMD runs (like `unshare -n`)."""
+    from ..linux import require_root
+    from ..run import run_cli
+
+    argv = argv[1:] if argv and argv[0] == "--" else argv
+    if not argv:
+        raise click.UsageError("give a command after --")
+    if network == "none" and (publish or dns):
+        raise click.UsageError("--publish and --dns need --network nat or internal")
+    require_root()
+    sys.exit(run_cli(list(argv), network, list(publish), list(dns)))
+
+
+@click.command()
+def gc() -> None:
+    """Remove what killed runs and labs left behind (state without namespaces, orphaned links)."""
+    from ..linux import require_root
+    from ..run import gc as do_gc
+
+    require_root()
+    done = do_gc()
+    for line in done:
+        click.echo(line)
+    if not done:
+        click.echo("nothing to clean up")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(exec_, name="exec")
+    group.add_command(shell)
+    group.add_command(ls_, name="ls")
+    group.add_command(attach)
+    group.add_command(detach)
+    group.add_command(run)
+    group.add_command(gc)

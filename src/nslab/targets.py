@@ -1,0 +1,254 @@
+"""Targets: anything on the machine that has a network namespace, named the same way everywhere.
+
+    [LAB/]HOST            a host of a lab that is up (/run/netns/<lab>-<host>, + its UTS namespace)
+    netns:NAME            any `ip netns` name (/run/netns/NAME; /etc/netns/NAME/* applies as in ip netns exec)
+    pid:PID               the namespaces of a running process (/proc/PID/ns/*)
+    container:NAME_OR_ID  a running Docker container (its init pid, asked from the Docker API socket)
+    path:FILE             any nsfs file: /proc/PID/ns/net, a Docker SandboxKey, a bind mount
+
+:func:`resolve` turns the text into a :class:`Target` (paths of its namespace files) and checks that it exists;
+:meth:`Target.open` opens one of its namespace files and checks the kind with ``NS_GET_NSTYPE``, so a
+plain file or a namespace of the wrong kind is refused with one clear line. Nothing here changes anything.
+
+The Docker client is plain HTTP over the unix socket (``http.client``), imported only for ``container:``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import linux, state
+from .errors import TargetError
+
+NETNS_DIR = "/run/netns"
+ETC_NETNS_DIR = "/etc/netns"
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+KINDS = ("netns", "pid", "container", "path")
+USAGE = "[LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID or path:FILE"
+_NS_NAMES = {"net": "network", "uts": "hostname (UTS)", "mnt": "mount", "pid": "PID"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a target's namespaces are. ``pid`` is set when a process represents it (pid:, container:)."""
+
+    text: str
+    label: str
+    net_path: str
+    pid: int | None = None
+    netns_name: str | None = None  # for /etc/netns/<name>/* (lab hosts and netns: targets)
+    uts_path: str | None = None  # a lab host's kept UTS namespace
+    lab: str | None = None
+    host: str | None = None
+    container: str | None = None
+
+    def ns_path(self, kind: str) -> str:
+        if kind == "net":
+            return self.net_path
+        if kind == "uts" and self.uts_path:
+            return self.uts_path
+        if self.pid is None:
+            what = _NS_NAMES.get(kind, kind)
+            raise TargetError(
+                f"{self.text}: has no {what} namespace nslab can find (only a network namespace); "
+                f"use a pid: or container: target for it"
+            )
+        return f"/proc/{self.pid}/ns/{kind}"
+
+    def open(self, kind: str = "net") -> int:
+        """Open one namespace file of the target (O_RDONLY, never creating), checking it is one."""
+        return open_ns_file(self.ns_path(kind), kind, self.text)
+
+
+def open_ns_file(path: str, kind: str, text: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if path.startswith("/proc/"):
+            raise TargetError(f"{text}: the process has exited") from None
+        raise TargetError(f"{text}: {path} does not exist") from None
+    except OSError as exc:
+        raise TargetError(f"{text}: cannot open {path}: {exc.strerror}") from None
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        os.close(fd)
+        raise TargetError(f"{text}: {path} is not a namespace file (nsfs)") from None
+    if nstype != linux.NS_TYPES[kind]:
+        os.close(fd)
+        found = next((k for k, v in linux.NS_TYPES.items() if v == nstype), "other")
+        raise TargetError(f"{text}: {path} is a {found} namespace, not a {kind} namespace")
+    return fd
+
+
+def parse(text: str) -> tuple[str, str]:
+    """'pid:42' -> ('pid', '42'); 'web1' / 'lab/web1' -> ('host', ...)."""
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        return "host", text
+    if kind not in KINDS:
+        raise TargetError(f"{text}: unknown target kind '{kind}:' (targets: {USAGE})")
+    if not rest:
+        raise TargetError(f"{text}: nothing after '{kind}:' (targets: {USAGE})")
+    return kind, rest
+
+
+def resolve(text: str) -> Target:
+    kind, rest = parse(text)
+    if kind == "host":
+        return _lab_host(text)
+    if kind == "netns":
+        if "/" in rest or rest in (".", ".."):
+            raise TargetError(f"{text}: not a namespace name")
+        path = os.path.join(NETNS_DIR, rest)
+        if not os.path.exists(path):
+            raise TargetError(f"{text}: no named network namespace '{rest}' (see 'ip netns list')")
+        return Target(text, f"netns {rest}", path, netns_name=rest)
+    if kind == "pid":
+        if not rest.isdigit() or int(rest) <= 0:
+            raise TargetError(f"{text}: '{rest}' is not a process id")
+        pid = int(rest)
+        if not os.path.exists(f"/proc/{pid}"):
+            raise TargetError(f"{text}: no process with pid {pid}")
+        return Target(text, f"pid {pid}", f"/proc/{pid}/ns/net", pid=pid)
+    if kind == "container":
+        info = container(rest)
+        pid = info["State"]["Pid"]
+        name = info.get("Name", "").lstrip("/") or rest
+        return Target(text, f"container {name}", f"/proc/{pid}/ns/net", pid=pid, container=name)
+    # path:
+    path = os.path.abspath(rest)
+    if not os.path.exists(path):
+        raise TargetError(f"{text}: {path} does not exist")
+    return Target(text, f"path {path}", path)
+
+
+def _lab_host(text: str) -> Target:
+    if not text or text.count("/") > 1:
+        raise TargetError(f"'{text}' is not a target ({USAGE})")
+    lab_name, _, host = text.rpartition("/")
+    if lab_name:
+        recorded = state.LabState.load(lab_name)
+        if recorded is None:
+            raise TargetError(f"no lab '{lab_name}' is up")
+        if host not in recorded.lab.hosts:
+            known = ", ".join(recorded.lab.hosts) or "none"
+            raise TargetError(f"lab '{lab_name}' has no host '{host}' (hosts: {known})")
+    else:
+        owners = [s for s in state.all_states() if host in s.lab.hosts]
+        if not owners:
+            raise TargetError(f"no lab that is up has a host '{host}' (targets: {USAGE})")
+        if len(owners) > 1:
+            names = ", ".join(s.lab.name for s in owners)
+            raise TargetError(f"host '{host}' is in several labs ({names}): write LAB/{host}")
+        recorded = owners[0]
+        lab_name = recorded.lab.name
+    namespace = recorded.lab.hosts[host].namespace
+    uts = state.uts_path(lab_name, host)
+    return Target(
+        text,
+        f"{lab_name}/{host}",
+        os.path.join(NETNS_DIR, namespace),
+        netns_name=namespace,
+        uts_path=uts if os.path.exists(uts) else None,
+        lab=lab_name,
+        host=host,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Docker Engine API over its unix socket
+# ----------------------------------------------------------------------------------------------
+
+
+def docker_socket() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://") :]
+    return "/var/run/docker.sock"
+
+
+class DockerUnavailable(TargetError):
+    """Nothing answers on the Docker API socket."""
+
+
+def docker_get(path: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET ``path`` from the Docker API; (status, decoded JSON). Raises DockerUnavailable."""
+    import http.client
+    import socket
+
+    sock_path = docker_socket()
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(sock_path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    conn = Connection("localhost", timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": "docker"})
+        response = conn.getresponse()
+        body = response.read()
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise DockerUnavailable(
+            f"Docker is not running (nothing answers on {sock_path}: {exc.strerror}); start dockerd"
+        ) from None
+    except PermissionError:
+        raise DockerUnavailable(f"no permission to use the Docker socket {sock_path} (run as root)") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise DockerUnavailable(f"cannot talk to Docker on {sock_path}: {exc}") from None
+    finally:
+        conn.close()
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    return response.status, data
+
+
+def container(name: str) -> dict[str, Any]:
+    """The inspect document of a *running* container (by name or id)."""
+    from urllib.parse import quote
+
+    if name.startswith("/") or not name:
+        raise TargetError(f"container:{name}: not a container name or id")
+    status, data = docker_get(f"/containers/{quote(name, safe='')}/json")
+    if status == 404:
+        raise TargetError(f"container:{name}: no such Docker container")
+    if status != 200 or not isinstance(data, dict):
+        message = data.get("message") if isinstance(data, dict) else ""
+        raise TargetError(f"container:{name}: Docker answered {status} {message}".rstrip())
+    st = data.get("State") or {}
+    if not st.get("Running") or not st.get("Pid"):
+        raise TargetError(f"container:{name}: the container is not running (status: {st.get('Status', '?')})")
+    return data
+
+
+def running_containers() -> list[dict[str, Any]]:
+    """Inspect documents of every running container; [] when Docker is not running."""
+    try:
+        status, listing = docker_get("/containers/json", timeout=2.0)
+    except DockerUnavailable:
+        return []
+    if status != 200 or not isinstance(listing, list):
+        return []
+    out = []
+    for item in listing:
+        try:
+            status, data = docker_get(f"/containers/{item['Id']}/json", timeout=2.0)
+        except DockerUnavailable:
+            break
+        if status == 200 and isinstance(data, dict) and (data.get("State") or {}).get("Running"):
+            out.append(data)
+    return out
+
