@@ -251,4 +251,3 @@ def running_containers() -> list[dict[str, Any]]:
         if status == 200 and isinstance(data, dict) and (data.get("State") or {}).get("Running"):
             out.append(data)
     return out
-

@@ -123,6 +123,11 @@ def shell(target: str, uts: bool, mount_from: str | None) -> None:
     sys.exit(exec_in_target(resolved, [user_shell], options))
 
 
+def _short(command: str, width: int = 48) -> str:
+    command = " ".join(command.split())
+    return command if len(command) <= width else command[: width - 3] + "..."
+
+
 @click.command(name="ls")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def ls_(as_json: bool) -> None:
@@ -142,13 +147,11 @@ def ls_(as_json: bool) -> None:
         if not names:
             names = ns["bind_mounts"][:1] or ["(unnamed)"]
         procs = ns["processes"]
-        shown = ", ".join(f"{p['pid']} {p['command']}" for p in procs[:3])
+        shown = ", ".join(f"{p['pid']} {_short(p['command'])}" for p in procs[:3])
         if len(procs) > 3:
             shown += f", +{len(procs) - 3} more"
         click.echo(f"net:[{ns['inode']}]  {' '.join(names)}")
         for iface in ns["interfaces"]:
-            if iface["name"] == "lo" and not ns["machine"]:
-                continue
             state = "UP" if iface["up"] else "DOWN"
             click.echo(f"    {iface['name']:<16} {state:<5} {' '.join(iface['addresses'])}".rstrip())
         if shown:

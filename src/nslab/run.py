@@ -1,0 +1,290 @@
+"""``nslab run``: one command in a fresh network namespace that lives exactly as long as the command;
+``nslab gc``: remove what a killed run or lab left behind.
+
+``--network none`` (the default) is ``unshare -n``: nslab itself moves into a new network namespace (and a
+private mount namespace with /sys remounted), brings ``lo`` up and execs the command, so the namespace dies
+with the command and nothing can be left behind, whatever kills it.
+
+``--network nat|internal`` generates a one-host throwaway lab ``run-<pid>`` (network ``net``, host ``main``)
+through the :mod:`nslab.lab` API, so NAT, ``internal``, ``--publish`` and ``--dns`` behave exactly as in lab
+files. nslab stays as the parent: it forwards SIGTERM/SIGHUP to the command (Ctrl-C reaches it through the
+terminal's process group), returns its exit status and takes the lab down afterwards. If nslab itself is
+killed (SIGKILL), ``nslab gc`` finds the lab by its name and dead owner (``run.json`` in its state dir
+records the owner's pid and start time, so a reused pid does not keep it alive).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from . import linux, nsenter, state
+from .errors import NslabError, TargetError
+
+RUN_NAME = re.compile(r"^run-(\d+)([a-z]?)$")
+OWNER_FILE = "run.json"
+HOST = "main"
+NETWORK = "net"
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 1
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def loopback_up() -> None:
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = struct.unpack_from("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def enter_fresh() -> None:
+    """Move the calling (single-threaded) process into a new network namespace with only ``lo`` (up)."""
+    try:
+        linux.unshare(linux.CLONE_NEWNET)
+    except OSError as exc:
+        from .errors import KernelError
+
+        raise KernelError(f"cannot make a network namespace: {exc.strerror}") from None
+    nsenter._private_mounts(None, [])
+    loopback_up()
+
+
+def lab_document(name: str, network: str, publish: Sequence[str] = (), dns: Sequence[str] = ()) -> dict[str, Any]:
+    host: dict[str, Any] = {"networks": [NETWORK]}
+    if publish:
+        host["publish"] = list(publish)
+    if dns:
+        host["dns"] = list(dns)
+    return {"name": name, "networks": {NETWORK: {"internal": network == "internal"}}, "hosts": {HOST: host}}
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _free_name() -> str:
+    base = f"run-{os.getpid()}"
+    taken = set(state.lab_names())
+    for suffix in ("", *"abcdefghijklmnopqrstuvwxyz"):
+        if base + suffix not in taken:
+            return base + suffix
+    raise TargetError("too many runs at once in this process")
+
+
+class Throwaway:
+    """A one-host lab for one command: ``up()``, then :attr:`target`, then ``down()`` (always)."""
+
+    def __init__(self, network: str, publish: Sequence[str] = (), dns: Sequence[str] = ()):
+        if network not in ("nat", "internal"):
+            raise TargetError(f"--network {network}: use none, nat or internal")
+        self.network, self.publish, self.dns = network, list(publish), list(dns)
+        self.name = ""
+        self.is_up = False
+
+    def up(self) -> None:
+        from .lab import Lab
+
+        with state.machine_lock():
+            self.name = _free_name()
+            os.makedirs(state.lab_dir(self.name), exist_ok=True)  # reserve the name (gc: owner check)
+            self._write_owner()
+        doc = lab_document(self.name, self.network, self.publish, self.dns)
+        self.is_up = True  # from here on down() must run, even if up() fails half-way
+        lab = Lab.from_text(json.dumps(doc), f"<nslab run {self.name}>")
+        lab.path = ""  # not a file: no source to clash with
+        lab.up()
+        self._write_owner()  # up() may have replaced the directory's contents
+
+    def _write_owner(self) -> None:
+        path = os.path.join(state.lab_dir(self.name), OWNER_FILE)
+        with open(path, "w") as fh:
+            json.dump({"pid": os.getpid(), "start": _start_time(os.getpid())}, fh)
+
+    @property
+    def target(self) -> nsenter.Target:
+        from .targets import resolve
+
+        return resolve(f"{self.name}/{HOST}")
+
+    def down(self) -> None:
+        if not self.is_up:
+            return
+        from .lab import down
+
+        try:
+            down(self.name)
+        finally:
+            if not os.path.exists(state.state_file(self.name)):
+                state.remove(self.name)  # the reservation (run.json) of a lab that never got a state
+            self.is_up = False
+
+
+def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Sequence[str] = ()) -> int:
+    """``nslab run``: returns the command's exit status (128+N if a signal N ended it)."""
+    if network == "none":
+        enter_fresh()
+        nsenter._exec(argv, os.environ)  # returns only by raising
+    pending: list[int] = []
+    child = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        pending.append(signum)
+        if child and signum != signal.SIGINT:  # Ctrl-C reaches the child through the terminal already
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in _FORWARDED}
+    throwaway = Throwaway(network, publish, dns)
+    try:
+        throwaway.up()
+        if pending:
+            return 128 + pending[0]
+        target = throwaway.target
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()
+        if child == 0:
+            _child(target, argv, read_end, write_end, previous)
+        os.close(write_end)
+        report = os.read(read_end, 4096)
+        os.close(read_end)
+        _, status = os.waitpid(child, 0)
+        if report:
+            raise TargetError(report.decode(errors="replace"))
+        return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    finally:
+        throwaway.down()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _child(target: nsenter.Target, argv: list[str], read_end: int, write_end: int, handlers: dict) -> None:
+    message = "cannot start the command"
+    try:
+        os.close(read_end)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        nsenter.enter_target(target)
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        message = f"command not found: {argv[0]}"
+    except NslabError as exc:
+        message = str(exc)
+    except OSError as exc:
+        message = f"cannot run {argv[0]}: {exc.strerror}"
+    finally:
+        try:
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(127)
+
+
+def run(
+    argv: Sequence[str],
+    network: str = "none",
+    publish: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    **popen_kwargs: Any,
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` in a fresh namespace that exists only while it runs; ``subprocess.run`` keywords apply.
+
+    ``network="none"``: loopback only. ``"nat"`` / ``"internal"``: one host on a throwaway lab network
+    (egress NAT, ``publish`` and ``dns`` as in lab files). Nothing is left behind.
+    """
+    if network == "none":
+        if publish or dns:
+            raise TargetError("publish and dns need network='nat' or 'internal'")
+        return subprocess.run(list(argv), preexec_fn=enter_fresh, **popen_kwargs)
+    throwaway = Throwaway(network, publish, dns)
+    try:
+        throwaway.up()
+        return nsenter.run_in_target(throwaway.target, argv, **popen_kwargs)
+    finally:
+        throwaway.down()
+
+
+# ----------------------------------------------------------------------------------------------
+# gc
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_owner_alive(name: str) -> bool:
+    match = RUN_NAME.match(name)
+    if not match:
+        return True
+    try:
+        with open(os.path.join(state.lab_dir(name), OWNER_FILE)) as fh:
+            owner = json.load(fh)
+        pid, start = int(owner["pid"]), owner.get("start")
+    except (OSError, ValueError, KeyError, TypeError):
+        pid, start = int(match[1]), None
+    current = _start_time(pid)
+    return current is not None and (start is None or start == current)
+
+
+def _namespaces_gone(st: state.LabState) -> bool:
+    hosts = list(st.lab.hosts.values())
+    return bool(hosts) and not any(os.path.exists(os.path.join(nsenter.NETNS_DIR, h.namespace)) for h in hosts)
+
+
+def gc() -> list[str]:
+    """Remove leftovers; returns one line per thing removed. Never touches a live run or a lab that is up."""
+    from .drivers import netlink
+    from .lab import down
+    from .model import OWNER_PREFIX
+
+    with state.machine_lock():
+        recorded = {st.lab.name: st for st in state.all_states()}
+        reserved = [e for e in _dirs() if RUN_NAME.match(e) and e not in recorded and not _run_owner_alive(e)]
+        victims: dict[str, str] = {}
+        for name, st in recorded.items():
+            if RUN_NAME.match(name) and not _run_owner_alive(name):
+                victims[name] = "its 'nslab run' is gone"
+            elif _namespaces_gone(st):
+                victims[name] = "its namespaces are gone"
+        sock = netlink.root_socket()
+        try:
+            links = netlink.links(sock, with_addresses=False)
+        finally:
+            sock.close()
+        for lk in links:
+            if lk.alias.startswith(OWNER_PREFIX):
+                lab = lk.alias[len(OWNER_PREFIX) :].split(":")[0]
+                if lab and lab not in recorded and (not RUN_NAME.match(lab) or not _run_owner_alive(lab)):
+                    victims.setdefault(lab, "its links outlived its state")
+        try:
+            for entry in os.listdir(nsenter.NETNS_DIR):
+                match = re.match(r"^(run-\d+[a-z]?)-" + HOST + "$", entry)
+                if match and match[1] not in recorded and not _run_owner_alive(match[1]):
+                    victims.setdefault(match[1], "its namespace outlived its state")
+        except FileNotFoundError:
+            pass
+    done = []
+    for name in reserved:
+        if name not in victims:
+            state.remove(name)
+            done.append(f"removed the state of run {name} (its 'nslab run' is gone)")
+    for name, why in sorted(victims.items()):
+        down(name)
+        state.remove(name)
+        done.append(f"removed lab {name} ({why})")
+    return done
+
+
+def _dirs() -> list[str]:
+    try:
+        return sorted(os.listdir(state.state_root()))
+    except FileNotFoundError:
+        return []
