@@ -6,11 +6,20 @@ Public API::
     with Lab.load("nslab.yaml") as lab:
         result = lab.exec("web1", ["curl", "-s", "http://web2:8080"], capture_output=True, text=True)
 
+Any namespace on the machine (a lab host, ``netns:NAME``, ``pid:PID``, ``container:NAME``, ``path:FILE``)::
+
+    import nslab, socket
+    with nslab.enter("container:app"):           # this thread only; back on exit
+        socket.create_connection(("127.0.0.1", 8080))
+    nslab.run(["ip", "addr"], network="none")     # a fresh namespace for one command
+    nslab.list_namespaces()                       # what `nslab ls --json` shows
+
 Everything nslab raises on purpose derives from :class:`NslabError` (see :mod:`nslab.errors`).
 """
 
 from __future__ import annotations
 
+from .discover import list_namespaces
 from .errors import (
     ConflictError,
     EnvironmentProblem,
@@ -24,6 +33,8 @@ from .errors import (
     UserError,
 )
 from .lab import Lab, UpResult, down, status
+from .nsenter import enter
+from .run import run
 
 __version__ = "0.1.0"
 
@@ -41,5 +52,8 @@ __all__ = [
     "UpResult",
     "UserError",
     "down",
+    "enter",
+    "list_namespaces",
+    "run",
     "status",
 ]
