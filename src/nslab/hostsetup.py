@@ -1,10 +1,29 @@
-"""Feature 'hostsetup' (see features.py). Placeholder with the feature surface; filled in by its issue."""
+"""Feature 'hostsetup' (see features.py): the inside of hosts — DNS files, hostnames, services.
+
+- DNS: ``/etc/netns/<namespace>/{hosts,resolv.conf}`` per host (drivers/dnsfiles.py); every host knows
+  every other host as ``NAME`` and ``NAME.<lab>``; upstream resolvers come from the machine (never a loopback
+  address) or from ``dns:`` / ``dns_search:`` in the lab file.
+- Hostnames: one UTS namespace per host, kept without any process by bind-mounting it on
+  ``/run/nslab/<lab>/uts/<host>`` (what ``unshare --uts=FILE`` does); ``nslab exec`` enters it.
+- Services: ``run:`` commands, supervised by one ``python -m nslab.supervise LAB`` per lab that has any
+  (drivers/process.py). A lab without services has no process at all.
+
+``down`` runs before the namespaces go: it stops every service tree, unmounts the UTS namespaces and removes
+the files it wrote.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import secrets
+import threading
 from typing import Any
 
-from .errors import Problem
+from . import linux, state
+from .drivers import dnsfiles, process
+from .errors import KernelError, Problem
 from .model import Lab
 from .spec import SourceMap
 
@@ -12,21 +31,272 @@ KEY = "hostsetup"
 BEFORE_NAMESPACES = True
 
 
+# --- validate --------------------------------------------------------------------------------------
 def validate(lab: Lab, source: SourceMap, file: str, others: list[Any]) -> list[Problem]:
-    return []
+    spec = lab.spec
+    if spec is None:
+        return []
+    problems: list[Problem] = []
+
+    def check_search(domains: list[str] | None, where: tuple[Any, ...]) -> None:
+        for i, domain in enumerate(domains or []):
+            if not dnsfiles.SEARCH_DOMAIN.match(domain):
+                path = (*where, "dns_search", i)
+                problems.append(Problem(f"'{domain}' is not a domain name", _field(path), file, source.line(path)))
+
+    check_search(spec.dns_search, ())
+    for name, host in spec.hosts.items():
+        check_search(host.dns_search, ("hosts", name))
+        for i, command in enumerate(host.commands()):
+            if not command.strip():
+                path = ("hosts", name, "run") if isinstance(host.run, str) else ("hosts", name, "run", i)
+                problems.append(Problem("an empty command", _field(path), file, source.line(path)))
+    for name, host in lab.hosts.items():
+        if len(host.hostname.encode()) > 64:
+            path = ("hosts", name, "hostname")
+            problems.append(Problem("a hostname has at most 64 characters", _field(path), file, source.line(path)))
+    return problems
+
+
+def _field(path: tuple[Any, ...]) -> str:
+    from .spec import field_path
+
+    return field_path(path)
+
+
+# --- what up would do --------------------------------------------------------------------------------
+def _desired(lab: Lab) -> dict[str, Any]:
+    upstream = dnsfiles.discover_upstream()
+    hosts: dict[str, Any] = {}
+    forward_listen: list[str] = []
+    for host in lab.hosts.values():
+        dns = dnsfiles.host_dns(lab, host, upstream)
+        if dns.forward and str(host.gateway) not in forward_listen:
+            forward_listen.append(str(host.gateway))
+        hosts[host.name] = {
+            "namespace": host.namespace,
+            "hostname": host.hostname,
+            "uts": state.uts_path(lab.name, host.name),
+            "dns": dns.to_json(),
+            "files": {"hosts": dnsfiles.render_hosts(lab, host),
+                      "resolv.conf": dnsfiles.render_resolv_conf(lab.name, dns)},
+        }
+    services = []
+    for name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
+        host = lab.hosts[name]
+        for n, command in enumerate(host_spec.commands(), start=1):
+            services.append({
+                "id": f"{name}.{n}" if len(host_spec.commands()) > 1 else name,
+                "host": name, "n": n, "lab": lab.name, "command": command, "restart": host_spec.restart,
+                "namespace": host.namespace, "uts": state.uts_path(lab.name, name),
+                "log": process.log_path(lab.name, name, n),
+            })
+    forward = {"listen": forward_listen, "upstreams": list(upstream.stubs)} if forward_listen else None
+    return {"upstream": upstream.to_json(), "hosts": hosts, "services": services, "forward": forward}
 
 
 def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
+    want = _desired(lab)
+    out: list[str] = []
+    for h in want["hosts"].values():
+        etc = os.path.join(dnsfiles.ETC_NETNS_DIR, h["namespace"])
+        out.append(f"mkdir -p {etc}")
+        for fname, text in h["files"].items():
+            body = text.replace("'", "'\\''")
+            out.append(f"printf '%s' '{body}' > {etc}/{fname}")
+        out.append(f"mkdir -p {os.path.dirname(h['uts'])} && touch {h['uts']} && "
+                   f"unshare --uts={h['uts']} hostname {h['hostname']}")
+    if want["forward"]:
+        out.append(f"# DNS forwarder on {', '.join(want['forward']['listen'])}:53 -> "
+                   f"{', '.join(want['forward']['upstreams'])} (in the lab's supervisor)")
+    for s in want["services"]:
+        out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}):")
+        out.append(f"nsenter --net=/run/netns/{s['namespace']} --uts={s['uts']} sh -c {_quote(s['command'])} "
+                   f">>{s['log']} 2>&1 &")
+    if want["services"] or want["forward"]:
+        out.append(f"python -m nslab.supervise {lab.name}  # supervises the above")
+    return out
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+# --- UTS namespaces --------------------------------------------------------------------------------
+def _is_mounted(path: str) -> bool:
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def _in_thread(work: Any) -> None:
+    """Run ``work`` in a fresh thread (namespace changes there do not touch the rest of the process)."""
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        own = os.open("/proc/thread-self/ns/uts", os.O_RDONLY)
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+        finally:
+            linux.setns(own, linux.CLONE_NEWUTS)
+            os.close(own)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+
+
+def keep_uts(path: str, hostname: str) -> None:
+    """Make (or update) the UTS namespace bind-mounted at ``path`` with ``hostname``; no process stays."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def work() -> None:
+        if _is_mounted(path):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                linux.setns(fd, linux.CLONE_NEWUTS)
+            finally:
+                os.close(fd)
+            linux.sethostname(hostname)
+            return
+        linux.unshare(linux.CLONE_NEWUTS)
+        linux.sethostname(hostname)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+        linux.mount("/proc/thread-self/ns/uts", path, None, linux.MS_BIND)
+
+    try:
+        _in_thread(work)
+    except OSError as exc:
+        raise KernelError(f"cannot keep the hostname namespace at {path}: {exc.strerror}") from None
+
+
+def drop_uts(path: str) -> list[str]:
+    try:
+        while _is_mounted(path):
+            linux.umount(path, linux.MNT_DETACH)
+        if os.path.exists(path):
+            os.unlink(path)
+    except OSError as exc:
+        return [f"cannot remove the hostname namespace {path}: {exc.strerror}"]
     return []
+
+
+# --- up / down / status ----------------------------------------------------------------------------
+def _services_hash(want: dict[str, Any]) -> str:
+    return hashlib.blake2s(json.dumps([want["services"], want["forward"]], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def up(lab: Lab, previous: dict[str, Any] | None, recreated: set[str]) -> dict[str, Any]:
-    return {}
+    want = _desired(lab)
+    previous = previous or {}
+    # Hosts that left the lab: their files and hostname namespaces go.
+    for name, old in previous.get("hosts", {}).items():
+        if name not in want["hosts"]:
+            dnsfiles.remove_files(old["namespace"])
+            drop_uts(old["uts"])
+    for h in want["hosts"].values():
+        try:
+            dnsfiles.write_files(h["namespace"], h["files"])
+        except OSError as exc:
+            raise KernelError(f"cannot write {dnsfiles.ETC_NETNS_DIR}/{h['namespace']}: {exc.strerror}") from None
+        keep_uts(h["uts"], h["hostname"])
+
+    supervisor = previous.get("supervisor")
+    digest = _services_hash(want)
+    needs = bool(want["services"] or want["forward"])
+    service_hosts = {s["host"] for s in want["services"]}
+    keep = (
+        supervisor is not None
+        and supervisor.get("hash") == digest
+        and process.is_alive(supervisor.get("pid"), supervisor.get("start"))
+        and not (service_hosts & recreated)
+    )
+    if supervisor is not None and not keep:
+        failures = process.stop_supervisor(lab.name, supervisor)
+        if failures:
+            raise KernelError("; ".join(failures))
+        supervisor = None
+    if needs and supervisor is None:
+        cgroup_root = None
+        mount = process.cgroup2_mount()
+        tag = secrets.token_hex(4)
+        if mount:
+            cgroup_root = os.path.join(mount, "nslab", f"{lab.name}-{tag}")
+        services = [
+            {**s, "token": f"{lab.name}/{s['id']}/{tag}",
+             "cgroup": os.path.join(cgroup_root, f"{s['host']}.{s['n']}") if cgroup_root else None}
+            for s in want["services"]
+        ]
+        config = {"lab": lab.name, "hash": digest, "cgroup": cgroup_root, "services": services,
+                  "forward": want["forward"], "tracking": "cgroup" if cgroup_root else "environment"}
+        supervisor = process.start_supervisor(lab.name, config)
+    return {
+        "upstream": want["upstream"],
+        "hosts": {name: {k: v for k, v in h.items() if k != "files"} for name, h in want["hosts"].items()},
+        "supervisor": supervisor,
+    }
 
 
 def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[str]:
-    return []
+    failures: list[str] = []
+    recorded = recorded or {}
+    supervisor = recorded.get("supervisor")
+    if supervisor is None and os.path.exists(process.config_path(name)):
+        supervisor = process.read_json(process.config_path(name))  # a crash between start and state save
+        status = process.read_json(process.status_path(name)) or {}
+        if supervisor is not None:
+            supervisor = {**supervisor, "pid": status.get("pid"), "start": status.get("start")}
+    if supervisor is not None:
+        failures += process.stop_supervisor(name, supervisor)
+    namespaces = {h["namespace"] for h in recorded.get("hosts", {}).values()}
+    uts_paths = {h["uts"] for h in recorded.get("hosts", {}).values()}
+    if lab is not None:
+        namespaces |= {h.namespace for h in lab.hosts.values()}
+        uts_paths |= {state.uts_path(name, h) for h in lab.hosts}
+    uts_dir = os.path.join(state.lab_dir(name), "uts")
+    if os.path.isdir(uts_dir):
+        uts_paths |= {os.path.join(uts_dir, e) for e in os.listdir(uts_dir)}
+    for path in sorted(uts_paths):
+        failures += drop_uts(path)
+    try:
+        os.rmdir(uts_dir)
+    except OSError:
+        pass
+    for namespace in sorted(namespaces):
+        try:
+            dnsfiles.remove_files(namespace)
+        except OSError as exc:
+            failures.append(f"cannot remove {dnsfiles.ETC_NETNS_DIR}/{namespace}: {exc.strerror}")
+    for path in (process.config_path(name), process.status_path(name)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return failures
 
 
 def status(lab: Lab, recorded: dict[str, Any] | None) -> dict[str, Any]:
-    return {}
+    recorded = recorded or {}
+    supervisor = recorded.get("supervisor")
+    live = process.read_json(process.status_path(lab.name)) or {}
+    alive = bool(supervisor) and process.is_alive(supervisor.get("pid"), supervisor.get("start"))
+    services = []
+    for s in live.get("services", []) if supervisor else []:
+        entry = {k: s.get(k) for k in ("id", "host", "command", "restart", "state", "pid", "exit_code", "restarts",
+                                       "processes", "log")}
+        if not alive and entry["state"] in ("running", "restarting", "starting"):
+            entry["state"] = "unknown (supervisor gone)"
+        services.append(entry)
+    return {
+        "dns": {name: h.get("dns") for name, h in recorded.get("hosts", {}).items()},
+        "upstream": recorded.get("upstream"),
+        "supervisor": {"pid": supervisor.get("pid"), "running": alive,
+                       "tracking": supervisor.get("tracking"), "cgroup": supervisor.get("cgroup"),
+                       "forwarder": supervisor.get("forward")} if supervisor else None,
+        "services": services,
+    }

@@ -35,6 +35,9 @@ from . import labs, targets  # noqa: E402  (registers the verbs on `cli`)
 
 labs.register(cli)
 targets.register(cli)
+from . import services  # noqa: E402
+
+services.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

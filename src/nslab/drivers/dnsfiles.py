@@ -1,0 +1,243 @@
+"""Name resolution inside hosts: the files under ``/etc/netns/<namespace>/`` and where upstream DNS is.
+
+``ip netns exec`` and ``nslab exec`` bind every file of ``/etc/netns/<namespace>/`` over its ``/etc`` twin,
+so each host gets its own ``hosts`` (every other host of the lab by ``name`` and ``name.<lab>``) and
+``resolv.conf``. Rendering is pure (unit-tested); only :func:`write_files` / :func:`remove_files` touch disk.
+
+Upstream discovery (:func:`discover_upstream`) solves the classic pitfall: the machine's ``/etc/resolv.conf``
+names a loopback stub (systemd-resolved's 127.0.0.53, a dnsmasq on 127.0.0.1, ``::1``) that does not exist
+inside a namespace. In order:
+
+1. non-loopback IPv4 servers of ``/etc/resolv.conf`` are used as they are;
+2. otherwise systemd-resolved's own upstream list ``/run/systemd/resolve/resolv.conf``;
+3. otherwise the loopback servers become *stubs*: hosts use their gateway (the bridge address on the
+   machine) as nameserver, and a small forwarder in the lab's supervisor relays to the stub.
+
+A loopback address is never written into a host. A host with no NAT network (only internal networks or
+links) gets no nameserver at all: lab names still resolve from ``hosts``, and nothing leaves the lab.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import Host, Lab
+
+RESOLV_CONF = "/etc/resolv.conf"
+RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+ETC_NETNS_DIR = "/etc/netns"
+
+#: A domain in ``dns_search``: dot-separated labels of letters, digits, '-' and '_'.
+SEARCH_DOMAIN = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                           r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")
+
+
+@dataclass(frozen=True)
+class ResolvConf:
+    nameservers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+def parse_resolv_conf(text: str) -> ResolvConf:
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        word, *rest = line.split()
+        if word == "nameserver" and rest:
+            address = rest[0].split("%", 1)[0]  # fe80::1%eth0
+            try:
+                servers.append(str(ipaddress.ip_address(address)))
+            except ValueError:
+                continue
+        elif word in ("search", "domain"):
+            search = list(rest)  # the last search/domain line wins (resolv.conf(5))
+        elif word == "options":
+            options += rest
+    return ResolvConf(tuple(servers), tuple(search), tuple(options))
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _read(path: str) -> ResolvConf | None:
+    try:
+        with open(path) as fh:
+            return parse_resolv_conf(fh.read())
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where a NAT host's queries go when the lab file does not say."""
+
+    servers: tuple[str, ...] = ()  # reachable from a host through the machine (IPv4, not loopback)
+    stubs: tuple[str, ...] = ()  # loopback resolvers on the machine: reached through the lab's forwarder
+    search: tuple[str, ...] = ()
+    source: str = ""  # the file the servers came from
+
+    def to_json(self) -> dict[str, Any]:
+        return {"servers": list(self.servers), "stubs": list(self.stubs), "search": list(self.search),
+                "source": self.source}
+
+
+def _usable(servers: Sequence[str]) -> tuple[str, ...]:
+    """Servers a lab host can reach through NAT: IPv4 (hosts have IPv4 only), not loopback."""
+    return tuple(s for s in servers if ipaddress.ip_address(s).version == 4 and not is_loopback(s))
+
+
+def discover_upstream(resolv_conf: str = RESOLV_CONF, resolved_upstream: str = RESOLVED_UPSTREAM) -> Upstream:
+    machine = _read(resolv_conf) or ResolvConf()
+    direct = _usable(machine.nameservers)
+    if direct:
+        return Upstream(servers=direct, search=machine.search, source=resolv_conf)
+    stubs = tuple(s for s in machine.nameservers if is_loopback(s))
+    resolved = _read(resolved_upstream)
+    if resolved is not None and _usable(resolved.nameservers):
+        return Upstream(servers=_usable(resolved.nameservers), search=machine.search or resolved.search,
+                        source=resolved_upstream)
+    if not machine.nameservers and resolved is None:
+        stubs = ("127.0.0.1",)  # glibc's default when resolv.conf names no server
+    return Upstream(stubs=stubs, search=machine.search, source=resolv_conf)
+
+
+@dataclass(frozen=True)
+class HostDns:
+    """What one host's resolv.conf says, and why (shown by ``status``)."""
+
+    nameservers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    via: str = ""  # "lab file", "machine (<file>)", "forwarder to <stub>", "none: ..."
+    forward: bool = False  # the nameserver is the gateway; the lab's forwarder relays to the stubs
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nameservers": list(self.nameservers), "search": list(self.search), "via": self.via}
+
+
+def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
+    spec = lab.spec
+    host_spec = spec.hosts.get(host.name) if spec is not None else None
+    explicit = None
+    if host_spec is not None and host_spec.dns is not None:
+        explicit = host_spec.dns
+    elif spec is not None and spec.dns is not None:
+        explicit = spec.dns
+    search_override = None
+    if host_spec is not None and host_spec.dns_search is not None:
+        search_override = tuple(host_spec.dns_search)
+    elif spec is not None and spec.dns_search is not None:
+        search_override = tuple(spec.dns_search)
+    if explicit is not None:
+        return HostDns(tuple(str(a) for a in explicit), search_override or (), via="lab file")
+    if host.gateway is None:
+        return HostDns((), search_override or (), via="none: no NAT network (lab names only)")
+    search = search_override if search_override is not None else upstream.search
+    if upstream.servers:
+        return HostDns(upstream.servers, search, via=f"machine ({upstream.source})")
+    if upstream.stubs:
+        return HostDns((str(host.gateway),), search, via=f"forwarder to {', '.join(upstream.stubs)}", forward=True)
+    return HostDns((), search, via="none: the machine has no resolver")
+
+
+def render_resolv_conf(lab_name: str, dns: HostDns) -> str:
+    lines = [f"# written by nslab for lab {lab_name}; removed by 'nslab down'", f"# nameservers: {dns.via}"]
+    lines += [f"nameserver {s}" for s in dns.nameservers]
+    if dns.search:
+        lines.append("search " + " ".join(dns.search))
+    # Hosts have IPv4 only: no AAAA queries (glibc >= 2.36), so `getent hosts web2` answers from the hosts
+    # file at once instead of asking upstream for an IPv6 address first.
+    options = ["no-aaaa"]
+    if not dns.nameservers:
+        # glibc then tries 127.0.0.1 inside the namespace, where nothing listens: fail fast.
+        options += ["timeout:1", "attempts:1"]
+    lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def _reachable_address(lab: Lab, me: Host, other: Host) -> str | None:
+    """The address of ``other`` that ``me`` reaches: a shared network, a shared link, else a NAT address."""
+    mine = {i.network for i in me.interfaces if i.network}
+    for iface in other.interfaces:
+        if iface.network and iface.network in mine:
+            return str(iface.address.ip)
+    my_links = {i.link for i in me.interfaces if i.link is not None}
+    for iface in other.interfaces:
+        if iface.link is not None and iface.link in my_links:
+            return str(iface.address.ip)
+    for iface in other.interfaces:
+        if iface.network and not lab.networks[iface.network].internal:
+            return str(iface.address.ip)
+    return str(other.interfaces[0].address.ip) if other.interfaces else None
+
+
+def render_hosts(lab: Lab, me: Host) -> str:
+    lines = [
+        f"# written by nslab for lab {lab.name}: every host as NAME and NAME.{lab.name}",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+    ]
+    own = str(me.interfaces[0].address.ip) if me.interfaces else "127.0.1.1"
+    lines.append(f"{own}\t" + " ".join(_names(lab, me)))
+    for other in lab.hosts.values():
+        if other.name == me.name:
+            continue
+        address = _reachable_address(lab, me, other)
+        if address is not None:
+            lines.append(f"{address}\t" + " ".join(_names(lab, other)))
+    return "\n".join(lines) + "\n"
+
+
+def _names(lab: Lab, host: Host) -> list[str]:
+    names = [host.name, f"{host.name}.{lab.name}"]
+    if host.hostname not in names:
+        names.append(host.hostname)
+    return names
+
+
+@dataclass
+class HostFiles:
+    namespace: str
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def write_files(namespace: str, files: dict[str, str]) -> None:
+    """Write ``/etc/netns/<namespace>/<name>`` atomically (a running program sees old or new, never half)."""
+    directory = os.path.join(ETC_NETNS_DIR, namespace)
+    os.makedirs(directory, exist_ok=True)
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        tmp = path + ".nslab-tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
+def remove_files(namespace: str, names: Sequence[str] = ("hosts", "resolv.conf")) -> None:
+    """Remove what nslab wrote, and the directory if nothing else is in it (never someone else's file)."""
+    directory = os.path.join(ETC_NETNS_DIR, namespace)
+    for name in names:
+        for path in (os.path.join(directory, name), os.path.join(directory, name + ".nslab-tmp")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not os.listdir(directory):
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,286 @@
+"""The per-lab supervisor: ``python -m nslab.supervise LAB`` (started by ``nslab up``, stopped by ``down``).
+
+One small process per lab that has services (or needs a DNS forwarder); idle hosts have no process at all.
+It runs in the machine's namespaces and:
+
+- forks each service of ``/run/nslab/LAB/services.json`` into its own cgroup, enters the host (network,
+  ``/etc/netns`` files, hostname) with :func:`nslab.nsenter.enter_host` and execs ``sh -c COMMAND`` with
+  stdout+stderr appended to the service's log file;
+- restarts services per policy (``no``, ``on-failure``, ``always``) with a growing delay (0.2 s .. 5 s,
+  reset after 10 s of running), killing what the old run left in its cgroup first;
+- relays DNS queries that hosts send to their gateway to the machine's loopback resolver (only when the
+  machine's resolv.conf names nothing but a loopback stub, see drivers/dnsfiles.py);
+- writes what it does to ``services.status.json``;
+- on SIGTERM stops every service tree (SIGTERM, SIGKILL after the timeout), removes the cgroups and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from . import nsenter
+from .drivers import process
+
+RESTART_MIN, RESTART_MAX, RESET_AFTER = 0.2, 5.0, 10.0
+
+
+class Service:
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.id: str = spec["id"]
+        self.tracker = process.Tracker(spec.get("cgroup"), spec["token"])
+        self.pid: int | None = None
+        self.state = "starting"
+        self.exit_code: int | None = None
+        self.restarts = 0
+        self.streak = 0
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+        self.error: str | None = None
+        self.stopping = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "host": self.spec["host"], "n": self.spec["n"], "command": self.spec["command"],
+            "restart": self.spec["restart"], "log": self.spec["log"], "cgroup": self.spec.get("cgroup"),
+            "state": self.state, "pid": self.pid, "exit_code": self.exit_code, "restarts": self.restarts,
+            "processes": len(self.tracker.members()), "error": self.error,
+        }
+
+    def note(self, text: str) -> None:
+        try:
+            with open(self.spec["log"], "a") as fh:
+                fh.write(f"[nslab {time.strftime('%H:%M:%S')}] {text}\n")
+        except OSError:
+            pass
+
+    def start(self) -> None:
+        if self.tracker.cgroup:
+            os.makedirs(self.tracker.cgroup, exist_ok=True)
+        self.note(f"start: {self.spec['command']}")
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _child(self.spec)
+        self.pid, self.state, self.started_at, self.restart_at = pid, "running", time.monotonic(), None
+        self.exit_code = None
+
+    def exited(self, code: int) -> None:
+        self.pid, self.exit_code = None, code
+        if self.stopping:
+            self.state = "stopped"
+            return
+        policy = self.spec["restart"]
+        again = policy == "always" or (policy == "on-failure" and code != 0)
+        described = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+        if not again:
+            self.state = "exited"
+            self.note(described + ("" if policy == "no" else f" (restart: {policy})"))
+            return
+        self.streak = 0 if time.monotonic() - self.started_at > RESET_AFTER else self.streak + 1
+        delay = min(RESTART_MIN * 2 ** max(self.streak - 1, 0), RESTART_MAX)
+        self.state, self.restart_at = "restarting", time.monotonic() + delay
+        self.note(f"{described}; restarting in {delay:.1f}s (restart: {policy})")
+
+
+def _child(spec: dict[str, Any]) -> None:
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        if spec.get("cgroup"):
+            with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as fh:
+                fh.write("0")
+        log = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, 65536)
+        nsenter.enter_host(spec["namespace"], spec.get("uts"))
+        os.chdir(spec.get("cwd") or "/")
+        env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"]}
+        env.pop("NSLAB_STATE_DIR", None)
+        os.execvpe("/bin/sh", ["sh", "-c", spec["command"]], env)
+    except BaseException as exc:  # noqa: BLE001 - report anything, then leave without running Python cleanup
+        try:
+            os.write(2, f"[nslab] cannot start: {exc}\n".encode())
+        finally:
+            os._exit(127)
+
+
+class Forwarder:
+    """UDP DNS relay: queries to a gateway address go to the machine's loopback resolver and back."""
+
+    def __init__(self, listen: list[str], upstreams: list[str], selector: selectors.BaseSelector):
+        self.upstreams = upstreams
+        self.selector = selector
+        self.pending: dict[socket.socket, tuple[socket.socket, Any, float]] = {}
+        self.listeners = []
+        for address in listen:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+            sock.bind((address, 53))
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, ("listen", sock))
+            self.listeners.append(sock)
+
+    def on_query(self, listener: socket.socket) -> None:
+        try:
+            data, client = listener.recvfrom(65535)
+        except OSError:
+            return
+        upstream = self.upstreams[0]
+        family = socket.AF_INET6 if ":" in upstream else socket.AF_INET
+        out = socket.socket(family, socket.SOCK_DGRAM)
+        out.setblocking(False)
+        try:
+            out.connect((upstream, 53))
+            out.send(data)
+        except OSError:
+            out.close()
+            return
+        self.pending[out] = (listener, client, time.monotonic() + 5)
+        self.selector.register(out, selectors.EVENT_READ, ("reply", out))
+
+    def on_reply(self, out: socket.socket) -> None:
+        listener, client, _ = self.pending.pop(out)
+        self.selector.unregister(out)
+        try:
+            listener.sendto(out.recv(65535), client)
+        except OSError:
+            pass
+        out.close()
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for out, (_, _, deadline) in list(self.pending.items()):
+            if deadline < now:
+                self.pending.pop(out)
+                self.selector.unregister(out)
+                out.close()
+
+
+def run(lab: str) -> int:
+    config = process.read_json(process.config_path(lab)) or {}
+    status_file = process.status_path(lab)
+    me = {"pid": os.getpid(), "start": process.start_time(os.getpid())}
+    selector = selectors.DefaultSelector()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
+
+    services = [Service(s) for s in config.get("services", [])]
+    error = None
+    forwarder = None
+    if config.get("forward"):
+        try:
+            forwarder = Forwarder(config["forward"]["listen"], config["forward"]["upstreams"], selector)
+        except OSError as exc:
+            error = f"cannot start the DNS forwarder on port 53 of {config['forward']['listen']}: {exc.strerror}"
+    if config.get("cgroup"):
+        os.makedirs(config["cgroup"], exist_ok=True)
+
+    def write_status(ready: bool = True, stopped: bool = False) -> None:
+        process.write_json(status_file, {
+            **me, "ready": ready, "stopped": stopped, "error": error,
+            "services": [s.to_json() for s in services],
+            "forwarder": config.get("forward"),
+        })
+
+    def reap() -> bool:
+        changed = False
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return changed
+            if pid == 0:
+                return changed
+            for s in services:
+                if s.pid == pid:
+                    s.exited(os.waitstatus_to_exitcode(status))
+                    changed = True
+
+    if error is None:
+        for s in services:
+            s.start()
+    write_status()
+    stopping = error is not None
+    while not stopping:
+        now = time.monotonic()
+        due = [s.restart_at for s in services if s.restart_at is not None]
+        timeout = max(0.0, min(due) - now) if due else None
+        if forwarder is not None and forwarder.pending:
+            timeout = 1.0 if timeout is None else min(timeout, 1.0)
+        changed = False
+        for key, _ in selector.select(timeout):
+            kind, obj = key.data
+            if kind == "signal":
+                try:
+                    signals = os.read(wake_r, 512)
+                except BlockingIOError:
+                    signals = b""
+                if signal.SIGTERM in signals or signal.SIGINT in signals:
+                    stopping = True
+            elif kind == "listen" and forwarder is not None:
+                forwarder.on_query(obj)
+            elif kind == "reply" and forwarder is not None:
+                forwarder.on_reply(obj)
+        if forwarder is not None:
+            forwarder.expire()
+        changed |= reap()
+        now = time.monotonic()
+        for s in services:
+            if s.restart_at is not None and s.restart_at <= now and not stopping:
+                # What the last run left behind (a daemonized child holding the port) goes first.
+                process.stop_trees([s.tracker], timeout=1.0)
+                s.restarts += 1
+                s.start()
+                changed = True
+        if changed:
+            write_status()
+
+    for s in services:
+        s.restart_at, s.stopping = None, True
+    process.stop_trees([s.tracker for s in services], reap=reap)
+    for s in services:
+        if s.state in ("running", "restarting", "starting"):
+            s.state = "stopped"
+        s.note("stopped by nslab down")
+    if config.get("cgroup"):
+        process.remove_cgroup(config["cgroup"])
+        process.remove_parent(config["cgroup"])
+    write_status(stopped=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m nslab.supervise LAB", file=sys.stderr)
+        return 2
+    lab = argv[0]
+    if not os.path.isfile(process.config_path(lab)):
+        print(f"no {process.config_path(lab)}", file=sys.stderr)
+        return 2
+    if os.fork() > 0:  # the parent returns to `nslab up` at once; the child is reparented and lives on
+        os._exit(0)
+    os.chdir("/")
+    sys.stdout.flush()
+    return run(lab)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
