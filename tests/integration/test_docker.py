@@ -1,0 +1,271 @@
+"""Issue 5 with a real Docker engine: the tutorials' debugging half, through `container:` targets.
+
+The session fixture uses a Docker engine that already answers, or starts its own `dockerd` (stopped at the
+end): in its *own network namespace* (so docker0, its veths and its iptables/nft rules never touch the real
+machine's network), with its own data-root, exec-root and API socket under a temporary directory (passed to
+docker and nslab as DOCKER_HOST). The test image is built locally from busybox-static (no registry).
+Every test runs inside a throwaway host (`host` fixture): "the machine" is the test's own namespace, names
+made by `attach` land in its private /run/netns, and every container a test starts is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandbox import sh
+
+NSLAB = str(Path(sys.executable).parent / "nslab")
+IMAGE = "nslab-test/busybox:1"
+TOOLS_IMAGE = "nslab-test/busybox-tools:1"
+BUSYBOX = "/bin/busybox"
+CONNECT = "import socket,sys; socket.create_connection(('127.0.0.1', 44444), timeout=2); print('connected')"
+
+pytestmark = pytest.mark.docker
+
+
+def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _answers(sock: str) -> bool:
+    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
+    try:
+        return subprocess.run(["docker", "version"], env=env, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _image(tag: str, applets: list[str], extra: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        os.makedirs(f"{root}/bin")
+        os.makedirs(f"{root}/www")
+        os.makedirs(f"{root}/etc")
+        Path(f"{root}/etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+        Path(f"{root}/etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+        shutil.copy(BUSYBOX, f"{root}/bin/busybox")
+        for applet in applets:
+            os.symlink("busybox", f"{root}/bin/{applet}")
+        for name, text in extra.items():
+            Path(f"{root}/bin/{name}").write_text(text)
+            os.chmod(f"{root}/bin/{name}", 0o755)
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        done = subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
+        tar.wait()
+        if done.returncode != 0:
+            raise AssertionError(f"docker import failed: {done.stderr}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if shutil.which("docker") is None or shutil.which("dockerd") is None:
+        pytest.skip("docker/dockerd not installed (dev/setup.sh installs Debian's docker.io)")
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("busybox-static is not installed (needed to build the test image)")
+    saved = os.environ.get("DOCKER_HOST")
+    existing = saved[len("unix://") :] if saved and saved.startswith("unix://") else "/var/run/docker.sock"
+    workdir = None
+    daemon = None
+    if not _answers(existing):
+        workdir = tempfile.mkdtemp(prefix="nslab-dockerd-")
+        sock = f"{workdir}/docker.sock"
+        log = open(f"{workdir}/dockerd.log", "w")
+        daemon = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                'ip link set lo up && exec dockerd "$@"',
+                "dockerd",
+                "--data-root",
+                f"{workdir}/root",
+                "--exec-root",
+                f"{workdir}/exec",
+                "--pidfile",
+                f"{workdir}/docker.pid",
+                "-H",
+                f"unix://{sock}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not _answers(sock):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                _stop(daemon, workdir)
+                tail = Path(f"{workdir}/dockerd.log").read_text()[-600:] if workdir else ""
+                shutil.rmtree(workdir, ignore_errors=True)
+                pytest.skip(f"dockerd could not start: {tail}")
+            time.sleep(0.3)
+        existing = sock
+    os.environ["DOCKER_HOST"] = f"unix://{existing}"
+    try:
+        _image(IMAGE, ["sh", "httpd", "sleep"], {})
+        btool = "#!/bin/sh\necho B-TOOL\nip -o addr\n"
+        _image(TOOLS_IMAGE, ["sh", "sleep", "ip", "cat", "hostname", "id"], {"btool": btool})
+        yield existing
+    finally:
+        try:
+            for cid in docker("ps", "-aq", "--filter", "label=nslab-test", check=False).stdout.split():
+                docker("rm", "-f", cid, check=False)
+        finally:
+            if saved is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = saved
+            if daemon is not None:
+                _stop(daemon, workdir)
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop(daemon: subprocess.Popen, workdir: str | None) -> None:
+    if daemon.poll() is None:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+    if workdir:  # whatever dockerd left mounted under its directories
+        out = sh(f"grep -o ' {workdir}[^ ]*' /proc/self/mountinfo | sort -r", check=False).stdout
+        for point in out.split():
+            sh(f"umount -l {point}", check=False)
+
+
+@pytest.fixture
+def containers(docker_engine, host):
+    """Start containers (labelled, removed afterwards); yields a starter: start(image, *cmd) -> name."""
+    names: list[str] = []
+
+    def start(image: str, *cmd: str) -> str:
+        name = f"nslab-test-{uuid.uuid4().hex[:8]}"
+        docker("run", "-d", "--label", "nslab-test", "--name", name, image, *cmd)
+        names.append(name)
+        return name
+
+    try:
+        yield start
+    finally:
+        for name in names:
+            docker("rm", "-f", name, check=False)
+
+
+def container_ip(name: str) -> str:
+    return docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
+
+
+def test_reach_a_server_on_the_containers_own_loopback(containers):
+    app = containers(IMAGE, "httpd", "-f", "-p", "127.0.0.1:44444", "-h", "/www")
+    time.sleep(0.3)
+    # from the machine: nothing listens on 127.0.0.1:44444
+    assert subprocess.run([sys.executable, "-c", CONNECT], capture_output=True).returncode != 0
+    # inside the container's network, with the machine's own python3 (the image has none)
+    result = nslab("exec", f"container:{app}", "--", sys.executable, "-c", CONNECT)
+    assert result.stdout.strip() == "connected"
+    # ip of the machine, interfaces of the container
+    assert container_ip(app) in nslab("exec", f"container:{app}", "--", "ip", "-br", "addr").stdout
+    # and the Python API: this thread only
+    import socket
+
+    import nslab as api
+
+    with api.enter(f"container:{app}"):
+        socket.create_connection(("127.0.0.1", 44444), timeout=2).close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 44444), timeout=2)
+
+
+def test_net_of_a_with_the_tools_of_b(containers):
+    app = containers(IMAGE, "sleep", "600")
+    tools = containers(TOOLS_IMAGE, "sleep", "600")
+    assert shutil.which("btool") is None
+    result = nslab("exec", f"container:{app}", "--mount-from", f"container:{tools}", "--", "btool")
+    assert "B-TOOL" in result.stdout
+    assert container_ip(app) in result.stdout and container_ip(tools) not in result.stdout
+    # their filesystem, their users: --user resolves in B's /etc/passwd
+    b_tools = ("--mount-from", f"container:{tools}")
+    as_nobody = nslab("exec", f"container:{app}", *b_tools, "-u", "nobody", "--", "id", "-u")
+    assert as_nobody.stdout.strip() == "65534"
+    # the machine's tools are not there
+    missing = nslab("exec", f"container:{app}", "--mount-from", f"container:{tools}", "--", "python3", check=False)
+    assert missing.returncode == 2 and "command not found" in missing.stderr
+    # --uts: the container's hostname
+    hostname = docker("inspect", "-f", "{{.Config.Hostname}}", app).stdout.strip()
+    assert nslab("exec", "--uts", f"container:{app}", "--", "hostname").stdout.strip() == hostname
+    assert nslab("exec", f"container:{app}", "--", "hostname").stdout.strip() != hostname
+
+
+def test_ls_shows_containers_and_attach_detach(containers):
+    app = containers(IMAGE, "httpd", "-f", "-p", "127.0.0.1:44444", "-h", "/www")
+    tools = containers(TOOLS_IMAGE, "sleep", "600")
+    before = sorted(os.listdir("/run/netns"))
+    doc = json.loads(nslab("ls", "--json").stdout)
+    by_container = {c: ns for ns in doc["namespaces"] for c in ns["containers"]}
+    assert app in by_container and tools in by_container
+    assert by_container[app]["inode"] != by_container[tools]["inode"]
+    addresses = [a for i in by_container[app]["interfaces"] for a in i["addresses"]]
+    assert f"{container_ip(app)}/16" in addresses
+    assert any(p["command"].startswith("httpd") for p in by_container[app]["processes"])
+    inodes = [ns["inode"] for ns in doc["namespaces"]]
+    assert len(inodes) == len(set(inodes))  # each namespace once
+    assert sorted(os.listdir("/run/netns")) == before  # listing created nothing
+    assert app in nslab("ls").stdout
+
+    nslab("attach", "appnet", f"container:{app}")
+    assert "appnet" in sh("ip netns list").stdout
+    assert container_ip(app) in sh("ip netns exec appnet ip addr show eth0").stdout
+    assert nslab("exec", "netns:appnet", "--", sys.executable, "-c", CONNECT).stdout.strip() == "connected"
+    clash = nslab("attach", "appnet", f"container:{tools}", check=False)
+    assert clash.returncode == 2 and "exists already" in clash.stderr
+    nslab("detach", "appnet")
+    assert "appnet" not in sh("ip netns list").stdout
+    assert docker("inspect", "-f", "{{.State.Running}}", app).stdout.strip() == "true"
+    assert nslab("exec", f"container:{app}", "--", sys.executable, "-c", CONNECT).stdout.strip() == "connected"
+
+
+def test_stopped_and_unknown_containers_give_one_line(containers):
+    app = containers(IMAGE, "sleep", "600")
+    docker("stop", "-t", "0", app)
+    for target, words in (
+        (f"container:{app}", "not running"),
+        ("container:nslab-test-nosuch", "no such Docker container"),
+    ):
+        result = nslab("exec", target, "--", "true", check=False)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
+
+
+def test_docker_not_running_is_one_clear_line(host, tmp_path):
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/nothing.sock")
+    result = subprocess.run([NSLAB, "exec", "container:x", "--", "true"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"nslab: Docker is not running (nothing answers on {tmp_path}/nothing.sock: No such file or directory); "
+        "start dockerd"
+    ]
