@@ -91,4 +91,29 @@ def status(doc: dict[str, Any]) -> None:
                     routes if n == 0 else "",
                 )
         console.print(hosts)
+        _services(lab.get("hostsetup") or {})  # --- services (hostsetup) ---
         console.print()
+
+
+# --- services (hostsetup feature) ----------------------------------------------------------------------
+def _services(doc: dict[str, Any]) -> None:
+    if not doc.get("services"):
+        return
+    table = Table(box=None, padding=(0, 2))
+    for column in ("service", "state", "pid", "restarts", "restart", "command"):
+        table.add_column(column)
+    for s in doc["services"]:
+        state = s["state"]
+        if state == "exited":
+            state = f"exited ({s['exit_code']})" if s["exit_code"] is not None else state
+            if s.get("processes"):
+                state += f", {s['processes']} left running"
+        elif state == "restarting" and s["exit_code"] is not None:
+            state = f"restarting (last exit {s['exit_code']})"
+        color = "green" if state == "running" else "yellow" if state.startswith("restarting") else "red"
+        table.add_row(s["id"], f"[{color}]{state}[/{color}]", str(s["pid"] or ""), str(s["restarts"]),
+                      s["restart"], s["command"])
+    console.print(table)
+    supervisor = doc.get("supervisor") or {}
+    if not supervisor.get("running"):
+        console.print("[red]the lab's supervisor is not running: services are not restarted[/red]")
