@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ./dev/setup.sh
 nslab=.venv/bin/nslab
 lab=examples/two-servers.yaml
-trap '$nslab down -f $lab >/dev/null 2>&1 || true; rm -rf /run/nslab-www' EXIT
+trap '$nslab down -f $lab >/dev/null 2>&1 || true; rm -rf /run/www' EXIT
 set -x
 $nslab up -f $lab
 # The services start in the background: wait until both answer inside the lab (by name, from each other).

@@ -96,16 +96,33 @@ def _desired(lab: Lab) -> dict[str, Any]:
 
 
 def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
+    """What ``up`` would change, as commands; nothing for what is already in place."""
     want = _desired(lab)
+    previous = previous or {}
     out: list[str] = []
-    for h in want["hosts"].values():
+    for name, old in previous.get("hosts", {}).items():
+        if name not in want["hosts"]:
+            out.append(f"rm -r {os.path.join(dnsfiles.ETC_NETNS_DIR, old['namespace'])}")
+            out.append(f"umount {old['uts']} && rm {old['uts']}")
+    for name, h in want["hosts"].items():
         etc = os.path.join(dnsfiles.ETC_NETNS_DIR, h["namespace"])
-        out.append(f"mkdir -p {etc}")
-        for fname, text in h["files"].items():
-            body = text.replace("'", "'\\''")
-            out.append(f"printf '%s' '{body}' > {etc}/{fname}")
-        out.append(f"mkdir -p {os.path.dirname(h['uts'])} && touch {h['uts']} && "
-                   f"unshare --uts={h['uts']} hostname {h['hostname']}")
+        changed = {f: t for f, t in h["files"].items() if _read(os.path.join(etc, f)) != t}
+        if changed and len(changed) == len(h["files"]):
+            out.append(f"mkdir -p {etc}")
+        for fname, text in changed.items():
+            body = " ".join(_quote(line) for line in text.splitlines())
+            out.append(f"printf '%s\\n' {body} > {etc}/{fname}")
+        old = previous.get("hosts", {}).get(name)
+        if not (old and old.get("hostname") == h["hostname"] and _is_mounted(h["uts"])):
+            out.append(f"mkdir -p {os.path.dirname(h['uts'])} && touch {h['uts']} && "
+                       f"unshare --uts={h['uts']} hostname {h['hostname']}")
+    supervisor = previous.get("supervisor")
+    if supervisor and supervisor.get("hash") == _services_hash(want) and process.is_alive(
+        supervisor.get("pid"), supervisor.get("start")
+    ):
+        return out
+    if supervisor:
+        out.append(f"kill {supervisor.get('pid')}  # the lab's supervisor: stops every service tree")
     if want["forward"]:
         out.append(f"# DNS forwarder on {', '.join(want['forward']['listen'])}:53 -> "
                    f"{', '.join(want['forward']['upstreams'])} (in the lab's supervisor)")
@@ -116,6 +133,14 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
     if want["services"] or want["forward"]:
         out.append(f"python -m nslab.supervise {lab.name}  # supervises the above")
     return out
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def _quote(text: str) -> str:

@@ -81,6 +81,11 @@ class HostSpec(_Strict):
             return {name: None for name in value}
         return value
 
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `restart: no` as false
+
     def commands(self) -> list[str]:
         return [self.run] if isinstance(self.run, str) else list(self.run)
 

@@ -92,6 +92,7 @@ def status(doc: dict[str, Any]) -> None:
                 )
         console.print(hosts)
         _services(lab.get("hostsetup") or {})  # --- services (hostsetup) ---
+        _ports(lab.get("firewall") or {})  # --- published ports (firewall) ---
         console.print()
 
 
@@ -100,20 +101,32 @@ def _services(doc: dict[str, Any]) -> None:
     if not doc.get("services"):
         return
     table = Table(box=None, padding=(0, 2))
-    for column in ("service", "state", "pid", "restarts", "restart", "command"):
-        table.add_column(column)
+    for column in ("service", "state", "pid", "exit", "restarts", "restart"):
+        table.add_column(column, no_wrap=column != "state")
+    table.add_column("command", no_wrap=True, overflow="ellipsis", max_width=60)
     for s in doc["services"]:
         state = s["state"]
-        if state == "exited":
-            state = f"exited ({s['exit_code']})" if s["exit_code"] is not None else state
-            if s.get("processes"):
-                state += f", {s['processes']} left running"
-        elif state == "restarting" and s["exit_code"] is not None:
-            state = f"restarting (last exit {s['exit_code']})"
-        color = "green" if state == "running" else "yellow" if state.startswith("restarting") else "red"
-        table.add_row(s["id"], f"[{color}]{state}[/{color}]", str(s["pid"] or ""), str(s["restarts"]),
-                      s["restart"], s["command"])
+        if state == "exited" and s.get("processes"):
+            state += f" ({s['processes']} left running)"
+        color = "green" if state == "running" else "yellow" if state == "restarting" else "red"
+        table.add_row(s["id"], f"[{color}]{state}[/{color}]", str(s["pid"] or ""),
+                      "" if s["exit_code"] is None else str(s["exit_code"]), str(s["restarts"]), s["restart"],
+                      s["command"])
     console.print(table)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         console.print("[red]the lab's supervisor is not running: services are not restarted[/red]")
+
+
+# --- published ports (firewall feature) ----------------------------------------------------------------
+def _ports(doc: dict[str, Any]) -> None:
+    if doc.get("ports"):
+        table = Table(box=None, padding=(0, 2))
+        for column in ("published", "proto", "host", "leads to"):
+            table.add_column(column, no_wrap=True)
+        for p in doc["ports"]:
+            where = "*" if p["host_ip"] == "0.0.0.0" else p["host_ip"]
+            table.add_row(f"{where}:{p['host_port']}", p["proto"], p["host"], p["to"])
+        console.print(table)
+    for warning in doc.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")

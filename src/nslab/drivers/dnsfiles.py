@@ -152,7 +152,7 @@ def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
 
 
 def render_resolv_conf(lab_name: str, dns: HostDns) -> str:
-    lines = [f"# written by nslab for lab {lab_name}; removed by 'nslab down'", f"# nameservers: {dns.via}"]
+    lines = [f"# written by nslab for lab {lab_name}; removed by nslab down", f"# nameservers: {dns.via}"]
     lines += [f"nameserver {s}" for s in dns.nameservers]
     if dns.search:
         lines.append("search " + " ".join(dns.search))
