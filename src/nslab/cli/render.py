@@ -100,18 +100,23 @@ def status(doc: dict[str, Any]) -> None:
 def _services(doc: dict[str, Any]) -> None:
     if not doc.get("services"):
         return
-    table = Table(box=None, padding=(0, 2))
-    for column in ("service", "state", "pid", "exit", "restarts", "restart"):
-        table.add_column(column, no_wrap=column != "state")
-    table.add_column("command", no_wrap=True, overflow="ellipsis", max_width=60)
+    rows = []
     for s in doc["services"]:
         state = s["state"]
         if state == "exited" and s.get("processes"):
-            state += f" ({s['processes']} left running)"
-        color = "green" if state == "running" else "yellow" if state == "restarting" else "red"
-        table.add_row(s["id"], f"[{color}]{state}[/{color}]", str(s["pid"] or ""),
-                      "" if s["exit_code"] is None else str(s["exit_code"]), str(s["restarts"]), s["restart"],
-                      s["command"])
+            state += f" ({s['processes']} left)"
+        rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
+                     str(s["restarts"]), s["restart"], s["command"]])
+    header = ["service", "state", "pid", "exit", "restarts", "restart", "command"]
+    fixed = sum(max(len(r[i]) for r in [header, *rows]) + 2 for i in range(6)) + 2
+    room = max(12, console.width - fixed)
+    table = Table(box=None, padding=(0, 1))
+    for column in header:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        color = "green" if row[1] == "running" else "yellow" if row[1] == "restarting" else "red"
+        command = row[6] if len(row[6]) <= room else row[6][: room - 1] + "…"
+        table.add_row(row[0], f"[{color}]{row[1]}[/{color}]", *row[2:6], command)
     console.print(table)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
