@@ -1,0 +1,109 @@
+"""Docker's publish syntax, parsed: ``[HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]``.
+
+Pure (stdlib only): no kernel, no files. ``parse`` turns one string of ``hosts.<name>.publish`` into the
+port mappings it means, one per port (ranges are expanded: ``6000-6002:8080-8082`` is three mappings), or
+raises :class:`PublishSyntaxError` whose message says what is wrong and how to write it.
+
+Differences from Docker, on purpose:
+- a host port is required (Docker's ``8080`` alone picks a random host port; a lab wants a known one);
+- a host range maps onto a container range of the same length (Docker's ``8000-8010:80`` "pick one" form is
+  refused);
+- HOST_IP is IPv4 (labs are IPv4); ``0.0.0.0`` or an empty HOST_IP means every address of the machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+PROTOCOLS = ("tcp", "udp")
+ANY = ipaddress.IPv4Address("0.0.0.0")
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+class PublishSyntaxError(ValueError):
+    """A publish string that cannot be understood; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One published port: ``host_ip:host_port/proto`` on the machine -> ``port`` of the lab host."""
+
+    host_ip: ipaddress.IPv4Address  # ANY (0.0.0.0) = every address of the machine
+    host_port: int
+    port: int
+    proto: str
+
+    @property
+    def any_address(self) -> bool:
+        return self.host_ip == ANY
+
+    def label(self) -> str:
+        where = "" if self.any_address else f"{self.host_ip}:"
+        return f"{where}{self.host_port}/{self.proto}"
+
+    def overlaps(self, other: Mapping) -> bool:
+        """Whether both would claim the same packets (same protocol and port, addresses that meet)."""
+        return (
+            self.proto == other.proto
+            and self.host_port == other.host_port
+            and (self.any_address or other.any_address or self.host_ip == other.host_ip)
+        )
+
+
+def _port_range(text: str, what: str) -> tuple[int, int]:
+    first, sep, last = text.partition("-")
+    if not first or (sep and not last):
+        raise PublishSyntaxError(f"{what} '{text}' is not a port or a range START-END")
+    ports = []
+    for part in (first, last) if sep else (first,):
+        if not part.isdigit():
+            raise PublishSyntaxError(f"{what} '{text}' is not a port or a range START-END")
+        value = int(part)
+        if not 1 <= value <= 65535:
+            raise PublishSyntaxError(f"{what} {value} is out of range (1-65535)")
+        ports.append(value)
+    start, end = ports[0], ports[-1]
+    if end < start:
+        raise PublishSyntaxError(f"{what} range '{text}' ends before it starts")
+    return start, end
+
+
+def parse(text: str) -> list[Mapping]:
+    """``"127.0.0.1:5353:53/udp"`` -> ``[Mapping(127.0.0.1, 5353, 53, "udp")]``."""
+    if not isinstance(text, str) or not text.strip():
+        raise PublishSyntaxError("empty; write [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]")
+    body = text.strip()
+    proto = "tcp"
+    if "/" in body:
+        body, proto = body.rsplit("/", 1)
+        proto = proto.lower()
+        if proto not in PROTOCOLS:
+            raise PublishSyntaxError(f"protocol '{proto}' is not supported (tcp or udp)")
+    if body.startswith("["):
+        raise PublishSyntaxError("an IPv6 HOST_IP is not supported (labs are IPv4)")
+    parts = body.split(":")
+    if len(parts) == 1:
+        example = f" (e.g. '{parts[0]}:{parts[0]}')" if parts[0].isdigit() else ""
+        raise PublishSyntaxError(f"'{text}' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; a host port is needed{example}")
+    if len(parts) > 3:
+        raise PublishSyntaxError(f"'{text}' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (an IPv6 HOST_IP?)")
+    host_ip = ANY
+    if len(parts) == 3:
+        address = parts[0]
+        if address:
+            try:
+                host_ip = ipaddress.IPv4Address(address)
+            except ValueError:
+                raise PublishSyntaxError(f"HOST_IP '{address}' is not an IPv4 address") from None
+    host_start, host_end = _port_range(parts[-2], "host port")
+    start, end = _port_range(parts[-1], "port")
+    if host_end - host_start != end - start:
+        raise PublishSyntaxError(
+            f"host ports {host_start}-{host_end} and ports {start}-{end} differ in length; "
+            "a range maps port by port"
+        )
+    return [
+        Mapping(host_ip, host_port, start + offset, proto)
+        for offset, host_port in enumerate(range(host_start, host_end + 1))
+    ]
