@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,14 +43,28 @@ def uts_path(lab: str, host: str) -> str:
     return os.path.join(lab_dir(lab), "uts", host)
 
 
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def machine_lock() -> Iterator[None]:
+    # Re-entrant within a thread: `up` rolls a failed fresh lab back with `down` while holding the lock
+    # (a second flock on a new file description would wait for ourselves forever).
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
     os.makedirs(state_root(), exist_ok=True)
     fd = os.open(os.path.join(state_root(), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _held.depth = 1
         yield
     finally:
+        _held.depth = 0
         os.close(fd)
 
 

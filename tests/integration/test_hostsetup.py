@@ -280,3 +280,20 @@ def test_hostname_per_host_kept_without_processes(dns, lab_file):
     assert json_status("dn")["hostsetup"]["supervisor"] is None
     nslab("down", "dn")
     assert not os.path.exists("/run/nslab/dn")
+
+
+def test_a_failure_inside_hosts_rolls_a_fresh_lab_back(dns, lab_file):
+    dns.machine_resolv_conf("nameserver 127.0.0.53\n")
+    dns.start_stub()
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: the bridge does not exist yet
+    squatter.bind(("10.77.1.1", 53))  # the forwarder cannot listen on the gateway's port 53
+    try:
+        out = nslab("up", "-f", lab_file(LAB), check=False)
+    finally:
+        squatter.close()
+    assert out.returncode == 1 and "port 53" in out.stderr, out
+    assert os.listdir("/run/netns") == ["wan"]
+    assert os.listdir("/etc/netns") == []
+    assert not os.path.exists("/run/nslab/dn")
+    assert "nslab.supervise" not in sh("ps -eo args", check=False).stdout
