@@ -50,12 +50,14 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import publish, state
 from .errors import FirewallError, NslabError, Problem
 from .model import IPv4Addr, Lab
-from .spec import SourceMap, field_path
+
+if TYPE_CHECKING:  # the spec needs pydantic + yaml: `down` and `status` do without them
+    from .spec import SourceMap
 
 KEY = "firewall"
 BEFORE_NAMESPACES = False
@@ -69,6 +71,8 @@ DOCKER_USER = ("ip", "filter", "DOCKER-USER")
 # --- the record of one lab (what `up` returns and `down` works from) ------------------------------
 def desired(lab: Lab) -> dict[str, Any]:
     """What this lab asks of the firewall, as the JSON-able record kept in its state."""
+    from .spec import field_path
+
     networks = [
         {"name": n.name, "bridge": n.bridge, "subnet": str(n.subnet), "internal": n.internal}
         for n in lab.networks.values()
@@ -315,6 +319,8 @@ def check(
     lab: Lab, source: SourceMap, file: str, others: Mapping[str, Mapping[str, Any]], machine: Machine
 ) -> list[Problem]:
     """Every problem with the lab's ``publish`` entries, located by file:line and field path."""
+    from .spec import field_path
+
     problems: list[Problem] = []
     claimed: list[tuple[publish.Mapping, str]] = []
     foreign = [

@@ -290,3 +290,19 @@ def test_foreign_drop_policy_is_reported_not_touched(host, tmp_path):
     assert "policy drop" in sh("nft list chain ip filter FORWARD").stdout
     nslab("down", "fw")
     assert machine_view() == before
+
+
+def test_nft_subprocess_fallback_when_the_library_is_missing(host, monkeypatch):
+    from nslab import Lab
+    from nslab.drivers import nftables
+
+    monkeypatch.setattr(nftables, "_lib", None)
+    monkeypatch.setattr(nftables, "_lib_error", "libnftables.so.1: cannot open (forced by the test)")
+    before = machine_view()
+    lab = Lab.from_text("name: fb\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n], publish: ['6600:8080']}\n")
+    lab.up()
+    serve(host, "fb-h", 8080, "fallback")
+    assert fetch(UPLINK_ADDRESS, 6600, "wan").startswith("fallback ")
+    assert 'comment "nslab:fb:hosts.h.publish[0]"' in sh("nft list chain inet nslab lab.fb.publish").stdout
+    lab.down()
+    assert machine_view() == before

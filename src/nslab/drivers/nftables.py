@@ -78,8 +78,11 @@ class Nft:
         nft = shutil.which("nft")
         if nft is None:
             raise EnvironmentProblem(f"neither libnftables.so.1 ({_lib_error}) nor the nft command is available")
-        argv = [nft, "-a"] + (["-j"] if json_output else []) + ["-f", "-"]
-        result = subprocess.run(argv, input=text, capture_output=True, text=True)
+        if json_output:  # `nft -j -f -` prints nothing for a listing: pass a single command as arguments
+            argv, stdin = [nft, "-a", "-j", *text.split()], None
+        else:
+            argv, stdin = [nft, "-a", "-f", "-"], text
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True)
         if result.returncode != 0:
             raise FirewallError(f"nftables refused the change: {result.stderr.strip() or 'unknown error'}")
         return result.stdout
