@@ -126,6 +126,7 @@ def test_services_start_inside_hosts_log_and_restart(lab):
     # Two services on one host: `logs` prefixes each line with the service.
     app_logs = wait_for(lambda: (out := nslab("logs", "app").stdout) and "app.2 | failing" in out and out)
     assert "app.1 | first" in app_logs
+    assert nslab("logs", "-n", "1", "sv/web").stdout.count("\n") == 1
     assert "exited with code 3; restarting" in app_logs
     # restart policies
     wait_for(lambda: services(name)["app.2"]["restarts"] >= 2)
