@@ -232,3 +232,22 @@ def test_enter_switches_only_the_calling_thread(host):
         with api.enter("pid:999999999"):
             pass
     sh("ip netns del apiside")
+
+
+def test_pid_from_forks_into_the_targets_pid_namespace(host):
+    proc = host.popen(["unshare", "--pid", "--fork", "--", "sleep", "600"])
+    children: list[str] = []
+    for _ in range(200):
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        if children:
+            break
+        time.sleep(0.01)
+    inner = int(children[0])  # pid 1 of its own PID namespace
+    sh("ip netns add box")
+    out = nslab("exec", "netns:box", "--pid-from", f"pid:{inner}", "--", "sh", "-c", "echo $$").stdout
+    assert 1 < int(out) < 50  # numbered inside the target's PID namespace
+    assert (
+        nslab("exec", "netns:box", "--pid-from", f"pid:{inner}", "--", "sh", "-c", "exit 3", check=False).returncode
+        == 3
+    )
+    sh("ip netns del box")
