@@ -532,7 +532,9 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
     if _needs_forwarding(want) and sysctl.read(sysctl.IP_FORWARD) != "1":
         out.append(f"sysctl -w {sysctl.IP_FORWARD}=1")
     for bridge in _published_bridges(want):
-        out.append(f"sysctl -w {sysctl.route_localnet(bridge)}=1")
+        key = sysctl.route_localnet(bridge)
+        if not sysctl.exists(key) or sysctl.read(key) != "1":
+            out.append(f"sysctl -w {key}=1")
     text = "" if _up_to_date(want, previous, seen) else transaction(records, seen)
     if text:
         out += ["nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"]

@@ -306,3 +306,26 @@ def test_nft_subprocess_fallback_when_the_library_is_missing(host, monkeypatch):
     assert 'comment "nslab:fb:hosts.h.publish[0]"' in sh("nft list chain inet nslab lab.fb.publish").stdout
     lab.down()
     assert machine_view() == before
+
+
+def test_edit_converges_and_a_crashed_lab_is_cleaned_by_its_marks(host, tmp_path):
+    before = machine_view()
+    path = tmp_path / "e.yaml"
+    path.write_text("name: ed\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n], publish: ['6700:8080']}\n")
+    nslab("up", "-f", str(path))
+    assert "nothing to do" in nslab("up", "--dry-run", "-f", str(path)).stdout
+    serve(host, "ed-h", 8080, "edit")
+    assert fetch(UPLINK_ADDRESS, 6700, "wan").startswith("edit ")
+    path.write_text("name: ed\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n], publish: ['6701:8080']}\n")
+    nslab("up", "-f", str(path))
+    assert fetch(UPLINK_ADDRESS, 6700, "wan") is None
+    assert fetch(UPLINK_ADDRESS, 6701, "wan").startswith("edit ")
+    path.write_text("name: ed\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n]}\n")
+    nslab("up", "-f", str(path))
+    assert fetch(UPLINK_ADDRESS, 6701, "wan") is None
+    assert "lab.ed.publish" not in sh("nft list ruleset").stdout
+    # a lab whose state vanished (a crash) still loses its chains on `down`
+    sh("rm /run/nslab/ed/state.json")
+    nslab("down", "ed", check=False)
+    assert "nslab:ed" not in sh("nft list ruleset").stdout
+    assert machine_view() == before
