@@ -39,6 +39,11 @@ commented ``nslab:<lab>:<network>``) and removes exactly those rules (found by t
 goes. They accept only what our own forward chain (priority filter - 10, evaluated before Docker's at
 filter 0) has already let through: isolation and internal drops happen in our table first. Docker's own
 traffic (its bridges to the uplink, between containers, its published ports) matches none of them.
+Known limits of this choice: a new connection from a NAT lab host straight to an address on one of
+Docker's bridges is accepted by our DOCKER-USER rule before Docker's own DOCKER chain could refuse it (Docker
+would refuse it for any non-Docker source; naming Docker's bridges here would guess at names such as
+``br-*`` that uplinks use too); and if Docker starts after a lab is up, the rules appear with the next
+``nslab up``/``down`` of any lab (each one re-renders everything).
 A forward-hook chain with policy drop WITHOUT a DOCKER-USER chain (e.g. ``iptables -P FORWARD DROP`` by
 hand) is not touched: it is detected and reported as a warning in ``up`` / ``status``, with the command
 that would let the lab's traffic pass.
