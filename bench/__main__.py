@@ -242,6 +242,12 @@ def render_publish(table: Table, res: dict) -> None:
         table.add(label, "n/a (publishing not available)", "—", "—", "—", "—", f"≥ {THROUGHPUT} × A", "n/a")
         table.notes.append(f"publish: {res['reason']}")
         return
+    if res.get("direct_exceptions"):
+        table.notes.append(
+            "publish: nslab lets only replies and published ports into a lab network, so for the direct baseline "
+            "the bench inserted one `ip saddr 198.51.100.1 ip daddr HOST tcp dport 5201 accept` before the drop "
+            f"rules of nslab's table (chains: {', '.join(res['direct_exceptions'])}); only first packets reach it"
+        )
     pub, direct = median(res["samples"]["published"]), median(res["samples"]["direct"])
     runs = len(res["samples"]["published"])
     table.add(
