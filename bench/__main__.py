@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--exec-calls", type=int, default=50, help="calls per exec variant (default 50)")
     p.add_argument("--idle-hosts", type=int, default=10, help="hosts in the resident-process row (default 10)")
-    p.add_argument("--iperf-seconds", type=float, default=3, help="length of one iperf3 run (default 3)")
+    p.add_argument("--iperf-seconds", type=float, default=5, help="length of one iperf3 run (default 5)")
     p.add_argument("--ls-namespaces", type=int, default=1000, help="namespaces on the machine for ls (default 1000)")
     p.add_argument("--skip", default="", metavar="ROW,...", help=f"rows to leave out: {', '.join(ROWS)}")
     p.add_argument("--json", metavar="FILE", help="also write the raw samples as JSON")
@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         results["idle"] = run_row("idle", hosts=args.idle_hosts)
         render_idle(table, results["idle"])
     if "publish" not in args.skip:
-        results["publish"] = run_row("publish", repeat=args.repeat, seconds=args.iperf_seconds)
+        # iperf3 on a loaded 2-vCPU machine swings by 20% between runs: at least 5 runs per path
+        results["publish"] = run_row("publish", repeat=max(args.repeat, 5), seconds=args.iperf_seconds)
         render_publish(table, results["publish"])
     if "ls" not in args.skip:
         results["ls"] = run_row("ls", namespaces=args.ls_namespaces, repeat=max(args.repeat, 5))
