@@ -21,7 +21,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import nslab, pytest" 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.installed ]; then
+   || [ pyproject.toml -nt .venv/.installed ] || [ bin/nslab -nt .venv/.installed ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch .venv/.installed
 fi
+# Byte-compile now (PYTHONDONTWRITEBYTECODE may be set): a command's first run should not pay for it.
+.venv/bin/python -m compileall -q src >/dev/null

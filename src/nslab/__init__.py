@@ -19,7 +19,8 @@ Everything nslab raises on purpose derives from :class:`NslabError` (see :mod:`n
 
 from __future__ import annotations
 
-from .discover import list_namespaces
+import importlib
+
 from .errors import (
     ConflictError,
     EnvironmentProblem,
@@ -32,9 +33,35 @@ from .errors import (
     TeardownError,
     UserError,
 )
-from .lab import Lab, UpResult, down, status
-from .nsenter import enter
-from .run import run
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (this package is on the exec path)
+if TYPE_CHECKING:
+    from .discover import list_namespaces
+    from .lab import Lab, UpResult, down, status
+    from .nsenter import enter
+    from .throwaway import run
+
+# Imported on first use (PEP 562): `nslab exec` and `nslab down` import `nslab.*` submodules and must not pay
+# for pyroute2/pydantic/yaml through this package's namespace.
+_LAZY = {
+    "list_namespaces": "discover",
+    "Lab": "lab",
+    "UpResult": "lab",
+    "down": "lab",
+    "status": "lab",
+    "enter": "nsenter",
+    "run": "throwaway",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nslab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

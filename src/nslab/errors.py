@@ -20,17 +20,33 @@ A :class:`Problem` is one line of a report: where (file:line, field path) and wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the user's input, located as precisely as we can."""
+    """One thing wrong with the user's input, located as precisely as we can.
 
-    message: str
-    field: str = ""
-    file: str = ""
-    line: int | None = None
+    A plain value class rather than a dataclass: this module is on the ``exec`` fast path, and importing
+    ``dataclasses`` there costs more than the whole namespace switch.
+    """
+
+    __slots__ = ("message", "field", "file", "line")
+
+    def __init__(self, message: str, field: str = "", file: str = "", line: int | None = None) -> None:
+        self.message = message
+        self.field = field
+        self.file = file
+        self.line = line
+
+    def _key(self) -> tuple[str, str, str, int | None]:
+        return (self.message, self.field, self.file, self.line)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Problem(message={self.message!r}, field={self.field!r}, file={self.file!r}, line={self.line!r})"
 
     def __str__(self) -> str:
         where = self.file

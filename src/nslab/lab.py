@@ -27,6 +27,7 @@ from .plan import AddHosts, Observed, Plan, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
     from . import spec
+    from .targets import Target
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Lab:
         self.spec = lab_spec
         self.source_map = source or spec.SourceMap()
         self.path = path
+        self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Lab:
@@ -169,8 +171,17 @@ class Lab:
         argv: Sequence[str],
         **kwargs: Any,
     ) -> subprocess.CompletedProcess:
-        """Run ``argv`` inside ``host`` (``subprocess.run`` keywords pass through); returns its result."""
-        return exec_host(self.name, host, argv, **kwargs)
+        """Run ``argv`` inside ``host`` (``subprocess.run`` keywords pass through); returns its result.
+
+        The host's network, hostname and /etc/netns files apply, as with ``nslab exec``; this process stays
+        where it is. The host's namespace paths are looked up once per Lab (not per call).
+        """
+        target = self._targets.get(host)
+        if target is None or not os.path.exists(target.net_path):
+            from .targets import resolve
+
+            target = self._targets[host] = resolve(f"{self.name}/{host}")
+        return nsenter.run_in_target(target, argv, **kwargs)
 
     def __enter__(self) -> Lab:
         self.up()
@@ -251,16 +262,12 @@ def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
     return owners[0], host
 
 
-def host_namespace(lab: str, host: str) -> str:
-    recorded = state.LabState.load(lab)
-    if recorded is None or host not in recorded.lab.hosts:
-        raise TargetError(f"no host '{host}' in lab '{lab}'")
-    return recorded.lab.hosts[host].namespace
-
-
 def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    namespace = host_namespace(lab, host)
-    return nsenter.run_in_host(namespace, argv, **kwargs)
+    """``subprocess.run`` inside ``host`` of lab ``lab`` (network, hostname, /etc/netns files); the caller's
+    own namespaces never change (see :func:`nslab.nsenter.spawn_in_target`)."""
+    from .targets import resolve
+
+    return nsenter.run_in_target(resolve(f"{lab}/{host}"), argv, **kwargs)
 
 
 def status(name: str | None = None) -> dict[str, Any]:

@@ -5,22 +5,32 @@ Replaces ``ip netns exec NAME CMD`` and ``nsenter --net=/run/netns/NAME CMD``. T
 ``/sys`` is remounted for the new network namespace and every file of ``/etc/netns/NAME/`` is bind-mounted
 over its ``/etc`` twin (this is how a host gets its own resolv.conf and hosts).
 
-:func:`enter_host` changes the *calling process*, so it is used right before ``exec`` (the CLI) or in a
-freshly forked child (``preexec_fn``, the API). It imports nothing heavy: the exec path stays fast.
+Two ways in:
+
+* :func:`enter_host` / :func:`enter_target` change the *calling process*; the CLI calls them right before
+  ``exec`` (signals then reach the command directly).
+* :func:`run_in_target` (the API) never changes the caller: a short-lived thread unshares its filesystem
+  context, enters the namespaces and spawns the command from there (children inherit the namespaces of the
+  thread that forks them). No ``preexec_fn``, so CPython can use vfork; no ``ip`` binary to load.
+
+This module is on the ``nslab exec`` fast path: it imports only ``os``, ``errno`` and the ctypes wrappers at
+load time; ``subprocess``, ``threading`` and the target resolver are imported where they are used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from . import linux
 from .errors import KernelError, TargetError
-from .targets import Target
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast path)
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Mapping, Sequence
+
+    from .targets import Target
 
 NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
@@ -38,7 +48,11 @@ def _open_ns(path: str, what: str) -> int:
 def enter_host(namespace: str, uts_path: str | None = None) -> None:
     """Make the calling (single-threaded) process live in host ``namespace`` as ``ip netns exec`` does."""
     net_fd = _open_ns(os.path.join(NETNS_DIR, namespace), f"namespace {namespace}")
-    uts_fd = _open_ns(uts_path, f"hostname namespace of {namespace}") if uts_path else None
+    try:
+        uts_fd = _open_ns(uts_path, f"hostname namespace of {namespace}") if uts_path else None
+    except TargetError:
+        os.close(net_fd)
+        raise
     try:
         linux.setns(net_fd, linux.CLONE_NEWNET)
         if uts_fd is not None:
@@ -49,12 +63,7 @@ def enter_host(namespace: str, uts_path: str | None = None) -> None:
         os.close(net_fd)
         if uts_fd is not None:
             os.close(uts_fd)
-    etc_dir = os.path.join(ETC_NETNS_DIR, namespace)
-    try:
-        entries = os.listdir(etc_dir)
-    except FileNotFoundError:
-        entries = []
-    _private_mounts(namespace, entries)
+    _private_mounts(namespace, _etc_entries(namespace))
 
 
 def _etc_entries(name: str | None) -> list[str]:
@@ -91,67 +100,37 @@ def _private_mounts(namespace: str | None, etc_entries: Sequence[str]) -> None:
             raise KernelError(f"cannot bind {source} over {target}: {exc.strerror}") from None
 
 
-def exec_in_host(
-    namespace: str,
-    argv: Sequence[str],
-    uts_path: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> None:
-    """Replace this process with ``argv`` running inside the host. Returns only by raising."""
-    enter_host(namespace, uts_path)
-    try:
-        if env is None:
-            os.execvp(argv[0], list(argv))
-        os.execvpe(argv[0], list(argv), dict(env))
-    except FileNotFoundError:
-        raise TargetError(f"command not found: {argv[0]}") from None
-    except PermissionError:
-        raise TargetError(f"permission denied: {argv[0]}") from None
-
-
-def run_in_host(
-    namespace: str,
-    argv: Sequence[str],
-    uts_path: str | None = None,
-    **popen_kwargs: object,
-) -> subprocess.CompletedProcess:
-    """``subprocess.run`` inside the host: the child enters the namespaces before it execs."""
-    if not os.path.exists(os.path.join(NETNS_DIR, namespace)):
-        raise TargetError(f"namespace {namespace} does not exist")
-
-    def child() -> None:
-        enter_host(namespace, uts_path)
-
-    return subprocess.run(list(argv), preexec_fn=child, **popen_kwargs)  # type: ignore[call-overload]
-
-
 # ----------------------------------------------------------------------------------------------
 # Any target (nslab.targets): net of A [+ uts of A] [+ mount of B] [+ pid of C]
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
 class ExecOptions:
     """What ``nslab exec`` enters and how it starts the command (the flags of the CLI)."""
 
-    uts: bool = False
-    mount_from: Target | None = None
-    pid_from: Target | None = None
-    user: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-    detach: bool = False
+    __slots__ = ("uts", "mount_from", "pid_from", "user", "env", "workdir", "detach")
+
+    def __init__(
+        self,
+        uts: bool = False,
+        mount_from: Target | None = None,
+        pid_from: Target | None = None,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        detach: bool = False,
+    ) -> None:
+        self.uts = uts
+        self.mount_from = mount_from
+        self.pid_from = pid_from
+        self.user = user
+        self.env = dict(env or {})
+        self.workdir = workdir
+        self.detach = detach
 
 
-def enter_target(target: Target, options: ExecOptions | None = None) -> None:
-    """Move the calling (single-threaded) process into ``target`` as ``ip netns exec`` / ``nsenter`` do.
-
-    Network always; UTS when asked (lab hosts: whenever their UTS namespace is kept); the mount namespace of
-    ``mount_from`` (else a private copy of ours with /sys remounted and /etc/netns/NAME/* bound over /etc);
-    the PID namespace of ``pid_from`` for the children forked afterwards. Every file is opened (and checked)
-    before anything changes, so a bad target fails with the process untouched.
-    """
-    options = options or ExecOptions()
+def _open_target(target: Target, options: ExecOptions) -> list[tuple[int, int, str]]:
+    """Open every namespace file first: a bad target fails before anything changes."""
     fds: list[tuple[int, int, str]] = []
     try:
         fds.append((target.open("net"), linux.CLONE_NEWNET, "network"))
@@ -161,6 +140,15 @@ def enter_target(target: Target, options: ExecOptions | None = None) -> None:
             fds.append((options.pid_from.open("pid"), linux.CLONE_NEWPID, "PID"))
         if options.mount_from is not None:
             fds.append((options.mount_from.open("mnt"), linux.CLONE_NEWNS, "mount"))
+    except BaseException:
+        for fd, _, _ in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _enter_opened(target: Target, options: ExecOptions, fds: list[tuple[int, int, str]]) -> None:
+    try:
         for fd, nstype, what in fds:
             try:
                 linux.setns(fd, nstype)
@@ -176,7 +164,20 @@ def enter_target(target: Target, options: ExecOptions | None = None) -> None:
         _private_mounts(None, [])
 
 
-def _switch_user(user: str, env: dict[str, str]) -> None:
+def enter_target(target: Target, options: ExecOptions | None = None) -> None:
+    """Move the calling (single-threaded) process into ``target`` as ``ip netns exec`` / ``nsenter`` do.
+
+    Network always; UTS when asked (lab hosts: whenever their UTS namespace is kept); the mount namespace of
+    ``mount_from`` (else a private copy of ours with /sys remounted and /etc/netns/NAME/* bound over /etc);
+    the PID namespace of ``pid_from`` for the children forked afterwards. Every file is opened (and checked)
+    before anything changes, so a bad target fails with the process untouched.
+    """
+    options = options or ExecOptions()
+    _enter_opened(target, options, _open_target(target, options))
+
+
+def _user_ids(user: str) -> tuple[int, int, list[int], dict[str, str]]:
+    """``USER[:GROUP]`` (names looked up in the current mount namespace's /etc) -> uid, gid, groups, env."""
     import pwd
 
     name, _, group = user.partition(":")
@@ -198,35 +199,37 @@ def _switch_user(user: str, env: dict[str, str]) -> None:
                 gid = grp.getgrnam(group).gr_gid
             except KeyError:
                 raise TargetError(f"--user: no group '{group}' in the target's /etc/group") from None
-    try:
-        os.setgroups(os.getgrouplist(entry.pw_name, gid) if entry else [gid])
-        os.setgid(gid)
-        os.setuid(uid)
-    except OSError as exc:
-        raise KernelError(f"cannot become user {user}: {exc.strerror}") from None
-    if entry:
-        env.setdefault("HOME", entry.pw_dir)
-        env.setdefault("USER", entry.pw_name)
-        env.setdefault("LOGNAME", entry.pw_name)
+    groups = os.getgrouplist(entry.pw_name, gid) if entry else [gid]
+    env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name} if entry else {}
+    return uid, gid, groups, env
 
 
 def prepare_process(options: ExecOptions, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """After entering: user, working directory, environment. Returns the environment for exec."""
     env = dict(os.environ if base_env is None else base_env)
-    wanted = dict(options.env)
     if options.user:
-        _switch_user(options.user, wanted)
+        uid, gid, groups, user_env = _user_ids(options.user)
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+        except OSError as exc:
+            raise KernelError(f"cannot become user {options.user}: {exc.strerror}") from None
+        env.update(user_env)
     if options.workdir:
         try:
             os.chdir(options.workdir)
         except OSError as exc:
             raise TargetError(f"--workdir {options.workdir}: {exc.strerror}") from None
-    env.update(wanted)
+    env.update(options.env)
     return env
 
 
-def _exec(argv: Sequence[str], env: Mapping[str, str]) -> None:
+def exec_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """``execvp`` with nslab's errors: returns only by raising."""
     try:
+        if env is None:
+            os.execvp(argv[0], list(argv))
         os.execvpe(argv[0], list(argv), dict(env))
     except FileNotFoundError:
         raise TargetError(f"command not found: {argv[0]}") from None
@@ -244,7 +247,7 @@ def exec_in_target(target: Target, argv: Sequence[str], options: ExecOptions | N
     enter_target(target, options)
     env = prepare_process(options)
     if not options.detach and options.pid_from is None:
-        _exec(argv, env)
+        exec_command(argv, env)
     return _fork_exec(argv, env, options.detach)
 
 
@@ -289,34 +292,124 @@ def _fork_exec(argv: Sequence[str], env: Mapping[str, str], detach: bool) -> int
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
+# ----------------------------------------------------------------------------------------------
+# The API: spawn from a thread that is inside the target; the caller never moves
+# ----------------------------------------------------------------------------------------------
+
+
+def spawn_in_target(
+    target: Target, argv: Sequence[str], options: ExecOptions | None = None, **popen_kwargs: object
+) -> subprocess.Popen:
+    """``subprocess.Popen`` inside a target, without touching the calling thread's namespaces.
+
+    A new thread unshares its filesystem context (so it may get a mount namespace of its own), enters the
+    target exactly as :func:`enter_target` does and starts the command; the child inherits that thread's
+    namespaces. The thread then exits, dropping its private mount namespace while the caller already has
+    the Popen. ``user`` and ``workdir`` are applied in the child by Popen (``user=``/``group=``/``cwd=``).
+    """
+    import subprocess
+    import threading
+
+    options = options or ExecOptions()
+    if options.detach:
+        raise TargetError("detach is a CLI option; use start_new_session=True with the API")
+    fds = _open_target(target, options)  # errors surface here, in the caller's thread
+    env = dict(popen_kwargs.pop("env", None) or os.environ)  # type: ignore[call-overload]
+    env.update(options.env)
+    if options.workdir:
+        popen_kwargs["cwd"] = options.workdir
+    outcome: list[object] = []
+    spawned = threading.Event()
+
+    def inside() -> None:
+        try:
+            try:
+                linux.unshare(linux.CLONE_FS)  # this thread alone may now change mount namespace and root
+            except OSError as exc:
+                raise KernelError(f"cannot enter {target.text}: {exc.strerror}") from None
+            _enter_opened(target, options, fds)
+            if options.user:  # names resolve against the target's /etc (mount_from)
+                uid, gid, groups, user_env = _user_ids(options.user)
+                popen_kwargs.update(user=uid, group=gid, extra_groups=groups)
+                env.update({k: v for k, v in user_env.items() if k not in options.env})
+            outcome.append(subprocess.Popen(list(argv), env=env, **popen_kwargs))  # type: ignore[call-overload]
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            outcome.append(exc)
+        finally:
+            spawned.set()
+
+    threading.Thread(target=inside, name=f"nslab-enter {target.text}", daemon=True).start()
+    spawned.wait()
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result  # Popen's own errors (e.g. FileNotFoundError) unchanged, as subprocess.run raises them
+    return result  # type: ignore[return-value]
+
+
 def run_in_target(
     target: Target,
     argv: Sequence[str],
     options: ExecOptions | None = None,
+    *,
+    input: str | bytes | None = None,  # noqa: A002 - the subprocess.run name
+    timeout: float | None = None,
+    check: bool = False,
+    capture_output: bool = False,
     **popen_kwargs: object,
 ) -> subprocess.CompletedProcess:
-    """``subprocess.run`` in a target (the API form of ``nslab exec``; no ``detach``/``pid_from``)."""
-    options = options or ExecOptions()
-    # Open everything now: a bad target is reported here, not as a failing preexec_fn.
-    for kind in ("net", *(("uts",) if options.uts or target.uts_path else ())):
-        os.close(target.open(kind))
-    if options.mount_from is not None:
-        os.close(options.mount_from.open("mnt"))
-    env = dict(popen_kwargs.pop("env", None) or os.environ)  # type: ignore[call-overload]
-    env.update(options.env)
+    """``subprocess.run`` in a target (the API form of ``nslab exec``; no ``detach``); same keywords."""
+    import subprocess
 
-    def child() -> None:
-        enter_target(target, options)
-        if options.user:
-            _switch_user(options.user, {})
-        if options.workdir:
-            os.chdir(options.workdir)
+    if input is not None:
+        if popen_kwargs.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        popen_kwargs["stdin"] = subprocess.PIPE
+    if capture_output:
+        if popen_kwargs.get("stdout") is not None or popen_kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        popen_kwargs["stdout"] = popen_kwargs["stderr"] = subprocess.PIPE
+    with spawn_in_target(target, argv, options, **popen_kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        except BaseException:
+            process.kill()
+            raise
+        code = process.poll()
+    assert code is not None
+    if check and code:
+        raise subprocess.CalledProcessError(code, list(argv), output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(list(argv), code, stdout, stderr)
 
-    return subprocess.run(list(argv), preexec_fn=child, env=env, **popen_kwargs)  # type: ignore[call-overload]
+
+class _Entered:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._home = -1
+
+    def __enter__(self) -> Target:
+        fd = self.target.open("net")
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, linux.CLONE_NEWNET)
+        except OSError as exc:
+            os.close(self._home)
+            raise KernelError(f"cannot enter {self.target.text}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        return self.target
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            linux.setns(self._home, linux.CLONE_NEWNET)
+        finally:
+            os.close(self._home)
 
 
-@contextlib.contextmanager
-def enter(target: Target | str) -> Iterator[Target]:
+def enter(target: Target | str) -> _Entered:
     """Switch the *calling thread* into the target's network namespace; back on exit.
 
     Sockets opened inside belong to the target's network (e.g. connect to its 127.0.0.1)::
@@ -328,18 +421,4 @@ def enter(target: Target | str) -> Iterator[Target]:
         from .targets import resolve
 
         target = resolve(target)
-    fd = target.open("net")
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-        except OSError as exc:
-            raise KernelError(f"cannot enter {target.text}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        try:
-            yield target
-        finally:
-            linux.setns(home, linux.CLONE_NEWNET)
-    finally:
-        os.close(home)
+    return _Entered(target)

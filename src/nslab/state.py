@@ -11,17 +11,15 @@ from racing each other.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import ipaddress
-import json
 import os
-import shutil
-import threading
-from collections.abc import Iterator
-from typing import Any
 
-from .model import Host, Interface, Lab, Link, Network
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` reads paths from here
+if TYPE_CHECKING:
+    import threading
+    from typing import Any
+
+    from .model import Lab
 
 STATE_VERSION = 1
 
@@ -38,34 +36,54 @@ def state_file(lab: str) -> str:
     return os.path.join(lab_dir(lab), "state.json")
 
 
+def uts_dir(lab: str) -> str:
+    """The lab's hostname pins (a small tmpfs of its own, see hostsetup.py)."""
+    return os.path.join(lab_dir(lab), "uts")
+
+
 def uts_path(lab: str, host: str) -> str:
     """Where a host's UTS (hostname) namespace is kept bind-mounted for the lab's lifetime."""
-    return os.path.join(lab_dir(lab), "uts", host)
+    return os.path.join(uts_dir(lab), host)
 
 
-_held = threading.local()
+class _MachineLock:
+    """flock on ``/run/nslab/.lock``. Re-entrant within a thread: `up` rolls a failed fresh lab back with
+    `down` while holding the lock (a second flock on a new file description would wait for ourselves)."""
 
+    _held: threading.local | None = None
 
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    # Re-entrant within a thread: `up` rolls a failed fresh lab back with `down` while holding the lock
-    # (a second flock on a new file description would wait for ourselves forever).
-    if getattr(_held, "depth", 0):
-        _held.depth += 1
+    def __init__(self) -> None:
+        if _MachineLock._held is None:
+            import threading
+
+            _MachineLock._held = threading.local()
+        self._depth = _MachineLock._held
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        if getattr(self._depth, "n", 0):
+            self._depth.n += 1
+            return
+        os.makedirs(state_root(), exist_ok=True)
+        fd = os.open(os.path.join(state_root(), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            yield
-        finally:
-            _held.depth -= 1
-        return
-    os.makedirs(state_root(), exist_ok=True)
-    fd = os.open(os.path.join(state_root(), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _held.depth = 1
-        yield
-    finally:
-        _held.depth = 0
-        os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._depth.n = 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        if self._depth.n == 0 and self._fd >= 0:
+            os.close(self._fd)
+
+
+def machine_lock() -> _MachineLock:
+    """``with machine_lock():`` — the one lock every mutating operation holds (a class, not a
+    contextlib generator: this module is imported by `nslab exec`, which cannot afford contextlib)."""
+    return _MachineLock()
 
 
 def lab_to_dict(lab: Lab) -> dict[str, Any]:
@@ -115,6 +133,10 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
 
 
 def lab_from_dict(data: dict[str, Any]) -> Lab:
+    import ipaddress
+
+    from .model import Host, Interface, Lab, Link, Network
+
     iface = ipaddress.IPv4Interface
     return Lab(
         name=data["name"],
@@ -171,6 +193,8 @@ class LabState:
         self.extra = extra or {}  # owned by other modules: sysctls, firewall, services
 
     def save(self) -> None:
+        import json  # not at module level: `nslab exec` imports this module for its paths only
+
         os.makedirs(lab_dir(self.lab.name), exist_ok=True)
         path = state_file(self.lab.name)
         tmp = path + ".tmp"
@@ -180,6 +204,8 @@ class LabState:
 
     @classmethod
     def load(cls, name: str) -> LabState | None:
+        import json
+
         try:
             with open(state_file(name)) as fh:
                 data = json.load(fh)
@@ -192,6 +218,8 @@ class LabState:
 
 def remove(name: str) -> None:
     """Forget a lab. Features must have unmounted what they keep under its directory first."""
+    import shutil
+
     shutil.rmtree(lab_dir(name), ignore_errors=True)
 
 

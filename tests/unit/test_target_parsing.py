@@ -13,7 +13,7 @@ import pytest
 from nslab import discover, targets
 from nslab.cli.targets import _env_pairs, _split_exec_args
 from nslab.errors import TargetError, UserError
-from nslab.run import RUN_NAME, lab_document  # (nslab.run is the function nslab.run())
+from nslab.throwaway import RUN_NAME, lab_document
 
 
 @pytest.mark.parametrize(

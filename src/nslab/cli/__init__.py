@@ -1,64 +1,25 @@
-"""The ``nslab`` command line: one click group; each verb group lives in its own module.
+"""The ``nslab`` command line. :func:`entry` is the console script.
 
-Owns the conversion of the error tree into what a person sees: one line per problem on stderr, exit 2 for
-user mistakes (bad lab file, unknown host, conflicts), 1 for runtime failures, never a traceback for
-either. Heavy imports (pyroute2, pydantic, rich) happen inside the commands that need them.
+The hot forms are recognized straight from argv by :mod:`nslab.cli.fast` (importing click alone costs more
+than ``ip netns exec`` takes); everything else, and every error message, goes through the click
+application in :mod:`nslab.cli.app`.
 """
 
 from __future__ import annotations
 
 import sys
 
-import click
-
-from ..errors import NslabError
-
-
-class _Group(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # keep the order verbs were added in, not alphabetical
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="nslab")
-def cli() -> None:
-    """Network namespace labs: declarative, fast, reversible.
-
-    \b
-    A lab file (nslab.yaml) names hosts (network namespaces) on bridge networks;
-    `nslab up` builds it, `nslab down` removes it, `nslab exec HOST -- CMD` runs
-    a command inside a host.
-    """
-
-
-from . import labs, targets  # noqa: E402  (registers the verbs on `cli`)
-
-labs.register(cli)
-targets.register(cli)
-from . import services  # noqa: E402
-
-services.register(cli)
-
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cli.main(args=argv, prog_name="nslab", standalone_mode=False)
-    except NslabError as exc:
-        for line in exc.lines():
-            click.echo(f"nslab: {line}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("nslab: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    """Run the click application on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    from .app import main as app_main
+
+    return app_main(argv)
 
 
 def entry() -> None:
-    sys.exit(main())
+    from .fast import run_fast
+
+    argv = sys.argv[1:]
+    code = run_fast(argv)
+    sys.exit(main(argv) if code is None else code)

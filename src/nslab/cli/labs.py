@@ -27,10 +27,14 @@ def _load(file: str):  # -> nslab.lab.Lab
 
 @click.command()
 @click.option("-f", "--file", "file", default=DEFAULT_FILE, show_default=True, help="The lab file.")
-@click.option("--dry-run", is_flag=True, help="Print the plan as ip/nft commands; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the plan as ip/nft/sysctl commands; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
 def up(file: str, dry_run: bool, as_json: bool) -> None:
-    """Create the lab, or converge it to the file if it is up already."""
+    """Create the lab, or converge it to the file if it is up already.
+
+    Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
+    each host's /etc/netns files and hostname, and starts its services.
+    """
     from ..linux import require_root
     from . import render
 
@@ -57,24 +61,25 @@ def up(file: str, dry_run: bool, as_json: bool) -> None:
 @click.argument("lab_name", required=False, metavar="[LAB]")
 @click.option("-f", "--file", "file", default=None, help="Take the lab name from this file.")
 def down(lab_name: str | None, file: str | None) -> None:
-    """Remove everything a lab created (works from recorded state; the file may be gone)."""
-    from ..lab import down as lab_down
+    """Remove everything a lab created.
+
+    Stops its services first. Works from recorded state, so the lab file may have been edited or deleted.
+    Without LAB, the lab named in ./nslab.yaml (or -f FILE).
+    """
+    from .fast import down as down_and_report
 
     if lab_name is None:
         lab_name = _load(file or DEFAULT_FILE).name
     elif file is not None:
         raise click.UsageError("give either LAB or -f FILE, not both")
-    if lab_down(lab_name):
-        click.echo(f"lab {lab_name} is down")
-    else:
-        click.echo(f"lab {lab_name} was not up; nothing to do")
+    down_and_report(lab_name)
 
 
 @click.command()
 @click.argument("lab_name", required=False, metavar="[LAB]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (format: see README).")
 def status(lab_name: str | None, as_json: bool) -> None:
-    """Show labs, hosts, namespaces, interfaces, addresses and routes."""
+    """Show labs: networks, hosts, addresses, routes, services, ports."""
     from ..lab import status as lab_status
     from ..linux import require_root
 

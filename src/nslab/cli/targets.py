@@ -69,20 +69,23 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--uts", is_flag=True, help="Also enter the target's UTS (hostname) namespace.")
 @click.option("--mount-from", metavar="TARGET2", help="Use TARGET2's filesystem (mount namespace) and tools.")
-@click.option("--pid-from", metavar="TARGET2", help="Run in TARGET2's PID namespace (forks).")
-@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run as this user (name or uid).")
+@click.option("--pid-from", metavar="TARGET2", help="Fork CMD into TARGET2's PID namespace.")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run as USER (name or uid; --mount-from: TARGET2's users).")
 @click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (repeatable).")
 @click.option("-w", "--workdir", metavar="DIR", help="Working directory of the command.")
-@click.option("-d", "--detach", is_flag=True, help="Start in the background; print its pid.")
+@click.option("-d", "--detach", is_flag=True, help="Start CMD in the background (no stdio); print its pid.")
 @click.argument("target", metavar="TARGET")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
 def exec_(target: str, argv: tuple[str, ...], **values) -> None:
-    """Run CMD in TARGET's network namespace with this machine's tools and files (like `nsenter -n -t PID`
-    or `ip netns exec`); exits with CMD's status.
+    """Run CMD in TARGET's network namespace, with this machine's tools.
+
+    Like `nsenter -n -t PID` or `ip netns exec`; exits with CMD's status. Options may also follow TARGET;
+    `--` ends them.
 
     \b
     TARGET: [LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID, path:FILE
-    Lab hosts also get their hostname (UTS) namespace and /etc/netns/NAME files.
+    Lab hosts and netns: targets also get their /etc/netns/NAME files;
+    lab hosts also their hostname (UTS) namespace.
     """
     from ..nsenter import ExecOptions, exec_in_target
     from ..targets import resolve
@@ -109,7 +112,12 @@ def exec_(target: str, argv: tuple[str, ...], **values) -> None:
 @click.option("--mount-from", metavar="TARGET2", help="Use TARGET2's filesystem (mount namespace).")
 @click.argument("target", metavar="TARGET")
 def shell(target: str, uts: bool, mount_from: str | None) -> None:
-    """Open your shell ($SHELL) inside TARGET ([LAB/]HOST, netns:, pid:, container:, path:)."""
+    """Open your shell ($SHELL) inside TARGET.
+
+    \b
+    TARGET: [LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID, path:FILE
+    With --mount-from the shell is /bin/sh of TARGET2's filesystem.
+    """
     from ..nsenter import ExecOptions, exec_in_target
     from ..targets import resolve
 
@@ -131,7 +139,10 @@ def _short(command: str, width: int = 48) -> str:
 @click.command(name="ls")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def ls_(as_json: bool) -> None:
-    """Every network namespace on the machine, each once: names, containers, processes, interfaces."""
+    """List every network namespace on the machine, each once.
+
+    With its names, Docker containers, processes and interfaces. Creates nothing.
+    """
     from ..discover import list_namespaces
     from ..linux import require_root
 
@@ -164,7 +175,10 @@ def ls_(as_json: bool) -> None:
 @click.argument("name")
 @click.argument("target", metavar="TARGET")
 def attach(name: str, target: str) -> None:
-    """Give TARGET's network namespace the name NAME (`ip netns exec NAME` then works)."""
+    """Give TARGET's network namespace an `ip netns` name.
+
+    `ip netns list` then shows NAME and `ip netns exec NAME` works. An existing name is refused.
+    """
     from ..discover import attach as do_attach
     from ..linux import require_root
 
@@ -176,7 +190,10 @@ def attach(name: str, target: str) -> None:
 @click.command()
 @click.argument("name")
 def detach(name: str) -> None:
-    """Remove the name NAME made by `attach`; the namespace and its owner are left alone."""
+    """Remove a name made by `attach`.
+
+    The namespace and its owner (a container, a process) are left alone.
+    """
     from ..discover import detach as do_detach
     from ..linux import require_root
 
@@ -193,13 +210,17 @@ def detach(name: str) -> None:
     show_default=True,
     help="none: loopback only; nat/internal: a one-host throwaway lab network.",
 )
-@click.option("-p", "--publish", multiple=True, metavar="SPEC", help="Publish a port, as in a lab file.")
-@click.option("--dns", multiple=True, metavar="ADDRESS", help="DNS server(s) for the namespace.")
+@click.option("-p", "--publish", multiple=True, metavar="SPEC", help="Publish a port, as in a lab file (repeatable).")
+@click.option("--dns", multiple=True, metavar="ADDRESS", help="A DNS server for the namespace (repeatable).")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tuple[str, ...]) -> None:
-    """Run CMD in a fresh network namespace that exists only while CMD runs (like `unshare -n`)."""
+    """Run CMD in a fresh network namespace, gone when CMD exits.
+
+    Like `unshare -n`; exits with CMD's status. With --network nat or internal, the namespace is a one-host
+    lab (egress, DNS and published ports as in lab files) that is taken down afterwards.
+    """
     from ..linux import require_root
-    from ..run import run_cli
+    from ..throwaway import run_cli
 
     argv = argv[1:] if argv and argv[0] == "--" else argv
     if not argv:
@@ -212,9 +233,12 @@ def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tupl
 
 @click.command()
 def gc() -> None:
-    """Remove what killed runs and labs left behind (state without namespaces, orphaned links)."""
+    """Remove what killed runs and labs left behind.
+
+    State without namespaces, links without state. Never touches a live run or a lab that is up.
+    """
     from ..linux import require_root
-    from ..run import gc as do_gc
+    from ..throwaway import gc as do_gc
 
     require_root()
     done = do_gc()

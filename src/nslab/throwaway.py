@@ -134,7 +134,7 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
     """``nslab run``: returns the command's exit status (128+N if a signal N ended it)."""
     if network == "none":
         enter_fresh()
-        nsenter._exec(argv, os.environ)  # returns only by raising
+        nsenter.exec_command(argv, os.environ)  # returns only by raising
     pending: list[int] = []
     child = 0
 

@@ -1,0 +1,121 @@
+"""The CLI's fast path: ``nslab exec TARGET [--] CMD...`` and ``nslab down LAB`` without click.
+
+``nslab exec`` should cost about what ``ip netns exec`` costs, and importing click alone takes ~28 ms. So
+the plain form — a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options — is recognized
+here from argv and carried out with nothing but ``os`` and the ctypes wrappers loaded. Anything
+else (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
+``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
+errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
+the other form run from here: a teardown should not wait for click either.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..errors import NslabError
+
+
+def run_fast(argv: list[str]) -> int | None:
+    """Do ``argv`` if it is a form this module knows; None: not handled, nothing done."""
+    if len(argv) >= 3 and argv[0] == "exec":
+        return _exec(argv[1], argv[2:])
+    if len(argv) == 2 and argv[0] == "down" and not argv[1].startswith("-"):
+        return _reporting(down, argv[1])
+    return None
+
+
+def down(lab: str) -> None:
+    """``nslab down LAB`` (also called by the click command once it knows the lab's name)."""
+    from ..lab import down as lab_down
+
+    if lab_down(lab):
+        print(f"lab {lab} is down")
+    else:
+        print(f"lab {lab} was not up; nothing to do")
+
+
+def _reporting(action: Callable[[str], None], arg: str) -> int:
+    """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines."""
+    from ..errors import NslabError
+
+    try:
+        action(arg)
+    except NslabError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _print_error(exc: NslabError) -> None:
+    for line in exc.lines():
+        sys.stderr.write(f"nslab: {line}\n")
+
+
+def _exec(text: str, rest: list[str]) -> int | None:
+    if text.startswith("-"):
+        return None  # an option before TARGET
+    if rest[0] == "--":
+        command = rest[1:]
+    elif rest[0].startswith("-"):
+        return None  # an exec option after TARGET (or a command starting with '-': click decides)
+    else:
+        command = rest
+    if not command:
+        return None
+    where = _netns(text) if text.startswith("netns:") else None if ":" in text else _lab_host(text)
+    if where is None:
+        return None
+    from ..errors import NslabError
+    from ..nsenter import enter_host, exec_command
+
+    try:
+        enter_host(*where)
+        exec_command(command)  # returns only by raising
+    except NslabError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    return 1  # not reached
+
+
+def _netns(text: str) -> tuple[str, None] | None:
+    name = text[len("netns:") :]
+    if not name or "/" in name or name in (".", "..") or not os.path.exists(os.path.join(NETNS_DIR, name)):
+        return None
+    return name, None
+
+
+def _lab_host(text: str) -> tuple[str, str | None] | None:
+    """(namespace, UTS namespace path) of a lab host that is up, without reading the state file.
+
+    Every host of a lab that is up has its UTS namespace kept at ``state.uts_path(lab, host)``; that file
+    is what tells which lab(s) have the host (parsing JSON would import ``re``, ~4 ms). ``HOST`` alone
+    must be in exactly one lab, as in :func:`nslab.targets.resolve`.
+    """
+    from .. import state
+
+    lab, _, host = text.rpartition("/")
+    if not host or "/" in lab or host in (".", ".."):
+        return None
+    owners = [name for name in ([lab] if lab else state.lab_names()) if os.path.exists(state.uts_path(name, host))]
+    if len(owners) != 1:
+        return None
+    namespace = namespace_name(owners[0], host)
+    if not os.path.exists(os.path.join(NETNS_DIR, namespace)):
+        return None
+    return namespace, state.uts_path(owners[0], host)
+
+
+NETNS_DIR = "/run/netns"
+
+
+def namespace_name(lab: str, host: str) -> str:
+    """:func:`nslab.model.namespace_name` (a unit test keeps them equal; model imports too much for here)."""
+    return f"{lab}-{host}"

@@ -1,0 +1,71 @@
+"""The CLI fast path only takes the forms it fully understands; everything else is left to click untouched."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nslab import model
+from nslab.cli import fast
+
+
+@pytest.fixture(autouse=True)
+def empty_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["exec"],
+        ["exec", "web1"],
+        ["exec", "web1", "--"],  # no command: click reports it
+        ["exec", "--uts", "web1", "true"],
+        ["exec", "web1", "--uts", "true"],  # an option after TARGET
+        ["exec", "web1", "-e", "A=1", "--", "true"],
+        ["exec", "pid:1", "true"],  # other target kinds go through click
+        ["exec", "container:app", "true"],
+        ["exec", "netns:", "true"],
+        ["exec", "netns:../x", "true"],
+        ["exec", "a/b/c", "true"],
+        ["exec", "web1", "true"],  # no lab is up: click explains
+        ["exec", "demo/web1", "--", "true"],
+        ["down"],
+        ["down", "-f", "nslab.yaml"],
+        ["down", "--help"],
+        ["down", "a", "b"],
+        ["up"],
+        ["status", "demo"],
+    ],
+)
+def test_forms_left_to_click(argv):
+    assert fast.run_fast(argv) is None
+
+
+def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):
+    """A lab host is recognized only when exactly one lab keeps its UTS namespace and its netns exists."""
+    netns = tmp_path / "netns"
+    netns.mkdir()
+    monkeypatch.setattr(fast, "NETNS_DIR", str(netns))
+    state = tmp_path / "state"
+    for lab in ("one", "two"):
+        (state / lab / "uts").mkdir(parents=True)
+        (state / lab / "state.json").write_text("{}")
+    (state / "one" / "uts" / "web").touch()
+    assert fast._lab_host("web") is None  # no namespace file
+    (netns / "one-web").touch()
+    assert fast._lab_host("web") == ("one-web", os.path.join(str(state), "one", "uts", "web"))
+    assert fast._lab_host("one/web") == fast._lab_host("web")
+    assert fast._lab_host("two/web") is None
+    (state / "two" / "uts" / "web").touch()
+    (netns / "two-web").touch()
+    assert fast._lab_host("web") is None  # ambiguous: click says "write LAB/web"
+    assert fast._lab_host("two/web") == ("two-web", os.path.join(str(state), "two", "uts", "web"))
+
+
+@pytest.mark.parametrize(("lab", "host"), [("demo", "web1"), ("a", "b-c"), ("run-42", "main")])
+def test_namespace_names_agree_with_the_model(lab, host):
+    assert fast.namespace_name(lab, host) == model.namespace_name(lab, host)
