@@ -39,9 +39,10 @@ def _tail(path: str, lines: int | None) -> tuple[str, int]:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
 @click.option("-n", "--lines", type=int, default=None, help="Only the last N lines of each log.")
 def logs(target: str, follow: bool, lines: int | None) -> None:
-    """Show the output of HOST's services (stdout and stderr, with [nslab] start/exit/restart lines).
+    """Show the output of HOST's services.
 
-    With several services, each line is prefixed by the service's name (HOST.N).
+    Their stdout and stderr, with [nslab] lines for each start, exit and restart. With several services,
+    each line is prefixed by the service's name (HOST.N).
     """
     from ..lab import find_host
 
