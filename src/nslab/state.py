@@ -223,6 +223,23 @@ def remove(name: str) -> None:
     shutil.rmtree(lab_dir(name), ignore_errors=True)
 
 
+def namespace_name(lab: str, host: str) -> str:
+    """:func:`nslab.model.namespace_name` again (model imports too much for ``nslab exec``; a unit test
+    keeps the two equal)."""
+    return f"{lab}-{host}"
+
+
+def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
+    """``(lab, namespace)`` of every lab that is up with ``host`` (only ``lab`` if given), read from the
+    hosts' kept UTS namespaces and ``/run/netns`` — no state file parsed, which keeps exec fast."""
+    found = []
+    for name in [lab] if lab else lab_names():
+        namespace = namespace_name(name, host)
+        if os.path.exists(uts_path(name, host)) and os.path.exists(os.path.join("/run/netns", namespace)):
+            found.append((name, namespace))
+    return found
+
+
 def lab_names() -> list[str]:
     root = state_root()
     try:

@@ -131,6 +131,18 @@ def _lab_host(text: str) -> Target:
     if not text or text.count("/") > 1:
         raise TargetError(f"'{text}' is not a target ({USAGE})")
     lab_name, _, host = text.rpartition("/")
+    kept = state.kept_hosts(host, lab_name or None) if host not in ("", ".", "..") else []
+    if len(kept) == 1:  # the common case, without parsing state files
+        lab_name, namespace = kept[0]
+        return Target(
+            text,
+            f"{lab_name}/{host}",
+            os.path.join(NETNS_DIR, namespace),
+            netns_name=namespace,
+            uts_path=state.uts_path(lab_name, host),
+            lab=lab_name,
+            host=host,
+        )
     if lab_name:
         recorded = state.LabState.load(lab_name)
         if recorded is None:

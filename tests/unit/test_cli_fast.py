@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from nslab import model
+from nslab import model, state
 from nslab.cli import fast
 
 
@@ -49,7 +49,8 @@ def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):
     """A lab host is recognized only when exactly one lab keeps its UTS namespace and its netns exists."""
     netns = tmp_path / "netns"
     netns.mkdir()
-    monkeypatch.setattr(fast, "NETNS_DIR", str(netns))
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: real_exists(p.replace("/run/netns", str(netns), 1)))
     state = tmp_path / "state"
     for lab in ("one", "two"):
         (state / lab / "uts").mkdir(parents=True)
@@ -68,4 +69,4 @@ def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("lab", "host"), [("demo", "web1"), ("a", "b-c"), ("run-42", "main")])
 def test_namespace_names_agree_with_the_model(lab, host):
-    assert fast.namespace_name(lab, host) == model.namespace_name(lab, host)
+    assert state.namespace_name(lab, host) == model.namespace_name(lab, host)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from ..errors import NslabError
 
+NETNS_DIR = "/run/netns"
+
 
 def run_fast(argv: list[str]) -> int | None:
     """Do ``argv`` if it is a form this module knows; None: not handled, nothing done."""
@@ -92,30 +94,16 @@ def _netns(text: str) -> tuple[str, None] | None:
     return name, None
 
 
-def _lab_host(text: str) -> tuple[str, str | None] | None:
-    """(namespace, UTS namespace path) of a lab host that is up, without reading the state file.
-
-    Every host of a lab that is up has its UTS namespace kept at ``state.uts_path(lab, host)``; that file
-    is what tells which lab(s) have the host (parsing JSON would import ``re``, ~4 ms). ``HOST`` alone
-    must be in exactly one lab, as in :func:`nslab.targets.resolve`.
-    """
+def _lab_host(text: str) -> tuple[str, str] | None:
+    """(namespace, kept UTS namespace) of a lab host that is up; None when not exactly one lab has it."""
     from .. import state
 
     lab, _, host = text.rpartition("/")
     if not host or "/" in lab or host in (".", ".."):
         return None
-    owners = [name for name in ([lab] if lab else state.lab_names()) if os.path.exists(state.uts_path(name, host))]
-    if len(owners) != 1:
+    found = state.kept_hosts(host, lab or None)
+    if len(found) != 1:
         return None
-    namespace = namespace_name(owners[0], host)
-    if not os.path.exists(os.path.join(NETNS_DIR, namespace)):
-        return None
-    return namespace, state.uts_path(owners[0], host)
+    lab, namespace = found[0]
+    return namespace, state.uts_path(lab, host)
 
-
-NETNS_DIR = "/run/netns"
-
-
-def namespace_name(lab: str, host: str) -> str:
-    """:func:`nslab.model.namespace_name` (a unit test keeps them equal; model imports too much for here)."""
-    return f"{lab}-{host}"
