@@ -4,7 +4,8 @@
   every other host as ``NAME`` and ``NAME.<lab>``; upstream resolvers come from the machine (never a loopback
   address) or from ``dns:`` / ``dns_search:`` in the lab file.
 - Hostnames: one UTS namespace per host, kept without any process by bind-mounting it on
-  ``/run/nslab/<lab>/uts/<host>`` (what ``unshare --uts=FILE`` does); ``nslab exec`` enters it.
+  ``/run/nslab/<lab>/uts/<host>`` (what ``unshare --uts=FILE`` does); ``nslab exec`` enters it. The ``uts``
+  directory is a small tmpfs of the lab's own, so ``down`` drops every pin with one lazy unmount.
 - Services: ``run:`` commands, supervised by one ``python -m nslab.supervise LAB`` per lab that has any
   (drivers/process.py). A lab without services has no process at all.
 
@@ -19,16 +20,20 @@ import json
 import os
 import secrets
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import linux, state
 from .drivers import dnsfiles, process
 from .errors import KernelError, Problem
 from .model import Lab
-from .spec import SourceMap
+
+if TYPE_CHECKING:  # the spec needs pydantic + yaml: `down` does without them
+    from .spec import SourceMap
 
 KEY = "hostsetup"
 BEFORE_NAMESPACES = True
+UTS_TMPFS = "mode=755,size=64k"  # holds only empty files that UTS namespaces are bind-mounted on
 
 
 # --- validate --------------------------------------------------------------------------------------
@@ -69,17 +74,20 @@ def _desired(lab: Lab) -> dict[str, Any]:
     upstream = dnsfiles.discover_upstream()
     hosts: dict[str, Any] = {}
     forward_listen: list[str] = []
+    hosts_files = dnsfiles.HostsFiles(lab)
+    resolv_confs: dict[dnsfiles.HostDns, str] = {}
     for host in lab.hosts.values():
         dns = dnsfiles.host_dns(lab, host, upstream)
         if dns.forward and str(host.gateway) not in forward_listen:
             forward_listen.append(str(host.gateway))
+        if dns not in resolv_confs:
+            resolv_confs[dns] = dnsfiles.render_resolv_conf(lab.name, dns)
         hosts[host.name] = {
             "namespace": host.namespace,
             "hostname": host.hostname,
             "uts": state.uts_path(lab.name, host.name),
             "dns": dns.to_json(),
-            "files": {"hosts": dnsfiles.render_hosts(lab, host),
-                      "resolv.conf": dnsfiles.render_resolv_conf(lab.name, dns)},
+            "files": {"hosts": hosts_files.render(host), "resolv.conf": resolv_confs[dns]},
         }
     services = []
     for name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
@@ -104,6 +112,9 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
         if name not in want["hosts"]:
             out.append(f"rm -r {os.path.join(dnsfiles.ETC_NETNS_DIR, old['namespace'])}")
             out.append(f"umount {old['uts']} && rm {old['uts']}")
+    uts_dir = state.uts_dir(lab.name)
+    if want["hosts"] and not _is_mounted(uts_dir) and not _listdir(uts_dir):
+        out.append(f"mkdir -p {uts_dir} && mount -t tmpfs -o {UTS_TMPFS} tmpfs {uts_dir}")
     for name, h in want["hosts"].items():
         etc = os.path.join(dnsfiles.ETC_NETNS_DIR, h["namespace"])
         changed = {f: t for f, t in h["files"].items() if _read(os.path.join(etc, f)) != t}
@@ -114,8 +125,7 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
             out.append(f"printf '%s\\n' {body} > {etc}/{fname}")
         old = previous.get("hosts", {}).get(name)
         if not (old and old.get("hostname") == h["hostname"] and _is_mounted(h["uts"])):
-            out.append(f"mkdir -p {os.path.dirname(h['uts'])} && touch {h['uts']} && "
-                       f"unshare --uts={h['uts']} hostname {h['hostname']}")
+            out.append(f"touch {h['uts']} && unshare --uts={h['uts']} hostname {h['hostname']}")
     supervisor = previous.get("supervisor")
     if supervisor and supervisor.get("hash") == _services_hash(want) and process.is_alive(
         supervisor.get("pid"), supervisor.get("start")
@@ -133,6 +143,13 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
     if want["services"] or want["forward"]:
         out.append(f"python -m nslab.supervise {lab.name}  # supervises the above")
     return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def _read(path: str) -> str | None:
@@ -176,28 +193,48 @@ def _in_thread(work: Any) -> None:
         raise errors[0]
 
 
-def keep_uts(path: str, hostname: str) -> None:
-    """Make (or update) the UTS namespace bind-mounted at ``path`` with ``hostname``; no process stays."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def keep_uts(pins: Iterable[tuple[str, str]]) -> None:
+    """Make (or update) the UTS namespaces bind-mounted at each ``(path, hostname)``; no process stays.
+
+    All in one worker thread (unshare, sethostname, bind-mount per host), so a big lab pays no thread per host.
+    """
+    pins = list(pins)
+    for directory in sorted({os.path.dirname(path) for path, _ in pins}):
+        prepare_uts_dir(directory)
+    done: list[str] = []
 
     def work() -> None:
-        if _is_mounted(path):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                linux.setns(fd, linux.CLONE_NEWUTS)
-            finally:
-                os.close(fd)
+        for path, hostname in pins:
+            done.append(path)
+            if _is_mounted(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    linux.setns(fd, linux.CLONE_NEWUTS)
+                finally:
+                    os.close(fd)
+                linux.sethostname(hostname)
+                continue
+            linux.unshare(linux.CLONE_NEWUTS)
             linux.sethostname(hostname)
-            return
-        linux.unshare(linux.CLONE_NEWUTS)
-        linux.sethostname(hostname)
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
-        linux.mount("/proc/thread-self/ns/uts", path, None, linux.MS_BIND)
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+            linux.mount("/proc/thread-self/ns/uts", path, None, linux.MS_BIND)
 
     try:
         _in_thread(work)
     except OSError as exc:
-        raise KernelError(f"cannot keep the hostname namespace at {path}: {exc.strerror}") from None
+        raise KernelError(f"cannot keep the hostname namespace at {done[-1]}: {exc.strerror}") from None
+
+
+def prepare_uts_dir(directory: str) -> None:
+    """Give the lab's ``uts`` directory its own small tmpfs (once), so that ``down`` unmounts every pin at
+    once. A directory that already holds pins (made before the tmpfs existed) is left as it is."""
+    os.makedirs(directory, exist_ok=True)
+    if _is_mounted(directory) or os.listdir(directory):
+        return
+    try:
+        linux.mount("tmpfs", directory, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, UTS_TMPFS)
+    except OSError as exc:
+        raise KernelError(f"cannot mount a tmpfs on {directory}: {exc.strerror}") from None
 
 
 def drop_uts(path: str) -> list[str]:
@@ -209,6 +246,29 @@ def drop_uts(path: str) -> list[str]:
     except OSError as exc:
         return [f"cannot remove the hostname namespace {path}: {exc.strerror}"]
     return []
+
+
+def drop_uts_dir(directory: str) -> list[str]:
+    """Drop every pin under ``directory`` (one lazy unmount of its tmpfs), then the directory."""
+    try:
+        for _ in range(8):  # a tmpfs (or a stack of them): MNT_DETACH takes every pin mounted inside along
+            if not _is_mounted(directory):
+                break
+            linux.umount(directory, linux.MNT_DETACH)
+    except OSError as exc:
+        return [f"cannot unmount the hostname namespaces at {directory}: {exc.strerror}"]
+    failures: list[str] = []
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for entry in entries:  # pins of the layout without a tmpfs
+        failures += drop_uts(os.path.join(directory, entry))
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+    return failures
 
 
 # --- up / down / status ----------------------------------------------------------------------------
@@ -229,7 +289,7 @@ def up(lab: Lab, previous: dict[str, Any] | None, recreated: set[str]) -> dict[s
             dnsfiles.write_files(h["namespace"], h["files"])
         except OSError as exc:
             raise KernelError(f"cannot write {dnsfiles.ETC_NETNS_DIR}/{h['namespace']}: {exc.strerror}") from None
-        keep_uts(h["uts"], h["hostname"])
+    keep_uts((h["uts"], h["hostname"]) for h in want["hosts"].values())
 
     supervisor = previous.get("supervisor")
     digest = _services_hash(want)
@@ -283,15 +343,10 @@ def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[st
     if lab is not None:
         namespaces |= {h.namespace for h in lab.hosts.values()}
         uts_paths |= {state.uts_path(name, h) for h in lab.hosts}
-    uts_dir = os.path.join(state.lab_dir(name), "uts")
-    if os.path.isdir(uts_dir):
-        uts_paths |= {os.path.join(uts_dir, e) for e in os.listdir(uts_dir)}
-    for path in sorted(uts_paths):
+    uts_dir = state.uts_dir(name)
+    failures += drop_uts_dir(uts_dir)
+    for path in sorted(p for p in uts_paths if os.path.dirname(p) != uts_dir):  # not where they are kept now
         failures += drop_uts(path)
-    try:
-        os.rmdir(uts_dir)
-    except OSError:
-        pass
     for namespace in sorted(namespaces):
         try:
             dnsfiles.remove_files(namespace)

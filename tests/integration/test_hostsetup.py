@@ -297,3 +297,27 @@ def test_a_failure_inside_hosts_rolls_a_fresh_lab_back(dns, lab_file):
     assert os.listdir("/etc/netns") == []
     assert not os.path.exists("/run/nslab/dn")
     assert "nslab.supervise" not in sh("ps -eo args", check=False).stdout
+
+
+def test_hostname_pins_live_on_one_tmpfs_and_older_pins_still_go(dns, lab_file):
+    dns.machine_resolv_conf(f"nameserver {WAN_ADDRESS}\n")
+    nslab("up", "-f", lab_file(LAB))
+    uts = "/run/nslab/dn/uts"
+    assert os.stat(uts).st_dev != os.stat("/run/nslab/dn").st_dev  # its own tmpfs
+    assert os.stat(f"{uts}/a").st_dev != os.stat(uts).st_dev  # a pin on it
+    nslab("down", "dn")
+    assert not os.path.exists("/run/nslab/dn")
+    assert "/run/nslab/dn" not in open("/proc/self/mountinfo").read()
+
+    # pins made before the tmpfs existed (plain files in the directory) are kept by up and dropped by down
+    os.makedirs(uts)
+    for host in ("a", "old"):
+        open(f"{uts}/{host}", "w").close()
+        sh(f"unshare --uts={uts}/{host} hostname {host}")
+    nslab("up", "-f", lab_file(LAB))
+    assert os.stat(uts).st_dev == os.stat("/run/nslab/dn").st_dev
+    out = sh(f"nsenter --uts={uts}/b hostname").stdout.strip()
+    assert out == "bee"
+    nslab("down", "dn")
+    assert not os.path.exists("/run/nslab/dn")
+    assert "/run/nslab/dn" not in open("/proc/self/mountinfo").read()

@@ -128,3 +128,27 @@ def test_search_domain_validation():
     assert dnsfiles.SEARCH_DOMAIN.match("x.example.")
     for bad in ("bad domain", "-x.example", "a..b", "", "x" * 64):
         assert not dnsfiles.SEARCH_DOMAIN.match(bad), bad
+
+
+def _reference_hosts_file(lab, me) -> str:
+    """The hosts file decided host by host with _reachable_address (what HostsFiles shares work for)."""
+    lines = [
+        f"# written by nslab for lab {lab.name}: every host as NAME and NAME.{lab.name}",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        f"{me.interfaces[0].address.ip if me.interfaces else '127.0.1.1'}\t" + " ".join(dnsfiles._names(lab, me)),
+    ]
+    for other in lab.hosts.values():
+        address = dnsfiles._reachable_address(lab, me, other) if other.name != me.name else None
+        if address is not None:
+            lines.append(f"{address}\t" + " ".join(dnsfiles._names(lab, other)))
+    return "\n".join(lines) + "\n"
+
+
+def test_shared_hosts_files_equal_the_host_by_host_rendering():
+    extra = "  f: {networks: [front, back]}\n  g: {networks: [back]}\n  h: {networks: [front]}\nlinks:\n"
+    lab = resolved(LAB.replace("links:\n", extra) + "  - {endpoints: [a, g]}\n")
+    shared = dnsfiles.HostsFiles(lab)
+    for host in lab.hosts.values():
+        assert shared.render(host) == _reference_hosts_file(lab, host) == dnsfiles.render_hosts(lab, host)
+    assert len(shared._views) < len(lab.hosts)  # hosts on the same networks shared one list
