@@ -518,7 +518,14 @@ def _release_forwarding() -> list[str]:
 
 # --- the feature surface -------------------------------------------------------------------------
 def _other_records(name: str) -> dict[str, dict[str, Any]]:
-    return {s.lab.name: s.extra[KEY] for s in state.all_states() if s.lab.name != name and s.extra.get(KEY)}
+    out: dict[str, dict[str, Any]] = {}
+    for other in state.lab_names():
+        if other == name:  # not even read: a big lab's own record is long
+            continue
+        record = state.LabState.load(other)
+        if record is not None and record.extra.get(KEY):
+            out[record.lab.name] = record.extra[KEY]
+    return out
 
 
 def _nft() -> Any:

@@ -93,9 +93,8 @@ class Lab:
         occupied: list[Occupied] = []
         if kernel is not None:
             occupied += [Occupied(net, who) for net, who in kernel.machine_networks()]
-        for other in state.all_states():
-            if other.lab.name == self.name:
-                continue
+        others = [s for s in (state.LabState.load(n) for n in state.lab_names() if n != self.name) if s is not None]
+        for other in others:
             for n in other.lab.networks.values():
                 occupied.append(Occupied(n.subnet, f"network '{n.name}' of lab '{other.lab.name}'"))
             for lk in other.lab.links:
@@ -103,7 +102,6 @@ class Lab:
         previous = recorded.lab.allocations() if recorded else None
         resolved = resolve(self.spec, self.source_map, self._file_label(), occupied, previous)
         resolved = dataclasses.replace(resolved, source=self.path)
-        others = [s for s in state.all_states() if s.lab.name != self.name]
         problems = [p for f in features() for p in f.validate(resolved, self.source_map, self._file_label(), others)]
         if problems:
             raise ResolveError(problems)
@@ -123,9 +121,12 @@ class Lab:
                         f"rename this lab or run 'nslab down {self.name}' first"
                     )
                 desired = self.resolve(kernel, recorded)
+                owned = kernel.owned_links()
+                host_mark = f"{OWNER_PREFIX}{self.name}:host:"
                 observed = Observed(
                     namespaces=kernel.named_namespaces(),
-                    bridges=frozenset(lk.name for lk in kernel.owned_links() if lk.kind == "bridge"),
+                    bridges=frozenset(lk.name for lk in owned if lk.kind == "bridge"),
+                    host_veths=frozenset(lk.name for lk in owned if lk.alias.startswith(host_mark)),
                 )
                 plan = plan_up(desired, recorded.lab if recorded else None, observed)
                 extra = dict(recorded.extra) if recorded else {}
@@ -145,8 +146,10 @@ class Lab:
                 state.LabState(desired, extra).save()
                 recreated = {h.name for a in plan.actions if isinstance(a, AddHosts) for h in a.hosts}
                 try:
-                    for feature in features():
-                        extra[feature.KEY] = feature.up(desired, extra.get(feature.KEY), recreated)
+                    try:
+                        for feature in features():
+                            extra[feature.KEY] = feature.up(desired, extra.get(feature.KEY), recreated)
+                    finally:  # once, with what every feature that got through recorded (a big lab's state is long)
                         state.LabState(desired, extra).save()
                 except NslabError:
                     if recorded is None:  # a fresh lab that cannot come up whole does not stay half-up
@@ -228,12 +231,20 @@ def down(name: str) -> bool:
             base = recorded.lab if recorded else ResolvedLab(name=name, source="", networks={}, hosts={})
             extra = recorded.extra if recorded else {}
             lab = recorded.lab if recorded else None
-            failures: list[str] = []
-            for feature in (f for f in features() if f.BEFORE_NAMESPACES):
-                failures += feature.down(name, extra.get(feature.KEY), lab)
-            failures += apply_down(plan_down(base, marked_namespaces, marked_bridges), kernel)
-            for feature in (f for f in features() if not f.BEFORE_NAMESPACES):
-                failures += feature.down(name, extra.get(feature.KEY), lab)
+            def features_down(before_namespaces: bool) -> list[str]:
+                return [
+                    failure
+                    for f in features()
+                    if f.BEFORE_NAMESPACES == before_namespaces
+                    for failure in f.down(name, extra.get(f.KEY), lab)
+                ]
+
+            failures = apply_down(
+                plan_down(base, marked_namespaces, marked_bridges),
+                kernel,
+                before=lambda: features_down(True),
+                after=lambda: features_down(False),
+            )
             if failures:
                 raise TeardownError(failures)
             state.remove(name)

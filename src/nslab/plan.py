@@ -23,6 +23,7 @@ class Observed:
 
     namespaces: frozenset[str] = frozenset()
     bridges: frozenset[str] = frozenset()
+    host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,21 @@ class RemoveBridges(Action):
 
     def summary(self) -> str:
         return f"remove {len(self.bridges)} network(s)"
+
+
+@dataclass(frozen=True)
+class RemoveStaleLinks(Action):
+    """Machine-side veths of hosts about to be made that still exist: their namespace was unpinned (a
+    ``down`` or a recreated host) but the kernel has not dismantled it yet, or a process keeps it alive.
+    Apply waits briefly for the kernel, then deletes what is left."""
+
+    names: tuple[str, ...]
+
+    def commands(self) -> list[str]:
+        return [f"ip link del {name}" for name in self.names]
+
+    def summary(self) -> str:
+        return f"clear {len(self.names)} leftover link(s)"
 
 
 @dataclass(frozen=True)
@@ -225,6 +241,9 @@ def plan_up(desired: Lab, recorded: Lab | None, observed: Observed) -> Plan:
         actions.append(RemoveLinks(tuple((namespaces[lk.a], lk.a_ifname) for lk in links_to_remove)))
     if nets_to_remove:
         actions.append(RemoveBridges(tuple(n.bridge for n in nets_to_remove)))
+    stale = [i.host_veth for h in hosts_to_add for i in h.interfaces if i.host_veth in observed.host_veths]
+    if stale:
+        actions.append(RemoveStaleLinks(tuple(n for n in stale if n)))
     if nets_to_add:
         actions.append(AddBridges(desired.name, tuple(nets_to_add)))
     if hosts_to_add:

@@ -29,10 +29,17 @@ def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProce
 
 
 def leftovers() -> dict[str, list[str]]:
+    netns = sorted(n for n in os.listdir("/run/netns") if n != "wan")
+    deadline = time.monotonic() + 10
+    while True:  # with no namespace left, wait for the kernel to dismantle the unpinned ones (their veths go last)
+        links = sorted(sh("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'").stdout.split())
+        if netns or not any(n.startswith("nsv") for n in links) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     return {
-        "netns": sorted(n for n in os.listdir("/run/netns") if n != "wan"),
+        "netns": netns,
         "state": sorted(e for e in os.listdir("/run/nslab") if not e.startswith(".")),
-        "links": sorted(sh("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'").stdout.split()),
+        "links": links,
     }
 
 

@@ -9,7 +9,17 @@ from nslab import spec
 from nslab.apply import apply_down, apply_up
 from nslab.drivers.fake import FakeKernel
 from nslab.errors import KernelError
-from nslab.plan import AddBridges, AddHosts, AddLinks, Observed, RemoveHosts, RemoveLinks, plan_down, plan_up
+from nslab.plan import (
+    AddBridges,
+    AddHosts,
+    AddLinks,
+    Observed,
+    RemoveHosts,
+    RemoveLinks,
+    RemoveStaleLinks,
+    plan_down,
+    plan_up,
+)
 from nslab.resolve import resolve
 
 
@@ -87,3 +97,17 @@ def test_down_plan_covers_recorded_and_marked_objects():
     kernel.bridges = {"nslstray"}
     assert apply_down(plan, kernel) == []
     assert kernel.namespaces == set() and kernel.bridges == set()
+
+
+def test_veths_of_dying_namespaces_are_cleared_before_hosts_are_made():
+    lab = _lab(ISSUE_EXAMPLE)
+    web1 = lab.hosts["web1"].interfaces[0].host_veth
+    plan = plan_up(lab, None, Observed(host_veths=frozenset({web1, "nsvsomeoneelse"})))
+    assert [type(a) for a in plan.actions] == [RemoveStaleLinks, AddBridges, AddHosts, AddLinks]
+    assert plan.actions[0].commands() == [f"ip link del {web1}"]
+    kernel = FakeKernel()
+    apply_up(plan, lab, None, kernel)
+    assert kernel.calls[0] == "clear_stale_links"
+    # hosts that stay are never touched, whatever is observed
+    assert not plan_up(lab, lab, Observed(frozenset(kernel.namespaces), frozenset(kernel.bridges),
+                                          frozenset({web1})))

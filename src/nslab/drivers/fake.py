@@ -7,6 +7,7 @@ It keeps namespaces, bridges and links as sets and can be told to fail a given o
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from ..errors import KernelError
 from ..model import Host, Lab, Link, Network
@@ -44,6 +45,14 @@ class FakeKernel:
     def remove_links(self, names: list[str]) -> list[str]:
         self._call("remove_links")
         self.bridges -= set(names)
+        return []
+
+    def remove_links_later(self, names: list[str]) -> Callable[[], list[str]]:
+        failures = self.remove_links(names)
+        return lambda: failures
+
+    def clear_stale_links(self, names: list[str]) -> list[str]:
+        self._call("clear_stale_links")
         return []
 
     def add_hosts(self, lab: Lab, hosts: list[Host]) -> None:

@@ -1,5 +1,5 @@
-"""The netlink driver: named network namespaces, links, addresses and routes. The only pyroute2 user
-(imported lazily: listing and deleting need none of it).
+"""The netlink driver: named network namespaces, links, addresses and routes, spoken over raw netlink
+sockets (no pyroute2 at run time: importing it cost ~150 ms of every ``up``).
 
 Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
 ``ip link set ... master/up``, ``ip addr add``, ``ip route add default via``, and the read side
@@ -12,8 +12,12 @@ How it stays fast (see shared/DESIGN.md for the measured costs):
 - the veth peer is created directly inside its namespace (``IFLA_NET_NS_FD`` in the peer info) and brought
   up there, the machine side is created already enslaved to its bridge and up;
 - requests are sent many per ``send()`` (:class:`Batch`); the ACKs are drained and every failure is
-  reported with what it was for. The few fixed request shapes of the hot path are packed with struct
-  (pyroute2's generic encoder was 1.4 s of a 1000-host ``up``); pyroute2 decodes what we read back.
+  reported with what it was for. The few fixed request shapes are packed with struct (pyroute2's generic
+  encoder was 1.4 s of a 1000-host ``up``; tests/unit/test_netlink_encode.py checks them with pyroute2's
+  decoder), and dumps are read with a small attribute scanner (:func:`_attrs`);
+- ``down`` deletes bridges in a worker thread while namespaces are unpinned (:meth:`NetlinkKernel.
+  remove_links_later`); ``up`` waits for veths of namespaces still being dismantled instead of deleting them
+  one by one (:meth:`NetlinkKernel.clear_stale_links`).
 
 Read-only callers use :func:`open_namespace`, which never creates anything (pyroute2's own helpers default
 to O_CREAT and would silently create a namespace).
@@ -27,8 +31,9 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import linux
@@ -44,8 +49,7 @@ RT_TABLE_MAIN = 254
 BUFFER = 8 << 20
 CHUNK = 48 << 10  # keep each send() well under the socket's send buffer
 
-# Kernel ABI constants (linux/netlink.h, linux/rtnetlink.h), so paths that only list or delete need no
-# pyroute2: importing it costs ~150 ms, which `down` and `status` of names should not pay.
+# Kernel ABI constants (linux/netlink.h, linux/rtnetlink.h).
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -53,24 +57,6 @@ RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 10, 18, 20, 1
 _NLMSGHDR = struct.Struct("IHHII")
 _IFINFOMSG = struct.Struct("BxHiII")
-
-
-def _ifinfmsg() -> Any:
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    return ifinfmsg()
-
-
-def _ifaddrmsg() -> Any:
-    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-
-    return ifaddrmsg()
-
-
-def _rtmsg() -> Any:
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
-
-    return rtmsg()
 
 
 def _raw_link_request(mtype: int, flags: int, name: str | None = None) -> bytes:
@@ -229,17 +215,17 @@ def delete_namespace(name: str) -> bool:
     Returns False when there was no such name.
     """
     path = namespace_path(name)
-    if not os.path.exists(path):
-        return False
     try:
         linux.umount(path)
     except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+        if exc.errno == errno.ENOENT:
+            return False
+        if exc.errno != errno.EINVAL:  # EINVAL: not mounted (a half-made name); the file still goes
             raise KernelError(f"cannot unmount {path}: {exc.strerror}") from exc
     try:
         os.unlink(path)
     except FileNotFoundError:
-        pass
+        return False
     except OSError as exc:
         raise KernelError(f"cannot remove {path}: {exc.strerror}") from exc
     return True
@@ -312,7 +298,8 @@ class Batch:
 # message (1.4 s of a 1000-host `up`); these shapes are fixed and checked against pyroute2's decoder in
 # tests/unit/test_netlink_encode.py.
 IFLA_MTU, IFLA_NET_NS_FD, IFLA_INFO_DATA, VETH_INFO_PEER = 4, 28, 2, 1
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, RTA_GATEWAY = 1, 2, 4, 5
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 _IFADDRMSG = struct.Struct("BBBBI")
 _RTMSG = struct.Struct("BBBBBBBBI")
 
@@ -400,32 +387,6 @@ def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address, what: str) -
 # ---------------------------------------------------------------------------------------------------
 
 
-def _dump(sock: socket.socket, mtype: int, msg: Any) -> list[Any]:
-    msg["header"]["type"] = mtype
-    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-    msg["header"]["sequence_number"] = 1
-    msg.encode()
-    sock.send(msg.data)
-    cls = type(msg)
-    out: list[Any] = []
-    while True:
-        data = sock.recv(BUFFER)
-        offset = 0
-        while offset < len(data):
-            length, rtype = struct.unpack_from("IH", data, offset)
-            if rtype == NLMSG_DONE:
-                return out
-            if rtype == NLMSG_ERROR:
-                code = -struct.unpack_from("i", data, offset + 16)[0]
-                if code:
-                    raise KernelError(f"netlink dump failed: {os.strerror(code)}")
-                return out
-            item = cls(data[offset : offset + length])
-            item.decode()
-            out.append(item)
-            offset += (length + 3) & ~3
-
-
 @dataclass(frozen=True)
 class LinkInfo:
     index: int
@@ -455,86 +416,91 @@ def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     return out
 
 
-def _link_list(sock: socket.socket) -> list[LinkInfo]:
-    """The link dump without addresses, read with a small attribute scanner: pyroute2's full decode of
-    every attribute costs ~1 ms per link, which dominated `down` of a 1000-host lab."""
-    sock.send(_raw_link_request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP))
-    out: list[LinkInfo] = []
+def _raw_dump(sock: socket.socket, request: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Send one dump request; yield (buffer, offset, length) of each answer message."""
+    sock.send(request)
     while True:
         data = sock.recv(BUFFER)
         offset = 0
         while offset < len(data):
             length, rtype = struct.unpack_from("IH", data, offset)
             if rtype == NLMSG_DONE:
-                return out
+                return
             if rtype == NLMSG_ERROR:
                 code = -struct.unpack_from("i", data, offset + 16)[0]
                 if code:
                     raise KernelError(f"netlink dump failed: {os.strerror(code)}")
-                return out
-            _family, _type, index, flags = struct.unpack_from("BxHiI", data, offset + 16)
-            attrs = _attrs(data, offset + 32, offset + length)
-            info = attrs.get(IFLA_LINKINFO)
-            kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
-            out.append(
-                LinkInfo(
-                    index=index,
-                    name=attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
-                    kind=kind.rstrip(b"\0").decode(),
-                    alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(),
-                    master=struct.unpack("I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
-                    up=bool(flags & IFF_UP),
-                )
-            )
+                return
+            yield data, offset, length
             offset += (length + 3) & ~3
 
 
-def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
-    """`ip -j addr`: every link in the socket's namespace, with its addresses."""
-    if not with_addresses:
-        return _link_list(sock)
-    raw = _dump(sock, RTM_GETLINK, _ifinfmsg())
-    addresses: dict[int, list[Any]] = {}
-    if with_addresses:
-        req = _ifaddrmsg()
-        req["family"] = socket.AF_UNSPEC
-        for a in _dump(sock, RTM_GETADDR, req):
-            ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
-            if ip:
-                addresses.setdefault(a["index"], []).append(ipaddress.ip_interface(f"{ip}/{a['prefixlen']}"))
-    out = []
-    for m in raw:
-        info = m.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info else ""
+def _link_list(sock: socket.socket) -> list[LinkInfo]:
+    """The link dump, read with a small attribute scanner: pyroute2's full decode of every attribute costs
+    ~1 ms per link (and importing pyroute2 ~150 ms), which dominated `down` of a 1000-host lab."""
+    out: list[LinkInfo] = []
+    for data, offset, length in _raw_dump(sock, _raw_link_request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP)):
+        _family, _type, index, flags = struct.unpack_from("BxHiI", data, offset + 16)
+        attrs = _attrs(data, offset + 32, offset + length)
+        info = attrs.get(IFLA_LINKINFO)
+        kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
         out.append(
             LinkInfo(
-                index=m["index"],
-                name=m.get_attr("IFLA_IFNAME"),
-                kind=kind or "",
-                alias=m.get_attr("IFLA_IFALIAS") or "",
-                master=m.get_attr("IFLA_MASTER") or 0,
-                up=bool(m["flags"] & IFF_UP),
-                addresses=tuple(addresses.get(m["index"], ())),
+                index=index,
+                name=attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
+                kind=kind.rstrip(b"\0").decode(),
+                alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(),
+                master=struct.unpack("I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
+                up=bool(flags & IFF_UP),
             )
         )
     return out
 
 
+def _addresses(sock: socket.socket) -> dict[int, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
+    """`ip addr`: link index -> its addresses (IPv4 and IPv6)."""
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + _IFADDRMSG.size, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    request += _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    out: dict[int, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = {}
+    for data, offset, length in _raw_dump(sock, request):
+        _family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, offset + 16)
+        attrs = _attrs(data, offset + 16 + _IFADDRMSG.size, offset + length)
+        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+        if raw:
+            out.setdefault(index, []).append(ipaddress.ip_interface(f"{ipaddress.ip_address(raw)}/{prefixlen}"))
+    return out
+
+
+def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
+    """`ip -j addr`: every link in the socket's namespace, with its addresses."""
+    found = _link_list(sock)
+    if not with_addresses:
+        return found
+    addresses = _addresses(sock)
+    return [replace(lk, addresses=tuple(addresses[lk.index])) if lk.index in addresses else lk for lk in found]
+
+
 def routes(sock: socket.socket) -> list[RouteInfo]:
     """`ip -j route` (IPv4, main table)."""
-    req = _rtmsg()
-    req["family"] = socket.AF_INET
     names = {link.index: link.name for link in links(sock, with_addresses=False)}
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + _RTMSG.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    request += _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     out = []
-    for r in _dump(sock, RTM_GETROUTE, req):
-        if r["table"] != RT_TABLE_MAIN and r.get_attr("RTA_TABLE") != RT_TABLE_MAIN:
+    for data, offset, length in _raw_dump(sock, request):
+        family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack_from(data, offset + 16)
+        if family != socket.AF_INET:
             continue
-        dst = r.get_attr("RTA_DST") or "0.0.0.0"
+        attrs = _attrs(data, offset + 16 + _RTMSG.size, offset + length)
+        if table != RT_TABLE_MAIN and attrs.get(RTA_TABLE) != struct.pack("I", RT_TABLE_MAIN):
+            continue
+        dst = ipaddress.IPv4Address(attrs[RTA_DST]) if RTA_DST in attrs else ipaddress.IPv4Address(0)
+        gateway = str(ipaddress.IPv4Address(attrs[RTA_GATEWAY])) if RTA_GATEWAY in attrs else None
+        oif = struct.unpack("I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         out.append(
             RouteInfo(
-                destination=ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False),
-                gateway=r.get_attr("RTA_GATEWAY"),
-                device=names.get(r.get_attr("RTA_OIF") or 0, ""),
+                destination=ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False),
+                gateway=gateway,
+                device=names.get(oif, ""),
             )
         )
     return out
@@ -546,6 +512,10 @@ def routes(sock: socket.socket) -> list[RouteInfo]:
 
 #: Hosts made at once: bounds the open fds (one nsfs fd + one socket per namespace).
 HOST_CHUNK = 256
+#: How long ``up`` waits for the kernel to dismantle the veths of namespaces just unpinned (seconds): in all,
+#: and without any of them disappearing.
+STALE_WAIT = 10.0
+STALE_STALL = 1.0
 
 
 def port_index(position: int) -> int:
@@ -612,6 +582,54 @@ class NetlinkKernel:
             delete_link(batch, name)
         return batch.commit(self.root, tolerate=(errno.ENODEV,))
 
+    def remove_links_later(self, names: list[str]) -> Callable[[], list[str]]:
+        """Start removing machine links in a worker thread (its own socket); the returned function waits
+        and gives the failures. Deleting a bridge detaches its ports one by one in the kernel (~0.25 ms each,
+        the GIL released meanwhile), so the caller does other work in the time."""
+        result: list[str] = []
+
+        def work() -> None:
+            try:
+                sock = root_socket()
+                try:
+                    batch = Batch()
+                    for name in names:
+                        delete_link(batch, name)
+                    result.extend(batch.commit(sock, tolerate=(errno.ENODEV,)))
+                finally:
+                    sock.close()
+            except OSError as exc:
+                result.append(f"deleting {', '.join(names)}: {exc.strerror or exc}")
+
+        worker = threading.Thread(target=work, name="nslab-dellink")
+        worker.start()
+
+        def wait() -> list[str]:
+            worker.join()
+            return result
+
+        return wait
+
+    def clear_stale_links(self, names: list[str], wait: float = STALE_WAIT, stall: float = STALE_STALL) -> list[str]:
+        """Wait for machine links of dying namespaces to disappear, then delete what is left.
+
+        Waiting beats deleting: the kernel dismantles all dying namespaces in one batch, while deleting a veth
+        pair on its own costs ~20 ms (measured). The wait ends when nothing has disappeared for ``stall``
+        seconds (a process keeps that namespace alive) or after ``wait`` seconds in all.
+        """
+        wanted = set(names)
+        start = progress = time.monotonic()
+        remaining = len(wanted)
+        while True:
+            left = wanted & {lk.name for lk in links(self.root, with_addresses=False)}
+            now = time.monotonic()
+            if len(left) < remaining:
+                remaining, progress = len(left), now
+            if not left or now - progress >= stall or now - start >= wait:
+                break
+            time.sleep(0.01)
+        return self.remove_links(sorted(left)) if left else []
+
     # -- hosts ----------------------------------------------------------------------------------
     def add_hosts(self, lab: Lab, hosts: list[Host]) -> None:
         """Create each host's namespace, veths to its bridges, addresses and default route.
@@ -660,7 +678,7 @@ class NetlinkKernel:
             os.close(machine_ns)
 
     def remove_namespaces(self, names: list[str]) -> list[str]:
-        failures = []
+        failures: list[str] = []
         for name in names:
             try:
                 delete_namespace(name)
