@@ -23,7 +23,7 @@ from .errors import ConflictError, KernelError, NslabError, ResolveError, Target
 from .features import features
 from .model import OWNER_PREFIX, Occupied
 from .model import Lab as ResolvedLab
-from .plan import AddHosts, Observed, Plan, plan_down, plan_up
+from .plan import AddHosts, Observed, Plan, RemoveHosts, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
     from . import spec
@@ -239,18 +239,38 @@ def down(name: str) -> bool:
                     for failure in f.down(name, extra.get(f.KEY), lab)
                 ]
 
-            failures = apply_down(
-                plan_down(base, marked_namespaces, marked_bridges),
-                kernel,
-                before=lambda: features_down(True),
-                after=lambda: features_down(False),
-            )
+            plan = plan_down(base, marked_namespaces, marked_bridges)
+            doomed = [ns for a in plan.actions if isinstance(a, RemoveHosts) for ns in a.namespaces]
+
+            def before_namespaces() -> list[str]:
+                return features_down(True) + _stop_processes_inside(doomed)
+
+            failures = apply_down(plan, kernel, before=before_namespaces, after=lambda: features_down(False))
             if failures:
                 raise TeardownError(failures)
             state.remove(name)
             return True
     finally:
         kernel.close()
+
+
+def _stop_processes_inside(namespaces: list[str]) -> list[str]:
+    """What still runs in the lab's hosts after its services stopped (``nslab exec -d``, a shell, the
+    children of an interrupted ``nslab run``) is stopped like a container's processes: SIGTERM, then SIGKILL.
+    Otherwise it would keep the namespace, and with it the host's veth, alive after ``down``."""
+    from .drivers import process
+
+    inodes = set()
+    for namespace in namespaces:
+        try:
+            inodes.add(os.stat(os.path.join("/run/netns", namespace)).st_ino)
+        except OSError:
+            continue
+    tracker = process.NamespaceTracker(inodes)
+    if not tracker.members():
+        return []
+    survivors = process.stop_trees([tracker])
+    return [f"processes still running inside the lab: {process.describe(p)}" for t in survivors for p in t.members()]
 
 
 def find_host(host: str, lab: str | None = None) -> tuple[str, str]:

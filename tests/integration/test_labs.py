@@ -249,3 +249,22 @@ def test_up_right_after_down_and_a_recreated_host(host, tmp_path):
     nslab("down", "again")
     assert netns_names() == ["wan"]
     assert not any(n.startswith(("nsv", "nsl")) for n in machine_links())
+
+
+def test_down_stops_what_still_runs_inside(host, lab_file):
+    """Processes nslab did not start as services (exec --detach, a shell) are stopped like a container's:
+    SIGTERM, then SIGKILL for those that ignore it; otherwise they would keep namespaces and veths alive."""
+    nslab("up", "-f", str(lab_file))
+    polite = int(nslab("exec", "--detach", "web1", "--", "sleep", "600").stdout)
+    stubborn = int(nslab("exec", "--detach", "db", "--", "sh", "-c", "trap '' TERM; sleep 600 & wait").stdout)
+    time.sleep(0.2)  # let sh install its trap
+    assert os.path.exists(f"/proc/{polite}") and os.path.exists(f"/proc/{stubborn}")
+    nslab("down", "demo", env={**os.environ, "NSLAB_STOP_TIMEOUT": "0.5"})
+    for pid in (polite, stubborn):  # gone, or a zombie waiting for its parent
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")")[-1].split()[0] == "Z"
+    assert netns_names() == ["wan"]
+    deadline = time.monotonic() + 10
+    while any(n.startswith(("nsv", "nsl")) for n in machine_links()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # veths go with their namespaces, when the kernel has dismantled them
+    assert not any(n.startswith(("nsv", "nsl")) for n in machine_links())

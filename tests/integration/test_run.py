@@ -104,6 +104,46 @@ def test_interrupted_run_leaves_nothing(host, how):
     assert leftovers() == before
 
 
+def test_interrupted_run_stops_the_commands_children_too(host):
+    """SIGTERM reaches the command (sh), not what sh started: down stops what is left inside the namespace."""
+    before = leftovers()
+    proc = subprocess.Popen(
+        [NSLAB, "run", "--network", "nat", "--", "sh", "-c", "sleep 600; echo done"],
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(lambda: any(n.startswith("run-") for n in os.listdir("/run/netns")) and _has_child(proc.pid, "sh"))
+    inside = f"/run/netns/run-{proc.pid}-main"
+    wait_for(lambda: any(os.path.basename(os.readlink(f"/proc/{p}/exe")) == "sleep" for p in _pids_in(inside)))
+    grandchildren = _pids_in(inside)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert leftovers() == before
+    assert grandchildren and not [p for p in grandchildren if _running(p)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _pids_in(netns_path: str) -> list[int]:
+    try:
+        inode = os.stat(netns_path).st_ino
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
 def _has_child(pid: int, comm: str) -> bool:
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()

@@ -145,6 +145,42 @@ class Tracker:
                 pass
 
 
+def namespace_pids(net_inodes: set[int]) -> list[int]:
+    """Every process whose network namespace is one of ``net_inodes`` (``ip netns pids``, many at once)."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in net_inodes:
+                out.append(int(entry))
+        except OSError:  # gone, or a zombie (its namespaces are released already)
+            continue
+    return out
+
+
+def describe(pid: int) -> str:
+    """``1234 (sleep 60)``: a pid and its command line, for messages."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = "?"
+    return f"{pid} ({command[:60]})"
+
+
+class NamespaceTracker(Tracker):
+    """Whatever still runs inside some network namespaces: ``nslab exec -d`` leftovers, shells, strays."""
+
+    def __init__(self, net_inodes: set[int]):
+        super().__init__(None, "")
+        self.net_inodes = net_inodes
+
+    def members(self) -> list[int]:
+        return namespace_pids(self.net_inodes) if self.net_inodes else []
+
+
 def stop_trees(trackers: Iterable[Tracker], timeout: float = STOP_TIMEOUT, reap: Any = None) -> list[Tracker]:
     """SIGTERM every process of every tracker, SIGKILL what is left after ``timeout``; returns survivors."""
     trackers = list(trackers)
