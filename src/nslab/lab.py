@@ -213,6 +213,7 @@ def down(name: str) -> bool:
             recorded = state.LabState.load(name)
             prefix = f"{OWNER_PREFIX}{name}:"
             marked_bridges, marked_namespaces = set(), set()
+            host_veths: dict[str, list[str]] = {}
             for lk in kernel.owned_links():
                 if not lk.alias.startswith(prefix):
                     continue
@@ -220,9 +221,18 @@ def down(name: str) -> bool:
                 if parts[0] == "net" and lk.kind == "bridge":
                     marked_bridges.add(lk.name)
                 elif parts[0] == "host" and len(parts) >= 2:
-                    marked_namespaces.add(f"{name}-{parts[1]}")
-            marked_namespaces &= kernel.named_namespaces()
-            if recorded is None and not marked_bridges and not marked_namespaces:
+                    host_veths.setdefault(f"{name}-{parts[1]}", []).append(lk.name)
+            named = kernel.named_namespaces()
+            marked_namespaces = set(host_veths) & named
+            # Without state (gc): veths whose namespace lost its name but lives on (a process still in it,
+            # after `ip netns del`) will not go by themselves (dying ones are waited for, not deleted one by one).
+            # With state they can only be dying: leave them.
+            orphans = [] if recorded else [v for ns, vs in host_veths.items() if ns not in named for v in vs]
+            if orphans:
+                failures = kernel.clear_stale_links(orphans)
+                if failures:
+                    raise TeardownError(failures)
+            if recorded is None and not marked_bridges and not marked_namespaces and not orphans:
                 # Features may still hold something (e.g. a firewall chain) after a crash: let them look.
                 leftovers = [x for f in features() for x in f.down(name, None, None)]
                 if leftovers:

@@ -194,3 +194,23 @@ def test_gc_state_without_namespaces_and_links_without_state(host, tmp_path):
     sh("for f in /run/nslab/demo/uts/*; do umount $f; done; rm -rf /run/nslab/demo", check=False)
     assert "removed lab demo (its links outlived its state)" in nslab("gc").stdout
     assert leftovers() == before
+
+
+def test_gc_removes_a_veth_whose_unnamed_namespace_a_process_keeps(host, tmp_path):
+    before = leftovers()
+    lab_file = tmp_path / "nslab.yaml"
+    lab_file.write_text(LAB)
+    nslab("up", "-f", str(lab_file))
+    keeper = subprocess.Popen(["ip", "netns", "exec", "demo-web1", "sleep", "600"])
+    try:
+        wait_for(lambda: _pids_in("/run/netns/demo-web1"))
+        # the name and the state go (by hand), the namespace lives on in `sleep`, and so would its veth
+        sh("ip netns del demo-web1; ip netns del demo-web2")
+        sh("for f in /run/nslab/demo/uts/*; do umount $f; done; umount /run/nslab/demo/uts; rm -rf /run/nslab/demo",
+           check=False)
+        assert "removed lab demo (its links outlived its state)" in nslab("gc").stdout
+        assert leftovers() == before
+        assert "nothing to clean up" in nslab("gc").stdout
+    finally:
+        keeper.kill()
+        keeper.wait()
