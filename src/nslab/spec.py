@@ -208,6 +208,10 @@ def _problems_from_validation(exc: ValidationError, source: SourceMap, file: str
         if err["type"] == "extra_forbidden":
             message = f"unknown key '{loc[-1]}'"
         message = message.removeprefix("Value error, ")
+        if "publish" in loc and isinstance(err.get("input"), int | float) and not isinstance(err["input"], bool):
+            # YAML 1.1 reads 2222:22 as a base-60 number (133342): the mapping never reached us as text
+            number = err["input"]
+            message = f'put port mappings in quotes ("2222:22"): unquoted, YAML read this one as the number {number}'
         key = (field_path(loc), message)
         if key in seen:
             continue

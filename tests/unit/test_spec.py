@@ -85,3 +85,13 @@ def test_bad_values_are_explained(text, fragment):
 def test_missing_file_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="cannot read lab file"):
         spec.load(tmp_path / "nope.yaml")
+
+
+def test_unquoted_port_mapping_gets_a_hint_with_its_line():
+    text = "name: a\nhosts:\n  h:\n    publish:\n      - 2222:22\n      - \"8080:80\"\n"
+    with pytest.raises(SpecError) as err:
+        spec.parse(text, "f.yaml")
+    assert err.value.lines() == [
+        'f.yaml:5: hosts.h.publish[0]: put port mappings in quotes ("2222:22"): unquoted, YAML read this one '
+        "as the number 133342"
+    ]
