@@ -22,6 +22,10 @@ Rule shapes (what Docker, CNI and netavark converge on)::
     guard       filter raw    iifname BR ip daddr 127/8 drop   (route_localnet is on for BR: no loopback
                                                                   access from the lab to the machine)
 
+Bridge ports of publishing hosts are put in hairpin mode (``ip link set PORT type bridge_slave hairpin on``):
+with br_netfilter loaded, a host's connection to its own published port is bridged back out of the port it
+came in by. Recorded as ``hairpin`` and switched off again when the host stops publishing.
+
 Sysctls: ``net.ipv4.ip_forward`` is set to 1 while a lab needs forwarding, its prior value is kept in
 ``/run/nslab/.firewall.json`` and restored when no lab needs it any more; ``route_localnet=1`` is set on
 nslab's own bridges that carry published ports only (prior value kept in the lab's record).
@@ -550,6 +554,10 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
     text = "" if _up_to_date(want, previous, seen) else transaction(records, seen)
     if text:
         out += ["nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"]
+    hairpin = _hairpin_ports(lab, want)
+    done = (previous or {}).get("hairpin", [])
+    out += [f"ip link set {port} type bridge_slave hairpin on" for port in hairpin if port not in done]
+    out += [f"ip link set {port} type bridge_slave hairpin off" for port in done if port not in hairpin]
     out += [f"# warning: {w}" for w in warnings(seen, records)]
     return out
 
@@ -597,12 +605,48 @@ def up(lab: Lab, previous: dict[str, Any] | None, recreated: set[str]) -> dict[s
         if not any(_needs_forwarding(r) for r in _other_records(lab.name).values()):
             _release_forwarding()
         raise
+    hairpin = _hairpin_ports(lab, want)
+    _set_hairpin(hairpin, [p for p in previous.get("hairpin", []) if p not in hairpin])
     return {
         **want,
+        "hairpin": hairpin,
         "route_localnet": localnet,
         "docker_user": seen.docker_user,
         "warnings": warnings(seen, records),
     }
+
+
+def _hairpin_ports(lab: Lab, want: Mapping[str, Any]) -> list[str]:
+    """Bridge ports of publishing hosts. A host reaching its own published port (through the machine's
+    address) is DNATed back to itself; with br_netfilter loaded (Docker loads it) the kernel then bridges
+    that frame out of the port it came in by, which a bridge port refuses unless in hairpin mode."""
+    ports = []
+    for p in want["ports"]:
+        for iface in lab.hosts[p["host"]].interfaces:
+            if iface.network == p["network"] and iface.host_veth not in ports:
+                ports.append(iface.host_veth)
+    return ports
+
+
+def _set_hairpin(on: list[str], off: list[str]) -> None:
+    if not on and not off:
+        return
+    import errno
+
+    from .drivers import netlink
+
+    batch = netlink.Batch()
+    for name in on:
+        netlink.set_hairpin(batch, name, True)
+    for name in off:
+        netlink.set_hairpin(batch, name, False)
+    sock = netlink.root_socket()
+    try:
+        failures = batch.commit(sock, tolerate=(errno.ENODEV,))  # a port that went with its host
+    finally:
+        sock.close()
+    if failures:
+        raise FirewallError("; ".join(failures))
 
 
 def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[str]:

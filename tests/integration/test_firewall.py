@@ -99,6 +99,11 @@ def address_of(lab: str, host_name: str) -> str:
     return host["interfaces"][0]["addresses"][0].split("/")[0]
 
 
+def _port_of(lab: str, host_name: str) -> str:
+    state = json.loads(Path(f"/run/nslab/{lab}/state.json").read_text())
+    return state["lab"]["hosts"][host_name]["interfaces"][0]["host_veth"]
+
+
 @pytest.fixture
 def tutorial(tmp_path):
     path = tmp_path / "nslab.yaml"
@@ -129,6 +134,9 @@ def test_tutorial_scenario_publish_egress_internal(host, tutorial):
     assert fetch(UPLINK_ADDRESS, 6001).startswith("two ")
     assert fetch(UPLINK_ADDRESS, 6000, "tut-web2").startswith("one ")  # hairpin, same bridge
     assert fetch(UPLINK_ADDRESS, 6001, "tut-client").startswith("two ")  # hairpin, another network
+    assert fetch(UPLINK_ADDRESS, 6000, "tut-web1").startswith("one ")  # a host reaching its own published port
+    assert "hairpin on" in sh(f"ip -d link show {_port_of('tut', 'web1')}").stdout
+    assert "hairpin off" in sh(f"ip -d link show {_port_of('tut', 'client')}").stdout  # not publishing
     assert fetch(UPLINK_ADDRESS, 7000, "wan").startswith("sandbox ")  # publishing into an internal network
     # UDP, limited to 127.0.0.1
     assert udp("127.0.0.1", 5353).startswith("dns ")

@@ -63,3 +63,12 @@ def test_address_and_default_route():
 def test_delete_by_name():
     msg, _ = _one(lambda b: nl.delete_link(b, "nsl12345678"), ifinfmsg)
     assert msg["header"]["type"] == nl.RTM_DELLINK and msg.get_attr("IFLA_IFNAME") == "nsl12345678"
+
+
+def test_hairpin_on_a_bridge_port():
+    msg, what = _one(lambda b: nl.set_hairpin(b, "nsvabcdef12", True), ifinfmsg)
+    assert msg["header"]["type"] == nl.RTM_NEWLINK and msg.get_attr("IFLA_IFNAME") == "nsvabcdef12"
+    info = msg.get_attr("IFLA_LINKINFO")
+    assert info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge"
+    assert info.get_attr("IFLA_INFO_SLAVE_DATA").get_attr("IFLA_BRPORT_MODE") == 1
+    assert what == "hairpin on for nsvabcdef12"

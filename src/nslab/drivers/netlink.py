@@ -379,6 +379,17 @@ def attach_port(batch: Batch, name: str, master: int, alias: str) -> None:
     batch.add(_message(RTM_NEWLINK, 0, body), f"attach {name} to its bridge")
 
 
+IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, IFLA_BRPORT_MODE = 4, 5, 4
+
+
+def set_hairpin(batch: Batch, name: str, on: bool) -> None:
+    """`ip link set NAME type bridge_slave hairpin on|off`: frames may leave by the port they came in by."""
+    data = _attr(IFLA_BRPORT_MODE, bytes([1 if on else 0]))
+    info = _string(IFLA_INFO_SLAVE_KIND, "bridge") + _attr(IFLA_INFO_SLAVE_DATA, data)
+    body = _link() + _string(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, info)
+    batch.add(_message(RTM_NEWLINK, 0, body), f"hairpin {'on' if on else 'off'} for {name}")
+
+
 def set_up(batch: Batch, index: int, what: str) -> None:
     batch.add(_message(RTM_NEWLINK, 0, _link(index, up=True)), f"set {what} up")
 
