@@ -352,6 +352,11 @@ def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[st
             dnsfiles.remove_files(namespace)
         except OSError as exc:
             failures.append(f"cannot remove {dnsfiles.ETC_NETNS_DIR}/{namespace}: {exc.strerror}")
+    if namespaces:
+        try:
+            os.rmdir(dnsfiles.ETC_NETNS_DIR)  # Debian has no /etc/netns: the first `up` made it
+        except OSError:
+            pass  # other namespaces' files are there (or it never existed)
     for path in (process.config_path(name), process.status_path(name)):
         try:
             os.unlink(path)
