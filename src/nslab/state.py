@@ -28,7 +28,21 @@ def state_root() -> str:
     return os.environ.get("NSLAB_STATE_DIR", "/run/nslab")
 
 
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def is_lab_name(name: str) -> bool:
+    """``spec.LAB_NAME`` (``[a-z][a-z0-9-]{0,11}``) without importing ``re``; always a plain path component."""
+    return 0 < len(name) <= 12 and "a" <= name[0] <= "z" and set(name) <= _NAME_CHARS
+
+
 def lab_dir(lab: str) -> str:
+    # Every path of a lab is derived from its name, and down deletes under it: never let `nslab down
+    # /some/dir` or `../x` turn into a path outside the state root.
+    if not is_lab_name(lab):
+        from .errors import UserError
+
+        raise UserError(f"'{lab}' is not a lab name (a-z, 0-9 and '-', starting with a letter, at most 12)")
     return os.path.join(state_root(), lab)
 
 
@@ -234,6 +248,8 @@ def namespace_name(lab: str, host: str) -> str:
 def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
     """``(lab, namespace)`` of every lab that is up with ``host`` (only ``lab`` if given), read from the
     hosts' kept UTS namespaces and ``/run/netns`` — no state file parsed, which keeps exec fast."""
+    if lab is not None and not is_lab_name(lab):
+        return []
     found = []
     for name in [lab] if lab else lab_names():
         namespace = namespace_name(name, host)
@@ -245,9 +261,10 @@ def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
 def lab_names() -> list[str]:
     root = state_root()
     try:
-        return sorted(e for e in os.listdir(root) if os.path.isfile(os.path.join(root, e, "state.json")))
+        entries = os.listdir(root)
     except FileNotFoundError:
         return []
+    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(os.path.join(root, e, "state.json")))
 
 
 def all_states() -> list[LabState]:

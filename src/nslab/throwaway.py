@@ -262,7 +262,9 @@ def gc() -> list[str]:
         for lk in links:
             if lk.alias.startswith(OWNER_PREFIX):
                 lab = lk.alias[len(OWNER_PREFIX) :].split(":")[0]
-                if lab and lab not in recorded and (not RUN_NAME.match(lab) or not _run_owner_alive(lab)):
+                if not state.is_lab_name(lab) or lab in recorded:
+                    continue  # a foreign alias that only starts like ours, or a lab that is up
+                if not RUN_NAME.match(lab) or not _run_owner_alive(lab):
                     victims.setdefault(lab, "its links outlived its state")
         try:
             for entry in os.listdir(nsenter.NETNS_DIR):

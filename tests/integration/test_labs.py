@@ -268,3 +268,16 @@ def test_down_stops_what_still_runs_inside(host, lab_file):
     while any(n.startswith(("nsv", "nsl")) for n in machine_links()) and time.monotonic() < deadline:
         time.sleep(0.05)  # veths go with their namespaces, when the kernel has dismantled them
     assert not any(n.startswith(("nsv", "nsl")) for n in machine_links())
+
+
+@pytest.mark.parametrize("name", ["/tmp/x", "../x", "a/b", "UPPER", "x" * 13])
+def test_down_refuses_what_is_not_a_lab_name(host, tmp_path, name):
+    """A lab's paths derive from its name: `down /some/dir` must not tear down files under that directory."""
+    target = tmp_path / "proj"
+    (target / "uts").mkdir(parents=True)
+    (target / "uts" / "notes.txt").write_text("keep")
+    (target / "services.json").write_text("{}")
+    result = nslab("down", str(target) if name == "/tmp/x" else name, check=False)
+    assert result.returncode == 2 and "is not a lab name" in result.stderr
+    assert (target / "uts" / "notes.txt").read_text() == "keep" and (target / "services.json").exists()
+    assert nslab("status", name, check=False).returncode == 2
