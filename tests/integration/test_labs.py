@@ -281,3 +281,12 @@ def test_down_refuses_what_is_not_a_lab_name(host, tmp_path, name):
     assert result.returncode == 2 and "is not a lab name" in result.stderr
     assert (target / "uts" / "notes.txt").read_text() == "keep" and (target / "services.json").exists()
     assert nslab("status", name, check=False).returncode == 2
+
+
+def test_a_foreign_link_with_a_non_utf8_alias_is_no_problem(host, lab_file):
+    sh("ip link add zz0 type veth peer name zz1 && ip link set zz0 alias \"$(printf 'caf\\351')\"")
+    nslab("up", "-f", str(lab_file))
+    assert "web1" in nslab("status").stdout
+    nslab("down", "demo")
+    assert {"zz0", "zz1"} <= machine_links()
+    sh("ip link del zz0")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 
+import pytest
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from nslab.drivers import netlink as nl
+from nslab.errors import KernelError
 
 
 def _one(build, cls):
@@ -72,3 +75,50 @@ def test_hairpin_on_a_bridge_port():
     assert info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge"
     assert info.get_attr("IFLA_INFO_SLAVE_DATA").get_attr("IFLA_BRPORT_MODE") == 1
     assert what == "hairpin on for nsvabcdef12"
+
+
+class _ScriptedSocket:
+    """Answers each dump request from a script: a list of (flags, leftover) per attempt, where leftover
+    answers carry another sequence number (what an abandoned earlier exchange leaves on a socket)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.sent = []
+        self.pending = []
+
+    def send(self, data):
+        self.sent.append(data)
+        seq = struct.unpack_from("I", data, 8)[0]
+        flags, leftover = self.script.pop(0)
+        messages = []
+        if leftover:
+            messages.append(self._msg(16, 0x2, seq - 1000, b"stale"))
+        messages.append(self._msg(16, flags, seq, b"one!"))
+        messages.append(self._msg(16, flags, seq, b"two!"))
+        messages.append(self._msg(nl.NLMSG_DONE, 0x2, seq, struct.pack("i", 0)))
+        self.pending = [b"".join(messages[:2]), b"".join(messages[2:])]
+
+    def recv(self, _size):
+        return self.pending.pop(0)
+
+    @staticmethod
+    def _msg(mtype, flags, seq, payload):
+        payload += b"\0" * (-len(payload) % 4)
+        return struct.pack("IHHII", 16 + len(payload), mtype, flags, seq, 0) + payload
+
+
+def test_dumps_skip_stale_answers_and_retry_when_interrupted():
+    request = struct.pack("IHHII", 16, nl.RTM_GETLINK, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1, 0)
+    sock = _ScriptedSocket([(0x2 | nl.NLM_F_DUMP_INTR, True), (0x2, True)])
+    answers = nl._raw_dump(sock, request)
+    assert [data[offset + 16 : offset + length] for data, offset, length in answers] == [b"one!", b"two!"]
+    assert len(sock.sent) == 2  # asked again after the interrupted dump
+    first, second = (struct.unpack_from("I", s, 8)[0] for s in sock.sent)
+    assert first != second
+
+
+def test_a_dump_that_never_settles_is_an_error():
+    request = struct.pack("IHHII", 16, nl.RTM_GETLINK, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1, 0)
+    sock = _ScriptedSocket([(0x2 | nl.NLM_F_DUMP_INTR, False)] * nl.DUMP_ATTEMPTS)
+    with pytest.raises(KernelError, match="interrupted"):
+        nl._raw_dump(sock, request)

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -294,7 +295,7 @@ class Batch:
             size = 0
             while start < len(self.messages) and (not chunk or size + len(self.messages[start][0]) <= CHUNK):
                 data, what = self.messages[start]
-                seq = start + 1
+                seq = _next_seq()
                 data = data[:8] + struct.pack("II", seq, 0) + data[16:]
                 chunk.append(data)
                 by_seq[seq] = what
@@ -454,23 +455,48 @@ def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     return out
 
 
-def _raw_dump(sock: socket.socket, request: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """Send one dump request; yield (buffer, offset, length) of each answer message."""
-    sock.send(request)
-    while True:
-        data = sock.recv(BUFFER)
-        offset = 0
-        while offset < len(data):
-            length, rtype = struct.unpack_from("IH", data, offset)
-            if rtype == NLMSG_DONE:
-                return
-            if rtype == NLMSG_ERROR:
-                code = -struct.unpack_from("i", data, offset + 16)[0]
-                if code:
-                    raise KernelError(f"netlink dump failed: {os.strerror(code)}")
-                return
-            yield data, offset, length
-            offset += (length + 3) & ~3
+NLM_F_DUMP_INTR = 0x10
+DUMP_ATTEMPTS = 5
+_sequence = itertools.count(1 << 16)  # one number space for dumps and batches on every socket
+
+
+def _next_seq() -> int:
+    return next(_sequence) & 0xFFFFFFFF
+
+
+def _raw_dump(sock: socket.socket, request: bytes) -> list[tuple[bytes, int, int]]:
+    """Send one dump request; (buffer, offset, length) of each answer message, read to the end.
+
+    Read completely before returning, so an error in a caller never leaves half a dump on a shared socket;
+    answers to other sequence numbers (left over by an interrupted earlier exchange) are skipped; a dump
+    the kernel marks as interrupted (links came or went meanwhile, NLM_F_DUMP_INTR) is asked again.
+    """
+    for _attempt in range(DUMP_ATTEMPTS):
+        seq = _next_seq()
+        sock.send(request[:8] + struct.pack("I", seq) + request[12:])
+        answers: list[tuple[bytes, int, int]] = []
+        interrupted = False
+        done = False
+        while not done:
+            data = sock.recv(BUFFER)
+            offset = 0
+            while offset < len(data):
+                length, rtype, flags, rseq = struct.unpack_from("IHHI", data, offset)
+                if length < 16:
+                    raise KernelError("netlink dump: malformed answer")
+                if rseq == seq:
+                    interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+                    if rtype in (NLMSG_DONE, NLMSG_ERROR):
+                        code = -struct.unpack_from("i", data, offset + 16)[0] if length >= 20 else 0
+                        if code > 0:
+                            raise KernelError(f"netlink dump failed: {os.strerror(code)}")
+                        done = True
+                        break
+                    answers.append((data, offset, length))
+                offset += (length + 3) & ~3
+        if not interrupted:
+            return answers
+    raise KernelError(f"netlink dump interrupted {DUMP_ATTEMPTS} times in a row (links changing meanwhile)")
 
 
 def _link_list(sock: socket.socket) -> list[LinkInfo]:
@@ -486,9 +512,9 @@ def _link_list(sock: socket.socket) -> list[LinkInfo]:
         out.append(
             LinkInfo(
                 index=index,
-                name=attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
-                kind=kind.rstrip(b"\0").decode(),
-                alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(),
+                name=attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace"),
+                kind=kind.rstrip(b"\0").decode(errors="replace"),
+                alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(errors="replace"),
                 master=struct.unpack("I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
                 up=bool(flags & IFF_UP),
             )
