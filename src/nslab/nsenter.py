@@ -244,6 +244,8 @@ def exec_in_target(target: Target, argv: Sequence[str], options: ExecOptions | N
     ``pid_from`` (a new PID namespace only applies to children) or ``detach``, which fork. Returns the exit
     status in the forked cases (for ``detach``: 0 once the command started; its pid is printed)."""
     options = options or ExecOptions()
+    if options.user:
+        _load_user_modules()
     enter_target(target, options)
     env = prepare_process(options)
     if not options.detach and options.pid_from is None:
@@ -313,37 +315,60 @@ def spawn_in_target(
     options = options or ExecOptions()
     if options.detach:
         raise TargetError("detach is a CLI option; use start_new_session=True with the API")
-    fds = _open_target(target, options)  # errors surface here, in the caller's thread
-    env = dict(popen_kwargs.pop("env", None) or os.environ)  # type: ignore[call-overload]
+    if options.user:
+        _load_user_modules()
+    command = argv if isinstance(argv, str | bytes) else list(argv)  # a string with shell=True stays one
+    given_env = popen_kwargs.pop("env", None)
+    env = dict(os.environ if given_env is None else given_env)  # type: ignore[call-overload]
     env.update(options.env)
     if options.workdir:
         popen_kwargs["cwd"] = options.workdir
+    fds = _open_target(target, options)  # errors surface here, in the caller's thread
     outcome: list[object] = []
-    spawned = threading.Event()
 
     def inside() -> None:
         try:
             try:
                 linux.unshare(linux.CLONE_FS)  # this thread alone may now change mount namespace and root
             except OSError as exc:
+                for fd, _, _ in fds:
+                    os.close(fd)
                 raise KernelError(f"cannot enter {target.text}: {exc.strerror}") from None
             _enter_opened(target, options, fds)
             if options.user:  # names resolve against the target's /etc (mount_from)
                 uid, gid, groups, user_env = _user_ids(options.user)
                 popen_kwargs.update(user=uid, group=gid, extra_groups=groups)
                 env.update({k: v for k, v in user_env.items() if k not in options.env})
-            outcome.append(subprocess.Popen(list(argv), env=env, **popen_kwargs))  # type: ignore[call-overload]
+            outcome.append(subprocess.Popen(command, env=env, **popen_kwargs))  # type: ignore[call-overload]
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
             outcome.append(exc)
-        finally:
-            spawned.set()
 
-    threading.Thread(target=inside, name=f"nslab-enter {target.text}", daemon=True).start()
-    spawned.wait()
+    thread = threading.Thread(target=inside, name=f"nslab-enter {target.text}", daemon=True)
+    try:
+        thread.start()
+    except BaseException:
+        for fd, _, _ in fds:
+            os.close(fd)
+        raise
+    try:
+        thread.join()
+    except BaseException:  # Ctrl-C while the command starts: let it start, then do not leave it behind
+        thread.join()
+        if outcome and isinstance(outcome[0], subprocess.Popen):
+            outcome[0].kill()
+            outcome[0].wait()
+        raise
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result  # Popen's own errors (e.g. FileNotFoundError) unchanged, as subprocess.run raises them
     return result  # type: ignore[return-value]
+
+
+def _load_user_modules() -> None:
+    """``pwd``/``grp`` come from this machine's Python: import them before entering another filesystem
+    (``--mount-from``), where ``grp``'s shared object would be looked up in the target's files."""
+    import grp  # noqa: F401
+    import pwd  # noqa: F401
 
 
 def run_in_target(
@@ -381,8 +406,8 @@ def run_in_target(
         code = process.poll()
     assert code is not None
     if check and code:
-        raise subprocess.CalledProcessError(code, list(argv), output=stdout, stderr=stderr)
-    return subprocess.CompletedProcess(list(argv), code, stdout, stderr)
+        raise subprocess.CalledProcessError(code, process.args, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(process.args, code, stdout, stderr)
 
 
 class _Entered:

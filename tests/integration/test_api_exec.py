@@ -92,3 +92,11 @@ def test_exec_after_down_and_unknown_hosts(lab):
         lab.exec("a", ["true"])
     lab.up()
     assert lab.exec("a", ["hostname"], capture_output=True, text=True).stdout == "a\n"
+
+
+def test_run_semantics_env_and_shell_strings(lab):
+    assert lab.exec("a", "echo $((6*7))", shell=True, capture_output=True, text=True).stdout == "42\n"
+    empty = lab.exec("a", ["/usr/bin/env"], env={}, capture_output=True, text=True)
+    assert empty.stdout == ""  # env={} means an empty environment, as with subprocess.run
+    result = lab.exec("a", ["true"])
+    assert result.args == ["true"]
