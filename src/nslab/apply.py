@@ -135,18 +135,18 @@ def apply_down(
 ) -> list[str]:
     """Remove everything in ``plan``, going on past failures; return all failures.
 
-    ``before`` runs while the namespaces still exist (it stops services), ``after`` once they are gone.
-    Bridges are removed in the background from the start (``kernel.remove_links_later``): the kernel detaches
-    their ports one by one (~70 ms for 300 hosts), which overlaps everything else here. Namespaces are only
-    unpinned, as by ``ip netns del``: the kernel dismantles them and their veths asynchronously (``up`` copes
-    with veths that have not disappeared yet, see plan.RemoveStaleLinks).
+    ``before`` runs while the namespaces and bridges still exist (it stops services), ``after`` once the
+    namespaces are gone. Bridges are then removed in the background (``kernel.remove_links_later``): the
+    kernel detaches their ports one by one (~70 ms for 300 hosts), which overlaps everything after.
+    Namespaces are only unpinned, as by ``ip netns del``: the kernel dismantles them and their veths
+    asynchronously (``up`` copes with veths that have not disappeared yet, see plan.RemoveStaleLinks).
     """
     failures: list[str] = []
     bridges = [b for a in plan.actions if isinstance(a, RemoveBridges) for b in a.bridges]
+    if before is not None:
+        failures += before()  # services stop while their network still works (their shutdown may need it)
     wait = kernel.remove_links_later(bridges) if bridges else None
     try:
-        if before is not None:
-            failures += before()
         for action in plan.actions:
             try:
                 if isinstance(action, RemoveHosts):

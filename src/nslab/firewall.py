@@ -606,13 +606,15 @@ def up(lab: Lab, previous: dict[str, Any] | None, recreated: set[str]) -> dict[s
             _release_forwarding()
         raise
     hairpin = _hairpin_ports(lab, want)
-    _set_hairpin(hairpin, [p for p in previous.get("hairpin", []) if p not in hairpin])
+    # after the ruleset is in: a failure here must not lose this record, only a host's way to itself
+    hairpin_failures = _set_hairpin(hairpin, [p for p in previous.get("hairpin", []) if p not in hairpin])
     return {
         **want,
         "hairpin": hairpin,
         "route_localnet": localnet,
         "docker_user": seen.docker_user,
-        "warnings": warnings(seen, records),
+        "warnings": warnings(seen, records) + [f"a host cannot reach its own published port: {f}"
+                                               for f in hairpin_failures],
     }
 
 
@@ -628,9 +630,9 @@ def _hairpin_ports(lab: Lab, want: Mapping[str, Any]) -> list[str]:
     return ports
 
 
-def _set_hairpin(on: list[str], off: list[str]) -> None:
+def _set_hairpin(on: list[str], off: list[str]) -> list[str]:
     if not on and not off:
-        return
+        return []
     import errno
 
     from .drivers import netlink
@@ -642,11 +644,9 @@ def _set_hairpin(on: list[str], off: list[str]) -> None:
         netlink.set_hairpin(batch, name, False)
     sock = netlink.root_socket()
     try:
-        failures = batch.commit(sock, tolerate=(errno.ENODEV,))  # a port that went with its host
+        return batch.commit(sock, tolerate=(errno.ENODEV,))  # a port that went with its host
     finally:
         sock.close()
-    if failures:
-        raise FirewallError("; ".join(failures))
 
 
 def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[str]:
@@ -669,7 +669,8 @@ def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[st
             if sysctl.exists(key):
                 sysctl.write(key, value)
         except NslabError as exc:
-            failures.append(str(exc))
+            if sysctl.exists(key):  # else the bridge went meanwhile (down deletes it in parallel), and its key
+                failures.append(str(exc))
     if not any(_needs_forwarding(r) for r in records.values()):
         failures += _release_forwarding()
     return failures

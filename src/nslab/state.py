@@ -11,12 +11,12 @@ from racing each other.
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` reads paths from here
 if TYPE_CHECKING:
-    import threading
     from typing import Any
 
     from .model import Lab
@@ -64,14 +64,9 @@ class _MachineLock:
     """flock on ``/run/nslab/.lock``. Re-entrant within a thread: `up` rolls a failed fresh lab back with
     `down` while holding the lock (a second flock on a new file description would wait for ourselves)."""
 
-    _held: threading.local | None = None
+    _depth = _thread._local()  # threading.local's C type, without importing threading (exec imports us)
 
     def __init__(self) -> None:
-        if _MachineLock._held is None:
-            import threading
-
-            _MachineLock._held = threading.local()
-        self._depth = _MachineLock._held
         self._fd = -1
 
     def __enter__(self) -> None:

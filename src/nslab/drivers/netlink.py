@@ -156,8 +156,13 @@ def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
                     linux.unshare(linux.CLONE_NEWNET)
                     _no_ipv6_autoconf()
                     linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
-                    sock = _netlink_socket()
-                    made[name] = Namespace(name, os.open(path, os.O_RDONLY), sock)
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        sock = _netlink_socket()
+                    except OSError:
+                        os.close(fd)
+                        raise
+                    made[name] = Namespace(name, fd, sock)
                 except OSError as exc:
                     _remove_namespace_file(path)
                     raise KernelError(f"cannot create namespace {name}: {exc.strerror}") from exc
@@ -665,6 +670,8 @@ class NetlinkKernel:
                     sock.close()
             except OSError as exc:
                 result.append(f"deleting {', '.join(names)}: {exc.strerror or exc}")
+            except Exception as exc:  # noqa: BLE001 - reported by wait(), never lost with the thread
+                result.append(f"deleting {', '.join(names)}: {exc}")
 
         worker = threading.Thread(target=work, name="nslab-dellink")
         worker.start()

@@ -145,12 +145,25 @@ class Tracker:
                 pass
 
 
-def namespace_pids(net_inodes: set[int]) -> list[int]:
-    """Every process whose network namespace is one of ``net_inodes`` (``ip netns pids``, many at once)."""
-    me = os.getpid()
+def ancestors() -> set[int]:
+    """This process and its parents up to init."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def namespace_pids(net_inodes: set[int], spared: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Every process whose network namespace is one of ``net_inodes`` (``ip netns pids``, many at once),
+    except ``spared`` ones."""
     out = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) in spared:
             continue
         try:
             if os.stat(f"/proc/{entry}/ns/net").st_ino in net_inodes:
@@ -176,9 +189,11 @@ class NamespaceTracker(Tracker):
     def __init__(self, net_inodes: set[int]):
         super().__init__(None, "")
         self.net_inodes = net_inodes
+        # `nslab down` typed in a shell inside the lab (`nslab shell web1`): not that shell, nor us
+        self.spared = ancestors()
 
     def members(self) -> list[int]:
-        return namespace_pids(self.net_inodes) if self.net_inodes else []
+        return namespace_pids(self.net_inodes, self.spared) if self.net_inodes else []
 
 
 def stop_trees(trackers: Iterable[Tracker], timeout: float = STOP_TIMEOUT, reap: Any = None) -> list[Tracker]:
