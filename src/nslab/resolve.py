@@ -79,7 +79,7 @@ def resolve(
 
     for kind in ("networks", "hosts"):
         for name in getattr(spec, kind):
-            if not OBJECT_NAME.match(name):
+            if not OBJECT_NAME.fullmatch(name):
                 out.add((kind, name), f"name '{name}' must match [a-z][a-z0-9-]{{0,30}}")
 
     # --- subnets: explicit ones first (checked), then automatic ones from the pool -----------------

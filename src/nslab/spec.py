@@ -121,7 +121,7 @@ class LabSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _lab_name(cls, value: str) -> str:
-        if not LAB_NAME.match(value):
+        if not LAB_NAME.fullmatch(value):
             raise ValueError(
                 "lab name must match [a-z][a-z0-9-]{0,11} (it prefixes namespace and interface names)"
             )

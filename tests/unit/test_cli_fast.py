@@ -77,4 +77,4 @@ def test_namespace_names_agree_with_the_model(lab, host):
 def test_lab_name_check_agrees_with_the_spec(name):
     from nslab.spec import LAB_NAME
 
-    assert state.is_lab_name(name) == bool(LAB_NAME.match(name))
+    assert state.is_lab_name(name) == bool(LAB_NAME.fullmatch(name))

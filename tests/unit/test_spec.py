@@ -72,6 +72,7 @@ links:
         ("name: a\nnetworks: {n: {subnet: 10.0.0.0/31}}\n", "at least a /30"),
         ("name: a\nhosts: {h: {networks: [n, n]}}\n", "listed twice"),
         ("name: abcdefghijklm\n", "lab name must match"),
+        ('name: "demo\\n"\n', "lab name must match"),  # `$` would have let a trailing newline through
         ("- just\n- a list\n", "a lab file is a mapping"),
         ("name: a\nhosts: {h: [\n", "invalid YAML"),
     ],
