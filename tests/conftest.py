@@ -33,7 +33,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(f"FAILED: the real machine was left with {leftovers}", red=True)
         session.exitstatus = 1
     elif reporter:
-        reporter.write_line("machine unchanged: no namespace, link, nft table, /etc/netns entry or state left")
+        reporter.write_line("machine unchanged: no namespace, link, nft table, /etc/netns entry, state or cgroup left")
 
 
 @pytest.fixture

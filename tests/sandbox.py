@@ -37,10 +37,14 @@ class ThrowawayHost:
     mnt_home: int = -1
     net_ns_inode: int = 0
     started: list[subprocess.Popen] = field(default_factory=list)
+    made_dirs: list[str] = field(default_factory=list)
+    cgroups_before: set[str] = field(default_factory=set)
 
     def enter(self) -> ThrowawayHost:
         self.net_home = os.open("/proc/self/ns/net", os.O_RDONLY)
         self.mnt_home = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        self.made_dirs = [d for d in PRIVATE_DIRS if not os.path.isdir(d)]  # removed again on leave()
+        self.cgroups_before = nslab_cgroups()  # cgroups are not namespaced here: services' go on the machine
         for d in PRIVATE_DIRS:
             os.makedirs(d, exist_ok=True)
         linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
@@ -84,17 +88,34 @@ class ThrowawayHost:
         linux.setns(self.mnt_home, linux.CLONE_NEWNS)
         os.close(self.net_home)
         os.close(self.mnt_home)
+        for d in reversed(self.made_dirs):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # something else uses it by now
+        for path in sorted(nslab_cgroups() - self.cgroups_before, key=len, reverse=True):
+            try:
+                os.rmdir(path)  # a lab whose test died before `down`: its services are killed above
+            except OSError:
+                pass
 
     def _kill_stragglers(self) -> None:
-        """Any process still in this host's network namespace (a daemon a test forgot) is killed."""
+        """Any process still in this host's network namespace or in one of the namespaces named inside it
+        (a daemon a test forgot, the services of a lab a failed test never took down) is killed."""
         me = os.getpid()
+        inodes = {self.net_ns_inode}
+        for name in os.listdir("/run/netns"):
+            try:
+                inodes.add(os.stat(os.path.join("/run/netns", name)).st_ino)
+            except OSError:
+                continue
         for _ in range(50):
             left = []
             for pid in filter(str.isdigit, os.listdir("/proc")):
                 if int(pid) == me:
                     continue
                 try:
-                    if os.stat(f"/proc/{pid}/ns/net").st_ino == self.net_ns_inode:
+                    if os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
                         left.append(int(pid))
                 except (FileNotFoundError, PermissionError, ProcessLookupError):
                     continue
@@ -106,6 +127,17 @@ class ThrowawayHost:
                 except ProcessLookupError:
                     pass
             time.sleep(0.02)
+
+
+def nslab_cgroups() -> set[str]:
+    """nslab's cgroups on the machine (services of labs, see nslab.drivers.process)."""
+    from nslab.drivers.process import cgroup2_mount
+
+    root = cgroup2_mount()
+    out: set[str] = set()
+    for dirpath, dirnames, _files in os.walk(os.path.join(root, "nslab")) if root else ():
+        out.update(os.path.join(dirpath, d) for d in dirnames)
+    return out
 
 
 def machine_snapshot() -> dict[str, list[str]]:
@@ -127,4 +159,5 @@ def machine_snapshot() -> dict[str, list[str]]:
         "nft tables": lines("nft list tables 2>/dev/null"),
         "/etc/netns": entries("/etc/netns"),
         "/run/nslab": [e for e in entries("/run/nslab") if not e.startswith(".")],
+        "cgroups": sorted(nslab_cgroups()),
     }
