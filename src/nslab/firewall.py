@@ -624,9 +624,9 @@ def _hairpin_ports(lab: Lab, want: Mapping[str, Any]) -> list[str]:
     that frame out of the port it came in by, which a bridge port refuses unless in hairpin mode."""
     ports = []
     for p in want["ports"]:
-        for iface in lab.hosts[p["host"]].interfaces:
-            if iface.network == p["network"] and iface.host_veth not in ports:
-                ports.append(iface.host_veth)
+        iface = lab.hosts[p["host"]].interface_on(p["network"])
+        if iface is not None and iface.host_veth not in ports:
+            ports.append(iface.host_veth)
     return ports
 
 

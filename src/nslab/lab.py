@@ -273,7 +273,7 @@ def _stop_processes_inside(namespaces: list[str]) -> list[str]:
     inodes = set()
     for namespace in namespaces:
         try:
-            inodes.add(os.stat(os.path.join("/run/netns", namespace)).st_ino)
+            inodes.add(os.stat(os.path.join(nsenter.NETNS_DIR, namespace)).st_ino)
         except OSError:
             continue
     tracker = process.NamespaceTracker(inodes)

@@ -18,17 +18,13 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..errors import NslabError
-
-NETNS_DIR = "/run/netns"
-
 
 def run_fast(argv: list[str]) -> int | None:
     """Do ``argv`` if it is a form this module knows; None: not handled, nothing done."""
     if len(argv) >= 3 and argv[0] == "exec":
         return _exec(argv[1], argv[2:])
     if len(argv) == 2 and argv[0] == "down" and not argv[1].startswith("-"):
-        return _reporting(down, argv[1])
+        return _reporting(lambda: down(argv[1]))
     return None
 
 
@@ -42,23 +38,19 @@ def down(lab: str) -> None:
         print(f"lab {lab} was not up; nothing to do")
 
 
-def _reporting(action: Callable[[str], None], arg: str) -> int:
+def _reporting(action: Callable[[], None]) -> int:
     """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines."""
     from ..errors import NslabError
 
     try:
-        action(arg)
+        action()
     except NslabError as exc:
-        _print_error(exc)
+        for line in exc.lines():
+            sys.stderr.write(f"nslab: {line}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-def _print_error(exc: NslabError) -> None:
-    for line in exc.lines():
-        sys.stderr.write(f"nslab: {line}\n")
 
 
 def _exec(text: str, rest: list[str]) -> int | None:
@@ -75,20 +67,19 @@ def _exec(text: str, rest: list[str]) -> int | None:
     where = _netns(text) if text.startswith("netns:") else None if ":" in text else _lab_host(text)
     if where is None:
         return None
-    from ..errors import NslabError
     from ..nsenter import enter_host, exec_command
 
-    try:
+    def enter_and_exec() -> None:
         enter_host(*where)
         exec_command(command)  # returns only by raising
-    except NslabError as exc:
-        _print_error(exc)
-        return exc.exit_code
-    return 1  # not reached
+
+    return _reporting(enter_and_exec)
 
 
 def _netns(text: str) -> tuple[str, None] | None:
     name = text[len("netns:") :]
+    from ..nsenter import NETNS_DIR  # imported anyway to enter it
+
     if not name or "/" in name or name in (".", "..") or not os.path.exists(os.path.join(NETNS_DIR, name)):
         return None
     return name, None

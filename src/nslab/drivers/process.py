@@ -5,7 +5,9 @@ process cannot leave it by forking, double-forking or ``setsid``, so ``down`` fi
 is SIGTERM to every member, then ``cgroup.kill`` (SIGKILL) after a timeout, then ``rmdir``. Where cgroup v2 is
 not mounted or not writable, the fallback marks each service's processes with an environment variable
 (``NSLAB_SERVICE=<token>``, inherited by every descendant that does not scrub its environment) and finds them
-by scanning ``/proc/*/environ``.
+by scanning ``/proc/*/environ``. What nslab did not start but still runs inside a lab's hosts (``exec -d``,
+a shell) is found by network namespace (:class:`NamespaceTracker`, ``ip netns pids`` for many at once) and
+stopped the same way by ``down``.
 
 Files of lab L (``/run/nslab/L/``): ``services.json`` (what the supervisor runs, written by ``up``),
 ``services.status.json`` (what it is doing, written by the supervisor), ``logs/HOST.N.log`` (stdout+stderr of
