@@ -61,7 +61,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import publish, state
+from . import paths, publish, state
 from .errors import FirewallError, NslabError, Problem
 from .model import IPv4Addr, Lab
 
@@ -475,7 +475,7 @@ def process_of_socket(inode: int) -> str:
 
 # --- machine-wide record of sysctls -------------------------------------------------------------
 def _machine_record_path() -> str:
-    return os.path.join(state.state_root(), ".firewall.json")
+    return os.path.join(paths.state_root(), ".firewall.json")
 
 
 def _load_machine_record() -> dict[str, Any]:
@@ -487,7 +487,7 @@ def _load_machine_record() -> dict[str, Any]:
 
 
 def _save_machine_record(record: dict[str, Any]) -> None:
-    os.makedirs(state.state_root(), exist_ok=True)
+    os.makedirs(paths.state_root(), exist_ok=True)
     tmp = _machine_record_path() + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f)

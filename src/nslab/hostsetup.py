@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import linux, state
+from . import linux, paths
 from .drivers import dnsfiles, process
 from .errors import KernelError, Problem
 from .model import Lab
@@ -83,7 +83,7 @@ def _desired(lab: Lab) -> dict[str, Any]:
         hosts[host.name] = {
             "namespace": host.namespace,
             "hostname": host.hostname,
-            "uts": state.uts_path(lab.name, host.name),
+            "uts": paths.uts_path(lab.name, host.name),
             "dns": dns.to_json(),
             "files": {"hosts": hosts_files.render(host), "resolv.conf": resolv_confs[dns]},
         }
@@ -94,7 +94,7 @@ def _desired(lab: Lab) -> dict[str, Any]:
             services.append({
                 "id": f"{name}.{n}" if len(host_spec.commands()) > 1 else name,
                 "host": name, "n": n, "lab": lab.name, "command": command, "restart": host_spec.restart,
-                "namespace": host.namespace, "uts": state.uts_path(lab.name, name),
+                "namespace": host.namespace, "uts": paths.uts_path(lab.name, name),
                 "log": process.log_path(lab.name, name, n),
             })
     forward = {"listen": forward_listen, "upstreams": list(upstream.stubs)} if forward_listen else None
@@ -110,7 +110,7 @@ def commands(lab: Lab, previous: dict[str, Any] | None) -> list[str]:
         if name not in want["hosts"]:
             out.append(f"rm -r {os.path.join(dnsfiles.ETC_NETNS_DIR, old['namespace'])}")
             out.append(f"umount {old['uts']} && rm {old['uts']}")
-    uts_dir = state.uts_dir(lab.name)
+    uts_dir = paths.uts_dir(lab.name)
     if want["hosts"] and not _is_mounted(uts_dir) and not _listdir(uts_dir):
         out.append(f"mkdir -p {uts_dir} && mount -t tmpfs -o {UTS_TMPFS} tmpfs {uts_dir}")
     for name, h in want["hosts"].items():
@@ -342,8 +342,8 @@ def down(name: str, recorded: dict[str, Any] | None, lab: Lab | None) -> list[st
     uts_paths = {h["uts"] for h in recorded.get("hosts", {}).values()}
     if lab is not None:
         namespaces |= {h.namespace for h in lab.hosts.values()}
-        uts_paths |= {state.uts_path(name, h) for h in lab.hosts}
-    uts_dir = state.uts_dir(name)
+        uts_paths |= {paths.uts_path(name, h) for h in lab.hosts}
+    uts_dir = paths.uts_dir(name)
     failures += drop_uts_dir(uts_dir)
     for path in sorted(p for p in uts_paths if os.path.dirname(p) != uts_dir):  # not where they are kept now
         failures += drop_uts(path)

@@ -11,38 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-try:  # hashlib imports OpenSSL's _hashlib first (~4 ms on every command); blake2 is built in
-    from _blake2 import blake2s
-except ImportError:  # pragma: no cover - an interpreter without the builtin module
-    from hashlib import blake2s
+from .naming import OWNER_PREFIX, blake2s, bridge_name, host_veth_name, namespace_name, owner_alias, short_hash
+
+__all__ = [  # the naming rules are re-exported: resolve and the drivers take them from the model
+    "OWNER_PREFIX", "blake2s", "bridge_name", "host_veth_name", "namespace_name", "owner_alias", "short_hash",
+]
 
 IPv4Net = ipaddress.IPv4Network
 IPv4Addr = ipaddress.IPv4Address
-
-
-def short_hash(*parts: str, length: int = 8) -> str:
-    return blake2s("/".join(parts).encode(), digest_size=8).hexdigest()[:length]
-
-
-def bridge_name(lab: str, network: str) -> str:
-    return "nsl" + short_hash(lab, network)
-
-
-def host_veth_name(lab: str, host: str, ifname: str) -> str:
-    return "nsv" + short_hash(lab, host, ifname)
-
-
-#: Every machine-side link nslab makes carries an alias starting with this (shown by `ip link`).
-OWNER_PREFIX = "nslab:"
-
-
-def owner_alias(lab: str, *parts: str) -> str:
-    """The ownership mark of a link: ``nslab:<lab>:net:<network>`` or ``nslab:<lab>:host:<host>:<if>``."""
-    return OWNER_PREFIX + ":".join((lab, *parts))
-
-
-def namespace_name(lab: str, host: str) -> str:
-    return f"{lab}-{host}"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ import _thread
 import fcntl
 import os
 
+from .naming import namespace_name
+from .paths import is_lab_name, lab_dir, lock_file, netns_path, state_file, state_root, uts_path
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` reads paths from here
 if TYPE_CHECKING:
     from typing import Any
@@ -22,42 +25,6 @@ if TYPE_CHECKING:
     from .model import Lab
 
 STATE_VERSION = 1
-
-
-def state_root() -> str:
-    return os.environ.get("NSLAB_STATE_DIR", "/run/nslab")
-
-
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-
-
-def is_lab_name(name: str) -> bool:
-    """``spec.LAB_NAME`` (``[a-z][a-z0-9-]{0,11}``) without importing ``re``; always a plain path component."""
-    return 0 < len(name) <= 12 and "a" <= name[0] <= "z" and set(name) <= _NAME_CHARS
-
-
-def lab_dir(lab: str) -> str:
-    # Every path of a lab is derived from its name, and down deletes under it: never let `nslab down
-    # /some/dir` or `../x` turn into a path outside the state root.
-    if not is_lab_name(lab):
-        from .errors import UserError
-
-        raise UserError(f"'{lab}' is not a lab name (a-z, 0-9 and '-', starting with a letter, at most 12)")
-    return os.path.join(state_root(), lab)
-
-
-def state_file(lab: str) -> str:
-    return os.path.join(lab_dir(lab), "state.json")
-
-
-def uts_dir(lab: str) -> str:
-    """The lab's hostname pins (a small tmpfs of its own, see hostsetup.py)."""
-    return os.path.join(lab_dir(lab), "uts")
-
-
-def uts_path(lab: str, host: str) -> str:
-    """Where a host's UTS (hostname) namespace is kept bind-mounted for the lab's lifetime."""
-    return os.path.join(uts_dir(lab), host)
 
 
 class _MachineLock:
@@ -74,7 +41,7 @@ class _MachineLock:
             self._depth.n += 1
             return
         os.makedirs(state_root(), exist_ok=True)
-        fd = os.open(os.path.join(state_root(), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock_file(), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
@@ -234,12 +201,6 @@ def remove(name: str) -> None:
     shutil.rmtree(lab_dir(name), ignore_errors=True)
 
 
-def namespace_name(lab: str, host: str) -> str:
-    """:func:`nslab.model.namespace_name` again (model imports too much for ``nslab exec``; a unit test
-    keeps the two equal)."""
-    return f"{lab}-{host}"
-
-
 def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
     """``(lab, namespace)`` of every lab that is up with ``host`` (only ``lab`` if given), read from the
     hosts' kept UTS namespaces and ``/run/netns`` — no state file parsed, which keeps exec fast."""
@@ -248,7 +209,7 @@ def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
     found = []
     for name in [lab] if lab else lab_names():
         namespace = namespace_name(name, host)
-        if os.path.exists(uts_path(name, host)) and os.path.exists(os.path.join("/run/netns", namespace)):
+        if os.path.exists(uts_path(name, host)) and os.path.exists(netns_path(namespace)):
             found.append((name, namespace))
     return found
 

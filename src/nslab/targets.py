@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import linux, state
+from . import linux, paths, state
 from .errors import TargetError
 
 NETNS_DIR = "/run/netns"
@@ -139,7 +139,7 @@ def _lab_host(text: str) -> Target:
             f"{lab_name}/{host}",
             os.path.join(NETNS_DIR, namespace),
             netns_name=namespace,
-            uts_path=state.uts_path(lab_name, host),
+            uts_path=paths.uts_path(lab_name, host),
             lab=lab_name,
             host=host,
         )
@@ -160,7 +160,7 @@ def _lab_host(text: str) -> Target:
         recorded = owners[0]
         lab_name = recorded.lab.name
     namespace = recorded.lab.hosts[host].namespace
-    uts = state.uts_path(lab_name, host)
+    uts = paths.uts_path(lab_name, host)
     return Target(
         text,
         f"{lab_name}/{host}",

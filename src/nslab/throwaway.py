@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from . import linux, nsenter, state
+from . import linux, nsenter, paths, state
 from .errors import NslabError, TargetError
 
 RUN_NAME = re.compile(r"^run-(\d+)([a-z]?)$")
@@ -97,7 +97,7 @@ class Throwaway:
 
         with state.machine_lock():
             self.name = _free_name()
-            os.makedirs(state.lab_dir(self.name), exist_ok=True)  # reserve the name (gc: owner check)
+            os.makedirs(paths.lab_dir(self.name), exist_ok=True)  # reserve the name (gc: owner check)
             self._write_owner()
         doc = lab_document(self.name, self.network, self.publish, self.dns)
         self.is_up = True  # from here on down() must run, even if up() fails half-way
@@ -107,7 +107,7 @@ class Throwaway:
         self._write_owner()  # up() may have replaced the directory's contents
 
     def _write_owner(self) -> None:
-        path = os.path.join(state.lab_dir(self.name), OWNER_FILE)
+        path = os.path.join(paths.lab_dir(self.name), OWNER_FILE)
         with open(path, "w") as fh:
             json.dump({"pid": os.getpid(), "start": _start_time(os.getpid())}, fh)
 
@@ -125,7 +125,7 @@ class Throwaway:
         try:
             down(self.name)
         finally:
-            if not os.path.exists(state.state_file(self.name)):
+            if not os.path.exists(paths.state_file(self.name)):
                 state.remove(self.name)  # the reservation (run.json) of a lab that never got a state
             self.is_up = False
 
@@ -225,7 +225,7 @@ def _run_owner_alive(name: str) -> bool:
     if not match:
         return True
     try:
-        with open(os.path.join(state.lab_dir(name), OWNER_FILE)) as fh:
+        with open(os.path.join(paths.lab_dir(name), OWNER_FILE)) as fh:
             owner = json.load(fh)
         pid, start = int(owner["pid"]), owner.get("start")
     except (OSError, ValueError, KeyError, TypeError):
@@ -262,7 +262,7 @@ def gc() -> list[str]:
         for lk in links:
             if lk.alias.startswith(OWNER_PREFIX):
                 lab = lk.alias[len(OWNER_PREFIX) :].split(":")[0]
-                if not state.is_lab_name(lab) or lab in recorded:
+                if not paths.is_lab_name(lab) or lab in recorded:
                     continue  # a foreign alias that only starts like ours, or a lab that is up
                 if not RUN_NAME.match(lab) or not _run_owner_alive(lab):
                     victims.setdefault(lab, "its links outlived its state")
@@ -287,6 +287,6 @@ def gc() -> list[str]:
 
 def _dirs() -> list[str]:
     try:
-        return sorted(os.listdir(state.state_root()))
+        return sorted(os.listdir(paths.state_root()))
     except FileNotFoundError:
         return []

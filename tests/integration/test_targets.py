@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import nslab as api
-from nslab import state
+from nslab import paths
 from sandbox import sh
 
 NSLAB = str(Path(sys.executable).parent / "nslab")
@@ -111,7 +111,7 @@ def test_lab_host_enters_its_hostname_namespace(host, tmp_path):
     lab_file.write_text(LAB)
     nslab("up", "-f", str(lab_file))
     try:
-        uts = state.uts_path("demo", "web1")
+        uts = paths.uts_path("demo", "web1")
         if not os.path.exists(uts):  # made by the hostsetup feature; make it here the same way if it is not yet
             os.makedirs(os.path.dirname(uts), exist_ok=True)
             Path(uts).touch()

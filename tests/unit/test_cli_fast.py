@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from nslab import model, state
+from nslab import paths
 from nslab.cli import fast
 
 
@@ -67,14 +67,9 @@ def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):
     assert fast._lab_host("two/web") == ("two-web", os.path.join(str(state), "two", "uts", "web"))
 
 
-@pytest.mark.parametrize(("lab", "host"), [("demo", "web1"), ("a", "b-c"), ("run-42", "main")])
-def test_namespace_names_agree_with_the_model(lab, host):
-    assert state.namespace_name(lab, host) == model.namespace_name(lab, host)
-
-
 @pytest.mark.parametrize("name", ["demo", "a", "run-4194304a", "a-b-c", "x" * 12, "", "x" * 13, "Demo", "1ab",
                                   "-a", "a/b", "..", ".", "a.b", "a b", "ä"])
 def test_lab_name_check_agrees_with_the_spec(name):
     from nslab.spec import LAB_NAME
 
-    assert state.is_lab_name(name) == bool(LAB_NAME.fullmatch(name))
+    assert paths.is_lab_name(name) == bool(LAB_NAME.fullmatch(name))

@@ -10,7 +10,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from nslab.drivers import netlink as nl
+from nslab.drivers import rtnl as nl
 from nslab.errors import KernelError
 
 
@@ -110,7 +110,7 @@ class _ScriptedSocket:
 def test_dumps_skip_stale_answers_and_retry_when_interrupted():
     request = struct.pack("IHHII", 16, nl.RTM_GETLINK, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1, 0)
     sock = _ScriptedSocket([(0x2 | nl.NLM_F_DUMP_INTR, True), (0x2, True)])
-    answers = nl._raw_dump(sock, request)
+    answers = nl.dump(sock, request)
     assert [data[offset + 16 : offset + length] for data, offset, length in answers] == [b"one!", b"two!"]
     assert len(sock.sent) == 2  # asked again after the interrupted dump
     first, second = (struct.unpack_from("I", s, 8)[0] for s in sock.sent)
@@ -121,4 +121,4 @@ def test_a_dump_that_never_settles_is_an_error():
     request = struct.pack("IHHII", 16, nl.RTM_GETLINK, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1, 0)
     sock = _ScriptedSocket([(0x2 | nl.NLM_F_DUMP_INTR, False)] * nl.DUMP_ATTEMPTS)
     with pytest.raises(KernelError, match="interrupted"):
-        nl._raw_dump(sock, request)
+        nl.dump(sock, request)

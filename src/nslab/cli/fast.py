@@ -87,7 +87,7 @@ def _netns(text: str) -> tuple[str, None] | None:
 
 def _lab_host(text: str) -> tuple[str, str] | None:
     """(namespace, kept UTS namespace) of a lab host that is up; None when not exactly one lab has it."""
-    from .. import state
+    from .. import paths, state
 
     lab, _, host = text.rpartition("/")
     if not host or "/" in lab or host in (".", ".."):
@@ -96,5 +96,5 @@ def _lab_host(text: str) -> tuple[str, str] | None:
     if len(found) != 1:
         return None
     lab, namespace = found[0]
-    return namespace, state.uts_path(lab, host)
+    return namespace, paths.uts_path(lab, host)
 

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from .. import paths
 from ..errors import TargetError
 
 
@@ -84,9 +85,8 @@ def logs(target: str, follow: bool, lines: int | None) -> None:
                         chunk = fh.read()
                     offsets[path] += len(chunk)
                     emit(service, chunk.decode(errors="replace"))
-            from .. import state
 
-            if not os.path.exists(state.state_file(lab)):
+            if not os.path.exists(paths.state_file(lab)):
                 return  # the lab went down
             time.sleep(0.2)
     except KeyboardInterrupt:

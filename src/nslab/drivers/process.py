@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .. import state
+from .. import paths
 
 SERVICE_ENV = "NSLAB_SERVICE"
 STOP_TIMEOUT = float(os.environ.get("NSLAB_STOP_TIMEOUT", "5"))
@@ -33,15 +33,15 @@ STOP_TIMEOUT = float(os.environ.get("NSLAB_STOP_TIMEOUT", "5"))
 
 # --- paths -----------------------------------------------------------------------------------------
 def config_path(lab: str) -> str:
-    return os.path.join(state.lab_dir(lab), "services.json")
+    return os.path.join(paths.lab_dir(lab), "services.json")
 
 
 def status_path(lab: str) -> str:
-    return os.path.join(state.lab_dir(lab), "services.status.json")
+    return os.path.join(paths.lab_dir(lab), "services.status.json")
 
 
 def logs_dir(lab: str) -> str:
-    return os.path.join(state.lab_dir(lab), "logs")
+    return os.path.join(paths.lab_dir(lab), "logs")
 
 
 def log_path(lab: str, host: str, n: int) -> str:
@@ -262,7 +262,7 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
         subprocess.run(
             [sys.executable, "-m", "nslab.supervise", lab],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, check=True,
-            env={**os.environ, "NSLAB_STATE_DIR": state.state_root()},
+            env={**os.environ, "NSLAB_STATE_DIR": paths.state_root()},
         )
     except subprocess.CalledProcessError as exc:
         raise KernelError(f"cannot start the service supervisor of lab {lab} (see {log.name})") from exc

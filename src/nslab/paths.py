@@ -1,0 +1,88 @@
+"""Every path nslab reads or writes, in one place (stdlib ``os`` only: ``nslab exec`` imports this).
+
+- ``/run/netns/<namespace>``       named network namespaces, as ``ip netns`` keeps them;
+- ``/etc/netns/<namespace>/``      per-namespace files bound over ``/etc`` by ``ip netns exec`` / ``nslab exec``;
+- ``$NSLAB_STATE_DIR`` (``/run/nslab``), the state root:
+    ``.lock``                      the machine-wide lock of every mutating operation;
+    ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
+    ``<lab>/state.json``           what is up (state.py);
+    ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
+    ``<lab>/services.json``        what the lab's supervisor runs; ``services.status.json``: what it is doing;
+    ``<lab>/logs/<host>.<n>.log``  each service's output.
+
+Every path of a lab is derived from its name, and ``down`` deletes under it: :func:`lab_dir` refuses
+anything that is not a lab name, so ``nslab down /some/dir`` can never reach outside the state root.
+"""
+
+from __future__ import annotations
+
+import os
+
+NETNS_DIR = "/run/netns"
+ETC_NETNS_DIR = "/etc/netns"
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def netns_path(namespace: str) -> str:
+    """``/run/netns/NAME``: what ``ip netns add NAME`` makes and ``nsenter --net=`` takes."""
+    return os.path.join(NETNS_DIR, namespace)
+
+
+def etc_netns_dir(namespace: str) -> str:
+    return os.path.join(ETC_NETNS_DIR, namespace)
+
+
+def state_root() -> str:
+    return os.environ.get("NSLAB_STATE_DIR", "/run/nslab")
+
+
+def lock_file() -> str:
+    return os.path.join(state_root(), ".lock")
+
+
+def machine_record() -> str:
+    return os.path.join(state_root(), ".firewall.json")
+
+
+def is_lab_name(name: str) -> bool:
+    """``[a-z][a-z0-9-]{0,11}`` without importing ``re``; always a plain path component."""
+    return 0 < len(name) <= 12 and "a" <= name[0] <= "z" and set(name) <= _NAME_CHARS
+
+
+def lab_dir(lab: str) -> str:
+    if not is_lab_name(lab):
+        from .errors import UserError
+
+        raise UserError(f"'{lab}' is not a lab name (a-z, 0-9 and '-', starting with a letter, at most 12)")
+    return os.path.join(state_root(), lab)
+
+
+def state_file(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "state.json")
+
+
+def uts_dir(lab: str) -> str:
+    """The lab's hostname pins (a small tmpfs of its own, see features/hostnames.py)."""
+    return os.path.join(lab_dir(lab), "uts")
+
+
+def uts_path(lab: str, host: str) -> str:
+    """Where a host's UTS (hostname) namespace is kept bind-mounted for the lab's lifetime."""
+    return os.path.join(uts_dir(lab), host)
+
+
+def supervisor_config(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "services.json")
+
+
+def services_status(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "services.status.json")
+
+
+def logs_dir(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "logs")
+
+
+def log_path(lab: str, host: str, n: int) -> str:
+    return os.path.join(logs_dir(lab), f"{host}.{n}.log")
