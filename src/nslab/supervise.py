@@ -12,6 +12,9 @@ It runs in the machine's namespaces and:
   machine's resolv.conf names nothing but a loopback stub, see drivers/dnsfiles.py);
 - writes what it does to ``services.status.json``;
 - on SIGTERM stops every service tree (SIGTERM, SIGKILL after the timeout), removes the cgroups and exits.
+
+:class:`Supervisor` holds the loop's state; signals only wake the loop (through a pipe), the loop acts.
+Replaces a service manager unit or a ``while true; do ip netns exec NS CMD; sleep 1; done`` per service.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import sys
 import time
 from typing import Any
 
-from . import nsenter
-from .drivers import process
+from . import nsenter, paths
+from .drivers import files, process, procfs
 
 RESTART_MIN, RESTART_MAX, RESET_AFTER = 0.2, 5.0, 10.0
 
@@ -123,7 +126,7 @@ class Forwarder:
         self.upstreams = upstreams
         self.selector = selector
         self.pending: dict[socket.socket, tuple[socket.socket, Any, float]] = {}
-        self.listeners = []
+        self.listeners: list[socket.socket] = []
         for address in listen:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
@@ -168,38 +171,55 @@ class Forwarder:
                 out.close()
 
 
-def run(lab: str) -> int:
-    config = process.read_json(process.config_path(lab)) or {}
-    status_file = process.status_path(lab)
-    me = {"pid": os.getpid(), "start": process.start_time(os.getpid())}
-    selector = selectors.DefaultSelector()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
-    selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
+class Supervisor:
+    """The loop state of one lab's supervisor: its services, the DNS forwarder and the signal wake-up pipe."""
 
-    services = [Service(s) for s in config.get("services", [])]
-    error = None
-    forwarder = None
-    if config.get("forward"):
+    def __init__(self, lab: str) -> None:
+        self.config: dict[str, Any] = files.read_json(paths.supervisor_config(lab)) or {}
+        self.status_file = paths.services_status(lab)
+        self.me = {"pid": os.getpid(), "start": procfs.start_time(os.getpid())}
+        self.selector = selectors.DefaultSelector()
+        self.wake = self._catch_signals()
+        self.services = [Service(s) for s in self.config.get("services", [])]
+        self.forwarder: Forwarder | None = None
+        self.error: str | None = None
+        self.stopping = False
+
+    def _catch_signals(self) -> int:
+        """Signals only wake the loop (their numbers arrive on a pipe), so the loop is the one place that acts."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
+        return wake_r
+
+    def _start_forwarder(self) -> None:
+        forward = self.config.get("forward")
+        if not forward:
+            return
         try:
-            forwarder = Forwarder(config["forward"]["listen"], config["forward"]["upstreams"], selector)
+            self.forwarder = Forwarder(forward["listen"], forward["upstreams"], self.selector)
         except OSError as exc:
-            error = f"cannot start the DNS forwarder on port 53 of {config['forward']['listen']}: {exc.strerror}"
-    if config.get("cgroup"):
-        os.makedirs(config["cgroup"], exist_ok=True)
+            self.error = f"cannot start the DNS forwarder on port 53 of {forward['listen']}: {exc.strerror}"
 
-    def write_status(ready: bool = True, stopped: bool = False) -> None:
-        process.write_json(status_file, {
-            **me, "ready": ready, "stopped": stopped, "error": error,
-            "services": [s.to_json() for s in services],
-            "forwarder": config.get("forward"),
-        })
+    def write_status(self, stopped: bool = False) -> None:
+        files.write_json(
+            self.status_file,
+            {
+                **self.me,
+                "ready": True,
+                "stopped": stopped,
+                "error": self.error,
+                "services": [s.to_json() for s in self.services],
+                "forwarder": self.config.get("forward"),
+            },
+        )
 
-    def reap() -> bool:
+    def reap(self) -> bool:
+        """Collect every exited child; True if one of them was a service."""
         changed = False
         while True:
             try:
@@ -208,62 +228,91 @@ def run(lab: str) -> int:
                 return changed
             if pid == 0:
                 return changed
-            for s in services:
+            for s in self.services:
                 if s.pid == pid:
                     s.exited(os.waitstatus_to_exitcode(status))
                     changed = True
 
-    if error is None:
-        for s in services:
-            s.start()
-    write_status()
-    stopping = error is not None
-    while not stopping:
-        now = time.monotonic()
-        due = [s.restart_at for s in services if s.restart_at is not None]
-        timeout = max(0.0, min(due) - now) if due else None
-        if forwarder is not None and forwarder.pending:
+    def _timeout(self) -> float | None:
+        """Until the next restart is due (at most 1 s while DNS queries wait for an answer); None: no limit."""
+        due = [s.restart_at for s in self.services if s.restart_at is not None]
+        timeout = max(0.0, min(due) - time.monotonic()) if due else None
+        if self.forwarder is not None and self.forwarder.pending:
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
-        changed = False
-        for key, _ in selector.select(timeout):
-            kind, obj = key.data
-            if kind == "signal":
-                try:
-                    signals = os.read(wake_r, 512)
-                except BlockingIOError:
-                    signals = b""
-                if signal.SIGTERM in signals or signal.SIGINT in signals:
-                    stopping = True
-            elif kind == "listen" and forwarder is not None:
-                forwarder.on_query(obj)
-            elif kind == "reply" and forwarder is not None:
-                forwarder.on_reply(obj)
-        if forwarder is not None:
-            forwarder.expire()
-        changed |= reap()
+        return timeout
+
+    def _read_signals(self) -> None:
+        try:
+            signals = os.read(self.wake, 512)
+        except BlockingIOError:
+            return
+        if signal.SIGTERM in signals or signal.SIGINT in signals:
+            self.stopping = True
+
+    def _dispatch(self, kind: str, obj: Any) -> None:
+        if kind == "signal":
+            self._read_signals()
+        elif kind == "listen" and self.forwarder is not None:
+            self.forwarder.on_query(obj)
+        elif kind == "reply" and self.forwarder is not None:
+            self.forwarder.on_reply(obj)
+
+    def _restart_due(self) -> bool:
         now = time.monotonic()
-        for s in services:
-            if s.restart_at is not None and s.restart_at <= now and not stopping:
+        changed = False
+        for s in self.services:
+            if s.restart_at is not None and s.restart_at <= now and not self.stopping:
                 # What the last run left behind (a daemonized child holding the port) goes first.
                 process.stop_trees([s.tracker], timeout=1.0)
                 s.restarts += 1
                 s.start()
                 changed = True
-        if changed:
-            write_status()
+        return changed
 
-    for s in services:
-        s.restart_at, s.stopping = None, True
-    process.stop_trees([s.tracker for s in services], reap=reap)
-    for s in services:
-        if s.state in ("running", "restarting", "starting"):
-            s.state = "stopped"
-        s.note("stopped by nslab down")
-    if config.get("cgroup"):
-        process.remove_cgroup(config["cgroup"])
-        process.remove_parent(config["cgroup"])
-    write_status(stopped=True)
-    return 0
+    def step(self) -> None:
+        """One turn of the loop: wait for a signal, a DNS packet or the next restart, then act on it."""
+        for key, _ in self.selector.select(self._timeout()):
+            kind, obj = key.data
+            self._dispatch(kind, obj)
+        if self.forwarder is not None:
+            self.forwarder.expire()
+        changed = self.reap()
+        changed |= self._restart_due()
+        if changed:
+            self.write_status()
+
+    def shutdown(self) -> None:
+        """SIGTERM every service tree (SIGKILL after the timeout), remove the cgroups, say so in the status."""
+        for s in self.services:
+            s.restart_at, s.stopping = None, True
+        process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        for s in self.services:
+            if s.state in ("running", "restarting", "starting"):
+                s.state = "stopped"
+            s.note("stopped by nslab down")
+        cgroup = self.config.get("cgroup")
+        if cgroup:
+            process.remove_cgroup(cgroup)
+            process.remove_parent(cgroup)
+        self.write_status(stopped=True)
+
+    def run(self) -> int:
+        self._start_forwarder()
+        if self.config.get("cgroup"):
+            os.makedirs(self.config["cgroup"], exist_ok=True)
+        if self.error is None:
+            for s in self.services:
+                s.start()
+        self.write_status()
+        self.stopping = self.error is not None
+        while not self.stopping:
+            self.step()
+        self.shutdown()
+        return 0
+
+
+def run(lab: str) -> int:
+    return Supervisor(lab).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m nslab.supervise LAB", file=sys.stderr)
         return 2
     lab = argv[0]
-    if not os.path.isfile(process.config_path(lab)):
-        print(f"no {process.config_path(lab)}", file=sys.stderr)
+    if not os.path.isfile(paths.supervisor_config(lab)):
+        print(f"no {paths.supervisor_config(lab)}", file=sys.stderr)
         return 2
     if os.fork() > 0:  # the parent returns to `nslab up` at once; the child is reparented and lives on
         os._exit(0)

@@ -5,84 +5,55 @@ process cannot leave it by forking, double-forking or ``setsid``, so ``down`` fi
 is SIGTERM to every member, then ``cgroup.kill`` (SIGKILL) after a timeout, then ``rmdir``. Where cgroup v2 is
 not mounted or not writable, the fallback marks each service's processes with an environment variable
 (``NSLAB_SERVICE=<token>``, inherited by every descendant that does not scrub its environment) and finds them
-by scanning ``/proc/*/environ``. What nslab did not start but still runs inside a lab's hosts (``exec -d``,
-a shell) is found by network namespace (:class:`NamespaceTracker`, ``ip netns pids`` for many at once) and
-stopped the same way by ``down``.
+in ``/proc/*/environ``. What nslab did not start but still runs inside a lab's hosts (``exec -d``, a shell)
+is found by network namespace (:class:`NamespaceTracker`, ``ip netns pids`` for many at once) and stopped the
+same way by ``down``. Replaces ``kill``/``pkill`` and ``ip netns pids``; every read of ``/proc`` goes through
+drivers/procfs.py.
 
-Files of lab L (``/run/nslab/L/``): ``services.json`` (what the supervisor runs, written by ``up``),
-``services.status.json`` (what it is doing, written by the supervisor), ``logs/HOST.N.log`` (stdout+stderr of
-service N of HOST, with ``[nslab]`` lines for starts, exits and restarts), ``logs/supervisor.log``.
+Files of lab L (``/run/nslab/L/``, named in paths.py): ``services.json`` (what the supervisor runs, written
+by ``up``), ``services.status.json`` (what it is doing, written by the supervisor), ``logs/HOST.N.log``
+(stdout+stderr of service N of HOST, with ``[nslab]`` lines for starts, exits and restarts),
+``logs/supervisor.log``. Both JSON files are written atomically (drivers/files.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import paths
+from . import files, procfs
 
 SERVICE_ENV = "NSLAB_SERVICE"
 STOP_TIMEOUT = float(os.environ.get("NSLAB_STOP_TIMEOUT", "5"))
 
-
-# --- paths -----------------------------------------------------------------------------------------
-def config_path(lab: str) -> str:
-    return os.path.join(paths.lab_dir(lab), "services.json")
-
-
-def status_path(lab: str) -> str:
-    return os.path.join(paths.lab_dir(lab), "services.status.json")
-
-
-def logs_dir(lab: str) -> str:
-    return os.path.join(paths.lab_dir(lab), "logs")
-
-
-def log_path(lab: str, host: str, n: int) -> str:
-    return os.path.join(logs_dir(lab), f"{host}.{n}.log")
-
-
-def write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> Any:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+# Old names of the paths (paths.py owns them now); hostsetup.py still uses these.
+config_path = paths.supervisor_config
+status_path = paths.services_status
+log_path = paths.log_path
+read_json = files.read_json
+describe = procfs.describe
 
 
 # --- cgroups ---------------------------------------------------------------------------------------
 def cgroup2_mount() -> str | None:
     """Where cgroup v2 is mounted (``/sys/fs/cgroup``, or ``/sys/fs/cgroup/unified`` on hybrid systems)."""
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            for line in fh:
-                left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    mount_point = left.split(" ")[4]
-                    if os.access(mount_point, os.W_OK) and os.path.exists(os.path.join(mount_point, "cgroup.procs")):
-                        return mount_point
-    except OSError:
-        pass
+    for mount in procfs.mounts():
+        if mount.fstype == "cgroup2" and os.access(mount.point, os.W_OK):
+            if os.path.exists(os.path.join(mount.point, "cgroup.procs")):
+                return mount.point
     return None
 
 
 def cgroup_members(cgroup: str) -> list[int]:
     pids: list[int] = []
-    for dirpath, _dirs, files in os.walk(cgroup):
-        if "cgroup.procs" in files:
+    for dirpath, _dirs, names in os.walk(cgroup):
+        if "cgroup.procs" in names:
             try:
                 with open(os.path.join(dirpath, "cgroup.procs")) as fh:
                     pids += [int(p) for p in fh.read().split()]
@@ -105,19 +76,8 @@ def remove_cgroup(cgroup: str) -> bool:
 
 def marked_pids(token: str) -> list[int]:
     """Fallback tracking: every process whose environment carries ``NSLAB_SERVICE=<token>``."""
-    needle = f"{SERVICE_ENV}={token}".encode() + b"\0"
     me = os.getpid()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle in fh.read() + b"\0":
-                    out.append(int(entry))
-        except OSError:
-            continue
-    return out
+    return [pid for pid in procfs.pids() if pid != me and procfs.environ_has(pid, SERVICE_ENV, token)]
 
 
 class Tracker:
@@ -147,42 +107,10 @@ class Tracker:
                 pass
 
 
-def ancestors() -> set[int]:
-    """This process and its parents up to init."""
-    out, pid = set(), os.getpid()
-    while pid > 1 and pid not in out:
-        out.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return out
-
-
 def namespace_pids(net_inodes: set[int], spared: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """Every process whose network namespace is one of ``net_inodes`` (``ip netns pids``, many at once),
     except ``spared`` ones."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in spared:
-            continue
-        try:
-            if os.stat(f"/proc/{entry}/ns/net").st_ino in net_inodes:
-                out.append(int(entry))
-        except OSError:  # gone, or a zombie (its namespaces are released already)
-            continue
-    return out
-
-
-def describe(pid: int) -> str:
-    """``1234 (sleep 60)``: a pid and its command line, for messages."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        command = "?"
-    return f"{pid} ({command[:60]})"
+    return [pid for pid in procfs.pids() if pid not in spared and procfs.ns_inode(pid, "net") in net_inodes]
 
 
 class NamespaceTracker(Tracker):
@@ -192,13 +120,32 @@ class NamespaceTracker(Tracker):
         super().__init__(None, "")
         self.net_inodes = net_inodes
         # `nslab down` typed in a shell inside the lab (`nslab shell web1`): not that shell, nor us
-        self.spared = ancestors()
+        self.spared = procfs.ancestors()
 
     def members(self) -> list[int]:
         return namespace_pids(self.net_inodes, self.spared) if self.net_inodes else []
 
 
-def stop_trees(trackers: Iterable[Tracker], timeout: float = STOP_TIMEOUT, reap: Any = None) -> list[Tracker]:
+def stop_inside(namespaces: list[str]) -> list[str]:
+    """Stop what still runs inside these named namespaces (``nslab exec -d``, a shell, the children of an
+    interrupted ``nslab run``) as a container's processes are stopped: SIGTERM, then SIGKILL. Otherwise it
+    would keep the namespace, and with it the host's veth, alive after ``down``. Returns what survived."""
+    inodes = set()
+    for namespace in namespaces:
+        try:
+            inodes.add(os.stat(paths.netns_path(namespace)).st_ino)
+        except OSError:
+            continue
+    tracker = NamespaceTracker(inodes)
+    if not tracker.members():
+        return []
+    survivors = stop_trees([tracker])
+    return [f"processes still running inside the lab: {procfs.describe(p)}" for t in survivors for p in t.members()]
+
+
+def stop_trees(
+    trackers: Iterable[Tracker], timeout: float = STOP_TIMEOUT, reap: Callable[[], object] | None = None
+) -> list[Tracker]:
     """SIGTERM every process of every tracker, SIGKILL what is left after ``timeout``; returns survivors."""
     trackers = list(trackers)
     for t in trackers:
@@ -223,26 +170,9 @@ def stop_trees(trackers: Iterable[Tracker], timeout: float = STOP_TIMEOUT, reap:
 
 
 # --- processes -------------------------------------------------------------------------------------
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (with the pid, an identity that survives pid reuse)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def is_alive(pid: int | None, started: int | None) -> bool:
-    if not pid:
-        return False
-    now = start_time(pid)
-    if now is None or (started is not None and now != started):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Whether the process recorded as (``pid``, start time ``started``) still runs (not a reused pid)."""
+    return procfs.is_running(pid, started)
 
 
 # --- the supervisor, seen from `up` and `down` -----------------------------------------------------
@@ -250,13 +180,13 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
     """Write the config, start ``python -m nslab.supervise LAB`` detached; return once it is ready."""
     from ..errors import KernelError
 
-    os.makedirs(logs_dir(lab), exist_ok=True)
-    write_json(config_path(lab), config)
+    os.makedirs(paths.logs_dir(lab), exist_ok=True)
+    files.write_json(paths.supervisor_config(lab), config)
     try:
-        os.unlink(status_path(lab))
+        os.unlink(paths.services_status(lab))
     except FileNotFoundError:
         pass
-    log = open(os.path.join(logs_dir(lab), "supervisor.log"), "ab")
+    log = open(os.path.join(paths.logs_dir(lab), "supervisor.log"), "ab")
     try:
         # The supervisor forks once more and this process exits: it is nobody's child, and no zombie stays.
         subprocess.run(
@@ -270,30 +200,20 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
         log.close()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        status = read_json(status_path(lab))
+        status = files.read_json(paths.services_status(lab))
         if status and status.get("ready"):
             if status.get("error"):
                 stop_supervisor(lab, {"pid": status.get("pid"), "start": status.get("start"), **config})
                 raise KernelError(f"lab {lab}: {status['error']}")
             return {"pid": status["pid"], "start": status["start"], **config}
         time.sleep(0.01)
-    raise KernelError(f"the service supervisor of lab {lab} did not report ready (see {logs_dir(lab)})")
+    raise KernelError(f"the service supervisor of lab {lab} did not report ready (see {paths.logs_dir(lab)})")
 
 
 def stop_supervisor(lab: str, record: dict[str, Any] | None, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop the supervisor and every process of every service (whole trees); return what survived."""
-    record = record or read_json(config_path(lab)) or {}
-    pid, started = record.get("pid"), record.get("start")
-    if is_alive(pid, started):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout + 5
-        while is_alive(pid, started) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if is_alive(pid, started):
-            os.kill(pid, signal.SIGKILL)
+    record = record or files.read_json(paths.supervisor_config(lab)) or {}
+    _stop_process(record.get("pid"), record.get("start"), timeout + 5)
     # Whatever the supervisor did or did not do, make sure of it from the recorded cgroups / marks.
     trackers = [Tracker(s.get("cgroup"), s["token"]) for s in record.get("services", [])]
     survivors = stop_trees(trackers, timeout)
@@ -306,9 +226,54 @@ def stop_supervisor(lab: str, record: dict[str, Any] | None, timeout: float = ST
     return failures
 
 
+def _stop_process(pid: int | None, started: int | None, timeout: float) -> None:
+    """SIGTERM the recorded process, SIGKILL after ``timeout``; nothing if it is gone (or the pid reused)."""
+    if pid is None or not is_alive(pid, started):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while is_alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if is_alive(pid, started):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def remove_parent(root: str) -> None:
     """The shared ``nslab`` cgroup goes with the last lab that used it."""
     try:
         os.rmdir(os.path.dirname(root))
     except OSError:
         pass
+
+
+def new_cgroup_root(lab: str) -> str | None:
+    """A fresh cgroup for the next supervisor of ``lab`` (``<cgroup2>/nslab/<lab>-<random>``, not created
+    yet: the supervisor makes it), or None where cgroup v2 is not writable (services are then tracked by their
+    environment mark)."""
+    mount = cgroup2_mount()
+    return os.path.join(mount, "nslab", f"{lab}-{os.urandom(4).hex()}") if mount else None
+
+
+class LiveProcesses:
+    """The processes driver handed to the lab core (drivers/protocols.py: ``Processes``)."""
+
+    def start_supervisor(self, lab: str, config: dict[str, Any]) -> dict[str, Any]:
+        return start_supervisor(lab, config)
+
+    def stop_supervisor(self, lab: str, record: dict[str, Any] | None) -> list[str]:
+        return stop_supervisor(lab, record)
+
+    def is_alive(self, pid: int | None, started: int | None) -> bool:
+        return is_alive(pid, started)
+
+    def cgroup_root(self, lab: str) -> str | None:
+        return new_cgroup_root(lab)
+
+    def stop_inside(self, namespaces: list[str]) -> list[str]:
+        return stop_inside(namespaces)
