@@ -3,7 +3,6 @@ command names, zombies, vanished processes, escaped mount points). No root neede
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import subprocess
@@ -156,45 +155,3 @@ def test_missing_proc(tmp_path, monkeypatch):
     monkeypatch.setattr(procfs, "PROC", str(tmp_path / "nothing"))
     assert procfs.pids() == [] and procfs.mounts() == [] and procfs.fd_links(1) == []
     assert procfs.socket_owner(1) == "a process" and procfs.ancestors(5) == {5}
-
-
-# --- sockets ----------------------------------------------------------------------------------------
-
-
-def test_live_listeners():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port, inode = sock.getsockname()[1], os.fstat(sock.fileno()).st_ino
-        found = procfs.LiveMachine().listeners()
-        assert ("tcp", ipaddress.IPv4Address("127.0.0.1"), port, inode) in found
-        assert procfs.LiveMachine().socket_owner(inode).endswith(f"(pid {os.getpid()})")
-
-
-def test_fake_listeners(fake_proc):
-    net = Path(procfs.PROC, "net")
-    net.mkdir()
-    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-    (net / "tcp").write_text(
-        header
-        + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n"
-        + "   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 112 1\n"
-        + "   2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 113 1\n"
-    )
-    (net / "tcp6").write_text(
-        header
-        # [::]:443 takes IPv4 too; [::ffff:10.0.0.1]:444 is IPv4; [::1]:445 is IPv6 only
-        + "   0: 00000000000000000000000000000000:01BB 00000000000000000000000000000000:0000 0A 0 0 0 0 0 121 1\n"
-        + "   1: 0000000000000000FFFF00000100000A:01BC 00000000000000000000000000000000:0000 0A 0 0 0 0 0 122 1\n"
-        + "   2: 00000000000000000000000001000000:01BD 00000000000000000000000000000000:0000 0A 0 0 0 0 0 123 1\n"
-    )
-    (net / "udp").write_text(
-        header + "   0: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 131 2\n"
-    )
-    assert procfs.listeners() == [
-        ("tcp", ipaddress.IPv4Address("127.0.0.1"), 8080, 111),
-        ("tcp", None, 22, 112),
-        ("tcp", None, 443, 121),
-        ("tcp", ipaddress.IPv4Address("10.0.0.1"), 444, 122),
-        ("udp", None, 53, 131),
-    ]

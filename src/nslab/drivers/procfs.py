@@ -1,11 +1,11 @@
-"""The one reader of ``/proc``: processes, their namespaces, environments, sockets and the mount table.
+"""The one reader of ``/proc``: processes, their namespaces, environments, open files and the mount table.
 
 Everything nslab learns about processes it learns here — ``ls`` (who keeps which namespace alive),
 ``down`` (what still runs in a lab's hosts), the supervisor and ``gc`` (is the owner of a record still the
-same process), the fallback service tracking (``NSLAB_SERVICE=`` in ``/proc/PID/environ``), the sockets
-that published ports must not collide with and "port in use by process X" messages — so ``ps``, ``pgrep``,
-``ip netns pids``, ``lsns``, ``ss -lntup`` and ``findmnt`` are never forked. Read-only; stdlib ``os`` at
-import (``ipaddress`` only where sockets are read).
+same process), the fallback service tracking (``NSLAB_SERVICE=`` in ``/proc/PID/environ``), the owner of
+a socket for "port in use by process X" messages (:func:`socket_owner`) — so
+``ps``, ``pgrep``, ``ip netns pids``, ``lsns``, ``ss -p`` and ``findmnt`` are never forked. Read-only;
+stdlib ``os`` only.
 
 Every function takes a pid (or ``"self"``/``"thread-self"`` where that makes sense) and answers ``None``
 (or an empty answer) for a process that is gone or unreadable: processes exit while /proc is walked, and a
@@ -15,12 +15,6 @@ caller must never fail because one did. :data:`PROC` is the root read, so tests 
 from __future__ import annotations
 
 import os
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
-if TYPE_CHECKING:
-    from ipaddress import IPv4Address
-
-    Listener = tuple[str, IPv4Address | None, int, int]
 
 PROC = "/proc"
 
@@ -164,61 +158,6 @@ def socket_owner(inode: int) -> str:
         if wanted in fd_links(pid):
             return f"process '{comm(pid) or '?'}' (pid {pid})"
     return "a process"
-
-
-# ----------------------------------------------------------------------------------------------
-# Sockets of the caller's network namespace
-# ----------------------------------------------------------------------------------------------
-
-_SOCKET_TABLES = (("tcp", "tcp", "0A"), ("tcp6", "tcp", "0A"), ("udp", "udp", "07"), ("udp6", "udp", "07"))
-
-
-def _hex_address(text: str) -> tuple[IPv4Address | None, int, bool]:
-    """``0100007F:1F90`` -> (127.0.0.1, 8080, True); None for any address; False: IPv6 only (no IPv4 packets)."""
-    import ipaddress
-
-    addr, port_hex = text.split(":")
-    port = int(port_hex, 16)
-    if len(addr) == 8:
-        ip = ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(addr), "little"))
-        return (None if ip == ipaddress.IPv4Address(0) else ip), port, True
-    raw = bytes.fromhex(addr)
-    ip6 = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
-    if ip6.is_unspecified:
-        return None, port, True
-    if ip6.ipv4_mapped is not None:
-        return ip6.ipv4_mapped, port, True
-    return None, port, False
-
-
-def listeners() -> list[Listener]:
-    """TCP listeners and bound UDP sockets that take IPv4 packets, in the reader's network namespace
-    (``ss -lntu``): (``tcp``/``udp``, address or None for any, port, socket inode for :func:`socket_owner`)."""
-    out: list[Listener] = []
-    for table, proto, wanted_state in _SOCKET_TABLES:
-        try:
-            with open(f"{PROC}/net/{table}") as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 10 or fields[3] != wanted_state:
-                continue
-            address, port, ipv4 = _hex_address(fields[1])
-            if ipv4:
-                out.append((proto, address, port, int(fields[9])))
-    return out
-
-
-class LiveMachine:
-    """What the machine already holds that a plan must respect (drivers/protocols.py: ``Machine``)."""
-
-    def listeners(self) -> list[Listener]:
-        return listeners()
-
-    def socket_owner(self, inode: int) -> str:
-        return socket_owner(inode)
 
 
 # ----------------------------------------------------------------------------------------------
