@@ -1,34 +1,30 @@
 """Every network namespace on the machine (``nslab ls``), and giving one a name (``attach``/``detach``).
 
-A namespace is keyed by its nsfs inode and found through everything that can keep it alive:
-- processes (``/proc/*/ns/net``),
+Replaces ``lsns -t net`` + ``ip netns list`` + ``ip -n NAME addr`` for ``ls``, and ``ip netns attach NAME PID``
+/ ``ip netns delete NAME`` (of a name only) for ``attach``/``detach``. A namespace is keyed by its nsfs inode
+and found through everything that can keep it alive:
+
+- processes (``/proc/*/ns/net``, read through drivers/procfs.py),
 - bind mounts of nsfs files (``/proc/self/mountinfo``): ``ip netns`` names under /run/netns, Docker's
   SandboxKey files under /run/docker/netns, anything else,
 - the labs nslab records, and the running Docker containers (by their init pid, from the Docker API).
-Interfaces and addresses are read with raw netlink from a worker thread that setns()es into an *opened*
-namespace file and back: nothing is ever created (no O_CREAT anywhere) and pyroute2 is not imported.
+
+Interfaces and addresses are dumped with drivers/rtnl.py from one worker thread (:func:`nslab.linux.in_thread`)
+that setns()es into each *opened* namespace file and back: nothing is ever created (no O_CREAT anywhere).
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
-import socket
-import struct
-import threading
 from typing import Any
 
-from . import linux, state
-from .errors import ConflictError, KernelError, TargetError, UserError
+from . import linux, paths, state
+from .drivers import procfs, rtnl
+from .errors import ConflictError, KernelError, NslabError, TargetError, UserError
 
-NETNS_DIR = "/run/netns"
-RTM_GETLINK, RTM_GETADDR = 18, 22
-NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-IFLA_IFNAME = 3
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-IFF_UP = 1
+#: The JSON shape of one interface in ``ls --json`` (``{"name", "index", "up", "addresses"}``).
+Interface = dict[str, Any]
 
 
 def _net_inode(path: str) -> int | None:
@@ -38,150 +34,177 @@ def _net_inode(path: str) -> int | None:
         return None
 
 
-def _nsfs_dev() -> int:
-    return os.stat("/proc/self/ns/net").st_dev
-
-
 def nsfs_mounts() -> list[tuple[int, str]]:
     """(inode, mount point) of every network-namespace bind mount in our mount namespace."""
-    out = []
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        fields = line.split(" ")
-        try:
-            sep = fields.index("-")
-        except ValueError:
-            continue
-        if fields[sep + 1] != "nsfs" or not fields[3].startswith("net:["):
-            continue
-        inode = int(fields[3][5:].rstrip("]"))
-        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-        out.append((inode, point))
-    return out
+    return [
+        (int(m.root[5:].rstrip("]")), m.point)
+        for m in procfs.mounts()
+        if m.fstype == "nsfs" and m.root.startswith("net:[")
+    ]
 
 
 def _processes() -> list[tuple[int, int, str]]:
-    """(pid, net inode, command) of every user-space process."""
+    """(pid, net inode, command) of every user-space process (kernel threads have no command line)."""
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid in procfs.pids():
+        args = procfs.cmdline(pid)
+        if not args:
             continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                raw = fh.read()
-            if not raw:
-                continue  # kernel thread
-            inode = os.stat(f"/proc/{entry}/ns/net").st_ino
-        except OSError:
-            continue
-        command = " ".join(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0"))
-        out.append((int(entry), inode, command))
+        inode = procfs.ns_inode(pid, "net")
+        if inode is not None:
+            out.append((pid, inode, " ".join(args)))
     return out
 
 
 # ----------------------------------------------------------------------------------------------
-# Raw netlink: links + addresses of one namespace
+# Links + addresses of each namespace
 # ----------------------------------------------------------------------------------------------
 
 
-def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    out = {}
-    while offset + 4 <= end:
-        length, kind = struct.unpack_from("HH", data, offset)
-        if length < 4:
-            break
-        out.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
-        offset += (length + 3) & ~3
-    return out
+def _interfaces(link_list: list[rtnl.LinkInfo]) -> list[Interface]:
+    return [
+        {"name": lk.name, "index": lk.index, "up": lk.up, "addresses": [str(a) for a in lk.addresses]}
+        for lk in sorted(link_list, key=lambda lk: lk.index)
+    ]
 
 
-def _dump(sock: socket.socket, mtype: int, body: bytes) -> list[tuple[bytes, int]]:
-    header = struct.pack("IHHII", 16 + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    sock.send(header + body)
-    out = []
-    while True:
-        data = sock.recv(1 << 20)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, rtype = struct.unpack_from("IH", data, offset)
-            if rtype == NLMSG_DONE:
-                return out
-            if rtype == NLMSG_ERROR:
-                code = -struct.unpack_from("i", data, offset + 16)[0]
-                if code:
-                    raise OSError(code, os.strerror(code))
-                return out
-            out.append((data[offset : offset + length], length))
-            offset += (length + 3) & ~3
-
-
-def _interfaces(sock: socket.socket) -> list[dict[str, Any]]:
-    links: dict[int, dict[str, Any]] = {}
-    for msg, length in _dump(sock, RTM_GETLINK, struct.pack("BxHiII", 0, 0, 0, 0, 0)):
-        _family, _type, index, flags = struct.unpack_from("BxHiI", msg, 16)
-        attrs = _attrs(msg, 32, length)
-        name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
-        links[index] = {"name": name, "index": index, "up": bool(flags & IFF_UP), "addresses": []}
-    for msg, length in _dump(sock, RTM_GETADDR, struct.pack("BBBBI", 0, 0, 0, 0, 0)):
-        family, prefixlen, _flags, _scope, index = struct.unpack_from("BBBBI", msg, 16)
-        attrs = _attrs(msg, 24, length)
-        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-        if not raw or index not in links:
-            continue
-        address = ipaddress.ip_address(raw if family == socket.AF_INET else bytes(raw[:16]))
-        links[index]["addresses"].append(f"{address}/{prefixlen}")
-    return [links[i] for i in sorted(links)]
-
-
-def _read_interfaces(paths: dict[int, str]) -> dict[int, list[dict[str, Any]] | None]:
-    """inode -> interfaces, each namespace entered through an opened file in one worker thread."""
-    result: dict[int, list[dict[str, Any]] | None] = {}
-    failure: list[BaseException] = []
-
-    def work() -> None:
+def _interfaces_of(path: str, home: int) -> list[Interface] | None:
+    """The interfaces of the namespace at ``path`` (None if it cannot be read); the thread returns ``home``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never O_CREAT
+    except OSError:
+        return None
+    try:
+        linux.setns(fd, linux.CLONE_NEWNET)
+        sock = rtnl.open_socket()
         try:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            failure.append(exc)
-            return
+            return _interfaces(rtnl.links(sock))
+        finally:
+            sock.close()
+    except (OSError, NslabError):
+        return None
+    finally:
+        os.close(fd)
+        linux.setns(home, linux.CLONE_NEWNET)
+
+
+def _read_interfaces(paths_by_inode: dict[int, str]) -> dict[int, list[Interface] | None]:
+    """inode -> interfaces, each namespace entered through an opened file, all from one worker thread."""
+
+    def work() -> dict[int, list[Interface] | None]:
+        home = os.open(procfs.ns_path("thread-self", "net"), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            for inode, path in paths.items():
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never O_CREAT
-                except OSError:
-                    result[inode] = None
-                    continue
-                try:
-                    linux.setns(fd, linux.CLONE_NEWNET)
-                    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-                    try:
-                        sock.bind((0, 0))
-                        result[inode] = _interfaces(sock)
-                    finally:
-                        sock.close()
-                except OSError:
-                    result[inode] = None
-                finally:
-                    os.close(fd)
-                    linux.setns(home, linux.CLONE_NEWNET)
-        except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
+            return {inode: _interfaces_of(path, home) for inode, path in paths_by_inode.items()}
         finally:
             os.close(home)
 
-    worker = threading.Thread(target=work, name="nslab-ls")
-    worker.start()
-    worker.join()
-    if failure:
-        raise KernelError(f"cannot read namespaces: {failure[0]}")
-    return result
+    try:
+        return linux.in_thread(work, name="nslab-ls")
+    except OSError as exc:
+        raise KernelError(f"cannot read namespaces: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------
+# The census
+# ----------------------------------------------------------------------------------------------
+
+
+def _container_namespace(info: dict[str, Any]) -> tuple[int, str] | None:
+    """(inode, path) of a running container's network namespace: its init process's, else its SandboxKey."""
+    pid = (info.get("State") or {}).get("Pid")
+    sandbox = (info.get("NetworkSettings") or {}).get("SandboxKey")
+    for path in (procfs.ns_path(pid, "net") if pid else None, sandbox):
+        inode = _net_inode(path) if path else None
+        if path and inode is not None:
+            return inode, path
+    return None
+
+
+class _Census:
+    """Namespaces by inode, each with what keeps it alive, and one path through which it can be opened."""
+
+    def __init__(self) -> None:
+        self.machine = procfs.ns_inode("self", "net")
+        self.spaces: dict[int, dict[str, Any]] = {}
+        self.opener: dict[int, str] = {}
+        if self.machine is not None:
+            self.entry(self.machine)
+            self.opener[self.machine] = procfs.ns_path("self", "net")
+
+    def entry(self, inode: int) -> dict[str, Any]:
+        if inode not in self.spaces:
+            self.spaces[inode] = {
+                "inode": inode,
+                "machine": inode == self.machine,
+                "names": [],
+                "labs": [],
+                "containers": [],
+                "bind_mounts": [],
+                "processes": [],
+                "interfaces": [],
+            }
+        return self.spaces[inode]
+
+    def _name(self, inode: int, name: str) -> None:
+        names = self.entry(inode)["names"]
+        if name not in names:
+            names.append(name)
+
+    def add_mounts(self) -> None:
+        for inode, point in nsfs_mounts():
+            parent, name = os.path.split(point)
+            if parent == paths.NETNS_DIR:
+                self._name(inode, name)
+            elif point not in self.entry(inode)["bind_mounts"]:
+                self.entry(inode)["bind_mounts"].append(point)
+            self.opener.setdefault(inode, point)
+
+    def add_named(self) -> None:
+        """Names under /run/netns, also those mountinfo lists under another path (mount propagation)."""
+        try:
+            names = sorted(os.listdir(paths.NETNS_DIR))
+        except OSError:
+            return
+        nsfs = os.stat(procfs.ns_path("self", "net")).st_dev
+        for name in names:
+            path = paths.netns_path(name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if st.st_dev != nsfs:
+                continue  # a stale name: nothing mounted on it
+            self._name(st.st_ino, name)
+            self.opener[st.st_ino] = path
+
+    def add_processes(self) -> None:
+        for pid, inode, command in _processes():
+            self.entry(inode)["processes"].append({"pid": pid, "command": command})
+            self.opener.setdefault(inode, procfs.ns_path(pid, "net"))
+
+    def add_labs(self) -> None:
+        for st in state.all_states():
+            for host in st.lab.hosts.values():
+                inode = _net_inode(paths.netns_path(host.namespace))
+                if inode is not None and inode in self.spaces:
+                    self.spaces[inode]["labs"].append(f"{st.lab.name}/{host.name}")
+
+    def add_containers(self) -> None:
+        from .targets import running_containers
+
+        for info in running_containers():
+            found = _container_namespace(info)
+            if found is not None:
+                inode, path = found
+                self.entry(inode)["containers"].append((info.get("Name") or "").lstrip("/") or info.get("Id", "")[:12])
+                self.opener.setdefault(inode, path)
+
+    def result(self) -> list[dict[str, Any]]:
+        interfaces = _read_interfaces(self.opener)
+        for inode, e in self.spaces.items():
+            e["interfaces"] = interfaces.get(inode) or []
+            e["names"].sort()
+        return sorted(self.spaces.values(), key=lambda e: (not e["machine"], not e["labs"], e["names"], e["inode"]))
 
 
 def list_namespaces(with_docker: bool = True) -> list[dict[str, Any]]:
@@ -191,79 +214,14 @@ def list_namespaces(with_docker: bool = True) -> list[dict[str, Any]]:
     ``containers`` (Docker names), ``bind_mounts`` (nsfs mount points other than /run/netns names),
     ``processes`` ([{pid, command}]), ``interfaces`` ([{name, index, up, addresses}]).
     """
-    machine = os.stat("/proc/self/ns/net").st_ino
-    nsfs = _nsfs_dev()
-    spaces: dict[int, dict[str, Any]] = {}
-    opener: dict[int, str] = {}
-
-    def entry(inode: int) -> dict[str, Any]:
-        if inode not in spaces:
-            spaces[inode] = {
-                "inode": inode,
-                "machine": inode == machine,
-                "names": [],
-                "labs": [],
-                "containers": [],
-                "bind_mounts": [],
-                "processes": [],
-                "interfaces": [],
-            }
-        return spaces[inode]
-
-    entry(machine)
-    opener[machine] = "/proc/self/ns/net"
-    for inode, point in nsfs_mounts():
-        e = entry(inode)
-        parent, name = os.path.split(point)
-        if parent == NETNS_DIR:
-            if name not in e["names"]:
-                e["names"].append(name)
-        elif point not in e["bind_mounts"]:
-            e["bind_mounts"].append(point)
-        opener.setdefault(inode, point)
-    # names under /run/netns seen even when mountinfo lists them under another path (mount propagation)
-    try:
-        names = sorted(os.listdir(NETNS_DIR))
-    except OSError:
-        names = []
-    for name in names:
-        path = os.path.join(NETNS_DIR, name)
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if st.st_dev != nsfs:
-            continue  # a stale name: nothing mounted on it
-        e = entry(st.st_ino)
-        if name not in e["names"]:
-            e["names"].append(name)
-        opener[st.st_ino] = path
-    for pid, inode, command in _processes():
-        entry(inode)["processes"].append({"pid": pid, "command": command})
-        opener.setdefault(inode, f"/proc/{pid}/ns/net")
-    for st in state.all_states():
-        for host in st.lab.hosts.values():
-            inode = _net_inode(os.path.join(NETNS_DIR, host.namespace))
-            if inode is not None and inode in spaces:
-                spaces[inode]["labs"].append(f"{st.lab.name}/{host.name}")
+    census = _Census()
+    census.add_mounts()
+    census.add_named()
+    census.add_processes()
+    census.add_labs()
     if with_docker:
-        from .targets import running_containers
-
-        for info in running_containers():
-            name = (info.get("Name") or "").lstrip("/") or info.get("Id", "")[:12]
-            pid = (info.get("State") or {}).get("Pid")
-            inode = _net_inode(f"/proc/{pid}/ns/net") if pid else None
-            if inode is None:
-                sandbox = (info.get("NetworkSettings") or {}).get("SandboxKey")
-                inode = _net_inode(sandbox) if sandbox else None
-            if inode is not None:
-                entry(inode)["containers"].append(name)
-                opener.setdefault(inode, f"/proc/{pid}/ns/net")
-    interfaces = _read_interfaces(opener)
-    for inode, e in spaces.items():
-        e["interfaces"] = interfaces.get(inode) or []
-        e["names"].sort()
-    return sorted(spaces.values(), key=lambda e: (not e["machine"], not e["labs"], e["names"], e["inode"]))
+        census.add_containers()
+    return census.result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +232,7 @@ def list_namespaces(with_docker: bool = True) -> list[dict[str, Any]]:
 def _check_name(name: str) -> str:
     if not name or "/" in name or name in (".", "..") or len(name) > 255:
         raise UserError(f"'{name}' is not a namespace name")
-    return os.path.join(NETNS_DIR, name)
+    return paths.netns_path(name)
 
 
 def attach(name: str, target: str) -> str:
