@@ -12,9 +12,11 @@ Two ways in:
 * :func:`run_in_target` (the API) never changes the caller: a short-lived thread unshares its filesystem
   context, enters the namespaces and spawns the command from there (children inherit the namespaces of the
   thread that forks them). No ``preexec_fn``, so CPython can use vfork; no ``ip`` binary to load.
+* :func:`enter` moves only the calling *thread* into a target's network namespace, and back (sockets).
 
-This module is on the ``nslab exec`` fast path: it imports only ``os``, ``errno`` and the ctypes wrappers at
-load time; ``subprocess``, ``threading`` and the target resolver are imported where they are used.
+This module is on the ``nslab exec`` fast path: it imports only ``os``, ``errno``, paths.py and the ctypes
+wrappers at load time; ``subprocess``, ``threading``, ``pwd``/``grp`` and the target resolver are imported where
+they are used.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from __future__ import annotations
 import errno
 import os
 
-from . import linux
+from . import linux, paths
 from .errors import KernelError, TargetError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast path)
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
     from .targets import Target
 
-NETNS_DIR = "/run/netns"
-ETC_NETNS_DIR = "/etc/netns"
+NETNS_DIR = paths.NETNS_DIR  # transitional: the committed lab.py still reads nsenter.NETNS_DIR (use paths)
 
 
 def _open_ns(path: str, what: str) -> int:
@@ -47,7 +49,7 @@ def _open_ns(path: str, what: str) -> int:
 
 def enter_host(namespace: str, uts_path: str | None = None) -> None:
     """Make the calling (single-threaded) process live in host ``namespace`` as ``ip netns exec`` does."""
-    net_fd = _open_ns(os.path.join(NETNS_DIR, namespace), f"namespace {namespace}")
+    net_fd = _open_ns(paths.netns_path(namespace), f"namespace {namespace}")
     try:
         uts_fd = _open_ns(uts_path, f"hostname namespace of {namespace}") if uts_path else None
     except TargetError:
@@ -70,7 +72,7 @@ def _etc_entries(name: str | None) -> list[str]:
     if not name:
         return []
     try:
-        return os.listdir(os.path.join(ETC_NETNS_DIR, name))
+        return os.listdir(paths.etc_netns_dir(name))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
@@ -88,7 +90,7 @@ def _private_mounts(namespace: str | None, etc_entries: Sequence[str]) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOENT, errno.EPERM):
             raise KernelError(f"cannot remount /sys: {exc.strerror}") from None
-    etc_dir = os.path.join(ETC_NETNS_DIR, namespace or "")
+    etc_dir = paths.etc_netns_dir(namespace or "")
     for entry in etc_entries:
         source = os.path.join(etc_dir, entry)
         target = os.path.join("/etc", entry)
@@ -300,8 +302,8 @@ def _fork_exec(argv: Sequence[str], env: Mapping[str, str], detach: bool) -> int
 
 
 def spawn_in_target(
-    target: Target, argv: Sequence[str], options: ExecOptions | None = None, **popen_kwargs: object
-) -> subprocess.Popen:
+    target: Target, argv: Sequence[str], options: ExecOptions | None = None, **popen_kwargs: Any
+) -> subprocess.Popen[Any]:
     """``subprocess.Popen`` inside a target, without touching the calling thread's namespaces.
 
     A new thread unshares its filesystem context (so it may get a mount namespace of its own), enters the
@@ -310,7 +312,6 @@ def spawn_in_target(
     the Popen. ``user`` and ``workdir`` are applied in the child by Popen (``user=``/``group=``/``cwd=``).
     """
     import subprocess
-    import threading
 
     options = options or ExecOptions()
     if options.detach:
@@ -319,31 +320,52 @@ def spawn_in_target(
         _load_user_modules()
     command = argv if isinstance(argv, str | bytes) else list(argv)  # a string with shell=True stays one
     given_env = popen_kwargs.pop("env", None)
-    env = dict(os.environ if given_env is None else given_env)  # type: ignore[call-overload]
-    env.update(options.env)
+    env = {**(os.environ if given_env is None else given_env), **options.env}
     if options.workdir:
         popen_kwargs["cwd"] = options.workdir
     fds = _open_target(target, options)  # errors surface here, in the caller's thread
-    outcome: list[object] = []
 
-    def inside() -> None:
+    def inside() -> subprocess.Popen[Any]:
+        _enter_from_thread(target, options, fds)
+        if options.user:  # names resolve against the target's /etc (mount_from)
+            uid, gid, groups, user_env = _user_ids(options.user)
+            popen_kwargs.update(user=uid, group=gid, extra_groups=groups)
+            env.update({k: v for k, v in user_env.items() if k not in options.env})
+        return subprocess.Popen(command, env=env, **popen_kwargs)
+
+    return _spawn_from_thread(inside, fds, f"nslab-enter {target.text}")
+
+
+def _enter_from_thread(target: Target, options: ExecOptions, fds: list[tuple[int, int, str]]) -> None:
+    """Enter the opened namespaces from a thread of its own; the rest of the process stays where it is."""
+    try:
+        linux.unshare(linux.CLONE_FS)  # this thread alone may now change mount namespace and root
+    except OSError as exc:
+        for fd, _, _ in fds:
+            os.close(fd)
+        raise KernelError(f"cannot enter {target.text}: {exc.strerror}") from None
+    _enter_opened(target, options, fds)
+
+
+def _spawn_from_thread(
+    spawn: Callable[[], subprocess.Popen[Any]], fds: list[tuple[int, int, str]], name: str
+) -> subprocess.Popen[Any]:
+    """Run ``spawn`` in a short-lived daemon thread and hand back its Popen, or raise what it raised.
+
+    Not :func:`nslab.linux.in_thread`: a Ctrl-C while the command starts must not leave it running unseen,
+    so the thread is waited for once more and what it started is killed before the interrupt goes on.
+    """
+    import threading
+
+    outcome: list[subprocess.Popen[Any] | BaseException] = []
+
+    def body() -> None:
         try:
-            try:
-                linux.unshare(linux.CLONE_FS)  # this thread alone may now change mount namespace and root
-            except OSError as exc:
-                for fd, _, _ in fds:
-                    os.close(fd)
-                raise KernelError(f"cannot enter {target.text}: {exc.strerror}") from None
-            _enter_opened(target, options, fds)
-            if options.user:  # names resolve against the target's /etc (mount_from)
-                uid, gid, groups, user_env = _user_ids(options.user)
-                popen_kwargs.update(user=uid, group=gid, extra_groups=groups)
-                env.update({k: v for k, v in user_env.items() if k not in options.env})
-            outcome.append(subprocess.Popen(command, env=env, **popen_kwargs))  # type: ignore[call-overload]
+            outcome.append(spawn())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
             outcome.append(exc)
 
-    thread = threading.Thread(target=inside, name=f"nslab-enter {target.text}", daemon=True)
+    thread = threading.Thread(target=body, name=name, daemon=True)
     try:
         thread.start()
     except BaseException:
@@ -354,14 +376,14 @@ def spawn_in_target(
         thread.join()
     except BaseException:  # Ctrl-C while the command starts: let it start, then do not leave it behind
         thread.join()
-        if outcome and isinstance(outcome[0], subprocess.Popen):
+        if outcome and not isinstance(outcome[0], BaseException):
             outcome[0].kill()
             outcome[0].wait()
         raise
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result  # Popen's own errors (e.g. FileNotFoundError) unchanged, as subprocess.run raises them
-    return result  # type: ignore[return-value]
+    return result
 
 
 def _load_user_modules() -> None:
@@ -380,8 +402,8 @@ def run_in_target(
     timeout: float | None = None,
     check: bool = False,
     capture_output: bool = False,
-    **popen_kwargs: object,
-) -> subprocess.CompletedProcess:
+    **popen_kwargs: Any,
+) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run`` in a target (the API form of ``nslab exec``; no ``detach``); same keywords."""
     import subprocess
 
@@ -416,8 +438,14 @@ class _Entered:
         self._home = -1
 
     def __enter__(self) -> Target:
+        from .drivers import procfs
+
         fd = self.target.open("net")
-        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._home = os.open(procfs.ns_path("thread-self", "net"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(fd)
+            raise
         try:
             linux.setns(fd, linux.CLONE_NEWNET)
         except OSError as exc:

@@ -10,41 +10,68 @@
 :meth:`Target.open` opens one of its namespace files and checks the kind with ``NS_GET_NSTYPE``, so a
 plain file or a namespace of the wrong kind is refused with one clear line. Nothing here changes anything.
 
-The Docker client is plain HTTP over the unix socket (``http.client``), imported only for ``container:``.
+The Docker client is plain HTTP over the unix socket (``http.client``), imported only for ``container:``;
+it replaces ``docker inspect -f '{{.State.Pid}}'``. Cheap to import (no ``typing``, ``json`` or
+``dataclasses`` at load time): ``nslab exec`` may resolve targets.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from . import linux, paths, state
+from .drivers import procfs
 from .errors import TargetError
 
-NETNS_DIR = "/run/netns"
-ETC_NETNS_DIR = "/etc/netns"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 KINDS = ("netns", "pid", "container", "path")
 USAGE = "[LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID or path:FILE"
 _NS_NAMES = {"net": "network", "uts": "hostname (UTS)", "mnt": "mount", "pid": "PID"}
 
 
-@dataclass(frozen=True)
 class Target:
-    """Where a target's namespaces are. ``pid`` is set when a process represents it (pid:, container:)."""
+    """Where a target's namespaces are. ``pid`` is set when a process represents it (pid:, container:).
 
-    text: str
-    label: str
-    net_path: str
-    pid: int | None = None
-    netns_name: str | None = None  # for /etc/netns/<name>/* (lab hosts and netns: targets)
-    uts_path: str | None = None  # a lab host's kept UTS namespace
-    lab: str | None = None
-    host: str | None = None
-    container: str | None = None
+    ``netns_name``: for /etc/netns/<name>/* (lab hosts and netns: targets); ``uts_path``: a lab host's kept
+    UTS namespace; ``lab``/``host``/``container``: what it is, for messages. (A plain class, not a
+    dataclass: importing dataclasses costs ``nslab exec`` milliseconds.)
+    """
+
+    __slots__ = ("text", "label", "net_path", "pid", "netns_name", "uts_path", "lab", "host", "container")
+
+    def __init__(
+        self,
+        text: str,
+        label: str,
+        net_path: str,
+        pid: int | None = None,
+        netns_name: str | None = None,
+        uts_path: str | None = None,
+        lab: str | None = None,
+        host: str | None = None,
+        container: str | None = None,
+    ) -> None:
+        self.text, self.label, self.net_path, self.pid = text, label, net_path, pid
+        self.netns_name, self.uts_path = netns_name, uts_path
+        self.lab, self.host, self.container = lab, host, container
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = zip(self.__slots__, self._key(), strict=True)
+        return "Target(" + ", ".join(f"{name}={value!r}" for name, value in fields if value is not None) + ")"
 
     def ns_path(self, kind: str) -> str:
         if kind == "net":
@@ -57,7 +84,7 @@ class Target:
                 f"{self.text}: has no {what} namespace nslab can find (only a network namespace); "
                 f"use a pid: or container: target for it"
             )
-        return f"/proc/{self.pid}/ns/{kind}"
+        return procfs.ns_path(self.pid, kind)
 
     def open(self, kind: str = "net") -> int:
         """Open one namespace file of the target (O_RDONLY, never creating), checking it is one."""
@@ -68,7 +95,7 @@ def open_ns_file(path: str, kind: str, text: str) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        if path.startswith("/proc/"):
+        if path.startswith(procfs.PROC + "/"):
             raise TargetError(f"{text}: the process has exited") from None
         raise TargetError(f"{text}: {path} does not exist") from None
     except OSError as exc:
@@ -104,7 +131,7 @@ def resolve(text: str) -> Target:
     if kind == "netns":
         if "/" in rest or rest in (".", ".."):
             raise TargetError(f"{text}: not a namespace name")
-        path = os.path.join(NETNS_DIR, rest)
+        path = paths.netns_path(rest)
         if not os.path.exists(path):
             raise TargetError(f"{text}: no named network namespace '{rest}' (see 'ip netns list')")
         return Target(text, f"netns {rest}", path, netns_name=rest)
@@ -112,14 +139,14 @@ def resolve(text: str) -> Target:
         if not rest.isdigit() or int(rest) <= 0:
             raise TargetError(f"{text}: '{rest}' is not a process id")
         pid = int(rest)
-        if not os.path.exists(f"/proc/{pid}"):
+        if not procfs.exists(pid):
             raise TargetError(f"{text}: no process with pid {pid}")
-        return Target(text, f"pid {pid}", f"/proc/{pid}/ns/net", pid=pid)
+        return Target(text, f"pid {pid}", procfs.ns_path(pid, "net"), pid=pid)
     if kind == "container":
         info = container(rest)
         pid = info["State"]["Pid"]
         name = info.get("Name", "").lstrip("/") or rest
-        return Target(text, f"container {name}", f"/proc/{pid}/ns/net", pid=pid, container=name)
+        return Target(text, f"container {name}", procfs.ns_path(pid, "net"), pid=pid, container=name)
     # path:
     path = os.path.abspath(rest)
     if not os.path.exists(path):
@@ -137,7 +164,7 @@ def _lab_host(text: str) -> Target:
         return Target(
             text,
             f"{lab_name}/{host}",
-            os.path.join(NETNS_DIR, namespace),
+            paths.netns_path(namespace),
             netns_name=namespace,
             uts_path=paths.uts_path(lab_name, host),
             lab=lab_name,
@@ -164,7 +191,7 @@ def _lab_host(text: str) -> Target:
     return Target(
         text,
         f"{lab_name}/{host}",
-        os.path.join(NETNS_DIR, namespace),
+        paths.netns_path(namespace),
         netns_name=namespace,
         uts_path=uts if os.path.exists(uts) else None,
         lab=lab_name,
@@ -191,6 +218,7 @@ class DockerUnavailable(TargetError):
 def docker_get(path: str, timeout: float = 5.0) -> tuple[int, Any]:
     """GET ``path`` from the Docker API; (status, decoded JSON). Raises DockerUnavailable."""
     import http.client
+    import json
     import socket
 
     sock_path = docker_socket()

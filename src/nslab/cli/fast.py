@@ -77,10 +77,10 @@ def _exec(text: str, rest: list[str]) -> int | None:
 
 
 def _netns(text: str) -> tuple[str, None] | None:
-    name = text[len("netns:") :]
-    from ..nsenter import NETNS_DIR  # imported anyway to enter it
+    from .. import paths
 
-    if not name or "/" in name or name in (".", "..") or not os.path.exists(os.path.join(NETNS_DIR, name)):
+    name = text[len("netns:") :]
+    if not name or "/" in name or name in (".", "..") or not os.path.exists(paths.netns_path(name)):
         return None
     return name, None
 
