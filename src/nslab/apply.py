@@ -1,168 +1,82 @@
-"""Carry out a :class:`~nslab.plan.Plan` through a kernel driver, with an undo journal.
+"""Carry out a :class:`~nslab.plan.Plan` with one undo journal: nothing is half-done.
 
-This module owns "nothing is half-done": every action that creates something pushes its inverse on a
-journal; if a later action fails, the journal runs backwards and the error says what failed and what was
-rolled back. It also tracks which recorded objects still exist, so the state written after a failure
-describes the kernel truthfully and ``down`` can still remove everything.
-
-The driver is anything with the surface of :class:`nslab.drivers.netlink.NetlinkKernel`
-(:class:`nslab.drivers.fake.FakeKernel` in unit tests).
+Each action's ``apply`` returns its inverse; the inverses are kept in order. If an action fails — or the run is
+interrupted — the journal runs backwards, so the machine returns to where this run found it (the previous lab
+keeps working after a failed converge; a fresh lab leaves nothing), and the error says what failed and what was
+rolled back. ``teardown`` runs a ``down`` plan, going on past failures and returning all of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import KernelError, NslabError
-from .model import Lab
-from .plan import (
-    AddBridges,
-    AddHosts,
-    AddLinks,
-    Plan,
-    RemoveBridges,
-    RemoveHosts,
-    RemoveLinks,
-    RemoveStaleLinks,
-)
+
+if TYPE_CHECKING:
+    from .drivers import Drivers
+    from .plan import Action, Plan
+
+ProgressCallback = Callable[[int, int, str], None]
 
 
-@dataclass
-class Progress:
-    """Receives (done, total, what) as actions complete; the CLI draws a bar from it."""
+class ApplyError(KernelError):
+    """Applying a plan failed and was rolled back; ``rollback_failures`` lists what could not be undone."""
 
-    callback: Callable[[int, int, str], None] | None = None
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if self.callback:
-            self.callback(done, total, what)
+    def __init__(self, message: str, rollback_failures: list[str]) -> None:
+        super().__init__(message)
+        self.rollback_failures = rollback_failures
 
 
-@dataclass
-class Outcome:
-    """What exists after apply: the lab as far as it was built (``current``)."""
-
-    current: Lab
-    undo_failures: list[str] = field(default_factory=list)
-
-
-def _without(lab: Lab, namespaces: set[str] = frozenset(), bridges: set[str] = frozenset()) -> Lab:
-    return replace(
-        lab,
-        hosts={k: h for k, h in lab.hosts.items() if h.namespace not in namespaces},
-        networks={k: n for k, n in lab.networks.items() if n.bridge not in bridges},
-        links=tuple(
-            lk
-            for lk in lab.links
-            if lab.hosts.get(lk.a) and lab.hosts[lk.a].namespace not in namespaces
-            and lab.hosts.get(lk.b) and lab.hosts[lk.b].namespace not in namespaces
-        ),
-    )
-
-
-def apply_up(plan: Plan, desired: Lab, recorded: Lab | None, kernel: Any, progress: Progress | None = None) -> Lab:
-    """Apply ``plan``; return ``desired`` on success. On failure roll back and raise with the kernel truth.
-
-    The raised error has ``.current``: the lab as it exists after the rollback (for the state file).
-    """
-    progress = progress or Progress()
-    current = recorded or replace(desired, networks={}, hosts={}, links=())
-    journal: list[tuple[str, Callable[[], list[str]]]] = []
+def apply(plan: Plan, drivers: Drivers, progress: ProgressCallback | None = None) -> None:
+    """Apply every action in order; on any failure undo what this run did, then raise :class:`ApplyError`
+    (:class:`KeyboardInterrupt` and other non-nslab errors are re-raised after the rollback)."""
+    journal: list[Action] = []
     total = len(plan.actions)
     try:
         for done, action in enumerate(plan.actions):
-            progress(done, total, action.summary())
-            if isinstance(action, RemoveHosts):
-                _raise_on(kernel.remove_namespaces(list(action.namespaces)))
-                current = _without(current, namespaces=set(action.namespaces))
-            elif isinstance(action, RemoveLinks):
-                _raise_on(kernel.remove_link_ends(list(action.ends)))
-            elif isinstance(action, RemoveBridges):
-                _raise_on(kernel.remove_links(list(action.bridges)))
-                current = _without(current, bridges=set(action.bridges))
-            elif isinstance(action, RemoveStaleLinks):
-                _raise_on(kernel.clear_stale_links(list(action.names)))
-            elif isinstance(action, AddBridges):
-                kernel.add_bridges(desired, list(action.networks))
-                names = [n.bridge for n in action.networks]
-                journal.append((f"{len(names)} bridge(s)", lambda names=names: kernel.remove_links(names)))
-            elif isinstance(action, AddHosts):
-                kernel.add_hosts(desired, list(action.hosts))
-                names = [h.namespace for h in action.hosts]
-                journal.append(
-                    (f"{len(names)} namespace(s)", lambda names=names: kernel.remove_namespaces(names))
-                )
-            elif isinstance(action, AddLinks):
-                kernel.add_links(desired, list(action.links))
-                ends = [(desired.hosts[lk.a].namespace, lk.a_ifname) for lk in action.links]
-                journal.append((f"{len(ends)} link(s)", lambda ends=ends: kernel.remove_link_ends(ends)))
-            else:  # pragma: no cover - a new action type without an executor is a bug
-                raise TypeError(f"no executor for {action!r}")
-        progress(total, total, "done")
-        return desired
+            if progress is not None:
+                progress(done, total, action.summary())
+            inverse = action.apply(drivers)
+            if inverse is not None:
+                journal.append(inverse)
+        if progress is not None:
+            progress(total, total, "done")
     except BaseException as exc:
-        undo_failures: list[str] = []
-        undone: list[str] = []
-        for what, undo in reversed(journal):
-            try:
-                undo_failures += undo()
-                undone.append(what)
-            except NslabError as undo_exc:
-                undo_failures.append(str(undo_exc))
+        undone, failures = rollback(journal, drivers)
         if isinstance(exc, NslabError):
             detail = str(exc)
         elif isinstance(exc, OSError):
-            detail = f"{exc.strerror or exc}"
+            detail = exc.strerror or str(exc)
         else:
             raise
         message = f"applying the lab failed: {detail}"
         if undone:
             message += f" (rolled back: {', '.join(undone)})"
-        if undo_failures:
-            message += f"; rollback problems: {'; '.join(undo_failures)}"
-        error = KernelError(message)
-        error.current = current  # type: ignore[attr-defined]
-        raise error from exc
+        if failures:
+            message += f"; rollback problems: {'; '.join(failures)}"
+        raise ApplyError(message, failures) from exc
 
 
-def apply_down(
-    plan: Plan,
-    kernel: Any,
-    before: Callable[[], list[str]] | None = None,
-    after: Callable[[], list[str]] | None = None,
-) -> list[str]:
-    """Remove everything in ``plan``, going on past failures; return all failures.
-
-    ``before`` runs while the namespaces and bridges still exist (it stops services), ``after`` once the
-    namespaces are gone. Bridges are then removed in the background (``kernel.remove_links_later``): the
-    kernel detaches their ports one by one (~70 ms for 300 hosts), which overlaps everything after.
-    Namespaces are only unpinned, as by ``ip netns del``: the kernel dismantles them and their veths
-    asynchronously (``up`` copes with veths that have not disappeared yet, see plan.RemoveStaleLinks).
-    """
+def rollback(journal: list[Action], drivers: Drivers) -> tuple[list[str], list[str]]:
+    """Apply the inverses newest first; return (what was undone, what failed)."""
+    undone: list[str] = []
     failures: list[str] = []
-    bridges = [b for a in plan.actions if isinstance(a, RemoveBridges) for b in a.bridges]
-    if before is not None:
-        failures += before()  # services stop while their network still works (their shutdown may need it)
-    wait = kernel.remove_links_later(bridges) if bridges else None
-    try:
-        for action in plan.actions:
-            try:
-                if isinstance(action, RemoveHosts):
-                    failures += kernel.remove_namespaces(list(action.namespaces))
-                elif isinstance(action, RemoveLinks):
-                    failures += kernel.remove_link_ends(list(action.ends))
-            except NslabError as exc:
-                failures.append(str(exc))
-        if after is not None:
-            failures += after()
-    finally:
-        if wait is not None:
-            failures += wait()
+    for inverse in reversed(journal):
+        try:
+            inverse.apply(drivers)
+            undone.append(inverse.summary())
+        except (NslabError, OSError) as exc:
+            failures.append(f"{inverse.summary()}: {exc}")
+    return undone, failures
+
+
+def teardown(plan: Plan, drivers: Drivers) -> list[str]:
+    """Run a ``down`` plan: every action, whatever failed before it; return every failure."""
+    failures: list[str] = []
+    for action in plan.actions:
+        try:
+            failures += action.teardown(drivers)
+        except OSError as exc:
+            failures.append(f"{action.summary()}: {exc.strerror or exc}")
     return failures
-
-
-def _raise_on(failures: list[str]) -> None:
-    if failures:
-        raise KernelError("; ".join(failures))

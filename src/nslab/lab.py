@@ -1,8 +1,14 @@
 """The typed Python API of a lab: load, up, down, status, exec. The CLI is a thin layer over this.
 
-Owns the order of one operation: lock -> read state -> observe the machine -> resolve -> plan -> apply ->
-write state. Nothing here talks to the kernel directly; pyroute2 is imported only when a method needs the
-kernel (``exec`` never does).
+Owns the order of one operation, the same for every change:
+
+    up:   lock -> read state -> resolve (validate everything) -> observe -> plan (features' ``before``, wiring,
+          features' ``after``) -> apply with one undo journal -> save state
+    down: lock -> read state + ownership marks -> plan the teardown the same way -> run it past failures ->
+          forget the state
+
+Nothing here talks to the kernel: everything goes through the :class:`~nslab.drivers.Drivers` bundle, which
+unit tests replace with fakes (``drivers.fake.fake_drivers()``).
 
     >>> with Lab.load("nslab.yaml") as lab:          # up on enter, down on exit
     ...     print(lab.exec("web1", ["ip", "-br", "addr"], capture_output=True).stdout)
@@ -13,21 +19,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import nsenter, state
-from .errors import ConflictError, KernelError, NslabError, ResolveError, TargetError, TeardownError
-from .features import features
-from .model import OWNER_PREFIX, Occupied
+from . import features, nsenter, paths, state
+from .apply import apply, teardown
+from .drivers import Drivers
+from .errors import ConflictError, NslabError, ResolveError, TargetError, TeardownError
 from .model import Lab as ResolvedLab
-from .plan import AddHosts, Observed, Plan, RemoveHosts, plan_down, plan_up
+from .model import Occupied
+from .naming import parse_owner
+from .plan import Action, Plan
+from .wiring import AddBridges, AddHosts, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
     from . import spec
     from .targets import Target
+
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -35,83 +46,103 @@ class UpResult:
     lab: ResolvedLab
     plan: Plan
     applied: bool
-    extra_commands: list[str] = dataclasses.field(default_factory=list)
 
     def commands(self) -> list[str]:
         """The whole change as commands a person would type (``up --dry-run``)."""
-        return self.plan.commands() + self.extra_commands
-
-
-def _kernel() -> Any:
-    from .drivers.netlink import NetlinkKernel
-    from .linux import require_root
-
-    require_root()
-    return NetlinkKernel()
+        return self.plan.commands()
 
 
 class Lab:
-    """A lab file, loaded and validated (nothing on the machine changes until :meth:`up`)."""
+    """A lab file, loaded and validated (nothing on the machine changes until :meth:`up`).
 
-    def __init__(self, lab_spec: spec.LabSpec, source: spec.SourceMap | None = None, path: str = ""):
+    ``drivers``: the kernel boundaries to work through (default: the real ones, made on first use).
+    """
+
+    def __init__(
+        self,
+        lab_spec: spec.LabSpec,
+        source: spec.SourceMap | None = None,
+        path: str = "",
+        drivers: Drivers | None = None,
+    ) -> None:
         from . import spec
 
         self.spec = lab_spec
         self.source_map = source or spec.SourceMap()
         self.path = path
+        self.display_path = path
+        self.drivers = drivers
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Lab:
+    def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None) -> Lab:
         from . import spec
 
-        absolute = str(Path(path).resolve())
         lab_spec, source = spec.load(path)
-        lab = cls(lab_spec, source, absolute)
-        lab._display_path = str(path)
+        lab = cls(lab_spec, source, str(Path(path).resolve()), drivers)
+        lab.display_path = str(path)
         return lab
 
     @classmethod
-    def from_text(cls, text: str, path: str = "") -> Lab:
+    def from_text(cls, text: str, path: str = "", drivers: Drivers | None = None) -> Lab:
         from . import spec
 
         lab_spec, source = spec.parse(text, path or "<string>")
-        return cls(lab_spec, source, str(Path(path).resolve()) if path else "")
+        return cls(lab_spec, source, str(Path(path).resolve()) if path else "", drivers)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def _file_label(self) -> str:
-        return getattr(self, "_display_path", self.path)
-
     # ------------------------------------------------------------------------------------------
-    def resolve(self, kernel: Any | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
-        """Resolve against the machine (its routes/addresses and the other labs), without changing it."""
+    def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
+        """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
+        without changing anything; every problem is raised at once (ResolveError)."""
         from .resolve import resolve
 
-        occupied: list[Occupied] = []
-        if kernel is not None:
-            occupied += [Occupied(net, who) for net, who in kernel.machine_networks()]
-        others = [s for s in (state.LabState.load(n) for n in state.lab_names() if n != self.name) if s is not None]
+        others = _other_labs(self.name)
+        occupied = [Occupied(net, who) for net, who in drivers.kernel.machine_networks()] if drivers else []
         for other in others:
-            for n in other.lab.networks.values():
-                occupied.append(Occupied(n.subnet, f"network '{n.name}' of lab '{other.lab.name}'"))
-            for lk in other.lab.links:
-                occupied.append(Occupied(lk.subnet, f"a link of lab '{other.lab.name}'"))
+            occupied += [Occupied(n.subnet, f"network '{n.name}' of lab '{other.lab.name}'")
+                         for n in other.lab.networks.values()]
+            occupied += [Occupied(lk.subnet, f"a link of lab '{other.lab.name}'") for lk in other.lab.links]
         previous = recorded.lab.allocations() if recorded else None
-        resolved = resolve(self.spec, self.source_map, self._file_label(), occupied, previous)
+        resolved = resolve(self.spec, self.source_map, self.display_path, occupied, previous)
         resolved = dataclasses.replace(resolved, source=self.path)
-        problems = [p for f in features() for p in f.validate(resolved, self.source_map, self._file_label(), others)]
+        ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
+        problems = [p for module in features.modules() for p in module.validate(ctx)]
         if problems:
             raise ResolveError(problems)
         return resolved
 
-    def up(self, dry_run: bool = False, progress: Any = None) -> UpResult:
-        """Bring the lab up, or converge it to the file if it is up already. Idempotent."""
-        from .apply import Progress, apply_up
+    def plan(self, drivers: Drivers, recorded: state.LabState | None) -> tuple[ResolvedLab, Plan, dict[str, Any]]:
+        """The desired lab, the plan that brings the machine there, and the records to keep once it is applied."""
+        desired = self.resolve(drivers, recorded)
+        wiring = plan_up(desired, recorded.lab if recorded else None, observe(drivers, self.name))
+        ctx = features.UpContext(
+            lab=desired,
+            recorded=recorded.lab if recorded else None,
+            record=None,
+            others=_other_labs(self.name),
+            recreated=frozenset(h.name for a in wiring.of_type(AddHosts) for h in a.hosts),
+            new_bridges=frozenset(n.bridge for a in wiring.of_type(AddBridges) for n in a.networks),
+            drivers=drivers,
+        )
+        before: list[Action] = []
+        after: list[Action] = []
+        records: dict[str, Any] = {}
+        for module in features.modules():
+            ctx.record = recorded.extra.get(module.KEY) if recorded else None
+            feature_plan = module.plan_up(ctx)
+            before += feature_plan.before
+            after += feature_plan.after
+            records[module.KEY] = feature_plan.record
+        return desired, Plan(before) + wiring + Plan(after), records
 
-        kernel = _kernel()
+    def up(self, dry_run: bool = False, progress: Progress | None = None) -> UpResult:
+        """Bring the lab up, or converge it to the file if it is up already. Idempotent. If anything fails,
+        everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing."""
+        drivers = self.drivers or Drivers.live()
         try:
             with state.machine_lock():
                 recorded = state.LabState.load(self.name)
@@ -120,60 +151,30 @@ class Lab:
                         f"lab name '{self.name}' is already used by {recorded.lab.source}; "
                         f"rename this lab or run 'nslab down {self.name}' first"
                     )
-                desired = self.resolve(kernel, recorded)
-                owned = kernel.owned_links()
-                host_mark = f"{OWNER_PREFIX}{self.name}:host:"
-                observed = Observed(
-                    namespaces=kernel.named_namespaces(),
-                    bridges=frozenset(lk.name for lk in owned if lk.kind == "bridge"),
-                    host_veths=frozenset(lk.name for lk in owned if lk.alias.startswith(host_mark)),
-                )
-                plan = plan_up(desired, recorded.lab if recorded else None, observed)
-                extra = dict(recorded.extra) if recorded else {}
+                desired, plan, records = self.plan(drivers, recorded)
                 if dry_run:
-                    feature_commands = [c for f in features() for c in f.commands(desired, extra.get(f.KEY))]
-                    return UpResult(desired, plan, applied=False, extra_commands=feature_commands)
+                    return UpResult(desired, plan, applied=False)
                 try:
-                    apply_up(plan, desired, recorded.lab if recorded else None, kernel, Progress(progress))
-                except KernelError as exc:
-                    current = getattr(exc, "current", None)
-                    if current is not None and (current.hosts or current.networks):
-                        state.LabState(current, extra).save()
-                    elif recorded is None:
+                    apply(plan, drivers, progress)
+                except BaseException:
+                    if recorded is None:  # the lab's own directory (hostname tmpfs, logs) goes too
+                        drivers.uts.drop_dir(paths.uts_dir(self.name))
                         state.remove(self.name)
                     raise
-                # Save the wiring first: if a feature fails below, `down` still knows every namespace.
-                state.LabState(desired, extra).save()
-                recreated = {h.name for a in plan.actions if isinstance(a, AddHosts) for h in a.hosts}
-                try:
-                    try:
-                        for feature in features():
-                            extra[feature.KEY] = feature.up(desired, extra.get(feature.KEY), recreated)
-                    finally:  # once, with what every feature that got through recorded (a big lab's state is long)
-                        state.LabState(desired, extra).save()
-                except NslabError:
-                    if recorded is None:  # a fresh lab that cannot come up whole does not stay half-up
-                        try:
-                            down(self.name)
-                        except NslabError:
-                            pass
-                    raise
-                return UpResult(desired, plan, applied=bool(plan) or extra != (recorded.extra if recorded else {}))
+                saved = {key: record.to_json() for key, record in records.items()}
+                state.LabState(desired, saved).save()
+                return UpResult(desired, plan, applied=plan.changes())
         finally:
-            kernel.close()
+            if self.drivers is None:
+                drivers.close()
 
     def down(self) -> None:
-        down(self.name)
+        down(self.name, self.drivers)
 
     def status(self) -> dict[str, Any]:
-        return status(self.name)
+        return status(self.name, self.drivers)
 
-    def exec(
-        self,
-        host: str,
-        argv: Sequence[str],
-        **kwargs: Any,
-    ) -> subprocess.CompletedProcess:
+    def exec(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         """Run ``argv`` inside ``host`` (``subprocess.run`` keywords pass through); returns its result.
 
         The host's network, hostname and /etc/netns files apply, as with ``nslab exec``; this process stays
@@ -194,93 +195,106 @@ class Lab:
         self.down()
 
 
+def observe(drivers: Drivers, lab: str) -> Observed:
+    """The wiring that exists: named namespaces, nslab's bridges, this lab's host veths."""
+    owned = drivers.kernel.owned_links()
+    host_veths = []
+    for link in owned:
+        owner = parse_owner(link.alias)
+        if owner is not None and owner.lab == lab and owner.kind == "host":
+            host_veths.append(link.name)
+    return Observed(
+        namespaces=drivers.kernel.named_namespaces(),
+        bridges=frozenset(lk.name for lk in owned if lk.kind == "bridge"),
+        host_veths=frozenset(host_veths),
+    )
+
+
+def _other_labs(name: str) -> list[state.LabState]:
+    return [s for s in (state.LabState.load(n) for n in state.lab_names() if n != name) if s is not None]
+
+
 # ----------------------------------------------------------------------------------------------
 # Operations by lab name (they work from recorded state, without the lab file)
 # ----------------------------------------------------------------------------------------------
 
 
-def down(name: str) -> bool:
+@dataclass
+class _Marked:
+    """What the kernel shows of a lab by its ownership marks."""
+
+    bridges: set[str] = dataclasses.field(default_factory=set)
+    namespaces: set[str] = dataclasses.field(default_factory=set)  # named, with a marked host veth
+    orphans: list[str] = dataclasses.field(default_factory=list)  # host veths whose namespace lost its name
+
+    def __bool__(self) -> bool:
+        return bool(self.bridges or self.namespaces or self.orphans)
+
+
+def _marked(drivers: Drivers, name: str) -> _Marked:
+    from .naming import namespace_name
+
+    found = _Marked()
+    veths: dict[str, list[str]] = {}
+    for link in drivers.kernel.owned_links():
+        owner = parse_owner(link.alias)
+        if owner is None or owner.lab != name:
+            continue
+        if owner.kind == "net" and link.kind == "bridge":
+            found.bridges.add(link.name)
+        elif owner.kind == "host":
+            veths.setdefault(namespace_name(name, owner.name), []).append(link.name)
+    named = drivers.kernel.named_namespaces()
+    found.namespaces = set(veths) & named
+    found.orphans = [v for ns, vs in veths.items() if ns not in named for v in vs]
+    return found
+
+
+def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, marked: _Marked) -> Plan:
+    """Everything lab ``name`` made: features' ``before`` (services first), the wiring, features' ``after``."""
+    lab = recorded.lab if recorded else None
+    base = lab or ResolvedLab(name=name, source="", networks={}, hosts={})
+    wiring = plan_down(base, marked.namespaces, marked.bridges) if (lab or marked) else Plan()
+    namespaces = sorted({h.namespace for h in base.hosts.values()} | marked.namespaces)
+    before: list[Action] = []
+    after: list[Action] = []
+    others = _other_labs(name)
+    for module in reversed(features.modules()):
+        record = recorded.extra.get(module.KEY) if recorded else None
+        feature_plan = module.plan_down(features.DownContext(name, lab, record, others, namespaces, drivers))
+        before += feature_plan.before
+        after = feature_plan.after + after
+    return Plan(before) + wiring + Plan(after)
+
+
+def down(name: str, drivers: Drivers | None = None) -> bool:
     """Remove everything lab ``name`` made, also objects found only by their ownership marks.
 
     Goes on past failures and raises TeardownError listing all of them. Returns False if there was
     nothing to remove. Idempotent.
     """
-    from .apply import apply_down
-
-    kernel = _kernel()
+    own = drivers is None
+    drivers = drivers or Drivers.live()
     try:
         with state.machine_lock():
             recorded = state.LabState.load(name)
-            prefix = f"{OWNER_PREFIX}{name}:"
-            marked_bridges, marked_namespaces = set(), set()
-            host_veths: dict[str, list[str]] = {}
-            for lk in kernel.owned_links():
-                if not lk.alias.startswith(prefix):
-                    continue
-                parts = lk.alias[len(prefix) :].split(":")
-                if parts[0] == "net" and lk.kind == "bridge":
-                    marked_bridges.add(lk.name)
-                elif parts[0] == "host" and len(parts) >= 2:
-                    host_veths.setdefault(f"{name}-{parts[1]}", []).append(lk.name)
-            named = kernel.named_namespaces()
-            marked_namespaces = set(host_veths) & named
-            # Without state (gc): veths whose namespace lost its name but lives on (a process still in it,
-            # after `ip netns del`) will not go by themselves (dying ones are waited for, not deleted one by one).
-            # With state they can only be dying: leave them.
-            orphans = [] if recorded else [v for ns, vs in host_veths.items() if ns not in named for v in vs]
-            if orphans:
-                failures = kernel.clear_stale_links(orphans)
+            marked = _marked(drivers, name)
+            # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after
+            # `ip netns del`) will not go by themselves. With state they can only be dying: leave them.
+            if marked.orphans and recorded is None:
+                failures = drivers.kernel.clear_stale_links(marked.orphans)
                 if failures:
                     raise TeardownError(failures)
-            if recorded is None and not marked_bridges and not marked_namespaces and not orphans:
-                # Features may still hold something (e.g. a firewall chain) after a crash: let them look.
-                leftovers = [x for f in features() for x in f.down(name, None, None)]
-                if leftovers:
-                    raise TeardownError(leftovers)
-                return False
-            base = recorded.lab if recorded else ResolvedLab(name=name, source="", networks={}, hosts={})
-            extra = recorded.extra if recorded else {}
-            lab = recorded.lab if recorded else None
-            def features_down(before_namespaces: bool) -> list[str]:
-                return [
-                    failure
-                    for f in features()
-                    if f.BEFORE_NAMESPACES == before_namespaces
-                    for failure in f.down(name, extra.get(f.KEY), lab)
-                ]
-
-            plan = plan_down(base, marked_namespaces, marked_bridges)
-            doomed = [ns for a in plan.actions if isinstance(a, RemoveHosts) for ns in a.namespaces]
-
-            def before_namespaces() -> list[str]:
-                return features_down(True) + _stop_processes_inside(doomed)
-
-            failures = apply_down(plan, kernel, before=before_namespaces, after=lambda: features_down(False))
+            failures = teardown(plan_teardown(name, drivers, recorded, marked), drivers)
             if failures:
                 raise TeardownError(failures)
+            if recorded is None and not marked:
+                return False
             state.remove(name)
             return True
     finally:
-        kernel.close()
-
-
-def _stop_processes_inside(namespaces: list[str]) -> list[str]:
-    """What still runs in the lab's hosts after its services stopped (``nslab exec -d``, a shell, the
-    children of an interrupted ``nslab run``) is stopped like a container's processes: SIGTERM, then SIGKILL.
-    Otherwise it would keep the namespace, and with it the host's veth, alive after ``down``."""
-    from .drivers import process
-
-    inodes = set()
-    for namespace in namespaces:
-        try:
-            inodes.add(os.stat(os.path.join(nsenter.NETNS_DIR, namespace)).st_ino)
-        except OSError:
-            continue
-    tracker = process.NamespaceTracker(inodes)
-    if not tracker.members():
-        return []
-    survivors = process.stop_trees([tracker])
-    return [f"processes still running inside the lab: {process.describe(p)}" for t in survivors for p in t.members()]
+        if own:
+            drivers.close()
 
 
 def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
@@ -303,7 +317,7 @@ def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
     return owners[0], host
 
 
-def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run`` inside ``host`` of lab ``lab`` (network, hostname, /etc/netns files); the caller's
     own namespaces never change (see :func:`nslab.nsenter.spawn_in_target`)."""
     from .targets import resolve
@@ -311,98 +325,20 @@ def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subpro
     return nsenter.run_in_target(resolve(f"{lab}/{host}"), argv, **kwargs)
 
 
-def status(name: str | None = None) -> dict[str, Any]:
+def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str, Any]:
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
-    from .drivers import netlink
+    from .status import lab_status
 
     states = [state.LabState.load(name)] if name else state.all_states()
     if name and states[0] is None:
         raise TargetError(f"no lab '{name}' is up")
-    root = netlink.root_socket()
+    own = drivers is None
+    drivers = drivers or Drivers.live()
     try:
-        machine_links = {lk.name: lk for lk in netlink.links(root)}
+        return {"version": 1, "labs": [lab_status(st, drivers) for st in states if st is not None]}
     finally:
-        root.close()
-    labs = []
-    for st in states:
-        assert st is not None
-        lab = st.lab
-        networks = [
-            {
-                "name": n.name,
-                "bridge": n.bridge,
-                "subnet": str(n.subnet),
-                "gateway": str(n.gateway.ip),
-                "internal": n.internal,
-                "present": n.bridge in machine_links,
-            }
-            for n in lab.networks.values()
-        ]
-        hosts = []
-        for h in lab.hosts.values():
-            entry: dict[str, Any] = {
-                "name": h.name,
-                "namespace": h.namespace,
-                "hostname": h.hostname,
-                "present": False,
-                "interfaces": [],
-                "routes": [],
-            }
-            try:
-                ns = netlink.open_namespace(h.namespace)
-            except NslabError:
-                hosts.append(entry)
-                continue
-            try:
-                entry["present"] = True
-                wanted = {i.name: i for i in h.interfaces}
-                for lk in netlink.links(ns.sock):
-                    if lk.name == "lo":
-                        continue
-                    iface = wanted.get(lk.name)
-                    entry["interfaces"].append(
-                        {
-                            "name": lk.name,
-                            "up": lk.up,
-                            "addresses": [str(a) for a in lk.addresses if a.version == 4],
-                            "network": iface.network if iface else None,
-                            "link_peer": _link_peer(lab, h.name, iface.link)
-                            if iface and iface.link is not None
-                            else None,
-                        }
-                    )
-                entry["routes"] = [
-                    {
-                        "destination": "default" if r.destination.prefixlen == 0 else str(r.destination),
-                        "gateway": r.gateway,
-                        "device": r.device,
-                    }
-                    for r in netlink.routes(ns.sock)
-                ]
-            finally:
-                ns.close()
-            hosts.append(entry)
-        labs.append(
-            {
-                "name": lab.name,
-                "source": lab.source,
-                "networks": networks,
-                "hosts": hosts,
-                **{f.KEY: f.status(lab, st.extra.get(f.KEY)) for f in features()},
-                "links": [
-                    {
-                        "endpoints": [lk.a, lk.b],
-                        "interfaces": [lk.a_ifname, lk.b_ifname],
-                        "subnet": str(lk.subnet),
-                        "addresses": [str(lk.a_address), str(lk.b_address)],
-                    }
-                    for lk in lab.links
-                ],
-            }
-        )
-    return {"version": 1, "labs": labs}
+        if own:
+            drivers.close()
 
 
-def _link_peer(lab: ResolvedLab, host: str, index: int) -> str:
-    lk = lab.links[index]
-    return lk.b if lk.a == host else lk.a
+__all__ = ["Lab", "UpResult", "down", "exec_host", "find_host", "status", "NslabError"]

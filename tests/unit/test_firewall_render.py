@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from nslab import firewall as fw
+from nslab.drivers.fake import FakeNftables
 from nslab.drivers.nftables import FakeNft
+from nslab.drivers.sockets import listening_sockets
+from nslab.features import firewall as fw
+from nslab.features.firewall.record import FirewallRecord, FwNetwork, PublishedPort, desired
+from nslab.features.firewall.render import Observed, render_table, transaction, warnings
+from nslab.features.firewall.ports import Machine, check
 from nslab.resolve import resolve
 from nslab.spec import parse
 
@@ -86,62 +91,61 @@ def lab(text: str = LAB):
     return resolve(spec, source, "lab.yaml"), source
 
 
-def record() -> dict:
+def record() -> FirewallRecord:
     resolved, _ = lab()
-    rec = fw.desired(resolved)
+    rec = desired(resolved)
     # bridge names are hashes: pin them for a readable golden text
     names = {"front": "nslaaaa", "secure": "nslbbbb"}
-    for n in rec["networks"]:
-        n["bridge"] = names[n["name"]]
+    rec.networks = [FwNetwork(n.name, names[n.name], n.subnet, n.internal) for n in rec.networks]
     return rec
 
 
 def test_desired_record_expands_publish_entries():
     rec = record()
-    assert [(p["host"], p["proto"], p["host_ip"], p["host_port"], p["address"], p["port"]) for p in rec["ports"]] == [
+    assert [(p.host, p.proto, p.host_ip, p.host_port, p.address, p.port) for p in rec.ports] == [
         ("web1", "tcp", "0.0.0.0", 6000, "10.213.0.2", 8080),
         ("web2", "tcp", "0.0.0.0", 6001, "10.213.0.3", 8080),
         ("web2", "udp", "127.0.0.1", 5353, "10.213.0.3", 53),
         ("sandboxed", "tcp", "0.0.0.0", 7000, "10.213.1.2", 80),
     ]
-    assert rec["ports"][2]["field"] == "hosts.web2.publish[1]"
+    assert rec.ports[2].field == "hosts.web2.publish[1]"
 
 
 def test_render_golden():
     rec = record()
-    rec["ports"] = [p for p in rec["ports"] if p["host_port"] != 6001]
-    assert fw.render_table({"demo": rec, "empty": {"networks": [], "ports": []}}) == GOLDEN
+    rec.ports = [p for p in rec.ports if p.host_port != 6001]
+    assert render_table({"demo": rec, "empty": FirewallRecord()}) == GOLDEN
 
 
 def test_every_rule_is_commented_with_its_owner():
-    text = fw.render_table({"demo": record()})
+    text = render_table({"demo": record()})
     rules = [line.strip() for line in text.splitlines() if line.startswith("\t\t") and "hook" not in line]
     assert rules and all('comment "nslab:demo' in r for r in rules)
 
 
 def test_transaction_replaces_the_table_atomically():
-    text = fw.transaction({"demo": record()}, fw.Observed())
+    text = transaction({"demo": record()}, Observed())
     assert text.startswith("add table inet nslab\ndelete table inet nslab\ntable inet nslab {\n")
     assert "DOCKER-USER" not in text
 
 
 def test_transaction_without_labs_deletes_the_table_only_if_present():
-    assert fw.transaction({}, fw.Observed()) == ""
-    assert fw.transaction({"x": {"networks": [], "ports": []}}, fw.Observed()) == ""
-    assert fw.transaction({}, fw.Observed(table_exists=True)) == "delete table inet nslab\n"
+    assert transaction({}, Observed()) == ""
+    assert transaction({"x": FirewallRecord()}, Observed()) == ""
+    assert transaction({}, Observed(table_exists=True)) == "delete table inet nslab\n"
 
 
 def test_docker_user_rules_are_replaced_by_handle():
-    rec = {"networks": [{"name": "n", "bridge": "nslcccc", "subnet": "10.213.5.0/24", "internal": False}]}
-    seen = fw.Observed(table_exists=True, docker_user=True, our_docker_rules=(12, 9))
-    text = fw.transaction({"l": rec}, seen)
+    rec = FirewallRecord(networks=[FwNetwork("n", "nslcccc", "10.213.5.0/24", False)])
+    seen = Observed(table_exists=True, docker_user=True, our_docker_rules=(12, 9))
+    text = transaction({"l": rec}, seen)
     assert text.endswith(
         "delete rule ip filter DOCKER-USER handle 9\n"
         "delete rule ip filter DOCKER-USER handle 12\n"
         'insert rule ip filter DOCKER-USER iifname "nslcccc" accept comment "nslab:l:n"\n'
         'insert rule ip filter DOCKER-USER oifname "nslcccc" accept comment "nslab:l:n"\n'
     )
-    assert fw.transaction({}, seen) == (
+    assert transaction({}, seen) == (
         "delete table inet nslab\n"
         "delete rule ip filter DOCKER-USER handle 9\n"
         "delete rule ip filter DOCKER-USER handle 12\n"
@@ -161,29 +165,39 @@ RULESET = [
 
 
 def test_observed_from_ruleset():
-    seen = fw.Observed.from_ruleset(FakeNft(RULESET).ruleset())
+    seen = Observed.from_ruleset(FakeNft(RULESET).ruleset())
     assert seen.table_exists and seen.docker_user
     assert seen.our_docker_rules == (30,)
     assert seen.foreign_drops == ("table ip filter chain FORWARD",)
-    assert fw.warnings(seen, {"a": record()}) == []  # Docker's layout: handled through DOCKER-USER
+    assert warnings(seen, {"a": record()}) == []  # Docker's layout: handled through DOCKER-USER
 
 
 def test_foreign_drop_policy_without_docker_user_is_a_warning():
-    seen = fw.Observed.from_ruleset([o for o in RULESET if "DOCKER-USER" not in str(o)])
-    [warning] = fw.warnings(seen, {"a": record()})
+    seen = Observed.from_ruleset([o for o in RULESET if "DOCKER-USER" not in str(o)])
+    [warning] = warnings(seen, {"a": record()})
     assert "table ip filter chain FORWARD" in warning and "iptables -I FORWARD" in warning
 
 
-def test_apply_runs_one_transaction():
-    nft = FakeNft([])
-    fw._apply({"demo": record()}, nft)
+def test_load_ruleset_runs_one_transaction_and_its_inverse_restores_the_former():
+    nft = FakeNftables([])
+    drivers = _drivers(nft)
+    inverse = fw.LoadRuleset({"demo": record()}, {}).apply(drivers)
     assert len(nft.transactions) == 1 and "table inet nslab {" in nft.transactions[0]
+    assert inverse is not None
+    inverse.apply(drivers)
+    assert nft.transactions[-1] == "delete table inet nslab\n" and nft.table is None
 
 
-def problems(text: str, machine: fw.Machine | None = None, others: dict | None = None) -> list[str]:
+def _drivers(nft: FakeNftables):
+    from nslab.drivers.fake import fake_drivers
+
+    return fake_drivers(nft=nft)
+
+
+def problems(text: str, machine: Machine | None = None, others: dict | None = None) -> list[str]:
     resolved, source = lab(text)
-    machine = machine or fw.Machine(addresses=frozenset({ipaddress.IPv4Address("198.51.100.2")}))
-    return [str(p) for p in fw.check(resolved, source, "lab.yaml", others or {}, machine)]
+    machine = machine or Machine(addresses=frozenset({ipaddress.IPv4Address("198.51.100.2")}))
+    return [str(p) for p in check(resolved, source, "lab.yaml", others or {}, machine)]
 
 
 def test_check_reports_every_bad_entry_with_file_line_and_field():
@@ -214,17 +228,14 @@ hosts:
 
 def test_check_conflicts_with_other_labs_and_listeners():
     text = 'name: c\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n], publish: ["6000:80", "127.0.0.1:53:53/udp"]}\n'
-    other = {"ports": [{"host": "web", "proto": "tcp", "host_ip": "0.0.0.0", "host_port": 6000, "port": 1}]}
+    other = FirewallRecord(ports=[PublishedPort("web", "hosts.web.publish[0]", "6000:1", "tcp", "0.0.0.0", 6000, "n",
+                                                "10.0.0.2", 1)])
     assert problems(text, others={"x": other}) == [
         "lab.yaml:4: hosts.h.publish[0]: host port 6000/tcp is already published by lab 'x' (host 'web')",
     ]
 
-    class Listening(fw.Machine):
-        def owner_of(self, inode: int) -> str:
-            return f"process 'named' (pid {inode})"
-
     listeners = (("udp", None, 53, 77), ("tcp", ipaddress.IPv4Address("10.0.0.1"), 6000, 5))
-    machine = Listening(addresses=None, listeners=listeners)
+    machine = Machine(addresses=None, listeners=listeners, owner_of=lambda inode: f"process 'named' (pid {inode})")
     assert problems(text, machine=machine) == [
         "lab.yaml:4: hosts.h.publish[0]: host port 6000/tcp is in use on this machine: process 'named' (pid 5) "
         "listens on 10.0.0.1:6000/tcp",
@@ -247,7 +258,7 @@ def test_listening_sockets_parse_proc_net(tmp_path):
         + "   1: 00000000000000000000000001000000:0036 00000000000000000000000000000000:0000 07 00000000:00000000"
         " 00:00000000 00000000     0        0 114 2\n"
     )
-    assert fw.listening_sockets(str(tmp_path)) == [
+    assert listening_sockets(str(tmp_path)) == [
         ("tcp", ipaddress.IPv4Address("127.0.0.1"), 8080, 111),
         ("udp", None, 53, 113),
     ]
@@ -255,7 +266,7 @@ def test_listening_sockets_parse_proc_net(tmp_path):
 
 def test_status_lists_ports_and_where_they_lead():
     resolved, _ = lab()
-    doc = fw.status(resolved, {**record(), "docker_user": False, "warnings": []})
+    doc = fw.status(resolved, record().to_json(), _drivers(FakeNftables()))
     assert doc["ports"][0] == {
         "publish": "6000:8080", "host": "web1", "proto": "tcp", "host_ip": "0.0.0.0", "host_port": 6000,
         "to": "10.213.0.2:8080", "network": "front",

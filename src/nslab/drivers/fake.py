@@ -1,30 +1,53 @@
-"""The fake twin of :class:`nslab.drivers.netlink.NetlinkKernel` for unit tests of apply/plan logic.
+"""The fake twins of every driver, for unit tests of the lab core, the plans and the features without root.
 
-It keeps namespaces, bridges and links as sets and can be told to fail a given operation, so rollback and
-"down goes on past errors" are testable without root.
+Each keeps what it was asked to make in plain sets and dicts, and can be told to fail a named operation
+(``fail_on``), so rollback and "down goes on past errors" are tested for every feature.
+:func:`fake_drivers` bundles one of each.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from ..errors import KernelError
+from ..errors import FirewallError, KernelError
 from ..model import Host, Lab, Link, Network
+from ..naming import owner_alias
+from . import Drivers
+from .nftables import FakeNft
+from .rtnl import LinkInfo, RouteInfo
+
+__all__ = ["FakeNft", "FakeKernel", "FakeSysctls", "FakeFiles", "FakeHostnamePins", "FakeProcesses",
+           "FakeMachine", "fake_drivers"]
 
 
-class FakeKernel:
-    def __init__(self, fail_on: str | None = None):
-        self.namespaces: set[str] = set()
-        self.bridges: set[str] = set()
-        self.link_ends: set[tuple[str, str]] = set()
+class _Failing:
+    """``fail_on``: names of operations that raise, once each (a set, or one name): a fault that the rollback
+    after it does not meet again."""
+
+    error: type[Exception] = KernelError
+
+    def __init__(self, fail_on: str | Iterable[str] | None = None) -> None:
+        self.fail_on = {fail_on} if isinstance(fail_on, str) else set(fail_on or ())
         self.calls: list[str] = []
-        self.fail_on = fail_on
 
     def _call(self, what: str) -> None:
         self.calls.append(what)
-        if self.fail_on == what:
-            raise KernelError(f"{what}: injected failure")
+        if what in self.fail_on:
+            self.fail_on.discard(what)
+            raise self.error(f"{what}: injected failure")
+
+
+class FakeKernel(_Failing):
+    def __init__(self, fail_on: str | Iterable[str] | None = None) -> None:
+        super().__init__(fail_on)
+        self.namespaces: set[str] = set()
+        self.bridges: dict[str, str] = {}  # name -> alias
+        self.veths: dict[str, str] = {}  # machine-side host veth -> alias
+        self.link_ends: set[tuple[str, str]] = set()
+        self.hairpin: set[str] = set()
 
     def close(self) -> None:
         pass
@@ -32,19 +55,33 @@ class FakeKernel:
     def named_namespaces(self) -> frozenset[str]:
         return frozenset(self.namespaces)
 
-    def owned_links(self) -> list:
-        return []
+    def owned_links(self) -> list[LinkInfo]:
+        return [LinkInfo(0, name, "bridge", alias, 0, True) for name, alias in self.bridges.items()] + [
+            LinkInfo(0, name, "veth", alias, 0, True) for name, alias in self.veths.items()
+        ]
+
+    def machine_links(self) -> list[LinkInfo]:
+        return self.owned_links()
 
     def machine_networks(self) -> list[tuple[ipaddress.IPv4Network, str]]:
         return []
 
+    def machine_addresses(self) -> frozenset[ipaddress.IPv4Address] | None:
+        return frozenset({ipaddress.IPv4Address("198.51.100.2")})
+
+    def host_view(self, namespace: str) -> tuple[list[LinkInfo], list[RouteInfo]] | None:
+        return ([], []) if namespace in self.namespaces else None
+
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         self._call("add_bridges")
-        self.bridges |= {n.bridge for n in networks}
+        for n in networks:
+            self.bridges[n.bridge] = owner_alias(lab.name, "net", n.name)
 
     def remove_links(self, names: list[str]) -> list[str]:
         self._call("remove_links")
-        self.bridges -= set(names)
+        for name in names:
+            self.bridges.pop(name, None)
+            self.veths.pop(name, None)
         return []
 
     def remove_links_later(self, names: list[str]) -> Callable[[], list[str]]:
@@ -53,6 +90,8 @@ class FakeKernel:
 
     def clear_stale_links(self, names: list[str]) -> list[str]:
         self._call("clear_stale_links")
+        for name in names:
+            self.veths.pop(name, None)
         return []
 
     def add_hosts(self, lab: Lab, hosts: list[Host]) -> None:
@@ -60,11 +99,20 @@ class FakeKernel:
         clash = {h.namespace for h in hosts} & self.namespaces
         if clash:
             raise KernelError(f"namespace {sorted(clash)[0]} already exists")
-        self.namespaces |= {h.namespace for h in hosts}
+        for h in hosts:
+            self.namespaces.add(h.namespace)
+            for i in h.interfaces:
+                if i.host_veth:
+                    self.veths[i.host_veth] = owner_alias(lab.name, "host", h.name, i.name)
 
     def remove_namespaces(self, names: list[str]) -> list[str]:
         self._call("remove_namespaces")
-        self.namespaces -= set(names)
+        for name in names:
+            self.namespaces.discard(name)
+            lab, _, host = name.partition("-")
+            for veth, alias in list(self.veths.items()):  # they go with the namespace
+                if alias.startswith(f"nslab:{lab}:host:{host}:"):
+                    del self.veths[veth]
         self.link_ends = {e for e in self.link_ends if e[0] not in names}
         return []
 
@@ -76,3 +124,159 @@ class FakeKernel:
         self._call("remove_link_ends")
         self.link_ends -= set(ends)
         return []
+
+    def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
+        self._call("set_hairpin")
+        self.hairpin = (self.hairpin | set(on)) - set(off)
+        return []
+
+
+class FakeNftables(FakeNft):
+    """FakeNft that also keeps whether nslab's table is loaded (so the ruleset it lists follows the changes)."""
+
+    def __init__(self, objects: list[dict[str, Any]] | None = None, fail_on: str | None = None) -> None:
+        super().__init__(objects)
+        self.fail_on = fail_on
+        self.table: str | None = None  # the last table text loaded
+
+    def run(self, text: str, json_output: bool = False) -> str:
+        if text.strip() == "list ruleset" and json_output:
+            table = [{"table": {"family": "inet", "name": "nslab", "handle": 1}}] if self.table else []
+            return json.dumps({"nftables": self.objects + table})
+        if self.fail_on == "run":
+            raise FirewallError("nftables refused the change: injected failure")
+        self.transactions.append(text)
+        if "table inet nslab {" in text:
+            self.table = text[text.index("table inet nslab {"):]
+        elif "delete table inet nslab" in text:
+            self.table = None
+        return ""
+
+
+class FakeSysctls(_Failing):
+    def __init__(self, values: Mapping[str, str] | None = None, fail_on: str | Iterable[str] | None = None) -> None:
+        super().__init__(fail_on)
+        self.values = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.default.route_localnet": "0", **(values or {})}
+
+    def read(self, key: str) -> str:
+        if key not in self.values:
+            raise KernelError(f"cannot read sysctl {key}: No such file or directory")
+        return self.values[key]
+
+    def write(self, key: str, value: str) -> None:
+        self._call(f"write {key}")
+        self.values[key] = value
+
+    def exists(self, key: str) -> bool:
+        return key in self.values
+
+
+class FakeFiles(_Failing):
+    def __init__(self, files: Mapping[str, str] | None = None, fail_on: str | Iterable[str] | None = None) -> None:
+        super().__init__(fail_on)
+        self.files: dict[str, str] = dict(files or {})
+
+    def read_text(self, path: str) -> str | None:
+        return self.files.get(path)
+
+    def read_json(self, path: str) -> Any:
+        text = self.files.get(path)
+        return None if text is None else json.loads(text)
+
+    def write_json(self, path: str, data: Any) -> None:
+        self._call("write_json")
+        self.files[path] = json.dumps(data)
+
+    def remove(self, path: str) -> None:
+        self.files.pop(path, None)
+
+    def write_netns_files(self, namespace: str, files: Mapping[str, str]) -> None:
+        self._call("write_netns_files")
+        for name, text in files.items():
+            self.files[f"/etc/netns/{namespace}/{name}"] = text
+
+    def remove_netns_files(self, namespace: str) -> None:
+        self._call("remove_netns_files")
+        for path in [p for p in self.files if p.startswith(f"/etc/netns/{namespace}/")]:
+            del self.files[path]
+
+    def prune_etc_netns(self) -> None:
+        pass
+
+
+class FakeHostnamePins(_Failing):
+    def __init__(self, fail_on: str | Iterable[str] | None = None) -> None:
+        super().__init__(fail_on)
+        self.pins: dict[str, str] = {}  # path -> hostname
+        self.dirs: set[str] = set()
+
+    def is_kept(self, path: str) -> bool:
+        return path in self.pins or path in self.dirs
+
+    def keep(self, pins: Iterable[tuple[str, str]]) -> None:
+        self._call("keep")
+        for path, hostname in pins:
+            self.dirs.add(path.rpartition("/")[0])
+            self.pins[path] = hostname
+
+    def drop(self, path: str) -> list[str]:
+        self.pins.pop(path, None)
+        return []
+
+    def drop_dir(self, directory: str) -> list[str]:
+        for path in [p for p in self.pins if p.startswith(directory + "/")]:
+            del self.pins[path]
+        self.dirs.discard(directory)
+        return []
+
+
+class FakeProcesses(_Failing):
+    def __init__(self, fail_on: str | Iterable[str] | None = None) -> None:
+        super().__init__(fail_on)
+        self.running: dict[str, dict[str, Any]] = {}  # lab -> supervisor record
+        self.next_pid = 1000
+        self.inside: set[str] = set()  # namespaces with stray processes
+
+    def start_supervisor(self, lab: str, config: dict[str, Any]) -> dict[str, Any]:
+        self._call("start_supervisor")
+        self.next_pid += 1
+        record = {"pid": self.next_pid, "start": 1, **config}
+        self.running[lab] = record
+        return record
+
+    def stop_supervisor(self, lab: str, record: dict[str, Any] | None) -> list[str]:
+        self._call("stop_supervisor")
+        self.running.pop(lab, None)
+        return []
+
+    def is_alive(self, pid: int | None, started: int | None) -> bool:
+        return any(r["pid"] == pid for r in self.running.values())
+
+    def cgroup_root(self, lab: str) -> str | None:
+        return f"/sys/fs/cgroup/nslab/{lab}-0000"
+
+    def stop_inside(self, namespaces: list[str]) -> list[str]:
+        self._call("stop_inside")
+        self.inside -= set(namespaces)
+        return []
+
+
+class FakeMachine:
+    def __init__(self, listeners: list[tuple[str, ipaddress.IPv4Address | None, int, int]] | None = None) -> None:
+        self._listeners = list(listeners or [])
+
+    def listeners(self) -> list[tuple[str, ipaddress.IPv4Address | None, int, int]]:
+        return list(self._listeners)
+
+    def socket_owner(self, inode: int) -> str:
+        return f"process 'fake' (inode {inode})"
+
+
+def fake_drivers(**replace: Any) -> Drivers:
+    """One fake of each driver; keywords replace one (``fake_drivers(sysctl=FakeSysctls(fail_on=...))``)."""
+    parts: dict[str, Any] = {
+        "kernel": FakeKernel(), "nft": FakeNftables(), "sysctl": FakeSysctls(), "files": FakeFiles(),
+        "uts": FakeHostnamePins(), "processes": FakeProcesses(), "machine": FakeMachine(),
+    }
+    parts.update(replace)
+    return Drivers(**parts)

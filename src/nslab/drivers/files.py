@@ -7,10 +7,12 @@ the new one, never half: the text goes to ``PATH.nslab-tmp`` and is renamed over
 
 from __future__ import annotations
 
+import errno
 import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 TMP_SUFFIX = ".nslab-tmp"
@@ -56,3 +58,66 @@ def read_text(path: str) -> str | None:
             return fh.read()
     except OSError:
         return None
+
+
+#: What nslab writes under /etc/netns/<namespace>/.
+NETNS_FILES = ("hosts", "resolv.conf")
+
+
+class LiveFiles:
+    """The files driver: the files of each namespace under /etc/netns, and nslab's JSON records."""
+
+    def read_text(self, path: str) -> str | None:
+        return read_text(path)
+
+    def read_json(self, path: str) -> Any:
+        return read_json(path)
+
+    def write_json(self, path: str, data: Any) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json(path, data)
+
+    def remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def write_netns_files(self, namespace: str, files: Mapping[str, str]) -> None:
+        """``/etc/netns/<namespace>/<name>`` for each file, atomically (a running program sees old or new)."""
+        from ..errors import KernelError
+        from ..paths import etc_netns_dir
+
+        directory = etc_netns_dir(namespace)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            for name, text in files.items():
+                write_atomic(os.path.join(directory, name), text)
+        except OSError as exc:
+            raise KernelError(f"cannot write {directory}: {exc.strerror}") from None
+
+    def remove_netns_files(self, namespace: str) -> None:
+        """Remove what nslab wrote, and the directory if nothing else is in it (never someone else's file)."""
+        from ..errors import KernelError
+        from ..paths import etc_netns_dir
+
+        directory = etc_netns_dir(namespace)
+        try:
+            for name in NETNS_FILES:
+                for path in (os.path.join(directory, name), os.path.join(directory, name + TMP_SUFFIX)):
+                    self.remove(path)
+            os.rmdir(directory)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:  # someone else's file stays, with its directory
+                raise KernelError(f"cannot remove {directory}: {exc.strerror}") from None
+
+    def prune_etc_netns(self) -> None:
+        """Debian has no /etc/netns until the first ``up`` made it: it goes when empty again."""
+        from ..paths import ETC_NETNS_DIR
+
+        try:
+            os.rmdir(ETC_NETNS_DIR)
+        except OSError:
+            pass  # other namespaces' files are there (or it never existed)

@@ -46,6 +46,7 @@ from . import rtnl
 from .rtnl import (
     Batch,
     LinkInfo,
+    RouteInfo,
     add_address,
     add_bridge,
     add_default_route,
@@ -55,6 +56,7 @@ from .rtnl import (
     links,
     routes,
     set_alias,
+    set_hairpin,
     set_up,
 )
 
@@ -277,6 +279,40 @@ class NetlinkKernel:
     # -- observation ----------------------------------------------------------------------------
     def owned_links(self) -> list[LinkInfo]:
         return [lk for lk in links(self.root, with_addresses=False) if lk.alias.startswith(OWNER_PREFIX)]
+
+    def machine_links(self) -> list[LinkInfo]:
+        return links(self.root, with_addresses=False)
+
+    def machine_addresses(self) -> frozenset[ipaddress.IPv4Address] | None:
+        """The machine's IPv4 addresses (None if they cannot be read)."""
+        try:
+            return frozenset(a.ip for lk in links(self.root) for a in lk.addresses
+                             if isinstance(a, ipaddress.IPv4Interface))
+        except (OSError, KernelError):
+            return None
+
+    def host_view(self, namespace: str) -> tuple[list[LinkInfo], list[RouteInfo]] | None:
+        """Links (with addresses) and IPv4 routes inside a named namespace; None if it does not exist."""
+        try:
+            ns = open_namespace(namespace)
+        except KernelError:
+            return None
+        try:
+            return links(ns.sock), routes(ns.sock)
+        finally:
+            ns.close()
+
+    def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
+        """Bridge ports to put in (``on``) or out of (``off``) hairpin mode; a port that went with its host
+        is no failure."""
+        if not on and not off:
+            return []
+        batch = Batch()
+        for name in on:
+            set_hairpin(batch, name, True)
+        for name in off:
+            set_hairpin(batch, name, False)
+        return batch.commit(self.root, tolerate=(errno.ENODEV,))
 
     def named_namespaces(self) -> frozenset[str]:
         return frozenset(list_named_namespaces())

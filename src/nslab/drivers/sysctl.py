@@ -1,7 +1,8 @@
 """Network sysctls of the caller's namespace, through ``/proc/sys`` (which shows the reader's netns).
 
-Only what the firewall needs: ``net.ipv4.ip_forward`` and per-interface ``route_localnet``. Values are the
-strings the kernel prints (``"0"``, ``"1"``), so a recorded value is restored byte for byte.
+Replaces ``sysctl -w``. Values are the strings the kernel prints (``"0"``, ``"1"``), so a recorded value is
+restored byte for byte. The firewall feature uses it for ``net.ipv4.ip_forward`` and per-bridge
+``route_localnet``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,9 @@ import os
 
 from ..errors import KernelError
 
-IP_FORWARD = "net.ipv4.ip_forward"
-
 
 def path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")
-
-
-def route_localnet(interface: str) -> str:
-    """The key of ``route_localnet`` of one interface (interface names have no dots in nslab)."""
-    return f"net.ipv4.conf.{interface}.route_localnet"
 
 
 def exists(key: str) -> bool:
@@ -40,3 +34,14 @@ def write(key: str, value: str) -> None:
             f.write(value)
     except OSError as exc:
         raise KernelError(f"cannot set sysctl {key}={value}: {exc.strerror}") from exc
+
+
+class LiveSysctls:
+    def read(self, key: str) -> str:
+        return read(key)
+
+    def write(self, key: str, value: str) -> None:
+        write(key, value)
+
+    def exists(self, key: str) -> bool:
+        return exists(key)

@@ -2,7 +2,8 @@
 
 ``ip netns exec`` and ``nslab exec`` bind every file of ``/etc/netns/<namespace>/`` over its ``/etc`` twin,
 so each host gets its own ``hosts`` (every other host of the lab by ``name`` and ``name.<lab>``) and
-``resolv.conf``. Rendering is pure (unit-tested); only :func:`write_files` / :func:`remove_files` touch disk.
+``resolv.conf``. Everything here is pure (unit-tested): features/dns/__init__.py plans the writes, the files
+driver does them.
 
 Upstream discovery (:func:`discover_upstream`) solves the classic pitfall: the machine's ``/etc/resolv.conf``
 names a loopback stub (systemd-resolved's 127.0.0.53, a dnsmasq on 127.0.0.1, ``::1``) that does not exist
@@ -20,18 +21,16 @@ links) gets no nameserver at all: lab names still resolve from ``hosts``, and no
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..model import Host, Lab
+from ...drivers.files import read_text
+from ...model import Host, Lab
 
 RESOLV_CONF = "/etc/resolv.conf"
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
-ETC_NETNS_DIR = "/etc/netns"
 
 #: A domain in ``dns_search``: dot-separated labels of letters, digits, '-' and '_'.
 SEARCH_DOMAIN = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
@@ -71,12 +70,9 @@ def is_loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
 
 
-def _read(path: str) -> ResolvConf | None:
-    try:
-        with open(path) as fh:
-            return parse_resolv_conf(fh.read())
-    except OSError:
-        return None
+def _read(path: str, read: Callable[[str], str | None]) -> ResolvConf | None:
+    text = read(path)
+    return None if text is None else parse_resolv_conf(text)
 
 
 @dataclass(frozen=True)
@@ -98,13 +94,17 @@ def _usable(servers: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in servers if ipaddress.ip_address(s).version == 4 and not is_loopback(s))
 
 
-def discover_upstream(resolv_conf: str = RESOLV_CONF, resolved_upstream: str = RESOLVED_UPSTREAM) -> Upstream:
-    machine = _read(resolv_conf) or ResolvConf()
+def discover_upstream(
+    resolv_conf: str = RESOLV_CONF,
+    resolved_upstream: str = RESOLVED_UPSTREAM,
+    read: Callable[[str], str | None] = read_text,
+) -> Upstream:
+    machine = _read(resolv_conf, read) or ResolvConf()
     direct = _usable(machine.nameservers)
     if direct:
         return Upstream(servers=direct, search=machine.search, source=resolv_conf)
     stubs = tuple(s for s in machine.nameservers if is_loopback(s))
-    resolved = _read(resolved_upstream)
+    resolved = _read(resolved_upstream, read)
     if resolved is not None and _usable(resolved.nameservers):
         return Upstream(servers=_usable(resolved.nameservers), search=machine.search or resolved.search,
                         source=resolved_upstream)
@@ -252,51 +252,3 @@ def _names(lab: Lab, host: Host) -> list[str]:
     if host.hostname not in names:
         names.append(host.hostname)
     return names
-
-
-@dataclass
-class HostFiles:
-    namespace: str
-    files: dict[str, str] = field(default_factory=dict)
-
-
-def write_files(namespace: str, files: dict[str, str]) -> None:
-    """Write ``/etc/netns/<namespace>/<name>`` atomically (a running program sees old or new, never half)."""
-    directory = os.path.join(ETC_NETNS_DIR, namespace)
-    os.makedirs(directory, exist_ok=True)
-    for name, text in files.items():
-        path = os.path.join(directory, name)
-        tmp = path + ".nslab-tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-
-
-def remove_files(namespace: str, names: Sequence[str] = ("hosts", "resolv.conf")) -> None:
-    """Remove what nslab wrote, and the directory if nothing else is in it (never someone else's file)."""
-    directory = os.path.join(ETC_NETNS_DIR, namespace)
-    for name in names:
-        try:
-            os.unlink(os.path.join(directory, name))
-        except FileNotFoundError:
-            pass
-    try:
-        os.rmdir(directory)  # the usual case: three calls per host in all
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    for name in names:  # a temporary file left by an interrupted write, or someone else's file
-        try:
-            os.unlink(os.path.join(directory, name + ".nslab-tmp"))
-        except FileNotFoundError:
-            pass
-    try:
-        os.rmdir(directory)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        if not os.listdir(directory):
-            shutil.rmtree(directory, ignore_errors=True)

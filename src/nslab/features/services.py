@@ -1,0 +1,223 @@
+"""Feature 'services': the ``run:`` commands of hosts, and the DNS forwarder, run by one supervisor per lab.
+
+``python -m nslab.supervise LAB`` (supervise.py) starts each service inside its host (network, hostname,
+/etc/netns files), restarts it by its ``restart:`` policy, logs it, and tracks its whole process tree in a
+cgroup (drivers/process.py). A lab without services and without a forwarder has no process at all. A converge
+keeps the supervisor when nothing it runs changed; otherwise it is stopped before the wiring changes (services
+may run in hosts that are recreated) and started again at the end; a rollback restarts the former one.
+``down`` stops it, and whatever else still runs inside the lab's hosts, before the namespaces go.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import KernelError, Problem
+from ..naming import blake2s
+from ..paths import log_path, netns_path, services_status, supervisor_config, uts_path
+from ..plan import Action, shell_quote
+from . import DownContext, FeaturePlan, UpContext, ValidateContext, dns
+
+if TYPE_CHECKING:
+    from ..drivers import Drivers
+    from ..model import Lab
+
+KEY = "services"
+STATUS_KEY = "hostsetup"
+Supervisor = dict[str, Any]  # the supervisor's config as written for it, plus its pid and start time
+
+
+@dataclass
+class ServicesRecord:
+    supervisor: Supervisor | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"supervisor": self.supervisor}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ServicesRecord:
+        supervisor = data.get("supervisor") if isinstance(data, dict) else None
+        return cls(supervisor if isinstance(supervisor, dict) else None)
+
+
+def validate(ctx: ValidateContext) -> list[Problem]:
+    from ..spec import field_path
+
+    spec = ctx.lab.spec
+    problems = []
+    for name, host in (spec.hosts.items() if spec is not None else ()):
+        for i, command in enumerate(host.commands()):
+            if not command.strip():
+                path = ("hosts", name, "run") if isinstance(host.run, str) else ("hosts", name, "run", i)
+                problems.append(Problem("an empty command", field_path(path), ctx.file, ctx.source.line(path)))
+    return problems
+
+
+def desired_services(lab: Lab) -> list[dict[str, Any]]:
+    services = []
+    for name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
+        host = lab.hosts[name]
+        commands = host_spec.commands()
+        for n, command in enumerate(commands, start=1):
+            services.append({
+                "id": f"{name}.{n}" if len(commands) > 1 else name,
+                "host": name, "n": n, "lab": lab.name, "command": command, "restart": host_spec.restart,
+                "namespace": host.namespace, "uts": uts_path(lab.name, name), "log": log_path(lab.name, name, n),
+            })
+    return services
+
+
+def _digest(services: list[dict[str, Any]], forward: Any) -> str:
+    return blake2s(json.dumps([services, forward], sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- actions -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StartSupervisor(Action):
+    """Start the lab's supervisor with ``config``; ``record`` receives it (with its pid) once it runs."""
+
+    lab: str
+    config: Supervisor
+    record: ServicesRecord
+
+    def commands(self) -> list[str]:
+        out = []
+        forward = self.config.get("forward")
+        if forward:
+            out.append(f"# DNS forwarder on {', '.join(forward['listen'])}:53 -> {', '.join(forward['upstreams'])} "
+                       "(in the lab's supervisor)")
+        for s in self.config["services"]:
+            out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}): nsenter "
+                       f"--net={netns_path(s['namespace'])} --uts={s['uts']} sh -c {shell_quote(s['command'])}")
+        out.append(f"# python -m nslab.supervise {self.lab}  # runs and supervises the above")
+        return out
+
+    def summary(self) -> str:
+        return f"start {len(self.config['services'])} service(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        self.record.supervisor = drivers.processes.start_supervisor(self.lab, self.config)
+        return StopSupervisor(self.lab, self.record.supervisor)
+
+
+@dataclass(frozen=True)
+class StopSupervisor(Action):
+    """Stop the supervisor and every process tree of every service; the inverse starts the same services."""
+
+    lab: str
+    supervisor: Supervisor
+
+    def commands(self) -> list[str]:
+        ids = ", ".join(s["id"] for s in self.supervisor.get("services", [])) or "none"
+        return [f"kill {self.supervisor.get('pid')}  # the lab's supervisor: stops services ({ids}) with their trees"]
+
+    def summary(self) -> str:
+        return "stop services"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        failures = drivers.processes.stop_supervisor(self.lab, self.supervisor)
+        if failures:
+            raise KernelError("; ".join(failures))
+        config = {k: v for k, v in self.supervisor.items() if k not in ("pid", "start")}
+        return StartSupervisor(self.lab, config, ServicesRecord())
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        return drivers.processes.stop_supervisor(self.lab, self.supervisor)
+
+
+@dataclass(frozen=True)
+class StopInside(Action):
+    """What still runs in the lab's hosts after its services stopped (``nslab exec -d``, a shell): stopped like
+    a container's processes (SIGTERM, then SIGKILL), else it would keep a namespace and its veth alive."""
+
+    namespaces: tuple[str, ...]
+
+    def commands(self) -> list[str]:
+        return [f"ip netns pids {ns} | xargs -r kill" for ns in self.namespaces]
+
+    def summary(self) -> str:
+        return "stop processes inside the hosts"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        failures = drivers.processes.stop_inside(list(self.namespaces))
+        if failures:
+            raise KernelError("; ".join(failures))
+        return None
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        return drivers.processes.stop_inside(list(self.namespaces))
+
+
+# --- plans ---------------------------------------------------------------------------------------------------
+def plan_up(ctx: UpContext) -> FeaturePlan:
+    lab, processes = ctx.lab, ctx.drivers.processes
+    services = desired_services(lab)
+    forward = dns.forwarder(lab, ctx.drivers)
+    digest = _digest(services, forward)
+    current = ServicesRecord.from_json(ctx.record).supervisor
+    running = current is not None and processes.is_alive(current.get("pid"), current.get("start"))
+    touched = {s["host"] for s in services} & ctx.recreated
+    if running and current is not None and current.get("hash") == digest and not touched:
+        return FeaturePlan(record=ServicesRecord(current))
+    record = ServicesRecord()
+    plan = FeaturePlan(record=record)
+    if current is not None:
+        plan.before.append(StopSupervisor(lab.name, current))
+    if services or forward:
+        plan.after.append(StartSupervisor(lab.name, _config(lab.name, services, forward, digest, ctx), record))
+    return plan
+
+
+def _config(lab: str, services: list[dict[str, Any]], forward: Any, digest: str, ctx: UpContext) -> Supervisor:
+    cgroup_root = ctx.drivers.processes.cgroup_root(lab)
+    tag = cgroup_root.rsplit("-", 1)[-1] if cgroup_root else "env"
+    return {
+        "lab": lab, "hash": digest, "cgroup": cgroup_root, "forward": forward,
+        "tracking": "cgroup" if cgroup_root else "environment",
+        "services": [
+            {**s, "token": f"{lab}/{s['id']}/{tag}",
+             "cgroup": f"{cgroup_root}/{s['host']}.{s['n']}" if cgroup_root else None}
+            for s in services
+        ],
+    }
+
+
+def plan_down(ctx: DownContext) -> FeaturePlan:
+    supervisor = ServicesRecord.from_json(ctx.record).supervisor
+    if supervisor is None:  # a crash between the supervisor's start and the state's save: it left its config
+        supervisor = _left_behind(ctx)
+    before: list[Action] = []
+    if supervisor is not None:
+        before.append(StopSupervisor(ctx.name, supervisor))
+    if ctx.namespaces:
+        before.append(StopInside(tuple(ctx.namespaces)))
+    return FeaturePlan(before=before)
+
+
+def _left_behind(ctx: DownContext) -> Supervisor | None:
+    files = ctx.drivers.files
+    config = files.read_json(supervisor_config(ctx.name))
+    if not isinstance(config, dict):
+        return None
+    live = files.read_json(services_status(ctx.name)) or {}
+    return {**config, "pid": live.get("pid"), "start": live.get("start")}
+
+
+def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
+    supervisor = ServicesRecord.from_json(record).supervisor
+    live = drivers.files.read_json(services_status(lab.name)) or {}
+    alive = supervisor is not None and drivers.processes.is_alive(supervisor.get("pid"), supervisor.get("start"))
+    services = []
+    for s in live.get("services", []) if supervisor else []:
+        entry = {k: s.get(k) for k in ("id", "host", "command", "restart", "state", "pid", "exit_code", "restarts",
+                                       "processes", "log")}
+        if not alive and entry["state"] in ("running", "restarting", "starting"):
+            entry["state"] = "unknown (supervisor gone)"
+        services.append(entry)
+    summary = None
+    if supervisor is not None:
+        summary = {"pid": supervisor.get("pid"), "running": alive, "tracking": supervisor.get("tracking"),
+                   "cgroup": supervisor.get("cgroup"), "forwarder": supervisor.get("forward")}
+    return {"supervisor": summary, "services": services}

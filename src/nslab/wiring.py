@@ -1,0 +1,381 @@
+"""The wiring of a lab: named namespaces (hosts), bridges (networks), veths and point-to-point links, with
+their addresses and default routes — planned as actions (see plan.py) and applied through the netlink driver.
+
+This module owns convergence of the wiring: which hosts, networks and links must go, which must be made, and in
+which order. Objects are compared as frozen resolved values, so an object whose resolved form did not change is
+not touched by a converging ``up``. A host that changed is recreated whole (its namespace, veths and
+addresses); a network whose subnet changed takes its hosts with it. Every action's inverse recreates or removes
+exactly what it touched, so a failed converge is rolled back to the lab that was up.
+
+Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
+``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import KernelError
+from .model import Host, Lab, Link, Network
+from .naming import owner_alias
+from .plan import Action, Plan, Steps
+
+if TYPE_CHECKING:
+    from .drivers import Drivers
+
+#: What the dry-run calls the machine's own network namespace (the shell running the script is in it).
+MACHINE_NETNS = "/proc/$$/ns/net"
+#: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
+NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
+
+
+def _raise_on(failures: list[str]) -> None:
+    if failures:
+        raise KernelError("; ".join(failures))
+
+
+def _brd(address: object) -> str:
+    """``broadcast +`` as the driver sets it (not for /31 and /32)."""
+    prefix = getattr(getattr(address, "network", None), "prefixlen", 32)
+    return " broadcast +" if prefix < 31 else ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What exists in the kernel right now (from the netlink driver, or a fake in unit tests)."""
+
+    namespaces: frozenset[str] = frozenset()
+    bridges: frozenset[str] = frozenset()
+    host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
+
+
+@dataclass(frozen=True)
+class RemoveHosts(Action):
+    """``ip netns del`` (the kernel dismantles each namespace and its veths once unused)."""
+
+    lab: Lab
+    namespaces: tuple[str, ...]
+
+    def commands(self) -> list[str]:
+        return [f"ip netns del {ns}" for ns in self.namespaces]
+
+    def summary(self) -> str:
+        return f"remove {len(self.namespaces)} host(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(drivers.kernel.remove_namespaces(list(self.namespaces)))
+        hosts = tuple(h for h in self.lab.hosts.values() if h.namespace in self.namespaces)
+        if not hosts:
+            return None
+        # Undone by making them again, with their point-to-point links (they went with the namespaces).
+        names = {h.name for h in hosts}
+        links = tuple(lk for lk in self.lab.links if lk.a in names or lk.b in names)
+        again: list[Action] = [AddHosts(self.lab, hosts, stale=_host_veths(hosts))]
+        if links:
+            again.append(AddLinks(self.lab, links))
+        return Steps(tuple(again))
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        return drivers.kernel.remove_namespaces(list(self.namespaces))
+
+
+@dataclass(frozen=True)
+class RemoveLinks(Action):
+    """Point-to-point links of the lab that changed: deleting one end removes the pair."""
+
+    lab: Lab
+    links: tuple[Link, ...]
+
+    def ends(self) -> list[tuple[str, str]]:
+        return [(self.lab.hosts[lk.a].namespace, lk.a_ifname) for lk in self.links]
+
+    def commands(self) -> list[str]:
+        return [f"ip -n {ns} link del {ifname}" for ns, ifname in self.ends()]
+
+    def summary(self) -> str:
+        return f"remove {len(self.links)} link(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(drivers.kernel.remove_link_ends(self.ends()))
+        return AddLinks(self.lab, self.links)
+
+
+@dataclass(frozen=True)
+class RemoveBridges(Action):
+    lab: Lab
+    networks: tuple[Network, ...]
+
+    def bridges(self) -> list[str]:
+        return [n.bridge for n in self.networks]
+
+    def commands(self) -> list[str]:
+        return [f"ip link del {b}" for b in self.bridges()]
+
+    def summary(self) -> str:
+        return f"remove {len(self.networks)} network(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(drivers.kernel.remove_links(self.bridges()))
+        return AddBridges(self.lab, self.networks)
+
+
+@dataclass(frozen=True)
+class AddBridges(Action):
+    lab: Lab
+    networks: tuple[Network, ...]
+
+    def commands(self) -> list[str]:
+        out = []
+        for n in self.networks:
+            out += [
+                f"ip link add {n.bridge} type bridge",
+                f"ip link set {n.bridge} alias {owner_alias(self.lab.name, 'net', n.name)}",
+                f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
+                f"ip link set {n.bridge} up",
+            ]
+        return out
+
+    def summary(self) -> str:
+        return f"add {len(self.networks)} network(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        drivers.kernel.add_bridges(self.lab, list(self.networks))
+        return RemoveBridges(self.lab, self.networks)
+
+
+@dataclass(frozen=True)
+class AddHosts(Action):
+    """Each host's namespace, its veths to the bridges (the host side made inside, so the peer lands on the
+    machine), addresses and default route. ``stale``: machine-side veths of these hosts that still exist (their
+    namespace was just unpinned and the kernel is still dismantling it): waited for, then deleted."""
+
+    lab: Lab
+    hosts: tuple[Host, ...]
+    stale: tuple[str, ...] = field(default=())
+
+    def commands(self) -> list[str]:
+        out = [f"ip link del {name}" for name in self.stale]
+        for h in self.hosts:
+            out += _host_commands(self.lab, h)
+        return out
+
+    def summary(self) -> str:
+        return f"add {len(self.hosts)} host(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        if self.stale:
+            _raise_on(drivers.kernel.clear_stale_links(list(self.stale)))
+        drivers.kernel.add_hosts(self.lab, list(self.hosts))
+        return RemoveHosts(self.lab, tuple(h.namespace for h in self.hosts))
+
+
+def _host_commands(lab: Lab, h: Host) -> list[str]:
+    ns = h.namespace
+    out = [
+        f"ip netns add {ns}",
+        f"ip -n {ns} link set lo up",
+        f"ip netns exec {ns} sysctl -qw {NO_IPV6_AUTOCONF}",
+    ]
+    for position, i in enumerate(i for i in h.interfaces if i.network):
+        bridge = lab.networks[i.network].bridge if i.network else ""
+        out += [
+            f"ip -n {ns} link add {i.name} index {port_index(position)} type veth peer name {i.host_veth} "
+            f"netns {MACHINE_NETNS}",
+            f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
+            f"ip -n {ns} link set {i.name} up",
+        ]
+        out.append(
+            f"ip link set {i.host_veth} master {bridge} alias {owner_alias(lab.name, 'host', h.name, i.name)} up"
+        )
+    if h.gateway:
+        out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
+    return out
+
+
+def port_index(position: int) -> int:
+    """The ifindex a host's n-th bridge port gets inside its fresh namespace (lo is 1): no lookup needed."""
+    return 10 + position
+
+
+@dataclass(frozen=True)
+class AddLinks(Action):
+    lab: Lab
+    links: tuple[Link, ...]
+
+    def commands(self) -> list[str]:
+        out = []
+        for lk in self.links:
+            a, b = self.lab.hosts[lk.a].namespace, self.lab.hosts[lk.b].namespace
+            out += [
+                f"ip -n {a} link add {lk.a_ifname} type veth peer name {lk.b_ifname} netns {b}",
+                f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
+                f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
+                f"ip -n {a} link set {lk.a_ifname} up",
+                f"ip -n {b} link set {lk.b_ifname} up",
+            ]
+        return out
+
+    def summary(self) -> str:
+        return f"add {len(self.links)} link(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        drivers.kernel.add_links(self.lab, list(self.links))
+        return RemoveLinks(self.lab, self.links)
+
+
+@dataclass(frozen=True)
+class RemoveBridgesLater(Action):
+    """``down``: bridges are deleted in a worker thread while namespaces are unpinned (the kernel detaches
+    a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
+
+    bridges: tuple[str, ...]
+    pending: list[object] = field(default_factory=list, compare=False, hash=False)
+
+    def commands(self) -> list[str]:
+        return [f"ip link del {b}" for b in self.bridges]
+
+    def summary(self) -> str:
+        return f"remove {len(self.bridges)} network(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        self.pending.append(drivers.kernel.remove_links_later(list(self.bridges)))
+        return None
+
+
+@dataclass(frozen=True)
+class AwaitBridges(Action):
+    started: RemoveBridgesLater
+
+    def commands(self) -> list[str]:
+        return []
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        failures: list[str] = []
+        for wait in self.started.pending:
+            failures += wait()  # type: ignore[operator]
+        return failures
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(self.teardown(drivers))
+        return None
+
+
+def _host_veths(hosts: Iterable[Host]) -> tuple[str, ...]:
+    return tuple(i.host_veth for h in hosts for i in h.interfaces if i.host_veth)
+
+
+def _host_identity(host: Host | None) -> object:
+    """What makes a host's namespace need rebuilding: everything but its point-to-point links,
+    which are replaced on their own."""
+    if host is None:
+        return None
+    return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network))
+
+
+def _link_key(link: Link) -> tuple[str, str, str, str]:
+    return (link.a, link.b, link.a_ifname, link.b_ifname)
+
+
+@dataclass
+class _Changes:
+    """What a converge touches, by name (the steps of :func:`plan_up` fill it in)."""
+
+    nets_to_remove: list[Network] = field(default_factory=list)
+    nets_to_add: list[Network] = field(default_factory=list)
+    hosts_to_remove: dict[str, Host] = field(default_factory=dict)  # namespace -> host as recorded
+    hosts_to_add: dict[str, Host] = field(default_factory=dict)  # name -> host as desired
+    links_to_remove: list[Link] = field(default_factory=list)
+    links_to_add: list[Link] = field(default_factory=list)
+
+
+def plan_up(desired: Lab, recorded: Lab | None, observed: Observed) -> Plan:
+    """Actions that take the kernel from ``recorded``/``observed`` to ``desired``."""
+    before = recorded or Lab(name=desired.name, source=desired.source, networks={}, hosts={})
+    changes = _Changes()
+    _networks(desired, before, observed, changes)
+    _hosts(desired, before, observed, changes)
+    _links(desired, before, changes)
+    return _actions(desired, before, observed, changes)
+
+
+def _networks(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
+    for name, n in before.networks.items():
+        if desired.networks.get(name) != n and n.bridge in observed.bridges:
+            changes.nets_to_remove.append(n)
+    for name, n in desired.networks.items():
+        if before.networks.get(name) != n or n.bridge not in observed.bridges:
+            changes.nets_to_add.append(n)
+
+
+def _hosts(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
+    def remove(host: Host) -> None:
+        recorded = before.hosts.get(host.name)
+        if recorded is not None and recorded.namespace in observed.namespaces:
+            changes.hosts_to_remove.setdefault(recorded.namespace, recorded)
+
+    for name, h in before.hosts.items():
+        if _host_identity(desired.hosts.get(name)) != _host_identity(h):
+            remove(h)
+    for name, h in desired.hosts.items():
+        if _host_identity(before.hosts.get(name)) != _host_identity(h) or h.namespace not in observed.namespaces:
+            changes.hosts_to_add[name] = h
+            # A namespace that exists but is not recorded as this exact host is in the way: recreate it only if
+            # it was ours (recorded); a foreign one makes apply fail cleanly (EEXIST) before anything changed.
+            remove(h)
+    # Hosts attached to a recreated bridge must be re-wired too: their veths die with the bridge.
+    rebuilt = {n.name for n in changes.nets_to_add}
+    for name, h in desired.hosts.items():
+        if name not in changes.hosts_to_add and any(i.network in rebuilt for i in h.interfaces):
+            changes.hosts_to_add[name] = h
+            remove(h)
+
+
+def _links(desired: Lab, before: Lab, changes: _Changes) -> None:
+    added = changes.hosts_to_add
+    before_links = {_link_key(lk): lk for lk in before.links}
+    desired_links = {_link_key(lk): lk for lk in desired.links}
+    for lk in desired.links:
+        if before_links.get(_link_key(lk)) != lk or lk.a in added or lk.b in added:
+            changes.links_to_add.append(lk)
+    for key, lk in before_links.items():
+        if desired_links.get(key) == lk or lk.a in added or lk.b in added:
+            continue  # unchanged, or it goes with its recreated host
+        if lk.a in desired.hosts and lk.b in desired.hosts:
+            changes.links_to_remove.append(lk)
+
+
+def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> Plan:
+    actions: list[Action] = []
+    if changes.hosts_to_remove:
+        actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
+    if changes.links_to_remove:
+        actions.append(RemoveLinks(before, tuple(changes.links_to_remove)))
+    if changes.nets_to_remove:
+        actions.append(RemoveBridges(before, tuple(changes.nets_to_remove)))
+    if changes.nets_to_add:
+        actions.append(AddBridges(desired, tuple(changes.nets_to_add)))
+    if changes.hosts_to_add:
+        hosts = tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add)  # file order
+        stale = tuple(v for v in _host_veths(hosts) if v in observed.host_veths)
+        actions.append(AddHosts(desired, hosts, stale))
+    if changes.links_to_add:
+        actions.append(AddLinks(desired, tuple(changes.links_to_add)))
+    return Plan(actions)
+
+
+def plan_down(recorded: Lab, marked_namespaces: Iterable[str] = (), marked_bridges: Iterable[str] = ()) -> Plan:
+    """Everything the lab owns: recorded objects plus any found by their ownership marks. Bridges go in a
+    worker thread meanwhile (:class:`RemoveBridgesLater`), namespaces are unpinned as by ``ip netns del``."""
+    namespaces = sorted({h.namespace for h in recorded.hosts.values()} | set(marked_namespaces))
+    bridges = sorted({n.bridge for n in recorded.networks.values()} | set(marked_bridges))
+    actions: list[Action] = []
+    later = RemoveBridgesLater(tuple(bridges))
+    if bridges:
+        actions.append(later)
+    if namespaces:
+        actions.append(RemoveHosts(recorded, tuple(namespaces)))
+    if bridges:
+        actions.append(AwaitBridges(later))
+    return Plan(actions)
