@@ -11,6 +11,10 @@ files. nslab stays as the parent: it forwards SIGTERM/SIGHUP to the command (Ctr
 terminal's process group), returns its exit status and takes the lab down afterwards. If nslab itself is
 killed (SIGKILL), ``nslab gc`` finds the lab by its name and dead owner (``run.json`` in its state dir
 records the owner's pid and start time, so a reused pid does not keep it alive).
+
+``gc`` removes what a killed run or lab left: a state whose namespaces are gone, links whose alias names a
+lab without state (naming.py's ownership marks), ``/run/netns/run-*-main`` names without state — the
+``ip netns del`` / ``ip link del`` a person would type after reading ``ip netns`` and ``ip -d link``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ import re
 import signal
 import subprocess
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import linux, nsenter, paths, state
+from . import linux, naming, nsenter, paths, state
+from .drivers import files, procfs
 from .errors import NslabError, TargetError
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 RUN_NAME = re.compile(r"^run-(\d+)([a-z]?)$")
 OWNER_FILE = "run.json"
@@ -65,18 +73,11 @@ def lab_document(name: str, network: str, publish: Sequence[str] = (), dns: Sequ
     return {"name": name, "networks": {NETWORK: {"internal": network == "internal"}}, "hosts": {HOST: host}}
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _free_name() -> str:
     base = f"run-{os.getpid()}"
     taken = set(state.lab_names())
-    for suffix in ("", *"abcdefghijklmnopqrstuvwxyz"):
+    suffixes: list[str] = ["", *"abcdefghijklmnopqrstuvwxyz"]
+    for suffix in suffixes:
         if base + suffix not in taken:
             return base + suffix
     raise TargetError("too many runs at once in this process")
@@ -107,12 +108,11 @@ class Throwaway:
         self._write_owner()  # up() may have replaced the directory's contents
 
     def _write_owner(self) -> None:
-        path = os.path.join(paths.lab_dir(self.name), OWNER_FILE)
-        with open(path, "w") as fh:
-            json.dump({"pid": os.getpid(), "start": _start_time(os.getpid())}, fh)
+        owner = {"pid": os.getpid(), "start": procfs.start_time(os.getpid())}
+        files.write_json(os.path.join(paths.lab_dir(self.name), OWNER_FILE), owner)
 
     @property
-    def target(self) -> nsenter.Target:
+    def target(self) -> Target:
         from .targets import resolve
 
         return resolve(f"{self.name}/{HOST}")
@@ -170,7 +170,7 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
             signal.signal(sig, handler)
 
 
-def _child(target: nsenter.Target, argv: list[str], read_end: int, write_end: int, handlers: dict) -> None:
+def _child(target: Target, argv: list[str], read_end: int, write_end: int, handlers: dict[signal.Signals, Any]) -> None:
     message = "cannot start the command"
     try:
         os.close(read_end)
@@ -197,7 +197,7 @@ def run(
     publish: Sequence[str] = (),
     dns: Sequence[str] = (),
     **popen_kwargs: Any,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[Any]:
     """Run ``argv`` in a fresh namespace that exists only while it runs; ``subprocess.run`` keywords apply.
 
     ``network="none"``: loopback only. ``"nat"`` / ``"internal"``: one host on a throwaway lab network
@@ -221,58 +221,79 @@ def run(
 
 
 def _run_owner_alive(name: str) -> bool:
+    """Whether the ``nslab run`` that made lab ``name`` still runs (True for any lab not named ``run-PID``)."""
     match = RUN_NAME.match(name)
     if not match:
         return True
+    owner = files.read_json(os.path.join(paths.lab_dir(name), OWNER_FILE))
     try:
-        with open(os.path.join(paths.lab_dir(name), OWNER_FILE)) as fh:
-            owner = json.load(fh)
         pid, start = int(owner["pid"]), owner.get("start")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         pid, start = int(match[1]), None
-    current = _start_time(pid)
-    return current is not None and (start is None or start == current)
+    return procfs.is_running(pid, start)  # start: an int, or a string from older versions
 
 
 def _namespaces_gone(st: state.LabState) -> bool:
     hosts = list(st.lab.hosts.values())
-    return bool(hosts) and not any(os.path.exists(os.path.join(nsenter.NETNS_DIR, h.namespace)) for h in hosts)
+    return bool(hosts) and not any(os.path.exists(paths.netns_path(h.namespace)) for h in hosts)
+
+
+def _stale_labs(recorded: dict[str, state.LabState]) -> dict[str, str]:
+    """Labs with a state whose owner or namespaces are gone -> why."""
+    victims = {}
+    for name, st in recorded.items():
+        if RUN_NAME.match(name) and not _run_owner_alive(name):
+            victims[name] = "its 'nslab run' is gone"
+        elif _namespaces_gone(st):
+            victims[name] = "its namespaces are gone"
+    return victims
+
+
+def _orphan_link_owners(recorded: dict[str, state.LabState]) -> set[str]:
+    """Labs without a state that still own links on the machine (by the ownership mark in the alias)."""
+    from .drivers import rtnl
+
+    sock = rtnl.open_socket()
+    try:
+        links = rtnl.links(sock, with_addresses=False)
+    finally:
+        sock.close()
+    owners = {owner.lab for owner in map(naming.parse_owner, (lk.alias for lk in links)) if owner is not None}
+    # a foreign alias that only looks like ours names no lab; a lab that is up is not an orphan
+    return {lab for lab in owners if paths.is_lab_name(lab) and lab not in recorded}
+
+
+def _orphan_run_namespaces(recorded: dict[str, state.LabState]) -> set[str]:
+    """Runs without a state whose host namespace (``/run/netns/run-PID-main``) is still named."""
+    try:
+        entries = os.listdir(paths.NETNS_DIR)
+    except FileNotFoundError:
+        return set()
+    suffix = naming.namespace_name("", HOST)  # "-main"
+    runs = {entry[: -len(suffix)] for entry in entries if entry.endswith(suffix)}
+    return {run for run in runs if RUN_NAME.match(run) and run not in recorded}
+
+
+def _find_leftovers() -> tuple[list[str], dict[str, str]]:
+    """(reserved run names to forget, labs to take down -> why); under the machine lock."""
+    recorded = {st.lab.name: st for st in state.all_states()}
+    reserved = [e for e in _dirs() if RUN_NAME.match(e) and e not in recorded and not _run_owner_alive(e)]
+    victims = _stale_labs(recorded)
+    for lab in sorted(_orphan_link_owners(recorded)):
+        if not RUN_NAME.match(lab) or not _run_owner_alive(lab):
+            victims.setdefault(lab, "its links outlived its state")
+    for run in sorted(_orphan_run_namespaces(recorded)):
+        if not _run_owner_alive(run):
+            victims.setdefault(run, "its namespace outlived its state")
+    return reserved, victims
 
 
 def gc() -> list[str]:
     """Remove leftovers; returns one line per thing removed. Never touches a live run or a lab that is up."""
-    from .drivers import netlink
     from .lab import down
-    from .model import OWNER_PREFIX
 
     with state.machine_lock():
-        recorded = {st.lab.name: st for st in state.all_states()}
-        reserved = [e for e in _dirs() if RUN_NAME.match(e) and e not in recorded and not _run_owner_alive(e)]
-        victims: dict[str, str] = {}
-        for name, st in recorded.items():
-            if RUN_NAME.match(name) and not _run_owner_alive(name):
-                victims[name] = "its 'nslab run' is gone"
-            elif _namespaces_gone(st):
-                victims[name] = "its namespaces are gone"
-        sock = netlink.root_socket()
-        try:
-            links = netlink.links(sock, with_addresses=False)
-        finally:
-            sock.close()
-        for lk in links:
-            if lk.alias.startswith(OWNER_PREFIX):
-                lab = lk.alias[len(OWNER_PREFIX) :].split(":")[0]
-                if not paths.is_lab_name(lab) or lab in recorded:
-                    continue  # a foreign alias that only starts like ours, or a lab that is up
-                if not RUN_NAME.match(lab) or not _run_owner_alive(lab):
-                    victims.setdefault(lab, "its links outlived its state")
-        try:
-            for entry in os.listdir(nsenter.NETNS_DIR):
-                match = re.match(r"^(run-\d+[a-z]?)-" + HOST + "$", entry)
-                if match and match[1] not in recorded and not _run_owner_alive(match[1]):
-                    victims.setdefault(match[1], "its namespace outlived its state")
-        except FileNotFoundError:
-            pass
+        reserved, victims = _find_leftovers()
     done = []
     for name in reserved:
         if name not in victims:

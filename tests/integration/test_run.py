@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import nslab as api
-from nslab import firewall
 from sandbox import WAN_ADDRESS, sh
 
 NSLAB = str(Path(sys.executable).parent / "nslab")
@@ -77,8 +76,6 @@ def test_nat_reaches_the_wan_server_and_leaves_nothing(host):
     assert leftovers() == before
     result = nslab("run", "--network", "nat", "--", sys.executable, "-c", FETCH, check=False)
     assert leftovers() == before
-    if result.returncode != 0 and "Placeholder" in (firewall.__doc__ or ""):
-        pytest.skip("egress NAT (firewall feature) has not landed yet")
     assert result.returncode == 0 and result.stdout.strip() == "200", result.stderr
     internal = nslab("run", "--network", "internal", "--", sys.executable, "-c", FETCH, check=False)
     assert internal.returncode != 0
