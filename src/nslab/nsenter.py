@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
     from .targets import Target
 
-NETNS_DIR = paths.NETNS_DIR  # transitional: the committed lab.py still reads nsenter.NETNS_DIR (use paths)
-
 
 def _open_ns(path: str, what: str) -> int:
     try:
