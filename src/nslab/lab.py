@@ -78,7 +78,7 @@ class Lab:
     def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None) -> Lab:
         from . import spec
 
-        lab_spec, source = spec.load(path)
+        lab_spec, source = spec.load(Path(path))
         lab = cls(lab_spec, source, str(Path(path).resolve()), drivers)
         lab.display_path = str(path)
         return lab

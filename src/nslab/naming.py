@@ -12,9 +12,9 @@ Stdlib only and cheap to import (``nslab exec`` resolves lab hosts with it).
 from __future__ import annotations
 
 try:  # hashlib imports OpenSSL's _hashlib first (~4 ms on every command); blake2 is built in
-    from _blake2 import blake2s
+    from _blake2 import blake2s as blake2s
 except ImportError:  # pragma: no cover - an interpreter without the builtin module
-    from hashlib import blake2s
+    from hashlib import blake2s as blake2s
 
 #: Every machine-side link nslab makes carries an alias starting with this.
 OWNER_PREFIX = "nslab:"

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UserError
 
+if TYPE_CHECKING:
+    from ..lab import Lab
+
 DEFAULT_FILE = "nslab.yaml"
 
 
-def _load(file: str):  # -> nslab.lab.Lab
+def _load(file: str) -> Lab:
     from ..lab import Lab
 
     if not os.path.exists(file):

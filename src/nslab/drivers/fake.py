@@ -48,6 +48,17 @@ class FakeKernel(_Failing):
         self.veths: dict[str, str] = {}  # machine-side host veth -> alias
         self.link_ends: set[tuple[str, str]] = set()
         self.hairpin: set[str] = set()
+        self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
+
+    def _made(self, name: str) -> None:
+        if self.sysctls is not None:
+            default = self.sysctls.values.get("net.ipv4.conf.default.route_localnet", "0")
+            self.sysctls.values[f"net.ipv4.conf.{name}.route_localnet"] = default
+
+    def _gone(self, name: str) -> None:
+        self.hairpin.discard(name)
+        if self.sysctls is not None:
+            self.sysctls.values.pop(f"net.ipv4.conf.{name}.route_localnet", None)
 
     def close(self) -> None:
         pass
@@ -76,12 +87,14 @@ class FakeKernel(_Failing):
         self._call("add_bridges")
         for n in networks:
             self.bridges[n.bridge] = owner_alias(lab.name, "net", n.name)
+            self._made(n.bridge)
 
     def remove_links(self, names: list[str]) -> list[str]:
         self._call("remove_links")
         for name in names:
             self.bridges.pop(name, None)
             self.veths.pop(name, None)
+            self._gone(name)
         return []
 
     def remove_links_later(self, names: list[str]) -> Callable[[], list[str]]:
@@ -92,6 +105,7 @@ class FakeKernel(_Failing):
         self._call("clear_stale_links")
         for name in names:
             self.veths.pop(name, None)
+            self._gone(name)
         return []
 
     def add_hosts(self, lab: Lab, hosts: list[Host]) -> None:
@@ -104,6 +118,7 @@ class FakeKernel(_Failing):
             for i in h.interfaces:
                 if i.host_veth:
                     self.veths[i.host_veth] = owner_alias(lab.name, "host", h.name, i.name)
+                    self._made(i.host_veth)
 
     def remove_namespaces(self, names: list[str]) -> list[str]:
         self._call("remove_namespaces")
@@ -113,6 +128,7 @@ class FakeKernel(_Failing):
             for veth, alias in list(self.veths.items()):  # they go with the namespace
                 if alias.startswith(f"nslab:{lab}:host:{host}:"):
                     del self.veths[veth]
+                    self._gone(veth)
         self.link_ends = {e for e in self.link_ends if e[0] not in names}
         return []
 
@@ -279,4 +295,6 @@ def fake_drivers(**replace: Any) -> Drivers:
         "uts": FakeHostnamePins(), "processes": FakeProcesses(), "machine": FakeMachine(),
     }
     parts.update(replace)
+    if isinstance(parts["kernel"], FakeKernel) and isinstance(parts["sysctl"], FakeSysctls):
+        parts["kernel"].sysctls = parts["sysctl"]
     return Drivers(**parts)

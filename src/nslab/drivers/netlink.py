@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from .. import linux
 from ..errors import KernelError
@@ -76,24 +75,6 @@ class Namespace:
     def close(self) -> None:
         self.sock.close()
         os.close(self.fd)
-
-
-def _in_thread(fn: Callable[[], Any]) -> Any:
-    """Run fn in a fresh thread: namespace switches there never affect the caller's thread."""
-    result: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed back to the caller below
-            result["error"] = exc
-
-    worker = threading.Thread(target=body, name="nslab-netns")
-    worker.start()
-    worker.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 def ensure_netns_dir() -> None:
@@ -148,7 +129,7 @@ def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
             os.close(home)
         return made
 
-    return _in_thread(work)
+    return linux.in_thread(work, "nslab-netns")
 
 
 def _no_ipv6_autoconf() -> None:
@@ -192,7 +173,7 @@ def open_namespace(name_or_path: str) -> Namespace:
             os.close(home)
 
     try:
-        return _in_thread(work)
+        return linux.in_thread(work, "nslab-netns")
     except OSError as exc:
         raise KernelError(f"cannot open namespace {path}: {exc.strerror}") from exc
 
@@ -423,6 +404,7 @@ class NetlinkKernel:
                         inside = Batch()
                         set_up(inside, 1, f"lo in {h.namespace}")
                         for pos, port in enumerate(i for i in h.interfaces if i.network):
+                            assert port.host_veth is not None  # every bridge port has one (resolve.py)
                             add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos))
                             add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
                             set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
@@ -435,7 +417,9 @@ class NetlinkKernel:
             ports = Batch()
             bridge_index: dict[str, int] = {}
             for h in hosts:
-                for port in (i for i in h.interfaces if i.network):
+                for port in h.interfaces:
+                    if port.network is None or port.host_veth is None:
+                        continue
                     bridge = lab.networks[port.network].bridge
                     if bridge not in bridge_index:
                         bridge_index[bridge] = socket.if_nametoindex(bridge)
@@ -464,22 +448,22 @@ class NetlinkKernel:
         try:
             for lk in items:
                 for host in (lk.a, lk.b):
-                    ns = lab.hosts[host].namespace
-                    if ns not in opened:
-                        opened[ns] = open_namespace(ns)
+                    name = lab.hosts[host].namespace
+                    if name not in opened:
+                        opened[name] = open_namespace(name)
             for lk in items:
                 a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
                 batch = Batch()
                 add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd)
                 batch.commit_or_raise(a.sock)
-                for ns, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
-                    index = _index_in(ns, ifname)
-                    add_address(batch, index, address, f"{ifname} in {ns.name}")
-                    set_up(batch, index, f"{ifname} in {ns.name}")
-                    batch.commit_or_raise(ns.sock)
+                for end, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
+                    index = _index_in(end, ifname)
+                    add_address(batch, index, address, f"{ifname} in {end.name}")
+                    set_up(batch, index, f"{ifname} in {end.name}")
+                    batch.commit_or_raise(end.sock)
         finally:
-            for ns in opened.values():
-                ns.close()
+            for opened_ns in opened.values():
+                opened_ns.close()
 
     def remove_link_ends(self, ends: list[tuple[str, str]]) -> list[str]:
         failures = []
