@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up (dev/setup.sh), then run the whole suite: lint, unit, integration and acceptance tests. Every
-# integration/acceptance test runs in its own throwaway host; the run ends by proving the real machine got
-# no new namespace, link, nft table, /etc/netns entry or nslab state.
+# Set up (dev/setup.sh), then run the whole suite: lint (ruff), types (mypy --strict src), unit, integration
+# and acceptance tests. Every integration/acceptance test runs in its own throwaway host; the run ends by
+# proving the real machine got no new namespace, link, nft table, /etc/netns entry or nslab state.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./dev/setup.sh
 .venv/bin/ruff check src tests bench
+.venv/bin/mypy
 exec .venv/bin/pytest -q -p no:cacheprovider tests "$@"
