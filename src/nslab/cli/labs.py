@@ -31,7 +31,7 @@ def _load(file: str) -> Lab:
 
 @click.command()
 @click.option("-f", "--file", "file", default=DEFAULT_FILE, show_default=True, help="The lab file.")
-@click.option("--dry-run", is_flag=True, help="Print the change as a script of ip/nft/sysctl/file commands; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the change as a script (ip, nft, sysctl, files); change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
 def up(file: str, dry_run: bool, as_json: bool) -> None:
     """Create the lab, or converge it to the file if it is up already.
