@@ -1,4 +1,4 @@
-"""The ``nslab`` command line. :func:`entry` is the console script.
+"""The ``nslab`` command line. :func:`entry` is what bin/nslab runs.
 
 The hot forms are recognized straight from argv by :mod:`nslab.cli.fast` (importing click alone costs more
 than ``ip netns exec`` takes); everything else, and every error message, goes through the click

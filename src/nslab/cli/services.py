@@ -1,4 +1,5 @@
-"""Service verbs: ``logs``. (Services start with ``up``, show in ``status``, stop with ``down``.)"""
+"""Service verbs: ``logs`` (``tail [-n N] [-f]`` of a host's service logs, merged and prefixed when a host
+runs several). Services start with ``up``, show in ``status`` and stop with ``down``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from ..errors import TargetError
 
 def _log_files(lab: str, host: str) -> list[tuple[str, str]]:
     """(service id, log path) of every service of ``host``, in file order."""
-    from ..drivers import process
+    from ..drivers import files
 
-    config = process.read_json(process.config_path(lab)) or {}
+    config = files.read_json(paths.supervisor_config(lab)) or {}
     out = [(s["id"], s["log"]) for s in config.get("services", []) if s["host"] == host]
     if not out:
         raise TargetError(f"host '{host}' of lab '{lab}' runs no services (add 'run:' to it in the lab file)")
@@ -35,6 +36,55 @@ def _tail(path: str, lines: int | None) -> tuple[str, int]:
     return text, len(data)
 
 
+class _Printer:
+    """Writes service output to stdout; with several services, whole lines prefixed ``HOST.N | ``."""
+
+    def __init__(self, prefixed: bool) -> None:
+        self.prefixed = prefixed
+        self.partial: dict[str, str] = {}  # a service's last line, until its newline arrives
+
+    def emit(self, service: str, text: str) -> None:
+        if not text:
+            return
+        if not self.prefixed:
+            sys.stdout.write(text)
+        else:
+            *complete, self.partial[service] = (self.partial.get(service, "") + text).split("\n")
+            for line in complete:
+                sys.stdout.write(f"{service} | {line}\n")
+        sys.stdout.flush()
+
+
+def _new_output(path: str, offset: int) -> tuple[str, int]:
+    """What was appended to ``path`` since ``offset``, and the new offset (0 again if it was truncated)."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return "", offset
+    if size < offset:
+        offset = 0
+    if size == offset:
+        return "", offset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
+    return chunk.decode(errors="replace"), offset + len(chunk)
+
+
+def _follow(lab: str, files: list[tuple[str, str]], offsets: dict[str, int], printer: _Printer) -> None:
+    """``tail -f`` every log until Ctrl-C or until the lab goes down."""
+    try:
+        while True:
+            for service, path in files:
+                text, offsets[path] = _new_output(path, offsets[path])
+                printer.emit(service, text)
+            if not os.path.exists(paths.state_file(lab)):
+                return  # the lab went down
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return
+
+
 @click.command()
 @click.argument("target", metavar="[LAB/]HOST")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
@@ -49,48 +99,13 @@ def logs(target: str, follow: bool, lines: int | None) -> None:
 
     lab, host = find_host(target)
     files = _log_files(lab, host)
-    prefix = len(files) > 1
+    printer = _Printer(prefixed=len(files) > 1)
     offsets: dict[str, int] = {}
-    partial: dict[str, str] = {}
-
-    def emit(service: str, text: str) -> None:
-        if not text:
-            return
-        if not prefix:
-            sys.stdout.write(text)
-        else:
-            *complete, partial[service] = (partial.get(service, "") + text).split("\n")
-            for line in complete:
-                sys.stdout.write(f"{service} | {line}\n")
-        sys.stdout.flush()
-
     for service, path in files:
-        text, size = _tail(path, lines)
-        offsets[path] = size
-        emit(service, text)
-    if not follow:
-        return
-    try:
-        while True:
-            for service, path in files:
-                try:
-                    size = os.path.getsize(path)
-                except FileNotFoundError:
-                    continue
-                if size < offsets[path]:
-                    offsets[path] = 0
-                if size > offsets[path]:
-                    with open(path, "rb") as fh:
-                        fh.seek(offsets[path])
-                        chunk = fh.read()
-                    offsets[path] += len(chunk)
-                    emit(service, chunk.decode(errors="replace"))
-
-            if not os.path.exists(paths.state_file(lab)):
-                return  # the lab went down
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        return
+        text, offsets[path] = _tail(path, lines)
+        printer.emit(service, text)
+    if follow:
+        _follow(lab, files, offsets, printer)
 
 
 def register(group: click.Group) -> None:

@@ -2,7 +2,7 @@
 
 Targets are ``[LAB/]HOST``, ``netns:NAME``, ``pid:PID``, ``container:NAME_OR_ID`` and ``path:FILE`` (see
 :mod:`nslab.targets`). ``exec`` and ``shell`` replace nslab with the command, so signals reach it directly;
-they import nothing heavy (no pyroute2, pydantic, yaml or rich).
+they import nothing heavy (no pydantic, yaml or rich).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -28,7 +29,7 @@ _EXEC_VALUES = {
 }
 
 
-def _split_exec_args(tokens: tuple[str, ...], values: dict) -> list[str]:
+def _split_exec_args(tokens: tuple[str, ...], values: dict[str, Any]) -> list[str]:
     """Options may also follow TARGET (``nslab exec web1 --uts -- CMD``): take them up to ``--`` or the
     first word that is not one of ours; the rest is the command, untouched."""
     tokens_list = list(tokens)
@@ -76,7 +77,7 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("-d", "--detach", is_flag=True, help="Start CMD in the background (no stdio); print its pid.")
 @click.argument("target", metavar="TARGET")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
-def exec_(target: str, argv: tuple[str, ...], **values) -> None:
+def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     """Run CMD in TARGET's network namespace, with this machine's tools.
 
     Like `nsenter -n -t PID` or `ip netns exec`; exits with CMD's status. Options may also follow TARGET;
