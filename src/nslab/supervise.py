@@ -1,6 +1,7 @@
 """The per-lab supervisor: ``python -m nslab.supervise LAB`` (started by ``nslab up``, stopped by ``down``).
 
 One small process per lab that has services (or needs a DNS forwarder); idle hosts have no process at all.
+What it runs comes from ``services.json`` (built by features/services.py, written by drivers/process.py).
 It runs in the machine's namespaces and:
 
 - forks each service of ``/run/nslab/LAB/services.json`` into its own cgroup, enters the host (network,
@@ -9,7 +10,7 @@ It runs in the machine's namespaces and:
 - restarts services per policy (``no``, ``on-failure``, ``always``) with a growing delay (0.2 s .. 5 s,
   reset after 10 s of running), killing what the old run left in its cgroup first;
 - relays DNS queries that hosts send to their gateway to the machine's loopback resolver (only when the
-  machine's resolv.conf names nothing but a loopback stub, see drivers/dnsfiles.py);
+  machine's resolv.conf names nothing but a loopback stub, see features/dns/);
 - writes what it does to ``services.status.json``;
 - on SIGTERM stops every service tree (SIGTERM, SIGKILL after the timeout), removes the cgroups and exits.
 

@@ -32,7 +32,7 @@ from . import files, procfs
 SERVICE_ENV = "NSLAB_SERVICE"
 STOP_TIMEOUT = float(os.environ.get("NSLAB_STOP_TIMEOUT", "5"))
 
-# Old names of the paths (paths.py owns them now); hostsetup.py still uses these.
+# Old names, kept importable while code outside this module moves to paths.py, files.py and procfs.py.
 config_path = paths.supervisor_config
 status_path = paths.services_status
 log_path = paths.log_path
