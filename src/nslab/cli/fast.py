@@ -2,7 +2,8 @@
 
 ``nslab exec`` should cost about what ``ip netns exec`` costs, and importing click alone takes ~28 ms. So
 the plain form — a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options — is recognized
-here from argv and carried out with nothing but ``os`` and the ctypes wrappers loaded. Anything
+here from argv and carried out with nothing but ``os``, the ctypes wrappers (linux.py), paths.py, state.py's
+name checks and nsenter.py loaded (no typing, re, json, threading or subprocess). Anything
 else (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
 ``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
 errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
