@@ -1,16 +1,23 @@
-"""From a raw :class:`~nslab.spec.LabSpec` to a frozen, fully concrete :class:`Lab`.
+"""From a :class:`~nslab.spec.LabSpec` to a frozen, fully concrete :class:`~nslab.model.Lab`.
 
 This module owns every decision that turns what the user wrote into kernel names and numbers:
 
-- names: namespace ``<lab>-<host>``, interfaces ``eth0..`` inside hosts (networks first, then links),
-  bridge and host-side veth names (``nsl``/``nsv`` + a short hash, always <= 15 characters);
-- IPAM: automatic subnets from :data:`DEFAULT_POOL` / :data:`LINK_POOL` that avoid the machine's routes and
-  addresses and other labs, the bridge's gateway address, host addresses (fixed, then the address the host
-  had before, then the next free one in file order);
-- consistency: references, duplicates, out-of-subnet addresses, overlaps.
+- names: which object gets which name. Namespaces, bridges and host-side veths are named by the rules of
+  :mod:`nslab.naming`; inside a host, interface ``ethN`` is its N-th network in file order, then its links
+  follow in file order; a host's hostname defaults to its name.
+- IPAM: network subnets (a written one is checked; otherwise the subnet the network had before if it is
+  still free, else the next free /24 of :data:`DEFAULT_POOL`), each bridge's gateway (the subnet's first
+  address), host addresses (fixed, then the address the host had before, then the next free one in file
+  order), each host's default route (the gateway of its first network that is not internal), and link
+  subnets (written, had before, or the next free /30 of :data:`LINK_POOL`) with their two addresses.
+- consistency: network and host names, references to unknown networks and hosts, links from a host to
+  itself, addresses outside their subnet or already taken, overlapping subnets, exhausted pools, full
+  networks, invalid hostnames.
 
-It never touches the kernel: what the machine already uses is passed in as :class:`Occupied` entries, so
-the whole module is unit-testable. All problems are collected and raised together as ResolveError.
+It never touches the kernel: the ranges already in use (the caller passes the machine's routes and
+addresses and the other labs' subnets) come in as :class:`~nslab.model.Occupied` entries, and the previous
+allocations as a mapping, so the whole module is unit-testable. All problems are collected and raised
+together as :class:`~nslab.errors.ResolveError`.
 """
 
 from __future__ import annotations
@@ -21,19 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import Problem, ResolveError
-from .model import (
-    Host,
-    Interface,
-    IPv4Addr,
-    IPv4Net,
-    Lab,
-    Link,
-    Network,
-    Occupied,
-    bridge_name,
-    host_veth_name,
-    namespace_name,
-)
+from .model import Host, Interface, IPv4Addr, IPv4Net, Lab, Link, Network, Occupied
+from .naming import bridge_name, host_veth_name, namespace_name
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, field_path
 
 #: Automatic network subnets are /24s carved from this pool.

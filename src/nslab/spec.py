@@ -1,10 +1,21 @@
-"""The lab file exactly as the user wrote it: raw models, YAML loading, errors with file:line.
+"""The lab file as the user wrote it: its schema, YAML loading, and problems located by file:line.
 
-This module owns the schema of ``nslab.yaml``. It knows nothing about the kernel or about other labs;
-``resolve.py`` turns a :class:`LabSpec` into concrete names and addresses.
+This module owns the format of a lab file:
 
-Every problem is reported at once: pydantic collects all schema errors, and each one is located with the
-line of the YAML node it concerns and a field path such as ``hosts.web1.publish[0]``.
+- the raw pydantic models (:class:`LabSpec` and its parts) with the checks that need no other part of the
+  file; they accept the short forms (a host's networks as a list of names, a link as a pair of hosts, an
+  empty entry, ``restart: no`` that YAML reads as false) and store the long form;
+- the name patterns :data:`LAB_NAME` (checked here) and :data:`OBJECT_NAME` (checked by :mod:`nslab.resolve`,
+  with the references between networks, hosts and links);
+- locating a problem: :class:`SourceMap` (field path -> line of its YAML node) and :func:`field_path`
+  (``hosts.web1.publish[0]``), which the later stages use for their own problems too.
+
+It knows nothing about the kernel or about other labs: :mod:`nslab.resolve` turns a :class:`LabSpec` into
+concrete names and addresses.
+
+A YAML syntax error, or a document that is not a mapping, is reported alone; past that every schema problem
+is reported at once: pydantic collects them all, and each is located with the line of the YAML node it
+concerns.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,8 +36,6 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 OBJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-
-Name = Annotated[str, Field(description="lowercase letters, digits and '-', starting with a letter")]
 
 
 class _Strict(BaseModel):
