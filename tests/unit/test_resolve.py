@@ -114,3 +114,98 @@ def test_internal_network_gives_no_default_route():
     )
     assert lab.hosts["x"].gateway is None
     assert lab.hosts["y"].gateway == lab.networks["o"].gateway.ip
+
+
+def test_problems_come_in_phase_order_names_subnets_addresses_links_hostnames():
+    occupied = [
+        Occupied(ipaddress.IPv4Network("10.213.0.0/16"), "route on eth9"),
+        Occupied(ipaddress.IPv4Network("10.214.0.0/16"), "route on eth8"),
+    ]
+    text = """\
+name: a
+networks:
+  n: {subnet: 10.9.0.0/30}
+  auto: {}
+  Bad: {subnet: 10.9.0.0/24}
+hosts:
+  h1: {networks: [n, nope]}
+  h2: {networks: [n]}
+  h3: {networks: [auto], hostname: "-x"}
+links:
+  - [h1, h1]
+  - {endpoints: [h2, h3], subnet: 10.9.0.0/31}
+  - [h1, h2]
+"""
+    with pytest.raises(ResolveError) as err:
+        _resolve(text, occupied=occupied)
+    assert err.value.lines() == [
+        "lab.yaml:5: networks.Bad: name 'Bad' must match [a-z][a-z0-9-]{0,30}",
+        "lab.yaml:5: networks.Bad.subnet: subnet 10.9.0.0/24 overlaps 10.9.0.0/30 (network 'n' of lab 'a')",
+        "lab.yaml:12: links[1].subnet: subnet 10.9.0.0/31 overlaps 10.9.0.0/30 (network 'n' of lab 'a')",
+        "lab.yaml:4: networks.auto: no free /24 left in the pool 10.213.0.0/16; give a subnet",
+        "lab.yaml:7: hosts.h1.networks.nope: unknown network 'nope' (networks: n, auto, Bad)",
+        "lab.yaml:8: hosts.h2.networks.n: network 'n' (10.9.0.0/30) is full",
+        "lab.yaml:11: links[0].endpoints: a link needs two different hosts",
+        "lab.yaml:13: links[2]: no free /30 left in the pool 10.214.0.0/16; give a subnet",
+        "lab.yaml:9: hosts.h3.hostname: '-x' is not a valid hostname",
+    ]
+
+
+def test_unknown_network_when_none_is_defined():
+    with pytest.raises(ResolveError, match=r"unknown network 'n' \(networks: none defined\)"):
+        _resolve("name: a\nhosts: {h: {networks: [n]}}\n")
+
+
+def test_previous_subnets_are_kept_where_still_free():
+    text = "name: a\nnetworks: {x: {}, y: {}}\nhosts: {a: {}, b: {}}\nlinks: [[a, b], [b, a]]\n"
+    previous = {"networks": {"x": "10.213.7.0/24"}, "links": {"a|b|0": "10.214.0.8/30"}}
+    lab = _resolve(text, previous=previous)
+    assert str(lab.networks["x"].subnet) == "10.213.7.0/24"
+    assert str(lab.networks["y"].subnet) == "10.213.0.0/24"  # no previous: first free of the pool
+    assert [str(lk.subnet) for lk in lab.links] == ["10.214.0.8/30", "10.214.0.0/30"]
+    # a previous subnet that something else took since is given up for the next free one
+    occupied = [Occupied(ipaddress.IPv4Network("10.213.7.0/24"), "route on eth9")]
+    lab = _resolve(text, occupied=occupied, previous=previous)
+    assert [str(n.subnet) for n in lab.networks.values()] == ["10.213.0.0/24", "10.213.1.0/24"]
+
+
+def test_previous_address_yields_to_a_fixed_one_and_must_still_fit():
+    text = """\
+name: a
+networks: {n: {subnet: 10.1.0.0/24}}
+hosts:
+  a: {networks: [n]}
+  b: {networks: {n: 10.1.0.5}}
+  c: {networks: [n]}
+  d: {networks: [n]}
+  e: {networks: [n]}
+"""
+    before = {"a": "10.1.0.5", "c": "10.2.0.3", "d": "10.1.0.255", "e": "10.1.0.9"}  # c: outside, d: broadcast
+    previous = {"hosts": {h: {"n": ip} for h, ip in before.items()}}
+    lab = _resolve(text, previous=previous)
+    got = {h: str(lab.hosts[h].interfaces[0].address.ip) for h in "abcde"}
+    # fixed first (b), then what is still valid from before (e), then the next free in file order
+    assert got == {"a": "10.1.0.2", "b": "10.1.0.5", "c": "10.1.0.3", "d": "10.1.0.4", "e": "10.1.0.9"}
+
+
+def test_link_interfaces_follow_network_interfaces_and_a_31_uses_both_addresses():
+    text = """\
+name: a
+networks: {n: {}, m: {internal: true}}
+hosts:
+  a: {networks: [m, n]}
+  b: {}
+links:
+  - {endpoints: [a, b], subnet: 10.9.0.0/31}
+"""
+    lab = _resolve(text)
+    a, b = lab.hosts["a"], lab.hosts["b"]
+    assert [(i.name, i.network, i.link) for i in a.interfaces] == [
+        ("eth0", "m", None),
+        ("eth1", "n", None),
+        ("eth2", None, 0),
+    ]
+    assert [(i.name, str(i.address), i.host_veth) for i in b.interfaces] == [("eth0", "10.9.0.1/31", None)]
+    assert str(a.interfaces[2].address) == "10.9.0.0/31"
+    assert a.gateway == lab.networks["n"].gateway.ip  # the first network that is not internal
+    assert (lab.links[0].a_ifname, lab.links[0].b_ifname) == ("eth2", "eth0")
