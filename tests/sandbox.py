@@ -13,6 +13,7 @@ its own ``wan``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ WAN = "wan"
 WAN_ADDRESS = "198.51.100.1"
 UPLINK_ADDRESS = "198.51.100.2"
 PRIVATE_DIRS = ("/run/netns", "/etc/netns", "/run/nslab")
+MARKER = ".nslab-sandbox"  # in a mount point a sandbox made (under its tmpfs: invisible inside)
 
 
 def sh(cmd: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -37,16 +39,22 @@ class ThrowawayHost:
     mnt_home: int = -1
     net_ns_inode: int = 0
     started: list[subprocess.Popen] = field(default_factory=list)
-    made_dirs: list[str] = field(default_factory=list)
+    lock: int = -1
     cgroups_before: set[str] = field(default_factory=set)
 
     def enter(self) -> ThrowawayHost:
         self.net_home = os.open("/proc/self/ns/net", os.O_RDONLY)
         self.mnt_home = os.open("/proc/self/ns/mnt", os.O_RDONLY)
-        self.made_dirs = [d for d in PRIVATE_DIRS if not os.path.isdir(d)]  # removed again on leave()
+        # Mount points on the real filesystem: made if missing (marked as ours), removed by the last sandbox to
+        # leave. Removing a directory detaches the mounts on it in EVERY mount namespace, so a sandbox of
+        # another test session running meanwhile would lose its private tmpfs: a shared lock on /run counts us.
+        self.lock = os.open("/run", os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self.lock, fcntl.LOCK_SH)
         self.cgroups_before = nslab_cgroups()  # cgroups are not namespaced here: services' go on the machine
         for d in PRIVATE_DIRS:
-            os.makedirs(d, exist_ok=True)
+            if not os.path.isdir(d):
+                os.makedirs(d)
+                open(os.path.join(d, MARKER), "w").close()
         linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         for d in PRIVATE_DIRS:
@@ -88,11 +96,17 @@ class ThrowawayHost:
         linux.setns(self.mnt_home, linux.CLONE_NEWNS)
         os.close(self.net_home)
         os.close(self.mnt_home)
-        for d in reversed(self.made_dirs):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass  # something else uses it by now
+        fcntl.flock(self.lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another sandbox still uses the mount points: the last one out removes them
+        else:
+            for d in reversed(PRIVATE_DIRS):
+                if os.path.isdir(d) and os.listdir(d) == [MARKER]:
+                    os.unlink(os.path.join(d, MARKER))
+                    os.rmdir(d)
+        os.close(self.lock)
         for path in sorted(nslab_cgroups() - self.cgroups_before, key=len, reverse=True):
             try:
                 os.rmdir(path)  # a lab whose test died before `down`: its services are killed above

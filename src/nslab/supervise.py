@@ -11,7 +11,9 @@ It runs in the machine's namespaces and:
   reset after 10 s of running), killing what the old run left in its cgroup first;
 - relays DNS queries that hosts send to their gateway to the machine's loopback resolver (only when the
   machine's resolv.conf names nothing but a loopback stub, see features/dns/);
-- writes what it does to ``services.status.json``;
+- writes what it does to ``services.status.json`` (with the ``hash`` of the config it runs);
+- on SIGHUP reads its config again (a converging ``nslab up`` rewrote it): services whose definition changed
+  or that are gone stop (whole trees), new and changed ones start, the others keep running untouched;
 - on SIGTERM stops every service tree (SIGTERM, SIGKILL after the timeout), removes the cgroups and exits.
 
 :class:`Supervisor` holds the loop's state; signals only wake the loop (through a pipe), the loop acts.
@@ -163,6 +165,12 @@ class Forwarder:
             pass
         out.close()
 
+    def close(self) -> None:
+        for sock in [*self.listeners, *self.pending]:
+            self.selector.unregister(sock)
+            sock.close()
+        self.listeners, self.pending = [], {}
+
     def expire(self) -> None:
         now = time.monotonic()
         for out, (_, _, deadline) in list(self.pending.items()):
@@ -176,6 +184,7 @@ class Supervisor:
     """The loop state of one lab's supervisor: its services, the DNS forwarder and the signal wake-up pipe."""
 
     def __init__(self, lab: str) -> None:
+        self.lab = lab
         self.config: dict[str, Any] = files.read_json(paths.supervisor_config(lab)) or {}
         self.status_file = paths.services_status(lab)
         self.me = {"pid": os.getpid(), "start": procfs.start_time(os.getpid())}
@@ -216,6 +225,7 @@ class Supervisor:
                 "error": self.error,
                 "services": [s.to_json() for s in self.services],
                 "forwarder": self.config.get("forward"),
+                "hash": self.config.get("hash"),
             },
         )
 
@@ -249,6 +259,34 @@ class Supervisor:
             return
         if signal.SIGTERM in signals or signal.SIGINT in signals:
             self.stopping = True
+        elif signal.SIGHUP in signals:
+            self.reload()
+
+    def reload(self) -> None:
+        """Run the config as it is now: stop what changed or went, start what changed or is new."""
+        config: dict[str, Any] = files.read_json(paths.supervisor_config(self.lab)) or {}
+        wanted = {spec["id"]: spec for spec in config.get("services", [])}
+        kept = {s.id: s for s in self.services if wanted.get(s.id) == s.spec}
+        doomed = [s for s in self.services if s.id not in kept]
+        for s in doomed:
+            s.restart_at, s.stopping = None, True
+        process.stop_trees([s.tracker for s in doomed], reap=self.reap)
+        for s in doomed:
+            s.note("stopped: its definition changed or it left the lab (nslab up)")
+            if s.tracker.cgroup:
+                process.remove_cgroup(s.tracker.cgroup)
+        self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
+        for s in self.services:
+            if s.id not in kept:
+                s.start()
+        if config.get("forward") != self.config.get("forward"):
+            if self.forwarder is not None:
+                self.forwarder.close()
+                self.forwarder = None
+            self.config = config
+            self._start_forwarder()
+        self.config = config
+        self.write_status()
 
     def _dispatch(self, kind: str, obj: Any) -> None:
         if kind == "signal":

@@ -102,8 +102,9 @@ FAULTS = [
     pytest.param("sysctl", "write net.ipv4.ip_forward", id="firewall-sysctl"),
     pytest.param("nft", "run", id="firewall-ruleset"),
     pytest.param("kernel", "set_hairpin", id="firewall-hairpin"),
-    pytest.param("processes", "start_supervisor", id="services"),
 ]
+FRESH_FAULTS = [*FAULTS, pytest.param("processes", "start_supervisor", id="services")]
+CONVERGE_FAULTS = [*FAULTS, pytest.param("processes", "reload_supervisor", id="services")]
 
 
 def _fail(d: Drivers, driver: str, operation: str) -> None:
@@ -114,7 +115,7 @@ def _fail(d: Drivers, driver: str, operation: str) -> None:
         part.fail_on = {operation}
 
 
-@pytest.mark.parametrize(("driver", "operation"), FAULTS)
+@pytest.mark.parametrize(("driver", "operation"), FRESH_FAULTS)
 def test_a_failing_action_rolls_a_fresh_lab_back_to_nothing(driver, operation):
     d = fake_drivers()
     empty = machine(d)
@@ -125,7 +126,7 @@ def test_a_failing_action_rolls_a_fresh_lab_back_to_nothing(driver, operation):
     assert state.LabState.load("core") is None
 
 
-@pytest.mark.parametrize(("driver", "operation"), FAULTS)
+@pytest.mark.parametrize(("driver", "operation"), CONVERGE_FAULTS)
 def test_a_failing_converge_leaves_the_previous_lab_as_it_was(driver, operation):
     d = fake_drivers()
     Lab.from_text(LAB, drivers=d).up()
@@ -152,9 +153,15 @@ def test_converge_restarts_services_only_when_they_changed():
     first = processes.running["core"]["pid"]
     plan = Lab.from_text(EDITED, drivers=d).up().plan
     assert processes.running["core"]["pid"] == first, plan.commands()  # a new host without services
-    changed = Lab.from_text(EDITED.replace("exec sleep 1000", "exec sleep 2000"), drivers=d).up(dry_run=True)
-    text = "\n".join(changed.commands())
-    assert f"kill {first}" in text and "service db" in text and "sleep 2000" in text
+    edited = EDITED.replace("exec sleep 1000", "exec sleep 2000")
+    text = "\n".join(Lab.from_text(edited, drivers=d).up(dry_run=True).commands())
+    assert f"kill -HUP {first}" in text and "stops db, starts nothing" in text and "starts db" in text, text
+    assert "sleep 2000" in text and "service web" not in text
+    Lab.from_text(edited, drivers=d).up()
+    assert processes.running["core"]["pid"] == first and processes.restarted == ["db"]
+    # a host recreated by the wiring (its network changed) restarts its services, and only those
+    Lab.from_text(edited.replace("front: {subnet: 10.81.1.0/24}", "front: {subnet: 10.81.3.0/24}"), drivers=d).up()
+    assert processes.restarted == ["db", "web"]
 
 
 def test_dry_run_changes_nothing_and_renders_every_feature():

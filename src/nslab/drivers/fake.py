@@ -252,6 +252,7 @@ class FakeProcesses(_Failing):
         self.running: dict[str, dict[str, Any]] = {}  # lab -> supervisor record
         self.next_pid = 1000
         self.inside: set[str] = set()  # namespaces with stray processes
+        self.restarted: list[str] = []  # service ids (re)started by reloads
 
     def start_supervisor(self, lab: str, config: dict[str, Any]) -> dict[str, Any]:
         self._call("start_supervisor")
@@ -264,6 +265,13 @@ class FakeProcesses(_Failing):
         self._call("stop_supervisor")
         self.running.pop(lab, None)
         return []
+
+    def reload_supervisor(self, lab: str, record: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        self._call("reload_supervisor")
+        old = {s["id"]: s for s in self.running[lab].get("services", [])}
+        self.restarted += [s["id"] for s in config.get("services", []) if old.get(s["id"]) != s]
+        self.running[lab] = {"pid": record["pid"], "start": record["start"], **config}
+        return self.running[lab]
 
     def is_alive(self, pid: int | None, started: int | None) -> bool:
         return any(r["pid"] == pid for r in self.running.values())

@@ -210,6 +210,29 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
     raise KernelError(f"the service supervisor of lab {lab} did not report ready (see {paths.logs_dir(lab)})")
 
 
+def reload_supervisor(lab: str, record: dict[str, Any], config: dict[str, Any], wait: float = 30.0) -> dict[str, Any]:
+    """Hand the running supervisor a new config (SIGHUP): it restarts only the services whose definition
+    changed. Returns its new record once its status shows the new config."""
+    from ..errors import KernelError
+
+    files.write_json(paths.supervisor_config(lab), config)
+    pid, started = record.get("pid"), record.get("start")
+    if pid is None or not is_alive(pid, started):
+        raise KernelError(f"the service supervisor of lab {lab} is not running")
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        status = files.read_json(paths.services_status(lab)) or {}
+        if status.get("hash") == config.get("hash"):
+            if status.get("error"):
+                raise KernelError(f"lab {lab}: {status['error']}")
+            return {"pid": pid, "start": started, **config}
+        if not is_alive(pid, started):
+            break
+        time.sleep(0.01)
+    raise KernelError(f"the service supervisor of lab {lab} did not take its new config (see {paths.logs_dir(lab)})")
+
+
 def stop_supervisor(lab: str, record: dict[str, Any] | None, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop the supervisor and every process of every service (whole trees); return what survived."""
     record = record or files.read_json(paths.supervisor_config(lab)) or {}
@@ -268,6 +291,9 @@ class LiveProcesses:
 
     def stop_supervisor(self, lab: str, record: dict[str, Any] | None) -> list[str]:
         return stop_supervisor(lab, record)
+
+    def reload_supervisor(self, lab: str, record: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        return reload_supervisor(lab, record, config)
 
     def is_alive(self, pid: int | None, started: int | None) -> bool:
         return is_alive(pid, started)

@@ -3,8 +3,9 @@
 ``python -m nslab.supervise LAB`` (supervise.py) starts each service inside its host (network, hostname,
 /etc/netns files), restarts it by its ``restart:`` policy, logs it, and tracks its whole process tree in a
 cgroup (drivers/process.py). A lab without services and without a forwarder has no process at all. A converge
-keeps the supervisor when nothing it runs changed; otherwise it is stopped before the wiring changes (services
-may run in hosts that are recreated) and started again at the end; a rollback restarts the former one.
+keeps every service whose definition did not change running: the supervisor is handed its new config (SIGHUP)
+and stops only the services that changed or whose host the wiring recreates (before the wiring changes), then
+starts the new and changed ones (at the end); a rollback hands it the former config again.
 ``down`` stops it, and whatever else still runs inside the lab's hosts, before the namespaces go.
 """
 
@@ -150,31 +151,83 @@ class StopInside(Action):
         return drivers.processes.stop_inside(list(self.namespaces))
 
 
+@dataclass(frozen=True)
+class ReloadServices(Action):
+    """Hand the running supervisor a new config (SIGHUP): the services whose definition changed or that left
+    stop, new and changed ones start, the others keep running untouched. The inverse hands back the former."""
+
+    lab: str
+    current: Supervisor  # the running supervisor's record (config + pid)
+    config: Supervisor  # what it is to run
+    record: ServicesRecord
+
+    def commands(self) -> list[str]:
+        old = {s["id"]: s for s in self.current.get("services", [])}
+        new = {s["id"]: s for s in self.config.get("services", [])}
+        stop = [i for i in old if old[i] != new.get(i)]
+        start = [i for i in new if new[i] != old.get(i)]
+        out = [f"kill -HUP {self.current.get('pid')}  # the lab's supervisor re-reads its config: "
+               f"stops {', '.join(stop) or 'nothing'}, starts {', '.join(start) or 'nothing'}"]
+        out += [f"# service {i} (restart: {new[i]['restart']}): sh -c {shell_quote(new[i]['command'])}" for i in start]
+        return out
+
+    def summary(self) -> str:
+        return "restart changed services"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        self.record.supervisor = drivers.processes.reload_supervisor(self.lab, self.current, self.config)
+        former = {k: v for k, v in self.current.items() if k not in ("pid", "start")}
+        return ReloadServices(self.lab, self.record.supervisor, former, ServicesRecord())
+
+
 # --- plans ---------------------------------------------------------------------------------------------------
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, processes = ctx.lab, ctx.drivers.processes
     services = desired_services(lab)
     forward = dns.forwarder(lab, ctx.drivers)
-    digest = _digest(services, forward)
     current = ServicesRecord.from_json(ctx.record).supervisor
-    running = current is not None and processes.is_alive(current.get("pid"), current.get("start"))
-    touched = {s["host"] for s in services} & ctx.recreated
-    if running and current is not None and current.get("hash") == digest and not touched:
-        return FeaturePlan(record=ServicesRecord(current))
     record = ServicesRecord()
     plan = FeaturePlan(record=record)
-    if current is not None:
-        plan.before.append(StopSupervisor(lab.name, current))
-    if services or forward:
-        plan.after.append(StartSupervisor(lab.name, _config(lab.name, services, forward, digest, ctx), record))
+    running = current is not None and processes.is_alive(current.get("pid"), current.get("start"))
+    if current is not None and (not running or not (services or forward)):
+        plan.before.append(StopSupervisor(lab.name, current))  # (a dead one's leftover trees are cleaned up too)
+    if not (services or forward):
+        return plan
+    if current is None or not running:
+        config = _config(lab.name, services, forward, ctx.drivers.processes.cgroup_root(lab.name))
+        plan.after.append(StartSupervisor(lab.name, config, record))
+        return plan
+    config = _config(lab.name, services, forward, current.get("cgroup"), current)
+    record.supervisor = current
+    if _same(config, current):
+        return plan
+    # Services that change, or whose host the wiring recreates, stop before the wiring changes; the rest run on.
+    old = {s["id"]: s for s in current.get("services", [])}
+    new = {s["id"]: s for s in config["services"]}
+    staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in ctx.recreated]
+    interim = {**_strip(current), "services": staying}
+    interim["hash"] = _digest(staying, interim.get("forward"))
+    if not _same(interim, current):
+        plan.before.append(ReloadServices(lab.name, current, interim, record))
+        current = {**interim, "pid": current.get("pid"), "start": current.get("start")}
+    plan.after.append(ReloadServices(lab.name, current, config, record))
     return plan
 
 
-def _config(lab: str, services: list[dict[str, Any]], forward: Any, digest: str, ctx: UpContext) -> Supervisor:
-    cgroup_root = ctx.drivers.processes.cgroup_root(lab)
-    tag = cgroup_root.rsplit("-", 1)[-1] if cgroup_root else "env"
+def _strip(record: Supervisor) -> Supervisor:
+    return {k: v for k, v in record.items() if k not in ("pid", "start")}
+
+
+def _same(config: Supervisor, current: Supervisor) -> bool:
+    return config == _strip(current)
+
+
+def _config(lab: str, services: list[dict[str, Any]], forward: Any, cgroup_root: str | None,
+            current: Supervisor | None = None) -> Supervisor:
+    """The supervisor's config; with ``current``, every unchanged service keeps its token and cgroup."""
+    tag = (current or {}).get("tag") or (cgroup_root.rsplit("-", 1)[-1] if cgroup_root else "env")
     return {
-        "lab": lab, "hash": digest, "cgroup": cgroup_root, "forward": forward,
+        "lab": lab, "hash": _digest(services, forward), "cgroup": cgroup_root, "forward": forward, "tag": tag,
         "tracking": "cgroup" if cgroup_root else "environment",
         "services": [
             {**s, "token": f"{lab}/{s['id']}/{tag}",
