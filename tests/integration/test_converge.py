@@ -1,0 +1,82 @@
+"""Converging `up` on the real kernel: only the services whose definition changed restart (the others keep
+their process), a host recreated by the wiring restarts its own services, and the dry-run says which."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nslab import linux
+from sandbox import WAN_ADDRESS
+
+NSLAB = str(Path(sys.executable).parent / "nslab")
+ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1"}
+
+LAB = """\
+name: conv
+networks:
+  front: {subnet: 10.82.1.0/24}
+  back: {subnet: 10.82.2.0/24}
+hosts:
+  steady:
+    networks: [front]
+    run: exec sleep 1001
+  edited:
+    networks: [front]
+    run: exec sleep 1002
+  moved:
+    networks: [back]
+    run: exec sleep 1003
+"""
+
+
+def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, env=ENV)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def running_pids(name: str) -> dict[str, int]:
+    """service id -> pid, once every service runs."""
+    deadline = time.monotonic() + 10
+    while True:
+        doc = json.loads(nslab("status", name, "--json").stdout)["labs"][0]
+        found = {s["id"]: s["pid"] for s in doc["hostsetup"]["services"] if s["state"] == "running"}
+        if len(found) == 3 or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_only_changed_services_restart(host, tmp_path):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # the machine's resolver: never the real one
+    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+    path = tmp_path / "nslab.yaml"
+    path.write_text(LAB)
+    nslab("up", "-f", str(path))
+    try:
+        first = running_pids("conv")
+        assert set(first) == {"steady", "edited", "moved"}
+
+        # `edited` gets a new command, `moved` a new network (its host is recreated), `steady` nothing
+        path.write_text(LAB.replace("sleep 1002", "sleep 2002").replace("networks: [back]", "networks: [front]"))
+        script = nslab("up", "--dry-run", "-f", str(path)).stdout
+        reload_line = next(line for line in script.splitlines() if line.startswith("kill -HUP"))
+        assert "steady" not in reload_line and "edited" in reload_line and "moved" in script, script
+        nslab("up", "-f", str(path))
+        second = running_pids("conv")
+        assert second["steady"] == first["steady"]  # untouched
+        assert second["edited"] != first["edited"] and second["moved"] != first["moved"]
+        ps = subprocess.run(["ps", "-o", "args=", "-p", str(second["edited"])], capture_output=True, text=True)
+        assert "sleep 2002" in ps.stdout
+        # and an unchanged up touches nothing at all
+        assert "nothing to do" in nslab("up", "--dry-run", "-f", str(path)).stdout
+        nslab("up", "-f", str(path))
+        assert running_pids("conv") == second
+    finally:
+        nslab("down", "conv", check=False)
