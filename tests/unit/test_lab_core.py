@@ -201,3 +201,16 @@ def test_down_goes_on_past_failures_and_reports_them_all():
         down("core", d)
     assert "busy" in str(err.value)
     assert not kernel.bridges and d.nft.table is None  # the rest went anyway
+
+
+def test_status_is_assembled_from_the_recorded_lab_and_every_feature():
+    d = fake_drivers()
+    lab = Lab.from_text(LAB, drivers=d)
+    lab.up()
+    [doc] = lab.status()["labs"]
+    assert [h["name"] for h in doc["hosts"]] == ["web", "db"] and all(h["present"] for h in doc["hosts"])
+    assert [n["present"] for n in doc["networks"]] == [True, True]
+    assert doc["firewall"]["ports"][0]["to"] == "10.81.1.2:8080"
+    assert set(doc["hostsetup"]) >= {"dns", "upstream", "supervisor", "services"}
+    assert doc["hostsetup"]["supervisor"]["running"] is True
+    assert doc["links"][0]["endpoints"] == ["web", "db"]
