@@ -201,7 +201,8 @@ class _Resolution:
                 continue
             ip = IPv4Addr(before)
             subnet = self.networks[net_name].subnet
-            if ip in subnet and ip not in self.used[net_name] and ip != subnet.broadcast_address:
+            reserved = (subnet.network_address, subnet.broadcast_address)
+            if ip in subnet and ip not in self.used[net_name] and ip not in reserved:
                 self._give(host_name, net_name, ip)
 
     def _free_addresses(self) -> None:
@@ -278,7 +279,7 @@ class _Resolution:
     def _host(self, host_name: str, host: HostSpec) -> Host:
         """A host's namespace, hostname, interfaces (``ethN`` = N-th network, then links) and default route."""
         hostname = host.hostname or host_name
-        if not HOSTNAME.match(hostname):
+        if not HOSTNAME.fullmatch(hostname):
             self.out.add(("hosts", host_name, "hostname"), f"'{hostname}' is not a valid hostname")
         interfaces, gateway = self._network_interfaces(host_name, host)
         for link_index, ifname in self.link_ifnames[host_name]:

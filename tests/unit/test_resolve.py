@@ -209,3 +209,14 @@ links:
     assert str(a.interfaces[2].address) == "10.9.0.0/31"
     assert a.gateway == lab.networks["n"].gateway.ip  # the first network that is not internal
     assert (lab.links[0].a_ifname, lab.links[0].b_ifname) == ("eth2", "eth0")
+
+
+def test_a_previous_address_that_is_now_the_network_address_is_not_kept():
+    text = "name: a\nnetworks: {n: {subnet: 10.1.1.0/24}}\nhosts:\n  h: {networks: [n]}\n"
+    lab = _resolve(text, previous={"hosts": {"h": {"n": "10.1.1.0"}}})
+    assert str(lab.hosts["h"].interfaces[0].address) == "10.1.1.2/24"
+
+
+def test_a_hostname_with_a_trailing_newline_is_refused():
+    with pytest.raises(ResolveError, match="is not a valid hostname"):
+        _resolve('name: a\nhosts:\n  h: {hostname: "web\\n"}\n')
