@@ -299,22 +299,11 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
 
 def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
     """``[LAB/]HOST`` -> (lab, host); HOST alone must be unique among the labs that are up."""
-    if lab is None and "/" in host:
-        lab, host = host.split("/", 1)
-    if lab is not None:
-        recorded = state.LabState.load(lab)
-        if recorded is None:
-            raise TargetError(f"no lab '{lab}' is up")
-        if host not in recorded.lab.hosts:
-            known = ", ".join(recorded.lab.hosts) or "none"
-            raise TargetError(f"lab '{lab}' has no host '{host}' (hosts: {known})")
-        return lab, host
-    owners = [s.lab.name for s in state.all_states() if host in s.lab.hosts]
-    if not owners:
-        raise TargetError(f"no lab that is up has a host '{host}'")
-    if len(owners) > 1:
-        raise TargetError(f"host '{host}' is in several labs ({', '.join(owners)}): write LAB/{host}")
-    return owners[0], host
+    from .targets import lab_host
+
+    target = lab_host(f"{lab}/{host}" if lab else host)
+    assert target.lab is not None and target.host is not None  # a lab host target names both
+    return target.lab, target.host
 
 
 def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:

@@ -8,7 +8,8 @@
     ``<lab>/state.json``           what is up (state.py);
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
     ``<lab>/services.json``        what the lab's supervisor runs; ``services.status.json``: what it is doing;
-    ``<lab>/logs/<host>.<n>.log``  each service's output.
+    ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
+- ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
 Every path of a lab is derived from its name, and ``down`` deletes under it: :func:`lab_dir` refuses
 anything that is not a lab name, so ``nslab down /some/dir`` can never reach outside the state root.
@@ -86,3 +87,11 @@ def logs_dir(lab: str) -> str:
 
 def log_path(lab: str, host: str, n: int) -> str:
     return os.path.join(logs_dir(lab), f"{host}.{n}.log")
+
+
+def supervisor_log(lab: str) -> str:
+    return os.path.join(logs_dir(lab), "supervisor.log")
+
+
+#: Docker's Engine API socket when ``DOCKER_HOST`` names none.
+DOCKER_SOCKET = "/var/run/docker.sock"

@@ -127,7 +127,7 @@ def parse(text: str) -> tuple[str, str]:
 def resolve(text: str) -> Target:
     kind, rest = parse(text)
     if kind == "host":
-        return _lab_host(text)
+        return lab_host(text)
     if kind == "netns":
         if "/" in rest or rest in (".", ".."):
             raise TargetError(f"{text}: not a namespace name")
@@ -154,7 +154,8 @@ def resolve(text: str) -> Target:
     return Target(text, f"path {path}", path)
 
 
-def _lab_host(text: str) -> Target:
+def lab_host(text: str) -> Target:
+    """``[LAB/]HOST`` of a lab that is up; HOST alone must be unique among them."""
     if not text or text.count("/") > 1:
         raise TargetError(f"'{text}' is not a target ({USAGE})")
     lab_name, _, host = text.rpartition("/")
@@ -208,7 +209,7 @@ def docker_socket() -> str:
     host = os.environ.get("DOCKER_HOST", "")
     if host.startswith("unix://"):
         return host[len("unix://") :]
-    return "/var/run/docker.sock"
+    return paths.DOCKER_SOCKET
 
 
 class DockerUnavailable(TargetError):

@@ -127,15 +127,7 @@ class AddBridges(Action):
     networks: tuple[Network, ...]
 
     def commands(self) -> list[str]:
-        out = []
-        for n in self.networks:
-            out += [
-                f"ip link add {n.bridge} type bridge",
-                f"ip link set {n.bridge} alias {owner_alias(self.lab.name, 'net', n.name)}",
-                f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
-                f"ip link set {n.bridge} up",
-            ]
-        return out
+        return [line for n in self.networks for line in _bridge_commands(self.lab.name, n)]
 
     def summary(self) -> str:
         return f"add {len(self.networks)} network(s)"
@@ -169,6 +161,26 @@ class AddHosts(Action):
             _raise_on(drivers.kernel.clear_stale_links(list(self.stale)))
         drivers.kernel.add_hosts(self.lab, list(self.hosts))
         return RemoveHosts(self.lab, tuple(h.namespace for h in self.hosts))
+
+
+def _bridge_commands(lab: str, n: Network) -> list[str]:
+    return [
+        f"ip link add {n.bridge} type bridge",
+        f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
+        f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
+        f"ip link set {n.bridge} up",
+    ]
+
+
+def _link_commands(lab: Lab, lk: Link) -> list[str]:
+    a, b = lab.hosts[lk.a].namespace, lab.hosts[lk.b].namespace
+    return [
+        f"ip -n {a} link add {lk.a_ifname} type veth peer name {lk.b_ifname} netns {b}",
+        f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
+        f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
+        f"ip -n {a} link set {lk.a_ifname} up",
+        f"ip -n {b} link set {lk.b_ifname} up",
+    ]
 
 
 def _host_commands(lab: Lab, h: Host) -> list[str]:
@@ -205,17 +217,7 @@ class AddLinks(Action):
     links: tuple[Link, ...]
 
     def commands(self) -> list[str]:
-        out = []
-        for lk in self.links:
-            a, b = self.lab.hosts[lk.a].namespace, self.lab.hosts[lk.b].namespace
-            out += [
-                f"ip -n {a} link add {lk.a_ifname} type veth peer name {lk.b_ifname} netns {b}",
-                f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
-                f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
-                f"ip -n {a} link set {lk.a_ifname} up",
-                f"ip -n {b} link set {lk.b_ifname} up",
-            ]
-        return out
+        return [line for lk in self.links for line in _link_commands(self.lab, lk)]
 
     def summary(self) -> str:
         return f"add {len(self.links)} link(s)"

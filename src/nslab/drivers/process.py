@@ -32,12 +32,6 @@ from . import files, procfs
 SERVICE_ENV = "NSLAB_SERVICE"
 STOP_TIMEOUT = float(os.environ.get("NSLAB_STOP_TIMEOUT", "5"))
 
-# Old names, kept importable while code outside this module moves to paths.py, files.py and procfs.py.
-config_path = paths.supervisor_config
-status_path = paths.services_status
-log_path = paths.log_path
-read_json = files.read_json
-describe = procfs.describe
 
 
 # --- cgroups ---------------------------------------------------------------------------------------
@@ -186,7 +180,7 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
         os.unlink(paths.services_status(lab))
     except FileNotFoundError:
         pass
-    log = open(os.path.join(paths.logs_dir(lab), "supervisor.log"), "ab")
+    log = open(paths.supervisor_log(lab), "ab")
     try:
         # The supervisor forks once more and this process exits: it is nobody's child, and no zombie stays.
         subprocess.run(

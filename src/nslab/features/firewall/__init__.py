@@ -114,6 +114,8 @@ class LoadRuleset(Action):
 
 @dataclass(frozen=True)
 class SetSysctl(Action):
+    """``sysctl -w KEY=VALUE``; the inverse writes back ``former``."""
+
     key: str
     value: str
     former: str
