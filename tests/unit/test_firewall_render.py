@@ -9,9 +9,9 @@ from nslab.drivers.fake import FakeNftables
 from nslab.drivers.nftables import FakeNft
 from nslab.drivers.sockets import listening_sockets
 from nslab.features import firewall as fw
+from nslab.features.firewall.ports import Machine, check
 from nslab.features.firewall.record import FirewallRecord, FwNetwork, PublishedPort, desired
 from nslab.features.firewall.render import Observed, render_table, transaction, warnings
-from nslab.features.firewall.ports import Machine, check
 from nslab.resolve import resolve
 from nslab.spec import parse
 
