@@ -32,7 +32,7 @@ from .model import Lab as ResolvedLab
 from .model import Occupied
 from .naming import parse_owner
 from .plan import Action, Plan
-from .wiring import AddBridges, AddHosts, Observed, plan_down, plan_up
+from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
     from . import spec
@@ -163,7 +163,7 @@ class Lab:
                     raise
                 saved = {key: record.to_json() for key, record in records.items()}
                 state.LabState(desired, saved).save()
-                return UpResult(desired, plan, applied=plan.changes())
+                return UpResult(desired, plan, applied=bool(plan))
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -264,7 +264,10 @@ def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, 
         feature_plan = module.plan_down(features.DownContext(name, lab, record, others, namespaces, drivers))
         before += feature_plan.before
         after = feature_plan.after + after
-    return Plan(before) + wiring + Plan(after)
+    # The bridges are deleted in a worker thread meanwhile: wait for them last, the rest overlaps it.
+    awaiting = wiring.of_type(AwaitBridges)
+    rest = [a for a in wiring.actions if not isinstance(a, AwaitBridges)]
+    return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting)
 
 
 def down(name: str, drivers: Drivers | None = None) -> bool:

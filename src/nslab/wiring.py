@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .errors import KernelError
 from .model import Host, Lab, Link, Network
 from .naming import owner_alias
-from .plan import Action, Plan, Steps
+from .plan import Action, Plan, Steps, action
 
 if TYPE_CHECKING:
     from .drivers import Drivers
@@ -51,7 +51,7 @@ class Observed:
     host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
 
 
-@dataclass(frozen=True)
+@action
 class RemoveHosts(Action):
     """``ip netns del`` (the kernel dismantles each namespace and its veths once unused)."""
 
@@ -81,7 +81,7 @@ class RemoveHosts(Action):
         return drivers.kernel.remove_namespaces(list(self.namespaces))
 
 
-@dataclass(frozen=True)
+@action
 class RemoveLinks(Action):
     """Point-to-point links of the lab that changed: deleting one end removes the pair."""
 
@@ -102,7 +102,7 @@ class RemoveLinks(Action):
         return AddLinks(self.lab, self.links)
 
 
-@dataclass(frozen=True)
+@action
 class RemoveBridges(Action):
     lab: Lab
     networks: tuple[Network, ...]
@@ -121,7 +121,7 @@ class RemoveBridges(Action):
         return AddBridges(self.lab, self.networks)
 
 
-@dataclass(frozen=True)
+@action
 class AddBridges(Action):
     lab: Lab
     networks: tuple[Network, ...]
@@ -137,7 +137,7 @@ class AddBridges(Action):
         return RemoveBridges(self.lab, self.networks)
 
 
-@dataclass(frozen=True)
+@action
 class AddHosts(Action):
     """Each host's namespace, its veths to the bridges (the host side made inside, so the peer lands on the
     machine), addresses and default route. ``stale``: machine-side veths of these hosts that still exist (their
@@ -211,7 +211,7 @@ def port_index(position: int) -> int:
     return 10 + position
 
 
-@dataclass(frozen=True)
+@action
 class AddLinks(Action):
     lab: Lab
     links: tuple[Link, ...]
@@ -227,7 +227,7 @@ class AddLinks(Action):
         return RemoveLinks(self.lab, self.links)
 
 
-@dataclass(frozen=True)
+@action
 class RemoveBridgesLater(Action):
     """``down``: bridges are deleted in a worker thread while namespaces are unpinned (the kernel detaches
     a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
@@ -246,7 +246,7 @@ class RemoveBridgesLater(Action):
         return None
 
 
-@dataclass(frozen=True)
+@action
 class AwaitBridges(Action):
     started: RemoveBridgesLater
 

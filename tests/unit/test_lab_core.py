@@ -91,7 +91,7 @@ def test_unchanged_up_plans_nothing():
     d = fake_drivers()
     Lab.from_text(LAB, drivers=d).up()
     again = Lab.from_text(LAB, drivers=d).up(dry_run=True)
-    assert again.commands() == [] and not again.plan.changes()
+    assert again.commands() == [] and not again.plan and not again.applied
 
 
 # One failing operation per feature (and the wiring), at the first up and at a converge.

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 class Drivers:
     """One of each driver, handed to ``Lab`` and to every feature's planner and actions."""
 
-    __slots__ = ("kernel", "nft", "sysctl", "files", "uts", "processes", "machine")
+    kernel: Kernel
+    nft: Nftables
+    sysctl: Sysctls
+    files: Files
+    uts: HostnamePins
+    processes: Processes
+    machine: Machine
 
     def __init__(
         self,
@@ -50,19 +56,41 @@ class Drivers:
 
     @classmethod
     def live(cls) -> Drivers:
-        """The real drivers (needs root)."""
+        """The real drivers (needs root), each imported and made when first used."""
         from ..linux import require_root
-        from .files import LiveFiles
-        from .netlink import NetlinkKernel
-        from .nftables import Nft
-        from .process import LiveProcesses
-        from .sockets import LiveMachine
-        from .sysctl import LiveSysctls
-        from .uts import LiveHostnamePins
 
         require_root()
-        return cls(NetlinkKernel(), Nft(), LiveSysctls(), LiveFiles(), LiveHostnamePins(), LiveProcesses(),
-                   LiveMachine())
+        return _LiveDrivers()
 
     def close(self) -> None:
-        self.kernel.close()
+        if "kernel" in self.__dict__:
+            self.kernel.close()
+
+
+#: attribute -> (module of this package, class): the machine's drivers.
+_LIVE = {
+    "kernel": ("netlink", "NetlinkKernel"),
+    "nft": ("nftables", "Nft"),
+    "sysctl": ("sysctl", "LiveSysctls"),
+    "files": ("files", "LiveFiles"),
+    "uts": ("uts", "LiveHostnamePins"),
+    "processes": ("process", "LiveProcesses"),
+    "machine": ("sockets", "LiveMachine"),
+}
+
+
+class _LiveDrivers(Drivers):
+    """The machine's drivers, made on first use: a command imports only the drivers it needs."""
+
+    def __init__(self) -> None:  # nothing is made before it is needed
+        pass
+
+    def __getattr__(self, name: str) -> object:  # only called for attributes not made yet
+        if name not in _LIVE:
+            raise AttributeError(name)
+        import importlib
+
+        module, cls = _LIVE[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), cls)()
+        setattr(self, name, value)
+        return value

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..drivers.uts import UTS_TMPFS
 from ..errors import Problem
 from ..paths import uts_dir, uts_path
-from ..plan import Action
+from ..plan import Action, action
 from . import DownContext, FeaturePlan, UpContext, ValidateContext
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
     return problems
 
 
-@dataclass(frozen=True)
+@action
 class KeepHostnames(Action):
     """Pins ``(path, hostname)``; ``before``: the hostname each pin had (None: new pin)."""
 
@@ -82,7 +82,7 @@ class KeepHostnames(Action):
         return UndoHostnames(new, back)
 
 
-@dataclass(frozen=True)
+@action
 class UndoHostnames(Action):
     drop: tuple[str, ...]
     restore: tuple[tuple[str, str], ...]
@@ -106,7 +106,7 @@ class UndoHostnames(Action):
         return None
 
 
-@dataclass(frozen=True)
+@action
 class DropHostnames(Action):
     """Pins of hosts that left the lab (``paths``), or the lab's whole ``uts`` directory (``directory``)."""
 

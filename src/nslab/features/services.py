@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import KernelError, Problem
 from ..naming import blake2s
 from ..paths import log_path, netns_path, services_status, supervisor_config, uts_path
-from ..plan import Action, shell_quote
+from ..plan import Action, action, shell_quote
 from . import DownContext, FeaturePlan, UpContext, ValidateContext, dns
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def _digest(services: list[dict[str, Any]], forward: Any) -> str:
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@action
 class StartSupervisor(Action):
     """Start the lab's supervisor with ``config``; ``record`` receives it (with its pid) once it runs."""
 
@@ -103,7 +103,7 @@ class StartSupervisor(Action):
         return StopSupervisor(self.lab, self.record.supervisor)
 
 
-@dataclass(frozen=True)
+@action
 class StopSupervisor(Action):
     """Stop the supervisor and every process tree of every service; the inverse starts the same services."""
 
@@ -128,7 +128,7 @@ class StopSupervisor(Action):
         return drivers.processes.stop_supervisor(self.lab, self.supervisor)
 
 
-@dataclass(frozen=True)
+@action
 class StopInside(Action):
     """What still runs in the lab's hosts after its services stopped (``nslab exec -d``, a shell): stopped like
     a container's processes (SIGTERM, then SIGKILL), else it would keep a namespace and its veth alive."""
@@ -151,7 +151,7 @@ class StopInside(Action):
         return drivers.processes.stop_inside(list(self.namespaces))
 
 
-@dataclass(frozen=True)
+@action
 class ReloadServices(Action):
     """Hand the running supervisor a new config (SIGHUP): the services whose definition changed or that left
     stop, new and changed ones start, the others keep running untouched. The inverse hands back the former."""

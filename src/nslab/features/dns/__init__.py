@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import Problem
 from ...paths import ETC_NETNS_DIR, etc_netns_dir
-from ...plan import Action, shell_quote
+from ...plan import Action, action, shell_quote
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 from . import render
 
@@ -67,39 +67,44 @@ def validate(ctx: ValidateContext) -> list[Problem]:
 
 # --- what the files say --------------------------------------------------------------------------------------
 @dataclass
-class Desired:
+class Choices:
+    """Where each host's queries go (cheap: no file rendered)."""
+
     upstream: render.Upstream
     dns: dict[str, render.HostDns]  # host -> its resolver choice
-    files: dict[str, dict[str, str]]  # namespace -> file name -> text
 
 
-def desired(lab: Lab, drivers: Drivers) -> Desired:
+def choices(lab: Lab, drivers: Drivers) -> Choices:
     upstream = render.discover_upstream(read=drivers.files.read_text)
+    return Choices(upstream, {h.name: render.host_dns(lab, h, upstream) for h in lab.hosts.values()})
+
+
+def files(lab: Lab, chosen: Choices) -> dict[str, dict[str, str]]:
+    """namespace -> file name -> text, for every host of the lab."""
     hosts_files = render.HostsFiles(lab)
     resolv_confs: dict[render.HostDns, str] = {}
-    dns: dict[str, render.HostDns] = {}
-    files: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, str]] = {}
     for host in lab.hosts.values():
-        choice = dns[host.name] = render.host_dns(lab, host, upstream)
+        choice = chosen.dns[host.name]
         if choice not in resolv_confs:
             resolv_confs[choice] = render.render_resolv_conf(lab.name, choice)
-        files[host.namespace] = {"hosts": hosts_files.render(host), "resolv.conf": resolv_confs[choice]}
-    return Desired(upstream, dns, files)
+        out[host.namespace] = {"hosts": hosts_files.render(host), "resolv.conf": resolv_confs[choice]}
+    return out
 
 
 def forwarder(lab: Lab, drivers: Drivers) -> dict[str, list[str]] | None:
     """Where the lab's DNS forwarder listens (gateways of hosts that use it) and where it relays; None: none."""
-    want = desired(lab, drivers)
+    chosen = choices(lab, drivers)
     listen: list[str] = []
-    for name, choice in want.dns.items():
+    for name, choice in chosen.dns.items():
         gateway = str(lab.hosts[name].gateway)
         if choice.forward and gateway not in listen:
             listen.append(gateway)
-    return {"listen": listen, "upstreams": list(want.upstream.stubs)} if listen else None
+    return {"listen": listen, "upstreams": list(chosen.upstream.stubs)} if listen else None
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@action
 class WriteNetnsFiles(Action):
     """Per namespace: the files to write, and what they said before (for the undo)."""
 
@@ -134,7 +139,7 @@ class WriteNetnsFiles(Action):
         return RestoreNetnsFiles(tuple(done))
 
 
-@dataclass(frozen=True)
+@action
 class RestoreNetnsFiles(Action):
     """The undo of a write: the files as they were, or gone if there were none."""
 
@@ -160,7 +165,7 @@ def _restore(done: list[tuple[str, Previous]], drivers: Drivers) -> None:
             drivers.files.remove_netns_files(namespace)
 
 
-@dataclass(frozen=True)
+@action
 class RemoveNetnsFiles(Action):
     namespaces: tuple[str, ...]
     previous: tuple[tuple[str, Previous], ...] = ()
@@ -207,14 +212,14 @@ def _on_disk(namespace: str, drivers: Drivers) -> dict[str, str | None]:
 
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, drivers = ctx.lab, ctx.drivers
-    want = desired(lab, drivers)
+    chosen = choices(lab, drivers)
     old = DnsRecord.from_json(ctx.record)
     gone = [h["namespace"] for name, h in old.hosts.items() if name not in lab.hosts]
     writes: list[tuple[str, Files]] = []
     previous: list[tuple[str, Previous]] = []
-    for namespace, files in want.files.items():
+    for namespace, texts in files(lab, chosen).items():
         before = _on_disk(namespace, drivers)
-        changed = {name: text for name, text in files.items() if before.get(name) != text}
+        changed = {name: text for name, text in texts.items() if before.get(name) != text}
         if changed:
             writes.append((namespace, changed))
             previous.append((namespace, before))
@@ -224,9 +229,9 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     if writes:
         after.append(WriteNetnsFiles(tuple(writes), tuple(previous)))
     record = DnsRecord(
-        upstream=want.upstream.to_json(),
+        upstream=chosen.upstream.to_json(),
         hosts={name: {"namespace": lab.hosts[name].namespace, "dns": choice.to_json()}
-               for name, choice in want.dns.items()},
+               for name, choice in chosen.dns.items()},
     )
     return FeaturePlan(after=after, record=record)
 

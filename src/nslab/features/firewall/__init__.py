@@ -46,12 +46,12 @@ Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv4.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import KernelError, Problem
 from ...paths import machine_record
-from ...plan import Action
+from ...plan import Action, action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 from .record import FirewallRecord, desired
 from .render import FAMILY, TABLE, Observed, transaction, warnings
@@ -89,7 +89,7 @@ def _other_records(others: list[Any]) -> dict[str, FirewallRecord]:
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@action
 class LoadRuleset(Action):
     """Replace nslab's table (and its DOCKER-USER rules) in one transaction; the inverse loads the former."""
 
@@ -112,7 +112,7 @@ class LoadRuleset(Action):
         return LoadRuleset(self.former, self.records)
 
 
-@dataclass(frozen=True)
+@action
 class SetSysctl(Action):
     """``sysctl -w KEY=VALUE``; the inverse writes back ``former``."""
 
@@ -140,7 +140,7 @@ class SetSysctl(Action):
         return []
 
 
-@dataclass(frozen=True)
+@action
 class EnableForwarding(Action):
     """``ip_forward=1`` while any lab needs it; the value before is kept in the machine record, once."""
 
@@ -166,7 +166,7 @@ class EnableForwarding(Action):
         return ReleaseForwarding() if made_record else SetSysctl(IP_FORWARD, self.former, "1")
 
 
-@dataclass(frozen=True)
+@action
 class ReleaseForwarding(Action):
     """No lab needs forwarding any more: ``ip_forward`` goes back to the value kept before the first lab."""
 
@@ -193,7 +193,7 @@ class ReleaseForwarding(Action):
         return []
 
 
-@dataclass(frozen=True)
+@action
 class SetHairpin(Action):
     """Bridge ports of publishing hosts: a host's connection to its own published port is DNATed back to it,
     and with br_netfilter loaded (Docker loads it) the bridge must send that frame out of the port it came in by."""
