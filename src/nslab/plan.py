@@ -29,15 +29,22 @@ T = TypeVar("T")
 
 @dataclass_transform()
 def action(cls: type[T]) -> type[T]:
-    """Declare an :class:`Action` subclass: a dataclass, compared by identity. Treated as immutable once
-    planned; not ``frozen=True`` only because that costs ~0.6 ms per class at import, and ``nslab down``
-    imports every action there is."""
-    made: Callable[[type[T]], type[T]] = dataclass(eq=False)
+    """Declare an :class:`Action` subclass: a dataclass compared by identity, with the repr of
+    :class:`Action`. Treated as immutable once planned; not ``frozen=True`` and without generated ``__eq__`` or
+    ``__repr__`` only because each generated method costs ~0.2 ms at import, and ``nslab down`` imports every
+    action there is."""
+    made: Callable[[type[T]], type[T]] = dataclass(eq=False, repr=False)
     return made(cls)
 
 
 class Action:
     """One step of a plan (subclasses are declared with :func:`action`; see the module docstring)."""
+
+    def __repr__(self) -> str:
+        from dataclasses import fields
+
+        values = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
+        return f"{type(self).__name__}({values})"
 
     def commands(self) -> list[str]:  # pragma: no cover - every subclass renders itself
         raise NotImplementedError

@@ -44,7 +44,7 @@ def modules() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in FEATURES]
 
 
-@dataclass
+@dataclass(eq=False)
 class ValidateContext:
     lab: Lab  # resolved; ``lab.spec`` is the raw spec it came from
     source: SourceMap
@@ -53,7 +53,7 @@ class ValidateContext:
     drivers: Drivers | None  # None: validate without looking at the machine
 
 
-@dataclass
+@dataclass(eq=False)
 class UpContext:
     """What a feature plans ``up`` from: the desired lab, what was recorded, what the wiring does."""
 
@@ -66,7 +66,7 @@ class UpContext:
     drivers: Drivers
 
 
-@dataclass
+@dataclass(eq=False)
 class DownContext:
     name: str
     lab: Lab | None  # as recorded (None when only ownership marks are left)
@@ -76,7 +76,7 @@ class DownContext:
     drivers: Drivers
 
 
-@dataclass
+@dataclass(eq=False)
 class FeaturePlan:
     before: list[Action] = field(default_factory=list)
     after: list[Action] = field(default_factory=list)

@@ -19,11 +19,11 @@ from ...errors import Problem
 from ...paths import ETC_NETNS_DIR, etc_netns_dir
 from ...plan import Action, action, shell_quote
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
-from . import render
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
+    from . import render  # imported where rendering happens: `down` never needs it
 
 KEY = "dns"
 STATUS_KEY = "hostsetup"
@@ -53,6 +53,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
     if spec is None:
         return []
     from ...spec import field_path
+    from . import render
 
     problems: list[Problem] = []
     searches = [((), spec.dns_search)] + [(("hosts", n), h.dns_search) for n, h in spec.hosts.items()]
@@ -75,12 +76,16 @@ class Choices:
 
 
 def choices(lab: Lab, drivers: Drivers) -> Choices:
+    from . import render
+
     upstream = render.discover_upstream(read=drivers.files.read_text)
     return Choices(upstream, {h.name: render.host_dns(lab, h, upstream) for h in lab.hosts.values()})
 
 
 def files(lab: Lab, chosen: Choices) -> dict[str, dict[str, str]]:
     """namespace -> file name -> text, for every host of the lab."""
+    from . import render
+
     hosts_files = render.HostsFiles(lab)
     resolv_confs: dict[render.HostDns, str] = {}
     out: dict[str, dict[str, str]] = {}

@@ -46,7 +46,6 @@ Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv4.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import KernelError, Problem
@@ -91,21 +90,24 @@ def _other_records(others: list[Any]) -> dict[str, FirewallRecord]:
 # --- actions -------------------------------------------------------------------------------------------------
 @action
 class LoadRuleset(Action):
-    """Replace nslab's table (and its DOCKER-USER rules) in one transaction; the inverse loads the former."""
+    """Replace nslab's table (and its DOCKER-USER rules) in one transaction; the inverse loads the former.
 
-    records: Mapping[str, FirewallRecord] = field(hash=False)
-    former: Mapping[str, FirewallRecord] = field(hash=False)
-    seen: Observed = Observed()
+    ``seen``: the ruleset as observed while planning, under the same machine lock (so not listed again);
+    ``None`` (an inverse: the ruleset changed since) makes ``apply`` list it first."""
+
+    records: Mapping[str, FirewallRecord]
+    former: Mapping[str, FirewallRecord]
+    seen: Observed | None = None
 
     def commands(self) -> list[str]:
-        text = transaction(self.records, self.seen)
+        text = transaction(self.records, self.seen or Observed())
         return ["nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"] if text else []
 
     def summary(self) -> str:
         return f"load the {FAMILY} {TABLE} table"
 
     def apply(self, drivers: Drivers) -> Action | None:
-        seen = Observed.from_ruleset(drivers.nft.ruleset())
+        seen = self.seen or Observed.from_ruleset(drivers.nft.ruleset())
         text = transaction(self.records, seen)
         if text:
             drivers.nft.run(text)
