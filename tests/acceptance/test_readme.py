@@ -45,9 +45,19 @@ def test_readme_lab_file_and_commands(host, tmp_path):
 def test_readme_python_api(host, tmp_path):
     (lab_text,) = [b for b in code_blocks("yaml") if b.startswith("# nslab.yaml")]
     (tmp_path / "nslab.yaml").write_text(lab_text)
-    (api_example,) = [b for b in code_blocks("python") if "Lab.load" in b]
+    (api_example,) = [b for b in code_blocks("python") if "Lab.load" in b and "fake_drivers" not in b]
     result = run(sys.executable, "-c", api_example, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     first_line = result.stdout.splitlines()[0]
     assert first_line.startswith("0 PING 10.80.1.20")
     assert sorted(p.name for p in Path("/run/netns").iterdir()) == ["wan"]
+
+
+def test_readme_lab_over_fake_drivers(tmp_path):
+    """The README's example of a lab over fake drivers: no root, nothing made on the machine."""
+    (lab_text,) = [b for b in code_blocks("yaml") if b.startswith("# nslab.yaml")]
+    (tmp_path / "nslab.yaml").write_text(lab_text)
+    (example,) = [b for b in code_blocks("python") if "fake_drivers" in b]
+    result = run(sys.executable, "-c", example, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["demo-db", "demo-lonely", "demo-web1", "demo-web2"])
