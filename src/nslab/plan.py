@@ -16,35 +16,21 @@ it will keep in the lab's state. ``up`` = lock -> observe -> resolve -> plan (wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, dataclass_transform
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from .values import Value
 
 if TYPE_CHECKING:
     from .drivers import Drivers
 
 
-T = TypeVar("T")
+class Action(Value):
+    """One step of a plan: a :class:`~nslab.values.Value` (fields declared as annotations, dataclass style)
+    compared by identity, treated as immutable once planned."""
 
-
-@dataclass_transform()
-def action(cls: type[T]) -> type[T]:
-    """Declare an :class:`Action` subclass: a dataclass compared by identity, with the repr of
-    :class:`Action`. Treated as immutable once planned; not ``frozen=True`` and without generated ``__eq__`` or
-    ``__repr__`` only because each generated method costs ~0.2 ms at import, and ``nslab down`` imports every
-    action there is."""
-    made: Callable[[type[T]], type[T]] = dataclass(eq=False, repr=False)
-    return made(cls)
-
-
-class Action:
-    """One step of a plan (subclasses are declared with :func:`action`; see the module docstring)."""
-
-    def __repr__(self) -> str:
-        from dataclasses import fields
-
-        values = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
-        return f"{type(self).__name__}({values})"
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def commands(self) -> list[str]:  # pragma: no cover - every subclass renders itself
         raise NotImplementedError
@@ -102,11 +88,7 @@ def shell_quote(text: str) -> str:
 class Steps(Action):
     """Several actions as one (an inverse that takes more than one step)."""
 
-    def __init__(self, steps: tuple[Action, ...]) -> None:
-        self.steps = steps
-
-    def __repr__(self) -> str:
-        return f"Steps({self.steps!r})"
+    steps: tuple[Action, ...]
 
     def commands(self) -> list[str]:
         return [c for s in self.steps for c in s.commands()]

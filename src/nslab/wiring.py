@@ -14,13 +14,13 @@ Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import KernelError
 from .model import Host, Lab, Link, Network
 from .naming import owner_alias
-from .plan import Action, Plan, Steps, action
+from .plan import Action, Plan, Steps
+from .values import Value, field
 
 if TYPE_CHECKING:
     from .drivers import Drivers
@@ -42,8 +42,7 @@ def _brd(address: object) -> str:
     return " broadcast +" if prefix < 31 else ""
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(Value):
     """What exists in the kernel right now (from the netlink driver, or a fake in unit tests)."""
 
     namespaces: frozenset[str] = frozenset()
@@ -51,7 +50,6 @@ class Observed:
     host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
 
 
-@action
 class RemoveHosts(Action):
     """``ip netns del`` (the kernel dismantles each namespace and its veths once unused)."""
 
@@ -81,7 +79,6 @@ class RemoveHosts(Action):
         return drivers.kernel.remove_namespaces(list(self.namespaces))
 
 
-@action
 class RemoveLinks(Action):
     """Point-to-point links of the lab that changed: deleting one end removes the pair."""
 
@@ -102,7 +99,6 @@ class RemoveLinks(Action):
         return AddLinks(self.lab, self.links)
 
 
-@action
 class RemoveBridges(Action):
     lab: Lab
     networks: tuple[Network, ...]
@@ -121,7 +117,6 @@ class RemoveBridges(Action):
         return AddBridges(self.lab, self.networks)
 
 
-@action
 class AddBridges(Action):
     lab: Lab
     networks: tuple[Network, ...]
@@ -137,7 +132,6 @@ class AddBridges(Action):
         return RemoveBridges(self.lab, self.networks)
 
 
-@action
 class AddHosts(Action):
     """Each host's namespace, its veths to the bridges (the host side made inside, so the peer lands on the
     machine), addresses and default route. ``stale``: machine-side veths of these hosts that still exist (their
@@ -211,7 +205,6 @@ def port_index(position: int) -> int:
     return 10 + position
 
 
-@action
 class AddLinks(Action):
     lab: Lab
     links: tuple[Link, ...]
@@ -227,7 +220,6 @@ class AddLinks(Action):
         return RemoveLinks(self.lab, self.links)
 
 
-@action
 class RemoveBridgesLater(Action):
     """``down``: bridges are deleted in a worker thread while namespaces are unpinned (the kernel detaches
     a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
@@ -246,7 +238,6 @@ class RemoveBridgesLater(Action):
         return None
 
 
-@action
 class AwaitBridges(Action):
     started: RemoveBridgesLater
 
@@ -280,8 +271,7 @@ def _link_key(link: Link) -> tuple[str, str, str, str]:
     return (link.a, link.b, link.a_ifname, link.b_ifname)
 
 
-@dataclass
-class _Changes:
+class _Changes(Value):
     """What a converge touches, by name (the steps of :func:`plan_up` fill it in)."""
 
     nets_to_remove: list[Network] = field(default_factory=list)

@@ -129,3 +129,18 @@ def test_veths_of_dying_namespaces_are_cleared_before_hosts_are_made():
     # hosts that stay are never touched, whatever is observed
     assert not plan_up(lab, lab, Observed(frozenset(kernel.namespaces), frozenset(kernel.bridges),
                                           frozenset({web1})))
+
+
+def test_actions_take_their_fields_positionally_or_by_name_with_defaults():
+    from nslab.wiring import RemoveBridgesLater
+
+    lab = _lab(ISSUE_EXAMPLE)
+    hosts = tuple(lab.hosts.values())
+    assert AddHosts(lab, hosts).stale == () and AddHosts(lab=lab, hosts=hosts, stale=("x",)).stale == ("x",)
+    first, second = RemoveBridgesLater(("a",)), RemoveBridgesLater(("b",))
+    assert first.pending == [] and first.pending is not second.pending  # a fresh list each
+    with pytest.raises(TypeError, match="missing field 'hosts'"):
+        AddHosts(lab)
+    with pytest.raises(TypeError, match="unexpected or repeated field 'lab'"):
+        AddHosts(lab, hosts, lab=lab)
+    assert repr(RemoveHosts(lab, ("demo-web1",))).startswith("RemoveHosts(lab=Lab(")

@@ -25,9 +25,10 @@ feature: write the module, give it a typed record, add it to :data:`FEATURES`, t
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from ..values import Value, field
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
@@ -44,8 +45,7 @@ def modules() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in FEATURES]
 
 
-@dataclass(eq=False)
-class ValidateContext:
+class ValidateContext(Value):
     lab: Lab  # resolved; ``lab.spec`` is the raw spec it came from
     source: SourceMap
     file: str
@@ -53,8 +53,7 @@ class ValidateContext:
     drivers: Drivers | None  # None: validate without looking at the machine
 
 
-@dataclass(eq=False)
-class UpContext:
+class UpContext(Value):
     """What a feature plans ``up`` from: the desired lab, what was recorded, what the wiring does."""
 
     lab: Lab
@@ -66,8 +65,7 @@ class UpContext:
     drivers: Drivers
 
 
-@dataclass(eq=False)
-class DownContext:
+class DownContext(Value):
     name: str
     lab: Lab | None  # as recorded (None when only ownership marks are left)
     record: Any
@@ -76,8 +74,7 @@ class DownContext:
     drivers: Drivers
 
 
-@dataclass(eq=False)
-class FeaturePlan:
+class FeaturePlan(Value):
     before: list[Action] = field(default_factory=list)
     after: list[Action] = field(default_factory=list)
     record: Any = None  # JSON-able; the state keeps it under the feature's KEY

@@ -9,13 +9,13 @@ Replaces: ``touch FILE && unshare --uts=FILE hostname NAME``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..drivers.uts import UTS_TMPFS
 from ..errors import Problem
 from ..paths import uts_dir, uts_path
-from ..plan import Action, action
+from ..plan import Action
+from ..values import Value, field
 from . import DownContext, FeaturePlan, UpContext, ValidateContext
 
 if TYPE_CHECKING:
@@ -26,8 +26,7 @@ KEY = "hostnames"
 STATUS_KEY = "hostsetup"
 
 
-@dataclass
-class HostnamesRecord:
+class HostnamesRecord(Value):
     hosts: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {"uts": path, "hostname": name}
 
     def to_json(self) -> dict[str, Any]:
@@ -51,7 +50,6 @@ def validate(ctx: ValidateContext) -> list[Problem]:
     return problems
 
 
-@action
 class KeepHostnames(Action):
     """Pins ``(path, hostname)``; ``before``: the hostname each pin had (None: new pin)."""
 
@@ -82,7 +80,6 @@ class KeepHostnames(Action):
         return UndoHostnames(new, back)
 
 
-@action
 class UndoHostnames(Action):
     drop: tuple[str, ...]
     restore: tuple[tuple[str, str], ...]
@@ -106,7 +103,6 @@ class UndoHostnames(Action):
         return None
 
 
-@action
 class DropHostnames(Action):
     """Pins of hosts that left the lab (``paths``), or the lab's whole ``uts`` directory (``directory``)."""
 

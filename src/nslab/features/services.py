@@ -12,13 +12,13 @@ starts the new and changed ones (at the end); a rollback hands it the former con
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError, Problem
 from ..naming import blake2s
 from ..paths import log_path, netns_path, services_status, supervisor_config, uts_path
-from ..plan import Action, action, shell_quote
+from ..plan import Action, shell_quote
+from ..values import Value
 from . import DownContext, FeaturePlan, UpContext, ValidateContext, dns
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ STATUS_KEY = "hostsetup"
 Supervisor = dict[str, Any]  # the supervisor's config as written for it, plus its pid and start time
 
 
-@dataclass
-class ServicesRecord:
+class ServicesRecord(Value):
     supervisor: Supervisor | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -75,7 +74,6 @@ def _digest(services: list[dict[str, Any]], forward: Any) -> str:
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-@action
 class StartSupervisor(Action):
     """Start the lab's supervisor with ``config``; ``record`` receives it (with its pid) once it runs."""
 
@@ -103,7 +101,6 @@ class StartSupervisor(Action):
         return StopSupervisor(self.lab, self.record.supervisor)
 
 
-@action
 class StopSupervisor(Action):
     """Stop the supervisor and every process tree of every service; the inverse starts the same services."""
 
@@ -128,7 +125,6 @@ class StopSupervisor(Action):
         return drivers.processes.stop_supervisor(self.lab, self.supervisor)
 
 
-@action
 class StopInside(Action):
     """What still runs in the lab's hosts after its services stopped (``nslab exec -d``, a shell): stopped like
     a container's processes (SIGTERM, then SIGKILL), else it would keep a namespace and its veth alive."""
@@ -151,7 +147,6 @@ class StopInside(Action):
         return drivers.processes.stop_inside(list(self.namespaces))
 
 
-@action
 class ReloadServices(Action):
     """Hand the running supervisor a new config (SIGHUP): the services whose definition changed or that left
     stop, new and changed ones start, the others keep running untouched. The inverse hands back the former."""

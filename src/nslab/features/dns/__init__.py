@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import Problem
 from ...paths import ETC_NETNS_DIR, etc_netns_dir
-from ...plan import Action, action, shell_quote
+from ...plan import Action, shell_quote
+from ...values import Value, field
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 
 if TYPE_CHECKING:
@@ -31,8 +31,7 @@ Files = Mapping[str, str]  # file name -> text
 Previous = Mapping[str, "str | None"]  # file name -> text before (None: there was none)
 
 
-@dataclass
-class DnsRecord:
+class DnsRecord(Value):
     """What ``up`` wrote: where upstream DNS came from, and per host its namespace and resolver choice."""
 
     upstream: dict[str, Any] = field(default_factory=dict)
@@ -67,8 +66,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
 
 
 # --- what the files say --------------------------------------------------------------------------------------
-@dataclass
-class Choices:
+class Choices(Value):
     """Where each host's queries go (cheap: no file rendered)."""
 
     upstream: render.Upstream
@@ -109,7 +107,6 @@ def forwarder(lab: Lab, drivers: Drivers) -> dict[str, list[str]] | None:
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-@action
 class WriteNetnsFiles(Action):
     """Per namespace: the files to write, and what they said before (for the undo)."""
 
@@ -144,7 +141,6 @@ class WriteNetnsFiles(Action):
         return RestoreNetnsFiles(tuple(done))
 
 
-@action
 class RestoreNetnsFiles(Action):
     """The undo of a write: the files as they were, or gone if there were none."""
 
@@ -170,7 +166,6 @@ def _restore(done: list[tuple[str, Previous]], drivers: Drivers) -> None:
             drivers.files.remove_netns_files(namespace)
 
 
-@action
 class RemoveNetnsFiles(Action):
     namespaces: tuple[str, ...]
     previous: tuple[tuple[str, Previous], ...] = ()

@@ -23,11 +23,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ...drivers.files import read_text
 from ...model import Host, Lab
+from ...values import Value
 
 RESOLV_CONF = "/etc/resolv.conf"
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
@@ -37,8 +37,7 @@ SEARCH_DOMAIN = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61
                            r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")
 
 
-@dataclass(frozen=True)
-class ResolvConf:
+class ResolvConf(Value):
     nameservers: tuple[str, ...] = ()
     search: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
@@ -75,8 +74,7 @@ def _read(path: str, read: Callable[[str], str | None]) -> ResolvConf | None:
     return None if text is None else parse_resolv_conf(text)
 
 
-@dataclass(frozen=True)
-class Upstream:
+class Upstream(Value):
     """Where a NAT host's queries go when the lab file does not say."""
 
     servers: tuple[str, ...] = ()  # reachable from a host through the machine (IPv4, not loopback)
@@ -113,8 +111,7 @@ def discover_upstream(
     return Upstream(stubs=stubs, search=machine.search, source=resolv_conf)
 
 
-@dataclass(frozen=True)
-class HostDns:
+class HostDns(Value):
     """What one host's resolv.conf says, and why (shown by ``status``)."""
 
     nameservers: tuple[str, ...] = ()

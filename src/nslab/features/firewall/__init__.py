@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import KernelError, Problem
 from ...paths import machine_record
-from ...plan import Action, action
+from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 from .record import FirewallRecord, desired
 from .render import FAMILY, TABLE, Observed, transaction, warnings
@@ -88,7 +88,6 @@ def _other_records(others: list[Any]) -> dict[str, FirewallRecord]:
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-@action
 class LoadRuleset(Action):
     """Replace nslab's table (and its DOCKER-USER rules) in one transaction; the inverse loads the former.
 
@@ -114,7 +113,6 @@ class LoadRuleset(Action):
         return LoadRuleset(self.former, self.records)
 
 
-@action
 class SetSysctl(Action):
     """``sysctl -w KEY=VALUE``; the inverse writes back ``former``."""
 
@@ -142,7 +140,6 @@ class SetSysctl(Action):
         return []
 
 
-@action
 class EnableForwarding(Action):
     """``ip_forward=1`` while any lab needs it; the value before is kept in the machine record, once."""
 
@@ -168,7 +165,6 @@ class EnableForwarding(Action):
         return ReleaseForwarding() if made_record else SetSysctl(IP_FORWARD, self.former, "1")
 
 
-@action
 class ReleaseForwarding(Action):
     """No lab needs forwarding any more: ``ip_forward`` goes back to the value kept before the first lab."""
 
@@ -195,7 +191,6 @@ class ReleaseForwarding(Action):
         return []
 
 
-@action
 class SetHairpin(Action):
     """Bridge ports of publishing hosts: a host's connection to its own published port is DNATed back to it,
     and with br_netfilter loaded (Docker loads it) the bridge must send that frame out of the port it came in by."""

@@ -4,20 +4,19 @@ that is not the machine's, a host port published twice (in this lab or by anothe
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ... import publish
 from ...errors import Problem
 from ...model import IPv4Addr, Lab
 from ...spec import SourceMap, field_path
+from ...values import Value, field
 from .record import FirewallRecord
 
 Listener = tuple[str, "IPv4Addr | None", int, int]  # (proto, address or None = any, port, socket inode)
 
 
-@dataclass
-class Machine:
+class Machine(Value):
     """What validation needs to know about the machine (from the drivers; injectable for unit tests)."""
 
     addresses: frozenset[IPv4Addr] | None = None  # None: unknown, do not check HOST_IP
@@ -25,8 +24,7 @@ class Machine:
     owner_of: Callable[[int], str] = field(default=lambda inode: "a process")
 
 
-@dataclass
-class _Checker:
+class _Checker(Value):
     lab: Lab
     source: SourceMap
     file: str

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ... import publish
 from ...model import Lab
+from ...values import Value, field
 
 
-@dataclass(frozen=True)
-class FwNetwork:
+class FwNetwork(Value):
     name: str
     bridge: str
     subnet: str
     internal: bool
 
 
-@dataclass(frozen=True)
-class PublishedPort:
+class PublishedPort(Value):
     host: str
     field: str  # the lab file's field path, e.g. hosts.web1.publish[0] (named in the rule's comment)
     spec: str  # as written
@@ -30,8 +28,7 @@ class PublishedPort:
     port: int
 
 
-@dataclass
-class FirewallRecord:
+class FirewallRecord(Value):
     networks: list[FwNetwork] = field(default_factory=list)
     ports: list[PublishedPort] = field(default_factory=list)
     hairpin: list[str] = field(default_factory=list)  # bridge ports in hairpin mode
@@ -60,7 +57,14 @@ class FirewallRecord:
         return self.networks == other.networks and self.ports == other.ports
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "networks": [vars(n) for n in self.networks],
+            "ports": [vars(p) for p in self.ports],
+            "hairpin": self.hairpin,
+            "route_localnet": self.route_localnet,
+            "docker_user": self.docker_user,
+            "warnings": self.warnings,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> FirewallRecord:

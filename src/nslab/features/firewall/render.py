@@ -20,10 +20,10 @@ Rule shapes (what Docker, CNI and netavark converge on)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ... import publish
+from ...values import Value, field
 from .record import FirewallRecord, FwNetwork, PublishedPort
 
 TABLE = "nslab"
@@ -38,8 +38,7 @@ def _q(text: str) -> str:
     return '"' + text.replace('"', "") + '"'
 
 
-@dataclass
-class _Table:
+class _Table(Value):
     """The base chains' rules and the per-lab chains, filled lab by lab."""
 
     pre: list[str] = field(default_factory=list)
@@ -147,8 +146,7 @@ def docker_user_rules(records: Records) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(Value):
     """What the machine's ruleset holds that matters here (from ``nft -j list ruleset``)."""
 
     table_exists: bool = False
