@@ -9,7 +9,7 @@ rolled back. ``teardown`` runs a ``down`` plan, going on past failures and retur
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import KernelError, NslabError
 
@@ -28,8 +28,9 @@ class ApplyError(KernelError):
         self.rollback_failures = rollback_failures
 
 
-def apply(plan: Plan, drivers: Drivers, progress: ProgressCallback | None = None) -> None:
-    """Apply every action in order; on any failure undo what this run did, then raise :class:`ApplyError`
+def apply(plan: Plan, drivers: Drivers, progress: ProgressCallback | None = None) -> list[Action]:
+    """Apply every action in order and return the journal (the inverses, for :func:`rollback` should a later
+    step of the caller fail); on any failure undo what this run did, then raise :class:`ApplyError`
     (:class:`KeyboardInterrupt` and other non-nslab errors are re-raised after the rollback)."""
     journal: list[Action] = []
     total = len(plan.actions)
@@ -37,11 +38,13 @@ def apply(plan: Plan, drivers: Drivers, progress: ProgressCallback | None = None
         for done, action in enumerate(plan.actions):
             if progress is not None:
                 progress(done, total, action.summary())
-            inverse = action.apply(drivers)
-            if inverse is not None:
-                journal.append(inverse)
+            with _signals_deferred():  # an action and the record of its inverse are one step
+                inverse = action.apply(drivers)
+                if inverse is not None:
+                    journal.append(inverse)
         if progress is not None:
             progress(total, total, "done")
+        return journal
     except BaseException as exc:
         undone, failures = rollback(journal, drivers)
         if isinstance(exc, NslabError):
@@ -59,16 +62,51 @@ def apply(plan: Plan, drivers: Drivers, progress: ProgressCallback | None = None
 
 
 def rollback(journal: list[Action], drivers: Drivers) -> tuple[list[str], list[str]]:
-    """Apply the inverses newest first; return (what was undone, what failed)."""
+    """Apply the inverses newest first; return (what was undone, what failed). Ctrl-C, SIGTERM and SIGHUP
+    wait until the rollback is done (a second Ctrl-C must not leave half a lab)."""
     undone: list[str] = []
     failures: list[str] = []
-    for inverse in reversed(journal):
-        try:
-            inverse.apply(drivers)
-            undone.append(inverse.summary())
-        except (NslabError, OSError) as exc:
-            failures.append(f"{inverse.summary()}: {exc}")
+    with _signals_deferred():
+        for inverse in reversed(journal):
+            try:
+                inverse.apply(drivers)
+                undone.append(inverse.summary())
+            except (NslabError, OSError) as exc:
+                failures.append(f"{inverse.summary()}: {exc}")
     return undone, failures
+
+
+class _signals_deferred:  # noqa: N801 - used as a context manager, named like one
+    """SIGINT, SIGTERM and SIGHUP that arrive meanwhile take effect at the end (their handler then runs, as it
+    would have): a step is never cut in half, whichever thread the kernel hands the signal to. Only in the main
+    thread (the only one that may set handlers); elsewhere signals keep their way."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.pending: list[int] = []
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            self.previous[signum] = signal.signal(signum, lambda n, _f: self.pending.append(n))
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        for signum in self.pending[:1]:  # the first one decides, as it would have
+            handler = self.previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def teardown(plan: Plan, drivers: Drivers) -> list[str]:

@@ -13,6 +13,7 @@ CLI only ever handle this tree::
     ├── EnvironmentProblem   not root, missing kernel feature or tool; the CLI exits 1
     ├── KernelError          a netlink/mount/setns operation failed while applying
     ├── FirewallError        nftables refused a ruleset
+    ├── StateError           a damaged record under /run/nslab (``down LAB`` still works from the marks)
     └── TeardownError        `down` went on past failures and collects them all
 
 A :class:`Problem` is one line of a report: where (file:line, field path) and what is wrong.
@@ -108,6 +109,10 @@ class KernelError(NslabError):
 
 class FirewallError(NslabError):
     """nftables refused the ruleset nslab rendered."""
+
+
+class StateError(NslabError):
+    """A lab's record under the state directory cannot be read (empty, truncated, wrongly typed)."""
 
 
 class TeardownError(NslabError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import features, nsenter, paths, state
-from .apply import apply, teardown
+from .apply import apply, rollback, teardown
 from .drivers import Drivers
 from .errors import ConflictError, NslabError, ResolveError, TargetError, TeardownError
 from .model import Lab as ResolvedLab
@@ -151,22 +151,37 @@ class Lab:
                         f"lab name '{self.name}' is already used by {recorded.lab.source}; "
                         f"rename this lab or run 'nslab down {self.name}' first"
                     )
+                if not dry_run:
+                    finish_interrupted_up(self.name, drivers, recorded)
                 desired, plan, records = self.plan(drivers, recorded)
                 if dry_run:
                     return UpResult(desired, plan, applied=False)
-                try:
-                    apply(plan, drivers, progress)
-                except BaseException:
-                    if recorded is None:  # the lab's own directory (hostname tmpfs, logs) goes too
-                        drivers.uts.drop_dir(paths.uts_dir(self.name))
-                        state.remove(self.name)
-                    raise
-                saved = {key: record.to_json() for key, record in records.items()}
-                state.LabState(desired, saved).save()
+                self._apply(drivers, plan, recorded, progress, desired, records)
                 return UpResult(desired, plan, applied=bool(plan))
         finally:
             if self.drivers is None:
                 drivers.close()
+
+    def _apply(self, drivers: Drivers, plan: Plan, recorded: state.LabState | None, progress: Progress | None,
+               desired: ResolvedLab, records: dict[str, Any]) -> None:
+        """Write the intent, apply ``plan``, save the state; if any of it fails, nothing this run did stays."""
+        namespaces = [h.namespace for a in plan.of_type(AddHosts) for h in a.hosts]
+        bridges = [n.bridge for a in plan.of_type(AddBridges) for n in a.networks]
+        journal: list[Action] = []
+        try:
+            if plan:
+                state.write_intent(self.name, namespaces, bridges)  # durable before the first kernel change
+            journal = apply(plan, drivers, progress)
+            state.LabState(desired, {key: record.to_json() for key, record in records.items()}).save()
+        except BaseException:
+            rollback(journal, drivers)  # (apply rolled its own failure back: then the journal is empty)
+            if recorded is None:  # the lab's own directory (hostname tmpfs, logs, intent) goes too
+                drivers.uts.drop_dir(paths.uts_dir(self.name))
+                state.remove(self.name)
+            else:
+                state.clear_intent(self.name)
+            raise
+        state.clear_intent(self.name)
 
     def down(self) -> None:
         down(self.name, self.drivers)
@@ -211,7 +226,28 @@ def observe(drivers: Drivers, lab: str) -> Observed:
 
 
 def _other_labs(name: str) -> list[state.LabState]:
-    return [s for s in (state.LabState.load(n) for n in state.lab_names() if n != name) if s is not None]
+    """The other labs that are up (a damaged record is left out: it must not block this lab)."""
+    return [s for s in (state.LabState.load_or_none(n) for n in state.lab_names() if n != name) if s is not None]
+
+
+def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState | None) -> None:
+    """An ``up`` of this lab that was killed left an intent: remove what it made that the state does not
+    record (everything, for a lab that was not up before), so this run starts from a known machine."""
+    namespaces, bridges = state.read_intent(name)
+    if not namespaces and not bridges:
+        return
+    if recorded is None:
+        failures = teardown(plan_teardown(name, drivers, None, _marked(drivers, name)), drivers)
+    else:
+        known_ns = {h.namespace for h in recorded.lab.hosts.values()}
+        known_br = {n.bridge for n in recorded.lab.networks.values()}
+        present = {lk.name for lk in drivers.kernel.owned_links()}
+        stray_ns = tuple(n for n in namespaces if n not in known_ns and n in drivers.kernel.named_namespaces())
+        stray_br = [b for b in bridges if b not in known_br and b in present]
+        failures = drivers.kernel.remove_namespaces(list(stray_ns)) + drivers.kernel.remove_links(stray_br)
+    if failures:
+        raise TeardownError(failures)
+    state.clear_intent(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,20 +268,27 @@ class _Marked:
 
 
 def _marked(drivers: Drivers, name: str) -> _Marked:
+    """The lab's objects by their marks, and by the intent of an ``up`` that was killed (a link it made may
+    carry nslab's link group but no alias yet; a namespace it made may have no veth yet)."""
     from .naming import namespace_name
 
     found = _Marked()
     veths: dict[str, list[str]] = {}
+    intended_ns, intended_br = state.read_intent(name)
     for link in drivers.kernel.owned_links():
         owner = parse_owner(link.alias)
-        if owner is None or owner.lab != name:
+        if owner is None:
+            if link.name in intended_br and link.kind == "bridge":
+                found.bridges.add(link.name)
+            continue
+        if owner.lab != name:
             continue
         if owner.kind == "net" and link.kind == "bridge":
             found.bridges.add(link.name)
         elif owner.kind == "host":
             veths.setdefault(namespace_name(name, owner.name), []).append(link.name)
     named = drivers.kernel.named_namespaces()
-    found.namespaces = set(veths) & named
+    found.namespaces = (set(veths) | set(intended_ns)) & named
     found.orphans = [v for ns, vs in veths.items() if ns not in named for v in vs]
     return found
 
@@ -280,7 +323,7 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
     drivers = drivers or Drivers.live()
     try:
         with state.machine_lock():
-            recorded = state.LabState.load(name)
+            recorded = state.LabState.load_or_none(name)  # a damaged record: the marks and intent still tell
             marked = _marked(drivers, name)
             # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after
             # `ip netns del`) will not go by themselves. With state they can only be dying: leave them.
@@ -291,7 +334,7 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
             failures = teardown(plan_teardown(name, drivers, recorded, marked), drivers)
             if failures:
                 raise TeardownError(failures)
-            if recorded is None and not marked:
+            if recorded is None and not marked and not os.path.exists(paths.lab_dir(name)):
                 return False
             state.remove(name)
             return True
@@ -327,7 +370,11 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
-        return {"version": 1, "labs": [lab_status(st, drivers) for st in states if st is not None]}
+        doc: dict[str, Any] = {"version": 1, "labs": [lab_status(st, drivers) for st in states if st is not None]}
+        broken = [] if name else state.damaged()
+        if broken:
+            doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
+        return doc
     finally:
         if own:
             drivers.close()

@@ -2,9 +2,10 @@
 
 - a host is the named namespace ``<lab>-<host>``;
 - a network is the bridge ``nsl<hash>``, a host's machine-side veth ``nsv<hash>`` (always <= 15 characters);
-- every link nslab makes on the machine carries an ownership mark in its alias (``ip link`` shows it):
-  ``nslab:<lab>:net:<network>`` on a bridge, ``nslab:<lab>:host:<host>:<ifname>`` on a host's veth.
-  :func:`owner_alias` writes a mark, :func:`parse_owner` reads one back.
+- every link nslab makes on the machine is in link group :data:`LINK_GROUP` from the instant it exists, and
+  carries an ownership mark in its alias (``ip link`` shows it): ``nslab:<lab>:net:<network>`` on a bridge,
+  ``nslab:<lab>:host:<host>:<ifname>`` on a host's veth. :func:`owner_alias` writes a mark, :func:`parse_owner`
+  reads one back.
 
 Stdlib only and cheap to import (``nslab exec`` resolves lab hosts with it).
 """
@@ -16,8 +17,11 @@ try:  # hashlib imports OpenSSL's _hashlib first (~4 ms on every command); blake
 except ImportError:  # pragma: no cover - an interpreter without the builtin module
     from hashlib import blake2s as blake2s
 
-#: Every machine-side link nslab makes carries an alias starting with this.
+#: Every machine-side link nslab makes carries an alias starting with this (set right after creation) ...
 OWNER_PREFIX = "nslab:"
+#: ... and is in this link group from the request that creates it (``ip link show group 7238508``; "nsl" in
+#: ASCII), so even a link whose creator was killed before the alias was set is recognisably nslab's.
+LINK_GROUP = 0x6E736C
 
 
 def short_hash(*parts: str, length: int = 8) -> str:

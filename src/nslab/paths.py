@@ -5,7 +5,7 @@
 - ``$NSLAB_STATE_DIR`` (``/run/nslab``), the state root:
     ``.lock``                      the machine-wide lock of every mutating operation;
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
-    ``<lab>/state.json``           what is up (state.py);
+    ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
     ``<lab>/services.json``        what the lab's supervisor runs; ``services.status.json``: what it is doing;
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
@@ -61,6 +61,11 @@ def lab_dir(lab: str) -> str:
 
 def state_file(lab: str) -> str:
     return os.path.join(lab_dir(lab), "state.json")
+
+
+def intent_file(lab: str) -> str:
+    """What a running ``up`` is about to create (kept until its state is saved or it rolled back)."""
+    return os.path.join(lab_dir(lab), "intent.json")
 
 
 def uts_dir(lab: str) -> str:

@@ -16,7 +16,7 @@ import fcntl
 import os
 
 from .naming import namespace_name
-from .paths import is_lab_name, lab_dir, lock_file, netns_path, state_file, state_root, uts_path
+from .paths import intent_file, is_lab_name, lab_dir, lock_file, netns_path, state_file, state_root, uts_path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` reads paths from here
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .model import Lab
 
 STATE_VERSION = 1
+MAX_STATE_BYTES = 256 << 20  # a record longer than this is damaged, not read into memory whole
 
 
 class _MachineLock:
@@ -169,23 +170,49 @@ class LabState:
         self.extra = extra or {}  # each feature's record (JSON), under the feature's KEY
 
     def save(self) -> None:
-        from .drivers.files import write_json
+        """Written atomically, root's alone (0600 in a 0700 directory). Fails as :class:`StateError`."""
+        from .drivers.files import private_dir, write_json
 
-        os.makedirs(lab_dir(self.lab.name), exist_ok=True)
-        write_json(state_file(self.lab.name), {"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra})
+        path = state_file(self.lab.name)
+        try:
+            private_dir(lab_dir(self.lab.name))
+            write_json(path, {"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra})
+        except OSError as exc:
+            from .errors import StateError
+
+            raise StateError(f"cannot write {path}: {exc.strerror}") from None
 
     @classmethod
     def load(cls, name: str) -> LabState | None:
+        """The lab's record; None if it has none. A damaged one raises :class:`StateError` naming the file."""
         import json
 
+        path = state_file(name)
         try:
-            with open(state_file(name)) as fh:
-                data = json.load(fh)
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read(MAX_STATE_BYTES))
+            lab = lab_from_dict(data.pop("lab"))
+            data.pop("version", None)
         except FileNotFoundError:
             return None
-        lab = lab_from_dict(data.pop("lab"))
-        data.pop("version", None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            from .errors import StateError
+
+            why = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            raise StateError(
+                f"{path} is damaged ({why}); 'nslab down {name}' removes the lab from its ownership marks"
+            ) from None
         return cls(lab, data)
+
+    @classmethod
+    def load_or_none(cls, name: str) -> LabState | None:
+        """:meth:`load`, with a damaged record taken as none (for what must work anyway: down, gc, other labs)."""
+        from .errors import StateError
+
+        try:
+            return cls.load(name)
+        except StateError:
+            return None
 
 
 def remove(name: str) -> None:
@@ -217,5 +244,67 @@ def lab_names() -> list[str]:
     return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(os.path.join(root, e, "state.json")))
 
 
+def labs_with_intent() -> list[str]:
+    """Labs with an unfinished ``up`` (an intent file), with or without a state."""
+    root = state_root()
+    try:
+        entries = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(intent_file(e)))
+
+
 def all_states() -> list[LabState]:
-    return [s for s in (LabState.load(n) for n in lab_names()) if s is not None]
+    """Every lab that is up and readable (damaged records are skipped: see :func:`damaged`)."""
+    return [s for s in (LabState.load_or_none(n) for n in lab_names()) if s is not None]
+
+
+def damaged() -> list[str]:
+    """The error of every lab whose record cannot be read."""
+    from .errors import StateError
+
+    out = []
+    for name in lab_names():
+        try:
+            LabState.load(name)
+        except StateError as exc:
+            out.append(str(exc))
+    return out
+
+
+# --- intent: what a running `up` is about to create -------------------------------------------------------
+def write_intent(lab: str, namespaces: list[str], bridges: list[str]) -> None:
+    """Made durable before the first kernel change of an ``up``: if the run is killed, ``down``, ``gc`` and
+    the next ``up`` know what it may have left (the namespaces by name, the bridges by name and link group)."""
+    from .drivers.files import private_dir, write_json
+
+    path = intent_file(lab)
+    try:
+        private_dir(lab_dir(lab))
+        from .drivers.procfs import start_time
+
+        me = os.getpid()
+        write_json(path, {"pid": me, "start": start_time(me), "namespaces": namespaces, "bridges": bridges})
+    except OSError as exc:
+        from .errors import StateError
+
+        raise StateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def read_intent(lab: str) -> tuple[list[str], list[str]]:
+    """(namespaces, bridges) a run of ``up`` that did not finish may have made; empty when none."""
+    from .drivers.files import read_json
+
+    data = read_json(intent_file(lab))
+    if not isinstance(data, dict):
+        return [], []
+    names = [n for n in data.get("namespaces") or [] if isinstance(n, str) and n.startswith(f"{lab}-")]
+    bridges = [b for b in data.get("bridges") or [] if isinstance(b, str) and b.startswith("nsl")]
+    return names, bridges
+
+
+def clear_intent(lab: str) -> None:
+    try:
+        os.unlink(intent_file(lab))
+    except FileNotFoundError:
+        pass

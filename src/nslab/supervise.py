@@ -61,7 +61,7 @@ class Service:
 
     def note(self, text: str) -> None:
         try:
-            with open(self.spec["log"], "a") as fh:
+            with open(os.open(self.spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as fh:
                 fh.write(f"[nslab {time.strftime('%H:%M:%S')}] {text}\n")
         except OSError:
             pass
@@ -104,7 +104,7 @@ def _child(spec: dict[str, Any]) -> None:
         if spec.get("cgroup"):
             with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as fh:
                 fh.write("0")
-        log = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)

@@ -221,16 +221,15 @@ def run(
 
 
 def _run_owner_alive(name: str) -> bool:
-    """Whether the ``nslab run`` that made lab ``name`` still runs (True for any lab not named ``run-PID``)."""
-    match = RUN_NAME.match(name)
-    if not match:
-        return True
+    """Whether the ``nslab run`` that made lab ``name`` still runs. Only its owner file (written before the run
+    made anything) proves that a lab is a run at all: a lab without one — whatever its name, ``run-99999``
+    too — is never judged a dead run."""
     owner = files.read_json(os.path.join(paths.lab_dir(name), OWNER_FILE))
     try:
         pid, start = int(owner["pid"]), owner.get("start")
     except (ValueError, KeyError, TypeError, AttributeError):
-        pid, start = int(match[1]), None
-    return procfs.is_running(pid, start)  # start: an int, or a string from older versions
+        return True
+    return procfs.is_running(pid, start)
 
 
 def _namespaces_gone(st: state.LabState) -> bool:
@@ -274,11 +273,24 @@ def _orphan_run_namespaces(recorded: dict[str, state.LabState]) -> set[str]:
     return {run for run in runs if RUN_NAME.match(run) and run not in recorded}
 
 
+def _interrupted_ups(recorded: dict[str, state.LabState]) -> set[str]:
+    """Labs without a state whose ``up`` was killed (its intent file names a process that is gone)."""
+    out = set()
+    for lab in state.labs_with_intent():
+        intent = files.read_json(paths.intent_file(lab)) or {}
+        pid, start = intent.get("pid"), intent.get("start")
+        if lab not in recorded and isinstance(pid, int) and not procfs.is_running(pid, start):
+            out.add(lab)
+    return out
+
+
 def _find_leftovers() -> tuple[list[str], dict[str, str]]:
     """(reserved run names to forget, labs to take down -> why); under the machine lock."""
     recorded = {st.lab.name: st for st in state.all_states()}
     reserved = [e for e in _dirs() if RUN_NAME.match(e) and e not in recorded and not _run_owner_alive(e)]
     victims = _stale_labs(recorded)
+    for lab in sorted(_interrupted_ups(recorded)):
+        victims.setdefault(lab, "its 'nslab up' was killed")
     for lab in sorted(_orphan_link_owners(recorded)):
         if not RUN_NAME.match(lab) or not _run_owner_alive(lab):
             victims.setdefault(lab, "its links outlived its state")
@@ -288,21 +300,25 @@ def _find_leftovers() -> tuple[list[str], dict[str, str]]:
     return reserved, victims
 
 
-def gc() -> list[str]:
-    """Remove leftovers; returns one line per thing removed. Never touches a live run or a lab that is up."""
+def gc(dry_run: bool = False) -> list[str]:
+    """Remove what is certainly orphaned; one line per thing removed (``dry_run``: would remove). Never touches
+    a live run, a lab that is up, or anything whose owner cannot be proven gone."""
     from .lab import down
 
+    verb = "would remove" if dry_run else "removed"
     with state.machine_lock():
         reserved, victims = _find_leftovers()
     done = []
     for name in reserved:
         if name not in victims:
-            state.remove(name)
-            done.append(f"removed the state of run {name} (its 'nslab run' is gone)")
+            if not dry_run:
+                state.remove(name)
+            done.append(f"{verb} the state of run {name} (its 'nslab run' is gone)")
     for name, why in sorted(victims.items()):
-        down(name)
-        state.remove(name)
-        done.append(f"removed lab {name} ({why})")
+        if not dry_run:
+            down(name)
+            state.remove(name)
+        done.append(f"{verb} lab {name} ({why})")
     return done
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .errors import KernelError
 from .model import Host, Lab, Link, Network
-from .naming import owner_alias
+from .naming import LINK_GROUP, owner_alias
 from .plan import Action, Plan, Steps
 from .values import Value, field
 
@@ -128,7 +128,11 @@ class AddBridges(Action):
         return f"add {len(self.networks)} network(s)"
 
     def apply(self, drivers: Drivers) -> Action | None:
-        drivers.kernel.add_bridges(self.lab, list(self.networks))
+        try:
+            drivers.kernel.add_bridges(self.lab, list(self.networks))
+        except BaseException:  # made but not finished (alias, address): they go, this step left nothing
+            drivers.kernel.remove_links([n.bridge for n in self.networks])
+            raise
         return RemoveBridges(self.lab, self.networks)
 
 
@@ -159,7 +163,7 @@ class AddHosts(Action):
 
 def _bridge_commands(lab: str, n: Network) -> list[str]:
     return [
-        f"ip link add {n.bridge} type bridge",
+        f"ip link add {n.bridge} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
         f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
         f"ip link set {n.bridge} up",
@@ -187,8 +191,8 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     for position, i in enumerate(i for i in h.interfaces if i.network):
         bridge = lab.networks[i.network].bridge if i.network else ""
         out += [
-            f"ip -n {ns} link add {i.name} index {port_index(position)} type veth peer name {i.host_veth} "
-            f"netns {MACHINE_NETNS}",
+            f"ip -n {ns} link add {i.name} index {port_index(position)} group {LINK_GROUP} type veth "
+            f"peer name {i.host_veth} group {LINK_GROUP} netns {MACHINE_NETNS}",
             f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
             f"ip -n {ns} link set {i.name} up",
         ]
@@ -216,8 +220,13 @@ class AddLinks(Action):
         return f"add {len(self.links)} link(s)"
 
     def apply(self, drivers: Drivers) -> Action | None:
-        drivers.kernel.add_links(self.lab, list(self.links))
-        return RemoveLinks(self.lab, self.links)
+        undo = RemoveLinks(self.lab, self.links)
+        try:
+            drivers.kernel.add_links(self.lab, list(self.links))
+        except BaseException:  # the pairs made so far go, this step left nothing
+            drivers.kernel.remove_link_ends(undo.ends())
+            raise
+        return undo
 
 
 class RemoveBridgesLater(Action):

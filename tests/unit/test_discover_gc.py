@@ -64,9 +64,12 @@ def test_run_owner_alive(state_dir):
     assert throwaway._run_owner_alive("run-1a") and throwaway._run_owner_alive("run-2a")
     assert not throwaway._run_owner_alive("run-3a")
     assert throwaway._run_owner_alive("demo")  # not a run: never gc's to judge
-    # no record, or an unreadable one: judged by the pid in the name
-    assert throwaway._run_owner_alive(f"run-{me}")
+    # no record, or an unreadable one, is no proof that a run's owner is gone, whatever the name says: a
+    # user's lab may well be called run-99999
     gone = subprocess.Popen(["true"])
     gone.wait()
+    assert throwaway._run_owner_alive(f"run-{gone.pid}")
     _owner(state_dir, f"run-{gone.pid}b", ["not", "a", "record"])
-    assert not throwaway._run_owner_alive(f"run-{gone.pid}b")
+    assert throwaway._run_owner_alive(f"run-{gone.pid}b")
+    _owner(state_dir, f"run-{gone.pid}c", {"pid": gone.pid, "start": None})
+    assert not throwaway._run_owner_alive(f"run-{gone.pid}c")

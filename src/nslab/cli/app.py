@@ -41,12 +41,20 @@ services.register(cli)
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="nslab", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="nslab", standalone_mode=False)
+        if isinstance(code, int):  # a command's ctx.exit(N) / click.exceptions.Exit(N)
+            return code
     except NslabError as exc:
         for line in exc.lines():
             click.echo(f"nslab: {line}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        from . import Terminated
+
+        cause = exc.__cause__ or exc.__context__  # click turns Ctrl-C (and our SIGTERM/SIGHUP) into Abort
+        if isinstance(cause, Terminated):
+            click.echo(f"nslab: stopped by signal {cause.signum}", err=True)
+            return 128 + cause.signum
         click.echo("nslab: aborted", err=True)
         return 130
     except click.ClickException as exc:
@@ -54,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, click.UsageError) else exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        from . import Terminated
+
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
     return 0
 

@@ -49,8 +49,10 @@ def _reporting(action: Callable[[], None]) -> int:
         for line in exc.lines():
             sys.stderr.write(f"nslab: {line}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        from . import Terminated
+
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
     return 0
 
 

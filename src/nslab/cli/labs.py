@@ -91,10 +91,14 @@ def status(lab_name: str | None, as_json: bool) -> None:
     doc = lab_status(lab_name)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
-        return
-    from . import render
+    else:
+        from . import render
 
-    render.status(doc)
+        render.status(doc)
+    for problem in doc.get("damaged", []):
+        click.echo(f"nslab: {problem}", err=True)
+    if doc.get("damaged"):
+        raise click.exceptions.Exit(1)
 
 
 def register(group: click.Group) -> None:

@@ -233,16 +233,18 @@ def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tupl
 
 
 @click.command()
-def gc() -> None:
+@click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
+def gc(dry_run: bool) -> None:
     """Remove what killed runs and labs left behind.
 
-    State without namespaces, links without state. Never touches a live run or a lab that is up.
+    Only what is certainly orphaned: a `nslab run` or `nslab up` whose recorded process is gone, state without
+    namespaces, links without state. Never touches a live run or a lab that is up.
     """
     from ..linux import require_root
     from ..throwaway import gc as do_gc
 
     require_root()
-    done = do_gc()
+    done = do_gc(dry_run=dry_run)
     for line in done:
         click.echo(line)
     if not done:

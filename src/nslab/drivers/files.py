@@ -34,11 +34,18 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def write_json(path: str, data: Any, mode: int = 0o644) -> None:
+def write_json(path: str, data: Any, mode: int = 0o600) -> None:
+    """nslab's records are root's alone (a service's environment may hold secrets), as Docker keeps its own."""
     import json
 
     # json.dumps, not json.dump: only the one-shot form uses the C encoder (5x faster on a big lab)
     write_atomic(path, json.dumps(data, separators=(",", ":")), mode)
+
+
+def private_dir(path: str) -> None:
+    """``mkdir -p -m 700 PATH`` (and 0700 if it existed with a wider mode)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def read_json(path: str) -> Any:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from .. import linux
 from ..errors import KernelError
 from ..model import Host, Lab, Link, Network
-from ..naming import OWNER_PREFIX, owner_alias
+from ..naming import LINK_GROUP, OWNER_PREFIX, owner_alias
 from ..paths import NETNS_DIR, netns_path
 from . import rtnl
 from .rtnl import (
@@ -259,7 +259,9 @@ class NetlinkKernel:
 
     # -- observation ----------------------------------------------------------------------------
     def owned_links(self) -> list[LinkInfo]:
-        return [lk for lk in links(self.root, with_addresses=False) if lk.alias.startswith(OWNER_PREFIX)]
+        """nslab's links on the machine: marked by alias, or (alias not set yet) by link group."""
+        found = links(self.root, with_addresses=False)
+        return [lk for lk in found if lk.alias.startswith(OWNER_PREFIX) or lk.group == LINK_GROUP]
 
     def machine_links(self) -> list[LinkInfo]:
         return links(self.root, with_addresses=False)
@@ -319,7 +321,7 @@ class NetlinkKernel:
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         batch = Batch()
         for n in networks:
-            add_bridge(batch, n.bridge)
+            add_bridge(batch, n.bridge, LINK_GROUP)
         batch.commit_or_raise(self.root)
         for n in networks:
             index = socket.if_nametoindex(n.bridge)
@@ -405,7 +407,8 @@ class NetlinkKernel:
                         set_up(inside, 1, f"lo in {h.namespace}")
                         for pos, port in enumerate(i for i in h.interfaces if i.network):
                             assert port.host_veth is not None  # every bridge port has one (resolve.py)
-                            add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos))
+                            index = port_index(pos)
+                            add_veth(inside, port.name, port.host_veth, machine_ns, index=index, group=LINK_GROUP)
                             add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
                             set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
                         if h.gateway is not None:

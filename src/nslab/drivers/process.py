@@ -174,13 +174,14 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
     """Write the config, start ``python -m nslab.supervise LAB`` detached; return once it is ready."""
     from ..errors import KernelError
 
-    os.makedirs(paths.logs_dir(lab), exist_ok=True)
+    files.private_dir(paths.lab_dir(lab))
+    files.private_dir(paths.logs_dir(lab))
     files.write_json(paths.supervisor_config(lab), config)
     try:
         os.unlink(paths.services_status(lab))
     except FileNotFoundError:
         pass
-    log = open(paths.supervisor_log(lab), "ab")
+    log = open(os.open(paths.supervisor_log(lab), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
     try:
         # The supervisor forks once more and this process exits: it is nobody's child, and no zombie stays.
         subprocess.run(

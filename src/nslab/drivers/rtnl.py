@@ -159,21 +159,28 @@ def _link(index: int = 0, up: bool = False) -> bytes:
     return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP if up else 0)
 
 
-def add_bridge(batch: Batch, name: str) -> None:
-    """`ip link add NAME type bridge && ip link set NAME up`."""
-    body = _link(up=True) + _string(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, _string(IFLA_INFO_KIND, "bridge"))
+IFLA_GROUP = 27
+
+
+def add_bridge(batch: Batch, name: str, group: int = 0) -> None:
+    """`ip link add NAME group GROUP type bridge && ip link set NAME up`. The link group is the one mark the
+    kernel takes in the creating request (an alias is ignored there), so a link is recognisable from the
+    instant it exists."""
+    body = _link(up=True) + _string(IFLA_IFNAME, name) + (_u32(IFLA_GROUP, group) if group else b"")
+    body += _attr(IFLA_LINKINFO, _string(IFLA_INFO_KIND, "bridge"))
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add bridge {name}")
 
 
-def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0) -> None:
+def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0, group: int = 0) -> None:
     """A veth pair: ``name`` here (with ifindex ``index`` if non-zero), ``peer_name`` in the peer ns.
 
     Both ends start down: asking for the peer up at creation fails (ENOTCONN); each is brought up where
     it lives.
     """
-    peer = _link() + _string(IFLA_IFNAME, peer_name) + _u32(IFLA_NET_NS_FD, peer_ns_fd)
+    grouped = _u32(IFLA_GROUP, group) if group else b""
+    peer = _link() + _string(IFLA_IFNAME, peer_name) + _u32(IFLA_NET_NS_FD, peer_ns_fd) + grouped
     info = _string(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
-    body = _link(index) + _string(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, info)
+    body = _link(index) + _string(IFLA_IFNAME, name) + grouped + _attr(IFLA_LINKINFO, info)
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add veth {name} peer {peer_name}")
 
 
@@ -238,6 +245,7 @@ class LinkInfo:
     master: int
     up: bool
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
+    group: int = 0
 
 
 @dataclass(frozen=True)
@@ -320,6 +328,7 @@ def _link_list(sock: socket.socket) -> list[LinkInfo]:
                 alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(errors="replace"),
                 master=struct.unpack("I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
                 up=bool(flags & IFF_UP),
+                group=struct.unpack("I", attrs[IFLA_GROUP])[0] if IFLA_GROUP in attrs else 0,
             )
         )
     return out

@@ -238,7 +238,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
 
 def plan_down(ctx: DownContext) -> FeaturePlan:
     record = DnsRecord.from_json(ctx.record)
-    namespaces = {h["namespace"] for h in record.hosts.values() if "namespace" in h}
+    namespaces = {h["namespace"] for h in record.hosts.values() if "namespace" in h} | set(ctx.namespaces)
     if ctx.lab is not None:
         namespaces |= {h.namespace for h in ctx.lab.hosts.values()}
     if not namespaces:
