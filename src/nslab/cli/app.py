@@ -37,6 +37,7 @@ targets.register(cli)
 from . import services  # noqa: E402
 
 services.register(cli)
+from . import inspect; inspect.register(cli)  # noqa: E402, E702, I001  (one line: merges cleanly)
 
 
 def main(argv: list[str] | None = None) -> int:
