@@ -121,10 +121,11 @@ def _read(path: str) -> str:
 
 def _sysctl_int(key: str) -> int:
     from ..drivers import sysctl
+    from ..errors import KernelError
 
     try:
         return int(sysctl.read(key))
-    except (ValueError, OSError, Exception):  # noqa: BLE001 - a missing key reads as 0
+    except (ValueError, KernelError):  # a key this kernel lacks reads as 0
         return 0
 
 
