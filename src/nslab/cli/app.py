@@ -8,6 +8,8 @@ either. Heavy imports (pydantic, yaml, rich) happen inside the commands that nee
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from ..errors import NslabError
@@ -30,13 +32,10 @@ def cli() -> None:
     """
 
 
-from . import labs, targets  # noqa: E402  (registers the verbs on `cli`)
-
-labs.register(cli)
-targets.register(cli)
-from . import services  # noqa: E402
-
-services.register(cli)
+#: The verb groups, in the order ``nslab --help`` lists them; each module's ``register`` adds its commands.
+VERB_MODULES = ("labs", "targets", "services", "inspect")
+for _module in VERB_MODULES:
+    importlib.import_module(f"{__package__}.{_module}").register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

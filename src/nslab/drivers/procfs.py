@@ -160,6 +160,21 @@ def socket_owner(inode: int) -> str:
     return "a process"
 
 
+def udp_local_addresses(port: int, pid: int | str = "thread-self") -> set[str]:
+    """IPv4 addresses with a UDP socket bound on ``port`` in the network namespace of ``pid``'s
+    ``/proc/PID/net/udp`` (``thread-self``: the namespace the calling thread is in). ``ss -lun sport PORT``."""
+    raw = _read_bytes(pid, "net/udp")
+    out = set()
+    for line in (raw or b"").decode(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 2 or ":" not in fields[1]:
+            continue
+        address, _, hex_port = fields[1].partition(":")
+        if int(hex_port, 16) == port and len(address) == 8:
+            out.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # The mount table
 # ----------------------------------------------------------------------------------------------

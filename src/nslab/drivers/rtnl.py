@@ -40,6 +40,7 @@ NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 10, 18, 20, 1
+IFLA_LINK, IFLA_CARRIER = 5, 33
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3  # link dumps without the counters (less to read)
 _NLMSGHDR = struct.Struct("IHHII")
 _IFINFOMSG = struct.Struct("BxHiII")
@@ -246,6 +247,9 @@ class LinkInfo:
     up: bool
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
     group: int = 0
+    mtu: int = 0
+    carrier: bool = True  # IFLA_CARRIER: a veth whose peer is down, a bridge without ports up, report False
+    peer: int = 0  # IFLA_LINK: a veth's peer index (in this namespace or another)
 
 
 @dataclass(frozen=True)
@@ -328,10 +332,18 @@ def _link_list(sock: socket.socket) -> list[LinkInfo]:
                 alias=attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(errors="replace"),
                 master=struct.unpack("I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
                 up=bool(flags & IFF_UP),
-                group=struct.unpack("I", attrs[IFLA_GROUP])[0] if IFLA_GROUP in attrs else 0,
+                group=_u32_attr(attrs, IFLA_GROUP),
+                mtu=_u32_attr(attrs, IFLA_MTU),
+                carrier=attrs.get(IFLA_CARRIER, b"\1")[:1] != b"\0",
+                peer=_u32_attr(attrs, IFLA_LINK),
             )
         )
     return out
+
+
+def _u32_attr(attrs: dict[int, bytes], kind: int) -> int:
+    raw = attrs.get(kind)
+    return struct.unpack("I", raw[:4])[0] if raw and len(raw) >= 4 else 0
 
 
 def _addresses(sock: socket.socket) -> dict[int, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
@@ -381,3 +393,4 @@ def routes(sock: socket.socket) -> list[RouteInfo]:
             )
         )
     return out
+

@@ -1,0 +1,120 @@
+"""Verbs that look and explain: ``doctor``, ``graph``, ``browse``. Nothing here changes a lab."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("what", metavar="[TARGET|LAB]", required=False)
+@click.option("--to", "to", metavar="ADDR[:PORT]", help="Also check that the namespace has a route to ADDR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(what: str | None, to: str | None, as_json: bool) -> None:
+    """Find why a namespace or lab cannot reach what it should, and print the fixes as commands.
+
+    \b
+    TARGET: anything `nslab exec` takes ([LAB/]HOST, netns:NAME, pid:PID,
+    container:NAME, path:FILE); LAB: every host of that lab. Default: every
+    lab that is up, every named namespace, and the machine.
+    Checks: lo down, interfaces down or without carrier, missing routes,
+    a gateway that does not answer ARP, ip_forward, foreign forward-hook
+    drop policies (Docker, ufw, firewalld), masquerade of NAT networks,
+    loopback stub resolvers that do not exist in the namespace, silent
+    nameservers, strict rp_filter, MTU mismatches, subnets overlapping the
+    machine's routes, and leftovers for `nslab gc`. Read-only: the only
+    packets sent are one ARP request per gateway and one DNS query per
+    nameserver the namespace's resolv.conf names.
+    Exit status: 0 healthy, 1 problems found.
+    """
+    from ..doctor import diagnose, report
+    from ..linux import require_root
+
+    require_root()
+    findings = diagnose(what, to)
+    if as_json:
+        click.echo(json.dumps(report(findings), indent=2))
+    elif not findings:
+        click.echo("healthy: no problem found")
+    for f in [] if as_json else findings:
+        click.echo(f"{f.where}: {f.problem}")
+        click.echo(f"    why: {f.why}")
+        for command in f.fix:
+            click.echo(f"    fix: {command}")
+    sys.exit(1 if findings else 0)
+
+
+@click.command()
+@click.argument("lab", required=False)
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "svg", "html"]), default="mermaid",
+              show_default=True, help="Output format (svg and html need no other tool).")
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of stdout.")
+@click.option("--serve", is_flag=True, help="Serve the live html page (state refreshed every 2 s) until Ctrl-C.")
+@click.option("--port", default=8642, show_default=True, help="Port for --serve.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address for --serve.")
+def graph(lab: str | None, fmt: str, output: str | None, serve: bool, port: int, bind: str) -> None:
+    """Draw the topology of a lab (default: every lab that is up).
+
+    \b
+    Hosts, networks (subnet, nat/internal), point-to-point links, published
+    ports, and state from `nslab status`: interfaces that are down or hosts
+    that are missing are drawn in red.
+    """
+    from .. import graph as g
+    from ..linux import require_root
+
+    require_root()
+    if serve:
+        g.serve(lab, bind, port, lambda url: click.echo(f"serving the live graph on {url} (Ctrl-C stops)", err=True))
+        return
+    text = g.render(g.load(lab), fmt)
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command()
+@click.argument("target", metavar="TARGET")
+@click.argument("url")
+@click.option("--screenshot", metavar="FILE.png", help="Save a PNG of the page.")
+@click.option("--wait", default=3.0, show_default=True, metavar="S",
+              help="Seconds to let the page load (and its requests settle) after navigating.")
+@click.option("--json", "as_json", is_flag=True, help="Print the page and its requests as JSON.")
+@click.option("--mount-from", metavar="TARGET2", help="Run the browser from TARGET2's filesystem (it needs one).")
+def browse(target: str, url: str, screenshot: str | None, wait: float, as_json: bool, mount_from: str | None) -> None:
+    """Open URL in a headless Chromium inside TARGET's network namespace.
+
+    \b
+    Lists every request the page made and its outcome: loaded (HTTP status)
+    or failed, and why (DNS, refused, timeout...), so you see which external
+    CSS, scripts, fonts or trackers an app tries to reach. Uses the
+    distribution's chromium package (./dev/setup.sh installs it); the browser
+    runs with /etc/netns/NAME files as `nslab exec` does, a throwaway profile,
+    and nothing of it is left running.
+    Exit status: 0 when the page itself loaded, 1 when it did not.
+    """
+    from ..browse import browse as run_browser
+    from ..linux import require_root
+
+    require_root()
+    result = run_browser(target, url, screenshot=screenshot, wait=wait, mount_from=mount_from)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"page {result['url']}: {result['outcome']}")
+        for r in result["requests"]:
+            click.echo(f"  {r['outcome']:<8} {r['type'] or '-':<11} {r['url']}"
+                       + (f"  ({r['reason']})" if r.get("reason") else ""))
+        if screenshot:
+            click.echo(f"screenshot: {screenshot}")
+    sys.exit(0 if result["outcome"] == "loaded" else 1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(doctor)
+    group.add_command(graph)
+    group.add_command(browse)

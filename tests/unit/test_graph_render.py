@@ -1,0 +1,49 @@
+"""graph rendering from a status document: every format names every host and network; down edges are red."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from nslab import graph
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+DOC = {"labs": [{
+    "name": "demo",
+    "networks": [{"name": "front", "bridge": "nsbr1", "subnet": "10.0.0.0/24", "internal": False, "present": True},
+                 {"name": "back", "bridge": "nsbr2", "subnet": "10.0.1.0/24", "internal": True, "present": True}],
+    "hosts": [
+        {"name": "web", "present": True, "interfaces": [
+            {"name": "eth0", "up": True, "addresses": ["10.0.0.2/24"], "network": "front", "link_peer": None}]},
+        {"name": "db", "present": True, "interfaces": [
+            {"name": "eth0", "up": False, "addresses": ["10.0.1.2/24"], "network": "back", "link_peer": None},
+            {"name": "p0", "up": True, "addresses": ["10.9.0.1/30"], "network": None, "link_peer": "web"}]},
+    ],
+    "firewall": {"ports": [{"host": "web", "host_port": 8080, "to": "10.0.0.2:80", "proto": "tcp"}]},
+}]}
+
+
+def test_model_edges_and_ports():
+    [g] = graph.graphs(DOC)
+    assert [(e.host, e.ifname, e.network, e.peer, e.up) for e in g.edges] == [
+        ("web", "eth0", "front", None, True), ("db", "eth0", "back", None, False), ("db", "p0", None, "web", True)]
+    assert g.ports == {"web": ["8080->80/tcp"]}
+
+
+def test_svg_is_well_formed_with_every_host_network_and_red_down_edge():
+    root = ET.fromstring(graph.render(graph.graphs(DOC), "svg"))
+    assert {g.get("data-host") for g in root.iter(f"{SVG}g") if g.get("class") == "host"} == {"web", "db"}
+    assert {g.get("data-network") for g in root.iter(f"{SVG}g") if g.get("class") == "network"} == {"front", "back"}
+    down = [e for e in root.iter() if e.get("class") == "edge down"]
+    assert [(e.get("data-host"), e.get("stroke")) for e in down] == [("db", graph.DOWN)]
+
+
+def test_text_formats_and_empty():
+    labs = graph.graphs(DOC)
+    mermaid = graph.render(labs, "mermaid")
+    assert 'demo_host_db ---|"eth0 DOWN"| demo_net_back' in mermaid and "linkStyle 1 stroke:#d22" in mermaid
+    dot = graph.render(labs, "dot")
+    assert 'label="front 10.0.0.0/24 (nat)"' in dot and 'color="#d22" penwidth=3' in dot
+    page = graph.render(labs, "html")
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "status.json" in page
+    assert "no lab is up" in graph.render([], "svg")
