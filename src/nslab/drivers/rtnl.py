@@ -246,10 +246,10 @@ class LinkInfo:
     master: int
     up: bool
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
-    group: int = 0
     mtu: int = 0
     carrier: bool = True  # IFLA_CARRIER: a veth whose peer is down, a bridge without ports up, report False
     peer: int = 0  # IFLA_LINK: a veth's peer index (in this namespace or another)
+    group: int = 0  # IFLA_GROUP: nslab's links are in naming.LINK_GROUP from their creation
 
 
 @dataclass(frozen=True)
