@@ -36,7 +36,7 @@ from .errors import EnvironmentProblem, TargetError, UserError
 from .targets import Target
 
 PROTOCOLS = ("tcp", "udp", "icmp")
-REWRITES = ("dnat", "snat", "masquerade", "redirect")
+_REWRITE = re.compile(r"\b(?:dnat|snat)(?: ip6?)? to \S+|\bmasquerade\b|\bredirect\b")
 DROPS = ("drop", "reject")
 PROBE_TIMEOUT = 1.5
 _EVENT = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (packet:|rule|verdict|policy)\s?(.*?)\s*$")
@@ -116,24 +116,36 @@ def _first_word(verdict: str) -> str:
     return verdict.split(" ", 1)[0] if verdict else ""
 
 
-def explain(events: Iterable[TraceEvent], ignore_table: str = "") -> list[Explanation]:
-    """One :class:`Explanation` per traced packet (trace id), in the order they were first seen."""
-    packets: dict[tuple[str, str], Explanation] = {}
+def explain(events: Iterable[TraceEvent], own_table: str = "") -> list[Explanation]:
+    """One :class:`Explanation` per traced packet, in order.
+
+    A packet starts where our own table's chain (the first of prerouting or output) sees it; trace ids are
+    no help, as the kernel gives a packet a new one when it moves on from one hook to another. Our own
+    table's events are left out. Without ``own_table``, the trace id separates packets.
+    """
+    packets: list[Explanation] = []
+    current: dict[str, Explanation] = {}  # scope -> the packet being followed there
     for event in events:
-        if ignore_table and event.table == ignore_table:
+        if own_table and event.table == own_table:
+            if event.kind == "packet":
+                current[event.scope] = Explanation()
+                packets.append(current[event.scope])
             continue
-        item = packets.setdefault((event.scope, event.id), Explanation())
+        item = current.get(event.scope)
+        if item is None or (not own_table and item.events and item.events[-1].id != event.id):
+            item = current[event.scope] = Explanation()
+            packets.append(item)
         item.events.append(event)
         if item.dropped:
             continue
         verdict = _first_word(event.verdict)
-        if event.kind == "rule" and any(word in event.text.split() for word in REWRITES):
+        if event.kind == "rule" and _REWRITE.search(event.text):
             item.rewrites.append(f"rewritten by {name_rule(event)}: {event.text}")
         if event.kind == "rule" and verdict in DROPS:
             item.dropped_by = f"dropped by {name_rule(event)}"
         elif event.kind == "policy" and verdict in DROPS:
             item.dropped_by = f"dropped by the policy ({verdict}) of chain {event.where}"
-    return list(packets.values())
+    return [item for item in packets if item.events]
 
 
 def _step(event: TraceEvent, hooks: dict[tuple[str, str, str], str]) -> str:
@@ -494,6 +506,18 @@ def _scopes(source: Target | None) -> list[tuple[str, Target | None]]:
     return scopes
 
 
+def _start_table(monitor: _Monitor, target: Target | None, text: str, table: str) -> None:
+    """Create the table once the monitor reports it: ``nft monitor`` subscribes some time after it starts,
+    and an event sent before that is lost, so the table is made again until the monitor has seen it."""
+    for attempt in range(10):
+        if attempt:
+            _nft(target, f"delete table inet {table}")
+        _nft(target, text)
+        if monitor.wait_for(f"add table inet {table}", timeout=0.5):
+            return
+    raise EnvironmentProblem(f"nft monitor in {monitor.scope} reported nothing; cannot trace")
+
+
 def _traced(scopes: Sequence[tuple[str, Target | None]], flow: Flow, send: Callable[[], tuple[bool, str]],
             table: str) -> tuple[tuple[bool, str], list[_Monitor]]:
     """Table and monitor in every scope, the probe, the marker; the tables are removed whatever happens."""
@@ -503,10 +527,8 @@ def _traced(scopes: Sequence[tuple[str, Target | None]], flow: Flow, send: Calla
         for scope, target in scopes:
             monitor = _Monitor(scope, target)
             monitors.append(monitor)
-            _nft(target, table_text(table, flow))
             made.append(target)
-            if not monitor.wait_for(f"add table inet {table}"):
-                raise EnvironmentProblem(f"nft monitor in {scope} did not report; cannot trace")
+            _start_table(monitor, target, table_text(table, flow), table)
         outcome = send()
         time.sleep(0.1)  # softirq processing of the probe's last packet may lag its send by a little
         for monitor, target in zip(monitors, made, strict=False):
@@ -514,10 +536,23 @@ def _traced(scopes: Sequence[tuple[str, Target | None]], flow: Flow, send: Calla
             monitor.wait_for(f"add chain inet {table} done")
         return outcome, monitors
     finally:
-        for target in made:
-            _nft(target, f"delete table inet {table}")
         for monitor in monitors:
             monitor.stop()
+        _remove_tables(made, table)
+
+
+def _remove_tables(made: Sequence[Target | None], table: str) -> None:
+    """Delete our table in every namespace it was made in, all of them even when one fails."""
+    from .errors import FirewallError
+
+    failures = []
+    for target in made:
+        try:
+            _nft(target, f"delete table inet {table}")
+        except FirewallError as exc:
+            failures.append(f"{target.text if target else 'the machine'}: {exc}")
+    if failures:
+        raise FirewallError(f"could not remove table inet {table}: " + "; ".join(failures))
 
 
 def trace(source_text: str, destination_text: str) -> TraceResult:
@@ -544,7 +579,7 @@ def trace(source_text: str, destination_text: str) -> TraceResult:
     (result.reached, result.outcome), monitors = _traced(scopes, probe.flow, lambda: send_probe(probe), table)
     events = [event for monitor in monitors for event in monitor.events()]
     result.raw = [line for monitor in monitors for line in monitor.lines if line.startswith("trace id")]
-    result.explanations = explain(events, ignore_table=table)
+    result.explanations = explain(events, own_table=table)
     for _, target in scopes:
         try:
             result.hooks.update(hooks_of(_nft(target, "list chains", json_output=True)))
