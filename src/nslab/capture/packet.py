@@ -6,7 +6,9 @@ in for its whole life, so the caller reads it from home. Replaces ``nsenter --ne
 nothing runs in the target and no tool is needed inside it.
 
 Order matters so that nothing unfiltered slips in: the socket is made with protocol 0 (it receives nothing),
-the BPF program is attached, and only then is it bound to the interface with ``ETH_P_ALL``.
+the BPF program is attached, and only then is it bound to the interface with ``ETH_P_ALL``. ``any`` cannot
+be bound by name (Python's AF_PACKET address needs an interface), so that socket is made with ``ETH_P_ALL``
+at once, and what it received before the filter was attached is read and thrown away.
 """
 
 from __future__ import annotations
@@ -81,8 +83,18 @@ class PacketSocket:
         self.sock.close()
 
 
+def _drain(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(SNAPLEN)
+    except BlockingIOError:
+        pass
+    sock.setblocking(True)
+
+
 def _make(target: Target, ifname: str, program: list[bpf.Instruction] | None) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0 if ifname else socket.htons(ETH_P_ALL))
     try:
         if program is not None:
             attached = bpf.Attached(program)
@@ -92,7 +104,10 @@ def _make(target: Target, ifname: str, program: list[bpf.Instruction] | None) ->
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        sock.bind((ifname, ETH_P_ALL))
+        if ifname:
+            sock.bind((ifname, ETH_P_ALL))
+        else:
+            _drain(sock)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.ENODEV:
