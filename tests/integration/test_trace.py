@@ -3,44 +3,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from test_firewall import TUTORIAL, nslab, serve
 
 from sandbox import UPLINK_ADDRESS, WAN, sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
-
-LAB = """\
-name: tr
-networks:
-  front: {}
-  other: {}
-  secure: {internal: true}
-hosts:
-  web1: {networks: [front], publish: ["6000:8080"]}
-  web2: {networks: [front]}
-  client: {networks: [other]}
-  sandboxed: {networks: [secure]}
-"""
-
-
-SERVER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8080)); s.listen(16); print("ready", flush=True)
-while True:
-    s.accept()[0].close()
-"""
-
-
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def tables() -> list[str]:
@@ -50,16 +16,13 @@ def tables() -> list[str]:
 @pytest.fixture
 def lab(host, tmp_path):
     path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
+    path.write_text(TUTORIAL)
     nslab("up", "-f", str(path))
-    server = host.popen(["ip", "netns", "exec", "tr-web1", sys.executable, "-c", SERVER], stdout=subprocess.PIPE,
-                        text=True)
-    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    serve(host, "tut-web1", 8080, "one")
     try:
         yield host
     finally:
-        server.kill()
-        nslab("down", "tr", check=False)
+        nslab("down", "tut", check=False)
 
 
 def test_isolation_between_networks_is_named(lab):
@@ -68,21 +31,21 @@ def test_isolation_between_networks_is_named(lab):
     assert result.returncode == 1 and result.stdout, result.stdout + result.stderr
     verdict = result.stdout.splitlines()[-1]
     assert verdict.startswith("verdict: dropped by nslab rule"), result.stdout
-    assert '"nslab:tr:front:isolation"' in verdict, result.stdout
+    assert '"nslab:tut:front:isolation"' in verdict, result.stdout
     assert "route: " in result.stdout and "dev eth0" in result.stdout
     assert tables() == before  # the trace table is gone
 
 
 def test_same_network_reaches_and_icmp_probe_is_traced(lab):
-    result = nslab("trace", "web2", "tr/web1:8080", check=False)  # bridged: no inet hook on the machine
+    result = nslab("trace", "web2", "tut/web1:8080", check=False)  # bridged: no inet hook on the machine
     assert result.returncode == 0 and "verdict: reached: connected" in result.stdout, result.stdout
     result = nslab("trace", "client", "web1", check=False)  # no port: ICMP echo
     assert result.returncode == 1 and "ICMP echo" in result.stdout, result.stdout
-    assert '"nslab:tr:front:isolation"' in result.stdout.splitlines()[-1], result.stdout
+    assert '"nslab:tut:front:isolation"' in result.stdout.splitlines()[-1], result.stdout
 
 
 def test_internal_network_cannot_leave(lab):
-    gateway = sh("ip -n tr-sandboxed -j addr show eth0").stdout  # the host has no default route at all
+    gateway = sh("ip -n tut-sandboxed -j addr show eth0").stdout  # the host has no default route at all
     assert gateway
     result = nslab("trace", "sandboxed", "198.51.100.1:9", check=False)
     assert result.returncode == 1 and "no route" in result.stdout.splitlines()[-1], result.stdout
@@ -93,7 +56,7 @@ def test_published_port_dnat_is_shown(lab):
     result = nslab("trace", f"netns:{WAN}", f"{UPLINK_ADDRESS}:6000", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rewritten by nslab rule" in result.stdout and "dnat ip to" in result.stdout, result.stdout
-    assert '"nslab:tr:hosts.web1.publish[0]"' in result.stdout, result.stdout
+    assert '"nslab:tut:hosts.web1.publish[0]"' in result.stdout, result.stdout
     assert tables() == before
 
 
