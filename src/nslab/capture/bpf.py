@@ -7,8 +7,9 @@ copied to us. libpcap0.8 (Debian's runtime package, ~300 KB) is loaded only when
 
 Why libpcap rather than our own compiler: the tcpdump language (``host``, ``port``, ``tcp[13] & 2 != 0``,
 ``vlan``, ``icmp6``...) is large and its exact semantics are what users know; libpcap compiles a filter in
-well under a millisecond (measured: ``compile_filter('tcp port 80 and host 10.0.0.1')`` ~0.1 ms after the
-~2 ms library load), so there is nothing to gain by reimplementing it.
+well under a millisecond (measured on the development VM: loading libpcap.so.0.8 ~7 ms once, then
+``compile_filter('tcp port 80 and host 10.0.0.1')`` 0.11 ms the first time and 0.03 ms after, 18
+instructions), so there is nothing to gain by reimplementing it; a capture without a filter never loads it.
 """
 
 from __future__ import annotations
