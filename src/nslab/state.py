@@ -20,6 +20,7 @@ from .paths import intent_file, is_lab_name, lab_dir, lock_file, netns_path, sta
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` reads paths from here
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .model import Lab
@@ -236,22 +237,21 @@ def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
 
 
 def lab_names() -> list[str]:
-    root = state_root()
-    try:
-        entries = os.listdir(root)
-    except FileNotFoundError:
-        return []
-    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(os.path.join(root, e, "state.json")))
+    """Labs that are up (that have a state file)."""
+    return _labs_having(state_file)
 
 
 def labs_with_intent() -> list[str]:
     """Labs with an unfinished ``up`` (an intent file), with or without a state."""
-    root = state_root()
+    return _labs_having(intent_file)
+
+
+def _labs_having(file_of: Callable[[str], str]) -> list[str]:
     try:
-        entries = os.listdir(root)
+        entries = os.listdir(state_root())
     except FileNotFoundError:
         return []
-    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(intent_file(e)))
+    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(file_of(e)))
 
 
 def all_states() -> list[LabState]:
