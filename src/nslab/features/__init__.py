@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "hostnames", "firewall", "services")
+FEATURES = ("dns", "hostnames", "firewall", "services", "partitions", "impair")
 
 
 def modules() -> list[ModuleType]:
