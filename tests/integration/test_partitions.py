@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 import subprocess
 
-from test_impair import address, lab, namespace, nslab, ping  # noqa: F401  (the lab fixture)
+import test_impair
+from test_impair import address, namespace, nslab, ping
 
 from sandbox import sh
+
+lab = test_impair.lab  # the fixture: a lab file up for the test, down after it
 
 LAB = """\
 name: imp
