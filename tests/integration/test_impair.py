@@ -7,15 +7,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_services import nslab
 
 from nslab import linux
 from sandbox import WAN_ADDRESS, sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
 
 LAB = """\
 name: imp
@@ -27,18 +25,16 @@ hosts:
 """
 
 
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+def private_resolver(tmp_path: Path) -> None:
+    """The throwaway host's resolv.conf names the wan namespace: never the machine's real resolver."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")
+    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
 
 
 @pytest.fixture
 def lab(host, tmp_path):
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+    private_resolver(tmp_path)
     path = tmp_path / "nslab.yaml"
 
     def up(text: str = LAB) -> Path:

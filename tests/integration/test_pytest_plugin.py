@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_impair import private_resolver
 
-from nslab import linux
 from nslab.pytest_plugin import unique_name
-from sandbox import WAN_ADDRESS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,9 +25,7 @@ def readme_file(language: str, first_line: str) -> str:
 
 @pytest.fixture
 def project(host, tmp_path):
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+    private_resolver(tmp_path)
     work = tmp_path / "project"
     work.mkdir()
     (work / "lab.yaml").write_text(readme_file("yaml", "# lab.yaml"))
