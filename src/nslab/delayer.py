@@ -6,6 +6,11 @@ in the host's network namespace, holds each packet for ``delay ± jitter`` ms, t
 ``NF_ACCEPT``. It speaks the nfnetlink_queue protocol on a raw netlink socket (no libnetfilter_queue, no pip
 package) and asks only for packet metadata (the id), never for the packet bytes.
 
+A process of its own rather than a part of the lab's supervisor (supervise.py): the supervisor runs only for
+labs with services and its config belongs to the services feature; the delayer is started, restarted and
+stopped by the impairments alone (features/impair.py through drivers/tc.py), and a converge that restarts
+services never drops the packets it holds.
+
 Config: ``/run/nslab/LAB/delayer.json`` ``{"queues": [{"netns": PATH, "queue": N, "delay": MS, "jitter": MS}]}``.
 Status: ``delayer.status.json`` ``{"pid", "start", "ready"}`` or ``{"error"}``. SIGTERM ends it; the kernel drops
 what is still queued when the sockets close.
