@@ -82,3 +82,14 @@ def test_unique_names_are_valid_lab_names():
     names = {unique_name("a-very-long-lab-name") for _ in range(50)}
     assert len(names) == 50 and all(LAB_NAME.fullmatch(n) for n in names)
     assert LAB_NAME.fullmatch(unique_name("ab-cd"))
+
+
+def test_two_sessions_at_once_bring_the_same_lab_file_up_without_colliding(project):
+    """What ``pytest -n 2`` does: two processes, the same lab file, at the same time."""
+    (project / "test_retry.py").write_text(readme_file("python", "# test_retry.py"))
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "partition"]
+    runs = [subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert nothing_left() == []
