@@ -209,6 +209,31 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
+    # --- impairments and partitions (faults.py) ---------------------------------------------------------
+    def impair(self, host: str, iface: str | None = None, *, loss: float | str | None = None,
+               rate: int | str | None = None, delay: float | str | None = None, jitter: float | str | None = None,
+               direction: str = "out", clear: bool = False) -> None:
+        """Impair ``host``'s interface (default: its first, ``eth0``): ``loss`` in percent (``30`` or ``"30%"``),
+        ``rate`` (``"10mbit"``), ``delay``/``jitter`` in ms (``50`` or ``"50ms"``), in ``direction`` "out" (what the
+        host sends; the default), "in" (what it receives) or "both". ``clear=True`` removes it (every interface
+        when ``iface`` is None)."""
+        from . import faults
+
+        faults.impair(self.name, host, iface, self.drivers, clear=clear, loss=loss, rate=rate, delay=delay,
+                      jitter=jitter, direction=direction)
+
+    def partition(self, a: str, b: str) -> None:
+        """Cut hosts or networks ``a`` and ``b`` from each other, both ways, established connections too."""
+        from . import faults
+
+        faults.partition(self.name, a, b, self.drivers)
+
+    def heal(self, a: str | None = None, b: str | None = None) -> None:
+        """Remove the partition between ``a`` and ``b``; every partition when none is given."""
+        from . import faults
+
+        faults.heal(self.name, a, b, self.drivers)
+
 
 def observe(drivers: Drivers, lab: str) -> Observed:
     """The wiring that exists: named namespaces, nslab's bridges, this lab's host veths."""

@@ -100,3 +100,12 @@ def supervisor_log(lab: str) -> str:
 
 #: Docker's Engine API socket when ``DOCKER_HOST`` names none.
 DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def delayer_config(lab: str) -> str:
+    """What the lab's packet delayer holds back (features/impair.py, nslab/delayer.py)."""
+    return os.path.join(lab_dir(lab), "delayer.json")
+
+
+def delayer_status(lab: str) -> str:
+    return os.path.join(lab_dir(lab), "delayer.status.json")

@@ -69,6 +69,64 @@ class NetworkSpec(_Strict):
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 
+# --- impairments and partitions (features/impair.py, features/partitions.py) -----------------------------
+_RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z%]*)\s*$")
+
+
+def _number_with_unit(value: Any, units: dict[str, float], default: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{what}: a number with a unit ({', '.join(units)})")
+    if not isinstance(value, str):
+        return float(value) * units[default]
+    match = _NUMBER.match(value.lower())
+    if not match or (match.group(2) or default) not in units:
+        raise ValueError(f"{what}: '{value}' is not a number with a unit ({', '.join(units)})")
+    return float(match.group(1)) * units[match.group(2) or default]
+
+
+class ImpairSpec(_Strict):
+    """What one host interface suffers: ``{loss: 5%, rate: 10mbit, delay: 20ms, jitter: 5ms, direction: out}``.
+
+    Stored normalised: loss in percent, rate in bit/s, delay and jitter in milliseconds (0 = none). The default
+    direction is ``out`` (what the host sends, as netem impairs an interface's egress); delay and jitter apply to
+    each impaired direction (``both``: a round trip gets the delay twice)."""
+
+    loss: float = 0.0
+    rate: int = 0
+    delay: float = 0.0
+    jitter: float = 0.0
+    direction: Literal["both", "in", "out"] = "out"
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        loss = _number_with_unit(value, {"%": 1.0}, "%", "loss")
+        if not 0 <= loss <= 100:
+            raise ValueError("loss is a percentage between 0% and 100%")
+        return loss
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        rate = int(_number_with_unit(value, _RATE_UNITS, "bit", "rate"))
+        if rate and rate < 8000:
+            raise ValueError("rate: at least 8kbit")
+        return rate
+
+    @field_validator("delay", "jitter", mode="before")
+    @classmethod
+    def _milliseconds(cls, value: Any) -> Any:
+        ms = _number_with_unit(value, _TIME_UNITS, "ms", "delay and jitter")
+        if ms > 60_000:
+            raise ValueError("at most 60s")
+        return ms
+
+    def active(self) -> bool:
+        return bool(self.loss or self.rate or self.delay or self.jitter)
+
+
 class HostSpec(_Strict):
     """A named network namespace with interfaces on networks and links."""
 
@@ -80,6 +138,7 @@ class HostSpec(_Strict):
     dns_search: list[str] | None = None
     run: str | list[str] = Field(default_factory=list)
     restart: RestartPolicy = "on-failure"
+    impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # interface -> impairment
 
     @field_validator("networks", mode="before")
     @classmethod
@@ -126,6 +185,7 @@ class LabSpec(_Strict):
     links: list[LinkSpec] = Field(default_factory=list)
     dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
     dns_search: list[str] | None = None
+    partitions: list[tuple[str, str]] = Field(default_factory=list)  # hosts or networks cut from each other
 
     @field_validator("name")
     @classmethod

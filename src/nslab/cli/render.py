@@ -131,6 +131,7 @@ def status(doc: dict[str, Any]) -> None:
         _console().print(hosts)
         _services(lab.get("hostsetup") or {})  # --- services (hostsetup) ---
         _ports(lab.get("firewall") or {})  # --- published ports (firewall) ---
+        _faults(lab.get("faults") or {})  # --- impairments and partitions ---
         _console().print()
 
 
@@ -173,3 +174,20 @@ def _ports(doc: dict[str, Any]) -> None:
         _console().print(table)
     for warning in doc.get("warnings", []):
         _console().print(f"[yellow]warning:[/yellow] {warning}")
+
+
+# --- impairments and partitions (features/impair.py, features/partitions.py) ----------------------------
+def _faults(doc: dict[str, Any]) -> None:
+    from ..features.impair import describe
+
+    rows = [["impair", f"{i['host']}:{i['interface']}", describe(i), i["source"]] for i in doc.get("impairments", [])]
+    rows += [["partition", f"{p['a']} | {p['b']}", "dropped both ways", p["source"]] for p in doc.get("partitions", [])]
+    if rows:
+        table = _table(box=None, padding=(0, 2))
+        for column in ("fault", "where", "what", "set by"):
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        _console().print(table)
+    if doc.get("delayer", {}).get("running") is False:
+        _console().print("[red]the packet delayer is not running: delayed traffic is dropped[/red]")

@@ -11,6 +11,7 @@ files.Files         /etc/netns/<ns>/*, records (printf > FILE)             FakeF
 uts.HostnamePins    kept UTS namespaces (unshare --uts=FILE hostname)      FakeHostnamePins
 process.Processes   the supervisor, services, stray processes (kill)       FakeProcesses
 sockets.Machine     listening sockets and their owners (ss -lntup)         FakeMachine
+tc.LiveShaper       qdiscs, nft inside hosts, the delayer (tc, nft -f)      FakeShaper
 ==================  ====================================================  ==============================
 
 :class:`Drivers` is what ``Lab`` and every feature receive; :meth:`Drivers.live` builds the real ones (importing
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .protocols import Files, HostnamePins, Kernel, Machine, Nftables, Processes, Sysctls
+    from .protocols import Files, HostnamePins, Kernel, Machine, Nftables, Processes, Shaper, Sysctls
 
 
 class Drivers:
@@ -35,6 +36,7 @@ class Drivers:
     uts: HostnamePins
     processes: Processes
     machine: Machine
+    shaper: Shaper
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class Drivers:
         uts: HostnamePins,
         processes: Processes,
         machine: Machine,
+        shaper: Shaper,
     ) -> None:
         self.kernel = kernel
         self.nft = nft
@@ -53,6 +56,7 @@ class Drivers:
         self.uts = uts
         self.processes = processes
         self.machine = machine
+        self.shaper = shaper
 
     @classmethod
     def live(cls) -> Drivers:
@@ -76,6 +80,7 @@ _LIVE = {
     "uts": ("uts", "LiveHostnamePins"),
     "processes": ("process", "LiveProcesses"),
     "machine": ("sockets", "LiveMachine"),
+    "shaper": ("tc", "LiveShaper"),
 }
 
 

@@ -296,11 +296,55 @@ class FakeMachine:
         return f"process 'fake' (inode {inode})"
 
 
+class FakeShaper(_Failing):
+    """Keeps what it was asked: tc lines and nft tables per namespace (None: the machine), the delayer."""
+
+    def __init__(self, fail_on: str | Iterable[str] | None = None, modules: Iterable[str] = ("xt_NFQUEUE",)):
+        super().__init__(fail_on)
+        self.modules = set(modules)
+        self.tc_lines: list[tuple[str | None, str]] = []
+        self.tables: dict[str, list[str]] = {}  # namespace -> nft buffers run there
+        self.delayer: dict[str, dict[str, Any]] = {}  # lab -> config
+        self.queue_rules: dict[str, list[tuple[str, str, int, str]]] = {}  # namespace -> NFQUEUE rules
+
+    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]]) -> None:
+        self._call("queues")
+        self.queue_rules[namespace] = list(rules)
+
+    def has(self, module: str) -> bool:
+        return module in self.modules
+
+    def tc(self, namespace: str | None, lines: list[str]) -> None:
+        self._call("tc")
+        self.tc_lines += [(namespace, line) for line in lines]
+
+    def qdiscs(self, namespace: str | None) -> str:
+        return "\n".join(line for ns, line in self.tc_lines if ns == namespace)
+
+    def nft(self, namespace: str, text: str) -> str:
+        self._call("nft")
+        self.tables.setdefault(namespace, []).append(text)
+        return ""
+
+    def start_delayer(self, lab: str, config: dict[str, Any]) -> None:
+        self._call("start_delayer")
+        self.delayer[lab] = config
+
+    def delayer_running(self, lab: str) -> bool:
+        return lab in self.delayer
+
+    def stop_delayer(self, lab: str) -> list[str]:
+        self._call("stop_delayer")
+        self.delayer.pop(lab, None)
+        return []
+
+
 def fake_drivers(**replace: Any) -> Drivers:
     """One fake of each driver; keywords replace one (``fake_drivers(sysctl=FakeSysctls(fail_on=...))``)."""
     parts: dict[str, Any] = {
         "kernel": FakeKernel(), "nft": FakeNftables(), "sysctl": FakeSysctls(), "files": FakeFiles(),
         "uts": FakeHostnamePins(), "processes": FakeProcesses(), "machine": FakeMachine(),
+        "shaper": FakeShaper(),
     }
     parts.update(replace)
     if isinstance(parts["kernel"], FakeKernel) and isinstance(parts["sysctl"], FakeSysctls):

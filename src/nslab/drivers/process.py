@@ -231,7 +231,7 @@ def reload_supervisor(lab: str, record: dict[str, Any], config: dict[str, Any], 
 def stop_supervisor(lab: str, record: dict[str, Any] | None, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop the supervisor and every process of every service (whole trees); return what survived."""
     record = record or files.read_json(paths.supervisor_config(lab)) or {}
-    _stop_process(record.get("pid"), record.get("start"), timeout + 5)
+    stop_process(record.get("pid"), record.get("start"), timeout + 5)
     # Whatever the supervisor did or did not do, make sure of it from the recorded cgroups / marks.
     trackers = [Tracker(s.get("cgroup"), s["token"]) for s in record.get("services", [])]
     survivors = stop_trees(trackers, timeout)
@@ -244,7 +244,7 @@ def stop_supervisor(lab: str, record: dict[str, Any] | None, timeout: float = ST
     return failures
 
 
-def _stop_process(pid: int | None, started: int | None, timeout: float) -> None:
+def stop_process(pid: int | None, started: int | None, timeout: float) -> None:
     """SIGTERM the recorded process, SIGKILL after ``timeout``; nothing if it is gone (or the pid reused)."""
     if pid is None or not is_alive(pid, started):
         return

@@ -7,6 +7,9 @@ dns             /etc/netns/<ns>/{hosts,resolv.conf}; upstream discovery         
 hostnames       one kept UTS namespace per host (its hostname)                  hostsetup
 firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
 services        the lab's supervisor: ``run:`` commands and the DNS forwarder   hostsetup
+partitions      ``table inet nslab-partition`` inside the hosts of each side    faults
+impair          loss/rate/delay per host interface: nft + tbf in the hosts,     faults
+                NFQUEUE rules and the lab's packet delayer
 ==============  ==============================================================  =================
 
 Each feature module provides:
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "hostnames", "firewall", "services")
+FEATURES = ("dns", "hostnames", "firewall", "services", "partitions", "impair")
 
 
 def modules() -> list[ModuleType]:

@@ -1,0 +1,161 @@
+"""Impairments over the fakes (no root): the lab-file form and its problems, what is planned for each direction
+with and without netem, converges that touch only what changed, rollback, the Python API and teardown."""
+
+from __future__ import annotations
+
+import pytest
+
+from nslab.drivers.fake import FakeShaper, fake_drivers
+from nslab.errors import EnvironmentProblem, NslabError, SpecError, UserError
+from nslab.features import impair
+from nslab.lab import Lab
+from nslab.spec import ImpairSpec, parse
+
+LAB = """\
+name: imp
+networks:
+  front: {subnet: 10.82.1.0/24}
+hosts:
+  a:
+    networks: [front]
+    impair: {eth0: {loss: 30%, rate: 10mbit, delay: 20ms, jitter: 2ms, direction: both}}
+  b: {networks: [front]}
+links:
+  - [a, b]
+"""
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path / "state"))
+
+
+def test_impair_values_are_normalised():
+    spec = ImpairSpec.model_validate({"loss": "30%", "rate": "10mbit", "delay": "0.05s", "jitter": 5})
+    assert (spec.loss, spec.rate, spec.delay, spec.jitter, spec.direction) == (30.0, 10_000_000, 50.0, 5.0, "out")
+    assert ImpairSpec.model_validate({"rate": "512kbit", "delay": "500us"}).rate == 512_000
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("loss: 150%", "hosts.a.impair.eth0.loss"),
+    ("rate: fast", "not a number with a unit"),
+    ("delay: 2h", "not a number with a unit"),
+    ("direction: sideways", "hosts.a.impair.eth0.direction"),
+    ("lose: 5%", "unknown key 'lose'"),
+])
+def test_bad_impairments_are_located(text, message):
+    with pytest.raises(SpecError) as err:
+        parse(f"name: x\nhosts:\n  a:\n    impair: {{eth0: {{{text}}}}}\n", "lab.yaml")
+    assert message in "\n".join(err.value.lines())
+    assert "lab.yaml:4" in "\n".join(err.value.lines())
+
+
+def test_an_unknown_interface_is_a_problem_before_anything_changes():
+    d = fake_drivers()
+    with pytest.raises(NslabError) as err:
+        Lab.from_text(LAB.replace("impair: {eth0:", "impair: {eth7:"), "lab.yaml", drivers=d).up()
+    assert "hosts.a.impair.eth7: host 'a' has no interface 'eth7' (it has: eth0, eth1)" in "\n".join(err.value.lines())
+    assert d.shaper.calls == []
+
+
+def test_no_netem_and_no_nfqueue_names_what_is_missing():
+    d = fake_drivers(shaper=FakeShaper(modules=()))
+    with pytest.raises(NslabError) as err:
+        Lab.from_text(LAB, "lab.yaml", drivers=d).up()
+    assert "CONFIG_NET_SCH_NETEM" in str(err.value) and "CONFIG_NETFILTER_XT_TARGET_NFQUEUE" in str(err.value)
+
+
+def test_up_plans_loss_rate_and_the_delayer_for_both_directions():
+    d = fake_drivers()
+    lab = Lab.from_text(LAB, drivers=d)
+    lab.up()
+    shaper = d.shaper
+    assert isinstance(shaper, FakeShaper)
+    (table,) = shaper.tables["imp-a"]
+    assert 'iifname "eth0" numgen random mod 1000 < 300 drop comment "nslab:imp:impair:a:eth0"' in table
+    assert 'oifname "eth0" numgen random mod 1000 < 300 drop comment "nslab:imp:impair:a:eth0"' in table
+    ends = {(ns, line.split()[3]) for ns, line in shaper.tc_lines}
+    assert ends == {("imp-a", "eth0"), (None, lab.resolve().hosts["a"].interfaces[0].host_veth)}
+    assert all("tbf rate 10000000bit" in line for _, line in shaper.tc_lines)
+    assert shaper.queue_rules["imp-a"] == [("in", "eth0", 1, "nslab:imp:impair:a:eth0"),
+                                           ("out", "eth0", 0, "nslab:imp:impair:a:eth0")]
+    assert [(q["queue"], q["delay"], q["jitter"]) for q in shaper.delayer["imp"]["queues"]] == [(1, 20.0, 2.0),
+                                                                                                 (0, 20.0, 2.0)]
+    status = lab.status()["labs"][0]["faults"]
+    assert status["impairments"][0]["loss"] == 30.0 and status["delayer"] == {"running": True}
+    assert lab.up().applied is False  # unchanged: nothing planned
+
+
+def test_with_netem_delay_is_a_qdisc_and_no_delayer_runs():
+    d = fake_drivers(shaper=FakeShaper(modules=("sch_netem",)))
+    Lab.from_text(LAB, drivers=d).up()
+    assert d.shaper.delayer == {} and d.shaper.queue_rules == {}
+    assert all("netem delay 20ms 2ms rate 10000000bit" in line for _, line in d.shaper.tc_lines)
+
+
+def test_the_in_direction_of_a_link_shapes_the_peer_host():
+    d = fake_drivers()
+    Lab.from_text(LAB.replace("impair: {eth0: {loss: 30%, rate: 10mbit, delay: 20ms, jitter: 2ms, direction: both}}",
+                              "impair: {eth1: {rate: 1mbit, direction: in}}"), drivers=d).up()
+    assert [(ns, line.split()[3]) for ns, line in d.shaper.tc_lines] == [("imp-b", "eth1")]
+
+
+def test_cli_changes_are_recorded_kept_by_a_converge_and_cleared():
+    d = fake_drivers()
+    lab = Lab.from_text(LAB, drivers=d)
+    lab.up()
+    lab.impair("b", loss="5%", direction="out")
+    listed = {(i["host"], i["source"]) for i in lab.status()["labs"][0]["faults"]["impairments"]}
+    assert listed == {("a", "file"), ("b", "cli")}
+    lab.up()  # a converge keeps what the command line set
+    assert {i["host"] for i in lab.status()["labs"][0]["faults"]["impairments"]} == {"a", "b"}
+    lab.impair("a", clear=True)
+    assert d.shaper.delayer == {}  # nothing is delayed any more
+    assert d.shaper.queue_rules["imp-a"] == []
+    assert d.shaper.tables["imp-a"][-1].strip().endswith("delete table inet nslab-impair")
+    with pytest.raises(UserError, match="say what to impair"):
+        lab.impair("b")
+    with pytest.raises(UserError, match="no interface 'eth9'"):
+        lab.impair("b", "eth9", loss=1)
+
+
+def test_cli_delay_without_support_is_refused():
+    d = fake_drivers()
+    lab = Lab.from_text(LAB.replace("impair: {eth0: {loss: 30%, rate: 10mbit, delay: 20ms, jitter: 2ms}}", ""),
+                        drivers=d)
+    lab.up()
+    d.shaper.modules.clear()
+    with pytest.raises(EnvironmentProblem, match="CONFIG_NETFILTER_XT_TARGET_NFQUEUE"):
+        lab.impair("a", delay=50)
+
+
+@pytest.mark.parametrize("operation", ["nft", "tc", "queues", "start_delayer"])
+def test_a_failing_impairment_rolls_back_a_fresh_lab(operation):
+    d = fake_drivers(shaper=FakeShaper(fail_on=operation))
+    with pytest.raises(NslabError):
+        Lab.from_text(LAB, drivers=d).up()
+    assert d.kernel.named_namespaces() == frozenset()
+    assert d.shaper.delayer == {}
+
+
+def test_down_stops_the_delayer():
+    d = fake_drivers()
+    lab = Lab.from_text(LAB, drivers=d)
+    lab.up()
+    lab.down()
+    assert d.shaper.delayer == {} and "stop_delayer" in d.shaper.calls
+
+
+def test_describe():
+    e = impair.entry(ImpairSpec(loss=1.5, rate=2_000_000, delay=5, jitter=1, direction="in"), "cli")
+    assert impair.describe(e) == "loss 1.5% rate 2mbit delay 5ms±1ms (in)"
+
+
+def test_the_default_direction_is_out_as_netem_egress():
+    d = fake_drivers()
+    Lab.from_text(LAB.replace(", direction: both", ""), drivers=d).up()
+    shaper = d.shaper
+    assert isinstance(shaper, FakeShaper)
+    (table,) = shaper.tables["imp-a"]
+    assert 'oifname "eth0" numgen' in table and 'iifname "eth0" numgen' not in table
+    assert {ns for ns, _ in shaper.tc_lines} == {"imp-a"}  # only the host's own end shapes
