@@ -317,6 +317,33 @@ class _Resolution:
         return interfaces, gateway
 
 
+def resolve_all(
+    spec: LabSpec,
+    source: SourceMap | None = None,
+    file: str = "",
+    occupied: Iterable[Occupied] = (),
+    previous: Mapping[str, Any] | None = None,
+) -> tuple[Lab, list[Problem]]:
+    """Resolve as far as it goes: the lab made of what resolved, and every problem found on the way (the
+    later checks, features' and the machine's, run on that lab too, so one run reports them all)."""
+    out = _Collector(source or SourceMap(), file)
+    resolution = _Resolution(spec, out, occupied, previous or {})
+    resolution.check_names()
+    resolution.resolve_networks()
+    resolution.assign_addresses()
+    resolution.resolve_links()
+    hosts = resolution.build_hosts()
+    lab = Lab(
+        name=spec.name,
+        source=file,
+        networks=resolution.networks,
+        hosts=hosts,
+        links=tuple(resolution.links),
+        spec=spec,
+    )
+    return lab, out.problems
+
+
 def resolve(
     spec: LabSpec,
     source: SourceMap | None = None,
@@ -329,20 +356,7 @@ def resolve(
     ``previous`` is :meth:`Lab.allocations` of the lab as it is up now, so that an edit keeps the subnets
     and addresses that are still valid (a converging ``up`` then leaves those hosts alone).
     """
-    out = _Collector(source or SourceMap(), file)
-    resolution = _Resolution(spec, out, occupied, previous or {})
-    resolution.check_names()
-    resolution.resolve_networks()
-    resolution.assign_addresses()
-    resolution.resolve_links()
-    hosts = resolution.build_hosts()
-    if out.problems:
-        raise ResolveError(out.problems)
-    return Lab(
-        name=spec.name,
-        source=file,
-        networks=resolution.networks,
-        hosts=hosts,
-        links=tuple(resolution.links),
-        spec=spec,
-    )
+    lab, problems = resolve_all(spec, source, file, occupied, previous)
+    if problems:
+        raise ResolveError(problems)
+    return lab

@@ -69,15 +69,41 @@ class NetworkSpec(_Strict):
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 
-class HostSpec(_Strict):
+def _ip_list(value: Any) -> Any:
+    """A list of IPv4 or IPv6 addresses, each bad entry one problem (not one per address family)."""
+    if not isinstance(value, list):
+        return value
+    out: list[Any] = []
+    for item in value:
+        try:
+            out.append(ipaddress.ip_address(item) if isinstance(item, str) else item)
+        except ValueError:
+            raise ValueError(f"'{item}' is not an IPv4 or IPv6 address") from None
+    for item in out:
+        if not isinstance(item, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            raise ValueError(f"{item!r} is not an IPv4 or IPv6 address")
+    return out
+
+
+class _WithDns(_Strict):
+    """``dns:`` and ``dns_search:``, written for the whole lab or per host."""
+
+    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
+    dns_search: list[str] | None = None
+
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _dns_addresses(cls, value: Any) -> Any:
+        return _ip_list(value)
+
+
+class HostSpec(_WithDns):
     """A named network namespace with interfaces on networks and links."""
 
     # Written as a list of names or a map name -> fixed address; stored as the map, in file order.
     networks: dict[str, ipaddress.IPv4Address | None] = Field(default_factory=dict)
     publish: list[str] = Field(default_factory=list)
     hostname: str | None = None
-    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
-    dns_search: list[str] | None = None
     run: str | list[str] = Field(default_factory=list)
     restart: RestartPolicy = "on-failure"
 
@@ -117,15 +143,13 @@ class LinkSpec(_Strict):
         return value
 
 
-class LabSpec(_Strict):
+class LabSpec(_WithDns):
     """The whole lab file."""
 
     name: str
     networks: dict[str, NetworkSpec] = Field(default_factory=dict)
     hosts: dict[str, HostSpec] = Field(default_factory=dict)
     links: list[LinkSpec] = Field(default_factory=list)
-    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
-    dns_search: list[str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -229,8 +253,8 @@ def _problems_from_validation(exc: ValidationError, source: SourceMap, file: str
     return problems
 
 
-def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
-    """Parse lab-file text; raise :class:`SpecError` with every problem found."""
+def _read_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+    """The data and its source map; a YAML syntax error, or a document that is not a mapping, alone."""
     loader = _LOADER(text)  # parsed once: the node tree gives the lines, the same tree the data
     try:
         node = loader.get_single_node()
@@ -242,20 +266,116 @@ def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
         raise SpecError([Problem(f"invalid YAML: {reason}", "", file, line)]) from None
     finally:
         loader.dispose()
-    source = SourceMap.from_node(node)
     if not isinstance(data, dict):
         raise SpecError([Problem("a lab file is a mapping with at least 'name:'", "", file, 1)])
+    return data, SourceMap.from_node(node)
+
+
+#: What stands for a missing or invalid lab name while the rest of a faulty file is still checked.
+PLACEHOLDER_NAME = "lab"
+
+
+def _prune(data: dict[str, Any], loc: tuple[Any, ...], dropped_links: set[int]) -> None:
+    """Remove the part of ``data`` a schema problem at ``loc`` is about, so that the rest can be validated:
+    a host's or network's field goes (the entry stays, so references to it hold), a bad link goes."""
+    head = loc[0] if loc else None
+    if head in ("hosts", "networks") and len(loc) >= 2 and isinstance(data.get(head), dict):
+        entries = data[head]
+        entry = entries.get(loc[1])
+        if len(loc) >= 4 and loc[2] == "networks" and isinstance(entry, dict) and isinstance(entry.get(loc[2]), dict):
+            entry[loc[2]][loc[3]] = None  # a bad fixed address: the host still gets one
+        elif len(loc) >= 3 and isinstance(entry, dict):
+            entry.pop(loc[2], None)
+        elif loc[1] in entries:
+            entries[loc[1]] = {}
+    elif head == "links" and len(loc) >= 2 and isinstance(loc[1], int):
+        dropped_links.add(loc[1])
+    elif head == "name":
+        data["name"] = PLACEHOLDER_NAME
+    elif head is not None:
+        data.pop(head, None)
+
+
+def _partial(data: dict[str, Any], errors: list[tuple[Any, ...]]) -> tuple[LabSpec | None, dict[int, int]]:
+    """The lab without the parts that have schema problems, and the new -> written index of each kept link."""
+    import copy
+
+    data = copy.deepcopy(data)
+    data.setdefault("name", PLACEHOLDER_NAME)
+    dropped: set[int] = set()
+    for loc in errors:
+        _prune(data, loc, dropped)
+    links = data.get("links")
+    kept = [i for i in range(len(links))] if isinstance(links, list) else []
+    if isinstance(links, list):
+        kept = [i for i in kept if i not in dropped]
+        data["links"] = [links[i] for i in kept]
     try:
-        return LabSpec.model_validate(data), source
+        partial = LabSpec.model_validate(data)
+    except ValidationError:
+        return None, {}
+    return partial, dict(enumerate(kept))
+
+
+class Parsed:
+    """A lab file read as far as it goes: the spec (without the parts that have schema problems), its source
+    map, the schema problems, and where each kept link was written (``links[i]`` of the spec -> of the file)."""
+
+    __slots__ = ("spec", "source", "problems", "link_index")
+
+    def __init__(
+        self, spec: LabSpec | None, source: SourceMap, problems: list[Problem], link_index: dict[int, int]
+    ) -> None:
+        self.spec, self.source, self.problems, self.link_index = spec, source, problems, link_index
+
+    def relocate(self, problem: Problem) -> Problem:
+        """A problem found in the partial spec, with its link index as written in the file."""
+        match = _LINK_FIELD.match(problem.field)
+        if not match or not self.link_index:
+            return problem
+        written = self.link_index.get(int(match.group(1)), int(match.group(1)))
+        rest = tuple(int(i) if i else key for key, i in _PATH_PART.findall(match.group(2)))
+        line = self.source.line(("links", written, *rest))
+        return Problem(problem.message, f"links[{written}]{match.group(2)}", problem.file, line)
+
+
+_LINK_FIELD = re.compile(r"^links\[(\d+)\](.*)$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def parse_all(text: str, file: str = "<string>") -> Parsed:
+    """Parse lab-file text, going on past schema problems: every one is in ``problems``, and ``spec`` is the
+    rest of the file (None only when nothing could be kept), for the later stages to check too. A YAML
+    syntax error, or a document that is not a mapping, raises :class:`SpecError` (nothing to go on with)."""
+    data, source = _read_yaml(text, file)
+    try:
+        return Parsed(LabSpec.model_validate(data), source, [], {})
     except ValidationError as exc:
-        raise SpecError(_problems_from_validation(exc, source, file)) from None
+        problems = _problems_from_validation(exc, source, file)
+        partial, link_index = _partial(data, [_data_loc(tuple(e["loc"])) for e in exc.errors()])
+        return Parsed(partial, source, problems, link_index)
+
+
+def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
+    """Parse lab-file text; raise :class:`SpecError` with every schema problem found."""
+    parsed = parse_all(text, file)
+    if parsed.problems or parsed.spec is None:
+        raise SpecError(parsed.problems)
+    return parsed.spec, parsed.source
+
+
+def read(path: str | Path) -> str:
+    """The text of a lab file (``-`` is standard input)."""
+    if str(path) == "-":
+        import sys
+
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", str(path))]) from None
 
 
 def load(path: str | Path) -> tuple[LabSpec, SourceMap]:
     """Read and parse a lab file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", str(path))]) from None
-    return parse(text, str(path))
+    return parse(read(path), str(path))

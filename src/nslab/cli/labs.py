@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 DEFAULT_FILE = "nslab.yaml"
 
 
-def _load(file: str) -> Lab:
+def _load(file: str, check: bool = True) -> Lab:
     from ..lab import Lab
 
     if not os.path.exists(file):
         hint = " (or pass -f FILE)" if file == DEFAULT_FILE else ""
         raise UserError(f"no lab file {file}{hint}")
-    return Lab.load(file)
+    return Lab.load(file, check=check)
 
 
 @click.command()
@@ -43,7 +43,7 @@ def up(file: str, dry_run: bool, as_json: bool) -> None:
     from . import render
 
     require_root()
-    lab = _load(file)
+    lab = _load(file, check=False)  # up checks it whole under the machine lock
     with render.progress(enabled=not as_json and not dry_run) as bar:
         result = lab.up(dry_run=dry_run, progress=bar)
     if dry_run:
@@ -73,7 +73,7 @@ def down(lab_name: str | None, file: str | None) -> None:
     from .fast import down as down_and_report
 
     if lab_name is None:
-        lab_name = _load(file or DEFAULT_FILE).name
+        lab_name = _load(file or DEFAULT_FILE, check=False).name
     elif file is not None:
         raise click.UsageError("give either LAB or -f FILE, not both")
     down_and_report(lab_name)
