@@ -25,7 +25,7 @@ import errno
 import os
 
 from . import linux, paths
-from .errors import KernelError, TargetError
+from .errors import CommandError, KernelError, TargetError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast path)
 if TYPE_CHECKING:
@@ -231,12 +231,8 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> N
         if env is None:
             os.execvp(argv[0], list(argv))
         os.execvpe(argv[0], list(argv), dict(env))
-    except FileNotFoundError:
-        raise TargetError(f"command not found: {argv[0]}") from None
-    except PermissionError:
-        raise TargetError(f"permission denied: {argv[0]}") from None
     except OSError as exc:
-        raise TargetError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        raise CommandError(argv[0], exc.errno or errno.ENOENT) from None
 
 
 def exec_in_target(target: Target, argv: Sequence[str], options: ExecOptions | None = None) -> int:
@@ -277,10 +273,7 @@ def _fork_exec(argv: Sequence[str], env: Mapping[str, str], detach: bool) -> int
     os.close(read_end)
     if report:
         os.waitpid(pid, 0)
-        code = int(report)
-        if code == errno.ENOENT:
-            raise TargetError(f"command not found: {argv[0]}")
-        raise TargetError(f"cannot run {argv[0]}: {os.strerror(code)}")
+        raise CommandError(argv[0], int(report))
     if detach:
         print(pid, flush=True)
         return 0

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import linux, naming, nsenter, paths, state
 from .drivers import files, procfs
-from .errors import NslabError, TargetError
+from .errors import CommandError, NslabError, TargetError
 
 if TYPE_CHECKING:
     from .targets import Target
@@ -161,6 +161,8 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
         report = os.read(read_end, 4096)
         os.close(read_end)
         _, status = os.waitpid(child, 0)
+        if report.startswith(b"errno:"):
+            raise CommandError(argv[0], int(report[6:]))
         if report:
             raise TargetError(report.decode(errors="replace"))
         return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
@@ -178,12 +180,10 @@ def _child(target: Target, argv: list[str], read_end: int, write_end: int, handl
             signal.signal(sig, handler)
         nsenter.enter_target(target)
         os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        message = f"command not found: {argv[0]}"
     except NslabError as exc:
         message = str(exc)
     except OSError as exc:
-        message = f"cannot run {argv[0]}: {exc.strerror}"
+        message = f"errno:{exc.errno}"  # run_cli raises CommandError (exit 127 or 126)
     finally:
         try:
             os.write(write_end, message.encode())

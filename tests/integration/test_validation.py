@@ -75,3 +75,18 @@ def test_lab_load_raises_schema_and_machine_problems_together(host, tmp_path):
         Lab.load(path)
     text = "\n".join(err.value.lines())
     assert "unknown key 'bogus'" in text and "overlaps 198.51.100" in text
+
+
+@pytest.mark.parametrize("prefix", [["run"], ["run", "--network", "nat"], ["exec", "netns:ex13"]])
+def test_command_not_found_127_not_executable_126(host, tmp_path, prefix):
+    sh("ip netns add ex13")
+    try:
+        script = tmp_path / "script.sh"
+        script.write_text("#!/bin/sh\necho hi\n")  # not executable
+        missing = nslab(*prefix, "--", "no-such-command-13", check=False)
+        assert missing.returncode == 127 and "command not found: no-such-command-13" in missing.stderr
+        denied = nslab(*prefix, "--", str(script), check=False)
+        assert denied.returncode == 126 and "Permission denied" in denied.stderr, denied.stderr
+        assert "Traceback" not in missing.stderr + denied.stderr
+    finally:
+        sh("ip netns del ex13")
