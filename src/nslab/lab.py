@@ -86,9 +86,10 @@ class Lab:
         from . import spec
 
         text = spec.read(os.fspath(path))
-        resolved_path = "" if str(path) == "-" else str(Path(path).resolve())
-        lab = cls._parsed(spec.parse_all(text, str(path)), resolved_path, drivers)
-        lab.display_path = str(path)
+        stdin = str(path) == "-"
+        label = "<stdin>" if stdin else str(path)
+        lab = cls._parsed(spec.parse_all(text, label), "" if stdin else str(Path(path).resolve()), drivers)
+        lab.display_path = label
         lab._raise_problems(check)
         return lab
 

@@ -558,6 +558,20 @@ def read(path: str | Path) -> str:
         raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", str(path))]) from None
 
 
+def name_of(path: str | Path) -> str:
+    """The lab name a lab file gives (``${VAR}`` substituted), without checking the rest of the file."""
+    file = str(path)
+    text, problems = substitute(read(path), file)
+    data, source = _read_yaml(text, file)
+    name = data.get("name")
+    if not isinstance(name, str) or not LAB_NAME.fullmatch(name):
+        problems.append(Problem("no valid lab name here", "name", file, source.line(("name",))))
+    if problems:
+        raise SpecError(problems)
+    assert isinstance(name, str)
+    return name
+
+
 def load(path: str | Path) -> tuple[LabSpec, SourceMap]:
     """Read and parse a lab file."""
     return parse(read(path), str(path))

@@ -16,8 +16,11 @@ import click
 
 from ..errors import UserError
 
-_EXEC_FLAGS = {"--uts", "--detach", "-d"}
+_EXEC_FLAGS = {"--uts", "--detach", "-d", "-i", "-t", "-it", "-ti", "--interactive", "--tty"}
+_NO_OPS = {"-i", "-t", "-it", "-ti", "--interactive", "--tty"}  # CMD has nslab's stdin and terminal already
 _EXEC_VALUES = {
+    "--file": "file",
+    "-f": "file",
     "--mount-from": "mount_from",
     "--pid-from": "pid_from",
     "--user": "user",
@@ -39,7 +42,8 @@ def _split_exec_args(tokens: tuple[str, ...], values: dict[str, Any]) -> list[st
             return tokens_list[1:]
         name, eq, inline = token.partition("=")
         if token in _EXEC_FLAGS:
-            values["detach" if token in ("--detach", "-d") else "uts"] = True
+            if token not in _NO_OPS:
+                values["detach" if token in ("--detach", "-d") else "uts"] = True
             tokens_list.pop(0)
         elif name in _EXEC_VALUES and name.startswith("--") and eq or token in _EXEC_VALUES:
             key = _EXEC_VALUES[name if eq else token]
@@ -75,6 +79,11 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (repeatable).")
 @click.option("-w", "--workdir", metavar="DIR", help="Working directory of the command.")
 @click.option("-d", "--detach", is_flag=True, help="Start CMD in the background (no stdio); print its pid.")
+@click.option("-f", "--file", metavar="FILE", help="HOST is a host of the lab named in this lab file.")
+@click.option("-i", "--interactive", "interactive", is_flag=True,
+              help="Accepted for docker/kubectl habits: CMD always gets nslab's stdin.")
+@click.option("-t", "--tty", "tty", is_flag=True,
+              help="Accepted for docker/kubectl habits: CMD gets nslab's terminal when there is one.")
 @click.argument("target", metavar="TARGET")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
 def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
@@ -94,6 +103,12 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     command = _split_exec_args(argv, values)
     if not command:
         raise click.UsageError("give a command after --")
+    if values.get("file"):
+        from .labs import lab_name_from
+
+        if "/" in target or ":" in target:
+            raise click.UsageError("with -f FILE, TARGET is a HOST of that lab")
+        target = f"{lab_name_from(values['file'])}/{target}"
     resolved = resolve(target)
     options = ExecOptions(
         uts=values["uts"],
