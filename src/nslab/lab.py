@@ -99,6 +99,7 @@ class Lab:
         from . import spec
 
         lab = cls._parsed(spec.parse_all(text, path or "<string>"), str(Path(path).resolve()) if path else "", drivers)
+        lab.display_path = path or "<string>"  # problems name the file as given, as load's do
         lab._raise_problems(check)
         return lab
 

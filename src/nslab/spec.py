@@ -191,6 +191,13 @@ class HostSpec(_WithDns):
             return {name: None for name in value}
         return value
 
+    @field_validator("run", mode="before")
+    @classmethod
+    def _commands(cls, value: Any) -> Any:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return value
+        raise ValueError("a command (text) or a list of commands")
+
     @field_validator("restart", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
@@ -533,7 +540,9 @@ def parse_all(text: str, file: str = "<string>", environ: Mapping[str, str] | No
         spec = LabSpec.model_validate(data)
         return Parsed(spec, source, early, {})
     except ValidationError as exc:
-        problems = early + _problems_from_validation(exc, source, file)
+        # a line whose variable is unset is reported once, as that
+        unset = {p.line for p in early if p.message.startswith("variable ")}
+        problems = early + [p for p in _problems_from_validation(exc, source, file) if p.line not in unset]
         partial, link_index = _partial(data, [_data_loc(tuple(e["loc"])) for e in exc.errors()])
         return Parsed(partial, source, problems, link_index)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_labs import nslab
 
 from nslab import Lab
 from nslab.errors import UserError
 from sandbox import sh
-from test_labs import nslab
 
 MANY = """\
 name: bad
@@ -58,7 +58,8 @@ def test_namespace_and_link_collisions_exit_2_before_any_change(host, tmp_path):
         assert result.returncode == 2, result.stderr
         assert "namespace 'col-a' already exists" in result.stderr
         assert "ip netns del col-a" in result.stderr
-        assert f"link '{bridge_name('col', 'n')}' (its bridge) already exists: it was not made by nslab" in result.stderr
+        bridge = bridge_name("col", "n")
+        assert f"link '{bridge}' (its bridge) already exists: it was not made by nslab" in result.stderr
         assert sh("ip -o link; ip netns list").stdout == before
         assert not os.path.exists("/run/nslab/col/state.json")
         with pytest.raises(UserError) as err:
