@@ -8,8 +8,10 @@ This module owns every decision that turns what the user wrote into kernel names
 - IPAM: network subnets (a written one is checked; otherwise the subnet the network had before if it is
   still free, else the next free /24 of :data:`DEFAULT_POOL`), each bridge's gateway (the subnet's first
   address), host addresses (fixed, then the address the host had before, then the next free one in file
-  order), each host's default route (the gateway of its first network that is not internal), and link
-  subnets (written, had before, or the next free /30 of :data:`LINK_POOL`) with their two addresses.
+  order), each host's default route (the gateway of its first network that is not internal, unless the host
+  says ``default: none`` or ``default: GW``), its static routes (each gateway on one of its subnets), its MTU
+  and MAC per interface, and link subnets (written, had before, or the next free /30 of :data:`LINK_POOL`)
+  with their two addresses.
 - consistency: network and host names, references to unknown networks and hosts, links from a host to
   itself, addresses outside their subnet or already taken, overlapping subnets, exhausted pools, full
   networks, invalid hostnames.
