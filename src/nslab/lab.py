@@ -46,10 +46,32 @@ class UpResult:
     lab: ResolvedLab
     plan: Plan
     applied: bool
+    previous: ResolvedLab | None = None  # the lab as it was up before (None: a new lab)
+    warnings: tuple[str, ...] = ()  # every warning of the features (e.g. the FORWARD policy)
 
     def commands(self) -> list[str]:
         """The whole change as commands a person would type (``up --dry-run``)."""
         return self.plan.commands()
+
+    def changes(self) -> list[str]:
+        """What this ``up`` changes, one line each: hosts, networks and links added, removed or changed (a changed
+        host is made again), then what each feature does (firewall, services restarted...)."""
+        from .wiring import AddHosts
+
+        before = self.previous or ResolvedLab(name=self.lab.name, source="", networks={}, hosts={})
+        remade = {h.name for a in self.plan.of_type(AddHosts) for h in a.hosts}
+        lines: list[str] = []
+        for kind, old, new in (("network", before.networks, self.lab.networks), ("host", before.hosts, self.lab.hosts)):
+            lines += [f"added {kind} {name}" for name in new if name not in old]
+            lines += [f"removed {kind} {name}" for name in old if name not in new]
+            lines += [f"changed {kind} {name}" for name in new if name in old
+                      and (old[name] != new[name] or (kind == "host" and name in remade))]
+        links = {(lk.a, lk.b) for lk in self.lab.links}
+        was = {(lk.a, lk.b) for lk in before.links}
+        lines += [f"added link {a}-{b}" for a, b in sorted(links - was)]
+        lines += [f"removed link {a}-{b}" for a, b in sorted(was - links)]
+        lines += [a.summary() for a in self.plan.actions if type(a).__module__.startswith("nslab.features")]
+        return lines
 
 
 class Lab:
@@ -207,8 +229,10 @@ class Lab:
                         f"rename this lab or run 'nslab down {self.name}' first"
                     )
                 desired, plan, records = self.plan(drivers, recorded)
+                previous = recorded.lab if recorded else None
+                warnings = tuple(w for r in records.values() for w in getattr(r, "warnings", ()))
                 if dry_run:
-                    return UpResult(desired, plan, applied=False)
+                    return UpResult(desired, plan, False, previous, warnings)
                 try:
                     apply(plan, drivers, progress)
                 except BaseException:
@@ -218,7 +242,7 @@ class Lab:
                     raise
                 saved = {key: record.to_json() for key, record in records.items()}
                 state.LabState(desired, saved).save()
-                return UpResult(desired, plan, applied=bool(plan))
+                return UpResult(desired, plan, bool(plan), previous, warnings)
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -391,6 +415,8 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     states = [state.LabState.load(name)] if name else state.all_states()
     if name and states[0] is None:
         raise TargetError(f"no lab '{name}' is up")
+    if not any(states):
+        return {"version": 1, "labs": []}  # nothing to look at: no drivers (nor root) needed
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:

@@ -45,8 +45,17 @@ def _open_ns(path: str, what: str) -> int:
         raise TargetError(f"cannot open {what} ({path}): {exc.strerror}") from None
 
 
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        from .errors import EnvironmentProblem
+
+        raise EnvironmentProblem("entering another network namespace needs root (CAP_SYS_ADMIN): "
+                                 "run it with sudo, e.g. sudo nslab exec ...")
+
+
 def enter_host(namespace: str, uts_path: str | None = None) -> None:
     """Make the calling (single-threaded) process live in host ``namespace`` as ``ip netns exec`` does."""
+    _need_root()
     net_fd = _open_ns(paths.netns_path(namespace), f"namespace {namespace}")
     try:
         uts_fd = _open_ns(uts_path, f"hostname namespace of {namespace}") if uts_path else None
@@ -172,6 +181,7 @@ def enter_target(target: Target, options: ExecOptions | None = None) -> None:
     the PID namespace of ``pid_from`` for the children forked afterwards. Every file is opened (and checked)
     before anything changes, so a bad target fails with the process untouched.
     """
+    _need_root()
     options = options or ExecOptions()
     _enter_opened(target, options, _open_target(target, options))
 

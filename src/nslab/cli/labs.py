@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -54,23 +54,48 @@ def _load(file: str | None, check: bool = True) -> Lab:
     return Lab.load(find_lab_file(file), check=check)  # "-": standard input, reported as <stdin>
 
 
+OUTPUT = click.Choice(["table", "wide", "json", "yaml"])
+
+
+def _print_doc(doc: object, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        import yaml
+
+        click.echo(yaml.safe_dump(doc, sort_keys=False).rstrip("\n"))
+
+
+def _output(output: str | None, as_json: bool, wide: bool) -> str:
+    if as_json and output not in (None, "json"):
+        raise click.UsageError("--json is -o json: give one of them")
+    return "json" if as_json else "wide" if wide and output in (None, "table") else output or "table"
+
+
 @click.command()
 @click.option("-f", "--file", "file", default=None, metavar="FILE", help=FILE_HELP)
 @click.option("--dry-run", is_flag=True, help="Print the change as a script (ip, nft, sysctl, files); change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
-def up(file: str | None, dry_run: bool, as_json: bool) -> None:
+@click.option("-o", "--output", type=OUTPUT, default=None, help="table (default), wide, json or yaml (the status).")
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
+@click.option("--wide", is_flag=True, help="Never cut lines to the terminal's width.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors.")
+def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool) -> None:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
-    each host's /etc/netns files and hostname, and starts its services.
+    each host's /etc/netns files and hostname, and starts its services. Prints what changed, every
+    warning, and the lab's hosts.
     """
     from ..linux import require_root
     from . import render
 
-    require_root()
+    require_root("up creates namespaces, links and firewall rules")
+    output = _output(output, as_json, wide)
     lab = _load(file, check=False)  # up checks it whole under the machine lock
-    with render.progress(enabled=not as_json and not dry_run) as bar:
+    machine_readable = output in ("json", "yaml")
+    with render.progress(enabled=not machine_readable and not dry_run and not quiet) as bar:
         result = lab.up(dry_run=dry_run, progress=bar)
+    render.warnings(result.warnings)
     if dry_run:
         commands = result.commands()
         if not commands:
@@ -78,12 +103,15 @@ def up(file: str | None, dry_run: bool, as_json: bool) -> None:
         for command in commands:
             click.echo(command)
         return
-    if as_json:
+    if machine_readable:
         from ..lab import status
 
-        click.echo(json.dumps(status(lab.name), indent=2))
+        _print_doc(status(lab.name), output)
         return
-    render.up_table(result.lab, changed=result.applied)
+    if quiet:
+        return
+    render.changes(result.changes())
+    render.up_table(result.lab, changed=result.applied, wide=output == "wide")
 
 
 @click.command()
@@ -105,26 +133,69 @@ def down(lab_name: str | None, file: str | None) -> None:
 
 
 @click.command()
-@click.argument("lab_name", required=False, metavar="[LAB]")
+@click.argument("lab_name", required=False, metavar="[LAB | LAB/HOST]")
 @click.option("-f", "--file", "file", default=None, metavar="FILE", help="Show the lab named in this file.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (format: see README).")
-def status(lab_name: str | None, file: str | None, as_json: bool) -> None:
-    """Show labs: networks, hosts, addresses, routes, services, ports."""
+@click.option("-o", "--output", type=OUTPUT, default=None, help="table (default), wide, json or yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json (format: see README).")
+@click.option("--wide", is_flag=True, help="Never cut lines to the terminal's width.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the names of the labs that are up.")
+def status(lab_name: str | None, file: str | None, output: str | None, as_json: bool, wide: bool,
+           quiet: bool) -> None:
+    """Show labs: networks, hosts, addresses, routes, services, ports. LAB/HOST: one host."""
     from ..lab import status as lab_status
-    from ..linux import require_root
 
+    output = _output(output, as_json, wide)
     if file is not None:
         if lab_name is not None:
             raise click.UsageError("give either LAB or -f FILE, not both")
         lab_name = lab_name_from(file)
-    require_root()
-    doc = lab_status(lab_name)
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
+    host = None
+    if lab_name and "/" in lab_name:
+        lab_name, host = lab_name.split("/", 1)
+    doc = _read_status(lab_status, lab_name)
+    if host is not None:
+        _only_host(doc, host)
+    if quiet:
+        for lab in doc["labs"]:
+            click.echo(lab["name"])
+        return
+    if output in ("json", "yaml"):
+        _print_doc(doc, output)
         return
     from . import render
 
-    render.status(doc)
+    render.status(doc, wide=output == "wide", host=host)
+
+
+def _read_status(read: Any, lab_name: str | None) -> dict[str, Any]:
+    """The status document; as non-root, what cannot be read says why root is needed."""
+    from ..errors import EnvironmentProblem, NslabError
+
+    try:
+        doc: dict[str, Any] = read(lab_name)
+    except (NslabError, OSError) as exc:
+        if os.geteuid() == 0 or isinstance(exc, UserError):
+            raise
+        raise EnvironmentProblem("status needs root to look inside the hosts' namespaces (entering a network "
+                                 "namespace needs CAP_SYS_ADMIN): run it with sudo") from None
+    return doc
+
+
+def _only_host(doc: dict[str, Any], host: str) -> None:
+    """Keep one host in the status document (its services and ports too)."""
+    for lab in doc["labs"]:
+        hosts = [h for h in lab["hosts"] if h["name"] == host]
+        if not hosts:
+            raise UserError(f"lab '{lab['name']}' has no host '{host}' (hosts: "
+                            f"{', '.join(h['name'] for h in lab['hosts']) or 'none'})")
+        lab["hosts"] = hosts
+        lab["links"] = [lk for lk in lab.get("links", []) if host in lk["endpoints"]]
+        setup = lab.get("hostsetup") or {}
+        if "services" in setup:
+            setup["services"] = [s for s in setup["services"] if s.get("host") == host]
+        fw = lab.get("firewall") or {}
+        if "ports" in fw:
+            fw["ports"] = [p for p in fw["ports"] if p.get("host") == host]
 
 
 def register(group: click.Group) -> None:

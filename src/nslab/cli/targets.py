@@ -162,7 +162,7 @@ def ls_(as_json: bool) -> None:
     from ..discover import list_namespaces
     from ..linux import require_root
 
-    require_root()
+    require_root("ls reads the namespaces of every process and looks inside each")
     spaces = list_namespaces()
     if as_json:
         click.echo(json.dumps({"version": 1, "namespaces": spaces}, indent=2))
@@ -198,23 +198,26 @@ def attach(name: str, target: str) -> None:
     from ..discover import attach as do_attach
     from ..linux import require_root
 
-    require_root()
+    require_root("attach bind-mounts a namespace on /run/netns/NAME")
     do_attach(name, target)
     click.echo(f"netns {name} -> {target}")
 
 
 @click.command()
 @click.argument("name")
-def detach(name: str) -> None:
+@click.option("--force", is_flag=True, help="Also remove a name nslab's attach did not make (says what goes).")
+def detach(name: str, force: bool) -> None:
     """Remove a name made by `attach`.
 
-    The namespace and its owner (a container, a process) are left alone.
+    The namespace and its owner (a container, a process) are left alone. A name made otherwise (`ip netns
+    add`) is refused unless --force: then its namespace goes too when nothing else holds it.
     """
     from ..discover import detach as do_detach
     from ..linux import require_root
 
-    require_root()
-    do_detach(name)
+    require_root("detach unmounts a name under /run/netns")
+    for line in do_detach(name, force):
+        click.echo(line, err=True)
     click.echo(f"netns {name} detached")
 
 
@@ -243,7 +246,7 @@ def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tupl
         raise click.UsageError("give a command after --")
     if network == "none" and (publish or dns):
         raise click.UsageError("--publish and --dns need --network nat or internal")
-    require_root()
+    require_root("run creates a network namespace")
     sys.exit(run_cli(list(argv), network, list(publish), list(dns)))
 
 
@@ -256,7 +259,7 @@ def gc() -> None:
     from ..linux import require_root
     from ..throwaway import gc as do_gc
 
-    require_root()
+    require_root("gc removes namespaces, links and state")
     done = do_gc()
     for line in done:
         click.echo(line)
