@@ -150,8 +150,10 @@ def status(lab_name: str | None, file: str | None, output: str | None, as_json: 
             raise click.UsageError("give either LAB or -f FILE, not both")
         lab_name = lab_name_from(file)
     host = None
-    if lab_name and "/" in lab_name:
+    if lab_name is not None and "/" in lab_name:
         lab_name, host = lab_name.split("/", 1)
+        if not lab_name or not host or "/" in host:
+            raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
     doc = _read_status(lab_status, lab_name)
     if host is not None:
         _only_host(doc, host)
