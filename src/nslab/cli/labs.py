@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UserError
+from . import complete
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -73,7 +74,7 @@ def _output(output: str | None, as_json: bool, wide: bool) -> str:
 
 
 @click.command()
-@click.option("-f", "--file", "file", default=None, metavar="FILE", help=FILE_HELP)
+@click.option("-f", "--file", "file", default=None, metavar="FILE", help=FILE_HELP, shell_complete=complete.lab_files)
 @click.option("--dry-run", is_flag=True, help="Print the change as a script (ip, nft, sysctl, files); change nothing.")
 @click.option("-o", "--output", type=OUTPUT, default=None, help="table (default), wide, json or yaml (the status).")
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
@@ -115,8 +116,9 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
 
 
 @click.command()
-@click.argument("lab_name", required=False, metavar="[LAB]")
-@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Take the lab name from this file.")
+@click.argument("lab_name", required=False, metavar="[LAB]", shell_complete=complete.labs)
+@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Take the lab name from this file.",
+              shell_complete=complete.lab_files)
 def down(lab_name: str | None, file: str | None) -> None:
     """Remove everything a lab created.
 
@@ -133,8 +135,9 @@ def down(lab_name: str | None, file: str | None) -> None:
 
 
 @click.command()
-@click.argument("lab_name", required=False, metavar="[LAB | LAB/HOST]")
-@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Show the lab named in this file.")
+@click.argument("lab_name", required=False, metavar="[LAB | LAB/HOST]", shell_complete=complete.lab_or_host)
+@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Show the lab named in this file.",
+              shell_complete=complete.lab_files)
 @click.option("-o", "--output", type=OUTPUT, default=None, help="table (default), wide, json or yaml.")
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json (format: see README).")
 @click.option("--wide", is_flag=True, help="Never cut lines to the terminal's width.")

@@ -11,6 +11,7 @@ import click
 
 from .. import paths
 from ..errors import TargetError
+from . import complete
 
 
 def _log_files(lab: str, host: str | None) -> list[tuple[str, str]]:
@@ -102,10 +103,11 @@ def _follow(lab: str, files: list[tuple[str, str]], offsets: dict[str, int], pri
 
 
 @click.command()
-@click.argument("target", metavar="[LAB | [LAB/]HOST]", required=False)
+@click.argument("target", metavar="[LAB | [LAB/]HOST]", required=False, shell_complete=complete.lab_or_host)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
 @click.option("-n", "--lines", type=int, default=None, help="Only the last N lines of each log.")
-@click.option("--file", "file", metavar="FILE", help="The lab named in this lab file (-f is --follow, as in docker).")
+@click.option("--file", "file", metavar="FILE", help="The lab named in this lab file (-f is --follow, as in docker).",
+              shell_complete=complete.lab_files)
 def logs(target: str | None, follow: bool, lines: int | None, file: str | None) -> None:
     """Show the output of a host's services, or of every service of a lab.
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
+from . import complete
 
 _EXEC_FLAGS = {"--uts", "--detach", "-d", "-i", "-t", "-it", "-ti", "--interactive", "--tty"}
 _NO_OPS = {"-i", "-t", "-it", "-ti", "--interactive", "--tty"}  # CMD has nslab's stdin and terminal already
@@ -79,12 +80,13 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (repeatable).")
 @click.option("-w", "--workdir", metavar="DIR", help="Working directory of the command.")
 @click.option("-d", "--detach", is_flag=True, help="Start CMD in the background (no stdio); print its pid.")
-@click.option("-f", "--file", metavar="FILE", help="HOST is a host of the lab named in this lab file.")
+@click.option("-f", "--file", metavar="FILE", help="HOST is a host of the lab named in this lab file.",
+              shell_complete=complete.lab_files)
 @click.option("-i", "--interactive", "interactive", is_flag=True,
               help="Accepted for docker/kubectl habits: CMD always gets nslab's stdin.")
 @click.option("-t", "--tty", "tty", is_flag=True,
               help="Accepted for docker/kubectl habits: CMD gets nslab's terminal when there is one.")
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
 def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     """Run CMD in TARGET's network namespace, with this machine's tools.
@@ -126,7 +128,7 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
 @click.command()
 @click.option("--uts", is_flag=True, help="Also enter the target's UTS (hostname) namespace.")
 @click.option("--mount-from", metavar="TARGET2", help="Use TARGET2's filesystem (mount namespace).")
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 def shell(target: str, uts: bool, mount_from: str | None) -> None:
     """Open your shell ($SHELL) inside TARGET.
 
@@ -189,7 +191,7 @@ def ls_(as_json: bool) -> None:
 
 @click.command()
 @click.argument("name")
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 def attach(name: str, target: str) -> None:
     """Give TARGET's network namespace an `ip netns` name.
 
