@@ -17,8 +17,8 @@ def test_any_lab_is_printed_as_plain_columns(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "lab t"
     assert lines[1].split() == ["host", "namespace", "interface", "address", "on"]
-    assert lines[2].split() == ["h1", "t-h1", "eth0", "10.60.0.2/16", "network", "lan"]
-    assert lines[-1].split() == ["solo", "t-solo", "lo", "127.0.0.1/8", "(loopback", "only)"]
+    assert lines[2].split() == ["h1", "t-h1", "eth0", "10.60.0.2/16", "lan"]  # one word per column: awk
+    assert lines[-1].split() == ["solo", "t-solo", "lo", "127.0.0.1/8", "loopback-only"]
     assert len(lines) == 2 + 301
     assert len({line.index("t-h") for line in lines[2:-1]}) == 1  # aligned
     assert not any(c in "".join(lines) for c in "│┃━─┏╭")  # no box drawing
@@ -27,7 +27,7 @@ def test_any_lab_is_printed_as_plain_columns(capsys):
 def test_small_lab_same_style(capsys):
     render.up_table(_lab(2), changed=False)
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "lab t (already up to date)" and "t-h2" in out and "(loopback only)" in out
+    assert out.splitlines()[0] == "lab t (already up to date)" and "t-h2" in out and "loopback-only" in out
 
 
 def test_terminal_cuts_lines_unless_wide():
@@ -52,6 +52,7 @@ def test_piped_status_of_300_hosts_is_greppable_whole(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.split()[:1] == ["h123"]]
     assert [r.split()[2] for r in rows] == ["eth0", "eth2", "eth10"]  # every row names its host; eth order
+    assert [r.split()[3:5] for r in rows][0] == ["n0", "10.0.0.123/16"]  # awk '{print $4, $5}': network, address
     assert all("…" not in line for line in out.splitlines())
     assert "default via 10.0.0.1, 10.9.0.0/16 via 10.1.0.1" in rows[0]
     assert sum(1 for line in out.splitlines() if line[:1] == "h" and line.split()[0][1:].isdigit()) == 900

@@ -69,20 +69,20 @@ def progress(enabled: bool = True) -> Iterator[Callable[[int, int, str], None] |
 
 def _where(lab: Lab, host: str, iface: Any) -> str:
     if iface.network:
-        return f"network {iface.network}"
+        return str(iface.network)
     link = lab.links[iface.link] if iface.link is not None else None
     peer = (link.b if link and link.a == host else link.a) if link else "?"
-    return f"link to {peer}"
+    return f"link:{peer}"
 
 
 def up_table(lab: Lab, changed: bool, wide: bool = False) -> None:
     title = f"lab {lab.name}" + ("" if changed else " (already up to date)")
-    header = ("host", "namespace", "interface", "address", "on")
+    header = ("host", "namespace", "interface", "address", "on")  # "on": a network, link:PEER or loopback-only
     repeat = piped()  # piped, every row names its host: grep HOST shows all of it
     rows: list[tuple[str, str, str, str, str]] = []
     for host in lab.hosts.values():
         if not host.interfaces:
-            rows.append((host.name, host.namespace, "lo", "127.0.0.1/8", "(loopback only)"))
+            rows.append((host.name, host.namespace, "lo", "127.0.0.1/8", "loopback-only"))
         for n, iface in enumerate(host.interfaces):
             first = n == 0 or repeat
             rows.append((host.name if first else "", host.namespace if first else "", iface.name,
@@ -123,8 +123,8 @@ def _interface_rows(h: dict[str, Any], repeat: bool) -> list[list[str]]:
     rows = []
     for n, i in enumerate(ifaces):
         first = n == 0 or repeat
-        on = f"network {i['network']}" if i.get("network") else f"link to {i['link_peer']}" if i.get("link_peer") \
-            else "(loopback only)" if i["name"] == "lo" else ""
+        on = i["network"] if i.get("network") else f"link:{i['link_peer']}" if i.get("link_peer") \
+            else "loopback-only" if i["name"] == "lo" else "-"
         rows.append([h["name"] if first else "", h["namespace"] if first else "",
                      i["name"] + ("" if i["up"] else " (down)"), on, " ".join(i["addresses"]),
                      _routes(h) if first else ""])
