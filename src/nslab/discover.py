@@ -256,14 +256,35 @@ def attach(name: str, target: str) -> str:
         except OSError as exc:
             os.unlink(path)
             raise KernelError(f"cannot name {target} '{name}': {exc.strerror}") from None
+        record = paths.attached_record(name)
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, "w") as fh:
+            fh.write(target + "\n")
     finally:
         os.close(fd)
     return path
 
 
-def detach(name: str) -> None:
-    """Remove a name made by :func:`attach`; the namespace lives on as long as its owner does."""
+def _interface_names(name: str) -> list[str]:
+    """The interfaces inside netns ``name`` (for saying what a forced detach may take away)."""
+    from .drivers.netlink import open_namespace
+    from .drivers.rtnl import links
+
+    try:
+        ns = open_namespace(name)
+    except NslabError:
+        return []
+    try:
+        return [lk.name for lk in links(ns.sock, with_addresses=False) if lk.name != "lo"]
+    finally:
+        ns.close()
+
+
+def detach(name: str, force: bool = False) -> list[str]:
+    """Remove a name made by :func:`attach`; the namespace lives on as long as its owner does. A name nslab did
+    not make (``ip netns add``) is refused unless ``force``; returns what a forced detach said it removes."""
     path = _check_name(name)
+    said: list[str] = []
     for st in state.all_states():
         for host in st.lab.hosts.values():
             if host.namespace == name:
@@ -272,12 +293,23 @@ def detach(name: str) -> None:
                 )
     if not os.path.lexists(path):
         raise TargetError(f"no named network namespace '{name}'")
+    record = paths.attached_record(name)
+    if not os.path.exists(record):
+        interfaces = _interface_names(name)
+        what = (f"the name /run/netns/{name}, and the namespace with its interfaces "
+                f"({', '.join(interfaces) or 'only lo'}) unless a process or another mount holds it")
+        if not force:
+            raise ConflictError(f"netns '{name}' was not made by nslab attach (ip netns add?): "
+                                f"'nslab detach --force {name}' would remove {what}")
+        said.append(f"nslab: removing {what}")
     try:
         linux.umount(path)
     except OSError as exc:
         if exc.errno != errno.EINVAL:  # EINVAL: nothing mounted (a stale name): just remove it
             raise KernelError(f"cannot unmount {path}: {exc.strerror}") from None
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    for leftover in (path, record):
+        try:
+            os.unlink(leftover)
+        except FileNotFoundError:
+            pass
+    return said

@@ -9,6 +9,7 @@ CLI only ever handle this tree::
     │   ├── SpecError        the lab file: syntax, unknown keys, bad values (carries all problems)
     │   ├── ResolveError     references, addresses, subnets, name clashes (carries all problems)
     │   ├── TargetError      a namespace target (pid:, container:, path:, ...) that cannot be entered
+    │   │   └── CommandError a command that cannot be run: exit 127 (not found) or 126 (not executable)
     │   └── ConflictError    something on the machine is in the way (a used port, a lab of another file)
     ├── EnvironmentProblem   not root, missing kernel feature or tool; the CLI exits 1
     ├── KernelError          a netlink/mount/setns operation failed while applying
@@ -93,6 +94,22 @@ class ResolveError(_ProblemList):
 
 class TargetError(UserError):
     """A namespace target does not exist or cannot be entered."""
+
+
+class CommandError(TargetError):
+    """The command to run in a namespace cannot be started: exit 127 when it is not found, 126 when it cannot
+    be executed (as shells and ``docker run`` do)."""
+
+    def __init__(self, command: str, err: int) -> None:
+        import os
+
+        self.command = command
+        if err == 2:  # ENOENT
+            self.exit_code = 127
+            super().__init__(f"command not found: {command}")
+        else:
+            self.exit_code = 126
+            super().__init__(f"cannot run {command}: {os.strerror(err)}")
 
 
 class ConflictError(UserError):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from . import features, nsenter, paths, state
 from .apply import apply, rollback, teardown
 from .drivers import Drivers
-from .errors import ConflictError, NslabError, ResolveError, TargetError, TeardownError
+from .errors import ConflictError, NslabError, Problem, ResolveError, TargetError, TeardownError, UserError
 from .model import Lab as ResolvedLab
 from .model import Occupied
 from .naming import parse_owner
@@ -46,10 +46,32 @@ class UpResult:
     lab: ResolvedLab
     plan: Plan
     applied: bool
+    previous: ResolvedLab | None = None  # the lab as it was up before (None: a new lab)
+    warnings: tuple[str, ...] = ()  # every warning of the features (e.g. the FORWARD policy)
 
     def commands(self) -> list[str]:
         """The whole change as commands a person would type (``up --dry-run``)."""
         return self.plan.commands()
+
+    def changes(self) -> list[str]:
+        """What this ``up`` changes, one line each: hosts, networks and links added, removed or changed (a changed
+        host is made again), then what each feature does (firewall, services restarted...)."""
+        from .wiring import AddHosts
+
+        before = self.previous or ResolvedLab(name=self.lab.name, source="", networks={}, hosts={})
+        remade = {h.name for a in self.plan.of_type(AddHosts) for h in a.hosts}
+        lines: list[str] = []
+        for kind, old, new in (("network", before.networks, self.lab.networks), ("host", before.hosts, self.lab.hosts)):
+            lines += [f"added {kind} {name}" for name in new if name not in old]
+            lines += [f"removed {kind} {name}" for name in old if name not in new]
+            lines += [f"changed {kind} {name}" for name in new if name in old
+                      and (old[name] != new[name] or (kind == "host" and name in remade))]
+        links = {(lk.a, lk.b) for lk in self.lab.links}
+        was = {(lk.a, lk.b) for lk in before.links}
+        lines += [f"added link {a}-{b}" for a, b in sorted(links - was)]
+        lines += [f"removed link {a}-{b}" for a, b in sorted(was - links)]
+        lines += [a.summary() for a in self.plan.actions if type(a).__module__.startswith("nslab.features")]
+        return lines
 
 
 class Lab:
@@ -64,6 +86,7 @@ class Lab:
         source: spec.SourceMap | None = None,
         path: str = "",
         drivers: Drivers | None = None,
+        parsed: spec.Parsed | None = None,
     ) -> None:
         from . import spec
 
@@ -72,33 +95,73 @@ class Lab:
         self.path = path
         self.display_path = path
         self.drivers = drivers
+        #: the file as read, with its schema problems (the spec is then the part of the file without them)
+        self.parsed = parsed
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None) -> Lab:
+    def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None, check: bool = True) -> Lab:
+        """Read the lab file ``path`` (``-``: standard input) and check it whole: schema, references,
+        addresses, published ports, and (``check``) conflicts with the machine and the other labs. Every problem
+        is raised at once, in one :class:`~nslab.errors.UserError`. ``check=False`` leaves the machine's part
+        to :meth:`up` (it checks again under the machine lock)."""
         from . import spec
 
-        lab_spec, source = spec.load(Path(path))
-        lab = cls(lab_spec, source, str(Path(path).resolve()), drivers)
-        lab.display_path = str(path)
+        text = spec.read(os.fspath(path))
+        stdin = str(path) == "-"
+        label = "<stdin>" if stdin else str(path)
+        lab = cls._parsed(spec.parse_all(text, label), "" if stdin else str(Path(path).resolve()), drivers)
+        lab.display_path = label
+        lab._raise_problems(check)
         return lab
 
     @classmethod
-    def from_text(cls, text: str, path: str = "", drivers: Drivers | None = None) -> Lab:
+    def from_text(cls, text: str, path: str = "", drivers: Drivers | None = None, check: bool = False) -> Lab:
+        """Like :meth:`load`; a file without schema problems is checked against the machine only with ``check``."""
         from . import spec
 
-        lab_spec, source = spec.parse(text, path or "<string>")
-        return cls(lab_spec, source, str(Path(path).resolve()) if path else "", drivers)
+        lab = cls._parsed(spec.parse_all(text, path or "<string>"), str(Path(path).resolve()) if path else "", drivers)
+        lab.display_path = path or "<string>"  # problems name the file as given, as load's do
+        lab._raise_problems(check)
+        return lab
+
+    @classmethod
+    def _parsed(cls, parsed: spec.Parsed, path: str, drivers: Drivers | None) -> Lab:
+        if parsed.spec is None:
+            from .errors import SpecError
+
+            raise SpecError(parsed.problems)
+        return cls(parsed.spec, parsed.source, path, drivers, parsed)
+
+    def _raise_problems(self, machine: bool) -> None:
+        """Raise every problem: with ``machine``, or when the file has schema problems (they come with all the
+        others: the rest of the file's and the machine's)."""
+        if self.parsed is not None and self.parsed.problems:
+            machine = True
+        if not machine:
+            return
+        drivers = self.drivers or Drivers.live()
+        try:
+            _, problems = self.check(drivers, state.LabState.load(self.name))
+        finally:
+            if self.drivers is None:
+                drivers.close()
+        if problems:
+            raise _problem_error(problems, self.parsed)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     # ------------------------------------------------------------------------------------------
-    def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
-        """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
-        without changing anything; every problem is raised at once (ResolveError)."""
-        from .resolve import resolve
+    def check(
+        self, drivers: Drivers | None, recorded: state.LabState | None = None
+    ) -> tuple[ResolvedLab, list[Problem]]:
+        """Every problem of the lab in one pass, changing nothing: the file's schema, names and references,
+        addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
+        each feature's checks (published ports...), and names nslab would create that the machine already
+        has. Returns the lab as far as it resolved, and the problems in file order."""
+        from .resolve import resolve_all
 
         others = _other_labs(self.name)
         occupied = [Occupied(net, who) for net, who in drivers.kernel.machine_networks()] if drivers else []
@@ -107,12 +170,26 @@ class Lab:
                          for n in other.lab.networks.values()]
             occupied += [Occupied(lk.subnet, f"a link of lab '{other.lab.name}'") for lk in other.lab.links]
         previous = recorded.lab.allocations() if recorded else None
-        resolved = resolve(self.spec, self.source_map, self.display_path, occupied, previous)
+        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous)
         resolved = dataclasses.replace(resolved, source=self.path)
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
-        problems = [p for module in features.modules() for p in module.validate(ctx)]
+        problems += [p for module in features.modules() for p in module.validate(ctx)]
+        if drivers is not None:
+            from .collisions import collisions
+
+            problems += collisions(resolved, drivers, recorded.lab if recorded else None, others,
+                                   self.source_map, self.display_path)
+        if self.parsed is not None:
+            problems = [self.parsed.relocate(p) for p in problems]
+            problems = self.parsed.problems + problems
+        return resolved, _in_file_order(problems)
+
+    def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
+        """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
+        without changing anything; every problem is raised at once."""
+        resolved, problems = self.check(drivers, recorded)
         if problems:
-            raise ResolveError(problems)
+            raise _problem_error(problems, self.parsed)
         return resolved
 
     def plan(self, drivers: Drivers, recorded: state.LabState | None) -> tuple[ResolvedLab, Plan, dict[str, Any]]:
@@ -154,10 +231,12 @@ class Lab:
                 if not dry_run:
                     finish_interrupted_up(self.name, drivers, recorded)
                 desired, plan, records = self.plan(drivers, recorded)
+                previous = recorded.lab if recorded else None
+                warnings = tuple(w for r in records.values() for w in getattr(r, "warnings", ()))
                 if dry_run:
-                    return UpResult(desired, plan, applied=False)
+                    return UpResult(desired, plan, False, previous, warnings)
                 self._apply(drivers, plan, recorded, progress, desired, records)
-                return UpResult(desired, plan, applied=bool(plan))
+                return UpResult(desired, plan, bool(plan), previous, warnings)
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -248,6 +327,18 @@ def observe(drivers: Drivers, lab: str) -> Observed:
         bridges=frozenset(lk.name for lk in owned if lk.kind == "bridge"),
         host_veths=frozenset(host_veths),
     )
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Sorted by line (problems without one last), each once."""
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.line is None, p.line or 0))
+
+
+def _problem_error(problems: list[Problem], parsed: spec.Parsed | None) -> UserError:
+    from .errors import SpecError
+
+    return SpecError(problems) if parsed is not None and parsed.problems else ResolveError(problems)
 
 
 def _other_labs(name: str) -> list[state.LabState]:
@@ -392,6 +483,8 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     states = [state.LabState.load(name)] if name else state.all_states()
     if name and states[0] is None:
         raise TargetError(f"no lab '{name}' is up")
+    if not any(states):
+        return {"version": 1, "labs": []}  # nothing to look at: no drivers (nor root) needed
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:

@@ -89,11 +89,12 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
-def require_root() -> None:
+def require_root(why: str = "it creates namespaces") -> None:
+    """Raise the message a non-root user needs: what needs root, and why (``why``)."""
     if os.geteuid() != 0:
         from .errors import EnvironmentProblem
 
-        raise EnvironmentProblem("nslab needs root for this (it creates namespaces): run it with sudo")
+        raise EnvironmentProblem(f"nslab needs root for this ({why}): run it with sudo")
 
 
 def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:

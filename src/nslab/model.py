@@ -47,6 +47,16 @@ class Interface:
     network: str | None = None  # set for bridge attachments
     host_veth: str | None = None  # the machine-side end, for bridge attachments
     link: int | None = None  # index into Lab.links, for point-to-point ends
+    mtu: int | None = None  # set on both ends of its veth; None: the kernel's default (1500)
+    mac: str | None = None  # the interface's MAC address (lower case); None: a random one
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static route inside a host: ``ip route add TO via VIA proto static``."""
+
+    to: IPv4Net
+    via: IPv4Addr
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,8 @@ class Host:
     interfaces: tuple[Interface, ...]
     gateway: IPv4Addr | None
     hostname: str
+    routes: tuple[Route, ...] = ()  # added once the host's links exist (a route may go through one)
+    sysctls: tuple[tuple[str, str], ...] = ()  # written inside the host's namespace, in file order
 
     def interface_on(self, network: str) -> Interface | None:
         return next((i for i in self.interfaces if i.network == network), None)

@@ -24,6 +24,12 @@ OWNER_PREFIX = "nslab:"
 LINK_GROUP = 0x6E736C
 
 
+def is_run_lab(lab: str) -> bool:
+    """The one-host lab of an ``nslab run`` (``run-<pid>[a-z]``): never a lab file's, gone when the run ends."""
+    rest = lab[4:].rstrip("abcdefghijklmnopqrstuvwxyz")
+    return lab.startswith("run-") and rest.isdigit() and len(lab) - 4 - len(rest) <= 1
+
+
 def short_hash(*parts: str, length: int = 8) -> str:
     return blake2s("/".join(parts).encode(), digest_size=8).hexdigest()[:length]
 

@@ -25,7 +25,7 @@ import errno
 import os
 
 from . import linux, paths
-from .errors import KernelError, TargetError
+from .errors import CommandError, KernelError, TargetError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast path)
 if TYPE_CHECKING:
@@ -45,8 +45,17 @@ def _open_ns(path: str, what: str) -> int:
         raise TargetError(f"cannot open {what} ({path}): {exc.strerror}") from None
 
 
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        from .errors import EnvironmentProblem
+
+        raise EnvironmentProblem("entering another network namespace needs root (CAP_SYS_ADMIN): "
+                                 "run it with sudo, e.g. sudo nslab exec ...")
+
+
 def enter_host(namespace: str, uts_path: str | None = None) -> None:
     """Make the calling (single-threaded) process live in host ``namespace`` as ``ip netns exec`` does."""
+    _need_root()
     net_fd = _open_ns(paths.netns_path(namespace), f"namespace {namespace}")
     try:
         uts_fd = _open_ns(uts_path, f"hostname namespace of {namespace}") if uts_path else None
@@ -172,6 +181,7 @@ def enter_target(target: Target, options: ExecOptions | None = None) -> None:
     the PID namespace of ``pid_from`` for the children forked afterwards. Every file is opened (and checked)
     before anything changes, so a bad target fails with the process untouched.
     """
+    _need_root()
     options = options or ExecOptions()
     _enter_opened(target, options, _open_target(target, options))
 
@@ -231,12 +241,8 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> N
         if env is None:
             os.execvp(argv[0], list(argv))
         os.execvpe(argv[0], list(argv), dict(env))
-    except FileNotFoundError:
-        raise TargetError(f"command not found: {argv[0]}") from None
-    except PermissionError:
-        raise TargetError(f"permission denied: {argv[0]}") from None
     except OSError as exc:
-        raise TargetError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        raise CommandError(argv[0], exc.errno or errno.ENOENT) from None
 
 
 def exec_in_target(target: Target, argv: Sequence[str], options: ExecOptions | None = None) -> int:
@@ -277,10 +283,7 @@ def _fork_exec(argv: Sequence[str], env: Mapping[str, str], detach: bool) -> int
     os.close(read_end)
     if report:
         os.waitpid(pid, 0)
-        code = int(report)
-        if code == errno.ENOENT:
-            raise TargetError(f"command not found: {argv[0]}")
-        raise TargetError(f"cannot run {argv[0]}: {os.strerror(code)}")
+        raise CommandError(argv[0], int(report))
     if detach:
         print(pid, flush=True)
         return 0

@@ -46,6 +46,12 @@ def machine_record() -> str:
     return os.path.join(state_root(), ".firewall.json")
 
 
+def attached_record(name: str) -> str:
+    """``/run/nslab/.attached/NAME``: marks ``/run/netns/NAME`` as made by ``nslab attach`` (so detach may remove
+    it); a dot directory, never a lab's."""
+    return os.path.join(state_root(), ".attached", name)
+
+
 def is_lab_name(name: str) -> bool:
     """``[a-z][a-z0-9-]{0,11}`` without importing ``re``; always a plain path component."""
     return 0 < len(name) <= 12 and "a" <= name[0] <= "z" and set(name) <= _NAME_CHARS

@@ -8,8 +8,10 @@ This module owns every decision that turns what the user wrote into kernel names
 - IPAM: network subnets (a written one is checked; otherwise the subnet the network had before if it is
   still free, else the next free /24 of :data:`DEFAULT_POOL`), each bridge's gateway (the subnet's first
   address), host addresses (fixed, then the address the host had before, then the next free one in file
-  order), each host's default route (the gateway of its first network that is not internal), and link
-  subnets (written, had before, or the next free /30 of :data:`LINK_POOL`) with their two addresses.
+  order), each host's default route (the gateway of its first network that is not internal, unless the host
+  says ``default: none`` or ``default: GW``), its static routes (each gateway on one of its subnets), its MTU
+  and MAC per interface, and link subnets (written, had before, or the next free /30 of :data:`LINK_POOL`)
+  with their two addresses.
 - consistency: network and host names, references to unknown networks and hosts, links from a host to
   itself, addresses outside their subnet or already taken, overlapping subnets, exhausted pools, full
   networks, invalid hostnames.
@@ -28,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import Problem, ResolveError
-from .model import Host, Interface, IPv4Addr, IPv4Net, Lab, Link, Network, Occupied
+from .model import Host, Interface, IPv4Addr, IPv4Net, Lab, Link, Network, Occupied, Route
 from .naming import bridge_name, host_veth_name, namespace_name
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, field_path
 
@@ -175,7 +177,8 @@ class _Resolution:
     def _fixed_addresses(self) -> None:
         """Check every network reference of the hosts, and give the fixed addresses that are valid and free."""
         for host_name, host in self.spec.hosts.items():
-            for net_name, fixed in host.networks.items():
+            for net_name in host.networks:
+                fixed = host.interface(net_name).address
                 loc = ("hosts", host_name, "networks", net_name)
                 if net_name not in self.spec.networks:
                     known = ", ".join(self.spec.networks) or "none defined"
@@ -286,13 +289,38 @@ class _Resolution:
             lk = self.links[link_index]
             address = lk.a_address if lk.a == host_name else lk.b_address
             interfaces.append(Interface(name=ifname, address=address, link=link_index))
+        routes = self._routes(host_name, host, interfaces)
+        if host.default is not None:
+            gateway = None  # `default: none`, or a written gateway: one of the routes
         return Host(
             name=host_name,
             namespace=namespace_name(self.lab, host_name),
             interfaces=tuple(interfaces),
             gateway=gateway,
             hostname=hostname,
+            routes=routes,
+            sysctls=tuple(host.sysctls.items()),
         )
+
+    def _routes(self, host_name: str, host: HostSpec, interfaces: list[Interface]) -> tuple[Route, ...]:
+        """The host's static routes (and a written default gateway, last), each via an address on one of its
+        own subnets (networks and links), as the kernel requires."""
+        wanted: list[tuple[tuple[Any, ...], IPv4Net, IPv4Addr]] = [
+            (("hosts", host_name, "routes", i), r.to, r.via) for i, r in enumerate(host.routes)
+        ]
+        if isinstance(host.default, IPv4Addr):
+            wanted.append((("hosts", host_name, "default"), IPv4Net("0.0.0.0/0"), host.default))
+        routes: list[Route] = []
+        for loc, to, via in wanted:
+            on = [i for i in interfaces if via in i.address.network]
+            if not on:
+                subnets = ", ".join(str(i.address.network) for i in interfaces) or "none"
+                self.out.add(loc, f"gateway {via} is on none of the host's subnets ({subnets})")
+            elif any(via == i.address.ip for i in on):
+                self.out.add(loc, f"gateway {via} is the host's own address")
+            else:
+                routes.append(Route(to, via))
+        return tuple(routes)
 
     def _network_interfaces(self, host_name: str, host: HostSpec) -> tuple[list[Interface], IPv4Addr | None]:
         """The host's interfaces on networks, and its gateway: that of its first network that is not internal."""
@@ -304,17 +332,47 @@ class _Resolution:
                 continue
             net = self.networks[net_name]
             ifname = f"eth{idx}"
+            written = host.interface(net_name)
             interfaces.append(
                 Interface(
                     name=ifname,
                     address=ipaddress.IPv4Interface(f"{ip}/{net.subnet.prefixlen}"),
                     network=net_name,
                     host_veth=host_veth_name(self.lab, host_name, ifname),
+                    mtu=written.mtu or host.mtu or self.spec.networks[net_name].mtu,
+                    mac=written.mac,
                 )
             )
             if gateway is None and not net.internal:
                 gateway = net.gateway.ip
         return interfaces, gateway
+
+
+def resolve_all(
+    spec: LabSpec,
+    source: SourceMap | None = None,
+    file: str = "",
+    occupied: Iterable[Occupied] = (),
+    previous: Mapping[str, Any] | None = None,
+) -> tuple[Lab, list[Problem]]:
+    """Resolve as far as it goes: the lab made of what resolved, and every problem found on the way (the
+    later checks, features' and the machine's, run on that lab too, so one run reports them all)."""
+    out = _Collector(source or SourceMap(), file)
+    resolution = _Resolution(spec, out, occupied, previous or {})
+    resolution.check_names()
+    resolution.resolve_networks()
+    resolution.assign_addresses()
+    resolution.resolve_links()
+    hosts = resolution.build_hosts()
+    lab = Lab(
+        name=spec.name,
+        source=file,
+        networks=resolution.networks,
+        hosts=hosts,
+        links=tuple(resolution.links),
+        spec=spec,
+    )
+    return lab, out.problems
 
 
 def resolve(
@@ -329,20 +387,7 @@ def resolve(
     ``previous`` is :meth:`Lab.allocations` of the lab as it is up now, so that an edit keeps the subnets
     and addresses that are still valid (a converging ``up`` then leaves those hosts alone).
     """
-    out = _Collector(source or SourceMap(), file)
-    resolution = _Resolution(spec, out, occupied, previous or {})
-    resolution.check_names()
-    resolution.resolve_networks()
-    resolution.assign_addresses()
-    resolution.resolve_links()
-    hosts = resolution.build_hosts()
-    if out.problems:
-        raise ResolveError(out.problems)
-    return Lab(
-        name=spec.name,
-        source=file,
-        networks=resolution.networks,
-        hosts=hosts,
-        links=tuple(resolution.links),
-        spec=spec,
-    )
+    lab, problems = resolve_all(spec, source, file, occupied, previous)
+    if problems:
+        raise ResolveError(problems)
+    return lab

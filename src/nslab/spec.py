@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -34,6 +35,7 @@ from .errors import Problem, SpecError
 #: line marks.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_*-]+)+$")
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 OBJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -42,11 +44,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: An interface MTU: 68 (IPv4's minimum) to 65535.
+Mtu = Annotated[int, Field(ge=68, le=65535)]
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
 class NetworkSpec(_Strict):
     """A bridge on the machine that hosts attach to."""
 
     subnet: ipaddress.IPv4Network | None = None
     internal: bool = False
+    mtu: Mtu | None = None  # of every interface on it (unless the host or interface says otherwise)
 
     @field_validator("subnet", mode="before")
     @classmethod
@@ -127,18 +135,107 @@ class ImpairSpec(_Strict):
         return bool(self.loss or self.rate or self.delay or self.jitter)
 
 
-class HostSpec(_Strict):
-    """A named network namespace with interfaces on networks and links."""
+def _ip_list(value: Any) -> Any:
+    """A list of IPv4 or IPv6 addresses, each bad entry one problem (not one per address family)."""
+    if not isinstance(value, list):
+        return value
+    out: list[Any] = []
+    for item in value:
+        try:
+            out.append(ipaddress.ip_address(item) if isinstance(item, str) else item)
+        except ValueError:
+            raise ValueError(f"'{item}' is not an IPv4 or IPv6 address") from None
+    for item in out:
+        if not isinstance(item, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            raise ValueError(f"{item!r} is not an IPv4 or IPv6 address")
+    return out
 
-    # Written as a list of names or a map name -> fixed address; stored as the map, in file order.
-    networks: dict[str, ipaddress.IPv4Address | None] = Field(default_factory=dict)
-    publish: list[str] = Field(default_factory=list)
-    hostname: str | None = None
+
+class _WithDns(_Strict):
+    """``dns:`` and ``dns_search:``, written for the whole lab or per host."""
+
     dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
     dns_search: list[str] | None = None
+
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _dns_addresses(cls, value: Any) -> Any:
+        return _ip_list(value)
+
+
+class InterfaceSpec(_Strict):
+    """A host's interface on a network, in the long form: ``{address: ..., mac: ..., mtu: ...}``."""
+
+    address: ipaddress.IPv4Address | None = None
+    mac: str | None = None
+    mtu: Mtu | None = None
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _unicast_mac(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        mac = value.lower()
+        if not MAC.fullmatch(mac):
+            raise ValueError(f"'{value}' is not a MAC address (six hex pairs: 02:00:00:00:00:01)")
+        if int(mac[:2], 16) & 1:
+            raise ValueError(f"{value} is a multicast MAC address (the first byte must be even)")
+        return mac
+
+
+class RouteSpec(_Strict):
+    """``{to: CIDR, via: ADDRESS}``: a static route inside the host."""
+
+    to: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+
+
+class HostSpec(_WithDns):
+    """A named network namespace with interfaces on networks and links."""
+
+    # Written as a list of names or a map name -> fixed address (or the long form); stored as the map, in
+    # file order.
+    networks: dict[str, ipaddress.IPv4Address | InterfaceSpec | None] = Field(default_factory=dict)
+    publish: list[str] = Field(default_factory=list)
+    hostname: str | None = None
     run: str | list[str] = Field(default_factory=list)
     restart: RestartPolicy = "on-failure"
     impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # interface -> impairment
+    mtu: Mtu | None = None  # of the host's network interfaces (over the network's)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    #: ``none``: no default route; an address: the default route via it; unset: the first network's gateway
+    default: Literal["none"] | ipaddress.IPv4Address | None = None
+    #: net.* sysctls written inside the host's namespace (e.g. ``net.ipv4.ip_forward: 1``)
+    sysctls: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _none_or_address(cls, value: Any) -> Any:
+        if value is None or value == "none" or not isinstance(value, str):
+            return value
+        try:
+            return ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(f"'{value}' is neither none nor an IPv4 address") from None
+
+    @field_validator("sysctls", mode="before")
+    @classmethod
+    def _net_sysctls(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, str] = {}
+        for key, setting in value.items():
+            if not isinstance(key, str) or not SYSCTL_KEY.fullmatch(key):
+                raise ValueError(f"'{key}': only net.* sysctls belong to a host's namespace (net.ipv4.ip_forward)")
+            if isinstance(setting, bool) or not isinstance(setting, str | int):
+                raise ValueError(f"{key}: give a number or a string, not {setting!r}")
+            out[key] = str(setting)
+        return out
+
+    def interface(self, network: str) -> InterfaceSpec:
+        """The long form of the host's interface on ``network``."""
+        written = self.networks.get(network)
+        return written if isinstance(written, InterfaceSpec) else InterfaceSpec(address=written)
 
     @field_validator("networks", mode="before")
     @classmethod
@@ -152,6 +249,13 @@ class HostSpec(_Strict):
                 raise ValueError("a network is listed twice")
             return {name: None for name in value}
         return value
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _commands(cls, value: Any) -> Any:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return value
+        raise ValueError("a command (text) or a list of commands")
 
     @field_validator("restart", mode="before")
     @classmethod
@@ -176,15 +280,13 @@ class LinkSpec(_Strict):
         return value
 
 
-class LabSpec(_Strict):
+class LabSpec(_WithDns):
     """The whole lab file."""
 
     name: str
     networks: dict[str, NetworkSpec] = Field(default_factory=dict)
     hosts: dict[str, HostSpec] = Field(default_factory=dict)
     links: list[LinkSpec] = Field(default_factory=list)
-    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
-    dns_search: list[str] | None = None
     partitions: list[tuple[str, str]] = Field(default_factory=list)  # hosts or networks cut from each other
 
     @field_validator("name")
@@ -218,6 +320,13 @@ class SourceMap:
 
     def __init__(self, lines: dict[tuple[Any, ...], int] | None = None):
         self._lines = lines or {}
+
+    def alias(self, written: tuple[Any, ...], made: tuple[Any, ...]) -> None:
+        """Lines of what was written under ``written`` also answer for ``made`` (hosts made by ``count:``)."""
+        n = len(written)
+        for path, line in list(self._lines.items()):
+            if path[:n] == written:
+                self._lines.setdefault(made + path[n:], line)
 
     def line(self, path: tuple[Any, ...]) -> int | None:
         # Walk up until some ancestor has a line: a missing field is reported at its parent.
@@ -261,17 +370,33 @@ def field_path(loc: tuple[Any, ...]) -> str:
 
 
 # pydantic reports which branch of a union failed; users only need the data path.
-_UNION_BRANCHES = {"str", "IPv4Address", "IPv6Address", "LinkSpec"}
+_UNION_BRANCHES = {"str", "IPv4Address", "IPv6Address", "LinkSpec", "InterfaceSpec", "literal['none']"}
 
 
 def _data_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_BRANCHES or "[" in p)))
 
 
+_SCALAR_TYPES = {"ip_v4_address", "ip_v6_address", "string_type", "literal_error"}
+
+
+def _wrong_branch(err: Any, errors: list[Any]) -> bool:
+    """A branch of a union (``lan: ADDRESS`` or ``lan: {address: ...}``) that does not fit what was written
+    (a scalar branch given a mapping, a mapping branch given a scalar), when another branch has its own say."""
+    given_map = isinstance(err.get("input"), dict)
+    if not ((err["type"] == "model_type" and not given_map) or (err["type"] in _SCALAR_TYPES and given_map)):
+        return False
+    loc = _data_loc(tuple(err["loc"]))
+    return any(o is not err and _data_loc(tuple(o["loc"]))[: len(loc)] == loc for o in errors)
+
+
 def _problems_from_validation(exc: ValidationError, source: SourceMap, file: str) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
+        if _wrong_branch(err, errors):
+            continue
         loc = _data_loc(tuple(err["loc"]))
         message = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -289,8 +414,8 @@ def _problems_from_validation(exc: ValidationError, source: SourceMap, file: str
     return problems
 
 
-def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
-    """Parse lab-file text; raise :class:`SpecError` with every problem found."""
+def _read_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+    """The data and its source map; a YAML syntax error, or a document that is not a mapping, alone."""
     loader = _LOADER(text)  # parsed once: the node tree gives the lines, the same tree the data
     try:
         node = loader.get_single_node()
@@ -302,20 +427,220 @@ def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
         raise SpecError([Problem(f"invalid YAML: {reason}", "", file, line)]) from None
     finally:
         loader.dispose()
-    source = SourceMap.from_node(node)
     if not isinstance(data, dict):
         raise SpecError([Problem("a lab file is a mapping with at least 'name:'", "", file, 1)])
+    return data, SourceMap.from_node(node)
+
+
+#: What stands for a missing or invalid lab name while the rest of a faulty file is still checked.
+PLACEHOLDER_NAME = "lab"
+
+
+def _prune(data: dict[str, Any], loc: tuple[Any, ...], dropped_links: set[int]) -> None:
+    """Remove the part of ``data`` a schema problem at ``loc`` is about, so that the rest can be validated:
+    a host's or network's field goes (the entry stays, so references to it hold), a bad link goes."""
+    head = loc[0] if loc else None
+    if head in ("hosts", "networks") and len(loc) >= 2 and isinstance(data.get(head), dict):
+        entries = data[head]
+        entry = entries.get(loc[1])
+        if len(loc) >= 4 and loc[2] == "networks" and isinstance(entry, dict) and isinstance(entry.get(loc[2]), dict):
+            entry[loc[2]][loc[3]] = None  # a bad fixed address: the host still gets one
+        elif len(loc) >= 3 and isinstance(entry, dict):
+            entry.pop(loc[2], None)
+        elif loc[1] in entries:
+            entries[loc[1]] = {}
+    elif head == "links" and len(loc) >= 2 and isinstance(loc[1], int):
+        dropped_links.add(loc[1])
+    elif head == "name":
+        data["name"] = PLACEHOLDER_NAME
+    elif head is not None:
+        data.pop(head, None)
+
+
+def _partial(data: dict[str, Any], errors: list[tuple[Any, ...]]) -> tuple[LabSpec | None, dict[int, int]]:
+    """The lab without the parts that have schema problems, and the new -> written index of each kept link."""
+    import copy
+
+    data = copy.deepcopy(data)
+    data.setdefault("name", PLACEHOLDER_NAME)
+    dropped: set[int] = set()
+    for loc in errors:
+        _prune(data, loc, dropped)
+    links = data.get("links")
+    kept = [i for i in range(len(links))] if isinstance(links, list) else []
+    if isinstance(links, list):
+        kept = [i for i in kept if i not in dropped]
+        data["links"] = [links[i] for i in kept]
     try:
-        return LabSpec.model_validate(data), source
+        partial = LabSpec.model_validate(data)
+    except ValidationError:
+        return None, {}
+    return partial, dict(enumerate(kept))
+
+
+class Parsed:
+    """A lab file read as far as it goes: the spec (without the parts that have schema problems), its source
+    map, the schema problems, and where each kept link was written (``links[i]`` of the spec -> of the file)."""
+
+    __slots__ = ("spec", "source", "problems", "link_index")
+
+    def __init__(
+        self, spec: LabSpec | None, source: SourceMap, problems: list[Problem], link_index: dict[int, int]
+    ) -> None:
+        self.spec, self.source, self.problems, self.link_index = spec, source, problems, link_index
+
+    def relocate(self, problem: Problem) -> Problem:
+        """A problem found in the partial spec, with its link index as written in the file."""
+        match = _LINK_FIELD.match(problem.field)
+        if not match or not self.link_index:
+            return problem
+        written = self.link_index.get(int(match.group(1)), int(match.group(1)))
+        rest = tuple(int(i) if i else key for key, i in _PATH_PART.findall(match.group(2)))
+        line = self.source.line(("links", written, *rest))
+        return Problem(problem.message, f"links[{written}]{match.group(2)}", problem.file, line)
+
+
+_LINK_FIELD = re.compile(r"^links\[(\d+)\](.*)$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def substitute(text: str, file: str, environ: Mapping[str, str] | None = None) -> tuple[str, list[Problem]]:
+    """``${VAR}`` and ``${VAR:-default}`` (default when unset or empty; ``${VAR-default}``: when unset) from the
+    environment, ``$$`` for a literal ``$``; comment lines are left alone. An unset variable without a default
+    is a problem at its line."""
+    import os
+
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if "$" not in line or line.lstrip().startswith("#"):
+            continue
+
+        def value(match: re.Match[str], number: int = number) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            found = env.get(name)
+            if found is None or (found == "" and ":-" in match.group(0)):
+                if default is None:
+                    problems.append(Problem(f"variable {name} is not set (give it a default: ${{{name}:-...}})",
+                                            "", file, number))
+                    return ""
+                return default
+            return found
+
+        lines[number - 1] = _VARIABLE.sub(value, line)
+    return "\n".join(lines), problems
+
+
+def _without_extensions(data: Any) -> Any:
+    """Every ``x-`` key dropped, at any depth (they hold YAML anchors for defaults)."""
+    if isinstance(data, dict):
+        return {k: _without_extensions(v) for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    if isinstance(data, list):
+        return [_without_extensions(v) for v in data]
+    return data
+
+
+def _numbered(value: Any, i: int) -> Any:
+    """``{i}`` replaced by ``i`` in every string (and map key) of a host's definition."""
+    if isinstance(value, str):
+        return value.replace("{i}", str(i))
+    if isinstance(value, dict):
+        return {_numbered(k, i): _numbered(v, i) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbered(v, i) for v in value]
+    return value
+
+
+#: At most this many hosts from one ``count:``.
+MAX_COUNT = 4096
+
+
+def _expand_counts(data: dict[str, Any], source: SourceMap, file: str) -> list[Problem]:
+    """Each host with ``count: N`` becomes NAME1..NAMEN (in its place, same fields, ``{i}`` numbered)."""
+    hosts = data.get("hosts")
+    if not isinstance(hosts, dict) or not any(isinstance(h, dict) and "count" in h for h in hosts.values()):
+        return []
+    problems: list[Problem] = []
+    expanded: dict[Any, Any] = {}
+    for name, host in hosts.items():
+        if not (isinstance(host, dict) and "count" in host):
+            expanded[name] = host
+            continue
+        count = host["count"]
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            loc = ("hosts", name, "count")
+            problems.append(Problem(f"count must be a whole number from 1 to {MAX_COUNT}, not {count!r}",
+                                    field_path(loc), file, source.line(loc)))
+            count = 1
+        body = {k: v for k, v in host.items() if k != "count"}
+        for i in range(1, count + 1):
+            expanded[f"{name}{i}"] = _numbered(body, i)
+            source.alias(("hosts", name), ("hosts", f"{name}{i}"))
+    data["hosts"] = expanded
+    return problems
+
+
+def parse_all(text: str, file: str = "<string>", environ: Mapping[str, str] | None = None) -> Parsed:
+    """Parse lab-file text, going on past schema problems: every one is in ``problems``, and ``spec`` is the
+    rest of the file (None only when nothing could be kept), for the later stages to check too. Before the
+    schema: ``${VAR}`` substitution from ``environ`` (default: the environment), ``x-`` keys dropped, hosts
+    with ``count:`` expanded. A YAML syntax error, or a document that is not a mapping, raises
+    :class:`SpecError` (nothing to go on with)."""
+    text, early = substitute(text, file, environ)
+    data, source = _read_yaml(text, file)
+    data = _without_extensions(data)
+    early += _expand_counts(data, source, file)
+    try:
+        spec = LabSpec.model_validate(data)
+        return Parsed(spec, source, early, {})
     except ValidationError as exc:
-        raise SpecError(_problems_from_validation(exc, source, file)) from None
+        # a line whose variable is unset is reported once, as that
+        unset = {p.line for p in early if p.message.startswith("variable ")}
+        problems = early + [p for p in _problems_from_validation(exc, source, file) if p.line not in unset]
+        partial, link_index = _partial(data, [_data_loc(tuple(e["loc"])) for e in exc.errors()])
+        return Parsed(partial, source, problems, link_index)
+
+
+def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
+    """Parse lab-file text; raise :class:`SpecError` with every schema problem found."""
+    parsed = parse_all(text, file)
+    if parsed.problems or parsed.spec is None:
+        raise SpecError(parsed.problems)
+    return parsed.spec, parsed.source
+
+
+def read(path: str | Path) -> str:
+    """The text of a lab file (``-`` is standard input)."""
+    if str(path) == "-":
+        import sys
+
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", str(path))]) from None
+
+
+def name_of(path: str | Path) -> str:
+    """The lab name a lab file gives (``${VAR}`` substituted), without checking the rest of the file."""
+    file = str(path)
+    text, problems = substitute(read(path), file)
+    data, source = _read_yaml(text, file)
+    name = data.get("name")
+    if not isinstance(name, str) or not LAB_NAME.fullmatch(name):
+        problems.append(Problem("no valid lab name here", "name", file, source.line(("name",))))
+    if problems:
+        raise SpecError(problems)
+    assert isinstance(name, str)
+    return name
 
 
 def load(path: str | Path) -> tuple[LabSpec, SourceMap]:
     """Read and parse a lab file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", str(path))]) from None
-    return parse(text, str(path))
+    return parse(read(path), str(path))

@@ -89,9 +89,13 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                         "network": i.network,
                         "host_veth": i.host_veth,
                         "link": i.link,
+                        **({"mtu": i.mtu} if i.mtu else {}),
+                        **({"mac": i.mac} if i.mac else {}),
                     }
                     for i in h.interfaces
                 ],
+                **({"routes": [[str(r.to), str(r.via)] for r in h.routes]} if h.routes else {}),
+                **({"sysctls": [list(kv) for kv in h.sysctls]} if h.sysctls else {}),
             }
             for h in lab.hosts.values()
         },
@@ -113,7 +117,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
 def lab_from_dict(data: dict[str, Any]) -> Lab:
     import ipaddress
 
-    from .model import Host, Interface, Lab, Link, Network
+    from .model import Host, Interface, Lab, Link, Network, Route
 
     iface = ipaddress.IPv4Interface
     return Lab(
@@ -142,9 +146,14 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                         network=i["network"],
                         host_veth=i["host_veth"],
                         link=i["link"],
+                        mtu=i.get("mtu"),
+                        mac=i.get("mac"),
                     )
                     for i in h["interfaces"]
                 ),
+                routes=tuple(Route(ipaddress.IPv4Network(to), ipaddress.IPv4Address(via))
+                             for to, via in h.get("routes", ())),
+                sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
             )
             for name, h in data["hosts"].items()
         },

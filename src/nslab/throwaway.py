@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import linux, naming, nsenter, paths, state
 from .drivers import files, procfs
-from .errors import NslabError, TargetError
+from .errors import CommandError, NslabError, Problem, ResolveError, SpecError, TargetError
 
 if TYPE_CHECKING:
     from .targets import Target
@@ -102,10 +102,25 @@ class Throwaway:
             self._write_owner()
         doc = lab_document(self.name, self.network, self.publish, self.dns)
         self.is_up = True  # from here on down() must run, even if up() fails half-way
-        lab = Lab.from_text(json.dumps(doc), f"<nslab run {self.name}>")
-        lab.path = ""  # not a file: no source to clash with
-        lab.up()
+        try:
+            lab = Lab.from_text(json.dumps(doc), f"<nslab run {self.name}>")
+            lab.path = ""  # not a file: no source to clash with
+            lab.up()
+        except (SpecError, ResolveError) as exc:
+            raise ResolveError([self._as_option(p) for p in exc.problems]) from None
         self._write_owner()  # up() may have replaced the directory's contents
+
+    def _as_option(self, problem: Problem) -> Problem:
+        """A problem of the one-host lab, told in ``run``'s terms: the option it comes from, no lab file."""
+        field = problem.field
+        if field.startswith(f"hosts.{HOST}.publish[") and field.endswith("]"):
+            index = int(field[len(f"hosts.{HOST}.publish["):-1])
+            field = f"-p {self.publish[index]}" if index < len(self.publish) else "-p"
+        elif ".dns" in f".{field}":
+            field = "--dns"
+        else:
+            field = ""
+        return Problem(problem.message, field)
 
     def _write_owner(self) -> None:
         owner = {"pid": os.getpid(), "start": procfs.start_time(os.getpid())}
@@ -140,7 +155,9 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
 
     def on_signal(signum: int, _frame: object) -> None:
         pending.append(signum)
-        if child and signum != signal.SIGINT:  # Ctrl-C reaches the child through the terminal already
+        # Ctrl-C typed on a terminal reaches the child itself (same process group); any other SIGINT (kill -INT
+        # of nslab) is forwarded like SIGTERM and SIGHUP
+        if child and (signum != signal.SIGINT or not os.isatty(0)):
             try:
                 os.kill(child, signum)
             except ProcessLookupError:
@@ -161,6 +178,8 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
         report = os.read(read_end, 4096)
         os.close(read_end)
         _, status = os.waitpid(child, 0)
+        if report.startswith(b"errno:"):
+            raise CommandError(argv[0], int(report[6:]))
         if report:
             raise TargetError(report.decode(errors="replace"))
         return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
@@ -178,12 +197,10 @@ def _child(target: Target, argv: list[str], read_end: int, write_end: int, handl
             signal.signal(sig, handler)
         nsenter.enter_target(target)
         os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        message = f"command not found: {argv[0]}"
     except NslabError as exc:
         message = str(exc)
     except OSError as exc:
-        message = f"cannot run {argv[0]}: {exc.strerror}"
+        message = f"errno:{exc.errno}"  # run_cli raises CommandError (exit 127 or 126)
     finally:
         try:
             os.write(write_end, message.encode())

@@ -190,9 +190,11 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     ]
     for position, i in enumerate(i for i in h.interfaces if i.network):
         bridge = lab.networks[i.network].bridge if i.network else ""
+        mac = f" address {i.mac}" if i.mac else ""
+        mtu = f" mtu {i.mtu}" if i.mtu else ""
         out += [
-            f"ip -n {ns} link add {i.name} index {port_index(position)} group {LINK_GROUP} type veth "
-            f"peer name {i.host_veth} group {LINK_GROUP} netns {MACHINE_NETNS}",
+            f"ip -n {ns} link add {i.name} index {port_index(position)}{mac}{mtu} group {LINK_GROUP} type veth "
+            f"peer name {i.host_veth}{mtu} group {LINK_GROUP} netns {MACHINE_NETNS}",
             f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
             f"ip -n {ns} link set {i.name} up",
         ]
@@ -202,6 +204,65 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     if h.gateway:
         out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
     return out
+
+
+class ConfigureHosts(Action):
+    """What a host holds beyond its interfaces, once its links exist (a route may go through one): its
+    ``sysctls:`` written inside its namespace, then its static ``routes:``. The inverse deletes the routes and
+    writes the former sysctl values back."""
+
+    hosts: tuple[Host, ...]
+    former: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())  # namespace -> former values (inverse)
+
+    def commands(self) -> list[str]:
+        out: list[str] = []
+        for h in self.hosts:
+            out += [f"ip netns exec {h.namespace} sysctl -qw {key}={value}" for key, value in h.sysctls]
+            out += [f"ip -n {h.namespace} route add {r.to} via {r.via} proto static" for r in h.routes]
+        return out
+
+    def summary(self) -> str:
+        return f"configure {len(self.hosts)} host(s) (sysctls, routes)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        done: list[tuple[str, tuple[str, ...]]] = []
+        try:
+            for h in self.hosts:
+                former = drivers.kernel.configure_host(h.namespace, list(h.routes), list(h.sysctls))
+                done.append((h.namespace, tuple(former)))
+        except BaseException:
+            UnconfigureHosts(self.hosts[: len(done)], tuple(done)).apply(drivers)
+            raise
+        return UnconfigureHosts(self.hosts, tuple(done))
+
+
+class UnconfigureHosts(Action):
+    """The inverse of :class:`ConfigureHosts`: its routes deleted, the sysctls it wrote set back."""
+
+    hosts: tuple[Host, ...]
+    former: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def commands(self) -> list[str]:
+        out: list[str] = []
+        values = dict(self.former)
+        for h in self.hosts:
+            out += [f"ip -n {h.namespace} route del {r.to} via {r.via}" for r in h.routes]
+            out += [f"ip netns exec {h.namespace} sysctl -qw {k}={v}" for k, v in _restore(h, values)]
+        return out
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        values = dict(self.former)
+        failures: list[str] = []
+        for h in self.hosts:
+            failures += drivers.kernel.unconfigure_host(h.namespace, list(h.routes), _restore(h, values))
+        _raise_on(failures)
+        return None
+
+
+def _restore(host: Host, former: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """The host's sysctls with the values they had before :class:`ConfigureHosts` (those it got to write)."""
+    before = former.get(host.namespace, ())
+    return [(key, before[i]) for i, (key, _) in enumerate(host.sysctls) if i < len(before)]
 
 
 def port_index(position: int) -> int:
@@ -273,7 +334,8 @@ def _host_identity(host: Host | None) -> object:
     which are replaced on their own."""
     if host is None:
         return None
-    return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network))
+    return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network),
+            host.routes, host.sysctls)
 
 
 def _link_key(link: Link) -> tuple[str, str, str, str]:
@@ -363,6 +425,10 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
         actions.append(AddHosts(desired, hosts, stale))
     if changes.links_to_add:
         actions.append(AddLinks(desired, tuple(changes.links_to_add)))
+    configured = tuple(h for name, h in desired.hosts.items()
+                       if name in changes.hosts_to_add and (h.routes or h.sysctls))
+    if configured:
+        actions.append(ConfigureHosts(configured))
     return Plan(actions)
 
 

@@ -142,7 +142,8 @@ def test_bad_input_exits_2_and_touches_nothing(host, tmp_path):
     result = nslab("up", "-f", str(bad), check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == [
+    assert lines == [  # the schema problem and the reference problem, in one run (issue 13)
+        f"nslab: {bad}:3: hosts.a.networks.nope: unknown network 'nope' (networks: none defined)",
         f"nslab: {bad}:4: hosts.b.colour: unknown key 'colour'",
     ]
     assert "Traceback" not in result.stderr
@@ -156,12 +157,12 @@ def test_bad_input_exits_2_and_touches_nothing(host, tmp_path):
     assert nslab("up", "-f", str(tmp_path / "missing.yaml"), check=False).returncode == 2
 
 
-def test_failure_half_way_rolls_back_and_leaves_foreign_namespace(host, lab_file):
-    sh("ip netns add demo-db")  # not ours: up must fail cleanly, not take it over
+def test_foreign_namespace_is_a_conflict_before_any_change(host, lab_file):
+    sh("ip netns add demo-db")  # not ours: up must refuse before changing anything (issue 13), not take it over
     before_links = machine_links()
     result = nslab("up", "-f", str(lab_file), check=False)
-    assert result.returncode == 1
-    assert "demo-db already exists" in result.stderr and "rolled back" in result.stderr
+    assert result.returncode == 2
+    assert "hosts.db: namespace 'demo-db' already exists" in result.stderr and "rolled back" not in result.stderr
     assert netns_names() == ["demo-db", "wan"]
     assert machine_links() == before_links
     assert not os.path.exists("/run/nslab/demo")
@@ -198,7 +199,7 @@ def test_not_root_gets_one_clear_line(host, lab_file):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "nslab: nslab needs root for this (it creates namespaces): run it with sudo"
+        "nslab: nslab needs root for this (up creates namespaces, links and firewall rules): run it with sudo"
     ]
 
 

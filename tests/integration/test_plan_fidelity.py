@@ -35,25 +35,30 @@ from sandbox import PRIVATE_DIRS, WAN, ThrowawayHost
 NSLAB = str(Path(sys.executable).parent / "nslab")
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
-# A NAT network, an internal network, a published port, a point-to-point link and a hostname; no `run:`,
-# so no supervisor is involved and the dry-run is the whole change.
+# A NAT network, an internal network (with an MTU), a published port, a point-to-point link, a hostname, a
+# static route, a chosen MAC address and MTU, a sysctl inside a host; no `run:`, so no supervisor is involved
+# and the dry-run is the whole change.
 FIDELITY_LAB = """\
 name: fid
 networks:
-  front: {}
-  secure: {internal: true}
+  front: {subnet: 10.61.0.0/24}
+  secure: {internal: true, mtu: 9000}
 hosts:
   web:
-    networks: [front]
+    networks: {front: {mac: "02:aa:00:00:00:01", mtu: 1400}}
     publish: ["6000:8080"]
+    routes: [{to: 10.99.0.0/16, via: 10.61.0.1}]
   db:
     networks: [secure]
     hostname: database
   peer:
     networks: [front]
+    sysctls: {net.ipv4.ip_forward: 1}
 links:
   - [peer, db]
 """
+#: MAC addresses the lab file chooses start with this; the others are random and left out of the snapshot.
+CHOSEN_MAC = "02:aa:"
 
 # An internal-only lab with a service, and the same lab grown by a NAT network (which needs ip_forward).
 KEPT_LAB = """\
@@ -165,7 +170,10 @@ def link_lines(namespace: str | None) -> list[str]:
             f"alias={link.get('ifalias', '-')}",
             f"addrgenmode={link.get('inet6_addr_gen_mode', '-')}",
             "up" if "UP" in link.get("flags", []) else "down",
+            f"mtu={link.get('mtu')}",
         ]
+        if str(link.get("address", "")).startswith(CHOSEN_MAC):
+            fields.append(f"mac={link['address']}")
         if info.get("info_slave_kind") == "bridge":
             fields.append(f"hairpin={'on' if info.get('info_slave_data', {}).get('hairpin') else 'off'}")
         lines.append(" ".join(fields))
@@ -388,6 +396,11 @@ def test_the_dry_run_is_the_change(tmp_path):
         if sorted(os.listdir("/run/netns")) != [WAN]:
             problems.append(f"`nslab down` left namespaces: {sorted(os.listdir('/run/netns'))}")
 
+    made = json.dumps(by_up)
+    wanted = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
+    problems += [f"`nslab up` made no {expected!r}" for expected in wanted if expected not in made]
+    if "net.ipv4.ip_forward=1" not in by_up.get("netns fid-peer: sysctls", []):
+        problems.append("ip_forward is not 1 inside host peer")
     differences = diff(by_script, by_up, "the dry-run script", "nslab up")
     if differences:
         problems.append(f"what the dry-run script made differs from what `nslab up` made:\n{differences}")

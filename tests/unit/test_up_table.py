@@ -1,4 +1,5 @@
-"""The summary `nslab up` prints: a rich table for small labs, plain aligned columns for big ones."""
+"""What `nslab up` and `status` print: one plain table style whatever the size; piped, whole rows that name
+their host (greppable), no box drawing; on a terminal, lines cut to its width unless --wide."""
 
 from __future__ import annotations
 
@@ -11,18 +12,53 @@ def _lab(hosts: int):
     return Lab.from_text(f"name: t\nnetworks:\n  lan: {{subnet: 10.60.0.0/16}}\nhosts:\n{body}  solo: {{}}\n").resolve()
 
 
-def test_big_lab_is_printed_as_plain_columns(capsys):
-    render.up_table(_lab(render.PLAIN_ROWS + 10), changed=True)
+def test_any_lab_is_printed_as_plain_columns(capsys):
+    render.up_table(_lab(300), changed=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "lab t"
     assert lines[1].split() == ["host", "namespace", "interface", "address", "on"]
-    assert lines[3].split() == ["h1", "t-h1", "eth0", "10.60.0.2/16", "network", "lan"]
-    assert lines[-1].split() == ["solo", "t-solo", "lo", "127.0.0.1/8", "(loopback", "only)"]
-    assert len(lines) == 3 + render.PLAIN_ROWS + 11
-    assert len({line.index("t-h") for line in lines[3:-1]}) == 1  # aligned
+    assert lines[2].split() == ["h1", "t-h1", "eth0", "10.60.0.2/16", "lan"]  # one word per column: awk
+    assert lines[-1].split() == ["solo", "t-solo", "lo", "127.0.0.1/8", "loopback-only"]
+    assert len(lines) == 2 + 301
+    assert len({line.index("t-h") for line in lines[2:-1]}) == 1  # aligned
+    assert not any(c in "".join(lines) for c in "│┃━─┏╭")  # no box drawing
 
 
-def test_small_lab_keeps_the_rich_table(capsys):
+def test_small_lab_same_style(capsys):
     render.up_table(_lab(2), changed=False)
     out = capsys.readouterr().out
-    assert "lab t (already up to date)" in out and "t-h2" in out and "(loopback only)" in out
+    assert out.splitlines()[0] == "lab t (already up to date)" and "t-h2" in out and "loopback-only" in out
+
+
+def test_terminal_cuts_lines_unless_wide():
+    rows = [["a", "x" * 300]]
+    cut = render.plain_table("", ("h", "long"), rows, width=80)
+    assert max(len(line) for line in cut.splitlines()) == 80 and cut.splitlines()[1].endswith("…")
+    assert "x" * 300 in render.plain_table("", ("h", "long"), rows, width=None)
+
+
+def _doc(hosts: int):
+    def host(i: int):
+        return {"name": f"h{i}", "namespace": f"t-h{i}", "present": True, "routes": [
+            {"destination": "default", "gateway": "10.0.0.1", "device": "eth0"},
+            {"destination": "10.9.0.0/16", "gateway": "10.1.0.1", "device": "eth1"}],
+            "interfaces": [{"name": n, "up": True, "addresses": [f"10.{k}.0.{i}/16"], "network": f"n{k}",
+                            "link_peer": None} for k, n in ((10, "eth10"), (2, "eth2"), (0, "eth0"))]}
+    return {"labs": [{"name": "t", "source": "/x.yaml", "networks": [], "hosts": [host(i) for i in range(300)]}]}
+
+
+def test_piped_status_of_300_hosts_is_greppable_whole(capsys):
+    render.status(_doc(300))  # capsys: stdout is not a terminal
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.split()[:1] == ["h123"]]
+    assert [r.split()[2] for r in rows] == ["eth0", "eth2", "eth10"]  # every row names its host; eth order
+    assert [r.split()[3:5] for r in rows][0] == ["n0", "10.0.0.123/16"]  # awk '{print $4, $5}': network, address
+    assert all("…" not in line for line in out.splitlines())
+    assert "default via 10.0.0.1, 10.9.0.0/16 via 10.1.0.1" in rows[0]
+    assert sum(1 for line in out.splitlines() if line[:1] == "h" and line.split()[0][1:].isdigit()) == 900
+
+
+def test_status_of_one_host(capsys):
+    render.status(_doc(3), host="h1")
+    out = capsys.readouterr().out
+    assert "t-h1" in out and "t-h2" not in out

@@ -1,46 +1,49 @@
-"""How results look on a terminal: rich tables and the progress bar. No logic, no kernel access.
+"""How results look: one table style (plain aligned columns, whatever the size) and the progress bar. No
+logic, no kernel access.
 
-rich is imported on first use (~35 ms): the summary of a big ``up`` is printed as plain aligned columns
-without it (a rich table of 1000 rows costs about a second to lay out).
+On a terminal, lines are cut to its width unless ``--wide``; piped, rows are whole, every row names its host,
+and nothing but text columns is printed, so ``grep``/``awk`` work on any lab. rich is only used for the
+progress bar on a terminal (imported then).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..model import Lab
 
-if TYPE_CHECKING:
-    from rich.console import Console
 
-#: Tables longer than this are printed as plain columns.
-PLAIN_ROWS = 40
-
-
-@functools.lru_cache(maxsize=1)
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console()
+def piped() -> bool:
+    """Output goes to a pipe or a file: whole rows, never truncated, nothing but text columns."""
+    return not sys.stdout.isatty()
 
 
-def _table(**kwargs: Any) -> Any:
-    from rich.table import Table
+def _width() -> int:
+    import shutil
 
-    return Table(**kwargs)
+    return shutil.get_terminal_size((120, 24)).columns
 
 
-def plain_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """``title`` and rows under ``header`` in columns padded to their widest cell (no wrapping)."""
+def plain_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
+    """``title`` and rows under ``header`` in columns padded to their widest cell, one line per row (no box
+    drawing, no wrapping). ``width``: cut each line to it (a terminal without ``--wide``); None: whole lines."""
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
-    lines = [title, fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*r) for r in rows]
-    return "\n".join(line.rstrip() for line in lines) + "\n"
+    lines = ([title] if title else []) + [fmt.format(*header)] + [fmt.format(*r) for r in rows]
+    lines = [line.rstrip() for line in lines]
+    if width is not None:
+        lines = [line if len(line) <= width else line[: width - 1] + "…" for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], wide: bool = False) -> None:
+    """The one table style of nslab, whatever the size: plain aligned columns. On a terminal, lines are cut to
+    its width unless ``wide``; piped, rows are whole (``grep``/``awk`` see every field)."""
+    sys.stdout.write(plain_table(title, header, rows, None if wide or piped() else _width()))
+    sys.stdout.flush()
 
 
 @contextlib.contextmanager
@@ -64,130 +67,130 @@ def progress(enabled: bool = True) -> Iterator[Callable[[int, int, str], None] |
         yield update
 
 
-def up_table(lab: Lab, changed: bool) -> None:
+def _where(lab: Lab, host: str, iface: Any) -> str:
+    if iface.network:
+        return str(iface.network)
+    link = lab.links[iface.link] if iface.link is not None else None
+    peer = (link.b if link and link.a == host else link.a) if link else "?"
+    return f"link:{peer}"
+
+
+def up_table(lab: Lab, changed: bool, wide: bool = False) -> None:
     title = f"lab {lab.name}" + ("" if changed else " (already up to date)")
-    header = ("host", "namespace", "interface", "address", "on")
+    header = ("host", "namespace", "interface", "address", "on")  # "on": a network, link:PEER or loopback-only
+    repeat = piped()  # piped, every row names its host: grep HOST shows all of it
     rows: list[tuple[str, str, str, str, str]] = []
     for host in lab.hosts.values():
         if not host.interfaces:
-            rows.append((host.name, host.namespace, "lo", "127.0.0.1/8", "(loopback only)"))
+            rows.append((host.name, host.namespace, "lo", "127.0.0.1/8", "loopback-only"))
         for n, iface in enumerate(host.interfaces):
-            if iface.network:
-                where = f"network {iface.network}"
-            else:
-                link = lab.links[iface.link] if iface.link is not None else None
-                peer = (link.b if link and link.a == host.name else link.a) if link else "?"
-                where = f"link to {peer}"
-            first = n == 0
+            first = n == 0 or repeat
             rows.append((host.name if first else "", host.namespace if first else "", iface.name,
-                         str(iface.address), where))
-    if len(rows) > PLAIN_ROWS:
-        sys.stdout.write(plain_table(title, header, rows))
-        sys.stdout.flush()
-        return
-    table = _table(title=title, title_justify="left")
-    for column in header:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    _console().print(table)
+                         str(iface.address), _where(lab, host.name, iface)))
+    table(title, header, rows, wide)
 
 
-def status(doc: dict[str, Any]) -> None:
+def changes(lines: Sequence[str]) -> None:
+    """What an ``up`` changed, one line each (``added host web1``...)."""
+    for line in lines:
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def warnings(lines: Sequence[str]) -> None:
+    for line in lines:
+        sys.stderr.write(f"warning: {line}\n")
+
+
+def _natural(name: str) -> tuple[str, int]:
+    """eth2 before eth10."""
+    stem = name.rstrip("0123456789")
+    return stem, int(name[len(stem):] or -1)
+
+
+def _routes(h: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{r['destination']} via {r['gateway']}" if r["gateway"] else f"{r['destination']} dev {r['device']}"
+        for r in h["routes"]
+    )
+
+
+def _interface_rows(h: dict[str, Any], repeat: bool) -> list[list[str]]:
+    if not h["present"]:
+        return [[h["name"], h["namespace"], "missing", "", "", ""]]
+    loopback_only = [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True, "network": None, "link_peer": None}]
+    ifaces = sorted(h["interfaces"], key=lambda i: _natural(i["name"])) or loopback_only
+    rows = []
+    for n, i in enumerate(ifaces):
+        first = n == 0 or repeat
+        on = i["network"] if i.get("network") else f"link:{i['link_peer']}" if i.get("link_peer") \
+            else "loopback-only" if i["name"] == "lo" else "-"
+        rows.append([h["name"] if first else "", h["namespace"] if first else "",
+                     i["name"] + ("" if i["up"] else " (down)"), on, " ".join(i["addresses"]),
+                     _routes(h) if first else ""])
+    return rows
+
+
+def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> None:
     if not doc["labs"]:
-        _console().print("no labs are up")
+        sys.stdout.write("no labs are up\n")
         return
+    repeat = piped()
     for lab in doc["labs"]:
-        _console().print(f"[bold]lab {lab['name']}[/bold]  ({lab['source'] or 'no file recorded'})")
-        if lab["networks"]:
-            nets = _table(box=None, padding=(0, 2))
-            for column in ("network", "bridge", "subnet", "gateway", "kind", "state"):
-                nets.add_column(column)
-            for n in lab["networks"]:
-                nets.add_row(n["name"], n["bridge"], n["subnet"], n["gateway"],
-                             "internal" if n["internal"] else "nat", "up" if n["present"] else "[red]missing[/red]")
-            _console().print(nets)
-        hosts = _table(box=None, padding=(0, 2))
-        for column in ("host", "namespace", "interface", "addresses", "routes"):
-            hosts.add_column(column)
-        for h in lab["hosts"]:
-            routes = "\n".join(
-                f"{r['destination']} via {r['gateway']}" if r["gateway"] else f"{r['destination']} dev {r['device']}"
-                for r in h["routes"]
-            )
-            if not h["present"]:
-                hosts.add_row(h["name"], h["namespace"], "[red]missing[/red]", "", "")
-                continue
-            loopback_only = [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True}]
-            ifaces = sorted(h["interfaces"], key=lambda i: i["name"]) or loopback_only
-            for n, i in enumerate(ifaces):
-                hosts.add_row(
-                    h["name"] if n == 0 else "",
-                    h["namespace"] if n == 0 else "",
-                    i["name"] + ("" if i["up"] else " (down)"),
-                    " ".join(i["addresses"]),
-                    routes if n == 0 else "",
-                )
-        _console().print(hosts)
-        _services(lab.get("hostsetup") or {})  # --- services (hostsetup) ---
-        _ports(lab.get("firewall") or {})  # --- published ports (firewall) ---
-        _faults(lab.get("faults") or {})  # --- impairments and partitions ---
-        _console().print()
+        sys.stdout.write(f"lab {lab['name']}  ({lab['source'] or 'no file recorded'})\n")
+        hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
+        if lab["networks"] and host is None:
+            table("", ("network", "bridge", "subnet", "gateway", "kind", "state"),
+                  [[n["name"], n["bridge"], n["subnet"], n["gateway"], "internal" if n["internal"] else "nat",
+                    "up" if n["present"] else "missing"] for n in lab["networks"]], wide)
+        rows = [row for h in hosts for row in _interface_rows(h, repeat)]
+        table("", ("host", "namespace", "interface", "on", "addresses", "routes"), rows, wide)
+        _services(lab.get("hostsetup") or {}, wide, host)  # --- services (hostsetup) ---
+        _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
+        _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
+        sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 # --- services (hostsetup feature) ----------------------------------------------------------------------
-def _services(doc: dict[str, Any]) -> None:
-    if not doc.get("services"):
+def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
+    services = [s for s in doc.get("services") or [] if host is None or s.get("host") == host]
+    if not services:
         return
     rows = []
-    for s in doc["services"]:
+    for s in services:
         state = s["state"]
         if state == "exited" and s.get("processes"):
             state += f" ({s['processes']} left)"
         rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
                      str(s["restarts"]), s["restart"], s["command"]])
-    header = ["service", "state", "pid", "exit", "restarts", "restart", "command"]
-    fixed = sum(max(len(r[i]) for r in [header, *rows]) + 2 for i in range(6)) + 2
-    room = max(12, _console().width - fixed)
-    table = _table(box=None, padding=(0, 1))
-    for column in header:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        color = "green" if row[1] == "running" else "yellow" if row[1] == "restarting" else "red"
-        command = row[6] if len(row[6]) <= room else row[6][: room - 1] + "…"
-        table.add_row(row[0], f"[{color}]{row[1]}[/{color}]", *row[2:6], command)
-    _console().print(table)
+    table("", ["service", "state", "pid", "exit", "restarts", "restart", "command"], rows, wide)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
-        _console().print("[red]the lab's supervisor is not running: services are not restarted[/red]")
+        sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")
 
 
 # --- published ports (firewall feature) ----------------------------------------------------------------
-def _ports(doc: dict[str, Any]) -> None:
-    if doc.get("ports"):
-        table = _table(box=None, padding=(0, 2))
-        for column in ("published", "proto", "host", "leads to"):
-            table.add_column(column, no_wrap=True)
-        for p in doc["ports"]:
-            where = "*" if p["host_ip"] == "0.0.0.0" else p["host_ip"]
-            table.add_row(f"{where}:{p['host_port']}", p["proto"], p["host"], p["to"])
-        _console().print(table)
+def _ports(doc: dict[str, Any], wide: bool, host: str | None) -> None:
+    ports = [p for p in doc.get("ports") or [] if host is None or p["host"] == host]
+    if ports:
+        rows = [["*" if p["host_ip"] == "0.0.0.0" else p["host_ip"], str(p["host_port"]), p["proto"], p["host"],
+                 p["to"]] for p in ports]
+        rows = [[f"{r[0]}:{r[1]}", *r[2:]] for r in rows]
+        table("", ("published", "proto", "host", "leads to"), rows, wide)
     for warning in doc.get("warnings", []):
-        _console().print(f"[yellow]warning:[/yellow] {warning}")
+        sys.stdout.write(f"warning: {warning}\n")
 
 
 # --- impairments and partitions (features/impair.py, features/partitions.py) ----------------------------
-def _faults(doc: dict[str, Any]) -> None:
+def _faults(doc: dict[str, Any], wide: bool, host: str | None) -> None:
     from ..features.impair import describe
 
-    rows = [["impair", f"{i['host']}:{i['interface']}", describe(i), i["source"]] for i in doc.get("impairments", [])]
-    rows += [["partition", f"{p['a']} | {p['b']}", "dropped both ways", p["source"]] for p in doc.get("partitions", [])]
+    rows = [["impair", f"{i['host']}:{i['interface']}", describe(i), i["source"]]
+            for i in doc.get("impairments", []) if host is None or i["host"] == host]
+    rows += [["partition", f"{p['a']} | {p['b']}", "dropped both ways", p["source"]]
+             for p in doc.get("partitions", []) if host is None or host in (p["a"], p["b"])]
     if rows:
-        table = _table(box=None, padding=(0, 2))
-        for column in ("fault", "where", "what", "set by"):
-            table.add_column(column, no_wrap=True)
-        for row in rows:
-            table.add_row(*row)
-        _console().print(table)
+        table("", ("fault", "where", "what", "set by"), rows, wide)
     if doc.get("delayer", {}).get("running") is False:
-        _console().print("[red]the packet delayer is not running: delayed traffic is dropped[/red]")
+        sys.stdout.write("warning: the packet delayer is not running: delayed traffic is dropped\n")

@@ -11,17 +11,34 @@ import click
 
 from .. import paths
 from ..errors import TargetError
+from . import complete
 
 
-def _log_files(lab: str, host: str) -> list[tuple[str, str]]:
-    """(service id, log path) of every service of ``host``, in file order."""
+def _log_files(lab: str, host: str | None) -> list[tuple[str, str]]:
+    """(service id, log path) of every service of ``host`` (None: of the whole lab), in file order."""
     from ..drivers import files
 
     config = files.read_json(paths.supervisor_config(lab)) or {}
-    out = [(s["id"], s["log"]) for s in config.get("services", []) if s["host"] == host]
+    out = [(s["id"], s["log"]) for s in config.get("services", []) if host is None or s["host"] == host]
     if not out:
-        raise TargetError(f"host '{host}' of lab '{lab}' runs no services (add 'run:' to it in the lab file)")
+        where = f"host '{host}' of lab '{lab}'" if host else f"lab '{lab}'"
+        raise TargetError(f"{where} runs no services (add 'run:' to a host in the lab file)")
     return out
+
+
+def _which(target: str | None, file: str | None) -> tuple[str, str | None]:
+    """(lab, host or None for every service of the lab) from ``[LAB/]HOST``, ``LAB`` or the lab file."""
+    from ..lab import find_host
+    from ..state import lab_names
+
+    if file is not None or target is None:
+        from .labs import lab_name_from
+
+        lab = lab_name_from(file)
+        return (lab, target) if target else (lab, None)
+    if "/" not in target and target in lab_names():
+        return target, None
+    return find_host(target)
 
 
 def _tail(path: str, lines: int | None) -> tuple[str, int]:
@@ -86,20 +103,21 @@ def _follow(lab: str, files: list[tuple[str, str]], offsets: dict[str, int], pri
 
 
 @click.command()
-@click.argument("target", metavar="[LAB/]HOST")
+@click.argument("target", metavar="[LAB | [LAB/]HOST]", required=False, shell_complete=complete.lab_or_host)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
 @click.option("-n", "--lines", type=int, default=None, help="Only the last N lines of each log.")
-def logs(target: str, follow: bool, lines: int | None) -> None:
-    """Show the output of HOST's services.
+@click.option("--file", "file", metavar="FILE", help="The lab named in this lab file (-f is --follow, as in docker).",
+              shell_complete=complete.lab_files)
+def logs(target: str | None, follow: bool, lines: int | None, file: str | None) -> None:
+    """Show the output of a host's services, or of every service of a lab.
 
     Their stdout and stderr, with [nslab] lines for each start, exit and restart. With several services,
-    each line is prefixed by the service's name (HOST.N).
+    each line is prefixed by the service's name (HOST.N). Without TARGET: every service of the lab in
+    the lab file (--file FILE, or nslab.yaml, nslab.yml, one *.nslab.yaml here).
     """
-    from ..lab import find_host
-
-    lab, host = find_host(target)
+    lab, host = _which(target, file)
     files = _log_files(lab, host)
-    printer = _Printer(prefixed=len(files) > 1)
+    printer = _Printer(prefixed=len(files) > 1 or host is None)
     offsets: dict[str, int] = {}
     for service, path in files:
         text, offsets[path] = _tail(path, lines)

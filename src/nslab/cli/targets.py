@@ -15,9 +15,13 @@ from typing import Any
 import click
 
 from ..errors import UserError
+from . import complete
 
-_EXEC_FLAGS = {"--uts", "--detach", "-d"}
+_EXEC_FLAGS = {"--uts", "--detach", "-d", "-i", "-t", "-it", "-ti", "--interactive", "--tty"}
+_NO_OPS = {"-i", "-t", "-it", "-ti", "--interactive", "--tty"}  # CMD has nslab's stdin and terminal already
 _EXEC_VALUES = {
+    "--file": "file",
+    "-f": "file",
     "--mount-from": "mount_from",
     "--pid-from": "pid_from",
     "--user": "user",
@@ -39,7 +43,8 @@ def _split_exec_args(tokens: tuple[str, ...], values: dict[str, Any]) -> list[st
             return tokens_list[1:]
         name, eq, inline = token.partition("=")
         if token in _EXEC_FLAGS:
-            values["detach" if token in ("--detach", "-d") else "uts"] = True
+            if token not in _NO_OPS:
+                values["detach" if token in ("--detach", "-d") else "uts"] = True
             tokens_list.pop(0)
         elif name in _EXEC_VALUES and name.startswith("--") and eq or token in _EXEC_VALUES:
             key = _EXEC_VALUES[name if eq else token]
@@ -75,7 +80,13 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (repeatable).")
 @click.option("-w", "--workdir", metavar="DIR", help="Working directory of the command.")
 @click.option("-d", "--detach", is_flag=True, help="Start CMD in the background (no stdio); print its pid.")
-@click.argument("target", metavar="TARGET")
+@click.option("-f", "--file", metavar="FILE", help="HOST is a host of the lab named in this lab file.",
+              shell_complete=complete.lab_files)
+@click.option("-i", "--interactive", "interactive", is_flag=True,
+              help="Accepted for docker/kubectl habits: CMD always gets nslab's stdin.")
+@click.option("-t", "--tty", "tty", is_flag=True,
+              help="Accepted for docker/kubectl habits: CMD gets nslab's terminal when there is one.")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
 def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     """Run CMD in TARGET's network namespace, with this machine's tools.
@@ -94,6 +105,12 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     command = _split_exec_args(argv, values)
     if not command:
         raise click.UsageError("give a command after --")
+    if values.get("file"):
+        from .labs import lab_name_from
+
+        if "/" in target or ":" in target:
+            raise click.UsageError("with -f FILE, TARGET is a HOST of that lab")
+        target = f"{lab_name_from(values['file'])}/{target}"
     resolved = resolve(target)
     options = ExecOptions(
         uts=values["uts"],
@@ -111,7 +128,7 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
 @click.command()
 @click.option("--uts", is_flag=True, help="Also enter the target's UTS (hostname) namespace.")
 @click.option("--mount-from", metavar="TARGET2", help="Use TARGET2's filesystem (mount namespace).")
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 def shell(target: str, uts: bool, mount_from: str | None) -> None:
     """Open your shell ($SHELL) inside TARGET.
 
@@ -147,7 +164,7 @@ def ls_(as_json: bool) -> None:
     from ..discover import list_namespaces
     from ..linux import require_root
 
-    require_root()
+    require_root("ls reads the namespaces of every process and looks inside each")
     spaces = list_namespaces()
     if as_json:
         click.echo(json.dumps({"version": 1, "namespaces": spaces}, indent=2))
@@ -174,7 +191,7 @@ def ls_(as_json: bool) -> None:
 
 @click.command()
 @click.argument("name")
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 def attach(name: str, target: str) -> None:
     """Give TARGET's network namespace an `ip netns` name.
 
@@ -183,23 +200,26 @@ def attach(name: str, target: str) -> None:
     from ..discover import attach as do_attach
     from ..linux import require_root
 
-    require_root()
+    require_root("attach bind-mounts a namespace on /run/netns/NAME")
     do_attach(name, target)
     click.echo(f"netns {name} -> {target}")
 
 
 @click.command()
 @click.argument("name")
-def detach(name: str) -> None:
+@click.option("--force", is_flag=True, help="Also remove a name nslab's attach did not make (says what goes).")
+def detach(name: str, force: bool) -> None:
     """Remove a name made by `attach`.
 
-    The namespace and its owner (a container, a process) are left alone.
+    The namespace and its owner (a container, a process) are left alone. A name made otherwise (`ip netns
+    add`) is refused unless --force: then its namespace goes too when nothing else holds it.
     """
     from ..discover import detach as do_detach
     from ..linux import require_root
 
-    require_root()
-    do_detach(name)
+    require_root("detach unmounts a name under /run/netns")
+    for line in do_detach(name, force):
+        click.echo(line, err=True)
     click.echo(f"netns {name} detached")
 
 
@@ -228,7 +248,7 @@ def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tupl
         raise click.UsageError("give a command after --")
     if network == "none" and (publish or dns):
         raise click.UsageError("--publish and --dns need --network nat or internal")
-    require_root()
+    require_root("run creates a network namespace")
     sys.exit(run_cli(list(argv), network, list(publish), list(dns)))
 
 
@@ -243,7 +263,7 @@ def gc(dry_run: bool) -> None:
     from ..linux import require_root
     from ..throwaway import gc as do_gc
 
-    require_root()
+    require_root("gc removes namespaces, links and state")
     done = do_gc(dry_run=dry_run)
     for line in done:
         click.echo(line)

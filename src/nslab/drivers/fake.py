@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import FirewallError, KernelError
-from ..model import Host, Lab, Link, Network
+from ..model import Host, Lab, Link, Network, Route
 from ..naming import owner_alias
 from . import Drivers
 from .nftables import FakeNft
@@ -48,6 +48,8 @@ class FakeKernel(_Failing):
         self.veths: dict[str, str] = {}  # machine-side host veth -> alias
         self.link_ends: set[tuple[str, str]] = set()
         self.hairpin: set[str] = set()
+        self.routes: dict[str, set[Route]] = {}  # namespace -> routes added by configure_host
+        self.host_sysctls: dict[str, dict[str, str]] = {}  # namespace -> sysctls written inside it
         self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
 
     def _made(self, name: str) -> None:
@@ -120,6 +122,20 @@ class FakeKernel(_Failing):
                     self.veths[i.host_veth] = owner_alias(lab.name, "host", h.name, i.name)
                     self._made(i.host_veth)
 
+    def configure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> list[str]:
+        self._call("configure_host")
+        values = self.host_sysctls.setdefault(namespace, {})
+        former = [values.get(key, "0") for key, _ in sysctls]
+        values.update(sysctls)
+        self.routes.setdefault(namespace, set()).update(routes)
+        return former
+
+    def unconfigure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> list[str]:
+        self._call("unconfigure_host")
+        self.routes.get(namespace, set()).difference_update(routes)
+        self.host_sysctls.setdefault(namespace, {}).update(reversed(sysctls))
+        return []
+
     def remove_namespaces(self, names: list[str]) -> list[str]:
         self._call("remove_namespaces")
         for name in names:
@@ -130,6 +146,9 @@ class FakeKernel(_Failing):
                     del self.veths[veth]
                     self._gone(veth)
         self.link_ends = {e for e in self.link_ends if e[0] not in names}
+        for name in names:
+            self.routes.pop(name, None)
+            self.host_sysctls.pop(name, None)
         return []
 
     def add_links(self, lab: Lab, links: list[Link]) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from .. import linux
 from ..errors import KernelError
-from ..model import Host, Lab, Link, Network
+from ..model import Host, Lab, Link, Network, Route
 from ..naming import LINK_GROUP, OWNER_PREFIX, owner_alias
 from ..paths import NETNS_DIR, netns_path
 from . import rtnl
@@ -407,8 +407,8 @@ class NetlinkKernel:
                         set_up(inside, 1, f"lo in {h.namespace}")
                         for pos, port in enumerate(i for i in h.interfaces if i.network):
                             assert port.host_veth is not None  # every bridge port has one (resolve.py)
-                            index = port_index(pos)
-                            add_veth(inside, port.name, port.host_veth, machine_ns, index=index, group=LINK_GROUP)
+                            add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos),
+                                     mtu=port.mtu, mac=port.mac, group=LINK_GROUP)
                             add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
                             set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
                         if h.gateway is not None:
@@ -435,6 +435,38 @@ class NetlinkKernel:
             raise
         finally:
             os.close(machine_ns)
+
+    def configure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> list[str]:
+        """Write ``sysctls`` inside the host's namespace (their former values are returned, in order), then add
+        ``routes``. Replaces ``ip netns exec NS sysctl -qw KEY=VALUE`` and ``ip -n NS route add TO via VIA``."""
+        ns = open_namespace(namespace)
+        try:
+            former = linux.in_thread(lambda: _write_sysctls_in(ns.fd, sysctls), "nslab-sysctl") if sysctls else []
+            batch = Batch()
+            for route in routes:
+                rtnl.add_route(batch, route.to, route.via, namespace)
+            batch.commit_or_raise(ns.sock)
+            return former
+        finally:
+            ns.close()
+
+    def unconfigure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> list[str]:
+        """The inverse of :meth:`configure_host`: routes deleted, sysctls written back; failures listed."""
+        if not os.path.exists(netns_path(namespace)):
+            return []  # gone with its namespace
+        ns = open_namespace(namespace)
+        try:
+            batch = Batch()
+            for route in routes:
+                rtnl.delete_route(batch, route.to, route.via, namespace)
+            failures = batch.commit(ns.sock, tolerate=(errno.ESRCH,))
+            try:
+                linux.in_thread(lambda: _write_sysctls_in(ns.fd, list(reversed(sysctls))), "nslab-sysctl")
+            except KernelError as exc:
+                failures.append(str(exc))
+            return failures
+        finally:
+            ns.close()
 
     def remove_namespaces(self, names: list[str]) -> list[str]:
         failures: list[str] = []
@@ -481,6 +513,18 @@ class NetlinkKernel:
             finally:
                 ns.close()
         return failures
+
+
+def _write_sysctls_in(fd: int, sysctls: list[tuple[str, str]]) -> list[str]:
+    """In a worker thread: enter the namespace, write each sysctl, return the former values."""
+    from . import sysctl
+
+    linux.setns(fd, linux.CLONE_NEWNET)  # the thread ends right after: no way back needed
+    former = []
+    for key, value in sysctls:
+        former.append(sysctl.read(key))
+        sysctl.write(key, value)
+    return former
 
 
 def _index_in(ns: Namespace, ifname: str) -> int:

@@ -38,7 +38,7 @@ CHUNK = 48 << 10  # keep each send() well under the socket's send buffer
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
+RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 20, 22, 24, 25, 26
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 10, 18, 20, 1
 IFLA_LINK, IFLA_CARRIER = 5, 33
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3  # link dumps without the counters (less to read)
@@ -129,7 +129,7 @@ class Batch:
 # The requests on the hot path of `up` are packed with struct: pyroute2's generic encoder costs ~0.2 ms per
 # message (1.4 s of a 1000-host `up`); these shapes are fixed and checked against pyroute2's decoder in
 # tests/unit/test_netlink_encode.py.
-IFLA_MTU, IFLA_NET_NS_FD, IFLA_INFO_DATA, VETH_INFO_PEER = 4, 28, 2, 1
+IFLA_ADDRESS, IFLA_MTU, IFLA_NET_NS_FD, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 4, 28, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 _IFADDRMSG = struct.Struct("BBBBI")
@@ -172,16 +172,24 @@ def add_bridge(batch: Batch, name: str, group: int = 0) -> None:
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add bridge {name}")
 
 
-def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0, group: int = 0) -> None:
-    """A veth pair: ``name`` here (with ifindex ``index`` if non-zero), ``peer_name`` in the peer ns.
+def add_veth(
+    batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0, mtu: int | None = None,
+    mac: str | None = None, group: int = 0,
+) -> None:
+    """A veth pair: ``name`` here (with ifindex ``index`` if non-zero, MAC address ``mac``), ``peer_name`` in the
+    peer ns; ``mtu`` and link ``group`` on both ends.
 
     Both ends start down: asking for the peer up at creation fails (ENOTCONN); each is brought up where
     it lives.
     """
+    size = _u32(IFLA_MTU, mtu) if mtu else b""
     grouped = _u32(IFLA_GROUP, group) if group else b""
-    peer = _link() + _string(IFLA_IFNAME, peer_name) + _u32(IFLA_NET_NS_FD, peer_ns_fd) + grouped
+    peer = _link() + _string(IFLA_IFNAME, peer_name) + size + _u32(IFLA_NET_NS_FD, peer_ns_fd) + grouped
     info = _string(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
-    body = _link(index) + _string(IFLA_IFNAME, name) + grouped + _attr(IFLA_LINKINFO, info)
+    body = _link(index) + _string(IFLA_IFNAME, name) + size + grouped
+    if mac:
+        body += _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
+    body += _attr(IFLA_LINKINFO, info)
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add veth {name} peer {peer_name}")
 
 
@@ -226,10 +234,31 @@ def add_address(batch: Batch, index: int, address: ipaddress.IPv4Interface, what
 
 def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address, what: str) -> None:
     """`ip route replace default via GATEWAY` (main table, proto static, scope universe, unicast)."""
-    body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 4, 0, 1, 0) + _ipv4(RTA_GATEWAY, gateway)
+    add_route(batch, _DEFAULT, gateway, what)
+
+
+_DEFAULT = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+def _route(to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> bytes:
+    body = _RTMSG.pack(socket.AF_INET, to.prefixlen, 0, 0, RT_TABLE_MAIN, 4, 0, 1, 0)
+    if to.prefixlen:
+        body += _ipv4(RTA_DST, to.network_address)
+    return body + _ipv4(RTA_GATEWAY, gateway)
+
+
+def add_route(batch: Batch, to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, what: str) -> None:
+    """`ip route replace TO via GATEWAY proto static` (main table, scope universe, unicast)."""
+    label = "default" if not to.prefixlen else str(to)
     batch.add(
-        _message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body), f"add default route via {gateway} in {what}"
+        _message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, _route(to, gateway)),
+        f"add {label} route via {gateway} in {what}",
     )
+
+
+def delete_route(batch: Batch, to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, what: str) -> None:
+    """`ip route del TO via GATEWAY proto static`."""
+    batch.add(_message(RTM_DELROUTE, 0, _route(to, gateway)), f"delete route {to} via {gateway} in {what}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -149,7 +149,12 @@ def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
 
 
 def render_resolv_conf(lab_name: str, dns: HostDns) -> str:
-    lines = [f"# written by nslab for lab {lab_name}; removed by nslab down", f"# nameservers: {dns.via}"]
+    from ...naming import is_run_lab
+
+    gone = "removed when the run ends" if is_run_lab(lab_name) else "removed by nslab down"
+    who = "nslab run" if is_run_lab(lab_name) else f"lab {lab_name}"
+    via = "--dns" if is_run_lab(lab_name) and dns.via == "lab file" else dns.via
+    lines = [f"# written by nslab for {who}; {gone}", f"# nameservers: {via}"]
     lines += [f"nameserver {s}" for s in dns.nameservers]
     if dns.search:
         lines.append("search " + " ".join(dns.search))

@@ -1,0 +1,149 @@
+"""Issue 13's corpus of bad inputs: every one exits 2 with one line per problem (file:line and field), all the
+problems of a file in one run, no traceback, and nothing changed on the (fake) machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nslab import Lab
+from nslab.cli.app import main
+from nslab.drivers.fake import fake_drivers
+from nslab.errors import UserError
+
+HEAD = "name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/24}\n  dmz: {}\nhosts:\n"
+
+# (lab file, [(line, field) of each expected problem]) -- the field may be "" for whole-file problems
+FILES: list[tuple[str, list[tuple[int, str]]]] = [
+    ("name: Bad\n", [(1, "name")]),
+    ("name: waytoolonglabname\n", [(1, "name")]),
+    ("name: 3abc\n", [(1, "name")]),
+    ("name: ok\ncolour: red\n", [(2, "colour")]),
+    ("networks: {}\n", [(1, "name")]),
+    (HEAD + "  a: {networks: [nowhere]}\n", [(6, "hosts.a.networks.nowhere")]),
+    (HEAD + "  a: {networks: {lan: 10.70.1.5}}\n", [(6, "hosts.a.networks.lan")]),
+    (HEAD + "  a: {networks: {lan: 10.70.0.1}}\n", [(6, "hosts.a.networks.lan")]),
+    (HEAD + "  a: {networks: {lan: 10.70.0.0}}\n", [(6, "hosts.a.networks.lan")]),
+    (HEAD + "  a: {networks: {lan: 10.70.0.255}}\n", [(6, "hosts.a.networks.lan")]),
+    (HEAD + "  a: {networks: {lan: 10.70.0.9}}\n  b: {networks: {lan: 10.70.0.9}}\n", [(7, "hosts.b.networks.lan")]),
+    (HEAD + "  a: {networks: {lan: 300.1.1.1}}\n", [(6, "hosts.a.networks.lan")]),
+    (HEAD + "  a: {networks: [lan, lan]}\n", [(6, "hosts.a.networks")]),
+    (HEAD + "  a: {networks: [1, 2]}\n", [(6, "hosts.a.networks")]),
+    (HEAD + "  a: {restart: sometimes}\n", [(6, "hosts.a.restart")]),
+    (HEAD + "  a: {dns: [notanip]}\n", [(6, "hosts.a.dns")]),
+    (HEAD + "  a: {hostname: 'bad host!'}\n", [(6, "hosts.a.hostname")]),
+    (HEAD + "  A: {}\n", [(6, "hosts.A")]),
+    (HEAD + "  a: {bogus: 1}\n", [(6, "hosts.a.bogus")]),
+    (HEAD + "  a: {networks: [lan], publish: ['99999:80']}\n", [(6, "hosts.a.publish[0]")]),
+    (HEAD + "  a: {networks: [lan], publish: ['80:0']}\n", [(6, "hosts.a.publish[0]")]),
+    (HEAD + "  a: {networks: [lan], publish: [2222:22]}\n", [(6, "hosts.a.publish[0]")]),
+    (HEAD + "  a: {networks: [lan], publish: ['abc']}\n", [(6, "hosts.a.publish[0]")]),
+    (HEAD + "  a: {networks: [lan], publish: ['80:80/sctp']}\n", [(6, "hosts.a.publish[0]")]),
+    (HEAD + "  a: {publish: ['8080:80']}\n", [(6, "hosts.a.publish[0]")]),
+    (HEAD + "  a: {networks: [lan], publish: ['8080:80']}\n  b: {networks: [lan], publish: ['8080:80']}\n",
+     [(7, "hosts.b.publish[0]")]),
+    (HEAD + "  a: {networks: [lan], mtu: 10}\n", [(6, "hosts.a.mtu")]),
+    (HEAD + "  a: {networks: [lan], mtu: 70000}\n", [(6, "hosts.a.mtu")]),
+    (HEAD + "  a: {networks: {lan: {mac: 'zz:00:00:00:00:01'}}}\n", [(6, "hosts.a.networks.lan.mac")]),
+    (HEAD + "  a: {networks: {lan: {mac: '01:00:00:00:00:01'}}}\n", [(6, "hosts.a.networks.lan.mac")]),
+    (HEAD + "  a: {networks: {lan: {address: 10.70.0.300}}}\n", [(6, "hosts.a.networks.lan.address")]),
+    (HEAD + "  a: {networks: {lan: {colour: red}}}\n", [(6, "hosts.a.networks.lan.colour")]),
+    (HEAD + "  a: {networks: [lan], routes: [{to: 10.9.0.0/16, via: 10.99.0.1}]}\n", [(6, "hosts.a.routes[0]")]),
+    (HEAD + "  a: {networks: [lan], routes: [{to: 10.9.0.0/16}]}\n", [(6, "hosts.a.routes[0].via")]),
+    (HEAD + "  a: {networks: [lan], routes: [{to: 10.9.0.1/16, via: 10.70.0.1}]}\n", [(6, "hosts.a.routes[0].to")]),
+    (HEAD + "  a: {networks: [lan], routes: [{to: x, via: 10.70.0.1}]}\n", [(6, "hosts.a.routes[0].to")]),
+    (HEAD + "  a: {networks: [lan], default: maybe}\n", [(6, "hosts.a.default")]),
+    (HEAD + "  a: {networks: [lan], default: 10.71.0.1}\n", [(6, "hosts.a.default")]),
+    (HEAD + "  a: {networks: {lan: 10.70.0.5}, default: 10.70.0.5}\n", [(6, "hosts.a.default")]),
+    (HEAD + "  a: {sysctls: {kernel.panic: 1}}\n", [(6, "hosts.a.sysctls")]),
+    (HEAD + "  a: {sysctls: {net.ipv4.ip_forward: [1]}}\n", [(6, "hosts.a.sysctls")]),
+    (HEAD + "  a: {count: 0}\n", [(6, "hosts.a.count")]),
+    (HEAD + "  a: {count: many}\n", [(6, "hosts.a.count")]),
+    (HEAD + "  a: {count: 2, networks: {lan: 10.70.0.5}}\n", [(6, "hosts.a2.networks.lan")]),
+    (HEAD + "  a: {networks: [lan], run: 5}\n", [(6, "hosts.a.run")]),
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/33}\n", [(3, "networks.lan.subnet")]),
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.1/24}\n", [(3, "networks.lan.subnet")]),
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/31}\n", [(3, "networks.lan.subnet")]),
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/24}\n  wan: {subnet: 10.70.0.0/25}\n",
+     [(4, "networks.wan.subnet")]),
+    ("name: bad\nnetworks:\n  lan: {mtu: 20}\n", [(3, "networks.lan.mtu")]),
+    ("name: bad\nnetworks:\n  lan: {internal: perhaps}\n", [(3, "networks.lan.internal")]),
+    ("name: bad\nnetworks:\n  Lan: {}\n", [(3, "networks.Lan")]),
+    ("name: bad\nnetworks:\n  lan: {subnet: 198.51.100.0/24}\n", [(3, "networks.lan.subnet")]),  # the machine's
+    ("name: bad\nhosts: {a: {}}\nlinks:\n  - [a, ghost]\n", [(4, "links[0].endpoints[1]")]),
+    ("name: bad\nhosts: {a: {}}\nlinks:\n  - [a, a]\n", [(4, "links[0].endpoints")]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - [a, b, a]\n", [(4, "links[0].endpoints")]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], subnet: 10.1.1.0/32}\n",
+     [(4, "links[0].subnet")]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], colour: red}\n", [(4, "links[0].colour")]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b, c]}\n  - [a, ghost]\n",
+     [(4, "links[0].endpoints"), (5, "links[1].endpoints[1]")]),
+    ("name: bad\ndns: [notanip]\n", [(2, "dns")]),
+    ("name: bad\ndns_search: nope\n", [(2, "dns_search")]),
+    ("name: ${NSLAB_TEST_SURELY_UNSET}\n", [(1, "")]),
+    ("name: bad\nhosts: [a, b]\n", [(2, "hosts")]),
+    ("name: bad\nnetworks: [a]\n", [(2, "networks")]),
+    ("name: bad\nlinks: {a: b}\n", [(2, "links")]),
+    ("name: [bad\n", [(2, "")]),
+    ("- just\n- a list\n", [(1, "")]),
+    ("", [(1, "")]),
+    # several problems in one file: all of them, in file order, in one run
+    (HEAD + "  a: {networks: {lan: 10.70.9.9}, dns: [x], restart: never}\n  b: {networks: [ghost]}\n"
+     "links:\n  - [a, nobody]\n",
+     [(6, "hosts.a.dns"), (6, "hosts.a.restart"), (6, "hosts.a.networks.lan"), (7, "hosts.b.networks.ghost"),
+      (9, "links[0].endpoints[1]")]),
+]
+
+
+def _check(text: str, expected: list[tuple[int, str]]) -> None:
+    d = fake_drivers()
+    d.kernel.machine_networks = lambda: [(__import__("ipaddress").IPv4Network("198.51.100.0/24"), "route on eth0")]
+    with pytest.raises(UserError) as err:
+        lab = Lab.from_text(text, "lab.yaml", drivers=d, check=True)
+        lab.up()
+    assert err.value.exit_code == 2
+    lines = err.value.lines()
+    assert len(lines) == len(expected), lines
+    for line, (number, field) in zip(lines, expected, strict=True):
+        assert line.startswith(f"lab.yaml:{number}: {field}" if field else f"lab.yaml:{number}: "), (line, field)
+    assert not d.kernel.namespaces and not d.kernel.bridges and not d.kernel.veths  # nothing made
+
+
+@pytest.mark.parametrize(("text", "expected"), FILES, ids=[f"file{i}" for i in range(len(FILES))])
+def test_bad_lab_file(text, expected):
+    _check(text, expected)
+
+
+ARGS: list[list[str]] = [
+    ["bogus-verb"],
+    ["up", "--no-such-option"],
+    ["up", "-f", "/nonexistent/lab.yaml"],
+    ["down", "a", "-f", "x.yaml"],
+    ["status", "a", "-f", "x.yaml"],
+    ["exec"],
+    ["exec", "--user"],
+    ["exec", "-e", "NOEQUALS", "netns:x", "--", "true"],
+    ["logs", "-n", "many", "x"],
+    ["run", "--network", "bogus", "--", "true"],
+    ["run", "-p", "abc", "--", "true"],
+    ["exec", "-f", "/nonexistent.yaml", "a", "--", "true"],
+]
+
+
+@pytest.mark.parametrize("argv", ARGS, ids=[" ".join(a) or "empty" for a in ARGS])
+def test_bad_arguments_exit_2_one_line_no_traceback(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.strip(), "a message says what is wrong"
+
+
+def test_corpus_is_big_enough():
+    assert len(FILES) + len(ARGS) >= 60
+
+
+def test_no_state_left_behind():
+    assert not os.path.exists("/run/nslab/bad")
