@@ -203,3 +203,34 @@ def test_state_services_and_logs_are_root_only(host, tmp_path):
         assert doc["labs"][0]["name"] == "priv"
     finally:
         nslab("down", "priv")
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["KILL", "TERM", "INT"])
+def test_up_stopped_at_a_timed_point_then_one_down_leaves_nothing(host, tmp_path, delay, sig):
+    before = machine()
+    path = tmp_path / "lab.yaml"
+    path.write_text(lab_text())
+    proc = subprocess.Popen([NSLAB, "up", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    nslab("down", "k")
+    assert settled() == before
+
+
+@pytest.mark.parametrize("moment", ["first_namespace_gone", "half_gone"])
+def test_kill_9_during_down_then_down_again_leaves_nothing(host, tmp_path, moment):
+    before = machine()
+    path = tmp_path / "lab.yaml"
+    path.write_text(lab_text())
+    nslab("up", "-f", str(path))
+    proc = subprocess.Popen([NSLAB, "down", "k"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    want = 30 if moment == "first_namespace_gone" else 15
+    assert wait_for(lambda: sum(n.startswith("k-") for n in os.listdir("/run/netns")) <= want)
+    proc.kill()
+    proc.wait()
+    nslab("down", "k")
+    assert settled() == before

@@ -215,3 +215,32 @@ def test_status_is_assembled_from_the_recorded_lab_and_every_feature():
     assert set(doc["hostsetup"]) >= {"dns", "upstream", "supervisor", "services"}
     assert doc["hostsetup"]["supervisor"]["running"] is True
     assert doc["links"][0]["endpoints"] == ["web", "db"]
+
+
+def test_a_state_that_cannot_be_saved_rolls_the_up_back(monkeypatch):
+    from nslab.errors import StateError
+
+    d = fake_drivers()
+    empty = machine(d)
+
+    def full(self: state.LabState) -> None:
+        raise StateError("cannot write /run/nslab/core/state.json: No space left on device")
+
+    monkeypatch.setattr(state.LabState, "save", full)
+    with pytest.raises(StateError, match="No space left"):
+        Lab.from_text(LAB, drivers=d).up()
+    assert machine(d) == empty
+
+
+def test_an_intent_left_by_a_killed_up_is_finished_by_the_next_up():
+    d = fake_drivers()
+    kernel = d.kernel
+    assert isinstance(kernel, FakeKernel)
+    # what a run killed after its first namespace and bridge leaves: both, and its intent
+    state.write_intent("core", ["core-web", "core-gone"], ["nslstale"])
+    kernel.namespaces |= {"core-web", "core-gone"}
+    kernel.bridges["nslstale"] = ""  # made in nslab's link group, killed before its alias was set
+    Lab.from_text(LAB, drivers=d).up()
+    assert "core-gone" not in kernel.namespaces and "nslstale" not in kernel.bridges
+    assert state.read_intent("core") == ([], [])
+    assert kernel.namespaces == {"core-web", "core-db"}

@@ -44,3 +44,5 @@ def entry() -> None:
         sys.exit(main(argv) if code is None else code)
     except Terminated as exc:
         sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:  # Ctrl-C before a command could handle it (while Python imports): no traceback
+        sys.exit(130)
