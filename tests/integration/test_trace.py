@@ -77,3 +77,15 @@ def test_bad_input_exits_2(lab):
     assert nslab("trace", "nosuchhost", "web1:80", check=False).returncode == 2
     assert nslab("trace", "client", "web1:99999", check=False).returncode == 2
     assert nslab("trace", "client", "web1/udp", check=False).returncode == 2
+
+
+def test_a_partition_rule_is_named(lab):
+    nslab("partition", "tut/web2", "web1")
+    try:
+        result = nslab("trace", "web2", "tut/web1:8080", check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        verdict = result.stdout.splitlines()[-1]
+        assert "partition" in verdict and "nslab:tut:partition:" in verdict, result.stdout
+    finally:
+        nslab("heal", "tut")
+    assert nslab("trace", "web2", "tut/web1:8080", check=False).returncode == 0
