@@ -251,3 +251,14 @@ def test_pid_from_forks_into_the_targets_pid_namespace(host):
         == 3
     )
     sh("ip netns del box")
+
+
+def test_ls_output_forms(host):
+    sh("ip netns add named2")
+    import yaml
+
+    doc = yaml.safe_load(nslab("ls", "-o", "yaml").stdout)
+    assert doc == json.loads(nslab("ls", "-o", "json").stdout) == json.loads(nslab("ls", "--json").stdout)
+    quiet = nslab("ls", "-q").stdout.splitlines()
+    assert any(line.endswith(" named2") and line.startswith("net:[") for line in quiet), quiet
+    assert len(quiet) == len(doc["namespaces"])

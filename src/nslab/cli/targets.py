@@ -7,7 +7,6 @@ they import nothing heavy (no pydantic, yaml or rich).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -155,19 +154,28 @@ def _short(command: str, width: int = 48) -> str:
 
 
 @click.command(name="ls")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def ls_(as_json: bool) -> None:
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default=None,
+              help="table (default), json or yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
+@click.option("-q", "--quiet", is_flag=True, help="Only each namespace's id (net:[INODE]) and names.")
+def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
     """List every network namespace on the machine, each once.
 
     With its names, Docker containers, processes and interfaces. Creates nothing.
     """
     from ..discover import list_namespaces
     from ..linux import require_root
+    from .labs import _output, _print_doc
 
+    output = _output(output, as_json, False)
     require_root("ls reads the namespaces of every process and looks inside each")
     spaces = list_namespaces()
-    if as_json:
-        click.echo(json.dumps({"version": 1, "namespaces": spaces}, indent=2))
+    if output in ("json", "yaml"):
+        _print_doc({"version": 1, "namespaces": spaces}, output)
+        return
+    if quiet:
+        for ns in spaces:
+            click.echo(" ".join([f"net:[{ns['inode']}]", *ns["names"]]))
         return
     for ns in spaces:
         names = [*ns["names"], *(f"container:{c}" for c in ns["containers"])]
