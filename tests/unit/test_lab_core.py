@@ -244,3 +244,11 @@ def test_an_intent_left_by_a_killed_up_is_finished_by_the_next_up():
     assert "core-gone" not in kernel.namespaces and "nslstale" not in kernel.bridges
     assert state.read_intent("core") == ([], [])
     assert kernel.namespaces == {"core-web", "core-db"}
+
+
+def test_up_names_the_services_it_restarts():
+    d = fake_drivers()
+    Lab.from_text(LAB, drivers=d).up()
+    result = Lab.from_text(EDITED.replace("exec sleep 1000", "exec sleep 2000"), drivers=d).up()
+    summaries = [a.summary() for a in result.plan]
+    assert "services: restart db" in summaries, summaries

@@ -94,7 +94,8 @@ class StartSupervisor(Action):
         return out
 
     def summary(self) -> str:
-        return f"start {len(self.config['services'])} service(s)"
+        ids = [s["id"] for s in self.config["services"]]
+        return f"start services: {', '.join(ids)}" if ids else "start the DNS forwarder"
 
     def apply(self, drivers: Drivers) -> Action | None:
         self.record.supervisor = drivers.processes.start_supervisor(self.lab, self.config)
@@ -112,7 +113,8 @@ class StopSupervisor(Action):
         return [f"kill {self.supervisor.get('pid')}  # the lab's supervisor: stops services ({ids}) with their trees"]
 
     def summary(self) -> str:
-        return "stop services"
+        ids = [s["id"] for s in self.supervisor.get("services", [])]
+        return f"stop services: {', '.join(ids)}" if ids else "stop the DNS forwarder"
 
     def apply(self, drivers: Drivers) -> Action | None:
         failures = drivers.processes.stop_supervisor(self.lab, self.supervisor)
@@ -157,17 +159,26 @@ class ReloadServices(Action):
     record: ServicesRecord
 
     def commands(self) -> list[str]:
-        old = {s["id"]: s for s in self.current.get("services", [])}
         new = {s["id"]: s for s in self.config.get("services", [])}
-        stop = [i for i in old if old[i] != new.get(i)]
-        start = [i for i in new if new[i] != old.get(i)]
+        stop, start = self._changes()
         out = [f"kill -HUP {self.current.get('pid')}  # the lab's supervisor re-reads its config: "
                f"stops {', '.join(stop) or 'nothing'}, starts {', '.join(start) or 'nothing'}"]
         out += [f"# service {i} (restart: {new[i]['restart']}): sh -c {shell_quote(new[i]['command'])}" for i in start]
         return out
 
     def summary(self) -> str:
-        return "restart changed services"
+        stop, start = self._changes()
+        restarted = [i for i in stop if i in start]
+        parts = [f"restart {', '.join(restarted)}"] if restarted else []
+        parts += [f"stop {', '.join(i for i in stop if i not in start)}"] if set(stop) - set(start) else []
+        parts += [f"start {', '.join(i for i in start if i not in stop)}"] if set(start) - set(stop) else []
+        return "services: " + ("; ".join(parts) or "the DNS forwarder changes")
+
+    def _changes(self) -> tuple[list[str], list[str]]:
+        """(ids that stop, ids that start): a changed service is in both."""
+        old = {s["id"]: s for s in self.current.get("services", [])}
+        new = {s["id"]: s for s in self.config.get("services", [])}
+        return [i for i in old if old[i] != new.get(i)], [i for i in new if new[i] != old.get(i)]
 
     def apply(self, drivers: Drivers) -> Action | None:
         self.record.supervisor = drivers.processes.reload_supervisor(self.lab, self.current, self.config)
