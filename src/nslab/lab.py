@@ -35,6 +35,7 @@ from .plan import Action, Plan
 from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
+    from . import check as check_mod
     from . import spec
     from .targets import Target
 
@@ -46,6 +47,7 @@ class UpResult:
     lab: ResolvedLab
     plan: Plan
     applied: bool
+    repairs: list[str] = dataclasses.field(default_factory=list)  # drift this run repairs (see drift.py)
 
     def commands(self) -> list[str]:
         """The whole change as commands a person would type (``up --dry-run``)."""
@@ -73,6 +75,7 @@ class Lab:
         self.display_path = path
         self.drivers = drivers
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
+        self.repairs: list[str] = []  # the drift the last plan repairs
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None) -> Lab:
@@ -118,7 +121,14 @@ class Lab:
     def plan(self, drivers: Drivers, recorded: state.LabState | None) -> tuple[ResolvedLab, Plan, dict[str, Any]]:
         """The desired lab, the plan that brings the machine there, and the records to keep once it is applied."""
         desired = self.resolve(drivers, recorded)
-        wiring = plan_up(desired, recorded.lab if recorded else None, observe(drivers, self.name))
+        observed = observe(drivers, self.name)
+        self.repairs = []
+        if recorded is not None:  # what drifted from the lab as made is repaired on the way
+            from .drift import lab_drift, with_repairs
+
+            found = lab_drift(recorded, drivers)
+            observed, self.repairs = with_repairs(observed, found), [d.text for d in found]
+        wiring = plan_up(desired, recorded.lab if recorded else None, observed)
         ctx = features.UpContext(
             lab=desired,
             recorded=recorded.lab if recorded else None,
@@ -153,7 +163,7 @@ class Lab:
                     )
                 desired, plan, records = self.plan(drivers, recorded)
                 if dry_run:
-                    return UpResult(desired, plan, applied=False)
+                    return UpResult(desired, plan, applied=False, repairs=self.repairs)
                 try:
                     apply(plan, drivers, progress)
                 except BaseException:
@@ -163,7 +173,7 @@ class Lab:
                     raise
                 saved = {key: record.to_json() for key, record in records.items()}
                 state.LabState(desired, saved).save()
-                return UpResult(desired, plan, applied=bool(plan))
+                return UpResult(desired, plan, applied=bool(plan), repairs=self.repairs)
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -190,6 +200,26 @@ class Lab:
     def __enter__(self) -> Lab:
         self.up()
         return self
+
+    # -- testing the network (check.py, features/links.py) --------------------------------------
+    def check(self, port: str | None = None, source: str | None = None) -> check_mod.Matrix:
+        """The reachability matrix of the lab that is up (``nslab check``): every cell probed, with the
+        verdict the lab implies; ``.ok`` when all match. ``port``: ``"80"`` (TCP) or ``"53/udp"``."""
+        from . import check as check_mod
+
+        return check_mod.check(self.name, port, source, self.drivers)
+
+    def link(self, host: str, iface: str | None = None, up: bool = True) -> list[str]:
+        """``nslab link LAB/HOST[:IF] up|down``: both ends of the interface (every interface of the host when
+        ``iface`` is None); kept as intended state. Returns the ``HOST:IF`` changed."""
+        from .features.links import set_link
+
+        drivers = self.drivers or Drivers.live()
+        try:
+            return set_link(self.name, host, iface, up, drivers)
+        finally:
+            if self.drivers is None:
+                drivers.close()
 
     def __exit__(self, *exc: object) -> None:
         self.down()

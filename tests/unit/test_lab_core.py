@@ -80,7 +80,7 @@ def test_up_applies_wiring_and_every_feature_then_down_removes_all():
     assert set(m["files"]) == {f"/etc/netns/core-{h}/{f}" for h in ("web", "db") for f in ("hosts", "resolv.conf")}
     assert sorted(m["pins"].values()) == ["db", "www"]
     assert list(m["services"]) == ["core"]
-    assert set(state.LabState.load("core").extra) == {"dns", "hostnames", "firewall", "services"}
+    assert set(state.LabState.load("core").extra) == {"dns", "hostnames", "links", "firewall", "services"}
 
     assert down("core", d) is True
     assert machine(d) == empty

@@ -37,6 +37,9 @@ targets.register(cli)
 from . import services  # noqa: E402
 
 services.register(cli)
+from . import network  # noqa: E402
+
+network.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import UserError
+from ..errors import NslabError, UserError
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -48,6 +48,8 @@ def up(file: str, dry_run: bool, as_json: bool) -> None:
         result = lab.up(dry_run=dry_run, progress=bar)
     if dry_run:
         commands = result.commands()
+        for line in result.repairs:
+            click.echo(f"# repairs drift: {line}")
         if not commands:
             click.echo(f"# lab {lab.name} is up to date; nothing to do")
         for command in commands:
@@ -59,6 +61,8 @@ def up(file: str, dry_run: bool, as_json: bool) -> None:
         click.echo(json.dumps(status(lab.name), indent=2))
         return
     render.up_table(result.lab, changed=result.applied)
+    for line in result.repairs:
+        click.echo(f"{'repaired' if result.applied else 'not repaired'}: {line}")
 
 
 @click.command()
@@ -83,7 +87,11 @@ def down(lab_name: str | None, file: str | None) -> None:
 @click.argument("lab_name", required=False, metavar="[LAB]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (format: see README).")
 def status(lab_name: str | None, as_json: bool) -> None:
-    """Show labs: networks, hosts, addresses, routes, services, ports."""
+    """Show labs: networks, hosts, addresses, routes, services, ports, and drift.
+
+    Exits 1 when the machine differs from any lab as nslab made it (each difference is named; `nslab up`
+    repairs them), 0 when everything is as planned.
+    """
     from ..lab import status as lab_status
     from ..linux import require_root
 
@@ -91,10 +99,13 @@ def status(lab_name: str | None, as_json: bool) -> None:
     doc = lab_status(lab_name)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
-        return
-    from . import render
+    else:
+        from . import render
 
-    render.status(doc)
+        render.status(doc)
+    drifted = [f"{lab['name']} ({len(lab['drift'])})" for lab in doc["labs"] if lab.get("drift")]
+    if drifted:
+        raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
 
 
 def register(group: click.Group) -> None:

@@ -120,18 +120,44 @@ def status(doc: dict[str, Any]) -> None:
                 continue
             loopback_only = [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True}]
             ifaces = sorted(h["interfaces"], key=lambda i: i["name"]) or loopback_only
+            meant = set((lab.get("link_state") or {}).get("down", []))
             for n, i in enumerate(ifaces):
                 hosts.add_row(
                     h["name"] if n == 0 else "",
                     h["namespace"] if n == 0 else "",
-                    i["name"] + ("" if i["up"] else " (down)"),
+                    i["name"] + ("" if i["up"] else " (down: nslab link)" if f"{h['name']}:{i['name']}" in meant
+                                 else " (down)"),
                     " ".join(i["addresses"]),
                     routes if n == 0 else "",
                 )
         _console().print(hosts)
         _services(lab.get("hostsetup") or {})  # --- services (hostsetup) ---
         _ports(lab.get("firewall") or {})  # --- published ports (firewall) ---
+        for line in lab.get("drift", []):  # --- what differs from the lab as made (drift.py) ---
+            _console().print(f"[red]drift:[/red] {line}", highlight=False)
+        if not lab.get("drift"):
+            _console().print("no drift: the machine matches the lab")
         _console().print()
+
+
+# --- nslab check ----------------------------------------------------------------------------------------
+def check_matrix(matrix: Any) -> str:
+    """The matrix as plain columns (greppable: one row per source host), then one line per unexpected cell."""
+    def word(cell: Any) -> str:
+        text = "reach" if cell.reachable else "block"
+        return text if cell.ok else text.upper() + "!"
+
+    header = ["from \\ to", *matrix.columns]
+    rows = [[src, *(word(matrix.cell(src, dst)) for dst in matrix.columns)] for src in matrix.hosts]
+    outside = f", outside = {matrix.outside}" if matrix.outside else ", outside not probed (no default route)"
+    text = plain_table(f"lab {matrix.lab}: reachability ({matrix.probe}{outside})", header, rows)
+    bad = [c for c in matrix.cells if not c.ok]
+    for c in bad:
+        want = "reachable" if c.expected else "blocked"
+        text += (f"unexpected: {c.source} -> {c.target} ({c.address or 'no address'}): {c.result}, "
+                 f"the lab implies {want}\n")
+    text += f"{len(matrix.cells) - len(bad)}/{len(matrix.cells)} cells as the lab implies\n"
+    return text
 
 
 # --- services (hostsetup feature) ----------------------------------------------------------------------

@@ -48,6 +48,15 @@ class FakeKernel(_Failing):
         self.veths: dict[str, str] = {}  # machine-side host veth -> alias
         self.link_ends: set[tuple[str, str]] = set()
         self.hairpin: set[str] = set()
+        # What host_view and machine_links show: interfaces inside namespaces (namespace -> name -> address),
+        # default routes (namespace -> gateway), bridge ports (veth -> bridge), and what is down
+        # ((namespace or '' for the machine, name)).
+        self.ifaces: dict[str, dict[str, ipaddress.IPv4Interface]] = {}
+        self.routes: dict[str, ipaddress.IPv4Address] = {}
+        self.ports: dict[str, str] = {}
+        self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # a link's first end -> its other end
+        self.down: set[tuple[str, str]] = set()
+        self.gateway: ipaddress.IPv4Address | None = ipaddress.IPv4Address("198.51.100.1")
         self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
 
     def _made(self, name: str) -> None:
@@ -67,8 +76,13 @@ class FakeKernel(_Failing):
         return frozenset(self.namespaces)
 
     def owned_links(self) -> list[LinkInfo]:
-        return [LinkInfo(0, name, "bridge", alias, 0, True) for name, alias in self.bridges.items()] + [
-            LinkInfo(0, name, "veth", alias, 0, True) for name, alias in self.veths.items()
+        index = {name: 100 + n for n, name in enumerate(self.bridges)}
+        return [
+            LinkInfo(index[name], name, "bridge", alias, 0, ("", name) not in self.down)
+            for name, alias in self.bridges.items()
+        ] + [
+            LinkInfo(0, name, "veth", alias, index.get(self.ports.get(name, ""), 0), ("", name) not in self.down)
+            for name, alias in self.veths.items()
         ]
 
     def machine_links(self) -> list[LinkInfo]:
@@ -81,7 +95,37 @@ class FakeKernel(_Failing):
         return frozenset({ipaddress.IPv4Address("198.51.100.2")})
 
     def host_view(self, namespace: str) -> tuple[list[LinkInfo], list[RouteInfo]] | None:
-        return ([], []) if namespace in self.namespaces else None
+        if namespace not in self.namespaces:
+            return None
+        links = [LinkInfo(1, "lo", "", "", 0, True, (ipaddress.IPv4Interface("127.0.0.1/8"),))]
+        for n, (name, address) in enumerate(self.ifaces.get(namespace, {}).items()):
+            links.append(LinkInfo(10 + n, name, "veth", "", 0, (namespace, name) not in self.down, (address,)))
+        gateway = self.routes.get(namespace)
+        routes = [RouteInfo(ipaddress.IPv4Network("0.0.0.0/0"), str(gateway), "")] if gateway else []
+        return links, routes
+
+    def default_gateway(self) -> ipaddress.IPv4Address | None:
+        return self.gateway
+
+    def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
+        self._call("set_link_state")
+        for end in ends:
+            namespace, name = end
+            if (namespace and name not in self.ifaces.get(namespace, {})) or (
+                not namespace and name not in self.veths and name not in self.bridges
+            ):
+                return [f"set {name} in {namespace or 'the machine'}: No such device"]
+            if up:
+                self.down.discard(end)
+            else:
+                self.down.add(end)
+                self.routes = {ns: gw for ns, gw in self.routes.items() if ns != namespace}  # as IPv4 does
+        return []
+
+    def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
+        self._call("set_default_routes")
+        self.routes.update(dict(routes))
+        return []
 
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         self._call("add_bridges")
@@ -115,15 +159,23 @@ class FakeKernel(_Failing):
             raise KernelError(f"namespace {sorted(clash)[0]} already exists")
         for h in hosts:
             self.namespaces.add(h.namespace)
+            self.down = {d for d in self.down if d[0] != h.namespace}
             for i in h.interfaces:
-                if i.host_veth:
+                if i.host_veth and i.network:
                     self.veths[i.host_veth] = owner_alias(lab.name, "host", h.name, i.name)
+                    self.ports[i.host_veth] = lab.networks[i.network].bridge
+                    self.ifaces.setdefault(h.namespace, {})[i.name] = i.address
+                    self.down.discard(("", i.host_veth))
                     self._made(i.host_veth)
+            if h.gateway:
+                self.routes[h.namespace] = h.gateway
 
     def remove_namespaces(self, names: list[str]) -> list[str]:
         self._call("remove_namespaces")
         for name in names:
             self.namespaces.discard(name)
+            self.ifaces.pop(name, None)
+            self.routes.pop(name, None)
             lab, _, host = name.partition("-")
             for veth, alias in list(self.veths.items()):  # they go with the namespace
                 if alias.startswith(f"nslab:{lab}:host:{host}:"):
@@ -135,10 +187,17 @@ class FakeKernel(_Failing):
     def add_links(self, lab: Lab, links: list[Link]) -> None:
         self._call("add_links")
         self.link_ends |= {(lab.hosts[lk.a].namespace, lk.a_ifname) for lk in links}
+        for lk in links:
+            self.peers[(lab.hosts[lk.a].namespace, lk.a_ifname)] = (lab.hosts[lk.b].namespace, lk.b_ifname)
+            for host, ifname, address in ((lk.a, lk.a_ifname, lk.a_address), (lk.b, lk.b_ifname, lk.b_address)):
+                self.ifaces.setdefault(lab.hosts[host].namespace, {})[ifname] = address
 
     def remove_link_ends(self, ends: list[tuple[str, str]]) -> list[str]:
         self._call("remove_link_ends")
         self.link_ends -= set(ends)
+        for end in ends:
+            for namespace, ifname in (end, self.peers.pop(end, end)):
+                self.ifaces.get(namespace, {}).pop(ifname, None)
         return []
 
     def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
@@ -158,6 +217,8 @@ class FakeNftables(FakeNft):
     def run(self, text: str, json_output: bool = False) -> str:
         if text.strip() == "list ruleset" and json_output:
             table = [{"table": {"family": "inet", "name": "nslab", "handle": 1}}] if self.table else []
+            table += [{"chain": {"family": "inet", "table": "nslab", "name": line.split()[1]}}
+                      for line in (self.table or "").splitlines() if line.startswith("\tchain ")]
             return json.dumps({"nftables": self.objects + table})
         if self.fail_on == "run":
             raise FirewallError("nftables refused the change: injected failure")

@@ -56,6 +56,7 @@ from .rtnl import (
     routes,
     set_alias,
     set_hairpin,
+    set_state,
     set_up,
 )
 
@@ -294,6 +295,46 @@ class NetlinkKernel:
         for name in off:
             set_hairpin(batch, name, False)
         return batch.commit(self.root, tolerate=(errno.ENODEV,))
+
+    def default_gateway(self) -> ipaddress.IPv4Address | None:
+        """The next hop of the machine's default route (its uplink gateway), if it has one."""
+        for route in routes(self.root):
+            if route.destination.prefixlen == 0 and route.gateway:
+                return ipaddress.IPv4Address(route.gateway)
+        return None
+
+    def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
+        """``ip [-n NS] link set IF up|down`` for each (namespace, interface); namespace '' is the machine."""
+        return self._in_namespaces(ends, lambda batch, name, what: set_state(batch, name, up, what))
+
+    def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
+        """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway)."""
+        return self._in_namespaces(
+            [(ns, str(gw)) for ns, gw in items],
+            lambda batch, gw, what: add_default_route(batch, ipaddress.IPv4Address(gw), what),
+        )
+
+    def _in_namespaces(self, items: list[tuple[str, str]], pack: Callable[[Batch, str, str], None]) -> list[str]:
+        """One batch per namespace ('' = the machine); a namespace that cannot be opened is a failure."""
+        by_ns: dict[str, list[str]] = {}
+        for namespace, item in items:
+            by_ns.setdefault(namespace, []).append(item)
+        failures: list[str] = []
+        for namespace, names in by_ns.items():
+            try:
+                ns = open_namespace(namespace) if namespace else None
+            except KernelError as exc:
+                failures.append(str(exc))
+                continue
+            try:
+                batch = Batch()
+                for name in names:
+                    pack(batch, name, f"{name} in {namespace}" if namespace else name)
+                failures += batch.commit(ns.sock if ns else self.root)
+            finally:
+                if ns is not None:
+                    ns.close()
+        return failures
 
     def named_namespaces(self) -> frozenset[str]:
         return frozenset(list_named_namespaces())

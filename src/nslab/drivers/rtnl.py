@@ -198,6 +198,12 @@ def set_up(batch: Batch, index: int, what: str) -> None:
     batch.add(_message(RTM_NEWLINK, 0, _link(index, up=True)), f"set {what} up")
 
 
+def set_state(batch: Batch, name: str, up: bool, what: str) -> None:
+    """`ip link set NAME up|down`, by name (only IFF_UP changes)."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, IFF_UP if up else 0, IFF_UP) + _string(IFLA_IFNAME, name)
+    batch.add(_message(RTM_NEWLINK, 0, body), f"set {what} {'up' if up else 'down'}")
+
+
 def set_alias(batch: Batch, index: int, alias: str) -> None:
     batch.add(_message(RTM_NEWLINK, 0, _link(index) + _string(IFLA_IFALIAS, alias)), f"set alias {alias}")
 
