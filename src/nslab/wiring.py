@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .errors import KernelError
 from .model import Host, Lab, Link, Network
-from .naming import owner_alias
+from .naming import mac_address, owner_alias
 from .plan import Action, Plan, Steps
 from .values import Value, field
 
@@ -193,7 +193,7 @@ class AddHosts(Action):
 
 def _bridge_commands(lab: str, n: Network) -> list[str]:
     return [
-        f"ip link add {n.bridge} type bridge",
+        f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
         f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
         f"ip link set {n.bridge} up",
@@ -203,7 +203,8 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
 def _link_commands(lab: Lab, lk: Link) -> list[str]:
     a, b = lab.hosts[lk.a].namespace, lab.hosts[lk.b].namespace
     return [
-        f"ip -n {a} link add {lk.a_ifname} type veth peer name {lk.b_ifname} netns {b}",
+        f"ip -n {a} link add {lk.a_ifname} address {mac_address(lab.name, 'host', lk.a, lk.a_ifname)} type veth "
+        f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)} netns {b}",
         f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
         f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
         f"ip -n {a} link set {lk.a_ifname} up",
@@ -221,7 +222,8 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     for position, i in enumerate(i for i in h.interfaces if i.network):
         bridge = lab.networks[i.network].bridge if i.network else ""
         out += [
-            f"ip -n {ns} link add {i.name} index {port_index(position)} type veth peer name {i.host_veth} "
+            f"ip -n {ns} link add {i.name} index {port_index(position)} "
+            f"address {mac_address(lab.name, 'host', h.name, i.name)} type veth peer name {i.host_veth} "
             f"netns {MACHINE_NETNS}",
             f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
             f"ip -n {ns} link set {i.name} up",

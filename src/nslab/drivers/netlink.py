@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from .. import linux
 from ..errors import KernelError
 from ..model import Host, Lab, Link, Network
-from ..naming import OWNER_PREFIX, owner_alias
+from ..naming import OWNER_PREFIX, mac_address, owner_alias
 from ..paths import NETNS_DIR, netns_path
 from . import rtnl
 from .rtnl import (
@@ -360,7 +360,7 @@ class NetlinkKernel:
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         batch = Batch()
         for n in networks:
-            add_bridge(batch, n.bridge)
+            add_bridge(batch, n.bridge, mac_address(lab.name, "net", n.name))
         batch.commit_or_raise(self.root)
         for n in networks:
             index = socket.if_nametoindex(n.bridge)
@@ -446,7 +446,8 @@ class NetlinkKernel:
                         set_up(inside, 1, f"lo in {h.namespace}")
                         for pos, port in enumerate(i for i in h.interfaces if i.network):
                             assert port.host_veth is not None  # every bridge port has one (resolve.py)
-                            add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos))
+                            add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos),
+                                     mac=mac_address(lab.name, "host", h.name, port.name))
                             add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
                             set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
                         if h.gateway is not None:
@@ -495,7 +496,8 @@ class NetlinkKernel:
             for lk in items:
                 a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
                 batch = Batch()
-                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd)
+                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
+                         peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname))
                 batch.commit_or_raise(a.sock)
                 for end, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
                     index = _index_in(end, ifname)

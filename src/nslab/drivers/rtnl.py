@@ -159,21 +159,31 @@ def _link(index: int = 0, up: bool = False) -> bytes:
     return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP if up else 0)
 
 
-def add_bridge(batch: Batch, name: str) -> None:
-    """`ip link add NAME type bridge && ip link set NAME up`."""
-    body = _link(up=True) + _string(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, _string(IFLA_INFO_KIND, "bridge"))
+IFLA_ADDRESS = 1
+
+
+def _mac(mac: str | None) -> bytes:
+    return _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", ""))) if mac else b""
+
+
+def add_bridge(batch: Batch, name: str, mac: str | None = None) -> None:
+    """`ip link add NAME [address MAC] type bridge && ip link set NAME up`."""
+    body = _link(up=True) + _string(IFLA_IFNAME, name) + _mac(mac)
+    body += _attr(IFLA_LINKINFO, _string(IFLA_INFO_KIND, "bridge"))
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add bridge {name}")
 
 
-def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0) -> None:
-    """A veth pair: ``name`` here (with ifindex ``index`` if non-zero), ``peer_name`` in the peer ns.
+def add_veth(batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0, mac: str | None = None,
+             peer_mac: str | None = None) -> None:
+    """A veth pair: ``name`` here (with ifindex ``index`` if non-zero), ``peer_name`` in the peer ns; each end
+    with its MAC address when given.
 
     Both ends start down: asking for the peer up at creation fails (ENOTCONN); each is brought up where
     it lives.
     """
-    peer = _link() + _string(IFLA_IFNAME, peer_name) + _u32(IFLA_NET_NS_FD, peer_ns_fd)
+    peer = _link() + _string(IFLA_IFNAME, peer_name) + _mac(peer_mac) + _u32(IFLA_NET_NS_FD, peer_ns_fd)
     info = _string(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
-    body = _link(index) + _string(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, info)
+    body = _link(index) + _string(IFLA_IFNAME, name) + _mac(mac) + _attr(IFLA_LINKINFO, info)
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add veth {name} peer {peer_name}")
 
 

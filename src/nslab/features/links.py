@@ -45,6 +45,10 @@ def validate(ctx: ValidateContext) -> list[Problem]:
     return []
 
 
+def _exists(lab: Lab, host: str, iface: str) -> bool:
+    return host in lab.hosts and any(i.name == iface for i in lab.hosts[host].interfaces)
+
+
 def ends(lab: Lab, host: str, iface: str) -> list[tuple[str, str]]:
     """Both ends of a host's interface, as (namespace or '' for the machine, interface)."""
     h = lab.hosts[host]
@@ -59,7 +63,7 @@ def down_interfaces(lab: Lab, record: Any) -> set[tuple[str, str]]:
     """Every (host, interface) meant to be down: those put down and, for links, the other end too."""
     out: set[tuple[str, str]] = set()
     for host, iface in LinksRecord.from_json(record).down:
-        if host in lab.hosts and any(i.name == iface for i in lab.hosts[host].interfaces):
+        if _exists(lab, host, iface):
             i = next(i for i in lab.hosts[host].interfaces if i.name == iface)
             out.add((host, iface))
             if i.link is not None:
@@ -80,8 +84,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     from ..wiring import SetLinkState
 
     lab = ctx.lab
-    kept = [(h, i) for h, i in LinksRecord.from_json(ctx.record).down
-            if h in lab.hosts and any(x.name == i for x in lab.hosts[h].interfaces)]
+    kept = [(h, i) for h, i in LinksRecord.from_json(ctx.record).down if _exists(lab, h, i)]
     again: list[tuple[str, str]] = []
     for host, iface in kept:
         # A recreated host (or a link recreated with its peer) comes up with every interface up: down again.
@@ -130,21 +133,21 @@ def set_link(name: str, host: str, iface: str | None, up: bool, drivers: Drivers
         lab = st.lab
         names = interfaces_of(lab, host, iface)
         record = LinksRecord.from_json(st.extra.get(KEY))
-        wanted = [e for i in names for e in ends(lab, host, i)]
+        wanted = list(dict.fromkeys(e for i in names for e in ends(lab, host, i)))
+        # Entries for the same interfaces go (a link may have been put down from its other end).
+        down = [d for d in record.down if _exists(lab, *d) and not set(ends(lab, *d)) & set(wanted)]
         routes: tuple[tuple[str, str], ...] = ()
         if up:
-            still = down_interfaces(lab, {"down": [d for d in record.down if not (d[0] == host and d[1] in names)]})
-            wanted = [e for e in wanted if not _end_still_down(lab, e, still)]
-            routes = tuple(r for i in names for r in _restored_routes(lab, lab.hosts[host], i))
-        apply(Plan([SetLinkState(tuple(dict.fromkeys(wanted)), up, routes)]), drivers)
-        down = [d for d in record.down if not (d[0] == host and d[1] in names)]
-        if not up:
+            routes = tuple(r for h, i in _interfaces_at(lab, wanted) for r in _restored_routes(lab, lab.hosts[h], i))
+        else:
             down += [(host, i) for i in names]
+        apply(Plan([SetLinkState(tuple(wanted), up, routes)]), drivers)
         st.extra[KEY] = LinksRecord(down).to_json()
         st.save()
         return [f"{host}:{i}" for i in names]
 
 
-def _end_still_down(lab: Lab, end: tuple[str, str], still: set[tuple[str, str]]) -> bool:
-    """Whether an end belongs to an interface that stays down (the other end of a link put down there)."""
-    return any(end in ends(lab, h, i) for h, i in still)
+def _interfaces_at(lab: Lab, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (host, interface) inside hosts among ``wanted`` ends (both ends of a link)."""
+    by_namespace = {h.namespace: h.name for h in lab.hosts.values()}
+    return [(by_namespace[ns], name) for ns, name in wanted if ns in by_namespace]
