@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import FirewallError, KernelError
@@ -20,7 +20,7 @@ from .nftables import FakeNft
 from .rtnl import LinkInfo, RouteInfo
 
 __all__ = ["FakeNft", "FakeKernel", "FakeSysctls", "FakeFiles", "FakeHostnamePins", "FakeProcesses",
-           "FakeMachine", "fake_drivers"]
+           "FakeMachine", "FakeProber", "fake_drivers"]
 
 
 class _Failing:
@@ -119,7 +119,10 @@ class FakeKernel(_Failing):
                 self.down.discard(end)
             else:
                 self.down.add(end)
-                self.routes = {ns: gw for ns, gw in self.routes.items() if ns != namespace}  # as IPv4 does
+                gateway = self.routes.get(namespace) if namespace else None
+                # IPv4 drops the routes through an interface that goes down
+                if gateway is not None and gateway in self.ifaces[namespace][name].network:
+                    del self.routes[namespace]
         return []
 
     def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
@@ -355,6 +358,20 @@ class FakeMachine:
 
     def socket_owner(self, inode: int) -> str:
         return f"process 'fake' (inode {inode})"
+
+
+class FakeProber:
+    """drivers/probe.py's twin: answers from ``answer(namespace, address) -> (reachable, result)``; keeps what
+    it was asked."""
+
+    def __init__(self, answer: Callable[[str, str], tuple[bool, str]]) -> None:
+        self.answer = answer
+        self.asked: list[tuple[tuple[str, str], str, int | None]] = []
+
+    def probe(self, probes: Sequence[tuple[str, str]], proto: str, port: int | None,
+              timeout: float) -> list[tuple[bool, str]]:
+        self.asked += [(p, proto, port) for p in probes]
+        return [self.answer(ns, address) for ns, address in probes]
 
 
 def fake_drivers(**replace: Any) -> Drivers:

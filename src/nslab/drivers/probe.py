@@ -276,15 +276,3 @@ class _Cells:
             for fd, _event in self.poller.poll(max(1, int(1000 * wait))):
                 self.ready(self.by_fd[fd])
         return [o or (False, "timeout") for o in self.outcomes]
-
-
-class FakeProber:
-    """For unit tests: answers from a function ``(namespace, address) -> Outcome`` and keeps what it was asked."""
-
-    def __init__(self, answer: Callable[[str, str], Outcome]) -> None:
-        self.answer = answer
-        self.asked: list[tuple[Probe, str, int | None]] = []
-
-    def probe(self, probes: Sequence[Probe], proto: str, port: int | None, timeout: float) -> list[Outcome]:
-        self.asked += [(p, proto, port) for p in probes]
-        return [self.answer(ns, address) for ns, address in probes]
