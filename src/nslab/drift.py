@@ -78,8 +78,9 @@ def wiring_drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers) -
         elif not bridge.up:
             found.append(Difference(f"network {n.name}: bridge {n.bridge} is down", "up", end=("", n.bridge)))
     named = drivers.kernel.named_namespaces()
+    views = drivers.kernel.host_views([h.namespace for h in lab.hosts.values() if h.namespace in named])
     for h in lab.hosts.values():
-        view = drivers.kernel.host_view(h.namespace) if h.namespace in named else None
+        view = views.get(h.namespace)
         if view is None:
             found.append(Difference(f"host {h.name}: namespace {h.namespace} is missing", "host", host=h.name))
             continue

@@ -104,6 +104,9 @@ class FakeKernel(_Failing):
         routes = [RouteInfo(ipaddress.IPv4Network("0.0.0.0/0"), str(gateway), "")] if gateway else []
         return links, routes
 
+    def host_views(self, namespaces: list[str]) -> dict[str, tuple[list[LinkInfo], list[RouteInfo]] | None]:
+        return {name: self.host_view(name) for name in namespaces}
+
     def default_gateway(self) -> ipaddress.IPv4Address | None:
         return self.gateway
 

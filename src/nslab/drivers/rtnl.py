@@ -364,9 +364,9 @@ def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
     return [replace(lk, addresses=tuple(addresses[lk.index])) if lk.index in addresses else lk for lk in found]
 
 
-def routes(sock: socket.socket) -> list[RouteInfo]:
-    """`ip -j route` (IPv4, main table)."""
-    names = {link.index: link.name for link in links(sock, with_addresses=False)}
+def routes(sock: socket.socket, known: Iterable[LinkInfo] | None = None) -> list[RouteInfo]:
+    """`ip -j route` (IPv4, main table); ``known``: the namespace's links if just dumped (for device names)."""
+    names = {link.index: link.name for link in (known if known is not None else links(sock, with_addresses=False))}
     request = _NLMSGHDR.pack(_NLMSGHDR.size + _RTMSG.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
     request += _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     out = []
