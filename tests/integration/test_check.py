@@ -127,6 +127,8 @@ def test_port_down_by_hand_fails_check_then_up_repairs(lab):
     assert not cells[("web2", "outside")]["reachable"]
     status = nslab("status", "chk", check=False)
     assert status.returncode == 1 and f"bridge port {port} (eth0) is down" in status.stdout
+    dry = nslab("up", "--dry-run", "-f", str(lab)).stdout.splitlines()
+    assert dry == [f"# repairs drift: host web2: bridge port {port} (eth0) is down", f"ip link set {port} up"]
     out = nslab("up", "-f", str(lab)).stdout
     assert "already up to date" not in out and f"repaired: host web2: bridge port {port} (eth0) is down" in out
     code, _cells = matrix()
@@ -140,3 +142,15 @@ def test_outside_is_only_the_uplink_gateway(lab):
     outside = {c["address"] for (_s, t), c in cells.items() if t == "outside"}
     assert outside == {WAN_ADDRESS}
     assert sh(f"ip netns exec {WAN} true").returncode == 0
+
+
+def test_python_api(lab):
+    from nslab.lab import Lab
+
+    api = Lab.load(lab)
+    assert api.link("web2", "eth0", up=False) == ["web2:eth0"]
+    matrix = api.check()
+    assert matrix.ok and not matrix.cell("web1", "web2").reachable
+    assert api.link("web2") == ["web2:eth0"]
+    matrix = api.check(port="9/udp", source="web1")
+    assert matrix.ok and matrix.cell("web1", "web2").result == "refused"

@@ -4,14 +4,14 @@ prober, --port parsing and the plain rendering."""
 from __future__ import annotations
 
 import pytest
+from fakelab import up_over_fakes
 
 from nslab import check as chk
 from nslab import state
 from nslab.cli.render import check_matrix
-from nslab.drivers.fake import FakeProber, fake_drivers
+from nslab.drivers.fake import FakeProber
 from nslab.errors import TargetError, UserError
 from nslab.features.links import set_link
-from nslab.lab import Lab
 
 LAB = """\
 name: u
@@ -37,16 +37,9 @@ REACH = {
 }
 
 
-@pytest.fixture(autouse=True)
-def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path / "state"))
-
-
 @pytest.fixture
-def drivers():
-    d = fake_drivers()
-    Lab.from_text(LAB, drivers=d).up()
-    return d
+def drivers(tmp_path, monkeypatch):
+    return up_over_fakes(LAB, tmp_path, monkeypatch)
 
 
 def lab():

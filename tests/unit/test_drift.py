@@ -6,10 +6,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from fakelab import up_over_fakes
 
 from nslab import state
 from nslab.drift import lab_drift
-from nslab.drivers.fake import fake_drivers
 from nslab.features.firewall import LoadRuleset
 from nslab.features.links import set_link
 from nslab.lab import Lab, status
@@ -28,16 +28,9 @@ links:
 """
 
 
-@pytest.fixture(autouse=True)
-def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path / "state"))
-
-
 @pytest.fixture
-def drivers():
-    d = fake_drivers()
-    Lab.from_text(LAB, drivers=d).up()
-    return d
+def drivers(tmp_path, monkeypatch):
+    return up_over_fakes(LAB, tmp_path, monkeypatch)
 
 
 def drift(d) -> list[str]:
@@ -126,10 +119,9 @@ def test_missing_chain_reloads_the_ruleset(drivers):
     assert drift(drivers) == []
 
 
-def test_dead_supervisor_is_drift():
+def test_dead_supervisor_is_drift(tmp_path, monkeypatch):
     text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
-    d = fake_drivers()
-    Lab.from_text(text, drivers=d).up()
+    d = up_over_fakes(text, tmp_path, monkeypatch)
     d.processes.running.clear()
     assert any(line.startswith("services: the lab's supervisor") for line in drift(d))
     result = Lab.from_text(text, drivers=d).up()
