@@ -513,15 +513,16 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     states = [state.LabState.load(name)] if name else state.all_states()
     if name and states[0] is None:
         raise TargetError(f"no lab '{name}' is up")
+    doc: dict[str, Any] = {"version": 1, "labs": []}
+    broken = [] if name else state.damaged()
+    if broken:
+        doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
     if not any(states):
-        return {"version": 1, "labs": []}  # nothing to look at: no drivers (nor root) needed
+        return doc  # nothing to look at: no drivers (nor root) needed
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
-        doc: dict[str, Any] = {"version": 1, "labs": [lab_status(st, drivers) for st in states if st is not None]}
-        broken = [] if name else state.damaged()
-        if broken:
-            doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
+        doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
         return doc
     finally:
         if own:

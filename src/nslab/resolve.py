@@ -282,7 +282,8 @@ class _Resolution:
     def _host(self, host_name: str, host: HostSpec) -> Host:
         """A host's namespace, hostname, interfaces (``ethN`` = N-th network, then links) and default route."""
         hostname = host.hostname or host_name
-        if not HOSTNAME.fullmatch(hostname):
+        named_badly = host.hostname is None and not OBJECT_NAME.fullmatch(host_name)  # reported as the name
+        if not HOSTNAME.fullmatch(hostname) and not named_badly:
             self.out.add(("hosts", host_name, "hostname"), f"'{hostname}' is not a valid hostname")
         interfaces, gateway = self._network_interfaces(host_name, host)
         for link_index, ifname in self.link_ifnames[host_name]:

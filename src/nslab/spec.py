@@ -69,12 +69,22 @@ class NetworkSpec(_Strict):
     @field_validator("subnet")
     @classmethod
     def _room_for_hosts(cls, value: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network | None:
-        if value is not None and value.prefixlen > 30:
+        if value is None:
+            return value
+        if value.prefixlen > 30:
             raise ValueError("a network needs at least a /30 (gateway + one host)")
+        for unfit, what in ((value.is_loopback, "loopback"), (value.is_multicast, "multicast"),
+                            (value.is_link_local, "link-local"), (value.is_unspecified, "unspecified"),
+                            (value.overlaps(_THIS_NETWORK), "'this network' (0.0.0.0/8)"),
+                            (value.is_reserved, "reserved")):
+            if unfit:
+                raise ValueError(f"{value} is a {what} range: a lab network needs ordinary unicast addresses "
+                                 "(e.g. a private range like 10.80.1.0/24)")
         return value
 
 
 RestartPolicy = Literal["no", "on-failure", "always"]
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 # --- impairments and partitions (features/impair.py, features/partitions.py) -----------------------------
@@ -148,6 +158,11 @@ def _ip_list(value: Any) -> Any:
     for item in out:
         if not isinstance(item, ipaddress.IPv4Address | ipaddress.IPv6Address):
             raise ValueError(f"{item!r} is not an IPv4 or IPv6 address")
+        if item.is_loopback:
+            raise ValueError(f"{item} is a loopback address: inside a host it is the host itself, where no "
+                             "resolver runs (the 127.0.0.53 pitfall); name a server the host can reach")
+        if item.is_unspecified or item.is_multicast:
+            raise ValueError(f"{item} is not a nameserver's address")
     return out
 
 
@@ -254,8 +269,17 @@ class HostSpec(_WithDns):
     @classmethod
     def _commands(cls, value: Any) -> Any:
         if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            if any("\0" in command for command in ([value] if isinstance(value, str) else value)):
+                raise ValueError("a command cannot contain a NUL character")
             return value
         raise ValueError("a command (text) or a list of commands")
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname_given(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("an empty hostname: leave the field out to use the host's name")
+        return value
 
     @field_validator("restart", mode="before")
     @classmethod
@@ -414,22 +438,96 @@ def _problems_from_validation(exc: ValidationError, source: SourceMap, file: str
     return problems
 
 
-def _read_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
-    """The data and its source map; a YAML syntax error, or a document that is not a mapping, alone."""
+def _read_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[Problem]]:
+    """The data, its source map and its duplicate keys; a YAML syntax error, a document that is too deep or
+    expands too far, or one that is not a mapping, alone (raised)."""
+    _check_text(text, file)
     loader = _LOADER(text)  # parsed once: the node tree gives the lines, the same tree the data
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_size(node, file)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
         raise SpecError([Problem(f"invalid YAML: {reason}", "", file, line)]) from None
+    except RecursionError:
+        raise SpecError([Problem(f"nested deeper than {MAX_DEPTH} levels", "", file)]) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
         raise SpecError([Problem("a lab file is a mapping with at least 'name:'", "", file, 1)])
-    return data, SourceMap.from_node(node)
+    return data, SourceMap.from_node(node), duplicate_keys(node, file)
+
+
+def _check_text(text: str, file: str) -> None:
+    """Refuse, before YAML sees it, text no lab file has: a NUL character, or nesting deeper than
+    :data:`MAX_DEPTH` (by flow brackets or by indentation) that would exhaust the parser's recursion."""
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise SpecError([Problem("a NUL character (a binary file?)", "", file, line)])
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    indents = {len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()}
+    if deepest > MAX_DEPTH or len(indents) > MAX_DEPTH:
+        raise SpecError([Problem(f"nested deeper than {MAX_DEPTH} levels: not a lab file", "", file)])
+
+
+def _check_size(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases would expand it beyond :data:`MAX_NODES` nodes (counted with each node's
+    expanded size computed once, so the count itself stays linear in the file)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = MAX_NODES + 1  # a node that contains itself is infinite
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, MAX_NODES + 1)
+        return sizes[id(node)]
+
+    if size(root) > MAX_NODES:
+        raise SpecError([Problem(f"expands to more than {MAX_NODES} values (aliases of aliases?): not a lab file",
+                                 "", file)])
+
+
+def duplicate_keys(root: yaml.Node | None, file: str) -> list[Problem]:
+    """Keys written twice in one mapping (YAML would silently keep the last): one problem each, at the second."""
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name in first:
+                    where = field_path((*path, name))
+                    problems.append(Problem(f"'{name}' is written twice in one mapping (also at line {first[name]}); "
+                                            "YAML would keep only the last", where, file, key.start_mark.line + 1))
+                elif name is not None:
+                    first[name] = key.start_mark.line + 1
+                stack.append((value, (*path, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, (*path, i)) for i, item in enumerate(node.value)]
+    return sorted(problems, key=lambda p: p.line or 0)
 
 
 #: What stands for a missing or invalid lab name while the rest of a faulty file is still checked.
@@ -593,7 +691,8 @@ def parse_all(text: str, file: str = "<string>", environ: Mapping[str, str] | No
     with ``count:`` expanded. A YAML syntax error, or a document that is not a mapping, raises
     :class:`SpecError` (nothing to go on with)."""
     text, early = substitute(text, file, environ)
-    data, source = _read_yaml(text, file)
+    data, source, duplicates = _read_yaml(text, file)
+    early += duplicates
     data = _without_extensions(data)
     early += _expand_counts(data, source, file)
     try:
@@ -615,23 +714,52 @@ def parse(text: str, file: str = "<string>") -> tuple[LabSpec, SourceMap]:
     return parsed.spec, parsed.source
 
 
+#: Bounds on what a lab file may be (a lab of thousands of hosts stays far inside them).
+MAX_FILE_BYTES = 4 << 20
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_NODES = 500_000  # YAML nodes once aliases are expanded (a "billion laughs" file is refused, not expanded)
+
+
 def read(path: str | Path) -> str:
-    """The text of a lab file (``-`` is standard input)."""
-    if str(path) == "-":
+    """The text of a lab file (``-`` is standard input): a regular file of UTF-8 text, at most
+    :data:`MAX_FILE_BYTES`. A FIFO, a device (``/dev/zero``) or a directory is refused without being read."""
+    file = str(path)
+    if file == "-":
         import sys
 
-        return sys.stdin.read()
+        return _text(sys.stdin.buffer.read(MAX_FILE_BYTES + 1), "<stdin>")
+    import os
+    import stat
+
     try:
-        return Path(path).read_text()
+        info = os.stat(file)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError([Problem("not a regular file (a FIFO, device or directory): give a lab file, or - "
+                                     "for standard input", "", file)])
+        with open(file, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", str(path))]) from None
+        raise SpecError([Problem(f"cannot read lab file: {exc.strerror}", "", file)]) from None
+    return _text(data, file)
+
+
+def _text(data: bytes, file: str) -> str:
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError([Problem(f"larger than {MAX_FILE_BYTES >> 20} MiB: not a lab file", "", file)])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        hint = " (UTF-16? save it as UTF-8)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError([Problem(f"not UTF-8 text{hint}", "", file, line)]) from None
+    return text.removeprefix("\ufeff")
 
 
 def name_of(path: str | Path) -> str:
     """The lab name a lab file gives (``${VAR}`` substituted), without checking the rest of the file."""
     file = str(path)
     text, problems = substitute(read(path), file)
-    data, source = _read_yaml(text, file)
+    data, source, _ = _read_yaml(text, file)
     name = data.get("name")
     if not isinstance(name, str) or not LAB_NAME.fullmatch(name):
         problems.append(Problem("no valid lab name here", "name", file, source.line(("name",))))

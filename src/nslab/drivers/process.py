@@ -30,7 +30,23 @@ from .. import paths
 from . import files, procfs
 
 SERVICE_ENV = "NSLAB_SERVICE"
-STOP_TIMEOUT = float(os.environ.get("NSLAB_STOP_TIMEOUT", "5"))
+def _stop_timeout(default: float = 5.0) -> float:
+    """``NSLAB_STOP_TIMEOUT``: seconds between SIGTERM and SIGKILL (as ``docker stop -t``); a value that is not a
+    number of seconds is ignored, with a one-line warning, rather than breaking every command."""
+    text = os.environ.get("NSLAB_STOP_TIMEOUT")
+    if text is None:
+        return default
+    try:
+        value = float(text)
+        if not 0 <= value <= 3600:
+            raise ValueError
+        return value
+    except ValueError:
+        sys.stderr.write(f"nslab: warning: NSLAB_STOP_TIMEOUT={text!r} is not 0..3600 seconds; using {default:g}\n")
+        return default
+
+
+STOP_TIMEOUT = _stop_timeout()
 
 
 
