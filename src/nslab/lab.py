@@ -35,6 +35,7 @@ from .plan import Action, Plan
 from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
+    from . import check as check_mod
     from . import spec
     from .targets import Target
 
@@ -48,6 +49,7 @@ class UpResult:
     applied: bool
     previous: ResolvedLab | None = None  # the lab as it was up before (None: a new lab)
     warnings: tuple[str, ...] = ()  # every warning of the features (e.g. the FORWARD policy)
+    repairs: list[str] = dataclasses.field(default_factory=list)  # drift this run repairs (see drift.py)
 
     def commands(self) -> list[str]:
         """The whole change as commands a person would type (``up --dry-run``)."""
@@ -98,6 +100,7 @@ class Lab:
         #: the file as read, with its schema problems (the spec is then the part of the file without them)
         self.parsed = parsed
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
+        self.repairs: list[str] = []  # the drift the last plan repairs
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None, check: bool = True) -> Lab:
@@ -142,7 +145,7 @@ class Lab:
             return
         drivers = self.drivers or Drivers.live()
         try:
-            _, problems = self.check(drivers, state.LabState.load(self.name))
+            _, problems = self.validate(drivers, state.LabState.load(self.name))
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -154,7 +157,7 @@ class Lab:
         return self.spec.name
 
     # ------------------------------------------------------------------------------------------
-    def check(
+    def validate(
         self, drivers: Drivers | None, recorded: state.LabState | None = None
     ) -> tuple[ResolvedLab, list[Problem]]:
         """Every problem of the lab in one pass, changing nothing: the file's schema, names and references,
@@ -187,7 +190,7 @@ class Lab:
     def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
         without changing anything; every problem is raised at once."""
-        resolved, problems = self.check(drivers, recorded)
+        resolved, problems = self.validate(drivers, recorded)
         if problems:
             raise _problem_error(problems, self.parsed)
         return resolved
@@ -195,7 +198,14 @@ class Lab:
     def plan(self, drivers: Drivers, recorded: state.LabState | None) -> tuple[ResolvedLab, Plan, dict[str, Any]]:
         """The desired lab, the plan that brings the machine there, and the records to keep once it is applied."""
         desired = self.resolve(drivers, recorded)
-        wiring = plan_up(desired, recorded.lab if recorded else None, observe(drivers, self.name))
+        observed = observe(drivers, self.name)
+        self.repairs = []
+        if recorded is not None:  # what drifted from the lab as made is repaired on the way
+            from .drift import lab_drift, with_repairs
+
+            found = lab_drift(recorded, drivers)
+            observed, self.repairs = with_repairs(observed, found), [d.text for d in found]
+        wiring = plan_up(desired, recorded.lab if recorded else None, observed)
         ctx = features.UpContext(
             lab=desired,
             recorded=recorded.lab if recorded else None,
@@ -234,9 +244,9 @@ class Lab:
                 previous = recorded.lab if recorded else None
                 warnings = tuple(w for r in records.values() for w in getattr(r, "warnings", ()))
                 if dry_run:
-                    return UpResult(desired, plan, False, previous, warnings)
+                    return UpResult(desired, plan, False, previous, warnings, list(self.repairs))
                 self._apply(drivers, plan, recorded, progress, desired, records)
-                return UpResult(desired, plan, bool(plan), previous, warnings)
+                return UpResult(desired, plan, bool(plan), previous, warnings, list(self.repairs))
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -284,6 +294,26 @@ class Lab:
     def __enter__(self) -> Lab:
         self.up()
         return self
+
+    # -- testing the network (check.py, features/links.py) --------------------------------------
+    def check(self, port: str | None = None, source: str | None = None) -> check_mod.Matrix:
+        """The reachability matrix of the lab that is up (``nslab check``): every cell probed, with the
+        verdict the lab implies; ``.ok`` when all match. ``port``: ``"80"`` (TCP) or ``"53/udp"``."""
+        from . import check as check_mod
+
+        return check_mod.check(self.name, port, source, self.drivers)
+
+    def link(self, host: str, iface: str | None = None, up: bool = True) -> list[str]:
+        """``nslab link LAB/HOST[:IF] up|down``: both ends of the interface (every interface of the host when
+        ``iface`` is None); kept as intended state. Returns the ``HOST:IF`` changed."""
+        from .features.links import set_link
+
+        drivers = self.drivers or Drivers.live()
+        try:
+            return set_link(self.name, host, iface, up, drivers)
+        finally:
+            if self.drivers is None:
+                drivers.close()
 
     def __exit__(self, *exc: object) -> None:
         self.down()

@@ -2,6 +2,7 @@
 
 - a host is the named namespace ``<lab>-<host>``;
 - a network is the bridge ``nsl<hash>``, a host's machine-side veth ``nsv<hash>`` (always <= 15 characters);
+- a bridge and every interface inside a host get a MAC address derived from their names (:func:`mac_address`);
 - every link nslab makes on the machine is in link group :data:`LINK_GROUP` from the instant it exists, and
   carries an ownership mark in its alias (``ip link`` shows it): ``nslab:<lab>:net:<network>`` on a bridge,
   ``nslab:<lab>:host:<host>:<ifname>`` on a host's veth. :func:`owner_alias` writes a mark, :func:`parse_owner`
@@ -44,6 +45,17 @@ def bridge_name(lab: str, network: str) -> str:
 
 def host_veth_name(lab: str, host: str, ifname: str) -> str:
     return "nsv" + short_hash(lab, host, ifname)
+
+
+def mac_address(lab: str, *parts: str) -> str:
+    """A locally administered unicast MAC address derived from names (``lab, "net", network`` for a bridge,
+    ``lab, "host", host, ifname`` for an interface inside a host): an object made again (``up`` recreating a
+    host, a link or a bridge) gets the same address, so its neighbours' ARP caches stay right. With a random
+    address, hosts kept a stale entry for seconds; and a bridge without an address of its own takes its lowest
+    port's, which changed whenever a host was recreated (the gateway was unreachable meanwhile)."""
+    raw = bytearray(blake2s("/".join((lab, *parts)).encode(), digest_size=6).digest())
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 def owner_alias(lab: str, *parts: str) -> str:

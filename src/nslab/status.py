@@ -32,6 +32,9 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     }
     for module in features.modules():
         doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))
+    from .drift import lab_drift
+
+    doc["drift"] = [d.text for d in lab_drift(st, drivers)]
     doc["links"] = [
         {"endpoints": [lk.a, lk.b], "interfaces": [lk.a_ifname, lk.b_ifname], "subnet": str(lk.subnet),
          "addresses": [str(lk.a_address), str(lk.b_address)]}

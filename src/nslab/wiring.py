@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .errors import KernelError
 from .model import Host, Lab, Link, Network
-from .naming import LINK_GROUP, owner_alias
+from .naming import LINK_GROUP, mac_address, owner_alias
 from .plan import Action, Plan, Steps
 from .values import Value, field
 
@@ -48,6 +48,40 @@ class Observed(Value):
     namespaces: frozenset[str] = frozenset()
     bridges: frozenset[str] = frozenset()
     host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
+    # Drift found against the recorded lab (drift.py fills these in; ``up`` repairs them):
+    broken_hosts: frozenset[str] = frozenset()  # hosts to recreate (an interface, address or port lost)
+    broken_links: frozenset[tuple[str, str, str, str]] = frozenset()  # point-to-point links to recreate
+    ends_down: tuple[tuple[str, str], ...] = ()  # (namespace or '' for the machine, link) down, meant up
+    ends_up: tuple[tuple[str, str], ...] = ()  # up, but put down with `nslab link`
+    routes_missing: tuple[tuple[str, str], ...] = ()  # (namespace, gateway) default routes to restore
+
+
+class SetLinkState(Action):
+    """``ip [-n NS] link set IF up|down`` for each end (namespace '' = the machine); then the default routes
+    to restore (IPv4 drops a host's routes through an interface put down, and ``up`` does not bring them back).
+    The inverse sets the other state."""
+
+    ends: tuple[tuple[str, str], ...]
+    up: bool
+    routes: tuple[tuple[str, str], ...] = ()
+
+    def commands(self) -> list[str]:
+        state = "up" if self.up else "down"
+        out = [f"ip {f'-n {ns} ' if ns else ''}link set {name} {state}" for ns, name in self.ends]
+        return out + [f"ip -n {ns} route replace default via {gw} proto static" for ns, gw in self.routes]
+
+    def summary(self) -> str:
+        return f"set {len(self.ends)} interface(s) {'up' if self.up else 'down'}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        import ipaddress
+
+        if self.ends:
+            _raise_on(drivers.kernel.set_link_state(list(self.ends), self.up))
+        if self.routes:
+            _raise_on(drivers.kernel.set_default_routes(
+                [(ns, ipaddress.IPv4Address(gw)) for ns, gw in self.routes]))
+        return SetLinkState(self.ends, not self.up) if self.ends else None
 
 
 class RemoveHosts(Action):
@@ -163,7 +197,7 @@ class AddHosts(Action):
 
 def _bridge_commands(lab: str, n: Network) -> list[str]:
     return [
-        f"ip link add {n.bridge} group {LINK_GROUP} type bridge",
+        f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
         f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
         f"ip link set {n.bridge} up",
@@ -173,7 +207,8 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
 def _link_commands(lab: Lab, lk: Link) -> list[str]:
     a, b = lab.hosts[lk.a].namespace, lab.hosts[lk.b].namespace
     return [
-        f"ip -n {a} link add {lk.a_ifname} type veth peer name {lk.b_ifname} netns {b}",
+        f"ip -n {a} link add {lk.a_ifname} address {mac_address(lab.name, 'host', lk.a, lk.a_ifname)} type veth "
+        f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)} netns {b}",
         f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
         f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
         f"ip -n {a} link set {lk.a_ifname} up",
@@ -190,7 +225,7 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     ]
     for position, i in enumerate(i for i in h.interfaces if i.network):
         bridge = lab.networks[i.network].bridge if i.network else ""
-        mac = f" address {i.mac}" if i.mac else ""
+        mac = f" address {i.mac or mac_address(lab.name, 'host', h.name, i.name)}"  # the lab file's wins
         mtu = f" mtu {i.mtu}" if i.mtu else ""
         out += [
             f"ip -n {ns} link add {i.name} index {port_index(position)}{mac}{mtu} group {LINK_GROUP} type veth "
@@ -359,8 +394,8 @@ def plan_up(desired: Lab, recorded: Lab | None, observed: Observed) -> Plan:
     changes = _Changes()
     _networks(desired, before, observed, changes)
     _hosts(desired, before, observed, changes)
-    _links(desired, before, changes)
-    return _actions(desired, before, observed, changes)
+    _links(desired, before, observed, changes)
+    return _actions(desired, before, observed, changes) + _state_repairs(desired, observed, changes)
 
 
 def _networks(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
@@ -382,7 +417,8 @@ def _hosts(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> 
         if _host_identity(desired.hosts.get(name)) != _host_identity(h):
             remove(h)
     for name, h in desired.hosts.items():
-        if _host_identity(before.hosts.get(name)) != _host_identity(h) or h.namespace not in observed.namespaces:
+        if (_host_identity(before.hosts.get(name)) != _host_identity(h) or h.namespace not in observed.namespaces
+                or name in observed.broken_hosts):
             changes.hosts_to_add[name] = h
             # A namespace that exists but is not recorded as this exact host is in the way: recreate it only if
             # it was ours (recorded); a foreign one makes apply fail cleanly (EEXIST) before anything changed.
@@ -395,15 +431,16 @@ def _hosts(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> 
             remove(h)
 
 
-def _links(desired: Lab, before: Lab, changes: _Changes) -> None:
+def _links(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
     added = changes.hosts_to_add
+    broken = observed.broken_links
     before_links = {_link_key(lk): lk for lk in before.links}
     desired_links = {_link_key(lk): lk for lk in desired.links}
     for lk in desired.links:
-        if before_links.get(_link_key(lk)) != lk or lk.a in added or lk.b in added:
+        if before_links.get(_link_key(lk)) != lk or lk.a in added or lk.b in added or _link_key(lk) in broken:
             changes.links_to_add.append(lk)
     for key, lk in before_links.items():
-        if desired_links.get(key) == lk or lk.a in added or lk.b in added:
+        if (desired_links.get(key) == lk and key not in broken) or lk.a in added or lk.b in added:
             continue  # unchanged, or it goes with its recreated host
         if lk.a in desired.hosts and lk.b in desired.hosts:
             changes.links_to_remove.append(lk)
@@ -429,6 +466,26 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
                        if name in changes.hosts_to_add and (h.routes or h.sysctls))
     if configured:
         actions.append(ConfigureHosts(configured))
+    return Plan(actions)
+
+
+def _state_repairs(desired: Lab, observed: Observed, changes: _Changes) -> Plan:
+    """Interfaces and routes that drifted on objects this run does not remake: set back as planned."""
+    remade: set[str] = {n.bridge for n in changes.nets_to_add}
+    for h in changes.hosts_to_add.values():
+        remade |= {h.namespace, *_host_veths([h])}
+    for lk in changes.links_to_add:
+        remade |= {f"{desired.hosts[lk.a].namespace}/{lk.a_ifname}", f"{desired.hosts[lk.b].namespace}/{lk.b_ifname}"}
+
+    def kept(ends: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        return tuple(e for e in ends if not ({e[0] or e[1], f"{e[0]}/{e[1]}"} & remade))
+
+    actions: list[Action] = []
+    up, down, routes = kept(observed.ends_down), kept(observed.ends_up), kept(observed.routes_missing)
+    if up or routes:
+        actions.append(SetLinkState(up, True, routes))
+    if down:
+        actions.append(SetLinkState(down, False))
     return Plan(actions)
 
 

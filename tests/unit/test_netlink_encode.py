@@ -31,6 +31,8 @@ def test_bridge():
     assert msg.get_attr("IFLA_IFNAME") == "nsl12345678"
     assert msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "bridge"
     assert what == "add bridge nsl12345678"
+    msg, _ = _one(lambda b: nl.add_bridge(b, "nsl12345678", "02:11:22:33:44:55"), ifinfmsg)
+    assert msg.get_attr("IFLA_ADDRESS") == "02:11:22:33:44:55"
 
 
 def test_veth_with_peer_in_another_namespace():
@@ -41,6 +43,19 @@ def test_veth_with_peer_in_another_namespace():
     peer = info.get_attr("IFLA_INFO_DATA").get_attr("VETH_INFO_PEER")
     assert peer.get_attr("IFLA_IFNAME") == "nsvabcdef12"
     assert peer.get_attr("IFLA_NET_NS_FD") == 7
+    msg, _ = _one(lambda b: nl.add_veth(b, "eth0", "eth1", 7, mac="02:00:00:00:00:01", peer_mac="02:00:00:00:00:02"),
+                  ifinfmsg)
+    assert msg.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:01"
+    peer = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("VETH_INFO_PEER")
+    assert peer.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:02" and peer.get_attr("IFLA_NET_NS_FD") == 7
+
+
+def test_set_state_by_name():
+    msg, what = _one(lambda b: nl.set_state(b, "nsvabcdef12", False, "port"), ifinfmsg)
+    assert msg.get_attr("IFLA_IFNAME") == "nsvabcdef12" and msg["flags"] == 0 and msg["change"] == 1
+    assert what == "set port down"
+    msg, _ = _one(lambda b: nl.set_state(b, "eth0", True, "eth0"), ifinfmsg)
+    assert msg["flags"] == 1 and msg["change"] == 1
 
 
 def test_attach_port_and_set_up():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import UserError
+from ..errors import NslabError, UserError
 from . import complete
 
 if TYPE_CHECKING:
@@ -99,6 +99,8 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     render.warnings(result.warnings)
     if dry_run:
         commands = result.commands()
+        for line in result.repairs:
+            click.echo(f"# repairs drift: {line}")
         if not commands:
             click.echo(f"# lab {lab.name} is up to date; nothing to do")
         for command in commands:
@@ -112,6 +114,8 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     if quiet:
         return
     render.changes(result.changes())
+    for line in result.repairs:
+        click.echo(f"{'repaired' if result.applied else 'not repaired'}: {line}")
     render.up_table(result.lab, changed=result.applied, wide=output == "wide")
 
 
@@ -144,7 +148,11 @@ def down(lab_name: str | None, file: str | None) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only the names of the labs that are up.")
 def status(lab_name: str | None, file: str | None, output: str | None, as_json: bool, wide: bool,
            quiet: bool) -> None:
-    """Show labs: networks, hosts, addresses, routes, services, ports. LAB/HOST: one host."""
+    """Show labs: networks, hosts, addresses, routes, services, ports, and drift. LAB/HOST: one host.
+
+    Exits 1 when the machine differs from any lab as nslab made it (each difference is named; `nslab up`
+    repairs them), 0 when everything is as planned.
+    """
     from ..lab import status as lab_status
 
     output = _output(output, as_json, wide)
@@ -171,13 +179,16 @@ def status(lab_name: str | None, file: str | None, output: str | None, as_json: 
         render.status(doc, wide=output == "wide", host=host)
     for problem in doc.get("damaged", []):  # labs whose state cannot be read: one line each, exit 1
         click.echo(f"nslab: {problem}", err=True)
+    drifted = [f"{lab['name']} ({len(lab['drift'])})" for lab in doc["labs"] if lab.get("drift")]
+    if drifted:  # exit 1, named (`nslab up` repairs it)
+        raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
     if doc.get("damaged"):
         raise click.exceptions.Exit(1)
 
 
 def _read_status(read: Any, lab_name: str | None) -> dict[str, Any]:
     """The status document; as non-root, what cannot be read says why root is needed."""
-    from ..errors import EnvironmentProblem, NslabError
+    from ..errors import EnvironmentProblem
 
     try:
         doc: dict[str, Any] = read(lab_name)

@@ -115,7 +115,7 @@ def _routes(h: dict[str, Any]) -> str:
     )
 
 
-def _interface_rows(h: dict[str, Any], repeat: bool) -> list[list[str]]:
+def _interface_rows(h: dict[str, Any], repeat: bool, meant_down: set[str]) -> list[list[str]]:
     if not h["present"]:
         return [[h["name"], h["namespace"], "missing", "", "", ""]]
     loopback_only = [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True, "network": None, "link_peer": None}]
@@ -126,9 +126,25 @@ def _interface_rows(h: dict[str, Any], repeat: bool) -> list[list[str]]:
         on = i["network"] if i.get("network") else f"link:{i['link_peer']}" if i.get("link_peer") \
             else "loopback-only" if i["name"] == "lo" else "-"
         rows.append([h["name"] if first else "", h["namespace"] if first else "",
-                     i["name"] + ("" if i["up"] else " (down)"), on, " ".join(i["addresses"]),
+                     i["name"] + _down(h["name"], i, meant_down), on, " ".join(i["addresses"]),
                      _routes(h) if first else ""])
     return rows
+
+
+def _down(host: str, iface: dict[str, Any], meant_down: set[str]) -> str:
+    if iface["up"]:
+        return ""
+    return " (down: nslab link)" if f"{host}:{iface['name']}" in meant_down else " (down)"
+
+
+def _drift(lines: Sequence[str], host: str | None) -> None:
+    """One line per difference from the lab as made (``nslab up`` repairs them); LAB/HOST: that host's."""
+    if host is not None:
+        lines = [line for line in lines if line.startswith(f"host {host}:")]
+    for line in lines:
+        sys.stdout.write(f"drift: {line}\n")
+    if not lines:
+        sys.stdout.write("no drift: the machine matches the lab\n")
 
 
 def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> None:
@@ -143,13 +159,35 @@ def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> 
             table("", ("network", "bridge", "subnet", "gateway", "kind", "state"),
                   [[n["name"], n["bridge"], n["subnet"], n["gateway"], "internal" if n["internal"] else "nat",
                     "up" if n["present"] else "missing"] for n in lab["networks"]], wide)
-        rows = [row for h in hosts for row in _interface_rows(h, repeat)]
+        meant = set((lab.get("link_state") or {}).get("down", []))  # put down with `nslab link`: not drift
+        rows = [row for h in hosts for row in _interface_rows(h, repeat, meant)]
         table("", ("host", "namespace", "interface", "on", "addresses", "routes"), rows, wide)
         _services(lab.get("hostsetup") or {}, wide, host)  # --- services (hostsetup) ---
         _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
         _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
+        _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
         sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+# --- nslab check ----------------------------------------------------------------------------------------
+def check_matrix(matrix: Any) -> str:
+    """The matrix as plain columns (greppable: one row per source host), then one line per unexpected cell."""
+    def word(cell: Any) -> str:
+        text = "reach" if cell.reachable else "block"
+        return text if cell.ok else text.upper() + "!"
+
+    header = ["from \\ to", *matrix.columns]
+    rows = [[src, *(word(matrix.cell(src, dst)) for dst in matrix.columns)] for src in matrix.hosts]
+    outside = f", outside = {matrix.outside}" if matrix.outside else ", outside not probed (no default route)"
+    text = plain_table(f"lab {matrix.lab}: reachability ({matrix.probe}{outside})", header, rows)
+    bad = [c for c in matrix.cells if not c.ok]
+    for c in bad:
+        want = "reachable" if c.expected else "blocked"
+        text += (f"unexpected: {c.source} -> {c.target} ({c.address or 'no address'}): {c.result}, "
+                 f"the lab implies {want}\n")
+    text += f"{len(matrix.cells) - len(bad)}/{len(matrix.cells)} cells as the lab implies\n"
+    return text
 
 
 # --- services (hostsetup feature) ----------------------------------------------------------------------

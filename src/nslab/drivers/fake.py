@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import FirewallError, KernelError
@@ -20,7 +20,7 @@ from .nftables import FakeNft
 from .rtnl import LinkInfo, RouteInfo
 
 __all__ = ["FakeNft", "FakeKernel", "FakeSysctls", "FakeFiles", "FakeHostnamePins", "FakeProcesses",
-           "FakeMachine", "fake_drivers"]
+           "FakeMachine", "FakeProber", "fake_drivers"]
 
 
 class _Failing:
@@ -50,6 +50,15 @@ class FakeKernel(_Failing):
         self.hairpin: set[str] = set()
         self.routes: dict[str, set[Route]] = {}  # namespace -> routes added by configure_host
         self.host_sysctls: dict[str, dict[str, str]] = {}  # namespace -> sysctls written inside it
+        # What host_view and machine_links show: interfaces inside namespaces (namespace -> name -> address),
+        # default routes (defaults: namespace -> gateway), bridge ports (veth -> bridge), and what is down
+        # ((namespace or '' for the machine, name)).
+        self.ifaces: dict[str, dict[str, ipaddress.IPv4Interface]] = {}
+        self.defaults: dict[str, ipaddress.IPv4Address] = {}
+        self.ports: dict[str, str] = {}
+        self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # a link's first end -> its other end
+        self.down: set[tuple[str, str]] = set()
+        self.gateway: ipaddress.IPv4Address | None = ipaddress.IPv4Address("198.51.100.1")
         self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
 
     def _made(self, name: str) -> None:
@@ -69,8 +78,13 @@ class FakeKernel(_Failing):
         return frozenset(self.namespaces)
 
     def owned_links(self) -> list[LinkInfo]:
-        return [LinkInfo(0, name, "bridge", alias, 0, True) for name, alias in self.bridges.items()] + [
-            LinkInfo(0, name, "veth", alias, 0, True) for name, alias in self.veths.items()
+        index = {name: 100 + n for n, name in enumerate(self.bridges)}
+        return [
+            LinkInfo(index[name], name, "bridge", alias, 0, ("", name) not in self.down)
+            for name, alias in self.bridges.items()
+        ] + [
+            LinkInfo(0, name, "veth", alias, index.get(self.ports.get(name, ""), 0), ("", name) not in self.down)
+            for name, alias in self.veths.items()
         ]
 
     def machine_links(self) -> list[LinkInfo]:
@@ -83,7 +97,43 @@ class FakeKernel(_Failing):
         return frozenset({ipaddress.IPv4Address("198.51.100.2")})
 
     def host_view(self, namespace: str) -> tuple[list[LinkInfo], list[RouteInfo]] | None:
-        return ([], []) if namespace in self.namespaces else None
+        if namespace not in self.namespaces:
+            return None
+        links = [LinkInfo(1, "lo", "", "", 0, True, (ipaddress.IPv4Interface("127.0.0.1/8"),))]
+        for n, (name, address) in enumerate(self.ifaces.get(namespace, {}).items()):
+            links.append(LinkInfo(10 + n, name, "veth", "", 0, (namespace, name) not in self.down, (address,)))
+        gateway = self.defaults.get(namespace)
+        routes = [RouteInfo(ipaddress.IPv4Network("0.0.0.0/0"), str(gateway), "")] if gateway else []
+        return links, routes
+
+    def host_views(self, namespaces: list[str]) -> dict[str, tuple[list[LinkInfo], list[RouteInfo]] | None]:
+        return {name: self.host_view(name) for name in namespaces}
+
+    def default_gateway(self) -> ipaddress.IPv4Address | None:
+        return self.gateway
+
+    def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
+        self._call("set_link_state")
+        for end in ends:
+            namespace, name = end
+            if (namespace and name not in self.ifaces.get(namespace, {})) or (
+                not namespace and name not in self.veths and name not in self.bridges
+            ):
+                return [f"set {name} in {namespace or 'the machine'}: No such device"]
+            if up:
+                self.down.discard(end)
+            else:
+                self.down.add(end)
+                gateway = self.defaults.get(namespace) if namespace else None
+                # IPv4 drops the routes through an interface that goes down
+                if gateway is not None and gateway in self.ifaces[namespace][name].network:
+                    del self.defaults[namespace]
+        return []
+
+    def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
+        self._call("set_default_routes")
+        self.defaults.update(dict(routes))
+        return []
 
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         self._call("add_bridges")
@@ -117,10 +167,16 @@ class FakeKernel(_Failing):
             raise KernelError(f"namespace {sorted(clash)[0]} already exists")
         for h in hosts:
             self.namespaces.add(h.namespace)
+            self.down = {d for d in self.down if d[0] != h.namespace}
             for i in h.interfaces:
-                if i.host_veth:
+                if i.host_veth and i.network:
                     self.veths[i.host_veth] = owner_alias(lab.name, "host", h.name, i.name)
+                    self.ports[i.host_veth] = lab.networks[i.network].bridge
+                    self.ifaces.setdefault(h.namespace, {})[i.name] = i.address
+                    self.down.discard(("", i.host_veth))
                     self._made(i.host_veth)
+            if h.gateway:
+                self.defaults[h.namespace] = h.gateway
 
     def configure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> list[str]:
         self._call("configure_host")
@@ -140,6 +196,8 @@ class FakeKernel(_Failing):
         self._call("remove_namespaces")
         for name in names:
             self.namespaces.discard(name)
+            self.ifaces.pop(name, None)
+            self.defaults.pop(name, None)
             lab, _, host = name.partition("-")
             for veth, alias in list(self.veths.items()):  # they go with the namespace
                 if alias.startswith(f"nslab:{lab}:host:{host}:"):
@@ -154,10 +212,17 @@ class FakeKernel(_Failing):
     def add_links(self, lab: Lab, links: list[Link]) -> None:
         self._call("add_links")
         self.link_ends |= {(lab.hosts[lk.a].namespace, lk.a_ifname) for lk in links}
+        for lk in links:
+            self.peers[(lab.hosts[lk.a].namespace, lk.a_ifname)] = (lab.hosts[lk.b].namespace, lk.b_ifname)
+            for host, ifname, address in ((lk.a, lk.a_ifname, lk.a_address), (lk.b, lk.b_ifname, lk.b_address)):
+                self.ifaces.setdefault(lab.hosts[host].namespace, {})[ifname] = address
 
     def remove_link_ends(self, ends: list[tuple[str, str]]) -> list[str]:
         self._call("remove_link_ends")
         self.link_ends -= set(ends)
+        for end in ends:
+            for namespace, ifname in (end, self.peers.pop(end, end)):
+                self.ifaces.get(namespace, {}).pop(ifname, None)
         return []
 
     def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
@@ -177,6 +242,8 @@ class FakeNftables(FakeNft):
     def run(self, text: str, json_output: bool = False) -> str:
         if text.strip() == "list ruleset" and json_output:
             table = [{"table": {"family": "inet", "name": "nslab", "handle": 1}}] if self.table else []
+            table += [{"chain": {"family": "inet", "table": "nslab", "name": line.split()[1]}}
+                      for line in (self.table or "").splitlines() if line.startswith("\tchain ")]
             return json.dumps({"nftables": self.objects + table})
         if self.fail_on == "run":
             raise FirewallError("nftables refused the change: injected failure")
@@ -356,6 +423,20 @@ class FakeShaper(_Failing):
         self._call("stop_delayer")
         self.delayer.pop(lab, None)
         return []
+
+
+class FakeProber:
+    """drivers/probe.py's twin: answers from ``answer(namespace, address) -> (reachable, result)``; keeps what
+    it was asked."""
+
+    def __init__(self, answer: Callable[[str, str], tuple[bool, str]]) -> None:
+        self.answer = answer
+        self.asked: list[tuple[tuple[str, str], str, int | None]] = []
+
+    def probe(self, probes: Sequence[tuple[str, str]], proto: str, port: int | None,
+              timeout: float) -> list[tuple[bool, str]]:
+        self.asked += [(p, proto, port) for p in probes]
+        return [self.answer(ns, address) for ns, address in probes]
 
 
 def fake_drivers(**replace: Any) -> Drivers:

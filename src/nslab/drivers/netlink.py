@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from .. import linux
 from ..errors import KernelError
 from ..model import Host, Lab, Link, Network, Route
-from ..naming import LINK_GROUP, OWNER_PREFIX, owner_alias
+from ..naming import LINK_GROUP, OWNER_PREFIX, mac_address, owner_alias
 from ..paths import NETNS_DIR, netns_path
 from . import rtnl
 from .rtnl import (
@@ -56,6 +56,7 @@ from .rtnl import (
     routes,
     set_alias,
     set_hairpin,
+    set_state,
     set_up,
 )
 
@@ -281,9 +282,49 @@ class NetlinkKernel:
         except KernelError:
             return None
         try:
-            return links(ns.sock), routes(ns.sock)
+            found = links(ns.sock)
+            return found, routes(ns.sock, found)
         finally:
             ns.close()
+
+    def host_views(self, namespaces: list[str]) -> dict[str, tuple[list[LinkInfo], list[RouteInfo]] | None]:
+        """:meth:`host_view` of many namespaces: one thread opens a netlink socket in each (no thread per
+        namespace), the dumps follow from here (drift checks every host of a lab on each ``up``)."""
+
+        def work() -> dict[str, socket.socket]:
+            socks: dict[str, socket.socket] = {}
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            try:
+                for name in namespaces:
+                    try:
+                        fd = os.open(netns_path(name), os.O_RDONLY)
+                    except OSError:
+                        continue  # no such namespace: None below
+                    try:
+                        linux.setns(fd, linux.CLONE_NEWNET)
+                        socks[name] = rtnl.open_socket()
+                    finally:
+                        os.close(fd)
+                        linux.setns(home, linux.CLONE_NEWNET)
+            except BaseException:
+                for sock in socks.values():
+                    sock.close()
+                raise
+            finally:
+                os.close(home)
+            return socks
+
+        socks = linux.in_thread(work, "nslab-netns")
+        views: dict[str, tuple[list[LinkInfo], list[RouteInfo]] | None] = {}
+        try:
+            for name in namespaces:
+                sock = socks.get(name)
+                found = links(sock) if sock is not None else None
+                views[name] = (found, routes(sock, found)) if sock is not None and found is not None else None
+        finally:
+            for sock in socks.values():
+                sock.close()
+        return views
 
     def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
         """Bridge ports to put in (``on``) or out of (``off``) hairpin mode; a port that went with its host
@@ -296,6 +337,46 @@ class NetlinkKernel:
         for name in off:
             set_hairpin(batch, name, False)
         return batch.commit(self.root, tolerate=(errno.ENODEV,))
+
+    def default_gateway(self) -> ipaddress.IPv4Address | None:
+        """The next hop of the machine's default route (its uplink gateway), if it has one."""
+        for route in routes(self.root):
+            if route.destination.prefixlen == 0 and route.gateway:
+                return ipaddress.IPv4Address(route.gateway)
+        return None
+
+    def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
+        """``ip [-n NS] link set IF up|down`` for each (namespace, interface); namespace '' is the machine."""
+        return self._in_namespaces(ends, lambda batch, name, what: set_state(batch, name, up, what))
+
+    def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
+        """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway)."""
+        return self._in_namespaces(
+            [(ns, str(gw)) for ns, gw in items],
+            lambda batch, gw, what: add_default_route(batch, ipaddress.IPv4Address(gw), what),
+        )
+
+    def _in_namespaces(self, items: list[tuple[str, str]], pack: Callable[[Batch, str, str], None]) -> list[str]:
+        """One batch per namespace ('' = the machine); a namespace that cannot be opened is a failure."""
+        by_ns: dict[str, list[str]] = {}
+        for namespace, item in items:
+            by_ns.setdefault(namespace, []).append(item)
+        failures: list[str] = []
+        for namespace, names in by_ns.items():
+            try:
+                ns = open_namespace(namespace) if namespace else None
+            except KernelError as exc:
+                failures.append(str(exc))
+                continue
+            try:
+                batch = Batch()
+                for name in names:
+                    pack(batch, name, f"{name} in {namespace}" if namespace else name)
+                failures += batch.commit(ns.sock if ns else self.root)
+            finally:
+                if ns is not None:
+                    ns.close()
+        return failures
 
     def named_namespaces(self) -> frozenset[str]:
         return frozenset(list_named_namespaces())
@@ -321,7 +402,7 @@ class NetlinkKernel:
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         batch = Batch()
         for n in networks:
-            add_bridge(batch, n.bridge, LINK_GROUP)
+            add_bridge(batch, n.bridge, mac_address(lab.name, "net", n.name), group=LINK_GROUP)
         batch.commit_or_raise(self.root)
         for n in networks:
             index = socket.if_nametoindex(n.bridge)
@@ -408,7 +489,8 @@ class NetlinkKernel:
                         for pos, port in enumerate(i for i in h.interfaces if i.network):
                             assert port.host_veth is not None  # every bridge port has one (resolve.py)
                             add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos),
-                                     mtu=port.mtu, mac=port.mac, group=LINK_GROUP)
+                                     mtu=port.mtu, mac=port.mac or mac_address(lab.name, "host", h.name, port.name),
+                                     group=LINK_GROUP)  # a MAC in the lab file wins over the derived one
                             add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
                             set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
                         if h.gateway is not None:
@@ -489,7 +571,8 @@ class NetlinkKernel:
             for lk in items:
                 a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
                 batch = Batch()
-                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd)
+                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
+                         peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname))
                 batch.commit_or_raise(a.sock)
                 for end, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
                     index = _index_in(end, ifname)

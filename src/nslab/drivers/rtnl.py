@@ -163,33 +163,35 @@ def _link(index: int = 0, up: bool = False) -> bytes:
 IFLA_GROUP = 27
 
 
-def add_bridge(batch: Batch, name: str, group: int = 0) -> None:
-    """`ip link add NAME group GROUP type bridge && ip link set NAME up`. The link group is the one mark the
-    kernel takes in the creating request (an alias is ignored there), so a link is recognisable from the
-    instant it exists."""
-    body = _link(up=True) + _string(IFLA_IFNAME, name) + (_u32(IFLA_GROUP, group) if group else b"")
+def _mac(mac: str | None) -> bytes:
+    return _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", ""))) if mac else b""
+
+
+def add_bridge(batch: Batch, name: str, mac: str | None = None, *, group: int = 0) -> None:
+    """`ip link add NAME [address MAC] group GROUP type bridge && ip link set NAME up`. The link group is the one
+    mark the kernel takes in the creating request (an alias is ignored there), so a link is recognisable from
+    the instant it exists."""
+    body = _link(up=True) + _string(IFLA_IFNAME, name) + _mac(mac) + (_u32(IFLA_GROUP, group) if group else b"")
     body += _attr(IFLA_LINKINFO, _string(IFLA_INFO_KIND, "bridge"))
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add bridge {name}")
 
 
 def add_veth(
     batch: Batch, name: str, peer_name: str, peer_ns_fd: int, *, index: int = 0, mtu: int | None = None,
-    mac: str | None = None, group: int = 0,
+    mac: str | None = None, peer_mac: str | None = None, group: int = 0,
 ) -> None:
     """A veth pair: ``name`` here (with ifindex ``index`` if non-zero, MAC address ``mac``), ``peer_name`` in the
-    peer ns; ``mtu`` and link ``group`` on both ends.
+    peer ns (MAC address ``peer_mac``); ``mtu`` and link ``group`` on both ends.
 
     Both ends start down: asking for the peer up at creation fails (ENOTCONN); each is brought up where
     it lives.
     """
     size = _u32(IFLA_MTU, mtu) if mtu else b""
     grouped = _u32(IFLA_GROUP, group) if group else b""
-    peer = _link() + _string(IFLA_IFNAME, peer_name) + size + _u32(IFLA_NET_NS_FD, peer_ns_fd) + grouped
+    peer = _link() + _string(IFLA_IFNAME, peer_name) + size + _mac(peer_mac) + _u32(IFLA_NET_NS_FD, peer_ns_fd)
+    peer += grouped
     info = _string(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
-    body = _link(index) + _string(IFLA_IFNAME, name) + size + grouped
-    if mac:
-        body += _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
-    body += _attr(IFLA_LINKINFO, info)
+    body = _link(index) + _string(IFLA_IFNAME, name) + size + grouped + _mac(mac) + _attr(IFLA_LINKINFO, info)
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add veth {name} peer {peer_name}")
 
 
@@ -212,6 +214,12 @@ def set_hairpin(batch: Batch, name: str, on: bool) -> None:
 
 def set_up(batch: Batch, index: int, what: str) -> None:
     batch.add(_message(RTM_NEWLINK, 0, _link(index, up=True)), f"set {what} up")
+
+
+def set_state(batch: Batch, name: str, up: bool, what: str) -> None:
+    """`ip link set NAME up|down`, by name (only IFF_UP changes)."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, IFF_UP if up else 0, IFF_UP) + _string(IFLA_IFNAME, name)
+    batch.add(_message(RTM_NEWLINK, 0, body), f"set {what} {'up' if up else 'down'}")
 
 
 def set_alias(batch: Batch, index: int, alias: str) -> None:
@@ -398,9 +406,9 @@ def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
     return [replace(lk, addresses=tuple(addresses[lk.index])) if lk.index in addresses else lk for lk in found]
 
 
-def routes(sock: socket.socket) -> list[RouteInfo]:
-    """`ip -j route` (IPv4, main table)."""
-    names = {link.index: link.name for link in links(sock, with_addresses=False)}
+def routes(sock: socket.socket, known: Iterable[LinkInfo] | None = None) -> list[RouteInfo]:
+    """`ip -j route` (IPv4, main table); ``known``: the namespace's links if just dumped (for device names)."""
+    names = {link.index: link.name for link in (known if known is not None else links(sock, with_addresses=False))}
     request = _NLMSGHDR.pack(_NLMSGHDR.size + _RTMSG.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
     request += _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     out = []

@@ -5,6 +5,7 @@ feature         owns                                                            
 ==============  ==============================================================  =================
 dns             /etc/netns/<ns>/{hosts,resolv.conf}; upstream discovery         hostsetup
 hostnames       one kept UTS namespace per host (its hostname)                  hostsetup
+links           interfaces put down on purpose (`nslab link`)                   link_state
 firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
 services        the lab's supervisor: ``run:`` commands and the DNS forwarder   hostsetup
 partitions      ``table inet nslab-partition`` inside the hosts of each side    faults
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "hostnames", "firewall", "services", "partitions", "impair")
+FEATURES = ("dns", "hostnames", "links", "firewall", "services", "partitions", "impair")
 
 
 def modules() -> list[ModuleType]:

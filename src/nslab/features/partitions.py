@@ -99,6 +99,18 @@ def render(lab: Lab, cuts: list[list[str]]) -> dict[str, str]:
     return tables
 
 
+def cut(lab: Lab, record: Any, a: str, b: str) -> bool:
+    """Whether hosts ``a`` and ``b`` are on opposite sides of a partition of ``record`` (what ``nslab check``
+    expects to be blocked)."""
+    for x, y, *_ in PartitionsRecord.from_json(record).cuts:
+        if problems_of(lab, x, y):
+            continue
+        xs, ys = set(side(lab, x)[0]), set(side(lab, y)[0])
+        if (a in xs and b in ys) or (a in ys and b in xs):
+            return True
+    return False
+
+
 def problems_of(lab: Lab, a: str, b: str) -> list[str]:
     """What is wrong with cutting ``a`` from ``b`` (each a host or a network of ``lab``)."""
     out = [f"'{n}' is neither a host nor a network of lab '{lab.name}'" for n in (a, b)

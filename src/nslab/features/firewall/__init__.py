@@ -53,7 +53,7 @@ from ...paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 from .record import FirewallRecord, desired
-from .render import FAMILY, TABLE, Observed, transaction, warnings
+from .render import FAMILY, TABLE, Observed, lab_chains, transaction, warnings
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
@@ -237,6 +237,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
             actions.append(EnableForwarding(current))
     want.route_localnet = _plan_route_localnet(ctx, old, want, actions)
     up_to_date = old.same_rules(want) and seen.table_exists == want.loaded and seen.docker_user == old.docker_user
+    up_to_date = up_to_date and lab_chains(lab.name, want) <= seen.chains  # chains deleted by hand: reload
     if not up_to_date or (not seen.table_exists and any(r.loaded for r in others.values())):
         actions.append(LoadRuleset(records, {**others, lab.name: old}, seen))
     want.hairpin = _hairpin_ports(lab, want)

@@ -153,23 +153,33 @@ class Observed(Value):
     docker_user: bool = False
     our_docker_rules: tuple[int, ...] = ()  # handles of rules commented nslab:* in DOCKER-USER
     foreign_drops: tuple[str, ...] = ()  # "table ip filter chain FORWARD" with a forward hook + policy drop
+    chains: frozenset[str] = frozenset()  # the chains of nslab's table
 
     @classmethod
     def from_ruleset(cls, objects: Iterable[Mapping[str, Any]]) -> Observed:
         table = docker_user = False
         handles: list[int] = []
         drops: list[str] = []
+        chains: set[str] = set()
         for obj in objects:
             if "table" in obj:
                 table = table or (obj["table"].get("family"), obj["table"].get("name")) == (FAMILY, TABLE)
             elif "chain" in obj:
                 c = obj["chain"]
                 docker_user = docker_user or (c.get("family"), c.get("table"), c.get("name")) == DOCKER_USER
+                if (c.get("family"), c.get("table")) == (FAMILY, TABLE):
+                    chains.add(str(c.get("name")))
                 if _drops_forward(c):
                     drops.append(f"table {c['family']} {c['table']} chain {c['name']}")
             elif "rule" in obj and _is_our_docker_rule(obj["rule"]):
                 handles.append(int(obj["rule"]["handle"]))
-        return cls(table, docker_user, tuple(handles), tuple(drops))
+        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains))
+
+
+def lab_chains(lab: str, record: FirewallRecord) -> set[str]:
+    """The chains of nslab's table that lab ``lab``'s rules need (the base chains it hooks into, its own)."""
+    text = render_table({lab: record}) if record.loaded else ""
+    return {line.split()[1] for line in text.splitlines() if line.startswith("\tchain ")}
 
 
 def _drops_forward(chain: Mapping[str, Any]) -> bool:

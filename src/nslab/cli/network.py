@@ -1,0 +1,99 @@
+"""Network verbs: ``check`` (the reachability matrix) and ``link`` (an interface down or up).
+
+Logic lives in :mod:`nslab.check` and :mod:`nslab.features.links`; this module parses options and renders.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import NslabError, UserError
+from . import complete
+
+
+def _lab_name(lab_name: str | None, file: str | None) -> str:
+    from .labs import lab_name_from
+
+    if lab_name is None:
+        return lab_name_from(file)
+    if file is not None:
+        raise click.UsageError("give either LAB or -f FILE, not both")
+    return lab_name
+
+
+@click.command()
+@click.argument("lab_name", required=False, metavar="[LAB]", shell_complete=complete.labs)
+@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Take the lab name from this file.",
+              shell_complete=complete.lab_files)
+@click.option("--port", metavar="PORT[/udp]", default=None,
+              help="Probe a TCP connect to PORT (PORT/udp: a UDP round trip) instead of ICMP echo.")
+@click.option("--from", "source", metavar="HOST", default=None, help="Probe from this host only (one row).")
+@click.option("--timeout", type=click.FloatRange(0.05, 30), default=1.0, show_default=True,
+              help="Seconds a probe waits for its answer.")
+@click.option("--json", "as_json", is_flag=True, help="The cells as JSON (format: see README).")
+def check(lab_name: str | None, file: str | None, port: str | None, source: str | None, timeout: float,
+          as_json: bool) -> None:
+    """Probe every pair of hosts and each host toward the outside; compare with the lab's policy.
+
+    \b
+    Rows are sources, columns targets ("outside" is the machine's uplink gateway).
+    A cell reads "reach" or "block"; in capitals with "!" ("REACH!", "BLOCK!")
+    when that is NOT what the lab implies (same network reaches, isolation and
+    internal networks block, links join their two ends, interfaces put down
+    with `nslab link` carry nothing). Exit 0 when every cell matches, 1 when
+    any differs, 2 for bad input. Without LAB, the lab named in the lab file
+    (-f FILE, or nslab.yaml, nslab.yml, the one *.nslab.yaml here).
+    """
+    from ..check import check as run_check
+    from ..linux import require_root
+    from . import render
+
+    require_root()
+    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(matrix.to_json(), indent=2))
+    else:
+        click.echo(render.check_matrix(matrix), nl=False)
+    if not matrix.ok:
+        bad = sum(not c.ok for c in matrix.cells)
+        raise NslabError(f"{bad} of {len(matrix.cells)} cells differ from what lab {matrix.lab} implies")
+
+
+@click.command()
+@click.argument("target", metavar="LAB/HOST[:IF]", shell_complete=complete.lab_or_host)
+@click.argument("state", type=click.Choice(["down", "up"]))
+def link(target: str, state: str) -> None:
+    """Put a host's interface down or up: both ends of it.
+
+    \b
+    A bridge port goes down inside the host and on the machine; a link between
+    two hosts at both ends. Without :IF, every interface of the host. The state
+    is kept: `status` shows it, `up` keeps it (it is not drift), and
+    `nslab link LAB/HOST[:IF] up` brings both ends back (with the host's
+    default route, when it went through that interface).
+    """
+    from ..features.links import set_link
+    from ..lab import find_host
+    from ..linux import require_root
+
+    require_root()
+    where, _, iface = target.partition(":")
+    if not where or (":" in target and not iface):
+        raise UserError(f"{target}: expected LAB/HOST[:IF]")
+    lab, host = find_host(where)
+    from ..drivers import Drivers
+
+    drivers = Drivers.live()
+    try:
+        changed = set_link(lab, host, iface or None, state == "up", drivers)
+    finally:
+        drivers.close()
+    for name in changed:
+        click.echo(f"{lab}/{name} {state}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(check)
+    group.add_command(link)

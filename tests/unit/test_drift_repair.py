@@ -1,0 +1,154 @@
+"""Drift over the fake drivers: what `status` names, what `up` plans to repair it (and says), and that an
+interface put down with `nslab link` is intended, not drift."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from fakelab import up_over_fakes
+
+from nslab import state
+from nslab.drift import lab_drift
+from nslab.features.firewall import LoadRuleset
+from nslab.features.links import set_link
+from nslab.lab import Lab, status
+from nslab.wiring import AddHosts, AddLinks, RemoveLinks, SetLinkState
+
+LAB = """\
+name: d
+networks:
+  front: {subnet: 10.81.1.0/24}
+  secure: {subnet: 10.81.2.0/24, internal: true}
+hosts:
+  web: {networks: [front]}
+  db: {networks: [secure]}
+links:
+  - {endpoints: [web, db], subnet: 10.90.0.0/30}
+"""
+
+
+@pytest.fixture
+def drivers(tmp_path, monkeypatch):
+    return up_over_fakes(LAB, tmp_path, monkeypatch)
+
+
+def drift(d) -> list[str]:
+    st = state.LabState.load("d")
+    assert st is not None
+    return [x.text for x in lab_drift(st, d)]
+
+
+def port(host: str = "web") -> str:
+    st = state.LabState.load("d")
+    assert st is not None
+    veth = st.lab.hosts[host].interfaces[0].host_veth
+    assert veth is not None
+    return veth
+
+
+def repair(d) -> tuple[list[str], list]:
+    result = Lab.from_text(LAB, drivers=d).up()
+    return result.repairs, list(result.plan)
+
+
+def test_fresh_lab_has_no_drift_and_up_is_a_no_op(drivers):
+    assert drift(drivers) == []
+    assert status("d", drivers)["labs"][0]["drift"] == []
+    repairs, plan = repair(drivers)
+    assert repairs == [] and plan == []
+
+
+def test_port_down_by_hand_is_named_and_set_up_again(drivers):
+    drivers.kernel.down.add(("", port()))
+    assert drift(drivers) == [f"host web: bridge port {port()} (eth0) is down"]
+    repairs, plan = repair(drivers)
+    assert repairs == [f"host web: bridge port {port()} (eth0) is down"]
+    assert [type(a) for a in plan] == [SetLinkState] and plan[0].ends == (("", port()),) and plan[0].up
+    assert plan[0].commands() == [f"ip link set {port()} up"]
+    assert drift(drivers) == []
+
+
+def test_interface_down_inside_restores_its_route(drivers):
+    drivers.kernel.set_link_state([("d-web", "eth0")], False)  # IPv4 drops the default route with it
+    assert drift(drivers) == ["host web: interface eth0 is down", "host web: default route via 10.81.1.1 is missing"]
+    _repairs, plan = repair(drivers)
+    assert plan[0].commands() == ["ip -n d-web link set eth0 up",
+                                  "ip -n d-web route replace default via 10.81.1.1 proto static"]
+    assert drift(drivers) == []
+
+
+def test_missing_namespace_recreates_the_host_and_its_link(drivers):
+    drivers.kernel.remove_namespaces(["d-db"])
+    assert "host db: namespace d-db is missing" in drift(drivers)
+    _repairs, plan = repair(drivers)
+    kinds = [type(a) for a in plan]
+    assert AddHosts in kinds and AddLinks in kinds
+    assert drift(drivers) == []
+
+
+def test_flushed_address_recreates_the_host(drivers):
+    drivers.kernel.ifaces["d-web"]["eth0"] = ipaddress.IPv4Interface("10.99.0.9/24")
+    assert drift(drivers)[0] == "host web: interface eth0 lacks its address 10.81.1.2/24"
+    _repairs, plan = repair(drivers)
+    assert any(isinstance(a, AddHosts) and [h.name for h in a.hosts] == ["web"] for a in plan)
+
+
+def test_link_end_gone_recreates_the_link(drivers):
+    drivers.kernel.remove_link_ends([("d-web", "eth1")])
+    assert set(drift(drivers)) == {"host web: interface eth1 is missing", "host db: interface eth1 is missing"}
+    _repairs, plan = repair(drivers)
+    assert [type(a) for a in plan] == [RemoveLinks, AddLinks]
+    assert drift(drivers) == []
+
+
+def test_port_detached_from_its_bridge(drivers):
+    drivers.kernel.ports[port()] = "elsewhere"
+    assert drift(drivers) == [f"host web: bridge port {port()} (eth0) is not attached to bridge "
+                              f"{next(iter(drivers.kernel.bridges))}"]
+    _repairs, plan = repair(drivers)
+    assert any(isinstance(a, AddHosts) for a in plan)
+
+
+def test_missing_chain_reloads_the_ruleset(drivers):
+    table = drivers.nft.table
+    drivers.nft.table = table.replace("\tchain lab.d.into.secure {", "\tchain renamed {")
+    assert drift(drivers) == ["firewall: chain lab.d.into.secure of table inet nslab is missing"]
+    _repairs, plan = repair(drivers)
+    assert [type(a) for a in plan] == [LoadRuleset]
+    assert drift(drivers) == []
+
+
+def test_dead_supervisor_is_drift(tmp_path, monkeypatch):
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    d.processes.running.clear()
+    assert any(line.startswith("services: the lab's supervisor") for line in drift(d))
+    result = Lab.from_text(text, drivers=d).up()
+    assert result.applied and drift(d) == []
+
+
+def test_link_put_down_is_intended_and_kept(drivers):
+    assert set_link("d", "web", "eth0", False, drivers) == ["web:eth0"]
+    assert drivers.kernel.down >= {("d-web", "eth0"), ("", port())}
+    assert drift(drivers) == []
+    assert status("d", drivers)["labs"][0]["link_state"] == {"down": ["web:eth0"]}
+    repairs, plan = repair(drivers)
+    assert repairs == [] and plan == []  # not "repaired"
+    drivers.kernel.set_link_state([("d-web", "eth0")], True)  # brought up by hand: that is drift
+    assert drift(drivers) == ["host web: interface eth0 is up (it was put down with nslab link)"]
+    _repairs, plan = repair(drivers)
+    assert plan[0].commands() == ["ip -n d-web link set eth0 down"]
+    set_link("d", "web", "eth0", True, drivers)
+    assert drivers.kernel.defaults["d-web"] == ipaddress.IPv4Address("10.81.1.1")  # the default route is back
+    assert drift(drivers) == [] and status("d", drivers)["labs"][0]["link_state"] == {"down": []}
+
+
+def test_recreated_host_keeps_its_link_down(drivers):
+    set_link("d", "web", "eth1", False, drivers)  # the point-to-point link: both ends
+    assert drivers.kernel.down >= {("d-web", "eth1"), ("d-db", "eth1")}
+    drivers.kernel.remove_namespaces(["d-db"])
+    _repairs, plan = repair(drivers)
+    assert isinstance(plan[-1], SetLinkState) and not plan[-1].up
+    assert drivers.kernel.down >= {("d-web", "eth1"), ("d-db", "eth1")}
+    assert drift(drivers) == []
