@@ -228,6 +228,8 @@ def list_named_namespaces() -> list[str]:
 # The operations apply.py needs (drivers/fake.py has the same surface for unit tests)
 # ---------------------------------------------------------------------------------------------------
 
+#: How long ``link ... up`` waits for the carrier of the ends it brought up (seconds).
+CARRIER_WAIT = 2.0
 #: Hosts made at once: bounds the open fds (one nsfs fd + one socket per namespace).
 HOST_CHUNK = 256
 #: How long ``up`` waits for the kernel to dismantle the veths of namespaces just unpinned (seconds): in all,
@@ -346,8 +348,34 @@ class NetlinkKernel:
         return None
 
     def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
-        """``ip [-n NS] link set IF up|down`` for each (namespace, interface); namespace '' is the machine."""
-        return self._in_namespaces(ends, lambda batch, name, what: set_state(batch, name, up, what))
+        """``ip [-n NS] link set IF up|down`` for each (namespace, interface); namespace '' is the machine.
+        Going up, returns once every end has its carrier (at most :data:`CARRIER_WAIT` s): a probe sent right
+        after ``nslab link ... up`` then finds the link carrying traffic."""
+        failures = self._in_namespaces(ends, lambda batch, name, what: set_state(batch, name, up, what))
+        if up and not failures:
+            self._wait_for_carrier(ends)
+        return failures
+
+    def _wait_for_carrier(self, ends: list[tuple[str, str]]) -> None:
+        by_ns: dict[str, set[str]] = {}
+        for namespace, name in ends:
+            by_ns.setdefault(namespace, set()).add(name)
+        deadline = time.monotonic() + CARRIER_WAIT
+        for namespace, names in by_ns.items():
+            try:
+                ns = open_namespace(namespace) if namespace else None
+            except KernelError:
+                continue
+            try:
+                sock = ns.sock if ns else self.root
+                while time.monotonic() < deadline:
+                    found = {lk.name: lk for lk in links(sock, with_addresses=False) if lk.name in names}
+                    if all(lk.up and lk.carrier for lk in found.values()):
+                        break
+                    time.sleep(0.005)
+            finally:
+                if ns is not None:
+                    ns.close()
 
     def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
         """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway)."""
