@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .throwaway import run
 
 # Imported on first use (PEP 562): `nslab exec` and `nslab down` import `nslab.*` submodules and must not pay
-# for pyroute2/pydantic/yaml through this package's namespace.
+# for pydantic/yaml/click through this package's namespace.
 _LAZY = {
     "list_namespaces": "discover",
     "Lab": "lab",

@@ -1,28 +1,25 @@
-"""The netlink driver: named network namespaces, links, addresses and routes, spoken over raw netlink
-sockets (no pyroute2 at run time: importing it cost ~150 ms of every ``up``).
+"""The netlink driver (:class:`NetlinkKernel`): named network namespaces, bridges, veths, addresses and routes
+of labs, and the link state, hairpin and view of hosts that features and ``status`` need. The wire format is
+drivers/rtnl.py's; this module decides what to ask, and where.
 
 Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
-``ip link set ... master/up``, ``ip addr add``, ``ip route add default via``, and the read side
-(``ip -j link/addr/route``) that ``status`` and IPAM need.
+``ip link set ... master/alias/up/down``, ``ip addr add``, ``ip route add ... proto static``, and the read side
+(``ip -j link/addr/route``) that ``status``, drift and IPAM need.
 
-How it stays fast (see shared/DESIGN.md for the measured costs):
+How it stays fast:
 - a namespace is made without a fork: one worker thread ``unshare(CLONE_NEWNET)``s, bind-mounts
   ``/proc/thread-self/ns/net`` onto ``/run/netns/NAME``, opens a netlink socket there (a socket stays bound
   to the namespace it was opened in) and ``setns`` back — about 1 ms per namespace;
-- the veth peer is created directly inside its namespace (``IFLA_NET_NS_FD`` in the peer info) and brought
-  up there, the machine side is created already enslaved to its bridge and up;
+- each host's veth is created from inside its namespace with its peer placed on the machine (``IFLA_NET_NS_FD``
+  in the peer info), every link in nslab's link group from that very request; all peers are enslaved to their
+  bridges in one batch at the end;
 - interfaces inside hosts get no automatic IPv6 link-local address (:func:`_no_ipv6_autoconf`): a big lab's
   bridge otherwise floods every host's IPv6 housekeeping packets to every other host;
-- requests are sent many per ``send()`` (:class:`Batch`); the ACKs are drained and every failure is
-  reported with what it was for. The few fixed request shapes are packed with struct (pyroute2's generic
-  encoder was 1.4 s of a 1000-host ``up``; tests/unit/test_netlink_encode.py checks them with pyroute2's
-  decoder), and dumps are read with a small attribute scanner (:func:`rtnl.parse_attrs`);
 - ``down`` deletes bridges in a worker thread while namespaces are unpinned (:meth:`NetlinkKernel.
   remove_links_later`); ``up`` waits for veths of namespaces still being dismantled instead of deleting them
   one by one (:meth:`NetlinkKernel.clear_stale_links`).
 
-Read-only callers use :func:`open_namespace`, which never creates anything (pyroute2's own helpers default
-to O_CREAT and would silently create a namespace).
+Read-only callers use :func:`open_namespace`, which never creates anything.
 """
 
 from __future__ import annotations

@@ -111,19 +111,3 @@ def _prepare_dir(directory: str) -> None:
         linux.mount("tmpfs", directory, "tmpfs", UTS_TMPFS_FLAGS, UTS_TMPFS)
     except OSError as exc:
         raise KernelError(f"cannot mount a tmpfs on {directory}: {exc.strerror}") from None
-
-
-def read_hostname(path: str) -> str | None:
-    """The hostname kept at ``path`` (None if nothing is kept there)."""
-    if not is_mounted(path):
-        return None
-
-    def work() -> str:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            linux.setns(fd, linux.CLONE_NEWUTS)
-        finally:
-            os.close(fd)
-        return os.uname().nodename
-
-    return linux.in_thread(work, "nslab-uts")
