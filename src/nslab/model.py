@@ -84,6 +84,7 @@ class Link:
     subnet: IPv4Net
     a_address: ipaddress.IPv4Interface
     b_address: ipaddress.IPv4Interface
+    mtu: int | None = None  # of both ends; None: the kernel's default (1500)
 
 
 @dataclass(frozen=True)

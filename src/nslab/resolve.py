@@ -242,6 +242,8 @@ class _Resolution:
                     subnet=subnet,
                     a_address=ipaddress.IPv4Interface(f"{ips[0]}/{subnet.prefixlen}"),
                     b_address=ipaddress.IPv4Interface(f"{ips[1]}/{subnet.prefixlen}"),
+                    mtu=link.mtu or min((m for m in (self.spec.hosts[a].mtu, self.spec.hosts[b].mtu) if m),
+                                        default=None),
                 )
             )
             self.link_ifnames[a].append((len(self.links) - 1, a_if))

@@ -295,6 +295,7 @@ class LinkSpec(_Strict):
 
     endpoints: tuple[str, str]
     subnet: ipaddress.IPv4Network | None = None
+    mtu: Mtu | None = None  # of both ends (else the smaller mtu of its two hosts, if they give one)
 
     @field_validator("subnet")
     @classmethod

@@ -108,6 +108,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 "subnet": str(lk.subnet),
                 "a_address": str(lk.a_address),
                 "b_address": str(lk.b_address),
+                **({"mtu": lk.mtu} if lk.mtu else {}),
             }
             for lk in lab.links
         ],
@@ -166,6 +167,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 subnet=ipaddress.IPv4Network(lk["subnet"]),
                 a_address=iface(lk["a_address"]),
                 b_address=iface(lk["b_address"]),
+                mtu=lk.get("mtu"),
             )
             for lk in data["links"]
         ),

@@ -206,9 +206,10 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
 
 def _link_commands(lab: Lab, lk: Link) -> list[str]:
     a, b = lab.hosts[lk.a].namespace, lab.hosts[lk.b].namespace
+    mtu = f" mtu {lk.mtu}" if lk.mtu else ""
     return [
-        f"ip -n {a} link add {lk.a_ifname} address {mac_address(lab.name, 'host', lk.a, lk.a_ifname)} type veth "
-        f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)} netns {b}",
+        f"ip -n {a} link add {lk.a_ifname} address {mac_address(lab.name, 'host', lk.a, lk.a_ifname)}{mtu} type veth "
+        f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)}{mtu} netns {b}",
         f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
         f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
         f"ip -n {a} link set {lk.a_ifname} up",

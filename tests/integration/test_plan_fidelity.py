@@ -36,7 +36,7 @@ NSLAB = str(Path(sys.executable).parent / "nslab")
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 # A NAT network, an internal network (with an MTU), a published port, a point-to-point link, a hostname, a
-# static route, a chosen MAC address and MTU, a sysctl inside a host; no `run:`, so no supervisor is involved
+# static route, a chosen MAC address and MTU (on an interface and on a link), a sysctl inside a host; no `run:`, so no supervisor is involved
 # and the dry-run is the whole change.
 FIDELITY_LAB = """\
 name: fid
@@ -55,7 +55,7 @@ hosts:
     networks: [front]
     sysctls: {net.ipv4.ip_forward: 1}
 links:
-  - [peer, db]
+  - {endpoints: [peer, db], mtu: 1280}
 """
 #: MAC addresses the lab file chooses start with this; the others are random and left out of the snapshot.
 CHOSEN_MAC = "02:aa:"
@@ -397,7 +397,7 @@ def test_the_dry_run_is_the_change(tmp_path):
             problems.append(f"`nslab down` left namespaces: {sorted(os.listdir('/run/netns'))}")
 
     made = json.dumps(by_up)
-    wanted = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
+    wanted = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "mtu=1280", "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
     problems += [f"`nslab up` made no {expected!r}" for expected in wanted if expected not in made]
     if "net.ipv4.ip_forward=1" not in by_up.get("netns fid-peer: sysctls", []):
         problems.append("ip_forward is not 1 inside host peer")

@@ -99,3 +99,28 @@ def test_variables_substituted_with_defaults_and_unset_reported_at_its_line():
     with pytest.raises(SpecError) as err:
         spec.parse(text, "f.yaml")  # SUBNET unset here (the environment of the test)
     assert [line.split(": ")[0] for line in err.value.lines()] == ["f.yaml:3"]
+
+
+LINKED = """\
+name: p2p
+hosts:
+  a: {mtu: 1400}
+  b: {mtu: 1300}
+  c: {}
+links:
+  - [a, b]
+  - {endpoints: [a, c], mtu: 9000}
+  - [b, c]
+"""
+
+
+def test_link_mtu_from_the_link_else_the_smaller_of_its_hosts_in_plan_and_state():
+    d = fake_drivers()
+    lab = Lab.from_text(LINKED, drivers=d).resolve()
+    assert [lk.mtu for lk in lab.links] == [1300, 9000, 1300]
+    assert lab_from_dict(lab_to_dict(lab)) == lab
+    text = "\n".join(Lab.from_text(LINKED, drivers=d).up(dry_run=True).commands())
+    assert "ip -n p2p-a link add eth1 address" in text
+    assert " mtu 9000 type veth peer name eth0 address " in text and text.count(" mtu 9000 netns p2p-c") == 1
+    plain = "name: p\nhosts: {a: {}, b: {}}\nlinks: [[a, b]]\n"
+    assert " mtu " not in "\n".join(Lab.from_text(plain, drivers=fake_drivers()).up(dry_run=True).commands())

@@ -597,7 +597,7 @@ class NetlinkKernel:
                 a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
                 batch = Batch()
                 add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
-                         peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname))
+                         peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname), mtu=lk.mtu)
                 batch.commit_or_raise(a.sock)
                 for end, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
                     index = _index_in(end, ifname)
