@@ -179,9 +179,11 @@ class Lab:
         problems += [p for module in features.modules() for p in module.validate(ctx)]
         if drivers is not None:
             from .collisions import collisions
+            from .wiring import sysctl_problems
 
             problems += collisions(resolved, drivers, recorded.lab if recorded else None, others,
                                    self.source_map, self.display_path)
+            problems += sysctl_problems(resolved, drivers, self.source_map, self.display_path)
         if self.parsed is not None:
             problems = [self.parsed.relocate(p) for p in problems]
             problems = self.parsed.problems + problems

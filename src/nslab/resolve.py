@@ -90,6 +90,22 @@ class _Resolution:
                 if not OBJECT_NAME.fullmatch(name):
                     self.out.add((kind, name), f"name '{name}' must match [a-z][a-z0-9-]{{0,30}}")
 
+    def check_macs(self) -> None:
+        """A MAC address written for two interfaces of the lab: reported at the second, naming the first."""
+        first: dict[str, tuple[Any, ...]] = {}
+        for host_name, host in self.spec.hosts.items():
+            for net_name in host.networks:
+                mac = host.interface(net_name).mac
+                if mac is None:
+                    continue
+                loc = ("hosts", host_name, "networks", net_name, "mac")
+                if mac in first:
+                    line = self.out.source.line(first[mac])
+                    where = field_path(first[mac]) + (f" (line {line})" if line else "")
+                    self.out.add(loc, f"MAC address {mac} is also given to {where}: each interface needs its own")
+                else:
+                    first[mac] = loc
+
     # --- subnets (IPAM) ----------------------------------------------------------------------------
 
     def _network_owner(self, name: str) -> str:
@@ -363,6 +379,7 @@ def resolve_all(
     out = _Collector(source or SourceMap(), file)
     resolution = _Resolution(spec, out, occupied, previous or {})
     resolution.check_names()
+    resolution.check_macs()
     resolution.resolve_networks()
     resolution.assign_addresses()
     resolution.resolve_links()

@@ -13,10 +13,11 @@ Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .errors import KernelError
+from .errors import KernelError, Problem
 from .model import Host, Lab, Link, Network
 from .naming import LINK_GROUP, mac_address, owner_alias
 from .plan import Action, Plan, Steps
@@ -24,6 +25,7 @@ from .values import Value, field
 
 if TYPE_CHECKING:
     from .drivers import Drivers
+    from .spec import SourceMap
 
 #: What the dry-run calls the machine's own network namespace (the shell running the script is in it).
 MACHINE_NETNS = "/proc/$$/ns/net"
@@ -293,6 +295,52 @@ class UnconfigureHosts(Action):
             failures += drivers.kernel.unconfigure_host(h.namespace, list(h.routes), _restore(h, values))
         _raise_on(failures)
         return None
+
+
+_PER_INTERFACE = re.compile(r"^(net\.[a-z0-9]+\.(?:conf|neigh))\.([^.]+)\.(.+)$")
+
+
+def _interface_names(lab: Lab, name: str) -> list[str]:
+    """eth0.. of a host as written (its networks, then its links), whatever else resolving found wrong."""
+    spec = lab.spec
+    if spec is None or name not in spec.hosts:
+        return [i.name for i in lab.hosts[name].interfaces]
+    count = len(spec.hosts[name].networks) + sum(e == name for lk in spec.links for e in lk.endpoints)
+    return [f"eth{n}" for n in range(count)]
+
+
+def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) -> list[Problem]:
+    """Every host's ``sysctls:`` key that a network namespace lacks or cannot write, found before any change
+    (a new namespace has no eth0 yet: a host's own interfaces are looked up as ``default``)."""
+    from .spec import field_path
+
+    asked: list[tuple[tuple[str, ...], str, str]] = []  # (field, key as written, key to look up)
+    problems: list[Problem] = []
+    for h in lab.hosts.values():
+        interfaces = _interface_names(lab, h.name)
+        for key, _ in h.sysctls:
+            loc = ("hosts", h.name, "sysctls", key)
+            match = _PER_INTERFACE.match(key)
+            lookup = key
+            if match and match.group(2) not in ("all", "default", "lo"):
+                if match.group(2) not in interfaces:
+                    problems.append(Problem(f"host '{h.name}' has no interface '{match.group(2)}' (its interfaces: "
+                                            f"{', '.join(['lo', *interfaces])})", field_path(loc), file,
+                                            source.line(loc)))
+                    continue
+                lookup = f"{match.group(1)}.default.{match.group(3)}"
+            asked.append((loc, key, lookup))
+    unusable = drivers.sysctl.unusable_in_new_namespace(sorted({lookup for _, _, lookup in asked})) if asked else {}
+    for where, key, lookup in asked:
+        why = unusable.get(lookup)
+        if why == "unknown":
+            text = f"unknown sysctl {key}: a network namespace has no /proc/sys/{lookup.replace('.', '/')}"
+        elif why is not None:
+            text = f"sysctl {key} is {why}"
+        else:
+            continue
+        problems.append(Problem(text, field_path(where), file, source.line(where)))
+    return problems
 
 
 def _restore(host: Host, former: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:

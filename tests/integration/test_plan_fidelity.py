@@ -35,9 +35,9 @@ from sandbox import PRIVATE_DIRS, WAN, ThrowawayHost
 NSLAB = str(Path(sys.executable).parent / "nslab")
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
-# A NAT network, an internal network (with an MTU), a published port, a point-to-point link, a hostname, a
-# static route, a chosen MAC address and MTU (on an interface and on a link), a sysctl inside a host; no `run:`, so no supervisor is involved
-# and the dry-run is the whole change.
+# A NAT network, an internal network (with an MTU), a published port, a point-to-point link (with an MTU), a
+# hostname, a static route, a chosen MAC address and MTU, a sysctl inside a host; no `run:`, so no supervisor
+# is involved and the dry-run is the whole change.
 FIDELITY_LAB = """\
 name: fid
 networks:
@@ -397,7 +397,8 @@ def test_the_dry_run_is_the_change(tmp_path):
             problems.append(f"`nslab down` left namespaces: {sorted(os.listdir('/run/netns'))}")
 
     made = json.dumps(by_up)
-    wanted = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "mtu=1280", "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
+    wanted = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "mtu=1280",
+              "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
     problems += [f"`nslab up` made no {expected!r}" for expected in wanted if expected not in made]
     if "net.ipv4.ip_forward=1" not in by_up.get("netns fid-peer: sysctls", []):
         problems.append("ip_forward is not 1 inside host peer")

@@ -91,3 +91,39 @@ def test_command_not_found_127_not_executable_126(host, tmp_path, prefix):
         assert "Traceback" not in missing.stderr + denied.stderr
     finally:
         sh("ip netns del ex13")
+
+
+SYSCTLS = """\
+name: sy
+networks: {n: {}}
+hosts:
+  a:
+    networks: [n]
+    sysctls:
+      net.ipv4.conf.eth0.rp_filter: 2
+      net.ipv4.no_such_key: 1
+      net.core.rmem_max: 1000000
+      net.ipv4.conf.eth4.rp_filter: 1
+"""
+
+
+def test_sysctl_keys_a_namespace_lacks_exit_2_before_any_change(host, tmp_path):
+    """Keys are checked in a fresh namespace's /proc/sys/net: net.core.rmem_max is the machine's only, eth0 is
+    the host's own interface (looked up as `default`), eth4 is not one of its interfaces."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(SYSCTLS)
+    before = sh("ip -o link; ip netns list").stdout
+    result = nslab("up", "-f", str(path), check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "hosts.a.sysctls.net.ipv4.no_such_key", "hosts.a.sysctls.net.core.rmem_max",
+        "hosts.a.sysctls.net.ipv4.conf.eth4.rp_filter"], lines
+    assert f"{path}:8:" in lines[0] and "unknown sysctl" in lines[0] and "no interface 'eth4'" in lines[2]
+    assert sh("ip -o link; ip netns list").stdout == before
+    path.write_text("\n".join(SYSCTLS.splitlines()[:7]) + "\n")  # only the interface's key: applied
+    nslab("up", "-f", str(path))
+    try:
+        assert nslab("exec", "sy/a", "--", "cat", "/proc/sys/net/ipv4/conf/eth0/rp_filter").stdout.strip() == "2"
+    finally:
+        nslab("down", "sy")

@@ -58,6 +58,15 @@ FILES: list[tuple[str, list[tuple[int, str]]]] = [
     (HEAD + "  a: {networks: {lan: 10.70.0.5}, default: 10.70.0.5}\n", [(6, "hosts.a.default")]),
     (HEAD + "  a: {sysctls: {kernel.panic: 1}}\n", [(6, "hosts.a.sysctls")]),
     (HEAD + "  a: {sysctls: {net.ipv4.ip_forward: [1]}}\n", [(6, "hosts.a.sysctls")]),
+    (HEAD + "  a: {networks: [lan], sysctls: {net.ipv4.no_such_key: 1}}\n", [(6, "hosts.a.sysctls.net.ipv4.no_such")]),
+    (HEAD + "  a:\n    networks: [lan]\n    sysctls:\n      net.ipv4.ip_forward: 1\n      net.ipv4.conf.eth3.rp_filter: 2\n",
+     [(10, "hosts.a.sysctls.net.ipv4.conf.eth3.rp_filter")]),
+    (HEAD + "  a: {sysctls: {net.ipv4.tcp_available_congestion_control: reno}}\n",
+     [(6, "hosts.a.sysctls.net.ipv4.tcp_available_congestion_control")]),
+    (HEAD + "  a: {networks: {lan: {mac: '02:00:00:00:00:09'}}}\n  b: {networks: {dmz: {mac: '02:00:00:00:00:09'}}}\n",
+     [(7, "hosts.b.networks.dmz.mac")]),
+    (HEAD + "  a: {count: 2, networks: {lan: {mac: '02:00:00:00:00:09'}}}\n", [(6, "hosts.a2.networks.lan.mac")]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], mtu: 10}\n", [(4, "links[0].mtu")]),
     (HEAD + "  a: {count: 0}\n", [(6, "hosts.a.count")]),
     (HEAD + "  a: {count: many}\n", [(6, "hosts.a.count")]),
     (HEAD + "  a: {count: 2, networks: {lan: 10.70.0.5}}\n", [(6, "hosts.a2.networks.lan")]),
@@ -139,6 +148,14 @@ def test_bad_arguments_exit_2_one_line_no_traceback(argv, capsys, tmp_path, monk
     assert code == 2, err
     assert "Traceback" not in err
     assert err.strip(), "a message says what is wrong"
+
+
+def test_duplicate_mac_names_both_places():
+    text = HEAD + "  a: {networks: {lan: {mac: '02:00:00:00:00:09'}}}\n  b: {networks: {dmz: {mac: '02:00:00:00:00:09'}}}\n"
+    with pytest.raises(UserError) as err:
+        Lab.from_text(text, "lab.yaml", drivers=fake_drivers(), check=True)
+    [line] = err.value.lines()
+    assert line.startswith("lab.yaml:7: hosts.b.networks.dmz.mac") and "hosts.a.networks.lan.mac (line 6)" in line
 
 
 def test_corpus_is_big_enough():

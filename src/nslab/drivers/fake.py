@@ -272,6 +272,15 @@ class FakeSysctls(_Failing):
     def exists(self, key: str) -> bool:
         return key in self.values
 
+    #: keys a new namespace has (a few; ``unusable`` adds reasons for others, as tests need)
+    NETNS_KEYS = frozenset({"net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv4.conf.default.rp_filter",
+                            "net.ipv4.conf.all.rp_filter", "net.ipv6.conf.all.forwarding", "net.core.somaxconn",
+                            "net.ipv4.tcp_available_congestion_control"})
+
+    def unusable_in_new_namespace(self, keys: list[str]) -> dict[str, str]:
+        return {k: "read-only" if k.endswith("_available_congestion_control") else "unknown"
+                for k in keys if k not in self.NETNS_KEYS or k.endswith("_available_congestion_control")}
+
 
 class FakeFiles(_Failing):
     def __init__(self, files: Mapping[str, str] | None = None, fail_on: str | Iterable[str] | None = None) -> None:

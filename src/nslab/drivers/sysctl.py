@@ -2,7 +2,8 @@
 
 Replaces ``sysctl -w``. Values are the strings the kernel prints (``"0"``, ``"1"``), so a recorded value is
 restored byte for byte. The firewall feature uses it for ``net.ipv4.ip_forward`` and per-bridge
-``route_localnet``.
+``route_localnet``; validation asks it which of a host's ``sysctls:`` a namespace lacks (``sysctl -a`` in a
+fresh ``unshare -n``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,32 @@ def write(key: str, value: str) -> None:
         raise KernelError(f"cannot set sysctl {key}={value}: {exc.strerror}") from exc
 
 
+def unusable_in_new_namespace(keys: list[str]) -> dict[str, str]:
+    """Of ``keys``, those a new network namespace cannot take, each with why ("unknown" or "read-only").
+
+    Looked up in a fresh namespace (a thread unshares one, reads /proc/sys/net there and vanishes with it):
+    the machine's own /proc/sys/net has keys no other namespace has (net.core.rmem_max) and its interfaces.
+    Where a namespace cannot be made (not root), the machine's view is the best there is.
+    """
+    from .. import linux
+
+    def work(fresh: bool) -> dict[str, str]:
+        if fresh:
+            linux.unshare(linux.CLONE_NEWNET)
+        out: dict[str, str] = {}
+        for key in keys:
+            if not os.path.exists(path(key)):
+                out[key] = "unknown"
+            elif os.geteuid() == 0 and not os.access(path(key), os.W_OK):
+                out[key] = "read-only"
+        return out
+
+    try:
+        return linux.in_thread(lambda: work(True), name="nslab-sysctl")
+    except OSError:
+        return work(False)
+
+
 class LiveSysctls:
     def read(self, key: str) -> str:
         return read(key)
@@ -45,3 +72,6 @@ class LiveSysctls:
 
     def exists(self, key: str) -> bool:
         return exists(key)
+
+    def unusable_in_new_namespace(self, keys: list[str]) -> dict[str, str]:
+        return unusable_in_new_namespace(keys)
