@@ -74,8 +74,11 @@ def _interfaces_of(path: str, home: int) -> list[Interface] | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never O_CREAT
     except OSError:
         return None
-    try:
-        linux.setns(fd, linux.CLONE_NEWNET)
+    entered = False  # the thread is back home unless it entered; a user who is not root cannot enter any,
+    try:  # but sees the namespace the thread is in already
+        if os.fstat(fd).st_ino != os.fstat(home).st_ino:
+            linux.setns(fd, linux.CLONE_NEWNET)
+            entered = True
         sock = rtnl.open_socket()
         try:
             return _interfaces(rtnl.links(sock))
@@ -85,7 +88,8 @@ def _interfaces_of(path: str, home: int) -> list[Interface] | None:
         return None
     finally:
         os.close(fd)
-        linux.setns(home, linux.CLONE_NEWNET)
+        if entered:
+            linux.setns(home, linux.CLONE_NEWNET)
 
 
 def _read_interfaces(paths_by_inode: dict[int, str]) -> dict[int, list[Interface] | None]:

@@ -89,7 +89,7 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
-def require_root(why: str = "it creates namespaces") -> None:
+def require_root(why: str) -> None:
     """Raise the message a non-root user needs: what needs root, and why (``why``)."""
     if os.geteuid() != 0:
         from .errors import EnvironmentProblem

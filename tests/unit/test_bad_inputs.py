@@ -59,7 +59,8 @@ FILES: list[tuple[str, list[tuple[int, str]]]] = [
     (HEAD + "  a: {sysctls: {kernel.panic: 1}}\n", [(6, "hosts.a.sysctls")]),
     (HEAD + "  a: {sysctls: {net.ipv4.ip_forward: [1]}}\n", [(6, "hosts.a.sysctls")]),
     (HEAD + "  a: {networks: [lan], sysctls: {net.ipv4.no_such_key: 1}}\n", [(6, "hosts.a.sysctls.net.ipv4.no_such")]),
-    (HEAD + "  a:\n    networks: [lan]\n    sysctls:\n      net.ipv4.ip_forward: 1\n      net.ipv4.conf.eth3.rp_filter: 2\n",
+    (HEAD + "  a:\n    networks: [lan]\n    sysctls:\n      net.ipv4.ip_forward: 1\n"
+     "      net.ipv4.conf.eth3.rp_filter: 2\n",
      [(10, "hosts.a.sysctls.net.ipv4.conf.eth3.rp_filter")]),
     (HEAD + "  a: {sysctls: {net.ipv4.tcp_available_congestion_control: reno}}\n",
      [(6, "hosts.a.sysctls.net.ipv4.tcp_available_congestion_control")]),
@@ -151,7 +152,8 @@ def test_bad_arguments_exit_2_one_line_no_traceback(argv, capsys, tmp_path, monk
 
 
 def test_duplicate_mac_names_both_places():
-    text = HEAD + "  a: {networks: {lan: {mac: '02:00:00:00:00:09'}}}\n  b: {networks: {dmz: {mac: '02:00:00:00:00:09'}}}\n"
+    text = HEAD + ("  a: {networks: {lan: {mac: '02:00:00:00:00:09'}}}\n"
+                   "  b: {networks: {dmz: {mac: '02:00:00:00:00:09'}}}\n")
     with pytest.raises(UserError) as err:
         Lab.from_text(text, "lab.yaml", drivers=fake_drivers(), check=True)
     [line] = err.value.lines()

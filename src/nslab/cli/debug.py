@@ -72,7 +72,7 @@ def capture(words: tuple[str, ...], write: str | None, count: int | None, durati
     from .. import capture as cap
     from ..linux import require_root
 
-    require_root()
+    require_root("capture opens packet sockets inside namespaces")
     texts, expression, not_target = split_words(words)
     specs = cap.resolve_specs(texts)
     try:
@@ -115,7 +115,7 @@ def trace(source: str, destination: str, raw: bool) -> None:
     from .. import trace as tr
     from ..linux import require_root
 
-    require_root()
+    require_root("trace sends a probe from inside a namespace and reads nft traces")
     result = tr.trace(source, destination)
     path = result.route
     if "error" in path:

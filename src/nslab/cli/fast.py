@@ -57,8 +57,8 @@ def _reporting(action: Callable[[], None]) -> int:
 
 
 def _exec(text: str, rest: list[str]) -> int | None:
-    if text.startswith("-"):
-        return None  # an option before TARGET
+    if text.startswith("-") or os.geteuid() != 0:
+        return None  # an option before TARGET; not root: the click command says why root is needed
     if rest[0] == "--":
         command = rest[1:]
     elif rest[0].startswith("-"):

@@ -32,7 +32,7 @@ def doctor(what: str | None, to: str | None, as_json: bool) -> None:
     from ..doctor import diagnose, report
     from ..linux import require_root
 
-    require_root()
+    require_root("doctor looks inside the hosts' namespaces")
     findings = diagnose(what, to)
     if as_json:
         click.echo(json.dumps(report(findings), indent=2))
@@ -65,7 +65,7 @@ def graph(lab: str | None, fmt: str, output: str | None, serve: bool, port: int,
     from .. import graph as g
     from ..linux import require_root
 
-    require_root()
+    require_root("graph reads the labs' state in /run/nslab, readable by root only, and looks inside their namespaces")
     if serve:
         g.serve(lab, bind, port, lambda url: click.echo(f"serving the live graph on {url} (Ctrl-C stops)", err=True))
         return
@@ -100,7 +100,7 @@ def browse(target: str, url: str, screenshot: str | None, wait: float, as_json: 
     from ..browse import browse as run_browser
     from ..linux import require_root
 
-    require_root()
+    require_root("browse runs a browser inside a namespace")
     result = run_browser(target, url, screenshot=screenshot, wait=wait, mount_from=mount_from)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -156,15 +156,9 @@ def status(lab_name: str | None, file: str | None, output: str | None, as_json: 
     from ..lab import status as lab_status
 
     output = _output(output, as_json, wide)
-    if file is not None:
-        if lab_name is not None:
-            raise click.UsageError("give either LAB or -f FILE, not both")
-        lab_name = lab_name_from(file)
-    host = None
-    if lab_name is not None and "/" in lab_name:
-        lab_name, host = lab_name.split("/", 1)
-        if not lab_name or not host or "/" in host:
-            raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
+    lab_name, host = _status_target(lab_name, file)
+    if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
+        return
     doc = _read_status(lab_status, lab_name)
     if host is not None:
         _only_host(doc, host)
@@ -184,6 +178,39 @@ def status(lab_name: str | None, file: str | None, output: str | None, as_json: 
         raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
     if doc.get("damaged"):
         raise click.exceptions.Exit(1)
+
+
+def _status_target(lab_name: str | None, file: str | None) -> tuple[str | None, str | None]:
+    """(lab or None for every lab, host or None) from ``[LAB | LAB/HOST]`` or ``-f FILE``."""
+    if file is not None:
+        if lab_name is not None:
+            raise click.UsageError("give either LAB or -f FILE, not both")
+        lab_name = lab_name_from(file)
+    host = None
+    if lab_name is not None and "/" in lab_name:
+        lab_name, host = lab_name.split("/", 1)
+        if not lab_name or not host or "/" in host:
+            raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
+    return lab_name, host
+
+
+def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
+    """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
+    no such lab is up, which needs no root to say (the usual path says it)."""
+    from ..errors import EnvironmentProblem
+    from ..state import visible_labs
+
+    labs = [name for name in visible_labs() if lab_name in (None, name)]
+    if not labs:
+        return False
+    if quiet:
+        for name in labs:
+            click.echo(name)
+        return True
+    seen = f"lab {lab_name} is up" if lab_name is not None else f"labs up: {', '.join(labs)}"
+    raise EnvironmentProblem(
+        "status needs root for the details (the labs' state under /run/nslab is readable by root only, and "
+        f"looking inside the hosts' namespaces needs CAP_SYS_ADMIN): run it with sudo ({seen})")
 
 
 def _read_status(read: Any, lab_name: str | None) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     from ..linux import require_root
     from . import render
 
-    require_root()
+    require_root("check sends probes from inside the hosts' namespaces")
     matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout)
     if as_json:
         click.echo(json.dumps(matrix.to_json(), indent=2))
@@ -78,7 +78,7 @@ def link(target: str, state: str) -> None:
     from ..lab import find_host
     from ..linux import require_root
 
-    require_root()
+    require_root("link sets interfaces inside the hosts' namespaces up or down")
     where, _, iface = target.partition(":")
     if not where or (":" in target and not iface):
         raise UserError(f"{target}: expected LAB/HOST[:IF]")

@@ -115,6 +115,9 @@ def logs(target: str | None, follow: bool, lines: int | None, file: str | None) 
     each line is prefixed by the service's name (HOST.N). Without TARGET: every service of the lab in
     the lab file (--file FILE, or nslab.yaml, nslab.yml, one *.nslab.yaml here).
     """
+    from ..linux import require_root
+
+    require_root("service logs are kept under /run/nslab, readable by root only")
     lab, host = _which(target, file)
     files = _log_files(lab, host)
     printer = _Printer(prefixed=len(files) > 1 or host is None)

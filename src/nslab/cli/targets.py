@@ -16,6 +16,8 @@ import click
 from ..errors import UserError
 from . import complete
 
+#: Why exec and shell need root, said to a non-root user.
+ENTERING = "entering a network namespace needs CAP_SYS_ADMIN"
 _EXEC_FLAGS = {"--uts", "--detach", "-d", "-i", "-t", "-it", "-ti", "--interactive", "--tty"}
 _NO_OPS = {"-i", "-t", "-it", "-ti", "--interactive", "--tty"}  # CMD has nslab's stdin and terminal already
 _EXEC_VALUES = {
@@ -98,12 +100,14 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     Lab hosts and netns: targets also get their /etc/netns/NAME files;
     lab hosts also their hostname (UTS) namespace.
     """
+    from ..linux import require_root
     from ..nsenter import ExecOptions, exec_in_target
     from ..targets import resolve
 
     command = _split_exec_args(argv, values)
     if not command:
         raise click.UsageError("give a command after --")
+    require_root(ENTERING)
     if values.get("file"):
         from .labs import lab_name_from
 
@@ -135,9 +139,11 @@ def shell(target: str, uts: bool, mount_from: str | None) -> None:
     TARGET: [LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID, path:FILE
     With --mount-from the shell is /bin/sh of TARGET2's filesystem.
     """
+    from ..linux import require_root
     from ..nsenter import ExecOptions, exec_in_target
     from ..targets import resolve
 
+    require_root(ENTERING)
     resolved = resolve(target)
     options = ExecOptions(uts=uts, mount_from=resolve(mount_from) if mount_from else None)
     user_shell = os.environ.get("SHELL") or "/bin/sh"
@@ -161,14 +167,17 @@ def _short(command: str, width: int = 48) -> str:
 def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
     """List every network namespace on the machine, each once.
 
-    With its names, Docker containers, processes and interfaces. Creates nothing.
+    With its names, Docker containers, processes and interfaces. Creates nothing. Without root: what the
+    kernel shows anyone (names, your processes, this machine's interfaces).
     """
     from ..discover import list_namespaces
-    from ..linux import require_root
     from .labs import _output, _print_doc
 
     output = _output(output, as_json, False)
-    require_root("ls reads the namespaces of every process and looks inside each")
+    if os.geteuid() != 0:  # what the kernel shows anyone: the names, one's own processes, this namespace
+        click.echo("nslab: not root: only the names under /run/netns, your own processes and this machine's "
+                   "interfaces can be seen (the other namespaces' interfaces, every process and the labs' "
+                   "hosts need root: sudo nslab ls)", err=True)
     spaces = list_namespaces()
     if output in ("json", "yaml"):
         _print_doc({"version": 1, "namespaces": spaces}, output)

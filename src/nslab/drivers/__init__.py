@@ -63,7 +63,7 @@ class Drivers:
         """The real drivers (needs root), each imported and made when first used."""
         from ..linux import require_root
 
-        require_root()
+        require_root("it reads and changes network namespaces, links and the firewall")
         return _LiveDrivers()
 
     def close(self) -> None:
