@@ -1,4 +1,4 @@
-"""Thin ctypes wrappers for the namespace syscalls Python 3.11 lacks: setns, unshare, mount, umount2.
+"""Thin ctypes wrappers for the syscalls Python 3.11 lacks: setns, unshare, mount, umount2, inotify.
 
 Owns nothing but the syscall boundary; every failure becomes an ``OSError`` with errno, so callers convert
 it into the nslab error tree. Kept free of heavy imports: the ``exec`` path uses it.
@@ -87,6 +87,25 @@ def umount(target: str, flags: int = MNT_DETACH) -> None:
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+IN_MODIFY, IN_NONBLOCK, IN_CLOEXEC = 0x2, 0o4000, 0o2000000
+
+
+def inotify_init() -> int:
+    """A non-blocking inotify descriptor."""
+    fd: int = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        _check(-1, "inotify_init1")
+    return fd
+
+
+def inotify_watch(fd: int, path: str, mask: int = IN_MODIFY) -> int:
+    """Watch ``path`` (the same file always gets the same watch descriptor)."""
+    wd: int = _libc.inotify_add_watch(fd, path.encode(), mask)
+    if wd < 0:
+        _check(-1, "inotify_add_watch", path)
+    return wd
 
 
 def require_root(why: str) -> None:

@@ -9,6 +9,7 @@
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
     ``<lab>/services.json``        what the lab's supervisor runs; ``services.status.json``: what it is doing;
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
+    ``<lab>/logs/<host>.<n>.log.times``  when each line of that log arrived: ``OFFSET UNIX_TIME`` lines;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
 Every path of a lab is derived from its name, and ``down`` deletes under it: :func:`lab_dir` refuses
@@ -98,6 +99,11 @@ def logs_dir(lab: str) -> str:
 
 def log_path(lab: str, host: str, n: int) -> str:
     return os.path.join(logs_dir(lab), f"{host}.{n}.log")
+
+
+def log_times(log: str) -> str:
+    """The side index of a service log: one ``OFFSET UNIX_TIME`` line per line of the log (``logs -t``)."""
+    return log + ".times"
 
 
 def supervisor_log(lab: str) -> str:

@@ -11,6 +11,9 @@ It runs in the machine's namespaces and:
   reset after 10 s of running), killing what the old run left in its cgroup first;
 - relays DNS queries that hosts send to their gateway to the machine's loopback resolver (only when the
   machine's resolv.conf names nothing but a loopback stub, see features/dns/);
+- keeps, beside each service log, when each of its lines arrived (``HOST.N.log.times``: ``OFFSET UNIX_TIME``
+  per line, for ``nslab logs -t`` and ``--since``), woken by inotify when a log grows; the log itself stays
+  the plain output, and the services write it directly (they never depend on this process to be heard);
 - writes what it does to ``services.status.json`` (with the ``hash`` of the config it runs);
 - on SIGHUP reads its config again (a converging ``nslab up`` rewrote it): services whose definition changed
   or that are gone stop (whole trees), new and changed ones start, the others keep running untouched;
@@ -26,14 +29,89 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 from typing import Any
 
-from . import nsenter, paths
+from . import linux, nsenter, paths
 from .drivers import files, process, procfs
 
 RESTART_MIN, RESTART_MAX, RESET_AFTER = 0.2, 5.0, 10.0
+
+
+class LogTimes:
+    """The side index of one service log: the offset of each line's first byte and when that byte was seen."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+        self.path = paths.log_times(log)
+        self.offset, self.at_start = self._resume()
+
+    def _last_indexed(self) -> int | None:
+        """The offset of the last line the index has (None: it has none)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 4096))
+                tail = fh.read().splitlines()
+        except FileNotFoundError:
+            return None
+        for line in reversed(tail):
+            fields = line.split()
+            if len(fields) == 2 and fields[0].isdigit():
+                return int(fields[0])
+        return None
+
+    def _resume(self) -> tuple[int, bool]:
+        """Where indexing goes on (a supervisor started again): after the end of the last line indexed."""
+        last = self._last_indexed()
+        if last is None:
+            return 0, True
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(last)
+                pos = last
+                while block := fh.read(self.BLOCK):
+                    newline = block.find(b"\n")
+                    if newline >= 0:
+                        return pos + newline + 1, True
+                    pos += len(block)
+                return pos, False
+        except FileNotFoundError:
+            return 0, True
+
+    def catch_up(self) -> None:
+        """Index the lines that started since the last call, all as arriving now."""
+        try:
+            size = os.path.getsize(self.log)
+        except OSError:
+            return
+        if size < self.offset:  # the log was truncated: its index starts over
+            self.offset, self.at_start = 0, True
+            open(self.path, "wb").close()
+        if size == self.offset:
+            return
+        starts: list[int] = []
+        with open(self.log, "rb") as fh:
+            fh.seek(self.offset)
+            pos = self.offset
+            while pos < size and (block := fh.read(min(self.BLOCK, size - pos))):
+                if self.at_start:
+                    starts.append(pos)
+                newline = block.find(b"\n")
+                while 0 <= newline < len(block) - 1:
+                    starts.append(pos + newline + 1)
+                    newline = block.find(b"\n", newline + 1)
+                self.at_start = block.endswith(b"\n")
+                pos += len(block)
+        self.offset = pos
+        if starts:
+            now = f"{time.time():.6f}"
+            with open(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as fh:
+                fh.write("".join(f"{offset} {now}\n" for offset in starts))
 
 
 class Service:
@@ -191,6 +269,9 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.wake = self._catch_signals()
         self.services = [Service(s) for s in self.config.get("services", [])]
+        self.times: dict[str, LogTimes] = {}  # log path -> its index
+        self.watched: dict[int, LogTimes] = {}  # inotify watch descriptor -> the index of the log it watches
+        self.inotify = self._open_inotify()
         self.forwarder: Forwarder | None = None
         self.error: str | None = None
         self.stopping = False
@@ -205,6 +286,50 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w)
         self.selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
         return wake_r
+
+    def _open_inotify(self) -> int:
+        try:
+            fd = linux.inotify_init()
+        except OSError:
+            return -1  # no inotify: logs are indexed when the supervisor wakes for something else
+        self.selector.register(fd, selectors.EVENT_READ, ("inotify", None))
+        return fd
+
+    def _start(self, s: Service) -> None:
+        """Start a service and keep the index of its log (watched from now on)."""
+        s.start()
+        log = s.spec["log"]
+        times = self.times.get(log)
+        if times is None:
+            times = self.times[log] = LogTimes(log)
+        if self.inotify >= 0:
+            try:
+                self.watched[linux.inotify_watch(self.inotify, log)] = times
+            except OSError:
+                pass
+        times.catch_up()
+
+    def _on_inotify(self) -> None:
+        try:
+            data = os.read(self.inotify, 1 << 16)
+        except BlockingIOError:
+            return
+        due: set[int] = set()
+        pos = 0
+        while pos + 16 <= len(data):
+            wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
+            pos += 16 + length
+            if mask & 0x8000:  # IN_IGNORED: the file is gone, and its watch with it
+                self.watched.pop(wd, None)
+            else:
+                due.add(wd)
+        for wd in due:
+            if wd in self.watched:
+                self.watched[wd].catch_up()
+
+    def _index_all(self) -> None:
+        for times in self.times.values():
+            times.catch_up()
 
     def _start_forwarder(self) -> None:
         forward = self.config.get("forward")
@@ -278,7 +403,8 @@ class Supervisor:
         self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
         for s in self.services:
             if s.id not in kept:
-                s.start()
+                self._start(s)
+        self._index_all()
         if config.get("forward") != self.config.get("forward"):
             if self.forwarder is not None:
                 self.forwarder.close()
@@ -291,6 +417,8 @@ class Supervisor:
     def _dispatch(self, kind: str, obj: Any) -> None:
         if kind == "signal":
             self._read_signals()
+        elif kind == "inotify":
+            self._on_inotify()
         elif kind == "listen" and self.forwarder is not None:
             self.forwarder.on_query(obj)
         elif kind == "reply" and self.forwarder is not None:
@@ -304,7 +432,7 @@ class Supervisor:
                 # What the last run left behind (a daemonized child holding the port) goes first.
                 process.stop_trees([s.tracker], timeout=1.0)
                 s.restarts += 1
-                s.start()
+                self._start(s)
                 changed = True
         return changed
 
@@ -318,6 +446,7 @@ class Supervisor:
         changed = self.reap()
         changed |= self._restart_due()
         if changed:
+            self._index_all()  # the [nslab] lines about exits and restarts
             self.write_status()
 
     def shutdown(self) -> None:
@@ -329,6 +458,7 @@ class Supervisor:
             if s.state in ("running", "restarting", "starting"):
                 s.state = "stopped"
             s.note("stopped by nslab down")
+        self._index_all()
         cgroup = self.config.get("cgroup")
         if cgroup:
             process.remove_cgroup(cgroup)
@@ -341,7 +471,7 @@ class Supervisor:
             os.makedirs(self.config["cgroup"], exist_ok=True)
         if self.error is None:
             for s in self.services:
-                s.start()
+                self._start(s)
         self.write_status()
         self.stopping = self.error is not None
         while not self.stopping:

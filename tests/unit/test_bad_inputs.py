@@ -135,6 +135,7 @@ ARGS: list[list[str]] = [
     ["exec", "--user"],
     ["exec", "-e", "NOEQUALS", "netns:x", "--", "true"],
     ["logs", "-n", "many", "x"],
+    ["logs", "--since", "yesterday", "x"],
     ["run", "--network", "bogus", "--", "true"],
     ["run", "-p", "abc", "--", "true"],
     ["exec", "-f", "/nonexistent.yaml", "a", "--", "true"],
