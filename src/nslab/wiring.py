@@ -13,7 +13,6 @@ Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -297,7 +296,8 @@ class UnconfigureHosts(Action):
         return None
 
 
-_PER_INTERFACE = re.compile(r"^(net\.[a-z0-9]+\.(?:conf|neigh))\.([^.]+)\.(.+)$")
+#: A per-interface key: ``net.ipv4.conf.IF.KEY`` (the groups: the family's part, the interface, the key).
+_PER_INTERFACE = r"^(net\.[a-z0-9]+\.(?:conf|neigh))\.([^.]+)\.(.+)$"
 
 
 def _interface_names(lab: Lab, name: str) -> list[str]:
@@ -312,6 +312,8 @@ def _interface_names(lab: Lab, name: str) -> list[str]:
 def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) -> list[Problem]:
     """Every host's ``sysctls:`` key that a network namespace lacks or cannot write, found before any change
     (a new namespace has no eth0 yet: a host's own interfaces are looked up as ``default``)."""
+    import re
+
     from .spec import field_path
 
     asked: list[tuple[tuple[str, ...], str, str]] = []  # (field, key as written, key to look up)
@@ -320,7 +322,7 @@ def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) ->
         interfaces = _interface_names(lab, h.name)
         for key, _ in h.sysctls:
             loc = ("hosts", h.name, "sysctls", key)
-            match = _PER_INTERFACE.match(key)
+            match = re.match(_PER_INTERFACE, key)
             lookup = key
             if match and match.group(2) not in ("all", "default", "lo"):
                 if match.group(2) not in interfaces:
