@@ -11,8 +11,10 @@ import click
 @click.command()
 @click.argument("what", metavar="[TARGET|LAB]", required=False)
 @click.option("--to", "to", metavar="ADDR[:PORT]", help="Also check that the namespace has a route to ADDR.")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def doctor(what: str | None, to: str | None, as_json: bool) -> None:
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default=None,
+              help="text (table, the default), json or yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
+def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) -> None:
     """Find why a namespace or lab cannot reach what it should, and print the fixes as commands.
 
     \b
@@ -31,14 +33,17 @@ def doctor(what: str | None, to: str | None, as_json: bool) -> None:
     """
     from ..doctor import diagnose, report
     from ..linux import require_root
+    from .labs import _output, _print_doc
 
+    output = _output(output, as_json, False)
     require_root("doctor looks inside the hosts' namespaces")
     findings = diagnose(what, to)
-    if as_json:
-        click.echo(json.dumps(report(findings), indent=2))
+    structured = output in ("json", "yaml")
+    if structured:
+        _print_doc(report(findings), output)
     elif not findings:
         click.echo("healthy: no problem found")
-    for f in [] if as_json else findings:
+    for f in [] if structured else findings:
         click.echo(f"{f.where}: {f.problem}")
         click.echo(f"    why: {f.why}")
         for command in f.fix:

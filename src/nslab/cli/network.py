@@ -5,8 +5,6 @@ Logic lives in :mod:`nslab.check` and :mod:`nslab.features.links`; this module p
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..errors import NslabError, UserError
@@ -32,9 +30,11 @@ def _lab_name(lab_name: str | None, file: str | None) -> str:
 @click.option("--from", "source", metavar="HOST", default=None, help="Probe from this host only (one row).")
 @click.option("--timeout", type=click.FloatRange(0.05, 30), default=1.0, show_default=True,
               help="Seconds a probe waits for its answer.")
-@click.option("--json", "as_json", is_flag=True, help="The cells as JSON (format: see README).")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default=None,
+              help="table (default), json or yaml (format: see README).")
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
 def check(lab_name: str | None, file: str | None, port: str | None, source: str | None, timeout: float,
-          as_json: bool) -> None:
+          output: str | None, as_json: bool) -> None:
     """Probe every pair of hosts and each host toward the outside; compare with the lab's policy.
 
     \b
@@ -49,11 +49,13 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     from ..check import check as run_check
     from ..linux import require_root
     from . import render
+    from .labs import _output, _print_doc
 
+    output = _output(output, as_json, False)
     require_root("check sends probes from inside the hosts' namespaces")
     matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout)
-    if as_json:
-        click.echo(json.dumps(matrix.to_json(), indent=2))
+    if output in ("json", "yaml"):
+        _print_doc(matrix.to_json(), output)
     else:
         click.echo(render.check_matrix(matrix), nl=False)
     if not matrix.ok:
