@@ -292,7 +292,8 @@ def test_foreign_drop_policy_is_reported_not_touched(host, tmp_path):
     before = machine_view()
     path = tmp_path / "l.yaml"
     path.write_text("name: fw\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n]}\n")
-    nslab("up", "-f", str(path))
+    up = nslab("up", "-f", str(path))
+    assert "warning: table ip filter chain FORWARD drops forwarded packets" in up.stderr  # up says it too
     doc = json.loads(nslab("status", "fw", "--json").stdout)
     assert any("table ip filter chain FORWARD" in w for w in doc["labs"][0]["firewall"]["warnings"])
     assert "policy drop" in sh("nft list chain ip filter FORWARD").stdout
