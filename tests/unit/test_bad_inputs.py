@@ -62,6 +62,9 @@ FILES: list[tuple[str, list[tuple[int, str]]]] = [
     (HEAD + "  a:\n    networks: [lan]\n    sysctls:\n      net.ipv4.ip_forward: 1\n"
      "      net.ipv4.conf.eth3.rp_filter: 2\n",
      [(10, "hosts.a.sysctls.net.ipv4.conf.eth3.rp_filter")]),
+    (HEAD + "  a: {networks: [lan], sysctls: {net.ipv4.conf.eth0.no_such_key: 1}}\n",  # eth0: looked up as default
+     [(6, "hosts.a.sysctls.net.ipv4.conf.eth0.no_such_key")]),
+    (HEAD + "  a: {sysctls: {net.core.rmem_max: 1000000}}\n", [(6, "hosts.a.sysctls.net.core.rmem_max")]),
     (HEAD + "  a: {sysctls: {net.ipv4.tcp_available_congestion_control: reno}}\n",
      [(6, "hosts.a.sysctls.net.ipv4.tcp_available_congestion_control")]),
     (HEAD + "  a: {networks: {lan: {mac: '02:00:00:00:00:09'}}}\n  b: {networks: {dmz: {mac: '02:00:00:00:00:09'}}}\n",

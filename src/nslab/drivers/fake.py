@@ -272,14 +272,13 @@ class FakeSysctls(_Failing):
     def exists(self, key: str) -> bool:
         return key in self.values
 
-    #: keys a new namespace has (a few; ``unusable`` adds reasons for others, as tests need)
-    NETNS_KEYS = frozenset({"net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv4.conf.default.rp_filter",
-                            "net.ipv4.conf.all.rp_filter", "net.ipv6.conf.all.forwarding", "net.core.somaxconn",
-                            "net.ipv4.tcp_available_congestion_control"})
+    #: what a new namespace lacks or cannot write, as far as the fake knows (every other key is taken)
+    UNUSABLE = {"net.ipv4.no_such_key": "unknown", "net.core.rmem_max": "unknown",
+                "net.ipv4.conf.default.no_such_key": "unknown",
+                "net.ipv4.tcp_available_congestion_control": "read-only"}
 
     def unusable_in_new_namespace(self, keys: list[str]) -> dict[str, str]:
-        return {k: "read-only" if k.endswith("_available_congestion_control") else "unknown"
-                for k in keys if k not in self.NETNS_KEYS or k.endswith("_available_congestion_control")}
+        return {k: self.UNUSABLE[k] for k in keys if k in self.UNUSABLE}
 
 
 class FakeFiles(_Failing):
