@@ -188,9 +188,8 @@ def _follow(lab: str, files: list[tuple[str, str]], offsets: dict[str, int], pri
     try:
         while True:
             for service, path in files:
-                start = offsets[path]
                 text, offsets[path] = _new_output(path, offsets[path])
-                printer.emit(service, text, offsets[path] - len(text.encode()) if text else start)
+                printer.emit(service, text, offsets[path] - len(text.encode()))
             if not os.path.exists(paths.state_file(lab)):
                 return  # the lab went down
             time.sleep(0.2)
