@@ -80,18 +80,23 @@ def _port_range(text: str, what: str) -> tuple[int, int]:
     return start, end
 
 
+def _protocol(body: str) -> tuple[str, str]:
+    """``"6000:80/UDP"`` -> (``"6000:80"``, ``"udp"``); tcp when none is written."""
+    if "/" not in body:
+        return body, "tcp"
+    body, proto = body.rsplit("/", 1)
+    proto = proto.lower()
+    if proto not in PROTOCOLS:
+        raise PublishSyntaxError(f"protocol '{proto}' is not supported (tcp or udp)")
+    return body, proto
+
+
 def parse(text: str) -> list[Mapping]:
     """``"127.0.0.1:5353:53/udp"`` -> ``[Mapping(127.0.0.1, 5353, 53, "udp")]``; ``"80"`` ->
     ``[Mapping(0.0.0.0, PICK, 80, "tcp")]``."""
     if not isinstance(text, str) or not text.strip():
         raise PublishSyntaxError("empty; write [[HOST_IP:]HOST_PORT:]PORT[/tcp|/udp]")
-    body = text.strip()
-    proto = "tcp"
-    if "/" in body:
-        body, proto = body.rsplit("/", 1)
-        proto = proto.lower()
-        if proto not in PROTOCOLS:
-            raise PublishSyntaxError(f"protocol '{proto}' is not supported (tcp or udp)")
+    body, proto = _protocol(text.strip())
     if body.startswith("["):
         raise PublishSyntaxError("an IPv6 HOST_IP is not supported (labs are IPv4)")
     parts = body.split(":")

@@ -269,5 +269,5 @@ def test_status_lists_ports_and_where_they_lead():
     doc = fw.status(resolved, record().to_json(), _drivers(FakeNftables()))
     assert doc["ports"][0] == {
         "publish": "6000:8080", "host": "web1", "proto": "tcp", "host_ip": "0.0.0.0", "host_port": 6000,
-        "to": "10.213.0.2:8080", "network": "front",
+        "to": "10.213.0.2:8080", "network": "front", "picked": False,
     }

@@ -22,10 +22,11 @@ class PublishedPort(Value):
     spec: str  # as written
     proto: str
     host_ip: str
-    host_port: int
+    host_port: int  # picked: 0 until features/firewall/pick.py chooses it
     network: str
     address: str
     port: int
+    picked: bool = False  # no host port written: nslab picked it (kept while the lab is up)
 
 
 class FirewallRecord(Value):
@@ -100,7 +101,7 @@ def desired(lab: Lab) -> FirewallRecord:
             where = field_path(("hosts", host_name, "publish", index))
             ports += [
                 PublishedPort(host_name, where, text, m.proto, str(m.host_ip), m.host_port, iface.network,
-                              str(iface.address.ip), m.port)
+                              str(iface.address.ip), m.port, m.picked)
                 for m in mappings
             ]
     return FirewallRecord(networks=networks, ports=ports)
