@@ -106,7 +106,7 @@ class LoadRuleset(Action):
         return [*notes, "nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"] if text else notes
 
     def summary(self) -> str:
-        return f"load the {FAMILY} {TABLE} table"
+        return "; ".join([f"load the {FAMILY} {TABLE} table", *self.notes])
 
     def apply(self, drivers: Drivers) -> Action | None:
         seen = self.seen or Observed.from_ruleset(drivers.nft.ruleset())

@@ -81,6 +81,12 @@ class FirewallRecord(Value):
         )
 
 
+def docker_port_line(p: PublishedPort, with_port: bool = True) -> str:
+    """As ``docker port`` prints it: ``80/tcp -> 0.0.0.0:32768`` (``with_port=False``: ``0.0.0.0:32768``)."""
+    where = f"{p.host_ip}:{p.host_port}"
+    return f"{p.port}/{p.proto} -> {where}" if with_port else where
+
+
 def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
     from ...spec import field_path
