@@ -9,10 +9,10 @@ when a lab needs one: the machine's resolv.conf names nothing but a loopback stu
   then the message) are checked and passed on as they are, pipelined; the upstream's bytes come back unchanged
   (so its answers may come in any order, as RFC 7766 allows). Idle connections close after :data:`TCP_IDLE`.
 - Whatever a host sends, the forwarder keeps answering the others: a datagram or message that is not a DNS
-  query (shorter than a header, or a response) is dropped (a TCP client that sends one is disconnected); a
-  socket error ends only the exchange it belongs to; queries in flight and connections are capped
-  (:data:`MAX_PENDING`, :data:`MAX_CONNECTIONS`) so no host can use up the supervisor's file descriptors, and
-  buffers are bounded (reading stops while the other side does not take what it was sent).
+  query (shorter than a header, a response, not one question) is dropped (a TCP client that sends one is
+  disconnected); a socket error ends only the exchange it belongs to; queries in flight and connections are
+  capped (:data:`MAX_PENDING`, :data:`MAX_CONNECTIONS`) so no host can use up the supervisor's file
+  descriptors, and buffers are bounded (reading stops while the other side does not take what it was sent).
 
 Everything runs in the supervisor's one loop: every socket is non-blocking and registered with its selector,
 with a callback ``(events) -> None`` as data (``("dns", callback)``).
@@ -40,9 +40,10 @@ Callback = Callable[[int], None]
 
 
 def is_query(message: bytes) -> bool:
-    """A DNS message with at least a header whose QR bit says "query" (responses are never forwarded: a
-    host could otherwise make the upstream and the forwarder talk in a loop)."""
-    return len(message) >= HEADER and not message[2] & 0x80
+    """A DNS query: at least a header, the QR bit saying "query" (responses are never forwarded: a host could
+    otherwise make the upstream and the forwarder talk in a loop) and one question (what every query has;
+    resolvers refuse others)."""
+    return len(message) >= HEADER and not message[2] & 0x80 and message[4:6] == b"\x00\x01"
 
 
 def take_frames(buffer: bytearray) -> list[bytes]:

@@ -30,6 +30,9 @@ def test_is_query():
     answer = bytearray(query(1))
     answer[2] |= 0x80
     assert not is_query(bytes(answer))  # a response is never forwarded
+    two = bytearray(query(1))
+    two[5] = 2
+    assert not is_query(bytes(two))  # a query has one question
 
 
 def test_take_frames_reassembles_and_keeps_the_rest():
