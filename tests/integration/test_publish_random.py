@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from nslab import Lab
 from sandbox import UPLINK_ADDRESS, WAN, sh
 
 NSLAB = str(Path(sys.executable).parent / "nslab")
@@ -121,6 +122,7 @@ def test_random_port_is_printed_answers_is_kept_and_released(host, tmp_path):
 
         # the port nslab printed answers: from the machine (its address and loopback) and from wan
         tcp_port = int(nslab("port", "pr/web", "80").stdout.strip().rsplit(":", 1)[1])
+        assert Lab.from_text(LAB).port("web", 80) == tcp_port  # the Python API says the same
         udp_port = int(nslab("port", "pr/web", "53/udp").stdout.strip().rsplit(":", 1)[1])
         serve(host, "pr-web", 80, "web")
         serve(host, "pr-web", 53, "dns", "udp")

@@ -7,7 +7,7 @@ import pytest
 
 from nslab.drivers.fake import FakeMachine, fake_drivers
 from nslab.drivers.sockets import bound_ports, ephemeral_ports, parse_port_list
-from nslab.errors import ConflictError, ResolveError
+from nslab.errors import ConflictError, ResolveError, TargetError
 from nslab.features.firewall.pick import notes, pick_ports
 from nslab.features.firewall.record import PublishedPort
 from nslab.lab import Lab
@@ -106,6 +106,10 @@ def test_up_picks_converge_keeps_down_releases_over_fakes():
     doc = Lab.from_text(LAB.format(name="pa"), drivers=d).status()
     ports = doc["labs"][0]["firewall"]["ports"]
     assert ports[0]["host_port"] == 40001 and ports[0]["picked"] and ports[0]["publish"] == "80"
+    api = Lab.from_text(LAB.format(name="pa"), drivers=d)
+    assert api.port("web", 80) == 40001 and api.port("web", "53/udp") == 40000
+    with pytest.raises(TargetError, match="no public port '81/tcp' published for pa/web"):
+        api.port("web", "81")
     # An unchanged up keeps them (nothing to do), even with another socket on the lowest port now.
     d.machine.bound["tcp"] = {40000, 40002}
     assert Lab.from_text(LAB.format(name="pa"), drivers=d).up(dry_run=True).commands() == []

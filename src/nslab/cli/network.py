@@ -117,15 +117,12 @@ def port(target: str, port_spec: str | None) -> None:
     Host ports nslab picked (publish: ["80"]) are shown as picked at `up`.
     Exits 1 when PORT is not published.
     """
-    from ..features.firewall.record import FirewallRecord, docker_port_line
+    from ..features.firewall.record import docker_port_line, published_ports
     from ..lab import find_host
-    from ..state import LabState
 
     wanted = _port_and_proto(port_spec) if port_spec is not None else None
     lab, host = find_host(target)
-    recorded = LabState.load(lab)
-    record = FirewallRecord.from_json(recorded.extra.get("firewall") if recorded else None)
-    ports = sorted((p for p in record.ports if p.host == host), key=lambda p: (p.port, p.proto, p.host_port))
+    ports = published_ports(lab, host)
     if wanted is None:
         for p in ports:
             click.echo(docker_port_line(p))

@@ -81,6 +81,15 @@ class FirewallRecord(Value):
         )
 
 
+def published_ports(lab: str, host: str) -> list[PublishedPort]:
+    """The ports of ``host`` of lab ``lab`` (up) as recorded, host ports picked at ``up`` included, by port."""
+    from ...state import LabState
+
+    recorded = LabState.load(lab)
+    record = FirewallRecord.from_json(recorded.extra.get("firewall") if recorded else None)
+    return sorted((p for p in record.ports if p.host == host), key=lambda p: (p.port, p.proto, p.host_port))
+
+
 def docker_port_line(p: PublishedPort, with_port: bool = True) -> str:
     """As ``docker port`` prints it: ``80/tcp -> 0.0.0.0:32768`` (``with_port=False``: ``0.0.0.0:32768``)."""
     where = f"{p.host_ip}:{p.host_port}"
