@@ -109,7 +109,7 @@ def test_random_port_is_printed_answers_is_kept_and_released(host, tmp_path):
         assert "# hosts.web.publish[1] ':53/udp': host port 41002/udp picked" in dry
         assert "tcp dport 41001 dnat ip to" in dry
         up = nslab("up", "-f", str(path)).stdout
-        assert "host port 41001/tcp picked" in up  # the change says where the port went
+        assert "picked web 80/tcp -> 0.0.0.0:41001, web 53/udp -> 0.0.0.0:41002" in up  # where the ports went
 
         # `nslab port` prints it as `docker port` does
         assert nslab("port", "pr/web").stdout.splitlines() == ["53/udp -> 0.0.0.0:41002", "80/tcp -> 0.0.0.0:41001"]

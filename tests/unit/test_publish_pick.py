@@ -8,7 +8,7 @@ import pytest
 from nslab.drivers.fake import FakeMachine, fake_drivers
 from nslab.drivers.sockets import bound_ports, ephemeral_ports, parse_port_list
 from nslab.errors import ConflictError, ResolveError, TargetError
-from nslab.features.firewall.pick import notes, pick_ports
+from nslab.features.firewall.pick import newly_picked, pick_ports
 from nslab.features.firewall.record import PublishedPort
 from nslab.lab import Lab
 from nslab.lab import down as lab_down
@@ -45,9 +45,7 @@ def test_picks_are_sticky_unless_a_written_port_now_takes_one():
     again = pick_ports([port("79", to=79, index=0), port("80", index=1), port("81", to=81, index=2)], first, [],
                        lambda proto: {40000, 40001}, RANGE)
     assert [p.host_port for p in again] == [40002, 40000, 40001]  # kept whatever field they moved to
-    assert notes(again, first, RANGE) == [
-        "hosts.h.publish[0] '79': host port 40002/tcp picked (free, in the ephemeral range 40000-40009; "
-        "kept while the lab is up)"]
+    assert newly_picked(again, first) == [again[0]]
     # A host port written in the lab file now names 40000: the pick moves, the written port wins.
     moved = pick_ports([port("40000:80", 40000), port("80", index=1)], first, [], none_bound, RANGE)
     assert [p.host_port for p in moved] == [40000, 40001]
@@ -100,7 +98,10 @@ def test_up_picks_converge_keeps_down_releases_over_fakes():
     d = fake_drivers(machine=FakeMachine(bound={"tcp": {40000}}, ephemeral=RANGE))
     dry = "\n".join(Lab.from_text(LAB.format(name="pa"), drivers=d).up(dry_run=True).commands())
     assert "# hosts.web.publish[0] '80': host port 40001/tcp picked" in dry
-    assert "tcp dport 40001 dnat ip to" in dry and "ip daddr 127.0.0.1 udp dport 40000 dnat ip to" in dry
+    assert "tcp dport 40001 dnat ip to" in dry
+    changes = Lab.from_text(LAB.format(name="pa"), drivers=d).up(dry_run=True).changes()
+    assert ("load the inet nslab table; picked web 80/tcp -> 0.0.0.0:40001, web 53/udp -> 127.0.0.1:40000"
+            in changes) and "ip daddr 127.0.0.1 udp dport 40000 dnat ip to" in dry
     Lab.from_text(LAB.format(name="pa"), drivers=d).up()
     assert _ports("pa") == [("tcp", 40001, True), ("udp", 40000, True)]
     doc = Lab.from_text(LAB.format(name="pa"), drivers=d).status()

@@ -53,7 +53,7 @@ from ...errors import KernelError, Problem
 from ...paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
-from .record import FirewallRecord, desired
+from .record import FirewallRecord, PublishedPort, desired, docker_port_line
 from .render import FAMILY, TABLE, Observed, lab_chains, transaction, warnings
 
 if TYPE_CHECKING:
@@ -98,15 +98,18 @@ class LoadRuleset(Action):
     records: Mapping[str, FirewallRecord]
     former: Mapping[str, FirewallRecord]
     seen: Observed | None = None
-    notes: tuple[str, ...] = ()  # host ports picked by this plan (``up --dry-run`` says which)
+    picked: tuple[PublishedPort, ...] = ()  # host ports picked by this plan (``up`` and ``--dry-run`` name them)
+    picked_from: str = ""  # the ephemeral range they come from
 
     def commands(self) -> list[str]:
         text = transaction(self.records, self.seen or Observed())
-        notes = [f"# {line}" for line in self.notes]
+        notes = [f"# {p.field} '{p.spec}': host port {p.host_port}/{p.proto} picked (free, in the ephemeral range "
+                 f"{self.picked_from}; kept while the lab is up)" for p in self.picked]
         return [*notes, "nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"] if text else notes
 
     def summary(self) -> str:
-        return "; ".join([f"load the {FAMILY} {TABLE} table", *self.notes])
+        picked = ", ".join(f"{p.host} {docker_port_line(p)}" for p in self.picked)
+        return f"load the {FAMILY} {TABLE} table" + (f"; picked {picked}" if picked else "")
 
     def apply(self, drivers: Drivers) -> Action | None:
         seen = self.seen or Observed.from_ruleset(drivers.nft.ruleset())
@@ -227,17 +230,17 @@ def _hairpin_ports(lab: Lab, want: FirewallRecord) -> list[str]:
 
 
 def _pick_ports(ctx: UpContext, old: FirewallRecord, want: FirewallRecord,
-                others: Mapping[str, FirewallRecord]) -> list[str]:
-    """Give the entries without a host port theirs (pick.py); returns the notes on ports picked anew."""
+                others: Mapping[str, FirewallRecord]) -> tuple[list[PublishedPort], str]:
+    """Give the entries without a host port theirs (pick.py); returns the ports picked anew, and the range."""
     if not any(p.picked for p in want.ports):
-        return []
-    from .pick import notes, pick_ports
+        return [], ""
+    from .pick import newly_picked, pick_ports
 
     machine = ctx.drivers.machine
     ephemeral = machine.ephemeral_ports()
     foreign = [p for rec in others.values() for p in rec.ports]
     want.ports = pick_ports(want.ports, old.ports, foreign, machine.bound_ports, ephemeral)
-    return notes(want.ports, old.ports, ephemeral)
+    return newly_picked(want.ports, old.ports), f"{ephemeral[0]}-{ephemeral[1]}"
 
 
 def plan_up(ctx: UpContext) -> FeaturePlan:
@@ -245,7 +248,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     old = FirewallRecord.from_json(ctx.record)
     want = desired(lab)
     others = _other_records(ctx.others)
-    picked = _pick_ports(ctx, old, want, others)
+    picked, picked_from = _pick_ports(ctx, old, want, others)
     records = {**others, lab.name: want}
     seen = Observed.from_ruleset(drivers.nft.ruleset())
     actions: list[Action] = []
@@ -257,7 +260,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     up_to_date = old.same_rules(want) and seen.table_exists == want.loaded and seen.docker_user == old.docker_user
     up_to_date = up_to_date and lab_chains(lab.name, want) <= seen.chains  # chains deleted by hand: reload
     if not up_to_date or (not seen.table_exists and any(r.loaded for r in others.values())):
-        actions.append(LoadRuleset(records, {**others, lab.name: old}, seen, tuple(picked)))
+        actions.append(LoadRuleset(records, {**others, lab.name: old}, seen, tuple(picked), picked_from))
     want.hairpin = _hairpin_ports(lab, want)
     recreated_ports = {i.host_veth for h in ctx.recreated if h in lab.hosts for i in lab.hosts[h].interfaces}
     on = tuple(p for p in want.hairpin if p not in old.hairpin or p in recreated_ports)

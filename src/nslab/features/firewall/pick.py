@@ -79,11 +79,7 @@ def pick_ports(
     return [_with_port(p, chosen[i]) if i in chosen else p for i, p in enumerate(ports)]
 
 
-def notes(ports: list[PublishedPort], previous: Iterable[PublishedPort],
-          ephemeral: tuple[int, int, frozenset[int]]) -> list[str]:
-    """One line per port picked anew (not kept from the last ``up``), for ``up --dry-run``."""
+def newly_picked(ports: list[PublishedPort], previous: Iterable[PublishedPort]) -> list[PublishedPort]:
+    """The ports picked anew (not kept from the last ``up``): ``up`` and ``up --dry-run`` name them."""
     before = {(_key(p), p.host_port) for p in previous if p.picked}
-    low, high, _ = ephemeral
-    return [f"{p.field} '{p.spec}': host port {p.host_port}/{p.proto} picked (free, in the ephemeral range "
-            f"{low}-{high}; kept while the lab is up)"
-            for p in ports if p.picked and (_key(p), p.host_port) not in before]
+    return [p for p in ports if p.picked and (_key(p), p.host_port) not in before]
