@@ -59,6 +59,15 @@ def take_frames(buffer: bytearray) -> list[bytes]:
     return out
 
 
+def release(selector: selectors.BaseSelector, sock: socket.socket) -> None:
+    """Unregister (if it is) and close ``sock``."""
+    try:
+        selector.unregister(sock)
+    except (KeyError, ValueError):
+        pass
+    sock.close()
+
+
 def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -121,7 +130,6 @@ class Forwarder:
 
     def on_reply(self, out: socket.socket) -> None:
         entry = self.pending.pop(out, None)
-        self.selector.unregister(out)
         try:
             answer = out.recv(65535)
             if entry is not None:
@@ -129,7 +137,8 @@ class Forwarder:
                 listener.sendto(answer, client)
         except OSError:  # the upstream refused (ICMP), or the client went
             pass
-        out.close()
+        finally:
+            release(self.selector, out)
 
     # --- TCP ---------------------------------------------------------------------------------------------
     def _tcp_listener(self, listener: socket.socket) -> Callback:
@@ -160,8 +169,7 @@ class Forwarder:
         for out, (_, _, deadline) in list(self.pending.items()):
             if deadline < now:
                 self.pending.pop(out)
-                self.selector.unregister(out)
-                out.close()
+                release(self.selector, out)
         for relay in list(self.relays):
             if relay.deadline < now:
                 relay.close()
@@ -170,12 +178,21 @@ class Forwarder:
         for relay in list(self.relays):
             relay.close()
         for sock in [*self.listeners, *self.pending]:
-            try:
-                self.selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            sock.close()
+            release(self.selector, sock)
         self.listeners, self.pending = [], {}
+
+    def drop(self, sock: Any) -> None:
+        """End the exchange ``sock`` belongs to (its callback failed unexpectedly: it would fail again at once);
+        the listeners stay."""
+        if sock in self.listeners:
+            return
+        for relay in self.relays:
+            if sock is relay.client or sock is relay.upstream:
+                relay.close()
+                return
+        self.pending.pop(sock, None)
+        if isinstance(sock, socket.socket):
+            release(self.selector, sock)
 
 
 class TcpRelay:
@@ -339,10 +356,7 @@ class TcpRelay:
             return
         self.closed = True
         for sock in (self.client, self.upstream):
-            if sock is None:
-                continue
-            if sock in self.registered:
-                self.forwarder.selector.unregister(sock)
-            sock.close()
+            if sock is not None:
+                release(self.forwarder.selector, sock)
         self.registered = {}
         self.forwarder.dropped(self)

@@ -135,6 +135,7 @@ class Supervisor:
         self.services = [Service(s) for s in self.config.get("services", [])]
         self.forwarder: Forwarder | None = None
         self.error: str | None = None
+        self.dns_error: str | None = None  # the last unexpected failure of the forwarder (it went on)
         self.stopping = False
 
     def _catch_signals(self) -> int:
@@ -165,6 +166,7 @@ class Supervisor:
                 "ready": True,
                 "stopped": stopped,
                 "error": self.error,
+                "dns_error": self.dns_error,
                 "services": [s.to_json() for s in self.services],
                 "forwarder": self.config.get("forward"),
                 "hash": self.config.get("hash"),
@@ -230,11 +232,17 @@ class Supervisor:
         self.config = config
         self.write_status()
 
-    def _dispatch(self, kind: str, obj: Any, events: int) -> None:
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
+        kind, obj = key.data
         if kind == "signal":
             self._read_signals()
         elif kind == "dns" and self.forwarder is not None:
-            obj(events)  # the forwarder's callback for that socket (dnsforward.py)
+            try:
+                obj(events)  # the forwarder's callback for that socket (dnsforward.py)
+            except Exception as exc:  # noqa: BLE001 - a flaw in one DNS exchange must not stop the services
+                self.dns_error = f"{type(exc).__name__}: {exc}"
+                self.forwarder.drop(key.fileobj)  # that exchange ends (it would fail again at once)
+                self.write_status()
 
     def _restart_due(self) -> bool:
         now = time.monotonic()
@@ -251,8 +259,7 @@ class Supervisor:
     def step(self) -> None:
         """One turn of the loop: wait for a signal, a DNS packet or the next restart, then act on it."""
         for key, events in self.selector.select(self._timeout()):
-            kind, obj = key.data
-            self._dispatch(kind, obj, events)
+            self._dispatch(key, events)
         if self.forwarder is not None:
             self.forwarder.expire()
         changed = self.reap()

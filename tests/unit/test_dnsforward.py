@@ -97,7 +97,10 @@ class FakeUpstream:
             for frame in take_frames(data):
                 reply = bytearray(frame[2:])
                 reply[2] |= 0x80
-                end.sendall(framed(bytes(reply) + b"\x00" * 1500))  # larger than a UDP answer
+                try:
+                    end.sendall(framed(bytes(reply) + b"\x00" * 1500))  # larger than a UDP answer
+                except OSError:  # that relay is gone
+                    continue
                 answered += 1
         return answered
 
@@ -211,3 +214,16 @@ def test_connections_are_capped(world, monkeypatch):
 def test_no_upstream_is_an_error_not_a_crash_later():
     with pytest.raises(OSError):
         Forwarder(["192.0.2.1"], [], selectors.DefaultSelector())
+
+
+def test_drop_ends_only_the_exchange_of_a_failed_callback(world):
+    loop, upstream, forwarder = world
+    doomed, kept = client(forwarder), client(forwarder)
+    doomed.sendall(framed(query(1)))
+    loop.pump()
+    first = forwarder.relays[0]
+    assert first.upstream is not None
+    forwarder.drop(first.upstream)  # the supervisor does this when a callback raises
+    assert first.closed and forwarder.relays == [forwarder.relays[0]] and forwarder.relays[0] is not first
+    assert doomed.recv(10) == b""  # its client sees the end
+    assert exchange(loop, upstream, kept, 5)[:2] == b"\x00\x05"
