@@ -114,7 +114,7 @@ def port(target: str, port_spec: str | None) -> None:
     nslab port web/web1         every published port: 80/tcp -> 0.0.0.0:32768
     nslab port web/web1 80      where 80/tcp is published: 0.0.0.0:32768
     nslab port web/web1 53/udp  the same for a UDP port
-    Host ports nslab picked (publish: ["80"]) are shown as picked at `up`.
+    A host port `up` picked (publish: ["80"]) is shown as a written one is.
     Exits 1 when PORT is not published.
     """
     from ..features.firewall.record import docker_port_line, published_ports
