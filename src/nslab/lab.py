@@ -293,6 +293,19 @@ class Lab:
             target = self._targets[host] = resolve(f"{self.name}/{host}")
         return nsenter.run_in_target(target, argv, **kwargs)
 
+    def port(self, host: str, port: int | str) -> int:
+        """The machine's port that ``port`` of ``host`` is published on (``80``, ``"80/tcp"``, ``"53/udp"``), as
+        ``nslab port LAB/HOST PORT`` prints it: handy when the lab file leaves the host port to ``up``
+        (``publish: ["80"]``). Raises TargetError when it is not published."""
+        from .features.firewall.record import published_ports
+
+        number, _, proto = str(port).partition("/")
+        proto = proto or "tcp"
+        for p in published_ports(self.name, host):
+            if str(p.port) == number and p.proto == proto:
+                return p.host_port
+        raise TargetError(f"no public port '{number}/{proto}' published for {self.name}/{host}")
+
     def __enter__(self) -> Lab:
         self.up()
         return self

@@ -1,11 +1,14 @@
-"""Docker's publish syntax, parsed: ``[HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]``.
+"""Docker's publish syntax, parsed: ``[[HOST_IP:]HOST_PORT[-END]:]PORT[-END][/tcp|/udp]``.
 
 Pure (stdlib only): no kernel, no files. ``parse`` turns one string of ``hosts.<name>.publish`` into the
 port mappings it means, one per port (ranges are expanded: ``6000-6002:8080-8082`` is three mappings), or
 raises :class:`PublishSyntaxError` whose message says what is wrong and how to write it.
 
+Without a host port (``8080``, ``:8080``, ``127.0.0.1::8080``), as with Docker, the host port is picked when
+the lab comes up: a mapping's ``host_port`` is then :data:`PICK` (0), and features/firewall/pick.py chooses a
+free port of the machine's ephemeral range and keeps it while the lab is up.
+
 Differences from Docker, on purpose:
-- a host port is required (Docker's ``8080`` alone picks a random host port; a lab wants a known one);
 - a host range maps onto a container range of the same length (Docker's ``8000-8010:80`` "pick one" form is
   refused);
 - HOST_IP is IPv4 (labs are IPv4); ``0.0.0.0`` or an empty HOST_IP means every address of the machine.
@@ -17,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass
 
 PROTOCOLS = ("tcp", "udp")
+PICK = 0  # host_port of a mapping whose host port is picked at ``up``
 ANY = ipaddress.IPv4Address("0.0.0.0")
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -30,7 +34,7 @@ class Mapping:
     """One published port: ``host_ip:host_port/proto`` on the machine -> ``port`` of the lab host."""
 
     host_ip: ipaddress.IPv4Address  # ANY (0.0.0.0) = every address of the machine
-    host_port: int
+    host_port: int  # PICK (0): chosen at up
     port: int
     proto: str
 
@@ -38,14 +42,21 @@ class Mapping:
     def any_address(self) -> bool:
         return self.host_ip == ANY
 
+    @property
+    def picked(self) -> bool:
+        """Whether the host port is picked at ``up`` (none was written)."""
+        return self.host_port == PICK
+
     def label(self) -> str:
         where = "" if self.any_address else f"{self.host_ip}:"
         return f"{where}{self.host_port}/{self.proto}"
 
     def overlaps(self, other: Mapping) -> bool:
-        """Whether both would claim the same packets (same protocol and port, addresses that meet)."""
+        """Whether both would claim the same packets (same protocol and port, addresses that meet); a port
+        still to be picked claims nothing yet."""
         return (
-            self.proto == other.proto
+            not self.picked
+            and self.proto == other.proto
             and self.host_port == other.host_port
             and (self.any_address or other.any_address or self.host_ip == other.host_ip)
         )
@@ -69,23 +80,30 @@ def _port_range(text: str, what: str) -> tuple[int, int]:
     return start, end
 
 
+def _protocol(body: str) -> tuple[str, str]:
+    """``"6000:80/UDP"`` -> (``"6000:80"``, ``"udp"``); tcp when none is written."""
+    if "/" not in body:
+        return body, "tcp"
+    body, proto = body.rsplit("/", 1)
+    proto = proto.lower()
+    if proto not in PROTOCOLS:
+        raise PublishSyntaxError(f"protocol '{proto}' is not supported (tcp or udp)")
+    return body, proto
+
+
 def parse(text: str) -> list[Mapping]:
-    """``"127.0.0.1:5353:53/udp"`` -> ``[Mapping(127.0.0.1, 5353, 53, "udp")]``."""
+    """``"127.0.0.1:5353:53/udp"`` -> ``[Mapping(127.0.0.1, 5353, 53, "udp")]``; ``"80"`` ->
+    ``[Mapping(0.0.0.0, PICK, 80, "tcp")]``."""
     if not isinstance(text, str) or not text.strip():
-        raise PublishSyntaxError("empty; write [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]")
-    body = text.strip()
-    proto = "tcp"
-    if "/" in body:
-        body, proto = body.rsplit("/", 1)
-        proto = proto.lower()
-        if proto not in PROTOCOLS:
-            raise PublishSyntaxError(f"protocol '{proto}' is not supported (tcp or udp)")
+        raise PublishSyntaxError("empty; write [[HOST_IP:]HOST_PORT:]PORT[/tcp|/udp]")
+    body, proto = _protocol(text.strip())
     if body.startswith("["):
         raise PublishSyntaxError("an IPv6 HOST_IP is not supported (labs are IPv4)")
     parts = body.split(":")
-    if len(parts) == 1:
-        example = f" (e.g. '{parts[0]}:{parts[0]}')" if parts[0].isdigit() else ""
-        raise PublishSyntaxError(f"'{text}' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; a host port is needed{example}")
+    if len(parts) == 1:  # "8080": the host port is picked (as Docker's -p 8080)
+        if not parts[0].replace("-", "").isdigit():
+            raise PublishSyntaxError(f"'{text}' is not [[HOST_IP:]HOST_PORT:]PORT[/tcp|/udp]")
+        parts = ["", *parts]
     if len(parts) > 3:
         raise PublishSyntaxError(f"'{text}' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (an IPv6 HOST_IP?)")
     host_ip = ANY
@@ -96,6 +114,9 @@ def parse(text: str) -> list[Mapping]:
                 host_ip = ipaddress.IPv4Address(address)
             except ValueError:
                 raise PublishSyntaxError(f"HOST_IP '{address}' is not an IPv4 address") from None
+    if not parts[-2]:  # ":8080", "HOST_IP::8080": each port gets a host port picked at up
+        start, end = _port_range(parts[-1], "port")
+        return [Mapping(host_ip, PICK, port, proto) for port in range(start, end + 1)]
     host_start, host_end = _port_range(parts[-2], "host port")
     start, end = _port_range(parts[-1], "port")
     if host_end - host_start != end - start:

@@ -9,8 +9,8 @@ It runs in the machine's namespaces and:
   stdout+stderr appended to the service's log file;
 - restarts services per policy (``no``, ``on-failure``, ``always``) with a growing delay (0.2 s .. 5 s,
   reset after 10 s of running), killing what the old run left in its cgroup first;
-- relays DNS queries that hosts send to their gateway to the machine's loopback resolver (only when the
-  machine's resolv.conf names nothing but a loopback stub, see features/dns/);
+- relays DNS queries (UDP and TCP) that hosts send to their gateway to the machine's loopback resolver (only
+  when the machine's resolv.conf names nothing but a loopback stub, see features/dns/; the relay: dnsforward.py);
 - keeps, beside each service log, when each of its lines arrived (``HOST.N.log.times``: ``OFFSET UNIX_TIME``
   per line, for ``nslab logs -t`` and ``--since``), woken by inotify when a log grows; the log itself stays
   the plain output, and the services write it directly (they never depend on this process to be heard);
@@ -28,13 +28,13 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import socket
 import struct
 import sys
 import time
 from typing import Any
 
 from . import linux, nsenter, paths
+from .dnsforward import Forwarder
 from .drivers import files, process, procfs
 
 RESTART_MIN, RESTART_MAX, RESET_AFTER = 0.2, 5.0, 10.0
@@ -200,64 +200,6 @@ def _child(spec: dict[str, Any]) -> None:
             os._exit(127)
 
 
-class Forwarder:
-    """UDP DNS relay: queries to a gateway address go to the machine's loopback resolver and back."""
-
-    def __init__(self, listen: list[str], upstreams: list[str], selector: selectors.BaseSelector):
-        self.upstreams = upstreams
-        self.selector = selector
-        self.pending: dict[socket.socket, tuple[socket.socket, Any, float]] = {}
-        self.listeners: list[socket.socket] = []
-        for address in listen:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
-            sock.bind((address, 53))
-            sock.setblocking(False)
-            selector.register(sock, selectors.EVENT_READ, ("listen", sock))
-            self.listeners.append(sock)
-
-    def on_query(self, listener: socket.socket) -> None:
-        try:
-            data, client = listener.recvfrom(65535)
-        except OSError:
-            return
-        upstream = self.upstreams[0]
-        family = socket.AF_INET6 if ":" in upstream else socket.AF_INET
-        out = socket.socket(family, socket.SOCK_DGRAM)
-        out.setblocking(False)
-        try:
-            out.connect((upstream, 53))
-            out.send(data)
-        except OSError:
-            out.close()
-            return
-        self.pending[out] = (listener, client, time.monotonic() + 5)
-        self.selector.register(out, selectors.EVENT_READ, ("reply", out))
-
-    def on_reply(self, out: socket.socket) -> None:
-        listener, client, _ = self.pending.pop(out)
-        self.selector.unregister(out)
-        try:
-            listener.sendto(out.recv(65535), client)
-        except OSError:
-            pass
-        out.close()
-
-    def close(self) -> None:
-        for sock in [*self.listeners, *self.pending]:
-            self.selector.unregister(sock)
-            sock.close()
-        self.listeners, self.pending = [], {}
-
-    def expire(self) -> None:
-        now = time.monotonic()
-        for out, (_, _, deadline) in list(self.pending.items()):
-            if deadline < now:
-                self.pending.pop(out)
-                self.selector.unregister(out)
-                out.close()
-
-
 class Supervisor:
     """The loop state of one lab's supervisor: its services, the DNS forwarder and the signal wake-up pipe."""
 
@@ -274,6 +216,7 @@ class Supervisor:
         self.inotify = self._open_inotify()
         self.forwarder: Forwarder | None = None
         self.error: str | None = None
+        self.dns_error: str | None = None  # the last unexpected failure of the forwarder (it went on)
         self.stopping = False
 
     def _catch_signals(self) -> int:
@@ -348,6 +291,7 @@ class Supervisor:
                 "ready": True,
                 "stopped": stopped,
                 "error": self.error,
+                "dns_error": self.dns_error,
                 "services": [s.to_json() for s in self.services],
                 "forwarder": self.config.get("forward"),
                 "hash": self.config.get("hash"),
@@ -373,7 +317,7 @@ class Supervisor:
         """Until the next restart is due (at most 1 s while DNS queries wait for an answer); None: no limit."""
         due = [s.restart_at for s in self.services if s.restart_at is not None]
         timeout = max(0.0, min(due) - time.monotonic()) if due else None
-        if self.forwarder is not None and self.forwarder.pending:
+        if self.forwarder is not None and self.forwarder.busy():
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
@@ -414,15 +358,19 @@ class Supervisor:
         self.config = config
         self.write_status()
 
-    def _dispatch(self, kind: str, obj: Any) -> None:
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
+        kind, obj = key.data
         if kind == "signal":
             self._read_signals()
         elif kind == "inotify":
             self._on_inotify()
-        elif kind == "listen" and self.forwarder is not None:
-            self.forwarder.on_query(obj)
-        elif kind == "reply" and self.forwarder is not None:
-            self.forwarder.on_reply(obj)
+        elif kind == "dns" and self.forwarder is not None:
+            try:
+                obj(events)  # the forwarder's callback for that socket (dnsforward.py)
+            except Exception as exc:  # noqa: BLE001 - a flaw in one DNS exchange must not stop the services
+                self.dns_error = f"{type(exc).__name__}: {exc}"
+                self.forwarder.drop(key.fileobj)  # that exchange ends (it would fail again at once)
+                self.write_status()
 
     def _restart_due(self) -> bool:
         now = time.monotonic()
@@ -438,9 +386,8 @@ class Supervisor:
 
     def step(self) -> None:
         """One turn of the loop: wait for a signal, a DNS packet or the next restart, then act on it."""
-        for key, _ in self.selector.select(self._timeout()):
-            kind, obj = key.data
-            self._dispatch(kind, obj)
+        for key, events in self.selector.select(self._timeout()):
+            self._dispatch(key, events)
         if self.forwarder is not None:
             self.forwarder.expire()
         changed = self.reap()

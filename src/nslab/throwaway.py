@@ -126,6 +126,14 @@ class Throwaway:
         owner = {"pid": os.getpid(), "start": procfs.start_time(os.getpid())}
         files.write_json(os.path.join(paths.lab_dir(self.name), OWNER_FILE), owner)
 
+    def picked_ports(self) -> list[str]:
+        """Ports published on host ports nslab picked (``-p 80``), as ``docker port`` prints them."""
+        from .features.firewall.record import FirewallRecord, docker_port_line
+
+        recorded = state.LabState.load(self.name) if self.is_up else None
+        record = FirewallRecord.from_json(recorded.extra.get("firewall") if recorded else None)
+        return [docker_port_line(p) for p in record.ports if p.picked]
+
     @property
     def target(self) -> Target:
         from .targets import resolve
@@ -169,6 +177,8 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
         throwaway.up()
         if pending:
             return 128 + pending[0]
+        for line in throwaway.picked_ports():  # -p 80: say where it went (also `nslab port LAB/main`)
+            os.write(2, f"nslab: published {line} ({throwaway.name}/{HOST})\n".encode())
         target = throwaway.target
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         child = os.fork()

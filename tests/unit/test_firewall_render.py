@@ -219,7 +219,7 @@ hosts:
 """
     assert problems(text) == [
         "lab.yaml:7: hosts.h.publish[0]: host port 70000 is out of range (1-65535)",
-        "lab.yaml:8: hosts.h.publish[1]: 'nonsense' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; a host port is needed",
+        "lab.yaml:8: hosts.h.publish[1]: 'nonsense' is not [[HOST_IP:]HOST_PORT:]PORT[/tcp|/udp]",
         "lab.yaml:9: hosts.h.publish[2]: HOST_IP 192.0.2.9 is not an address of this machine",
         "lab.yaml:11: hosts.h.publish[4]: host port 6100/tcp is published twice (also by hosts.h.publish[3])",
         "lab.yaml:14: hosts.lonely.publish[0]: host 'lonely' is on no network: a published port needs one to lead to",
@@ -269,5 +269,5 @@ def test_status_lists_ports_and_where_they_lead():
     doc = fw.status(resolved, record().to_json(), _drivers(FakeNftables()))
     assert doc["ports"][0] == {
         "publish": "6000:8080", "host": "web1", "proto": "tcp", "host_ip": "0.0.0.0", "host_port": 6000,
-        "to": "10.213.0.2:8080", "network": "front",
+        "to": "10.213.0.2:8080", "network": "front", "picked": False,
     }

@@ -1,6 +1,8 @@
-"""Network verbs: ``check`` (the reachability matrix) and ``link`` (an interface down or up).
+"""Network verbs: ``check`` (the reachability matrix), ``link`` (an interface down or up) and ``port`` (where
+a host's ports are published, as ``docker port``).
 
-Logic lives in :mod:`nslab.check` and :mod:`nslab.features.links`; this module parses options and renders.
+Logic lives in :mod:`nslab.check`, :mod:`nslab.features.links` and the firewall's record; this module parses
+options and renders.
 """
 
 from __future__ import annotations
@@ -96,6 +98,45 @@ def link(target: str, state: str) -> None:
         click.echo(f"{lab}/{name} {state}")
 
 
+def _port_and_proto(text: str) -> tuple[int, str]:
+    number, _, proto = text.partition("/")
+    proto = (proto or "tcp").lower()
+    if not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in ("tcp", "udp"):
+        raise click.UsageError(f"'{text}' is not PORT or PORT/tcp or PORT/udp")
+    return int(number), proto
+
+
+@click.command()
+@click.argument("target", metavar="[LAB/]HOST", shell_complete=complete.lab_or_host)
+@click.argument("port_spec", required=False, metavar="[PORT[/tcp|/udp]]")
+def port(target: str, port_spec: str | None) -> None:
+    """Where a host's ports are published on the machine, as `docker port` prints them.
+
+    
+    nslab port web/web1         every published port: 80/tcp -> 0.0.0.0:32768
+    nslab port web/web1 80      where 80/tcp is published: 0.0.0.0:32768
+    nslab port web/web1 53/udp  the same for a UDP port
+    A host port `up` picked (publish: ["80"]) is shown as a written one is.
+    Exits 1 when PORT is not published.
+    """
+    from ..features.firewall.record import docker_port_line, published_ports
+    from ..lab import find_host
+
+    wanted = _port_and_proto(port_spec) if port_spec is not None else None
+    lab, host = find_host(target)
+    ports = published_ports(lab, host)
+    if wanted is None:
+        for p in ports:
+            click.echo(docker_port_line(p))
+        return
+    matching = [p for p in ports if (p.port, p.proto) == wanted]
+    if not matching:
+        raise NslabError(f"no public port '{wanted[0]}/{wanted[1]}' published for {lab}/{host}")
+    for p in matching:
+        click.echo(docker_port_line(p, with_port=False))
+
+
 def register(group: click.Group) -> None:
     group.add_command(check)
     group.add_command(link)
+    group.add_command(port)

@@ -212,7 +212,8 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
 def _ports(doc: dict[str, Any], wide: bool, host: str | None) -> None:
     ports = [p for p in doc.get("ports") or [] if host is None or p["host"] == host]
     if ports:
-        rows = [["*" if p["host_ip"] == "0.0.0.0" else p["host_ip"], str(p["host_port"]), p["proto"], p["host"],
+        rows = [["*" if p["host_ip"] == "0.0.0.0" else p["host_ip"],
+                 f"{p['host_port']} (picked)" if p.get("picked") else str(p["host_port"]), p["proto"], p["host"],
                  p["to"]] for p in ports]
         rows = [[f"{r[0]}:{r[1]}", *r[2:]] for r in rows]
         table("", ("published", "proto", "host", "leads to"), rows, wide)

@@ -248,7 +248,8 @@ def detach(name: str, force: bool) -> None:
     show_default=True,
     help="none: loopback only; nat/internal: a one-host throwaway lab network.",
 )
-@click.option("-p", "--publish", multiple=True, metavar="SPEC", help="Publish a port, as in a lab file (repeatable).")
+@click.option("-p", "--publish", multiple=True, metavar="SPEC",
+              help="Publish a port, as in a lab file (repeatable); PORT alone: a free host port is picked and printed.")
 @click.option("--dns", multiple=True, metavar="ADDRESS", help="A DNS server for the namespace (repeatable).")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tuple[str, ...]) -> None:

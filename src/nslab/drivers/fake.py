@@ -380,8 +380,18 @@ class FakeProcesses(_Failing):
 
 
 class FakeMachine:
-    def __init__(self, listeners: list[tuple[str, ipaddress.IPv4Address | None, int, int]] | None = None) -> None:
+    def __init__(self, listeners: list[tuple[str, ipaddress.IPv4Address | None, int, int]] | None = None,
+                 bound: dict[str, set[int]] | None = None,
+                 ephemeral: tuple[int, int, frozenset[int]] = (32768, 60999, frozenset())) -> None:
         self._listeners = list(listeners or [])
+        self.bound = bound if bound is not None else {}  # proto -> ports held by sockets (besides listeners)
+        self.ephemeral = ephemeral
+
+    def bound_ports(self, proto: str) -> set[int]:
+        return set(self.bound.get(proto, ())) | {port for p, _, port, _ in self._listeners if p == proto}
+
+    def ephemeral_ports(self) -> tuple[int, int, frozenset[int]]:
+        return self.ephemeral
 
     def listeners(self) -> list[tuple[str, ipaddress.IPv4Address | None, int, int]]:
         return list(self._listeners)

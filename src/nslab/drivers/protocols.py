@@ -91,10 +91,13 @@ class Processes(Protocol):
 
 
 class Machine(Protocol):
-    """What else the machine holds that a plan must respect: listening sockets (for published ports)."""
+    """What else the machine holds that a plan must respect: listening sockets (for published ports), every
+    port a socket holds and the ephemeral range (for host ports nslab picks)."""
 
     def listeners(self) -> list[tuple[str, ipaddress.IPv4Address | None, int, int]]: ...
     def socket_owner(self, inode: int) -> str: ...
+    def bound_ports(self, proto: str) -> set[int]: ...
+    def ephemeral_ports(self) -> tuple[int, int, frozenset[int]]: ...
 
 
 class Shaper(Protocol):

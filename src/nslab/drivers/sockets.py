@@ -1,6 +1,9 @@
-"""The machine's listening sockets (``ss -lntu``), read from ``/proc/net/{tcp,udp}{,6}``, and who owns one.
+"""The machine's listening sockets (``ss -lntu``), read from ``/proc/net/{tcp,udp}{,6}``, and who owns one;
+every port any socket holds (``ss -antu``) and the ephemeral range (``sysctl net.ipv4.ip_local_port_range
+net.ipv4.ip_local_reserved_ports``).
 
-Published ports are checked against them before any change (a port in use is refused, naming the process).
+Published ports are checked against them before any change (a port in use is refused, naming the process);
+a host port nslab picks (``publish: ["80"]``) is one no socket holds, from the ephemeral range.
 """
 
 from __future__ import annotations
@@ -52,9 +55,60 @@ def listening_sockets(root: str = "/proc/net") -> list[Listener]:
     return out
 
 
+def bound_ports(proto: str, root: str = "/proc/net") -> set[int]:
+    """The local port of every ``proto`` socket (IPv4 and IPv6, any state: listening, connected, TIME-WAIT)."""
+    out: set[int] = set()
+    for name in (proto, proto + "6"):
+        try:
+            with open(os.path.join(root, name)) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 1 and ":" in fields[1]:
+                out.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return out
+
+
+def parse_port_list(text: str) -> set[int]:
+    """``ip_local_reserved_ports``: ``"8080,9000-9002"`` -> {8080, 9000, 9001, 9002}; junk is skipped."""
+    out: set[int] = set()
+    for part in text.replace("\n", ",").split(","):
+        first, _, last = part.strip().partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+def ephemeral_ports(sys_root: str = "/proc/sys/net/ipv4") -> tuple[int, int, frozenset[int]]:
+    """The machine's ephemeral range (``ip_local_port_range``; Linux's default 32768-60999 when unreadable)
+    and the ports reserved out of it (``ip_local_reserved_ports``)."""
+    low, high = 32768, 60999
+    try:
+        with open(os.path.join(sys_root, "ip_local_port_range")) as f:
+            words = f.read().split()
+        if len(words) == 2 and all(w.isdigit() for w in words) and 0 < int(words[0]) <= int(words[1]) <= 65535:
+            low, high = int(words[0]), int(words[1])
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(sys_root, "ip_local_reserved_ports")) as f:
+            reserved = frozenset(parse_port_list(f.read()))
+    except OSError:
+        reserved = frozenset()
+    return low, high, reserved
+
+
 class LiveMachine:
     def listeners(self) -> list[Listener]:
         return listening_sockets()
+
+    def bound_ports(self, proto: str) -> set[int]:
+        return bound_ports(proto)
+
+    def ephemeral_ports(self) -> tuple[int, int, frozenset[int]]:
+        return ephemeral_ports()
 
     def socket_owner(self, inode: int) -> str:
         from . import procfs

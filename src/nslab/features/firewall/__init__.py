@@ -6,7 +6,8 @@ table is rendered again from all labs' records and replaced in one atomic libnft
 ``comment "nslab:<lab>[:<what>]"``. No other table, chain policy or global setting is changed (with the one
 documented exception of Docker's DOCKER-USER chain, below).
 
-Rule shapes: render.py. Validation of ``publish``: ports.py. The record kept per lab: record.py.
+Rule shapes: render.py. Validation of ``publish``: ports.py. The record kept per lab: record.py. Host ports
+picked for entries that name none (``publish: ["80"]``), kept while the lab is up: pick.py.
 
 Bridge ports of publishing hosts are put in hairpin mode (``ip link set PORT type bridge_slave hairpin on``):
 with br_netfilter loaded, a host's connection to its own published port is bridged back out of the port it
@@ -52,7 +53,7 @@ from ...errors import KernelError, Problem
 from ...paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
-from .record import FirewallRecord, desired
+from .record import FirewallRecord, PublishedPort, desired, docker_port_line
 from .render import FAMILY, TABLE, Observed, lab_chains, transaction, warnings
 
 if TYPE_CHECKING:
@@ -97,13 +98,18 @@ class LoadRuleset(Action):
     records: Mapping[str, FirewallRecord]
     former: Mapping[str, FirewallRecord]
     seen: Observed | None = None
+    picked: tuple[PublishedPort, ...] = ()  # host ports picked by this plan (``up`` and ``--dry-run`` name them)
+    picked_from: str = ""  # the ephemeral range they come from
 
     def commands(self) -> list[str]:
         text = transaction(self.records, self.seen or Observed())
-        return ["nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"] if text else []
+        notes = [f"# {p.field} '{p.spec}': host port {p.host_port}/{p.proto} picked (free, in the ephemeral range "
+                 f"{self.picked_from}; kept while the lab is up)" for p in self.picked]
+        return [*notes, "nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"] if text else notes
 
     def summary(self) -> str:
-        return f"load the {FAMILY} {TABLE} table"
+        picked = ", ".join(f"{p.host} {docker_port_line(p)}" for p in self.picked)
+        return f"load the {FAMILY} {TABLE} table" + (f"; picked {picked}" if picked else "")
 
     def apply(self, drivers: Drivers) -> Action | None:
         seen = self.seen or Observed.from_ruleset(drivers.nft.ruleset())
@@ -223,11 +229,26 @@ def _hairpin_ports(lab: Lab, want: FirewallRecord) -> list[str]:
     return ports
 
 
+def _pick_ports(ctx: UpContext, old: FirewallRecord, want: FirewallRecord,
+                others: Mapping[str, FirewallRecord]) -> tuple[list[PublishedPort], str]:
+    """Give the entries without a host port theirs (pick.py); returns the ports picked anew, and the range."""
+    if not any(p.picked for p in want.ports):
+        return [], ""
+    from .pick import newly_picked, pick_ports
+
+    machine = ctx.drivers.machine
+    ephemeral = machine.ephemeral_ports()
+    foreign = [p for rec in others.values() for p in rec.ports]
+    want.ports = pick_ports(want.ports, old.ports, foreign, machine.bound_ports, ephemeral)
+    return newly_picked(want.ports, old.ports), f"{ephemeral[0]}-{ephemeral[1]}"
+
+
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, drivers = ctx.lab, ctx.drivers
     old = FirewallRecord.from_json(ctx.record)
     want = desired(lab)
     others = _other_records(ctx.others)
+    picked, picked_from = _pick_ports(ctx, old, want, others)
     records = {**others, lab.name: want}
     seen = Observed.from_ruleset(drivers.nft.ruleset())
     actions: list[Action] = []
@@ -239,7 +260,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     up_to_date = old.same_rules(want) and seen.table_exists == want.loaded and seen.docker_user == old.docker_user
     up_to_date = up_to_date and lab_chains(lab.name, want) <= seen.chains  # chains deleted by hand: reload
     if not up_to_date or (not seen.table_exists and any(r.loaded for r in others.values())):
-        actions.append(LoadRuleset(records, {**others, lab.name: old}, seen))
+        actions.append(LoadRuleset(records, {**others, lab.name: old}, seen, tuple(picked), picked_from))
     want.hairpin = _hairpin_ports(lab, want)
     recreated_ports = {i.host_veth for h in ctx.recreated if h in lab.hosts for i in lab.hosts[h].interfaces}
     on = tuple(p for p in want.hairpin if p not in old.hairpin or p in recreated_ports)
@@ -292,7 +313,7 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     rec = FirewallRecord.from_json(record)
     ports = [
         {"publish": p.spec, "host": p.host, "proto": p.proto, "host_ip": p.host_ip, "host_port": p.host_port,
-         "to": f"{p.address}:{p.port}", "network": p.network}
+         "to": f"{p.address}:{p.port}", "network": p.network, "picked": p.picked}
         for p in rec.ports
     ]
     return {"table": f"{FAMILY} {TABLE}", "ports": ports, "docker_user": rec.docker_user,

@@ -22,10 +22,11 @@ class PublishedPort(Value):
     spec: str  # as written
     proto: str
     host_ip: str
-    host_port: int
+    host_port: int  # picked: 0 until features/firewall/pick.py chooses it
     network: str
     address: str
     port: int
+    picked: bool = False  # no host port written: nslab picked it (kept while the lab is up)
 
 
 class FirewallRecord(Value):
@@ -80,6 +81,21 @@ class FirewallRecord(Value):
         )
 
 
+def published_ports(lab: str, host: str) -> list[PublishedPort]:
+    """The ports of ``host`` of lab ``lab`` (up) as recorded, host ports picked at ``up`` included, by port."""
+    from ...state import LabState
+
+    recorded = LabState.load(lab)
+    record = FirewallRecord.from_json(recorded.extra.get("firewall") if recorded else None)
+    return sorted((p for p in record.ports if p.host == host), key=lambda p: (p.port, p.proto, p.host_port))
+
+
+def docker_port_line(p: PublishedPort, with_port: bool = True) -> str:
+    """As ``docker port`` prints it: ``80/tcp -> 0.0.0.0:32768`` (``with_port=False``: ``0.0.0.0:32768``)."""
+    where = f"{p.host_ip}:{p.host_port}"
+    return f"{p.port}/{p.proto} -> {where}" if with_port else where
+
+
 def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
     from ...spec import field_path
@@ -100,7 +116,7 @@ def desired(lab: Lab) -> FirewallRecord:
             where = field_path(("hosts", host_name, "publish", index))
             ports += [
                 PublishedPort(host_name, where, text, m.proto, str(m.host_ip), m.host_port, iface.network,
-                              str(iface.address.ip), m.port)
+                              str(iface.address.ip), m.port, m.picked)
                 for m in mappings
             ]
     return FirewallRecord(networks=networks, ports=ports)
