@@ -147,8 +147,9 @@ def _open_target(target: Target, options: ExecOptions) -> list[tuple[int, int, s
             fds.append((target.open("uts"), linux.CLONE_NEWUTS, "hostname"))
         if options.pid_from is not None:
             fds.append((options.pid_from.open("pid"), linux.CLONE_NEWPID, "PID"))
-        if options.mount_from is not None:
-            fds.append((options.mount_from.open("mnt"), linux.CLONE_NEWNS, "mount"))
+        mount_from = options.mount_from or (target if target.inside else None)
+        if mount_from is not None:
+            fds.append((mount_from.open("mnt"), linux.CLONE_NEWNS, "mount"))
     except BaseException:
         for fd, _, _ in fds:
             os.close(fd)
@@ -166,7 +167,7 @@ def _enter_opened(target: Target, options: ExecOptions, fds: list[tuple[int, int
     finally:
         for fd, _, _ in fds:
             os.close(fd)
-    if options.mount_from is None:
+    if options.mount_from is None and not target.inside:
         _private_mounts(target.netns_name, _etc_entries(target.netns_name))
     else:
         # Their filesystem; our own copy of its mount table so /sys can show *this* network namespace.
