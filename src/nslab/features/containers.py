@@ -216,10 +216,6 @@ class RemoveContainers(Action):
         return f"remove {len(self._names())} container(s)"
 
     def teardown(self, drivers: Drivers) -> list[str]:
-        import os
-
-        from ..paths import netns_path
-
         # The kernel dismantles a dead container's namespace (and the veths in it) later, in its own time:
         # the machine-side ends go now, so `down` returns with no link of the lab left.
         veths = {i.host_veth for h in self.hosts for i in h.interfaces if i.host_veth}
@@ -228,7 +224,8 @@ class RemoveContainers(Action):
             failures += drivers.kernel.remove_links([lk.name for lk in drivers.kernel.owned_links()
                                                      if lk.name in veths])
         failures += [f for name in self._names() for f in drivers.docker.remove(name)]
-        names = [h.namespace for h in self.hosts if os.path.lexists(netns_path(h.namespace))]
+        named = drivers.kernel.named_namespaces() if self.hosts else frozenset()
+        names = [h.namespace for h in self.hosts if h.namespace in named]
         return failures + (drivers.kernel.remove_namespaces(names) if names else [])
 
     def apply(self, drivers: Drivers) -> Action | None:
