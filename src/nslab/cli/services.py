@@ -112,10 +112,15 @@ def logs(target: str | None, follow: bool, lines: int | None, file: str | None) 
     """Show the output of a host's services, or of every service of a lab.
 
     Their stdout and stderr, with [nslab] lines for each start, exit and restart. With several services,
-    each line is prefixed by the service's name (HOST.N). Without TARGET: every service of the lab in
-    the lab file (--file FILE, or nslab.yaml, nslab.yml, one *.nslab.yaml here).
+    each line is prefixed by the service's name (HOST.N). A container host (image:): its Docker logs.
+    Without TARGET: every service of the lab in the lab file (--file FILE, or nslab.yaml, nslab.yml, one
+    *.nslab.yaml here).
     """
     lab, host = _which(target, file)
+    container = _container_of(lab, host) if host else None
+    if container is not None:
+        _docker_logs(container, follow, lines)
+        return
     files = _log_files(lab, host)
     printer = _Printer(prefixed=len(files) > 1 or host is None)
     offsets: dict[str, int] = {}
@@ -124,6 +129,29 @@ def logs(target: str | None, follow: bool, lines: int | None, file: str | None) 
         printer.emit(service, text)
     if follow:
         _follow(lab, files, offsets, printer)
+
+
+def _container_of(lab: str, host: str) -> str | None:
+    """The container of a container host (``image:``), None for a light host."""
+    from ..state import LabState
+
+    recorded = LabState.load(lab)
+    made = recorded.lab.hosts[host].container if recorded and host in recorded.lab.hosts else None
+    return made.name if made is not None else None
+
+
+def _docker_logs(container: str, follow: bool, lines: int | None) -> None:
+    """``docker logs [-f] [-n N]``: the container's stdout and stderr, from Docker."""
+    from ..drivers.docker import LiveDocker
+
+    out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    try:
+        for stream, chunk in LiveDocker().logs(container, follow=follow, tail=lines):
+            target = out.get(stream, sys.stdout.buffer)
+            target.write(chunk)
+            target.flush()
+    except KeyboardInterrupt:
+        return
 
 
 def register(group: click.Group) -> None:
