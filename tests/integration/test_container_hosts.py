@@ -151,3 +151,31 @@ def test_converge_recreates_only_the_changed_container(lab_dir):
     path.unlink()
     nslab("down", "ctr")
     assert lab_containers() == []
+
+
+def test_connect_and_disconnect_an_existing_container(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB)
+    nslab("up", "-f", str(path))
+    other = "nslab-test-connect"
+    docker("run", "-d", "--label", "nslab-test", "--name", other, HOSTS_IMAGE, "sleep", "600")
+    try:
+        out = nslab("connect", "ctr/net", f"container:{other}").stdout
+        assert "eth1" in out and "10.83.1.254" in out  # docker's eth0 stays; the top of the subnet
+        inside = nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        assert "10.83.1.254/24" in inside
+        nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "10.83.1.254")
+        again = nslab("connect", "ctr/net", f"container:{other}", check=False)
+        assert again.returncode == 2 and "already" in again.stderr
+        doc = json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]
+        assert [c["container"] for c in doc["containers"]["connected"]] == [other]
+        nslab("disconnect", "ctr/net", f"container:{other}")
+        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        nslab("connect", "ctr/net", f"container:{other}")
+        nslab("down", "ctr")
+        # down removed the interface it added, not the container
+        assert docker("inspect", "-f", "{{.State.Running}}", other).stdout.strip() == "true"
+        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        assert nslab_links() == []
+    finally:
+        docker("rm", "-f", other, check=False)
