@@ -147,6 +147,12 @@ def test_converge_recreates_only_the_changed_container(lab_dir):
     assert docker("inspect", "-f", "{{.Config.Cmd}}", "ctr-idle").stdout.strip() == "[sleep 700]"
     nslab("exec", "ctr/idle", "--", "ping", "-c1", "-W2", "web")
     nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "idle")
+    # a container removed behind nslab's back is drift: status names it, up makes it again
+    docker("rm", "-f", "ctr-idle")
+    doc = json.loads(nslab("status", "ctr", "--json", check=False).stdout)["labs"][0]
+    assert "host idle: container ctr-idle is gone" in doc["drift"]
+    nslab("up", "-f", str(path))
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "idle")
     # the lab file is gone: down still removes every container of the lab
     path.unlink()
     nslab("down", "ctr")

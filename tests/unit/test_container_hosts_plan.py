@@ -170,3 +170,20 @@ def test_container_config_and_file_writes():
     writes = result.plan.of_type(WriteContainerFiles)
     assert [c for a in writes for c, _ in a.files] == ["mix-web"]
     assert docker.containers["mix-web"]["files"]["/etc/hosts"] != "stale\n"
+
+
+def test_a_stopped_container_is_drift_that_up_repairs():
+    drivers = drivers_with()
+    Lab.from_text(LAB, drivers=drivers).up()
+    docker = drivers.docker
+    assert isinstance(docker, FakeDocker)
+    docker.containers["mix-idle"]["Running"] = False
+    from nslab.drift import lab_drift
+
+    recorded = state.LabState.load("mix")
+    assert recorded is not None
+    assert [d.text for d in lab_drift(recorded, drivers)] == ["host idle: container mix-idle is created"]
+    before = docker.containers["mix-web"]["Id"]
+    result = Lab.from_text(LAB, drivers=drivers).up()
+    assert [h.name for a in result.plan.of_type(StartContainers) for h in a.hosts] == ["idle"]
+    assert docker.containers["mix-idle"]["Running"] and docker.containers["mix-web"]["Id"] == before

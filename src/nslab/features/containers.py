@@ -350,6 +350,25 @@ class Disconnect(Action):
         return None
 
 
+def container_drift(lab: Lab, drivers: Drivers) -> list[tuple[str, str]]:
+    """(host, what) for each container host whose container is not running (``up`` makes it again)."""
+    out: list[tuple[str, str]] = []
+    for h in lab.hosts.values():
+        if h.container is None:
+            continue
+        try:
+            info = drivers.docker.inspect(h.container.name)
+        except NslabError as exc:
+            out.append((h.name, f"host {h.name}: cannot ask Docker about container {h.container.name}: {exc}"))
+            continue
+        st = (info or {}).get("State") or {}
+        if info is None:
+            out.append((h.name, f"host {h.name}: container {h.container.name} is gone"))
+        elif not st.get("Running"):
+            out.append((h.name, f"host {h.name}: container {h.container.name} is {st.get('Status', 'stopped')}"))
+    return out
+
+
 def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     rec = ContainersRecord.from_json(record)
     if not rec.hosts and not rec.connected:
