@@ -399,7 +399,9 @@ def _container(name: str, host: HostSpec) -> Container | None:
     """What a container host (``image:``) is created from; None for a light host."""
     if host.image is None:
         return None
-    command = [host.command] if isinstance(host.command, str) else host.command
+    import shlex
+
+    command = shlex.split(host.command) if isinstance(host.command, str) else host.command  # as compose does
     return Container(name=name, image=host.image, command=tuple(command) if command is not None else None,
                      env=tuple(host.env.items()), volumes=tuple(host.volumes), user=host.user,
                      workdir=host.workdir, pull=host.pull)

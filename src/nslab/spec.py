@@ -238,6 +238,24 @@ class HostSpec(_WithDns):
             raise ValueError(f"'{value}' is not an image name (repository[:tag])")
         return value
 
+    @field_validator("command")
+    @classmethod
+    def _command_words(cls, value: str | list[str] | None) -> str | list[str] | None:
+        import shlex
+
+        words = [value] if isinstance(value, str) else value or []
+        if any("\0" in w for w in words):
+            raise ValueError("a command cannot contain a NUL character")
+        if isinstance(value, str):
+            try:
+                if not shlex.split(value):
+                    raise ValueError("an empty command: leave the field out to run the image's own")
+            except ValueError as exc:
+                raise ValueError(f"cannot split the command into words: {exc}") from None
+        elif value is not None and not value:
+            raise ValueError("an empty command: leave the field out to run the image's own")
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_map(cls, value: Any) -> Any:

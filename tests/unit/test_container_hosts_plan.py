@@ -60,7 +60,7 @@ def test_up_starts_containers_before_wiring_them_and_down_removes_them():
     assert web["Labels"] == {"nslab.lab": "mix", "nslab.host": "web"}
     assert web["Config"]["HostConfig"]["NetworkMode"] == "none"
     assert web["Config"]["Env"] == ["MODE=test"] and web["Config"]["HostConfig"]["Binds"] == ["/srv:/data:ro"]
-    assert docker.containers["mix-idle"]["Config"]["Cmd"] == ["sleep 600"]
+    assert docker.containers["mix-idle"]["Config"]["Cmd"] == ["sleep", "600"]  # a string: split as sh does
     # the lab's /etc/hosts reaches the containers (they resolve the light host by name)
     assert "a" in docker.containers["mix-web"]["files"]["/etc/hosts"].split()
     assert "mix-web" in drivers.kernel.namespaces  # type: ignore[attr-defined]
@@ -187,3 +187,18 @@ def test_a_stopped_container_is_drift_that_up_repairs():
     result = Lab.from_text(LAB, drivers=drivers).up()
     assert [h.name for a in result.plan.of_type(StartContainers) for h in a.hosts] == ["idle"]
     assert docker.containers["mix-idle"]["Running"] and docker.containers["mix-web"]["Id"] == before
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ("command: 'sleep \"600'", "cannot split the command"),
+    ("command: []", "an empty command"),
+    ("volumes: [data]", "SOURCE:/TARGET"),
+    ("image: 'two words'", "not an image name"),
+    ("env: [NOEQUALS]", "KEY=VALUE"),
+])
+def test_bad_container_fields_are_reported_with_their_line(field: str, message: str):
+    text = f"name: bad\nhosts:\n  box:\n    image: busybox\n    {field}\n"
+    with pytest.raises(SpecError) as caught:
+        Lab.from_text(text, path="bad.yaml")
+    lines = caught.value.lines()
+    assert any("bad.yaml:5" in line and message in line for line in lines), lines
