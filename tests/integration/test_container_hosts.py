@@ -83,6 +83,11 @@ def test_light_hosts_and_a_container_reach_each_other_by_name(lab_dir):
     for src, dst in (("a", "web"), ("b", "web"), ("web", "a"), ("web", "b"), ("a", "b")):
         ping = ["ping"] if src == "web" else ["busybox", "ping"]  # a light host has the machine's tools
         nslab("exec", f"ctr/{src}", "--", *ping, "-c1", "-W2", dst)
+    # a command the container does not have runs with the machine's tools, in the container's network and
+    # hostname, with the lab's /etc/hosts
+    probe = "import socket; print(socket.gethostbyname('a'), socket.gethostname())"
+    a_address = sh("ip -n ctr-a -4 -o addr show eth0").stdout.split()[3].split("/")[0]
+    assert nslab("exec", "ctr/web", "--", sys.executable, "-c", probe).stdout.split() == [a_address, "webbox"]
     # the container's own filesystem: its www page, served to a light host by name
     nslab("exec", "ctr/web", "--", "sh", "-c", "echo served-by-web > /www/index.html")
     got = nslab("exec", "ctr/a", "--", "busybox", "wget", "-qO-", "http://web/").stdout
