@@ -68,7 +68,9 @@ def test_up_starts_containers_before_wiring_them_and_down_removes_them():
     commands = "\n".join(result.commands())
     assert "docker create --name mix-web --network none" in commands and "ip netns attach mix-web" in commands
     assert not Lab.from_text(LAB, drivers=drivers).up().plan  # nothing changed: nothing to do
+    drivers.processes.inside = {"mix-a", "mix-web"}  # type: ignore[attr-defined]  # processes running inside
     down("mix", drivers)
+    assert drivers.processes.inside == {"mix-web"}  # type: ignore[attr-defined]  # Docker stops a container's
     assert docker.containers == {}
     assert not drivers.kernel.namespaces  # type: ignore[attr-defined]
 
