@@ -218,8 +218,8 @@ def _link_commands(lab: Lab, lk: Link) -> list[str]:
 
 def _host_commands(lab: Lab, h: Host) -> list[str]:
     ns = h.namespace
-    out = [
-        f"ip netns add {ns}",
+    out = [] if h.container else [f"ip netns add {ns}"]  # a container's is named by its start (containers.py)
+    out += [
         f"ip -n {ns} link set lo up",
         f"ip netns exec {ns} sysctl -qw {NO_IPV6_AUTOCONF}",
     ]

@@ -67,6 +67,7 @@ def test_up_starts_containers_before_wiring_them_and_down_removes_them():
     # the dry-run says it with docker's and ip's words
     commands = "\n".join(result.commands())
     assert "docker create --name mix-web --network none" in commands and "ip netns attach mix-web" in commands
+    assert "ip netns add mix-web" not in commands and "ip netns add mix-a" in commands
     assert not Lab.from_text(LAB, drivers=drivers).up().plan  # nothing changed: nothing to do
     drivers.processes.inside = {"mix-a", "mix-web"}  # type: ignore[attr-defined]  # processes running inside
     down("mix", drivers)
