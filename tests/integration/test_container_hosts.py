@@ -190,3 +190,28 @@ def test_connect_and_disconnect_an_existing_container(lab_dir):
         assert nslab_links() == []
     finally:
         docker("rm", "-f", other, check=False)
+
+
+def test_an_image_with_nothing_but_bin_busybox(lab_dir):
+    """The image of shared/TESTING.md: a folder with bin/busybox and applet links, no /etc at all."""
+    import os
+    import shutil
+
+    root = lab_dir / "bare"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "sleep", "ping", "cat", "hostname"):
+        os.symlink("busybox", root / "bin" / applet)
+    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "import", "-", "nslab-test/bare:1"], stdin=tar.stdout, check=True,
+                   capture_output=True)
+    tar.wait()
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB.replace(HOSTS_IMAGE, "nslab-test/bare:1").replace("[httpd, -f, -p, \"80\", -h, /www]",
+                                                                          "sleep 600"))
+    nslab("up", "-f", str(path))
+    assert nslab("exec", "ctr/web", "--", "hostname").stdout.strip() == "webbox"
+    nslab("exec", "ctr/web", "--", "ping", "-c1", "-W2", "a")
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "web")
+    nslab("down", "ctr")
+    assert lab_containers() == []

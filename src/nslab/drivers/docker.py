@@ -282,6 +282,11 @@ def _open_inside(root: str, path: str, flags: int) -> int:
     try:
         parts = [p for p in path.split("/") if p]
         for part in parts[:-1]:
+            if flags & os.O_CREAT:  # an image without /etc: made, as Docker would
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
             nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = nxt
