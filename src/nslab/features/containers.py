@@ -14,7 +14,8 @@ right after its name is dropped, so a changed image/command/env/volumes/user/wor
 only. ``down`` removes every container labelled with the lab (also when the state or the lab file is gone) and
 nothing else, and the interfaces ``nslab connect`` added to other containers.
 
-Validated before any change: Docker answers on its socket (the error names it), each image exists (or
+Validated before any change, each a problem reported with the others (exit 2, as for a ``container:``
+target when Docker is down): Docker answers on its socket (the problem names it), each image exists (or
 ``pull: true``), no container of another owner has the name, ``run:`` is not mixed with ``image:``.
 
 Replaces: ``docker create --network none --label ... && docker start && ip netns attach NS PID``,
