@@ -19,7 +19,7 @@ target when Docker is down): Docker answers on its socket (the problem names it)
 ``pull: true``), no container of another owner has the name, ``run:`` is not mixed with ``image:``.
 
 Replaces: ``docker create --network none --label ... && docker start && ip netns attach NS PID``,
-``docker rm -f``, ``docker ps -a --filter label=nslab.lab=LAB``, ``docker cp`` of /etc/hosts and resolv.conf.
+``docker rm -f``, ``docker ps -a --filter label=nslab.lab=LAB``, ``printf > /proc/PID/root/etc/hosts``.
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ class WriteContainerFiles(Action):
         for container, files in self.files:
             for name, text in files:
                 body = " ".join(shell_quote(line) for line in text.splitlines())
-                out.append(f"docker exec -i {container} sh -c 'cat > /etc/{name}' <<< \"$(printf '%s\\n' {body})\"")
+                pid = f"$(docker inspect -f '{{{{.State.Pid}}}}' {container})"
+                out.append(f"printf '%s\\n' {body} > /proc/{pid}/root/etc/{name}")
         return out
 
     def summary(self) -> str:
