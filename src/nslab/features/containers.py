@@ -303,15 +303,11 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
 
 def plan_down(ctx: DownContext) -> FeaturePlan:
     """Every container labelled with the lab (by the record, the recorded lab and Docker's label filter)."""
-    import os
-
-    from ..drivers.docker import docker_socket
-
     record = ContainersRecord.from_json(ctx.record)
     hosts = tuple(h for h in (ctx.lab.hosts.values() if ctx.lab else ()) if h.container is not None)
     names = {h.container.name for h in hosts if h.container is not None}
     extra = set(record.hosts.values()) - names
-    if hosts or record.hosts or record.connected or (ctx.lab is None and os.path.exists(docker_socket())):
+    if hosts or record.hosts or record.connected or (ctx.lab is None and _docker_answers()):
         try:
             for entry in ctx.drivers.docker.labelled({LAB_LABEL: ctx.name}):
                 extra |= {n.lstrip("/") for n in entry.get("Names") or []} - names
@@ -324,6 +320,15 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
         lab = ctx.lab if ctx.lab is not None else _empty(ctx.name)
         before.append(RemoveContainers(lab, hosts, tuple(sorted(extra))))
     return FeaturePlan(before=before)
+
+
+def _docker_answers() -> bool:
+    """A Docker socket is there (a lab without a record: its containers are looked for by label)."""
+    import os
+
+    from ..targets import docker_socket
+
+    return os.path.exists(docker_socket())
 
 
 def _empty(name: str) -> Lab:
