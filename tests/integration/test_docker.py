@@ -20,7 +20,8 @@ import uuid
 
 import pytest
 
-from docker_engine import BUSYBOX, IMAGE, NSLAB, TOOLS_IMAGE, docker, nslab  # noqa: F401
+# (re-exported: modules that take the engine and helpers from here keep working)
+from docker_engine import BUSYBOX, IMAGE, NSLAB, TOOLS_IMAGE, _image, docker, docker_engine, nslab  # noqa: F401
 from sandbox import sh
 
 CONNECT = "import socket,sys; socket.create_connection(('127.0.0.1', 44444), timeout=2); print('connected')"
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def containers(docker_engine, host):
+def containers(docker_engine, host):  # noqa: F811 (the session fixture, by name)
     """Start containers (labelled, removed afterwards); yields a starter: start(image, *cmd) -> name."""
     names: list[str] = []
 
