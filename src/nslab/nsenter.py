@@ -247,9 +247,10 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> N
 
 
 def where_command_is(target: Target, argv: Sequence[str], options: ExecOptions) -> Target:
-    """A container host (``target.inside``) runs a command from its own files; a command it does not have runs
-    with the machine's tools instead, as on a light host: in its network and hostname, with the lab's
-    ``/etc/netns/<namespace>/*`` over ``/etc`` (its /etc/hosts and resolv.conf say the same)."""
+    """A container host (``target.inside``) runs a command from its own files, with its environment and working
+    directory added to ours (``options`` takes them); a command it does not have runs with the machine's tools
+    instead, as on a light host: in its network and hostname, with the lab's ``/etc/netns/<namespace>/*``
+    over ``/etc`` (its /etc/hosts and resolv.conf say the same)."""
     if not target.inside or target.pid is None or not argv or options.mount_from is not None:
         return target
     name = str(argv[0])
@@ -257,6 +258,9 @@ def where_command_is(target: Target, argv: Sequence[str], options: ExecOptions) 
     found = [os.path.join(root, name.lstrip("/"))] if "/" in name else [
         os.path.join(root, d.lstrip("/"), name) for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") if d]
     if any(os.path.exists(path) for path in found):
+        # as docker exec: the container's environment (ours for what it does not set; -e wins), its workdir
+        options.env = {**dict(e.split("=", 1) for e in target.env if "=" in e), **options.env}
+        options.workdir = options.workdir or target.workdir
         return target
     from .targets import Target as Made
 

@@ -44,7 +44,7 @@ class Target:
     """
 
     __slots__ = ("text", "label", "net_path", "pid", "netns_name", "uts_path", "lab", "host", "container",
-                 "inside")
+                 "inside", "env", "workdir")
 
     def __init__(
         self,
@@ -58,11 +58,14 @@ class Target:
         host: str | None = None,
         container: str | None = None,
         inside: bool = False,
+        env: tuple[str, ...] = (),
+        workdir: str | None = None,
     ) -> None:
         self.text, self.label, self.net_path, self.pid = text, label, net_path, pid
         self.netns_name, self.uts_path = netns_name, uts_path
         self.lab, self.host, self.container = lab, host, container
         self.inside = inside  # a lab host that is a container: its filesystem too (mount namespace of ``pid``)
+        self.env, self.workdir = env, workdir  # the container's (KEY=VALUE) and working directory, as docker exec
 
     def _key(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -196,9 +199,10 @@ def lab_host(text: str) -> Target:
     if made is not None:  # a container host: all of the container (its files, hostname), as docker exec
         info = container(made.name)
         pid = info["State"]["Pid"]
+        config = info.get("Config") or {}
         return Target(text, f"{lab_name}/{host}", paths.netns_path(namespace), pid=pid,
                       uts_path=procfs.ns_path(pid, "uts"), lab=lab_name, host=host, container=made.name,
-                      inside=True)
+                      inside=True, env=tuple(config.get("Env") or ()), workdir=config.get("WorkingDir") or None)
     uts = paths.uts_path(lab_name, host)
     return Target(
         text,

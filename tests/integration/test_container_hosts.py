@@ -79,6 +79,11 @@ def test_light_hosts_and_a_container_reach_each_other_by_name(lab_dir):
     assert "10.83.1." in sh("ip -n ctr-web -br addr show eth0").stdout
     assert nslab("exec", "ctr/web", "--", "hostname").stdout.strip() == "webbox"
     assert "GREETING=hello" in nslab("exec", "ctr/web", "--", "cat", "/proc/1/environ").stdout  # its init's
+    assert nslab("exec", "ctr/web", "--", "sh", "-c", "echo $GREETING").stdout.strip() == "hello"  # docker exec's
+    from nslab import Lab  # the Python API: the same
+
+    api = Lab.load(path).exec("web", ["sh", "-c", "hostname; echo $GREETING"], capture_output=True, text=True)
+    assert api.stdout.split() == ["webbox", "hello"]
     # by name, every way round (the container's lookups use its own /etc/hosts, written by nslab)
     for src, dst in (("a", "web"), ("b", "web"), ("web", "a"), ("web", "b"), ("a", "b")):
         ping = ["ping"] if src == "web" else ["busybox", "ping"]  # a light host has the machine's tools
