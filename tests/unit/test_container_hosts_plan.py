@@ -205,3 +205,17 @@ def test_bad_container_fields_are_reported_with_their_line(field: str, message: 
         Lab.from_text(text, path="bad.yaml")
     lines = caught.value.lines()
     assert any("bad.yaml:5" in line and message in line for line in lines), lines
+
+
+def test_connect_takes_a_free_address_from_the_top_of_the_subnet():
+    from nslab.connect import _free_address
+    from nslab.features.containers import ContainersRecord
+
+    drivers = drivers_with()
+    Lab.from_text(LAB, drivers=drivers).up()
+    st = state.LabState.load("mix")
+    assert st is not None
+    record = ContainersRecord()
+    assert str(_free_address(st, "net", record)) == "10.84.1.254/24"
+    record.connected.append({"container": "x", "network": "net", "address": "10.84.1.254/24"})
+    assert str(_free_address(st, "net", record)) == "10.84.1.253/24"
