@@ -213,11 +213,24 @@ def test_an_image_with_nothing_but_bin_busybox(lab_dir):
                    capture_output=True)
     tar.wait()
     path = lab_dir / "nslab.yaml"
-    path.write_text(LAB.replace(HOSTS_IMAGE, "nslab-test/bare:1").replace("[httpd, -f, -p, \"80\", -h, /www]",
-                                                                          "sleep 600"))
+    # no command: the image has none either (docker import), so the host runs a shell kept open (-it)
+    path.write_text(LAB.replace(HOSTS_IMAGE, "nslab-test/bare:1").replace(
+        "    command: [httpd, -f, -p, \"80\", -h, /www]\n", ""))
     nslab("up", "-f", str(path))
     assert nslab("exec", "ctr/web", "--", "hostname").stdout.strip() == "webbox"
     nslab("exec", "ctr/web", "--", "ping", "-c1", "-W2", "a")
     nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "web")
     nslab("down", "ctr")
     assert lab_containers() == []
+
+
+def test_a_command_that_cannot_start_rolls_back_with_dockers_reason(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB.replace("[httpd, -f, -p, \"80\", -h, /www]", "[/bin/no-such-program]"))
+    result = nslab("up", "-f", str(path), check=False)
+    assert result.returncode == 1, result
+    assert "ctr-web" in result.stderr and "no-such-program" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert lab_containers() == []
+    assert sh("ls /run/netns").stdout.split() == ["wan"]
+    assert nslab_links() == []

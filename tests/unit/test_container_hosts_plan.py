@@ -66,7 +66,7 @@ def test_up_starts_containers_before_wiring_them_and_down_removes_them():
     assert "mix-web" in drivers.kernel.namespaces  # type: ignore[attr-defined]
     # the dry-run says it with docker's and ip's words
     commands = "\n".join(result.commands())
-    assert "docker create --name mix-web --network none" in commands and "ip netns attach mix-web" in commands
+    assert "docker create -it --name mix-web --network none" in commands and "ip netns attach mix-web" in commands
     assert "ip netns add mix-web" not in commands and "ip netns add mix-a" in commands
     assert not Lab.from_text(LAB, drivers=drivers).up().plan  # nothing changed: nothing to do
     drivers.processes.inside = {"mix-a", "mix-web"}  # type: ignore[attr-defined]  # processes running inside
@@ -219,3 +219,12 @@ def test_connect_takes_a_free_address_from_the_top_of_the_subnet():
     assert str(_free_address(st, "net", record)) == "10.84.1.254/24"
     record.connected.append({"container": "x", "network": "net", "address": "10.84.1.254/24"})
     assert str(_free_address(st, "net", record)) == "10.84.1.253/24"
+
+
+def test_an_image_without_a_command_runs_a_shell_kept_open():
+    drivers = fake_drivers(docker=FakeDocker(bare=("imported:1",)))
+    Lab.from_text("name: bare\nhosts:\n  box: {image: 'imported:1'}\n  given: {image: 'imported:1', "
+                  "command: [sleep, '9']}\n", drivers=drivers).up()
+    made = drivers.docker.containers  # type: ignore[attr-defined]
+    assert made["bare-box"]["Config"]["Cmd"] == ["/bin/sh"] and made["bare-box"]["Config"]["Tty"] is True
+    assert made["bare-given"]["Config"]["Cmd"] == ["sleep", "9"]

@@ -118,6 +118,14 @@ class LiveDocker:
             raise DockerError(f"docker: cannot inspect image {image}: {status} {self._message(data)}")
         return status == 200
 
+    def image_command(self, image: str) -> list[str]:
+        """The image's entrypoint and command ([] when it has neither: an image made by ``docker import``)."""
+        status, data = self._request("GET", f"/images/{quote(image, safe='')}/json")
+        if status != 200 or not isinstance(data, dict):
+            raise DockerError(f"docker: cannot inspect image {image}: {status} {self._message(data)}")
+        config = data.get("Config") or {}
+        return list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+
     def pull(self, image: str) -> None:
         repository, tag = _split_image(image)
         query = urlencode({"fromImage": repository, "tag": tag})
@@ -143,8 +151,13 @@ class LiveDocker:
         pid = int(((info or {}).get("State") or {}).get("Pid") or 0)
         if not pid:
             state = ((info or {}).get("State") or {}).get("Status", "gone")
-            raise DockerError(f"docker: container {ident} exited right after it started (status: {state}); "
-                              f"see 'docker logs {ident}'")
+            try:
+                said = b"".join(chunk for _, chunk in self.logs(ident, tail=5)).decode(errors="replace")
+            except NslabError:
+                said = ""
+            last = " | ".join(line.strip() for line in said.splitlines() if line.strip())
+            raise DockerError(f"docker: container {ident} exited right after it started (status: {state})"
+                              + (f"; it said: {last}" if last else ""))
         return pid
 
     def inspect(self, ident: str) -> dict[str, Any] | None:

@@ -449,10 +449,11 @@ class FakeDocker(_Failing):
     error = KernelError
 
     def __init__(self, images: Iterable[str] = (), running: bool = True,
-                 fail_on: str | Iterable[str] | None = None) -> None:
+                 fail_on: str | Iterable[str] | None = None, bare: Iterable[str] = ()) -> None:
         super().__init__(fail_on)
         self.socket = "/var/run/docker.sock"
-        self.images = set(images)
+        self.images = set(images) | set(bare)
+        self.bare = set(bare)  # images without a command (docker import)
         self.running = running
         self.containers: dict[str, dict[str, Any]] = {}
         self.kernel: FakeKernel | None = None
@@ -469,6 +470,9 @@ class FakeDocker(_Failing):
     def image_exists(self, image: str) -> bool:
         self.ping()
         return image in self.images
+
+    def image_command(self, image: str) -> list[str]:
+        return ["sh"] if image in self.images and image not in self.bare else []
 
     def pull(self, image: str) -> None:
         self._call("pull")

@@ -41,6 +41,8 @@ LAB_LABEL = "nslab.lab"
 HOST_LABEL = "nslab.host"
 #: The files of a container host written with the lab's text (the dns feature renders them).
 DNS_FILES = ("hosts", "resolv.conf")
+#: The command of a container host whose image has none (``docker import`` makes such images).
+DEFAULT_COMMAND = ("/bin/sh",)
 #: Spec fields that only a container host has.
 CONTAINER_FIELDS = ("command", "env", "volumes", "user", "workdir", "pull")
 
@@ -122,6 +124,9 @@ def container_config(lab: str, host: Host) -> dict[str, Any]:
         "Labels": {LAB_LABEL: lab, HOST_LABEL: host.name},
         "Env": [f"{k}={v}" for k, v in c.env],
         "HostConfig": {"NetworkMode": "none", "Binds": list(c.volumes)},
+        # as `docker run -dit`: an image whose command is a shell keeps running, a host to exec into
+        "Tty": True,
+        "OpenStdin": True,
     }
     if c.command is not None:
         config["Cmd"] = list(c.command)
@@ -135,7 +140,7 @@ def container_config(lab: str, host: Host) -> dict[str, Any]:
 def _create_command(lab: str, host: Host) -> str:
     c = host.container
     assert c is not None
-    words = ["docker create --name", c.name, "--network none --hostname", host.hostname,
+    words = ["docker create -it --name", c.name, "--network none --hostname", host.hostname,
              f"--label {LAB_LABEL}={lab} --label {HOST_LABEL}={host.name}"]
     words += [f"-e {shell_quote(f'{k}={v}')}" for k, v in c.env]
     words += [f"-v {shell_quote(v)}" for v in c.volumes]
@@ -177,10 +182,13 @@ class StartContainers(Action):
                     docker.pull(c.image)
                 _remove_ours(drivers, self.lab.name, c.name)  # a leftover of a killed run: ours by its label
                 done.append(h)
-                docker.create(c.name, container_config(self.lab.name, h))
+                config = container_config(self.lab.name, h)
+                if c.command is None and not docker.image_command(c.image):
+                    config["Cmd"] = list(DEFAULT_COMMAND)  # an imported image (no CMD): a shell kept open
+                docker.create(c.name, config)
                 docker.name_netns(h.namespace, docker.start(c.name))
         except BaseException:
-            RemoveContainers(self.lab, tuple(done)).apply(drivers)
+            RemoveContainers(self.lab, tuple(done)).teardown(drivers)  # the failure raised is the one to tell
             raise
         return RemoveContainers(self.lab, self.hosts)
 
