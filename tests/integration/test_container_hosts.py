@@ -216,9 +216,15 @@ def test_an_image_with_nothing_but_bin_busybox(lab_dir):
     # no command: the image has none either (docker import), so the host runs a shell kept open (-it)
     path.write_text(LAB.replace(HOSTS_IMAGE, "nslab-test/bare:1").replace(
         "    command: [httpd, -f, -p, \"80\", -h, /www]\n", ""))
+    path.write_text(path.read_text() + """\
+  talker:
+    image: nslab-test/bare:1
+    command: [sh, -c, "echo hello-from-talker; exec sleep 600"]
+""")
     nslab("up", "-f", str(path))
     assert nslab("exec", "ctr/web", "--", "hostname").stdout.strip() == "webbox"
     nslab("exec", "ctr/web", "--", "ping", "-c1", "-W2", "a")
+    assert "hello-from-talker" in nslab("logs", "ctr/talker").stdout  # from Docker
     nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "web")
     nslab("down", "ctr")
     assert lab_containers() == []
