@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from docker_engine import docker_engine  # noqa: E402,F401  (the session's Docker engine, for any module)
 from sandbox import ThrowawayHost, machine_snapshot  # noqa: E402
 
 _before: dict[str, list[str]] = {}

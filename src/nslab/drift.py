@@ -8,7 +8,8 @@ repairs it:
 repair      found                                                                ``up`` does
 ==========  ===================================================================  ===============================
 host        namespace gone; an interface, its address or its machine-side port     recreate the host (wiring.py)
-            gone; a port no longer attached to its bridge
+            gone; a port no longer attached to its bridge; a container host's
+            container not running
 link        an end of a point-to-point link or its address gone                    recreate the link
 up / down   an interface, port or bridge down that should be up (or up that was    ``ip link set ... up|down``
             put down with ``nslab link``)
@@ -60,6 +61,10 @@ def lab_drift(st: LabState, drivers: Drivers) -> list[Difference]:
     found = wiring_drift(lab, links.down_interfaces(lab, st.extra.get(links.KEY)), drivers)
     found += _firewall(lab, st.extra.get("firewall"), drivers)
     found += _services(st.extra.get("services"), drivers)
+    if any(h.container for h in lab.hosts.values()):  # container hosts: a container that stopped is remade
+        from .features.containers import container_drift
+
+        found += [Difference(text, "host", host=name) for name, text in container_drift(lab, drivers)]
     for module in features.modules():
         check = getattr(module, "drift", None)
         if check is not None:

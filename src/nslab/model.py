@@ -60,6 +60,21 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Container:
+    """A host that is a Docker container (``hosts.NAME.image``): what it is created from. Any change of these
+    recreates the container (and re-wires it); ``pull`` only says whether a missing image may be pulled."""
+
+    name: str  # the container's name: the host's namespace name (``<lab>-<host>``)
+    image: str
+    command: tuple[str, ...] | None = None  # None: the image's own
+    env: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[str, ...] = ()  # Docker's ``SOURCE:TARGET[:ro]``
+    user: str | None = None
+    workdir: str | None = None
+    pull: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     namespace: str
@@ -68,6 +83,7 @@ class Host:
     hostname: str
     routes: tuple[Route, ...] = ()  # added once the host's links exist (a route may go through one)
     sysctls: tuple[tuple[str, str], ...] = ()  # written inside the host's namespace, in file order
+    container: Container | None = None  # set: the namespace is a Docker container's (features/containers.py)
 
     def interface_on(self, network: str) -> Interface | None:
         return next((i for i in self.interfaces if i.network == network), None)

@@ -147,8 +147,9 @@ def _open_target(target: Target, options: ExecOptions) -> list[tuple[int, int, s
             fds.append((target.open("uts"), linux.CLONE_NEWUTS, "hostname"))
         if options.pid_from is not None:
             fds.append((options.pid_from.open("pid"), linux.CLONE_NEWPID, "PID"))
-        if options.mount_from is not None:
-            fds.append((options.mount_from.open("mnt"), linux.CLONE_NEWNS, "mount"))
+        mount_from = options.mount_from or (target if target.inside else None)
+        if mount_from is not None:
+            fds.append((mount_from.open("mnt"), linux.CLONE_NEWNS, "mount"))
     except BaseException:
         for fd, _, _ in fds:
             os.close(fd)
@@ -166,7 +167,7 @@ def _enter_opened(target: Target, options: ExecOptions, fds: list[tuple[int, int
     finally:
         for fd, _, _ in fds:
             os.close(fd)
-    if options.mount_from is None:
+    if options.mount_from is None and not target.inside:
         _private_mounts(target.netns_name, _etc_entries(target.netns_name))
     else:
         # Their filesystem; our own copy of its mount table so /sys can show *this* network namespace.
@@ -245,6 +246,29 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> N
         raise CommandError(argv[0], exc.errno or errno.ENOENT) from None
 
 
+def where_command_is(target: Target, argv: Sequence[str], options: ExecOptions) -> Target:
+    """A container host (``target.inside``) runs a command from its own files, with its environment and working
+    directory added to ours (``options`` takes them); a command it does not have runs with the machine's tools
+    instead, as on a light host: in its network and hostname, with the lab's ``/etc/netns/<namespace>/*``
+    over ``/etc`` (its /etc/hosts and resolv.conf say the same)."""
+    if not target.inside or target.pid is None or not argv or options.mount_from is not None:
+        return target
+    name = str(argv[0])
+    root = f"/proc/{target.pid}/root"
+    found = [os.path.join(root, name.lstrip("/"))] if "/" in name else [
+        os.path.join(root, d.lstrip("/"), name) for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") if d]
+    if any(os.path.exists(path) for path in found):
+        # as docker exec: the container's environment (ours for what it does not set; -e wins), its workdir
+        options.env = {**dict(e.split("=", 1) for e in target.env if "=" in e), **options.env}
+        options.workdir = options.workdir or target.workdir
+        return target
+    from .targets import Target as Made
+
+    return Made(target.text, target.label, target.net_path, pid=target.pid,
+                netns_name=os.path.basename(target.net_path), uts_path=target.uts_path, lab=target.lab,
+                host=target.host, container=target.container)
+
+
 def exec_in_target(target: Target, argv: Sequence[str], options: ExecOptions | None = None) -> int:
     """Run ``argv`` in ``target``: replaces this process (signals reach the command directly), except with
     ``pid_from`` (a new PID namespace only applies to children) or ``detach``, which fork. Returns the exit
@@ -252,6 +276,7 @@ def exec_in_target(target: Target, argv: Sequence[str], options: ExecOptions | N
     options = options or ExecOptions()
     if options.user:
         _load_user_modules()
+    target = where_command_is(target, argv, options)
     enter_target(target, options)
     env = prepare_process(options)
     if not options.detach and options.pid_from is None:
@@ -320,6 +345,8 @@ def spawn_in_target(
     if options.user:
         _load_user_modules()
     command = argv if isinstance(argv, str | bytes) else list(argv)  # a string with shell=True stays one
+    if isinstance(command, list):
+        target = where_command_is(target, command, options)
     given_env = popen_kwargs.pop("env", None)
     env = {**(os.environ if given_env is None else given_env), **options.env}
     if options.workdir:

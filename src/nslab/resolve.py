@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import Problem, ResolveError
-from .model import Host, Interface, IPv4Addr, IPv4Net, Lab, Link, Network, Occupied, Route
+from .model import Container, Host, Interface, IPv4Addr, IPv4Net, Lab, Link, Network, Occupied, Route
 from .naming import bridge_name, host_veth_name, namespace_name
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, field_path
 
@@ -319,6 +319,7 @@ class _Resolution:
             hostname=hostname,
             routes=routes,
             sysctls=tuple(host.sysctls.items()),
+            container=_container(namespace_name(self.lab, host_name), host),
         )
 
     def _routes(self, host_name: str, host: HostSpec, interfaces: list[Interface]) -> tuple[Route, ...]:
@@ -411,3 +412,15 @@ def resolve(
     if problems:
         raise ResolveError(problems)
     return lab
+
+
+def _container(name: str, host: HostSpec) -> Container | None:
+    """What a container host (``image:``) is created from; None for a light host."""
+    if host.image is None:
+        return None
+    import shlex
+
+    command = shlex.split(host.command) if isinstance(host.command, str) else host.command  # as compose does
+    return Container(name=name, image=host.image, command=tuple(command) if command is not None else None,
+                     env=tuple(host.env.items()), volumes=tuple(host.volumes), user=host.user,
+                     workdir=host.workdir, pull=host.pull)

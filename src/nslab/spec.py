@@ -222,6 +222,60 @@ class HostSpec(_WithDns):
     default: Literal["none"] | ipaddress.IPv4Address | None = None
     #: net.* sysctls written inside the host's namespace (e.g. ``net.ipv4.ip_forward: 1``)
     sysctls: dict[str, str] = Field(default_factory=dict)
+    # A Docker container as the host (features/containers.py): its image and how it is created.
+    image: str | None = None
+    command: str | list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    volumes: list[str] = Field(default_factory=list)
+    user: str | None = None
+    workdir: str | None = None
+    pull: bool = False
+
+    @field_validator("image")
+    @classmethod
+    def _image_named(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c.isspace() for c in value)):
+            raise ValueError(f"'{value}' is not an image name (repository[:tag])")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_words(cls, value: str | list[str] | None) -> str | list[str] | None:
+        import shlex
+
+        words = [value] if isinstance(value, str) else value or []
+        if any("\0" in w for w in words):
+            raise ValueError("a command cannot contain a NUL character")
+        if isinstance(value, str):
+            try:
+                if not shlex.split(value):
+                    raise ValueError("an empty command: leave the field out to run the image's own")
+            except ValueError as exc:
+                raise ValueError(f"cannot split the command into words: {exc}") from None
+        elif value is not None and not value:
+            raise ValueError("an empty command: leave the field out to run the image's own")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_map(cls, value: Any) -> Any:
+        if isinstance(value, list):  # Docker's list form: ["KEY=VALUE", ...]
+            if not all(isinstance(v, str) and "=" in v for v in value):
+                raise ValueError("a map KEY: VALUE, or a list of KEY=VALUE")
+            return dict(v.split("=", 1) for v in value)
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+                    for k, v in value.items()}
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_form(cls, value: list[str]) -> list[str]:
+        for volume in value:
+            parts = volume.split(":")
+            if len(parts) not in (2, 3) or not all(parts[:2]) or not parts[1].startswith("/"):
+                raise ValueError(f"'{volume}' is not SOURCE:/TARGET[:ro|rw]")
+        return value
 
     @field_validator("default", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from .model import Lab
+    from .model import Container, Lab
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 256 << 20  # a record longer than this is damaged, not read into memory whole
@@ -96,6 +96,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 ],
                 **({"routes": [[str(r.to), str(r.via)] for r in h.routes]} if h.routes else {}),
                 **({"sysctls": [list(kv) for kv in h.sysctls]} if h.sysctls else {}),
+                **({"container": _container_to_dict(h.container)} if h.container else {}),
             }
             for h in lab.hosts.values()
         },
@@ -113,6 +114,21 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
             for lk in lab.links
         ],
     }
+
+
+def _container_to_dict(c: Container) -> dict[str, Any]:
+    return {"name": c.name, "image": c.image, "command": list(c.command) if c.command is not None else None,
+            "env": [list(kv) for kv in c.env], "volumes": list(c.volumes), "user": c.user, "workdir": c.workdir,
+            "pull": c.pull}
+
+
+def _container_from_dict(d: dict[str, Any]) -> Container:
+    from .model import Container
+
+    command = d.get("command")
+    return Container(name=d["name"], image=d["image"], command=tuple(command) if command is not None else None,
+                     env=tuple((k, v) for k, v in d.get("env", ())), volumes=tuple(d.get("volumes", ())),
+                     user=d.get("user"), workdir=d.get("workdir"), pull=bool(d.get("pull")))
 
 
 def lab_from_dict(data: dict[str, Any]) -> Lab:
@@ -155,6 +171,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 routes=tuple(Route(ipaddress.IPv4Network(to), ipaddress.IPv4Address(via))
                              for to, via in h.get("routes", ())),
                 sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
+                container=_container_from_dict(h["container"]) if h.get("container") else None,
             )
             for name, h in data["hosts"].items()
         },

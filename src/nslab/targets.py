@@ -1,6 +1,7 @@
 """Targets: anything on the machine that has a network namespace, named the same way everywhere.
 
-    [LAB/]HOST            a host of a lab that is up (/run/netns/<lab>-<host>, + its UTS namespace)
+    [LAB/]HOST            a host of a lab that is up (/run/netns/<lab>-<host>, + its UTS namespace; a
+                          container host: the container's UTS and mount namespaces too)
     netns:NAME            any `ip netns` name (/run/netns/NAME; /etc/netns/NAME/* applies as in ip netns exec)
     pid:PID               the namespaces of a running process (/proc/PID/ns/*)
     container:NAME_OR_ID  a running Docker container (its init pid, asked from the Docker API socket)
@@ -42,7 +43,8 @@ class Target:
     dataclass: importing dataclasses costs ``nslab exec`` milliseconds.)
     """
 
-    __slots__ = ("text", "label", "net_path", "pid", "netns_name", "uts_path", "lab", "host", "container")
+    __slots__ = ("text", "label", "net_path", "pid", "netns_name", "uts_path", "lab", "host", "container",
+                 "inside", "env", "workdir")
 
     def __init__(
         self,
@@ -55,10 +57,15 @@ class Target:
         lab: str | None = None,
         host: str | None = None,
         container: str | None = None,
+        inside: bool = False,
+        env: tuple[str, ...] = (),
+        workdir: str | None = None,
     ) -> None:
         self.text, self.label, self.net_path, self.pid = text, label, net_path, pid
         self.netns_name, self.uts_path = netns_name, uts_path
         self.lab, self.host, self.container = lab, host, container
+        self.inside = inside  # a lab host that is a container: its filesystem too (mount namespace of ``pid``)
+        self.env, self.workdir = env, workdir  # the container's (KEY=VALUE) and working directory, as docker exec
 
     def _key(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -188,6 +195,14 @@ def lab_host(text: str) -> Target:
         recorded = owners[0]
         lab_name = recorded.lab.name
     namespace = recorded.lab.hosts[host].namespace
+    made = recorded.lab.hosts[host].container
+    if made is not None:  # a container host: all of the container (its files, hostname), as docker exec
+        info = container(made.name)
+        pid = info["State"]["Pid"]
+        config = info.get("Config") or {}
+        return Target(text, f"{lab_name}/{host}", paths.netns_path(namespace), pid=pid,
+                      uts_path=procfs.ns_path(pid, "uts"), lab=lab_name, host=host, container=made.name,
+                      inside=True, env=tuple(config.get("Env") or ()), workdir=config.get("WorkingDir") or None)
     uts = paths.uts_path(lab_name, host)
     return Target(
         text,

@@ -220,8 +220,8 @@ def _link_commands(lab: Lab, lk: Link) -> list[str]:
 
 def _host_commands(lab: Lab, h: Host) -> list[str]:
     ns = h.namespace
-    out = [
-        f"ip netns add {ns}",
+    out = [] if h.container else [f"ip netns add {ns}"]  # a container's is named by its start (containers.py)
+    out += [
         f"ip -n {ns} link set lo up",
         f"ip netns exec {ns} sysctl -qw {NO_IPV6_AUTOCONF}",
     ]
@@ -421,7 +421,7 @@ def _host_identity(host: Host | None) -> object:
     if host is None:
         return None
     return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network),
-            host.routes, host.sysctls)
+            host.routes, host.sysctls, host.container)
 
 
 def _link_key(link: Link) -> tuple[str, str, str, str]:
@@ -499,16 +499,21 @@ def _links(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> 
 
 def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> Plan:
     actions: list[Action] = []
+    hosts = tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add)  # file order
+    # Container hosts (features/containers.py): a container goes after its namespace's name, and is made
+    # (and its namespace named) before the wiring reaches into it.
+    gone_containers, new_containers = _container_steps(desired, before, changes, hosts)
     if changes.hosts_to_remove:
         actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
+    actions += gone_containers
     if changes.links_to_remove:
         actions.append(RemoveLinks(before, tuple(changes.links_to_remove)))
     if changes.nets_to_remove:
         actions.append(RemoveBridges(before, tuple(changes.nets_to_remove)))
     if changes.nets_to_add:
         actions.append(AddBridges(desired, tuple(changes.nets_to_add)))
+    actions += new_containers
     if changes.hosts_to_add:
-        hosts = tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add)  # file order
         stale = tuple(v for v in _host_veths(hosts) if v in observed.host_veths)
         actions.append(AddHosts(desired, hosts, stale))
     if changes.links_to_add:
@@ -518,6 +523,18 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     if configured:
         actions.append(ConfigureHosts(configured))
     return Plan(actions)
+
+
+def _container_steps(desired: Lab, before: Lab, changes: _Changes,
+                     added: tuple[Host, ...]) -> tuple[list[Action], list[Action]]:
+    """The containers of container hosts removed (or changed) and added (or recreated) by this plan."""
+    if not any(h.container for h in (*before.hosts.values(), *desired.hosts.values())):
+        return [], []
+    from .features.containers import wiring_steps
+
+    removed = [h for name, h in before.hosts.items() if h.container is not None and (
+        _host_identity(desired.hosts.get(name)) != _host_identity(h) or name in changes.hosts_to_add)]
+    return wiring_steps(before, desired, removed, list(added))
 
 
 def _state_repairs(desired: Lab, observed: Observed, changes: _Changes) -> Plan:

@@ -84,8 +84,9 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
-    each host's /etc/netns files and hostname, and starts its services. Prints what changed, every
-    warning, and the lab's hosts.
+    each host's /etc/netns files and hostname, and starts its services. A host with image: is a Docker
+    container (created with no network, labelled with the lab, then wired like any host). Prints what
+    changed, every warning, and the lab's hosts.
     """
     from ..linux import require_root
     from . import render
@@ -126,7 +127,8 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
 def down(lab_name: str | None, file: str | None) -> None:
     """Remove everything a lab created.
 
-    Stops its services first. Works from recorded state, so the lab file may have been edited or deleted.
+    Stops its services first, removes its Docker containers (by their nslab.lab label) and what
+    `nslab connect` added. Works from recorded state, so the lab file may have been edited or deleted.
     Without LAB, the lab named in the lab file (-f FILE, or nslab.yaml, nslab.yml, one *.nslab.yaml here).
     """
     from .fast import down as down_and_report

@@ -163,6 +163,7 @@ def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> 
         rows = [row for h in hosts for row in _interface_rows(h, repeat, meant)]
         table("", ("host", "namespace", "interface", "on", "addresses", "routes"), rows, wide)
         _services(lab.get("hostsetup") or {}, wide, host)  # --- services (hostsetup) ---
+        _containers(lab.get("containers") or {}, wide, host)  # --- container hosts, connected containers ---
         _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
         _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
         _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
@@ -206,6 +207,16 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")
+
+
+# --- container hosts (containers feature) --------------------------------------------------------------
+def _containers(doc: dict[str, Any], wide: bool, host: str | None) -> None:
+    rows = [[name, c.get("name", ""), c.get("image") or "", c.get("state", "")]
+            for name, c in (doc.get("hosts") or {}).items() if host is None or name == host]
+    rows += [[f"({c['network']})", c["container"], "connected", c.get("ifname", "")]
+             for c in doc.get("connected") or [] if host is None]
+    if rows:
+        table("", ("host", "container", "image", "state"), rows, wide)
 
 
 # --- published ports (firewall feature) ----------------------------------------------------------------

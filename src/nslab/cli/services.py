@@ -212,14 +212,18 @@ def logs(target: str | None, follow: bool, lines: int | None, timestamps: bool, 
 
     Their stdout and stderr, with [nslab] lines for each start, exit and restart. With several services,
     each line is prefixed by the service's name (HOST.N); with -t or --since, the lines of all of them
-    are in the order they arrived. Without TARGET: every service of the lab in the lab file (--file FILE,
-    or nslab.yaml, nslab.yml, one *.nslab.yaml here).
+    are in the order they arrived. A container host (image:): its Docker logs. Without TARGET: every service
+    of the lab in the lab file (--file FILE, or nslab.yaml, nslab.yml, one *.nslab.yaml here).
     """
     from ..linux import require_root
 
     since_time = parse_since(since, time.time()) if since is not None else None
     require_root("service logs are kept under /run/nslab, readable by root only")
     lab, host = _which(target, file)
+    container = _container_of(lab, host) if host else None
+    if container is not None:
+        _docker_logs(container, follow, lines, timestamps, since_time)
+        return
     files = _log_files(lab, host)
     prefixed = len(files) > 1 or host is None
     offsets: dict[str, int] = {}
@@ -250,6 +254,30 @@ def _print_timed(files: list[tuple[str, str]], times: dict[str, _Times], offsets
     for when, _, service, text in sorted(merged, key=lambda item: (item[0], item[1])):
         printer.line(service, text, when if timestamps else None)
     sys.stdout.flush()
+
+
+def _container_of(lab: str, host: str) -> str | None:
+    """The container of a container host (``image:``), None for a light host."""
+    from ..state import LabState
+
+    recorded = LabState.load(lab)
+    made = recorded.lab.hosts[host].container if recorded and host in recorded.lab.hosts else None
+    return made.name if made is not None else None
+
+
+def _docker_logs(container: str, follow: bool, lines: int | None, timestamps: bool, since: float | None) -> None:
+    """``docker logs [-f] [-n N] [-t] [--since T]``: the container's stdout and stderr, from Docker."""
+    from ..drivers.docker import LiveDocker
+
+    out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    try:
+        for stream, chunk in LiveDocker().logs(container, follow=follow, tail=lines,
+                                                  timestamps=timestamps, since=since):
+            target = out.get(stream, sys.stdout.buffer)
+            target.write(chunk)
+            target.flush()
+    except KeyboardInterrupt:
+        return
 
 
 def register(group: click.Group) -> None:

@@ -147,8 +147,8 @@ def shell(target: str, uts: bool, mount_from: str | None) -> None:
     resolved = resolve(target)
     options = ExecOptions(uts=uts, mount_from=resolve(mount_from) if mount_from else None)
     user_shell = os.environ.get("SHELL") or "/bin/sh"
-    if mount_from:
-        user_shell = "/bin/sh"  # their filesystem may not have ours
+    if mount_from or resolved.inside:
+        user_shell = "/bin/sh"  # their filesystem (a container host's, TARGET2's) may not have ours
     if sys.stdin.isatty():
         click.echo(f"nslab: entering {resolved.label}; exit to leave", err=True)
     sys.exit(exec_in_target(resolved, [user_shell], options))

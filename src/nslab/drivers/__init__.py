@@ -12,6 +12,7 @@ uts.HostnamePins    kept UTS namespaces (unshare --uts=FILE hostname)      FakeH
 process.Processes   the supervisor, services, stray processes (kill)       FakeProcesses
 sockets.Machine     listening sockets and their owners (ss -lntup)         FakeMachine
 tc.LiveShaper       qdiscs, nft inside hosts, the delayer (tc, nft -f)      FakeShaper
+docker.LiveDocker   containers as hosts (the Engine API: docker create...)  FakeDocker
 ==================  ====================================================  ==============================
 
 :class:`Drivers` is what ``Lab`` and every feature receive; :meth:`Drivers.live` builds the real ones (importing
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .protocols import Files, HostnamePins, Kernel, Machine, Nftables, Processes, Shaper, Sysctls
+    from .protocols import Docker, Files, HostnamePins, Kernel, Machine, Nftables, Processes, Shaper, Sysctls
 
 
 class Drivers:
@@ -37,6 +38,7 @@ class Drivers:
     processes: Processes
     machine: Machine
     shaper: Shaper
+    docker: Docker
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class Drivers:
         processes: Processes,
         machine: Machine,
         shaper: Shaper,
+        docker: Docker | None = None,
     ) -> None:
         self.kernel = kernel
         self.nft = nft
@@ -57,6 +60,16 @@ class Drivers:
         self.processes = processes
         self.machine = machine
         self.shaper = shaper
+        if docker is not None:  # else made on first use (the live one)
+            self.docker = docker
+
+    def __getattr__(self, name: str) -> object:  # only called for attributes not set
+        if name == "docker":
+            from .docker import LiveDocker
+
+            self.docker = LiveDocker()
+            return self.docker
+        raise AttributeError(name)
 
     @classmethod
     def live(cls) -> Drivers:
@@ -81,6 +94,7 @@ _LIVE = {
     "processes": ("process", "LiveProcesses"),
     "machine": ("sockets", "LiveMachine"),
     "shaper": ("tc", "LiveShaper"),
+    "docker": ("docker", "LiveDocker"),
 }
 
 

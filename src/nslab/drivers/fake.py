@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import FirewallError, KernelError
@@ -20,7 +20,7 @@ from .nftables import FakeNft
 from .rtnl import LinkInfo, RouteInfo
 
 __all__ = ["FakeNft", "FakeKernel", "FakeSysctls", "FakeFiles", "FakeHostnamePins", "FakeProcesses",
-           "FakeMachine", "FakeProber", "fake_drivers"]
+           "FakeMachine", "FakeProber", "FakeDocker", "fake_drivers"]
 
 
 class _Failing:
@@ -162,7 +162,10 @@ class FakeKernel(_Failing):
 
     def add_hosts(self, lab: Lab, hosts: list[Host]) -> None:
         self._call("add_hosts")
-        clash = {h.namespace for h in hosts} & self.namespaces
+        clash = {h.namespace for h in hosts if h.container is None} & self.namespaces
+        missing = {h.namespace for h in hosts if h.container is not None} - self.namespaces
+        if missing:  # a container host's namespace is named by the container's start (FakeDocker)
+            raise KernelError(f"cannot open namespace {sorted(missing)[0]}")
         if clash:
             raise KernelError(f"namespace {sorted(clash)[0]} already exists")
         for h in hosts:
@@ -457,14 +460,119 @@ class FakeProber:
         return [self.answer(ns, address) for ns, address in probes]
 
 
+class FakeDocker(_Failing):
+    """Docker with ``images``; containers kept as name -> {"Id", "Config", "Labels", "Pid", "Running"}. Its
+    ``kernel`` (set by :func:`fake_drivers`) gets the namespaces named after containers."""
+
+    error = KernelError
+
+    def __init__(self, images: Iterable[str] = (), running: bool = True,
+                 fail_on: str | Iterable[str] | None = None, bare: Iterable[str] = ()) -> None:
+        super().__init__(fail_on)
+        self.socket = "/var/run/docker.sock"
+        self.images = set(images) | set(bare)
+        self.bare = set(bare)  # images without a command (docker import)
+        self.running = running
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.kernel: FakeKernel | None = None
+        self.pulled: list[str] = []
+        self._next = 100
+
+    def ping(self) -> None:
+        from ..errors import EnvironmentProblem
+
+        self._call("ping")
+        if not self.running:
+            raise EnvironmentProblem(f"Docker is not running (nothing answers on {self.socket})")
+
+    def image_exists(self, image: str) -> bool:
+        self.ping()
+        return image in self.images
+
+    def image_command(self, image: str) -> list[str]:
+        return ["sh"] if image in self.images and image not in self.bare else []
+
+    def pull(self, image: str) -> None:
+        self._call("pull")
+        self.pulled.append(image)
+        self.images.add(image)
+
+    def create(self, name: str, config: dict[str, Any]) -> str:
+        self._call("create")
+        if name in self.containers:
+            raise KernelError(f"docker: cannot create container {name}: the name is in use")
+        if config.get("Image") not in self.images:
+            raise KernelError(f"docker: no such image {config.get('Image')}")
+        self._next += 1
+        self.containers[name] = {"Id": f"id{self._next}", "Name": name, "Config": config,
+                                 "Labels": dict(config.get("Labels") or {}), "Pid": 0, "Running": False}
+        return f"id{self._next}"
+
+    def _find(self, ident: str) -> str | None:
+        return next((n for n, c in self.containers.items() if ident in (n, c["Id"])), None)
+
+    def start(self, ident: str) -> int:
+        self._call("start")
+        name = self._find(ident)
+        if name is None:
+            raise KernelError(f"docker: no container {ident}")
+        self._next += 1
+        self.containers[name].update(Pid=self._next, Running=True)
+        return self._next
+
+    def inspect(self, ident: str) -> dict[str, Any] | None:
+        name = self._find(ident)
+        if name is None:
+            return None
+        c = self.containers[name]
+        return {"Id": c["Id"], "Name": "/" + name, "Config": {**c["Config"], "Labels": c["Labels"]},
+                "State": {"Running": c["Running"], "Pid": c["Pid"], "Status": "running" if c["Running"] else "created"}}
+
+    def remove(self, ident: str) -> list[str]:
+        self._call("remove")
+        name = self._find(ident)
+        if name is not None:
+            del self.containers[name]
+        return []
+
+    def labelled(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"Id": c["Id"], "Names": ["/" + n], "Labels": c["Labels"], "State": "running" if c["Running"]
+                 else "created", "Status": ""} for n, c in self.containers.items()
+                if all(c["Labels"].get(k) == v for k, v in labels.items())]
+
+    def logs(self, ident: str, follow: bool = False, tail: int | None = None, timestamps: bool = False,
+             since: float | None = None) -> Iterator[tuple[int, bytes]]:
+        yield 1, f"logs of {ident}\n".encode()
+
+    def read_file(self, ident: str, path: str) -> str | None:
+        name = self._find(ident)
+        return self.containers[name].get("files", {}).get(path) if name else None
+
+    def write_file(self, ident: str, path: str, text: str) -> None:
+        self._call("write_file")
+        name = self._find(ident)
+        if name is None or not self.containers[name]["Running"]:
+            raise KernelError(f"docker: container {ident} is not running")
+        self.containers[name].setdefault("files", {})[path] = text
+
+    def name_netns(self, name: str, pid: int) -> None:
+        self._call("name_netns")
+        if self.kernel is not None:
+            if name in self.kernel.namespaces:
+                raise KernelError(f"namespace {name} already exists (not made by this lab)")
+            self.kernel.namespaces.add(name)
+
+
 def fake_drivers(**replace: Any) -> Drivers:
     """One fake of each driver; keywords replace one (``fake_drivers(sysctl=FakeSysctls(fail_on=...))``)."""
     parts: dict[str, Any] = {
         "kernel": FakeKernel(), "nft": FakeNftables(), "sysctl": FakeSysctls(), "files": FakeFiles(),
         "uts": FakeHostnamePins(), "processes": FakeProcesses(), "machine": FakeMachine(),
-        "shaper": FakeShaper(),
+        "shaper": FakeShaper(), "docker": FakeDocker(),
     }
     parts.update(replace)
     if isinstance(parts["kernel"], FakeKernel) and isinstance(parts["sysctl"], FakeSysctls):
         parts["kernel"].sysctls = parts["sysctl"]
+    if isinstance(parts["kernel"], FakeKernel) and isinstance(parts["docker"], FakeDocker):
+        parts["docker"].kernel = parts["kernel"]
     return Drivers(**parts)

@@ -505,9 +505,10 @@ class NetlinkKernel:
         try:
             for start in range(0, len(hosts), HOST_CHUNK):  # bounds the open fds, not the batching
                 chunk = hosts[start : start + HOST_CHUNK]
-                opened = create_namespaces(h.namespace for h in chunk)
+                opened = create_namespaces(h.namespace for h in chunk if h.container is None)
                 made += opened
                 try:
+                    opened.update(_container_namespaces(chunk))
                     for h in chunk:
                         inside = Batch()
                         set_up(inside, 1, f"lo in {h.namespace}")
@@ -621,6 +622,20 @@ class NetlinkKernel:
             finally:
                 ns.close()
         return failures
+
+
+def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
+    """A container host's namespace exists: named by its start (features/containers.py); opened, not made."""
+    opened: dict[str, Namespace] = {}
+    try:
+        for h in hosts:
+            if h.container is not None:
+                opened[h.namespace] = open_namespace(h.namespace)
+    except BaseException:
+        for ns in opened.values():
+            ns.close()
+        raise
+    return opened
 
 
 def _write_sysctls_in(fd: int, sysctls: list[tuple[str, str]]) -> list[str]:

@@ -4,6 +4,7 @@
 feature         owns                                                            status --json key
 ==============  ==============================================================  =================
 dns             /etc/netns/<ns>/{hosts,resolv.conf}; upstream discovery         hostsetup
+containers      Docker containers as hosts (image:), ``nslab connect``           containers
 hostnames       one kept UTS namespace per host (its hostname)                  hostsetup
 links           interfaces put down on purpose (`nslab link`)                   link_state
 firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "hostnames", "links", "firewall", "services", "partitions", "impair")
+FEATURES = ("dns", "containers", "hostnames", "links", "firewall", "services", "partitions", "impair")
 
 
 def modules() -> list[ModuleType]:

@@ -136,7 +136,8 @@ class DropHostnames(Action):
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, uts = ctx.lab, ctx.drivers.uts
     old = HostnamesRecord.from_json(ctx.record)
-    want = {name: {"uts": uts_path(lab.name, name), "hostname": h.hostname} for name, h in lab.hosts.items()}
+    want = {name: {"uts": uts_path(lab.name, name), "hostname": h.hostname} for name, h in lab.hosts.items()
+            if h.container is None}  # a container has its own (Docker's Hostname)
     gone = tuple(h["uts"] for name, h in old.hosts.items() if name not in want and "uts" in h)
     pins: list[tuple[str, str]] = []
     before: list[str | None] = []

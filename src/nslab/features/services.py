@@ -250,8 +250,12 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
     before: list[Action] = []
     if supervisor is not None:
         before.append(StopSupervisor(ctx.name, supervisor))
-    if ctx.namespaces:
-        before.append(StopInside(tuple(ctx.namespaces)))
+    # A container host's processes are Docker's to stop (features/containers.py): its init, PID 1 of its own
+    # PID namespace, would ignore SIGTERM and hold `down` for the whole stop timeout.
+    containers = {h.namespace for h in ctx.lab.hosts.values() if h.container} if ctx.lab else set()
+    namespaces = tuple(ns for ns in ctx.namespaces if ns not in containers)
+    if namespaces:
+        before.append(StopInside(namespaces))
     return FeaturePlan(before=before)
 
 

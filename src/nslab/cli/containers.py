@@ -1,0 +1,44 @@
+"""Container verbs: ``connect`` and ``disconnect`` (an existing container on a lab network, as
+``docker network connect``). Container *hosts* (``image:`` in the lab file) come and go with ``up``/``down``.
+
+Logic lives in :mod:`nslab.connect`; this module parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import click
+
+from . import complete
+
+
+@click.command()
+@click.argument("network", metavar="LAB/NETWORK")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
+def connect(network: str, target: str) -> None:
+    """Put a running container on a lab network (as docker network connect).
+
+    \b
+    TARGET: container:NAME_OR_ID (or pid:PID, netns:NAME). It gets an interface ethN with a free address of
+    the network (from the top of its subnet); its own routes stay. `nslab disconnect` or `nslab down LAB`
+    removes exactly that interface, nothing else.
+    """
+    from ..connect import connect as do_connect
+
+    entry = do_connect(network, target)
+    click.echo(f"{entry['container']}: {entry['ifname']} {entry['address']} on {network}")
+
+
+@click.command()
+@click.argument("network", metavar="LAB/NETWORK")
+@click.argument("target", metavar="TARGET", shell_complete=complete.targets)
+def disconnect(network: str, target: str) -> None:
+    """Take a container off a lab network (what `nslab connect` added)."""
+    from ..connect import disconnect as do_disconnect
+
+    entry = do_disconnect(network, target)
+    click.echo(f"{entry['container']}: {entry['ifname']} removed from {network}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(connect)
+    group.add_command(disconnect)

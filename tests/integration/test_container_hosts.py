@@ -1,0 +1,242 @@
+"""Docker containers as lab hosts (``hosts.NAME.image``), with a real dockerd (tests/docker_engine.py) and a
+busybox-static image built locally: light hosts and a container reach each other by name, the container's
+port is published, ``down`` leaves no container, link or rule, and a missing image fails before any change.
+
+Every test runs in a throwaway host; the machine's resolver is a bind-mounted file naming the ``wan``
+namespace (never a real resolver).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from docker_engine import HOSTS_IMAGE, IMAGE, docker, nslab
+from nslab import linux
+from sandbox import WAN_ADDRESS, sh
+
+pytestmark = pytest.mark.docker
+
+LAB = f"""\
+name: ctr
+networks:
+  net: {{subnet: 10.83.1.0/24}}
+hosts:
+  a: {{networks: [net]}}
+  b: {{networks: [net]}}
+  web:
+    image: {HOSTS_IMAGE}
+    command: [httpd, -f, -p, "80", -h, /www]
+    hostname: webbox
+    env: {{GREETING: hello}}
+    networks: [net]
+    publish: ["8080:80"]
+"""
+
+
+@pytest.fixture
+def lab_dir(docker_engine, host, tmp_path):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # the machine's resolver: never the real one
+    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+    yield tmp_path
+    subprocess.run([str(Path(sys.executable).parent / "nslab"), "down", "ctr"], capture_output=True)
+    for cid in docker("ps", "-aq", "--filter", "label=nslab.lab=ctr", check=False).stdout.split():
+        docker("rm", "-f", cid, check=False)
+
+
+def nslab_links() -> list[str]:
+    """nslab's links on the machine once the namespaces `down` unpinned are dismantled (light hosts' veths go
+    a little later, asynchronously, as after `ip netns del`)."""
+    deadline = time.monotonic() + 10
+    while True:
+        names = sh("ip -br link show group 7238508").stdout.split("\n")
+        names = [n.split("@")[0] for n in names if n.strip()]
+        if not names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.02)
+
+
+def lab_containers() -> list[str]:
+    return docker("ps", "-aq", "--filter", "label=nslab.lab=ctr").stdout.split()
+
+
+def test_light_hosts_and_a_container_reach_each_other_by_name(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB)
+    nslab("up", "-f", str(path))
+    assert len(lab_containers()) == 1
+    inspect = json.loads(docker("inspect", "ctr-web").stdout)[0]
+    assert inspect["Config"]["Labels"] == {"nslab.lab": "ctr", "nslab.host": "web"}
+    assert inspect["HostConfig"]["NetworkMode"] == "none"
+    # the container is wired like a light host: eth0 with its address, its namespace named like a host's
+    assert "10.83.1." in sh("ip -n ctr-web -br addr show eth0").stdout
+    assert nslab("exec", "ctr/web", "--", "hostname").stdout.strip() == "webbox"
+    assert "GREETING=hello" in nslab("exec", "ctr/web", "--", "cat", "/proc/1/environ").stdout  # its init's
+    assert nslab("exec", "ctr/web", "--", "sh", "-c", "echo $GREETING").stdout.strip() == "hello"  # docker exec's
+    from nslab import Lab  # the Python API: the same
+
+    api = Lab.load(path).exec("web", ["sh", "-c", "hostname; echo $GREETING"], capture_output=True, text=True)
+    assert api.stdout.split() == ["webbox", "hello"]
+    # by name, every way round (the container's lookups use its own /etc/hosts, written by nslab)
+    for src, dst in (("a", "web"), ("b", "web"), ("web", "a"), ("web", "b"), ("a", "b")):
+        ping = ["ping"] if src == "web" else ["busybox", "ping"]  # a light host has the machine's tools
+        nslab("exec", f"ctr/{src}", "--", *ping, "-c1", "-W2", dst)
+    # a command the container does not have runs with the machine's tools, in the container's network and
+    # hostname, with the lab's /etc/hosts
+    probe = "import socket; print(socket.gethostbyname('a'), socket.gethostname())"
+    a_address = sh("ip -n ctr-a -4 -o addr show eth0").stdout.split()[3].split("/")[0]
+    assert nslab("exec", "ctr/web", "--", sys.executable, "-c", probe).stdout.split() == [a_address, "webbox"]
+    # the container's own filesystem: its www page, served to a light host by name
+    nslab("exec", "ctr/web", "--", "sh", "-c", "echo served-by-web > /www/index.html")
+    got = nslab("exec", "ctr/a", "--", "busybox", "wget", "-qO-", "http://web/").stdout
+    assert got.strip() == "served-by-web"
+    # published: the machine's port 8080 reaches the container's httpd
+    with socket.create_connection(("198.51.100.2", 8080), timeout=3) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert b"served-by-web" in answer
+    doc = json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]
+    assert doc["containers"]["hosts"]["web"]["state"] == "running"
+
+    nslab("down", "ctr")
+    assert lab_containers() == []
+    assert nslab_links() == []
+    assert "ctr" not in sh("nft list ruleset").stdout
+    assert sh("ls /run/netns").stdout.split() == ["wan"]
+
+
+def test_a_missing_image_fails_before_any_change(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB.replace(HOSTS_IMAGE, "nslab-test/none-such:9"))
+    links = sh("ip -br link").stdout
+    result = nslab("up", "-f", str(path), check=False)
+    assert result.returncode == 2, result
+    assert "nslab-test/none-such:9" in result.stderr and "hosts.web.image" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sh("ip -br link").stdout == links
+    assert sh("ls /run/netns").stdout.split() == ["wan"]
+    assert lab_containers() == []
+
+
+def test_docker_not_running_names_the_socket(host, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nobody.sock")
+    path = tmp_path / "nslab.yaml"
+    path.write_text(LAB.replace(HOSTS_IMAGE, IMAGE))
+    result = nslab("up", "-f", str(path), check=False)
+    assert result.returncode == 2, result
+    assert f"{tmp_path}/nobody.sock" in result.stderr and "Docker is not running" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sh("ls /run/netns").stdout.split() == ["wan"]
+
+
+def test_converge_recreates_only_the_changed_container(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    two = LAB + f"""\
+  idle:
+    image: {HOSTS_IMAGE}
+    command: [sleep, "600"]
+    networks: [net]
+"""
+    path.write_text(two)
+    nslab("up", "-f", str(path))
+    ids = {n: docker("inspect", "-f", "{{.Id}}", f"ctr-{n}").stdout.strip() for n in ("web", "idle")}
+    again = nslab("up", "-f", str(path))
+    assert "ctr-" not in again.stdout or "start" not in again.stdout
+    path.write_text(two.replace('[sleep, "600"]', '[sleep, "700"]'))
+    nslab("up", "-f", str(path))
+    assert docker("inspect", "-f", "{{.Id}}", "ctr-web").stdout.strip() == ids["web"]
+    assert docker("inspect", "-f", "{{.Id}}", "ctr-idle").stdout.strip() != ids["idle"]
+    assert docker("inspect", "-f", "{{.Config.Cmd}}", "ctr-idle").stdout.strip() == "[sleep 700]"
+    nslab("exec", "ctr/idle", "--", "ping", "-c1", "-W2", "web")
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "idle")
+    # a container removed behind nslab's back is drift: status names it, up makes it again
+    docker("rm", "-f", "ctr-idle")
+    doc = json.loads(nslab("status", "ctr", "--json", check=False).stdout)["labs"][0]
+    assert "host idle: container ctr-idle is gone" in doc["drift"]
+    nslab("up", "-f", str(path))
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "idle")
+    # the lab file is gone: down still removes every container of the lab
+    path.unlink()
+    nslab("down", "ctr")
+    assert lab_containers() == []
+
+
+def test_connect_and_disconnect_an_existing_container(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB)
+    nslab("up", "-f", str(path))
+    other = "nslab-test-connect"
+    docker("run", "-d", "--label", "nslab-test", "--name", other, HOSTS_IMAGE, "sleep", "600")
+    try:
+        out = nslab("connect", "ctr/net", f"container:{other}").stdout
+        assert "eth1" in out and "10.83.1.254" in out  # docker's eth0 stays; the top of the subnet
+        inside = nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        assert "10.83.1.254/24" in inside
+        nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "10.83.1.254")
+        again = nslab("connect", "ctr/net", f"container:{other}", check=False)
+        assert again.returncode == 2 and "already" in again.stderr
+        doc = json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]
+        assert [c["container"] for c in doc["containers"]["connected"]] == [other]
+        nslab("disconnect", "ctr/net", f"container:{other}")
+        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        nslab("connect", "ctr/net", f"container:{other}")
+        nslab("down", "ctr")
+        # down removed the interface it added, not the container
+        assert docker("inspect", "-f", "{{.State.Running}}", other).stdout.strip() == "true"
+        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        assert nslab_links() == []
+    finally:
+        docker("rm", "-f", other, check=False)
+
+
+def test_an_image_with_nothing_but_bin_busybox(lab_dir):
+    """The image of shared/TESTING.md: a folder with bin/busybox and applet links, no /etc at all."""
+    import os
+    import shutil
+
+    root = lab_dir / "bare"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "sleep", "ping", "cat", "hostname"):
+        os.symlink("busybox", root / "bin" / applet)
+    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "import", "-", "nslab-test/bare:1"], stdin=tar.stdout, check=True,
+                   capture_output=True)
+    tar.wait()
+    path = lab_dir / "nslab.yaml"
+    # no command: the image has none either (docker import), so the host runs a shell kept open (-it)
+    path.write_text(LAB.replace(HOSTS_IMAGE, "nslab-test/bare:1").replace(
+        "    command: [httpd, -f, -p, \"80\", -h, /www]\n", ""))
+    path.write_text(path.read_text() + """\
+  talker:
+    image: nslab-test/bare:1
+    command: [sh, -c, "echo hello-from-talker; exec sleep 600"]
+""")
+    nslab("up", "-f", str(path))
+    assert nslab("exec", "ctr/web", "--", "hostname").stdout.strip() == "webbox"
+    nslab("exec", "ctr/web", "--", "ping", "-c1", "-W2", "a")
+    assert "hello-from-talker" in nslab("logs", "ctr/talker").stdout  # from Docker
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "web")
+    nslab("down", "ctr")
+    assert lab_containers() == []
+
+
+def test_a_command_that_cannot_start_rolls_back_with_dockers_reason(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB.replace("[httpd, -f, -p, \"80\", -h, /www]", "[/bin/no-such-program]"))
+    result = nslab("up", "-f", str(path), check=False)
+    assert result.returncode == 1, result
+    assert "ctr-web" in result.stderr and "no-such-program" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert lab_containers() == []
+    assert sh("ls /run/netns").stdout.split() == ["wan"]
+    assert nslab_links() == []
