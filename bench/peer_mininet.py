@@ -8,8 +8,8 @@ counted): up = ``Mininet(...)`` (builds every host shell, veth and address) + ``
 ``start()``; down = ``stop()``.
 
     /usr/bin/python3 bench/peer_mininet.py updown N REPEAT   # one JSON line: {"up": [...], "down": [...]}
-    /usr/bin/python3 bench/peer_mininet.py serve             # 2 hosts; each stdin line "cmd" -> the seconds of
-                                                             # one h1.cmd("true"); "quit" stops the network
+    /usr/bin/python3 bench/peer_mininet.py serve             # 2 hosts; each stdin line "cmd COMMAND" -> the
+                                                             # seconds of one h1.cmd(COMMAND); "quit" stops
 """
 
 from __future__ import annotations
@@ -68,10 +68,11 @@ def serve() -> None:
     h1.cmd("true")  # warm up
     try:
         for line in sys.stdin:
-            if line.strip() != "cmd":
+            verb, _, command = line.strip().partition(" ")
+            if verb != "cmd":
                 break
             start = time.perf_counter()
-            h1.cmd("true")
+            h1.cmd(command)
             print(time.perf_counter() - start, flush=True)
     finally:
         net.stop()
