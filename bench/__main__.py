@@ -5,6 +5,7 @@ markdown table: medians of the repeated runs, the baselines measured side by sid
 
     sudo .venv/bin/python -m bench                          # the full suite (N = 10 100 300 1000, 3 runs)
     sudo .venv/bin/python -m bench --sizes 10 --repeat 3    # a quick run
+    sudo .venv/bin/python -m bench --peers                  # and Docker, CNI, netavark, Mininet (bench/peers.py)
 """
 
 from __future__ import annotations
