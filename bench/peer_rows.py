@@ -15,6 +15,9 @@ default route via it, masquerade to the outside), each its own way:
 * ``netavark``: bench/peer_netavark.sh;
 * ``mininet``: bench/peer_mininet.py, run by /usr/bin/python3.
 
+Every peer row also brings row 1's nslab lab up and down in the same loop, alternating with the peer, so
+that "× nslab" is a ratio measured side by side (the machine is shared, its speed drifts between rows).
+
 The exec row interleaves, in one loop, ``ip netns exec``, ``nslab exec`` (CLI) and ``Lab.exec`` (API) on a
 10-host nslab lab with ``docker exec`` and Mininet's ``node.cmd("true")`` and ``node.cmd("/bin/true")`` (timed
 inside the Mininet process; ``true`` is a builtin of the host's bash, ``/bin/true`` is a new process).
@@ -174,15 +177,36 @@ def docker_containers() -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def updown_loop(repeat: int, up: list[str], down: list[str], check: Callable[[], None]) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"up": [], "down": [], "settle_after_down": []}
-    for _ in range(repeat):
-        settle()
-        times["up"].append(timed(up))
+Cycle = Callable[[], tuple[float, float]]  # one up + check + down: (up seconds, down seconds)
+
+
+def script_cycle(up: list[str], down: list[str], check: Callable[[], None]) -> Cycle:
+    def cycle() -> tuple[float, float]:
+        took = timed(up)
         check()
-        times["down"].append(timed(down))
-        times["settle_after_down"].append(settle())
+        return took, timed(down)
+
+    return cycle
+
+
+def updown_loop(repeat: int, peer: Cycle, nslab: Cycle) -> dict[str, list[float]]:
+    """The peer and nslab (row 1's lab) in one loop, in rotating order, so that the ratio between them is
+    measured side by side; the kernel's dismantling after each down is waited for, not timed."""
+    times: dict[str, list[float]] = {k: [] for k in ("up", "down", "nslab_up", "nslab_down", "settle_after_down")}
+    ways = {"": peer, "nslab_": nslab}
+    for r in range(repeat):
+        for prefix in rotate(list(ways), r):
+            settle()
+            up, down = ways[prefix]()
+            times[f"{prefix}up"].append(up)
+            times[f"{prefix}down"].append(down)
+            if not prefix:
+                times["settle_after_down"].append(settle())
     return times
+
+
+def nslab_cycle(n: int) -> Cycle:
+    return script_cycle([NSLAB, "up", "-f", write_lab(n)], [NSLAB, "down", LAB], lambda: check_up(f"{LAB}-h", n))
 
 
 def updown_docker(host: ThrowawayHost, n: int, repeat: int) -> dict[str, list[float]]:
@@ -195,7 +219,8 @@ def updown_docker(host: ThrowawayHost, n: int, repeat: int) -> dict[str, list[fl
     os.environ["DOCKER"] = DOCKER
     try:
         with docker_engine(host):
-            return updown_loop(repeat, [script, "up", str(n), IMAGE], [script, "down", str(n), IMAGE], check)
+            cycle = script_cycle([script, "up", str(n), IMAGE], [script, "down", str(n), IMAGE], check)
+            return updown_loop(repeat, cycle, nslab_cycle(n))
     finally:
         remove_docker_cgroups()
 
@@ -203,20 +228,21 @@ def updown_docker(host: ThrowawayHost, n: int, repeat: int) -> dict[str, list[fl
 def updown_script(peer: str, n: int, repeat: int, prefix: str) -> dict[str, list[float]]:
     script = str(BENCH / f"peer_{peer}.sh")
     with scratch_dir(f"nslab-bench-{peer}-") as data:
-        return updown_loop(
-            repeat, [script, "up", str(n), data], [script, "down", str(n), data], lambda: check_up(prefix, n)
-        )
+        cycle = script_cycle([script, "up", str(n), data], [script, "down", str(n), data], lambda: check_up(prefix, n))
+        return updown_loop(repeat, cycle, nslab_cycle(n))
 
 
 def updown_mininet(n: int, repeat: int) -> dict[str, list[float]]:
+    def cycle() -> tuple[float, float]:  # a new Mininet process per cycle (its start and import not timed)
+        out = run([SYSTEM_PYTHON, str(BENCH / "peer_mininet.py"), "updown", str(n), "1"]).stdout
+        times = json.loads(out.strip().splitlines()[-1])
+        return times["up"][0], times["down"][0]
+
     # Mininet's NAT node appends "iface nat0-eth0 inet manual" to /etc/network/interfaces (and restarts
     # network-manager if it had to): a private tmpfs over /etc/network holding that line already
     with private_tmpfs("/etc/network"):
         Path("/etc/network/interfaces").write_text("\niface nat0-eth0 inet manual\n")
-        out = run([SYSTEM_PYTHON, str(BENCH / "peer_mininet.py"), "updown", str(n), str(repeat)]).stdout
-    times: dict[str, list[float]] = json.loads(out.strip().splitlines()[-1])
-    times["settle_after_down"] = [settle()]
-    return times
+        return updown_loop(repeat, cycle, nslab_cycle(n))
 
 
 def row_updown(host: ThrowawayHost, peer: str, n: int, repeat: int) -> dict:

@@ -61,6 +61,14 @@ def test_updown_table_shows_other_ways_of_row_1_after_the_scripts():
     assert table[2] == "| up N=10 | 1.00 s | 500.0 ms (0.50×) | 4.00 s (4.00×) |"
 
 
+def test_peer_ratio_uses_the_nslab_measured_in_the_peers_own_loop():
+    own_rows = {10: {"up": {"nslab": [1.0]}, "down": {"nslab": [1.0]}}}
+    cni = {**samples(4.0, 3.0), "nslab_up": [2.0, 2.0, 2.0], "nslab_down": [0.5]}
+    table = peers.render_updown(own_rows, {"cni": {10: cni}}, []).splitlines()
+    assert table[2] == "| up N=10 | 1.00 s | 4.00 s (2.00×) |"
+    assert table[3] == "| down N=10 | 1.00 s | 3.00 s (6.00×) |"
+
+
 def test_exec_table_compares_with_ip_netns_exec():
     res = {
         "calls": 3,
