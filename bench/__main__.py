@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.peers:
         peer_tables, peer_notes = peers.render(results)
         print()
-        print("Peers (the same topology as row 1; each cell: median, × nslab's: for a peer, nslab in its own loop):")
+        print("Peers (row 1's topology). Cells: median (× nslab's); peers: median (× nslab's, nslab in the same loop)")
         print()
         print(peer_tables)
         print()

@@ -145,8 +145,9 @@ def cell(seconds: float | None, nslab: float | None) -> str:
 
 def render_updown(own: dict[int, dict], peers: dict[str, dict[int, dict]], notes: list[str]) -> str:
     """One markdown table: up and down per N, the columns of row 1 (nslab, both scripts, any other way it
-    measured) then each peer; each cell a median and its ratio to nslab's: for a peer, the nslab measured in
-    the peer's own loop (``nslab_up``/``nslab_down``), side by side; for row 1's ways, row 1's nslab."""
+    measured) then each peer; each cell a median and its ratio to nslab's: for row 1's ways, row 1's nslab;
+    for a peer, the nslab measured in the peer's own loop (``nslab_up``/``nslab_down``), side by side, shown
+    after the ratio ("7.81 s (6.07× 1.29 s)")."""
     own_keys = [k for k in OWN if any(k in r.get("up", {}) for r in own.values())]
     own_keys += sorted({k for r in own.values() for k in r.get("up", {})} - set(own_keys))
     header = ["measurement", *(OWN.get(k, k) for k in own_keys), *(LABELS[p] for p in peers)]
@@ -162,9 +163,11 @@ def render_updown(own: dict[int, dict], peers: dict[str, dict[int, dict]], notes
                 if res is not None and "error" in res:
                     cells.append("error")
                     notes.append(f"{LABELS[peer]} N={n}: {res['error']}")
-                else:  # the ratio to the nslab measured in the peer's own loop, else to row 1's
-                    base = med(res.get(f"nslab_{op}") if res else None) or meds.get("nslab")
-                    cells.append(cell(med(res.get(op) if res else None), base))
+                elif res and res.get(f"nslab_{op}"):  # the nslab measured in the peer's own loop
+                    base = median(res[f"nslab_{op}"])
+                    cells.append(f"{fmt_time(median(res[op]))} ({fmt_times(median(res[op]) / base)} {fmt_time(base)})")
+                else:
+                    cells.append(cell(med(res.get(op) if res else None), meds.get("nslab")))
             if "error" in own_res:
                 notes.append(f"row 1 N={n}: {own_res['error']}")
             nslab = meds.get("nslab")

@@ -65,8 +65,8 @@ def test_peer_ratio_uses_the_nslab_measured_in_the_peers_own_loop():
     own_rows = {10: {"up": {"nslab": [1.0]}, "down": {"nslab": [1.0]}}}
     cni = {**samples(4.0, 3.0), "nslab_up": [2.0, 2.0, 2.0], "nslab_down": [0.5]}
     table = peers.render_updown(own_rows, {"cni": {10: cni}}, []).splitlines()
-    assert table[2] == "| up N=10 | 1.00 s | 4.00 s (2.00×) |"
-    assert table[3] == "| down N=10 | 1.00 s | 3.00 s (6.00×) |"
+    assert table[2] == "| up N=10 | 1.00 s | 4.00 s (2.00× 2.00 s) |"
+    assert table[3] == "| down N=10 | 1.00 s | 3.00 s (6.00× 500.0 ms) |"
 
 
 def test_exec_table_compares_with_ip_netns_exec():
