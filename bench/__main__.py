@@ -5,6 +5,7 @@ markdown table: medians of the repeated runs, the baselines measured side by sid
 
     sudo .venv/bin/python -m bench                          # the full suite (N = 10 100 300 1000, 3 runs)
     sudo .venv/bin/python -m bench --sizes 10 --repeat 3    # a quick run
+    sudo .venv/bin/python -m bench --peers                  # and Docker, CNI, netavark, Mininet (bench/peers.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from statistics import median
 
+from bench import peers
 from bench.rows import RESULT_MARK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ls-namespaces", type=int, default=1000, help="namespaces on the machine for ls (default 1000)")
     p.add_argument("--skip", default="", metavar="ROW,...", help=f"rows to leave out: {', '.join(ROWS)}")
     p.add_argument("--json", metavar="FILE", help="also write the raw samples as JSON")
+    peers.add_arguments(p)
     args = p.parse_args(argv)
+    try:
+        args.peers = peers.parse_peers(args.peers)
+    except ValueError as exc:
+        p.error(str(exc))
     args.skip = {s for s in args.skip.split(",") if s}
     unknown = args.skip - set(ROWS)
     if unknown:
@@ -73,13 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_row(row: str, **kwargs: object) -> dict:
+def run_row(row: str, module: str = "bench.rows", **kwargs: object) -> dict:
     """One row in a fresh process and throwaway host; returns its raw result (or {'error': ...})."""
     what = f"{row} {' '.join(f'{k}={v}' for k, v in kwargs.items())}"
     print(f"bench: {what} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.rows", row, json.dumps(kwargs)], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", module, row, json.dumps(kwargs)], cwd=REPO, capture_output=True, text=True
     )
     took = time.perf_counter() - start
     for line in reversed(proc.stdout.splitlines()):
@@ -346,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         results["ls"] = run_row("ls", namespaces=args.ls_namespaces, repeat=max(args.repeat, 5))
         render_ls(table, results["ls"])
 
+    if args.peers:
+        peers.run_peers(args, run_row, results)
+
     after = machine_snapshot()
     leftovers = {k: sorted(set(after[k]) - set(before[k])) for k in after}
     leftovers = {k: v for k, v in leftovers.items() if v}
@@ -355,6 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for note in table.notes:
         print(f"- {note}")
+    if args.peers:
+        peer_tables, peer_notes = peers.render(results)
+        print()
+        print("Peers (row 1's topology). Cells: median (× nslab's); peers: median (× nslab's, nslab in the same loop)")
+        print()
+        print(peer_tables)
+        print()
+        for note in peer_notes:
+            print(f"- {note}")
     clean = "unchanged (no netns, link, nft table, /etc/netns entry or state left)"
     print(f"- real machine: {'LEFT WITH ' + str(leftovers) if leftovers else clean}")
     if args.json:
