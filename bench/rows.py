@@ -15,9 +15,11 @@ all of them alike.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,7 +90,9 @@ def settle(timeout: float = 300) -> float:
 
 
 def write_lab(n: int, **kwargs) -> str:
+    """A lab file of ``n`` hosts in a fresh temporary directory, removed when this process ends."""
     directory = tempfile.mkdtemp(prefix="nslab-bench-")
+    atexit.register(shutil.rmtree, directory, True)
     path = os.path.join(directory, "nslab.yaml")
     with open(path, "w") as f:
         f.write(lab_text(n, **kwargs))
