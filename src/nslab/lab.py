@@ -172,8 +172,11 @@ class Lab:
             occupied += [Occupied(n.subnet, f"network '{n.name}' of lab '{other.lab.name}'")
                          for n in other.lab.networks.values()]
             occupied += [Occupied(lk.subnet, f"a link of lab '{other.lab.name}'") for lk in other.lab.links]
+            occupied += [Occupied(n.subnet6, f"network '{n.name}' of lab '{other.lab.name}'")
+                         for n in other.lab.networks.values() if n.subnet6]
         previous = recorded.lab.allocations() if recorded else None
-        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous)
+        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
+                                         **self._ula(drivers))
         resolved = dataclasses.replace(resolved, source=self.path)
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
         problems += [p for module in features.modules() for p in module.validate(ctx)]
@@ -186,6 +189,15 @@ class Lab:
             problems = [self.parsed.relocate(p) for p in problems]
             problems = self.parsed.problems + problems
         return resolved, _in_file_order(problems)
+
+    def _ula(self, drivers: Drivers | None) -> dict[str, Any]:
+        """The machine's ULA /48 when a network wants IPv6 without a subnet6 (picked once, kept; see ula.py)."""
+        if not any(n.dual_stack and n.subnet6 is None for n in self.spec.networks.values()):
+            return {}
+        from .ula import machine_ula
+
+        ula = machine_ula(create=drivers is not None)
+        return {"ula": ula} if ula is not None else {}
 
     def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,

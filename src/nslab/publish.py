@@ -1,4 +1,5 @@
-"""Docker's publish syntax, parsed: ``[HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]``.
+"""Docker's publish syntax, parsed: ``[HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]`` (an IPv6 HOST_IP in
+brackets: ``[::1]:6000:80``).
 
 Pure (stdlib only): no kernel, no files. ``parse`` turns one string of ``hosts.<name>.publish`` into the
 port mappings it means, one per port (ranges are expanded: ``6000-6002:8080-8082`` is three mappings), or
@@ -8,7 +9,9 @@ Differences from Docker, on purpose:
 - a host port is required (Docker's ``8080`` alone picks a random host port; a lab wants a known one);
 - a host range maps onto a container range of the same length (Docker's ``8000-8010:80`` "pick one" form is
   refused);
-- HOST_IP is IPv4 (labs are IPv4); ``0.0.0.0`` or an empty HOST_IP means every address of the machine.
+- as Docker: no HOST_IP (or an empty one) means every address of the machine, IPv4 and IPv6 (the IPv6 side
+  exists when the host has IPv6, see the firewall); ``0.0.0.0`` every IPv4 address only; ``[::]`` every IPv6
+  address only.
 """
 
 from __future__ import annotations
@@ -29,17 +32,26 @@ class PublishSyntaxError(ValueError):
 class Mapping:
     """One published port: ``host_ip:host_port/proto`` on the machine -> ``port`` of the lab host."""
 
-    host_ip: ipaddress.IPv4Address  # ANY (0.0.0.0) = every address of the machine
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address  # 0.0.0.0 / :: = every address of that family
     host_port: int
     port: int
     proto: str
+    both: bool = False  # no HOST_IP written: every address of both families (host_ip is then 0.0.0.0)
 
     @property
     def any_address(self) -> bool:
-        return self.host_ip == ANY
+        return self.host_ip.is_unspecified
+
+    def families(self) -> frozenset[int]:
+        return frozenset({4, 6}) if self.both else frozenset({self.host_ip.version})
 
     def label(self) -> str:
-        where = "" if self.any_address else f"{self.host_ip}:"
+        if self.both:
+            where = ""
+        elif self.host_ip.version == 6:
+            where = f"[{self.host_ip}]:"
+        else:
+            where = f"{self.host_ip}:"
         return f"{where}{self.host_port}/{self.proto}"
 
     def overlaps(self, other: Mapping) -> bool:
@@ -47,6 +59,7 @@ class Mapping:
         return (
             self.proto == other.proto
             and self.host_port == other.host_port
+            and bool(self.families() & other.families())
             and (self.any_address or other.any_address or self.host_ip == other.host_ip)
         )
 
@@ -69,6 +82,20 @@ def _port_range(text: str, what: str) -> tuple[int, int]:
     return start, end
 
 
+def _bracketed(body: str) -> tuple[ipaddress.IPv6Address, str]:
+    """``[ADDR]:REST`` -> (ADDR, ``:REST``): the IPv6 HOST_IP and what follows it."""
+    address, sep, rest = body[1:].partition("]")
+    if not sep or not rest.startswith(":"):
+        raise PublishSyntaxError(f"'{body}': an IPv6 HOST_IP is written [ADDRESS]:HOST_PORT:PORT")
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        raise PublishSyntaxError(f"HOST_IP '[{address}]' is not an IPv6 address") from None
+    if ip.is_multicast or ip.is_link_local:
+        raise PublishSyntaxError(f"HOST_IP {ip} is a {'multicast' if ip.is_multicast else 'link-local'} address")
+    return ip, rest
+
+
 def parse(text: str) -> list[Mapping]:
     """``"127.0.0.1:5353:53/udp"`` -> ``[Mapping(127.0.0.1, 5353, 53, "udp")]``."""
     if not isinstance(text, str) or not text.strip():
@@ -80,22 +107,28 @@ def parse(text: str) -> list[Mapping]:
         proto = proto.lower()
         if proto not in PROTOCOLS:
             raise PublishSyntaxError(f"protocol '{proto}' is not supported (tcp or udp)")
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ANY
+    both = True
     if body.startswith("["):
-        raise PublishSyntaxError("an IPv6 HOST_IP is not supported (labs are IPv4)")
+        host_ip, body = _bracketed(body)
+        both = False
     parts = body.split(":")
     if len(parts) == 1:
         example = f" (e.g. '{parts[0]}:{parts[0]}')" if parts[0].isdigit() else ""
         raise PublishSyntaxError(f"'{text}' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; a host port is needed{example}")
     if len(parts) > 3:
         raise PublishSyntaxError(f"'{text}' is not [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (an IPv6 HOST_IP?)")
-    host_ip = ANY
     if len(parts) == 3:
         address = parts[0]
         if address:
             try:
                 host_ip = ipaddress.IPv4Address(address)
+                both = False
             except ValueError:
-                raise PublishSyntaxError(f"HOST_IP '{address}' is not an IPv4 address") from None
+                raise PublishSyntaxError(f"HOST_IP '{address}' is not an IPv4 address "
+                                         "(an IPv6 one goes in brackets: [::1]:6000:80)") from None
+    elif not both:
+        raise PublishSyntaxError(f"'{text}' is not [HOST_IP]:HOST_PORT:PORT[/tcp|/udp]")
     host_start, host_end = _port_range(parts[-2], "host port")
     start, end = _port_range(parts[-1], "port")
     if host_end - host_start != end - start:
@@ -104,6 +137,6 @@ def parse(text: str) -> list[Mapping]:
             "a range maps port by port"
         )
     return [
-        Mapping(host_ip, host_port, start + offset, proto)
+        Mapping(host_ip, host_port, start + offset, proto, both)
         for offset, host_port in enumerate(range(host_start, host_end + 1))
     ]

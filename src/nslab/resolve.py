@@ -12,6 +12,12 @@ This module owns every decision that turns what the user wrote into kernel names
   says ``default: none`` or ``default: GW``), its static routes (each gateway on one of its subnets), its MTU
   and MAC per interface, and link subnets (written, had before, or the next free /30 of :data:`LINK_POOL`)
   with their two addresses.
+- IPv6 (networks with ``ipv6: true`` or ``subnet6``): each network's /64 (written and checked, else the one
+  it had before if still free, else the next free /64 of the machine's ULA /48, see :mod:`nslab.ula`), the
+  bridge's gateway (the subnet's first address), and each host's address: fixed (``address6``), then the one
+  it had before, then one derived from the lab, host and network names (stable across machines and
+  re-creations, whatever the file order); the IPv6 default route via the gateway of the host's first
+  dual-stack network that is not internal.
 - consistency: network and host names, references to unknown networks and hosts, links from a host to
   itself, addresses outside their subnet or already taken, overlapping subnets, exhausted pools, full
   networks, invalid hostnames.
@@ -24,20 +30,23 @@ together as :class:`~nslab.errors.ResolveError`.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import Problem, ResolveError
-from .model import Host, Interface, IPv4Addr, IPv4Net, Lab, Link, Network, Occupied, Route
-from .naming import bridge_name, host_veth_name, namespace_name
+from .model import Host, Interface, IPv4Addr, IPv4Net, IPv6Addr, IPv6Net, Lab, Link, Network, Occupied, Route
+from .naming import blake2s, bridge_name, host_veth_name, namespace_name
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, field_path
 
 #: Automatic network subnets are /24s carved from this pool.
 DEFAULT_POOL = IPv4Net("10.213.0.0/16")
 #: Automatic point-to-point link subnets are /30s carved from this pool.
 LINK_POOL = IPv4Net("10.214.0.0/16")
+#: Automatic IPv6 subnets are /64s of the machine's ULA /48 (nslab.ula); this one when none is given (tests).
+FALLBACK_ULA = IPv6Net("fd6e:736c:6162::/48")
 
 HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
@@ -65,13 +74,23 @@ class _Resolution:
     phases is the order of the problems and of the allocations (network subnets before link subnets).
     """
 
-    def __init__(self, spec: LabSpec, out: _Collector, occupied: Iterable[Occupied], previous: Mapping[str, Any]):
+    def __init__(self, spec: LabSpec, out: _Collector, occupied: Iterable[Occupied], previous: Mapping[str, Any],
+                 ula: IPv6Net = FALLBACK_ULA):
         self.spec = spec
         self.lab = spec.name
         self.out = out
         self.previous = previous
+        self.ula = ula
+        occupied = list(occupied)
         #: every IPv4 range in use so far, with who uses it: the machine and other labs, then this lab's subnets
-        self.taken: list[tuple[IPv4Net, str]] = [(o.network, o.owner) for o in occupied]
+        self.taken: list[tuple[IPv4Net, str]] = [(o.network, o.owner) for o in occupied
+                                                 if isinstance(o.network, IPv4Net)]
+        #: the same for IPv6 (the two families never overlap; ipaddress would compare them bit by bit)
+        self.taken6: list[tuple[IPv6Net, str]] = [(o.network, o.owner) for o in occupied
+                                                  if isinstance(o.network, IPv6Net)]
+        #: per dual-stack network, the IPv6 addresses given out so far (the gateway first)
+        self.used6: dict[str, dict[IPv6Addr, str]] = {}
+        self.addresses6: dict[tuple[str, str], IPv6Addr] = {}
         self.networks: dict[str, Network] = {}
         #: per network, the addresses given out so far (the gateway first), and to whom, for messages
         self.used: dict[str, dict[IPv4Addr, str]] = {}
@@ -219,6 +238,98 @@ class _Resolution:
                 continue
             self._give(host_name, net_name, ip)
 
+    # --- IPv6 (dual-stack networks) -------------------------------------------------------------------
+
+    def resolve_networks6(self) -> None:
+        """A /64 (or the written subnet6) and a gateway for each resolved dual-stack network, in file order."""
+        wanted: Mapping[str, str] = self.previous.get("networks6", {})
+        for name, net in self.spec.networks.items():
+            if name not in self.networks or not net.dual_stack:
+                continue
+            subnet = self._subnet6(name, net.subnet6, wanted.get(name))
+            if subnet is None:
+                continue
+            gateway = ipaddress.IPv6Interface(f"{subnet[1]}/{subnet.prefixlen}")
+            self.networks[name] = dataclasses.replace(self.networks[name], subnet6=subnet, gateway6=gateway)
+
+    def _subnet6(self, name: str, written: IPv6Net | None, before: str | None) -> IPv6Net | None:
+        owner = self._network_owner(name)
+        if written is not None:
+            for other, who in self.taken6:
+                if written.overlaps(other):
+                    self.out.add(("networks", name, "subnet6"), f"subnet6 {written} overlaps {other} ({who})")
+                    return None
+            self.taken6.append((written, owner))
+            return written
+        taken = [t for t, _ in self.taken6]
+        if before and not any(IPv6Net(before).overlaps(t) for t in taken):
+            chosen: IPv6Net | None = IPv6Net(before)
+        else:
+            chosen = next((c for c in self.ula.subnets(new_prefix=64) if not any(c.overlaps(t) for t in taken)), None)
+        if chosen is None:
+            self.out.add(("networks", name), f"no free /64 left in {self.ula}; give a subnet6")
+            return None
+        self.taken6.append((chosen, owner))
+        return chosen
+
+    def assign_addresses6(self) -> None:
+        """Fixed ``address6`` first, then the address each host had before, then a derived one."""
+        self.used6 = {n: {net.gateway6.ip: "the gateway"} for n, net in self.networks.items() if net.gateway6}
+        prev: Mapping[str, Mapping[str, str]] = self.previous.get("hosts6", {})
+        pending: list[tuple[str, str]] = []
+        for host_name, host in self.spec.hosts.items():
+            for net_name in host.networks:
+                if net_name not in self.networks:
+                    continue
+                fixed = host.interface(net_name).address6
+                loc = ("hosts", host_name, "networks", net_name, "address6")
+                if net_name not in self.used6:
+                    if fixed is not None:
+                        self.out.add(loc, f"network '{net_name}' has no IPv6 (give it ipv6: true or a subnet6)")
+                elif fixed is not None:
+                    self._fixed6(loc, host_name, net_name, fixed)
+                else:
+                    pending.append((host_name, net_name))
+        later = []
+        for host_name, net_name in pending:
+            before = prev.get(host_name, {}).get(net_name)
+            if before is None or not self._free6(net_name, IPv6Addr(before)):
+                later.append((host_name, net_name))
+            else:
+                self._give6(host_name, net_name, IPv6Addr(before))
+        for host_name, net_name in later:
+            self._give6(host_name, net_name, self._derived6(host_name, net_name))
+
+    def _free6(self, net_name: str, ip: IPv6Addr) -> bool:
+        subnet = self.networks[net_name].subnet6
+        return subnet is not None and ip in subnet and ip != subnet.network_address and ip not in self.used6[net_name]
+
+    def _give6(self, host_name: str, net_name: str, ip: IPv6Addr) -> None:
+        self.used6[net_name][ip] = f"used by host '{host_name}'"
+        self.addresses6[(host_name, net_name)] = ip
+
+    def _fixed6(self, loc: tuple[Any, ...], host_name: str, net_name: str, fixed: IPv6Addr) -> None:
+        subnet = self.networks[net_name].subnet6
+        if fixed in self.used6[net_name]:
+            self.out.add(loc, f"address {fixed} is already {self.used6[net_name][fixed]}")
+        elif not self._free6(net_name, fixed):
+            self.out.add(loc, f"address {fixed} is not a host address of {subnet}")
+        else:
+            self._give6(host_name, net_name, fixed)
+
+    def _derived6(self, host_name: str, net_name: str) -> IPv6Addr:
+        """The host's stable address: a hash of lab/host/network as the interface part (the next hash on a
+        clash); the same on every machine and every ``up``, whatever else the file holds."""
+        subnet = self.networks[net_name].subnet6
+        assert subnet is not None
+        room = subnet.num_addresses
+        for attempt in range(1 << 16):
+            digest = blake2s(f"{self.lab}/{host_name}/{net_name}/{attempt}".encode(), digest_size=16).digest()
+            ip = subnet.network_address + int.from_bytes(digest, "big") % room
+            if self._free6(net_name, ip):
+                return ip
+        raise AssertionError("no free IPv6 address")  # a /120 holds 255 hosts; the hash walks them all
+
     # --- links -------------------------------------------------------------------------------------
 
     def resolve_links(self) -> None:
@@ -293,6 +404,7 @@ class _Resolution:
         routes = self._routes(host_name, host, interfaces)
         if host.default is not None:
             gateway = None  # `default: none`, or a written gateway: one of the routes
+        gateway6 = None if host.default == "none" else self._gateway6(host)
         return Host(
             name=host_name,
             namespace=namespace_name(self.lab, host_name),
@@ -301,7 +413,15 @@ class _Resolution:
             hostname=hostname,
             routes=routes,
             sysctls=tuple(host.sysctls.items()),
+            gateway6=gateway6,
         )
+
+    def _gateway6(self, host: HostSpec) -> IPv6Addr | None:
+        for net_name in host.networks:
+            net = self.networks.get(net_name)
+            if net is not None and net.gateway6 is not None and not net.internal:
+                return net.gateway6.ip
+        return None
 
     def _routes(self, host_name: str, host: HostSpec, interfaces: list[Interface]) -> tuple[Route, ...]:
         """The host's static routes (and a written default gateway, last), each via an address on one of its
@@ -342,11 +462,17 @@ class _Resolution:
                     host_veth=host_veth_name(self.lab, host_name, ifname),
                     mtu=written.mtu or host.mtu or self.spec.networks[net_name].mtu,
                     mac=written.mac,
+                    address6=self._address6(host_name, net_name),
                 )
             )
             if gateway is None and not net.internal:
                 gateway = net.gateway.ip
         return interfaces, gateway
+
+    def _address6(self, host_name: str, net_name: str) -> ipaddress.IPv6Interface | None:
+        ip = self.addresses6.get((host_name, net_name))
+        subnet = self.networks[net_name].subnet6
+        return ipaddress.IPv6Interface(f"{ip}/{subnet.prefixlen}") if ip is not None and subnet else None
 
 
 def resolve_all(
@@ -355,14 +481,18 @@ def resolve_all(
     file: str = "",
     occupied: Iterable[Occupied] = (),
     previous: Mapping[str, Any] | None = None,
+    ula: IPv6Net = FALLBACK_ULA,
 ) -> tuple[Lab, list[Problem]]:
     """Resolve as far as it goes: the lab made of what resolved, and every problem found on the way (the
-    later checks, features' and the machine's, run on that lab too, so one run reports them all)."""
+    later checks, features' and the machine's, run on that lab too, so one run reports them all).
+    ``ula``: the /48 automatic IPv6 subnets come from (the machine's, see nslab.ula)."""
     out = _Collector(source or SourceMap(), file)
-    resolution = _Resolution(spec, out, occupied, previous or {})
+    resolution = _Resolution(spec, out, occupied, previous or {}, ula)
     resolution.check_names()
     resolution.resolve_networks()
+    resolution.resolve_networks6()
     resolution.assign_addresses()
+    resolution.assign_addresses6()
     resolution.resolve_links()
     hosts = resolution.build_hosts()
     lab = Lab(
@@ -382,13 +512,14 @@ def resolve(
     file: str = "",
     occupied: Iterable[Occupied] = (),
     previous: Mapping[str, Any] | None = None,
+    ula: IPv6Net = FALLBACK_ULA,
 ) -> Lab:
     """Resolve ``spec`` against what the machine already uses; raise ResolveError with every problem.
 
     ``previous`` is :meth:`Lab.allocations` of the lab as it is up now, so that an edit keeps the subnets
     and addresses that are still valid (a converging ``up`` then leaves those hosts alone).
     """
-    lab, problems = resolve_all(spec, source, file, occupied, previous)
+    lab, problems = resolve_all(spec, source, file, occupied, previous, ula)
     if problems:
         raise ResolveError(problems)
     return lab

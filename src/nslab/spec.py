@@ -55,15 +55,49 @@ class NetworkSpec(_Strict):
     subnet: ipaddress.IPv4Network | None = None
     internal: bool = False
     mtu: Mtu | None = None  # of every interface on it (unless the host or interface says otherwise)
+    #: IPv6 too (dual stack): ``subnet6`` as written, else a /64 of the machine's ULA range (resolve.py)
+    ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.ipv6 or self.subnet6 is not None
 
     @field_validator("subnet", mode="before")
     @classmethod
     def _strict_subnet(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if ":" in value:
+                raise ValueError(f"{value} is an IPv6 subnet: write it as subnet6 (subnet is the IPv4 one)")
             try:
                 return ipaddress.IPv4Network(value, strict=True)
             except ValueError as exc:
                 raise ValueError(f"not an IPv4 subnet ({exc})") from None
+        return value
+
+    @field_validator("subnet6", mode="before")
+    @classmethod
+    def _strict_subnet6(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return ipaddress.IPv6Network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"not an IPv6 subnet ({exc})") from None
+        return value
+
+    @field_validator("subnet6")
+    @classmethod
+    def _unicast6(cls, value: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network | None:
+        if value is None:
+            return value
+        if value.prefixlen > 120:
+            raise ValueError("an IPv6 network needs at least a /120 (the gateway and its hosts)")
+        for unfit, what in ((value.is_loopback, "loopback"), (value.is_multicast, "multicast"),
+                            (value.is_link_local, "link-local"), (value.is_unspecified, "unspecified"),
+                            (value.overlaps(_MAPPED), "IPv4-mapped")):
+            if unfit:
+                raise ValueError(f"{value} is a {what} range: a lab network needs ordinary unicast addresses "
+                                 "(e.g. a unique local range like fd00:1::/64)")
         return value
 
     @field_validator("subnet")
@@ -85,6 +119,7 @@ class NetworkSpec(_Strict):
 
 RestartPolicy = Literal["no", "on-failure", "always"]
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 # --- impairments and partitions (features/impair.py, features/partitions.py) -----------------------------
@@ -182,6 +217,7 @@ class InterfaceSpec(_Strict):
     """A host's interface on a network, in the long form: ``{address: ..., mac: ..., mtu: ...}``."""
 
     address: ipaddress.IPv4Address | None = None
+    address6: ipaddress.IPv6Address | None = None  # on a dual-stack network
     mac: str | None = None
     mtu: Mtu | None = None
 

@@ -74,6 +74,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 "subnet": str(n.subnet),
                 "gateway": str(n.gateway),
                 "internal": n.internal,
+                **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6)} if n.subnet6 else {}),
             }
             for n in lab.networks.values()
         },
@@ -91,11 +92,13 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                         "link": i.link,
                         **({"mtu": i.mtu} if i.mtu else {}),
                         **({"mac": i.mac} if i.mac else {}),
+                        **({"address6": str(i.address6)} if i.address6 else {}),
                     }
                     for i in h.interfaces
                 ],
                 **({"routes": [[str(r.to), str(r.via)] for r in h.routes]} if h.routes else {}),
                 **({"sysctls": [list(kv) for kv in h.sysctls]} if h.sysctls else {}),
+                **({"gateway6": str(h.gateway6)} if h.gateway6 else {}),
             }
             for h in lab.hosts.values()
         },
@@ -130,6 +133,8 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 subnet=ipaddress.IPv4Network(n["subnet"]),
                 gateway=iface(n["gateway"]),
                 internal=n["internal"],
+                subnet6=ipaddress.IPv6Network(n["subnet6"]) if n.get("subnet6") else None,
+                gateway6=ipaddress.IPv6Interface(n["gateway6"]) if n.get("gateway6") else None,
             )
             for name, n in data["networks"].items()
         },
@@ -148,12 +153,14 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                         link=i["link"],
                         mtu=i.get("mtu"),
                         mac=i.get("mac"),
+                        address6=ipaddress.IPv6Interface(i["address6"]) if i.get("address6") else None,
                     )
                     for i in h["interfaces"]
                 ),
                 routes=tuple(Route(ipaddress.IPv4Network(to), ipaddress.IPv4Address(via))
                              for to, via in h.get("routes", ())),
                 sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
+                gateway6=ipaddress.IPv6Address(h["gateway6"]) if h.get("gateway6") else None,
             )
             for name, h in data["hosts"].items()
         },

@@ -8,7 +8,9 @@ addresses); a network whose subnet changed takes its hosts with it. Every action
 exactly what it touched, so a failed converge is rolled back to the lab that was up.
 
 Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
-``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``.
+``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``; for
+dual-stack networks ``ip link set IF addrgenmode eui64``, ``ip addr add ADDR6 dev IF nodad``,
+``ip -6 route add default via GW6``; ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge.
 """
 
 from __future__ import annotations
@@ -199,7 +201,9 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
     return [
         f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
+        f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
         f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
+        *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 else []),
         f"ip link set {n.bridge} up",
     ]
 
@@ -231,6 +235,11 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
             f"ip -n {ns} link add {i.name} index {port_index(position)}{mac}{mtu} group {LINK_GROUP} type veth "
             f"peer name {i.host_veth}{mtu} group {LINK_GROUP} netns {MACHINE_NETNS}",
             f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
+        ]
+        if i.address6:  # IPv6 on: a link-local address on this interface too (the namespace's default: none)
+            out += [f"ip -n {ns} link set {i.name} addrgenmode eui64",
+                    f"ip -n {ns} addr add {i.address6} dev {i.name} nodad"]
+        out += [
             f"ip -n {ns} link set {i.name} up",
         ]
         out.append(
@@ -238,6 +247,8 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
         )
     if h.gateway:
         out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
+    if h.gateway6:
+        out.append(f"ip -n {ns} -6 route add default via {h.gateway6} proto static")
     return out
 
 
@@ -370,7 +381,7 @@ def _host_identity(host: Host | None) -> object:
     if host is None:
         return None
     return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network),
-            host.routes, host.sysctls)
+            host.routes, host.sysctls, host.gateway6)
 
 
 def _link_key(link: Link) -> tuple[str, str, str, str]:

@@ -90,7 +90,7 @@ class FakeKernel(_Failing):
     def machine_links(self) -> list[LinkInfo]:
         return self.owned_links()
 
-    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network, str]]:
+    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
         return []
 
     def machine_addresses(self) -> frozenset[ipaddress.IPv4Address] | None:

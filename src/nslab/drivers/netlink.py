@@ -51,6 +51,7 @@ from .rtnl import (
     delete_link,
     links,
     routes,
+    set_addr_gen_mode,
     set_alias,
     set_hairpin,
     set_state,
@@ -406,20 +407,22 @@ class NetlinkKernel:
     def named_namespaces(self) -> frozenset[str]:
         return frozenset(list_named_namespaces())
 
-    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network, str]]:
-        """Routes and addresses of the machine that are not nslab's own, as (network, who)."""
+    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+        """Routes and addresses (IPv4 and IPv6) of the machine that are not nslab's own, as (network, who).
+        IPv6 link-local, multicast and loopback ranges are left out: every interface has them, no lab uses them."""
         all_links = links(self.root)
         ours = {lk.name for lk in all_links if lk.alias.startswith(OWNER_PREFIX)}
-        out: list[tuple[ipaddress.IPv4Network, str]] = []
-        for route in routes(self.root):
-            if route.destination.prefixlen == 0 or route.device in ours:
+        out: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+        for route in routes(self.root, all_links) + routes(self.root, all_links, socket.AF_INET6):
+            dest: ipaddress.IPv4Network | ipaddress.IPv6Network = route.destination
+            if dest.prefixlen == 0 or route.device in ours or _everywhere(dest):
                 continue
-            out.append((route.destination, f"route on {route.device or 'the machine'}"))
+            out.append((dest, f"route on {route.device or 'the machine'}"))
         for lk in all_links:
             if lk.name in ours:
                 continue
             for addr in lk.addresses:
-                if addr.version == 4 and not addr.ip.is_loopback:
+                if not addr.ip.is_loopback and not _everywhere(addr.network):
                     out.append((addr.network, f"address {addr} on {lk.name}"))
         return out
 
@@ -432,7 +435,10 @@ class NetlinkKernel:
         for n in networks:
             index = socket.if_nametoindex(n.bridge)
             set_alias(batch, index, owner_alias(lab.name, "net", n.name))  # ignored at creation: set it now
+            refuse_router_advertisements(n.bridge)
             add_address(batch, index, n.gateway, n.bridge)
+            if n.gateway6 is not None:
+                add_address(batch, index, n.gateway6, n.bridge)
         batch.commit_or_raise(self.root)
 
     def remove_links(self, names: list[str]) -> list[str]:
@@ -509,17 +515,7 @@ class NetlinkKernel:
                 made += opened
                 try:
                     for h in chunk:
-                        inside = Batch()
-                        set_up(inside, 1, f"lo in {h.namespace}")
-                        for pos, port in enumerate(i for i in h.interfaces if i.network):
-                            assert port.host_veth is not None  # every bridge port has one (resolve.py)
-                            add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos),
-                                     mtu=port.mtu, mac=port.mac or mac_address(lab.name, "host", h.name, port.name),
-                                     group=LINK_GROUP)  # a MAC in the lab file wins over the derived one
-                            add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
-                            set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
-                        if h.gateway is not None:
-                            add_default_route(inside, h.gateway, h.namespace)
+                        inside = _host_batch(lab, h, machine_ns)
                         inside.commit_or_raise(opened[h.namespace].sock)
                 finally:
                     for ns in opened.values():
@@ -621,6 +617,48 @@ class NetlinkKernel:
             finally:
                 ns.close()
         return failures
+
+
+def _host_batch(lab: Lab, h: Host, machine_ns: int) -> Batch:
+    """Inside a new host: lo up, each veth to a bridge (with its addresses, up), the default routes."""
+    inside = Batch()
+    set_up(inside, 1, f"lo in {h.namespace}")
+    for pos, port in enumerate(i for i in h.interfaces if i.network):
+        assert port.host_veth is not None  # every bridge port has one (resolve.py)
+        what = f"{port.name} in {h.namespace}"
+        add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos), mtu=port.mtu,
+                 mac=port.mac or mac_address(lab.name, "host", h.name, port.name),
+                 group=LINK_GROUP)  # a MAC in the lab file wins over the derived one
+        add_address(inside, port_index(pos), port.address, what)
+        if port.address6 is not None:  # IPv6 on: a link-local address too (it comes with up)
+            set_addr_gen_mode(inside, port_index(pos), rtnl.IN6_ADDR_GEN_MODE_EUI64, what)
+            add_address(inside, port_index(pos), port.address6, what)
+        set_up(inside, port_index(pos), what)
+    for gateway in (h.gateway, h.gateway6):
+        if gateway is not None:
+            add_default_route(inside, gateway, h.namespace)
+    return inside
+
+
+def refuse_router_advertisements(bridge: str) -> None:
+    """``net.ipv6.conf.BRIDGE.accept_ra=0``: a router advertisement sent by a lab host (a radvd in a service)
+    must not give the machine a route into the lab. Nothing to do where the kernel has no IPv6."""
+    try:
+        fd = os.open(f"/proc/sys/net/ipv6/conf/{bridge}/accept_ra", os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise KernelError(f"cannot set net.ipv6.conf.{bridge}.accept_ra=0: {exc.strerror}") from exc
+    try:
+        os.write(fd, b"0")
+    except OSError as exc:
+        raise KernelError(f"cannot set net.ipv6.conf.{bridge}.accept_ra=0: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def _everywhere(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return net.version == 6 and (net.is_link_local or net.is_multicast or net.is_loopback)
 
 
 def _write_sysctls_in(fd: int, sysctls: list[tuple[str, str]]) -> list[str]:

@@ -118,12 +118,20 @@ class HostDns(Value):
     search: tuple[str, ...] = ()
     via: str = ""  # "lab file", "machine (<file>)", "forwarder to <stub>", "none: ..."
     forward: bool = False  # the nameserver is the gateway; the lab's forwarder relays to the stubs
+    aaaa: bool = False  # the host has IPv6 (a dual-stack network): AAAA queries are worth asking
 
     def to_json(self) -> dict[str, Any]:
         return {"nameservers": list(self.nameservers), "search": list(self.search), "via": self.via}
 
 
 def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
+    found = _host_dns(lab, host, upstream)
+    if any(i.address6 for i in host.interfaces):
+        found = HostDns(found.nameservers, found.search, found.via, found.forward, aaaa=True)
+    return found
+
+
+def _host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
     spec = lab.spec
     host_spec = spec.hosts.get(host.name) if spec is not None else None
     explicit = None
@@ -158,13 +166,14 @@ def render_resolv_conf(lab_name: str, dns: HostDns) -> str:
     lines += [f"nameserver {s}" for s in dns.nameservers]
     if dns.search:
         lines.append("search " + " ".join(dns.search))
-    # Hosts have IPv4 only: no AAAA queries (glibc >= 2.36), so `getent hosts web2` answers from the hosts
-    # file at once instead of asking upstream for an IPv6 address first.
-    options = ["no-aaaa"]
+    # IPv4-only hosts: no AAAA queries (glibc >= 2.36), so `getent hosts web2` answers from the hosts file at
+    # once instead of asking upstream for an IPv6 address first (the hosts file's IPv6 lines still count).
+    options = [] if dns.aaaa else ["no-aaaa"]
     if not dns.nameservers:
         # glibc then tries 127.0.0.1 inside the namespace, where nothing listens: fail fast.
         options += ["timeout:1", "attempts:1"]
-    lines.append("options " + " ".join(options))
+    if options:
+        lines.append("options " + " ".join(options))
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +198,9 @@ class HostsFiles:
         self.on_networks: dict[str, list[tuple[str, str]]] = {}
         self.on_links: dict[str, list[tuple[int, str]]] = {}
         self.fallback: dict[str, str | None] = {}
+        #: an IPv4 address -> the IPv6 address of the same interface (dual-stack networks): named alike
+        self.v6 = {str(i.address.ip): str(i.address6.ip) for h in lab.hosts.values() for i in h.interfaces
+                   if i.address6}
         for h in lab.hosts.values():
             addresses = [(i, str(i.address.ip)) for i in h.interfaces]
             self.on_networks[h.name] = [(i.network, a) for i, a in addresses if i.network]
@@ -216,16 +228,22 @@ class HostsFiles:
                     address = self.fallback[name]
                 if address is not None:
                     where[name] = len(lines)
-                    lines.append(f"{address}\t{self.names[name]}")
+                    lines.append(self._entry(address, name))
             view = self._views[key] = (lines, where)
         return view
+
+    def _entry(self, address: str, name: str) -> str:
+        """``ADDRESS\tNAMES``, and ``ADDRESS6\tNAMES`` below it when that interface has IPv6 too."""
+        v6 = self.v6.get(address)
+        entry = f"{address}\t{self.names[name]}"
+        return entry if v6 is None else f"{entry}\n{v6}\t{self.names[name]}"
 
     def render(self, me: Host) -> str:
         lines, where = self._view(me)
         own = str(me.interfaces[0].address.ip) if me.interfaces else "127.0.1.1"
         k = where.get(me.name)
         others = lines if k is None else lines[:k] + lines[k + 1 :]
-        return "\n".join([*self.head, f"{own}\t{self.names[me.name]}", *others]) + "\n"
+        return "\n".join([*self.head, self._entry(own, me.name), *others]) + "\n"
 
 
 def _reachable_address(lab: Lab, me: Host, other: Host) -> str | None:

@@ -14,6 +14,7 @@ class FwNetwork(Value):
     bridge: str
     subnet: str
     internal: bool
+    subnet6: str = ""  # a dual-stack network's IPv6 subnet
 
 
 class PublishedPort(Value):
@@ -26,6 +27,7 @@ class PublishedPort(Value):
     network: str
     address: str
     port: int
+    address6: str = ""  # the host's IPv6 address when the port is published on IPv6 too (or only)
 
 
 class FirewallRecord(Value):
@@ -43,6 +45,9 @@ class FirewallRecord(Value):
 
     def needs_forwarding(self) -> bool:
         return bool(self.ports) or any(not n.internal for n in self.networks)
+
+    def needs_forwarding6(self) -> bool:
+        return any(p.address6 for p in self.ports) or any(n.subnet6 and not n.internal for n in self.networks)
 
     def published_bridges(self) -> list[str]:
         by_name = {n.name: n.bridge for n in self.networks}
@@ -84,7 +89,8 @@ def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
     from ...spec import field_path
 
-    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal) for n in lab.networks.values()]
+    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "")
+                for n in lab.networks.values()]
     ports: list[PublishedPort] = []
     spec = lab.spec
     for host_name, host_spec in (spec.hosts.items() if spec is not None else ()):
@@ -98,9 +104,10 @@ def desired(lab: Lab) -> FirewallRecord:
             except publish.PublishSyntaxError:
                 continue
             where = field_path(("hosts", host_name, "publish", index))
+            v6 = str(iface.address6.ip) if iface.address6 else ""
             ports += [
                 PublishedPort(host_name, where, text, m.proto, str(m.host_ip), m.host_port, iface.network,
-                              str(iface.address.ip), m.port)
+                              str(iface.address.ip), m.port, v6 if 6 in m.families() else "")
                 for m in mappings
             ]
     return FirewallRecord(networks=networks, ports=ports)

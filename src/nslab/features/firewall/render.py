@@ -5,11 +5,14 @@ Rule shapes (what Docker, CNI and netavark converge on)::
     prerouting  nat dstnat    ip daddr != 127/8 fib daddr type local jump lab.L.publish
     output      nat dstnat    fib daddr type local jump lab.L.publish     (the machine, 127.0.0.1 too)
     lab.L.publish             [ip daddr HOST_IP] tcp dport 6000 dnat ip to HOSTADDR:8080
+    prerouting, output        ip6 daddr != ::1 fib daddr type local jump lab.L.publish6   (dual stack)
+    lab.L.publish6            [ip6 daddr HOST_IP] tcp dport 6000 dnat ip6 to [HOSTADDR6]:8080
     postrouting nat srcnat    jump lab.L.snat
     lab.L.snat                oifname BR ip saddr 127/8 masquerade        (localhost publish)
                               oifname BR ip saddr NET ct status dnat masquerade   (hairpin)
                               oifname BR ct status dnat masquerade   (internal: its hosts have no route out)
                               ip saddr NET oifname != BR masquerade       (egress; NAT networks only)
+                              ip6 saddr NET6 ... (the same for a dual-stack network's IPv6 subnet: NAT66)
     forward     filter -10    jump lab.L.forward
     lab.L.forward             oifname BR iifname != BR jump lab.L.into.N  (established / DNAT, else drop)
                               iifname BR oifname != BR jump lab.L.out.N   (internal: established, else drop)
@@ -29,6 +32,7 @@ from .record import FirewallRecord, FwNetwork, PublishedPort
 TABLE = "nslab"
 FAMILY = "inet"
 LOOPBACK = "127.0.0.0/8"
+LOOPBACK6 = "::1"
 DOCKER_USER = ("ip", "filter", "DOCKER-USER")
 
 Records = Mapping[str, FirewallRecord]  # lab name -> its record
@@ -76,11 +80,18 @@ def render_table(records: Records) -> str:
 
 def _render_lab(table: _Table, lab: str, rec: FirewallRecord) -> None:
     owner = f"nslab:{lab}"
-    if rec.ports:
+    ports4 = [p for p in rec.ports if ":" not in p.host_ip]
+    ports6 = [p for p in rec.ports if p.address6]
+    if ports4:
         target = f"lab.{lab}.publish"
         table.pre.append(f"ip daddr != {LOOPBACK} fib daddr type local jump {target} comment {_q(owner)}")
         table.out.append(f"meta nfproto ipv4 fib daddr type local jump {target} comment {_q(owner)}")
-        table.chains.append((target, [_dnat(p, owner) for p in rec.ports]))
+        table.chains.append((target, [_dnat(p, owner) for p in ports4]))
+    if ports6:  # ::1 is left to the lab's proxy: the kernel drops a reply to ::1 that arrives on a bridge
+        target = f"lab.{lab}.publish6"
+        for chain in (table.pre, table.out):
+            chain.append(f"ip6 daddr != {LOOPBACK6} fib daddr type local jump {target} comment {_q(owner)}")
+        table.chains.append((target, [_dnat6(p, owner) for p in ports6]))
     published = set(rec.published_bridges())
     snat: list[str] = []
     forward: list[str] = []
@@ -100,6 +111,12 @@ def _dnat(p: PublishedPort, owner: str) -> str:
     return f"{match}{p.proto} dport {p.host_port} dnat ip to {p.address}:{p.port} comment {_q(owner + ':' + p.field)}"
 
 
+def _dnat6(p: PublishedPort, owner: str) -> str:
+    match = "" if ":" not in p.host_ip or p.host_ip == "::" else f"ip6 daddr {p.host_ip} "
+    return (f"{match}{p.proto} dport {p.host_port} dnat ip6 to [{p.address6}]:{p.port} "
+            f"comment {_q(owner + ':' + p.field)}")
+
+
 def _snat(n: FwNetwork, tag: str, published: bool, table: _Table) -> list[str]:
     br = _q(n.bridge)
     rules = []
@@ -110,8 +127,13 @@ def _snat(n: FwNetwork, tag: str, published: bool, table: _Table) -> list[str]:
             rules.append(f"oifname {br} ct status dnat masquerade comment {_q(tag + ':published')}")
         else:
             rules.append(f"oifname {br} ip saddr {n.subnet} ct status dnat masquerade comment {_q(tag + ':hairpin')}")
+            if n.subnet6:
+                rules.append(f"oifname {br} ip6 saddr {n.subnet6} ct status dnat masquerade "
+                             f"comment {_q(tag + ':hairpin')}")
     if not n.internal:
         rules.append(f"ip saddr {n.subnet} oifname != {br} masquerade comment {_q(tag + ':egress')}")
+        if n.subnet6:  # NAT66: the lab's ULA addresses leave as the machine's own
+            rules.append(f"ip6 saddr {n.subnet6} oifname != {br} masquerade comment {_q(tag + ':egress')}")
     return rules
 
 

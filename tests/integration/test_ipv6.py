@@ -1,0 +1,179 @@
+"""IPv6 dual stack on the real kernel, inside throwaway hosts: hosts reach each other over IPv6 by name, NAT66
+egress to an IPv6 server in ``wan`` (which sees the machine's uplink address), internal networks stay in,
+isolation holds for IPv6, a port published as "6000:80" answers on 127.0.0.1, ::1 and the machine's IPv6
+uplink address, and no router advertisement is accepted by a lab bridge.
+
+The ``wan`` namespace gets 2001:db8::1/64 (the documentation range, as TESTING.md asks), this throwaway host
+2001:db8::2/64 on its uplink and a default IPv6 route via ``wan``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nslab.naming import bridge_name
+from sandbox import sh
+
+NSLAB = str(Path(sys.executable).parent / "nslab")
+WAN6, UPLINK6 = "2001:db8::1", "2001:db8::2"
+
+LAB = """\
+name: six
+networks:
+  front: {ipv6: true}
+  back: {subnet6: "fd00:6::/64"}
+  secure: {internal: true, ipv6: true}
+hosts:
+  web: {networks: [front], publish: ["6000:80"]}
+  peer: {networks: [front]}
+  other: {networks: [back]}
+  vault: {networks: [secure]}
+"""
+
+#: An HTTP-ish TCP server on every IPv6 (and IPv4-mapped) address: answers BODY and the peer's address.
+SERVER = r"""
+import socket, sys
+port, body = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", port)); s.listen(16); print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    try:
+        c.sendall(f"{body} {peer[0]}\n".encode())
+    except OSError:
+        pass
+    finally:
+        c.close()
+"""
+
+CLIENT = r"""
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print(s.recv(200).decode().strip())
+except OSError as exc:
+    print(f"failed: {exc}")
+"""
+
+
+def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ipv6_uplink(host) -> None:
+    sh(f"ip -n wan addr add {WAN6}/64 dev eth0 nodad; ip addr add {UPLINK6}/64 dev eth0 nodad; "
+       f"ip -6 route add default via {WAN6}")
+
+
+def serve(host, argv_prefix: list[str], port: int, body: str) -> None:
+    proc = host.popen([*argv_prefix, "python3", "-c", SERVER, str(port), body], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+
+def connect(argv_prefix: list[str], address: str, port: int) -> str:
+    out = subprocess.run([*argv_prefix, "python3", "-c", CLIENT, address, str(port)], capture_output=True, text=True)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+def lab_up(tmp_path: Path, text: str = LAB) -> Path:
+    lab = tmp_path / "nslab.yaml"
+    lab.write_text(text)
+    nslab("up", "-f", str(lab))
+    return lab
+
+
+def addr6(host_name: str, lab: str = "six") -> str:
+    out = sh(f"ip -n {lab}-{host_name} -6 -o addr show dev eth0 scope global").stdout.split()
+    return out[out.index("inet6") + 1].split("/")[0]
+
+
+def exec_in(host_name: str, lab: str = "six") -> list[str]:
+    return [NSLAB, "exec", f"{lab}/{host_name}", "--"]
+
+
+@pytest.mark.usefixtures("host")
+def test_hosts_ping_each_other_over_ipv6_by_name(tmp_path):
+    lab_up(tmp_path)
+    try:
+        web, peer = addr6("web"), addr6("peer")
+        assert web != peer and web.startswith("fd") and peer.startswith("fd")
+        hosts = sh("cat /etc/netns/six-peer/hosts").stdout.splitlines()
+        assert f"{web}\tweb web.six" in hosts and f"{peer}\tpeer peer.six" in hosts
+        assert "no-aaaa" not in sh("cat /etc/netns/six-peer/resolv.conf").stdout  # AAAA queries are worth asking
+        got = sh("ip netns exec six-peer getent ahostsv6 web").stdout
+        assert web in got, got
+        ping = sh("ip netns exec six-peer ping -6 -c 1 -W 3 web", check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # link-local where IPv6 is on, none on an IPv4-only interface of a new namespace (lo keeps ::1)
+        assert "fe80::" in sh("ip -n six-web -6 addr show dev eth0").stdout
+        # the default IPv6 route via the bridge's gateway; internal hosts get none
+        assert "default via" in sh("ip -n six-web -6 route show default").stdout
+        assert sh("ip -n six-vault -6 route show default").stdout.strip() == ""
+        # the other network is the written subnet6
+        assert addr6("other").startswith("fd00:6::")
+    finally:
+        nslab("down", "six")
+
+
+def test_nat66_egress_is_masqueraded_and_internal_hosts_stay_in(host, tmp_path):
+    ipv6_uplink(host)
+    serve(host, host.in_wan([]), 8080, "wan")
+    lab_up(tmp_path)
+    try:
+        assert connect(exec_in("web"), WAN6, 8080) == f"wan {UPLINK6}"  # masqueraded as the uplink address
+        assert connect(exec_in("other"), WAN6, 8080) == f"wan {UPLINK6}"
+        assert connect(exec_in("vault"), WAN6, 8080).startswith("failed")  # internal: no way out
+        assert sh("sysctl -n net.ipv6.conf.all.forwarding").stdout.strip() == "1"
+    finally:
+        nslab("down", "six")
+    assert sh("sysctl -n net.ipv6.conf.all.forwarding").stdout.strip() == "0"  # restored
+
+
+def test_isolation_holds_for_ipv6(host, tmp_path):
+    lab_up(tmp_path)
+    try:
+        serve(host, ["ip", "netns", "exec", "six-other"], 7000, "other")
+        serve(host, ["ip", "netns", "exec", "six-vault"], 7000, "vault")
+        other, vault = addr6("other"), addr6("vault")
+        assert connect(exec_in("web"), other, 7000).startswith("failed")  # front -> back: isolated
+        assert connect(exec_in("web"), vault, 7000).startswith("failed")  # front -> internal secure
+        assert connect(exec_in("vault"), other, 7000).startswith("failed")  # internal -> back
+        # the machine reaches its own lab's hosts directly (from the bridge's address, as over IPv4)
+        assert connect([], other, 7000) == "other fd00:6::1"
+        assert connect(exec_in("peer"), addr6("web"), 7000).startswith("failed: [Errno 111]")  # same network: refused, not dropped
+    finally:
+        nslab("down", "six")
+
+
+def bridge(network: str) -> str:
+    return bridge_name("six", network)
+
+
+def test_port_published_on_both_families_answers_on_loopbacks_and_the_uplink(host, tmp_path):
+    ipv6_uplink(host)
+    lab_up(tmp_path)
+    try:
+        serve(host, ["ip", "netns", "exec", "six-web"], 80, "web")
+        assert connect([], "127.0.0.1", 6000).startswith("web ")
+        assert connect([], "::1", 6000).startswith("web ")
+        assert connect([], UPLINK6, 6000).startswith("web ")
+        assert connect(host.in_wan([]), UPLINK6, 6000) == f"web {WAN6}"  # from the outside: the client's address
+    finally:
+        nslab("down", "six")
+
+
+def test_lab_bridges_refuse_router_advertisements(host, tmp_path):
+    lab_up(tmp_path)
+    try:
+        for network in ("front", "back", "secure"):
+            assert sh(f"sysctl -n net.ipv6.conf.{bridge(network)}.accept_ra").stdout.strip() == "0"
+    finally:
+        nslab("down", "six")
