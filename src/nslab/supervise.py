@@ -11,6 +11,8 @@ It runs in the machine's namespaces and:
   reset after 10 s of running), killing what the old run left in its cgroup first;
 - relays DNS queries that hosts send to their gateway to the machine's loopback resolver (only when the
   machine's resolv.conf names nothing but a loopback stub, see features/dns/);
+- relays the lab's ports published on the machine's IPv6 loopback (``[::1]:PORT``) to its hosts
+  (loopproxy.py: the kernel cannot DNAT those);
 - writes what it does to ``services.status.json`` (with the ``hash`` of the config it runs);
 - on SIGHUP reads its config again (a converging ``nslab up`` rewrote it): services whose definition changed
   or that are gone stop (whole trees), new and changed ones start, the others keep running untouched;
@@ -192,6 +194,7 @@ class Supervisor:
         self.wake = self._catch_signals()
         self.services = [Service(s) for s in self.config.get("services", [])]
         self.forwarder: Forwarder | None = None
+        self.proxy: Any = None  # a loopproxy.LoopbackProxy while the config has ``proxy`` entries
         self.error: str | None = None
         self.stopping = False
 
@@ -214,6 +217,17 @@ class Supervisor:
             self.forwarder = Forwarder(forward["listen"], forward["upstreams"], self.selector)
         except OSError as exc:
             self.error = f"cannot start the DNS forwarder on port 53 of {forward['listen']}: {exc.strerror}"
+
+    def _start_proxy(self) -> None:
+        entries = self.config.get("proxy")
+        if not entries:
+            return
+        from .loopproxy import LoopbackProxy
+
+        try:
+            self.proxy = LoopbackProxy(entries, self.selector)
+        except OSError as exc:
+            self.error = f"cannot relay the ports published on [::1]: {exc.strerror}"
 
     def write_status(self, stopped: bool = False) -> None:
         files.write_json(
@@ -248,7 +262,7 @@ class Supervisor:
         """Until the next restart is due (at most 1 s while DNS queries wait for an answer); None: no limit."""
         due = [s.restart_at for s in self.services if s.restart_at is not None]
         timeout = max(0.0, min(due) - time.monotonic()) if due else None
-        if self.forwarder is not None and self.forwarder.pending:
+        if (self.forwarder is not None and self.forwarder.pending) or (self.proxy is not None and self.proxy.waiting):
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
@@ -285,6 +299,12 @@ class Supervisor:
                 self.forwarder = None
             self.config = config
             self._start_forwarder()
+        if config.get("proxy") != self.config.get("proxy"):
+            if self.proxy is not None:
+                self.proxy.close()
+                self.proxy = None
+            self.config = config
+            self._start_proxy()
         self.config = config
         self.write_status()
 
@@ -295,6 +315,8 @@ class Supervisor:
             self.forwarder.on_query(obj)
         elif kind == "reply" and self.forwarder is not None:
             self.forwarder.on_reply(obj)
+        elif self.proxy is not None:
+            self.proxy.dispatch(kind, obj)
 
     def _restart_due(self) -> bool:
         now = time.monotonic()
@@ -315,6 +337,8 @@ class Supervisor:
             self._dispatch(kind, obj)
         if self.forwarder is not None:
             self.forwarder.expire()
+        if self.proxy is not None:
+            self.proxy.expire()
         changed = self.reap()
         changed |= self._restart_due()
         if changed:
@@ -325,6 +349,8 @@ class Supervisor:
         for s in self.services:
             s.restart_at, s.stopping = None, True
         process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        if self.proxy is not None:
+            self.proxy.close()
         for s in self.services:
             if s.state in ("running", "restarting", "starting"):
                 s.state = "stopped"
@@ -337,6 +363,7 @@ class Supervisor:
 
     def run(self) -> int:
         self._start_forwarder()
+        self._start_proxy()
         if self.config.get("cgroup"):
             os.makedirs(self.config["cgroup"], exist_ok=True)
         if self.error is None:

@@ -49,6 +49,15 @@ class FirewallRecord(Value):
     def needs_forwarding6(self) -> bool:
         return any(p.address6 for p in self.ports) or any(n.subnet6 and not n.internal for n in self.networks)
 
+    def loopback_relays(self) -> list[dict[str, Any]]:
+        """The ports that must answer on ``[::1]`` (plain, ``[::]`` and ``[::1]`` entries of hosts with IPv6):
+        relayed by the lab's supervisor (loopproxy.py), the kernel cannot DNAT them."""
+        return [
+            {"listen": "::1", "port": p.host_port, "proto": p.proto, "to": p.address6, "to_port": p.port}
+            for p in self.ports
+            if p.address6 and (":" not in p.host_ip or p.host_ip in ("::", "::1"))
+        ]
+
     def published_bridges(self) -> list[str]:
         by_name = {n.name: n.bridge for n in self.networks}
         out: list[str] = []
