@@ -61,6 +61,41 @@ except OSError as exc:
 """
 
 
+#: Echoes every TCP connection's bytes back until the client half-closes; UDP datagrams back to their sender.
+ECHO = r"""
+import socket, sys, threading
+port = int(sys.argv[1])
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::", port))
+def udp():
+    while True:
+        data, peer = u.recvfrom(2048); u.sendto(data, peer)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", port)); s.listen(16); print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    while data := c.recv(65536):
+        c.sendall(data)
+    c.close()
+"""
+
+#: Sends N bytes through [::1]:PORT, half-closes, reads the echo; then one UDP datagram. Prints what came back.
+ECHO_CLIENT = r"""
+import socket, sys, threading
+port, n = int(sys.argv[1]), int(sys.argv[2])
+payload = bytes(i % 251 for i in range(n))
+c = socket.create_connection(("::1", port), timeout=5)
+def send():
+    c.sendall(payload); c.shutdown(socket.SHUT_WR)
+threading.Thread(target=send).start()
+got = bytearray()
+while data := c.recv(65536):
+    got += data
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(3); u.sendto(b"ping6", ("::1", port))
+print(len(got), got == payload, u.recvfrom(100)[0].decode())
+"""
+
+
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
     if check and result.returncode != 0:
@@ -169,6 +204,23 @@ def test_port_published_on_both_families_answers_on_loopbacks_and_the_uplink(hos
         assert connect(host.in_wan([]), UPLINK6, 6000) == f"web {WAN6}"  # from the outside: the client's address
     finally:
         nslab("down", "six")
+
+
+def test_the_loopback_relay_carries_both_directions_and_udp(host, tmp_path):
+    """[::1] is relayed by the lab's supervisor: a megabyte each way with a half-close, and a UDP round trip."""
+    ports = '["6000:80", "[::1]:6100:7000/tcp", "[::]:6100:7000/udp"]'
+    lab_up(tmp_path, LAB.replace('publish: ["6000:80"]', f"publish: {ports}"))
+    try:
+        serve_echo = ["ip", "netns", "exec", "six-web", "python3", "-c", ECHO, "7000"]
+        proc = host.popen(serve_echo, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        out = subprocess.run(["python3", "-c", ECHO_CLIENT, "6100", str(1 << 20)], capture_output=True, text=True,
+                             timeout=30)
+        assert out.stdout.split() == [str(1 << 20), "True", "ping6"], out.stdout + out.stderr
+    finally:
+        nslab("down", "six")
+    listening = sh("ss -Hlnt6 'sport = :6100'").stdout.strip()
+    assert listening == "", listening  # the relay went with the lab
 
 
 def test_lab_bridges_refuse_router_advertisements(host, tmp_path):
