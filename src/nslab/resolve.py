@@ -284,7 +284,7 @@ class _Resolution:
                 fixed = host.interface(net_name).address6
                 loc = ("hosts", host_name, "networks", net_name, "address6")
                 if net_name not in self.used6:
-                    if fixed is not None:
+                    if fixed is not None and not self.spec.networks[net_name].dual_stack:  # else: reported
                         self.out.add(loc, f"network '{net_name}' has no IPv6 (give it ipv6: true or a subnet6)")
                 elif fixed is not None:
                     self._fixed6(loc, host_name, net_name, fixed)

@@ -1,0 +1,187 @@
+"""IPv6 dual stack without a kernel: the lab file's fields, IPAM (ULA /64s, stable derived and sticky host
+addresses, overlaps with the machine's IPv6 routes), the wiring commands, hosts files, the nft rules
+(NAT66, IPv6 publish, hairpin), the [::1] relay entries, partitions and the state round trip."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from nslab import spec, state
+from nslab.errors import ResolveError, SpecError
+from nslab.features import partitions
+from nslab.features.dns.render import HostsFiles, Upstream, host_dns, render_resolv_conf
+from nslab.features.firewall.record import desired
+from nslab.features.firewall.render import render_table
+from nslab.model import Occupied
+from nslab.resolve import resolve
+from nslab.wiring import AddBridges, AddHosts
+
+ULA = ipaddress.IPv6Network("fd12:3456:789a::/48")
+
+LAB = """\
+name: six
+networks:
+  front: {ipv6: true}
+  back: {subnet6: "fd00:6::/64"}
+  v4only: {}
+  secure: {internal: true, ipv6: true}
+hosts:
+  web: {networks: [front], publish: ["6000:80", "0.0.0.0:6001:81", "[::1]:6002:82", "[::]:6003:83/udp"]}
+  peer: {networks: [front, v4only]}
+  api: {networks: {back: {address6: "fd00:6::10"}}}
+  vault: {networks: [secure]}
+partitions:
+  - [web, api]
+"""
+
+
+def _resolve(text: str = LAB, **kwargs):
+    lab_spec, source = spec.parse(text, "lab.yaml")
+    return resolve(lab_spec, source, "lab.yaml", ula=ULA, **kwargs)
+
+
+def test_dual_stack_networks_get_subnets_gateways_and_hosts_addresses():
+    lab = _resolve()
+    front, back, v4only, secure = (lab.networks[n] for n in ("front", "back", "v4only", "secure"))
+    assert str(front.subnet6) == "fd12:3456:789a::/64" and str(secure.subnet6) == "fd12:3456:789a:1::/64"
+    assert str(front.gateway6) == "fd12:3456:789a::1/64" and str(back.gateway6) == "fd00:6::1/64"
+    assert v4only.subnet6 is None and v4only.gateway6 is None
+    web, peer, api, vault = (lab.hosts[h] for h in ("web", "peer", "api", "vault"))
+    assert web.interfaces[0].address6 is not None and web.interfaces[0].address6.ip in front.subnet6
+    assert peer.interfaces[1].address6 is None  # on the IPv4-only network
+    assert str(api.interfaces[0].address6) == "fd00:6::10/64"
+    assert web.gateway6 == front.gateway6.ip and api.gateway6 == back.gateway6.ip
+    assert vault.gateway6 is None  # internal: no way out, over IPv6 either
+
+
+def test_host_addresses_are_derived_from_names_and_sticky():
+    lab = _resolve()
+    web6 = lab.hosts["web"].interfaces[0].address6
+    # the same on another run, whatever other hosts come before it in the file
+    reordered = LAB.replace("  web: {", "  first: {networks: [front]}\n  web: {")
+    assert _resolve(reordered).hosts["web"].interfaces[0].address6 == web6
+    # sticky: the address it had before is kept (even one not derived)
+    before = {"networks6": {"front": "fd12:3456:789a::/64"}, "hosts6": {"web": {"front": "fd12:3456:789a::77"}}}
+    again = _resolve(previous=before)
+    assert str(again.hosts["web"].interfaces[0].address6) == "fd12:3456:789a::77/64"
+    assert lab.allocations()["hosts6"]["web"] == {"front": str(web6.ip)}
+    assert lab.allocations()["networks6"]["back"] == "fd00:6::/64"
+
+
+def test_automatic_subnets6_avoid_the_machine_and_other_labs():
+    occupied = [Occupied(ipaddress.IPv6Network("fd12:3456:789a::/63"), "route on wg0"),
+                Occupied(ipaddress.IPv4Network("192.0.2.0/24"), "route on eth0")]
+    lab = _resolve("name: a\nnetworks: {x: {ipv6: true}}\n", occupied=occupied)
+    assert str(lab.networks["x"].subnet6) == "fd12:3456:789a:2::/64"
+
+
+def test_overlapping_subnet6_names_the_machine_route():
+    occupied = [Occupied(ipaddress.IPv6Network("fd00:6::/48"), "route on wg0")]
+    with pytest.raises(ResolveError) as err:
+        _resolve(occupied=occupied)
+    assert err.value.lines() == [
+        "lab.yaml:4: networks.back.subnet6: subnet6 fd00:6::/64 overlaps fd00:6::/48 (route on wg0)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: a\nnetworks: {n: {subnet: 'fd00:1::/64'}}\n", "is an IPv6 subnet: write it as subnet6"),
+        ("name: a\nnetworks: {n: {subnet6: 'fe80::/64'}}\n", "is a link-local range"),
+        ("name: a\nnetworks: {n: {subnet6: '10.0.0.0/24'}}\n", "not an IPv6 subnet"),
+        ("name: a\nnetworks: {n: {subnet6: 'fd00::/124'}}\n", "at least a /120"),
+    ],
+)
+def test_bad_subnet6(text, message):
+    with pytest.raises(SpecError) as err:
+        _resolve(text)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("{networks: {n4: {address6: 'fd00:6::5'}}}", "network 'n4' has no IPv6 (give it ipv6: true or a subnet6)"),
+        ("{networks: {n6: {address6: 'fd00:7::5'}}}", "address fd00:7::5 is not a host address of fd00:6::/64"),
+        ("{networks: {n6: {address6: 'fd00:6::1'}}}", "address fd00:6::1 is already the gateway"),
+    ],
+)
+def test_bad_address6(host, message):
+    text = f"name: a\nnetworks: {{n4: {{}}, n6: {{subnet6: 'fd00:6::/64'}}}}\nhosts:\n  h: {host}\n"
+    with pytest.raises(ResolveError) as err:
+        _resolve(text)
+    assert message in str(err.value)
+
+
+def test_wiring_commands():
+    lab = _resolve()
+    bridges = AddBridges(lab, tuple(lab.networks.values())).commands()
+    front = lab.networks["front"].bridge
+    assert f"sysctl -qew net.ipv6.conf.{front}.accept_ra=0" in bridges
+    assert f"ip addr add fd12:3456:789a::1/64 dev {front} nodad" in bridges
+    assert not any("nodad" in c and lab.networks["v4only"].bridge in c for c in bridges)
+    hosts = AddHosts(lab, (lab.hosts["api"], lab.hosts["peer"])).commands()
+    assert "ip -n six-api link set eth0 addrgenmode eui64" in hosts
+    assert "ip -n six-api addr add fd00:6::10/64 dev eth0 nodad" in hosts
+    assert "ip -n six-api -6 route add default via fd00:6::1 proto static" in hosts
+    assert "ip -n six-peer link set eth1 addrgenmode eui64" not in hosts  # IPv4-only: no link-local
+
+
+def test_hosts_files_name_ipv6_addresses_and_resolv_conf_asks_aaaa():
+    lab = _resolve()
+    text = HostsFiles(lab).render(lab.hosts["peer"]).splitlines()
+    web6 = lab.hosts["web"].interfaces[0].address6.ip
+    assert f"{web6}\tweb web.six" in text and "fd00:6::10\tapi api.six" in text
+    assert "10.213.0.2\tweb web.six" in text  # IPv4 stays
+    upstream = Upstream(servers=("192.0.2.53",), source="/etc/resolv.conf")
+    assert "no-aaaa" not in render_resolv_conf("six", host_dns(lab, lab.hosts["web"], upstream))
+    v4_lab = _resolve("name: a\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n]}\n")
+    assert "no-aaaa" in render_resolv_conf("a", host_dns(v4_lab, v4_lab.hosts["h"], upstream))
+
+
+def test_nft_rules_for_ipv6():
+    lab = _resolve()
+    rec = desired(lab)
+    text = render_table({"six": rec})
+    web6 = lab.hosts["web"].interfaces[0].address6.ip
+    front = lab.networks["front"]
+    assert f'ip6 saddr {front.subnet6} oifname != "{front.bridge}" masquerade' in text  # NAT66
+    assert 'ip6 saddr fd00:6::/64 oifname != "' in text
+    assert f"ip6 saddr {lab.networks['secure'].subnet6}" not in text  # internal: no egress
+    assert text.count("ip6 daddr != ::1 fib daddr type local jump lab.six.publish6") == 2  # prerouting, output
+    assert f"tcp dport 6000 dnat ip6 to [{web6}]:80" in text  # plain: both families
+    assert "tcp dport 6000 dnat ip to 10.213.0.2:80" in text
+    assert "dport 6001 dnat ip6" not in text  # 0.0.0.0: IPv4 only
+    assert "tcp dport 6002 dnat ip to" not in text  # [::1]: IPv6 only
+    assert f"ip6 daddr ::1 tcp dport 6002 dnat ip6 to [{web6}]:82" in text  # (never jumped to: the relay's)
+    assert f"udp dport 6003 dnat ip6 to [{web6}]:83" in text
+    assert f'oifname "{front.bridge}" ip6 saddr {front.subnet6} ct status dnat masquerade' in text  # hairpin
+    relays = rec.loopback_relays()
+    assert [(r["port"], r["proto"], r["to_port"]) for r in relays] == [(6000, "tcp", 80), (6002, "tcp", 82),
+                                                                       (6003, "udp", 83)]
+    assert all(r["listen"] == "::1" and r["to"] == str(web6) for r in relays)
+    assert rec.needs_forwarding6()
+
+
+def test_ipv4_only_labs_render_as_before():
+    lab = _resolve("name: a\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n], publish: ['6000:80']}\n")
+    rec = desired(lab)
+    assert "ip6" not in render_table({"a": rec}) and rec.loopback_relays() == [] and not rec.needs_forwarding6()
+
+
+def test_partitions_drop_ipv6_of_dual_stack_sides():
+    lab = _resolve()
+    tables = partitions.render(lab, [["web", "api"]])
+    web6 = lab.hosts["web"].interfaces[0].address6.ip
+    assert "ip6 saddr { fd00:6::10 } drop" in tables["web"] and "ip6 daddr { fd00:6::10 } drop" in tables["web"]
+    assert f"ip6 saddr {{ {web6} }} drop" in tables["api"]
+    assert f"ip saddr {{ {lab.hosts['api'].interfaces[0].address.ip} }} drop" in tables["web"]  # IPv4 stays
+
+
+def test_state_round_trip_keeps_ipv6():
+    lab = _resolve()
+    again = state.lab_from_dict(state.lab_to_dict(lab))
+    assert again.networks == lab.networks and again.hosts == lab.hosts
