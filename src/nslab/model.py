@@ -40,6 +40,7 @@ class Network:
     internal: bool
     subnet6: IPv6Net | None = None  # a dual-stack network's IPv6 subnet; the bridge holds gateway6
     gateway6: ipaddress.IPv6Interface | None = None
+    nat6: bool = True  # IPv6 egress masqueraded (else routed)
 
 
 @dataclass(frozen=True)

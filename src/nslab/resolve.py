@@ -250,7 +250,8 @@ class _Resolution:
             if subnet is None:
                 continue
             gateway = ipaddress.IPv6Interface(f"{subnet[1]}/{subnet.prefixlen}")
-            self.networks[name] = dataclasses.replace(self.networks[name], subnet6=subnet, gateway6=gateway)
+            self.networks[name] = dataclasses.replace(self.networks[name], subnet6=subnet, gateway6=gateway,
+                                                      nat6=net.nat6)
 
     def _subnet6(self, name: str, written: IPv6Net | None, before: str | None) -> IPv6Net | None:
         owner = self._network_owner(name)

@@ -58,6 +58,9 @@ class NetworkSpec(_Strict):
     #: IPv6 too (dual stack): ``subnet6`` as written, else a /64 of the machine's ULA range (resolve.py)
     ipv6: bool = False
     subnet6: ipaddress.IPv6Network | None = None
+    #: IPv6 egress masqueraded as the machine (NAT66); false: routed, the lab's addresses leave as they are
+    #: (whoever routes the machine's traffic must route the subnet6 back to it)
+    nat6: bool = True
 
     @property
     def dual_stack(self) -> bool:

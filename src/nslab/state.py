@@ -75,6 +75,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 "gateway": str(n.gateway),
                 "internal": n.internal,
                 **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6)} if n.subnet6 else {}),
+                **({"nat6": False} if not n.nat6 else {}),
             }
             for n in lab.networks.values()
         },
@@ -135,6 +136,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 internal=n["internal"],
                 subnet6=ipaddress.IPv6Network(n["subnet6"]) if n.get("subnet6") else None,
                 gateway6=ipaddress.IPv6Interface(n["gateway6"]) if n.get("gateway6") else None,
+                nat6=n.get("nat6", True),
             )
             for name, n in data["networks"].items()
         },

@@ -172,6 +172,19 @@ def test_nat66_egress_is_masqueraded_and_internal_hosts_stay_in(host, tmp_path):
     assert sh("sysctl -n net.ipv6.conf.all.forwarding").stdout.strip() == "0"  # restored
 
 
+def test_routed_ipv6_egress_keeps_the_lab_address(host, tmp_path):
+    """``nat6: false``: the lab's IPv6 address reaches the outside as it is (wan routes the subnet6 back)."""
+    ipv6_uplink(host)
+    sh(f"ip -n wan -6 route add fd00:7::/64 via {UPLINK6}")
+    serve(host, host.in_wan([]), 8080, "wan")
+    lab_up(tmp_path, "name: six\nnetworks:\n  routed: {subnet6: 'fd00:7::/64', nat6: false}\n"
+                     "hosts:\n  r: {networks: [routed]}\n")
+    try:
+        assert connect(exec_in("r"), WAN6, 8080) == f"wan {addr6('r')}"
+    finally:
+        nslab("down", "six")
+
+
 def test_isolation_holds_for_ipv6(host, tmp_path):
     lab_up(tmp_path)
     try:

@@ -166,6 +166,13 @@ def test_nft_rules_for_ipv6():
     assert rec.needs_forwarding6()
 
 
+def test_routed_ipv6_egress_has_no_masquerade():
+    lab = _resolve("name: a\nnetworks: {n: {subnet6: 'fd00:7::/64', nat6: false}}\nhosts:\n  h: {networks: [n]}\n")
+    text = render_table({"a": desired(lab)})
+    assert "ip6 saddr fd00:7::/64" not in text and "ip saddr 10.213.0.0/24" in text
+    assert desired(lab).needs_forwarding6()
+
+
 def test_ipv4_only_labs_render_as_before():
     lab = _resolve("name: a\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n], publish: ['6000:80']}\n")
     rec = desired(lab)

@@ -15,6 +15,7 @@ class FwNetwork(Value):
     subnet: str
     internal: bool
     subnet6: str = ""  # a dual-stack network's IPv6 subnet
+    nat6: bool = True  # its IPv6 egress masqueraded (else routed)
 
 
 class PublishedPort(Value):
@@ -98,7 +99,7 @@ def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
     from ...spec import field_path
 
-    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "")
+    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
                 for n in lab.networks.values()]
     ports: list[PublishedPort] = []
     spec = lab.spec

@@ -132,7 +132,7 @@ def _snat(n: FwNetwork, tag: str, published: bool, table: _Table) -> list[str]:
                              f"comment {_q(tag + ':hairpin')}")
     if not n.internal:
         rules.append(f"ip saddr {n.subnet} oifname != {br} masquerade comment {_q(tag + ':egress')}")
-        if n.subnet6:  # NAT66: the lab's ULA addresses leave as the machine's own
+        if n.subnet6 and n.nat6:  # NAT66: the lab's ULA addresses leave as the machine's own (nat6: false: routed)
             rules.append(f"ip6 saddr {n.subnet6} oifname != {br} masquerade comment {_q(tag + ':egress')}")
     return rules
 
