@@ -215,6 +215,10 @@ def test_port_published_on_both_families_answers_on_loopbacks_and_the_uplink(hos
         assert connect([], "::1", 6000).startswith("web ")
         assert connect([], UPLINK6, 6000).startswith("web ")
         assert connect(host.in_wan([]), UPLINK6, 6000) == f"web {WAN6}"  # from the outside: the client's address
+        # hairpin: a lab host (the publishing one too) via the machine's address, answered through the gateway
+        gateway6 = sh(f"ip -6 -o addr show dev {bridge('front')} scope global").stdout.split()[3].split("/")[0]
+        assert connect(exec_in("peer"), UPLINK6, 6000) == f"web {gateway6}"
+        assert connect(exec_in("web"), UPLINK6, 6000) == f"web {gateway6}"
     finally:
         nslab("down", "six")
 
