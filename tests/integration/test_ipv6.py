@@ -9,6 +9,7 @@ The ``wan`` namespace gets 2001:db8::1/64 (the documentation range, as TESTING.m
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -238,6 +239,26 @@ def test_the_loopback_relay_carries_both_directions_and_udp(host, tmp_path):
         nslab("down", "six")
     listening = sh("ss -Hlnt6 'sport = :6100'").stdout.strip()
     assert listening == "", listening  # the relay went with the lab
+
+
+def test_a_subnet6_overlapping_a_machine_route_is_refused_before_any_change(host, tmp_path):
+    ipv6_uplink(host)
+    sh(f"ip -6 route add fd00:6::/48 via {WAN6}")
+    lab = tmp_path / "nslab.yaml"
+    lab.write_text(LAB)
+    result = nslab("up", "-f", str(lab), check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "networks.back.subnet6: subnet6 fd00:6::/64 overlaps fd00:6::/48 (route on eth0)" in result.stderr
+    assert sorted(os.listdir("/run/netns")) == ["wan"]  # nothing made
+    # an automatic /64 steps around the machine's routes
+    ula = Path("/run/nslab/.ula6").read_text().strip()
+    sh(f"ip -6 route add {ula.replace('::/48', '::/64')} via {WAN6}")
+    lab.write_text("name: six\nnetworks: {n: {ipv6: true}}\nhosts:\n  h: {networks: [n]}\n")
+    nslab("up", "-f", str(lab))
+    try:
+        assert addr6("h").startswith(ula.replace("::/48", ":1:"))
+    finally:
+        nslab("down", "six")
 
 
 def test_lab_bridges_refuse_router_advertisements(host, tmp_path):

@@ -142,6 +142,12 @@ def test_hosts_files_name_ipv6_addresses_and_resolv_conf_asks_aaaa():
     assert "no-aaaa" in render_resolv_conf("a", host_dns(v4_lab, v4_lab.hosts["h"], upstream))
 
 
+def test_ipv6_nameservers_from_the_lab_file():
+    lab = _resolve(LAB.replace("name: six\n", "name: six\ndns: ['2001:db8::53', 192.0.2.53]\n"))
+    text = render_resolv_conf("six", host_dns(lab, lab.hosts["web"], Upstream()))
+    assert "nameserver 2001:db8::53\nnameserver 192.0.2.53\n" in text
+
+
 def test_nft_rules_for_ipv6():
     lab = _resolve()
     rec = desired(lab)
