@@ -123,8 +123,10 @@ def _interface(lab: Lab, h: Host, i: Interface, seen: LinkInfo | None, want_up: 
     if seen.up != want_up:
         text = f"{where} is down" if want_up else f"{where} is up (it was put down with nslab link)"
         found.append(Difference(text, "up" if want_up else "down", host=h.name, end=(h.namespace, i.name)))
-    if i.address not in seen.addresses:
-        found.append(_remake(lab, h, i, f"{where} lacks its address {i.address}"))
+    for address in (i.address, i.address6):
+        if address is not None and address not in seen.addresses:
+            found.append(_remake(lab, h, i, f"{where} lacks its address {address}"))
+            break
     return found
 
 

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 MACHINE_NETNS = "/proc/$$/ns/net"
 #: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
 NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
+#: Set in a dual-stack host's namespace before its interfaces exist: IPv6 addresses stay on an interface put down.
+KEEP_IPV6_ADDRESSES = "net.ipv6.conf.default.keep_addr_on_down=1"
 
 
 def _raise_on(failures: list[str]) -> None:
@@ -70,7 +72,8 @@ class SetLinkState(Action):
     def commands(self) -> list[str]:
         state = "up" if self.up else "down"
         out = [f"ip {f'-n {ns} ' if ns else ''}link set {name} {state}" for ns, name in self.ends]
-        return out + [f"ip -n {ns} route replace default via {gw} proto static" for ns, gw in self.routes]
+        return out + [f"ip -n {ns}{' -6' if ':' in gw else ''} route replace default via {gw} proto static"
+                      for ns, gw in self.routes]
 
     def summary(self) -> str:
         return f"set {len(self.ends)} interface(s) {'up' if self.up else 'down'}"
@@ -82,7 +85,7 @@ class SetLinkState(Action):
             _raise_on(drivers.kernel.set_link_state(list(self.ends), self.up))
         if self.routes:
             _raise_on(drivers.kernel.set_default_routes(
-                [(ns, ipaddress.IPv4Address(gw)) for ns, gw in self.routes]))
+                [(ns, ipaddress.ip_address(gw)) for ns, gw in self.routes]))
         return SetLinkState(self.ends, not self.up) if self.ends else None
 
 
@@ -227,6 +230,8 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
         f"ip -n {ns} link set lo up",
         f"ip netns exec {ns} sysctl -qw {NO_IPV6_AUTOCONF}",
     ]
+    if any(i.address6 for i in h.interfaces):  # IPv6 addresses outlive `nslab link ... down`
+        out.append(f"ip netns exec {ns} sysctl -qw {KEEP_IPV6_ADDRESSES}")
     for position, i in enumerate(i for i in h.interfaces if i.network):
         bridge = lab.networks[i.network].bridge if i.network else ""
         mac = f" address {i.mac or mac_address(lab.name, 'host', h.name, i.name)}"  # the lab file's wins

@@ -241,6 +241,25 @@ def test_the_loopback_relay_carries_both_directions_and_udp(host, tmp_path):
     assert listening == "", listening  # the relay went with the lab
 
 
+@pytest.mark.usefixtures("host")
+def test_link_down_and_up_keeps_ipv6_and_a_lost_address_is_drift(tmp_path):
+    lab = lab_up(tmp_path)
+    try:
+        nslab("link", "six/peer:eth0", "down")
+        nslab("link", "six/peer:eth0", "up")
+        assert addr6("peer")  # kept (keep_addr_on_down), and the default route brought back
+        assert "default via" in sh("ip -n six-peer -6 route show default").stdout
+        ping = sh("ip netns exec six-peer ping -6 -c 1 -W 3 web", check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        sh(f"ip -n six-peer addr del {addr6('peer')}/64 dev eth0")
+        drift = nslab("status", "six", check=False).stdout  # exits 1: drift
+        assert "host peer: interface eth0 lacks its address fd" in drift, drift
+        nslab("up", "-f", str(lab))  # repaired: the host is made again, with the same address
+        assert addr6("peer")
+    finally:
+        nslab("down", "six")
+
+
 def test_a_subnet6_overlapping_a_machine_route_is_refused_before_any_change(host, tmp_path):
     ipv6_uplink(host)
     sh(f"ip -6 route add fd00:6::/48 via {WAN6}")

@@ -130,9 +130,9 @@ class FakeKernel(_Failing):
                     del self.defaults[namespace]
         return []
 
-    def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
+    def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]]) -> list[str]:
         self._call("set_default_routes")
-        self.defaults.update(dict(routes))
+        self.defaults.update({ns: gw for ns, gw in routes if isinstance(gw, ipaddress.IPv4Address)})
         return []
 
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:

@@ -88,8 +88,9 @@ def ensure_netns_dir() -> None:
         linux.mount("none", NETNS_DIR, None, linux.MS_SHARED | linux.MS_REC)
 
 
-def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
-    """Create named namespaces (all in one worker thread, no fork). All-or-nothing."""
+def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozenset()) -> dict[str, Namespace]:
+    """Create named namespaces (all in one worker thread, no fork). All-or-nothing. In those of ``dual_stack``
+    IPv6 addresses outlive an interface put down (``keep_addr_on_down``: ``nslab link ... up`` finds them)."""
     names = list(names)
     ensure_netns_dir()
 
@@ -106,6 +107,8 @@ def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
                 try:
                     linux.unshare(linux.CLONE_NEWNET)
                     _no_ipv6_autoconf()
+                    if name in dual_stack:
+                        _write_proc(KEEP_ADDR_ON_DOWN, b"1")
                     linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
                     fd = os.open(path, os.O_RDONLY)
                     try:
@@ -129,6 +132,25 @@ def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
         return made
 
     return linux.in_thread(work, "nslab-netns")
+
+
+#: Set in a dual-stack host's new namespace: the kernel otherwise drops an interface's IPv6 addresses (and the
+#: routes through them) when it goes down, and ``up`` does not bring them back.
+KEEP_ADDR_ON_DOWN = "/proc/sys/net/ipv6/conf/default/keep_addr_on_down"
+
+
+def _write_proc(path: str, value: bytes) -> None:
+    """Write a /proc/sys file of the calling thread's namespace; nothing to do where the kernel lacks it."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, value)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _no_ipv6_autoconf() -> None:
@@ -375,11 +397,11 @@ class NetlinkKernel:
                 if ns is not None:
                     ns.close()
 
-    def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
-        """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway)."""
+    def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]]) -> list[str]:
+        """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway), either family."""
         return self._in_namespaces(
             [(ns, str(gw)) for ns, gw in items],
-            lambda batch, gw, what: add_default_route(batch, ipaddress.IPv4Address(gw), what),
+            lambda batch, gw, what: add_default_route(batch, ipaddress.ip_address(gw), what),
         )
 
     def _in_namespaces(self, items: list[tuple[str, str]], pack: Callable[[Batch, str, str], None]) -> list[str]:
@@ -511,7 +533,8 @@ class NetlinkKernel:
         try:
             for start in range(0, len(hosts), HOST_CHUNK):  # bounds the open fds, not the batching
                 chunk = hosts[start : start + HOST_CHUNK]
-                opened = create_namespaces(h.namespace for h in chunk)
+                dual = frozenset(h.namespace for h in chunk if any(i.address6 for i in h.interfaces))
+                opened = create_namespaces((h.namespace for h in chunk), dual)
                 made += opened
                 try:
                     for h in chunk:
