@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import Problem, SpecError
 
@@ -66,12 +66,23 @@ class NetworkSpec(_Strict):
     def dual_stack(self) -> bool:
         return self.ipv6 or self.subnet6 is not None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ipv6_subnet_written_as_subnet(cls, data: Any) -> Any:
+        """``subnet: fd00:1::/64`` means ``subnet6`` (the IPv4 subnet is then picked automatically)."""
+        if isinstance(data, dict) and isinstance(data.get("subnet"), str) and ":" in data["subnet"]:
+            if "subnet6" in data:
+                return data  # reported by the subnet validator: two IPv6 subnets
+            data = {**data, "subnet6": data["subnet"]}
+            del data["subnet"]
+        return data
+
     @field_validator("subnet", mode="before")
     @classmethod
     def _strict_subnet(cls, value: Any) -> Any:
         if isinstance(value, str):
             if ":" in value:
-                raise ValueError(f"{value} is an IPv6 subnet: write it as subnet6 (subnet is the IPv4 one)")
+                raise ValueError(f"{value} is an IPv6 subnet and subnet6 is given too: one IPv6 subnet per network")
             try:
                 return ipaddress.IPv4Network(value, strict=True)
             except ValueError as exc:
@@ -302,6 +313,8 @@ class HostSpec(_WithDns):
             if len(set(value)) != len(value):
                 raise ValueError("a network is listed twice")
             return {name: None for name in value}
+        if isinstance(value, dict):  # `front: fd00:1::5`: an IPv6 address is the long form's address6
+            return {k: {"address6": v} if isinstance(v, str) and ":" in v else v for k, v in value.items()}
         return value
 
     @field_validator("run", mode="before")

@@ -56,6 +56,13 @@ def test_dual_stack_networks_get_subnets_gateways_and_hosts_addresses():
     assert vault.gateway6 is None  # internal: no way out, over IPv6 either
 
 
+def test_an_ipv6_subnet_and_address_in_the_short_forms():
+    lab = _resolve("name: a\nnetworks: {n: {subnet: 'fd00:1::/64'}}\nhosts:\n  h: {networks: {n: 'fd00:1::5'}}\n")
+    n = lab.networks["n"]
+    assert str(n.subnet6) == "fd00:1::/64" and n.subnet.subnet_of(ipaddress.IPv4Network("10.213.0.0/16"))
+    assert str(lab.hosts["h"].interfaces[0].address6) == "fd00:1::5/64"
+
+
 def test_host_addresses_are_derived_from_names_and_sticky():
     lab = _resolve()
     web6 = lab.hosts["web"].interfaces[0].address6
@@ -89,7 +96,7 @@ def test_overlapping_subnet6_names_the_machine_route():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: a\nnetworks: {n: {subnet: 'fd00:1::/64'}}\n", "is an IPv6 subnet: write it as subnet6"),
+        ("name: a\nnetworks: {n: {subnet: 'fd00:1::/64', subnet6: 'fd00:2::/64'}}\n", "one IPv6 subnet per network"),
         ("name: a\nnetworks: {n: {subnet6: 'fe80::/64'}}\n", "is a link-local range"),
         ("name: a\nnetworks: {n: {subnet6: '10.0.0.0/24'}}\n", "not an IPv6 subnet"),
         ("name: a\nnetworks: {n: {subnet6: 'fd00::/124'}}\n", "at least a /120"),
