@@ -173,6 +173,33 @@ def test_nat66_egress_is_masqueraded_and_internal_hosts_stay_in(host, tmp_path):
     assert sh("sysctl -n net.ipv6.conf.all.forwarding").stdout.strip() == "0"  # restored
 
 
+DOCKER6 = """\
+table ip6 filter {
+  chain DOCKER-USER {
+  }
+  chain FORWARD {
+    type filter hook forward priority filter; policy drop;
+    jump DOCKER-USER
+  }
+}
+"""
+
+
+def test_nat66_passes_docker_ip6_forward_drop_through_docker_user(host, tmp_path):
+    """Docker's IPv6 layout (ip6tables: FORWARD policy drop, DOCKER-USER first): nslab's accept rules there
+    let lab IPv6 traffic through, and go with the lab."""
+    ipv6_uplink(host)
+    subprocess.run(["nft", "-f", "-"], input=DOCKER6, text=True, check=True)
+    serve(host, host.in_wan([]), 8080, "wan")
+    lab_up(tmp_path)
+    try:
+        assert "nslab:six:front" in sh("nft list chain ip6 filter DOCKER-USER").stdout
+        assert connect(exec_in("web"), WAN6, 8080) == f"wan {UPLINK6}"
+    finally:
+        nslab("down", "six")
+    assert "nslab" not in sh("nft list chain ip6 filter DOCKER-USER").stdout
+
+
 def test_routed_ipv6_egress_keeps_the_lab_address(host, tmp_path):
     """``nat6: false``: the lab's IPv6 address reaches the outside as it is (wan routes the subnet6 back)."""
     ipv6_uplink(host)

@@ -205,3 +205,26 @@ def test_state_round_trip_keeps_ipv6():
     lab = _resolve()
     again = state.lab_from_dict(state.lab_to_dict(lab))
     assert again.networks == lab.networks and again.hosts == lab.hosts
+
+
+def test_docker_ip6_docker_user_gets_accept_rules_for_dual_stack_networks():
+    from nslab.drivers.nftables import FakeNft
+    from nslab.features.firewall.record import FirewallRecord, FwNetwork
+    from nslab.features.firewall.render import Observed, transaction
+
+    ruleset = [
+        {"chain": {"family": "ip6", "table": "filter", "name": "DOCKER-USER", "handle": 5}},
+        {"rule": {"family": "ip6", "table": "filter", "chain": "DOCKER-USER", "handle": 40, "comment": "nslab:l:x"}},
+        {"rule": {"family": "ip6", "table": "filter", "chain": "DOCKER-USER", "handle": 41, "comment": "docker"}},
+    ]
+    seen = Observed.from_ruleset(FakeNft(ruleset).ruleset())
+    assert seen.docker_user6 and seen.our_docker_rules6 == (40,) and not seen.docker_user
+    rec = FirewallRecord(networks=[FwNetwork("six", "nslaaaa", "10.213.5.0/24", False, "fd00:6::/64"),
+                                   FwNetwork("four", "nslbbbb", "10.213.6.0/24", False)])
+    text = transaction({"l": rec}, seen)
+    assert text.endswith(
+        "delete rule ip6 filter DOCKER-USER handle 40\n"
+        'insert rule ip6 filter DOCKER-USER iifname "nslaaaa" accept comment "nslab:l:six"\n'
+        'insert rule ip6 filter DOCKER-USER oifname "nslaaaa" accept comment "nslab:l:six"\n'
+    )
+    assert "ip filter DOCKER-USER" not in text  # no IPv4 DOCKER-USER chain here

@@ -54,7 +54,7 @@ from ...paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 from .record import FirewallRecord, desired
-from .render import FAMILY, TABLE, Observed, lab_chains, transaction, warnings
+from .render import DOCKER_USER6, FAMILY, TABLE, Observed, docker_user_rules, lab_chains, transaction, warnings
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
@@ -265,6 +265,8 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     want.route_localnet = _plan_route_localnet(ctx, old, want, actions)
     up_to_date = old.same_rules(want) and seen.table_exists == want.loaded and seen.docker_user == old.docker_user
     up_to_date = up_to_date and lab_chains(lab.name, want) <= seen.chains  # chains deleted by hand: reload
+    if seen.docker_user6:  # Docker's IPv6 DOCKER-USER: our accept rules there match the dual-stack networks
+        up_to_date = up_to_date and bool(seen.our_docker_rules6) == bool(docker_user_rules(records, DOCKER_USER6))
     if not up_to_date or (not seen.table_exists and any(r.loaded for r in others.values())):
         actions.append(LoadRuleset(records, {**others, lab.name: old}, seen))
     want.hairpin = _hairpin_ports(lab, want)
@@ -306,7 +308,7 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
     others = _other_records(ctx.others)
     actions: list[Action] = []
     seen = Observed.from_ruleset(ctx.drivers.nft.ruleset())
-    if seen.table_exists or seen.our_docker_rules:  # re-render without this lab (also after a crash)
+    if seen.table_exists or seen.our_docker_rules or seen.our_docker_rules6:  # re-render without this lab
         actions.append(LoadRuleset(others, {**others, ctx.name: record}, seen))
     for bridge, value in record.route_localnet.items():
         actions.append(SetSysctl(route_localnet(bridge), value, "1"))

@@ -34,6 +34,7 @@ FAMILY = "inet"
 LOOPBACK = "127.0.0.0/8"
 LOOPBACK6 = "::1"
 DOCKER_USER = ("ip", "filter", "DOCKER-USER")
+DOCKER_USER6 = ("ip6", "filter", "DOCKER-USER")  # Docker with ip6tables (its default since 27)
 
 Records = Mapping[str, FirewallRecord]  # lab name -> its record
 
@@ -156,12 +157,15 @@ def _isolation(n: FwNetwork, lab: str, tag: str, table: _Table) -> list[str]:
     return rules
 
 
-def docker_user_rules(records: Records) -> list[str]:
-    """The rules nslab inserts into Docker's DOCKER-USER chain (only when that chain exists)."""
-    family, table, chain = DOCKER_USER
+def docker_user_rules(records: Records, where: tuple[str, str, str] = DOCKER_USER) -> list[str]:
+    """The rules nslab inserts into Docker's DOCKER-USER chain (only when that chain exists); in its IPv6 twin
+    for dual-stack networks."""
+    family, table, chain = where
     out = []
     for lab in sorted(records):
         for n in records[lab].networks:
+            if where == DOCKER_USER6 and not n.subnet6:
+                continue
             tag = _q(f"nslab:{lab}:{n.name}")
             for direction in ("iifname", "oifname"):
                 out.append(f"insert rule {family} {table} {chain} {direction} {_q(n.bridge)} accept comment {tag}")
@@ -176,11 +180,14 @@ class Observed(Value):
     our_docker_rules: tuple[int, ...] = ()  # handles of rules commented nslab:* in DOCKER-USER
     foreign_drops: tuple[str, ...] = ()  # "table ip filter chain FORWARD" with a forward hook + policy drop
     chains: frozenset[str] = frozenset()  # the chains of nslab's table
+    docker_user6: bool = False  # ip6 filter DOCKER-USER exists
+    our_docker_rules6: tuple[int, ...] = ()
 
     @classmethod
     def from_ruleset(cls, objects: Iterable[Mapping[str, Any]]) -> Observed:
-        table = docker_user = False
+        table = docker_user = docker_user6 = False
         handles: list[int] = []
+        handles6: list[int] = []
         drops: list[str] = []
         chains: set[str] = set()
         for obj in objects:
@@ -189,13 +196,16 @@ class Observed(Value):
             elif "chain" in obj:
                 c = obj["chain"]
                 docker_user = docker_user or (c.get("family"), c.get("table"), c.get("name")) == DOCKER_USER
+                docker_user6 = docker_user6 or (c.get("family"), c.get("table"), c.get("name")) == DOCKER_USER6
                 if (c.get("family"), c.get("table")) == (FAMILY, TABLE):
                     chains.add(str(c.get("name")))
                 if _drops_forward(c):
                     drops.append(f"table {c['family']} {c['table']} chain {c['name']}")
             elif "rule" in obj and _is_our_docker_rule(obj["rule"]):
                 handles.append(int(obj["rule"]["handle"]))
-        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains))
+            elif "rule" in obj and _is_our_docker_rule(obj["rule"], DOCKER_USER6):
+                handles6.append(int(obj["rule"]["handle"]))
+        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains), docker_user6, tuple(handles6))
 
 
 def lab_chains(lab: str, record: FirewallRecord) -> set[str]:
@@ -211,9 +221,9 @@ def _drops_forward(chain: Mapping[str, Any]) -> bool:
             and chain.get("family") in ("ip", "inet"))
 
 
-def _is_our_docker_rule(rule: Mapping[str, Any]) -> bool:
+def _is_our_docker_rule(rule: Mapping[str, Any], chain: tuple[str, str, str] = DOCKER_USER) -> bool:
     where = (rule.get("family"), rule.get("table"), rule.get("chain"))
-    return where == DOCKER_USER and str(rule.get("comment", "")).startswith("nslab:")
+    return where == chain and str(rule.get("comment", "")).startswith("nslab:")
 
 
 def transaction(records: Records, seen: Observed) -> str:
@@ -224,13 +234,15 @@ def transaction(records: Records, seen: Observed) -> str:
         lines += [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", render_table(wanted).rstrip()]
     elif seen.table_exists:
         lines.append(f"delete table {FAMILY} {TABLE}")
-    if seen.docker_user:
-        family, table, chain = DOCKER_USER
-        current = sorted(seen.our_docker_rules)
-        desired_rules = docker_user_rules(wanted)
-        if current or desired_rules:
-            lines += [f"delete rule {family} {table} {chain} handle {h}" for h in current]
-            lines += desired_rules
+    for present, where, handles in ((seen.docker_user, DOCKER_USER, seen.our_docker_rules),
+                                    (seen.docker_user6, DOCKER_USER6, seen.our_docker_rules6)):
+        if present:
+            family, table, chain = where
+            current = sorted(handles)
+            desired_rules = docker_user_rules(wanted, where)
+            if current or desired_rules:
+                lines += [f"delete rule {family} {table} {chain} handle {h}" for h in current]
+                lines += desired_rules
     return "\n".join(lines) + "\n" if lines else ""
 
 
