@@ -309,15 +309,16 @@ class Lab:
 
     # -- testing the network (check.py, features/links.py) --------------------------------------
     def check(self, port: str | None = None, source: str | None = None,
-              timeout: float | None = None) -> check_mod.Matrix:
+              timeout: float | None = None, ipv6: bool = False) -> check_mod.Matrix:
         """The reachability matrix of the lab that is up (``nslab check``): every cell probed, with the
         verdict the lab implies; ``.ok`` when all match. ``port``: ``"80"`` (TCP) or ``"53/udp"``; ``timeout``:
-        how long an unanswered cell is waited for (seconds; default that of ``nslab check``)."""
+        how long an unanswered cell is waited for (seconds; default that of ``nslab check``); ``ipv6``: probe
+        over IPv6 (``nslab check -6``)."""
         from . import check as check_mod
 
         if timeout is None:
-            return check_mod.check(self.name, port, source, self.drivers)
-        return check_mod.check(self.name, port, source, self.drivers, timeout=timeout)
+            return check_mod.check(self.name, port, source, self.drivers, ipv6=ipv6)
+        return check_mod.check(self.name, port, source, self.drivers, timeout=timeout, ipv6=ipv6)
 
     def link(self, host: str, iface: str | None = None, up: bool = True) -> list[str]:
         """``nslab link LAB/HOST[:IF] up|down``: both ends of the interface (every interface of the host when

@@ -9,6 +9,7 @@ The ``wan`` namespace gets 2001:db8::1/64 (the documentation range, as TESTING.m
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -303,6 +304,28 @@ def test_a_subnet6_overlapping_a_machine_route_is_refused_before_any_change(host
     nslab("up", "-f", str(lab))
     try:
         assert addr6("h").startswith(ula.replace("::/48", ":1:"))
+    finally:
+        nslab("down", "six")
+
+
+def test_check_over_ipv6_matches_the_policy(host, tmp_path):
+    """`nslab check -6`: ICMPv6 and TCP over IPv6, same network reaches, isolation and internal block, the
+    outside (wan's IPv6 address, the machine's IPv6 gateway) from NAT hosts only; a partition blocks."""
+    ipv6_uplink(host)
+    lab_up(tmp_path, LAB + "partitions:\n  - [web, peer]\n")
+    try:
+        result = nslab("check", "six", "-6", "--json", check=False)
+        matrix = json.loads(result.stdout)
+        assert result.returncode == 0 and matrix["ok"], result.stdout + result.stderr
+        assert matrix["outside"] == WAN6
+        cell = {(c["source"], c["target"]): c for c in matrix["cells"]}
+        assert cell[("web", "web")]["address"] == "::1" and cell[("web", "web")]["reachable"]
+        assert cell[("web", "outside")]["reachable"] and not cell[("vault", "outside")]["reachable"]
+        assert not cell[("web", "peer")]["reachable"] and cell[("web", "peer")]["address"] == addr6("peer")  # cut
+        assert not cell[("web", "other")]["reachable"]  # isolation
+        serve(host, ["ip", "netns", "exec", "six-other"], 7000, "other")
+        tcp = json.loads(nslab("check", "six", "-6", "--port", "7000", "--from", "other", "--json").stdout)
+        assert [c["result"] for c in tcp["cells"] if c["target"] == "other"] == ["open"]
     finally:
         nslab("down", "six")
 

@@ -33,8 +33,10 @@ def _lab_name(lab_name: str | None, file: str | None) -> str:
 @click.option("--timeout", type=click.FloatRange(0.05, 30), default=1.0, show_default=True,
               help="Seconds a probe waits for its answer.")
 @click.option("--json", "as_json", is_flag=True, help="The cells as JSON (format: see README).")
+@click.option("-6", "--ipv6", "ipv6", is_flag=True,
+              help="Probe over IPv6 (dual-stack networks; the outside is the machine's IPv6 gateway).")
 def check(lab_name: str | None, file: str | None, port: str | None, source: str | None, timeout: float,
-          as_json: bool) -> None:
+          as_json: bool, ipv6: bool) -> None:
     """Probe every pair of hosts and each host toward the outside; compare with the lab's policy.
 
     \b
@@ -51,7 +53,7 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     from . import render
 
     require_root()
-    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout)
+    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
     if as_json:
         click.echo(json.dumps(matrix.to_json(), indent=2))
     else:

@@ -112,6 +112,9 @@ class FakeKernel(_Failing):
     def default_gateway(self) -> ipaddress.IPv4Address | None:
         return self.gateway
 
+    def default_gateway6(self) -> ipaddress.IPv6Address | None:
+        return None
+
     def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
         self._call("set_link_state")
         for end in ends:

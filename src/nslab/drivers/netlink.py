@@ -367,6 +367,13 @@ class NetlinkKernel:
                 return ipaddress.IPv4Address(route.gateway)
         return None
 
+    def default_gateway6(self) -> ipaddress.IPv6Address | None:
+        """The next hop of the machine's IPv6 default route, if it has one (a link-local one too)."""
+        for route in routes(self.root, family=socket.AF_INET6):
+            if route.destination.prefixlen == 0 and route.gateway:
+                return ipaddress.IPv6Address(route.gateway)
+        return None
+
     def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
         """``ip [-n NS] link set IF up|down`` for each (namespace, interface); namespace '' is the machine.
         Going up, returns once every end has its carrier (at most :data:`CARRIER_WAIT` s): a probe sent right
