@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 MACHINE_NETNS = "/proc/$$/ns/net"
 #: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
 NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
-#: Set in a dual-stack host's namespace before its interfaces exist: IPv6 addresses stay on an interface put down.
-KEEP_IPV6_ADDRESSES = "net.ipv6.conf.default.keep_addr_on_down=1"
+#: Set in a dual-stack host's namespace before its interfaces exist: IPv6 addresses stay on an interface put down;
+#: no duplicate address detection (IPAM made the addresses unique; the link-local one is usable at once and one
+#: flooded neighbour solicitation per host less).
+KEEP_IPV6_ADDRESSES = "net.ipv6.conf.default.keep_addr_on_down=1 net.ipv6.conf.default.accept_dad=0"
 
 
 def _raise_on(failures: list[str]) -> None:

@@ -223,7 +223,8 @@ def route_lines(namespace: str | None, family: str) -> list[str]:
 def sysctl_lines(namespace: str | None) -> list[str]:
     """ip_forward, the addr_gen_mode new interfaces get, and route_localnet of nslab's bridges (nsl*), as this
     namespace sees them."""
-    keys = ["net.ipv4.ip_forward", "net.ipv6.conf.default.addr_gen_mode", "net.ipv6.conf.all.forwarding"]
+    keys = ["net.ipv4.ip_forward", "net.ipv6.conf.default.addr_gen_mode", "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.default.keep_addr_on_down", "net.ipv6.conf.default.accept_dad"]
     if namespace is None:
         bridges = [line.split()[0] for line in link_lines(None) if line.startswith("nsl") and "kind=bridge" in line]
         keys += [f"net.ipv4.conf.{b}.route_localnet" for b in bridges]

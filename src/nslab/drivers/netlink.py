@@ -109,6 +109,7 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
                     _no_ipv6_autoconf()
                     if name in dual_stack:
                         _write_proc(KEEP_ADDR_ON_DOWN, b"1")
+                        _write_proc(NO_DAD, b"0")  # IPAM made addresses unique; link-local usable at once
                     linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
                     fd = os.open(path, os.O_RDONLY)
                     try:
@@ -137,6 +138,7 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
 #: Set in a dual-stack host's new namespace: the kernel otherwise drops an interface's IPv6 addresses (and the
 #: routes through them) when it goes down, and ``up`` does not bring them back.
 KEEP_ADDR_ON_DOWN = "/proc/sys/net/ipv6/conf/default/keep_addr_on_down"
+NO_DAD = "/proc/sys/net/ipv6/conf/default/accept_dad"
 
 
 def _write_proc(path: str, value: bytes) -> None:
