@@ -59,10 +59,11 @@ class Interface:
 
 @dataclass(frozen=True)
 class Route:
-    """A static route inside a host: ``ip route add TO via VIA proto static``."""
+    """A static route inside a host: ``ip route add TO via VIA proto static`` (IPv4, or IPv6 on dual-stack
+    networks; both ends of one family)."""
 
-    to: IPv4Net
-    via: IPv4Addr
+    to: IPv4Net | IPv6Net
+    via: IPv4Addr | IPv6Addr
 
 
 @dataclass(frozen=True)

@@ -403,9 +403,10 @@ class _Resolution:
             address = lk.a_address if lk.a == host_name else lk.b_address
             interfaces.append(Interface(name=ifname, address=address, link=link_index))
         routes = self._routes(host_name, host, interfaces)
-        if host.default is not None:
+        if host.default == "none" or isinstance(host.default, IPv4Addr):
             gateway = None  # `default: none`, or a written gateway: one of the routes
-        gateway6 = None if host.default == "none" else self._gateway6(host)
+        # `default: none`, or a written IPv6 gateway (one of the routes): no automatic IPv6 default route
+        gateway6 = None if host.default == "none" or isinstance(host.default, IPv6Addr) else self._gateway6(host)
         return Host(
             name=host_name,
             namespace=namespace_name(self.lab, host_name),
@@ -427,18 +428,22 @@ class _Resolution:
     def _routes(self, host_name: str, host: HostSpec, interfaces: list[Interface]) -> tuple[Route, ...]:
         """The host's static routes (and a written default gateway, last), each via an address on one of its
         own subnets (networks and links), as the kernel requires."""
-        wanted: list[tuple[tuple[Any, ...], IPv4Net, IPv4Addr]] = [
+        wanted: list[tuple[tuple[Any, ...], IPv4Net | IPv6Net, IPv4Addr | IPv6Addr]] = [
             (("hosts", host_name, "routes", i), r.to, r.via) for i, r in enumerate(host.routes)
         ]
         if isinstance(host.default, IPv4Addr):
             wanted.append((("hosts", host_name, "default"), IPv4Net("0.0.0.0/0"), host.default))
+        elif isinstance(host.default, IPv6Addr):
+            wanted.append((("hosts", host_name, "default"), IPv6Net("::/0"), host.default))
         routes: list[Route] = []
         for loc, to, via in wanted:
-            on = [i for i in interfaces if via in i.address.network]
+            mine = [a for i in interfaces for a in (i.address, i.address6)
+                    if a is not None and a.version == via.version]
+            on = [a for a in mine if via in a.network]
             if not on:
-                subnets = ", ".join(str(i.address.network) for i in interfaces) or "none"
+                subnets = ", ".join(str(a.network) for a in mine) or "none"
                 self.out.add(loc, f"gateway {via} is on none of the host's subnets ({subnets})")
-            elif any(via == i.address.ip for i in on):
+            elif any(via == a.ip for a in on):
                 self.out.add(loc, f"gateway {via} is the host's own address")
             else:
                 routes.append(Route(to, via))

@@ -249,10 +249,37 @@ class InterfaceSpec(_Strict):
 
 
 class RouteSpec(_Strict):
-    """``{to: CIDR, via: ADDRESS}``: a static route inside the host."""
+    """``{to: CIDR, via: ADDRESS}``: a static route inside the host (IPv4, or IPv6 on a dual-stack network)."""
 
-    to: ipaddress.IPv4Network
-    via: ipaddress.IPv4Address
+    to: ipaddress.IPv4Network | ipaddress.IPv6Network
+    via: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        """One problem per bad value (not one per IP version)."""
+        if isinstance(value, str):
+            try:
+                return ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"'{value}' is not an IP network ({exc})") from None
+        return value
+
+    @field_validator("via", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not an IP address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_family(self) -> RouteSpec:
+        if self.to.version != self.via.version:
+            raise ValueError(f"to {self.to} and via {self.via} are of different IP versions")
+        return self
 
 
 class HostSpec(_WithDns):
@@ -269,7 +296,7 @@ class HostSpec(_WithDns):
     mtu: Mtu | None = None  # of the host's network interfaces (over the network's)
     routes: list[RouteSpec] = Field(default_factory=list)
     #: ``none``: no default route; an address: the default route via it; unset: the first network's gateway
-    default: Literal["none"] | ipaddress.IPv4Address | None = None
+    default: Literal["none"] | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     #: net.* sysctls written inside the host's namespace (e.g. ``net.ipv4.ip_forward: 1``)
     sysctls: dict[str, str] = Field(default_factory=dict)
 
@@ -279,9 +306,9 @@ class HostSpec(_WithDns):
         if value is None or value == "none" or not isinstance(value, str):
             return value
         try:
-            return ipaddress.IPv4Address(value)
+            return ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"'{value}' is neither none nor an IPv4 address") from None
+            raise ValueError(f"'{value}' is neither none nor an IP address") from None
 
     @field_validator("sysctls", mode="before")
     @classmethod

@@ -159,7 +159,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                     )
                     for i in h["interfaces"]
                 ),
-                routes=tuple(Route(ipaddress.IPv4Network(to), ipaddress.IPv4Address(via))
+                routes=tuple(Route(ipaddress.ip_network(to), ipaddress.ip_address(via))
                              for to, via in h.get("routes", ())),
                 sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
                 gateway6=ipaddress.IPv6Address(h["gateway6"]) if h.get("gateway6") else None,

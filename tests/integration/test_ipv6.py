@@ -330,6 +330,32 @@ def test_check_over_ipv6_matches_the_policy(host, tmp_path):
         nslab("down", "six")
 
 
+ROUTED = """\
+name: rt6
+networks:
+  left: {subnet6: "fd00:a::/64", internal: true}
+  right: {subnet6: "fd00:b::/64", internal: true}
+hosts:
+  router:
+    networks: {left: "fd00:a::9", right: "fd00:b::9"}
+    sysctls: {net.ipv6.conf.all.forwarding: 1}
+  a: {networks: [left], routes: [{to: "fd00:b::/64", via: "fd00:a::9"}]}
+  b: {networks: [right], default: "fd00:b::9"}
+"""
+
+
+@pytest.mark.usefixtures("host")
+def test_static_ipv6_routes_through_a_router_host(tmp_path):
+    lab_up(tmp_path, ROUTED)
+    try:
+        assert "fd00:b::/64 via fd00:a::9" in sh("ip -n rt6-a -6 route").stdout
+        assert "default via fd00:b::9" in sh("ip -n rt6-b -6 route").stdout
+        ping = sh(f"ip netns exec rt6-a ping -6 -c 1 -W 3 {addr6('b', 'rt6')}", check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        nslab("down", "rt6")
+
+
 def test_lab_bridges_refuse_router_advertisements(host, tmp_path):
     lab_up(tmp_path)
     try:

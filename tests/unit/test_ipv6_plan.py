@@ -228,3 +228,39 @@ def test_docker_ip6_docker_user_gets_accept_rules_for_dual_stack_networks():
         'insert rule ip6 filter DOCKER-USER oifname "nslaaaa" accept comment "nslab:l:six"\n'
     )
     assert "ip filter DOCKER-USER" not in text  # no IPv4 DOCKER-USER chain here
+
+
+def test_static_ipv6_routes_and_default():
+    text = """\
+name: r
+networks: {n: {subnet6: 'fd00:1::/64'}}
+hosts:
+  router: {networks: {n: {address6: 'fd00:1::9'}}}
+  h:
+    networks: [n]
+    routes: [{to: 'fd00:99::/48', via: 'fd00:1::9'}, {to: 10.99.0.0/16, via: 10.213.0.1}]
+    default: 'fd00:1::9'
+"""
+    lab = _resolve(text)
+    h = lab.hosts["h"]
+    assert [(str(r.to), str(r.via)) for r in h.routes] == [
+        ("fd00:99::/48", "fd00:1::9"), ("10.99.0.0/16", "10.213.0.1"), ("::/0", "fd00:1::9")]
+    assert h.gateway6 is None and str(h.gateway) == "10.213.0.1"  # IPv4 default as before
+    assert state.lab_from_dict(state.lab_to_dict(lab)).hosts["h"].routes == h.routes
+    from nslab.wiring import ConfigureHosts
+
+    assert "ip -n r-h route add fd00:99::/48 via fd00:1::9 proto static" in ConfigureHosts((h,)).commands()
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ("{to: 'fd00:99::/48', via: 10.213.0.1}", "different IP versions"),
+        ("{to: 'fd00:99::/48', via: 'fd00:2::1'}", "gateway fd00:2::1 is on none of the host's subnets (fd00:1::/64)"),
+    ],
+)
+def test_bad_ipv6_routes(route, message):
+    text = f"name: r\nnetworks: {{n: {{subnet6: 'fd00:1::/64'}}}}\nhosts:\n  h: {{networks: [n], routes: [{route}]}}\n"
+    with pytest.raises((ResolveError, SpecError)) as err:
+        _resolve(text)
+    assert message in str(err.value)
