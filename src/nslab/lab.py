@@ -174,6 +174,8 @@ class Lab:
             occupied += [Occupied(lk.subnet, f"a link of lab '{other.lab.name}'") for lk in other.lab.links]
             occupied += [Occupied(n.subnet6, f"network '{n.name}' of lab '{other.lab.name}'")
                          for n in other.lab.networks.values() if n.subnet6]
+            occupied += [Occupied(lk.subnet6, f"a link of lab '{other.lab.name}'")
+                         for lk in other.lab.links if lk.subnet6]
         previous = recorded.lab.allocations() if recorded else None
         resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
                                          **self._ula(drivers))
@@ -192,7 +194,9 @@ class Lab:
 
     def _ula(self, drivers: Drivers | None) -> dict[str, Any]:
         """The machine's ULA /48 when a network wants IPv6 without a subnet6 (picked once, kept; see ula.py)."""
-        if not any(n.dual_stack and n.subnet6 is None for n in self.spec.networks.values()):
+        wanting = [(n.dual_stack, n.subnet6) for n in self.spec.networks.values()]
+        wanting += [(lk.dual_stack, lk.subnet6) for lk in self.spec.links]
+        if not any(dual and subnet6 is None for dual, subnet6 in wanting):
             return {}
         from .ula import machine_ula
 

@@ -92,6 +92,9 @@ class Link:
     subnet: IPv4Net
     a_address: ipaddress.IPv4Interface
     b_address: ipaddress.IPv4Interface
+    subnet6: IPv6Net | None = None  # a dual-stack link: ``a`` has its ::1, ``b`` its ::2
+    a_address6: ipaddress.IPv6Interface | None = None
+    b_address6: ipaddress.IPv6Interface | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Lab:
             },
             "links": {f"{lk.a}|{lk.b}|{i}": str(lk.subnet) for i, lk in enumerate(self.links)},
             "networks6": {n.name: str(n.subnet6) for n in self.networks.values() if n.subnet6},
+            "links6": {f"{lk.a}|{lk.b}|{i}": str(lk.subnet6) for i, lk in enumerate(self.links) if lk.subnet6},
             "hosts6": {
                 h.name: {i.network: str(i.address6.ip) for i in h.interfaces if i.network and i.address6}
                 for h in self.hosts.values() if any(i.address6 for i in h.interfaces)

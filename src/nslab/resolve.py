@@ -246,19 +246,21 @@ class _Resolution:
         for name, net in self.spec.networks.items():
             if name not in self.networks or not net.dual_stack:
                 continue
-            subnet = self._subnet6(name, net.subnet6, wanted.get(name))
+            subnet = self._subnet6(("networks", name), self._network_owner(name), net.subnet6, wanted.get(name))
             if subnet is None:
                 continue
             gateway = ipaddress.IPv6Interface(f"{subnet[1]}/{subnet.prefixlen}")
             self.networks[name] = dataclasses.replace(self.networks[name], subnet6=subnet, gateway6=gateway,
                                                       nat6=net.nat6)
 
-    def _subnet6(self, name: str, written: IPv6Net | None, before: str | None) -> IPv6Net | None:
-        owner = self._network_owner(name)
+    def _subnet6(self, loc: tuple[Any, ...], owner: str, written: IPv6Net | None, before: str | None
+                 ) -> IPv6Net | None:
+        """``written`` if it overlaps nothing taken, else the /64 had ``before`` if still free, else the next free
+        /64 of the ULA range; None (reported at ``loc``) when there is none."""
         if written is not None:
             for other, who in self.taken6:
                 if written.overlaps(other):
-                    self.out.add(("networks", name, "subnet6"), f"subnet6 {written} overlaps {other} ({who})")
+                    self.out.add((*loc, "subnet6"), f"subnet6 {written} overlaps {other} ({who})")
                     return None
             self.taken6.append((written, owner))
             return written
@@ -268,7 +270,7 @@ class _Resolution:
         else:
             chosen = next((c for c in self.ula.subnets(new_prefix=64) if not any(c.overlaps(t) for t in taken)), None)
         if chosen is None:
-            self.out.add(("networks", name), f"no free /64 left in {self.ula}; give a subnet6")
+            self.out.add(loc, f"no free /64 left in {self.ula}; give a subnet6")
             return None
         self.taken6.append((chosen, owner))
         return chosen
@@ -345,6 +347,7 @@ class _Resolution:
             next_if[a] += 1
             next_if[b] += 1
             ips = list(subnet.hosts()) if subnet.prefixlen < 31 else list(subnet)
+            subnet6 = self._link_subnet6(i, link) if link.dual_stack else None
             self.links.append(
                 Link(
                     a=a,
@@ -354,10 +357,18 @@ class _Resolution:
                     subnet=subnet,
                     a_address=ipaddress.IPv4Interface(f"{ips[0]}/{subnet.prefixlen}"),
                     b_address=ipaddress.IPv4Interface(f"{ips[1]}/{subnet.prefixlen}"),
+                    subnet6=subnet6,
+                    a_address6=ipaddress.IPv6Interface(f"{subnet6[1]}/{subnet6.prefixlen}") if subnet6 else None,
+                    b_address6=ipaddress.IPv6Interface(f"{subnet6[2]}/{subnet6.prefixlen}") if subnet6 else None,
                 )
             )
             self.link_ifnames[a].append((len(self.links) - 1, a_if))
             self.link_ifnames[b].append((len(self.links) - 1, b_if))
+
+    def _link_subnet6(self, index: int, link: LinkSpec) -> IPv6Net | None:
+        a, b = link.endpoints
+        wanted: Mapping[str, str] = self.previous.get("links6", {})
+        return self._subnet6(("links", index), self._link_owner(index), link.subnet6, wanted.get(f"{a}|{b}|{index}"))
 
     def _endpoints_ok(self, index: int, link: LinkSpec) -> bool:
         """Report unknown hosts and a link from a host to itself."""
@@ -400,8 +411,8 @@ class _Resolution:
         interfaces, gateway = self._network_interfaces(host_name, host)
         for link_index, ifname in self.link_ifnames[host_name]:
             lk = self.links[link_index]
-            address = lk.a_address if lk.a == host_name else lk.b_address
-            interfaces.append(Interface(name=ifname, address=address, link=link_index))
+            address, address6 = (lk.a_address, lk.a_address6) if lk.a == host_name else (lk.b_address, lk.b_address6)
+            interfaces.append(Interface(name=ifname, address=address, link=link_index, address6=address6))
         routes = self._routes(host_name, host, interfaces)
         if host.default == "none" or isinstance(host.default, IPv4Addr):
             gateway = None  # `default: none`, or a written gateway: one of the routes

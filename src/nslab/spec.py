@@ -374,6 +374,21 @@ class LinkSpec(_Strict):
 
     endpoints: tuple[str, str]
     subnet: ipaddress.IPv4Network | None = None
+    #: IPv6 too: ``subnet6`` as written, else a /64 of the machine's ULA range; the ends get ::1 and ::2
+    ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.ipv6 or self.subnet6 is not None
+
+    @field_validator("subnet6")
+    @classmethod
+    def _two_addresses6(cls, value: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network | None:
+        if value is not None and (value.prefixlen > 126 or value.is_link_local or value.is_multicast
+                                  or value.is_loopback):
+            raise ValueError("a link subnet6 needs a unicast range of /126 or larger")
+        return value
 
     @field_validator("subnet")
     @classmethod

@@ -112,6 +112,8 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 "subnet": str(lk.subnet),
                 "a_address": str(lk.a_address),
                 "b_address": str(lk.b_address),
+                **({"subnet6": str(lk.subnet6), "a_address6": str(lk.a_address6), "b_address6": str(lk.b_address6)}
+                   if lk.subnet6 else {}),
             }
             for lk in lab.links
         ],
@@ -175,6 +177,9 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 subnet=ipaddress.IPv4Network(lk["subnet"]),
                 a_address=iface(lk["a_address"]),
                 b_address=iface(lk["b_address"]),
+                subnet6=ipaddress.IPv6Network(lk["subnet6"]) if lk.get("subnet6") else None,
+                a_address6=ipaddress.IPv6Interface(lk["a_address6"]) if lk.get("a_address6") else None,
+                b_address6=ipaddress.IPv6Interface(lk["b_address6"]) if lk.get("b_address6") else None,
             )
             for lk in data["links"]
         ),

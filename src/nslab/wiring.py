@@ -220,6 +220,10 @@ def _link_commands(lab: Lab, lk: Link) -> list[str]:
         f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)} netns {b}",
         f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
         f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
+        *([f"ip -n {a} link set {lk.a_ifname} addrgenmode eui64",
+           f"ip -n {a} addr add {lk.a_address6} dev {lk.a_ifname} nodad",
+           f"ip -n {b} link set {lk.b_ifname} addrgenmode eui64",
+           f"ip -n {b} addr add {lk.b_address6} dev {lk.b_ifname} nodad"] if lk.subnet6 else []),
         f"ip -n {a} link set {lk.a_ifname} up",
         f"ip -n {b} link set {lk.b_ifname} up",
     ]

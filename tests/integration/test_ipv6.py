@@ -345,6 +345,17 @@ hosts:
 
 
 @pytest.mark.usefixtures("host")
+def test_a_dual_stack_link_carries_ipv6(tmp_path):
+    lab_up(tmp_path, "name: lk\nhosts:\n  a: {}\n  b: {}\nlinks:\n  - {endpoints: [a, b], subnet6: 'fd00:c::/64'}\n")
+    try:
+        assert "fd00:c::1/64" in sh("ip -n lk-a -6 addr show dev eth0").stdout
+        ping = sh("ip netns exec lk-a ping -6 -c 1 -W 3 b", check=False)  # by name: the hosts file has fd00:c::2
+        assert ping.returncode == 0 and "fd00:c::2" in ping.stdout, ping.stdout + ping.stderr
+    finally:
+        nslab("down", "lk")
+
+
+@pytest.mark.usefixtures("host")
 def test_static_ipv6_routes_through_a_router_host(tmp_path):
     lab_up(tmp_path, ROUTED)
     try:

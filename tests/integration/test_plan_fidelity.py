@@ -74,6 +74,8 @@ hosts:
     networks: {back: {address6: "fd00:62::10"}}
   vault:
     networks: [secure, back]
+links:
+  - {endpoints: [web, api], ipv6: true}
 partitions:
   - [web, api]
 """

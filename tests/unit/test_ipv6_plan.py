@@ -230,6 +230,23 @@ def test_docker_ip6_docker_user_gets_accept_rules_for_dual_stack_networks():
     assert "ip filter DOCKER-USER" not in text  # no IPv4 DOCKER-USER chain here
 
 
+def test_dual_stack_links():
+    text = "name: l\nhosts:\n  a: {}\n  b: {}\n  c: {}\nlinks:\n  - {endpoints: [a, b], ipv6: true}\n  - [b, c]\n"
+    lab = _resolve(text)
+    first, second = lab.links
+    assert str(first.subnet6) == "fd12:3456:789a::/64" and second.subnet6 is None
+    assert (str(first.a_address6), str(first.b_address6)) == ("fd12:3456:789a::1/64", "fd12:3456:789a::2/64")
+    assert lab.hosts["a"].interfaces[0].address6 == first.a_address6
+    assert lab.allocations()["links6"] == {"a|b|0": "fd12:3456:789a::/64"}
+    assert state.lab_from_dict(state.lab_to_dict(lab)).links == lab.links
+    from nslab.wiring import AddLinks
+
+    cmds = AddLinks(lab, lab.links).commands()
+    assert "ip -n l-b addr add fd12:3456:789a::2/64 dev eth0 nodad" in cmds
+    assert "ip -n l-a link set eth0 addrgenmode eui64" in cmds and "ip -n l-c link set eth0 addrgenmode eui64" not in cmds
+    assert "fd12:3456:789a::2\tb b.l" in HostsFiles(lab).render(lab.hosts["a"])
+
+
 def test_static_ipv6_routes_and_default():
     text = """\
 name: r

@@ -627,9 +627,13 @@ class NetlinkKernel:
                 add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
                          peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname))
                 batch.commit_or_raise(a.sock)
-                for end, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
+                for end, ifname, address, address6 in ((a, lk.a_ifname, lk.a_address, lk.a_address6),
+                                                       (b, lk.b_ifname, lk.b_address, lk.b_address6)):
                     index = _index_in(end, ifname)
                     add_address(batch, index, address, f"{ifname} in {end.name}")
+                    if address6 is not None:  # IPv6 on: a link-local address too (it comes with up)
+                        set_addr_gen_mode(batch, index, rtnl.IN6_ADDR_GEN_MODE_EUI64, f"{ifname} in {end.name}")
+                        add_address(batch, index, address6, f"{ifname} in {end.name}")
                     set_up(batch, index, f"{ifname} in {end.name}")
                     batch.commit_or_raise(end.sock)
         finally:
