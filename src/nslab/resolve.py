@@ -301,7 +301,12 @@ class _Resolution:
             else:
                 self._give6(host_name, net_name, IPv6Addr(before))
         for host_name, net_name in later:
-            self._give6(host_name, net_name, self._derived6(host_name, net_name))
+            ip = self._derived6(host_name, net_name)
+            if ip is None:
+                subnet = self.networks[net_name].subnet6
+                self.out.add(("hosts", host_name, "networks", net_name), f"network '{net_name}' ({subnet}) is full")
+                continue
+            self._give6(host_name, net_name, ip)
 
     def _free6(self, net_name: str, ip: IPv6Addr) -> bool:
         subnet = self.networks[net_name].subnet6
@@ -320,7 +325,7 @@ class _Resolution:
         else:
             self._give6(host_name, net_name, fixed)
 
-    def _derived6(self, host_name: str, net_name: str) -> IPv6Addr:
+    def _derived6(self, host_name: str, net_name: str) -> IPv6Addr | None:
         """The host's stable address: a hash of lab/host/network as the interface part (the next hash on a
         clash); the same on every machine and every ``up``, whatever else the file holds."""
         subnet = self.networks[net_name].subnet6
@@ -331,7 +336,7 @@ class _Resolution:
             ip = subnet.network_address + int.from_bytes(digest, "big") % room
             if self._free6(net_name, ip):
                 return ip
-        raise AssertionError("no free IPv6 address")  # a /120 holds 255 hosts; the hash walks them all
+        return None  # (a small subnet6 that is full: the hash walked its addresses many times over)
 
     # --- links -------------------------------------------------------------------------------------
 
