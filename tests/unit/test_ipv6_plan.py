@@ -285,7 +285,8 @@ def test_bad_ipv6_routes(route, message):
 
 
 def test_a_full_small_subnet6_is_reported():
-    text = "name: a\nnetworks: {n: {subnet: 10.1.0.0/23, subnet6: 'fd00:1::/120'}}\nhosts:\n  h: {networks: [n], count: %d}\n"
+    text = ("name: a\nnetworks: {n: {subnet: 10.1.0.0/23, subnet6: 'fd00:1::/120'}}\n"
+            "hosts:\n  h: {networks: [n], count: %d}\n")
     lab = _resolve(text % 254)  # every address but the subnet's first (and the gateway's)
     assert len({h.interfaces[0].address6 for h in lab.hosts.values()}) == 254
     with pytest.raises(ResolveError) as err:
