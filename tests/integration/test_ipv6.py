@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -365,6 +366,32 @@ def test_static_ipv6_routes_through_a_router_host(tmp_path):
         assert ping.returncode == 0, ping.stdout + ping.stderr
     finally:
         nslab("down", "rt6")
+
+
+def ping6_rtt(source: str, target: str, count: int = 10) -> tuple[str, float]:
+    """(packet loss as ping prints it, average round trip in ms; -1 when nothing came back)."""
+    out = sh(f"ip netns exec six-{source} ping -6 -n -q -c {count} -i 0.05 -W 2 {target}", check=False).stdout
+    loss = re.search(r"(\d+(?:\.\d+)?)% packet loss", out)
+    rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
+    return (loss.group(1) if loss else "?"), (float(rtt.group(1)) if rtt else -1.0)
+
+
+@pytest.mark.usefixtures("host")
+def test_impairments_apply_to_ipv6(tmp_path):
+    """Loss (nft, any family) and delay (NFQUEUE: ip6tables too on a dual-stack host) hit IPv6 packets."""
+    lab_up(tmp_path)
+    try:
+        _, base = ping6_rtt("web", "peer")
+        nslab("impair", "six/web", "--delay", "50ms", "--out")
+        assert "NFQUEUE" in sh("ip netns exec six-web ip6tables-nft-save -t mangle").stdout
+        loss, rtt = ping6_rtt("web", "peer")
+        assert loss == "0" and rtt - base >= 45, (base, rtt)
+        nslab("impair", "six/web", "--clear")
+        assert "NFQUEUE" not in sh("ip netns exec six-web ip6tables-nft-save -t mangle", check=False).stdout
+        nslab("impair", "six/web", "--loss", "100%", "--out")
+        assert ping6_rtt("web", "peer", 5)[0] == "100"
+    finally:
+        nslab("down", "six")
 
 
 def test_lab_bridges_refuse_router_advertisements(host, tmp_path):

@@ -396,7 +396,7 @@ class FakeShaper(_Failing):
         self.delayer: dict[str, dict[str, Any]] = {}  # lab -> config
         self.queue_rules: dict[str, list[tuple[str, str, int, str]]] = {}  # namespace -> NFQUEUE rules
 
-    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]]) -> None:
+    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]], ipv6: bool = False) -> None:
         self._call("queues")
         self.queue_rules[namespace] = list(rules)
 
