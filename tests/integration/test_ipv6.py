@@ -394,6 +394,23 @@ def test_impairments_apply_to_ipv6(tmp_path):
         nslab("down", "six")
 
 
+def test_trace_over_ipv6_names_isolation_and_reaches_a_neighbour(host, tmp_path):
+    lab_up(tmp_path)
+    try:
+        other = addr6("other")
+        result = nslab("trace", "six/web", f"[{other}]:7000", check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"[{other}]:7000" in result.stdout  # the flow, over IPv6
+        verdict = result.stdout.splitlines()[-1]
+        assert verdict.startswith("verdict: dropped by nslab rule") and '"nslab:six:back:isolation"' in verdict, \
+            result.stdout
+        reached = nslab("trace", "six/web", "-6", "peer", check=False)  # by name: its IPv6 address, ICMPv6
+        assert reached.returncode == 0 and "reached: echo reply from" in reached.stdout, reached.stdout
+        assert "nslab-trace" not in sh("nft list tables").stdout
+    finally:
+        nslab("down", "six")
+
+
 def test_lab_bridges_refuse_router_advertisements(host, tmp_path):
     lab_up(tmp_path)
     try:

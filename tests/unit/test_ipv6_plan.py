@@ -292,3 +292,20 @@ def test_a_full_small_subnet6_is_reported():
     with pytest.raises(ResolveError) as err:
         _resolve(text % 255)
     assert "network 'n' (fd00:1::/120) is full" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("fd00::5", ("fd00::5", 0, "icmp")),
+        ("[fd00::5]:80", ("fd00::5", 80, "tcp")),
+        ("[fd00::5]:53/udp", ("fd00::5", 53, "udp")),
+        ("netns:blue:22", ("netns:blue", 22, "tcp")),
+    ],
+)
+def test_trace_destinations_in_ipv6(text, expected):
+    from nslab.trace import Flow, parse_destination
+
+    assert parse_destination(text) == expected
+    flow = Flow("icmp", "fd00::2", "fd00::5", 7)
+    assert flow.match() == "ip6 saddr fd00::2 ip6 daddr fd00::5 icmpv6 type echo-request icmpv6 id 7"
