@@ -39,7 +39,13 @@ A forward-hook chain with policy drop WITHOUT a DOCKER-USER chain (e.g. ``iptabl
 hand) is not touched: it is detected and reported as a warning in ``up`` / ``status``, with the command
 that would let the lab's traffic pass.
 
-Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv4.conf.BR.route_localnet=1``,
+IPv6 (dual-stack networks): the same table holds NAT66 egress (or none with ``nat6: false``), IPv6 hairpin
+and IPv6 publish rules (render.py); internal networks and isolation match interfaces, so they hold for both
+families. ``::1`` is left out of the IPv6 publish jump: the lab's supervisor relays ``[::1]`` ports
+(loopproxy.py). Docker's ``ip6 filter DOCKER-USER`` gets the same accept rules as its IPv4 twin, for
+dual-stack bridges.
+
+Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv6.conf.all.forwarding=1``, ``sysctl -w net.ipv4.conf.BR.route_localnet=1``,
 ``ip link set PORT type bridge_slave hairpin on``.
 """
 
