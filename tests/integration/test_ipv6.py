@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -411,10 +412,36 @@ def test_trace_over_ipv6_names_isolation_and_reaches_a_neighbour(host, tmp_path)
         nslab("down", "six")
 
 
-def test_lab_bridges_refuse_router_advertisements(host, tmp_path):
+#: A router advertisement (router lifetime 1800 s, prefix 2001:db8:77::/64 on-link + autonomous) to ff02::1,
+#: sent from the host's link-local address with hop limit 255, as a radvd would.
+SEND_RA = r"""
+import socket, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex("eth0"))
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+prefix = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0, socket.inet_pton(socket.AF_INET6, "2001:db8:77::"))
+for _ in range(3):
+    s.sendto(ra + prefix, ("ff02::1", 0, 0, socket.if_nametoindex("eth0")))
+"""
+
+
+def test_router_advertisements_from_a_lab_do_not_reach_the_machine(host, tmp_path):
     lab_up(tmp_path)
     try:
         for network in ("front", "back", "secure"):
             assert sh(f"sysctl -n net.ipv6.conf.{bridge(network)}.accept_ra").stdout.strip() == "0"
+        sh("sysctl -qw net.ipv6.conf.all.forwarding=0")  # the machine as a plain host: it would take RAs
+        sh(f"ip netns exec six-web python3 -c '{SEND_RA}'")
+        # a neighbour on the same network took it (the RA is valid)...
+        learned = lambda: "2001:db8:77::/64" in sh("ip -n six-peer -6 route").stdout  # noqa: E731
+        deadline = time.monotonic() + 5
+        while not learned() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert learned(), sh("ip -n six-peer -6 route").stdout
+        # ... the machine did not (no prefix, no default route via the lab), nor another network's host
+        machine = sh("ip -6 route; ip -6 addr").stdout
+        assert "2001:db8:77" not in machine and "proto ra" not in machine, machine
+        assert "2001:db8:77" not in sh("ip -n six-other -6 route").stdout
     finally:
         nslab("down", "six")
