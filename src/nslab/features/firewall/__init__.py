@@ -45,8 +45,8 @@ families. ``::1`` is left out of the IPv6 publish jump: the lab's supervisor rel
 (loopproxy.py). Docker's ``ip6 filter DOCKER-USER`` gets the same accept rules as its IPv4 twin, for
 dual-stack bridges.
 
-Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv6.conf.all.forwarding=1``, ``sysctl -w net.ipv4.conf.BR.route_localnet=1``,
-``ip link set PORT type bridge_slave hairpin on``.
+Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv6.conf.all.forwarding=1``,
+``sysctl -w net.ipv4.conf.BR.route_localnet=1``, ``ip link set PORT type bridge_slave hairpin on``.
 """
 
 
