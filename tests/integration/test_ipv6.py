@@ -281,6 +281,12 @@ def test_link_down_and_up_keeps_ipv6_and_a_lost_address_is_drift(tmp_path):
         assert "default via" in sh("ip -n six-peer -6 route show default").stdout
         ping = sh("ip netns exec six-peer ping -6 -c 1 -W 3 web", check=False)
         assert ping.returncode == 0, ping.stdout + ping.stderr
+        sh("ip -n six-peer -6 route del default")
+        drift = nslab("status", "six", check=False).stdout  # exits 1: drift
+        assert "host peer: IPv6 default route via fd" in drift, drift
+        nslab("up", "-f", str(lab))  # repaired in place
+        assert "default via" in sh("ip -n six-peer -6 route show default").stdout
+        assert "no drift" in nslab("status", "six").stdout
         sh(f"ip -n six-peer addr del {addr6('peer')}/64 dev eth0")
         drift = nslab("status", "six", check=False).stdout  # exits 1: drift
         assert "host peer: interface eth0 lacks its address fd" in drift, drift

@@ -307,7 +307,7 @@ class NetlinkKernel:
             return None
         try:
             found = links(ns.sock)
-            return found, routes(ns.sock, found)
+            return found, _routes_of(ns.sock, found)
         finally:
             ns.close()
 
@@ -344,7 +344,7 @@ class NetlinkKernel:
             for name in namespaces:
                 sock = socks.get(name)
                 found = links(sock) if sock is not None else None
-                views[name] = (found, routes(sock, found)) if sock is not None and found is not None else None
+                views[name] = (found, _routes_of(sock, found)) if sock is not None and found is not None else None
         finally:
             for sock in socks.values():
                 sock.close()
@@ -674,6 +674,15 @@ def _host_batch(lab: Lab, h: Host, machine_ns: int) -> Batch:
         if gateway is not None:
             add_default_route(inside, gateway, h.namespace)
     return inside
+
+
+def _routes_of(sock: socket.socket, found: list[LinkInfo]) -> list[RouteInfo]:
+    """A host's IPv4 routes, then its IPv6 ones where it has a global IPv6 address (a dual-stack host; the
+    others are spared the second dump)."""
+    out = routes(sock, found)
+    if any(a.version == 6 and not a.ip.is_link_local and not a.ip.is_loopback for lk in found for a in lk.addresses):
+        out += routes(sock, found, socket.AF_INET6)
+    return out
 
 
 def refuse_router_advertisements(bridge: str) -> None:
