@@ -309,3 +309,16 @@ def test_trace_destinations_in_ipv6(text, expected):
     assert parse_destination(text) == expected
     flow = Flow("icmp", "fd00::2", "fd00::5", 7)
     assert flow.match() == "ip6 saddr fd00::2 ip6 daddr fd00::5 icmpv6 type echo-request icmpv6 id 7"
+
+
+def test_the_machines_ipv6_nameservers_go_to_hosts_with_an_ipv6_way_out():
+    from nslab.features.dns.render import discover_upstream
+
+    text = "nameserver 192.0.2.53\nnameserver 2001:db8::53\nnameserver fe80::1%eth0\n"
+    upstream = discover_upstream("/r", "/s", read=lambda path: text if path == "/r" else None)
+    assert upstream.servers == ("192.0.2.53",) and upstream.servers6 == ("2001:db8::53",)
+    lab = _resolve()
+    dual = render_resolv_conf("six", host_dns(lab, lab.hosts["web"], upstream))
+    assert "nameserver 192.0.2.53\nnameserver 2001:db8::53\n" in dual
+    v4_lab = _resolve("name: a\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n]}\n")
+    assert "2001:db8::53" not in render_resolv_conf("a", host_dns(v4_lab, v4_lab.hosts["h"], upstream))

@@ -81,10 +81,11 @@ class Upstream(Value):
     stubs: tuple[str, ...] = ()  # loopback resolvers on the machine: reached through the lab's forwarder
     search: tuple[str, ...] = ()
     source: str = ""  # the file the servers came from
+    servers6: tuple[str, ...] = ()  # the machine's global IPv6 servers: for hosts with an IPv6 way out
 
     def to_json(self) -> dict[str, Any]:
         return {"servers": list(self.servers), "stubs": list(self.stubs), "search": list(self.search),
-                "source": self.source}
+                "source": self.source, **({"servers6": list(self.servers6)} if self.servers6 else {})}
 
 
 def _usable(servers: Sequence[str]) -> tuple[str, ...]:
@@ -99,16 +100,18 @@ def discover_upstream(
 ) -> Upstream:
     machine = _read(resolv_conf, read) or ResolvConf()
     direct = _usable(machine.nameservers)
+    direct6 = tuple(s for s in machine.nameservers if ipaddress.ip_address(s).version == 6
+                    and not ipaddress.ip_address(s).is_loopback and not ipaddress.ip_address(s).is_link_local)
     if direct:
-        return Upstream(servers=direct, search=machine.search, source=resolv_conf)
+        return Upstream(servers=direct, search=machine.search, source=resolv_conf, servers6=direct6)
     stubs = tuple(s for s in machine.nameservers if is_loopback(s))
     resolved = _read(resolved_upstream, read)
     if resolved is not None and _usable(resolved.nameservers):
         return Upstream(servers=_usable(resolved.nameservers), search=machine.search or resolved.search,
-                        source=resolved_upstream)
+                        source=resolved_upstream, servers6=direct6)
     if not machine.nameservers and resolved is None:
         stubs = ("127.0.0.1",)  # glibc's default when resolv.conf names no server
-    return Upstream(stubs=stubs, search=machine.search, source=resolv_conf)
+    return Upstream(stubs=stubs, search=machine.search, source=resolv_conf, servers6=direct6)
 
 
 class HostDns(Value):
@@ -149,8 +152,9 @@ def _host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
     if host.gateway is None:
         return HostDns((), search_override or (), via="none: no NAT network (lab names only)")
     search = search_override if search_override is not None else upstream.search
-    if upstream.servers:
-        return HostDns(upstream.servers, search, via=f"machine ({upstream.source})")
+    servers = upstream.servers + (upstream.servers6 if host.gateway6 is not None else ())
+    if upstream.servers or (servers and not upstream.stubs):
+        return HostDns(servers[:3], search, via=f"machine ({upstream.source})")  # glibc reads three
     if upstream.stubs:
         return HostDns((str(host.gateway),), search, via=f"forwarder to {', '.join(upstream.stubs)}", forward=True)
     return HostDns((), search, via="none: the machine has no resolver")
