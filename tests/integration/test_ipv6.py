@@ -296,6 +296,26 @@ def test_link_down_and_up_keeps_ipv6_and_a_lost_address_is_drift(tmp_path):
         nslab("down", "six")
 
 
+@pytest.mark.usefixtures("host")
+def test_turning_ipv6_on_and_off_converges_and_keeps_addresses(tmp_path):
+    v4 = "name: six\nnetworks: {n: {subnet: 10.66.0.0/24}}\nhosts:\n  a: {networks: [n]}\n  b: {networks: [n]}\n"
+    lab = lab_up(tmp_path, v4)
+    try:
+        assert sh("ip -n six-a -6 addr show dev eth0").stdout.strip() == ""  # IPv4 only: not even link-local
+        lab.write_text(v4.replace("{subnet: 10.66.0.0/24}", "{subnet: 10.66.0.0/24, ipv6: true}"))
+        nslab("up", "-f", str(lab))
+        first = addr6("a")
+        assert "10.66.0.2/24" in sh("ip -n six-a addr show dev eth0").stdout  # the IPv4 address is kept
+        nslab("up", "-f", str(lab))  # nothing to do: the same addresses
+        assert addr6("a") == first
+        lab.write_text(v4)
+        nslab("up", "-f", str(lab))
+        assert sh("ip -n six-a -6 addr show dev eth0").stdout.strip() == ""
+        assert "ip6" not in sh("nft list table inet nslab").stdout
+    finally:
+        nslab("down", "six")
+
+
 def test_a_subnet6_overlapping_a_machine_route_is_refused_before_any_change(host, tmp_path):
     ipv6_uplink(host)
     sh(f"ip -6 route add fd00:6::/48 via {WAN6}")
