@@ -19,6 +19,12 @@ The policy (:func:`expected`, the one place a verdict comes from):
 - two hosts on opposite sides of a partition (features/partitions.py) are blocked both ways; impairments
   (features/impair.py) do not change what is expected.
 
+With ``ipv6`` (``nslab check -6``) every cell is probed over IPv6 (ICMPv6 echo, or TCP/UDP to the IPv6
+address): a host probes itself at ::1 and another at its IPv6 address on a shared network (else its first
+IPv6 address); the outside is the machine's IPv6 default gateway (not a link-local one). A target without an
+IPv6 address, and a pair joined only by a link (links are IPv4), are expected blocked; the outside is expected
+reachable from hosts with an IPv6 default route.
+
 With a port: "open" (connected, or a UDP answer) and "refused" (the host answered with a TCP reset or ICMP
 port unreachable) both mean the network delivered, so both count as reachable; the cell says which. A UDP
 service that stays silent cannot be told from a drop: it shows as blocked ("timeout").
@@ -136,8 +142,10 @@ def wiring_verdict(lab: Lab, down: set[tuple[str, str]], source: str, target: st
     return False
 
 
-def target_address(lab: Lab, source: str, target: str) -> str | None:
+def target_address(lab: Lab, source: str, target: str, ipv6: bool = False) -> str | None:
     """Where ``source`` probes ``target`` (see the module docstring)."""
+    if ipv6:
+        return _target_address6(lab, source, target)
     if source == target:
         return "127.0.0.1"
     src, dst = lab.hosts[source], lab.hosts[target]
@@ -151,6 +159,43 @@ def target_address(lab: Lab, source: str, target: str) -> str | None:
     return str(dst.interfaces[0].address.ip) if dst.interfaces else None
 
 
+def _target_address6(lab: Lab, source: str, target: str) -> str | None:
+    if source == target:
+        return "::1"
+    src, dst = lab.hosts[source], lab.hosts[target]
+    for i in src.interfaces:
+        peer = dst.interface_on(i.network) if i.network else None
+        if peer is not None and peer.address6 is not None:
+            return str(peer.address6.ip)
+    return next((str(i.address6.ip) for i in dst.interfaces if i.address6), None)
+
+
+def expected6(lab: Lab, records: Mapping[str, Any], source: str, target: str) -> bool:
+    """:func:`expected` over IPv6: the same policy, where the two ends have IPv6 on what joins them."""
+    if source == target:
+        return True
+    src = lab.hosts[source]
+    down = down_interfaces(lab, records)
+    if target == OUTSIDE:
+        for i in src.interfaces:
+            net = lab.networks[i.network] if i.network else None
+            if (net is not None and i.address6 and not net.internal and (source, i.name) not in down
+                    and net.gateway6 is not None and net.gateway6.ip == src.gateway6):
+                return True
+        return False
+    from .features import partitions
+
+    if partitions.cut(lab, records.get(partitions.KEY), source, target):
+        return False
+    dst = lab.hosts[target]
+    for i in src.interfaces:
+        peer = dst.interface_on(i.network) if i.network else None
+        if (peer is not None and i.address6 and peer.address6 and (source, i.name) not in down
+                and (target, peer.name) not in down):
+            return True
+    return False
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Probing
 # ----------------------------------------------------------------------------------------------------------
@@ -161,8 +206,10 @@ def check(
     drivers: Drivers | None = None,
     prober: Prober | None = None,
     timeout: float = TIMEOUT,
+    ipv6: bool = False,
 ) -> Matrix:
-    """Probe lab ``name`` (rows: every host, or ``source``) and compare each cell with :func:`expected`."""
+    """Probe lab ``name`` (rows: every host, or ``source``) and compare each cell with :func:`expected`
+    (over IPv6 with ``ipv6``: :func:`expected6`)."""
     from . import state
     from .drivers import Drivers as _Drivers
 
@@ -176,26 +223,29 @@ def check(
     own = drivers is None
     drivers = drivers or _Drivers.live()
     try:
-        gateway = drivers.kernel.default_gateway()
+        gateway: Any = drivers.kernel.default_gateway6() if ipv6 else drivers.kernel.default_gateway()
+        if gateway is not None and gateway.version == 6 and gateway.is_link_local:
+            gateway = None  # not reachable by address from a lab host
     finally:
         if own:
             drivers.close()
     rows = [source] if source else list(lab.hosts)
     columns = list(lab.hosts) + ([OUTSIDE] if gateway else [])
-    cells = _plan_cells(lab, st.extra, rows, columns, str(gateway) if gateway else None)
+    cells = _plan_cells(lab, st.extra, rows, columns, str(gateway) if gateway else None, ipv6)
     _probe(lab, cells, proto, number, prober, timeout)
     label = proto if number is None else f"{proto}/{number}"
     return Matrix(name, label, rows, columns, str(gateway) if gateway else None, cells)
 
 
 def _plan_cells(lab: Lab, records: Mapping[str, Any], rows: Sequence[str], columns: Sequence[str],
-                outside: str | None) -> list[Cell]:
+                outside: str | None, ipv6: bool = False) -> list[Cell]:
     cells = []
+    verdict = expected6 if ipv6 else expected
     for src in rows:
         for dst in columns:
-            address = outside if dst == OUTSIDE else target_address(lab, src, dst)
+            address = outside if dst == OUTSIDE else target_address(lab, src, dst, ipv6)
             result = "" if address else "no address"
-            cells.append(Cell(src, dst, address, False, result, expected(lab, records, src, dst)))
+            cells.append(Cell(src, dst, address, False, result, verdict(lab, records, src, dst)))
     return cells
 
 

@@ -109,7 +109,23 @@ def _host(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], machi
         lost = any(d.repair == "host" for d in found)  # remade with the host anyway
         found.append(Difference(f"host {h.name}: default route via {h.gateway} is missing",
                                 "host" if lost else "route", host=h.name, end=(h.namespace, str(h.gateway))))
+    found += _default6(lab, h, view, meant_down, found)
     return found
+
+
+def _default6(lab: Lab, h: Host, view: Any, meant_down: set[tuple[str, str]], found: list[Difference]
+              ) -> list[Difference]:
+    """The host's IPv6 default route, missing (not because its interface was put down on purpose)."""
+    if h.gateway6 is None:
+        return []
+    gateways = {n.name: n.gateway6.ip for n in lab.networks.values() if n.gateway6 is not None}
+    down = any((h.name, i.name) in meant_down for i in h.interfaces
+               if i.network and gateways.get(i.network) == h.gateway6)
+    if down or any(r.destination.prefixlen == 0 and r.gateway == str(h.gateway6) for r in view[1]):
+        return []
+    lost = any(d.repair == "host" for d in found)
+    return [Difference(f"host {h.name}: IPv6 default route via {h.gateway6} is missing",
+                       "host" if lost else "route", host=h.name, end=(h.namespace, str(h.gateway6)))]
 
 
 def _remake(lab: Lab, h: Host, i: Interface, text: str) -> Difference:
@@ -128,8 +144,10 @@ def _interface(lab: Lab, h: Host, i: Interface, seen: LinkInfo | None, want_up: 
     if seen.up != want_up:
         text = f"{where} is down" if want_up else f"{where} is up (it was put down with nslab link)"
         found.append(Difference(text, "up" if want_up else "down", host=h.name, end=(h.namespace, i.name)))
-    if i.address not in seen.addresses:
-        found.append(_remake(lab, h, i, f"{where} lacks its address {i.address}"))
+    for address in (i.address, i.address6):
+        if address is not None and address not in seen.addresses:
+            found.append(_remake(lab, h, i, f"{where} lacks its address {address}"))
+            break
     return found
 
 

@@ -172,8 +172,13 @@ class Lab:
             occupied += [Occupied(n.subnet, f"network '{n.name}' of lab '{other.lab.name}'")
                          for n in other.lab.networks.values()]
             occupied += [Occupied(lk.subnet, f"a link of lab '{other.lab.name}'") for lk in other.lab.links]
+            occupied += [Occupied(n.subnet6, f"network '{n.name}' of lab '{other.lab.name}'")
+                         for n in other.lab.networks.values() if n.subnet6]
+            occupied += [Occupied(lk.subnet6, f"a link of lab '{other.lab.name}'")
+                         for lk in other.lab.links if lk.subnet6]
         previous = recorded.lab.allocations() if recorded else None
-        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous)
+        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
+                                         **self._ula(drivers))
         resolved = dataclasses.replace(resolved, source=self.path)
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
         problems += [p for module in features.modules() for p in module.validate(ctx)]
@@ -188,6 +193,17 @@ class Lab:
             problems = [self.parsed.relocate(p) for p in problems]
             problems = self.parsed.problems + problems
         return resolved, _in_file_order(problems)
+
+    def _ula(self, drivers: Drivers | None) -> dict[str, Any]:
+        """The machine's ULA /48 when a network wants IPv6 without a subnet6 (picked once, kept; see ula.py)."""
+        wanting = [(n.dual_stack, n.subnet6) for n in self.spec.networks.values()]
+        wanting += [(lk.dual_stack, lk.subnet6) for lk in self.spec.links]
+        if not any(dual and subnet6 is None for dual, subnet6 in wanting):
+            return {}
+        from .ula import machine_ula
+
+        ula = machine_ula(create=drivers is not None)
+        return {"ula": ula} if ula is not None else {}
 
     def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
@@ -312,15 +328,16 @@ class Lab:
 
     # -- testing the network (check.py, features/links.py) --------------------------------------
     def check(self, port: str | None = None, source: str | None = None,
-              timeout: float | None = None) -> check_mod.Matrix:
+              timeout: float | None = None, ipv6: bool = False) -> check_mod.Matrix:
         """The reachability matrix of the lab that is up (``nslab check``): every cell probed, with the
         verdict the lab implies; ``.ok`` when all match. ``port``: ``"80"`` (TCP) or ``"53/udp"``; ``timeout``:
-        how long an unanswered cell is waited for (seconds; default that of ``nslab check``)."""
+        how long an unanswered cell is waited for (seconds; default that of ``nslab check``); ``ipv6``: probe
+        over IPv6 (``nslab check -6``)."""
         from . import check as check_mod
 
         if timeout is None:
-            return check_mod.check(self.name, port, source, self.drivers)
-        return check_mod.check(self.name, port, source, self.drivers, timeout=timeout)
+            return check_mod.check(self.name, port, source, self.drivers, ipv6=ipv6)
+        return check_mod.check(self.name, port, source, self.drivers, timeout=timeout, ipv6=ipv6)
 
     def link(self, host: str, iface: str | None = None, up: bool = True) -> list[str]:
         """``nslab link LAB/HOST[:IF] up|down``: both ends of the interface (every interface of the host when

@@ -19,13 +19,15 @@ __all__ = [  # the naming rules are re-exported: resolve and the drivers take th
 
 IPv4Net = ipaddress.IPv4Network
 IPv4Addr = ipaddress.IPv4Address
+IPv6Net = ipaddress.IPv6Network
+IPv6Addr = ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
 class Occupied:
-    """An IPv4 range already in use on the machine, and who uses it (for the error message)."""
+    """An IPv4 or IPv6 range already in use on the machine, and who uses it (for the error message)."""
 
-    network: IPv4Net
+    network: IPv4Net | IPv6Net
     owner: str
 
 
@@ -36,6 +38,9 @@ class Network:
     subnet: IPv4Net
     gateway: ipaddress.IPv4Interface
     internal: bool
+    subnet6: IPv6Net | None = None  # a dual-stack network's IPv6 subnet; the bridge holds gateway6
+    gateway6: ipaddress.IPv6Interface | None = None
+    nat6: bool = True  # IPv6 egress masqueraded (else routed)
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,16 @@ class Interface:
     link: int | None = None  # index into Lab.links, for point-to-point ends
     mtu: int | None = None  # set on both ends of its veth; None: the kernel's default (1500)
     mac: str | None = None  # the interface's MAC address (lower case); None: a random one
+    address6: ipaddress.IPv6Interface | None = None  # on a dual-stack network
 
 
 @dataclass(frozen=True)
 class Route:
-    """A static route inside a host: ``ip route add TO via VIA proto static``."""
+    """A static route inside a host: ``ip route add TO via VIA proto static`` (IPv4, or IPv6 on dual-stack
+    networks; both ends of one family)."""
 
-    to: IPv4Net
-    via: IPv4Addr
+    to: IPv4Net | IPv6Net
+    via: IPv4Addr | IPv6Addr
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class Host:
     routes: tuple[Route, ...] = ()  # added once the host's links exist (a route may go through one)
     sysctls: tuple[tuple[str, str], ...] = ()  # written inside the host's namespace, in file order
     container: Container | None = None  # set: the namespace is a Docker container's (features/containers.py)
+    gateway6: IPv6Addr | None = None  # the IPv6 default route (the first dual-stack network not internal)
 
     def interface_on(self, network: str) -> Interface | None:
         return next((i for i in self.interfaces if i.network == network), None)
@@ -101,6 +109,9 @@ class Link:
     a_address: ipaddress.IPv4Interface
     b_address: ipaddress.IPv4Interface
     mtu: int | None = None  # of both ends; None: the kernel's default (1500)
+    subnet6: IPv6Net | None = None  # a dual-stack link: ``a`` has its ::1, ``b`` its ::2
+    a_address6: ipaddress.IPv6Interface | None = None
+    b_address6: ipaddress.IPv6Interface | None = None
 
 
 @dataclass(frozen=True)
@@ -121,4 +132,10 @@ class Lab:
                 for h in self.hosts.values()
             },
             "links": {f"{lk.a}|{lk.b}|{i}": str(lk.subnet) for i, lk in enumerate(self.links)},
+            "networks6": {n.name: str(n.subnet6) for n in self.networks.values() if n.subnet6},
+            "links6": {f"{lk.a}|{lk.b}|{i}": str(lk.subnet6) for i, lk in enumerate(self.links) if lk.subnet6},
+            "hosts6": {
+                h.name: {i.network: str(i.address6.ip) for i in h.interfaces if i.network and i.address6}
+                for h in self.hosts.values() if any(i.address6 for i in h.interfaces)
+            },
         }

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import Problem, SpecError
 
@@ -55,15 +55,63 @@ class NetworkSpec(_Strict):
     subnet: ipaddress.IPv4Network | None = None
     internal: bool = False
     mtu: Mtu | None = None  # of every interface on it (unless the host or interface says otherwise)
+    #: IPv6 too (dual stack): ``subnet6`` as written, else a /64 of the machine's ULA range (resolve.py)
+    ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+    #: IPv6 egress masqueraded as the machine (NAT66); false: routed, the lab's addresses leave as they are
+    #: (whoever routes the machine's traffic must route the subnet6 back to it)
+    nat6: bool = True
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.ipv6 or self.subnet6 is not None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ipv6_subnet_written_as_subnet(cls, data: Any) -> Any:
+        """``subnet: fd00:1::/64`` means ``subnet6`` (the IPv4 subnet is then picked automatically)."""
+        if isinstance(data, dict) and isinstance(data.get("subnet"), str) and ":" in data["subnet"]:
+            if "subnet6" in data:
+                return data  # reported by the subnet validator: two IPv6 subnets
+            data = {**data, "subnet6": data["subnet"]}
+            del data["subnet"]
+        return data
 
     @field_validator("subnet", mode="before")
     @classmethod
     def _strict_subnet(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if ":" in value:
+                raise ValueError(f"{value} is an IPv6 subnet and subnet6 is given too: one IPv6 subnet per network")
             try:
                 return ipaddress.IPv4Network(value, strict=True)
             except ValueError as exc:
                 raise ValueError(f"not an IPv4 subnet ({exc})") from None
+        return value
+
+    @field_validator("subnet6", mode="before")
+    @classmethod
+    def _strict_subnet6(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return ipaddress.IPv6Network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"not an IPv6 subnet ({exc})") from None
+        return value
+
+    @field_validator("subnet6")
+    @classmethod
+    def _unicast6(cls, value: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network | None:
+        if value is None:
+            return value
+        if value.prefixlen > 120:
+            raise ValueError("an IPv6 network needs at least a /120 (the gateway and its hosts)")
+        for unfit, what in ((value.is_loopback, "loopback"), (value.is_multicast, "multicast"),
+                            (value.is_link_local, "link-local"), (value.is_unspecified, "unspecified"),
+                            (value.overlaps(_MAPPED), "IPv4-mapped")):
+            if unfit:
+                raise ValueError(f"{value} is a {what} range: a lab network needs ordinary unicast addresses "
+                                 "(e.g. a unique local range like fd00:1::/64)")
         return value
 
     @field_validator("subnet")
@@ -85,6 +133,7 @@ class NetworkSpec(_Strict):
 
 RestartPolicy = Literal["no", "on-failure", "always"]
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 # --- impairments and partitions (features/impair.py, features/partitions.py) -----------------------------
@@ -182,6 +231,7 @@ class InterfaceSpec(_Strict):
     """A host's interface on a network, in the long form: ``{address: ..., mac: ..., mtu: ...}``."""
 
     address: ipaddress.IPv4Address | None = None
+    address6: ipaddress.IPv6Address | None = None  # on a dual-stack network
     mac: str | None = None
     mtu: Mtu | None = None
 
@@ -199,10 +249,37 @@ class InterfaceSpec(_Strict):
 
 
 class RouteSpec(_Strict):
-    """``{to: CIDR, via: ADDRESS}``: a static route inside the host."""
+    """``{to: CIDR, via: ADDRESS}``: a static route inside the host (IPv4, or IPv6 on a dual-stack network)."""
 
-    to: ipaddress.IPv4Network
-    via: ipaddress.IPv4Address
+    to: ipaddress.IPv4Network | ipaddress.IPv6Network
+    via: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        """One problem per bad value (not one per IP version)."""
+        if isinstance(value, str):
+            try:
+                return ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"'{value}' is not an IP network ({exc})") from None
+        return value
+
+    @field_validator("via", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not an IP address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_family(self) -> RouteSpec:
+        if self.to.version != self.via.version:
+            raise ValueError(f"to {self.to} and via {self.via} are of different IP versions")
+        return self
 
 
 class HostSpec(_WithDns):
@@ -219,7 +296,7 @@ class HostSpec(_WithDns):
     mtu: Mtu | None = None  # of the host's network interfaces (over the network's)
     routes: list[RouteSpec] = Field(default_factory=list)
     #: ``none``: no default route; an address: the default route via it; unset: the first network's gateway
-    default: Literal["none"] | ipaddress.IPv4Address | None = None
+    default: Literal["none"] | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     #: net.* sysctls written inside the host's namespace (e.g. ``net.ipv4.ip_forward: 1``)
     sysctls: dict[str, str] = Field(default_factory=dict)
     # A Docker container as the host (features/containers.py): its image and how it is created.
@@ -283,9 +360,9 @@ class HostSpec(_WithDns):
         if value is None or value == "none" or not isinstance(value, str):
             return value
         try:
-            return ipaddress.IPv4Address(value)
+            return ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"'{value}' is neither none nor an IPv4 address") from None
+            raise ValueError(f"'{value}' is neither none nor an IP address") from None
 
     @field_validator("sysctls", mode="before")
     @classmethod
@@ -317,6 +394,8 @@ class HostSpec(_WithDns):
             if len(set(value)) != len(value):
                 raise ValueError("a network is listed twice")
             return {name: None for name in value}
+        if isinstance(value, dict):  # `front: fd00:1::5`: an IPv6 address is the long form's address6
+            return {k: {"address6": v} if isinstance(v, str) and ":" in v else v for k, v in value.items()}
         return value
 
     @field_validator("run", mode="before")
@@ -350,6 +429,21 @@ class LinkSpec(_Strict):
     endpoints: tuple[str, str]
     subnet: ipaddress.IPv4Network | None = None
     mtu: Mtu | None = None  # of both ends (else the smaller mtu of its two hosts, if they give one)
+    #: IPv6 too: ``subnet6`` as written, else a /64 of the machine's ULA range; the ends get ::1 and ::2
+    ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.ipv6 or self.subnet6 is not None
+
+    @field_validator("subnet6")
+    @classmethod
+    def _two_addresses6(cls, value: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network | None:
+        if value is not None and (value.prefixlen > 126 or value.is_link_local or value.is_multicast
+                                  or value.is_loopback):
+            raise ValueError("a link subnet6 needs a unicast range of /126 or larger")
+        return value
 
     @field_validator("subnet")
     @classmethod

@@ -74,6 +74,8 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 "subnet": str(n.subnet),
                 "gateway": str(n.gateway),
                 "internal": n.internal,
+                **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6)} if n.subnet6 else {}),
+                **({"nat6": False} if not n.nat6 else {}),
             }
             for n in lab.networks.values()
         },
@@ -91,12 +93,14 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                         "link": i.link,
                         **({"mtu": i.mtu} if i.mtu else {}),
                         **({"mac": i.mac} if i.mac else {}),
+                        **({"address6": str(i.address6)} if i.address6 else {}),
                     }
                     for i in h.interfaces
                 ],
                 **({"routes": [[str(r.to), str(r.via)] for r in h.routes]} if h.routes else {}),
                 **({"sysctls": [list(kv) for kv in h.sysctls]} if h.sysctls else {}),
                 **({"container": _container_to_dict(h.container)} if h.container else {}),
+                **({"gateway6": str(h.gateway6)} if h.gateway6 else {}),
             }
             for h in lab.hosts.values()
         },
@@ -110,6 +114,8 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 "a_address": str(lk.a_address),
                 "b_address": str(lk.b_address),
                 **({"mtu": lk.mtu} if lk.mtu else {}),
+                **({"subnet6": str(lk.subnet6), "a_address6": str(lk.a_address6), "b_address6": str(lk.b_address6)}
+                   if lk.subnet6 else {}),
             }
             for lk in lab.links
         ],
@@ -147,6 +153,9 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 subnet=ipaddress.IPv4Network(n["subnet"]),
                 gateway=iface(n["gateway"]),
                 internal=n["internal"],
+                subnet6=ipaddress.IPv6Network(n["subnet6"]) if n.get("subnet6") else None,
+                gateway6=ipaddress.IPv6Interface(n["gateway6"]) if n.get("gateway6") else None,
+                nat6=n.get("nat6", True),
             )
             for name, n in data["networks"].items()
         },
@@ -165,13 +174,15 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                         link=i["link"],
                         mtu=i.get("mtu"),
                         mac=i.get("mac"),
+                        address6=ipaddress.IPv6Interface(i["address6"]) if i.get("address6") else None,
                     )
                     for i in h["interfaces"]
                 ),
-                routes=tuple(Route(ipaddress.IPv4Network(to), ipaddress.IPv4Address(via))
+                routes=tuple(Route(ipaddress.ip_network(to), ipaddress.ip_address(via))
                              for to, via in h.get("routes", ())),
                 sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
                 container=_container_from_dict(h["container"]) if h.get("container") else None,
+                gateway6=ipaddress.IPv6Address(h["gateway6"]) if h.get("gateway6") else None,
             )
             for name, h in data["hosts"].items()
         },
@@ -185,6 +196,9 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 a_address=iface(lk["a_address"]),
                 b_address=iface(lk["b_address"]),
                 mtu=lk.get("mtu"),
+                subnet6=ipaddress.IPv6Network(lk["subnet6"]) if lk.get("subnet6") else None,
+                a_address6=ipaddress.IPv6Interface(lk["a_address6"]) if lk.get("a_address6") else None,
+                b_address6=ipaddress.IPv6Interface(lk["b_address6"]) if lk.get("b_address6") else None,
             )
             for lk in data["links"]
         ),

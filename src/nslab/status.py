@@ -25,7 +25,8 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
         "source": lab.source,
         "networks": [
             {"name": n.name, "bridge": n.bridge, "subnet": str(n.subnet), "gateway": str(n.gateway.ip),
-             "internal": n.internal, "present": n.bridge in machine_links}
+             "internal": n.internal, "present": n.bridge in machine_links,
+             **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6.ip)} if n.subnet6 and n.gateway6 else {})}
             for n in lab.networks.values()
         ],
         "hosts": [_host(lab, h, drivers) for h in lab.hosts.values()],
@@ -61,7 +62,8 @@ def _host(lab: ResolvedLab, h: Host, drivers: Drivers) -> dict[str, Any]:
             link = lab.links[iface.link]
             peer = link.b if link.a == h.name else link.a
         entry["interfaces"].append({
-            "name": lk.name, "up": lk.up, "addresses": [str(a) for a in lk.addresses if a.version == 4],
+            "name": lk.name, "up": lk.up,
+            "addresses": [str(a) for a in lk.addresses if a.version == 4 or not a.ip.is_link_local],
             "network": iface.network if iface else None, "link_peer": peer,
         })
     entry["routes"] = [

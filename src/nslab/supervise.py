@@ -11,6 +11,8 @@ It runs in the machine's namespaces and:
   reset after 10 s of running), killing what the old run left in its cgroup first;
 - relays DNS queries (UDP and TCP) that hosts send to their gateway to the machine's loopback resolver (only
   when the machine's resolv.conf names nothing but a loopback stub, see features/dns/; the relay: dnsforward.py);
+- relays the lab's ports published on the machine's IPv6 loopback (``[::1]:PORT``) to its hosts
+  (loopproxy.py: the kernel cannot DNAT those);
 - keeps, beside each service log, when each of its lines arrived (``HOST.N.log.times``: ``OFFSET UNIX_TIME``
   per line, for ``nslab logs -t`` and ``--since``), woken by inotify when a log grows; the log itself stays
   the plain output, and the services write it directly (they never depend on this process to be heard);
@@ -215,6 +217,7 @@ class Supervisor:
         self.watched: dict[int, LogTimes] = {}  # inotify watch descriptor -> the index of the log it watches
         self.inotify = self._open_inotify()
         self.forwarder: Forwarder | None = None
+        self.proxy: Any = None  # a loopproxy.LoopbackProxy while the config has ``proxy`` entries
         self.error: str | None = None
         self.dns_error: str | None = None  # the last unexpected failure of the forwarder (it went on)
         self.stopping = False
@@ -283,6 +286,17 @@ class Supervisor:
         except OSError as exc:
             self.error = f"cannot start the DNS forwarder on port 53 of {forward['listen']}: {exc.strerror}"
 
+    def _start_proxy(self) -> None:
+        entries = self.config.get("proxy")
+        if not entries:
+            return
+        from .loopproxy import LoopbackProxy
+
+        try:
+            self.proxy = LoopbackProxy(entries, self.selector)
+        except OSError as exc:
+            self.error = f"cannot relay the ports published on [::1]: {exc.strerror}"
+
     def write_status(self, stopped: bool = False) -> None:
         files.write_json(
             self.status_file,
@@ -317,7 +331,7 @@ class Supervisor:
         """Until the next restart is due (at most 1 s while DNS queries wait for an answer); None: no limit."""
         due = [s.restart_at for s in self.services if s.restart_at is not None]
         timeout = max(0.0, min(due) - time.monotonic()) if due else None
-        if self.forwarder is not None and self.forwarder.busy():
+        if (self.forwarder is not None and self.forwarder.busy()) or (self.proxy is not None and self.proxy.waiting):
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
@@ -355,6 +369,12 @@ class Supervisor:
                 self.forwarder = None
             self.config = config
             self._start_forwarder()
+        if config.get("proxy") != self.config.get("proxy"):
+            if self.proxy is not None:
+                self.proxy.close()
+                self.proxy = None
+            self.config = config
+            self._start_proxy()
         self.config = config
         self.write_status()
 
@@ -371,6 +391,8 @@ class Supervisor:
                 self.dns_error = f"{type(exc).__name__}: {exc}"
                 self.forwarder.drop(key.fileobj)  # that exchange ends (it would fail again at once)
                 self.write_status()
+        elif self.proxy is not None:
+            self.proxy.dispatch(kind, obj)
 
     def _restart_due(self) -> bool:
         now = time.monotonic()
@@ -390,6 +412,8 @@ class Supervisor:
             self._dispatch(key, events)
         if self.forwarder is not None:
             self.forwarder.expire()
+        if self.proxy is not None:
+            self.proxy.expire()
         changed = self.reap()
         changed |= self._restart_due()
         if changed:
@@ -401,6 +425,8 @@ class Supervisor:
         for s in self.services:
             s.restart_at, s.stopping = None, True
         process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        if self.proxy is not None:
+            self.proxy.close()
         for s in self.services:
             if s.state in ("running", "restarting", "starting"):
                 s.state = "stopped"
@@ -414,6 +440,7 @@ class Supervisor:
 
     def run(self) -> int:
         self._start_forwarder()
+        self._start_proxy()
         if self.config.get("cgroup"):
             os.makedirs(self.config["cgroup"], exist_ok=True)
         if self.error is None:

@@ -128,11 +128,11 @@ class Throwaway:
 
     def picked_ports(self) -> list[str]:
         """Ports published on host ports nslab picked (``-p 80``), as ``docker port`` prints them."""
-        from .features.firewall.record import FirewallRecord, docker_port_line
+        from .features.firewall.record import FirewallRecord, docker_port_lines
 
         recorded = state.LabState.load(self.name) if self.is_up else None
         record = FirewallRecord.from_json(recorded.extra.get("firewall") if recorded else None)
-        return [docker_port_line(p) for p in record.ports if p.picked]
+        return [line for p in record.ports if p.picked for line in docker_port_lines(p)]
 
     @property
     def target(self) -> Target:

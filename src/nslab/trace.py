@@ -7,7 +7,8 @@
    (source port chosen before the rule is written). Nothing else is traced, nothing else is changed.
 3. ``nft monitor`` in each of those namespaces (readiness: it printed our table's creation; end: it printed
    the marker chain we add after the probe, so every trace event of the probe has been read).
-4. The probe from SRC: a TCP SYN (connect), a UDP datagram, or an ICMP echo request; its outcome.
+4. The probe from SRC: a TCP SYN (connect), a UDP datagram, or an ICMP echo request; its outcome. An IPv6
+   destination (``fd00::5``, ``[fd00::5]:80``, or a host given with ``-6``) is probed over IPv6 (ICMPv6 echo).
 5. The table is deleted in a ``finally`` (errors, Ctrl-C), and the monitors stopped.
 
 The events are parsed (:func:`parse_event`) and explained (:func:`explain`): the rule that drops or rejects
@@ -212,15 +213,23 @@ class Flow:
     sport: int = 0  # tcp/udp; the ICMP echo id for icmp
     dport: int = 0
 
+    @property
+    def v6(self) -> bool:
+        return ":" in self.dst
+
     def match(self) -> str:
-        base = f"ip saddr {self.src} ip daddr {self.dst}"
+        family = "ip6" if self.v6 else "ip"
+        base = f"{family} saddr {self.src} {family} daddr {self.dst}"
         if self.proto == "icmp":
-            return f"{base} icmp type echo-request icmp id {self.sport}"
+            icmp = "icmpv6" if self.v6 else "icmp"
+            return f"{base} {icmp} type echo-request {icmp} id {self.sport}"
         return f"{base} {self.proto} sport {self.sport} {self.proto} dport {self.dport}"
 
     def describe(self) -> str:
         if self.proto == "icmp":
-            return f"ICMP echo {self.src} → {self.dst}"
+            return f"ICMP{'v6' if self.v6 else ''} echo {self.src} → {self.dst}"
+        if self.v6:
+            return f"{self.proto.upper()} [{self.src}]:{self.sport} → [{self.dst}]:{self.dport}"
         return f"{self.proto.upper()} {self.src}:{self.sport} → {self.dst}:{self.dport}"
 
 
@@ -240,12 +249,20 @@ def table_text(table: str, flow: Flow) -> str:
 
 
 def parse_destination(text: str) -> tuple[str, int, str]:
-    """``DST[:PORT][/udp]`` -> ``(dst, port, proto)``; no port: ICMP echo (unless /udp or /tcp demands one)."""
+    """``DST[:PORT][/udp]`` -> ``(dst, port, proto)``; no port: ICMP echo (unless /udp or /tcp demands one).
+    An IPv6 DST with a port is written in brackets: ``[fd00::5]:80``."""
     proto = ""
     base, slash, suffix = text.rpartition("/")
     if slash and suffix in PROTOCOLS:
         text, proto = base, suffix
-    head, colon, tail = text.rpartition(":")
+    if text.startswith("[") and "]" in text:
+        inner, _, rest = text[1:].partition("]")
+        text, port_text = inner, rest.removeprefix(":")
+        head, colon, tail = inner, ":" if port_text else "", port_text
+    elif ":" in text and is_address(text):  # a bare IPv6 address: no port
+        head, colon, tail = text, "", ""
+    else:
+        head, colon, tail = text.rpartition(":")
     port = 0
     if colon and tail.isdigit():
         text, port = head, int(tail)
@@ -263,7 +280,7 @@ def parse_destination(text: str) -> tuple[str, int, str]:
 
 def is_address(text: str) -> bool:
     try:
-        ipaddress.IPv4Address(text)
+        ipaddress.ip_address(text)
     except ValueError:
         return False
     return True
@@ -300,9 +317,9 @@ def host_of_address(address: str) -> Target | None:
 
     for recorded in state.all_states():
         for host in recorded.lab.hosts.values():
-            if any(str(i.address.ip) == address for i in host.interfaces):
+            if any(address in (str(i.address.ip), str(i.address6.ip) if i.address6 else "") for i in host.interfaces):
                 return targets.resolve(f"{recorded.lab.name}/{host.name}")
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
     try:
         probe.bind((address, 0))
     except OSError:
@@ -319,19 +336,24 @@ def resolve_source(text: str) -> Target | None:
     return host_of_address(text) if is_address(text) else resolve(text)
 
 
-def address_of(target: Target) -> str:
-    """The first global IPv4 address of a target (a lab host: its first interface's)."""
+def address_of(target: Target, ipv6: bool = False) -> str:
+    """The first global IPv4 (``ipv6``: IPv6) address of a target (a lab host: its first interface's)."""
     if target.lab and target.host:
         from . import state
 
         recorded = state.LabState.load(target.lab)
         if recorded is not None and target.host in recorded.lab.hosts:
-            return str(recorded.lab.hosts[target.host].interfaces[0].address.ip)
-    result = _run(target, ["ip", "-j", "-4", "addr", "show", "scope", "global"])
+            interfaces = recorded.lab.hosts[target.host].interfaces
+            if not ipv6 and interfaces:
+                return str(interfaces[0].address.ip)
+            found = next((str(i.address6.ip) for i in interfaces if i.address6), None)
+            if found:
+                return found
+    result = _run(target, ["ip", "-j", "-6" if ipv6 else "-4", "addr", "show", "scope", "global"])
     for link in json.loads(result.stdout or "[]"):
         for info in link.get("addr_info", []):
             return str(info["local"])
-    raise TargetError(f"{target.text}: has no IPv4 address to trace to")
+    raise TargetError(f"{target.text}: has no {'IPv6' if ipv6 else 'IPv4'} address to trace to")
 
 
 def route(source: Target | None, destination: str) -> dict[str, Any]:
@@ -403,11 +425,14 @@ class Probe:
 def open_probe(source: Target | None, proto: str, src: str, dst: str, port: int) -> Probe:
     """The probe's socket, made in SRC's namespace and bound, so its source port is known before tracing."""
 
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+
     def make() -> socket.socket:
         if proto == "icmp":
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            icmp = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+            sock = socket.socket(family, socket.SOCK_RAW, icmp)
         else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+            sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
         sock.bind((src, 0))
         return sock
 
@@ -425,8 +450,27 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _icmp6_probe(probe: Probe, timeout: float) -> tuple[bool, str]:
+    """ICMPv6 echo (the kernel fills the checksum in; what comes back has no IP header in front)."""
+    flow = probe.flow
+    probe.sock.sendto(bytes([128, 0, 0, 0]) + flow.sport.to_bytes(2, "big") + (1).to_bytes(2, "big") + b"nslab-trace",
+                      (flow.dst, 0))
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([probe.sock], [], [], left)[0]:
+            break
+        body, peer = probe.sock.recvfrom(2048)
+        if body[:1] == b"\x81" and int.from_bytes(body[4:6], "big") == flow.sport:
+            return True, f"echo reply from {peer[0]}"
+        if body[:1] in (b"\x01", b"\x03"):
+            return False, f"ICMPv6 {'unreachable' if body[0] == 1 else 'time exceeded'} from {peer[0]}"
+    return False, "no answer"
+
+
 def _icmp_probe(probe: Probe, timeout: float) -> tuple[bool, str]:
     flow = probe.flow
+    if flow.v6:
+        return _icmp6_probe(probe, timeout)
     payload = b"nslab-trace"
     head = bytes([8, 0, 0, 0]) + flow.sport.to_bytes(2, "big") + (1).to_bytes(2, "big")
     checksum = _checksum(head + payload).to_bytes(2, "big")
@@ -555,16 +599,17 @@ def _remove_tables(made: Sequence[Target | None], table: str) -> None:
         raise FirewallError(f"could not remove table inet {table}: " + "; ".join(failures))
 
 
-def trace(source_text: str, destination_text: str) -> TraceResult:
-    """The whole trace; the table is gone when this returns or raises."""
+def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceResult:
+    """The whole trace; the table is gone when this returns or raises. ``ipv6``: a destination given by name is
+    traced at its IPv6 address (an IPv6 address is traced over IPv6 anyway)."""
     dst_text, port, proto = parse_destination(destination_text)
     source = resolve_source(source_text)
     if is_address(dst_text):
-        destination = dst_text
+        destination = str(ipaddress.ip_address(dst_text))
     else:
         from .targets import resolve
 
-        destination = address_of(resolve(dst_text))
+        destination = address_of(resolve(dst_text), ipv6)
     path = route(source, destination)
     result = TraceResult(source_text, destination, path)
     if "error" in path:

@@ -8,7 +8,9 @@ addresses); a network whose subnet changed takes its hosts with it. Every action
 exactly what it touched, so a failed converge is rolled back to the lab that was up.
 
 Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
-``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``.
+``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``; for
+dual-stack networks ``ip link set IF addrgenmode eui64``, ``ip addr add ADDR6 dev IF nodad``,
+``ip -6 route add default via GW6``; ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 MACHINE_NETNS = "/proc/$$/ns/net"
 #: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
 NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
+#: Set in a dual-stack host's namespace before its interfaces exist: IPv6 addresses stay on an interface put down;
+#: no duplicate address detection (IPAM made the addresses unique; the link-local one is usable at once and one
+#: flooded neighbour solicitation per host less).
+KEEP_IPV6_ADDRESSES = "net.ipv6.conf.default.keep_addr_on_down=1 net.ipv6.conf.default.accept_dad=0"
 
 
 def _raise_on(failures: list[str]) -> None:
@@ -69,7 +75,8 @@ class SetLinkState(Action):
     def commands(self) -> list[str]:
         state = "up" if self.up else "down"
         out = [f"ip {f'-n {ns} ' if ns else ''}link set {name} {state}" for ns, name in self.ends]
-        return out + [f"ip -n {ns} route replace default via {gw} proto static" for ns, gw in self.routes]
+        return out + [f"ip -n {ns}{' -6' if ':' in gw else ''} route replace default via {gw} proto static"
+                      for ns, gw in self.routes]
 
     def summary(self) -> str:
         return f"set {len(self.ends)} interface(s) {'up' if self.up else 'down'}"
@@ -81,7 +88,7 @@ class SetLinkState(Action):
             _raise_on(drivers.kernel.set_link_state(list(self.ends), self.up))
         if self.routes:
             _raise_on(drivers.kernel.set_default_routes(
-                [(ns, ipaddress.IPv4Address(gw)) for ns, gw in self.routes]))
+                [(ns, ipaddress.ip_address(gw)) for ns, gw in self.routes]))
         return SetLinkState(self.ends, not self.up) if self.ends else None
 
 
@@ -200,7 +207,9 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
     return [
         f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
+        f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
         f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
+        *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 else []),
         f"ip link set {n.bridge} up",
     ]
 
@@ -213,6 +222,10 @@ def _link_commands(lab: Lab, lk: Link) -> list[str]:
         f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)}{mtu} netns {b}",
         f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
         f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
+        *([f"ip -n {a} link set {lk.a_ifname} addrgenmode eui64",
+           f"ip -n {a} addr add {lk.a_address6} dev {lk.a_ifname} nodad",
+           f"ip -n {b} link set {lk.b_ifname} addrgenmode eui64",
+           f"ip -n {b} addr add {lk.b_address6} dev {lk.b_ifname} nodad"] if lk.subnet6 else []),
         f"ip -n {a} link set {lk.a_ifname} up",
         f"ip -n {b} link set {lk.b_ifname} up",
     ]
@@ -225,6 +238,8 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
         f"ip -n {ns} link set lo up",
         f"ip netns exec {ns} sysctl -qw {NO_IPV6_AUTOCONF}",
     ]
+    if any(i.address6 for i in h.interfaces):  # IPv6 addresses outlive `nslab link ... down`
+        out.append(f"ip netns exec {ns} sysctl -qw {KEEP_IPV6_ADDRESSES}")
     for position, i in enumerate(i for i in h.interfaces if i.network):
         bridge = lab.networks[i.network].bridge if i.network else ""
         mac = f" address {i.mac or mac_address(lab.name, 'host', h.name, i.name)}"  # the lab file's wins
@@ -233,6 +248,11 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
             f"ip -n {ns} link add {i.name} index {port_index(position)}{mac}{mtu} group {LINK_GROUP} type veth "
             f"peer name {i.host_veth}{mtu} group {LINK_GROUP} netns {MACHINE_NETNS}",
             f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
+        ]
+        if i.address6:  # IPv6 on: a link-local address on this interface too (the namespace's default: none)
+            out += [f"ip -n {ns} link set {i.name} addrgenmode eui64",
+                    f"ip -n {ns} addr add {i.address6} dev {i.name} nodad"]
+        out += [
             f"ip -n {ns} link set {i.name} up",
         ]
         out.append(
@@ -240,6 +260,8 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
         )
     if h.gateway:
         out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
+    if h.gateway6:
+        out.append(f"ip -n {ns} -6 route add default via {h.gateway6} proto static")
     return out
 
 
@@ -421,7 +443,7 @@ def _host_identity(host: Host | None) -> object:
     if host is None:
         return None
     return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network),
-            host.routes, host.sysctls, host.container)
+            host.routes, host.sysctls, host.container, host.gateway6)
 
 
 def _link_key(link: Link) -> tuple[str, str, str, str]:

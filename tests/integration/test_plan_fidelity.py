@@ -57,6 +57,28 @@ hosts:
 links:
   - {endpoints: [peer, db], mtu: 1280}
 """
+# Dual stack: an automatic /64 from the machine's ULA range, a written subnet6 with a fixed address6, an
+# internal dual-stack network, a port published on both families (its [::1] side is relayed by the supervisor,
+# named as a comment), a partition (IPv6 drops too).
+DUAL_STACK_LAB = """\
+name: fid6
+networks:
+  front: {ipv6: true}
+  back: {subnet: 10.62.0.0/24, subnet6: "fd00:62::/64"}
+  secure: {internal: true, ipv6: true}
+hosts:
+  web:
+    networks: [front]
+    publish: ["6000:8080"]
+  api:
+    networks: {back: {address6: "fd00:62::10"}}
+  vault:
+    networks: [secure, back]
+links:
+  - {endpoints: [web, api], ipv6: true}
+partitions:
+  - [web, api]
+"""
 #: MAC addresses the lab file chooses start with this; the others are random and left out of the snapshot.
 CHOSEN_MAC = "02:aa:"
 
@@ -203,13 +225,12 @@ def route_lines(namespace: str | None, family: str) -> list[str]:
 def sysctl_lines(namespace: str | None) -> list[str]:
     """ip_forward, the addr_gen_mode new interfaces get, and route_localnet of nslab's bridges (nsl*), as this
     namespace sees them."""
-    keys = ["net.ipv4.ip_forward", "net.ipv6.conf.default.addr_gen_mode"]
+    keys = ["net.ipv4.ip_forward", "net.ipv6.conf.default.addr_gen_mode", "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.default.keep_addr_on_down", "net.ipv6.conf.default.accept_dad"]
     if namespace is None:
-        keys += [
-            f"net.ipv4.conf.{line.split()[0]}.route_localnet"
-            for line in link_lines(None)
-            if line.startswith("nsl") and "kind=bridge" in line
-        ]
+        bridges = [line.split()[0] for line in link_lines(None) if line.startswith("nsl") and "kind=bridge" in line]
+        keys += [f"net.ipv4.conf.{b}.route_localnet" for b in bridges]
+        keys += [f"net.ipv6.conf.{b}.accept_ra" for b in bridges]
     paths = ["/proc/sys/" + key.replace(".", "/") for key in keys]
     values = run(in_netns(namespace, ["cat", *paths])).stdout.split()
     return [f"{key}={value}" for key, value in zip(keys, values, strict=False)]
@@ -366,42 +387,51 @@ def read_only(path: str) -> Iterator[None]:
 
 # --- the tests -------------------------------------------------------------------------------------
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-def test_the_dry_run_is_the_change(tmp_path):
+@pytest.mark.parametrize("lab_text", [FIDELITY_LAB, DUAL_STACK_LAB], ids=["ipv4", "dual-stack"])
+def test_the_dry_run_is_the_change(tmp_path, lab_text):
     """`nslab up --dry-run` prints the change: run as a script with `bash -e` on one fresh throwaway host, it
     leaves that host exactly as `nslab up` leaves another one -- bridges, veths and their aliases,
     addrgenmode and hairpin, addresses, routes (with their proto), sysctls, the nft table, /etc/netns files,
     the UTS pins and their hostnames."""
     lab_file = tmp_path / "lab.yaml"
-    lab_file.write_text(FIDELITY_LAB)
+    lab_file.write_text(lab_text)
+    name = "fid" if lab_text == FIDELITY_LAB else "fid6"
     problems = []
 
     with throwaway_host():
         script = nslab("up", "--dry-run", "-f", str(lab_file)).stdout
+        ula = Path("/run/nslab/.ula6").read_text() if os.path.exists("/run/nslab/.ula6") else None
         script_file = tmp_path / "up.sh"
         script_file.write_text(script)
         problems.append(outcome("bash -e <the dry-run script>", run(["bash", "-e", str(script_file)])))
         by_script = settled_snapshot()
-        assert_sandbox_intact("fid")
+        assert_sandbox_intact(name)
         if left := processes_in_lab_namespaces():
             problems.append(f"processes left running by the dry-run script: {left}")
         # Leaving drops this host's namespaces, links, rules, mounts and its private /etc/netns tmpfs.
 
     with throwaway_host():
+        if ula is not None:  # the machine's ULA range, picked once (by the dry-run): the same "machine" here
+            Path("/run/nslab/.ula6").write_text(ula)
         problems.append(outcome("nslab up", nslab("up", "-f", str(lab_file), check=False)))
         by_up = settled_snapshot()
-        assert_sandbox_intact("fid")
+        assert_sandbox_intact(name)
         if left := processes_in_lab_namespaces():
             problems.append(f"processes left running by `nslab up` (the lab has no `run:`): {left}")
-        problems.append(outcome("nslab down", nslab("down", "fid", check=False)))
+        problems.append(outcome("nslab down", nslab("down", name, check=False)))
         if sorted(os.listdir("/run/netns")) != [WAN]:
             problems.append(f"`nslab down` left namespaces: {sorted(os.listdir('/run/netns'))}")
 
     made = json.dumps(by_up)
-    wanted = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "mtu=1280",
-              "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
+    if name == "fid":
+        wanted: tuple[str, ...] = ("mac=02:aa:00:00:00:01", "mtu=1400", "mtu=9000", "mtu=1280",
+                                   "10.99.0.0/16 via 10.61.0.1 dev eth0 proto static")
+        if "net.ipv4.ip_forward=1" not in by_up.get("netns fid-peer: sysctls", []):
+            problems.append("ip_forward is not 1 inside host peer")
+    else:
+        wanted = ("fd00:62::10/64", "fd00:62::1/64", "default via fd00:62::1 dev eth0 proto static",
+                  "net.ipv6.conf.all.forwarding=1", "ip6 daddr", "addrgenmode=eui64", "<link-local>/64")
     problems += [f"`nslab up` made no {expected!r}" for expected in wanted if expected not in made]
-    if "net.ipv4.ip_forward=1" not in by_up.get("netns fid-peer: sysctls", []):
-        problems.append("ip_forward is not 1 inside host peer")
     differences = diff(by_script, by_up, "the dry-run script", "nslab up")
     if differences:
         problems.append(f"what the dry-run script made differs from what `nslab up` made:\n{differences}")

@@ -97,13 +97,15 @@ def capture(words: tuple[str, ...], write: str | None, count: int | None, durati
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST[:PORT][/udp]")
 @click.option("--raw", is_flag=True, help="Also print the nft trace events as nft printed them.")
-def trace(source: str, destination: str, raw: bool) -> None:
+@click.option("-6", "--ipv6", "ipv6", is_flag=True, help="A DST given by name: trace to its IPv6 address.")
+def trace(source: str, destination: str, raw: bool, ipv6: bool) -> None:
     """Explain why SRC can (not) reach DST: the route, each netfilter step, the rule that drops or rewrites.
 
     \b
     SRC: a lab host or any target (netns:, pid:, container:...), or an address
     of a lab host or of the machine. DST: the same or an address; with :PORT
     the probe is a TCP SYN (/udp: a UDP datagram), without it an ICMP echo.
+    An IPv6 DST is traced over IPv6 ([ADDR]:PORT with a port; -6 for a name).
     nft tracing is switched on for exactly that flow in a throwaway table
     (inet nslab-trace-PID), removed afterwards. Exit 0 when DST answered
     (a refused connection counts), 1 when it did not.
@@ -116,7 +118,7 @@ def trace(source: str, destination: str, raw: bool) -> None:
     from ..linux import require_root
 
     require_root("trace sends a probe from inside a namespace and reads nft traces")
-    result = tr.trace(source, destination)
+    result = tr.trace(source, destination, ipv6)
     path = result.route
     if "error" in path:
         click.echo(f"route: {path['error']}")

@@ -35,8 +35,10 @@ def _lab_name(lab_name: str | None, file: str | None) -> str:
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default=None,
               help="table (default), json or yaml (format: see README).")
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
+@click.option("-6", "--ipv6", "ipv6", is_flag=True,
+              help="Probe over IPv6 (dual-stack networks; the outside is the machine's IPv6 gateway).")
 def check(lab_name: str | None, file: str | None, port: str | None, source: str | None, timeout: float,
-          output: str | None, as_json: bool) -> None:
+          output: str | None, as_json: bool, ipv6: bool) -> None:
     """Probe every pair of hosts and each host toward the outside; compare with the lab's policy.
 
     \b
@@ -55,7 +57,7 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
 
     output = _output(output, as_json, False)
     require_root("check sends probes from inside the hosts' namespaces")
-    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout)
+    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
     if output in ("json", "yaml"):
         _print_doc(matrix.to_json(), output)
     else:
@@ -119,7 +121,7 @@ def port(target: str, port_spec: str | None) -> None:
     A host port `up` picked (publish: ["80"]) is shown as a written one is.
     Exits 1 when PORT is not published.
     """
-    from ..features.firewall.record import docker_port_line, published_ports
+    from ..features.firewall.record import docker_port_lines, published_ports
     from ..lab import find_host
 
     wanted = _port_and_proto(port_spec) if port_spec is not None else None
@@ -127,13 +129,15 @@ def port(target: str, port_spec: str | None) -> None:
     ports = published_ports(lab, host)
     if wanted is None:
         for p in ports:
-            click.echo(docker_port_line(p))
+            for line in docker_port_lines(p):
+                click.echo(line)
         return
     matching = [p for p in ports if (p.port, p.proto) == wanted]
     if not matching:
         raise NslabError(f"no public port '{wanted[0]}/{wanted[1]}' published for {lab}/{host}")
     for p in matching:
-        click.echo(docker_port_line(p, with_port=False))
+        for line in docker_port_lines(p, with_port=False):
+            click.echo(line)
 
 
 def register(group: click.Group) -> None:

@@ -157,7 +157,8 @@ def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> 
         hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
         if lab["networks"] and host is None:
             table("", ("network", "bridge", "subnet", "gateway", "kind", "state"),
-                  [[n["name"], n["bridge"], n["subnet"], n["gateway"], "internal" if n["internal"] else "nat",
+                  [[n["name"], n["bridge"], " ".join(filter(None, (n["subnet"], n.get("subnet6")))),
+                    " ".join(filter(None, (n["gateway"], n.get("gateway6")))), "internal" if n["internal"] else "nat",
                     "up" if n["present"] else "missing"] for n in lab["networks"]], wide)
         meant = set((lab.get("link_state") or {}).get("down", []))  # put down with `nslab link`: not drift
         rows = [row for h in hosts for row in _interface_rows(h, repeat, meant)]

@@ -220,7 +220,7 @@ def overlaps(m: MachineView) -> list[Finding]:
     for lab in m.labs:
         for name, subnet, _bridge in lab.all_networks:
             for network, who in m.foreign_networks:
-                if subnet.overlaps(network):
+                if subnet.version == network.version and subnet.overlaps(network):
                     out.append(Finding("subnet-overlap", f"lab {lab.name}",
                                        f"network {name} ({subnet}) overlaps {network} ({who})",
                                        "addresses in the overlap are ambiguous: traffic meant for one side goes "

@@ -80,7 +80,7 @@ class MachineView:
     foreign_drops: list[tuple[str, str, str]] = field(default_factory=list)  # (family, table, chain)
     docker_user: bool = False
     ruleset_lines: list[str] = field(default_factory=list)
-    foreign_networks: list[tuple[ipaddress.IPv4Network, str]] = field(default_factory=list)
+    foreign_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
 
     def lab_bridges(self) -> list[str]:

@@ -90,7 +90,7 @@ class FakeKernel(_Failing):
     def machine_links(self) -> list[LinkInfo]:
         return self.owned_links()
 
-    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network, str]]:
+    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
         return []
 
     def machine_addresses(self) -> frozenset[ipaddress.IPv4Address] | None:
@@ -112,6 +112,9 @@ class FakeKernel(_Failing):
     def default_gateway(self) -> ipaddress.IPv4Address | None:
         return self.gateway
 
+    def default_gateway6(self) -> ipaddress.IPv6Address | None:
+        return None
+
     def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
         self._call("set_link_state")
         for end in ends:
@@ -130,9 +133,9 @@ class FakeKernel(_Failing):
                     del self.defaults[namespace]
         return []
 
-    def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
+    def set_default_routes(self, routes: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]]) -> list[str]:
         self._call("set_default_routes")
-        self.defaults.update(dict(routes))
+        self.defaults.update({ns: gw for ns, gw in routes if isinstance(gw, ipaddress.IPv4Address)})
         return []
 
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
@@ -414,7 +417,7 @@ class FakeShaper(_Failing):
         self.delayer: dict[str, dict[str, Any]] = {}  # lab -> config
         self.queue_rules: dict[str, list[tuple[str, str, int, str]]] = {}  # namespace -> NFQUEUE rules
 
-    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]]) -> None:
+    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]], ipv6: bool = False) -> None:
         self._call("queues")
         self.queue_rules[namespace] = list(rules)
 

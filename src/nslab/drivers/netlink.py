@@ -51,6 +51,7 @@ from .rtnl import (
     delete_link,
     links,
     routes,
+    set_addr_gen_mode,
     set_alias,
     set_hairpin,
     set_state,
@@ -87,8 +88,9 @@ def ensure_netns_dir() -> None:
         linux.mount("none", NETNS_DIR, None, linux.MS_SHARED | linux.MS_REC)
 
 
-def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
-    """Create named namespaces (all in one worker thread, no fork). All-or-nothing."""
+def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozenset()) -> dict[str, Namespace]:
+    """Create named namespaces (all in one worker thread, no fork). All-or-nothing. In those of ``dual_stack``
+    IPv6 addresses outlive an interface put down (``keep_addr_on_down``: ``nslab link ... up`` finds them)."""
     names = list(names)
     ensure_netns_dir()
 
@@ -105,6 +107,9 @@ def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
                 try:
                     linux.unshare(linux.CLONE_NEWNET)
                     _no_ipv6_autoconf()
+                    if name in dual_stack:
+                        _write_proc(KEEP_ADDR_ON_DOWN, b"1")
+                        _write_proc(NO_DAD, b"0")  # IPAM made addresses unique; link-local usable at once
                     linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
                     fd = os.open(path, os.O_RDONLY)
                     try:
@@ -128,6 +133,26 @@ def create_namespaces(names: Iterable[str]) -> dict[str, Namespace]:
         return made
 
     return linux.in_thread(work, "nslab-netns")
+
+
+#: Set in a dual-stack host's new namespace: the kernel otherwise drops an interface's IPv6 addresses (and the
+#: routes through them) when it goes down, and ``up`` does not bring them back.
+KEEP_ADDR_ON_DOWN = "/proc/sys/net/ipv6/conf/default/keep_addr_on_down"
+NO_DAD = "/proc/sys/net/ipv6/conf/default/accept_dad"
+
+
+def _write_proc(path: str, value: bytes) -> None:
+    """Write a /proc/sys file of the calling thread's namespace; nothing to do where the kernel lacks it."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, value)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _no_ipv6_autoconf() -> None:
@@ -282,7 +307,7 @@ class NetlinkKernel:
             return None
         try:
             found = links(ns.sock)
-            return found, routes(ns.sock, found)
+            return found, _routes_of(ns.sock, found)
         finally:
             ns.close()
 
@@ -319,7 +344,7 @@ class NetlinkKernel:
             for name in namespaces:
                 sock = socks.get(name)
                 found = links(sock) if sock is not None else None
-                views[name] = (found, routes(sock, found)) if sock is not None and found is not None else None
+                views[name] = (found, _routes_of(sock, found)) if sock is not None and found is not None else None
         finally:
             for sock in socks.values():
                 sock.close()
@@ -342,6 +367,13 @@ class NetlinkKernel:
         for route in routes(self.root):
             if route.destination.prefixlen == 0 and route.gateway:
                 return ipaddress.IPv4Address(route.gateway)
+        return None
+
+    def default_gateway6(self) -> ipaddress.IPv6Address | None:
+        """The next hop of the machine's IPv6 default route, if it has one (a link-local one too)."""
+        for route in routes(self.root, family=socket.AF_INET6):
+            if route.destination.prefixlen == 0 and route.gateway:
+                return ipaddress.IPv6Address(route.gateway)
         return None
 
     def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> list[str]:
@@ -374,11 +406,11 @@ class NetlinkKernel:
                 if ns is not None:
                     ns.close()
 
-    def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address]]) -> list[str]:
-        """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway)."""
+    def set_default_routes(self, items: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]]) -> list[str]:
+        """``ip -n NS route replace default via GW proto static`` for each (namespace, gateway), either family."""
         return self._in_namespaces(
             [(ns, str(gw)) for ns, gw in items],
-            lambda batch, gw, what: add_default_route(batch, ipaddress.IPv4Address(gw), what),
+            lambda batch, gw, what: add_default_route(batch, ipaddress.ip_address(gw), what),
         )
 
     def _in_namespaces(self, items: list[tuple[str, str]], pack: Callable[[Batch, str, str], None]) -> list[str]:
@@ -406,20 +438,22 @@ class NetlinkKernel:
     def named_namespaces(self) -> frozenset[str]:
         return frozenset(list_named_namespaces())
 
-    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network, str]]:
-        """Routes and addresses of the machine that are not nslab's own, as (network, who)."""
+    def machine_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+        """Routes and addresses (IPv4 and IPv6) of the machine that are not nslab's own, as (network, who).
+        IPv6 link-local, multicast and loopback ranges are left out: every interface has them, no lab uses them."""
         all_links = links(self.root)
         ours = {lk.name for lk in all_links if lk.alias.startswith(OWNER_PREFIX)}
-        out: list[tuple[ipaddress.IPv4Network, str]] = []
-        for route in routes(self.root):
-            if route.destination.prefixlen == 0 or route.device in ours:
+        out: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+        for route in routes(self.root, all_links) + routes(self.root, all_links, socket.AF_INET6):
+            dest: ipaddress.IPv4Network | ipaddress.IPv6Network = route.destination
+            if dest.prefixlen == 0 or route.device in ours or _everywhere(dest):
                 continue
-            out.append((route.destination, f"route on {route.device or 'the machine'}"))
+            out.append((dest, f"route on {route.device or 'the machine'}"))
         for lk in all_links:
             if lk.name in ours:
                 continue
             for addr in lk.addresses:
-                if addr.version == 4 and not addr.ip.is_loopback:
+                if not addr.ip.is_loopback and not _everywhere(addr.network):
                     out.append((addr.network, f"address {addr} on {lk.name}"))
         return out
 
@@ -432,7 +466,10 @@ class NetlinkKernel:
         for n in networks:
             index = socket.if_nametoindex(n.bridge)
             set_alias(batch, index, owner_alias(lab.name, "net", n.name))  # ignored at creation: set it now
+            refuse_router_advertisements(n.bridge)
             add_address(batch, index, n.gateway, n.bridge)
+            if n.gateway6 is not None:
+                add_address(batch, index, n.gateway6, n.bridge)
         batch.commit_or_raise(self.root)
 
     def remove_links(self, names: list[str]) -> list[str]:
@@ -505,22 +542,13 @@ class NetlinkKernel:
         try:
             for start in range(0, len(hosts), HOST_CHUNK):  # bounds the open fds, not the batching
                 chunk = hosts[start : start + HOST_CHUNK]
-                opened = create_namespaces(h.namespace for h in chunk if h.container is None)
+                dual = frozenset(h.namespace for h in chunk if any(i.address6 for i in h.interfaces))
+                opened = create_namespaces((h.namespace for h in chunk if h.container is None), dual)
                 made += opened
                 try:
                     opened.update(_container_namespaces(chunk))
                     for h in chunk:
-                        inside = Batch()
-                        set_up(inside, 1, f"lo in {h.namespace}")
-                        for pos, port in enumerate(i for i in h.interfaces if i.network):
-                            assert port.host_veth is not None  # every bridge port has one (resolve.py)
-                            add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos),
-                                     mtu=port.mtu, mac=port.mac or mac_address(lab.name, "host", h.name, port.name),
-                                     group=LINK_GROUP)  # a MAC in the lab file wins over the derived one
-                            add_address(inside, port_index(pos), port.address, f"{port.name} in {h.namespace}")
-                            set_up(inside, port_index(pos), f"{port.name} in {h.namespace}")
-                        if h.gateway is not None:
-                            add_default_route(inside, h.gateway, h.namespace)
+                        inside = _host_batch(lab, h, machine_ns)
                         inside.commit_or_raise(opened[h.namespace].sock)
                 finally:
                     for ns in opened.values():
@@ -600,9 +628,13 @@ class NetlinkKernel:
                 add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
                          peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname), mtu=lk.mtu)
                 batch.commit_or_raise(a.sock)
-                for end, ifname, address in ((a, lk.a_ifname, lk.a_address), (b, lk.b_ifname, lk.b_address)):
+                for end, ifname, address, address6 in ((a, lk.a_ifname, lk.a_address, lk.a_address6),
+                                                       (b, lk.b_ifname, lk.b_address, lk.b_address6)):
                     index = _index_in(end, ifname)
                     add_address(batch, index, address, f"{ifname} in {end.name}")
+                    if address6 is not None:  # IPv6 on: a link-local address too (it comes with up)
+                        set_addr_gen_mode(batch, index, rtnl.IN6_ADDR_GEN_MODE_EUI64, f"{ifname} in {end.name}")
+                        add_address(batch, index, address6, f"{ifname} in {end.name}")
                     set_up(batch, index, f"{ifname} in {end.name}")
                     batch.commit_or_raise(end.sock)
         finally:
@@ -636,6 +668,55 @@ def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
             ns.close()
         raise
     return opened
+def _host_batch(lab: Lab, h: Host, machine_ns: int) -> Batch:
+    """Inside a new host: lo up, each veth to a bridge (with its addresses, up), the default routes."""
+    inside = Batch()
+    set_up(inside, 1, f"lo in {h.namespace}")
+    for pos, port in enumerate(i for i in h.interfaces if i.network):
+        assert port.host_veth is not None  # every bridge port has one (resolve.py)
+        what = f"{port.name} in {h.namespace}"
+        add_veth(inside, port.name, port.host_veth, machine_ns, index=port_index(pos), mtu=port.mtu,
+                 mac=port.mac or mac_address(lab.name, "host", h.name, port.name),
+                 group=LINK_GROUP)  # a MAC in the lab file wins over the derived one
+        add_address(inside, port_index(pos), port.address, what)
+        if port.address6 is not None:  # IPv6 on: a link-local address too (it comes with up)
+            set_addr_gen_mode(inside, port_index(pos), rtnl.IN6_ADDR_GEN_MODE_EUI64, what)
+            add_address(inside, port_index(pos), port.address6, what)
+        set_up(inside, port_index(pos), what)
+    for gateway in (h.gateway, h.gateway6):
+        if gateway is not None:
+            add_default_route(inside, gateway, h.namespace)
+    return inside
+
+
+def _routes_of(sock: socket.socket, found: list[LinkInfo]) -> list[RouteInfo]:
+    """A host's IPv4 routes, then its IPv6 ones where it has a global IPv6 address (a dual-stack host; the
+    others are spared the second dump)."""
+    out = routes(sock, found)
+    if any(a.version == 6 and not a.ip.is_link_local and not a.ip.is_loopback for lk in found for a in lk.addresses):
+        out += routes(sock, found, socket.AF_INET6)
+    return out
+
+
+def refuse_router_advertisements(bridge: str) -> None:
+    """``net.ipv6.conf.BRIDGE.accept_ra=0``: a router advertisement sent by a lab host (a radvd in a service)
+    must not give the machine a route into the lab. Nothing to do where the kernel has no IPv6."""
+    try:
+        fd = os.open(f"/proc/sys/net/ipv6/conf/{bridge}/accept_ra", os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise KernelError(f"cannot set net.ipv6.conf.{bridge}.accept_ra=0: {exc.strerror}") from exc
+    try:
+        os.write(fd, b"0")
+    except OSError as exc:
+        raise KernelError(f"cannot set net.ipv6.conf.{bridge}.accept_ra=0: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def _everywhere(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return net.version == 6 and (net.is_link_local or net.is_multicast or net.is_loopback)
 
 
 def _write_sysctls_in(fd: int, sysctls: list[tuple[str, str]]) -> list[str]:

@@ -40,6 +40,7 @@ from ..paths import netns_path
 #: Seconds between retransmissions of unanswered probes (ICMP, UDP).
 RESEND = 0.25
 ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO = 0, 3, 8
+ICMP6_ECHO, ICMP6_ECHO_REPLY, ICMP6_UNREACH = 128, 129, 1
 
 Probe = tuple[str, str]  # (source namespace, target address)
 Outcome = tuple[bool, str]  # (reachable, what was seen)
@@ -58,7 +59,7 @@ class LiveProber:
         if not live:
             found: list[Outcome] = []
         elif proto == "icmp":
-            found = _icmp(live, timeout)
+            found = _icmp_both(live, timeout)
         else:
             assert port is not None
             _raise_fd_limit(len(live) + 64)
@@ -112,17 +113,36 @@ def _checksum(data: bytes) -> int:
     return int(~total & 0xFFFF)
 
 
-def _echo(ident: int, seq: int) -> bytes:
+def _echo(ident: int, seq: int, v6: bool = False) -> bytes:
     payload = b"nslab-check"
+    if v6:  # the kernel fills in an ICMPv6 checksum (it covers the IPv6 pseudo-header)
+        return struct.pack("!BBHHH", ICMP6_ECHO, 0, 0, ident, seq) + payload
     header = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
     return struct.pack("!BBHHH", ICMP_ECHO, 0, _checksum(header + payload), ident, seq) + payload
 
 
-def _icmp(probes: Sequence[Probe], timeout: float) -> list[Outcome]:
+def _icmp_both(probes: Sequence[Probe], timeout: float) -> list[Outcome]:
+    """ICMP echoes to IPv4 targets and ICMPv6 echoes to IPv6 ones, in their input order."""
+    v6 = [n for n, (_ns, address) in enumerate(probes) if ":" in address]
+    if not v6:
+        return _icmp(probes, timeout)
+    v4 = [n for n in range(len(probes)) if n not in set(v6)]
+    outcomes: list[Outcome] = [(False, "timeout")] * len(probes)
+    for indexes, family_v6 in ((v4, False), (v6, True)):
+        if indexes:
+            for n, outcome in zip(indexes, _icmp([probes[n] for n in indexes], timeout, family_v6), strict=True):
+                outcomes[n] = outcome
+    return outcomes
+
+
+def _icmp(probes: Sequence[Probe], timeout: float, v6: bool = False) -> list[Outcome]:
     namespaces = list(dict.fromkeys(ns for ns, _ in probes))
 
     def raw(_name: str) -> list[socket.socket]:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        if v6:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         s.setblocking(False)
         return [s]
 
@@ -142,10 +162,13 @@ def _icmp(probes: Sequence[Probe], timeout: float) -> list[Outcome]:
             if now >= deadline:
                 break
             if now >= next_send:
-                _send_echoes(probes, socks, ident, outcomes)
+                _send_echoes(probes, socks, ident, outcomes, v6)
                 next_send = now + RESEND
             for fd, _event in poller.poll(max(1, int(1000 * (min(deadline, next_send) - now)))):
-                _read_replies(socks[by_fd[fd]], ident[by_fd[fd]], probes, outcomes)
+                if v6:
+                    _read_replies6(socks[by_fd[fd]], ident[by_fd[fd]], probes, outcomes)
+                else:
+                    _read_replies(socks[by_fd[fd]], ident[by_fd[fd]], probes, outcomes)
     finally:
         for s in socks.values():
             s.close()
@@ -153,12 +176,12 @@ def _icmp(probes: Sequence[Probe], timeout: float) -> list[Outcome]:
 
 
 def _send_echoes(probes: Sequence[Probe], socks: dict[str, socket.socket], ident: dict[str, int],
-                 outcomes: list[Outcome | None]) -> None:
+                 outcomes: list[Outcome | None], v6: bool = False) -> None:
     for seq, (ns, address) in enumerate(probes):
         if outcomes[seq] is not None:
             continue
         try:
-            socks[ns].sendto(_echo(ident[ns], seq), (address, 0))
+            socks[ns].sendto(_echo(ident[ns], seq, v6), (address, 0))
         except BlockingIOError:
             pass  # the send buffer is full: sent again at the next round
         except OSError as exc:
@@ -185,6 +208,26 @@ def _read_replies(sock: socket.socket, ident: int, probes: Sequence[Probe], outc
                     outcomes[seq] = (False, f"unreachable: ICMP from {sender}")
 
 
+def _read_replies6(sock: socket.socket, ident: int, probes: Sequence[Probe],
+                   outcomes: list[Outcome | None]) -> None:
+    """ICMPv6 from a raw socket: no IP header in front; an error quotes the 40-byte IPv6 header and the echo."""
+    while True:
+        try:
+            data, peer = sock.recvfrom(2048)
+        except BlockingIOError:
+            return
+        sender = peer[0]
+        kind = data[0] if data else -1
+        if kind == ICMP6_ECHO_REPLY and len(data) >= 8:
+            rid, seq = struct.unpack_from("!HH", data, 4)
+            if rid == ident and seq < len(probes) and outcomes[seq] is None and probes[seq][1] == sender:
+                outcomes[seq] = (True, "reply")
+        elif kind == ICMP6_UNREACH and len(data) >= 8 + 40 + 8 and data[8 + 40] == ICMP6_ECHO:
+            rid, seq = struct.unpack_from("!HH", data, 8 + 40 + 4)
+            if rid == ident and seq < len(probes) and outcomes[seq] is None:
+                outcomes[seq] = (False, f"unreachable: ICMPv6 from {sender}")
+
+
 def _per_cell(probes: Sequence[Probe], proto: str, port: int, timeout: float) -> list[Outcome]:
     """TCP connects or UDP round trips, one socket per probe, all opened in their namespaces then polled."""
     wanted: dict[str, list[int]] = {}
@@ -194,8 +237,8 @@ def _per_cell(probes: Sequence[Probe], proto: str, port: int, timeout: float) ->
 
     def make(ns: str) -> list[socket.socket]:
         out = []
-        for _ in wanted[ns]:
-            s = socket.socket(socket.AF_INET, kind)
+        for n in wanted[ns]:
+            s = socket.socket(socket.AF_INET6 if ":" in probes[n][1] else socket.AF_INET, kind)
             s.setblocking(False)
             out.append(s)
         return out

@@ -131,6 +131,7 @@ class Batch:
 # tests/unit/test_netlink_encode.py.
 IFLA_ADDRESS, IFLA_MTU, IFLA_NET_NS_FD, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 4, 28, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 _IFADDRMSG = struct.Struct("BBBBI")
 _RTMSG = struct.Struct("BBBBBBBBI")
@@ -146,10 +147,6 @@ def _string(kind: int, value: str) -> bytes:
 
 def _u32(kind: int, value: int) -> bytes:
     return _attr(kind, struct.pack("I", value))
-
-
-def _ipv4(kind: int, address: ipaddress.IPv4Address) -> bytes:
-    return _attr(kind, address.packed)
 
 
 def _message(mtype: int, flags: int, body: bytes) -> bytes:
@@ -230,32 +227,52 @@ def delete_link(batch: Batch, name: str) -> None:
     batch.add(_raw_link_request(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, name), f"delete link {name}")
 
 
-def add_address(batch: Batch, index: int, address: ipaddress.IPv4Interface, what: str) -> None:
-    """`ip addr add ADDRESS/PREFIX [broadcast +] dev IF`."""
+def add_address(
+    batch: Batch, index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface, what: str
+) -> None:
+    """`ip addr add ADDRESS/PREFIX [broadcast +] dev IF`; an IPv6 address with ``nodad`` (IPAM made it unique,
+    and a tentative address would not answer for a second)."""
     prefix = address.network.prefixlen
-    body = _IFADDRMSG.pack(socket.AF_INET, prefix, 0, 0, index)
-    body += _ipv4(IFA_LOCAL, address.ip) + _ipv4(IFA_ADDRESS, address.ip)
-    if prefix < 31:
-        body += _ipv4(IFA_BROADCAST, address.network.broadcast_address)
+    if address.version == 6:
+        body = _IFADDRMSG.pack(socket.AF_INET6, prefix, IFA_F_NODAD, 0, index)
+        body += _attr(IFA_LOCAL, address.ip.packed) + _attr(IFA_ADDRESS, address.ip.packed)
+    else:
+        body = _IFADDRMSG.pack(socket.AF_INET, prefix, 0, 0, index)
+        body += _attr(IFA_LOCAL, address.ip.packed) + _attr(IFA_ADDRESS, address.ip.packed)
+        if prefix < 31:
+            body += _attr(IFA_BROADCAST, address.network.broadcast_address.packed)
     batch.add(_message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body), f"add address {address} to {what}")
 
 
-def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address, what: str) -> None:
-    """`ip route replace default via GATEWAY` (main table, proto static, scope universe, unicast)."""
-    add_route(batch, _DEFAULT, gateway, what)
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_EUI64 = 26, 8, 0
+
+
+def set_addr_gen_mode(batch: Batch, index: int, mode: int, what: str) -> None:
+    """`ip link set IF addrgenmode eui64|none` (before the link is up: its link-local address comes with up)."""
+    inet6 = _attr(socket.AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([mode])))
+    batch.add(_message(RTM_NEWLINK, 0, _link(index) + _attr(IFLA_AF_SPEC, inet6)), f"set addrgenmode of {what}")
+
+
+def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> None:
+    """`ip [-6] route replace default via GATEWAY` (main table, proto static, scope universe, unicast)."""
+    add_route(batch, _DEFAULT6 if gateway.version == 6 else _DEFAULT, gateway, what)
 
 
 _DEFAULT = ipaddress.IPv4Network("0.0.0.0/0")
+_DEFAULT6 = ipaddress.IPv6Network("::/0")
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _route(to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> bytes:
-    body = _RTMSG.pack(socket.AF_INET, to.prefixlen, 0, 0, RT_TABLE_MAIN, 4, 0, 1, 0)
+def _route(to: Net, gateway: Addr) -> bytes:
+    family = socket.AF_INET6 if gateway.version == 6 else socket.AF_INET
+    body = _RTMSG.pack(family, to.prefixlen, 0, 0, RT_TABLE_MAIN, 4, 0, 1, 0)
     if to.prefixlen:
-        body += _ipv4(RTA_DST, to.network_address)
-    return body + _ipv4(RTA_GATEWAY, gateway)
+        body += _attr(RTA_DST, to.network_address.packed)
+    return body + _attr(RTA_GATEWAY, gateway.packed)
 
 
-def add_route(batch: Batch, to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, what: str) -> None:
+def add_route(batch: Batch, to: Net, gateway: Addr, what: str) -> None:
     """`ip route replace TO via GATEWAY proto static` (main table, scope universe, unicast)."""
     label = "default" if not to.prefixlen else str(to)
     batch.add(
@@ -264,7 +281,7 @@ def add_route(batch: Batch, to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Ad
     )
 
 
-def delete_route(batch: Batch, to: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, what: str) -> None:
+def delete_route(batch: Batch, to: Net, gateway: Addr, what: str) -> None:
     """`ip route del TO via GATEWAY proto static`."""
     batch.add(_message(RTM_DELROUTE, 0, _route(to, gateway)), f"delete route {to} via {gateway} in {what}")
 
@@ -406,28 +423,31 @@ def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
     return [replace(lk, addresses=tuple(addresses[lk.index])) if lk.index in addresses else lk for lk in found]
 
 
-def routes(sock: socket.socket, known: Iterable[LinkInfo] | None = None) -> list[RouteInfo]:
-    """`ip -j route` (IPv4, main table); ``known``: the namespace's links if just dumped (for device names)."""
+def routes(
+    sock: socket.socket, known: Iterable[LinkInfo] | None = None, family: int = socket.AF_INET
+) -> list[RouteInfo]:
+    """`ip -j route` (IPv4, or IPv6 with ``family``, main table); ``known``: the namespace's links if just dumped
+    (for device names)."""
     names = {link.index: link.name for link in (known if known is not None else links(sock, with_addresses=False))}
     request = _NLMSGHDR.pack(_NLMSGHDR.size + _RTMSG.size, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    request += _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    request += _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     out = []
     for data, offset, length in dump(sock, request):
-        family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack_from(data, offset + 16)
-        if family != socket.AF_INET:
+        got, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack_from(data, offset + 16)
+        if got != family:
             continue
         attrs = parse_attrs(data, offset + 16 + _RTMSG.size, offset + length)
         if table != RT_TABLE_MAIN and attrs.get(RTA_TABLE) != struct.pack("I", RT_TABLE_MAIN):
             continue
-        dst = ipaddress.IPv4Address(attrs[RTA_DST]) if RTA_DST in attrs else ipaddress.IPv4Address(0)
-        gateway = str(ipaddress.IPv4Address(attrs[RTA_GATEWAY])) if RTA_GATEWAY in attrs else None
+        zero = b"\0" * (4 if family == socket.AF_INET else 16)
+        dst = ipaddress.ip_address(attrs.get(RTA_DST, zero))
+        gateway = str(ipaddress.ip_address(attrs[RTA_GATEWAY])) if RTA_GATEWAY in attrs else None
         oif = struct.unpack("I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         out.append(
             RouteInfo(
-                destination=ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False),
+                destination=ipaddress.ip_network(f"{dst}/{dst_len}", strict=False),  # type: ignore[arg-type]
                 gateway=gateway,
                 device=names.get(oif, ""),
             )
         )
     return out
-

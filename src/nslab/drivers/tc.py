@@ -67,32 +67,41 @@ class LiveShaper:
             self._has[module] = kernel_has(module) and (module != NFQUEUE or shutil.which(IPTABLES) is not None)
         return self._has[module]
 
-    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]]) -> None:
+    def queues(self, namespace: str, rules: list[tuple[str, str, int, str]], ipv6: bool = False) -> None:
         """The host's NFQUEUE rules, ``(direction, interface, queue, comment)``, replacing those it had.
 
         They live in chains of nslab's own (``NSLAB-IN`` from PREROUTING, ``NSLAB-OUT`` from POSTROUTING) of the
         host's ``ip mangle`` table, made with iptables-nft: the xtables NFQUEUE target is what this kernel
-        has. With no rules the chains go, and the table too when nothing else is in it."""
+        has. With no rules the chains go, and the table too when nothing else is in it. ``ipv6``: the same in
+        the host's ``ip6 mangle`` table (ip6tables-nft), for a dual-stack host: its IPv6 packets are delayed too
+        (the delayer's verdicts are family-agnostic)."""
+        self._queues(namespace, rules, "ip")
+        if ipv6:
+            self._queues(namespace, rules, "ip6")
+
+    def _queues(self, namespace: str, rules: list[tuple[str, str, int, str]], family: str) -> None:
         lines = ["*mangle", ":NSLAB-IN - [0:0]", ":NSLAB-OUT - [0:0]"]
         for direction, ifname, queue, comment in rules:
             chain, match = ("NSLAB-IN", "-i") if direction == "in" else ("NSLAB-OUT", "-o")
             lines.append(f'-A {chain} {match} {ifname} -m comment --comment "{comment}" -j NFQUEUE --queue-num {queue}')
-        self._iptables(namespace, [*lines, "COMMIT"])
-        hooked = self._iptables(namespace, None)
+        self._iptables(namespace, [*lines, "COMMIT"], family)
+        hooked = self._iptables(namespace, None, family)
         jumps = [("PREROUTING", "NSLAB-IN"), ("POSTROUTING", "NSLAB-OUT")]
         if rules:
             missing = [f"-I {hook} -j {chain}" for hook, chain in jumps if f"-A {hook} -j {chain}" not in hooked]
             if missing:
-                self._iptables(namespace, ["*mangle", *missing, "COMMIT"])
+                self._iptables(namespace, ["*mangle", *missing, "COMMIT"], family)
             return
         gone = [f"-D {hook} -j {chain}" for hook, chain in jumps if f"-A {hook} -j {chain}" in hooked]
-        self._iptables(namespace, ["*mangle", *gone, "-X NSLAB-IN", "-X NSLAB-OUT", "COMMIT"])
-        if not any(line.startswith("-A ") for line in self._iptables(namespace, None).splitlines()):
-            self.nft(namespace, "delete table ip mangle")
+        self._iptables(namespace, ["*mangle", *gone, "-X NSLAB-IN", "-X NSLAB-OUT", "COMMIT"], family)
+        if not any(line.startswith("-A ") for line in self._iptables(namespace, None, family).splitlines()):
+            self.nft(namespace, f"delete table {family} mangle")
 
-    def _iptables(self, namespace: str, lines: list[str] | None) -> str:
-        """``iptables-nft-restore --noflush`` of ``lines`` inside the host; None: ``iptables-nft-save -t mangle``."""
-        tool = IPTABLES if lines is not None else "iptables-nft-save"
+    def _iptables(self, namespace: str, lines: list[str] | None, family: str = "ip") -> str:
+        """``iptables-nft-restore --noflush`` of ``lines`` inside the host; None: ``iptables-nft-save -t mangle``
+        (``ip6tables-…`` for ``family`` ip6)."""
+        prefix = "ip6" if family == "ip6" else "ip"
+        tool = f"{prefix}tables-nft-restore" if lines is not None else f"{prefix}tables-nft-save"
         argv = ["ip", "netns", "exec", namespace, tool, *(["--noflush"] if lines is not None else ["-t", "mangle"])]
         text = "\n".join(lines) + "\n" if lines is not None else None
         result = subprocess.run(argv, input=text, capture_output=True, text=True)

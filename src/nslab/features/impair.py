@@ -199,27 +199,32 @@ class SetQueues(Action):
     namespace: str
     rules: tuple[tuple[str, str, int, str], ...]  # (direction, interface, queue, comment)
     old: tuple[tuple[str, str, int, str], ...]
+    ipv6: bool = False  # a dual-stack host: the same rules with ip6tables (its IPv6 packets delayed too)
 
     def commands(self) -> list[str]:
+        tools = ("iptables", "ip6tables") if self.ipv6 else ("iptables",)
+        return [line for tool in tools for line in self._commands(tool)]
+
+    def _commands(self, tool: str) -> list[str]:
         if not self.rules:
-            return [f"ip netns exec {self.namespace} iptables -t mangle -D PREROUTING -j NSLAB-IN",
-                    f"ip netns exec {self.namespace} iptables -t mangle -D POSTROUTING -j NSLAB-OUT",
-                    f"ip netns exec {self.namespace} iptables -t mangle -X NSLAB-IN",
-                    f"ip netns exec {self.namespace} iptables -t mangle -X NSLAB-OUT"]
+            return [f"ip netns exec {self.namespace} {tool} -t mangle -D PREROUTING -j NSLAB-IN",
+                    f"ip netns exec {self.namespace} {tool} -t mangle -D POSTROUTING -j NSLAB-OUT",
+                    f"ip netns exec {self.namespace} {tool} -t mangle -X NSLAB-IN",
+                    f"ip netns exec {self.namespace} {tool} -t mangle -X NSLAB-OUT"]
         lines = ["*mangle", ":NSLAB-IN - [0:0]", ":NSLAB-OUT - [0:0]",
                  "-I PREROUTING -j NSLAB-IN", "-I POSTROUTING -j NSLAB-OUT"]
         for direction, ifname, queue, comment in self.rules:
             chain, match = ("NSLAB-IN", "-i") if direction == "in" else ("NSLAB-OUT", "-o")
             lines.append(f'-A {chain} {match} {ifname} -m comment --comment "{comment}" -j NFQUEUE --queue-num {queue}')
         body = "\n".join([*lines, "COMMIT"])
-        return [f"ip netns exec {self.namespace} iptables-nft-restore --noflush <<'EOF'\n{body}\nEOF"]
+        return [f"ip netns exec {self.namespace} {tool}-nft-restore --noflush <<'EOF'\n{body}\nEOF"]
 
     def summary(self) -> str:
         return f"queue {len(self.rules)} direction(s) to the delayer"
 
     def apply(self, drivers: Drivers) -> Action | None:
-        drivers.shaper.queues(self.namespace, list(self.rules))
-        return SetQueues(self.namespace, self.old, self.rules)
+        drivers.shaper.queues(self.namespace, list(self.rules), self.ipv6)
+        return SetQueues(self.namespace, self.old, self.rules, self.ipv6)
 
 
 class SetDelayer(Action):
@@ -297,7 +302,8 @@ def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers
             actions.append(HostTable(host.namespace, TABLE, table, old_table, f"impairments of {name}"))
         queued, old_queued = render_queues(lab.name, host, after, netem), render_queues(lab.name, host, before, netem)
         if queued != old_queued:
-            actions.append(SetQueues(host.namespace, queued, old_queued))
+            dual = any(i.address6 for i in host.interfaces)
+            actions.append(SetQueues(host.namespace, queued, old_queued, dual))
         q_new, q_old = render_qdiscs(lab, host, after, netem), render_qdiscs(lab, host, before, netem)
         ends = sorted(set(q_new) | set(q_old), key=str)
         if any(q_new.get(k, "") != q_old.get(k, "") for k in ends):

@@ -73,11 +73,17 @@ def down_interfaces(lab: Lab, record: Any) -> set[tuple[str, str]]:
 
 
 def _restored_routes(lab: Lab, host: Host, iface: str) -> tuple[tuple[str, str], ...]:
-    """The host's default route, when it goes through ``iface`` (it is dropped when that interface goes down)."""
+    """The host's default routes (IPv4, IPv6), those through ``iface`` (dropped when that interface goes down)."""
     i = next(i for i in host.interfaces if i.name == iface)
-    if host.gateway is None or i.network is None or lab.networks[i.network].gateway.ip != host.gateway:
+    if i.network is None:
         return ()
-    return ((host.namespace, str(host.gateway)),)
+    net = lab.networks[i.network]
+    out: list[tuple[str, str]] = []
+    if host.gateway is not None and net.gateway.ip == host.gateway:
+        out.append((host.namespace, str(host.gateway)))
+    if host.gateway6 is not None and net.gateway6 is not None and net.gateway6.ip == host.gateway6:
+        out.append((host.namespace, str(host.gateway6)))
+    return tuple(out)
 
 
 def plan_up(ctx: UpContext) -> FeaturePlan:

@@ -11,7 +11,8 @@ connections stop too, and no NAT mapping on the machine can carry them). Rules c
 ``inet`` tables do not see it: that is why the drops sit in the hosts. The tables go with the namespaces on
 ``down``; nothing touches the machine.
 
-Replaces: ``ip netns exec NS nft -f -`` with ``ip saddr/daddr ... drop`` rules.
+Replaces: ``ip netns exec NS nft -f -`` with ``ip saddr/daddr ... drop`` rules (``ip6 saddr/daddr`` for the
+IPv6 addresses of dual-stack sides).
 """
 
 from __future__ import annotations
@@ -79,20 +80,31 @@ def side(lab: Lab, name: str) -> tuple[list[str], list[str]]:
     return hosts, [str(network.subnet)]
 
 
+def side6(lab: Lab, name: str) -> list[str]:
+    """The IPv6 addresses (or subnet6) that stand for one side: none where it has no IPv6."""
+    if name in lab.hosts:
+        return [str(i.address6.ip) for i in lab.hosts[name].interfaces if i.address6]
+    subnet6 = lab.networks[name].subnet6
+    return [str(subnet6)] if subnet6 else []
+
+
 def render(lab: Lab, cuts: list[list[str]]) -> dict[str, str]:
-    """host -> its ``inet nslab-partition`` table, for every host on a side of a cut."""
-    rules: dict[str, list[tuple[str, str]]] = {}  # host -> (addresses of the other side, comment)
+    """host -> its ``inet nslab-partition`` table, for every host on a side of a cut (IPv6 too where the
+    other side has IPv6 addresses)."""
+    rules: dict[str, list[tuple[str, str, str]]] = {}  # host -> (family, addresses of the other side, comment)
     for a, b, *_ in cuts:
         comment = f"nslab:{lab.name}:partition:{a}:{b}"
         (a_hosts, a_addrs), (b_hosts, b_addrs) = side(lab, a), side(lab, b)
-        for host in a_hosts:
-            rules.setdefault(host, []).append((", ".join(b_addrs), comment))
-        for host in b_hosts:
-            rules.setdefault(host, []).append((", ".join(a_addrs), comment))
+        a6, b6 = side6(lab, a), side6(lab, b)
+        for hosts, addrs, addrs6 in ((a_hosts, b_addrs, b6), (b_hosts, a_addrs, a6)):
+            for host in hosts:
+                rules.setdefault(host, []).append(("ip", ", ".join(addrs), comment))
+                if addrs6:
+                    rules[host].append(("ip6", ", ".join(addrs6), comment))
     tables = {}
     for host, drops in rules.items():
-        inbound = "".join(f'    ip saddr {{ {addrs} }} drop comment "{c}"\n' for addrs, c in drops)
-        outbound = "".join(f'    ip daddr {{ {addrs} }} drop comment "{c}"\n' for addrs, c in drops)
+        inbound = "".join(f'    {f} saddr {{ {addrs} }} drop comment "{c}"\n' for f, addrs, c in drops)
+        outbound = "".join(f'    {f} daddr {{ {addrs} }} drop comment "{c}"\n' for f, addrs, c in drops)
         tables[host] = (f"table {TABLE} {{\n  chain in {{\n    type filter hook prerouting priority -350; "
                         f"policy accept;\n{inbound}  }}\n  chain out {{\n    type filter hook postrouting priority "
                         f"350; policy accept;\n{outbound}  }}\n}}\n")

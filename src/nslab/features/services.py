@@ -20,6 +20,7 @@ from ..paths import log_path, netns_path, services_status, supervisor_config, ut
 from ..plan import Action, shell_quote
 from ..values import Value
 from . import DownContext, FeaturePlan, UpContext, ValidateContext, dns
+from .firewall.record import desired
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
@@ -69,8 +70,9 @@ def desired_services(lab: Lab) -> list[dict[str, Any]]:
     return services
 
 
-def _digest(services: list[dict[str, Any]], forward: Any) -> str:
-    return blake2s(json.dumps([services, forward], sort_keys=True).encode()).hexdigest()[:16]
+def _digest(services: list[dict[str, Any]], forward: Any, proxy: Any = None) -> str:
+    text = json.dumps([services, forward, *([proxy] if proxy else [])], sort_keys=True)
+    return blake2s(text.encode()).hexdigest()[:16]
 
 
 # --- actions -------------------------------------------------------------------------------------------------
@@ -87,6 +89,9 @@ class StartSupervisor(Action):
         if forward:
             out.append(f"# DNS forwarder on {', '.join(forward['listen'])}:53 -> {', '.join(forward['upstreams'])} "
                        "(in the lab's supervisor)")
+        for p in self.config.get("proxy", ()):
+            out.append(f"# relay [::1]:{p['port']}/{p['proto']} -> [{p['to']}]:{p['to_port']} "
+                       "(in the lab's supervisor)")
         for s in self.config["services"]:
             out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}): nsenter "
                        f"--net={netns_path(s['namespace'])} --uts={s['uts']} sh -c {shell_quote(s['command'])}")
@@ -95,7 +100,9 @@ class StartSupervisor(Action):
 
     def summary(self) -> str:
         ids = [s["id"] for s in self.config["services"]]
-        return f"start services: {', '.join(ids)}" if ids else "start the DNS forwarder"
+        if ids:
+            return f"start services: {', '.join(ids)}"
+        return "start the DNS forwarder" if self.config.get("forward") else "start the [::1] port relay"
 
     def apply(self, drivers: Drivers) -> Action | None:
         self.record.supervisor = drivers.processes.start_supervisor(self.lab, self.config)
@@ -191,19 +198,20 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, processes = ctx.lab, ctx.drivers.processes
     services = desired_services(lab)
     forward = dns.forwarder(lab, ctx.drivers)
+    proxy = desired(lab).loopback_relays()
     current = ServicesRecord.from_json(ctx.record).supervisor
     record = ServicesRecord()
     plan = FeaturePlan(record=record)
     running = current is not None and processes.is_alive(current.get("pid"), current.get("start"))
-    if current is not None and (not running or not (services or forward)):
+    if current is not None and (not running or not (services or forward or proxy)):
         plan.before.append(StopSupervisor(lab.name, current))  # (a dead one's leftover trees are cleaned up too)
-    if not (services or forward):
+    if not (services or forward or proxy):
         return plan
     if current is None or not running:
-        config = _config(lab.name, services, forward, ctx.drivers.processes.cgroup_root(lab.name))
+        config = _config(lab.name, services, forward, ctx.drivers.processes.cgroup_root(lab.name), proxy=proxy)
         plan.after.append(StartSupervisor(lab.name, config, record))
         return plan
-    config = _config(lab.name, services, forward, current.get("cgroup"), current)
+    config = _config(lab.name, services, forward, current.get("cgroup"), current, proxy)
     record.supervisor = current
     if _same(config, current):
         return plan
@@ -212,7 +220,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     new = {s["id"]: s for s in config["services"]}
     staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in ctx.recreated]
     interim = {**_strip(current), "services": staying}
-    interim["hash"] = _digest(staying, interim.get("forward"))
+    interim["hash"] = _digest(staying, interim.get("forward"), interim.get("proxy"))
     if not _same(interim, current):
         plan.before.append(ReloadServices(lab.name, current, interim, record))
         current = {**interim, "pid": current.get("pid"), "start": current.get("start")}
@@ -229,11 +237,13 @@ def _same(config: Supervisor, current: Supervisor) -> bool:
 
 
 def _config(lab: str, services: list[dict[str, Any]], forward: Any, cgroup_root: str | None,
-            current: Supervisor | None = None) -> Supervisor:
-    """The supervisor's config; with ``current``, every unchanged service keeps its token and cgroup."""
+            current: Supervisor | None = None, proxy: list[dict[str, Any]] | None = None) -> Supervisor:
+    """The supervisor's config; with ``current``, every unchanged service keeps its token and cgroup.
+    ``proxy``: the ports it relays from ``[::1]`` (loopproxy.py), a key only when there are some."""
     tag = (current or {}).get("tag") or (cgroup_root.rsplit("-", 1)[-1] if cgroup_root else "env")
     return {
-        "lab": lab, "hash": _digest(services, forward), "cgroup": cgroup_root, "forward": forward, "tag": tag,
+        **({"proxy": proxy} if proxy else {}),
+        "lab": lab, "hash": _digest(services, forward, proxy), "cgroup": cgroup_root, "forward": forward, "tag": tag,
         "tracking": "cgroup" if cgroup_root else "environment",
         "services": [
             {**s, "token": f"{lab}/{s['id']}/{tag}",

@@ -81,10 +81,11 @@ class Upstream(Value):
     stubs: tuple[str, ...] = ()  # loopback resolvers on the machine: reached through the lab's forwarder
     search: tuple[str, ...] = ()
     source: str = ""  # the file the servers came from
+    servers6: tuple[str, ...] = ()  # the machine's global IPv6 servers: for hosts with an IPv6 way out
 
     def to_json(self) -> dict[str, Any]:
         return {"servers": list(self.servers), "stubs": list(self.stubs), "search": list(self.search),
-                "source": self.source}
+                "source": self.source, **({"servers6": list(self.servers6)} if self.servers6 else {})}
 
 
 def _usable(servers: Sequence[str]) -> tuple[str, ...]:
@@ -99,16 +100,18 @@ def discover_upstream(
 ) -> Upstream:
     machine = _read(resolv_conf, read) or ResolvConf()
     direct = _usable(machine.nameservers)
+    direct6 = tuple(s for s in machine.nameservers if ipaddress.ip_address(s).version == 6
+                    and not ipaddress.ip_address(s).is_loopback and not ipaddress.ip_address(s).is_link_local)
     if direct:
-        return Upstream(servers=direct, search=machine.search, source=resolv_conf)
+        return Upstream(servers=direct, search=machine.search, source=resolv_conf, servers6=direct6)
     stubs = tuple(s for s in machine.nameservers if is_loopback(s))
     resolved = _read(resolved_upstream, read)
     if resolved is not None and _usable(resolved.nameservers):
         return Upstream(servers=_usable(resolved.nameservers), search=machine.search or resolved.search,
-                        source=resolved_upstream)
+                        source=resolved_upstream, servers6=direct6)
     if not machine.nameservers and resolved is None:
         stubs = ("127.0.0.1",)  # glibc's default when resolv.conf names no server
-    return Upstream(stubs=stubs, search=machine.search, source=resolv_conf)
+    return Upstream(stubs=stubs, search=machine.search, source=resolv_conf, servers6=direct6)
 
 
 class HostDns(Value):
@@ -118,12 +121,20 @@ class HostDns(Value):
     search: tuple[str, ...] = ()
     via: str = ""  # "lab file", "machine (<file>)", "forwarder to <stub>", "none: ..."
     forward: bool = False  # the nameserver is the gateway; the lab's forwarder relays to the stubs
+    aaaa: bool = False  # the host has IPv6 (a dual-stack network): AAAA queries are worth asking
 
     def to_json(self) -> dict[str, Any]:
         return {"nameservers": list(self.nameservers), "search": list(self.search), "via": self.via}
 
 
 def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
+    found = _host_dns(lab, host, upstream)
+    if any(i.address6 for i in host.interfaces):
+        found = HostDns(found.nameservers, found.search, found.via, found.forward, aaaa=True)
+    return found
+
+
+def _host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
     spec = lab.spec
     host_spec = spec.hosts.get(host.name) if spec is not None else None
     explicit = None
@@ -141,8 +152,9 @@ def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
     if host.gateway is None:
         return HostDns((), search_override or (), via="none: no NAT network (lab names only)")
     search = search_override if search_override is not None else upstream.search
-    if upstream.servers:
-        return HostDns(upstream.servers, search, via=f"machine ({upstream.source})")
+    servers = upstream.servers + (upstream.servers6 if host.gateway6 is not None else ())
+    if upstream.servers or (servers and not upstream.stubs):
+        return HostDns(servers[:3], search, via=f"machine ({upstream.source})")  # glibc reads three
     if upstream.stubs:
         return HostDns((str(host.gateway),), search, via=f"forwarder to {', '.join(upstream.stubs)}", forward=True)
     return HostDns((), search, via="none: the machine has no resolver")
@@ -158,13 +170,14 @@ def render_resolv_conf(lab_name: str, dns: HostDns) -> str:
     lines += [f"nameserver {s}" for s in dns.nameservers]
     if dns.search:
         lines.append("search " + " ".join(dns.search))
-    # Hosts have IPv4 only: no AAAA queries (glibc >= 2.36), so `getent hosts web2` answers from the hosts
-    # file at once instead of asking upstream for an IPv6 address first.
-    options = ["no-aaaa"]
+    # IPv4-only hosts: no AAAA queries (glibc >= 2.36), so `getent hosts web2` answers from the hosts file at
+    # once instead of asking upstream for an IPv6 address first (the hosts file's IPv6 lines still count).
+    options = [] if dns.aaaa else ["no-aaaa"]
     if not dns.nameservers:
         # glibc then tries 127.0.0.1 inside the namespace, where nothing listens: fail fast.
         options += ["timeout:1", "attempts:1"]
-    lines.append("options " + " ".join(options))
+    if options:
+        lines.append("options " + " ".join(options))
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +202,9 @@ class HostsFiles:
         self.on_networks: dict[str, list[tuple[str, str]]] = {}
         self.on_links: dict[str, list[tuple[int, str]]] = {}
         self.fallback: dict[str, str | None] = {}
+        #: an IPv4 address -> the IPv6 address of the same interface (dual-stack networks): named alike
+        self.v6 = {str(i.address.ip): str(i.address6.ip) for h in lab.hosts.values() for i in h.interfaces
+                   if i.address6}
         for h in lab.hosts.values():
             addresses = [(i, str(i.address.ip)) for i in h.interfaces]
             self.on_networks[h.name] = [(i.network, a) for i, a in addresses if i.network]
@@ -216,16 +232,22 @@ class HostsFiles:
                     address = self.fallback[name]
                 if address is not None:
                     where[name] = len(lines)
-                    lines.append(f"{address}\t{self.names[name]}")
+                    lines.append(self._entry(address, name))
             view = self._views[key] = (lines, where)
         return view
+
+    def _entry(self, address: str, name: str) -> str:
+        """``ADDRESS\tNAMES``, and ``ADDRESS6\tNAMES`` below it when that interface has IPv6 too."""
+        v6 = self.v6.get(address)
+        entry = f"{address}\t{self.names[name]}"
+        return entry if v6 is None else f"{entry}\n{v6}\t{self.names[name]}"
 
     def render(self, me: Host) -> str:
         lines, where = self._view(me)
         own = str(me.interfaces[0].address.ip) if me.interfaces else "127.0.1.1"
         k = where.get(me.name)
         others = lines if k is None else lines[:k] + lines[k + 1 :]
-        return "\n".join([*self.head, f"{own}\t{self.names[me.name]}", *others]) + "\n"
+        return "\n".join([*self.head, self._entry(own, me.name), *others]) + "\n"
 
 
 def _reachable_address(lab: Lab, me: Host, other: Host) -> str | None:

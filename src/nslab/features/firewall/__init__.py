@@ -13,8 +13,9 @@ Bridge ports of publishing hosts are put in hairpin mode (``ip link set PORT typ
 with br_netfilter loaded, a host's connection to its own published port is bridged back out of the port it
 came in by. Recorded as ``hairpin`` and switched off again when the host stops publishing.
 
-Sysctls: ``net.ipv4.ip_forward`` is set to 1 while a lab needs forwarding, its prior value is kept in
-``/run/nslab/.firewall.json`` and restored when no lab needs it any more; ``route_localnet=1`` is set on
+Sysctls: ``net.ipv4.ip_forward`` (and ``net.ipv6.conf.all.forwarding`` for dual-stack labs) is set to 1 while a
+lab needs forwarding, its prior value is kept in ``/run/nslab/.firewall.json`` and restored when no lab needs
+it any more; ``route_localnet=1`` is set on
 nslab's own bridges that carry published ports only (prior value kept in the lab's record).
 
 Docker coexistence (the choice, and why). In nftables a packet is dropped if ANY base chain on its hook
@@ -39,8 +40,14 @@ A forward-hook chain with policy drop WITHOUT a DOCKER-USER chain (e.g. ``iptabl
 hand) is not touched: it is detected and reported as a warning in ``up`` / ``status``, with the command
 that would let the lab's traffic pass.
 
-Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv4.conf.BR.route_localnet=1``,
-``ip link set PORT type bridge_slave hairpin on``.
+IPv6 (dual-stack networks): the same table holds NAT66 egress (or none with ``nat6: false``), IPv6 hairpin
+and IPv6 publish rules (render.py); internal networks and isolation match interfaces, so they hold for both
+families. ``::1`` is left out of the IPv6 publish jump: the lab's supervisor relays ``[::1]`` ports
+(loopproxy.py). Docker's ``ip6 filter DOCKER-USER`` gets the same accept rules as its IPv4 twin, for
+dual-stack bridges.
+
+Replaces: ``nft -f``, ``sysctl -w net.ipv4.ip_forward=1``, ``sysctl -w net.ipv6.conf.all.forwarding=1``,
+``sysctl -w net.ipv4.conf.BR.route_localnet=1``, ``ip link set PORT type bridge_slave hairpin on``.
 """
 
 
@@ -53,8 +60,8 @@ from ...errors import KernelError, Problem
 from ...paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
-from .record import FirewallRecord, PublishedPort, desired, docker_port_line
-from .render import FAMILY, TABLE, Observed, lab_chains, transaction, warnings
+from .record import FirewallRecord, PublishedPort, desired, docker_port_lines
+from .render import DOCKER_USER6, FAMILY, TABLE, Observed, docker_user_rules, lab_chains, transaction, warnings
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
@@ -63,6 +70,9 @@ if TYPE_CHECKING:
 KEY = "firewall"
 STATUS_KEY = "firewall"
 IP_FORWARD = "net.ipv4.ip_forward"
+#: IPv6 forwarding on the machine (all interfaces): note that an interface with ``accept_ra=1`` then ignores
+#: router advertisements (an uplink configured by SLAAC wants ``accept_ra=2``; see the README, IPv6)
+IP6_FORWARD = "net.ipv6.conf.all.forwarding"
 NEW_INTERFACE_ROUTE_LOCALNET = "net.ipv4.conf.default.route_localnet"  # what a new bridge starts with
 
 
@@ -108,7 +118,7 @@ class LoadRuleset(Action):
         return [*notes, "nft -f - <<'EOF'", *text.rstrip("\n").split("\n"), "EOF"] if text else notes
 
     def summary(self) -> str:
-        picked = ", ".join(f"{p.host} {docker_port_line(p)}" for p in self.picked)
+        picked = ", ".join(f"{p.host} {line}" for p in self.picked for line in docker_port_lines(p))
         return f"load the {FAMILY} {TABLE} table" + (f"; picked {picked}" if picked else "")
 
     def apply(self, drivers: Drivers) -> Action | None:
@@ -146,54 +156,73 @@ class SetSysctl(Action):
         return []
 
 
+def _record_key(key: str) -> str:
+    """The machine record's entry for a forwarding sysctl (``ip_forward`` as before IPv6 came)."""
+    return "ip_forward" if key == IP_FORWARD else "ipv6_forwarding"
+
+
 class EnableForwarding(Action):
-    """``ip_forward=1`` while any lab needs it; the value before is kept in the machine record, once."""
+    """``ip_forward=1`` (or IPv6's ``all.forwarding=1``) while any lab needs it; the value before is kept in
+    the machine record, once."""
 
     former: str
+    key: str = IP_FORWARD
 
     def commands(self) -> list[str]:
-        return [f"sysctl -qw {IP_FORWARD}=1", f"# prior {IP_FORWARD}={self.former} kept in {machine_record()}"]
+        return [f"sysctl -qw {self.key}=1", f"# prior {self.key}={self.former} kept in {machine_record()}"]
 
     def summary(self) -> str:
-        return "enable forwarding"
+        return "enable forwarding" + (" (IPv6)" if self.key != IP_FORWARD else "")
 
     def apply(self, drivers: Drivers) -> Action | None:
         kept = drivers.files.read_json(machine_record()) or {}
-        made_record = "ip_forward" not in kept
+        entry = _record_key(self.key)
+        made_record = entry not in kept
         if made_record:
-            drivers.files.write_json(machine_record(), {**kept, "ip_forward": self.former})
+            drivers.files.write_json(machine_record(), {**kept, entry: self.former})
         try:
-            drivers.sysctl.write(IP_FORWARD, "1")
+            drivers.sysctl.write(self.key, "1")
         except BaseException:
             if made_record:
-                drivers.files.remove(machine_record())
+                rest = {k: v for k, v in kept.items() if k != entry}
+                if rest:
+                    drivers.files.write_json(machine_record(), rest)
+                else:
+                    drivers.files.remove(machine_record())
             raise
-        return ReleaseForwarding() if made_record else SetSysctl(IP_FORWARD, self.former, "1")
+        return ReleaseForwarding(self.key) if made_record else SetSysctl(self.key, self.former, "1")
 
 
 class ReleaseForwarding(Action):
-    """No lab needs forwarding any more: ``ip_forward`` goes back to the value kept before the first lab."""
+    """No lab needs forwarding any more: the sysctl goes back to the value kept before the first lab."""
+
+    key: str = IP_FORWARD
 
     def commands(self) -> list[str]:
-        return [f"# {IP_FORWARD} back to the value kept in {machine_record()}"]
+        return [f"# {self.key} back to the value kept in {machine_record()}"]
 
     def summary(self) -> str:
-        return "restore forwarding"
+        return "restore forwarding" + (" (IPv6)" if self.key != IP_FORWARD else "")
 
     def apply(self, drivers: Drivers) -> Action | None:
         kept = drivers.files.read_json(machine_record()) or {}
-        if "ip_forward" not in kept:
+        entry = _record_key(self.key)
+        if entry not in kept:
             return None
-        if drivers.sysctl.read(IP_FORWARD) != kept["ip_forward"]:
-            drivers.sysctl.write(IP_FORWARD, kept["ip_forward"])
-        drivers.files.remove(machine_record())
+        if drivers.sysctl.read(self.key) != kept[entry]:
+            drivers.sysctl.write(self.key, kept[entry])
+        rest = {k: v for k, v in kept.items() if k != entry}
+        if rest:
+            drivers.files.write_json(machine_record(), rest)
+        else:
+            drivers.files.remove(machine_record())
         return None
 
     def teardown(self, drivers: Drivers) -> list[str]:
         try:
             self.apply(drivers)
         except KernelError as exc:
-            return [f"restoring {IP_FORWARD}: {exc}"]
+            return [f"restoring {self.key}: {exc}"]
         return []
 
 
@@ -256,9 +285,15 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
         current = drivers.sysctl.read(IP_FORWARD)
         if current != "1":
             actions.append(EnableForwarding(current))
+    if any(r.needs_forwarding6() for r in records.values()) and drivers.sysctl.exists(IP6_FORWARD):
+        current = drivers.sysctl.read(IP6_FORWARD)
+        if current != "1":
+            actions.append(EnableForwarding(current, IP6_FORWARD))
     want.route_localnet = _plan_route_localnet(ctx, old, want, actions)
     up_to_date = old.same_rules(want) and seen.table_exists == want.loaded and seen.docker_user == old.docker_user
     up_to_date = up_to_date and lab_chains(lab.name, want) <= seen.chains  # chains deleted by hand: reload
+    if seen.docker_user6:  # Docker's IPv6 DOCKER-USER: our accept rules there match the dual-stack networks
+        up_to_date = up_to_date and bool(seen.our_docker_rules6) == bool(docker_user_rules(records, DOCKER_USER6))
     if not up_to_date or (not seen.table_exists and any(r.loaded for r in others.values())):
         actions.append(LoadRuleset(records, {**others, lab.name: old}, seen, tuple(picked), picked_from))
     want.hairpin = _hairpin_ports(lab, want)
@@ -300,12 +335,14 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
     others = _other_records(ctx.others)
     actions: list[Action] = []
     seen = Observed.from_ruleset(ctx.drivers.nft.ruleset())
-    if seen.table_exists or seen.our_docker_rules:  # re-render without this lab (also after a crash)
+    if seen.table_exists or seen.our_docker_rules or seen.our_docker_rules6:  # re-render without this lab
         actions.append(LoadRuleset(others, {**others, ctx.name: record}, seen))
     for bridge, value in record.route_localnet.items():
         actions.append(SetSysctl(route_localnet(bridge), value, "1"))
     if not any(r.needs_forwarding() for r in others.values()):
         actions.append(ReleaseForwarding())
+    if not any(r.needs_forwarding6() for r in others.values()):
+        actions.append(ReleaseForwarding(IP6_FORWARD))
     return FeaturePlan(after=actions)
 
 

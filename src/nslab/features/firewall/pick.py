@@ -29,7 +29,7 @@ def _key(p: PublishedPort) -> Key:
 
 def _with_port(p: PublishedPort, host_port: int) -> PublishedPort:
     return PublishedPort(p.host, p.field, p.spec, p.proto, p.host_ip, host_port, p.network, p.address, p.port,
-                         picked=True)
+                         picked=True, address6=p.address6)
 
 
 def pick_ports(

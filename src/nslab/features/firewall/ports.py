@@ -3,6 +3,7 @@ that is not the machine's, a host port published twice (in this lab or by anothe
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,9 +50,14 @@ class _Checker(Value):
             return
         first = mappings[0]
         known = self.machine.addresses
-        if known is not None and not first.any_address and first.host_ip not in publish.LOOPBACK \
-                and first.host_ip not in known:
+        if known is not None and isinstance(first.host_ip, IPv4Addr) and not first.any_address \
+                and first.host_ip not in publish.LOOPBACK and first.host_ip not in known:
             self.add(loc, f"HOST_IP {first.host_ip} is not an address of this machine")
+            return
+        if host is not None and 6 in first.families() and not first.both \
+                and not any(i.address6 for i in host.interfaces if i.network):
+            self.add(loc, f"HOST_IP {first.host_ip} is IPv6 but host '{host_name}' has no IPv6 "
+                          "(give its network ipv6: true or a subnet6)")
             return
         for m in mappings:
             clash = self.clash(m)
@@ -80,7 +86,8 @@ def check(
 ) -> list[Problem]:
     """Every problem with the lab's ``publish`` entries, located by file:line and field path."""
     foreign = [
-        (publish.Mapping(IPv4Addr(p.host_ip), p.host_port, p.port, p.proto), name, p.host)
+        (publish.Mapping(ipaddress.ip_address(p.host_ip), p.host_port, p.port, p.proto,
+                         both=bool(p.address6) and ":" not in p.host_ip), name, p.host)
         for name, rec in others.items()
         for p in rec.ports
     ]

@@ -14,6 +14,8 @@ class FwNetwork(Value):
     bridge: str
     subnet: str
     internal: bool
+    subnet6: str = ""  # a dual-stack network's IPv6 subnet
+    nat6: bool = True  # its IPv6 egress masqueraded (else routed)
 
 
 class PublishedPort(Value):
@@ -27,6 +29,7 @@ class PublishedPort(Value):
     address: str
     port: int
     picked: bool = False  # no host port written: nslab picked it (kept while the lab is up)
+    address6: str = ""  # the host's IPv6 address when the port is published on IPv6 too (or only)
 
 
 class FirewallRecord(Value):
@@ -44,6 +47,18 @@ class FirewallRecord(Value):
 
     def needs_forwarding(self) -> bool:
         return bool(self.ports) or any(not n.internal for n in self.networks)
+
+    def needs_forwarding6(self) -> bool:
+        return any(p.address6 for p in self.ports) or any(n.subnet6 and not n.internal for n in self.networks)
+
+    def loopback_relays(self) -> list[dict[str, Any]]:
+        """The ports that must answer on ``[::1]`` (plain, ``[::]`` and ``[::1]`` entries of hosts with IPv6):
+        relayed by the lab's supervisor (loopproxy.py), the kernel cannot DNAT them."""
+        return [
+            {"listen": "::1", "port": p.host_port, "proto": p.proto, "to": p.address6, "to_port": p.port}
+            for p in self.ports
+            if p.address6 and (":" not in p.host_ip or p.host_ip in ("::", "::1"))
+        ]
 
     def published_bridges(self) -> list[str]:
         by_name = {n.name: n.bridge for n in self.networks}
@@ -90,17 +105,22 @@ def published_ports(lab: str, host: str) -> list[PublishedPort]:
     return sorted((p for p in record.ports if p.host == host), key=lambda p: (p.port, p.proto, p.host_port))
 
 
-def docker_port_line(p: PublishedPort, with_port: bool = True) -> str:
-    """As ``docker port`` prints it: ``80/tcp -> 0.0.0.0:32768`` (``with_port=False``: ``0.0.0.0:32768``)."""
-    where = f"{p.host_ip}:{p.host_port}"
-    return f"{p.port}/{p.proto} -> {where}" if with_port else where
+def docker_port_lines(p: PublishedPort, with_port: bool = True) -> list[str]:
+    """As ``docker port`` prints it, a line per family the port is published on: ``80/tcp -> 0.0.0.0:32768``
+    and ``80/tcp -> [::]:32768`` (``with_port=False``: ``0.0.0.0:32768``, ``[::]:32768``)."""
+    if ":" in p.host_ip:  # published on IPv6 only ("[::]:6000:80", "[::1]:6000:80")
+        wheres = [f"[{p.host_ip}]:{p.host_port}"]
+    else:
+        wheres = [f"{p.host_ip}:{p.host_port}"] + ([f"[::]:{p.host_port}"] if p.address6 else [])
+    return [f"{p.port}/{p.proto} -> {where}" if with_port else where for where in wheres]
 
 
 def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
     from ...spec import field_path
 
-    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal) for n in lab.networks.values()]
+    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
+                for n in lab.networks.values()]
     ports: list[PublishedPort] = []
     spec = lab.spec
     for host_name, host_spec in (spec.hosts.items() if spec is not None else ()):
@@ -114,9 +134,10 @@ def desired(lab: Lab) -> FirewallRecord:
             except publish.PublishSyntaxError:
                 continue
             where = field_path(("hosts", host_name, "publish", index))
+            v6 = str(iface.address6.ip) if iface.address6 else ""
             ports += [
                 PublishedPort(host_name, where, text, m.proto, str(m.host_ip), m.host_port, iface.network,
-                              str(iface.address.ip), m.port, m.picked)
+                              str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
                 for m in mappings
             ]
     return FirewallRecord(networks=networks, ports=ports)

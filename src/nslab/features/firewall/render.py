@@ -5,11 +5,14 @@ Rule shapes (what Docker, CNI and netavark converge on)::
     prerouting  nat dstnat    ip daddr != 127/8 fib daddr type local jump lab.L.publish
     output      nat dstnat    fib daddr type local jump lab.L.publish     (the machine, 127.0.0.1 too)
     lab.L.publish             [ip daddr HOST_IP] tcp dport 6000 dnat ip to HOSTADDR:8080
+    prerouting, output        ip6 daddr != ::1 fib daddr type local jump lab.L.publish6   (dual stack)
+    lab.L.publish6            [ip6 daddr HOST_IP] tcp dport 6000 dnat ip6 to [HOSTADDR6]:8080
     postrouting nat srcnat    jump lab.L.snat
     lab.L.snat                oifname BR ip saddr 127/8 masquerade        (localhost publish)
                               oifname BR ip saddr NET ct status dnat masquerade   (hairpin)
                               oifname BR ct status dnat masquerade   (internal: its hosts have no route out)
                               ip saddr NET oifname != BR masquerade       (egress; NAT networks only)
+                              ip6 saddr NET6 ... (the same for a dual-stack network's IPv6 subnet: NAT66)
     forward     filter -10    jump lab.L.forward
     lab.L.forward             oifname BR iifname != BR jump lab.L.into.N  (established / DNAT, else drop)
                               iifname BR oifname != BR jump lab.L.out.N   (internal: established, else drop)
@@ -29,7 +32,9 @@ from .record import FirewallRecord, FwNetwork, PublishedPort
 TABLE = "nslab"
 FAMILY = "inet"
 LOOPBACK = "127.0.0.0/8"
+LOOPBACK6 = "::1"
 DOCKER_USER = ("ip", "filter", "DOCKER-USER")
+DOCKER_USER6 = ("ip6", "filter", "DOCKER-USER")  # Docker with ip6tables (its default since 27)
 
 Records = Mapping[str, FirewallRecord]  # lab name -> its record
 
@@ -76,11 +81,18 @@ def render_table(records: Records) -> str:
 
 def _render_lab(table: _Table, lab: str, rec: FirewallRecord) -> None:
     owner = f"nslab:{lab}"
-    if rec.ports:
+    ports4 = [p for p in rec.ports if ":" not in p.host_ip]
+    ports6 = [p for p in rec.ports if p.address6]
+    if ports4:
         target = f"lab.{lab}.publish"
         table.pre.append(f"ip daddr != {LOOPBACK} fib daddr type local jump {target} comment {_q(owner)}")
         table.out.append(f"meta nfproto ipv4 fib daddr type local jump {target} comment {_q(owner)}")
-        table.chains.append((target, [_dnat(p, owner) for p in rec.ports]))
+        table.chains.append((target, [_dnat(p, owner) for p in ports4]))
+    if ports6:  # ::1 is left to the lab's proxy: the kernel drops a reply to ::1 that arrives on a bridge
+        target = f"lab.{lab}.publish6"
+        for chain in (table.pre, table.out):
+            chain.append(f"ip6 daddr != {LOOPBACK6} fib daddr type local jump {target} comment {_q(owner)}")
+        table.chains.append((target, [_dnat6(p, owner) for p in ports6]))
     published = set(rec.published_bridges())
     snat: list[str] = []
     forward: list[str] = []
@@ -100,6 +112,12 @@ def _dnat(p: PublishedPort, owner: str) -> str:
     return f"{match}{p.proto} dport {p.host_port} dnat ip to {p.address}:{p.port} comment {_q(owner + ':' + p.field)}"
 
 
+def _dnat6(p: PublishedPort, owner: str) -> str:
+    match = "" if ":" not in p.host_ip or p.host_ip == "::" else f"ip6 daddr {p.host_ip} "
+    return (f"{match}{p.proto} dport {p.host_port} dnat ip6 to [{p.address6}]:{p.port} "
+            f"comment {_q(owner + ':' + p.field)}")
+
+
 def _snat(n: FwNetwork, tag: str, published: bool, table: _Table) -> list[str]:
     br = _q(n.bridge)
     rules = []
@@ -110,8 +128,13 @@ def _snat(n: FwNetwork, tag: str, published: bool, table: _Table) -> list[str]:
             rules.append(f"oifname {br} ct status dnat masquerade comment {_q(tag + ':published')}")
         else:
             rules.append(f"oifname {br} ip saddr {n.subnet} ct status dnat masquerade comment {_q(tag + ':hairpin')}")
+            if n.subnet6:
+                rules.append(f"oifname {br} ip6 saddr {n.subnet6} ct status dnat masquerade "
+                             f"comment {_q(tag + ':hairpin')}")
     if not n.internal:
         rules.append(f"ip saddr {n.subnet} oifname != {br} masquerade comment {_q(tag + ':egress')}")
+        if n.subnet6 and n.nat6:  # NAT66: the lab's ULA addresses leave as the machine's own (nat6: false: routed)
+            rules.append(f"ip6 saddr {n.subnet6} oifname != {br} masquerade comment {_q(tag + ':egress')}")
     return rules
 
 
@@ -134,12 +157,15 @@ def _isolation(n: FwNetwork, lab: str, tag: str, table: _Table) -> list[str]:
     return rules
 
 
-def docker_user_rules(records: Records) -> list[str]:
-    """The rules nslab inserts into Docker's DOCKER-USER chain (only when that chain exists)."""
-    family, table, chain = DOCKER_USER
+def docker_user_rules(records: Records, where: tuple[str, str, str] = DOCKER_USER) -> list[str]:
+    """The rules nslab inserts into Docker's DOCKER-USER chain (only when that chain exists); in its IPv6 twin
+    for dual-stack networks."""
+    family, table, chain = where
     out = []
     for lab in sorted(records):
         for n in records[lab].networks:
+            if where == DOCKER_USER6 and not n.subnet6:
+                continue
             tag = _q(f"nslab:{lab}:{n.name}")
             for direction in ("iifname", "oifname"):
                 out.append(f"insert rule {family} {table} {chain} {direction} {_q(n.bridge)} accept comment {tag}")
@@ -154,11 +180,14 @@ class Observed(Value):
     our_docker_rules: tuple[int, ...] = ()  # handles of rules commented nslab:* in DOCKER-USER
     foreign_drops: tuple[str, ...] = ()  # "table ip filter chain FORWARD" with a forward hook + policy drop
     chains: frozenset[str] = frozenset()  # the chains of nslab's table
+    docker_user6: bool = False  # ip6 filter DOCKER-USER exists
+    our_docker_rules6: tuple[int, ...] = ()
 
     @classmethod
     def from_ruleset(cls, objects: Iterable[Mapping[str, Any]]) -> Observed:
-        table = docker_user = False
+        table = docker_user = docker_user6 = False
         handles: list[int] = []
+        handles6: list[int] = []
         drops: list[str] = []
         chains: set[str] = set()
         for obj in objects:
@@ -167,13 +196,16 @@ class Observed(Value):
             elif "chain" in obj:
                 c = obj["chain"]
                 docker_user = docker_user or (c.get("family"), c.get("table"), c.get("name")) == DOCKER_USER
+                docker_user6 = docker_user6 or (c.get("family"), c.get("table"), c.get("name")) == DOCKER_USER6
                 if (c.get("family"), c.get("table")) == (FAMILY, TABLE):
                     chains.add(str(c.get("name")))
                 if _drops_forward(c):
                     drops.append(f"table {c['family']} {c['table']} chain {c['name']}")
             elif "rule" in obj and _is_our_docker_rule(obj["rule"]):
                 handles.append(int(obj["rule"]["handle"]))
-        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains))
+            elif "rule" in obj and _is_our_docker_rule(obj["rule"], DOCKER_USER6):
+                handles6.append(int(obj["rule"]["handle"]))
+        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains), docker_user6, tuple(handles6))
 
 
 def lab_chains(lab: str, record: FirewallRecord) -> set[str]:
@@ -189,9 +221,9 @@ def _drops_forward(chain: Mapping[str, Any]) -> bool:
             and chain.get("family") in ("ip", "inet"))
 
 
-def _is_our_docker_rule(rule: Mapping[str, Any]) -> bool:
+def _is_our_docker_rule(rule: Mapping[str, Any], chain: tuple[str, str, str] = DOCKER_USER) -> bool:
     where = (rule.get("family"), rule.get("table"), rule.get("chain"))
-    return where == DOCKER_USER and str(rule.get("comment", "")).startswith("nslab:")
+    return where == chain and str(rule.get("comment", "")).startswith("nslab:")
 
 
 def transaction(records: Records, seen: Observed) -> str:
@@ -202,13 +234,15 @@ def transaction(records: Records, seen: Observed) -> str:
         lines += [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", render_table(wanted).rstrip()]
     elif seen.table_exists:
         lines.append(f"delete table {FAMILY} {TABLE}")
-    if seen.docker_user:
-        family, table, chain = DOCKER_USER
-        current = sorted(seen.our_docker_rules)
-        desired_rules = docker_user_rules(wanted)
-        if current or desired_rules:
-            lines += [f"delete rule {family} {table} {chain} handle {h}" for h in current]
-            lines += desired_rules
+    for present, where, handles in ((seen.docker_user, DOCKER_USER, seen.our_docker_rules),
+                                    (seen.docker_user6, DOCKER_USER6, seen.our_docker_rules6)):
+        if present:
+            family, table, chain = where
+            current = sorted(handles)
+            desired_rules = docker_user_rules(wanted, where)
+            if current or desired_rules:
+                lines += [f"delete rule {family} {table} {chain} handle {h}" for h in current]
+                lines += desired_rules
     return "\n".join(lines) + "\n" if lines else ""
 
 
