@@ -54,7 +54,7 @@ def test_timestamps_per_line_in_arrival_order_and_since(lab, tmp_path):  # noqa:
     (tmp_path / "go1").touch()
     wait_for(lambda: indexed("a.1", 3))
     (tmp_path / "go2").touch()
-    wait_for(lambda: indexed("a.1", 4) and "half" in Path(paths.log_path("lt", "a", 1)).read_text())
+    wait_for(lambda: indexed("a.1", 4) and "three half\n" in Path(paths.log_path("lt", "a", 1)).read_text())
 
     plain = nslab("logs", "lt").stdout
     assert "a | three half" in plain and not STAMPED.match(plain.splitlines()[0])
