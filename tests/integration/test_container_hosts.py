@@ -240,3 +240,33 @@ def test_a_command_that_cannot_start_rolls_back_with_dockers_reason(lab_dir):
     assert lab_containers() == []
     assert sh("ls /run/netns").stdout.split() == ["wan"]
     assert nslab_links() == []
+
+
+DUAL = f"""\
+name: ctr
+networks:
+  net: {{subnet: 10.83.2.0/24, subnet6: "fd00:83::/64"}}
+hosts:
+  a: {{networks: [net]}}
+  web:
+    image: {HOSTS_IMAGE}
+    command: [httpd, -f, -p, "80", -h, /www]
+    networks: [net]
+"""
+
+
+def test_a_container_on_a_dual_stack_network_is_wired_like_a_light_host(lab_dir):
+    path = lab_dir / "nslab.yaml"
+    path.write_text(DUAL)
+    nslab("up", "-f", str(path))
+    inside = sh("ip -n ctr-web -6 addr show dev eth0").stdout
+    assert "fd00:83::" in inside and "scope link" in inside  # its global address and a link-local one
+    assert "default via fd00:83::1" in sh("ip -n ctr-web -6 route").stdout
+    # the namespace got a light host's IPv6 defaults before its interfaces: addresses kept on down, no DAD
+    keep = sh("ip netns exec ctr-web cat /proc/sys/net/ipv6/conf/eth0/keep_addr_on_down").stdout.strip()
+    assert keep == "1"
+    # by name over IPv6, both ways: the light host with the machine's ping, the container with busybox's
+    assert nslab("exec", "ctr/a", "--", "ping", "-6", "-c1", "-W2", "web", check=False).returncode == 0
+    assert nslab("exec", "ctr/web", "--", "ping", "-6", "-c1", "-W2", "a", check=False).returncode == 0
+    nslab("down", "ctr")
+    assert lab_containers() == [] and nslab_links() == []

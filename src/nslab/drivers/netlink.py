@@ -657,17 +657,33 @@ class NetlinkKernel:
 
 
 def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
-    """A container host's namespace exists: named by its start (features/containers.py); opened, not made."""
+    """A container host's namespace exists: named by its start (features/containers.py); opened, not made.
+    It gets the defaults a light host's namespace is made with (create_namespaces), before its interfaces:
+    no automatic IPv6 link-local address, and on a dual-stack host addresses kept when an interface goes down
+    and no DAD delay."""
     opened: dict[str, Namespace] = {}
     try:
         for h in hosts:
             if h.container is not None:
-                opened[h.namespace] = open_namespace(h.namespace)
+                ns = opened[h.namespace] = open_namespace(h.namespace)
+                defaults = [("net.ipv6.conf.default.addr_gen_mode", "1")]
+                if any(i.address6 for i in h.interfaces):
+                    defaults += [("net.ipv6.conf.default.keep_addr_on_down", "1"),
+                                 ("net.ipv6.conf.default.accept_dad", "0")]
+                try:
+                    _set_defaults_in(ns, defaults)
+                except (OSError, KernelError):
+                    pass  # a kernel without IPv6: nothing to set (as create_namespaces)
     except BaseException:
         for ns in opened.values():
             ns.close()
         raise
     return opened
+
+def _set_defaults_in(ns: Namespace, sysctls: list[tuple[str, str]]) -> None:
+    linux.in_thread(lambda: _write_sysctls_in(ns.fd, sysctls), "nslab-sysctl")
+
+
 def _host_batch(lab: Lab, h: Host, machine_ns: int) -> Batch:
     """Inside a new host: lo up, each veth to a bridge (with its addresses, up), the default routes."""
     inside = Batch()
