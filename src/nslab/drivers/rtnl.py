@@ -392,8 +392,9 @@ def _addresses(sock: socket.socket) -> dict[int, list[ipaddress.IPv4Interface | 
         _family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, offset + 16)
         attrs = parse_attrs(data, offset + 16 + _IFADDRMSG.size, offset + length)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-        if raw:
-            out.setdefault(index, []).append(ipaddress.ip_interface(f"{ipaddress.ip_address(raw)}/{prefixlen}"))
+        if raw:  # from (bytes, prefix): a third of the cost of parsing "a.b.c.d/p" (status reads every host)
+            kind = ipaddress.IPv4Interface if len(raw) == 4 else ipaddress.IPv6Interface
+            out.setdefault(index, []).append(kind((raw, prefixlen)))
     return out
 
 
@@ -424,7 +425,7 @@ def routes(sock: socket.socket, known: Iterable[LinkInfo] | None = None) -> list
         oif = struct.unpack("I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         out.append(
             RouteInfo(
-                destination=ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False),
+                destination=ipaddress.IPv4Network((dst, dst_len), strict=False),
                 gateway=gateway,
                 device=names.get(oif, ""),
             )
