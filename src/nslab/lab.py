@@ -36,7 +36,7 @@ from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, pla
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
     from . import check as check_mod
-    from . import spec
+    from . import spec, speccache
     from .targets import Target
 
 Progress = Callable[[int, int, str], None]
@@ -90,10 +90,12 @@ class Lab:
         drivers: Drivers | None = None,
         parsed: spec.Parsed | None = None,
     ) -> None:
-        from . import spec
+        if source is None:
+            from . import spec
 
+            source = spec.SourceMap()
         self.spec = lab_spec
-        self.source_map = source or spec.SourceMap()
+        self.source_map = source
         self.path = path
         self.display_path = path
         self.drivers = drivers
@@ -101,6 +103,10 @@ class Lab:
         self.parsed = parsed
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
         self.repairs: list[str] = []  # the drift the last plan repairs
+        #: the file's text as read (a file that passes every check is kept by speccache.py under it)
+        self.text: str | None = None
+        #: the kept form this Lab was made from (speccache.load): resolve is skipped when its inputs match
+        self.cached: speccache.Entry | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None, check: bool = True) -> Lab:
@@ -115,6 +121,7 @@ class Lab:
         label = "<stdin>" if stdin else str(path)
         lab = cls._parsed(spec.parse_all(text, label), "" if stdin else str(Path(path).resolve()), drivers)
         lab.display_path = label
+        lab.text = None if stdin else text
         lab._raise_problems(check)
         return lab
 
@@ -164,8 +171,6 @@ class Lab:
         addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
         each feature's checks (published ports...), and names nslab would create that the machine already
         has. Returns the lab as far as it resolved, and the problems in file order."""
-        from .resolve import resolve_all
-
         others = _other_labs(self.name)
         occupied = [Occupied(net, who) for net, who in drivers.kernel.machine_networks()] if drivers else []
         for other in others:
@@ -173,8 +178,15 @@ class Lab:
                          for n in other.lab.networks.values()]
             occupied += [Occupied(lk.subnet, f"a link of lab '{other.lab.name}'") for lk in other.lab.links]
         previous = recorded.lab.allocations() if recorded else None
-        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous)
-        resolved = dataclasses.replace(resolved, source=self.path)
+        kept = self._kept(drivers, occupied, previous)
+        problems: list[Problem]
+        if kept is not None:
+            resolved, problems = kept, []
+        else:
+            from .resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
+
+            resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous)
+            resolved = dataclasses.replace(resolved, source=self.path)
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
         problems += [p for module in features.modules() for p in module.validate(ctx)]
         if drivers is not None:
@@ -185,7 +197,27 @@ class Lab:
         if self.parsed is not None:
             problems = [self.parsed.relocate(p) for p in problems]
             problems = self.parsed.problems + problems
+        if problems and self.cached is not None:
+            from .speccache import Stale
+
+            raise Stale("a problem: read the file the full way to report it")
+        if not problems and drivers is not None and self.text is not None and self.path and self.cached is None:
+            from . import speccache
+
+            speccache.store(self, self.text, resolved, speccache.inputs_digest(occupied, previous))
         return resolved, _in_file_order(problems)
+
+    def _kept(self, drivers: Drivers | None, occupied: list[Occupied], previous: dict[str, Any] | None
+              ) -> ResolvedLab | None:
+        """The resolved form kept for these inputs, for a Lab made from the cache (speccache.load)."""
+        if self.cached is None:
+            return None
+        from .speccache import Stale, inputs_digest
+
+        found = self.cached.resolved(inputs_digest(occupied, previous), self.spec) if drivers else None
+        if found is None:
+            raise Stale("resolved with other inputs: resolve it the full way")
+        return found
 
     def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,

@@ -70,7 +70,7 @@ def entry(spec: Any, source: str) -> Entry:
 
 # --- validation ----------------------------------------------------------------------------------------
 def validate(ctx: ValidateContext) -> list[Problem]:
-    from ..spec import field_path
+    from ..errors import field_path
 
     problems = []
     spec = ctx.lab.spec

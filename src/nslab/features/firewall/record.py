@@ -82,7 +82,7 @@ class FirewallRecord(Value):
 
 def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
-    from ...spec import field_path
+    from ...errors import field_path
 
     networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal) for n in lab.networks.values()]
     ports: list[PublishedPort] = []
