@@ -204,7 +204,10 @@ class Lab:
         if not problems and drivers is not None and self.text is not None and self.path and self.cached is None:
             from . import speccache
 
-            speccache.store(self, self.text, resolved, speccache.inputs_digest(occupied, previous))
+            inputs = [speccache.inputs_digest(occupied, previous)]
+            if previous is None:  # the next `up` resolves with these allocations kept: the same lab (sticky)
+                inputs.append(speccache.inputs_digest(occupied, resolved.allocations()))
+            speccache.store(self, self.text, resolved, inputs)
         return resolved, _in_file_order(problems)
 
     def _kept(self, drivers: Drivers | None, occupied: list[Occupied], previous: dict[str, Any] | None
@@ -546,11 +549,21 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
     from .status import lab_status
 
-    states = [state.LabState.load(name)] if name else state.all_states()
-    if name and states[0] is None:
-        raise TargetError(f"no lab '{name}' is up")
+    states: list[state.LabState | None] = []
+    broken: list[str] = []
+    if name:
+        states = [state.LabState.load(name)]
+        if states[0] is None:
+            raise TargetError(f"no lab '{name}' is up")
+    else:
+        from .errors import StateError
+
+        for lab_name in state.lab_names():  # each record read once (a big lab's takes a while)
+            try:
+                states.append(state.LabState.load(lab_name))
+            except StateError as exc:
+                broken.append(str(exc))
     doc: dict[str, Any] = {"version": 1, "labs": []}
-    broken = [] if name else state.damaged()
     if broken:
         doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
     if not any(states):

@@ -286,8 +286,9 @@ def up(path: str, drivers: Drivers | None = None, dry_run: bool = False,
     return lab, lab.up(dry_run=dry_run, progress=progress)
 
 
-def store(lab: Lab, text: str, resolved: ResolvedLab, inputs: str) -> None:
-    """Keep ``lab`` (read the full way from ``text``, every check passed) with its resolved form for ``inputs``.
+def store(lab: Lab, text: str, resolved: ResolvedLab, inputs: list[str]) -> None:
+    """Keep ``lab`` (read the full way from ``text``, every check passed) with its resolved form, for each of
+    ``inputs`` (resolve inputs it is the answer to).
     Best effort: a value JSON cannot carry, or a write that fails, leaves the file uncached."""
     from .drivers.files import private_dir, write_json
     from .state import lab_to_dict
@@ -303,8 +304,9 @@ def store(lab: Lab, text: str, resolved: ResolvedLab, inputs: str) -> None:
             source = getattr(lab.source_map, "_lines", {})
             data = {"format": FORMAT, "name": lab.name, "spec": _encode(lab.spec),
                     "lines": [[list(p), line] for p, line in source.items()], "variants": []}
-        variants = [v for v in data["variants"] if v["inputs"] != inputs]
-        data["variants"] = [{"inputs": inputs, "lab": lab_to_dict(resolved)}, *variants][:MAX_VARIANTS]
+        resolved_dict = lab_to_dict(resolved)
+        variants = [v for v in data["variants"] if v["inputs"] not in inputs]
+        data["variants"] = [*({"inputs": i, "lab": resolved_dict} for i in inputs), *variants][:MAX_VARIANTS]
         private_dir(cache_dir())
         write_json(_entry_path(key), data)
         _prune()

@@ -165,13 +165,14 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
     """
     from ..discover import list_namespaces
     from ..linux import require_root
-    from .labs import _output, _print_doc
+    from .fast import print_doc
+    from .labs import _output
 
     output = _output(output, as_json, False)
     require_root("ls reads the namespaces of every process and looks inside each")
     spaces = list_namespaces()
     if output in ("json", "yaml"):
-        _print_doc({"version": 1, "namespaces": spaces}, output)
+        print_doc({"version": 1, "namespaces": spaces}, output)
         return
     if quiet:
         for ns in spaces:
