@@ -44,14 +44,18 @@ print("MODULES " + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] i
 """
 
 
+_REPORT_PLAIN = """
+import sys
+watched = sys.argv[1].split(",")
+print("MODULES [" + ", ".join('"%s"' % m for m in sorted(sys.modules) if m.split(".")[0] in watched) + "]")
+"""
+
+
 def _loaded(body: str, watch: tuple[str, ...], state: str, *, report_json: bool = True) -> list[str]:
     """Run ``body`` in a fresh interpreter; the modules of ``watch`` it left in sys.modules."""
     # (json is imported for the report only after the body ran, and only when the body did not)
     watched = ",".join(watch)
-    tail = _REPORT if report_json else """
-import sys
-print("MODULES [" + ", ".join('"%s"' % m for m in sorted(sys.modules) if m.split(".")[0] in sys.argv[1].split(",")) + "]")
-"""
+    tail = _REPORT if report_json else _REPORT_PLAIN
     script = textwrap.dedent(body) + tail
     env = {**os.environ, "NSLAB_STATE_DIR": state}
     proc = subprocess.run([sys.executable, "-c", script, watched], capture_output=True, text=True, env=env,
