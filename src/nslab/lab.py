@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import features, nsenter, paths, state
@@ -35,6 +33,8 @@ from .plan import Action, Plan
 from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
+    import subprocess
+
     from . import check as check_mod
     from . import spec, speccache
     from .targets import Target
@@ -119,7 +119,7 @@ class Lab:
         text = spec.read(os.fspath(path))
         stdin = str(path) == "-"
         label = "<stdin>" if stdin else str(path)
-        lab = cls._parsed(spec.parse_all(text, label), "" if stdin else str(Path(path).resolve()), drivers)
+        lab = cls._parsed(spec.parse_all(text, label), "" if stdin else os.path.realpath(path), drivers)
         lab.display_path = label
         lab.text = None if stdin else text
         lab._raise_problems(check)
@@ -130,7 +130,7 @@ class Lab:
         """Like :meth:`load`; a file without schema problems is checked against the machine only with ``check``."""
         from . import spec
 
-        lab = cls._parsed(spec.parse_all(text, path or "<string>"), str(Path(path).resolve()) if path else "", drivers)
+        lab = cls._parsed(spec.parse_all(text, path or "<string>"), os.path.realpath(path) if path else "", drivers)
         lab.display_path = path or "<string>"  # problems name the file as given, as load's do
         lab._raise_problems(check)
         return lab
