@@ -275,7 +275,8 @@ class Lab:
                     )
                 if not dry_run:
                     finish_interrupted_up(self.name, drivers, recorded)
-                desired, plan, records = self.plan(drivers, recorded)
+                with drivers.kernel.observing():  # nothing changes the machine while the plan is made
+                    desired, plan, records = self.plan(drivers, recorded)
                 previous = recorded.lab if recorded else None
                 warnings = tuple(w for r in records.values() for w in getattr(r, "warnings", ()))
                 if dry_run:
@@ -509,7 +510,8 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
     try:
         with state.machine_lock():
             recorded = state.LabState.load_or_none(name)  # a damaged record: the marks and intent still tell
-            marked = _marked(drivers, name)
+            with drivers.kernel.observing():
+                marked = _marked(drivers, name)
             # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after
             # `ip netns del`) will not go by themselves. With state they can only be dying: leave them.
             if marked.orphans and recorded is None:
@@ -571,7 +573,8 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
-        doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
+        with drivers.kernel.observing():
+            doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
         return doc
     finally:
         if own:
