@@ -16,6 +16,7 @@ and ``ip route``.
 
 from __future__ import annotations
 
+import _thread
 import ipaddress
 import itertools
 import os
@@ -56,6 +57,26 @@ def _raw_link_request(mtype: int, flags: int, name: str | None = None, ext_mask:
         attrs += struct.pack("HHI", 8, IFLA_EXT_MASK, ext_mask)
     length = _NLMSGHDR.size + _IFINFOMSG.size + len(attrs)
     return _NLMSGHDR.pack(length, mtype, flags, 1, 0) + _IFINFOMSG.pack(0, 0, 0, 0, 0) + attrs
+
+
+#: One datagram at most: a dump's are at most 32 KiB (the kernel caps them), an error echoes a request.
+DATAGRAM = 1 << 20
+_buffers: dict[int, tuple[bytearray, memoryview]] = {}  # thread -> its receive buffer
+
+
+def receive(sock: socket.socket) -> bytes:
+    """One netlink datagram. Not ``sock.recv(BUFFER)``: that allocates (and gives back) the whole size on
+    every call, an mmap and munmap of megabytes per message, which was most of the time of a small dump
+    (3 dumps per host for drift and status)."""
+    thread = _thread.get_ident()
+    found = _buffers.get(thread)
+    if found is None:
+        buffer = bytearray(DATAGRAM)
+        found = _buffers[thread] = (buffer, memoryview(buffer))
+    size, _, flags, _ = sock.recvmsg_into([found[0]])
+    if flags & socket.MSG_TRUNC:
+        raise KernelError(f"netlink: a message larger than {DATAGRAM} bytes")
+    return bytes(found[1][:size])
 
 
 def open_socket() -> socket.socket:
@@ -107,7 +128,7 @@ class Batch:
                 start += 1
             sock.send(b"".join(chunk))
             while by_seq:
-                data = sock.recv(BUFFER)
+                data = receive(sock)
                 offset = 0
                 while offset < len(data):
                     length, mtype, _flags, seq = struct.unpack_from("IHHI", data, offset)
@@ -330,7 +351,7 @@ def dump(sock: socket.socket, request: bytes) -> list[tuple[bytes, int, int]]:
         interrupted = False
         done = False
         while not done:
-            data = sock.recv(BUFFER)
+            data = receive(sock)
             offset = 0
             while offset < len(data):
                 length, rtype, flags, rseq = struct.unpack_from("IHHI", data, offset)
