@@ -4,7 +4,7 @@ Reading a lab file costs ~200 ms before any work: importing PyYAML, pydantic (an
 runs) and building the schema, then resolving names and addresses. A second ``up`` of the same file (the
 lab is up, or was brought down and up again) gives the same answer, so the answer is kept:
 
-    /run/nslab/.cache/<key>.json      key = sha256 of the file's bytes, its absolute path, the ${VAR}s it
+    /run/nslab/.cache/<key>.json      key = BLAKE2s of the file's bytes, its absolute path, the ${VAR}s it
                                       names and their values, and nslab's code (version + its modules' mtimes)
 
 Each entry holds the raw spec as plain values (:class:`SpecView`: the features read the spec, so they get a
@@ -82,10 +82,10 @@ def _code_stamp() -> str:
 
 
 def file_key(text: str, path: str, environ: dict[str, str] | None = None) -> str:
-    import hashlib
+    from .naming import blake2s  # (built in: hashlib would load OpenSSL, ~4 ms)
 
     env = os.environ if environ is None else environ
-    digest = hashlib.sha256()
+    digest = blake2s()
     for part in (_code_stamp(), path, *(f"{n}={env.get(n)!r}" for n in _variables(text)), text):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
@@ -94,10 +94,10 @@ def file_key(text: str, path: str, environ: dict[str, str] | None = None) -> str
 
 def inputs_digest(occupied: list[Occupied], previous: dict[str, Any] | None) -> str:
     """What resolve depends on besides the file: the networks in use elsewhere and the previous allocations."""
-    import hashlib
+    from .naming import blake2s
 
     text = json.dumps([[str(o.network), o.owner] for o in occupied] + [previous], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return blake2s(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
