@@ -32,6 +32,7 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 IFF_UP = 1
 RT_TABLE_MAIN = 254
+RT_TABLE_COMPAT = 252  # the header's table field for ids above 255: RTA_TABLE says which
 BUFFER = 8 << 20
 CHUNK = 48 << 10  # keep each send() well under the socket's send buffer
 
@@ -317,13 +318,20 @@ class RouteInfo:
     device: str
 
 
-def parse_attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+_ATTR = struct.Struct("HH")
+
+
+def parse_attrs(data: bytes, offset: int, end: int, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
+    """The attributes in ``data[offset:end]`` by type (``wanted``: only those; a link has ~45 of them)."""
     out = {}
+    unpack = _ATTR.unpack_from
     while offset + 4 <= end:
-        length, kind = struct.unpack_from("HH", data, offset)
+        length, kind = unpack(data, offset)
         if length < 4:
             break
-        out[kind & 0x3FFF] = data[offset + 4 : offset + length]
+        kind &= 0x3FFF
+        if wanted is None or kind in wanted:
+            out[kind] = data[offset + 4 : offset + length]
         offset += (length + 3) & ~3
     return out
 
@@ -372,6 +380,11 @@ def dump(sock: socket.socket, request: bytes) -> list[tuple[bytes, int, int]]:
     raise KernelError(f"netlink dump interrupted {DUMP_ATTEMPTS} times in a row (links changing meanwhile)")
 
 
+#: Every attribute _link_list reads (the others, ~40 per link, are skipped unparsed): add a new one here too.
+_LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_MASTER, IFLA_GROUP, IFLA_MTU, IFLA_CARRIER,
+                         IFLA_LINK})
+
+
 def _link_list(sock: socket.socket) -> list[LinkInfo]:
     """The link dump, read with a small attribute scanner: pyroute2's full decode of every attribute costs
     ~1 ms per link (and importing pyroute2 ~150 ms), which dominated `down` of a 1000-host lab."""
@@ -379,7 +392,7 @@ def _link_list(sock: socket.socket) -> list[LinkInfo]:
     request = _raw_link_request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, ext_mask=RTEXT_FILTER_SKIP_STATS)
     for data, offset, length in dump(sock, request):
         _family, _type, index, flags = struct.unpack_from("BxHiI", data, offset + 16)
-        attrs = parse_attrs(data, offset + 32, offset + length)
+        attrs = parse_attrs(data, offset + 32, offset + length, _LINK_ATTRS)
         info = attrs.get(IFLA_LINKINFO)
         kind = parse_attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
         out.append(
@@ -436,8 +449,8 @@ def routes(sock: socket.socket, known: Iterable[LinkInfo] | None = None) -> list
     out = []
     for data, offset, length in dump(sock, request):
         family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack_from(data, offset + 16)
-        if family != socket.AF_INET:
-            continue
+        if family != socket.AF_INET or table not in (RT_TABLE_MAIN, RT_TABLE_COMPAT):
+            continue  # (the local table, most of a namespace's routes: not even parsed)
         attrs = parse_attrs(data, offset + 16 + _RTMSG.size, offset + length)
         if table != RT_TABLE_MAIN and attrs.get(RTA_TABLE) != struct.pack("I", RT_TABLE_MAIN):
             continue
