@@ -252,7 +252,7 @@ class _Observing:
     def __exit__(self, *exc: object) -> None:
         if self.outer:
             self.kernel._observing = False
-            self.kernel._links = self.kernel._routes = None
+            self.kernel._links = self.kernel._bare = self.kernel._routes = None
 
 
 class NetlinkKernel:
@@ -261,7 +261,8 @@ class NetlinkKernel:
     def __init__(self) -> None:
         self._root: socket.socket | None = None
         self._observing = False  # while True, the machine's links and routes are kept once read
-        self._links: list[LinkInfo] | None = None
+        self._links: list[LinkInfo] | None = None  # with their addresses
+        self._bare: list[LinkInfo] | None = None  # without (down needs no addresses: 300 fewer to parse)
         self._routes: list[RouteInfo] | None = None
 
     @property
@@ -286,9 +287,14 @@ class NetlinkKernel:
     def _root_links(self, with_addresses: bool = True) -> list[LinkInfo]:
         if not self._observing:
             return links(self.root, with_addresses=with_addresses)
-        if self._links is None:
+        if self._links is not None:
+            return self._links
+        if with_addresses:
             self._links = links(self.root)
-        return self._links
+            return self._links
+        if self._bare is None:
+            self._bare = links(self.root, with_addresses=False)
+        return self._bare
 
     def _root_routes(self) -> list[RouteInfo]:
         if not self._observing:
