@@ -300,7 +300,7 @@ class NetlinkKernel:
         if not self._observing:
             return routes(self.root)
         if self._routes is None:
-            self._routes = routes(self.root, self._root_links())
+            self._routes = routes(self.root, self._root_links(with_addresses=False))
         return self._routes
 
     def owned_links(self) -> list[LinkInfo]:
