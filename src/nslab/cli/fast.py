@@ -212,10 +212,14 @@ def _reporting(action: Callable[[], int | None], partial: bool = False) -> int:
         for line in exc.lines():
             sys.stderr.write(f"nslab: {line}\n")
         return exc.exit_code
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # (what was half-made is rolled back by then), said as the click path says it
         from . import Terminated
 
-        return 128 + exc.signum if isinstance(exc, Terminated) else 130
+        if isinstance(exc, Terminated):
+            sys.stderr.write(f"nslab: stopped by signal {exc.signum}\n")
+            return 128 + exc.signum
+        sys.stderr.write("nslab: aborted\n")
+        return 130
     return (code or 0) if partial else 0
 
 
