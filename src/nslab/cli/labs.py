@@ -43,7 +43,8 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
     each host's /etc/netns files and hostname, and starts its services. Prints what changed, every
-    warning, and the lab's hosts.
+    warning, and the lab's hosts. A lab file that passed every check is kept checked under
+    /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
     from .. import speccache
     from ..linux import require_root
