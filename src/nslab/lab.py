@@ -297,7 +297,9 @@ class Lab:
             if plan:
                 state.write_intent(self.name, namespaces, bridges)  # durable before the first kernel change
             journal = apply(plan, drivers, progress)
-            state.LabState(desired, {key: record.to_json() for key, record in records.items()}).save()
+            extra = {key: record.to_json() for key, record in records.items()}
+            if plan or recorded is None or recorded.lab != desired or recorded.extra != extra:
+                state.LabState(desired, extra).save()  # (an up that changes nothing leaves the record be)
         except BaseException:
             rollback(journal, drivers)  # (apply rolled its own failure back: then the journal is empty)
             if recorded is None:  # the lab's own directory (hostname tmpfs, logs, intent) goes too
