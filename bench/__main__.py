@@ -26,7 +26,7 @@ from bench import peers
 from bench.rows import RESULT_MARK
 
 REPO = Path(__file__).resolve().parent.parent
-ROWS = ("updown", "exec", "idle", "publish", "ls")
+ROWS = ("updown", "exec", "idle", "publish", "ls", "speed")
 
 # Targets of issue 6, as (text shown, predicate on the ratio/value).
 UP_300 = 1 / 10
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-hosts", type=int, default=10, help="hosts in the resident-process row (default 10)")
     p.add_argument("--iperf-seconds", type=float, default=5, help="length of one iperf3 run (default 5)")
     p.add_argument("--ls-namespaces", type=int, default=1000, help="namespaces on the machine for ls (default 1000)")
+    p.add_argument("--speed-sizes", type=int, nargs="+", default=[10, 300], metavar="N",
+                   help="host counts of the speed row's up/down against the optimized script (default: 10 300)")
     p.add_argument("--skip", default="", metavar="ROW,...", help=f"rows to leave out: {', '.join(ROWS)}")
     p.add_argument("--json", metavar="FILE", help="also write the raw samples as JSON")
     peers.add_arguments(p)
@@ -298,6 +300,44 @@ def render_ls(table: Table, res: dict) -> None:
     )
 
 
+# Targets of issue 15 (ratios to the optimized script / the bare interpreter, or seconds).
+SPEED_UP = {10: 2.0, 300: 0.6}
+SPEED_DOWN = {10: 1.5, 300: 1.0}
+SPEED_BIG = {"unchanged_up": 0.15, "status": 0.3, "status_json": 0.3}
+EXEC_START = 1.3
+
+
+def render_speed(table: Table, res: dict) -> None:
+    """Issue 15's rows: baseline A is bench/optimized.sh (or the bare interpreter, or `ip netns exec`)."""
+    if "error" in res:
+        table.add("speed (issue 15)", f"error: {res['error']}")
+        return
+    for n, m in sorted(res["updown"].items(), key=lambda kv: int(kv[0])):
+        for op, limits in (("up", SPEED_UP), ("down", SPEED_DOWN)):
+            ours, opt = median(m[op]["nslab"]), median(m[op]["optimized"])
+            limit = limits.get(int(n))
+            table.add(f"`nslab {op}`, {n} hosts, vs bench/optimized.sh", fmt_time(ours),
+                      f"optimized script: {fmt_time(opt)}", fmt_ratio(ours / opt), "—", "—",
+                      f"≤ {limit:g} × A" if limit else "—", yes_no(ours / opt <= limit) if limit else "—")
+    labels = {"unchanged_up": "unchanged `nslab up`", "status": "`nslab status`",
+              "status_json": "`nslab status --json`"}
+    for key, label in labels.items():
+        t = median(res["big_runs"][key])
+        table.add(f"{label}, {res['big']} hosts, median of {len(res['big_runs'][key])}", fmt_time(t), "—", "—",
+                  "—", "—", f"≤ {SPEED_BIG[key]:g} s", yes_no(t <= SPEED_BIG[key]))
+    m = {k: median(v) for k, v in res["exec"].items()}
+    table.add(f"`nslab exec HOST true`, median of {res['calls']}", fmt_time(m["nslab_exec"]),
+              f"`python -S -c pass`: {fmt_time(m['python_S'])}", fmt_ratio(m["nslab_exec"] / m["python_S"]),
+              f"`ip netns exec`: {fmt_time(m['ip_netns_exec'])}", fmt_ratio(m["nslab_exec"] / m["ip_netns_exec"]),
+              f"≤ {EXEC_START:g} × A", yes_no(m["nslab_exec"] / m["python_S"] <= EXEC_START))
+    table.add(f"`Lab.exec(host, [\"true\"])`, median of {res['calls']}", fmt_time(m["lab_exec"]),
+              f"`ip netns exec`: {fmt_time(m['ip_netns_exec'])}", fmt_ratio(m["lab_exec"] / m["ip_netns_exec"]),
+              "—", "—", f"≤ {EXEC_API:g} × A", yes_no(m["lab_exec"] / m["ip_netns_exec"] <= EXEC_API))
+    cold = ", ".join(f"{n} hosts {fmt_time(t)}" for n, t in res["cold_up"].items())
+    table.notes.append(f"speed: the first `nslab up` of each new lab file (YAML + schema, not kept yet): {cold}; "
+                       "the up/down medians follow one untimed warm-up round of both ways")
+
+
 def header(args: argparse.Namespace) -> str:
     commit = (
         subprocess.run(
@@ -319,22 +359,8 @@ def header(args: argparse.Namespace) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench: needs root (it makes namespaces, inside throwaway hosts only)", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(REPO / "tests"))
-    from sandbox import machine_snapshot
-
-    # nslab as users run it: byte-compiled (with PYTHONDONTWRITEBYTECODE set, an edited tree would otherwise
-    # be compiled again by every `nslab` the rows start)
-    compileall.compile_dir(str(REPO / "src"), quiet=1)
-
-    before = machine_snapshot()
-    title = header(args)
-    results: dict = {"args": {k: v for k, v in vars(args).items() if k != "skip"} | {"skip": sorted(args.skip)}}
-    table = Table()
+def run_rows(args: argparse.Namespace, table: Table, results: dict) -> None:
+    """Every row not skipped, in the table's order, its samples kept in ``results``."""
     if "updown" not in args.skip:
         ud = {n: run_row("updown", n=n, repeat=args.repeat_at.get(n, args.repeat)) for n in args.sizes}
         results["updown"] = ud
@@ -352,6 +378,29 @@ def main(argv: list[str] | None = None) -> int:
     if "ls" not in args.skip:
         results["ls"] = run_row("ls", namespaces=args.ls_namespaces, repeat=max(args.repeat, 5))
         render_ls(table, results["ls"])
+
+    if "speed" not in args.skip:
+        results["speed"] = run_row("speed", repeat=args.repeat, sizes=args.speed_sizes, calls=args.exec_calls)
+        render_speed(table, results["speed"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (it makes namespaces, inside throwaway hosts only)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(REPO / "tests"))
+    from sandbox import machine_snapshot
+
+    # nslab as users run it: byte-compiled (with PYTHONDONTWRITEBYTECODE set, an edited tree would otherwise
+    # be compiled again by every `nslab` the rows start)
+    compileall.compile_dir(str(REPO / "src"), quiet=1)
+
+    before = machine_snapshot()
+    title = header(args)
+    results: dict = {"args": {k: v for k, v in vars(args).items() if k != "skip"} | {"skip": sorted(args.skip)}}
+    table = Table()
+    run_rows(args, table, results)
 
     if args.peers:
         peers.run_peers(args, run_row, results)

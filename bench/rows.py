@@ -332,6 +332,79 @@ def row_ls(namespaces: int, repeat: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# Row 6 (issue 15): whole commands against the optimized script; unchanged up, status, exec start
+# ------------------------------------------------------------------------------------------------
+
+OPTIMIZED = str(REPO / "bench" / "optimized.sh")
+
+
+def row_speed(repeat: int, sizes: list[int], calls: int, big: int = 300) -> dict:
+    """nslab up/down of each size against bench/optimized.sh (interleaved, rotating order, after one untimed
+    warm-up round: nslab keeps a validated lab file, see speccache.py; the cold first ``up`` is kept apart);
+    then, with ``big`` hosts up: an unchanged ``up``, ``status``, ``status --json``; with 10 hosts up:
+    ``nslab exec`` vs the bare interpreter, ``Lab.exec`` vs ``ip netns exec``."""
+    result: dict = {"repeat": repeat, "calls": calls, "big": big, "updown": {}, "cold_up": {}}
+    for n in sizes:
+        lab_file = write_lab(n)
+        ways = {
+            "nslab": ([NSLAB, "up", "-f", lab_file], [NSLAB, "down", LAB], f"{LAB}-h"),
+            "optimized": ([OPTIMIZED, "up", str(n)], [OPTIMIZED, "down", str(n)], "opt-h"),
+        }
+        up: dict[str, list[float]] = {k: [] for k in ways}
+        down: dict[str, list[float]] = {k: [] for k in ways}
+        for r in range(-1, repeat):
+            for way in rotate(list(ways), r):
+                up_argv, down_argv, prefix = ways[way]
+                settle()
+                t_up = timed(up_argv)
+                check_up(prefix, n)
+                t_down = timed(down_argv)
+                if r >= 0:
+                    up[way].append(t_up)
+                    down[way].append(t_down)
+                elif way == "nslab":
+                    result["cold_up"][str(n)] = t_up
+        result["updown"][str(n)] = {"up": up, "down": down}
+    settle()
+    lab_file = write_lab(big)
+    run([NSLAB, "up", "-f", lab_file])
+    plain = {"unchanged_up": [NSLAB, "up", "-f", lab_file], "status": [NSLAB, "status"],
+             "status_json": [NSLAB, "status", "--json"]}
+    result["big_runs"] = {k: [] for k in plain}
+    run(plain["unchanged_up"])  # the first unchanged up after a fresh one
+    for i in range(max(repeat, 9)):
+        for k in rotate(list(plain), i):
+            result["big_runs"][k].append(timed(plain[k]))
+    run([NSLAB, "down", LAB])
+    settle()
+    result["exec"] = _exec_start(calls)
+    return result
+
+
+def _exec_start(calls: int) -> dict:
+    run([NSLAB, "up", "-f", write_lab(10)])
+    from nslab.lab import Lab
+
+    lab = Lab.from_text(lab_text(10))
+    clis = {
+        "nslab_exec": [NSLAB, "exec", "h1", "true"],
+        "python_S": [sys.executable, "-S", "-c", "pass"],  # the bare interpreter of the same venv
+        "ip_netns_exec": ["ip", "netns", "exec", namespace(1), "true"],
+    }
+    measures: dict[str, Callable[[], float]] = {k: (lambda argv=argv: timed(argv, timeout=60)) for k, argv in
+                                                clis.items()}
+    measures["lab_exec"] = lambda: timed_call(lambda: lab.exec("h1", ["true"]))
+    samples: dict[str, list[float]] = {k: [] for k in measures}
+    for m in measures.values():
+        m()
+    for i in range(calls):
+        for k in rotate(list(measures), i):
+            samples[k].append(measures[k]())
+    run([NSLAB, "down", LAB])
+    return samples
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str]) -> int:
@@ -348,6 +421,8 @@ def main(argv: list[str]) -> int:
             result = row_publish(host, **args)
         elif row == "ls":
             result = row_ls(**args)
+        elif row == "speed":
+            result = row_speed(**args)
         else:
             raise SystemExit(f"unknown row {row}")
     except (BenchError, subprocess.TimeoutExpired) as exc:

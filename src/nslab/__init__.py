@@ -19,8 +19,6 @@ Everything nslab raises on purpose derives from :class:`NslabError` (see :mod:`n
 
 from __future__ import annotations
 
-import importlib
-
 from .errors import (
     ConflictError,
     EnvironmentProblem,
@@ -58,7 +56,9 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nslab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    from importlib import import_module  # (not at the top: `nslab exec` imports this package)
+
+    value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

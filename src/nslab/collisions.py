@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .errors import Problem
+from .errors import Problem, field_path
 from .naming import parse_owner
-from .spec import SourceMap, field_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (spec.py means pydantic: a lab read from speccache.py has a SourceMap look-alike)
     from .drivers import Drivers
     from .drivers.rtnl import LinkInfo
     from .model import Lab
+    from .spec import SourceMap
     from .state import LabState
 
 

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from .wiring import Observed
 
 End = tuple[str, str]  # (namespace, or '' for the machine; interface)
+#: namespace -> its links and routes (None: no such namespace), as ``Kernel.host_views`` reads them
+Views = Mapping[str, "tuple[list[LinkInfo], list[RouteInfo]] | None"]
 
 
 class Difference(Value):
@@ -53,12 +55,13 @@ class Difference(Value):
     end: End = ("", "")  # for up/down repairs; for route repairs (namespace, gateway)
 
 
-def lab_drift(st: LabState, drivers: Drivers) -> list[Difference]:
-    """Every difference between lab ``st`` as recorded and the machine."""
+def lab_drift(st: LabState, drivers: Drivers, views: Views | None = None) -> list[Difference]:
+    """Every difference between lab ``st`` as recorded and the machine (``views``: the hosts' links and routes
+    when the caller has just read them, as ``status`` has)."""
     from .features import links
 
     lab = st.lab
-    found = wiring_drift(lab, links.down_interfaces(lab, st.extra.get(links.KEY)), drivers)
+    found = wiring_drift(lab, links.down_interfaces(lab, st.extra.get(links.KEY)), drivers, views)
     found += _firewall(lab, st.extra.get("firewall"), drivers)
     found += _services(st.extra.get("services"), drivers)
     if any(h.container for h in lab.hosts.values()):  # container hosts: a container that stopped is remade
@@ -72,7 +75,8 @@ def lab_drift(st: LabState, drivers: Drivers) -> list[Difference]:
     return found
 
 
-def wiring_drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers) -> list[Difference]:
+def wiring_drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers,
+                 views: Views | None = None) -> list[Difference]:
     """Bridges, namespaces, interfaces (and their up/down state), addresses, bridge ports, default routes."""
     machine = {lk.name: lk for lk in drivers.kernel.machine_links()}
     found: list[Difference] = []
@@ -82,8 +86,8 @@ def wiring_drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers) -
             found.append(Difference(f"network {n.name}: bridge {n.bridge} is missing", "bridge"))
         elif not bridge.up:
             found.append(Difference(f"network {n.name}: bridge {n.bridge} is down", "up", end=("", n.bridge)))
-    named = drivers.kernel.named_namespaces()
-    views = drivers.kernel.host_views([h.namespace for h in lab.hosts.values() if h.namespace in named])
+    if views is None:
+        views = host_views(lab, drivers)
     for h in lab.hosts.values():
         view = views.get(h.namespace)
         if view is None:
@@ -91,6 +95,12 @@ def wiring_drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers) -
             continue
         found += _host(lab, h, view, machine, meant_down)
     return found
+
+
+def host_views(lab: Lab, drivers: Drivers) -> Views:
+    """Links and routes of every host of ``lab`` whose namespace exists: one pass over the namespaces."""
+    named = drivers.kernel.named_namespaces()
+    return drivers.kernel.host_views([h.namespace for h in lab.hosts.values() if h.namespace in named])
 
 
 def _host(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], machine: Mapping[str, LinkInfo],

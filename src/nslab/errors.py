@@ -23,6 +23,17 @@ A :class:`Problem` is one line of a report: where (file:line, field path) and wh
 from __future__ import annotations
 
 
+def field_path(loc: tuple[object, ...]) -> str:
+    """``('hosts', 'web1', 'publish', 0)`` -> ``hosts.web1.publish[0]`` (a :class:`Problem`'s field)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
 class Problem:
     """One thing wrong with the user's input, located as precisely as we can.
 

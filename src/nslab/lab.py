@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import features, nsenter, paths, state
@@ -35,8 +33,10 @@ from .plan import Action, Plan
 from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
+    import subprocess
+
     from . import check as check_mod
-    from . import spec
+    from . import spec, speccache
     from .targets import Target
 
 Progress = Callable[[int, int, str], None]
@@ -90,10 +90,12 @@ class Lab:
         drivers: Drivers | None = None,
         parsed: spec.Parsed | None = None,
     ) -> None:
-        from . import spec
+        if source is None:
+            from . import spec
 
+            source = spec.SourceMap()
         self.spec = lab_spec
-        self.source_map = source or spec.SourceMap()
+        self.source_map = source
         self.path = path
         self.display_path = path
         self.drivers = drivers
@@ -101,6 +103,10 @@ class Lab:
         self.parsed = parsed
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
         self.repairs: list[str] = []  # the drift the last plan repairs
+        #: the file's text as read (a file that passes every check is kept by speccache.py under it)
+        self.text: str | None = None
+        #: the kept form this Lab was made from (speccache.load): resolve is skipped when its inputs match
+        self.cached: speccache.Entry | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None, check: bool = True) -> Lab:
@@ -113,8 +119,9 @@ class Lab:
         text = spec.read(os.fspath(path))
         stdin = str(path) == "-"
         label = "<stdin>" if stdin else str(path)
-        lab = cls._parsed(spec.parse_all(text, label), "" if stdin else str(Path(path).resolve()), drivers)
+        lab = cls._parsed(spec.parse_all(text, label), "" if stdin else os.path.realpath(path), drivers)
         lab.display_path = label
+        lab.text = None if stdin else text
         lab._raise_problems(check)
         return lab
 
@@ -123,7 +130,7 @@ class Lab:
         """Like :meth:`load`; a file without schema problems is checked against the machine only with ``check``."""
         from . import spec
 
-        lab = cls._parsed(spec.parse_all(text, path or "<string>"), str(Path(path).resolve()) if path else "", drivers)
+        lab = cls._parsed(spec.parse_all(text, path or "<string>"), os.path.realpath(path) if path else "", drivers)
         lab.display_path = path or "<string>"  # problems name the file as given, as load's do
         lab._raise_problems(check)
         return lab
@@ -164,8 +171,6 @@ class Lab:
         addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
         each feature's checks (published ports...), and names nslab would create that the machine already
         has. Returns the lab as far as it resolved, and the problems in file order."""
-        from .resolve import resolve_all
-
         others = _other_labs(self.name)
         occupied = [Occupied(net, who) for net, who in drivers.kernel.machine_networks()] if drivers else []
         for other in others:
@@ -177,9 +182,17 @@ class Lab:
             occupied += [Occupied(lk.subnet6, f"a link of lab '{other.lab.name}'")
                          for lk in other.lab.links if lk.subnet6]
         previous = recorded.lab.allocations() if recorded else None
-        resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
-                                         **self._ula(drivers))
-        resolved = dataclasses.replace(resolved, source=self.path)
+        ula = self._ula(drivers)
+        kept = self._kept(drivers, occupied, previous, ula)
+        problems: list[Problem]
+        if kept is not None:
+            resolved, problems = kept, []
+        else:
+            from .resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
+
+            resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
+                                             **ula)
+            resolved = dataclasses.replace(resolved, source=self.path)
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
         problems += [p for module in features.modules() for p in module.validate(ctx)]
         if drivers is not None:
@@ -192,6 +205,17 @@ class Lab:
         if self.parsed is not None:
             problems = [self.parsed.relocate(p) for p in problems]
             problems = self.parsed.problems + problems
+        if problems and self.cached is not None:
+            from .speccache import Stale
+
+            raise Stale("a problem: read the file the full way to report it")
+        if not problems and drivers is not None and self.text is not None and self.path and self.cached is None:
+            from . import speccache
+
+            inputs = [speccache.inputs_digest(occupied, previous, ula)]
+            if previous is None:  # the next `up` resolves with these allocations kept: the same lab (sticky)
+                inputs.append(speccache.inputs_digest(occupied, resolved.allocations(), ula))
+            speccache.store(self, self.text, resolved, inputs)
         return resolved, _in_file_order(problems)
 
     def _ula(self, drivers: Drivers | None) -> dict[str, Any]:
@@ -204,6 +228,18 @@ class Lab:
 
         ula = machine_ula(create=drivers is not None)
         return {"ula": ula} if ula is not None else {}
+
+    def _kept(self, drivers: Drivers | None, occupied: list[Occupied], previous: dict[str, Any] | None,
+              ula: dict[str, Any]) -> ResolvedLab | None:
+        """The resolved form kept for these inputs, for a Lab made from the cache (speccache.load)."""
+        if self.cached is None:
+            return None
+        from .speccache import Stale, inputs_digest
+
+        found = self.cached.resolved(inputs_digest(occupied, previous, ula), self.spec) if drivers else None
+        if found is None:
+            raise Stale("resolved with other inputs: resolve it the full way")
+        return found
 
     def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
@@ -258,7 +294,8 @@ class Lab:
                     )
                 if not dry_run:
                     finish_interrupted_up(self.name, drivers, recorded)
-                desired, plan, records = self.plan(drivers, recorded)
+                with drivers.kernel.observing():  # nothing changes the machine while the plan is made
+                    desired, plan, records = self.plan(drivers, recorded)
                 previous = recorded.lab if recorded else None
                 warnings = tuple(w for r in records.values() for w in getattr(r, "warnings", ()))
                 if dry_run:
@@ -279,7 +316,9 @@ class Lab:
             if plan:
                 state.write_intent(self.name, namespaces, bridges)  # durable before the first kernel change
             journal = apply(plan, drivers, progress)
-            state.LabState(desired, {key: record.to_json() for key, record in records.items()}).save()
+            extra = {key: record.to_json() for key, record in records.items()}
+            if plan or recorded is None or recorded.lab != desired or recorded.extra != extra:
+                state.LabState(desired, extra).save()  # (an up that changes nothing leaves the record be)
         except BaseException:
             rollback(journal, drivers)  # (apply rolled its own failure back: then the journal is empty)
             if recorded is None:  # the lab's own directory (hostname tmpfs, logs, intent) goes too
@@ -506,7 +545,8 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
     try:
         with state.machine_lock():
             recorded = state.LabState.load_or_none(name)  # a damaged record: the marks and intent still tell
-            marked = _marked(drivers, name)
+            with drivers.kernel.observing():
+                marked = _marked(drivers, name)
             # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after
             # `ip netns del`) will not go by themselves. With state they can only be dying: leave them.
             if marked.orphans and recorded is None:
@@ -546,11 +586,21 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
     from .status import lab_status
 
-    states = [state.LabState.load(name)] if name else state.all_states()
-    if name and states[0] is None:
-        raise TargetError(f"no lab '{name}' is up")
+    states: list[state.LabState | None] = []
+    broken: list[str] = []
+    if name:
+        states = [state.LabState.load(name)]
+        if states[0] is None:
+            raise TargetError(f"no lab '{name}' is up")
+    else:
+        from .errors import StateError
+
+        for lab_name in state.lab_names():  # each record read once (a big lab's takes a while)
+            try:
+                states.append(state.LabState.load(lab_name))
+            except StateError as exc:
+                broken.append(str(exc))
     doc: dict[str, Any] = {"version": 1, "labs": []}
-    broken = [] if name else state.damaged()
     if broken:
         doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
     if not any(states):
@@ -558,7 +608,8 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
-        doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
+        with drivers.kernel.observing():
+            doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
         return doc
     finally:
         if own:

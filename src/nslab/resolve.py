@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from .errors import Problem, ResolveError
+from .errors import Problem, ResolveError, field_path
 from .model import (
     Container,
     Host,
@@ -52,7 +52,7 @@ from .model import (
     Route,
 )
 from .naming import blake2s, bridge_name, host_veth_name, namespace_name
-from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, field_path
+from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap
 
 #: Automatic network subnets are /24s carved from this pool.
 DEFAULT_POOL = IPv4Net("10.213.0.0/16")

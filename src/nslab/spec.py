@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import Problem, SpecError
+from .errors import Problem, SpecError, field_path
 
 #: libyaml's parser when PyYAML was built with it (~10x faster on a 1000-host file); its nodes carry the same
 #: line marks.
@@ -529,17 +529,6 @@ class SourceMap:
         if node is not None:
             walk(node, ())
         return cls(lines)
-
-
-def field_path(loc: tuple[Any, ...]) -> str:
-    """``('hosts', 'web1', 'publish', 0)`` -> ``hosts.web1.publish[0]``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 # pydantic reports which branch of a union failed; users only need the data path.

@@ -260,9 +260,22 @@ class LabState:
 
 def remove(name: str) -> None:
     """Forget a lab. Features must have unmounted what they keep under its directory first."""
-    import shutil
-
-    shutil.rmtree(lab_dir(name), ignore_errors=True)
+    # (not shutil.rmtree: shutil imports fnmatch, zlib, bz2 and lzma, ~4 ms of every `down`)
+    top = lab_dir(name)
+    for root, dirs, names in os.walk(top, topdown=False):  # never follows a symlink
+        for entry in names + dirs:
+            path = os.path.join(root, entry)
+            try:
+                if entry in dirs and not os.path.islink(path):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+    try:
+        os.rmdir(top)
+    except OSError:
+        pass
 
 
 def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:

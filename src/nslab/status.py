@@ -12,13 +12,17 @@ from . import features
 
 if TYPE_CHECKING:
     from .drivers import Drivers
+    from .drivers.rtnl import LinkInfo, RouteInfo
     from .model import Host
     from .model import Lab as ResolvedLab
     from .state import LabState
 
 
 def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
+    from .drift import host_views, lab_drift
+
     lab = st.lab
+    views = host_views(lab, drivers)  # read once: the hosts' entries and the drift both use them
     machine_links = {lk.name for lk in drivers.kernel.machine_links()}
     doc: dict[str, Any] = {
         "name": lab.name,
@@ -29,13 +33,11 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
              **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6.ip)} if n.subnet6 and n.gateway6 else {})}
             for n in lab.networks.values()
         ],
-        "hosts": [_host(lab, h, drivers) for h in lab.hosts.values()],
+        "hosts": [_host(lab, h, views.get(h.namespace)) for h in lab.hosts.values()],
     }
     for module in features.modules():
         doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))
-    from .drift import lab_drift
-
-    doc["drift"] = [d.text for d in lab_drift(st, drivers)]
+    doc["drift"] = [d.text for d in lab_drift(st, drivers, views)]
     doc["links"] = [
         {"endpoints": [lk.a, lk.b], "interfaces": [lk.a_ifname, lk.b_ifname], "subnet": str(lk.subnet),
          "addresses": [str(lk.a_address), str(lk.b_address)]}
@@ -44,10 +46,9 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     return doc
 
 
-def _host(lab: ResolvedLab, h: Host, drivers: Drivers) -> dict[str, Any]:
+def _host(lab: ResolvedLab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": h.name, "namespace": h.namespace, "hostname": h.hostname, "present": False,
                              "interfaces": [], "routes": []}
-    view = drivers.kernel.host_view(h.namespace)
     if view is None:
         return entry
     links, routes = view

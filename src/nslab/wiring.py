@@ -336,7 +336,7 @@ def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) ->
     (a new namespace has no eth0 yet: a host's own interfaces are looked up as ``default``)."""
     import re
 
-    from .spec import field_path
+    from .errors import field_path
 
     asked: list[tuple[tuple[str, ...], str, str]] = []  # (field, key as written, key to look up)
     problems: list[Problem] = []

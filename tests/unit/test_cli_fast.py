@@ -37,12 +37,38 @@ def empty_state(tmp_path, monkeypatch):
         ["down", "-f", "nslab.yaml"],
         ["down", "--help"],
         ["down", "a", "b"],
-        ["up"],
-        ["status", "demo"],
+        ["up", "--dry-run"],
+        ["up", "-o", "json"],
+        ["up", "-f", "-"],  # standard input
+        ["up", "-f"],
+        ["up", "-f", "a.yaml", "-f", "b.yaml"],
+        ["up", "extra"],
+        ["up", "--help"],
+        ["status", "-q"],
+        ["status", "--json", "--wide"],
+        ["status", "-f", "nslab.yaml"],
+        ["status", "a", "b"],
+        ["status", "--help"],
     ],
 )
 def test_forms_left_to_click(argv):
     assert fast.run_fast(argv) is None
+
+
+def test_plain_status_forms_are_run_here(capsys):
+    assert fast.run_fast(["status", "--json"]) == 0
+    assert capsys.readouterr().out == '{\n  "version": 1,\n  "labs": []\n}\n'
+    assert fast.run_fast(["status", "demo"]) == 2  # no such lab: the error, as click would print it
+    assert capsys.readouterr().err == "nslab: no lab 'demo' is up\n"
+
+
+def test_plain_up_is_run_here(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("nslab.linux.require_root", lambda why: None)
+    assert fast.run_fast(["up", "-q"]) == 2
+    assert "no lab file here" in capsys.readouterr().err
+    assert fast.run_fast(["up", "--file=missing.yaml"]) == 2
+    assert capsys.readouterr().err == "nslab: no lab file missing.yaml\n"
 
 
 def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):

@@ -113,8 +113,10 @@ class _ScriptedSocket:
         messages.append(self._msg(nl.NLMSG_DONE, 0x2, seq, struct.pack("i", 0)))
         self.pending = [b"".join(messages[:2]), b"".join(messages[2:])]
 
-    def recv(self, _size):
-        return self.pending.pop(0)
+    def recvmsg_into(self, buffers):
+        data = self.pending.pop(0)
+        buffers[0][: len(data)] = data
+        return len(data), [], 0, None
 
     @staticmethod
     def _msg(mtype, flags, seq, payload):

@@ -1,4 +1,4 @@
-"""The CLI's fast path: ``nslab exec TARGET [--] CMD...`` and ``nslab down LAB`` without click.
+"""The CLI's fast path: ``exec``, ``down``, ``up`` and ``status`` in their plain forms, without click.
 
 ``nslab exec`` should cost about what ``ip netns exec`` costs, and importing click alone takes ~28 ms. So
 the plain form — a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options — is recognized
@@ -7,7 +7,10 @@ name checks and nsenter.py loaded (no typing, re, json, threading or subprocess)
 else (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
 ``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
 errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
-the other form run from here: a teardown should not wait for click either.
+run from here too: a teardown should not wait for click either. So are ``up [-f FILE] [-q] [--wide]`` and
+``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.speccache`, an ``up``
+of an unchanged file imports neither click, rich, PyYAML nor pydantic (the click commands call the same
+functions below, so both ways print the same).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 
 def run_fast(argv: list[str]) -> int | None:
@@ -26,7 +30,186 @@ def run_fast(argv: list[str]) -> int | None:
         return _exec(argv[1], argv[2:])
     if len(argv) == 2 and argv[0] == "down" and not argv[1].startswith("-"):
         return _reporting(lambda: down(argv[1]))
+    if argv and argv[0] == "up":
+        return _up(argv[1:])
+    if argv and argv[0] == "status":
+        return _status(argv[1:])
     return None
+
+
+def _options(args: list[str], flags: dict[str, str], valued: dict[str, str]) -> dict[str, str] | None:
+    """``args`` as {option: value} (flags: "1"); positional arguments under "": None for anything else."""
+    out: dict[str, str] = {}
+    rest = iter(args)
+    for arg in rest:
+        name, eq, value = arg.partition("=")
+        if arg in flags and arg not in out:
+            out[flags[arg]] = "1"
+        elif name in valued and valued[name] not in out:
+            value = value if eq else next(rest, "")
+            if not value or value.startswith("-"):
+                return None
+            out[valued[name]] = value
+        elif not arg.startswith("-") and "" not in out:
+            out[""] = arg
+        else:
+            return None  # --help, other options, repeats: click decides
+    return out
+
+
+def _up(args: list[str]) -> int | None:
+    found = _options(args, {"-q": "quiet", "--quiet": "quiet", "--wide": "wide"}, {"-f": "file", "--file": "file"})
+    if found is None or "" in found or found.get("file") == "-":
+        return None
+    return _reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found))
+
+
+def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
+    """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too)."""
+    from .. import speccache
+    from ..linux import require_root
+    from . import render
+
+    require_root("up creates namespaces, links and firewall rules")
+    path = find_lab_file(file)
+    with render.progress(enabled=not quiet) as bar:
+        _, result = speccache.up(path, progress=bar)
+    render.warnings(result.warnings)
+    if quiet:
+        return
+    render.changes(result.changes())
+    for line in result.repairs:
+        sys.stdout.write(f"{'repaired' if result.applied else 'not repaired'}: {line}\n")
+    render.up_table(result.lab, changed=result.applied, wide=wide)
+
+
+def _status(args: list[str]) -> int | None:
+    found = _options(args, {"--json": "json", "--wide": "wide"}, {})
+    if found is None or ("json" in found and "wide" in found):
+        return None
+    output = "json" if "json" in found else "wide" if "wide" in found else "table"
+    return _reporting(lambda: status(found.get(""), output), partial=True)
+
+
+def status(target: str | None, output: str, quiet: bool = False) -> int:
+    """``nslab status [LAB | LAB/HOST]`` in ``output`` (table, wide, json, yaml); exit status 1 when a lab's
+    record is damaged (drift raises: exit 1 too, named). The click command calls it with its options."""
+    from ..errors import NslabError, UserError
+    from ..lab import status as lab_status
+
+    lab_name, host = target, None
+    if target is not None and "/" in target:
+        lab_name, host = target.split("/", 1)
+        if not lab_name or not host or "/" in host:
+            raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
+    if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
+        return 0
+    doc = _read_status(lab_status, lab_name)
+    if host is not None:
+        _only_host(doc, host)
+    if quiet:
+        for lab in doc["labs"]:
+            sys.stdout.write(lab["name"] + "\n")
+    elif output in ("json", "yaml"):
+        print_doc(doc, output)
+    else:
+        from . import render
+
+        render.status(doc, wide=output == "wide", host=host)
+    sys.stdout.flush()
+    for problem in doc.get("damaged", []):  # labs whose state cannot be read: one line each, exit 1
+        sys.stderr.write(f"nslab: {problem}\n")
+    drifted = [f"{lab['name']} ({len(lab['drift'])})" for lab in doc["labs"] if lab.get("drift")]
+    if drifted:  # exit 1, named (`nslab up` repairs it)
+        raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
+    return 1 if doc.get("damaged") else 0
+
+
+def print_doc(doc: object, output: str) -> None:
+    """``doc`` as JSON (indented) or YAML on standard output."""
+    if output == "json":
+        import json
+
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False).rstrip("\n") + "\n")
+
+
+def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
+    """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
+    no such lab is up, which needs no root to say (the usual path says it)."""
+    from ..errors import EnvironmentProblem
+    from ..state import visible_labs
+
+    labs = [name for name in visible_labs() if lab_name in (None, name)]
+    if not labs:
+        return False
+    if quiet:
+        sys.stdout.write("".join(f"{name}\n" for name in labs))
+        sys.stdout.flush()
+        return True
+    seen = f"lab {lab_name} is up" if lab_name is not None else f"labs up: {', '.join(labs)}"
+    raise EnvironmentProblem(
+        "status needs root for the details (the labs' state under /run/nslab is readable by root only, and "
+        f"looking inside the hosts' namespaces needs CAP_SYS_ADMIN): run it with sudo ({seen})")
+
+
+def _read_status(read: Callable[[str | None], dict[str, Any]], lab_name: str | None) -> dict[str, Any]:
+    """The status document; as non-root, what cannot be read says why root is needed."""
+    from ..errors import EnvironmentProblem, NslabError, UserError
+
+    try:
+        return read(lab_name)
+    except (NslabError, OSError) as exc:
+        if os.geteuid() == 0 or isinstance(exc, UserError):
+            raise
+        raise EnvironmentProblem("status needs root to look inside the hosts' namespaces (entering a network "
+                                 "namespace needs CAP_SYS_ADMIN): run it with sudo") from None
+
+
+def _only_host(doc: dict[str, Any], host: str) -> None:
+    """Keep one host in the status document (its services and ports too)."""
+    from ..errors import UserError
+
+    for lab in doc["labs"]:
+        hosts = [h for h in lab["hosts"] if h["name"] == host]
+        if not hosts:
+            raise UserError(f"lab '{lab['name']}' has no host '{host}' (hosts: "
+                            f"{', '.join(h['name'] for h in lab['hosts']) or 'none'})")
+        lab["hosts"] = hosts
+        lab["links"] = [lk for lk in lab.get("links", []) if host in lk["endpoints"]]
+        setup = lab.get("hostsetup") or {}
+        if "services" in setup:
+            setup["services"] = [s for s in setup["services"] if s.get("host") == host]
+        fw = lab.get("firewall") or {}
+        if "ports" in fw:
+            fw["ports"] = [p for p in fw["ports"] if p.get("host") == host]
+
+
+#: Looked for in this order when no -f is given (as compose and containerlab do); then one ``*.nslab.yaml``.
+DEFAULT_FILES = ("nslab.yaml", "nslab.yml")
+
+
+def find_lab_file(file: str | None, directory: str = ".") -> str:
+    """The lab file to use: ``file`` as given (``-`` is stdin), else the first of :data:`DEFAULT_FILES` in
+    ``directory``, else its one ``*.nslab.yaml``."""
+    from ..errors import UserError
+
+    if file is not None:
+        if file != "-" and not os.path.exists(file):
+            raise UserError(f"no lab file {file}")
+        return file
+    for name in DEFAULT_FILES:
+        if os.path.exists(os.path.join(directory, name)):
+            return name if directory == "." else os.path.join(directory, name)
+    found = sorted(n for n in os.listdir(directory) if n.endswith(".nslab.yaml"))
+    if len(found) == 1:
+        return found[0] if directory == "." else os.path.join(directory, found[0])
+    if found:
+        raise UserError(f"several lab files here ({', '.join(found)}): pick one with -f FILE")
+    raise UserError("no lab file here (nslab.yaml, nslab.yml or one *.nslab.yaml): pass -f FILE")
 
 
 def down(lab: str) -> None:
@@ -39,21 +222,26 @@ def down(lab: str) -> None:
         print(f"lab {lab} was not up; nothing to do")
 
 
-def _reporting(action: Callable[[], None]) -> int:
-    """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines."""
+def _reporting(action: Callable[[], int | None], partial: bool = False) -> int:
+    """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines; the action's
+    own exit status when ``partial``."""
     from ..errors import NslabError
 
     try:
-        action()
+        code = action()
     except NslabError as exc:
         for line in exc.lines():
             sys.stderr.write(f"nslab: {line}\n")
         return exc.exit_code
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # (what was half-made is rolled back by then), said as the click path says it
         from . import Terminated
 
-        return 128 + exc.signum if isinstance(exc, Terminated) else 130
-    return 0
+        if isinstance(exc, Terminated):
+            sys.stderr.write(f"nslab: stopped by signal {exc.signum}\n")
+            return 128 + exc.signum
+        sys.stderr.write("nslab: aborted\n")
+        return 130
+    return (code or 0) if partial else 0
 
 
 def _exec(text: str, rest: list[str]) -> int | None:

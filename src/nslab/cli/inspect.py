@@ -33,7 +33,8 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
     """
     from ..doctor import diagnose, report
     from ..linux import require_root
-    from .labs import _output, _print_doc
+    from .fast import print_doc as _print_doc
+    from .labs import _output
 
     output = _output(output, as_json, False)
     require_root("doctor looks inside the hosts' namespaces")

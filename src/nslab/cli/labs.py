@@ -1,45 +1,18 @@
 """Lab verbs: ``up``, ``down``, ``status`` (``exec`` and ``shell`` live in :mod:`nslab.cli.targets`).
 
-Logic lives in :mod:`nslab.lab`; this module parses options and renders (tables via
-:mod:`nslab.cli.render`).
+Logic lives in :mod:`nslab.lab`; this module parses options. The plain forms run without click from
+:mod:`nslab.cli.fast`, and these commands call the same functions there (tables via :mod:`nslab.cli.render`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import TYPE_CHECKING, Any
-
 import click
 
-from ..errors import NslabError, UserError
 from . import complete
-
-if TYPE_CHECKING:
-    from ..lab import Lab
+from .fast import find_lab_file, print_doc
 
 DEFAULT_FILE = "nslab.yaml"
-#: Looked for in this order when no -f is given (as compose and containerlab do); then one ``*.nslab.yaml``.
-DEFAULT_FILES = ("nslab.yaml", "nslab.yml")
 FILE_HELP = "The lab file ('-': standard input). Default: nslab.yaml, nslab.yml, or the one *.nslab.yaml here."
-
-
-def find_lab_file(file: str | None, directory: str = ".") -> str:
-    """The lab file to use: ``file`` as given (``-`` is stdin), else the first of :data:`DEFAULT_FILES` in
-    ``directory``, else its one ``*.nslab.yaml``."""
-    if file is not None:
-        if file != "-" and not os.path.exists(file):
-            raise UserError(f"no lab file {file}")
-        return file
-    for name in DEFAULT_FILES:
-        if os.path.exists(os.path.join(directory, name)):
-            return name if directory == "." else os.path.join(directory, name)
-    found = sorted(n for n in os.listdir(directory) if n.endswith(".nslab.yaml"))
-    if len(found) == 1:
-        return found[0] if directory == "." else os.path.join(directory, found[0])
-    if found:
-        raise UserError(f"several lab files here ({', '.join(found)}): pick one with -f FILE")
-    raise UserError("no lab file here (nslab.yaml, nslab.yml or one *.nslab.yaml): pass -f FILE")
 
 
 def lab_name_from(file: str | None) -> str:
@@ -49,22 +22,7 @@ def lab_name_from(file: str | None) -> str:
     return name_of(find_lab_file(file))
 
 
-def _load(file: str | None, check: bool = True) -> Lab:
-    from ..lab import Lab
-
-    return Lab.load(find_lab_file(file), check=check)  # "-": standard input, reported as <stdin>
-
-
 OUTPUT = click.Choice(["table", "wide", "json", "yaml"])
-
-
-def _print_doc(doc: object, output: str) -> None:
-    if output == "json":
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        import yaml
-
-        click.echo(yaml.safe_dump(doc, sort_keys=False).rstrip("\n"))
 
 
 def _output(output: str | None, as_json: bool, wide: bool) -> str:
@@ -86,17 +44,22 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
     each host's /etc/netns files and hostname, and starts its services. A host with image: is a Docker
     container (created with no network, labelled with the lab, then wired like any host). Prints what
-    changed, every warning, and the lab's hosts.
+    changed, every warning, and the lab's hosts. A lab file that passed every check is kept checked under
+    /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
+    from .. import speccache
     from ..linux import require_root
-    from . import render
+    from . import fast, render
 
     require_root("up creates namespaces, links and firewall rules")
     output = _output(output, as_json, wide)
-    lab = _load(file, check=False)  # up checks it whole under the machine lock
     machine_readable = output in ("json", "yaml")
-    with render.progress(enabled=not machine_readable and not dry_run and not quiet) as bar:
-        result = lab.up(dry_run=dry_run, progress=bar)
+    if not machine_readable and not dry_run:
+        fast.up(file, quiet=quiet, wide=output == "wide")  # (what `nslab up` runs without click)
+        return
+    path = find_lab_file(file)  # "-": standard input, reported as <stdin>
+    with render.progress(enabled=False) as bar:
+        lab, result = speccache.up(path, dry_run=dry_run, progress=bar)  # checked whole under the machine lock
     render.warnings(result.warnings)
     if dry_run:
         commands = result.commands()
@@ -110,14 +73,7 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     if machine_readable:
         from ..lab import status
 
-        _print_doc(status(lab.name), output)
-        return
-    if quiet:
-        return
-    render.changes(result.changes())
-    for line in result.repairs:
-        click.echo(f"{'repaired' if result.applied else 'not repaired'}: {line}")
-    render.up_table(result.lab, changed=result.applied, wide=output == "wide")
+        print_doc(status(lab.name), output)
 
 
 @click.command()
@@ -155,95 +111,16 @@ def status(lab_name: str | None, file: str | None, output: str | None, as_json: 
     Exits 1 when the machine differs from any lab as nslab made it (each difference is named; `nslab up`
     repairs them), 0 when everything is as planned.
     """
-    from ..lab import status as lab_status
+    from .fast import status as show_status
 
     output = _output(output, as_json, wide)
-    lab_name, host = _status_target(lab_name, file)
-    if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
-        return
-    doc = _read_status(lab_status, lab_name)
-    if host is not None:
-        _only_host(doc, host)
-    if quiet:
-        for lab in doc["labs"]:
-            click.echo(lab["name"])
-    elif output in ("json", "yaml"):
-        _print_doc(doc, output)
-    else:
-        from . import render
-
-        render.status(doc, wide=output == "wide", host=host)
-    for problem in doc.get("damaged", []):  # labs whose state cannot be read: one line each, exit 1
-        click.echo(f"nslab: {problem}", err=True)
-    drifted = [f"{lab['name']} ({len(lab['drift'])})" for lab in doc["labs"] if lab.get("drift")]
-    if drifted:  # exit 1, named (`nslab up` repairs it)
-        raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
-    if doc.get("damaged"):
-        raise click.exceptions.Exit(1)
-
-
-def _status_target(lab_name: str | None, file: str | None) -> tuple[str | None, str | None]:
-    """(lab or None for every lab, host or None) from ``[LAB | LAB/HOST]`` or ``-f FILE``."""
     if file is not None:
         if lab_name is not None:
             raise click.UsageError("give either LAB or -f FILE, not both")
         lab_name = lab_name_from(file)
-    host = None
-    if lab_name is not None and "/" in lab_name:
-        lab_name, host = lab_name.split("/", 1)
-        if not lab_name or not host or "/" in host:
-            raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
-    return lab_name, host
-
-
-def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
-    """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
-    no such lab is up, which needs no root to say (the usual path says it)."""
-    from ..errors import EnvironmentProblem
-    from ..state import visible_labs
-
-    labs = [name for name in visible_labs() if lab_name in (None, name)]
-    if not labs:
-        return False
-    if quiet:
-        for name in labs:
-            click.echo(name)
-        return True
-    seen = f"lab {lab_name} is up" if lab_name is not None else f"labs up: {', '.join(labs)}"
-    raise EnvironmentProblem(
-        "status needs root for the details (the labs' state under /run/nslab is readable by root only, and "
-        f"looking inside the hosts' namespaces needs CAP_SYS_ADMIN): run it with sudo ({seen})")
-
-
-def _read_status(read: Any, lab_name: str | None) -> dict[str, Any]:
-    """The status document; as non-root, what cannot be read says why root is needed."""
-    from ..errors import EnvironmentProblem
-
-    try:
-        doc: dict[str, Any] = read(lab_name)
-    except (NslabError, OSError) as exc:
-        if os.geteuid() == 0 or isinstance(exc, UserError):
-            raise
-        raise EnvironmentProblem("status needs root to look inside the hosts' namespaces (entering a network "
-                                 "namespace needs CAP_SYS_ADMIN): run it with sudo") from None
-    return doc
-
-
-def _only_host(doc: dict[str, Any], host: str) -> None:
-    """Keep one host in the status document (its services and ports too)."""
-    for lab in doc["labs"]:
-        hosts = [h for h in lab["hosts"] if h["name"] == host]
-        if not hosts:
-            raise UserError(f"lab '{lab['name']}' has no host '{host}' (hosts: "
-                            f"{', '.join(h['name'] for h in lab['hosts']) or 'none'})")
-        lab["hosts"] = hosts
-        lab["links"] = [lk for lk in lab.get("links", []) if host in lk["endpoints"]]
-        setup = lab.get("hostsetup") or {}
-        if "services" in setup:
-            setup["services"] = [s for s in setup["services"] if s.get("host") == host]
-        fw = lab.get("firewall") or {}
-        if "ports" in fw:
-            fw["ports"] = [p for p in fw["ports"] if p.get("host") == host]
+    code = show_status(lab_name, output, quiet=quiet)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 def register(group: click.Group) -> None:

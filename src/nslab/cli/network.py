@@ -53,7 +53,8 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     from ..check import check as run_check
     from ..linux import require_root
     from . import render
-    from .labs import _output, _print_doc
+    from .fast import print_doc as _print_doc
+    from .labs import _output
 
     output = _output(output, as_json, False)
     require_root("check sends probes from inside the hosts' namespaces")

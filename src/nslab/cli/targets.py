@@ -171,7 +171,8 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
     kernel shows anyone (names, your processes, this machine's interfaces).
     """
     from ..discover import list_namespaces
-    from .labs import _output, _print_doc
+    from .fast import print_doc
+    from .labs import _output
 
     output = _output(output, as_json, False)
     if os.geteuid() != 0:  # what the kernel shows anyone: the names, one's own processes, this namespace
@@ -180,7 +181,7 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
                    "hosts need root: sudo nslab ls)", err=True)
     spaces = list_namespaces()
     if output in ("json", "yaml"):
-        _print_doc({"version": 1, "namespaces": spaces}, output)
+        print_doc({"version": 1, "namespaces": spaces}, output)
         return
     if quiet:
         for ns in spaces:

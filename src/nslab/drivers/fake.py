@@ -7,6 +7,7 @@ Each keeps what it was asked to make in plain sets and dicts, and can be told to
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -89,6 +90,9 @@ class FakeKernel(_Failing):
 
     def machine_links(self) -> list[LinkInfo]:
         return self.owned_links()
+
+    def observing(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     def machine_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
         return []

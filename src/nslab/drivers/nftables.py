@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
-import subprocess
 from typing import Any
 
 from ..errors import EnvironmentProblem, FirewallError
@@ -75,6 +73,9 @@ class Nft:
         return out
 
     def _subprocess(self, text: str, json_output: bool) -> str:
+        import shutil
+        import subprocess
+
         nft = shutil.which("nft")
         if nft is None:
             raise EnvironmentProblem(f"neither libnftables.so.1 ({_lib_error}) nor the nft command is available")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -188,6 +187,8 @@ def is_alive(pid: int | None, started: int | None) -> bool:
 # --- the supervisor, seen from `up` and `down` -----------------------------------------------------
 def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> dict[str, Any]:
     """Write the config, start ``python -m nslab.supervise LAB`` detached; return once it is ready."""
+    import subprocess
+
     from ..errors import KernelError
 
     files.private_dir(paths.lab_dir(lab))

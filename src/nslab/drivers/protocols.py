@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..model import Host, Lab, Link, Network, Route
@@ -19,6 +20,7 @@ class Kernel(Protocol):
     """Namespaces, bridges, veths, addresses and routes (drivers/netlink.py)."""
 
     def close(self) -> None: ...
+    def observing(self) -> AbstractContextManager[None]: ...  # reads inside are of one unchanging machine
     def owned_links(self) -> list[LinkInfo]: ...
     def named_namespaces(self) -> frozenset[str]: ...
     def machine_networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]: ...

@@ -16,8 +16,6 @@ Replaces: ``tc -n NS qdisc replace dev IF root tbf ...``, ``ip netns exec NS nft
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import time
 from typing import Any
@@ -63,6 +61,8 @@ class LiveShaper:
         self._has: dict[str, bool] = {}
 
     def has(self, module: str) -> bool:
+        import shutil
+
         if module not in self._has:
             self._has[module] = kernel_has(module) and (module != NFQUEUE or shutil.which(IPTABLES) is not None)
         return self._has[module]
@@ -100,6 +100,8 @@ class LiveShaper:
     def _iptables(self, namespace: str, lines: list[str] | None, family: str = "ip") -> str:
         """``iptables-nft-restore --noflush`` of ``lines`` inside the host; None: ``iptables-nft-save -t mangle``
         (``ip6tables-…`` for ``family`` ip6)."""
+        import subprocess
+
         prefix = "ip6" if family == "ip6" else "ip"
         tool = f"{prefix}tables-nft-restore" if lines is not None else f"{prefix}tables-nft-save"
         argv = ["ip", "netns", "exec", namespace, tool, *(["--noflush"] if lines is not None else ["-t", "mangle"])]
@@ -110,6 +112,9 @@ class LiveShaper:
         return result.stdout
 
     def tc(self, namespace: str | None, lines: list[str]) -> None:
+        import shutil
+        import subprocess
+
         tc = shutil.which("tc")
         if tc is None:
             raise EnvironmentProblem("the tc command is missing (apt-get install iproute2)")
@@ -120,6 +125,8 @@ class LiveShaper:
             raise KernelError(f"tc{where}: {result.stderr.strip() or 'failed'}")
 
     def qdiscs(self, namespace: str | None) -> str:
+        import subprocess
+
         argv = ["tc", *(["-n", namespace] if namespace else []), "qdisc", "show"]
         return subprocess.run(argv, capture_output=True, text=True).stdout
 
@@ -134,6 +141,8 @@ class LiveShaper:
         return linux.in_thread(work, "nslab-nft")
 
     def start_delayer(self, lab: str, config: dict[str, Any], wait: float = 10.0) -> None:
+        import subprocess
+
         os.makedirs(paths.logs_dir(lab), exist_ok=True)
         files.write_json(paths.delayer_config(lab), config)
         status_file = paths.delayer_status(lab)

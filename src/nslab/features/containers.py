@@ -67,7 +67,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
     spec = ctx.lab.spec
     if spec is None:
         return []
-    from ..spec import field_path
+    from ..errors import field_path
 
     problems: list[Problem] = []
 
@@ -89,7 +89,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
 
 def _docker_problems(ctx: ValidateContext, hosts: list[Host]) -> list[Problem]:
     """Docker answers, each image is there (or may be pulled), no foreign container has a host's name."""
-    from ..spec import field_path
+    from ..errors import field_path
 
     assert ctx.drivers is not None
     docker = ctx.drivers.docker

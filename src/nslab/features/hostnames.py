@@ -39,7 +39,7 @@ class HostnamesRecord(Value):
 
 
 def validate(ctx: ValidateContext) -> list[Problem]:
-    from ..spec import field_path
+    from ..errors import field_path
 
     problems = []
     for name, host in ctx.lab.hosts.items():

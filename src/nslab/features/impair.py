@@ -70,7 +70,7 @@ def entry(spec: Any, source: str) -> Entry:
 
 # --- validation ----------------------------------------------------------------------------------------
 def validate(ctx: ValidateContext) -> list[Problem]:
-    from ..spec import field_path
+    from ..errors import field_path
 
     problems = []
     spec = ctx.lab.spec
@@ -285,7 +285,9 @@ def delayer_queues(lab: Lab, record: ImpairRecord, netem: bool) -> tuple[tuple[s
 def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers,
                 fresh: frozenset[str] = frozenset()) -> list[Action]:
     """Actions from ``old`` to ``new``; hosts in ``fresh`` (just (re)created) start with nothing."""
-    netem = drivers.shaper.has(NETEM)
+    # (only a delay asks the kernel: that reads /proc/config.gz and looks for iptables, on every up)
+    delays = any(e["delay"] or e["jitter"] for record in (old, new) for _, _, e in record.entries())
+    netem = delays and drivers.shaper.has(NETEM)
     queues, old_queues = delayer_queues(lab, new, netem), delayer_queues(lab, old, netem)
     running = old_queues and drivers.shaper.delayer_running(lab.name)
     actions: list[Action] = []

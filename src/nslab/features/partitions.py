@@ -133,7 +133,7 @@ def problems_of(lab: Lab, a: str, b: str) -> list[str]:
 
 
 def validate(ctx: ValidateContext) -> list[Problem]:
-    from ..spec import field_path
+    from ..errors import field_path
 
     spec = ctx.lab.spec
     problems = []

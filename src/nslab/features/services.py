@@ -44,7 +44,7 @@ class ServicesRecord(Value):
 
 
 def validate(ctx: ValidateContext) -> list[Problem]:
-    from ..spec import field_path
+    from ..errors import field_path
 
     spec = ctx.lab.spec
     problems = []

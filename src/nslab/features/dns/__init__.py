@@ -51,7 +51,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
     spec = ctx.lab.spec
     if spec is None:
         return []
-    from ...spec import field_path
+    from ...errors import field_path
     from . import render
 
     problems: list[Problem] = []

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import publish
-from ...errors import Problem
+from ...errors import Problem, field_path
 from ...model import IPv4Addr, Lab
-from ...spec import SourceMap, field_path
 from ...values import Value, field
 from .record import FirewallRecord
+
+if TYPE_CHECKING:  # (spec.py means pydantic: a lab read from speccache.py has a SourceMap look-alike)
+    from ...spec import SourceMap
 
 Listener = tuple[str, "IPv4Addr | None", int, int]  # (proto, address or None = any, port, socket inode)
 

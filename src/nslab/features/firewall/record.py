@@ -117,7 +117,7 @@ def docker_port_lines(p: PublishedPort, with_port: bool = True) -> list[str]:
 
 def desired(lab: Lab) -> FirewallRecord:
     """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
-    from ...spec import field_path
+    from ...errors import field_path
 
     networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
                 for n in lab.networks.values()]
