@@ -704,16 +704,17 @@ class NetlinkKernel:
 def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
     """A container host's namespace exists: named by its start (features/containers.py); opened, not made.
     It gets the defaults a light host's namespace is made with (create_namespaces), before its interfaces:
-    no automatic IPv6 link-local address, and on a dual-stack host addresses kept when an interface goes down
-    and no DAD delay."""
+    no automatic IPv6 link-local address, and on a dual-stack host IPv6 on, addresses kept when an interface
+    goes down and no DAD delay."""
     opened: dict[str, Namespace] = {}
     try:
         for h in hosts:
             if h.container is not None:
                 ns = opened[h.namespace] = open_namespace(h.namespace)
                 defaults = [("net.ipv6.conf.default.addr_gen_mode", "1")]
-                if any(i.address6 for i in h.interfaces):
-                    defaults += [("net.ipv6.conf.default.keep_addr_on_down", "1"),
+                if any(i.address6 for i in h.interfaces):  # (Docker turns IPv6 off in a --network none container)
+                    defaults += [("net.ipv6.conf.all.disable_ipv6", "0"), ("net.ipv6.conf.default.disable_ipv6", "0"),
+                                 ("net.ipv6.conf.default.keep_addr_on_down", "1"),
                                  ("net.ipv6.conf.default.accept_dad", "0")]
                 try:
                     _set_defaults_in(ns, defaults)
