@@ -1,12 +1,15 @@
-"""Thin ctypes wrappers for the syscalls Python 3.11 lacks: setns, unshare, mount, umount2, inotify.
+"""Thin wrappers for the libc calls Python 3.11 lacks: setns, unshare, mount, umount2, sethostname, inotify.
 
 Owns nothing but the syscall boundary; every failure becomes an ``OSError`` with errno, so callers convert
-it into the nslab error tree. Kept free of heavy imports: the ``exec`` path uses it.
+it into the nslab error tree. Kept free of heavy imports: the ``exec`` path uses it. So the functions are
+made from ctypes' C half (``_ctypes``) alone, declared the way ``ctypes.CDLL(None, use_errno=True)`` declares
+them: importing ``ctypes`` itself (its Python half: the type zoo, ``struct``, ``ctypes._endian``) cost ~3 ms
+of the ~16 ms of a whole ``nslab exec`` (tests/unit/test_linux_calls.py checks them against ctypes).
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms): `nslab exec` imports this
@@ -47,14 +50,58 @@ NS_TYPES = {
     "user": CLONE_NEWUSER,
 }
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
+    _type_ = "i"
+
+
+class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_ulong
+    _type_ = "L"
+
+
+class _CharP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_char_p
+    _type_ = "z"
+
+
+class _VoidP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_void_p
+    _type_ = "P"
+
+
+class _Function(_ctypes.CFuncPtr):  # what CDLL(None, use_errno=True) makes: cdecl, errno kept, int result
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _Libc:
+    # the process itself, libc included (ctypes' CDLL(None); typeshed omits dlopen's None)
+    _handle = _ctypes.dlopen(None, 0)  # type: ignore[arg-type]
+
+
+def _libc_function(name: str, *argtypes: type) -> _Function:
+    function = _Function((name, _Libc))  # type: ignore[arg-type]  # (any object with _handle, as CDLL)
+    if argtypes:
+        function.argtypes = argtypes
+    return function
+
+
+class _Calls:
+    """The libc functions, each looked up on first use."""
+
+    def __getattr__(self, name: str) -> _Function:
+        function = _libc_function(name, *_ARGTYPES.get(name, ()))
+        setattr(self, name, function)
+        return function
+
+
+_ARGTYPES: dict[str, tuple[type, ...]] = {
+    "mount": (_CharP, _CharP, _CharP, _ULong, _VoidP),
+    "umount2": (_CharP, _Int),
+}
+_libc = _Calls()
 
 
 def _check(result: int, what: str, target: str = "") -> None:
     if result != 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", target or None)
 
 

@@ -2,7 +2,7 @@
 what it does not need (pydantic + PyYAML ~200 ms, click ~30 ms, rich ~40 ms: more than the work itself).
 
 - ``exec``: the CLI's fast path and the modules that enter a namespace: none of the heavy libraries, nor
-  typing, re, json, threading, subprocess, dataclasses (see cli/fast.py);
+  typing, re, json, threading, subprocess, dataclasses, ctypes (linux.py uses _ctypes; see cli/fast.py);
 - ``up`` of a lab file kept by speccache.py (a new lab and an unchanged one) and ``down``, over the fakes:
   no pydantic, PyYAML, click or rich, nor subprocess, shutil, pathlib or hashlib;
 - ``status`` and ``status --json``: no pydantic, PyYAML, click or rich.
@@ -23,7 +23,7 @@ import pytest
 HEAVY = ("pydantic", "pydantic_core", "yaml", "click", "rich", "annotated_types")
 #: what up and down of a kept lab file do not run either (no command is spawned; no tree is copied)
 UPDOWN_NEVER = (*HEAVY, "subprocess", "shutil", "pathlib", "hashlib")
-EXEC_NEVER = (*HEAVY, "typing", "re", "json", "threading", "subprocess", "dataclasses", "ipaddress")
+EXEC_NEVER = (*HEAVY, "typing", "re", "json", "threading", "subprocess", "dataclasses", "ipaddress", "ctypes")
 
 LAB = """\
 name: budget
