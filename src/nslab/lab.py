@@ -16,10 +16,8 @@ unit tests replace with fakes (``drivers.fake.fake_drivers()``).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import features, nsenter, paths, state
@@ -30,6 +28,7 @@ from .model import Lab as ResolvedLab
 from .model import Occupied
 from .naming import parse_owner
 from .plan import Action, Plan
+from .values import Value, field, replace
 from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
@@ -42,14 +41,13 @@ if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a fi
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass
-class UpResult:
+class UpResult(Value):
     lab: ResolvedLab
     plan: Plan
     applied: bool
     previous: ResolvedLab | None = None  # the lab as it was up before (None: a new lab)
     warnings: tuple[str, ...] = ()  # every warning of the features (e.g. the FORWARD policy)
-    repairs: list[str] = dataclasses.field(default_factory=list)  # drift this run repairs (see drift.py)
+    repairs: list[str] = field(default_factory=list)  # drift this run repairs (see drift.py)
 
     def commands(self) -> list[str]:
         """The whole change as commands a person would type (``up --dry-run``)."""
@@ -192,7 +190,7 @@ class Lab:
 
             resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
                                              **ula)
-            resolved = dataclasses.replace(resolved, source=self.path)
+            resolved = replace(resolved, source=self.path)
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
         problems += [p for module in features.modules() for p in module.validate(ctx)]
         if drivers is not None:
@@ -476,13 +474,12 @@ def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState 
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Marked:
+class _Marked(Value):
     """What the kernel shows of a lab by its ownership marks."""
 
-    bridges: set[str] = dataclasses.field(default_factory=set)
-    namespaces: set[str] = dataclasses.field(default_factory=set)  # named, with a marked host veth
-    orphans: list[str] = dataclasses.field(default_factory=list)  # host veths whose namespace lost its name
+    bridges: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)  # named, with a marked host veth
+    orphans: list[str] = field(default_factory=list)  # host veths whose namespace lost its name
 
     def __bool__(self) -> bool:
         return bool(self.bridges or self.namespaces or self.orphans)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from .naming import OWNER_PREFIX, blake2s, bridge_name, host_veth_name, namespace_name, owner_alias, short_hash
+from .values import Value, field
 
 __all__ = [  # the naming rules are re-exported: resolve and the drivers take them from the model
     "OWNER_PREFIX", "blake2s", "bridge_name", "host_veth_name", "namespace_name", "owner_alias", "short_hash",
@@ -23,16 +23,14 @@ IPv6Net = ipaddress.IPv6Network
 IPv6Addr = ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class Occupied:
+class Occupied(Value):
     """An IPv4 or IPv6 range already in use on the machine, and who uses it (for the error message)."""
 
     network: IPv4Net | IPv6Net
     owner: str
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(Value):
     name: str
     bridge: str
     subnet: IPv4Net
@@ -43,8 +41,7 @@ class Network:
     nat6: bool = True  # IPv6 egress masqueraded (else routed)
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(Value):
     """An interface inside a host: on a network (veth to the bridge) or one end of a link."""
 
     name: str
@@ -57,8 +54,7 @@ class Interface:
     address6: ipaddress.IPv6Interface | None = None  # on a dual-stack network
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(Value):
     """A static route inside a host: ``ip route add TO via VIA proto static`` (IPv4, or IPv6 on dual-stack
     networks; both ends of one family)."""
 
@@ -66,8 +62,7 @@ class Route:
     via: IPv4Addr | IPv6Addr
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Value):
     """A host that is a Docker container (``hosts.NAME.image``): what it is created from. Any change of these
     recreates the container (and re-wires it); ``pull`` only says whether a missing image may be pulled."""
 
@@ -81,8 +76,7 @@ class Container:
     pull: bool = field(default=False, compare=False)
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(Value):
     name: str
     namespace: str
     interfaces: tuple[Interface, ...]
@@ -97,8 +91,7 @@ class Host:
         return next((i for i in self.interfaces if i.network == network), None)
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(Value):
     """A veth pair between two hosts; ``a`` creates it with the peer inside ``b``."""
 
     a: str
@@ -114,8 +107,7 @@ class Link:
     b_address6: ipaddress.IPv6Interface | None = None
 
 
-@dataclass(frozen=True)
-class Lab:
+class Lab(Value):
     name: str
     source: str
     networks: Mapping[str, Network]

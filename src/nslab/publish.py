@@ -20,7 +20,8 @@ Differences from Docker, on purpose:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+
+from .values import Value
 
 PROTOCOLS = ("tcp", "udp")
 PICK = 0  # host_port of a mapping whose host port is picked at ``up``
@@ -32,8 +33,7 @@ class PublishSyntaxError(ValueError):
     """A publish string that cannot be understood; the message is meant for the user."""
 
 
-@dataclass(frozen=True)
-class Mapping:
+class Mapping(Value):
     """One published port: ``host_ip:host_port/proto`` on the machine -> ``port`` of the lab host."""
 
     host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address  # 0.0.0.0 / :: = every address of that family

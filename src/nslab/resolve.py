@@ -30,7 +30,6 @@ together as :class:`~nslab.errors.ResolveError`.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,6 +52,7 @@ from .model import (
 )
 from .naming import blake2s, bridge_name, host_veth_name, namespace_name
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap
+from .values import replace
 
 #: Automatic network subnets are /24s carved from this pool.
 DEFAULT_POOL = IPv4Net("10.213.0.0/16")
@@ -279,7 +279,7 @@ class _Resolution:
             if subnet is None:
                 continue
             gateway = ipaddress.IPv6Interface(f"{subnet[1]}/{subnet.prefixlen}")
-            self.networks[name] = dataclasses.replace(self.networks[name], subnet6=subnet, gateway6=gateway,
+            self.networks[name] = replace(self.networks[name], subnet6=subnet, gateway6=gateway,
                                                       nat6=net.nat6)
 
     def _subnet6(self, loc: tuple[Any, ...], owner: str, written: IPv6Net | None, before: str | None

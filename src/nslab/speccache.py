@@ -226,13 +226,12 @@ class Entry:
 
     def resolved(self, inputs: str, spec: Any) -> ResolvedLab | None:
         """The lab as resolved with these inputs (None: never resolved so)."""
-        import dataclasses
-
         from .state import lab_from_dict
+        from .values import replace
 
         for variant in self.data["variants"]:
             if variant["inputs"] == inputs:
-                return dataclasses.replace(lab_from_dict(variant["lab"]), spec=spec)
+                return replace(lab_from_dict(variant["lab"]), spec=spec)
         return None
 
 

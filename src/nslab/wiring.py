@@ -403,7 +403,7 @@ class RemoveBridgesLater(Action):
     a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
 
     bridges: tuple[str, ...]
-    pending: list[object] = field(default_factory=list, compare=False, hash=False)
+    pending: list[object] = field(default_factory=list, compare=False)  # (nor in hash)
 
     def commands(self) -> list[str]:
         return [f"ip link del {b}" for b in self.bridges]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from nslab.values import Value, field
+from nslab.values import Value, field, replace
 
 
 class Point(Value):
@@ -65,3 +65,40 @@ def test_bad_construction_is_a_type_error_like_dataclasses(args, kwargs, message
         Point(*args, **kwargs)
     with pytest.raises(TypeError):
         DataPoint(*args, **kwargs)
+
+
+class Tagged(Value):
+    name: str
+    note: str = field(default="", compare=False)
+    secret: str = field(default="", repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataTagged:
+    name: str
+    note: str = dataclasses.field(default="", compare=False)
+    secret: str = dataclasses.field(default="", repr=False)
+
+
+def test_compare_and_repr_options_match_dataclasses():
+    a, b = Tagged("x", note="one", secret="s"), Tagged("x", note="two", secret="s")
+    da, db = DataTagged("x", note="one", secret="s"), DataTagged("x", note="two", secret="s")
+    assert (a == b) == (da == db) is True and (hash(a) == hash(b)) == (hash(da) == hash(db)) is True
+    ours = Tagged("x", secret="a") == Tagged("x", secret="b")
+    assert ours == (DataTagged("x", secret="a") == DataTagged("x", secret="b")) is False
+    assert repr(a) == repr(da).replace("DataTagged", "Tagged")
+
+
+def test_replace_matches_dataclasses():
+    ours = replace(Point3(1, 2, ["t"], 3), y=5)
+    theirs = dataclasses.replace(DataPoint3(1, 2, ["t"], 3), y=5)
+    assert repr(ours) == repr(theirs).replace("DataPoint3", "Point3")
+
+
+def test_a_field_without_default_is_required():
+    class Needs(Value):
+        must: int = field(compare=False)
+
+    with pytest.raises(TypeError):
+        Needs()
+    assert Needs(1).must == 1

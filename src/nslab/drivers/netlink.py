@@ -31,13 +31,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from .. import linux
 from ..errors import KernelError
 from ..model import Host, Lab, Link, Network, Route
 from ..naming import LINK_GROUP, OWNER_PREFIX, mac_address, owner_alias
 from ..paths import NETNS_DIR, netns_path
+from ..values import Value
 from . import rtnl
 from .rtnl import (
     Batch,
@@ -59,8 +59,7 @@ from .rtnl import (
 )
 
 
-@dataclass
-class Namespace:
+class Namespace(Value):
     """An open named namespace: its nsfs fd (for IFLA_NET_NS_FD) and a netlink socket inside it."""
 
     name: str

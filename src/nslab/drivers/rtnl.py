@@ -23,9 +23,9 @@ import os
 import socket
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from ..errors import KernelError
+from ..values import Value, field
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
@@ -98,8 +98,7 @@ def open_socket() -> socket.socket:
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Batch:
+class Batch(Value):
     """Many netlink requests sent together; :meth:`commit` drains every ACK and reports all failures."""
 
     messages: list[tuple[bytes, str]] = field(default_factory=list)
@@ -314,8 +313,7 @@ def delete_route(batch: Batch, to: Net, gateway: Addr, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LinkInfo:
+class LinkInfo(Value):
     index: int
     name: str
     kind: str
@@ -329,8 +327,7 @@ class LinkInfo:
     group: int = 0  # IFLA_GROUP: nslab's links are in naming.LINK_GROUP from their creation
 
 
-@dataclass(frozen=True)
-class RouteInfo:
+class RouteInfo(Value):
     destination: ipaddress.IPv4Network
     gateway: str | None
     device: str
