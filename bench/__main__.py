@@ -23,6 +23,7 @@ from pathlib import Path
 from statistics import median
 
 from bench import peers
+from bench.peers import fmt_time  # (one formatter for both tables)
 from bench.rows import RESULT_MARK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,14 +111,6 @@ def run_row(row: str, module: str = "bench.rows", **kwargs: object) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Rendering
 # ------------------------------------------------------------------------------------------------
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.001:
-        return f"{seconds * 1000:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
 
 
 def fmt_ratio(x: float) -> str:

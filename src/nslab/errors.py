@@ -22,6 +22,10 @@ A :class:`Problem` is one line of a report: where (file:line, field path) and wh
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` imports this module
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def field_path(loc: tuple[object, ...]) -> str:
     """``('hosts', 'web1', 'publish', 0)`` -> ``hosts.web1.publish[0]`` (a :class:`Problem`'s field)."""
@@ -32,6 +36,30 @@ def field_path(loc: tuple[object, ...]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+class SourceLines:
+    """Where each field of a lab file was written: field path (tuple of keys and indexes) -> line. Built from
+    the YAML by spec.SourceMap, or from speccache's kept entry (no YAML needed to report a problem's line)."""
+
+    def __init__(self, lines: dict[tuple[Any, ...], int] | None = None):
+        self._lines = lines or {}
+
+    def alias(self, written: tuple[Any, ...], made: tuple[Any, ...]) -> None:
+        """Lines of what was written under ``written`` also answer for ``made`` (hosts made by ``count:``)."""
+        n = len(written)
+        for path, line in list(self._lines.items()):
+            if path[:n] == written:
+                self._lines.setdefault(made + path[n:], line)
+
+    def line(self, path: tuple[Any, ...]) -> int | None:
+        # Walk up until some ancestor has a line: a missing field is reported at its parent.
+        while True:
+            if path in self._lines:
+                return self._lines[path]
+            if not path:
+                return None
+            path = path[:-1]
 
 
 class Problem:

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import Problem, SpecError, field_path
+from .errors import Problem, SourceLines, SpecError, field_path
 
 #: libyaml's parser when PyYAML was built with it (~10x faster on a 1000-host file); its nodes carry the same
 #: line marks.
@@ -488,27 +488,8 @@ class LabSpec(_WithDns):
         return value
 
 
-class SourceMap:
-    """Maps a field path (tuple of keys and indexes) to the line it was written on."""
-
-    def __init__(self, lines: dict[tuple[Any, ...], int] | None = None):
-        self._lines = lines or {}
-
-    def alias(self, written: tuple[Any, ...], made: tuple[Any, ...]) -> None:
-        """Lines of what was written under ``written`` also answer for ``made`` (hosts made by ``count:``)."""
-        n = len(written)
-        for path, line in list(self._lines.items()):
-            if path[:n] == written:
-                self._lines.setdefault(made + path[n:], line)
-
-    def line(self, path: tuple[Any, ...]) -> int | None:
-        # Walk up until some ancestor has a line: a missing field is reported at its parent.
-        while True:
-            if path in self._lines:
-                return self._lines[path]
-            if not path:
-                return None
-            path = path[:-1]
+class SourceMap(SourceLines):
+    """Maps a field path (tuple of keys and indexes) to the line it was written on, read from the YAML."""
 
     @classmethod
     def from_node(cls, node: yaml.Node | None) -> SourceMap:

@@ -27,6 +27,7 @@ import json
 import os
 
 from . import paths
+from .errors import SourceLines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -193,27 +194,6 @@ def _decode(value: Any) -> Any:
     return SpecView(value["$model"], {k: _decode(v) for k, v in value["f"].items()}, answers)
 
 
-class Lines:
-    """spec.SourceMap's reading side (field path -> line), without YAML."""
-
-    def __init__(self, lines: dict[tuple[Any, ...], int]) -> None:
-        self._lines = lines
-
-    def alias(self, written: tuple[Any, ...], made: tuple[Any, ...]) -> None:
-        n = len(written)
-        for path, line in list(self._lines.items()):
-            if path[:n] == written:
-                self._lines.setdefault(made + path[n:], line)
-
-    def line(self, path: tuple[Any, ...]) -> int | None:
-        while True:
-            if path in self._lines:
-                return self._lines[path]
-            if not path:
-                return None
-            path = path[:-1]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Entries
 # ---------------------------------------------------------------------------------------------------------
@@ -270,7 +250,7 @@ def load(path: str, drivers: Drivers | None = None) -> Lab | None:
         if data.get("format") != FORMAT:
             return None
         spec = _decode(data["spec"])
-        lines = Lines({tuple(p): line for p, line in data["lines"]})
+        lines = SourceLines({tuple(p): line for p, line in data["lines"]})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     from .lab import Lab

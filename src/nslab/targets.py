@@ -232,44 +232,15 @@ class DockerUnavailable(TargetError):
 
 
 def docker_get(path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """GET ``path`` from the Docker API; (status, decoded JSON). Raises DockerUnavailable."""
-    import http.client
-    import json
-    import socket
+    """GET ``path`` from the Docker API; (status, decoded JSON). Raises DockerUnavailable (a user's target
+    names a container: exit 2). The transport is the Docker driver's (drivers/docker.py)."""
+    from .drivers.docker import DockerUnavailable as Unreachable
+    from .drivers.docker import LiveDocker
 
-    sock_path = docker_socket()
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(sock_path)
-            except OSError:
-                sock.close()
-                raise
-            self.sock = sock
-
-    conn = Connection("localhost", timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": "docker"})
-        response = conn.getresponse()
-        body = response.read()
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise DockerUnavailable(
-            f"Docker is not running (nothing answers on {sock_path}: {exc.strerror}); start dockerd"
-        ) from None
-    except PermissionError:
-        raise DockerUnavailable(f"no permission to use the Docker socket {sock_path} (run as root)") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise DockerUnavailable(f"cannot talk to Docker on {sock_path}: {exc}") from None
-    finally:
-        conn.close()
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
-    return response.status, data
+        return LiveDocker(docker_socket(), timeout).request("GET", path)
+    except Unreachable as exc:
+        raise DockerUnavailable(str(exc)) from None
 
 
 def container(name: str) -> dict[str, Any]:

@@ -139,5 +139,5 @@ def test_docker_not_running_is_one_clear_line(host, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"nslab: Docker is not running (nothing answers on {tmp_path}/nothing.sock: No such file or directory); "
-        "start dockerd"
+        "start dockerd, or point DOCKER_HOST at its socket"
     ]

@@ -54,7 +54,7 @@ class LiveDocker:
         self.timeout = timeout
 
     # -- the transport -------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None, stream: bool = False) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, stream: bool = False) -> tuple[int, Any]:
         import http.client
         import socket
 
@@ -108,19 +108,19 @@ class LiveDocker:
     # -- images --------------------------------------------------------------------------------------------
     def ping(self) -> None:
         """Raise DockerUnavailable (naming the socket) when Docker does not answer."""
-        status, data = self._request("GET", "/_ping")
+        status, data = self.request("GET", "/_ping")
         if status != 200:
             raise DockerUnavailable(f"Docker on {self.socket} answered {status} {self._message(data)}".rstrip())
 
     def image_exists(self, image: str) -> bool:
-        status, data = self._request("GET", f"/images/{quote(image, safe='')}/json")
+        status, data = self.request("GET", f"/images/{quote(image, safe='')}/json")
         if status not in (200, 404):
             raise DockerError(f"docker: cannot inspect image {image}: {status} {self._message(data)}")
         return status == 200
 
     def image_command(self, image: str) -> list[str]:
         """The image's entrypoint and command ([] when it has neither: an image made by ``docker import``)."""
-        status, data = self._request("GET", f"/images/{quote(image, safe='')}/json")
+        status, data = self.request("GET", f"/images/{quote(image, safe='')}/json")
         if status != 200 or not isinstance(data, dict):
             raise DockerError(f"docker: cannot inspect image {image}: {status} {self._message(data)}")
         config = data.get("Config") or {}
@@ -129,7 +129,7 @@ class LiveDocker:
     def pull(self, image: str) -> None:
         repository, tag = _split_image(image)
         query = urlencode({"fromImage": repository, "tag": tag})
-        status, data = self._request("POST", f"/images/create?{query}")
+        status, data = self.request("POST", f"/images/create?{query}")
         text = data if isinstance(data, str) else json.dumps(data)
         if status != 200 or '"error"' in text:
             raise DockerError(f"docker: cannot pull {image}: {self._message(data) or text[-300:]}")
@@ -137,14 +137,14 @@ class LiveDocker:
     # -- containers ----------------------------------------------------------------------------------------
     def create(self, name: str, config: dict[str, Any]) -> str:
         """``docker create --name NAME`` from an Engine API config; returns the container's id."""
-        status, data = self._request("POST", f"/containers/create?{urlencode({'name': name})}", config)
+        status, data = self.request("POST", f"/containers/create?{urlencode({'name': name})}", config)
         if status != 201 or not isinstance(data, dict):
             raise DockerError(f"docker: cannot create container {name}: {self._message(data)}")
         return str(data["Id"])
 
     def start(self, ident: str) -> int:
         """``docker start``; returns the container's init pid."""
-        status, data = self._request("POST", f"/containers/{quote(ident, safe='')}/start")
+        status, data = self.request("POST", f"/containers/{quote(ident, safe='')}/start")
         if status not in (204, 304):
             raise DockerError(f"docker: cannot start container {ident}: {self._message(data)}")
         info = self.inspect(ident)
@@ -161,7 +161,7 @@ class LiveDocker:
         return pid
 
     def inspect(self, ident: str) -> dict[str, Any] | None:
-        status, data = self._request("GET", f"/containers/{quote(ident, safe='')}/json")
+        status, data = self.request("GET", f"/containers/{quote(ident, safe='')}/json")
         if status == 404:
             return None
         if status != 200 or not isinstance(data, dict):
@@ -171,7 +171,7 @@ class LiveDocker:
     def remove(self, ident: str) -> list[str]:
         """``docker rm -f`` (and its anonymous volumes); a container that is not there is no failure."""
         try:
-            status, data = self._request("DELETE", f"/containers/{quote(ident, safe='')}?force=1&v=1")
+            status, data = self.request("DELETE", f"/containers/{quote(ident, safe='')}?force=1&v=1")
         except NslabError as exc:
             return [str(exc)]
         if status in (204, 404):
@@ -183,7 +183,7 @@ class LiveDocker:
     def labelled(self, labels: dict[str, str]) -> list[dict[str, Any]]:
         """``docker ps -a --filter label=K=V ...``: the listing entries (Id, Names, Labels, State, Status)."""
         filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
-        status, data = self._request("GET", f"/containers/json?{urlencode({'all': '1', 'filters': filters})}")
+        status, data = self.request("GET", f"/containers/json?{urlencode({'all': '1', 'filters': filters})}")
         if status != 200 or not isinstance(data, list):
             raise DockerError(f"docker: cannot list containers: {self._message(data)}")
         return data
@@ -202,7 +202,7 @@ class LiveDocker:
             query["since"] = f"{since:.6f}"
         if follow:
             self.timeout = 24 * 3600.0
-        status, handle = self._request("GET", f"/containers/{quote(ident, safe='')}/logs?{urlencode(query)}",
+        status, handle = self.request("GET", f"/containers/{quote(ident, safe='')}/logs?{urlencode(query)}",
                                        stream=True)
         conn, response = handle
         try:
