@@ -41,7 +41,8 @@ def lab_text(hosts: int, networks: int) -> str:
 
 def ping_all() -> float:
     """Every cell of the matrix with one ``ping`` process each, all at once (the tutorials' way)."""
-    from nslab import check, state
+    from nslab.core import state
+    from nslab.tools import check
 
     st = state.LabState.load("bench")
     assert st is not None
@@ -65,7 +66,7 @@ def timed(fn: object) -> float:
 
 
 def measure(hosts: int, networks: int, repeat: int) -> dict[str, float]:
-    from nslab import check
+    from nslab.tools import check
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "nslab.yaml"

@@ -34,21 +34,21 @@ from .errors import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (this package is on the exec path)
 if TYPE_CHECKING:
-    from .discover import list_namespaces
     from .lab import Lab, UpResult, down, status
-    from .nsenter import enter
-    from .throwaway import run
+    from .ns.discover import list_namespaces
+    from .ns.nsenter import enter
+    from .tools.throwaway import run
 
 # Imported on first use (PEP 562): `nslab exec` and `nslab down` import `nslab.*` submodules and must not pay
 # for pydantic/yaml/click through this package's namespace.
 _LAZY = {
-    "list_namespaces": "discover",
+    "list_namespaces": "ns.discover",
     "Lab": "lab",
     "UpResult": "lab",
     "down": "lab",
     "status": "lab",
-    "enter": "nsenter",
-    "run": "throwaway",
+    "enter": "ns.nsenter",
+    "run": "tools.throwaway",
 }
 
 

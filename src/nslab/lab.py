@@ -20,23 +20,25 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import features, nsenter, paths, state
-from .apply import apply, rollback, teardown
+from . import paths
+from .core import features, state
+from .core.apply import apply, rollback, teardown
+from .core.plan import Action, Plan
+from .core.wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 from .drivers import Drivers
 from .errors import ConflictError, NslabError, Problem, ResolveError, TargetError, TeardownError, UserError
 from .model import Lab as ResolvedLab
 from .model import Occupied
 from .naming import parse_owner
-from .plan import Action, Plan
+from .ns import nsenter
 from .values import Value, field, replace
-from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only loading a file pays for it
     import subprocess
 
-    from . import check as check_mod
-    from . import spec, speccache
-    from .targets import Target
+    from .core import spec, speccache
+    from .ns.targets import Target
+    from .tools import check as check_mod
 
 Progress = Callable[[int, int, str], None]
 
@@ -56,7 +58,7 @@ class UpResult(Value):
     def changes(self) -> list[str]:
         """What this ``up`` changes, one line each: hosts, networks and links added, removed or changed (a changed
         host is made again), then what each feature does (firewall, services restarted...)."""
-        from .wiring import AddHosts
+        from .core.wiring import AddHosts
 
         before = self.previous or ResolvedLab(name=self.lab.name, source="", networks={}, hosts={})
         remade = {h.name for a in self.plan.of_type(AddHosts) for h in a.hosts}
@@ -70,7 +72,7 @@ class UpResult(Value):
         was = {(lk.a, lk.b) for lk in before.links}
         lines += [f"added link {a}-{b}" for a, b in sorted(links - was)]
         lines += [f"removed link {a}-{b}" for a, b in sorted(was - links)]
-        lines += [a.summary() for a in self.plan.actions if type(a).__module__.startswith("nslab.features")]
+        lines += [a.summary() for a in self.plan.actions if type(a).__module__.startswith("nslab.core.features")]
         return lines
 
 
@@ -89,7 +91,7 @@ class Lab:
         parsed: spec.Parsed | None = None,
     ) -> None:
         if source is None:
-            from . import spec
+            from .core import spec
 
             source = spec.SourceMap()
         self.spec = lab_spec
@@ -112,7 +114,7 @@ class Lab:
         addresses, published ports, and (``check``) conflicts with the machine and the other labs. Every problem
         is raised at once, in one :class:`~nslab.errors.UserError`. ``check=False`` leaves the machine's part
         to :meth:`up` (it checks again under the machine lock)."""
-        from . import spec
+        from .core import spec
 
         text = spec.read(os.fspath(path))
         stdin = str(path) == "-"
@@ -126,7 +128,7 @@ class Lab:
     @classmethod
     def from_text(cls, text: str, path: str = "", drivers: Drivers | None = None, check: bool = False) -> Lab:
         """Like :meth:`load`; a file without schema problems is checked against the machine only with ``check``."""
-        from . import spec
+        from .core import spec
 
         lab = cls._parsed(spec.parse_all(text, path or "<string>"), os.path.realpath(path) if path else "", drivers)
         lab.display_path = path or "<string>"  # problems name the file as given, as load's do
@@ -186,7 +188,7 @@ class Lab:
         if kept is not None:
             resolved, problems = kept, []
         else:
-            from .resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
+            from .core.resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
 
             resolved, problems = resolve_all(self.spec, self.source_map, self.display_path, occupied, previous,
                                              **ula)
@@ -194,8 +196,8 @@ class Lab:
         ctx = features.ValidateContext(resolved, self.source_map, self.display_path, others, drivers)
         problems += [p for module in features.modules() for p in module.validate(ctx)]
         if drivers is not None:
-            from .collisions import collisions
-            from .wiring import sysctl_problems
+            from .core.collisions import collisions
+            from .core.wiring import sysctl_problems
 
             problems += collisions(resolved, drivers, recorded.lab if recorded else None, others,
                                    self.source_map, self.display_path)
@@ -204,11 +206,11 @@ class Lab:
             problems = [self.parsed.relocate(p) for p in problems]
             problems = self.parsed.problems + problems
         if problems and self.cached is not None:
-            from .speccache import Stale
+            from .core.speccache import Stale
 
             raise Stale("a problem: read the file the full way to report it")
         if not problems and drivers is not None and self.text is not None and self.path and self.cached is None:
-            from . import speccache
+            from .core import speccache
 
             inputs = [speccache.inputs_digest(occupied, previous, ula)]
             if previous is None:  # the next `up` resolves with these allocations kept: the same lab (sticky)
@@ -222,7 +224,7 @@ class Lab:
         wanting += [(lk.dual_stack, lk.subnet6) for lk in self.spec.links]
         if not any(dual and subnet6 is None for dual, subnet6 in wanting):
             return {}
-        from .ula import machine_ula
+        from .core.ula import machine_ula
 
         ula = machine_ula(create=drivers is not None)
         return {"ula": ula} if ula is not None else {}
@@ -232,7 +234,7 @@ class Lab:
         """The resolved form kept for these inputs, for a Lab made from the cache (speccache.load)."""
         if self.cached is None:
             return None
-        from .speccache import Stale, inputs_digest
+        from .core.speccache import Stale, inputs_digest
 
         found = self.cached.resolved(inputs_digest(occupied, previous, ula), self.spec) if drivers else None
         if found is None:
@@ -253,7 +255,7 @@ class Lab:
         observed = observe(drivers, self.name)
         self.repairs = []
         if recorded is not None:  # what drifted from the lab as made is repaired on the way
-            from .drift import lab_drift, with_repairs
+            from .core.drift import lab_drift, with_repairs
 
             found = lab_drift(recorded, drivers)
             observed, self.repairs = with_repairs(observed, found), [d.text for d in found]
@@ -341,7 +343,7 @@ class Lab:
         """
         target = self._targets.get(host)
         if target is None or not os.path.exists(target.net_path):
-            from .targets import resolve
+            from .ns.targets import resolve
 
             target = self._targets[host] = resolve(f"{self.name}/{host}")
         return nsenter.run_in_target(target, argv, **kwargs)
@@ -350,7 +352,7 @@ class Lab:
         """The machine's port that ``port`` of ``host`` is published on (``80``, ``"80/tcp"``, ``"53/udp"``), as
         ``nslab port LAB/HOST PORT`` prints it: handy when the lab file leaves the host port to ``up``
         (``publish: ["80"]``). Raises TargetError when it is not published."""
-        from .features.firewall.record import published_ports
+        from .core.features.firewall.record import published_ports
 
         number, _, proto = str(port).partition("/")
         proto = proto or "tcp"
@@ -370,7 +372,7 @@ class Lab:
         verdict the lab implies; ``.ok`` when all match. ``port``: ``"80"`` (TCP) or ``"53/udp"``; ``timeout``:
         how long an unanswered cell is waited for (seconds; default that of ``nslab check``); ``ipv6``: probe
         over IPv6 (``nslab check -6``)."""
-        from . import check as check_mod
+        from .tools import check as check_mod
 
         if timeout is None:
             return check_mod.check(self.name, port, source, self.drivers, ipv6=ipv6)
@@ -379,7 +381,7 @@ class Lab:
     def link(self, host: str, iface: str | None = None, up: bool = True) -> list[str]:
         """``nslab link LAB/HOST[:IF] up|down``: both ends of the interface (every interface of the host when
         ``iface`` is None); kept as intended state. Returns the ``HOST:IF`` changed."""
-        from .features.links import set_link
+        from .core.features.links import set_link
 
         drivers = self.drivers or Drivers.live()
         try:
@@ -399,20 +401,20 @@ class Lab:
         ``rate`` (``"10mbit"``), ``delay``/``jitter`` in ms (``50`` or ``"50ms"``), in ``direction`` "out" (what the
         host sends; the default), "in" (what it receives) or "both". ``clear=True`` removes it (every interface
         when ``iface`` is None)."""
-        from . import faults
+        from .core import faults
 
         faults.impair(self.name, host, iface, self.drivers, clear=clear, loss=loss, rate=rate, delay=delay,
                       jitter=jitter, direction=direction)
 
     def partition(self, a: str, b: str) -> None:
         """Cut hosts or networks ``a`` and ``b`` from each other, both ways, established connections too."""
-        from . import faults
+        from .core import faults
 
         faults.partition(self.name, a, b, self.drivers)
 
     def heal(self, a: str | None = None, b: str | None = None) -> None:
         """Remove the partition between ``a`` and ``b``; every partition when none is given."""
-        from . import faults
+        from .core import faults
 
         faults.heal(self.name, a, b, self.drivers)
 
@@ -564,7 +566,7 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
 
 def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
     """``[LAB/]HOST`` -> (lab, host); HOST alone must be unique among the labs that are up."""
-    from .targets import lab_host
+    from .ns.targets import lab_host
 
     target = lab_host(f"{lab}/{host}" if lab else host)
     assert target.lab is not None and target.host is not None  # a lab host target names both
@@ -573,15 +575,15 @@ def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
 
 def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run`` inside ``host`` of lab ``lab`` (network, hostname, /etc/netns files); the caller's
-    own namespaces never change (see :func:`nslab.nsenter.spawn_in_target`)."""
-    from .targets import resolve
+    own namespaces never change (see :func:`nslab.ns.nsenter.spawn_in_target`)."""
+    from .ns.targets import resolve
 
     return nsenter.run_in_target(resolve(f"{lab}/{host}"), argv, **kwargs)
 
 
 def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str, Any]:
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
-    from .status import lab_status
+    from .core.status import lab_status
 
     states: list[state.LabState | None] = []
     broken: list[str] = []

@@ -11,8 +11,8 @@ import pytest
 
 from nslab import Lab, TargetError
 from nslab.lab import exec_host
-from nslab.nsenter import ExecOptions, run_in_target
-from nslab.targets import resolve
+from nslab.ns.nsenter import ExecOptions, run_in_target
+from nslab.ns.targets import resolve
 
 LAB = """\
 name: api

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_docker import IMAGE, containers, docker, docker_engine  # noqa: F401 - fixtures
 
-from nslab.capture import pcapng
+from nslab.tools.capture import pcapng
 from sandbox import sh
 
 NSLAB = str(Path(sys.executable).parent / "nslab")

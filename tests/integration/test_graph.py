@@ -66,7 +66,7 @@ def test_svg_is_valid_and_names_every_host_and_network(topo):
 
 
 def test_down_link_is_red_in_svg_and_in_the_live_page(topo):
-    from nslab.browse import Browser
+    from nslab.tools.browse import Browser
 
     if shutil.which("chromium") is None:
         pytest.skip("needs chromium (./dev/setup.sh)")

@@ -296,7 +296,7 @@ def test_a_failure_inside_hosts_rolls_a_fresh_lab_back(dns, lab_file):
     assert os.listdir("/run/netns") == ["wan"]
     assert os.listdir("/etc/netns") == []
     assert not os.path.exists("/run/nslab/dn")
-    assert "nslab.supervise" not in sh("ps -eo args", check=False).stdout
+    assert "nslab.daemons.supervise" not in sh("ps -eo args", check=False).stdout
 
 
 def test_hostname_pins_live_on_one_tmpfs_and_older_pins_still_go(dns, lab_file):

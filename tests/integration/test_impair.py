@@ -86,7 +86,7 @@ def delayers() -> list[str]:
 
 def _is_delayer(pid: str) -> bool:
     try:
-        return b"nslab.delayer\0imp" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"nslab.daemons.delayer\0imp" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

@@ -50,7 +50,7 @@ def _is_nslab_process(pid: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"nslab.delayer" in cmdline or b"nslab.supervise" in cmdline
+    return b"nslab.daemons.delayer" in cmdline or b"nslab.daemons.supervise" in cmdline
 
 
 def test_readme_example_runs_green_and_leaves_nothing(project):
@@ -77,7 +77,7 @@ def test_a_failing_test_still_takes_its_labs_down(project):
 
 
 def test_unique_names_are_valid_lab_names():
-    from nslab.spec import LAB_NAME
+    from nslab.core.spec import LAB_NAME
 
     names = {unique_name("a-very-long-lab-name") for _ in range(50)}
     assert len(names) == 50 and all(LAB_NAME.fullmatch(n) for n in names)

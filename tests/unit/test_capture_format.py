@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from nslab.capture import bpf, pcapng, split_spec, summary
 from nslab.errors import EnvironmentProblem, UserError
+from nslab.tools.capture import bpf, pcapng, split_spec, summary
 
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 

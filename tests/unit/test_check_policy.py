@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from fakelab import up_over_fakes
 
-from nslab import check as chk
-from nslab import state
 from nslab.cli.render import check_matrix
+from nslab.core import state
+from nslab.core.features.links import set_link
 from nslab.drivers.fake import FakeProber
 from nslab.errors import TargetError, UserError
-from nslab.features.links import set_link
+from nslab.tools import check as chk
 
 LAB = """\
 name: u
@@ -139,7 +139,7 @@ def test_interfaces_put_down_are_in_the_policy(drivers):
 
 
 def test_partitions_are_in_the_policy(drivers):
-    from nslab import faults
+    from nslab.core import faults
 
     faults.partition("u", "web1", "back", drivers=drivers)  # web1 from every host of network back
     lab_, extra = lab()

@@ -96,6 +96,6 @@ def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["demo", "a", "run-4194304a", "a-b-c", "x" * 12, "", "x" * 13, "Demo", "1ab",
                                   "-a", "a/b", "..", ".", "a.b", "a b", "ä"])
 def test_lab_name_check_agrees_with_the_spec(name):
-    from nslab.spec import LAB_NAME
+    from nslab.core.spec import LAB_NAME
 
     assert paths.is_lab_name(name) == bool(LAB_NAME.fullmatch(name))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from nslab import state
+from nslab.core import state
+from nslab.core.features.containers import RemoveContainers, StartContainers, WriteContainerFiles, container_config
+from nslab.core.wiring import AddHosts, RemoveHosts
 from nslab.drivers.fake import FakeDocker, FakeKernel, fake_drivers
 from nslab.errors import NslabError, ResolveError, SpecError
-from nslab.features.containers import RemoveContainers, StartContainers, WriteContainerFiles, container_config
 from nslab.lab import Lab, down
-from nslab.wiring import AddHosts, RemoveHosts
 
 IMAGE = "nslab-test/busybox:1"
 LAB = f"""\
@@ -181,7 +181,7 @@ def test_a_stopped_container_is_drift_that_up_repairs():
     docker = drivers.docker
     assert isinstance(docker, FakeDocker)
     docker.containers["mix-idle"]["Running"] = False
-    from nslab.drift import lab_drift
+    from nslab.core.drift import lab_drift
 
     recorded = state.LabState.load("mix")
     assert recorded is not None
@@ -208,8 +208,8 @@ def test_bad_container_fields_are_reported_with_their_line(field: str, message: 
 
 
 def test_connect_takes_a_free_address_from_the_top_of_the_subnet():
-    from nslab.connect import _free_address
-    from nslab.features.containers import ContainersRecord
+    from nslab.core.connect import _free_address
+    from nslab.core.features.containers import ContainersRecord
 
     drivers = drivers_with()
     Lab.from_text(LAB, drivers=drivers).up()

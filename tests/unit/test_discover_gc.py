@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 
-from nslab import discover, throwaway
 from nslab.drivers import procfs
 from nslab.drivers.rtnl import LinkInfo
+from nslab.ns import discover
+from nslab.tools import throwaway
 
 
 def test_interfaces_keep_the_ls_json_shape():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nslab.features.dns import render as dnsfiles
+from nslab.core.features.dns import render as dnsfiles
 from nslab.lab import Lab
 
 LAB = """\

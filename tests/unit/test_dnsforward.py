@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from nslab import dnsforward
-from nslab.dnsforward import Forwarder, TcpRelay, is_query, take_frames
+from nslab.daemons import dnsforward
+from nslab.daemons.dnsforward import Forwarder, TcpRelay, is_query, take_frames
 
 
 def query(ident: int, name: str = "big.example") -> bytes:

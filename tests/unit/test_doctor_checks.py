@@ -7,10 +7,10 @@ import ipaddress
 
 import pytest
 
-from nslab.doctor import checks, parse_to
-from nslab.doctor.observe import LabView, MachineView, NsView, nameservers
 from nslab.drivers.rtnl import LinkInfo, RouteInfo
 from nslab.errors import UserError
+from nslab.tools.doctor import checks, parse_to
+from nslab.tools.doctor.observe import LabView, MachineView, NsView, nameservers
 
 
 def link(name: str, *addresses: str, up: bool = True, carrier: bool = True, mtu: int = 1500) -> LinkInfo:

@@ -8,12 +8,12 @@ import ipaddress
 import pytest
 from fakelab import up_over_fakes
 
-from nslab import state
-from nslab.drift import lab_drift
-from nslab.features.firewall import LoadRuleset
-from nslab.features.links import set_link
+from nslab.core import state
+from nslab.core.drift import lab_drift
+from nslab.core.features.firewall import LoadRuleset
+from nslab.core.features.links import set_link
+from nslab.core.wiring import AddHosts, AddLinks, RemoveLinks, SetLinkState
 from nslab.lab import Lab, status
-from nslab.wiring import AddHosts, AddLinks, RemoveLinks, SetLinkState
 
 LAB = """\
 name: d

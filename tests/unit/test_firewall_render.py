@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 
+from nslab.core.features import firewall as fw
+from nslab.core.features.firewall.ports import Machine, check
+from nslab.core.features.firewall.record import FirewallRecord, FwNetwork, PublishedPort, desired
+from nslab.core.features.firewall.render import Observed, render_table, transaction, warnings
+from nslab.core.resolve import resolve
+from nslab.core.spec import parse
 from nslab.drivers.fake import FakeNftables
 from nslab.drivers.nftables import FakeNft
 from nslab.drivers.sockets import listening_sockets
-from nslab.features import firewall as fw
-from nslab.features.firewall.ports import Machine, check
-from nslab.features.firewall.record import FirewallRecord, FwNetwork, PublishedPort, desired
-from nslab.features.firewall.render import Observed, render_table, transaction, warnings
-from nslab.resolve import resolve
-from nslab.spec import parse
 
 LAB = """\
 name: demo

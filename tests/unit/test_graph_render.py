@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from nslab import graph
+from nslab.tools import graph
 
 SVG = "{http://www.w3.org/2000/svg}"
 

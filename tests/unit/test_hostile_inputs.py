@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from nslab import Lab, spec
+from nslab import Lab
 from nslab.cli.app import main
+from nslab.core import spec
 from nslab.drivers.fake import fake_drivers
 from nslab.errors import SpecError, UserError
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from nslab import delayer
+from nslab.daemons import delayer
 
 
 def nlmsg(kind: int, body: bytes) -> bytes:

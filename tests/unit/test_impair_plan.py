@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from nslab.core.features import impair
+from nslab.core.spec import ImpairSpec, parse
 from nslab.drivers.fake import FakeShaper, fake_drivers
 from nslab.errors import EnvironmentProblem, NslabError, SpecError, UserError
-from nslab.features import impair
 from nslab.lab import Lab
-from nslab.spec import ImpairSpec, parse
 
 LAB = """\
 name: imp

@@ -83,7 +83,9 @@ def lab_file(tmp_path):
 def test_exec_path_imports_nothing_heavy(state):
     body = """
     from nslab.cli import fast
-    from nslab import nsenter, state, paths, linux
+    from nslab import paths, linux
+    from nslab.core import state
+    from nslab.ns import nsenter
     assert fast.run_fast(["exec", "web", "true"]) is None  # no lab is up: left to click, nothing done
     fast._lab_host("budget/web")
     """
@@ -102,7 +104,7 @@ def _kept(lab_file: str, state: str) -> None:
 def test_up_of_a_kept_file_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
     _kept(lab_file, state)
     body = f"""
-    from nslab import speccache
+    from nslab.core import speccache
     from nslab.drivers.fake import fake_drivers
     from nslab.cli import render
     drivers = fake_drivers()
@@ -119,7 +121,7 @@ def test_up_of_a_kept_file_imports_neither_pydantic_yaml_click_nor_rich(lab_file
 def test_down_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
     _kept(lab_file, state)
     body = f"""
-    from nslab import speccache
+    from nslab.core import speccache
     from nslab.drivers.fake import fake_drivers
     from nslab.cli import fast
     from nslab.lab import down
@@ -134,7 +136,7 @@ def test_status_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
     _kept(lab_file, state)
     body = f"""
     import io, contextlib
-    from nslab import speccache
+    from nslab.core import speccache
     from nslab.drivers.fake import fake_drivers
     from nslab.cli import fast, render
     import nslab.lab
@@ -151,5 +153,5 @@ def test_status_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
 
 def test_the_budget_check_sees_a_heavy_import(state):
     """The check itself can fail: a body that reads a lab file the full way shows pydantic and yaml."""
-    found = _loaded("import nslab.spec\n", HEAVY, state)
+    found = _loaded("import nslab.core.spec\n", HEAVY, state)
     assert "pydantic" in found and "yaml" in found

@@ -8,15 +8,15 @@ import ipaddress
 
 import pytest
 
-from nslab import spec, state
+from nslab.core import spec, state
+from nslab.core.features import partitions
+from nslab.core.features.dns.render import HostsFiles, Upstream, host_dns, render_resolv_conf
+from nslab.core.features.firewall.record import desired
+from nslab.core.features.firewall.render import render_table
+from nslab.core.resolve import resolve
+from nslab.core.wiring import AddBridges, AddHosts
 from nslab.errors import ResolveError, SpecError
-from nslab.features import partitions
-from nslab.features.dns.render import HostsFiles, Upstream, host_dns, render_resolv_conf
-from nslab.features.firewall.record import desired
-from nslab.features.firewall.render import render_table
 from nslab.model import Occupied
-from nslab.resolve import resolve
-from nslab.wiring import AddBridges, AddHosts
 
 ULA = ipaddress.IPv6Network("fd12:3456:789a::/48")
 
@@ -208,9 +208,9 @@ def test_state_round_trip_keeps_ipv6():
 
 
 def test_docker_ip6_docker_user_gets_accept_rules_for_dual_stack_networks():
+    from nslab.core.features.firewall.record import FirewallRecord, FwNetwork
+    from nslab.core.features.firewall.render import Observed, transaction
     from nslab.drivers.nftables import FakeNft
-    from nslab.features.firewall.record import FirewallRecord, FwNetwork
-    from nslab.features.firewall.render import Observed, transaction
 
     ruleset = [
         {"chain": {"family": "ip6", "table": "filter", "name": "DOCKER-USER", "handle": 5}},
@@ -239,7 +239,7 @@ def test_dual_stack_links():
     assert lab.hosts["a"].interfaces[0].address6 == first.a_address6
     assert lab.allocations()["links6"] == {"a|b|0": "fd12:3456:789a::/64"}
     assert state.lab_from_dict(state.lab_to_dict(lab)).links == lab.links
-    from nslab.wiring import AddLinks
+    from nslab.core.wiring import AddLinks
 
     cmds = AddLinks(lab, lab.links).commands()
     assert "ip -n l-b addr add fd12:3456:789a::2/64 dev eth0 nodad" in cmds
@@ -265,7 +265,7 @@ hosts:
         ("fd00:99::/48", "fd00:1::9"), ("10.99.0.0/16", "10.213.0.1"), ("::/0", "fd00:1::9")]
     assert h.gateway6 is None and str(h.gateway) == "10.213.0.1"  # IPv4 default as before
     assert state.lab_from_dict(state.lab_to_dict(lab)).hosts["h"].routes == h.routes
-    from nslab.wiring import ConfigureHosts
+    from nslab.core.wiring import ConfigureHosts
 
     assert "ip -n r-h route add fd00:99::/48 via fd00:1::9 proto static" in ConfigureHosts((h,)).commands()
 
@@ -304,7 +304,7 @@ def test_a_full_small_subnet6_is_reported():
     ],
 )
 def test_trace_destinations_in_ipv6(text, expected):
-    from nslab.trace import Flow, parse_destination
+    from nslab.tools.trace import Flow, parse_destination
 
     assert parse_destination(text) == expected
     flow = Flow("icmp", "fd00::2", "fd00::5", 7)
@@ -312,7 +312,7 @@ def test_trace_destinations_in_ipv6(text, expected):
 
 
 def test_the_machines_ipv6_nameservers_go_to_hosts_with_an_ipv6_way_out():
-    from nslab.features.dns.render import discover_upstream
+    from nslab.core.features.dns.render import discover_upstream
 
     text = "nameserver 192.0.2.53\nnameserver 2001:db8::53\nnameserver fe80::1%eth0\n"
     upstream = discover_upstream("/r", "/s", read=lambda path: text if path == "/r" else None)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nslab import state
+from nslab.core import state
 from nslab.drivers import Drivers
 from nslab.drivers.fake import (
     FakeFiles,
@@ -180,7 +180,7 @@ def test_dry_run_changes_nothing_and_renders_every_feature():
         "type bridge_slave hairpin on",
         "mkdir -p /etc/netns/core-web",
         "unshare --uts=",
-        "# python -m nslab.supervise core",
+        "# python -m nslab.daemons.supervise core",
     ):
         assert expected in text, expected
     # the sysctl is set before the ruleset is loaded, and both after the wiring

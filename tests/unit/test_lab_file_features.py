@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from nslab import Lab, spec
+from nslab import Lab
+from nslab.core import spec
+from nslab.core.state import lab_from_dict, lab_to_dict
+from nslab.core.wiring import ConfigureHosts
 from nslab.drivers.fake import fake_drivers
 from nslab.errors import KernelError, SpecError
-from nslab.state import lab_from_dict, lab_to_dict
-from nslab.wiring import ConfigureHosts
 
 ROUTER = """\
 name: r

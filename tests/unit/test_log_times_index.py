@@ -10,7 +10,7 @@ import pytest
 
 from nslab import paths
 from nslab.cli.services import _timed_lines, _Times, parse_since
-from nslab.supervise import LogTimes
+from nslab.daemons.supervise import LogTimes
 
 
 def offsets(log) -> list[int]:

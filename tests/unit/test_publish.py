@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from nslab.publish import ANY, PICK, Mapping, PublishSyntaxError, parse
+from nslab.core.publish import ANY, PICK, Mapping, PublishSyntaxError, parse
 
 IP = ipaddress.IPv4Address
 IP6 = ipaddress.IPv6Address

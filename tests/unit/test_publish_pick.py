@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from nslab.core.features.firewall.pick import newly_picked, pick_ports
+from nslab.core.features.firewall.record import PublishedPort
+from nslab.core.state import LabState
 from nslab.drivers.fake import FakeMachine, fake_drivers
 from nslab.drivers.sockets import bound_ports, ephemeral_ports, parse_port_list
 from nslab.errors import ConflictError, ResolveError, TargetError
-from nslab.features.firewall.pick import newly_picked, pick_ports
-from nslab.features.firewall.record import PublishedPort
 from nslab.lab import Lab
 from nslab.lab import down as lab_down
-from nslab.state import LabState
 
 RANGE = (40000, 40009, frozenset())
 

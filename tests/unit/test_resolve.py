@@ -7,10 +7,10 @@ import ipaddress
 import pytest
 from test_spec import ISSUE_EXAMPLE
 
-from nslab import spec
+from nslab.core import spec
+from nslab.core.resolve import DEFAULT_POOL, resolve
 from nslab.errors import ResolveError
 from nslab.model import Occupied
-from nslab.resolve import DEFAULT_POOL, resolve
 
 
 def _resolve(text: str, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nslab import spec
+from nslab.core import spec
 from nslab.errors import SpecError
 
 ISSUE_EXAMPLE = """\

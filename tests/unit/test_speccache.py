@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from nslab import speccache
+from nslab.core import speccache
 from nslab.drivers.fake import fake_drivers
 from nslab.errors import NslabError
 from nslab.lab import Lab, down

@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from nslab import discover, targets
 from nslab.cli.targets import _env_pairs, _split_exec_args
 from nslab.errors import TargetError, UserError
-from nslab.throwaway import RUN_NAME, lab_document
+from nslab.ns import discover, targets
+from nslab.tools.throwaway import RUN_NAME, lab_document
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from nslab import trace
 from nslab.errors import UserError
+from nslab.tools import trace
 
 OWN = "nslab-trace-4242"
 PKT = 'iif "eth0" ip saddr 198.51.100.1 ip daddr 198.51.100.2 tcp sport 48785 tcp dport 6000 tcp flags == syn'

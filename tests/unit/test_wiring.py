@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 from test_spec import ISSUE_EXAMPLE
 
-from nslab import spec
-from nslab.apply import apply, teardown
-from nslab.drivers.fake import FakeKernel, fake_drivers
-from nslab.errors import KernelError
-from nslab.resolve import resolve
-from nslab.wiring import (
+from nslab.core import spec
+from nslab.core.apply import apply, teardown
+from nslab.core.resolve import resolve
+from nslab.core.wiring import (
     AddBridges,
     AddHosts,
     AddLinks,
@@ -20,6 +18,8 @@ from nslab.wiring import (
     plan_down,
     plan_up,
 )
+from nslab.drivers.fake import FakeKernel, fake_drivers
+from nslab.errors import KernelError
 
 
 def apply_up(plan, kernel: FakeKernel) -> None:
@@ -132,7 +132,7 @@ def test_veths_of_dying_namespaces_are_cleared_before_hosts_are_made():
 
 
 def test_actions_take_their_fields_positionally_or_by_name_with_defaults():
-    from nslab.wiring import RemoveBridgesLater
+    from nslab.core.wiring import RemoveBridgesLater
 
     lab = _lab(ISSUE_EXAMPLE)
     hosts = tuple(lab.hosts.values())

@@ -15,7 +15,7 @@ from click.shell_completion import CompletionItem
 
 
 def _labs() -> list[str]:
-    from ..state import lab_names
+    from ..core.state import lab_names
 
     try:
         return lab_names()
@@ -25,7 +25,7 @@ def _labs() -> list[str]:
 
 def _hosts() -> list[str]:
     """``LAB/HOST`` of every host of the labs that are up, and ``HOST`` alone where it is unique."""
-    from ..state import LabState
+    from ..core.state import LabState
 
     seen: dict[str, int] = {}
     out: list[str] = []
@@ -53,7 +53,7 @@ def _netns() -> list[str]:
 
 def _containers() -> list[str]:
     from ..errors import NslabError
-    from ..targets import docker_get
+    from ..ns.targets import docker_get
 
     try:
         status, listing = docker_get("/containers/json", timeout=0.5)

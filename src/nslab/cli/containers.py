@@ -1,7 +1,7 @@
 """Container verbs: ``connect`` and ``disconnect`` (an existing container on a lab network, as
 ``docker network connect``). Container *hosts* (``image:`` in the lab file) come and go with ``up``/``down``.
 
-Logic lives in :mod:`nslab.connect`; this module parses arguments and prints.
+Logic lives in :mod:`nslab.core.connect`; this module parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def connect(network: str, target: str) -> None:
     the network (from the top of its subnet); its own routes stay. `nslab disconnect` or `nslab down LAB`
     removes exactly that interface, nothing else.
     """
-    from ..connect import connect as do_connect
+    from ..core.connect import connect as do_connect
 
     entry = do_connect(network, target)
     click.echo(f"{entry['container']}: {entry['ifname']} {entry['address']} on {network}")
@@ -33,7 +33,7 @@ def connect(network: str, target: str) -> None:
 @click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 def disconnect(network: str, target: str) -> None:
     """Take a container off a lab network (what `nslab connect` added)."""
-    from ..connect import disconnect as do_disconnect
+    from ..core.connect import disconnect as do_disconnect
 
     entry = do_disconnect(network, target)
     click.echo(f"{entry['container']}: {entry['ifname']} removed from {network}")

@@ -1,5 +1,5 @@
 """Verbs that show and explain traffic: ``capture`` (packets of any namespace) and ``trace`` (why A cannot
-reach B). The work is in :mod:`nslab.capture` and :mod:`nslab.trace`, imported inside the commands."""
+reach B). The work is in :mod:`nslab.tools.capture` and :mod:`nslab.tools.trace`, imported inside the commands."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def split_words(words: tuple[str, ...]) -> tuple[list[str], str, str]:
     The first word is always a target; later words are targets while they resolve as one (or carry a
     target kind such as ``netns:``); the first word that is no target starts the filter (tcpdump syntax).
     """
-    from ..capture import split_spec
-    from ..targets import KINDS, resolve
+    from ..ns.targets import KINDS, resolve
+    from ..tools.capture import split_spec
 
     targets: list[str] = []
     rest = list(words)
@@ -37,8 +37,8 @@ def split_words(words: tuple[str, ...]) -> tuple[list[str], str, str]:
 
 
 def _capture_sink(write: str | None) -> tuple[Any, BinaryIO | None]:
-    from .. import capture
-    from ..capture import pcapng
+    from ..tools import capture
+    from ..tools.capture import pcapng
 
     if write is None:
         return capture.line_sink(lambda text: click.echo(text)), None
@@ -69,8 +69,8 @@ def capture(words: tuple[str, ...], write: str | None, count: int | None, durati
       nslab capture lab/web1:eth0 container:app -c 100 -w out.pcapng
       nslab capture web1 -w - | wireshark -k -i -
     """
-    from .. import capture as cap
     from ..linux import require_root
+    from ..tools import capture as cap
 
     require_root("capture opens packet sockets inside namespaces")
     texts, expression, not_target = split_words(words)
@@ -114,8 +114,8 @@ def trace(source: str, destination: str, raw: bool, ipv6: bool) -> None:
       nslab trace client web1:8080
       nslab trace netns:wan 198.51.100.2:6000
     """
-    from .. import trace as tr
     from ..linux import require_root
+    from ..tools import trace as tr
 
     require_root("trace sends a probe from inside a namespace and reads nft traces")
     result = tr.trace(source, destination, ipv6)

@@ -8,7 +8,7 @@ else (options, other target kinds, ``--help``) and anything doubtful (no such la
 ``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
 errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
 run from here too: a teardown should not wait for click either. So are ``up [-f FILE] [-q] [--wide]`` and
-``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.speccache`, an ``up``
+``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.core.speccache`, an ``up``
 of an unchanged file imports neither click, rich, PyYAML nor pydantic (the click commands call the same
 functions below, so both ways print the same).
 """
@@ -66,7 +66,7 @@ def _up(args: list[str]) -> int | None:
 
 def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
     """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too)."""
-    from .. import speccache
+    from ..core import speccache
     from ..linux import require_root
     from . import render
 
@@ -140,8 +140,8 @@ def print_doc(doc: object, output: str) -> None:
 def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
     """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
     no such lab is up, which needs no root to say (the usual path says it)."""
+    from ..core.state import visible_labs
     from ..errors import EnvironmentProblem
-    from ..state import visible_labs
 
     labs = [name for name in visible_labs() if lab_name in (None, name)]
     if not labs:
@@ -258,7 +258,7 @@ def _exec(text: str, rest: list[str]) -> int | None:
     where = _netns(text) if text.startswith("netns:") else None if ":" in text else _lab_host(text)
     if where is None:
         return None
-    from ..nsenter import enter_host, exec_command
+    from ..ns.nsenter import enter_host, exec_command
 
     def enter_and_exec() -> None:
         enter_host(*where)
@@ -278,7 +278,8 @@ def _netns(text: str) -> tuple[str, None] | None:
 
 def _lab_host(text: str) -> tuple[str, str] | None:
     """(namespace, kept UTS namespace) of a lab host that is up; None when not exactly one lab has it."""
-    from .. import paths, state
+    from .. import paths
+    from ..core import state
 
     lab, _, host = text.rpartition("/")
     if not host or "/" in lab or host in (".", ".."):

@@ -1,6 +1,6 @@
 """Fault verbs: ``impair`` (loss, rate, delay, jitter on a host's interface), ``partition`` and ``heal``.
 
-They change a lab that is up, through :mod:`nslab.faults`; what they set is kept in the lab's state (``status``
+They change a lab that is up, through :mod:`nslab.core.faults`; what they set is kept in the lab's state (``status``
 lists it, ``down`` removes it). See features/impair.py and features/partitions.py for how.
 """
 
@@ -13,7 +13,7 @@ from ..errors import TargetError
 
 def _lab_and(text: str) -> tuple[str, str]:
     """``LAB/NAME`` or ``NAME`` (when one lab is up) -> (lab, name)."""
-    from .. import state
+    from ..core import state
 
     lab, _, name = text.rpartition("/")
     if not lab:
@@ -51,7 +51,7 @@ def register(cli: click.Group) -> None:
           nslab impair demo/web1 --delay 50ms --jitter 5ms
           nslab impair demo/web1 --clear
         """
-        from .. import faults
+        from ..core import faults
 
         spot, _, iface = target.partition(":")
         lab, host = _lab_and(spot)
@@ -71,7 +71,7 @@ def register(cli: click.Group) -> None:
         nslab partition demo/front back     # two networks (every host on them)
         `nslab heal` undoes it; `status` lists partitions.
         """
-        from .. import faults
+        from ..core import faults
 
         lab, name_a = _lab_and(a)
         faults.partition(lab, name_a, b.rpartition("/")[2])
@@ -86,7 +86,7 @@ def register(cli: click.Group) -> None:
         nslab heal demo/web1 db
         nslab heal demo
         """
-        from .. import faults
+        from ..core import faults
 
         if b is None:
             faults.heal(a.rstrip("/"))

@@ -31,8 +31,8 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
     nameserver the namespace's resolv.conf names.
     Exit status: 0 healthy, 1 problems found.
     """
-    from ..doctor import diagnose, report
     from ..linux import require_root
+    from ..tools.doctor import diagnose, report
     from .fast import print_doc as _print_doc
     from .labs import _output
 
@@ -68,8 +68,8 @@ def graph(lab: str | None, fmt: str, output: str | None, serve: bool, port: int,
     ports, and state from `nslab status`: interfaces that are down or hosts
     that are missing are drawn in red.
     """
-    from .. import graph as g
     from ..linux import require_root
+    from ..tools import graph as g
 
     require_root("graph reads the labs' state in /run/nslab, readable by root only, and looks inside their namespaces")
     if serve:
@@ -103,8 +103,8 @@ def browse(target: str, url: str, screenshot: str | None, wait: float, as_json: 
     and nothing of it is left running.
     Exit status: 0 when the page itself loaded, 1 when it did not.
     """
-    from ..browse import browse as run_browser
     from ..linux import require_root
+    from ..tools.browse import browse as run_browser
 
     require_root("browse runs a browser inside a namespace")
     result = run_browser(target, url, screenshot=screenshot, wait=wait, mount_from=mount_from)

@@ -17,7 +17,7 @@ FILE_HELP = "The lab file ('-': standard input). Default: nslab.yaml, nslab.yml,
 
 def lab_name_from(file: str | None) -> str:
     """The lab name written in the lab file (found as :func:`find_lab_file` does), without checking the rest."""
-    from ..spec import name_of
+    from ..core.spec import name_of
 
     return name_of(find_lab_file(file))
 
@@ -47,7 +47,7 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     changed, every warning, and the lab's hosts. A lab file that passed every check is kept checked under
     /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
-    from .. import speccache
+    from ..core import speccache
     from ..linux import require_root
     from . import fast, render
 

@@ -1,7 +1,7 @@
 """Network verbs: ``check`` (the reachability matrix), ``link`` (an interface down or up) and ``port`` (where
 a host's ports are published, as ``docker port``).
 
-Logic lives in :mod:`nslab.check`, :mod:`nslab.features.links` and the firewall's record; this module parses
+Logic lives in :mod:`nslab.tools.check`, :mod:`nslab.core.features.links` and the firewall's record; this module parses
 options and renders.
 """
 
@@ -50,8 +50,8 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     any differs, 2 for bad input. Without LAB, the lab named in the lab file
     (-f FILE, or nslab.yaml, nslab.yml, the one *.nslab.yaml here).
     """
-    from ..check import check as run_check
     from ..linux import require_root
+    from ..tools.check import check as run_check
     from . import render
     from .fast import print_doc as _print_doc
     from .labs import _output
@@ -81,7 +81,7 @@ def link(target: str, state: str) -> None:
     `nslab link LAB/HOST[:IF] up` brings both ends back (with the host's
     default route, when it went through that interface).
     """
-    from ..features.links import set_link
+    from ..core.features.links import set_link
     from ..lab import find_host
     from ..linux import require_root
 
@@ -122,7 +122,7 @@ def port(target: str, port_spec: str | None) -> None:
     A host port `up` picked (publish: ["80"]) is shown as a written one is.
     Exits 1 when PORT is not published.
     """
-    from ..features.firewall.record import docker_port_lines, published_ports
+    from ..core.features.firewall.record import docker_port_lines, published_ports
     from ..lab import find_host
 
     wanted = _port_and_proto(port_spec) if port_spec is not None else None

@@ -235,7 +235,7 @@ def _ports(doc: dict[str, Any], wide: bool, host: str | None) -> None:
 
 # --- impairments and partitions (features/impair.py, features/partitions.py) ----------------------------
 def _faults(doc: dict[str, Any], wide: bool, host: str | None) -> None:
-    from ..features.impair import describe
+    from ..core.features.impair import describe
 
     rows = [["impair", f"{i['host']}:{i['interface']}", describe(i), i["source"]]
             for i in doc.get("impairments", []) if host is None or i["host"] == host]

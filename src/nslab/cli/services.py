@@ -29,8 +29,8 @@ def _log_files(lab: str, host: str | None) -> list[tuple[str, str]]:
 
 def _which(target: str | None, file: str | None) -> tuple[str, str | None]:
     """(lab, host or None for every service of the lab) from ``[LAB/]HOST``, ``LAB`` or the lab file."""
+    from ..core.state import lab_names
     from ..lab import find_host
-    from ..state import lab_names
 
     if file is not None or target is None:
         from .labs import lab_name_from
@@ -258,7 +258,7 @@ def _print_timed(files: list[tuple[str, str]], times: dict[str, _Times], offsets
 
 def _container_of(lab: str, host: str) -> str | None:
     """The container of a container host (``image:``), None for a light host."""
-    from ..state import LabState
+    from ..core.state import LabState
 
     recorded = LabState.load(lab)
     made = recorded.lab.hosts[host].container if recorded and host in recorded.lab.hosts else None

@@ -1,7 +1,7 @@
 """Verbs on any namespace of the machine: ``exec``, ``shell``, ``ls``, ``attach``, ``detach``, ``run``, ``gc``.
 
 Targets are ``[LAB/]HOST``, ``netns:NAME``, ``pid:PID``, ``container:NAME_OR_ID`` and ``path:FILE`` (see
-:mod:`nslab.targets`). ``exec`` and ``shell`` replace nslab with the command, so signals reach it directly;
+:mod:`nslab.ns.targets`). ``exec`` and ``shell`` replace nslab with the command, so signals reach it directly;
 they import nothing heavy (no pydantic, yaml or rich).
 """
 
@@ -101,8 +101,8 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     lab hosts also their hostname (UTS) namespace.
     """
     from ..linux import require_root
-    from ..nsenter import ExecOptions, exec_in_target
-    from ..targets import resolve
+    from ..ns.nsenter import ExecOptions, exec_in_target
+    from ..ns.targets import resolve
 
     command = _split_exec_args(argv, values)
     if not command:
@@ -140,8 +140,8 @@ def shell(target: str, uts: bool, mount_from: str | None) -> None:
     With --mount-from the shell is /bin/sh of TARGET2's filesystem.
     """
     from ..linux import require_root
-    from ..nsenter import ExecOptions, exec_in_target
-    from ..targets import resolve
+    from ..ns.nsenter import ExecOptions, exec_in_target
+    from ..ns.targets import resolve
 
     require_root(ENTERING)
     resolved = resolve(target)
@@ -170,7 +170,7 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
     With its names, Docker containers, processes and interfaces. Creates nothing. Without root: what the
     kernel shows anyone (names, your processes, this machine's interfaces).
     """
-    from ..discover import list_namespaces
+    from ..ns.discover import list_namespaces
     from .fast import print_doc
     from .labs import _output
 
@@ -215,8 +215,8 @@ def attach(name: str, target: str) -> None:
 
     `ip netns list` then shows NAME and `ip netns exec NAME` works. An existing name is refused.
     """
-    from ..discover import attach as do_attach
     from ..linux import require_root
+    from ..ns.discover import attach as do_attach
 
     require_root("attach bind-mounts a namespace on /run/netns/NAME")
     do_attach(name, target)
@@ -232,8 +232,8 @@ def detach(name: str, force: bool) -> None:
     The namespace and its owner (a container, a process) are left alone. A name made otherwise (`ip netns
     add`) is refused unless --force: then its namespace goes too when nothing else holds it.
     """
-    from ..discover import detach as do_detach
     from ..linux import require_root
+    from ..ns.discover import detach as do_detach
 
     require_root("detach unmounts a name under /run/netns")
     for line in do_detach(name, force):
@@ -260,7 +260,7 @@ def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tupl
     lab (egress, DNS and published ports as in lab files) that is taken down afterwards.
     """
     from ..linux import require_root
-    from ..throwaway import run_cli
+    from ..tools.throwaway import run_cli
 
     argv = argv[1:] if argv and argv[0] == "--" else argv
     if not argv:
@@ -280,7 +280,7 @@ def gc(dry_run: bool) -> None:
     namespaces, links without state. Never touches a live run or a lab that is up.
     """
     from ..linux import require_root
-    from ..throwaway import gc as do_gc
+    from ..tools.throwaway import gc as do_gc
 
     require_root("gc removes namespaces, links and state")
     done = do_gc(dry_run=dry_run)

@@ -41,7 +41,7 @@ class DockerUnavailable(EnvironmentProblem):
 
 
 def docker_socket() -> str:
-    from ..targets import docker_socket as socket_path
+    from ..ns.targets import docker_socket as socket_path
 
     return socket_path()
 

@@ -186,7 +186,7 @@ def is_alive(pid: int | None, started: int | None) -> bool:
 
 # --- the supervisor, seen from `up` and `down` -----------------------------------------------------
 def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> dict[str, Any]:
-    """Write the config, start ``python -m nslab.supervise LAB`` detached; return once it is ready."""
+    """Write the config, start ``python -m nslab.daemons.supervise LAB`` detached; return once it is ready."""
     import subprocess
 
     from ..errors import KernelError
@@ -202,7 +202,7 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
     try:
         # The supervisor forks once more and this process exits: it is nobody's child, and no zombie stays.
         subprocess.run(
-            [sys.executable, "-m", "nslab.supervise", lab],
+            [sys.executable, "-m", "nslab.daemons.supervise", lab],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, check=True,
             env={**os.environ, "NSLAB_STATE_DIR": paths.state_root()},
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from .. import publish
+from ..core import publish
 from ..model import IPv4Addr
 
 Listener = tuple[str, "IPv4Addr | None", int, int]  # (proto, address or None = any, port, socket inode)

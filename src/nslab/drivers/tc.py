@@ -6,7 +6,7 @@
   ``-force`` keeps going past a line that fails and the failure is reported with tc's own message.
 - nft inside a host: the nftables driver (libnftables, one transaction) run in a short-lived thread that
   entered the host's network namespace (:func:`nslab.linux.in_thread`).
-- the delayer: ``python -m nslab.delayer LAB`` (nslab/delayer.py), one small process per lab that holds
+- the delayer: ``python -m nslab.daemons.delayer LAB`` (nslab/delayer.py), one small process per lab that holds
   NFQUEUE'd packets for delay ± jitter where the kernel has no netem. Started detached; its pid and start time
   are in its status file, so any later ``nslab`` (``impair --clear``, ``down``) can stop it.
 
@@ -150,7 +150,7 @@ class LiveShaper:
             os.unlink(status_file)
         with open(os.path.join(paths.logs_dir(lab), "delayer.log"), "ab") as log:
             started = subprocess.run(  # it forks once more and this one exits: nobody's child, no zombie
-                [sys.executable, "-m", "nslab.delayer", lab], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                [sys.executable, "-m", "nslab.daemons.delayer", lab], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, env={**os.environ, "NSLAB_STATE_DIR": paths.state_root()},
             )
         deadline = time.monotonic() + wait

@@ -1,0 +1,85 @@
+"""What a lab does beyond wiring, each feature a planner (see plan.py):
+
+==============  ==============================================================  =================
+feature         owns                                                            status --json key
+==============  ==============================================================  =================
+dns             /etc/netns/<ns>/{hosts,resolv.conf}; upstream discovery         hostsetup
+containers      Docker containers as hosts (image:), ``nslab connect``           containers
+hostnames       one kept UTS namespace per host (its hostname)                  hostsetup
+links           interfaces put down on purpose (`nslab link`)                   link_state
+firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
+services        the lab's supervisor: ``run:`` commands and the DNS forwarder   hostsetup
+partitions      ``table inet nslab-partition`` inside the hosts of each side    faults
+impair          loss/rate/delay per host interface: nft + tbf in the hosts,     faults
+                NFQUEUE rules and the lab's packet delayer
+==============  ==============================================================  =================
+
+Each feature module provides:
+
+- ``KEY``: where its record lives in the lab's state, and ``STATUS_KEY``: its part of ``status --json``;
+- ``validate(ctx)``: problems (file:line, field) found while resolving, before any change;
+- ``plan_up(ctx) -> FeaturePlan``: actions before the wiring, actions after it, and the record it will keep;
+- ``plan_down(ctx) -> FeaturePlan``: the same for teardown (``before`` runs while namespaces exist);
+- ``status(lab, record, drivers)``: its part of the status document.
+
+``up`` runs every feature's ``before`` actions (in :data:`FEATURES` order), the wiring, then every ``after``
+(same order); ``down`` runs ``before`` in reverse order, the wiring's removal, then ``after``. To add a
+feature: write the module, give it a typed record, add it to :data:`FEATURES`, test its plan with the fakes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ...values import Value, field
+
+if TYPE_CHECKING:
+    from ...drivers import Drivers
+    from ...model import Lab
+    from ..plan import Action
+    from ..spec import SourceMap
+    from ..state import LabState
+
+#: ``up`` order.
+FEATURES = ("dns", "containers", "hostnames", "links", "firewall", "services", "partitions", "impair")
+
+
+def modules() -> list[ModuleType]:
+    return [importlib.import_module(f"{__name__}.{name}") for name in FEATURES]
+
+
+class ValidateContext(Value):
+    lab: Lab  # resolved; ``lab.spec`` is the raw spec it came from
+    source: SourceMap
+    file: str
+    others: list[LabState]
+    drivers: Drivers | None  # None: validate without looking at the machine
+
+
+class UpContext(Value):
+    """What a feature plans ``up`` from: the desired lab, what was recorded, what the wiring does."""
+
+    lab: Lab
+    recorded: Lab | None
+    record: Any  # this feature's record as kept in the state (JSON), None for a new lab
+    others: list[LabState]  # the other labs that are up
+    recreated: frozenset[str]  # hosts whose namespace the wiring (re)creates in this run
+    new_bridges: frozenset[str]  # bridges the wiring (re)creates in this run
+    drivers: Drivers
+
+
+class DownContext(Value):
+    name: str
+    lab: Lab | None  # as recorded (None when only ownership marks are left)
+    record: Any
+    others: list[LabState]
+    namespaces: list[str]  # the namespaces about to go
+    drivers: Drivers
+
+
+class FeaturePlan(Value):
+    before: list[Action] = field(default_factory=list)
+    after: list[Action] = field(default_factory=list)
+    record: Any = None  # JSON-able; the state keeps it under the feature's KEY

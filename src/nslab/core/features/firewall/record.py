@@ -1,0 +1,143 @@
+"""What a lab asks of the firewall, as the typed record kept in its state (and rendered by render.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ....model import Lab
+from ....values import Value, field
+from ... import publish
+
+
+class FwNetwork(Value):
+    name: str
+    bridge: str
+    subnet: str
+    internal: bool
+    subnet6: str = ""  # a dual-stack network's IPv6 subnet
+    nat6: bool = True  # its IPv6 egress masqueraded (else routed)
+
+
+class PublishedPort(Value):
+    host: str
+    field: str  # the lab file's field path, e.g. hosts.web1.publish[0] (named in the rule's comment)
+    spec: str  # as written
+    proto: str
+    host_ip: str
+    host_port: int  # picked: 0 until features/firewall/pick.py chooses it
+    network: str
+    address: str
+    port: int
+    picked: bool = False  # no host port written: nslab picked it (kept while the lab is up)
+    address6: str = ""  # the host's IPv6 address when the port is published on IPv6 too (or only)
+
+
+class FirewallRecord(Value):
+    networks: list[FwNetwork] = field(default_factory=list)
+    ports: list[PublishedPort] = field(default_factory=list)
+    hairpin: list[str] = field(default_factory=list)  # bridge ports in hairpin mode
+    route_localnet: dict[str, str] = field(default_factory=dict)  # bridge -> value before nslab set it
+    docker_user: bool = False  # rules in Docker's DOCKER-USER chain
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the lab has anything in the table."""
+        return bool(self.networks or self.ports)
+
+    def needs_forwarding(self) -> bool:
+        return bool(self.ports) or any(not n.internal for n in self.networks)
+
+    def needs_forwarding6(self) -> bool:
+        return any(p.address6 for p in self.ports) or any(n.subnet6 and not n.internal for n in self.networks)
+
+    def loopback_relays(self) -> list[dict[str, Any]]:
+        """The ports that must answer on ``[::1]`` (plain, ``[::]`` and ``[::1]`` entries of hosts with IPv6):
+        relayed by the lab's supervisor (loopproxy.py), the kernel cannot DNAT them."""
+        return [
+            {"listen": "::1", "port": p.host_port, "proto": p.proto, "to": p.address6, "to_port": p.port}
+            for p in self.ports
+            if p.address6 and (":" not in p.host_ip or p.host_ip in ("::", "::1"))
+        ]
+
+    def published_bridges(self) -> list[str]:
+        by_name = {n.name: n.bridge for n in self.networks}
+        out: list[str] = []
+        for p in self.ports:
+            bridge = by_name.get(p.network)
+            if bridge and bridge not in out:
+                out.append(bridge)
+        return out
+
+    def same_rules(self, other: FirewallRecord) -> bool:
+        return self.networks == other.networks and self.ports == other.ports
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "networks": [vars(n) for n in self.networks],
+            "ports": [vars(p) for p in self.ports],
+            "hairpin": self.hairpin,
+            "route_localnet": self.route_localnet,
+            "docker_user": self.docker_user,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> FirewallRecord:
+        if not isinstance(data, dict):
+            return cls()
+        return cls(
+            networks=[FwNetwork(**n) for n in data.get("networks") or []],
+            ports=[PublishedPort(**p) for p in data.get("ports") or []],
+            hairpin=list(data.get("hairpin") or []),
+            route_localnet=dict(data.get("route_localnet") or {}),
+            docker_user=bool(data.get("docker_user")),
+            warnings=list(data.get("warnings") or []),
+        )
+
+
+def published_ports(lab: str, host: str) -> list[PublishedPort]:
+    """The ports of ``host`` of lab ``lab`` (up) as recorded, host ports picked at ``up`` included, by port."""
+    from ...state import LabState
+
+    recorded = LabState.load(lab)
+    record = FirewallRecord.from_json(recorded.extra.get("firewall") if recorded else None)
+    return sorted((p for p in record.ports if p.host == host), key=lambda p: (p.port, p.proto, p.host_port))
+
+
+def docker_port_lines(p: PublishedPort, with_port: bool = True) -> list[str]:
+    """As ``docker port`` prints it, a line per family the port is published on: ``80/tcp -> 0.0.0.0:32768``
+    and ``80/tcp -> [::]:32768`` (``with_port=False``: ``0.0.0.0:32768``, ``[::]:32768``)."""
+    if ":" in p.host_ip:  # published on IPv6 only ("[::]:6000:80", "[::1]:6000:80")
+        wheres = [f"[{p.host_ip}]:{p.host_port}"]
+    else:
+        wheres = [f"{p.host_ip}:{p.host_port}"] + ([f"[::]:{p.host_port}"] if p.address6 else [])
+    return [f"{p.port}/{p.proto} -> {where}" if with_port else where for where in wheres]
+
+
+def desired(lab: Lab) -> FirewallRecord:
+    """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
+    from ....errors import field_path
+
+    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
+                for n in lab.networks.values()]
+    ports: list[PublishedPort] = []
+    spec = lab.spec
+    for host_name, host_spec in (spec.hosts.items() if spec is not None else ()):
+        host = lab.hosts.get(host_name)
+        iface = next((i for i in host.interfaces if i.network), None) if host else None
+        if iface is None or iface.network is None:
+            continue
+        for index, text in enumerate(host_spec.publish):
+            try:
+                mappings = publish.parse(text)
+            except publish.PublishSyntaxError:
+                continue
+            where = field_path(("hosts", host_name, "publish", index))
+            v6 = str(iface.address6.ip) if iface.address6 else ""
+            ports += [
+                PublishedPort(host_name, where, text, m.proto, str(m.host_ip), m.host_port, iface.network,
+                              str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
+                for m in mappings
+            ]
+    return FirewallRecord(networks=networks, ports=ports)

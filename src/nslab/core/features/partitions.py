@@ -1,0 +1,180 @@
+"""Feature 'partitions': two hosts or networks of a lab cut from each other, both ways, until healed.
+
+``partitions: [[web1, db], [front, back]]`` in the lab file, or ``nslab partition LAB/A B`` / ``lab.partition(a,
+b)`` at run time (recorded with ``source: cli``; ``nslab heal`` / ``lab.heal()`` removes them). A side is a host
+(its addresses) or a network (its subnet, so the hosts on it and its gateway).
+
+Each host of either side gets, in its own namespace, ``table inet nslab-partition``: packets from the other
+side are dropped at prerouting, packets to it at postrouting, whatever their conntrack state (so established
+connections stop too, and no NAT mapping on the machine can carry them). Rules carry the comment
+``nslab:<lab>:partition:<a>:<b>``. Traffic between two hosts of one network is bridged on the machine, where
+``inet`` tables do not see it: that is why the drops sit in the hosts. The tables go with the namespaces on
+``down``; nothing touches the machine.
+
+Replaces: ``ip netns exec NS nft -f -`` with ``ip saddr/daddr ... drop`` rules (``ip6 saddr/daddr`` for the
+IPv6 addresses of dual-stack sides).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...errors import Problem
+from ...values import Value, field
+from ..plan import Action
+from . import DownContext, FeaturePlan, UpContext, ValidateContext
+
+if TYPE_CHECKING:
+    from ...drivers import Drivers
+    from ...model import Lab
+
+KEY = "partitions"
+STATUS_KEY = "faults"
+TABLE = "inet nslab-partition"
+
+
+class PartitionsRecord(Value):
+    cuts: list[list[str]] = field(default_factory=list)  # [a, b, source ("file" or "cli")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"partitions": self.cuts}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PartitionsRecord:
+        cuts = data.get("partitions") if isinstance(data, dict) else None
+        return cls([list(c) for c in cuts or []])
+
+    def pairs(self) -> set[frozenset[str]]:
+        return {frozenset(c[:2]) for c in self.cuts}
+
+
+class HostTable(Action):
+    """One nft table inside a host's namespace: ``text`` replaces ``old`` (``""``: no table)."""
+
+    namespace: str
+    table: str  # "inet nslab-partition"
+    text: str
+    old: str
+    what: str
+
+    def _buffer(self) -> str:
+        return f"add table {self.table}\ndelete table {self.table}\n{self.text}"
+
+    def commands(self) -> list[str]:
+        return [f"ip netns exec {self.namespace} nft -f - <<'EOF'\n{self._buffer()}EOF"]
+
+    def summary(self) -> str:
+        return f"set the {self.what}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        drivers.shaper.nft(self.namespace, self._buffer())
+        return HostTable(self.namespace, self.table, self.old, self.text, self.what)
+
+
+def side(lab: Lab, name: str) -> tuple[list[str], list[str]]:
+    """The hosts of one side and the addresses (or subnet) that stand for it."""
+    if name in lab.hosts:
+        return [name], [str(i.address.ip) for i in lab.hosts[name].interfaces]
+    network = lab.networks[name]
+    hosts = [h.name for h in lab.hosts.values() if h.interface_on(name) is not None]
+    return hosts, [str(network.subnet)]
+
+
+def side6(lab: Lab, name: str) -> list[str]:
+    """The IPv6 addresses (or subnet6) that stand for one side: none where it has no IPv6."""
+    if name in lab.hosts:
+        return [str(i.address6.ip) for i in lab.hosts[name].interfaces if i.address6]
+    subnet6 = lab.networks[name].subnet6
+    return [str(subnet6)] if subnet6 else []
+
+
+def render(lab: Lab, cuts: list[list[str]]) -> dict[str, str]:
+    """host -> its ``inet nslab-partition`` table, for every host on a side of a cut (IPv6 too where the
+    other side has IPv6 addresses)."""
+    rules: dict[str, list[tuple[str, str, str]]] = {}  # host -> (family, addresses of the other side, comment)
+    for a, b, *_ in cuts:
+        comment = f"nslab:{lab.name}:partition:{a}:{b}"
+        (a_hosts, a_addrs), (b_hosts, b_addrs) = side(lab, a), side(lab, b)
+        a6, b6 = side6(lab, a), side6(lab, b)
+        for hosts, addrs, addrs6 in ((a_hosts, b_addrs, b6), (b_hosts, a_addrs, a6)):
+            for host in hosts:
+                rules.setdefault(host, []).append(("ip", ", ".join(addrs), comment))
+                if addrs6:
+                    rules[host].append(("ip6", ", ".join(addrs6), comment))
+    tables = {}
+    for host, drops in rules.items():
+        inbound = "".join(f'    {f} saddr {{ {addrs} }} drop comment "{c}"\n' for f, addrs, c in drops)
+        outbound = "".join(f'    {f} daddr {{ {addrs} }} drop comment "{c}"\n' for f, addrs, c in drops)
+        tables[host] = (f"table {TABLE} {{\n  chain in {{\n    type filter hook prerouting priority -350; "
+                        f"policy accept;\n{inbound}  }}\n  chain out {{\n    type filter hook postrouting priority "
+                        f"350; policy accept;\n{outbound}  }}\n}}\n")
+    return tables
+
+
+def cut(lab: Lab, record: Any, a: str, b: str) -> bool:
+    """Whether hosts ``a`` and ``b`` are on opposite sides of a partition of ``record`` (what ``nslab check``
+    expects to be blocked)."""
+    for x, y, *_ in PartitionsRecord.from_json(record).cuts:
+        if problems_of(lab, x, y):
+            continue
+        xs, ys = set(side(lab, x)[0]), set(side(lab, y)[0])
+        if (a in xs and b in ys) or (a in ys and b in xs):
+            return True
+    return False
+
+
+def problems_of(lab: Lab, a: str, b: str) -> list[str]:
+    """What is wrong with cutting ``a`` from ``b`` (each a host or a network of ``lab``)."""
+    out = [f"'{n}' is neither a host nor a network of lab '{lab.name}'" for n in (a, b)
+           if n not in lab.hosts and n not in lab.networks]
+    if a == b:
+        out.append(f"a partition needs two different sides ('{a}' twice)")
+    return out
+
+
+def validate(ctx: ValidateContext) -> list[Problem]:
+    from ...errors import field_path
+
+    spec = ctx.lab.spec
+    problems = []
+    for n, (a, b) in enumerate(spec.partitions if spec is not None else ()):
+        path = ("partitions", n)
+        problems += [Problem(p, field_path(path), ctx.file, ctx.source.line(path))
+                     for p in problems_of(ctx.lab, a, b)]
+    return problems
+
+
+def desired(lab: Lab, old: PartitionsRecord) -> PartitionsRecord:
+    cuts = [[a, b, "file"] for a, b in (lab.spec.partitions if lab.spec is not None else ())]
+    seen = {frozenset(c[:2]) for c in cuts}
+    for a, b, *rest in old.cuts:
+        if rest == ["cli"] and frozenset((a, b)) not in seen and not problems_of(lab, a, b):
+            cuts.append([a, b, "cli"])
+    return PartitionsRecord(cuts)
+
+
+def plan_change(lab: Lab, old: PartitionsRecord, new: PartitionsRecord,
+                fresh: frozenset[str] = frozenset()) -> list[Action]:
+    before, after = render(lab, old.cuts), render(lab, new.cuts)
+    actions: list[Action] = []
+    for host in sorted(set(before) | set(after)):
+        was = "" if host in fresh else before.get(host, "")
+        if host in lab.hosts and after.get(host, "") != was:
+            actions.append(HostTable(lab.hosts[host].namespace, TABLE, after.get(host, ""), was,
+                                     f"partitions of {host}"))
+    return actions
+
+
+def plan_up(ctx: UpContext) -> FeaturePlan:
+    old = PartitionsRecord.from_json(ctx.record)
+    new = desired(ctx.lab, old)
+    return FeaturePlan(after=plan_change(ctx.lab, old, new, ctx.recreated), record=new)
+
+
+def plan_down(ctx: DownContext) -> FeaturePlan:
+    return FeaturePlan()  # the tables go with the hosts' namespaces
+
+
+def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
+    return {"partitions": [{"a": c[0], "b": c[1], "source": c[2] if len(c) > 2 else "file"}
+                           for c in PartitionsRecord.from_json(record).cuts]}

@@ -1,0 +1,296 @@
+"""Feature 'services': the ``run:`` commands of hosts, and the DNS forwarder, run by one supervisor per lab.
+
+``python -m nslab.daemons.supervise LAB`` (supervise.py) starts each service inside its host (network, hostname,
+/etc/netns files), restarts it by its ``restart:`` policy, logs it, and tracks its whole process tree in a
+cgroup (drivers/process.py). A lab without services and without a forwarder has no process at all. A converge
+keeps every service whose definition did not change running: the supervisor is handed its new config (SIGHUP)
+and stops only the services that changed or whose host the wiring recreates (before the wiring changes), then
+starts the new and changed ones (at the end); a rollback hands it the former config again.
+``down`` stops it, and whatever else still runs inside the lab's hosts, before the namespaces go.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ...errors import KernelError, Problem
+from ...naming import blake2s
+from ...paths import log_path, netns_path, services_status, supervisor_config, uts_path
+from ...values import Value
+from ..plan import Action, shell_quote
+from . import DownContext, FeaturePlan, UpContext, ValidateContext, dns
+from .firewall.record import desired
+
+if TYPE_CHECKING:
+    from ...drivers import Drivers
+    from ...model import Lab
+
+KEY = "services"
+STATUS_KEY = "hostsetup"
+Supervisor = dict[str, Any]  # the supervisor's config as written for it, plus its pid and start time
+
+
+class ServicesRecord(Value):
+    supervisor: Supervisor | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"supervisor": self.supervisor}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ServicesRecord:
+        supervisor = data.get("supervisor") if isinstance(data, dict) else None
+        return cls(supervisor if isinstance(supervisor, dict) else None)
+
+
+def validate(ctx: ValidateContext) -> list[Problem]:
+    from ...errors import field_path
+
+    spec = ctx.lab.spec
+    problems = []
+    for name, host in (spec.hosts.items() if spec is not None else ()):
+        for i, command in enumerate(host.commands()):
+            if not command.strip():
+                path = ("hosts", name, "run") if isinstance(host.run, str) else ("hosts", name, "run", i)
+                problems.append(Problem("an empty command", field_path(path), ctx.file, ctx.source.line(path)))
+    return problems
+
+
+def desired_services(lab: Lab) -> list[dict[str, Any]]:
+    services = []
+    for name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
+        host = lab.hosts[name]
+        commands = host_spec.commands()
+        for n, command in enumerate(commands, start=1):
+            services.append({
+                "id": f"{name}.{n}" if len(commands) > 1 else name,
+                "host": name, "n": n, "lab": lab.name, "command": command, "restart": host_spec.restart,
+                "namespace": host.namespace, "uts": uts_path(lab.name, name), "log": log_path(lab.name, name, n),
+            })
+    return services
+
+
+def _digest(services: list[dict[str, Any]], forward: Any, proxy: Any = None) -> str:
+    text = json.dumps([services, forward, *([proxy] if proxy else [])], sort_keys=True)
+    return blake2s(text.encode()).hexdigest()[:16]
+
+
+# --- actions -------------------------------------------------------------------------------------------------
+class StartSupervisor(Action):
+    """Start the lab's supervisor with ``config``; ``record`` receives it (with its pid) once it runs."""
+
+    lab: str
+    config: Supervisor
+    record: ServicesRecord
+
+    def commands(self) -> list[str]:
+        out = []
+        forward = self.config.get("forward")
+        if forward:
+            out.append(f"# DNS forwarder on {', '.join(forward['listen'])}:53 -> {', '.join(forward['upstreams'])} "
+                       "(in the lab's supervisor)")
+        for p in self.config.get("proxy", ()):
+            out.append(f"# relay [::1]:{p['port']}/{p['proto']} -> [{p['to']}]:{p['to_port']} "
+                       "(in the lab's supervisor)")
+        for s in self.config["services"]:
+            out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}): nsenter "
+                       f"--net={netns_path(s['namespace'])} --uts={s['uts']} sh -c {shell_quote(s['command'])}")
+        out.append(f"# python -m nslab.daemons.supervise {self.lab}  # runs and supervises the above")
+        return out
+
+    def summary(self) -> str:
+        ids = [s["id"] for s in self.config["services"]]
+        if ids:
+            return f"start services: {', '.join(ids)}"
+        return "start the DNS forwarder" if self.config.get("forward") else "start the [::1] port relay"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        self.record.supervisor = drivers.processes.start_supervisor(self.lab, self.config)
+        return StopSupervisor(self.lab, self.record.supervisor)
+
+
+class StopSupervisor(Action):
+    """Stop the supervisor and every process tree of every service; the inverse starts the same services."""
+
+    lab: str
+    supervisor: Supervisor
+
+    def commands(self) -> list[str]:
+        ids = ", ".join(s["id"] for s in self.supervisor.get("services", [])) or "none"
+        return [f"kill {self.supervisor.get('pid')}  # the lab's supervisor: stops services ({ids}) with their trees"]
+
+    def summary(self) -> str:
+        ids = [s["id"] for s in self.supervisor.get("services", [])]
+        return f"stop services: {', '.join(ids)}" if ids else "stop the DNS forwarder"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        failures = drivers.processes.stop_supervisor(self.lab, self.supervisor)
+        if failures:
+            raise KernelError("; ".join(failures))
+        config = {k: v for k, v in self.supervisor.items() if k not in ("pid", "start")}
+        return StartSupervisor(self.lab, config, ServicesRecord())
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        return drivers.processes.stop_supervisor(self.lab, self.supervisor)
+
+
+class StopInside(Action):
+    """What still runs in the lab's hosts after its services stopped (``nslab exec -d``, a shell): stopped like
+    a container's processes (SIGTERM, then SIGKILL), else it would keep a namespace and its veth alive."""
+
+    namespaces: tuple[str, ...]
+
+    def commands(self) -> list[str]:
+        return [f"ip netns pids {ns} | xargs -r kill" for ns in self.namespaces]
+
+    def summary(self) -> str:
+        return "stop processes inside the hosts"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        failures = drivers.processes.stop_inside(list(self.namespaces))
+        if failures:
+            raise KernelError("; ".join(failures))
+        return None
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        return drivers.processes.stop_inside(list(self.namespaces))
+
+
+class ReloadServices(Action):
+    """Hand the running supervisor a new config (SIGHUP): the services whose definition changed or that left
+    stop, new and changed ones start, the others keep running untouched. The inverse hands back the former."""
+
+    lab: str
+    current: Supervisor  # the running supervisor's record (config + pid)
+    config: Supervisor  # what it is to run
+    record: ServicesRecord
+
+    def commands(self) -> list[str]:
+        new = {s["id"]: s for s in self.config.get("services", [])}
+        stop, start = self._changes()
+        out = [f"kill -HUP {self.current.get('pid')}  # the lab's supervisor re-reads its config: "
+               f"stops {', '.join(stop) or 'nothing'}, starts {', '.join(start) or 'nothing'}"]
+        out += [f"# service {i} (restart: {new[i]['restart']}): sh -c {shell_quote(new[i]['command'])}" for i in start]
+        return out
+
+    def summary(self) -> str:
+        stop, start = self._changes()
+        restarted = [i for i in stop if i in start]
+        parts = [f"restart {', '.join(restarted)}"] if restarted else []
+        parts += [f"stop {', '.join(i for i in stop if i not in start)}"] if set(stop) - set(start) else []
+        parts += [f"start {', '.join(i for i in start if i not in stop)}"] if set(start) - set(stop) else []
+        return "services: " + ("; ".join(parts) or "the DNS forwarder changes")
+
+    def _changes(self) -> tuple[list[str], list[str]]:
+        """(ids that stop, ids that start): a changed service is in both."""
+        old = {s["id"]: s for s in self.current.get("services", [])}
+        new = {s["id"]: s for s in self.config.get("services", [])}
+        return [i for i in old if old[i] != new.get(i)], [i for i in new if new[i] != old.get(i)]
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        self.record.supervisor = drivers.processes.reload_supervisor(self.lab, self.current, self.config)
+        former = {k: v for k, v in self.current.items() if k not in ("pid", "start")}
+        return ReloadServices(self.lab, self.record.supervisor, former, ServicesRecord())
+
+
+# --- plans ---------------------------------------------------------------------------------------------------
+def plan_up(ctx: UpContext) -> FeaturePlan:
+    lab, processes = ctx.lab, ctx.drivers.processes
+    services = desired_services(lab)
+    forward = dns.forwarder(lab, ctx.drivers)
+    proxy = desired(lab).loopback_relays()
+    current = ServicesRecord.from_json(ctx.record).supervisor
+    record = ServicesRecord()
+    plan = FeaturePlan(record=record)
+    running = current is not None and processes.is_alive(current.get("pid"), current.get("start"))
+    if current is not None and (not running or not (services or forward or proxy)):
+        plan.before.append(StopSupervisor(lab.name, current))  # (a dead one's leftover trees are cleaned up too)
+    if not (services or forward or proxy):
+        return plan
+    if current is None or not running:
+        config = _config(lab.name, services, forward, ctx.drivers.processes.cgroup_root(lab.name), proxy=proxy)
+        plan.after.append(StartSupervisor(lab.name, config, record))
+        return plan
+    config = _config(lab.name, services, forward, current.get("cgroup"), current, proxy)
+    record.supervisor = current
+    if _same(config, current):
+        return plan
+    # Services that change, or whose host the wiring recreates, stop before the wiring changes; the rest run on.
+    old = {s["id"]: s for s in current.get("services", [])}
+    new = {s["id"]: s for s in config["services"]}
+    staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in ctx.recreated]
+    interim = {**_strip(current), "services": staying}
+    interim["hash"] = _digest(staying, interim.get("forward"), interim.get("proxy"))
+    if not _same(interim, current):
+        plan.before.append(ReloadServices(lab.name, current, interim, record))
+        current = {**interim, "pid": current.get("pid"), "start": current.get("start")}
+    plan.after.append(ReloadServices(lab.name, current, config, record))
+    return plan
+
+
+def _strip(record: Supervisor) -> Supervisor:
+    return {k: v for k, v in record.items() if k not in ("pid", "start")}
+
+
+def _same(config: Supervisor, current: Supervisor) -> bool:
+    return config == _strip(current)
+
+
+def _config(lab: str, services: list[dict[str, Any]], forward: Any, cgroup_root: str | None,
+            current: Supervisor | None = None, proxy: list[dict[str, Any]] | None = None) -> Supervisor:
+    """The supervisor's config; with ``current``, every unchanged service keeps its token and cgroup.
+    ``proxy``: the ports it relays from ``[::1]`` (loopproxy.py), a key only when there are some."""
+    tag = (current or {}).get("tag") or (cgroup_root.rsplit("-", 1)[-1] if cgroup_root else "env")
+    return {
+        **({"proxy": proxy} if proxy else {}),
+        "lab": lab, "hash": _digest(services, forward, proxy), "cgroup": cgroup_root, "forward": forward, "tag": tag,
+        "tracking": "cgroup" if cgroup_root else "environment",
+        "services": [
+            {**s, "token": f"{lab}/{s['id']}/{tag}",
+             "cgroup": f"{cgroup_root}/{s['host']}.{s['n']}" if cgroup_root else None}
+            for s in services
+        ],
+    }
+
+
+def plan_down(ctx: DownContext) -> FeaturePlan:
+    supervisor = ServicesRecord.from_json(ctx.record).supervisor
+    if supervisor is None:  # a crash between the supervisor's start and the state's save: it left its config
+        supervisor = _left_behind(ctx)
+    before: list[Action] = []
+    if supervisor is not None:
+        before.append(StopSupervisor(ctx.name, supervisor))
+    # A container host's processes are Docker's to stop (features/containers.py): its init, PID 1 of its own
+    # PID namespace, would ignore SIGTERM and hold `down` for the whole stop timeout.
+    containers = {h.namespace for h in ctx.lab.hosts.values() if h.container} if ctx.lab else set()
+    namespaces = tuple(ns for ns in ctx.namespaces if ns not in containers)
+    if namespaces:
+        before.append(StopInside(namespaces))
+    return FeaturePlan(before=before)
+
+
+def _left_behind(ctx: DownContext) -> Supervisor | None:
+    files = ctx.drivers.files
+    config = files.read_json(supervisor_config(ctx.name))
+    if not isinstance(config, dict):
+        return None
+    live = files.read_json(services_status(ctx.name)) or {}
+    return {**config, "pid": live.get("pid"), "start": live.get("start")}
+
+
+def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
+    supervisor = ServicesRecord.from_json(record).supervisor
+    live = drivers.files.read_json(services_status(lab.name)) or {}
+    alive = supervisor is not None and drivers.processes.is_alive(supervisor.get("pid"), supervisor.get("start"))
+    services = []
+    for s in live.get("services", []) if supervisor else []:
+        entry = {k: s.get(k) for k in ("id", "host", "command", "restart", "state", "pid", "exit_code", "restarts",
+                                       "processes", "log")}
+        if not alive and entry["state"] in ("running", "restarting", "starting"):
+            entry["state"] = "unknown (supervisor gone)"
+        services.append(entry)
+    summary = None
+    if supervisor is not None:
+        summary = {"pid": supervisor.get("pid"), "running": alive, "tracking": supervisor.get("tracking"),
+                   "cgroup": supervisor.get("cgroup"), "forwarder": supervisor.get("forward")}
+    return {"supervisor": summary, "services": services}

@@ -1,0 +1,75 @@
+"""The ``status --json`` document of one lab: what is recorded, next to what the kernel shows now.
+
+Read-only: it observes through the drivers (``ip -n NS -j addr``/``route`` of every host, the machine's links)
+and never creates anything. Each feature adds its part under its ``STATUS_KEY``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import features
+
+if TYPE_CHECKING:
+    from ..drivers import Drivers
+    from ..drivers.rtnl import LinkInfo, RouteInfo
+    from ..model import Host
+    from ..model import Lab as ResolvedLab
+    from .state import LabState
+
+
+def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
+    from .drift import host_views, lab_drift
+
+    lab = st.lab
+    views = host_views(lab, drivers)  # read once: the hosts' entries and the drift both use them
+    machine_links = {lk.name for lk in drivers.kernel.machine_links()}
+    doc: dict[str, Any] = {
+        "name": lab.name,
+        "source": lab.source,
+        "networks": [
+            {"name": n.name, "bridge": n.bridge, "subnet": str(n.subnet), "gateway": str(n.gateway.ip),
+             "internal": n.internal, "present": n.bridge in machine_links,
+             **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6.ip)} if n.subnet6 and n.gateway6 else {})}
+            for n in lab.networks.values()
+        ],
+        "hosts": [_host(lab, h, views.get(h.namespace)) for h in lab.hosts.values()],
+    }
+    for module in features.modules():
+        doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))
+    doc["drift"] = [d.text for d in lab_drift(st, drivers, views)]
+    doc["links"] = [
+        {"endpoints": [lk.a, lk.b], "interfaces": [lk.a_ifname, lk.b_ifname], "subnet": str(lk.subnet),
+         "addresses": [str(lk.a_address), str(lk.b_address)]}
+        for lk in lab.links
+    ]
+    return doc
+
+
+def _host(lab: ResolvedLab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": h.name, "namespace": h.namespace, "hostname": h.hostname, "present": False,
+                             "interfaces": [], "routes": []}
+    if view is None:
+        return entry
+    links, routes = view
+    wanted = {i.name: i for i in h.interfaces}
+    entry["present"] = True
+    for lk in links:
+        if lk.name == "lo":
+            continue
+        iface = wanted.get(lk.name)
+        peer = None
+        if iface is not None and iface.link is not None:
+            link = lab.links[iface.link]
+            peer = link.b if link.a == h.name else link.a
+        entry["interfaces"].append({
+            "name": lk.name, "up": lk.up,
+            "addresses": [str(a) for a in lk.addresses if a.version == 4 or not a.ip.is_link_local],
+            "network": iface.network if iface else None, "link_peer": peer,
+        })
+    entry["routes"] = [
+        {"destination": "default" if r.destination.prefixlen == 0 else str(r.destination), "gateway": r.gateway,
+         "device": r.device}
+        for r in routes
+    ]
+    return entry

@@ -1,0 +1,595 @@
+"""The wiring of a lab: named namespaces (hosts), bridges (networks), veths and point-to-point links, with
+their addresses and default routes — planned as actions (see plan.py) and applied through the netlink driver.
+
+This module owns convergence of the wiring: which hosts, networks and links must go, which must be made, and in
+which order. Objects are compared as frozen resolved values, so an object whose resolved form did not change is
+not touched by a converging ``up``. A host that changed is recreated whole (its namespace, veths and
+addresses); a network whose subnet changed takes its hosts with it. Every action's inverse recreates or removes
+exactly what it touched, so a failed converge is rolled back to the lab that was up.
+
+Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
+``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``; for
+dual-stack networks ``ip link set IF addrgenmode eui64``, ``ip addr add ADDR6 dev IF nodad``,
+``ip -6 route add default via GW6``; ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ..errors import KernelError, Problem
+from ..model import Host, Lab, Link, Network
+from ..naming import LINK_GROUP, mac_address, owner_alias
+from ..values import Value, field
+from .plan import Action, Plan, Steps
+
+if TYPE_CHECKING:
+    from ..drivers import Drivers
+    from .spec import SourceMap
+
+#: What the dry-run calls the machine's own network namespace (the shell running the script is in it).
+MACHINE_NETNS = "/proc/$$/ns/net"
+#: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
+NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
+#: Set in a dual-stack host's namespace before its interfaces exist: IPv6 addresses stay on an interface put down;
+#: no duplicate address detection (IPAM made the addresses unique; the link-local one is usable at once and one
+#: flooded neighbour solicitation per host less).
+KEEP_IPV6_ADDRESSES = "net.ipv6.conf.default.keep_addr_on_down=1 net.ipv6.conf.default.accept_dad=0"
+
+
+def _raise_on(failures: list[str]) -> None:
+    if failures:
+        raise KernelError("; ".join(failures))
+
+
+def _brd(address: object) -> str:
+    """``broadcast +`` as the driver sets it (not for /31 and /32)."""
+    prefix = getattr(getattr(address, "network", None), "prefixlen", 32)
+    return " broadcast +" if prefix < 31 else ""
+
+
+class Observed(Value):
+    """What exists in the kernel right now (from the netlink driver, or a fake in unit tests)."""
+
+    namespaces: frozenset[str] = frozenset()
+    bridges: frozenset[str] = frozenset()
+    host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
+    # Drift found against the recorded lab (drift.py fills these in; ``up`` repairs them):
+    broken_hosts: frozenset[str] = frozenset()  # hosts to recreate (an interface, address or port lost)
+    broken_links: frozenset[tuple[str, str, str, str]] = frozenset()  # point-to-point links to recreate
+    ends_down: tuple[tuple[str, str], ...] = ()  # (namespace or '' for the machine, link) down, meant up
+    ends_up: tuple[tuple[str, str], ...] = ()  # up, but put down with `nslab link`
+    routes_missing: tuple[tuple[str, str], ...] = ()  # (namespace, gateway) default routes to restore
+
+
+class SetLinkState(Action):
+    """``ip [-n NS] link set IF up|down`` for each end (namespace '' = the machine); then the default routes
+    to restore (IPv4 drops a host's routes through an interface put down, and ``up`` does not bring them back).
+    The inverse sets the other state."""
+
+    ends: tuple[tuple[str, str], ...]
+    up: bool
+    routes: tuple[tuple[str, str], ...] = ()
+
+    def commands(self) -> list[str]:
+        state = "up" if self.up else "down"
+        out = [f"ip {f'-n {ns} ' if ns else ''}link set {name} {state}" for ns, name in self.ends]
+        return out + [f"ip -n {ns}{' -6' if ':' in gw else ''} route replace default via {gw} proto static"
+                      for ns, gw in self.routes]
+
+    def summary(self) -> str:
+        return f"set {len(self.ends)} interface(s) {'up' if self.up else 'down'}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        import ipaddress
+
+        if self.ends:
+            _raise_on(drivers.kernel.set_link_state(list(self.ends), self.up))
+        if self.routes:
+            _raise_on(drivers.kernel.set_default_routes(
+                [(ns, ipaddress.ip_address(gw)) for ns, gw in self.routes]))
+        return SetLinkState(self.ends, not self.up) if self.ends else None
+
+
+class RemoveHosts(Action):
+    """``ip netns del`` (the kernel dismantles each namespace and its veths once unused)."""
+
+    lab: Lab
+    namespaces: tuple[str, ...]
+
+    def commands(self) -> list[str]:
+        return [f"ip netns del {ns}" for ns in self.namespaces]
+
+    def summary(self) -> str:
+        return f"remove {len(self.namespaces)} host(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(drivers.kernel.remove_namespaces(list(self.namespaces)))
+        hosts = tuple(h for h in self.lab.hosts.values() if h.namespace in self.namespaces)
+        if not hosts:
+            return None
+        # Undone by making them again, with their point-to-point links (they went with the namespaces).
+        names = {h.name for h in hosts}
+        links = tuple(lk for lk in self.lab.links if lk.a in names or lk.b in names)
+        again: list[Action] = [AddHosts(self.lab, hosts, stale=_host_veths(hosts))]
+        if links:
+            again.append(AddLinks(self.lab, links))
+        return Steps(tuple(again))
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        return drivers.kernel.remove_namespaces(list(self.namespaces))
+
+
+class RemoveLinks(Action):
+    """Point-to-point links of the lab that changed: deleting one end removes the pair."""
+
+    lab: Lab
+    links: tuple[Link, ...]
+
+    def ends(self) -> list[tuple[str, str]]:
+        return [(self.lab.hosts[lk.a].namespace, lk.a_ifname) for lk in self.links]
+
+    def commands(self) -> list[str]:
+        return [f"ip -n {ns} link del {ifname}" for ns, ifname in self.ends()]
+
+    def summary(self) -> str:
+        return f"remove {len(self.links)} link(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(drivers.kernel.remove_link_ends(self.ends()))
+        return AddLinks(self.lab, self.links)
+
+
+class RemoveBridges(Action):
+    lab: Lab
+    networks: tuple[Network, ...]
+
+    def bridges(self) -> list[str]:
+        return [n.bridge for n in self.networks]
+
+    def commands(self) -> list[str]:
+        return [f"ip link del {b}" for b in self.bridges()]
+
+    def summary(self) -> str:
+        return f"remove {len(self.networks)} network(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(drivers.kernel.remove_links(self.bridges()))
+        return AddBridges(self.lab, self.networks)
+
+
+class AddBridges(Action):
+    lab: Lab
+    networks: tuple[Network, ...]
+
+    def commands(self) -> list[str]:
+        return [line for n in self.networks for line in _bridge_commands(self.lab.name, n)]
+
+    def summary(self) -> str:
+        return f"add {len(self.networks)} network(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        try:
+            drivers.kernel.add_bridges(self.lab, list(self.networks))
+        except BaseException:  # made but not finished (alias, address): they go, this step left nothing
+            drivers.kernel.remove_links([n.bridge for n in self.networks])
+            raise
+        return RemoveBridges(self.lab, self.networks)
+
+
+class AddHosts(Action):
+    """Each host's namespace, its veths to the bridges (the host side made inside, so the peer lands on the
+    machine), addresses and default route. ``stale``: machine-side veths of these hosts that still exist (their
+    namespace was just unpinned and the kernel is still dismantling it): waited for, then deleted."""
+
+    lab: Lab
+    hosts: tuple[Host, ...]
+    stale: tuple[str, ...] = field(default=())
+
+    def commands(self) -> list[str]:
+        out = [f"ip link del {name}" for name in self.stale]
+        for h in self.hosts:
+            out += _host_commands(self.lab, h)
+        return out
+
+    def summary(self) -> str:
+        return f"add {len(self.hosts)} host(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        if self.stale:
+            _raise_on(drivers.kernel.clear_stale_links(list(self.stale)))
+        drivers.kernel.add_hosts(self.lab, list(self.hosts))
+        return RemoveHosts(self.lab, tuple(h.namespace for h in self.hosts))
+
+
+def _bridge_commands(lab: str, n: Network) -> list[str]:
+    return [
+        f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
+        f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
+        f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
+        f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
+        *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 else []),
+        f"ip link set {n.bridge} up",
+    ]
+
+
+def _link_commands(lab: Lab, lk: Link) -> list[str]:
+    a, b = lab.hosts[lk.a].namespace, lab.hosts[lk.b].namespace
+    mtu = f" mtu {lk.mtu}" if lk.mtu else ""
+    return [
+        f"ip -n {a} link add {lk.a_ifname} address {mac_address(lab.name, 'host', lk.a, lk.a_ifname)}{mtu} type veth "
+        f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)}{mtu} netns {b}",
+        f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
+        f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
+        *([f"ip -n {a} link set {lk.a_ifname} addrgenmode eui64",
+           f"ip -n {a} addr add {lk.a_address6} dev {lk.a_ifname} nodad",
+           f"ip -n {b} link set {lk.b_ifname} addrgenmode eui64",
+           f"ip -n {b} addr add {lk.b_address6} dev {lk.b_ifname} nodad"] if lk.subnet6 else []),
+        f"ip -n {a} link set {lk.a_ifname} up",
+        f"ip -n {b} link set {lk.b_ifname} up",
+    ]
+
+
+def _host_commands(lab: Lab, h: Host) -> list[str]:
+    ns = h.namespace
+    out = [] if h.container else [f"ip netns add {ns}"]  # a container's is named by its start (containers.py)
+    out += [
+        f"ip -n {ns} link set lo up",
+        f"ip netns exec {ns} sysctl -qw {NO_IPV6_AUTOCONF}",
+    ]
+    if any(i.address6 for i in h.interfaces):  # IPv6 addresses outlive `nslab link ... down`
+        out.append(f"ip netns exec {ns} sysctl -qw {KEEP_IPV6_ADDRESSES}")
+    for position, i in enumerate(i for i in h.interfaces if i.network):
+        bridge = lab.networks[i.network].bridge if i.network else ""
+        mac = f" address {i.mac or mac_address(lab.name, 'host', h.name, i.name)}"  # the lab file's wins
+        mtu = f" mtu {i.mtu}" if i.mtu else ""
+        out += [
+            f"ip -n {ns} link add {i.name} index {port_index(position)}{mac}{mtu} group {LINK_GROUP} type veth "
+            f"peer name {i.host_veth}{mtu} group {LINK_GROUP} netns {MACHINE_NETNS}",
+            f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
+        ]
+        if i.address6:  # IPv6 on: a link-local address on this interface too (the namespace's default: none)
+            out += [f"ip -n {ns} link set {i.name} addrgenmode eui64",
+                    f"ip -n {ns} addr add {i.address6} dev {i.name} nodad"]
+        out += [
+            f"ip -n {ns} link set {i.name} up",
+        ]
+        out.append(
+            f"ip link set {i.host_veth} master {bridge} alias {owner_alias(lab.name, 'host', h.name, i.name)} up"
+        )
+    if h.gateway:
+        out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
+    if h.gateway6:
+        out.append(f"ip -n {ns} -6 route add default via {h.gateway6} proto static")
+    return out
+
+
+class ConfigureHosts(Action):
+    """What a host holds beyond its interfaces, once its links exist (a route may go through one): its
+    ``sysctls:`` written inside its namespace, then its static ``routes:``. The inverse deletes the routes and
+    writes the former sysctl values back."""
+
+    hosts: tuple[Host, ...]
+    former: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())  # namespace -> former values (inverse)
+
+    def commands(self) -> list[str]:
+        out: list[str] = []
+        for h in self.hosts:
+            out += [f"ip netns exec {h.namespace} sysctl -qw {key}={value}" for key, value in h.sysctls]
+            out += [f"ip -n {h.namespace} route add {r.to} via {r.via} proto static" for r in h.routes]
+        return out
+
+    def summary(self) -> str:
+        return f"configure {len(self.hosts)} host(s) (sysctls, routes)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        done: list[tuple[str, tuple[str, ...]]] = []
+        try:
+            for h in self.hosts:
+                former = drivers.kernel.configure_host(h.namespace, list(h.routes), list(h.sysctls))
+                done.append((h.namespace, tuple(former)))
+        except BaseException:
+            UnconfigureHosts(self.hosts[: len(done)], tuple(done)).apply(drivers)
+            raise
+        return UnconfigureHosts(self.hosts, tuple(done))
+
+
+class UnconfigureHosts(Action):
+    """The inverse of :class:`ConfigureHosts`: its routes deleted, the sysctls it wrote set back."""
+
+    hosts: tuple[Host, ...]
+    former: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def commands(self) -> list[str]:
+        out: list[str] = []
+        values = dict(self.former)
+        for h in self.hosts:
+            out += [f"ip -n {h.namespace} route del {r.to} via {r.via}" for r in h.routes]
+            out += [f"ip netns exec {h.namespace} sysctl -qw {k}={v}" for k, v in _restore(h, values)]
+        return out
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        values = dict(self.former)
+        failures: list[str] = []
+        for h in self.hosts:
+            failures += drivers.kernel.unconfigure_host(h.namespace, list(h.routes), _restore(h, values))
+        _raise_on(failures)
+        return None
+
+
+#: A per-interface key: ``net.ipv4.conf.IF.KEY`` (the groups: the family's part, the interface, the key).
+_PER_INTERFACE = r"^(net\.[a-z0-9]+\.(?:conf|neigh))\.([^.]+)\.(.+)$"
+
+
+def _interface_names(lab: Lab, name: str) -> list[str]:
+    """eth0.. of a host as written (its networks, then its links), whatever else resolving found wrong."""
+    spec = lab.spec
+    if spec is None or name not in spec.hosts:
+        return [i.name for i in lab.hosts[name].interfaces]
+    count = len(spec.hosts[name].networks) + sum(e == name for lk in spec.links for e in lk.endpoints)
+    return [f"eth{n}" for n in range(count)]
+
+
+def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) -> list[Problem]:
+    """Every host's ``sysctls:`` key that a network namespace lacks or cannot write, found before any change
+    (a new namespace has no eth0 yet: a host's own interfaces are looked up as ``default``)."""
+    import re
+
+    from ..errors import field_path
+
+    asked: list[tuple[tuple[str, ...], str, str]] = []  # (field, key as written, key to look up)
+    problems: list[Problem] = []
+    for h in lab.hosts.values():
+        interfaces = _interface_names(lab, h.name)
+        for key, _ in h.sysctls:
+            loc = ("hosts", h.name, "sysctls", key)
+            match = re.match(_PER_INTERFACE, key)
+            lookup = key
+            if match and match.group(2) not in ("all", "default", "lo"):
+                if match.group(2) not in interfaces:
+                    problems.append(Problem(f"host '{h.name}' has no interface '{match.group(2)}' (its interfaces: "
+                                            f"{', '.join(['lo', *interfaces])})", field_path(loc), file,
+                                            source.line(loc)))
+                    continue
+                lookup = f"{match.group(1)}.default.{match.group(3)}"
+            asked.append((loc, key, lookup))
+    unusable = drivers.sysctl.unusable_in_new_namespace(sorted({lookup for _, _, lookup in asked})) if asked else {}
+    for where, key, lookup in asked:
+        why = unusable.get(lookup)
+        if why == "unknown":
+            text = f"unknown sysctl {key}: a network namespace has no /proc/sys/{lookup.replace('.', '/')}"
+        elif why is not None:
+            text = f"sysctl {key} is {why}"
+        else:
+            continue
+        problems.append(Problem(text, field_path(where), file, source.line(where)))
+    return problems
+
+
+def _restore(host: Host, former: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """The host's sysctls with the values they had before :class:`ConfigureHosts` (those it got to write)."""
+    before = former.get(host.namespace, ())
+    return [(key, before[i]) for i, (key, _) in enumerate(host.sysctls) if i < len(before)]
+
+
+def port_index(position: int) -> int:
+    """The ifindex a host's n-th bridge port gets inside its fresh namespace (lo is 1): no lookup needed."""
+    return 10 + position
+
+
+class AddLinks(Action):
+    lab: Lab
+    links: tuple[Link, ...]
+
+    def commands(self) -> list[str]:
+        return [line for lk in self.links for line in _link_commands(self.lab, lk)]
+
+    def summary(self) -> str:
+        return f"add {len(self.links)} link(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        undo = RemoveLinks(self.lab, self.links)
+        try:
+            drivers.kernel.add_links(self.lab, list(self.links))
+        except BaseException:  # the pairs made so far go, this step left nothing
+            drivers.kernel.remove_link_ends(undo.ends())
+            raise
+        return undo
+
+
+class RemoveBridgesLater(Action):
+    """``down``: bridges are deleted in a worker thread while namespaces are unpinned (the kernel detaches
+    a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
+
+    bridges: tuple[str, ...]
+    pending: list[object] = field(default_factory=list, compare=False)  # (nor in hash)
+
+    def commands(self) -> list[str]:
+        return [f"ip link del {b}" for b in self.bridges]
+
+    def summary(self) -> str:
+        return f"remove {len(self.bridges)} network(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        self.pending.append(drivers.kernel.remove_links_later(list(self.bridges)))
+        return None
+
+
+class AwaitBridges(Action):
+    started: RemoveBridgesLater
+
+    def commands(self) -> list[str]:
+        return []
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        failures: list[str] = []
+        for wait in self.started.pending:
+            failures += wait()  # type: ignore[operator]
+        return failures
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        _raise_on(self.teardown(drivers))
+        return None
+
+
+def _host_veths(hosts: Iterable[Host]) -> tuple[str, ...]:
+    return tuple(i.host_veth for h in hosts for i in h.interfaces if i.host_veth)
+
+
+def _host_identity(host: Host | None) -> object:
+    """What makes a host's namespace need rebuilding: everything but its point-to-point links,
+    which are replaced on their own."""
+    if host is None:
+        return None
+    return (host.namespace, host.hostname, host.gateway, tuple(i for i in host.interfaces if i.network),
+            host.routes, host.sysctls, host.container, host.gateway6)
+
+
+def _link_key(link: Link) -> tuple[str, str, str, str]:
+    return (link.a, link.b, link.a_ifname, link.b_ifname)
+
+
+class _Changes(Value):
+    """What a converge touches, by name (the steps of :func:`plan_up` fill it in)."""
+
+    nets_to_remove: list[Network] = field(default_factory=list)
+    nets_to_add: list[Network] = field(default_factory=list)
+    hosts_to_remove: dict[str, Host] = field(default_factory=dict)  # namespace -> host as recorded
+    hosts_to_add: dict[str, Host] = field(default_factory=dict)  # name -> host as desired
+    links_to_remove: list[Link] = field(default_factory=list)
+    links_to_add: list[Link] = field(default_factory=list)
+
+
+def plan_up(desired: Lab, recorded: Lab | None, observed: Observed) -> Plan:
+    """Actions that take the kernel from ``recorded``/``observed`` to ``desired``."""
+    before = recorded or Lab(name=desired.name, source=desired.source, networks={}, hosts={})
+    changes = _Changes()
+    _networks(desired, before, observed, changes)
+    _hosts(desired, before, observed, changes)
+    _links(desired, before, observed, changes)
+    return _actions(desired, before, observed, changes) + _state_repairs(desired, observed, changes)
+
+
+def _networks(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
+    for name, n in before.networks.items():
+        if desired.networks.get(name) != n and n.bridge in observed.bridges:
+            changes.nets_to_remove.append(n)
+    for name, n in desired.networks.items():
+        if before.networks.get(name) != n or n.bridge not in observed.bridges:
+            changes.nets_to_add.append(n)
+
+
+def _hosts(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
+    def remove(host: Host) -> None:
+        recorded = before.hosts.get(host.name)
+        if recorded is not None and recorded.namespace in observed.namespaces:
+            changes.hosts_to_remove.setdefault(recorded.namespace, recorded)
+
+    for name, h in before.hosts.items():
+        if _host_identity(desired.hosts.get(name)) != _host_identity(h):
+            remove(h)
+    for name, h in desired.hosts.items():
+        if (_host_identity(before.hosts.get(name)) != _host_identity(h) or h.namespace not in observed.namespaces
+                or name in observed.broken_hosts):
+            changes.hosts_to_add[name] = h
+            # A namespace that exists but is not recorded as this exact host is in the way: recreate it only if
+            # it was ours (recorded); a foreign one makes apply fail cleanly (EEXIST) before anything changed.
+            remove(h)
+    # Hosts attached to a recreated bridge must be re-wired too: their veths die with the bridge.
+    rebuilt = {n.name for n in changes.nets_to_add}
+    for name, h in desired.hosts.items():
+        if name not in changes.hosts_to_add and any(i.network in rebuilt for i in h.interfaces):
+            changes.hosts_to_add[name] = h
+            remove(h)
+
+
+def _links(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> None:
+    added = changes.hosts_to_add
+    broken = observed.broken_links
+    before_links = {_link_key(lk): lk for lk in before.links}
+    desired_links = {_link_key(lk): lk for lk in desired.links}
+    for lk in desired.links:
+        if before_links.get(_link_key(lk)) != lk or lk.a in added or lk.b in added or _link_key(lk) in broken:
+            changes.links_to_add.append(lk)
+    for key, lk in before_links.items():
+        if (desired_links.get(key) == lk and key not in broken) or lk.a in added or lk.b in added:
+            continue  # unchanged, or it goes with its recreated host
+        if lk.a in desired.hosts and lk.b in desired.hosts:
+            changes.links_to_remove.append(lk)
+
+
+def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> Plan:
+    actions: list[Action] = []
+    hosts = tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add)  # file order
+    # Container hosts (features/containers.py): a container goes after its namespace's name, and is made
+    # (and its namespace named) before the wiring reaches into it.
+    gone_containers, new_containers = _container_steps(desired, before, changes, hosts)
+    if changes.hosts_to_remove:
+        actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
+    actions += gone_containers
+    if changes.links_to_remove:
+        actions.append(RemoveLinks(before, tuple(changes.links_to_remove)))
+    if changes.nets_to_remove:
+        actions.append(RemoveBridges(before, tuple(changes.nets_to_remove)))
+    if changes.nets_to_add:
+        actions.append(AddBridges(desired, tuple(changes.nets_to_add)))
+    actions += new_containers
+    if changes.hosts_to_add:
+        stale = tuple(v for v in _host_veths(hosts) if v in observed.host_veths)
+        actions.append(AddHosts(desired, hosts, stale))
+    if changes.links_to_add:
+        actions.append(AddLinks(desired, tuple(changes.links_to_add)))
+    configured = tuple(h for name, h in desired.hosts.items()
+                       if name in changes.hosts_to_add and (h.routes or h.sysctls))
+    if configured:
+        actions.append(ConfigureHosts(configured))
+    return Plan(actions)
+
+
+def _container_steps(desired: Lab, before: Lab, changes: _Changes,
+                     added: tuple[Host, ...]) -> tuple[list[Action], list[Action]]:
+    """The containers of container hosts removed (or changed) and added (or recreated) by this plan."""
+    if not any(h.container for h in (*before.hosts.values(), *desired.hosts.values())):
+        return [], []
+    from .features.containers import wiring_steps
+
+    removed = [h for name, h in before.hosts.items() if h.container is not None and (
+        _host_identity(desired.hosts.get(name)) != _host_identity(h) or name in changes.hosts_to_add)]
+    return wiring_steps(before, desired, removed, list(added))
+
+
+def _state_repairs(desired: Lab, observed: Observed, changes: _Changes) -> Plan:
+    """Interfaces and routes that drifted on objects this run does not remake: set back as planned."""
+    remade: set[str] = {n.bridge for n in changes.nets_to_add}
+    for h in changes.hosts_to_add.values():
+        remade |= {h.namespace, *_host_veths([h])}
+    for lk in changes.links_to_add:
+        remade |= {f"{desired.hosts[lk.a].namespace}/{lk.a_ifname}", f"{desired.hosts[lk.b].namespace}/{lk.b_ifname}"}
+
+    def kept(ends: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        return tuple(e for e in ends if not ({e[0] or e[1], f"{e[0]}/{e[1]}"} & remade))
+
+    actions: list[Action] = []
+    up, down, routes = kept(observed.ends_down), kept(observed.ends_up), kept(observed.routes_missing)
+    if up or routes:
+        actions.append(SetLinkState(up, True, routes))
+    if down:
+        actions.append(SetLinkState(down, False))
+    return Plan(actions)
+
+
+def plan_down(recorded: Lab, marked_namespaces: Iterable[str] = (), marked_bridges: Iterable[str] = ()) -> Plan:
+    """Everything the lab owns: recorded objects plus any found by their ownership marks. Bridges go in a
+    worker thread meanwhile (:class:`RemoveBridgesLater`), namespaces are unpinned as by ``ip netns del``."""
+    namespaces = sorted({h.namespace for h in recorded.hosts.values()} | set(marked_namespaces))
+    bridges = sorted({n.bridge for n in recorded.networks.values()} | set(marked_bridges))
+    actions: list[Action] = []
+    later = RemoveBridgesLater(tuple(bridges))
+    if bridges:
+        actions.append(later)
+    if namespaces:
+        actions.append(RemoveHosts(recorded, tuple(namespaces)))
+    if bridges:
+        actions.append(AwaitBridges(later))
+    return Plan(actions)

@@ -1,0 +1,479 @@
+"""The per-lab supervisor: ``python -m nslab.daemons.supervise LAB`` (started by ``nslab up``, stopped by ``down``).
+
+One small process per lab that has services (or needs a DNS forwarder); idle hosts have no process at all.
+What it runs comes from ``services.json`` (built by features/services.py, written by drivers/process.py).
+It runs in the machine's namespaces and:
+
+- forks each service of ``/run/nslab/LAB/services.json`` into its own cgroup, enters the host (network,
+  ``/etc/netns`` files, hostname) with :func:`nslab.ns.nsenter.enter_host` and execs ``sh -c COMMAND`` with
+  stdout+stderr appended to the service's log file;
+- restarts services per policy (``no``, ``on-failure``, ``always``) with a growing delay (0.2 s .. 5 s,
+  reset after 10 s of running), killing what the old run left in its cgroup first;
+- relays DNS queries (UDP and TCP) that hosts send to their gateway to the machine's loopback resolver (only
+  when the machine's resolv.conf names nothing but a loopback stub, see features/dns/; the relay: dnsforward.py);
+- relays the lab's ports published on the machine's IPv6 loopback (``[::1]:PORT``) to its hosts
+  (loopproxy.py: the kernel cannot DNAT those);
+- keeps, beside each service log, when each of its lines arrived (``HOST.N.log.times``: ``OFFSET UNIX_TIME``
+  per line, for ``nslab logs -t`` and ``--since``), woken by inotify when a log grows; the log itself stays
+  the plain output, and the services write it directly (they never depend on this process to be heard);
+- writes what it does to ``services.status.json`` (with the ``hash`` of the config it runs);
+- on SIGHUP reads its config again (a converging ``nslab up`` rewrote it): services whose definition changed
+  or that are gone stop (whole trees), new and changed ones start, the others keep running untouched;
+- on SIGTERM stops every service tree (SIGTERM, SIGKILL after the timeout), removes the cgroups and exits.
+
+:class:`Supervisor` holds the loop's state; signals only wake the loop (through a pipe), the loop acts.
+Replaces a service manager unit or a ``while true; do ip netns exec NS CMD; sleep 1; done`` per service.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+from .. import linux, paths
+from ..drivers import files, process, procfs
+from ..ns import nsenter
+from .dnsforward import Forwarder
+
+RESTART_MIN, RESTART_MAX, RESET_AFTER = 0.2, 5.0, 10.0
+
+
+class LogTimes:
+    """The side index of one service log: the offset of each line's first byte and when that byte was seen."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+        self.path = paths.log_times(log)
+        self.offset, self.at_start = self._resume()
+
+    def _last_indexed(self) -> int | None:
+        """The offset of the last line the index has (None: it has none)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 4096))
+                tail = fh.read().splitlines()
+        except FileNotFoundError:
+            return None
+        for line in reversed(tail):
+            fields = line.split()
+            if len(fields) == 2 and fields[0].isdigit():
+                return int(fields[0])
+        return None
+
+    def _resume(self) -> tuple[int, bool]:
+        """Where indexing goes on (a supervisor started again): after the end of the last line indexed."""
+        last = self._last_indexed()
+        if last is None:
+            return 0, True
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(last)
+                pos = last
+                while block := fh.read(self.BLOCK):
+                    newline = block.find(b"\n")
+                    if newline >= 0:
+                        return pos + newline + 1, True
+                    pos += len(block)
+                return pos, False
+        except FileNotFoundError:
+            return 0, True
+
+    def catch_up(self) -> None:
+        """Index the lines that started since the last call, all as arriving now."""
+        try:
+            size = os.path.getsize(self.log)
+        except OSError:
+            return
+        if size < self.offset:  # the log was truncated: its index starts over
+            self.offset, self.at_start = 0, True
+            open(self.path, "wb").close()
+        if size == self.offset:
+            return
+        starts: list[int] = []
+        with open(self.log, "rb") as fh:
+            fh.seek(self.offset)
+            pos = self.offset
+            while pos < size and (block := fh.read(min(self.BLOCK, size - pos))):
+                if self.at_start:
+                    starts.append(pos)
+                newline = block.find(b"\n")
+                while 0 <= newline < len(block) - 1:
+                    starts.append(pos + newline + 1)
+                    newline = block.find(b"\n", newline + 1)
+                self.at_start = block.endswith(b"\n")
+                pos += len(block)
+        self.offset = pos
+        if starts:
+            now = f"{time.time():.6f}"
+            with open(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as fh:
+                fh.write("".join(f"{offset} {now}\n" for offset in starts))
+
+
+class Service:
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.id: str = spec["id"]
+        self.tracker = process.Tracker(spec.get("cgroup"), spec["token"])
+        self.pid: int | None = None
+        self.state = "starting"
+        self.exit_code: int | None = None
+        self.restarts = 0
+        self.streak = 0
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+        self.error: str | None = None
+        self.stopping = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "host": self.spec["host"], "n": self.spec["n"], "command": self.spec["command"],
+            "restart": self.spec["restart"], "log": self.spec["log"], "cgroup": self.spec.get("cgroup"),
+            "state": self.state, "pid": self.pid, "exit_code": self.exit_code, "restarts": self.restarts,
+            "processes": len(self.tracker.members()), "error": self.error,
+        }
+
+    def note(self, text: str) -> None:
+        try:
+            with open(os.open(self.spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as fh:
+                fh.write(f"[nslab {time.strftime('%H:%M:%S')}] {text}\n")
+        except OSError:
+            pass
+
+    def start(self) -> None:
+        if self.tracker.cgroup:
+            os.makedirs(self.tracker.cgroup, exist_ok=True)
+        self.note(f"start: {self.spec['command']}")
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _child(self.spec)
+        self.pid, self.state, self.started_at, self.restart_at = pid, "running", time.monotonic(), None
+        self.exit_code = None
+
+    def exited(self, code: int) -> None:
+        self.pid, self.exit_code = None, code
+        if self.stopping:
+            self.state = "stopped"
+            return
+        policy = self.spec["restart"]
+        again = policy == "always" or (policy == "on-failure" and code != 0)
+        described = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+        if not again:
+            self.state = "exited"
+            self.note(described + ("" if policy == "no" else f" (restart: {policy})"))
+            return
+        self.streak = 0 if time.monotonic() - self.started_at > RESET_AFTER else self.streak + 1
+        delay = min(RESTART_MIN * 2 ** max(self.streak - 1, 0), RESTART_MAX)
+        self.state, self.restart_at = "restarting", time.monotonic() + delay
+        self.note(f"{described}; restarting in {delay:.1f}s (restart: {policy})")
+
+
+def _child(spec: dict[str, Any]) -> None:
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        if spec.get("cgroup"):
+            with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as fh:
+                fh.write("0")
+        log = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, 65536)
+        nsenter.enter_host(spec["namespace"], spec.get("uts"))
+        os.chdir(spec.get("cwd") or "/")
+        env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"]}
+        env.pop("NSLAB_STATE_DIR", None)
+        os.execvpe("/bin/sh", ["sh", "-c", spec["command"]], env)
+    except BaseException as exc:  # noqa: BLE001 - report anything, then leave without running Python cleanup
+        try:
+            os.write(2, f"[nslab] cannot start: {exc}\n".encode())
+        finally:
+            os._exit(127)
+
+
+class Supervisor:
+    """The loop state of one lab's supervisor: its services, the DNS forwarder and the signal wake-up pipe."""
+
+    def __init__(self, lab: str) -> None:
+        self.lab = lab
+        self.config: dict[str, Any] = files.read_json(paths.supervisor_config(lab)) or {}
+        self.status_file = paths.services_status(lab)
+        self.me = {"pid": os.getpid(), "start": procfs.start_time(os.getpid())}
+        self.selector = selectors.DefaultSelector()
+        self.wake = self._catch_signals()
+        self.services = [Service(s) for s in self.config.get("services", [])]
+        self.times: dict[str, LogTimes] = {}  # log path -> its index
+        self.watched: dict[int, LogTimes] = {}  # inotify watch descriptor -> the index of the log it watches
+        self.inotify = self._open_inotify()
+        self.forwarder: Forwarder | None = None
+        self.proxy: Any = None  # a loopproxy.LoopbackProxy while the config has ``proxy`` entries
+        self.error: str | None = None
+        self.dns_error: str | None = None  # the last unexpected failure of the forwarder (it went on)
+        self.stopping = False
+
+    def _catch_signals(self) -> int:
+        """Signals only wake the loop (their numbers arrive on a pipe), so the loop is the one place that acts."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
+        return wake_r
+
+    def _open_inotify(self) -> int:
+        try:
+            fd = linux.inotify_init()
+        except OSError:
+            return -1  # no inotify: logs are indexed when the supervisor wakes for something else
+        self.selector.register(fd, selectors.EVENT_READ, ("inotify", None))
+        return fd
+
+    def _start(self, s: Service) -> None:
+        """Start a service and keep the index of its log (watched from now on)."""
+        s.start()
+        log = s.spec["log"]
+        times = self.times.get(log)
+        if times is None:
+            times = self.times[log] = LogTimes(log)
+        if self.inotify >= 0:
+            try:
+                self.watched[linux.inotify_watch(self.inotify, log)] = times
+            except OSError:
+                pass
+        times.catch_up()
+
+    def _on_inotify(self) -> None:
+        try:
+            data = os.read(self.inotify, 1 << 16)
+        except BlockingIOError:
+            return
+        due: set[int] = set()
+        pos = 0
+        while pos + 16 <= len(data):
+            wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
+            pos += 16 + length
+            if mask & 0x8000:  # IN_IGNORED: the file is gone, and its watch with it
+                self.watched.pop(wd, None)
+            else:
+                due.add(wd)
+        for wd in due:
+            if wd in self.watched:
+                self.watched[wd].catch_up()
+
+    def _index_all(self) -> None:
+        for times in self.times.values():
+            times.catch_up()
+
+    def _start_forwarder(self) -> None:
+        forward = self.config.get("forward")
+        if not forward:
+            return
+        try:
+            self.forwarder = Forwarder(forward["listen"], forward["upstreams"], self.selector)
+        except OSError as exc:
+            self.error = f"cannot start the DNS forwarder on port 53 of {forward['listen']}: {exc.strerror}"
+
+    def _start_proxy(self) -> None:
+        entries = self.config.get("proxy")
+        if not entries:
+            return
+        from .loopproxy import LoopbackProxy
+
+        try:
+            self.proxy = LoopbackProxy(entries, self.selector)
+        except OSError as exc:
+            self.error = f"cannot relay the ports published on [::1]: {exc.strerror}"
+
+    def write_status(self, stopped: bool = False) -> None:
+        files.write_json(
+            self.status_file,
+            {
+                **self.me,
+                "ready": True,
+                "stopped": stopped,
+                "error": self.error,
+                "dns_error": self.dns_error,
+                "services": [s.to_json() for s in self.services],
+                "forwarder": self.config.get("forward"),
+                "hash": self.config.get("hash"),
+            },
+        )
+
+    def reap(self) -> bool:
+        """Collect every exited child; True if one of them was a service."""
+        changed = False
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return changed
+            if pid == 0:
+                return changed
+            for s in self.services:
+                if s.pid == pid:
+                    s.exited(os.waitstatus_to_exitcode(status))
+                    changed = True
+
+    def _timeout(self) -> float | None:
+        """Until the next restart is due (at most 1 s while DNS queries wait for an answer); None: no limit."""
+        due = [s.restart_at for s in self.services if s.restart_at is not None]
+        timeout = max(0.0, min(due) - time.monotonic()) if due else None
+        if (self.forwarder is not None and self.forwarder.busy()) or (self.proxy is not None and self.proxy.waiting):
+            timeout = 1.0 if timeout is None else min(timeout, 1.0)
+        return timeout
+
+    def _read_signals(self) -> None:
+        try:
+            signals = os.read(self.wake, 512)
+        except BlockingIOError:
+            return
+        if signal.SIGTERM in signals or signal.SIGINT in signals:
+            self.stopping = True
+        elif signal.SIGHUP in signals:
+            self.reload()
+
+    def reload(self) -> None:
+        """Run the config as it is now: stop what changed or went, start what changed or is new."""
+        config: dict[str, Any] = files.read_json(paths.supervisor_config(self.lab)) or {}
+        wanted = {spec["id"]: spec for spec in config.get("services", [])}
+        kept = {s.id: s for s in self.services if wanted.get(s.id) == s.spec}
+        doomed = [s for s in self.services if s.id not in kept]
+        for s in doomed:
+            s.restart_at, s.stopping = None, True
+        process.stop_trees([s.tracker for s in doomed], reap=self.reap)
+        for s in doomed:
+            s.note("stopped: its definition changed or it left the lab (nslab up)")
+            if s.tracker.cgroup:
+                process.remove_cgroup(s.tracker.cgroup)
+        self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
+        for s in self.services:
+            if s.id not in kept:
+                self._start(s)
+        self._index_all()
+        if config.get("forward") != self.config.get("forward"):
+            if self.forwarder is not None:
+                self.forwarder.close()
+                self.forwarder = None
+            self.config = config
+            self._start_forwarder()
+        if config.get("proxy") != self.config.get("proxy"):
+            if self.proxy is not None:
+                self.proxy.close()
+                self.proxy = None
+            self.config = config
+            self._start_proxy()
+        self.config = config
+        self.write_status()
+
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
+        kind, obj = key.data
+        if kind == "signal":
+            self._read_signals()
+        elif kind == "inotify":
+            self._on_inotify()
+        elif kind == "dns" and self.forwarder is not None:
+            try:
+                obj(events)  # the forwarder's callback for that socket (dnsforward.py)
+            except Exception as exc:  # noqa: BLE001 - a flaw in one DNS exchange must not stop the services
+                self.dns_error = f"{type(exc).__name__}: {exc}"
+                self.forwarder.drop(key.fileobj)  # that exchange ends (it would fail again at once)
+                self.write_status()
+        elif self.proxy is not None:
+            self.proxy.dispatch(kind, obj)
+
+    def _restart_due(self) -> bool:
+        now = time.monotonic()
+        changed = False
+        for s in self.services:
+            if s.restart_at is not None and s.restart_at <= now and not self.stopping:
+                # What the last run left behind (a daemonized child holding the port) goes first.
+                process.stop_trees([s.tracker], timeout=1.0)
+                s.restarts += 1
+                self._start(s)
+                changed = True
+        return changed
+
+    def step(self) -> None:
+        """One turn of the loop: wait for a signal, a DNS packet or the next restart, then act on it."""
+        for key, events in self.selector.select(self._timeout()):
+            self._dispatch(key, events)
+        if self.forwarder is not None:
+            self.forwarder.expire()
+        if self.proxy is not None:
+            self.proxy.expire()
+        changed = self.reap()
+        changed |= self._restart_due()
+        if changed:
+            self._index_all()  # the [nslab] lines about exits and restarts
+            self.write_status()
+
+    def shutdown(self) -> None:
+        """SIGTERM every service tree (SIGKILL after the timeout), remove the cgroups, say so in the status."""
+        for s in self.services:
+            s.restart_at, s.stopping = None, True
+        process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        if self.proxy is not None:
+            self.proxy.close()
+        for s in self.services:
+            if s.state in ("running", "restarting", "starting"):
+                s.state = "stopped"
+            s.note("stopped by nslab down")
+        self._index_all()
+        cgroup = self.config.get("cgroup")
+        if cgroup:
+            process.remove_cgroup(cgroup)
+            process.remove_parent(cgroup)
+        self.write_status(stopped=True)
+
+    def run(self) -> int:
+        self._start_forwarder()
+        self._start_proxy()
+        if self.config.get("cgroup"):
+            os.makedirs(self.config["cgroup"], exist_ok=True)
+        if self.error is None:
+            for s in self.services:
+                self._start(s)
+        self.write_status()
+        self.stopping = self.error is not None
+        while not self.stopping:
+            self.step()
+        self.shutdown()
+        return 0
+
+
+def run(lab: str) -> int:
+    return Supervisor(lab).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m nslab.daemons.supervise LAB", file=sys.stderr)
+        return 2
+    lab = argv[0]
+    if not os.path.isfile(paths.supervisor_config(lab)):
+        print(f"no {paths.supervisor_config(lab)}", file=sys.stderr)
+        return 2
+    if os.fork() > 0:  # the parent returns to `nslab up` at once; the child is reparented and lives on
+        os._exit(0)
+    os.chdir("/")
+    sys.stdout.flush()
+    return run(lab)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

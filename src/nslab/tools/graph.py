@@ -1,0 +1,283 @@
+"""``nslab graph``: a lab's topology as Mermaid, Graphviz dot, SVG or a live HTML page.
+
+The picture is built from the ``status --json`` document (:func:`nslab.lab.status`), so it shows what the
+kernel has now: an interface that is down, or a host whose namespace is gone, is drawn in red.
+
+SVG is laid out here, without Graphviz: a lab's shape is always the same two layers (networks on top,
+hosts below, point-to-point links as arcs under the hosts), so a fixed layered layout reads better than a
+general graph layout, and nothing beyond Python is needed on the machine. ``dot`` output is there for
+people who want Graphviz's layout.
+
+The HTML page is one self-contained file: the SVG inline, plus a small script that, when the page is served
+by ``nslab graph --serve``, fetches ``status.json`` every 2 s and recolours each edge (``data-host`` /
+``data-if`` attributes) from the interfaces' state. Opened as a file it is a snapshot.
+
+Impairments and partitions do not exist yet: :func:`_annotations` is the hook where they will label edges.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HOST_W, HOST_H, NET_W, NET_H, GAP, MARGIN = 150, 56, 170, 46, 30, 20
+UP, DOWN = "#3a7", "#d22"
+
+
+@dataclass
+class Edge:
+    host: str
+    ifname: str
+    network: str | None  # None: a point-to-point link to ``peer``
+    peer: str | None
+    up: bool
+    label: str = ""
+
+
+@dataclass
+class LabGraph:
+    name: str
+    networks: list[dict[str, Any]] = field(default_factory=list)  # status entries
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    ports: dict[str, list[str]] = field(default_factory=dict)  # host -> "8080->80/tcp"
+
+
+def _annotations(doc: dict[str, Any], host: str, ifname: str) -> str:
+    """Hook for impairments and partitions (not in nslab yet): a label for the edge of ``host:ifname``."""
+    return ""
+
+
+def _lab_graph(doc: dict[str, Any]) -> LabGraph:
+    g = LabGraph(name=doc["name"], networks=list(doc.get("networks", [])), hosts=list(doc.get("hosts", [])))
+    for p in (doc.get("firewall") or {}).get("ports", []):
+        g.ports.setdefault(p["host"], []).append(f"{p['host_port']}->{p['to'].rsplit(':', 1)[1]}/{p['proto']}")
+    present_nets = {n["name"]: n.get("present", True) for n in g.networks}
+    seen_links: set[frozenset[str]] = set()
+    for h in g.hosts:
+        for i in h.get("interfaces", []):
+            up = bool(i.get("up")) and h.get("present", False)
+            label = _annotations(doc, h["name"], i["name"])
+            if i.get("network"):
+                g.edges.append(Edge(h["name"], i["name"], i["network"], None,
+                                    up and present_nets.get(i["network"], False), label))
+            elif i.get("link_peer"):
+                key = frozenset((h["name"], i["link_peer"]))
+                if key not in seen_links:
+                    seen_links.add(key)
+                    g.edges.append(Edge(h["name"], i["name"], None, i["link_peer"], up, label))
+    return g
+
+
+def load(lab: str | None = None) -> list[LabGraph]:
+    from ..lab import status
+
+    return graphs(status(lab))
+
+
+def graphs(doc: dict[str, Any]) -> list[LabGraph]:
+    return [_lab_graph(lab) for lab in doc.get("labs", [])]
+
+
+def _net_label(n: dict[str, Any]) -> str:
+    return f"{n['name']} {n['subnet']} ({'internal' if n.get('internal') else 'nat'})"
+
+
+def _host_label(g: LabGraph, h: dict[str, Any]) -> str:
+    addresses = [a for i in h.get("interfaces", []) for a in i.get("addresses", [])]
+    parts = [h["name"], *[a.split("/")[0] for a in addresses]]
+    parts += [f"publish {p}" for p in g.ports.get(h["name"], [])]
+    if not h.get("present", False):
+        parts.append("MISSING")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Text formats
+# ------------------------------------------------------------------------------------------------
+
+
+def _id(*parts: str) -> str:
+    return "_".join("".join(c if c.isalnum() else "_" for c in p) for p in parts)
+
+
+def mermaid(labs: list[LabGraph]) -> str:
+    lines = ["graph TD"]
+    red: list[int] = []
+    count = 0
+    for g in labs:
+        lines.append(f"  subgraph {_id('lab', g.name)}[\"lab {g.name}\"]")
+        lines += [f"    {_id(g.name, 'net', n['name'])}[(\"{_net_label(n)}\")]" for n in g.networks]
+        lines += [f"    {_id(g.name, 'host', h['name'])}[\"{_host_label(g, h)}\"]" for h in g.hosts]
+        lines.append("  end")
+        for e in g.edges:
+            other = _id(g.name, "net", e.network) if e.network else _id(g.name, "host", e.peer or "")
+            text = e.ifname + (" DOWN" if not e.up else "") + (f" {e.label}" if e.label else "")
+            lines.append(f"  {_id(g.name, 'host', e.host)} ---|\"{text}\"| {other}")
+            if not e.up:
+                red.append(count)
+            count += 1
+    lines += [f"  linkStyle {i} stroke:{DOWN},stroke-width:3px" for i in red]
+    return "\n".join(lines) + "\n"
+
+
+def dot(labs: list[LabGraph]) -> str:
+    lines = ["graph nslab {", "  node [fontname=sans];"]
+    for g in labs:
+        lines.append(f"  subgraph cluster_{_id(g.name)} {{")
+        lines.append(f"    label=\"lab {g.name}\";")
+        lines += [f"    {_id(g.name, 'net', n['name'])} [shape=box style=rounded label=\"{_net_label(n)}\"];"
+                  for n in g.networks]
+        lines += [f"    {_id(g.name, 'host', h['name'])} [shape=box label=\"{_host_label(g, h)}\""
+                  + ("" if h.get("present") else f" color=\"{DOWN}\"") + "];" for h in g.hosts]
+        lines.append("  }")
+        for e in g.edges:
+            other = _id(g.name, "net", e.network) if e.network else _id(g.name, "host", e.peer or "")
+            colour = UP if e.up else DOWN
+            lines.append(f"  {_id(g.name, 'host', e.host)} -- {other} [label=\"{e.ifname}\" color=\"{colour}\""
+                         + ("" if e.up else " penwidth=3") + "];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# SVG (laid out here) and the HTML page
+# ------------------------------------------------------------------------------------------------
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _text_lines(x: float, y: float, lines: list[str], cls: str) -> str:
+    spans = "".join(f'<tspan x="{x:.0f}" dy="{0 if i == 0 else 14}">{_esc(t)}</tspan>' for i, t in enumerate(lines))
+    return f'<text class="{cls}" x="{x:.0f}" y="{y:.0f}" text-anchor="middle">{spans}</text>'
+
+
+def _lab_svg(g: LabGraph, top: float, width: float) -> tuple[list[str], float]:
+    out = [f'<g class="lab" data-lab="{_esc(g.name)}">',
+           f'<text class="title" x="{MARGIN}" y="{top + 16:.0f}">lab {_esc(g.name)}</text>']
+    net_y, host_y = top + 30, top + 30 + NET_H + 90
+    net_x = {n["name"]: MARGIN + i * (NET_W + GAP) for i, n in enumerate(g.networks)}
+    host_x = {h["name"]: MARGIN + i * (HOST_W + GAP) for i, h in enumerate(g.hosts)}
+    for e in g.edges:
+        x1, y1 = host_x[e.host] + HOST_W / 2, host_y
+        colour, cls = (UP, "edge up") if e.up else (DOWN, "edge down")
+        attrs = f'class="{cls}" stroke="{colour}" data-host="{_esc(e.host)}" data-if="{_esc(e.ifname)}"'
+        if e.network is not None and e.network in net_x:
+            x2, y2 = net_x[e.network] + NET_W / 2, net_y + NET_H
+            out.append(f'<line {attrs} x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" stroke-width="3">'
+                       f'<title>{_esc(e.host)}:{_esc(e.ifname)} {"up" if e.up else "DOWN"}</title></line>')
+        elif e.peer in host_x:
+            x2, bottom = host_x[e.peer] + HOST_W / 2, host_y + HOST_H
+            out.append(f'<path {attrs} fill="none" stroke-width="3" d="M{x1:.0f},{bottom:.0f} '
+                       f'Q{(x1 + x2) / 2:.0f},{bottom + 70:.0f} {x2:.0f},{bottom:.0f}">'
+                       f'<title>{_esc(e.host)}:{_esc(e.ifname)} - {_esc(e.peer or "")}</title></path>')
+    for n in g.networks:
+        x = net_x[n["name"]]
+        out.append(f'<g class="network" data-network="{_esc(n["name"])}"><rect x="{x}" y="{net_y:.0f}" '
+                   f'width="{NET_W}" height="{NET_H}" rx="14" fill="#eef3fb" stroke="#456"/>'
+                   + _text_lines(x + NET_W / 2, net_y + 19, [n["name"], f"{n['subnet']} "
+                                 f"{'internal' if n.get('internal') else 'nat'}"], "label") + "</g>")
+    for h in g.hosts:
+        x = host_x[h["name"]]
+        stroke = "#456" if h.get("present") else DOWN
+        lines = _host_label(g, h).split(" ")
+        out.append(f'<g class="host" data-host="{_esc(h["name"])}"><rect x="{x}" y="{host_y:.0f}" '
+                   f'width="{HOST_W}" height="{HOST_H}" rx="4" fill="#fff" stroke="{stroke}"/>'
+                   + _text_lines(x + HOST_W / 2, host_y + 18, [lines[0], " ".join(lines[1:3]),
+                                 " ".join(lines[3:])], "label") + "</g>")
+    out.append("</g>")
+    return out, host_y + HOST_H + 90 - top
+
+
+def svg(labs: list[LabGraph]) -> str:
+    width = MARGIN * 2 + max([1, *(max(len(g.hosts) * (HOST_W + GAP), len(g.networks) * (NET_W + GAP))
+                                   for g in labs)])
+    body: list[str] = []
+    top = 0.0
+    for g in labs:
+        parts, height = _lab_svg(g, top, width)
+        body += parts
+        top += height
+    if not labs:
+        body.append(f'<text x="{MARGIN}" y="30">no lab is up</text>')
+        top = 50
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top:.0f}" '
+            f'viewBox="0 0 {width} {top:.0f}" font-family="sans-serif" font-size="12">\n'
+            "<style>.title{font-weight:bold;font-size:14px}.edge.down{stroke-dasharray:6 4}</style>\n"
+            + "\n".join(body) + "\n</svg>\n")
+
+
+_SCRIPT = """
+const UP = "%(up)s", DOWN = "%(down)s";
+function paint(doc) {
+  const state = {};
+  for (const lab of doc.labs || []) for (const h of lab.hosts || [])
+    for (const i of h.interfaces || []) state[lab.name + "/" + h.name + "/" + i.name] = h.present && i.up;
+  document.querySelectorAll("g.lab").forEach(g => g.querySelectorAll(".edge").forEach(e => {
+    const up = state[g.dataset.lab + "/" + e.dataset.host + "/" + e.dataset.if] === true;
+    e.classList.toggle("down", !up); e.classList.toggle("up", up);
+    e.setAttribute("stroke", up ? UP : DOWN);
+  }));
+  document.getElementById("live").textContent = "live: " + new Date().toLocaleTimeString();
+}
+async function refresh() {
+  try { const r = await fetch("status.json", {cache: "no-store"}); if (r.ok) paint(await r.json()); }
+  catch (e) { document.getElementById("live").textContent = "snapshot (serve with nslab graph --serve)"; }
+}
+if (location.protocol.startsWith("http")) { refresh(); setInterval(refresh, 2000); }
+"""
+
+
+def page(labs: list[LabGraph]) -> str:
+    names = ", ".join(g.name for g in labs) or "none"
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>nslab graph: " + _esc(names)
+            + "</title>\n<style>body{font-family:sans-serif;margin:1em}#live{color:#666}</style></head>\n<body>"
+            + f"<h1>nslab: {_esc(names)}</h1><p id=\"live\">snapshot</p>\n" + svg(labs)
+            + "<script>" + _SCRIPT % {"up": UP, "down": DOWN} + "</script>\n</body></html>\n")
+
+
+FORMATS: dict[str, Callable[[list[LabGraph]], str]] = {"mermaid": mermaid, "dot": dot, "svg": svg, "html": page}
+
+
+def render(labs: list[LabGraph], fmt: str) -> str:
+    return FORMATS[fmt](labs)
+
+
+def serve(lab: str | None, bind: str, port: int, ready: Callable[[str], None] | None = None) -> None:
+    """Serve the page at / and the ``status`` document at /status.json until interrupted."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ..lab import status
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            path = self.path.split("?", 1)[0]
+            if path == "/status.json":
+                body, kind = json.dumps(status(lab)).encode(), "application/json"
+            elif path in ("/", "/index.html"):
+                body, kind = page(load(lab)).encode(), "text/html; charset=utf-8"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            return
+
+    with ThreadingHTTPServer((bind, port), Handler) as server:
+        if ready:
+            ready(f"http://{bind}:{server.server_address[1]}/")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
