@@ -334,7 +334,7 @@ def _docker_answers() -> bool:
     """A Docker socket is there (a lab without a record: its containers are looked for by label)."""
     import os
 
-    from ...ns.targets import docker_socket
+    from ...drivers.docker import docker_socket
 
     return os.path.exists(docker_socket())
 
