@@ -170,7 +170,7 @@ def test_circles_and_layers_are_found():
     assert layer("drivers.docker") < layer("core.connect") < layer("ns.targets") < layer("lab") < layer("cli.main")
     known = modules()
     sample = PACKAGE / "core" / "connect.py"
-    assert {t for t, _ in imports("core.connect", sample, known)} >= {"errors", "core.state"}
+    assert {t for t, _ in imports("core.connect", sample, known)} >= {"errors", "naming", "core.apply", "core.features.containers"}
 
 
 # --- bench/ --------------------------------------------------------------------------------------------------
