@@ -198,6 +198,38 @@ def test_connect_and_disconnect_an_existing_container(lab_dir):
         docker("rm", "-f", other, check=False)
 
 
+def test_connect_dry_run_is_a_script_that_does_what_connect_does(lab_dir):
+    """``connect --dry-run`` changes nothing; its commands, run by sh, give the container the interface, address
+    and bridge port (with nslab's marks) that ``nslab connect`` gives it; a failure midway leaves nothing."""
+    path = lab_dir / "nslab.yaml"
+    path.write_text(LAB)
+    nslab("up", "-f", str(path))
+    other = "nslab-test-dry"
+    docker("run", "-d", "--label", "nslab-test", "--name", other, HOSTS_IMAGE, "sleep", "600")
+    try:
+        script = nslab("connect", "ctr/net", f"container:{other}", "--dry-run").stdout
+        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        assert json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]["containers"]["connected"] == []
+        sh(script)
+        assert "10.83.1.254/24" in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "10.83.1.254")
+        veth = script.split("peer name ")[1].split()[0]
+        assert f"alias nslab:ctr:host:+{other}:eth1" in sh(f"ip -d link show {veth}").stdout
+        assert veth in sh("ip -br link show group 7238508").stdout  # nslab's link group, as connect makes it
+        sh(f"ip link del {veth}")
+        # the bridge port fails (its bridge is gone): the veth made before it is rolled back
+        bridge = script.split(" master ")[1].split()[0]
+        sh(f"ip link set {bridge} name nslabgone")
+        failed = nslab("connect", "ctr/net", f"container:{other}", check=False)
+        sh(f"ip link set nslabgone name {bridge}")
+        assert failed.returncode == 1 and "rolled back" in failed.stderr, failed.stderr
+        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+        assert veth not in sh("ip -br link show").stdout
+        assert json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]["containers"]["connected"] == []
+    finally:
+        docker("rm", "-f", other, check=False)
+
+
 def test_an_image_with_nothing_but_bin_busybox(lab_dir):
     """The image of shared/TESTING.md: a folder with bin/busybox and applet links, no /etc at all."""
     import os
