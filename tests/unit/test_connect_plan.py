@@ -5,6 +5,7 @@ feature's record, and ``down`` removing what connect added."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,12 @@ class Place:
         self.lab = lab
 
 
+def other(text: str) -> Place:
+    """The resolver the CLI hands connect (ns/targets.resolve), for ``container:other``."""
+    assert text == "container:other"
+    return Place()
+
+
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path / "state"))
@@ -61,7 +68,7 @@ def connected() -> list[dict[str, str]]:
 def test_connect_is_actions_that_print_the_ip_commands_and_a_dry_run_changes_nothing():
     drivers, kernel = lab_up()
     bridge = recorded().lab.networks["net"].bridge
-    entry, plan = connect("cn/net", Place(), drivers, dry_run=True)
+    entry, plan = connect("cn/net", "container:other", other, drivers, dry_run=True)
     assert entry == {"container": "other", "network": "net", "ifname": "eth1", "address": "10.85.1.254/24",
                      "veth": VETH, "target": "container:other"}
     assert [type(a) for a in plan] == [ConnectVeth, AttachConnected]
@@ -80,12 +87,12 @@ def test_connect_is_actions_that_print_the_ip_commands_and_a_dry_run_changes_not
 def test_connect_applies_records_and_down_removes_only_what_it_added():
     drivers, kernel = lab_up()
     bridge = recorded().lab.networks["net"].bridge
-    entry, _ = connect("cn/net", Place(), drivers)
+    entry, _ = connect("cn/net", "container:other", other, drivers)
     assert kernel.veths[VETH] == ALIAS and kernel.ports[VETH] == bridge
     assert kernel.ifaces[CONTAINER_NS] == {"eth0": DOCKER_ETH0, "eth1": ipaddress.IPv4Interface("10.85.1.254/24")}
     assert connected() == [entry]
     with pytest.raises(ConflictError, match="other is connected to cn/net already"):
-        connect("cn/net", Place(), drivers)
+        connect("cn/net", "container:other", other, drivers)
     down("cn", drivers=drivers)
     assert VETH not in kernel.veths and kernel.ifaces[CONTAINER_NS] == {"eth0": DOCKER_ETH0}
 
@@ -94,7 +101,7 @@ def test_a_failure_midway_rolls_back_and_leaves_nothing():
     drivers, kernel = lab_up(FakeKernel(fail_on="attach_to_bridge"))
     veths, ports = dict(kernel.veths), dict(kernel.ports)
     with pytest.raises(ApplyError, match=r"attach_to_bridge: injected failure \(rolled back: disconnect 1 "):
-        connect("cn/net", Place(), drivers)
+        connect("cn/net", "container:other", other, drivers)
     assert "add_veth_at" in kernel.calls  # it did get that far
     assert kernel.veths == veths and kernel.ports == ports
     assert kernel.ifaces[CONTAINER_NS] == {"eth0": DOCKER_ETH0}
@@ -103,7 +110,7 @@ def test_a_failure_midway_rolls_back_and_leaves_nothing():
 
 def test_disconnect_removes_the_veth_and_forgets_it():
     drivers, kernel = lab_up()
-    connect("cn/net", Place(), drivers)
+    connect("cn/net", "container:other", other, drivers)
     entry, plan = disconnect("cn/net", "container:other", drivers, dry_run=True)
     assert entry["veth"] == VETH and plan.commands() == [f"ip link del {VETH}"]
     assert VETH in kernel.veths and len(connected()) == 1
@@ -114,16 +121,20 @@ def test_disconnect_removes_the_veth_and_forgets_it():
         disconnect("cn/net", "container:other", drivers)
 
 
-@pytest.mark.parametrize(("text", "place", "error", "message"), [
-    ("cn", Place(), UserError, "'cn' is not LAB/NETWORK"),
-    ("nolab/net", Place(), TargetError, "no lab 'nolab' is up"),
-    ("cn/other", Place(), TargetError, r"lab 'cn' has no network 'other' \(networks: net\)"),
-    ("cn/net", Place(lab="cn"), UserError, "container:other is a lab host"),
+def unknown(text: str) -> Place:
+    raise AssertionError("the lab and its network are checked before the target")
+
+
+@pytest.mark.parametrize(("text", "locate", "error", "message"), [
+    ("cn", unknown, UserError, "'cn' is not LAB/NETWORK"),
+    ("nolab/net", unknown, TargetError, "no lab 'nolab' is up"),
+    ("cn/other", unknown, TargetError, r"lab 'cn' has no network 'other' \(networks: net\)"),
+    ("cn/net", lambda _text: Place(lab="cn"), UserError, "container:other is a lab host"),
 ])
-def test_what_cannot_be_connected_is_refused_before_any_change(text: str, place: Place, error: type[Exception],
-                                                               message: str):
+def test_what_cannot_be_connected_is_refused_before_any_change(text: str, locate: Callable[[str], Place],
+                                                               error: type[Exception], message: str):
     drivers, kernel = lab_up()
     calls = list(kernel.calls)
     with pytest.raises(error, match=message):
-        connect(text, place, drivers)
+        connect(text, "container:other", locate, drivers)
     assert kernel.calls == calls

@@ -26,7 +26,7 @@ def connect(network: str, target: str, dry_run: bool) -> None:
     from ..core.connect import connect as do_connect
     from ..ns.targets import resolve
 
-    entry, plan = do_connect(network, resolve(target), dry_run=dry_run)
+    entry, plan = do_connect(network, target, resolve, dry_run=dry_run)
     if dry_run:
         for line in plan.commands():
             click.echo(line)

@@ -12,8 +12,8 @@ Both go the way of every change to a lab that is up (:func:`nslab.core.apply.cha
 themselves (``--dry-run``), applied with one undo journal (a failure midway leaves nothing), then the
 containers feature's record (``connected``) saved, so ``down`` removes exactly these and nothing else.
 
-The caller resolves the target (ns/targets.py, a layer above): this module takes anything shaped like
-:class:`Place`.
+Targets are resolved by ns/targets.py, a layer above: the caller hands :func:`connect` the resolver
+(``locate``), which it calls once the lab and the network are known to exist, under the machine lock.
 
 Replaces: ``ip link add ethN netns PID type veth peer name nsvX``, ``ip -n .. addr add``,
 ``ip link set nsvX master BRIDGE alias ... up``, ``ip link del nsvX``.
@@ -22,6 +22,7 @@ Replaces: ``ip link add ethN netns PID type veth peer name nsvX``, ``ip -n .. ad
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConflictError, TargetError, UserError
@@ -74,15 +75,17 @@ def _free_address(lab: Lab, network: str, record: ContainersRecord) -> ipaddress
     raise ConflictError(f"network {network} has no free address left")
 
 
-def connect(text: str, target: Place, drivers: Drivers | None = None,
+def connect(text: str, target_text: str, locate: Callable[[str], Place], drivers: Drivers | None = None,
             dry_run: bool = False) -> tuple[dict[str, str], Plan]:
-    """Connect ``target`` to ``LAB/NETWORK``; returns the record entry (container, network, ifname, address,
-    veth, target) and the plan (applied unless ``dry_run``)."""
+    """Connect the target ``target_text`` (resolved by ``locate``: ``nslab.ns.targets.resolve``) to
+    ``LAB/NETWORK``; returns the record entry (container, network, ifname, address, veth, target) and the plan
+    (applied unless ``dry_run``)."""
     lab_name, network = _lab_network(text)
     entry: dict[str, str] = {}
 
     def plan(lab: Lab, recorded: Any, drivers: Drivers) -> tuple[list[Action], ContainersRecord]:
         _check_network(lab, network)
+        target = locate(target_text)
         if target.lab is not None:
             raise UserError(f"{target.text} is a lab host: put it on the network in its lab file")
         who = _who(target)
