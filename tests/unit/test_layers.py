@@ -91,6 +91,10 @@ def _label(module: str) -> str:
     return f"nslab.{module}" if module else "nslab"
 
 
+def test_every_module_is_in_a_layer():
+    assert all(layer(m) >= 0 for m in modules())  # layer() names a module that is in none
+
+
 def test_every_import_goes_down_the_layers():
     wrong = [
         f"{_label(m)} ({LAYERS[layer(m)][0]}) imports {_label(t)} ({LAYERS[layer(t)][0]}), line {line}"
@@ -162,7 +166,7 @@ def test_no_import_circles():
     assert not found, "modules that import each other in a circle (lazy imports included):\n" + "\n".join(found)
 
 
-def test_circles_and_layers_are_found():
+def test_circles_and_layers_are_found(tmp_path: Path):
     """The checks above can fail: a circle and an upward import made up here are reported."""
     made_up = {"core.a": {"core.b": [3]}, "core.b": {"core.a": [7, 9]}, "drivers.x": {}}
     assert [_circle_text(c, made_up) for c in circles(made_up)] == [
@@ -170,6 +174,11 @@ def test_circles_and_layers_are_found():
     assert layer("drivers.docker") < layer("core.connect") < layer("ns.targets") < layer("lab") < layer("cli.main")
     known = modules()
     sample = PACKAGE / "core" / "connect.py"
+    made = tmp_path / "made.py"  # as if it were src/nslab/core/made.py
+    made.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..ns.targets import Target\n"
+                    "def f():\n    from ..lab import Lab\n    import nslab.tools.check\n    from . import state\n")
+    assert sorted(imports("core.made", made, known)) == [("core.state", 7), ("lab", 5), ("ns.targets", 3),
+                                                         ("tools.check", 6)]
     found = {t for t, _ in imports("core.connect", sample, known)}
     assert found >= {"errors", "naming", "core.apply", "core.features.containers", "drivers", "model"}
 
