@@ -53,7 +53,7 @@ def settled(observe: Callable[[], T], done: Callable[[T], bool], timeout: float 
         time.sleep(interval)
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
     """The first truthy value of ``predicate()``; the test fails when none came within ``timeout`` seconds."""
     value = settled(predicate, bool, timeout, interval)
     if not value:
@@ -97,6 +97,7 @@ class Labs:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.names: list[str] = []
+        self.env: dict[str, str] | None = None  # of every nslab command it runs (None: the test's own)
 
     def write(self, text: str, file: str = "nslab.yaml") -> Path:
         """Writes a lab file (it goes down at the end of the test whatever the test does with it)."""
@@ -109,10 +110,10 @@ class Labs:
     def up(self, text: str, file: str = "nslab.yaml", **kwargs: Any) -> Path:
         """Writes a lab file and brings it up (``nslab up -f``, which must succeed); returns its path."""
         path = self.write(text, file)
-        nslab("up", "-f", str(path), **kwargs)
+        nslab("up", "-f", str(path), env=self.env, **kwargs)
         return path
 
-    def down_all(self, **kwargs: Any) -> None:
+    def down_all(self) -> None:
         for name in reversed(self.names):
-            nslab("down", name, **kwargs)
+            nslab("down", name, env=self.env)
             assert lab_leftovers(name) == [], f"lab {name} is not gone after down"
