@@ -69,6 +69,17 @@ def private_resolver(directory: Path, nameserver: str = WAN_ADDRESS) -> None:
     linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
 
 
+def up_refused(path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """Writes ``text`` to ``path``: ``nslab up`` of it must exit 2 (bad input) before changing any link or
+    namespace. Returns its result (one line per problem on stderr)."""
+    path.write_text(text)
+    before = sh("ip -o link; ip netns list").stdout
+    result = nslab("up", "-f", str(path), check=False)
+    assert result.returncode == 2, result.stderr
+    assert sh("ip -o link; ip netns list").stdout == before
+    return result
+
+
 def lab_name(text: str) -> str:
     """The ``name:`` of a lab file's text."""
     found = re.search(r"^name:\s*(\S+)", text, re.MULTILINE)
