@@ -47,3 +47,14 @@ def host():
         yield h
     finally:
         h.leave()
+
+
+@pytest.fixture
+def labs(host, tmp_path):
+    """Lab files brought up through the CLI for one test (``labs.up(TEXT)``), each taken down after it and
+    checked gone (state, namespaces, marked links), whatever the test did."""
+    from labs import Labs
+
+    files = Labs(tmp_path)
+    yield files
+    files.down_all()

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,19 +21,10 @@ import pytest
 
 from sandbox import sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 IMAGE = "nslab-test/busybox:1"
 TOOLS_IMAGE = "nslab-test/busybox-tools:1"
 HOSTS_IMAGE = "nslab-test/busybox-host:1"  # for container hosts: a server, a client, name lookups
 BUSYBOX = "/bin/busybox"
-
-
-
-def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from test_labs import nslab
-
+from labs import nslab
 from sandbox import sh
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))

@@ -3,7 +3,7 @@ host): one row per host interface naming its host, nothing cut, no box drawing."
 
 from __future__ import annotations
 
-from test_labs import nslab
+from labs import nslab
 
 BIG = "name: big\nnetworks:\n  lan: {subnet: 10.60.0.0/22}\nhosts:\n  h:\n    count: 300\n    networks: [lan]\n"
 

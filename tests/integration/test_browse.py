@@ -10,16 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from nslab import linux
+from labs import NSLAB, private_resolver, wait_for
+from labs import nslab as run_nslab
 from nslab.drivers import procfs
 from sandbox import WAN_ADDRESS
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (./dev/setup.sh)")
 
 LAB = """\
@@ -40,10 +38,7 @@ PAGE = f"""<!DOCTYPE html>
 
 
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode not in (0, 1):
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+    return run_nslab(*args, check=check, ok=(0, 1))
 
 
 def chromium_processes() -> list[str]:
@@ -53,28 +48,21 @@ def chromium_processes() -> list[str]:
 
 
 @pytest.fixture
-def served(host, tmp_path):
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # never the real resolver
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+def served(host, labs, tmp_path):
+    private_resolver(tmp_path)  # never the real resolver
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text(PAGE)
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    up = nslab("up", "-f", str(path))
-    assert up.returncode == 0, up.stderr
-    try:
-        host.popen([NSLAB, "exec", "server", "--", sys.executable, "-m", "http.server", "-b", "10.72.1.10",
-                    "-d", str(site), "8000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while nslab("exec", "client", "--", "curl", "-sf", "-o", "/dev/null", "http://10.72.1.10:8000/",
-                    check=False).returncode != 0:
-            assert time.monotonic() < deadline, "the test server did not start"
-            time.sleep(0.2)
-        yield tmp_path
-    finally:
-        nslab("down", "web")
+    labs.up(LAB)
+    host.popen([NSLAB, "exec", "server", "--", sys.executable, "-m", "http.server", "-b", "10.72.1.10",
+                "-d", str(site), "8000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def page_served() -> bool:
+        return nslab("exec", "client", "--", "curl", "-sf", "-o", "/dev/null", "http://10.72.1.10:8000/",
+                     check=False).returncode == 0
+
+    wait_for(page_served, timeout=10, interval=0.2)
+    return tmp_path
 
 
 def test_browse_lists_the_page_loaded_and_outside_requests_failed(served):

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from test_docker import IMAGE, containers, docker, docker_engine  # noqa: F401 - fixtures
 
+from labs import NSLAB
+from labs import nslab as run_nslab
 from nslab.tools.capture import pcapng
 from sandbox import sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
 
 LAB = "name: cap\nnetworks: {front: {}}\nhosts:\n  web1: {networks: [front]}\n  web2: {networks: [front]}\n"
 
 
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+    return run_nslab(*args, check=check, timeout=60)
 
 
 def start_capture(host, *args: str, binary: bool = False) -> subprocess.Popen:
@@ -42,14 +38,9 @@ def finish(proc: subprocess.Popen) -> tuple[str | bytes, str]:
 
 
 @pytest.fixture
-def lab(host, tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    nslab("up", "-f", str(path))
-    try:
-        yield host
-    finally:
-        nslab("down", "cap", check=False)
+def lab(host, labs):
+    labs.up(LAB, timeout=60)
+    return host
 
 
 def web2_address() -> str:

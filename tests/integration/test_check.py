@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from labs import nslab
 from sandbox import WAN, WAN_ADDRESS, sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
 
 # Two NAT networks, an internal one, and a link: web1 and db share nothing but the link.
 LAB = """\
@@ -39,13 +37,6 @@ REACH = {  # the matrix the lab implies (besides a host reaching itself)
 }
 
 
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def matrix(*args: str) -> tuple[int, dict[tuple[str, str], dict]]:
     # a cell is blocked when nothing answers within the timeout: give a busy machine (the whole suite on
     # 2 CPUs) time enough that only a real block is taken for one
@@ -60,14 +51,8 @@ def port_of(host_name: str, iface: int = 0) -> str:
 
 
 @pytest.fixture
-def lab(host, tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    nslab("up", "-f", str(path))
-    try:
-        yield path
-    finally:
-        nslab("down", "chk")
+def lab(labs):
+    return labs.up(LAB)
 
 
 def test_matrix_matches_the_policy_with_real_traffic(lab):

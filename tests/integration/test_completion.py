@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from test_labs import NSLAB, nslab
-
+from labs import NSLAB, nslab
 from sandbox import sh
 
 

@@ -13,13 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from docker_engine import HOSTS_IMAGE, IMAGE, docker, nslab
-from nslab import linux
-from sandbox import WAN_ADDRESS, sh
+from docker_engine import HOSTS_IMAGE, IMAGE, docker
+from labs import nslab, private_resolver
+from sandbox import sh
 
 pytestmark = pytest.mark.docker
 
@@ -42,11 +41,9 @@ hosts:
 
 @pytest.fixture
 def lab_dir(docker_engine, host, tmp_path):
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # the machine's resolver: never the real one
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+    private_resolver(tmp_path)  # the machine's resolver: never the real one
     yield tmp_path
-    subprocess.run([str(Path(sys.executable).parent / "nslab"), "down", "ctr"], capture_output=True)
+    nslab("down", "ctr", check=False)
     for cid in docker("ps", "-aq", "--filter", "label=nslab.lab=ctr", check=False).stdout.split():
         docker("rm", "-f", cid, check=False)
 

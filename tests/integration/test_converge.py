@@ -3,17 +3,12 @@ their process), a host recreated by the wiring restarts its own services, and th
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
-import time
-from pathlib import Path
 
-from nslab import linux
-from sandbox import WAN_ADDRESS
+from labs import lab_status, private_resolver, settled
+from labs import nslab as run_nslab
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1"}
 
 LAB = """\
@@ -35,27 +30,21 @@ hosts:
 
 
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, env=ENV)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+    return run_nslab(*args, check=check, env=ENV)
 
 
 def running_pids(name: str) -> dict[str, int]:
     """service id -> pid, once every service runs."""
-    deadline = time.monotonic() + 10
-    while True:
-        doc = json.loads(nslab("status", name, "--json").stdout)["labs"][0]
-        found = {s["id"]: s["pid"] for s in doc["hostsetup"]["services"] if s["state"] == "running"}
-        if len(found) == 3 or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+
+    def running() -> dict[str, int]:
+        services = lab_status(name, env=ENV)["hostsetup"]["services"]
+        return {s["id"]: s["pid"] for s in services if s["state"] == "running"}
+
+    return settled(running, lambda found: len(found) == 3, interval=0.05)
 
 
 def test_only_changed_services_restart(host, tmp_path):
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # the machine's resolver: never the real one
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+    private_resolver(tmp_path)  # the machine's resolver: never the real one
     path = tmp_path / "nslab.yaml"
     path.write_text(LAB)
     nslab("up", "-f", str(path))

@@ -11,7 +11,6 @@ leaves the namespaces the test made.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from labs import lab_status, nslab, private_resolver
 from nslab import linux
 from sandbox import sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 STUB = "127.0.0.53"
 BIG = [f"192.0.2.{k}" for k in range(1, 61)]
 
@@ -141,13 +140,6 @@ hosts:
 """
 
 
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def in_a(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", "dt-a", *argv], capture_output=True, text=True, timeout=30)
 
@@ -159,7 +151,7 @@ def client(*args: str) -> list[str]:
 
 
 @pytest.fixture
-def world(host, tmp_path):
+def world(host, labs, tmp_path):
     """The machine's resolv.conf names 127.0.0.53, where the test's resolver answers; the lab ``dt`` is up."""
     log = tmp_path / "resolver.log"
     log.touch()
@@ -167,21 +159,13 @@ def world(host, tmp_path):
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     if os.path.isdir("/run/systemd/resolve"):  # hide the real machine's systemd-resolved upstream list
         linux.mount("tmpfs", "/run/systemd/resolve", "tmpfs", 0)
-    conf = tmp_path / "resolv.conf"
-    conf.write_text(f"nameserver {STUB}\n")
-    linux.mount(str(conf), "/etc/resolv.conf", None, linux.MS_BIND)
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    nslab("up", "-f", str(path))
-    try:
-        yield log
-    finally:
-        nslab("down", "dt", check=False)
+    private_resolver(tmp_path, STUB)
+    labs.up(LAB)
+    return log
 
 
 def supervisor_pid() -> int:
-    doc = json.loads(nslab("status", "dt", "--json").stdout)["labs"][0]
-    supervisor = doc["hostsetup"]["supervisor"]
+    supervisor = lab_status("dt")["hostsetup"]["supervisor"]
     assert supervisor["running"] and supervisor["forwarder"]["upstreams"] == [STUB]
     return int(supervisor["pid"])
 

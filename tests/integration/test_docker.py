@@ -21,7 +21,8 @@ import uuid
 import pytest
 
 # (re-exported: modules that take the engine and helpers from here keep working)
-from docker_engine import BUSYBOX, IMAGE, NSLAB, TOOLS_IMAGE, _image, docker, docker_engine, nslab  # noqa: F401
+from docker_engine import BUSYBOX, IMAGE, TOOLS_IMAGE, _image, docker, docker_engine  # noqa: F401
+from labs import NSLAB, nslab
 from sandbox import sh
 
 CONNECT = "import socket,sys; socket.create_connection(('127.0.0.1', 44444), timeout=2); print('connected')"

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from nslab import linux
+from labs import nslab as run_nslab
+from labs import private_resolver
 from sandbox import WAN_ADDRESS, sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
 
 LAB = """\
 name: doc
@@ -37,7 +35,7 @@ while True:
 
 
 def nslab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([NSLAB, *args], capture_output=True, text=True)
+    return run_nslab(*args, check=False)
 
 
 def doctor(*args: str) -> tuple[int, dict[str, list[dict]]]:
@@ -50,20 +48,12 @@ def doctor(*args: str) -> tuple[int, dict[str, list[dict]]]:
 
 
 @pytest.fixture
-def lab(host, tmp_path):
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # the machine's resolver: the test's own, in wan
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
+def lab(host, labs, tmp_path):
+    private_resolver(tmp_path)  # the machine's resolver: the test's own, in wan
     host.popen(host.in_wan([sys.executable, "-c", DNS_SERVER]))
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    up = nslab("up", "-f", str(path))
-    assert up.returncode == 0, up.stderr
-    try:
-        yield host
-    finally:
-        nslab("down", "doc")
-        sh("ip netns del blue", check=False)
+    labs.up(LAB)
+    yield host
+    sh("ip netns del blue", check=False)
 
 
 def test_healthy_lab_exits_0(lab):

@@ -8,15 +8,15 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import labs
+from labs import NSLAB, nslab
 from sandbox import sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
 
 
 def lab_text(name: str = "k", hosts: int = 30) -> str:
@@ -25,13 +25,6 @@ def lab_text(name: str = "k", hosts: int = 30) -> str:
         lines += [f"  h{i}:", f"    networks: [{'a' if i % 2 else 'b'}]"]
     lines += ["  web:", "    networks: [a]", '    publish: ["6000:80"]']
     return "\n".join(lines) + "\n"
-
-
-def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def machine() -> dict[str, list[str]]:
@@ -56,13 +49,9 @@ def settled(timeout: float = 10.0) -> dict[str, list[str]]:
         time.sleep(0.05)
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.0005)
-    return False
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Watched closely enough to catch an `up` between two of its kernel changes."""
+    return labs.settled(predicate, bool, timeout, interval=0.0005)
 
 
 def first_bridge() -> bool:

@@ -4,41 +4,13 @@ ports, conflicts, Docker's ruleset, and nothing left behind (ruleset and sysctls
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from labs import lab_status, nslab
 from sandbox import UPLINK_ADDRESS, WAN_ADDRESS, sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
-
-SERVER = r"""
-import socket, sys
-port, body, proto = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-if proto == "udp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); print("ready", flush=True)
-    while True:
-        data, peer = s.recvfrom(2048); s.sendto(f"{body} {peer[0]}".encode(), peer)
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port)); s.listen(16); print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    try:
-        c.settimeout(2); c.recv(4096)
-        c.sendall(f"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body} {peer[0]}\n".encode())
-    except OSError:
-        pass
-    finally:
-        c.close()
-"""
-
-UDP_CLIENT = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-s.sendto(b"hi", (sys.argv[1], int(sys.argv[2]))); print(s.recvfrom(2048)[0].decode())
-"""
+from traffic import fetch, serve, udp
 
 TUTORIAL = """\
 name: tut
@@ -55,13 +27,6 @@ hosts:
 """
 
 
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def machine_view(stateless: bool = False) -> str:
     """Everything that must be byte-identical before `up` and after the last `down` (``stateless``: without
     the packet counters of foreign rules, which traffic of their own changes)."""
@@ -71,31 +36,8 @@ def machine_view(stateless: bool = False) -> str:
     return sh("nft -s list ruleset" if stateless else "nft list ruleset").stdout + sysctls
 
 
-def serve(host, namespace: str, port: int, body: str, proto: str = "tcp") -> None:
-    argv = ["python3", "-c", SERVER, str(port), body, proto]
-    if namespace:
-        argv = ["ip", "netns", "exec", namespace, *argv]
-    proc = host.popen(argv, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-
-
-def fetch(address: str, port: int, namespace: str = "") -> str | None:
-    prefix = f"ip netns exec {namespace} " if namespace else ""
-    r = sh(f"{prefix}curl -sS -m 2 http://{address}:{port}/", check=False)
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-def udp(address: str, port: int, namespace: str = "") -> str | None:
-    argv = ["python3", "-c", UDP_CLIENT, address, str(port)]
-    if namespace:
-        argv = ["ip", "netns", "exec", namespace, *argv]
-    r = subprocess.run(argv, capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
 def address_of(lab: str, host_name: str) -> str:
-    doc = json.loads(nslab("status", lab, "--json").stdout)
-    host = next(h for h in doc["labs"][0]["hosts"] if h["name"] == host_name)
+    host = next(h for h in lab_status(lab)["hosts"] if h["name"] == host_name)
     return host["interfaces"][0]["addresses"][0].split("/")[0]
 
 
@@ -105,10 +47,8 @@ def _port_of(lab: str, host_name: str) -> str:
 
 
 @pytest.fixture
-def tutorial(tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(TUTORIAL)
-    return path
+def tutorial(labs):
+    return labs.write(TUTORIAL)
 
 
 def test_tutorial_scenario_publish_egress_internal(host, tutorial):

@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from labs import NSLAB, nslab
 from sandbox import sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 SVG = "{http://www.w3.org/2000/svg}"
 
 LAB = """\
@@ -32,21 +30,10 @@ links:
 """
 
 
-def nslab(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    assert result.returncode == 0, f"nslab {' '.join(args)}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
 @pytest.fixture
-def topo(host, tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    nslab("up", "-f", str(path))
-    try:
-        yield tmp_path
-    finally:
-        subprocess.run([NSLAB, "down", "topo"], capture_output=True)
+def topo(labs, tmp_path):
+    labs.up(LAB)
+    return tmp_path
 
 
 def test_svg_is_valid_and_names_every_host_and_network(topo):

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from labfiles import DNS_LAB
+from labs import lab_status, nslab
 from nslab import Lab, linux
 from nslab.errors import ResolveError
 from sandbox import WAN_ADDRESS, sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 WAN_ONLY_NAME = "only-in-wan.example"
 WAN_ONLY_ADDRESS = "192.0.2.44"
 
@@ -55,13 +56,6 @@ while True:
     else:  # NXDOMAIN for everything else, at once
         s.sendto(data[:2] + b"\x81\x83" + struct.pack("!HHHH", 1, 0, 0, 0) + question, peer)
 '''
-
-
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def in_host(lab: str, host: str, cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
@@ -133,31 +127,12 @@ def dns(host, tmp_path):
 
 
 @pytest.fixture
-def lab_file(host, tmp_path):
+def lab_file(labs):
     """Write a lab file; whatever the test does, the lab goes down at the end."""
-    names = []
-
-    def write(text: str) -> str:
-        path = tmp_path / "nslab.yaml"
-        path.write_text(text)
-        names.append(text.split("name:", 1)[1].split()[0])
-        return str(path)
-
-    yield write
-    for name in names:
-        nslab("down", name, check=False)
+    return lambda text: str(labs.write(text))
 
 
-LAB = """\
-name: dn
-networks:
-  front: {subnet: 10.77.1.0/24}
-  back: {subnet: 10.77.2.0/24, internal: true}
-hosts:
-  a: {networks: {front: 10.77.1.10}}
-  b: {networks: {front: 10.77.1.11, back: 10.77.2.11}, hostname: bee}
-  c: {networks: {back: 10.77.2.12}}
-"""
+LAB = DNS_LAB
 
 # from host -> {other: address it must resolve to}
 EXPECTED = {
@@ -176,19 +151,13 @@ def test_stub_resolver_on_loopback_still_resolves_upstream(dns, lab_file):
     assert out.returncode == 0 and WAN_ONLY_ADDRESS in out.stdout, out
     # The query reached the internet's resolver through the machine's stub, not from the lab host directly.
     assert any(q.startswith(f"198.51.100.2 {WAN_ONLY_NAME}") for q in dns.wan_queries())
-    doc = json_status("dn")
+    doc = lab_status("dn")
     assert doc["hostsetup"]["dns"]["a"]["via"].startswith("forwarder to 127.0.0.53")
 
 
 def nameservers(host: str, lab: str = "dn") -> list[str]:
     lines = Path(f"/etc/netns/{lab}-{host}/resolv.conf").read_text().splitlines()
     return [line.split()[1] for line in lines if line.startswith("nameserver ")]
-
-
-def json_status(name: str) -> dict:
-    import json
-
-    return json.loads(nslab("status", name, "--json").stdout)["labs"][0]
 
 
 def test_lab_names_from_every_host_and_internal_hosts_stay_inside(dns, lab_file):
@@ -229,7 +198,7 @@ def test_systemd_resolved_upstream_file_is_used(dns, lab_file, tmp_path):
         resolv = Path("/etc/netns/dn-a/resolv.conf").read_text()
         assert f"nameserver {WAN_ADDRESS}" in resolv and "search example" in resolv
         assert "127.0.0.53" not in resolv
-        assert json_status("dn")["hostsetup"]["supervisor"] is None  # no forwarder, no process
+        assert lab_status("dn")["hostsetup"]["supervisor"] is None  # no forwarder, no process
         if "masquerade" not in sh("nft list ruleset", check=False).stdout:
             pytest.skip("egress NAT (firewall feature) is not there yet: the lab host cannot reach wan")
         out = in_host("dn", "a", f"getent ahostsv4 {WAN_ONLY_NAME}")
@@ -277,7 +246,7 @@ def test_hostname_per_host_kept_without_processes(dns, lab_file):
         assert out.stdout.strip() == expected
     assert socket.gethostname() == machine
     # No process holds these namespaces: the bind mounts do.
-    assert json_status("dn")["hostsetup"]["supervisor"] is None
+    assert lab_status("dn")["hostsetup"]["supervisor"] is None
     nslab("down", "dn")
     assert not os.path.exists("/run/nslab/dn")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_services import nslab
 
-from nslab import linux
-from sandbox import WAN_ADDRESS, sh
+from labs import lab_status, private_resolver
+from sandbox import sh
 
 LAB = """\
 name: imp
@@ -25,29 +25,18 @@ hosts:
 """
 
 
-def private_resolver(tmp_path: Path) -> None:
-    """The throwaway host's resolv.conf names the wan namespace: never the machine's real resolver."""
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
-
-
 @pytest.fixture
-def lab(host, tmp_path):
-    private_resolver(tmp_path)
-    path = tmp_path / "nslab.yaml"
+def lab(labs, tmp_path):
+    private_resolver(tmp_path)  # the throwaway host's resolv.conf names wan: never the machine's resolver
 
     def up(text: str = LAB) -> Path:
-        path.write_text(text)
-        nslab("up", "-f", str(path))
-        return path
+        return labs.up(text)
 
-    yield up
-    nslab("down", "imp", check=False)
+    return up
 
 
 def doc() -> dict:
-    return json.loads(nslab("status", "imp", "--json").stdout)["labs"][0]
+    return lab_status("imp")
 
 
 def namespace(name: str) -> str:

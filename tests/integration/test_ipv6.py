@@ -13,16 +13,15 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from labs import NSLAB, nslab
 from nslab.naming import bridge_name
 from sandbox import sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 WAN6, UPLINK6 = "2001:db8::1", "2001:db8::2"
 
 LAB = """\
@@ -98,13 +97,6 @@ while data := c.recv(65536):
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(3); u.sendto(b"ping6", ("::1", port))
 print(len(got), got == payload, u.recvfrom(100)[0].decode())
 """
-
-
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def ipv6_uplink(host) -> None:

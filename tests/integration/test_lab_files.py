@@ -3,7 +3,7 @@ status, exec, logs (--file) and down; exec -it accepted (real kernel, throwaway 
 
 from __future__ import annotations
 
-from test_labs import nslab
+from labs import nslab
 
 LAB = "name: lf\nnetworks: {n: {}}\nhosts:\n  a: {networks: [n], run: 'echo hello-from-a; exec sleep 1000'}\n"
 

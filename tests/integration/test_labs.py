@@ -5,41 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from labfiles import ISSUE_EXAMPLE
+from labs import NSLAB, nslab, settled
 from nslab import Lab
 from sandbox import sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
-
-BASIC = """\
-name: demo
-networks:
-  front:
-    subnet: 10.80.1.0/24
-  back: {}
-hosts:
-  web1:
-    networks: [front]
-  web2:
-    networks: {front: 10.80.1.20, back: null}
-  db:
-    networks: [back]
-  lonely: {}
-links:
-  - {endpoints: [web1, db], subnet: 10.90.0.0/30}
-"""
-
-
-def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+BASIC = ISSUE_EXAMPLE.replace("  - [web1, db]\n", "")  # one link, with its own subnet
 
 
 def reaches(host: str, address: str) -> bool:
@@ -57,19 +33,16 @@ def ns_inode(name: str) -> int:
 def machine_links() -> set[str]:
     """The machine's links once the namespaces that `down` unpinned are dismantled: their host veths (nsv*)
     go with them a little later, asynchronously, as after `ip netns del`. Only called when no lab is up."""
-    deadline = time.monotonic() + 10
-    while True:
-        names = {line.split("@")[0] for line in sh("ip -o link show | awk -F': ' '{print $2}'").stdout.split()}
-        if not any(n.startswith("nsv") for n in names) or time.monotonic() > deadline:
-            return names
-        time.sleep(0.02)
+
+    def names() -> set[str]:
+        return {line.split("@")[0] for line in sh("ip -o link show | awk -F': ' '{print $2}'").stdout.split()}
+
+    return settled(names, lambda now: not any(n.startswith("nsv") for n in now))
 
 
 @pytest.fixture
-def lab_file(tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(BASIC)
-    return path
+def lab_file(labs):
+    return labs.write(BASIC)
 
 
 def test_up_exec_status_down(host, lab_file):

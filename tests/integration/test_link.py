@@ -8,8 +8,9 @@ import os
 import subprocess
 
 import test_check
-from test_check import NSLAB, matrix, nslab, port_of
+from test_check import matrix, nslab, port_of
 
+from labs import NSLAB
 from sandbox import sh
 
 lab = test_check.lab  # the fixture: a lab with two NAT networks, an internal one and a link

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,9 +29,9 @@ from typing import Any
 
 import pytest
 
+from labs import nslab
 from sandbox import PRIVATE_DIRS, WAN, ThrowawayHost
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 # A NAT network, an internal network (with an MTU), a published port, a point-to-point link (with an MTU), a
@@ -115,13 +114,6 @@ Snapshot = dict[str, list[str]]
 # --- running things --------------------------------------------------------------------------------
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, **kwargs)
-
-
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = run([NSLAB, *args])
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def outcome(what: str, result: subprocess.CompletedProcess) -> str | None:

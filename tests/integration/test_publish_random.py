@@ -12,40 +12,14 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import traffic
+from labs import NSLAB, nslab
 from nslab import Lab
-from sandbox import UPLINK_ADDRESS, WAN, sh
-
-NSLAB = str(Path(sys.executable).parent / "nslab")
-
-SERVER = r"""
-import socket, sys
-port, body, proto = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-if proto == "udp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); print("ready", flush=True)
-    while True:
-        data, peer = s.recvfrom(2048); s.sendto(f"{body} {peer[0]}".encode(), peer)
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port)); s.listen(16); print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    try:
-        c.settimeout(2); c.recv(4096)
-        c.sendall(f"HTTP/1.0 200 OK\r\n\r\n{body} {peer[0]}\n".encode())
-    except OSError:
-        pass
-    finally:
-        c.close()
-"""
-
-UDP_CLIENT = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-s.sendto(b"hi", (sys.argv[1], int(sys.argv[2]))); print(s.recvfrom(2048)[0].decode())
-"""
+from sandbox import UPLINK_ADDRESS, WAN
+from traffic import serve, udp
 
 LAB = """\
 name: pr
@@ -55,34 +29,11 @@ hosts:
 """
 
 
-def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def serve(host, namespace: str, port: int, body: str, proto: str = "tcp") -> None:
-    proc = host.popen(["ip", "netns", "exec", namespace, "python3", "-c", SERVER, str(port), body, proto],
-                      stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-
-
 def fetch(address: str, port: int, namespace: str = "") -> str | None:
     # From the machine, a source port outside the narrowed ephemeral range: the test's own connections must
     # not hold candidate ports
-    prefix = f"ip netns exec {namespace} " if namespace else ""
     local = "" if namespace else "--local-port 45000-45999 "
-    r = sh(f"{prefix}curl -sS -m 3 {local}http://{address}:{port}/", check=False)
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-def udp(address: str, port: int, namespace: str = "") -> str | None:
-    argv = ["python3", "-c", UDP_CLIENT, address, str(port)]
-    if namespace:
-        argv = ["ip", "netns", "exec", namespace, *argv]
-    r = subprocess.run(argv, capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 else None
+    return traffic.fetch(address, port, namespace, timeout=3, curl_options=local)
 
 
 def narrow_ephemeral_range() -> None:

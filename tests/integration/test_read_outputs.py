@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import yaml
-from test_labs import nslab
+
+from labs import nslab
 
 LAB = "name: ro\nnetworks: {n: {internal: true}}\nhosts:\n  a: {networks: [n]}\n  b: {networks: [n]}\n"
 

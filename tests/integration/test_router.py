@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from test_labs import nslab
+from labs import nslab
 
 ROUTER_LAB = """\
 name: rt

@@ -13,18 +13,11 @@ from pathlib import Path
 import pytest
 
 import nslab as api
+from labs import NSLAB, nslab, wait_for
 from sandbox import WAN_ADDRESS, sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 LAB = "name: demo\nnetworks: {front: {}}\nhosts: {web1: {networks: [front]}, web2: {networks: [front]}}\n"
 FETCH = f"import sys, urllib.request; print(urllib.request.urlopen('http://{WAN_ADDRESS}:8080/', timeout=3).status)"
-
-
-def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def leftovers() -> dict[str, list[str]]:
@@ -44,14 +37,6 @@ def leftovers() -> dict[str, list[str]]:
 
 def clean(links: list[str]) -> dict[str, list[str]]:
     return {"netns": [], "state": [], "links": links}
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
 
 
 def test_none_gives_loopback_only(host):

@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
-from test_labs import NSLAB, nslab
 
+from labs import NSLAB, nslab
 from sandbox import sh
 
 

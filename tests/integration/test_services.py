@@ -6,61 +6,37 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from nslab import linux
+from labs import lab_name, lab_status, private_resolver, wait_for
+from labs import nslab as run_nslab
 from nslab.drivers import process
-from sandbox import WAN_ADDRESS
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1", "COLUMNS": "200"}
 
 
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, env=ENV)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+    return run_nslab(*args, check=check, env=ENV)
 
 
 @pytest.fixture
-def lab(host, tmp_path):
+def lab(labs, tmp_path):
     """Write and bring up a lab file; it goes down at the end whatever happens."""
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text(f"nameserver {WAN_ADDRESS}\n")  # the machine's resolver: never the real one
-    linux.mount(str(resolv), "/etc/resolv.conf", None, linux.MS_BIND)
-    names = []
+    private_resolver(tmp_path)  # the machine's resolver: never the real one
+    labs.env = ENV
 
     def up(text: str) -> str:
-        path = tmp_path / "nslab.yaml"
-        path.write_text(text)
-        name = text.split("name:", 1)[1].split()[0]
-        names.append(name)
-        nslab("up", "-f", str(path))
-        return name
+        labs.up(text)
+        return lab_name(text)
 
-    yield up
-    for name in names:
-        nslab("down", name, check=False)
+    return up
 
 
 def services(name: str) -> dict[str, dict]:
-    doc = json.loads(nslab("status", name, "--json").stdout)["labs"][0]
-    return {s["id"]: s for s in doc["hostsetup"]["services"]}
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+    return {s["id"]: s for s in lab_status(name, env=ENV)["hostsetup"]["services"]}
 
 
 def ns_inode(path: str) -> int:

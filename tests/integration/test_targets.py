@@ -7,25 +7,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import nslab as api
+from labs import NSLAB, nslab
 from nslab import paths
 from sandbox import sh
 
-NSLAB = str(Path(sys.executable).parent / "nslab")
 LAB = "name: demo\nnetworks: {front: {subnet: 10.80.1.0/24}}\nhosts: {web1: {networks: [front]}}\n"
-
-
-def nslab(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([NSLAB, *args], capture_output=True, text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nslab {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def in_new_netns(host, script: str, *unshare_flags: str) -> int:

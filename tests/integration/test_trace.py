@@ -14,15 +14,10 @@ def tables() -> list[str]:
 
 
 @pytest.fixture
-def lab(host, tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(TUTORIAL)
-    nslab("up", "-f", str(path))
+def lab(host, labs):
+    labs.up(TUTORIAL)
     serve(host, "tut-web1", 8080, "one")
-    try:
-        yield host
-    finally:
-        nslab("down", "tut", check=False)
+    return host
 
 
 def test_isolation_between_networks_is_named(lab):

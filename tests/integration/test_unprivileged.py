@@ -10,7 +10,8 @@ import json
 import subprocess
 
 import pytest
-from test_labs import NSLAB, nslab
+
+from labs import NSLAB, nslab
 
 LAB = """\
 name: np
@@ -27,14 +28,8 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def lab_up(host, tmp_path):
-    path = tmp_path / "nslab.yaml"
-    path.write_text(LAB)
-    nslab("up", "-f", str(path))
-    try:
-        yield
-    finally:
-        nslab("down", "np")
+def lab_up(labs):
+    labs.up(LAB)
 
 
 def test_ls_shows_names_and_this_machine_with_a_note(lab_up):

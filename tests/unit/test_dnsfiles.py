@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from labfiles import DNS_LAB
 from nslab.core.features.dns import render as dnsfiles
 from nslab.lab import Lab
 
-LAB = """\
-name: dn
-networks:
-  front: {subnet: 10.77.1.0/24}
-  back: {subnet: 10.77.2.0/24, internal: true}
-hosts:
-  a: {networks: {front: 10.77.1.10}}
-  b: {networks: {front: 10.77.1.11, back: 10.77.2.11}, hostname: bee}
-  c: {networks: {back: 10.77.2.12}}
+LAB = DNS_LAB + """\
   d: {}
   e: {}
 links:

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from labfiles import ISSUE_EXAMPLE
 from nslab.core import spec
 from nslab.errors import SpecError
-
-ISSUE_EXAMPLE = """\
-name: demo
-networks:
-  front:
-    subnet: 10.80.1.0/24
-  back: {}
-hosts:
-  web1:
-    networks: [front]
-  web2:
-    networks: {front: 10.80.1.20, back: null}
-  db:
-    networks: [back]
-  lonely: {}
-links:
-  - [web1, db]
-  - {endpoints: [web1, db], subnet: 10.90.0.0/30}
-"""
 
 
 def test_issue_example_parses_with_both_network_forms():
