@@ -382,8 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (it makes namespaces, inside throwaway hosts only)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(REPO / "tests"))
-    from sandbox import machine_snapshot
+    from nslab.tools.sandbox import machine_snapshot
 
     # nslab as users run it: byte-compiled (with PYTHONDONTWRITEBYTECODE set, an edited tree would otherwise
     # be compiled again by every `nslab` the rows start)

@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python -m bench.check [--hosts 30] [--networks 3] [--repeat 3]
 
-Runs inside a fresh throwaway host (tests/sandbox.py), like every row of ``python -m bench``. Two labs: HOSTS
+Runs inside a fresh throwaway host (nslab.tools.sandbox), like every row of ``python -m bench``. Two labs: HOSTS
 hosts on one network (every cell reachable: the matrix ends as soon as every probe has its answer), and HOSTS
 hosts spread over NETWORKS networks (cells across networks are blocked by isolation: they cost the probe
 timeout, 1 s, once for all of them). Each is measured as:
@@ -24,10 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from sandbox import ThrowawayHost  # noqa: E402
+from nslab.tools.sandbox import ThrowawayHost
 
 NSLAB = str(Path(sys.executable).parent / "nslab")
 

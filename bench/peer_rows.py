@@ -51,7 +51,7 @@ from bench.rows import (
     write_lab,
 )
 from nslab import linux
-from sandbox import ThrowawayHost
+from nslab.tools.sandbox import ThrowawayHost
 
 BENCH = Path(__file__).resolve().parent
 DOCKER = "/usr/bin/docker"  # Debian's docker.io client, the same version as its dockerd

@@ -2,7 +2,7 @@
 
     python -m bench.rows ROW '{"json": "arguments"}'
 
-enters a new network + mount namespace (tests/sandbox.py's ThrowawayHost: tmpfs over /run/netns, /etc/netns,
+enters a new network + mount namespace (nslab.tools.sandbox's ThrowawayHost: tmpfs over /run/netns, /etc/netns,
 /run/nslab, an uplink to a ``wan`` namespace), measures, tears its labs down, leaves, and prints one line
 ``BENCH-RESULT {json}`` on stdout. ``python -m bench`` runs every row this way, one process per row, so rows
 never share namespaces, mounts or leftovers. Raw samples are returned; medians/ratios are computed by the
@@ -28,11 +28,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+from bench.labfile import LAB, SUBNET, lab_text, namespace
+from nslab.tools.sandbox import WAN, WAN_ADDRESS, ThrowawayHost
 
-from bench.labfile import LAB, SUBNET, lab_text, namespace  # noqa: E402
-from sandbox import WAN, WAN_ADDRESS, ThrowawayHost  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 NSLAB = str(Path(sys.executable).parent / "nslab")
 TUTORIAL = str(REPO / "bench" / "tutorial.sh")

@@ -39,7 +39,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture
 def host():
-    """A throwaway host for one test (see tests/sandbox.py); requires root."""
+    """A throwaway host for one test (see nslab.tools.sandbox); requires root."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     h = ThrowawayHost().enter()

@@ -170,32 +170,62 @@ def test_converge_recreates_only_the_changed_container(lab_dir):
     assert lab_containers() == []
 
 
-def test_connect_and_disconnect_an_existing_container(lab_dir):
+@pytest.fixture
+def other(lab_dir):
+    """Lab ``ctr`` up, and a running container of no lab (its name), to connect."""
     path = lab_dir / "nslab.yaml"
     path.write_text(LAB)
     nslab("up", "-f", str(path))
-    other = "nslab-test-connect"
-    docker("run", "-d", "--label", "nslab-test", "--name", other, HOSTS_IMAGE, "sleep", "600")
+    name = "nslab-test-connect"
+    docker("run", "-d", "--label", "nslab-test", "--name", name, HOSTS_IMAGE, "sleep", "600")
     try:
-        out = nslab("connect", "ctr/net", f"container:{other}").stdout
-        assert "eth1" in out and "10.83.1.254" in out  # docker's eth0 stays; the top of the subnet
-        inside = nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
-        assert "10.83.1.254/24" in inside
-        nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "10.83.1.254")
-        again = nslab("connect", "ctr/net", f"container:{other}", check=False)
-        assert again.returncode == 2 and "already" in again.stderr
-        doc = json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]
-        assert [c["container"] for c in doc["containers"]["connected"]] == [other]
-        nslab("disconnect", "ctr/net", f"container:{other}")
-        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
-        nslab("connect", "ctr/net", f"container:{other}")
-        nslab("down", "ctr")
-        # down removed the interface it added, not the container
-        assert docker("inspect", "-f", "{{.State.Running}}", other).stdout.strip() == "true"
-        assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
-        assert nslab_links() == []
+        yield name
     finally:
-        docker("rm", "-f", other, check=False)
+        docker("rm", "-f", name, check=False)
+
+
+def test_connect_and_disconnect_an_existing_container(other):
+    out = nslab("connect", "ctr/net", f"container:{other}").stdout
+    assert "eth1" in out and "10.83.1.254" in out  # docker's eth0 stays; the top of the subnet
+    inside = nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+    assert "10.83.1.254/24" in inside
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "10.83.1.254")
+    again = nslab("connect", "ctr/net", f"container:{other}", check=False)
+    assert again.returncode == 2 and "already" in again.stderr
+    doc = json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]
+    assert [c["container"] for c in doc["containers"]["connected"]] == [other]
+    nslab("disconnect", "ctr/net", f"container:{other}")
+    assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+    nslab("connect", "ctr/net", f"container:{other}")
+    nslab("down", "ctr")
+    # down removed the interface it added, not the container
+    assert docker("inspect", "-f", "{{.State.Running}}", other).stdout.strip() == "true"
+    assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+    assert nslab_links() == []
+
+
+def test_connect_dry_run_is_a_script_that_does_what_connect_does(other):
+    """``connect --dry-run`` changes nothing; its commands, run by sh, give the container the interface, address
+    and bridge port (with nslab's marks) that ``nslab connect`` gives it; a failure midway leaves nothing."""
+    script = nslab("connect", "ctr/net", f"container:{other}", "--dry-run").stdout
+    assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+    assert json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]["containers"]["connected"] == []
+    sh(script)
+    assert "10.83.1.254/24" in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+    nslab("exec", "ctr/a", "--", "busybox", "ping", "-c1", "-W2", "10.83.1.254")
+    veth = script.split("peer name ")[1].split()[0]
+    assert f"alias nslab:ctr:host:+{other}:eth1" in sh(f"ip -d link show {veth}").stdout
+    assert veth in sh("ip -br link show group 7238508").stdout  # nslab's link group, as connect makes it
+    sh(f"ip link del {veth}")
+    # the bridge port fails (its bridge is gone): the veth made before it is rolled back
+    bridge = script.split(" master ")[1].split()[0]
+    sh(f"ip link set {bridge} name nslabgone")
+    failed = nslab("connect", "ctr/net", f"container:{other}", check=False)
+    sh(f"ip link set nslabgone name {bridge}")
+    assert failed.returncode == 1 and "rolled back" in failed.stderr, failed.stderr
+    assert "eth1" not in nslab("exec", f"container:{other}", "--", "ip", "-br", "addr").stdout
+    assert veth not in sh("ip -br link show").stdout
+    assert json.loads(nslab("status", "ctr", "--json").stdout)["labs"][0]["containers"]["connected"] == []
 
 
 def test_an_image_with_nothing_but_bin_busybox(lab_dir):

@@ -216,9 +216,9 @@ def test_connect_takes_a_free_address_from_the_top_of_the_subnet():
     st = state.LabState.load("mix")
     assert st is not None
     record = ContainersRecord()
-    assert str(_free_address(st, "net", record)) == "10.84.1.254/24"
+    assert str(_free_address(st.lab, "net", record)) == "10.84.1.254/24"
     record.connected.append({"container": "x", "network": "net", "address": "10.84.1.254/24"})
-    assert str(_free_address(st, "net", record)) == "10.84.1.253/24"
+    assert str(_free_address(st.lab, "net", record)) == "10.84.1.253/24"
 
 
 def test_an_image_without_a_command_runs_a_shell_kept_open():

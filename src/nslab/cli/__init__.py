@@ -17,26 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     return app_main(argv)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: handled like Ctrl-C (what is half-made is rolled back), exit status 128 + signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    raise Terminated(signum)
-
-
 def entry() -> None:
     # `timeout`, systemd and CI runners stop a command with SIGTERM; a closed terminal sends SIGHUP. Both roll
     # back like Ctrl-C. (_signal, not signal: the latter imports enum, and `nslab exec` cannot afford it.)
     import _signal  # type: ignore[import-not-found]  # (no stub: the C half of signal)
 
+    from .fast import Terminated, run_fast, terminate
+
     for signum in (_signal.SIGTERM, _signal.SIGHUP):
-        _signal.signal(signum, _terminate)
-    from .fast import run_fast
+        _signal.signal(signum, terminate)
 
     argv = sys.argv[1:]
     try:
@@ -46,3 +35,8 @@ def entry() -> None:
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before a command could handle it (while Python imports): no traceback
         sys.exit(130)
+    except BrokenPipeError:  # `nslab status | head`: the reader left; stop quietly with 1, as click's commands do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the flush at exit must not fail again)
+        sys.exit(1)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(f"nslab: {line}", err=True)
         return exc.exit_code
     except click.exceptions.Abort as exc:
-        from . import Terminated
+        from .fast import Terminated
 
         cause = exc.__cause__ or exc.__context__  # click turns Ctrl-C (and our SIGTERM/SIGHUP) into Abort
         if isinstance(cause, Terminated):
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        from . import Terminated
+        from .fast import Terminated
 
         return 128 + exc.signum if isinstance(exc, Terminated) else 130
     return 0

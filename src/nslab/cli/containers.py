@@ -14,7 +14,8 @@ from . import complete
 @click.command()
 @click.argument("network", metavar="LAB/NETWORK")
 @click.argument("target", metavar="TARGET", shell_complete=complete.targets)
-def connect(network: str, target: str) -> None:
+@click.option("--dry-run", is_flag=True, help="Print the commands (ip) it would run; change nothing.")
+def connect(network: str, target: str, dry_run: bool) -> None:
     """Put a running container on a lab network (as docker network connect).
 
     \b
@@ -23,19 +24,29 @@ def connect(network: str, target: str) -> None:
     removes exactly that interface, nothing else.
     """
     from ..core.connect import connect as do_connect
+    from ..ns.targets import resolve
 
-    entry = do_connect(network, target)
+    entry, plan = do_connect(network, target, resolve, dry_run=dry_run)
+    if dry_run:
+        for line in plan.commands():
+            click.echo(line)
+        return
     click.echo(f"{entry['container']}: {entry['ifname']} {entry['address']} on {network}")
 
 
 @click.command()
 @click.argument("network", metavar="LAB/NETWORK")
 @click.argument("target", metavar="TARGET", shell_complete=complete.targets)
-def disconnect(network: str, target: str) -> None:
+@click.option("--dry-run", is_flag=True, help="Print the commands (ip) it would run; change nothing.")
+def disconnect(network: str, target: str, dry_run: bool) -> None:
     """Take a container off a lab network (what `nslab connect` added)."""
     from ..core.connect import disconnect as do_disconnect
 
-    entry = do_disconnect(network, target)
+    entry, plan = do_disconnect(network, target, dry_run=dry_run)
+    if dry_run:
+        for line in plan.commands():
+            click.echo(line)
+        return
     click.echo(f"{entry['container']}: {entry['ifname']} removed from {network}")
 
 

@@ -24,6 +24,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C (what is half-made is rolled back), exit status 128 + signal.
+    Here, not in the package's __init__, so app.py and this module need not import the package back."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def terminate(signum: int, _frame: object) -> None:
+    """The handler :func:`nslab.cli.entry` gives SIGTERM and SIGHUP."""
+    raise Terminated(signum)
+
+
 def run_fast(argv: list[str]) -> int | None:
     """Do ``argv`` if it is a form this module knows; None: not handled, nothing done."""
     if len(argv) >= 3 and argv[0] == "exec":
@@ -234,8 +248,6 @@ def _reporting(action: Callable[[], int | None], partial: bool = False) -> int:
             sys.stderr.write(f"nslab: {line}\n")
         return exc.exit_code
     except KeyboardInterrupt as exc:  # (what was half-made is rolled back by then), said as the click path says it
-        from . import Terminated
-
         if isinstance(exc, Terminated):
             sys.stderr.write(f"nslab: stopped by signal {exc.signum}\n")
             return 128 + exc.signum

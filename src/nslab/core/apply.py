@@ -4,6 +4,7 @@ Each action's ``apply`` returns its inverse; the inverses are kept in order. If 
 interrupted — the journal runs backwards, so the machine returns to where this run found it (the previous lab
 keeps working after a failed converge; a fresh lab leaves nothing), and the error says what failed and what was
 rolled back. ``teardown`` runs a ``down`` plan, going on past failures and returning all of them.
+:func:`change` is the path of a change to a lab that is up (``nslab impair``, ``partition``, ``connect``...).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import KernelError, NslabError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..drivers import Drivers
+    from ..model import Lab
     from .plan import Action, Plan
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -118,3 +122,34 @@ def teardown(plan: Plan, drivers: Drivers) -> list[str]:
         except OSError as exc:
             failures.append(f"{action.summary()}: {exc.strerror or exc}")
     return failures
+
+
+def change(lab: str, key: str, drivers: Drivers | None,
+           plan: Callable[[Lab, Any, Drivers], tuple[Sequence[Action], Any]], dry_run: bool = False) -> Plan:
+    """One feature's part of a lab that is up, changed the way ``up`` changes it: under the machine lock,
+    ``plan(recorded lab, the feature's recorded record (JSON), drivers) -> (actions, new record)``, applied with
+    one undo journal, then the new record (``to_json()``) saved under ``key`` in the lab's state. Returns the
+    plan; ``dry_run``: planned only (nothing applied or saved). ``drivers`` None: the machine's."""
+    from ..drivers import Drivers as LiveDrivers
+    from . import state
+    from .plan import Plan
+
+    own = drivers is None
+    drivers = drivers or LiveDrivers.live()
+    try:
+        with state.machine_lock():
+            recorded = state.LabState.load(lab)
+            if recorded is None:
+                from ..errors import TargetError
+
+                raise TargetError(f"no lab '{lab}' is up")
+            actions, record = plan(recorded.lab, recorded.extra.get(key), drivers)
+            planned = Plan(actions)
+            if not dry_run:
+                apply(planned, drivers)
+                recorded.extra[key] = record.to_json()
+                recorded.save()
+            return planned
+    finally:
+        if own:
+            drivers.close()

@@ -5,8 +5,15 @@ network namespace: ``container:NAME``, ``pid:PID``, ``netns:NAME``) on a lab net
 The target gets a veth: ``ethN`` inside (the first free N), with a free address of the network's subnet (taken
 from the top, away from the addresses the lab gives its hosts from the bottom), and the machine end
 (``nsv<hash>``, nslab's link group, the ownership mark ``nslab:<lab>:host:+<container>:<ifname>``) on the
-network's bridge. No route is changed inside: the container keeps its own default route. The lab's record
-(features/containers.py, ``connected``) keeps each one, so ``down`` removes exactly these and nothing else.
+network's bridge. No route is changed inside: the container keeps its own default route.
+
+Both go the way of every change to a lab that is up (:func:`nslab.core.apply.change`): typed actions
+(features/containers.py: :class:`ConnectVeth`, :class:`AttachConnected`, :class:`Disconnect`) that print
+themselves (``--dry-run``), applied with one undo journal (a failure midway leaves nothing), then the
+containers feature's record (``connected``) saved, so ``down`` removes exactly these and nothing else.
+
+Targets are resolved by ns/targets.py, a layer above: the caller hands :func:`connect` the resolver
+(``locate``), which it calls once the lab and the network are known to exist, under the machine lock.
 
 Replaces: ``ip link add ethN netns PID type veth peer name nsvX``, ``ip -n .. addr add``,
 ``ip link set nsvX master BRIDGE alias ... up``, ``ip link del nsvX``.
@@ -15,35 +22,51 @@ Replaces: ``ip link add ethN netns PID type veth peer name nsvX``, ``ip -n .. ad
 from __future__ import annotations
 
 import ipaddress
-import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConflictError, TargetError, UserError
-from ..naming import LINK_GROUP, mac_address, owner_alias, short_hash
-from . import state
-from .features.containers import KEY, ContainersRecord
+from ..naming import mac_address, owner_alias, short_hash
+from .apply import change
+from .features.containers import KEY, AttachConnected, ConnectVeth, ContainersRecord, Disconnect
+
+if TYPE_CHECKING:
+    from ..drivers import Drivers
+    from ..model import Lab
+    from .plan import Action, Plan
 
 
-def _lab_network(text: str) -> tuple[state.LabState, str]:
+class Place(Protocol):
+    """A resolved target, as ``nslab.ns.targets.Target`` has it: the text given, a label for messages, its
+    network namespace file, the container's name (container: targets) and the lab (lab hosts)."""
+
+    text: str
+    label: str
+    net_path: str
+    container: str | None
+    lab: str | None
+
+
+def _lab_network(text: str) -> tuple[str, str]:
     lab, sep, network = text.partition("/")
     if not sep or not lab or not network:
         raise UserError(f"'{text}' is not LAB/NETWORK")
-    st = state.LabState.load(lab)
-    if st is None:
-        raise TargetError(f"no lab '{lab}' is up")
-    if network not in st.lab.networks:
-        known = ", ".join(st.lab.networks) or "none"
-        raise TargetError(f"lab '{lab}' has no network '{network}' (networks: {known})")
-    return st, network
+    return lab, network
 
 
-def _who(target: Any) -> str:
+def _check_network(lab: Lab, network: str) -> None:
+    if network not in lab.networks:
+        known = ", ".join(lab.networks) or "none"
+        raise TargetError(f"lab '{lab.name}' has no network '{network}' (networks: {known})")
+
+
+def _who(target: Place) -> str:
     return str(target.container or target.label.replace(" ", ":"))
 
 
-def _free_address(st: state.LabState, network: str, record: ContainersRecord) -> ipaddress.IPv4Interface:
-    net = st.lab.networks[network]
-    used = {net.gateway.ip} | {i.address.ip for h in st.lab.hosts.values() for i in h.interfaces
+def _free_address(lab: Lab, network: str, record: ContainersRecord) -> ipaddress.IPv4Interface:
+    net = lab.networks[network]
+    used = {net.gateway.ip} | {i.address.ip for h in lab.hosts.values() for i in h.interfaces
                                if i.network == network}
     used |= {ipaddress.IPv4Interface(c["address"]).ip for c in record.connected if c["network"] == network}
     for address in reversed(list(net.subnet.hosts())):
@@ -52,98 +75,60 @@ def _free_address(st: state.LabState, network: str, record: ContainersRecord) ->
     raise ConflictError(f"network {network} has no free address left")
 
 
-def connect(text: str, target_text: str) -> dict[str, str]:
-    """Connect ``target_text`` to ``LAB/NETWORK``; returns the record entry (container, network, ifname,
-    address, veth)."""
-    from ..ns.targets import resolve
+def connect(text: str, target_text: str, locate: Callable[[str], Place], drivers: Drivers | None = None,
+            dry_run: bool = False) -> tuple[dict[str, str], Plan]:
+    """Connect the target ``target_text`` (resolved by ``locate``: ``nslab.ns.targets.resolve``) to
+    ``LAB/NETWORK``; returns the record entry (container, network, ifname, address, veth, target) and the plan
+    (applied unless ``dry_run``)."""
+    lab_name, network = _lab_network(text)
+    entry: dict[str, str] = {}
 
-    with state.machine_lock():
-        st, network = _lab_network(text)
-        target = resolve(target_text)
+    def plan(lab: Lab, recorded: Any, drivers: Drivers) -> tuple[list[Action], ContainersRecord]:
+        _check_network(lab, network)
+        target = locate(target_text)
         if target.lab is not None:
-            raise UserError(f"{target_text} is a lab host: put it on the network in its lab file")
+            raise UserError(f"{target.text} is a lab host: put it on the network in its lab file")
         who = _who(target)
-        record = ContainersRecord.from_json(st.extra.get(KEY))
+        record = ContainersRecord.from_json(recorded)
         if any(c["container"] == who and c["network"] == network for c in record.connected):
             raise ConflictError(f"{who} is connected to {text} already")
-        address = _free_address(st, network, record)
-        veth = "nsv" + short_hash(st.lab.name, "connect", who, network)
-        net = st.lab.networks[network]
-        ifname = _plug(target.net_path, veth, net.bridge, address, st.lab.name, who)
-        entry = {"container": who, "network": network, "ifname": ifname, "address": str(address), "veth": veth,
-                 "target": target_text}
-        record.connected.append(entry)
-        st.extra[KEY] = record.to_json()
-        st.save()
-        return entry
-
-
-def disconnect(text: str, target_text: str) -> dict[str, str]:
-    """Remove what :func:`connect` added (the veth; its end inside goes with it)."""
-    from ..drivers.netlink import NetlinkKernel
-
-    with state.machine_lock():
-        st, network = _lab_network(text)
-        record = ContainersRecord.from_json(st.extra.get(KEY))
-        who = target_text.partition(":")[2] if target_text.startswith("container:") else target_text
-        entry = next((c for c in record.connected if c["network"] == network and who in (c["container"],
-                      c.get("target"))), None)
-        if entry is None:
-            raise TargetError(f"{target_text} is not connected to {text} (by nslab connect)")
-        kernel = NetlinkKernel()
-        try:
-            present = {lk.name for lk in kernel.owned_links()}
-            failures = kernel.remove_links([entry["veth"]]) if entry["veth"] in present else []
-        finally:
-            kernel.close()
-        if failures:
-            from ..errors import KernelError
-
-            raise KernelError("; ".join(failures))
-        record.connected.remove(entry)
-        st.extra[KEY] = record.to_json()
-        st.save()
-        return entry
-
-
-def _plug(net_path: str, veth: str, bridge: str, address: ipaddress.IPv4Interface, lab: str, who: str) -> str:
-    """The veth: ``ethN`` inside the namespace at ``net_path`` with ``address``, ``veth`` on ``bridge``."""
-    import socket
-
-    from ..drivers import rtnl
-    from ..drivers.netlink import open_namespace
-    from ..drivers.rtnl import Batch
-
-    ns = open_namespace(net_path)
-    machine = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        inside = rtnl.links(ns.sock, with_addresses=False)
+        address = _free_address(lab, network, record)
+        inside = drivers.kernel.links_at(target.net_path)
         names = {lk.name for lk in inside}
         ifname = next(f"eth{n}" for n in range(0, 10000) if f"eth{n}" not in names)
-        index = max([lk.index for lk in inside] + [9]) + 1
-        batch = Batch()
-        rtnl.add_veth(batch, ifname, veth, machine, index=index, mac=mac_address(lab, "connect", who, ifname),
-                      group=LINK_GROUP)
-        rtnl.add_address(batch, index, address, f"{ifname} in {net_path}")
-        rtnl.set_up(batch, index, f"{ifname} in {net_path}")
-        batch.commit_or_raise(ns.sock)
-        try:
-            ports = Batch()
-            rtnl.attach_port(ports, veth, socket.if_nametoindex(bridge), owner_alias(lab, "host", f"+{who}", ifname))
-            root = rtnl.open_socket()
-            try:
-                ports.commit_or_raise(root)
-            finally:
-                root.close()
-        except BaseException:
-            gone = Batch()
-            rtnl.delete_link(gone, ifname)
-            gone.commit(ns.sock)
-            raise
-        return ifname
-    finally:
-        os.close(machine)
-        ns.close()
+        veth = "nsv" + short_hash(lab.name, "connect", who, network)
+        entry.update(container=who, network=network, ifname=ifname, address=str(address), veth=veth,
+                     target=target.text)
+        actions: list[Action] = [
+            ConnectVeth(target.net_path, ifname, max([lk.index for lk in inside] + [9]) + 1,
+                        mac_address(lab.name, "connect", who, ifname), address, veth),
+            AttachConnected(veth, lab.networks[network].bridge, owner_alias(lab.name, "host", f"+{who}", ifname)),
+        ]
+        return actions, ContainersRecord(record.hosts, [*record.connected, dict(entry)])
+
+    return entry, change(lab_name, KEY, drivers, plan, dry_run)
 
 
-__all__ = ["connect", "disconnect"]
+def disconnect(text: str, target_text: str, drivers: Drivers | None = None,
+               dry_run: bool = False) -> tuple[dict[str, str], Plan]:
+    """Remove what :func:`connect` added (the veth; its end inside goes with it); returns the record entry it
+    was and the plan (applied unless ``dry_run``)."""
+    lab_name, network = _lab_network(text)
+    who = target_text.partition(":")[2] if target_text.startswith("container:") else target_text
+    entry: dict[str, str] = {}
+
+    def plan(lab: Lab, recorded: Any, drivers: Drivers) -> tuple[list[Action], ContainersRecord]:
+        _check_network(lab, network)
+        record = ContainersRecord.from_json(recorded)
+        found = next((c for c in record.connected if c["network"] == network and who in (c["container"],
+                      c.get("target"))), None)
+        if found is None:
+            raise TargetError(f"{target_text} is not connected to {text} (by nslab connect)")
+        entry.update(found)
+        return [Disconnect((found["veth"],))], ContainersRecord(record.hosts,
+                                                                [c for c in record.connected if c is not found])
+
+    return entry, change(lab_name, KEY, drivers, plan, dry_run)
+
+
+__all__ = ["Place", "connect", "disconnect"]

@@ -1,8 +1,9 @@
 """Impairments and partitions changed at run time, by lab name (``nslab impair/partition/heal``, ``Lab.impair``).
 
-The same path as ``up``, for one feature's record: lock -> read the lab's state -> the feature plans from its
-recorded record to the new one (features/impair.py, features/partitions.py) -> apply with one undo journal ->
-save the new record in the state, so ``status`` lists it, a converge keeps it and ``down`` removes it.
+The same path as ``up``, for one feature's record (:func:`nslab.core.apply.change`): lock -> read the lab's state
+-> the feature plans from its recorded record to the new one (features/impair.py, features/partitions.py) ->
+apply with one undo journal -> save the new record in the state, so ``status`` lists it, a converge keeps it
+and ``down`` removes it.
 """
 
 from __future__ import annotations
@@ -10,33 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TargetError, UserError
-from . import state
+from .apply import change
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
     from .plan import Action
-
-
-def _change(lab: str, key: str, drivers: Drivers | None, plan: Any) -> None:
-    """``plan(resolved lab, recorded record JSON, drivers) -> (actions, new record)``, applied and saved."""
-    from ..drivers import Drivers as LiveDrivers
-    from .apply import apply
-    from .plan import Plan
-
-    own = drivers is None
-    drivers = drivers or LiveDrivers.live()
-    try:
-        with state.machine_lock():
-            recorded = state.LabState.load(lab)
-            if recorded is None:
-                raise TargetError(f"no lab '{lab}' is up")
-            actions, record = plan(recorded.lab, recorded.extra.get(key), drivers)
-            apply(Plan(actions), drivers)
-            recorded.extra[key] = record.to_json()
-            recorded.save()
-    finally:
-        if own:
-            drivers.close()
 
 
 def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | None = None, *, clear: bool = False,
@@ -66,7 +45,7 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
         new = feature.ImpairRecord({h: ifs for h, ifs in hosts.items() if ifs})
         return feature.plan_change(resolved, old, new, drivers), new
 
-    _change(lab, feature.KEY, drivers, plan)
+    change(lab, feature.KEY, drivers, plan)
 
 
 def _impair_spec(settings: dict[str, Any]) -> Any:
@@ -105,7 +84,7 @@ def partition(lab: str, a: str, b: str, drivers: Drivers | None = None) -> None:
         new = feature.PartitionsRecord(cuts)
         return feature.plan_change(resolved, old, new), new
 
-    _change(lab, feature.KEY, drivers, plan)
+    change(lab, feature.KEY, drivers, plan)
 
 
 def heal(lab: str, a: str | None = None, b: str | None = None, drivers: Drivers | None = None) -> None:
@@ -121,4 +100,4 @@ def heal(lab: str, a: str | None = None, b: str | None = None, drivers: Drivers 
         new = feature.PartitionsRecord([c for c in old.cuts if a is not None and frozenset(c[:2]) != {a, b}])
         return feature.plan_change(resolved, old, new), new
 
-    _change(lab, feature.KEY, drivers, plan)
+    change(lab, feature.KEY, drivers, plan)

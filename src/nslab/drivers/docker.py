@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .. import linux
+from .. import linux, paths
 from ..errors import EnvironmentProblem, KernelError, NslabError
 
 #: Labels every container nslab creates carries: the lab and the host (``docker ps --filter label=nslab.lab=L``).
@@ -41,9 +41,11 @@ class DockerUnavailable(EnvironmentProblem):
 
 
 def docker_socket() -> str:
-    from ..ns.targets import docker_socket as socket_path
-
-    return socket_path()
+    """The Engine API's socket: ``DOCKER_HOST`` when it is ``unix://PATH``, else paths.DOCKER_SOCKET."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://") :]
+    return paths.DOCKER_SOCKET
 
 
 class LiveDocker:

@@ -154,6 +154,9 @@ class FakeKernel(_Failing):
         for name in names:
             self.bridges.pop(name, None)
             self.veths.pop(name, None)
+            self.ports.pop(name, None)
+            namespace, peer = self.peers.pop(("", name), ("", ""))  # a veth's other end goes with it
+            self.ifaces.get(namespace, {}).pop(peer, None)
             self._gone(name)
         return []
 
@@ -240,6 +243,26 @@ class FakeKernel(_Failing):
         self._call("set_hairpin")
         self.hairpin = (self.hairpin | set(on)) - set(off)
         return []
+
+    def links_at(self, net_path: str) -> list[LinkInfo]:
+        """``ifaces`` keyed by the path (a test puts a container's interfaces there), after ``lo``."""
+        return [LinkInfo(1, "lo", "", "", 0, True)] + [
+            LinkInfo(10 + n, name, "veth", "", 0, True) for n, name in enumerate(self.ifaces.get(net_path, {}))]
+
+    def add_veth_at(self, net_path: str, ifname: str, index: int, mac: str, address: ipaddress.IPv4Interface,
+                    veth: str) -> None:
+        self._call("add_veth_at")
+        self.ifaces.setdefault(net_path, {})[ifname] = address
+        self.veths[veth] = ""
+        self.peers[("", veth)] = (net_path, ifname)
+        self._made(veth)
+
+    def attach_to_bridge(self, name: str, bridge: str, alias: str) -> None:
+        self._call("attach_to_bridge")
+        if name not in self.veths or bridge not in self.bridges:
+            raise KernelError(f"attach {name} to {bridge}: No such device")
+        self.ports[name] = bridge
+        self.veths[name] = alias
 
 
 class FakeNftables(FakeNft):

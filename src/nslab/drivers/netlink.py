@@ -699,6 +699,50 @@ class NetlinkKernel:
                 ns.close()
         return failures
 
+    # -- another namespace on a lab network (nslab connect) ----------------------------------------------
+    def links_at(self, net_path: str) -> list[LinkInfo]:
+        """The links inside the namespace at ``net_path`` (any nsfs file), without addresses. Creates nothing."""
+        ns = open_namespace(net_path)
+        try:
+            return links(ns.sock, with_addresses=False)
+        finally:
+            ns.close()
+
+    def add_veth_at(self, net_path: str, ifname: str, index: int, mac: str, address: ipaddress.IPv4Interface,
+                    veth: str) -> None:
+        """A veth made from inside the namespace at ``net_path``: ``ifname`` there (ifindex ``index``, ``mac``,
+        ``address``, up), its peer ``veth`` on the machine, both in nslab's link group. All or nothing: when the
+        address or the up fails, the veth goes again."""
+        ns = open_namespace(net_path)
+        machine = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            made = Batch()
+            add_veth(made, ifname, veth, machine, index=index, mac=mac, group=LINK_GROUP)
+            made.commit_or_raise(ns.sock)
+            batch = Batch()
+            add_address(batch, index, address, f"{ifname} in {net_path}")
+            set_up(batch, index, f"{ifname} in {net_path}")
+            try:
+                batch.commit_or_raise(ns.sock)
+            except KernelError:
+                gone = Batch()
+                delete_link(gone, ifname)
+                gone.commit(ns.sock)
+                raise
+        finally:
+            os.close(machine)
+            ns.close()
+
+    def attach_to_bridge(self, name: str, bridge: str, alias: str) -> None:
+        """``ip link set NAME master BRIDGE alias ALIAS up``."""
+        try:
+            master = socket.if_nametoindex(bridge)
+        except OSError:
+            raise KernelError(f"attach {name}: no bridge {bridge}") from None
+        batch = Batch()
+        attach_port(batch, name, master, alias)
+        batch.commit_or_raise(self.root)
+
 
 def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
     """A container host's namespace exists: named by its start (features/containers.py); opened, not made.

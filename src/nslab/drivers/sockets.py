@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from ..core import publish
 from ..model import IPv4Addr
 
 Listener = tuple[str, "IPv4Addr | None", int, int]  # (proto, address or None = any, port, socket inode)
@@ -23,7 +22,7 @@ def _hex_address(text: str) -> tuple[IPv4Addr | None, int, bool]:
     port = int(port_hex, 16)
     if len(addr) == 8:
         ip = IPv4Addr(int.from_bytes(bytes.fromhex(addr), "little"))
-        return (None if ip == publish.ANY else ip), port, True
+        return (None if ip.is_unspecified else ip), port, True
     raw = bytes.fromhex(addr)
     ip6 = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
     if ip6.is_unspecified:

@@ -221,13 +221,6 @@ def lab_host(text: str) -> Target:
 # ----------------------------------------------------------------------------------------------
 
 
-def docker_socket() -> str:
-    host = os.environ.get("DOCKER_HOST", "")
-    if host.startswith("unix://"):
-        return host[len("unix://") :]
-    return paths.DOCKER_SOCKET
-
-
 class DockerUnavailable(TargetError):
     """Nothing answers on the Docker API socket."""
 
@@ -239,7 +232,7 @@ def docker_get(path: str, timeout: float = 5.0) -> tuple[int, Any]:
     from ..drivers.docker import LiveDocker
 
     try:
-        return LiveDocker(docker_socket(), timeout).request("GET", path)
+        return LiveDocker(None, timeout).request("GET", path)  # the socket: DOCKER_HOST, as the driver finds it
     except Unreachable as exc:
         raise DockerUnavailable(str(exc)) from None
 

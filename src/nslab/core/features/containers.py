@@ -24,9 +24,11 @@ Replaces: ``docker create --network none --label ... && docker start && ip netns
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from ...errors import NslabError, Problem
+from ...naming import LINK_GROUP
 from ...values import Value, field
 from ..plan import Action, shell_quote
 from . import DownContext, FeaturePlan, UpContext, ValidateContext
@@ -51,7 +53,8 @@ class ContainersRecord(Value):
     """Container hosts (host -> container name) and the interfaces ``nslab connect`` added to containers."""
 
     hosts: dict[str, str] = field(default_factory=dict)
-    connected: list[dict[str, str]] = field(default_factory=list)  # {container, network, ifname, veth}
+    #: one entry per ``nslab connect``: container, network, ifname, address, veth, target
+    connected: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"hosts": self.hosts, "connected": self.connected}
@@ -334,7 +337,7 @@ def _docker_answers() -> bool:
     """A Docker socket is there (a lab without a record: its containers are looked for by label)."""
     import os
 
-    from ...ns.targets import docker_socket
+    from ...drivers.docker import docker_socket
 
     return os.path.exists(docker_socket())
 
@@ -343,6 +346,67 @@ def _empty(name: str) -> Lab:
     from ...model import Lab
 
     return Lab(name=name, source="", networks={}, hosts={})
+
+
+# --- nslab connect / disconnect (core/connect.py plans them) ----------------------------------------------------
+class ConnectVeth(Action):
+    """The veth ``nslab connect`` gives another namespace (a container's): ``ifname`` inside it (ifindex
+    ``index``, ``mac``, ``address``, up) and ``veth`` on the machine, both in nslab's link group. The inverse
+    removes ``veth`` (its peer inside goes with it)."""
+
+    net_path: str  # the namespace's nsfs file: /proc/PID/ns/net, /run/netns/NAME, ...
+    ifname: str
+    index: int
+    mac: str
+    address: ipaddress.IPv4Interface
+    veth: str
+
+    def commands(self) -> list[str]:
+        ip = _ip_inside(self.net_path)
+        broadcast = " broadcast +" if self.address.network.prefixlen < 31 else ""  # as the driver sets it
+        return [f"{ip} link add {self.ifname} index {self.index} address {self.mac} group {LINK_GROUP} type veth "
+                f"peer name {self.veth} group {LINK_GROUP} netns /proc/$$/ns/net",
+                f"{ip} addr add {self.address}{broadcast} dev {self.ifname}",
+                f"{ip} link set {self.ifname} up"]
+
+    def summary(self) -> str:
+        return f"add {self.ifname} ({self.address}) in {self.net_path}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        drivers.kernel.add_veth_at(self.net_path, self.ifname, self.index, self.mac, self.address, self.veth)
+        return Disconnect((self.veth,))
+
+
+def _ip_inside(net_path: str) -> str:
+    """``ip`` run inside the namespace at ``net_path``: ``ip -n NAME`` for a named one, else through nsenter."""
+    from shlex import quote
+
+    from ...paths import NETNS_DIR
+
+    directory, _, name = net_path.rpartition("/")
+    return f"ip -n {quote(name)}" if directory == NETNS_DIR else f"nsenter --net={quote(net_path)} ip"
+
+
+class AttachConnected(Action):
+    """``ip link set VETH master BRIDGE alias ALIAS up``: the machine end of a connected veth on the lab's
+    bridge, with its ownership mark. Nothing to undo of its own: the veth's removal (the inverse of
+    :class:`ConnectVeth`, earlier in the journal) takes the port with it."""
+
+    veth: str
+    bridge: str
+    alias: str
+
+    def commands(self) -> list[str]:
+        from shlex import quote
+
+        return [f"ip link set {self.veth} master {self.bridge} alias {quote(self.alias)} up"]
+
+    def summary(self) -> str:
+        return f"attach {self.veth} to {self.bridge}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        drivers.kernel.attach_to_bridge(self.veth, self.bridge, self.alias)
+        return None
 
 
 class Disconnect(Action):

@@ -1,0 +1,179 @@
+"""The throwaway host that nslab's own tests and benchmarks run in: a new network + mount namespace that plays
+"the machine" (tests/ and bench/ both use it; it is here so that bench/ needs nothing from tests/).
+
+``ThrowawayHost.enter()`` moves the calling (single-threaded) process into a fresh network namespace and a
+private mount namespace with tmpfs over /run/netns, /etc/netns and /run/nslab, ``lo`` up, and an uplink
+``eth0`` to a ``wan`` namespace that plays the internet (198.51.100.1 in wan, 198.51.100.2 here, default
+route via wan). ``leave()`` kills every process started inside, and returns the process to the namespaces
+it came from; with nothing referencing them any more, the kernel drops every namespace, link and nft rule
+the test made.
+
+Nothing here talks to a real address: 198.51.100.0/24 is TEST-NET-2 and exists only between this host and
+its own ``wan``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import linux
+
+WAN = "wan"
+WAN_ADDRESS = "198.51.100.1"
+UPLINK_ADDRESS = "198.51.100.2"
+PRIVATE_DIRS = ("/run/netns", "/etc/netns", "/run/nslab")
+MARKER = ".nslab-sandbox"  # in a mount point a sandbox made (under its tmpfs: invisible inside)
+
+
+def sh(cmd: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", cmd], check=check, capture_output=True, text=True, **kwargs)
+
+
+@dataclass
+class ThrowawayHost:
+    net_home: int = -1
+    mnt_home: int = -1
+    net_ns_inode: int = 0
+    started: list[subprocess.Popen[Any]] = field(default_factory=list)
+    lock: int = -1
+    cgroups_before: set[str] = field(default_factory=set)
+
+    def enter(self) -> ThrowawayHost:
+        self.net_home = os.open("/proc/self/ns/net", os.O_RDONLY)
+        self.mnt_home = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        # Mount points on the real filesystem: made if missing (marked as ours), removed by the last sandbox to
+        # leave. Removing a directory detaches the mounts on it in EVERY mount namespace, so a sandbox of
+        # another test session running meanwhile would lose its private tmpfs: a shared lock on /run counts us.
+        self.lock = os.open("/run", os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self.lock, fcntl.LOCK_SH)
+        self.cgroups_before = nslab_cgroups()  # cgroups are not namespaced here: services' go on the machine
+        for d in PRIVATE_DIRS:
+            if not os.path.isdir(d):
+                os.makedirs(d)
+                open(os.path.join(d, MARKER), "w").close()
+        linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWNS)
+        linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        for d in PRIVATE_DIRS:
+            linux.mount("tmpfs", d, "tmpfs", 0, "mode=755")
+        self.net_ns_inode = os.stat("/proc/self/ns/net").st_ino
+        sh(
+            f"""
+            ip link set lo up
+            ip netns add {WAN}
+            ip link add eth0 type veth peer name eth0 netns {WAN}
+            ip addr add {UPLINK_ADDRESS}/24 dev eth0
+            ip link set eth0 up
+            ip -n {WAN} addr add {WAN_ADDRESS}/24 dev eth0
+            ip -n {WAN} link set eth0 up
+            ip -n {WAN} link set lo up
+            ip route add default via {WAN_ADDRESS}
+            """
+        )
+        return self
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a background process that leave() will kill (its whole process group)."""
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def in_wan(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", WAN, *argv]
+
+    def leave(self) -> None:
+        for proc in self.started:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        self._kill_stragglers()
+        linux.setns(self.net_home, linux.CLONE_NEWNET)
+        linux.setns(self.mnt_home, linux.CLONE_NEWNS)
+        os.close(self.net_home)
+        os.close(self.mnt_home)
+        fcntl.flock(self.lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another sandbox still uses the mount points: the last one out removes them
+        else:
+            for d in reversed(PRIVATE_DIRS):
+                if os.path.isdir(d) and os.listdir(d) == [MARKER]:
+                    os.unlink(os.path.join(d, MARKER))
+                    os.rmdir(d)
+        os.close(self.lock)
+        for path in sorted(nslab_cgroups() - self.cgroups_before, key=len, reverse=True):
+            try:
+                os.rmdir(path)  # a lab whose test died before `down`: its services are killed above
+            except OSError:
+                pass
+
+    def _kill_stragglers(self) -> None:
+        """Any process still in this host's network namespace or in one of the namespaces named inside it
+        (a daemon a test forgot, the services of a lab a failed test never took down) is killed."""
+        me = os.getpid()
+        inodes = {self.net_ns_inode}
+        for name in os.listdir("/run/netns"):
+            try:
+                inodes.add(os.stat(os.path.join("/run/netns", name)).st_ino)
+            except OSError:
+                continue
+        for _ in range(50):
+            left: list[int] = []
+            for entry in filter(str.isdigit, os.listdir("/proc")):
+                if int(entry) == me:
+                    continue
+                try:
+                    if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                        left.append(int(entry))
+                except (FileNotFoundError, PermissionError, ProcessLookupError):
+                    continue
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+
+
+def nslab_cgroups() -> set[str]:
+    """nslab's cgroups on the machine (services of labs, see nslab.drivers.process)."""
+    from ..drivers.process import cgroup2_mount
+
+    root = cgroup2_mount()
+    out: set[str] = set()
+    for dirpath, dirnames, _files in os.walk(os.path.join(root, "nslab")) if root else ():
+        out.update(os.path.join(dirpath, d) for d in dirnames)
+    return out
+
+
+def machine_snapshot() -> dict[str, list[str]]:
+    """What the real machine holds that a test could leave behind."""
+
+    def lines(cmd: str) -> list[str]:
+        out = sh(cmd, check=False).stdout
+        return sorted(line for line in out.splitlines() if line.strip())
+
+    def entries(path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+
+    return {
+        "netns": lines("ip netns list | awk '{print $1}'"),
+        "links": lines("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'"),
+        "nft tables": lines("nft list tables 2>/dev/null"),
+        "/etc/netns": entries("/etc/netns"),
+        "/run/nslab": [e for e in entries("/run/nslab") if not e.startswith(".")],
+        "cgroups": sorted(nslab_cgroups()),
+    }
