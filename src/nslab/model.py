@@ -113,7 +113,7 @@ class Lab(Value):
     networks: Mapping[str, Network]
     hosts: Mapping[str, Host]
     links: tuple[Link, ...] = ()
-    spec: Any = field(default=None, compare=False, repr=False)  # the LabSpec it came from, if any
+    spec: Any = field(default=None, compare=False, repr=False, record=False)  # the LabSpec it came from, if any
 
     def allocations(self) -> dict[str, Any]:
         """What IPAM decided, in the JSON shape state.py stores, so the next resolve can keep it."""

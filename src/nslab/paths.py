@@ -1,15 +1,21 @@
-"""Every path nslab reads or writes, in one place (stdlib ``os`` only: ``nslab exec`` imports this).
+"""Every path of nslab's own files and of the files it shares with iproute2 and Docker, in one place (stdlib
+``os`` only: ``nslab exec`` imports this). The kernel's own interfaces (``/proc``, ``/sys``) are spelled where
+they are read.
 
 - ``/run/netns/<namespace>``       named network namespaces, as ``ip netns`` keeps them;
 - ``/etc/netns/<namespace>/``      per-namespace files bound over ``/etc`` by ``ip netns exec`` / ``nslab exec``;
 - ``$NSLAB_STATE_DIR`` (``/run/nslab``), the state root:
     ``.lock``                      the machine-wide lock of every mutating operation;
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
+    ``.ula6``                      the machine's IPv6 unique local /48 (core/ula.py);
+    ``.cache/<key>.json``          kept lab files with their resolved forms (core/speccache.py);
+    ``.attached/<name>``           marks a ``/run/netns`` name made by ``nslab attach``;
     ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
     ``<lab>/services.json``        what the lab's supervisor runs; ``services.status.json``: what it is doing;
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
     ``<lab>/logs/<host>.<n>.log.times``  when each line of that log arrived: ``OFFSET UNIX_TIME`` lines;
+- ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
 Every path of a lab is derived from its name, and ``down`` deletes under it: :func:`lab_dir` refuses
@@ -45,6 +51,19 @@ def lock_file() -> str:
 
 def machine_record() -> str:
     return os.path.join(state_root(), ".firewall.json")
+
+
+def ula_file() -> str:
+    return os.path.join(state_root(), ".ula6")
+
+
+def cache_dir() -> str:
+    return os.path.join(state_root(), ".cache")
+
+
+def cgroups_dir(cgroup2: str) -> str:
+    """nslab's cgroups under the cgroup v2 mount ``cgroup2``: one directory per supervisor run of a lab."""
+    return os.path.join(cgroup2, "nslab")
 
 
 def attached_record(name: str) -> str:

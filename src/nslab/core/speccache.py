@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 import os
 
-from .. import paths
 from ..errors import SourceLines
+from ..paths import cache_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,10 +47,6 @@ MAX_FILE_BYTES = 4 << 20  # spec.MAX_FILE_BYTES: anything larger is read the ful
 
 class Stale(Exception):
     """The kept form does not answer for this run: read the file the full way (nothing has changed yet)."""
-
-
-def cache_dir() -> str:
-    return os.path.join(paths.state_root(), ".cache")
 
 
 # ---------------------------------------------------------------------------------------------------------

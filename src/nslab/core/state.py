@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from ..model import Container, Lab
+    from ..model import Lab
 
-STATE_VERSION = 1
+#: The state file's format: ``"format": 2`` (``records.encode`` of the model). Format 1, the hand-written form of
+#: earlier releases, had ``"version": 1`` instead; it is still read (a lab brought up before an upgrade must
+#: still converge and go down). A change that makes old readers misread a record takes the next number.
+FORMAT = 2
 MAX_STATE_BYTES = 256 << 20  # a record longer than this is damaged, not read into memory whole
 
 
@@ -65,144 +68,32 @@ def machine_lock() -> _MachineLock:
 
 
 def lab_to_dict(lab: Lab) -> dict[str, Any]:
-    return {
-        "name": lab.name,
-        "source": lab.source,
-        "networks": {
-            n.name: {
-                "bridge": n.bridge,
-                "subnet": str(n.subnet),
-                "gateway": str(n.gateway),
-                "internal": n.internal,
-                **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6)} if n.subnet6 else {}),
-                **({"nat6": False} if not n.nat6 else {}),
-            }
-            for n in lab.networks.values()
-        },
-        "hosts": {
-            h.name: {
-                "namespace": h.namespace,
-                "hostname": h.hostname,
-                "gateway": str(h.gateway) if h.gateway else None,
-                "interfaces": [
-                    {
-                        "name": i.name,
-                        "address": str(i.address),
-                        "network": i.network,
-                        "host_veth": i.host_veth,
-                        "link": i.link,
-                        **({"mtu": i.mtu} if i.mtu else {}),
-                        **({"mac": i.mac} if i.mac else {}),
-                        **({"address6": str(i.address6)} if i.address6 else {}),
-                    }
-                    for i in h.interfaces
-                ],
-                **({"routes": [[str(r.to), str(r.via)] for r in h.routes]} if h.routes else {}),
-                **({"sysctls": [list(kv) for kv in h.sysctls]} if h.sysctls else {}),
-                **({"container": _container_to_dict(h.container)} if h.container else {}),
-                **({"gateway6": str(h.gateway6)} if h.gateway6 else {}),
-            }
-            for h in lab.hosts.values()
-        },
-        "links": [
-            {
-                "a": lk.a,
-                "b": lk.b,
-                "a_ifname": lk.a_ifname,
-                "b_ifname": lk.b_ifname,
-                "subnet": str(lk.subnet),
-                "a_address": str(lk.a_address),
-                "b_address": str(lk.b_address),
-                **({"mtu": lk.mtu} if lk.mtu else {}),
-                **({"subnet6": str(lk.subnet6), "a_address6": str(lk.a_address6), "b_address6": str(lk.b_address6)}
-                   if lk.subnet6 else {}),
-            }
-            for lk in lab.links
-        ],
-    }
+    """The lab's record in today's format (:data:`FORMAT`), derived from the model's types."""
+    from ..records import encode
+
+    return encode(lab)
 
 
-def _container_to_dict(c: Container) -> dict[str, Any]:
-    return {"name": c.name, "image": c.image, "command": list(c.command) if c.command is not None else None,
-            "env": [list(kv) for kv in c.env], "volumes": list(c.volumes), "user": c.user, "workdir": c.workdir,
-            "pull": c.pull}
+def lab_from_dict(data: dict[str, Any], format: int = 0) -> Lab:
+    """The lab :func:`lab_to_dict` wrote; ``format``: the record's when older than today's. Fields a record
+    lacks (it was written before they existed) take their defaults."""
+    from ..model import Lab
+    from ..records import decode
+
+    if format == 1:
+        data = _from_format_1(data)
+    return decode(Lab, data)
 
 
-def _container_from_dict(d: dict[str, Any]) -> Container:
-    from ..model import Container
-
-    command = d.get("command")
-    return Container(name=d["name"], image=d["image"], command=tuple(command) if command is not None else None,
-                     env=tuple((k, v) for k, v in d.get("env", ())), volumes=tuple(d.get("volumes", ())),
-                     user=d.get("user"), workdir=d.get("workdir"), pull=bool(d.get("pull")))
-
-
-def lab_from_dict(data: dict[str, Any]) -> Lab:
-    import ipaddress
-
-    from ..model import Host, Interface, Lab, Link, Network, Route
-
-    iface = ipaddress.IPv4Interface
-    return Lab(
-        name=data["name"],
-        source=data.get("source", ""),
-        networks={
-            name: Network(
-                name=name,
-                bridge=n["bridge"],
-                subnet=ipaddress.IPv4Network(n["subnet"]),
-                gateway=iface(n["gateway"]),
-                internal=n["internal"],
-                subnet6=ipaddress.IPv6Network(n["subnet6"]) if n.get("subnet6") else None,
-                gateway6=ipaddress.IPv6Interface(n["gateway6"]) if n.get("gateway6") else None,
-                nat6=n.get("nat6", True),
-            )
-            for name, n in data["networks"].items()
-        },
-        hosts={
-            name: Host(
-                name=name,
-                namespace=h["namespace"],
-                hostname=h["hostname"],
-                gateway=ipaddress.IPv4Address(h["gateway"]) if h["gateway"] else None,
-                interfaces=tuple(
-                    Interface(
-                        name=i["name"],
-                        address=iface(i["address"]),
-                        network=i["network"],
-                        host_veth=i["host_veth"],
-                        link=i["link"],
-                        mtu=i.get("mtu"),
-                        mac=i.get("mac"),
-                        address6=ipaddress.IPv6Interface(i["address6"]) if i.get("address6") else None,
-                    )
-                    for i in h["interfaces"]
-                ),
-                routes=tuple(Route(ipaddress.ip_network(to), ipaddress.ip_address(via))
-                             for to, via in h.get("routes", ())),
-                sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
-                container=_container_from_dict(h["container"]) if h.get("container") else None,
-                gateway6=ipaddress.IPv6Address(h["gateway6"]) if h.get("gateway6") else None,
-            )
-            for name, h in data["hosts"].items()
-        },
-        links=tuple(
-            Link(
-                a=lk["a"],
-                b=lk["b"],
-                a_ifname=lk["a_ifname"],
-                b_ifname=lk["b_ifname"],
-                subnet=ipaddress.IPv4Network(lk["subnet"]),
-                a_address=iface(lk["a_address"]),
-                b_address=iface(lk["b_address"]),
-                mtu=lk.get("mtu"),
-                subnet6=ipaddress.IPv6Network(lk["subnet6"]) if lk.get("subnet6") else None,
-                a_address6=ipaddress.IPv6Interface(lk["a_address6"]) if lk.get("a_address6") else None,
-                b_address6=ipaddress.IPv6Interface(lk["b_address6"]) if lk.get("b_address6") else None,
-            )
-            for lk in data["links"]
-        ),
-    )
+def _from_format_1(lab: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 (releases up to commit 5369676, written by hand): networks and hosts without their own name
+    (only as the key), routes as ``[to, via]`` pairs. Everything else reads as today's."""
+    hosts = {}
+    for name, host in lab["hosts"].items():
+        routes = [{"to": to, "via": via} for to, via in host.get("routes", ())]
+        hosts[name] = {**host, "name": name, "routes": routes}
+    networks = {name: {**network, "name": name} for name, network in lab["networks"].items()}
+    return {**lab, "networks": networks, "hosts": hosts}
 
 
 class LabState:
@@ -219,7 +110,7 @@ class LabState:
         path = state_file(self.lab.name)
         try:
             private_dir(lab_dir(self.lab.name))
-            write_json(path, {"version": STATE_VERSION, "lab": lab_to_dict(self.lab), **self.extra})
+            write_json(path, {"format": FORMAT, "lab": lab_to_dict(self.lab), **self.extra})
         except OSError as exc:
             from ..errors import StateError
 
@@ -234,8 +125,7 @@ class LabState:
         try:
             with open(path, "rb") as fh:
                 data = json.loads(fh.read(MAX_STATE_BYTES))
-            lab = lab_from_dict(data.pop("lab"))
-            data.pop("version", None)
+            lab = lab_from_dict(data.pop("lab"), _format(data))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -256,6 +146,16 @@ class LabState:
             return cls.load(name)
         except StateError:
             return None
+
+
+def _format(data: dict[str, Any]) -> int:
+    """The record's format (taken out of ``data``): one this release reads, or ValueError."""
+    number = data.pop("format", None)
+    if number is None and data.pop("version", None) == 1:
+        return 1
+    if number != FORMAT:
+        raise ValueError(f"format {number!r}, not one this nslab reads (1 or {FORMAT}): written by a later release?")
+    return FORMAT
 
 
 def remove(name: str) -> None:

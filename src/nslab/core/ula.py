@@ -11,11 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from ..paths import state_root
-
-
-def ula_file() -> str:
-    return os.path.join(state_root(), ".ula6")
+from ..paths import state_root, ula_file
 
 
 def _pick() -> ipaddress.IPv6Network:

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import FirewallError, KernelError
 from ..model import Host, Lab, Link, Network, Route
 from ..naming import owner_alias
+from ..paths import etc_netns_dir
 from . import Drivers
 from .nftables import FakeNft
 from .rtnl import LinkInfo, RouteInfo
@@ -336,11 +337,11 @@ class FakeFiles(_Failing):
     def write_netns_files(self, namespace: str, files: Mapping[str, str]) -> None:
         self._call("write_netns_files")
         for name, text in files.items():
-            self.files[f"/etc/netns/{namespace}/{name}"] = text
+            self.files[f"{etc_netns_dir(namespace)}/{name}"] = text
 
     def remove_netns_files(self, namespace: str) -> None:
         self._call("remove_netns_files")
-        for path in [p for p in self.files if p.startswith(f"/etc/netns/{namespace}/")]:
+        for path in [p for p in self.files if p.startswith(f"{etc_netns_dir(namespace)}/")]:
             del self.files[path]
 
     def prune_etc_netns(self) -> None:

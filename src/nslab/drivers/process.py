@@ -292,7 +292,7 @@ def new_cgroup_root(lab: str) -> str | None:
     yet: the supervisor makes it), or None where cgroup v2 is not writable (services are then tracked by their
     environment mark)."""
     mount = cgroup2_mount()
-    return os.path.join(mount, "nslab", f"{lab}-{os.urandom(4).hex()}") if mount else None
+    return os.path.join(paths.cgroups_dir(mount), f"{lab}-{os.urandom(4).hex()}") if mount else None
 
 
 class LiveProcesses:

@@ -49,8 +49,9 @@ def _mark_routers(views: dict[str, NsView]) -> None:
 
 def _lab_targets(st: LabState) -> list[Target]:
     from ...ns.targets import Target
+    from ...paths import netns_path
 
-    return [Target(f"{st.lab.name}/{h.name}", f"{st.lab.name}/{h.name}", f"/run/netns/{h.namespace}",
+    return [Target(f"{st.lab.name}/{h.name}", f"{st.lab.name}/{h.name}", netns_path(h.namespace),
                    netns_name=h.namespace, lab=st.lab.name, host=h.name) for h in st.lab.hosts.values()]
 
 

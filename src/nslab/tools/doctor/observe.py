@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...drivers.rtnl import LinkInfo, RouteInfo
+from ...paths import etc_netns_dir
 
 if TYPE_CHECKING:
     from ...core.state import LabState
@@ -51,7 +52,8 @@ class NsView:
         return f"{self.exec_prefix()}sysctl -w {assignment}"
 
     def etc_resolv_hint(self) -> str:
-        return f"/etc/netns/{self.netns}/resolv.conf" if self.netns else "the namespace's /etc/resolv.conf"
+        return os.path.join(etc_netns_dir(self.netns), "resolv.conf") if self.netns else \
+            "the namespace's /etc/resolv.conf"
 
     def peer_fix(self, link: LinkInfo) -> tuple[str, ...]:
         if link.kind == "veth":
@@ -94,7 +96,7 @@ class MachineView:
 
 def _resolv_path(target: Target) -> str:
     if target.netns_name:
-        etc = f"/etc/netns/{target.netns_name}/resolv.conf"
+        etc = os.path.join(etc_netns_dir(target.netns_name), "resolv.conf")
         if os.path.exists(etc):
             return etc
     if target.pid is not None:
