@@ -12,7 +12,8 @@ from nslab.core import state
 from nslab.core.drift import lab_drift
 from nslab.core.features.firewall import LoadRuleset
 from nslab.core.features.links import set_link
-from nslab.core.wiring import AddHosts, AddLinks, RemoveLinks, SetLinkState
+from nslab.core.kinds.veth import AddLinks, RemoveLinks
+from nslab.core.wiring import AddHosts, SetLinkState
 from nslab.lab import Lab, status
 
 LAB = """\

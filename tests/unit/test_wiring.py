@@ -7,14 +7,13 @@ from test_spec import ISSUE_EXAMPLE
 
 from nslab.core import spec
 from nslab.core.apply import apply, teardown
+from nslab.core.kinds.veth import AddLinks, RemoveLinks
 from nslab.core.resolve import resolve
 from nslab.core.wiring import (
     AddBridges,
     AddHosts,
-    AddLinks,
     Observed,
     RemoveHosts,
-    RemoveLinks,
     plan_down,
     plan_up,
 )

@@ -116,6 +116,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 **({"mtu": lk.mtu} if lk.mtu else {}),
                 **({"subnet6": str(lk.subnet6), "a_address6": str(lk.a_address6), "b_address6": str(lk.b_address6)}
                    if lk.subnet6 else {}),
+                **({"kind": lk.kind} if lk.kind != "veth" else {}),  # (states before kinds have none: veth)
             }
             for lk in lab.links
         ],
@@ -199,6 +200,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 subnet6=ipaddress.IPv6Network(lk["subnet6"]) if lk.get("subnet6") else None,
                 a_address6=ipaddress.IPv6Interface(lk["a_address6"]) if lk.get("a_address6") else None,
                 b_address6=ipaddress.IPv6Interface(lk["b_address6"]) if lk.get("b_address6") else None,
+                kind=lk.get("kind", "veth"),
             )
             for lk in data["links"]
         ),
