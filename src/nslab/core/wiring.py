@@ -7,10 +7,14 @@ not touched by a converging ``up``. A host that changed is recreated whole (its 
 addresses); a network whose subnet changed takes its hosts with it. Every action's inverse recreates or removes
 exactly what it touched, so a failed converge is rolled back to the lab that was up.
 
-Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
-``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``; for
-dual-stack networks ``ip link set IF addrgenmode eui64``, ``ip addr add ADDR6 dev IF nodad``,
-``ip -6 route add default via GW6``; ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge.
+Interfaces are their kind's (core/kinds/, veth today): a link's kind plans its making and removal (grouped by
+kind, in the registry's order) and a host's ports on networks are rendered by the port kind, while the netlink
+driver makes them in each host's one batch (:class:`AddHosts`). :func:`drift` finds bridges and namespaces
+missing, bridges down and default routes lost, and asks each interface's kind for the rest.
+
+Replaces: ``ip netns add/del``, ``ip link add type bridge``, ``ip link set BRIDGE alias/up``, ``ip route add
+default via ... proto static`` (``-6`` too), ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge, and
+through the kinds ``ip link add ... type veth peer ... netns``, ``ip addr add``, ``ip link set ... master``.
 """
 
 from __future__ import annotations
