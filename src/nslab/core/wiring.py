@@ -26,13 +26,14 @@ from ..errors import Problem
 from ..model import Host, Lab, Link, Network
 from ..naming import LINK_GROUP, mac_address, owner_alias
 from ..values import Value, field
+from .drift import Difference
 from .kinds import PORT_KIND, by_kind, kind, of_interface
 from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
     from ..drivers.rtnl import LinkInfo, RouteInfo
-    from .drift import Difference, Views
+    from .drift import Views
     from .spec import SourceMap
 
 #: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
@@ -516,7 +517,7 @@ def drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers,
     """The wiring's drift (drift.py collects it): bridges and namespaces missing, bridges down, default routes
     missing; each interface of each host is checked by its kind (kinds/). ``meant_down``: (host, interface)
     put down with ``nslab link``."""
-    from .drift import Difference, host_views
+    from .drift import host_views
 
     machine = {lk.name: lk for lk in drivers.kernel.machine_links()}
     found: list[Difference] = []
@@ -539,8 +540,6 @@ def drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers,
 
 def _host_drift(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], machine: Mapping[str, LinkInfo],
                 meant_down: set[tuple[str, str]]) -> list[Difference]:
-    from .drift import Difference
-
     inside = {lk.name: lk for lk in view[0]}
     found: list[Difference] = []
     for i in h.interfaces:
@@ -559,8 +558,6 @@ def _host_drift(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]],
 def _default6(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], meant_down: set[tuple[str, str]],
               found: list[Difference]) -> list[Difference]:
     """The host's IPv6 default route, missing (not because its interface was put down on purpose)."""
-    from .drift import Difference
-
     if h.gateway6 is None:
         return []
     gateways = {n.name: n.gateway6.ip for n in lab.networks.values() if n.gateway6 is not None}

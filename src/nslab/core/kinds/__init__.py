@@ -66,9 +66,15 @@ class Kind(Protocol):
               machine: Mapping[str, LinkInfo], want_up: bool) -> list[Difference]: ...
 
 
+_loaded: dict[str, Kind] = {}
+
+
 def kind(name: str) -> Kind:
-    """The module of kind ``name`` (imported on first use)."""
-    return cast("Kind", importlib.import_module(f"{__name__}.{KINDS[name]}"))
+    """The module of kind ``name`` (imported on first use; drift asks once per interface)."""
+    module = _loaded.get(name)
+    if module is None:
+        module = _loaded[name] = cast("Kind", importlib.import_module(f"{__name__}.{KINDS[name]}"))
+    return module
 
 
 def of_interface(lab: Lab, interface: Interface) -> Kind:

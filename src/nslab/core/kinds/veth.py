@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 
 from ...model import Host, Interface, Lab, Link
 from ...naming import LINK_GROUP, mac_address, owner_alias
+from ..drift import Difference
 from ..plan import Action, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...drivers.rtnl import LinkInfo
-    from ..drift import Difference
     from ..resolve import _Resolution
     from ..spec import LinkSpec
 
@@ -176,8 +176,6 @@ def drift(lab: Lab, host: Host, interface: Interface, seen: LinkInfo | None, mac
 
 def _remake(lab: Lab, h: Host, i: Interface, text: str) -> Difference:
     """What is lost with an interface: the host (bridge ports) or the link (point-to-point ends)."""
-    from ..drift import Difference
-
     if i.link is None:
         return Difference(text, "host", host=h.name)
     lk = lab.links[i.link]
@@ -185,8 +183,6 @@ def _remake(lab: Lab, h: Host, i: Interface, text: str) -> Difference:
 
 
 def _inside(lab: Lab, h: Host, i: Interface, seen: LinkInfo | None, want_up: bool) -> list[Difference]:
-    from ..drift import Difference
-
     where = f"host {h.name}: interface {i.name}"
     if seen is None:
         return [_remake(lab, h, i, f"{where} is missing")]
@@ -202,8 +198,6 @@ def _inside(lab: Lab, h: Host, i: Interface, seen: LinkInfo | None, want_up: boo
 
 
 def _port(lab: Lab, h: Host, i: Interface, machine: Mapping[str, LinkInfo], want_up: bool) -> list[Difference]:
-    from ..drift import Difference
-
     assert i.host_veth is not None and i.network is not None
     where = f"host {h.name}: bridge port {i.host_veth} ({i.name})"
     port, bridge = machine.get(i.host_veth), machine.get(lab.networks[i.network].bridge)
