@@ -6,7 +6,7 @@
   addresses and default routes (``Kernel.add_hosts``, planned as wiring.AddHosts); this module renders them
   (:func:`port_commands`) and finds their drift.
 - A **point-to-point link** between two hosts (``links:``): ``a`` creates the pair with the peer inside ``b``
-  (``Kernel.add_links``, one batch per link and end), each end with its address (a /30 of the link pool, or
+  (``Kernel.add_veth_pairs``, one batch per link and end), each end with its address (a /30 of the link pool, or
   ``subnet:``; ``::1``/``::2`` of its ``subnet6`` on a dual-stack link) and up. Deleting one end removes both.
 
 Schema: ``spec.LinkSpec`` (``endpoints``, ``subnet``, ``mtu``, ``ipv6``, ``subnet6``), kept in core/spec.py
@@ -94,7 +94,7 @@ class AddLinks(Action):
     def apply(self, drivers: Drivers) -> Action | None:
         undo = RemoveLinks(self.lab, self.links)
         try:
-            drivers.kernel.add_links(self.lab, list(self.links))
+            drivers.kernel.add_veth_pairs(self.lab, list(self.links))
         except BaseException:  # the pairs made so far go, this step left nothing
             drivers.kernel.remove_link_ends(undo.ends())
             raise
