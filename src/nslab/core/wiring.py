@@ -108,7 +108,7 @@ class RemoveHosts(Action):
         names = {h.name for h in hosts}
         links = tuple(lk for lk in self.lab.links if lk.a in names or lk.b in names)
         again: list[Action] = [AddHosts(self.lab, hosts, stale=_host_veths(hosts))]
-        again += [kind(name).add(self.lab, group) for name, group in by_kind(links).items()]
+        again += _links_added(self.lab, links)
         return Steps(tuple(again))
 
     def teardown(self, drivers: Drivers) -> list[str]:
@@ -445,7 +445,7 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     if changes.hosts_to_remove:
         actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
     actions += gone_containers
-    actions += [kind(name).remove(before, group) for name, group in by_kind(changes.links_to_remove).items()]
+    actions += _links_removed(before, changes.links_to_remove)
     if changes.nets_to_remove:
         actions.append(RemoveBridges(before, tuple(changes.nets_to_remove)))
     if changes.nets_to_add:
@@ -454,12 +454,25 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     if changes.hosts_to_add:
         stale = tuple(v for v in _host_veths(hosts) if v in observed.host_veths)
         actions.append(AddHosts(desired, hosts, stale))
-    actions += [kind(name).add(desired, group) for name, group in by_kind(changes.links_to_add).items()]
-    configured = tuple(h for name, h in desired.hosts.items()
-                       if name in changes.hosts_to_add and (h.routes or h.sysctls))
+    actions += _links_added(desired, changes.links_to_add)
+    configured = _configured(desired, changes)
     if configured:
         actions.append(ConfigureHosts(configured))
     return Plan(actions)
+
+
+def _links_added(lab: Lab, links: Iterable[Link]) -> list[Action]:
+    """Each kind's action making its links of ``links`` (grouped by kind, in the registry's order)."""
+    return [kind(name).add(lab, group) for name, group in by_kind(tuple(links)).items()]
+
+
+def _links_removed(lab: Lab, links: Iterable[Link]) -> list[Action]:
+    return [kind(name).remove(lab, group) for name, group in by_kind(tuple(links)).items()]
+
+
+def _configured(desired: Lab, changes: _Changes) -> tuple[Host, ...]:
+    """Hosts (re)made by this plan that have sysctls or static routes, in file order."""
+    return tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add and (h.routes or h.sysctls))
 
 
 def _container_steps(desired: Lab, before: Lab, changes: _Changes,
