@@ -19,7 +19,7 @@ A kind module provides (:class:`Kind` types them; tests/unit/test_kinds.py check
   ``teardown()``): ``add(lab, links)`` and ``remove(lab, links)``, which the wiring places in its plan, and
   ``port_commands(lab, host, position, interface)``, the dry-run lines of a host's port on a network (the
   netlink driver makes the ports in each host's one batch, see wiring.AddHosts);
-- ``ends(lab, link)``: the ``(namespace, interface)`` of each end, for the wiring's repairs;
+- ``ends(lab, link)``: the ``(namespace, interface)`` of each end (the wiring's repairs, ``nslab link``);
 - its **drift**: ``drift(lab, host, interface, seen, machine, want_up)`` — what differs on the machine for one
   interface of a host (``seen``: that interface as found inside the host, ``machine``: the machine's links by
   name), as :class:`~nslab.core.drift.Difference` values that ``status`` prints and ``up`` repairs;
