@@ -92,7 +92,8 @@ class Host(Value):
 
 
 class Link(Value):
-    """A veth pair between two hosts; ``a`` creates it with the peer inside ``b``."""
+    """A point-to-point link between two hosts, of a kind (core/kinds/): a veth pair by default, which ``a``
+    creates with the peer inside ``b``."""
 
     a: str
     b: str
@@ -105,6 +106,7 @@ class Link(Value):
     subnet6: IPv6Net | None = None  # a dual-stack link: ``a`` has its ::1, ``b`` its ::2
     a_address6: ipaddress.IPv6Interface | None = None
     b_address6: ipaddress.IPv6Interface | None = None
+    kind: str = "veth"  # its module in core/kinds/ (what makes it, how it drifts)
 
 
 class Lab(Value):

@@ -12,7 +12,8 @@ from nslab.core import state
 from nslab.core.drift import lab_drift
 from nslab.core.features.firewall import LoadRuleset
 from nslab.core.features.links import set_link
-from nslab.core.wiring import AddHosts, AddLinks, RemoveLinks, SetLinkState
+from nslab.core.kinds.veth import AddLinks, RemoveLinks
+from nslab.core.wiring import AddHosts, SetLinkState
 from nslab.lab import Lab, status
 
 LAB = """\
@@ -152,3 +153,18 @@ def test_recreated_host_keeps_its_link_down(drivers):
     assert isinstance(plan[-1], SetLinkState) and not plan[-1].up
     assert drivers.kernel.down >= {("d-web", "eth1"), ("d-db", "eth1")}
     assert drift(drivers) == []
+
+
+def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
+    from nslab.core import features
+
+    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == ["containers", "firewall", "services"]
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    d.processes.running.clear()
+    d.nft.table = d.nft.table.replace("\tchain lab.d.into.secure {", "\tchain renamed {")
+    st = state.LabState.load("d")
+    assert st is not None
+    found = [(x.text, x.repair) for x in lab_drift(st, d)]
+    assert found[0] == ("firewall: chain lab.d.into.secure of table inet nslab is missing", "ruleset")
+    assert found[1][1] == "services" and found[1][0].endswith("is not running") and len(found) == 2

@@ -239,7 +239,7 @@ def test_dual_stack_links():
     assert lab.hosts["a"].interfaces[0].address6 == first.a_address6
     assert lab.allocations()["links6"] == {"a|b|0": "fd12:3456:789a::/64"}
     assert state.lab_from_dict(state.lab_to_dict(lab)).links == lab.links
-    from nslab.core.wiring import AddLinks
+    from nslab.core.kinds.veth import AddLinks
 
     cmds = AddLinks(lab, lab.links).commands()
     assert "ip -n l-b addr add fd12:3456:789a::2/64 dev eth0 nodad" in cmds

@@ -80,6 +80,20 @@ if TYPE_CHECKING:
     A = TypeVar("A", bound=Action)
 
 
+def raise_on(failures: list[str]) -> None:
+    """An action's failures (one line each, as the drivers return them) as one KernelError."""
+    if failures:
+        from ..errors import KernelError
+
+        raise KernelError("; ".join(failures))
+
+
+def broadcast_plus(address: object) -> str:
+    """`` broadcast +`` for ``ip addr add`` as the netlink driver sets it (not for /31 and /32)."""
+    prefix = getattr(getattr(address, "network", None), "prefixlen", 32)
+    return " broadcast +" if prefix < 31 else ""
+
+
 def shell_quote(text: str) -> str:
     """``text`` as one word for sh."""
     return "'" + text.replace("'", "'\\''") + "'"

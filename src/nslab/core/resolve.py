@@ -52,6 +52,7 @@ from ..model import (
 )
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
+from . import kinds
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap
 
 #: Automatic network subnets are /24s carved from this pool.
@@ -370,7 +371,8 @@ class _Resolution:
     # --- links -------------------------------------------------------------------------------------
 
     def resolve_links(self) -> None:
-        """Every valid link, with a subnet and the next ``ethN`` of both hosts (after their network interfaces)."""
+        """Every valid link, with a subnet and the next ``ethN`` of both hosts (after their network interfaces),
+        made by its kind (kinds/)."""
         next_if = {h: len(host.networks) for h, host in self.spec.hosts.items()}
         for i, link in enumerate(self.spec.links):
             subnet = self._link_subnet(i, link)
@@ -380,24 +382,8 @@ class _Resolution:
             a_if, b_if = f"eth{next_if[a]}", f"eth{next_if[b]}"
             next_if[a] += 1
             next_if[b] += 1
-            ips = list(subnet.hosts()) if subnet.prefixlen < 31 else list(subnet)
             subnet6 = self._link_subnet6(i, link) if link.dual_stack else None
-            self.links.append(
-                Link(
-                    a=a,
-                    b=b,
-                    a_ifname=a_if,
-                    b_ifname=b_if,
-                    subnet=subnet,
-                    a_address=ipaddress.IPv4Interface(f"{ips[0]}/{subnet.prefixlen}"),
-                    b_address=ipaddress.IPv4Interface(f"{ips[1]}/{subnet.prefixlen}"),
-                    mtu=link.mtu or min((m for m in (self.spec.hosts[a].mtu, self.spec.hosts[b].mtu) if m),
-                                        default=None),
-                    subnet6=subnet6,
-                    a_address6=ipaddress.IPv6Interface(f"{subnet6[1]}/{subnet6.prefixlen}") if subnet6 else None,
-                    b_address6=ipaddress.IPv6Interface(f"{subnet6[2]}/{subnet6.prefixlen}") if subnet6 else None,
-                )
-            )
+            self.links.append(kinds.kind(link.kind).resolve(self, link, a_if, b_if, subnet, subnet6))
             self.link_ifnames[a].append((len(self.links) - 1, a_if))
             self.link_ifnames[b].append((len(self.links) - 1, b_if))
 

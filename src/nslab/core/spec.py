@@ -24,7 +24,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -424,8 +424,9 @@ class HostSpec(_WithDns):
 
 
 class LinkSpec(_Strict):
-    """A point-to-point veth between two hosts."""
+    """A point-to-point veth between two hosts (kinds/veth.py)."""
 
+    kind: ClassVar[str] = "veth"  # the module of core/kinds/ that resolves and makes it (not a key of the file)
     endpoints: tuple[str, str]
     subnet: ipaddress.IPv4Network | None = None
     mtu: Mtu | None = None  # of both ends (else the smaller mtu of its two hosts, if they give one)

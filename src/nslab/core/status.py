@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
-    from .drift import host_views, lab_drift
+    from .difference import host_views
+    from .drift import lab_drift
 
     lab = st.lab
     views = host_views(lab, drivers)  # read once: the hosts' entries and the drift both use them

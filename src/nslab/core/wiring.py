@@ -7,46 +7,41 @@ not touched by a converging ``up``. A host that changed is recreated whole (its 
 addresses); a network whose subnet changed takes its hosts with it. Every action's inverse recreates or removes
 exactly what it touched, so a failed converge is rolled back to the lab that was up.
 
-Replaces: ``ip netns add/del``, ``ip link add ... type veth peer ... netns``, ``ip link add type bridge``,
-``ip link set ... master/alias/up``, ``ip addr add``, ``ip route add default via ... proto static``; for
-dual-stack networks ``ip link set IF addrgenmode eui64``, ``ip addr add ADDR6 dev IF nodad``,
-``ip -6 route add default via GW6``; ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge.
+Interfaces are their kind's (core/kinds/, veth today): a link's kind plans its making and removal (grouped by
+kind, in the registry's order) and a host's ports on networks are rendered by the port kind, while the netlink
+driver makes them in each host's one batch (:class:`AddHosts`). :func:`drift` finds bridges and namespaces
+missing, bridges down and default routes lost, and asks each interface's kind for the rest.
+
+Replaces: ``ip netns add/del``, ``ip link add type bridge``, ``ip link set BRIDGE alias/up``, ``ip route add
+default via ... proto static`` (``-6`` too), ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge, and
+through the kinds ``ip link add ... type veth peer ... netns``, ``ip addr add``, ``ip link set ... master``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import KernelError, Problem
+from ..errors import Problem
 from ..model import Host, Lab, Link, Network
 from ..naming import LINK_GROUP, mac_address, owner_alias
 from ..values import Value, field
-from .plan import Action, Plan, Steps
+from .difference import Difference
+from .kinds import PORT_KIND, by_kind, kind, of_interface
+from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
+    from ..drivers.rtnl import LinkInfo, RouteInfo
+    from .difference import Views
     from .spec import SourceMap
 
-#: What the dry-run calls the machine's own network namespace (the shell running the script is in it).
-MACHINE_NETNS = "/proc/$$/ns/net"
 #: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
 NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
 #: Set in a dual-stack host's namespace before its interfaces exist: IPv6 addresses stay on an interface put down;
 #: no duplicate address detection (IPAM made the addresses unique; the link-local one is usable at once and one
 #: flooded neighbour solicitation per host less).
 KEEP_IPV6_ADDRESSES = "net.ipv6.conf.default.keep_addr_on_down=1 net.ipv6.conf.default.accept_dad=0"
-
-
-def _raise_on(failures: list[str]) -> None:
-    if failures:
-        raise KernelError("; ".join(failures))
-
-
-def _brd(address: object) -> str:
-    """``broadcast +`` as the driver sets it (not for /31 and /32)."""
-    prefix = getattr(getattr(address, "network", None), "prefixlen", 32)
-    return " broadcast +" if prefix < 31 else ""
 
 
 class Observed(Value):
@@ -85,9 +80,9 @@ class SetLinkState(Action):
         import ipaddress
 
         if self.ends:
-            _raise_on(drivers.kernel.set_link_state(list(self.ends), self.up))
+            raise_on(drivers.kernel.set_link_state(list(self.ends), self.up))
         if self.routes:
-            _raise_on(drivers.kernel.set_default_routes(
+            raise_on(drivers.kernel.set_default_routes(
                 [(ns, ipaddress.ip_address(gw)) for ns, gw in self.routes]))
         return SetLinkState(self.ends, not self.up) if self.ends else None
 
@@ -105,7 +100,7 @@ class RemoveHosts(Action):
         return f"remove {len(self.namespaces)} host(s)"
 
     def apply(self, drivers: Drivers) -> Action | None:
-        _raise_on(drivers.kernel.remove_namespaces(list(self.namespaces)))
+        raise_on(drivers.kernel.remove_namespaces(list(self.namespaces)))
         hosts = tuple(h for h in self.lab.hosts.values() if h.namespace in self.namespaces)
         if not hosts:
             return None
@@ -113,32 +108,11 @@ class RemoveHosts(Action):
         names = {h.name for h in hosts}
         links = tuple(lk for lk in self.lab.links if lk.a in names or lk.b in names)
         again: list[Action] = [AddHosts(self.lab, hosts, stale=_host_veths(hosts))]
-        if links:
-            again.append(AddLinks(self.lab, links))
+        again += _links_added(self.lab, links)
         return Steps(tuple(again))
 
     def teardown(self, drivers: Drivers) -> list[str]:
         return drivers.kernel.remove_namespaces(list(self.namespaces))
-
-
-class RemoveLinks(Action):
-    """Point-to-point links of the lab that changed: deleting one end removes the pair."""
-
-    lab: Lab
-    links: tuple[Link, ...]
-
-    def ends(self) -> list[tuple[str, str]]:
-        return [(self.lab.hosts[lk.a].namespace, lk.a_ifname) for lk in self.links]
-
-    def commands(self) -> list[str]:
-        return [f"ip -n {ns} link del {ifname}" for ns, ifname in self.ends()]
-
-    def summary(self) -> str:
-        return f"remove {len(self.links)} link(s)"
-
-    def apply(self, drivers: Drivers) -> Action | None:
-        _raise_on(drivers.kernel.remove_link_ends(self.ends()))
-        return AddLinks(self.lab, self.links)
 
 
 class RemoveBridges(Action):
@@ -155,7 +129,7 @@ class RemoveBridges(Action):
         return f"remove {len(self.networks)} network(s)"
 
     def apply(self, drivers: Drivers) -> Action | None:
-        _raise_on(drivers.kernel.remove_links(self.bridges()))
+        raise_on(drivers.kernel.remove_links(self.bridges()))
         return AddBridges(self.lab, self.networks)
 
 
@@ -198,7 +172,7 @@ class AddHosts(Action):
 
     def apply(self, drivers: Drivers) -> Action | None:
         if self.stale:
-            _raise_on(drivers.kernel.clear_stale_links(list(self.stale)))
+            raise_on(drivers.kernel.clear_stale_links(list(self.stale)))
         drivers.kernel.add_hosts(self.lab, list(self.hosts))
         return RemoveHosts(self.lab, tuple(h.namespace for h in self.hosts))
 
@@ -208,26 +182,9 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
         f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
         f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
-        f"ip addr add {n.gateway}{_brd(n.gateway)} dev {n.bridge}",
+        f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}",
         *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 else []),
         f"ip link set {n.bridge} up",
-    ]
-
-
-def _link_commands(lab: Lab, lk: Link) -> list[str]:
-    a, b = lab.hosts[lk.a].namespace, lab.hosts[lk.b].namespace
-    mtu = f" mtu {lk.mtu}" if lk.mtu else ""
-    return [
-        f"ip -n {a} link add {lk.a_ifname} address {mac_address(lab.name, 'host', lk.a, lk.a_ifname)}{mtu} type veth "
-        f"peer name {lk.b_ifname} address {mac_address(lab.name, 'host', lk.b, lk.b_ifname)}{mtu} netns {b}",
-        f"ip -n {a} addr add {lk.a_address}{_brd(lk.a_address)} dev {lk.a_ifname}",
-        f"ip -n {b} addr add {lk.b_address}{_brd(lk.b_address)} dev {lk.b_ifname}",
-        *([f"ip -n {a} link set {lk.a_ifname} addrgenmode eui64",
-           f"ip -n {a} addr add {lk.a_address6} dev {lk.a_ifname} nodad",
-           f"ip -n {b} link set {lk.b_ifname} addrgenmode eui64",
-           f"ip -n {b} addr add {lk.b_address6} dev {lk.b_ifname} nodad"] if lk.subnet6 else []),
-        f"ip -n {a} link set {lk.a_ifname} up",
-        f"ip -n {b} link set {lk.b_ifname} up",
     ]
 
 
@@ -240,24 +197,9 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     ]
     if any(i.address6 for i in h.interfaces):  # IPv6 addresses outlive `nslab link ... down`
         out.append(f"ip netns exec {ns} sysctl -qw {KEEP_IPV6_ADDRESSES}")
+    port_kind = kind(PORT_KIND)
     for position, i in enumerate(i for i in h.interfaces if i.network):
-        bridge = lab.networks[i.network].bridge if i.network else ""
-        mac = f" address {i.mac or mac_address(lab.name, 'host', h.name, i.name)}"  # the lab file's wins
-        mtu = f" mtu {i.mtu}" if i.mtu else ""
-        out += [
-            f"ip -n {ns} link add {i.name} index {port_index(position)}{mac}{mtu} group {LINK_GROUP} type veth "
-            f"peer name {i.host_veth}{mtu} group {LINK_GROUP} netns {MACHINE_NETNS}",
-            f"ip -n {ns} addr add {i.address}{_brd(i.address)} dev {i.name}",
-        ]
-        if i.address6:  # IPv6 on: a link-local address on this interface too (the namespace's default: none)
-            out += [f"ip -n {ns} link set {i.name} addrgenmode eui64",
-                    f"ip -n {ns} addr add {i.address6} dev {i.name} nodad"]
-        out += [
-            f"ip -n {ns} link set {i.name} up",
-        ]
-        out.append(
-            f"ip link set {i.host_veth} master {bridge} alias {owner_alias(lab.name, 'host', h.name, i.name)} up"
-        )
+        out += port_kind.port_commands(lab, h, position, i)
     if h.gateway:
         out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
     if h.gateway6:
@@ -314,7 +256,7 @@ class UnconfigureHosts(Action):
         failures: list[str] = []
         for h in self.hosts:
             failures += drivers.kernel.unconfigure_host(h.namespace, list(h.routes), _restore(h, values))
-        _raise_on(failures)
+        raise_on(failures)
         return None
 
 
@@ -373,31 +315,6 @@ def _restore(host: Host, former: dict[str, tuple[str, ...]]) -> list[tuple[str, 
     return [(key, before[i]) for i, (key, _) in enumerate(host.sysctls) if i < len(before)]
 
 
-def port_index(position: int) -> int:
-    """The ifindex a host's n-th bridge port gets inside its fresh namespace (lo is 1): no lookup needed."""
-    return 10 + position
-
-
-class AddLinks(Action):
-    lab: Lab
-    links: tuple[Link, ...]
-
-    def commands(self) -> list[str]:
-        return [line for lk in self.links for line in _link_commands(self.lab, lk)]
-
-    def summary(self) -> str:
-        return f"add {len(self.links)} link(s)"
-
-    def apply(self, drivers: Drivers) -> Action | None:
-        undo = RemoveLinks(self.lab, self.links)
-        try:
-            drivers.kernel.add_links(self.lab, list(self.links))
-        except BaseException:  # the pairs made so far go, this step left nothing
-            drivers.kernel.remove_link_ends(undo.ends())
-            raise
-        return undo
-
-
 class RemoveBridgesLater(Action):
     """``down``: bridges are deleted in a worker thread while namespaces are unpinned (the kernel detaches
     a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
@@ -429,7 +346,7 @@ class AwaitBridges(Action):
         return failures
 
     def apply(self, drivers: Drivers) -> Action | None:
-        _raise_on(self.teardown(drivers))
+        raise_on(self.teardown(drivers))
         return None
 
 
@@ -528,8 +445,7 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     if changes.hosts_to_remove:
         actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
     actions += gone_containers
-    if changes.links_to_remove:
-        actions.append(RemoveLinks(before, tuple(changes.links_to_remove)))
+    actions += _links_removed(before, changes.links_to_remove)
     if changes.nets_to_remove:
         actions.append(RemoveBridges(before, tuple(changes.nets_to_remove)))
     if changes.nets_to_add:
@@ -538,13 +454,25 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     if changes.hosts_to_add:
         stale = tuple(v for v in _host_veths(hosts) if v in observed.host_veths)
         actions.append(AddHosts(desired, hosts, stale))
-    if changes.links_to_add:
-        actions.append(AddLinks(desired, tuple(changes.links_to_add)))
-    configured = tuple(h for name, h in desired.hosts.items()
-                       if name in changes.hosts_to_add and (h.routes or h.sysctls))
+    actions += _links_added(desired, changes.links_to_add)
+    configured = _configured(desired, changes)
     if configured:
         actions.append(ConfigureHosts(configured))
     return Plan(actions)
+
+
+def _links_added(lab: Lab, links: Iterable[Link]) -> list[Action]:
+    """Each kind's action making its links of ``links`` (grouped by kind, in the registry's order)."""
+    return [kind(name).add(lab, group) for name, group in by_kind(tuple(links)).items()]
+
+
+def _links_removed(lab: Lab, links: Iterable[Link]) -> list[Action]:
+    return [kind(name).remove(lab, group) for name, group in by_kind(tuple(links)).items()]
+
+
+def _configured(desired: Lab, changes: _Changes) -> tuple[Host, ...]:
+    """Hosts (re)made by this plan that have sysctls or static routes, in file order."""
+    return tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add and (h.routes or h.sysctls))
 
 
 def _container_steps(desired: Lab, before: Lab, changes: _Changes,
@@ -565,7 +493,7 @@ def _state_repairs(desired: Lab, observed: Observed, changes: _Changes) -> Plan:
     for h in changes.hosts_to_add.values():
         remade |= {h.namespace, *_host_veths([h])}
     for lk in changes.links_to_add:
-        remade |= {f"{desired.hosts[lk.a].namespace}/{lk.a_ifname}", f"{desired.hosts[lk.b].namespace}/{lk.b_ifname}"}
+        remade |= {f"{ns}/{ifname}" for ns, ifname in kind(lk.kind).ends(desired, lk)}
 
     def kept(ends: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
         return tuple(e for e in ends if not ({e[0] or e[1], f"{e[0]}/{e[1]}"} & remade))
@@ -593,3 +521,63 @@ def plan_down(recorded: Lab, marked_namespaces: Iterable[str] = (), marked_bridg
     if bridges:
         actions.append(AwaitBridges(later))
     return Plan(actions)
+
+
+# --- drift -------------------------------------------------------------------------------------------------
+
+def drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers,
+          views: Views | None = None) -> list[Difference]:
+    """The wiring's drift (drift.py collects it): bridges and namespaces missing, bridges down, default routes
+    missing; each interface of each host is checked by its kind (kinds/). ``meant_down``: (host, interface)
+    put down with ``nslab link``."""
+    from .difference import host_views
+
+    machine = {lk.name: lk for lk in drivers.kernel.machine_links()}
+    found: list[Difference] = []
+    for n in lab.networks.values():
+        bridge = machine.get(n.bridge)
+        if bridge is None:
+            found.append(Difference(f"network {n.name}: bridge {n.bridge} is missing", "bridge"))
+        elif not bridge.up:
+            found.append(Difference(f"network {n.name}: bridge {n.bridge} is down", "up", end=("", n.bridge)))
+    if views is None:
+        views = host_views(lab, drivers)
+    for h in lab.hosts.values():
+        view = views.get(h.namespace)
+        if view is None:
+            found.append(Difference(f"host {h.name}: namespace {h.namespace} is missing", "host", host=h.name))
+            continue
+        found += _host_drift(lab, h, view, machine, meant_down)
+    return found
+
+
+def _host_drift(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], machine: Mapping[str, LinkInfo],
+                meant_down: set[tuple[str, str]]) -> list[Difference]:
+    inside = {lk.name: lk for lk in view[0]}
+    found: list[Difference] = []
+    for i in h.interfaces:
+        found += of_interface(lab, i).drift(lab, h, i, inside.get(i.name), machine, (h.name, i.name) not in meant_down)
+    gateway_down = any((h.name, i.name) in meant_down for i in h.interfaces
+                       if i.network and lab.networks[i.network].gateway.ip == h.gateway)
+    has_default = any(r.destination.prefixlen == 0 and r.gateway == str(h.gateway) for r in view[1])
+    if h.gateway and not gateway_down and not has_default:
+        lost = any(d.repair == "host" for d in found)  # remade with the host anyway
+        found.append(Difference(f"host {h.name}: default route via {h.gateway} is missing",
+                                "host" if lost else "route", host=h.name, end=(h.namespace, str(h.gateway))))
+    found += _default6(lab, h, view, meant_down, found)
+    return found
+
+
+def _default6(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], meant_down: set[tuple[str, str]],
+              found: list[Difference]) -> list[Difference]:
+    """The host's IPv6 default route, missing (not because its interface was put down on purpose)."""
+    if h.gateway6 is None:
+        return []
+    gateways = {n.name: n.gateway6.ip for n in lab.networks.values() if n.gateway6 is not None}
+    down = any((h.name, i.name) in meant_down for i in h.interfaces
+               if i.network and gateways.get(i.network) == h.gateway6)
+    if down or any(r.destination.prefixlen == 0 and r.gateway == str(h.gateway6) for r in view[1]):
+        return []
+    lost = any(d.repair == "host" for d in found)
+    return [Difference(f"host {h.name}: IPv6 default route via {h.gateway6} is missing",
+                       "host" if lost else "route", host=h.name, end=(h.namespace, str(h.gateway6)))]

@@ -223,8 +223,8 @@ class FakeKernel(_Failing):
             self.host_sysctls.pop(name, None)
         return []
 
-    def add_links(self, lab: Lab, links: list[Link]) -> None:
-        self._call("add_links")
+    def add_veth_pairs(self, lab: Lab, links: list[Link]) -> None:
+        self._call("add_veth_pairs")
         self.link_ends |= {(lab.hosts[lk.a].namespace, lk.a_ifname) for lk in links}
         for lk in links:
             self.peers[(lab.hosts[lk.a].namespace, lk.a_ifname)] = (lab.hosts[lk.b].namespace, lk.b_ifname)

@@ -658,7 +658,9 @@ class NetlinkKernel:
         return failures
 
     # -- links between hosts --------------------------------------------------------------------
-    def add_links(self, lab: Lab, items: list[Link]) -> None:
+    def add_veth_pairs(self, lab: Lab, items: list[Link]) -> None:
+        """The veth kind's links (core/kinds/veth.py): each pair made from ``a``'s namespace with its peer in
+        ``b``'s, then each end's addresses and up."""
         opened: dict[str, Namespace] = {}
         try:
             for lk in items:

@@ -36,6 +36,7 @@ from . import DownContext, FeaturePlan, UpContext, ValidateContext
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Host, Lab
+    from ..difference import Difference
 
 KEY = "containers"
 STATUS_KEY = "containers"
@@ -429,22 +430,26 @@ class Disconnect(Action):
         return None
 
 
-def container_drift(lab: Lab, drivers: Drivers) -> list[tuple[str, str]]:
-    """(host, what) for each container host whose container is not running (``up`` makes it again)."""
-    out: list[tuple[str, str]] = []
+def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
+    """Each container host whose container is not running (``up`` makes it again, with its host's wiring)."""
+    from ..difference import Difference
+
+    out: list[Difference] = []
     for h in lab.hosts.values():
         if h.container is None:
             continue
         try:
             info = drivers.docker.inspect(h.container.name)
         except NslabError as exc:
-            out.append((h.name, f"host {h.name}: cannot ask Docker about container {h.container.name}: {exc}"))
+            out.append(Difference(f"host {h.name}: cannot ask Docker about container {h.container.name}: {exc}",
+                                  "host", host=h.name))
             continue
         st = (info or {}).get("State") or {}
         if info is None:
-            out.append((h.name, f"host {h.name}: container {h.container.name} is gone"))
+            out.append(Difference(f"host {h.name}: container {h.container.name} is gone", "host", host=h.name))
         elif not st.get("Running"):
-            out.append((h.name, f"host {h.name}: container {h.container.name} is {st.get('Status', 'stopped')}"))
+            out.append(Difference(f"host {h.name}: container {h.container.name} is {st.get('Status', 'stopped')}",
+                                  "host", host=h.name))
     return out
 
 

@@ -54,8 +54,10 @@ def ends(lab: Lab, host: str, iface: str) -> list[tuple[str, str]]:
     h = lab.hosts[host]
     i = next(i for i in h.interfaces if i.name == iface)
     if i.link is not None:
+        from ..kinds import kind
+
         lk = lab.links[i.link]
-        return [(lab.hosts[lk.a].namespace, lk.a_ifname), (lab.hosts[lk.b].namespace, lk.b_ifname)]
+        return kind(lk.kind).ends(lab, lk)
     return [(h.namespace, i.name)] + ([("", i.host_veth)] if i.host_veth else [])
 
 

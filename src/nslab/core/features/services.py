@@ -25,6 +25,7 @@ from .firewall.record import desired
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
+    from ..difference import Difference
 
 KEY = "services"
 STATUS_KEY = "hostsetup"
@@ -294,3 +295,13 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
         summary = {"pid": supervisor.get("pid"), "running": alive, "tracking": supervisor.get("tracking"),
                    "cgroup": supervisor.get("cgroup"), "forwarder": supervisor.get("forward")}
     return {"supervisor": summary, "services": services}
+
+
+def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
+    """The lab's supervisor not running (``up`` starts it again)."""
+    from ..difference import Difference
+
+    supervisor = ServicesRecord.from_json(record).supervisor
+    if supervisor is None or drivers.processes.is_alive(supervisor.get("pid"), supervisor.get("start")):
+        return []
+    return [Difference(f"services: the lab's supervisor (pid {supervisor.get('pid')}) is not running", "services")]

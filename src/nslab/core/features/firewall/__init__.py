@@ -66,6 +66,7 @@ from .render import DOCKER_USER6, FAMILY, TABLE, Observed, docker_user_rules, la
 if TYPE_CHECKING:
     from ....drivers import Drivers
     from ....model import Lab
+    from ...difference import Difference
 
 KEY = "firewall"
 STATUS_KEY = "firewall"
@@ -355,3 +356,17 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     ]
     return {"table": f"{FAMILY} {TABLE}", "ports": ports, "docker_user": rec.docker_user,
             "warnings": list(rec.warnings)}
+
+
+def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
+    """nslab's table or one of this lab's chains gone (``up`` loads the table again)."""
+    from ...difference import Difference
+
+    wanted = lab_chains(lab.name, FirewallRecord.from_json(record))
+    if not wanted:
+        return []
+    seen = Observed.from_ruleset(drivers.nft.ruleset())
+    if not seen.table_exists:
+        return [Difference(f"firewall: table {FAMILY} {TABLE} is missing", "ruleset")]
+    return [Difference(f"firewall: chain {c} of table {FAMILY} {TABLE} is missing", "ruleset")
+            for c in sorted(wanted - seen.chains)]

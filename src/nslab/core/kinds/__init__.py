@@ -1,0 +1,87 @@
+"""Kinds of interface nslab gives a host or a network, one module each, registered in :data:`KINDS`.
+
+==========  =================================================================================================
+kind        what it makes
+==========  =================================================================================================
+veth        a host's port on a network (a veth from the host's namespace, its peer on the machine, enslaved
+            to the network's bridge) and a point-to-point link between two hosts (a veth pair)
+==========  =================================================================================================
+
+A kind module provides (:class:`Kind` types them; tests/unit/test_kinds.py checks every registered module):
+
+- its **schema**: the part of the lab file it reads, a pydantic model in core/spec.py (pydantic is imported only
+  when a file is read the full way, never on the kept path that imports the kinds), naming the kind in its
+  ``kind`` class variable (``LinkSpec.kind == "veth"``); the module names it in its docstring;
+- ``resolve(resolution, written, a_ifname, b_ifname, subnet, subnet6) -> Link``: the link as written, with the
+  names and subnets resolve.py gave it (interface names and the link IPAM are shared by every kind), as a typed
+  model value whose ``kind`` is the module's name;
+- its **actions** (each an :class:`~nslab.core.plan.Action`: ``commands()``, ``apply()`` -> inverse,
+  ``teardown()``): ``add(lab, links)`` and ``remove(lab, links)``, which the wiring places in its plan, and
+  ``port_commands(lab, host, position, interface)``, the dry-run lines of a host's port on a network (the
+  netlink driver makes the ports in each host's one batch, see wiring.AddHosts);
+- ``ends(lab, link)``: the ``(namespace, interface)`` of each end (the wiring's repairs, ``nslab link``);
+- its **drift**: ``drift(lab, host, interface, seen, machine, want_up)`` — what differs on the machine for one
+  interface of a host (``seen``: that interface as found inside the host, ``machine``: the machine's links by
+  name), as :class:`~nslab.core.difference.Difference` values that ``status`` prints and ``up`` repairs;
+- its **record**: the model values it resolves to (model.Link with its ``kind``), kept in the lab's state.
+
+The kernel primitives stay in the drivers (drivers/netlink.py is the only module speaking rtnetlink); a kind calls
+them. Adding a kind: its module here, one line in :data:`KINDS`, its tests (docs/architecture.md, "Adding a link
+kind").
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+if TYPE_CHECKING:
+    import ipaddress
+
+    from ...drivers.rtnl import LinkInfo
+    from ...model import Host, Interface, Lab, Link
+    from ..difference import Difference
+    from ..plan import Action
+
+#: kind -> its module in this package. A host's port on a network is of :data:`PORT_KIND`.
+KINDS: dict[str, str] = {
+    "veth": "veth",  # veth pairs: a host's port on a bridge, a point-to-point link between two hosts
+}
+
+#: The kind of every host's port on a network (the lab file has no other form of it yet).
+PORT_KIND = "veth"
+
+
+class Kind(Protocol):
+    """What a kind module holds (module-level functions)."""
+
+    def resolve(self, resolution: Any, written: Any, a_ifname: str, b_ifname: str,
+                subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None) -> Link: ...
+    def add(self, lab: Lab, links: tuple[Link, ...]) -> Action: ...
+    def remove(self, lab: Lab, links: tuple[Link, ...]) -> Action: ...
+    def ends(self, lab: Lab, link: Link) -> list[tuple[str, str]]: ...
+    def port_commands(self, lab: Lab, host: Host, position: int, interface: Interface) -> list[str]: ...
+    def drift(self, lab: Lab, host: Host, interface: Interface, seen: LinkInfo | None,
+              machine: Mapping[str, LinkInfo], want_up: bool) -> list[Difference]: ...
+
+
+_loaded: dict[str, Kind] = {}
+
+
+def kind(name: str) -> Kind:
+    """The module of kind ``name`` (imported on first use; drift asks once per interface)."""
+    module = _loaded.get(name)
+    if module is None:
+        module = _loaded[name] = cast("Kind", importlib.import_module(f"{__name__}.{KINDS[name]}"))
+    return module
+
+
+def of_interface(lab: Lab, interface: Interface) -> Kind:
+    """The kind of a host's interface: its link's, or the port kind for an interface on a network."""
+    return kind(lab.links[interface.link].kind if interface.link is not None else PORT_KIND)
+
+
+def by_kind(links: tuple[Link, ...] | list[Link]) -> dict[str, tuple[Link, ...]]:
+    """``links`` grouped by kind, each group in the given order, the groups in :data:`KINDS` order."""
+    return {name: group for name in KINDS if (group := tuple(lk for lk in links if lk.kind == name))}
