@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from ..model import Container, Lab
+    from ..model import Container, Host, Lab
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 256 << 20  # a record longer than this is damaged, not read into memory whole
@@ -101,6 +101,7 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
                 **({"sysctls": [list(kv) for kv in h.sysctls]} if h.sysctls else {}),
                 **({"container": _container_to_dict(h.container)} if h.container else {}),
                 **({"gateway6": str(h.gateway6)} if h.gateway6 else {}),
+                **_features_to_dict(h),
             }
             for h in lab.hosts.values()
         },
@@ -119,6 +120,34 @@ def lab_to_dict(lab: Lab) -> dict[str, Any]:
             }
             for lk in lab.links
         ],
+        **({"partitions": [list(p) for p in lab.partitions]} if lab.partitions else {}),
+    }
+
+
+def _features_to_dict(h: Host) -> dict[str, Any]:
+    """What the features ask of host ``h``, each key only when there is something."""
+    out: dict[str, Any] = {}
+    if h.services:
+        out["services"] = [[s.command, s.restart] for s in h.services]
+    if h.dns.nameservers is not None or h.dns.search is not None:
+        out["dns"] = {"nameservers": h.dns.nameservers, "search": h.dns.search}
+    if h.publish:
+        out["publish"] = [[p.text, list(p.path)] for p in h.publish]
+    if h.impair:
+        out["impair"] = [{f: getattr(i, f) for f in i._fields} for i in h.impair]
+    return out
+
+
+def _features_from_dict(h: dict[str, Any]) -> dict[str, Any]:
+    from ..model import NO_DNS, Dns, Impairment, Publish, Service
+
+    dns = h.get("dns")
+    return {
+        "services": tuple(Service(command, restart) for command, restart in h.get("services", ())),
+        "dns": Dns(*(tuple(v) if v is not None else None for v in (dns["nameservers"], dns["search"])))
+        if dns else NO_DNS,
+        "publish": tuple(Publish(text, tuple(path)) for text, path in h.get("publish", ())),
+        "impair": tuple(Impairment(**i) for i in h.get("impair", ())),
     }
 
 
@@ -183,6 +212,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
                 sysctls=tuple((k, v) for k, v in h.get("sysctls", ())),
                 container=_container_from_dict(h["container"]) if h.get("container") else None,
                 gateway6=ipaddress.IPv6Address(h["gateway6"]) if h.get("gateway6") else None,
+                **_features_from_dict(h),
             )
             for name, h in data["hosts"].items()
         },
@@ -202,6 +232,7 @@ def lab_from_dict(data: dict[str, Any]) -> Lab:
             )
             for lk in data["links"]
         ),
+        partitions=tuple((a, b) for a, b in data.get("partitions", ())),
     )
 
 
