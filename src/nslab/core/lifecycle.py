@@ -13,8 +13,8 @@ fakes (``drivers.fake.fake_drivers()``). lab.py is the public face of these func
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import paths
 from ..drivers import Drivers
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .load import LabFile
 
 Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
 
 
 class UpResult(Value):
@@ -50,21 +51,24 @@ class UpResult(Value):
         host is made again), then what each feature does (firewall, services restarted...)."""
         before = self.previous or Lab(name=self.lab.name, source="", networks={}, hosts={})
         remade = {h.name for a in self.plan.of_type(AddHosts) for h in a.hosts}
-        lines: list[str] = []
-        for kind, old, new in (("network", before.networks, self.lab.networks), ("host", before.hosts, self.lab.hosts)):
-            lines += [f"added {kind} {name}" for name in new if name not in old]
-            lines += [f"removed {kind} {name}" for name in old if name not in new]
-        lines += [f"changed network {name}" for name, n in self.lab.networks.items()
-                  if name in before.networks and before.networks[name] != n]
+        lines = _named_changes("network", before.networks, self.lab.networks, lambda old, new: old != new)
         # (what a host's features ask is each feature's line below)
-        lines += [f"changed host {name}" for name, h in self.lab.hosts.items()
-                  if name in before.hosts and (before.hosts[name].wiring_differs(h) or name in remade)]
+        lines += _named_changes("host", before.hosts, self.lab.hosts,
+                                lambda old, new: old.wiring_differs(new) or new.name in remade)
         links = {(lk.a, lk.b) for lk in self.lab.links}
         was = {(lk.a, lk.b) for lk in before.links}
         lines += [f"added link {a}-{b}" for a, b in sorted(links - was)]
         lines += [f"removed link {a}-{b}" for a, b in sorted(was - links)]
         lines += [a.summary() for a in self.plan.actions if type(a).__module__.startswith("nslab.core.features")]
         return lines
+
+
+def _named_changes(kind: str, old: Mapping[str, T], new: Mapping[str, T], changed: Callable[[T, T], bool]
+                   ) -> list[str]:
+    lines = [f"added {kind} {name}" for name in new if name not in old]
+    lines += [f"removed {kind} {name}" for name in old if name not in new]
+    return lines + [f"changed {kind} {name}" for name, value in new.items()
+                    if name in old and changed(old[name], value)]
 
 
 class Planned(Value):
