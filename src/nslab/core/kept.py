@@ -6,7 +6,7 @@ runs) and building the schema, then resolving names and addresses. A second ``up
 lab is up, or was brought down and up again) gives the same answer, so the answer is kept:
 
     /run/nslab/.cache/<key>.json      key = BLAKE2s of the file's bytes, its absolute path, the ${VAR}s it
-                                      names and their values, and nslab's code (version + its modules' mtimes)
+                                      names and their values, and nslab's code (its modules' mtimes)
 
 Each entry holds the lab's name, the lines of its source map (so a problem found on the way back still has
 file:line), whether it asks for the machine's ULA range, and the resolved lab (state.py's JSON form) for each
@@ -67,19 +67,20 @@ def _variables(text: str) -> list[str]:
 
 
 def _code_stamp() -> str:
-    """nslab's version and the mtimes of the modules that read, resolve and store a lab (core/, its features,
-    the model): new code, new keys."""
-    from .. import __version__
-
+    """The mtimes of the modules that read, resolve and store a lab (core/ and its features, the model) and of
+    the package's __init__.py (where its version is written): new code, new keys."""
     core = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(core)
     stamps = []
-    for directory in (core, os.path.join(core, "features")):
-        for name in sorted(os.listdir(directory)):
+    for directory, folders, names in os.walk(core):
+        folders[:] = sorted(f for f in folders if f != "__pycache__")
+        for name in sorted(names):
             if name.endswith(".py"):
-                stamps.append(f"{name}:{os.stat(os.path.join(directory, name)).st_mtime_ns}")
-    model = os.path.join(os.path.dirname(core), "model.py")
-    stamps.append(f"model.py:{os.stat(model).st_mtime_ns}")
-    return f"{__version__};{FORMAT};" + ",".join(stamps)
+                path = os.path.join(directory, name)
+                stamps.append(f"{os.path.relpath(path, core)}:{os.stat(path).st_mtime_ns}")
+    for name in ("model.py", "__init__.py"):
+        stamps.append(f"{name}:{os.stat(os.path.join(package, name)).st_mtime_ns}")
+    return f"{FORMAT};" + ",".join(stamps)
 
 
 def file_key(text: str, path: str, environ: dict[str, str] | None = None) -> str:
