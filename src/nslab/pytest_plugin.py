@@ -4,7 +4,7 @@
   up before the test, down after it;
 - ``nslab_labs``: a factory, ``nslab_labs(text_or_path)`` -> an up :class:`nslab.Lab`, each down after the test.
 
-Every lab gets a name of its own for the test (the file's name cut to 5 characters, ``-`` and 6 hex digits), so
+Every lab gets a name of its own for the test (the lab's ``name:`` cut to 5 characters, ``-`` and 6 hex digits), so
 the same file can be up in several tests at once (``pytest -n``). Subnets are chosen per lab unless the file
 fixes them: fixed subnets collide when two tests bring the same file up at once. Labs go down after the test
 whether it passed, failed or was interrupted (pytest tears fixtures down on Ctrl-C; an ``atexit`` hook

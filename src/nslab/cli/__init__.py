@@ -46,3 +46,8 @@ def entry() -> None:
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # Ctrl-C before a command could handle it (while Python imports): no traceback
         sys.exit(130)
+    except BrokenPipeError:  # `nslab status | head`: the reader left; stop quietly with 1, as click's commands do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the flush at exit must not fail again)
+        sys.exit(1)

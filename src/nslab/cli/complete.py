@@ -2,7 +2,8 @@
 module completes the values nslab knows -- lab names, ``LAB/HOST`` and bare hosts of the labs that are up,
 ``netns:`` names, ``container:`` names of running Docker containers, and lab files (``*.yaml``).
 
-Enabled with ``eval "$(_NSLAB_COMPLETE=bash_source nslab)"`` (``zsh_source``, ``fish_source``); see README.
+Enabled with ``eval "$(_NSLAB_COMPLETE=bash_source nslab)"`` (``zsh_source``, ``fish_source``); see
+docs/commands.md, Shell completion.
 Every function here is read-only and swallows errors: a completion never fails or prints a message.
 """
 

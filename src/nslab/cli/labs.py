@@ -101,7 +101,7 @@ def down(lab_name: str | None, file: str | None) -> None:
 @click.option("-f", "--file", "file", default=None, metavar="FILE", help="Show the lab named in this file.",
               shell_complete=complete.lab_files)
 @click.option("-o", "--output", type=OUTPUT, default=None, help="table (default), wide, json or yaml.")
-@click.option("--json", "as_json", is_flag=True, help="Same as -o json (format: see README).")
+@click.option("--json", "as_json", is_flag=True, help="Same as -o json (format: docs/commands.md).")
 @click.option("--wide", is_flag=True, help="Never cut lines to the terminal's width.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the names of the labs that are up.")
 def status(lab_name: str | None, file: str | None, output: str | None, as_json: bool, wide: bool,

@@ -33,7 +33,7 @@ def _lab_name(lab_name: str | None, file: str | None) -> str:
 @click.option("--timeout", type=click.FloatRange(0.05, 30), default=1.0, show_default=True,
               help="Seconds a probe waits for its answer.")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default=None,
-              help="table (default), json or yaml (format: see README).")
+              help="table (default), json or yaml (format: docs/commands.md).")
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
 @click.option("-6", "--ipv6", "ipv6", is_flag=True,
               help="Probe over IPv6 (dual-stack networks; the outside is the machine's IPv6 gateway).")

@@ -12,7 +12,7 @@ The HTML page is one self-contained file: the SVG inline, plus a small script th
 by ``nslab graph --serve``, fetches ``status.json`` every 2 s and recolours each edge (``data-host`` /
 ``data-if`` attributes) from the interfaces' state. Opened as a file it is a snapshot.
 
-Impairments and partitions do not exist yet: :func:`_annotations` is the hook where they will label edges.
+Impairments and partitions are not drawn yet: :func:`_annotations` is the hook where they would label edges.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class LabGraph:
 
 
 def _annotations(doc: dict[str, Any], host: str, ifname: str) -> str:
-    """Hook for impairments and partitions (not in nslab yet): a label for the edge of ``host:ifname``."""
+    """A label for the edge of ``host:ifname`` (impairments and partitions are not drawn yet: always empty)."""
     return ""
 
 

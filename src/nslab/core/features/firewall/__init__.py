@@ -73,7 +73,7 @@ KEY = "firewall"
 STATUS_KEY = "firewall"
 IP_FORWARD = "net.ipv4.ip_forward"
 #: IPv6 forwarding on the machine (all interfaces): note that an interface with ``accept_ra=1`` then ignores
-#: router advertisements (an uplink configured by SLAAC wants ``accept_ra=2``; see the README, IPv6)
+#: router advertisements (an uplink configured by SLAAC wants ``accept_ra=2``; see docs/lab-file.md, IPv6)
 IP6_FORWARD = "net.ipv6.conf.all.forwarding"
 NEW_INTERFACE_ROUTE_LOCALNET = "net.ipv4.conf.default.route_localnet"  # what a new bridge starts with
 
