@@ -339,7 +339,7 @@ OPTIMIZED = str(REPO / "bench" / "optimized.sh")
 
 def row_speed(repeat: int, sizes: list[int], calls: int, big: int = 300) -> dict:
     """nslab up/down of each size against bench/optimized.sh (interleaved, rotating order, after one untimed
-    warm-up round: nslab keeps a validated lab file, see speccache.py; the cold first ``up`` is kept apart);
+    warm-up round: nslab keeps a validated lab file, see core/kept.py; the cold first ``up`` is kept apart);
     then, with ``big`` hosts up: an unchanged ``up``, ``status``, ``status --json``; with 10 hosts up:
     ``nslab exec`` vs the bare interpreter, ``Lab.exec`` vs ``ip netns exec``."""
     result: dict = {"repeat": repeat, "calls": calls, "big": big, "updown": {}, "cold_up": {}}

@@ -40,7 +40,7 @@ def field_path(loc: tuple[object, ...]) -> str:
 
 class SourceLines:
     """Where each field of a lab file was written: field path (tuple of keys and indexes) -> line. Built from
-    the YAML by spec.SourceMap, or from speccache's kept entry (no YAML needed to report a problem's line)."""
+    the YAML by spec.SourceMap, or from the file's kept form (core/kept.py: no YAML needed to report a line)."""
 
     def __init__(self, lines: dict[tuple[Any, ...], int] | None = None):
         self._lines = lines or {}
@@ -51,6 +51,10 @@ class SourceLines:
         for path, line in list(self._lines.items()):
             if path[:n] == written:
                 self._lines.setdefault(made + path[n:], line)
+
+    def items(self) -> list[tuple[tuple[Any, ...], int]]:
+        """Every (field path, line) known (what the kept form stores)."""
+        return list(self._lines.items())
 
     def line(self, path: tuple[Any, ...]) -> int | None:
         # Walk up until some ancestor has a line: a missing field is reported at its parent.

@@ -1,14 +1,17 @@
-"""The resolved domain model: frozen, fully concrete hosts, networks and links, and the naming rules.
+"""The resolved domain model: frozen, fully concrete hosts, networks and links, and what each feature asks
+of them (services, DNS, published ports, impairments, partitions).
 
-Pure data and pure functions (stdlib only), shared by resolve (which builds it), plan, apply, state (which
-stores it as JSON) and the drivers. Importing this is cheap, which keeps ``nslab exec`` fast.
+Pure data and pure functions (stdlib only), shared by resolve (which builds it: each feature resolves its own
+part of the lab file, see core/features), plan, apply, state (which stores it as JSON) and the drivers. After
+resolve nothing reads the lab file: everything a feature plans from is here. Importing this is cheap, which
+keeps ``nslab exec`` fast.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .naming import OWNER_PREFIX, blake2s, bridge_name, host_veth_name, namespace_name, owner_alias, short_hash
 from .values import Value, field
@@ -76,7 +79,51 @@ class Container(Value):
     pull: bool = field(default=False, compare=False)
 
 
+class Service(Value):
+    """A ``run:`` command of a host, run and restarted by the lab's supervisor (features/services.py)."""
+
+    command: str
+    restart: str  # "no", "on-failure" or "always"
+
+
+class Dns(Value):
+    """A host's resolver as the lab file sets it (the host's own ``dns:``/``dns_search:`` over the lab's);
+    None: not written, the machine's (features/dns)."""
+
+    nameservers: tuple[str, ...] | None = None
+    search: tuple[str, ...] | None = None
+
+
+class Publish(Value):
+    """A ``publish:`` entry as written (features/firewall parses and checks it), and its field path
+    (``("hosts", "web", "publish", 0)``) for messages."""
+
+    text: str
+    path: tuple[str | int, ...]
+
+
+class Impairment(Value):
+    """What one host interface suffers (``impair:``, features/impair.py): loss in percent, rate in bit/s, delay
+    and jitter in milliseconds (0: none), in ``direction`` "out", "in" or "both"."""
+
+    interface: str
+    loss: float = 0.0
+    rate: int = 0
+    delay: float = 0.0
+    jitter: float = 0.0
+    direction: str = "out"
+
+    def active(self) -> bool:
+        return bool(self.loss or self.rate or self.delay or self.jitter)
+
+
+NO_DNS = Dns()
+
+
 class Host(Value):
+    #: What the features ask of a host; the rest is its wiring (a change there makes the host again).
+    FEATURES: ClassVar[tuple[str, ...]] = ("services", "dns", "publish", "impair")
+
     name: str
     namespace: str
     interfaces: tuple[Interface, ...]
@@ -86,6 +133,14 @@ class Host(Value):
     sysctls: tuple[tuple[str, str], ...] = ()  # written inside the host's namespace, in file order
     container: Container | None = None  # set: the namespace is a Docker container's (features/containers.py)
     gateway6: IPv6Addr | None = None  # the IPv6 default route (the first dual-stack network not internal)
+    services: tuple[Service, ...] = ()
+    dns: Dns = NO_DNS
+    publish: tuple[Publish, ...] = ()
+    impair: tuple[Impairment, ...] = ()  # in file order, inactive entries too
+
+    def wiring_differs(self, other: Host) -> bool:
+        """Whether ``other`` differs from this host in more than what its features ask."""
+        return any(getattr(self, f) != getattr(other, f) for f in self._fields if f not in self.FEATURES)
 
     def interface_on(self, network: str) -> Interface | None:
         return next((i for i in self.interfaces if i.network == network), None)
@@ -115,7 +170,7 @@ class Lab(Value):
     networks: Mapping[str, Network]
     hosts: Mapping[str, Host]
     links: tuple[Link, ...] = ()
-    spec: Any = field(default=None, compare=False, repr=False, record=False)  # the LabSpec it came from, if any
+    partitions: tuple[tuple[str, str], ...] = ()  # hosts or networks cut from each other (features/partitions.py)
 
     def allocations(self) -> dict[str, Any]:
         """What IPAM decided, in the JSON shape state.py stores, so the next resolve can keep it."""

@@ -8,7 +8,7 @@ they are read.
     ``.lock``                      the machine-wide lock of every mutating operation;
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
     ``.ula6``                      the machine's IPv6 unique local /48 (core/ula.py);
-    ``.cache/<key>.json``          kept lab files with their resolved forms (core/speccache.py);
+    ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py);
     ``.attached/<name>``           marks a ``/run/netns`` name made by ``nslab attach``;
     ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;

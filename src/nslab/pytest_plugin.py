@@ -45,6 +45,7 @@ class LabFactory:
         self.labs: list[Lab] = []
 
     def __call__(self, text_or_path: str | os.PathLike[str]) -> Lab:
+        from .core.load import renamed as renamed_file
         from .lab import Lab
 
         text = str(text_or_path)
@@ -53,9 +54,7 @@ class LabFactory:
         else:
             path = Path(text) if Path(text).is_absolute() else self.directory / text
             lab = Lab.load(path if path.exists() else Path(text))
-        renamed = Lab(lab.spec.model_copy(update={"name": unique_name(lab.name)}), lab.source_map, lab.path,
-                      lab.drivers)
-        renamed.display_path = lab.display_path
+        renamed = Lab(renamed_file(lab.file, unique_name(lab.name)), lab.drivers)
         self.labs.append(renamed)
         _UP[renamed.name] = renamed
         renamed.up()

@@ -11,7 +11,7 @@ annotation uses must be imported at run time there, not only under ``TYPE_CHECKI
 - ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]`` as arrays; ``Mapping[str, X]``, ``dict[str, X]`` as objects;
 - ``Literal[...]`` (the value must be one of them);
 - ``ipaddress``'s networks, addresses and interfaces, as their text (``10.0.0.1/24``);
-- nested :class:`Value` classes, as objects with one key per field (``field(record=False)`` leaves one out).
+- nested :class:`Value` classes, as objects with one key per field.
 
 A field that holds its default (that very object: None, ``()``, ``True``) is left out, and a key that is absent
 reads as the field's default: records stay short, and a record written before a field existed still reads. So a
@@ -52,19 +52,14 @@ class _Plan:
     """How one Value class is written and read: its recorded fields, each with a converter (None: as it is) and,
     for JSON's own types, the exact types its record may have (checked inline: most fields are such)."""
 
-    __slots__ = ("cls", "decoders", "encoders", "unrecorded")
+    __slots__ = ("cls", "decoders", "encoders")
 
     def __init__(self, cls: type[Value]) -> None:
         self.cls = cls
         hints = _annotations(cls)
         self.encoders: list[tuple[str, Convert | None, Any]] = []  # (name, converter, default)
         self.decoders: list[tuple[str, Convert | None, tuple[type, ...] | None]] = []
-        self.unrecorded: list[str] = []
         for name in cls._fields:
-            option = cls._defaults.get(name)
-            if isinstance(option, Field) and not option.record:
-                self.unrecorded.append(name)
-                continue
             hint, exact = hints[name], _exact(hints[name])
             inner = _optional(hint)  # X of `X | None`: None is written by encode below and read by _or_none
             try:
@@ -73,6 +68,7 @@ class _Plan:
                 raise TypeError(f"{cls.__name__}.{name}: {exc}") from None
             if inner is not hint and decoder is not None:
                 decoder = _or_none(decoder)
+            option = cls._defaults.get(name)
             default = option.default if isinstance(option, Field) else option if name in cls._defaults else _ABSENT
             self.encoders.append((name, encoder, default))  # (a factory's field: its Field.default, never a value)
             self.decoders.append((name, decoder, exact))
@@ -110,8 +106,6 @@ class _Plan:
                     fields[name] = raw if dec is None else dec(raw)
                 except (TypeError, ValueError) as exc:
                     raise type(exc)(f"{cls.__name__}.{name}: {exc}") from None
-        for name in self.unrecorded:
-            fields[name] = cls._default(name)
         value = object.__new__(cls)
         value.__dict__.update(fields)
         return value

@@ -24,19 +24,16 @@ V = TypeVar("V", bound="Value")
 class Field:
     """What :func:`field` declares (``dataclasses.Field``'s options nslab uses)."""
 
-    __slots__ = ("compare", "default", "default_factory", "record", "repr")
+    __slots__ = ("compare", "default", "default_factory", "repr")
 
-    def __init__(self, default: Any, default_factory: Any, compare: bool, repr: bool, record: bool = True) -> None:
+    def __init__(self, default: Any, default_factory: Any, compare: bool, repr: bool) -> None:
         self.default, self.default_factory, self.compare, self.repr = default, default_factory, compare, repr
-        self.record = record
 
 
-def field(*, default: Any = _MISSING, default_factory: Any = None, compare: bool = True, repr: bool = True,
-          record: bool = True) -> Any:
+def field(*, default: Any = _MISSING, default_factory: Any = None, compare: bool = True, repr: bool = True) -> Any:
     """As ``dataclasses.field``: a default or a factory of defaults, and whether the field counts in ``==`` and
-    ``hash`` (``compare``) and shows in ``repr``; and, beyond dataclasses, whether :mod:`nslab.records` writes it
-    (``record=False``: it takes its default when read back)."""
-    return Field(default, default_factory, compare, repr, record)
+    ``hash`` (``compare``) and shows in ``repr``."""
+    return Field(default, default_factory, compare, repr)
 
 
 def replace(value: V, **changes: Any) -> V:

@@ -78,7 +78,7 @@ def test_up_exec_status_down(host, lab_file):
     assert "lab demo is down" in nslab("down", "demo").stdout
     assert netns_names() == ["wan"]
     assert machine_links() == before_links
-    # the lock, and the lab file kept for the next up (speccache.py): nothing of the lab itself
+    # the lock, and the lab file kept for the next up (core/kept.py): nothing of the lab itself
     assert set(os.listdir("/run/nslab")) <= {".lock", ".cache"}
     assert "was not up" in nslab("down", "demo").stdout  # idempotent
 

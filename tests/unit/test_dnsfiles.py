@@ -56,7 +56,7 @@ def test_loopback_stub_without_upstream_file_goes_through_the_forwarder(tmp_path
     up = dnsfiles.discover_upstream(write(tmp_path, "r", "nameserver 127.0.0.53\n"), str(tmp_path / "none"))
     assert up.servers == () and up.stubs == ("127.0.0.53",)
     lab = resolved()
-    dns = dnsfiles.host_dns(lab, lab.hosts["a"], up)
+    dns = dnsfiles.host_dns(lab.hosts["a"], up)
     assert dns.forward and dns.nameservers == ("10.77.1.1",)
     text = dnsfiles.render_resolv_conf("dn", dns)
     assert [line for line in text.splitlines() if line.startswith("nameserver")] == ["nameserver 10.77.1.1"]
@@ -67,7 +67,7 @@ def test_never_a_loopback_nameserver_in_a_host(tmp_path):
     for machine in ("nameserver 127.0.0.53\n", "nameserver ::1\n", ""):
         up = dnsfiles.discover_upstream(write(tmp_path, "r", machine), str(tmp_path / "none"))
         for host in lab.hosts.values():
-            text = dnsfiles.render_resolv_conf("dn", dnsfiles.host_dns(lab, host, up))
+            text = dnsfiles.render_resolv_conf("dn", dnsfiles.host_dns(host, up))
             servers = [line.split()[1] for line in text.splitlines() if line.startswith("nameserver")]
             assert not any(s.startswith("127.") or s == "::1" for s in servers), (machine, host.name, text)
 
@@ -75,9 +75,9 @@ def test_never_a_loopback_nameserver_in_a_host(tmp_path):
 def test_hosts_without_nat_get_no_upstream():
     lab = resolved()
     up = dnsfiles.Upstream(servers=("192.0.2.1",), source="/etc/resolv.conf")
-    assert dnsfiles.host_dns(lab, lab.hosts["a"], up).nameservers == ("192.0.2.1",)
+    assert dnsfiles.host_dns(lab.hosts["a"], up).nameservers == ("192.0.2.1",)
     for name in ("c", "d", "e"):
-        dns = dnsfiles.host_dns(lab, lab.hosts[name], up)
+        dns = dnsfiles.host_dns(lab.hosts[name], up)
         assert dns.nameservers == () and dns.via.startswith("none")
 
 
@@ -85,9 +85,9 @@ def test_lab_file_overrides_per_lab_and_per_host():
     lab = resolved(LAB.replace("name: dn\n", "name: dn\ndns: [192.0.2.53]\ndns_search: [lab.example]\n")
                    .replace("hostname: bee}", "hostname: bee, dns: ['2001:db8::53'], dns_search: []}"))
     up = dnsfiles.Upstream(servers=("192.0.2.1",), search=("m.example",))
-    a = dnsfiles.host_dns(lab, lab.hosts["a"], up)
-    b = dnsfiles.host_dns(lab, lab.hosts["b"], up)
-    c = dnsfiles.host_dns(lab, lab.hosts["c"], up)
+    a = dnsfiles.host_dns(lab.hosts["a"], up)
+    b = dnsfiles.host_dns(lab.hosts["b"], up)
+    c = dnsfiles.host_dns(lab.hosts["c"], up)
     assert (a.nameservers, a.search) == (("192.0.2.53",), ("lab.example",))
     assert (b.nameservers, b.search) == (("2001:db8::53",), ())
     assert c.nameservers == ("192.0.2.53",)  # explicit servers are written even for internal hosts

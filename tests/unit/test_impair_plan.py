@@ -147,7 +147,8 @@ def test_down_stops_the_delayer():
 
 
 def test_describe():
-    e = impair.entry(ImpairSpec(loss=1.5, rate=2_000_000, delay=5, jitter=1, direction="in"), "cli")
+    e = impair.entry(impair.impairment("eth0", ImpairSpec(loss=1.5, rate=2_000_000, delay=5, jitter=1, direction="in")),
+                     "cli")
     assert impair.describe(e) == "loss 1.5% rate 2mbit delay 5ms±1ms (in)"
 
 

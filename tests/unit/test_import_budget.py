@@ -3,7 +3,7 @@ what it does not need (pydantic + PyYAML ~200 ms, click ~30 ms, rich ~40 ms: mor
 
 - ``exec``: the CLI's fast path and the modules that enter a namespace: none of the heavy libraries, nor
   typing, re, json, threading, subprocess, dataclasses, ctypes (linux.py uses _ctypes; see cli/fast.py);
-- ``up`` of a lab file kept by speccache.py (a new lab and an unchanged one) and ``down``, over the fakes:
+- ``up`` of a lab file kept by core/kept.py (a new lab and an unchanged one) and ``down``, over the fakes:
   no pydantic, PyYAML, click or rich, nor subprocess, shutil, pathlib or hashlib;
 - ``status`` and ``status --json``: no pydantic, PyYAML, click or rich.
 
@@ -104,16 +104,17 @@ def _kept(lab_file: str, state: str) -> None:
 def test_up_of_a_kept_file_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
     _kept(lab_file, state)
     body = f"""
-    from nslab.core import speccache
+    from nslab.core import lifecycle, load
     from nslab.drivers.fake import fake_drivers
     from nslab.cli import render
     drivers = fake_drivers()
-    lab, result = speccache.up({lab_file!r}, drivers)   # a new lab
-    assert lab.cached is not None and result.applied
+    assert load.kept_file({lab_file!r}).entry is not None
+    result = lifecycle.up_file({lab_file!r}, drivers)   # a new lab
+    assert result.applied
     render.changes(result.changes())
     render.up_table(result.lab, changed=True)
-    lab, result = speccache.up({lab_file!r}, drivers)   # unchanged
-    assert lab.cached is not None and not result.applied
+    result = lifecycle.up_file({lab_file!r}, drivers)   # unchanged
+    assert not result.applied
     """
     assert _loaded(body, UPDOWN_NEVER, state) == []
 
@@ -121,12 +122,12 @@ def test_up_of_a_kept_file_imports_neither_pydantic_yaml_click_nor_rich(lab_file
 def test_down_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
     _kept(lab_file, state)
     body = f"""
-    from nslab.core import speccache
+    from nslab.core.lifecycle import up_file
     from nslab.drivers.fake import fake_drivers
     from nslab.cli import fast
     from nslab.lab import down
     drivers = fake_drivers()
-    speccache.up({lab_file!r}, drivers)
+    up_file({lab_file!r}, drivers)
     assert down("budget", drivers)
     """
     assert _loaded(body, UPDOWN_NEVER, state) == []
@@ -136,12 +137,12 @@ def test_status_imports_neither_pydantic_yaml_click_nor_rich(lab_file, state):
     _kept(lab_file, state)
     body = f"""
     import io, contextlib
-    from nslab.core import speccache
+    from nslab.core.lifecycle import up_file
     from nslab.drivers.fake import fake_drivers
     from nslab.cli import fast, render
     import nslab.lab
     drivers = fake_drivers()
-    speccache.up({lab_file!r}, drivers)
+    up_file({lab_file!r}, drivers)
     doc = nslab.lab.status("budget", drivers)
     assert [h["name"] for h in doc["labs"][0]["hosts"]] == ["web", "db"]
     render.status(doc)

@@ -144,14 +144,14 @@ def test_hosts_files_name_ipv6_addresses_and_resolv_conf_asks_aaaa():
     assert f"{web6}\tweb web.six" in text and "fd00:6::10\tapi api.six" in text
     assert "10.213.0.2\tweb web.six" in text  # IPv4 stays
     upstream = Upstream(servers=("192.0.2.53",), source="/etc/resolv.conf")
-    assert "no-aaaa" not in render_resolv_conf("six", host_dns(lab, lab.hosts["web"], upstream))
+    assert "no-aaaa" not in render_resolv_conf("six", host_dns(lab.hosts["web"], upstream))
     v4_lab = _resolve("name: a\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n]}\n")
-    assert "no-aaaa" in render_resolv_conf("a", host_dns(v4_lab, v4_lab.hosts["h"], upstream))
+    assert "no-aaaa" in render_resolv_conf("a", host_dns(v4_lab.hosts["h"], upstream))
 
 
 def test_ipv6_nameservers_from_the_lab_file():
     lab = _resolve(LAB.replace("name: six\n", "name: six\ndns: ['2001:db8::53', 192.0.2.53]\n"))
-    text = render_resolv_conf("six", host_dns(lab, lab.hosts["web"], Upstream()))
+    text = render_resolv_conf("six", host_dns(lab.hosts["web"], Upstream()))
     assert "nameserver 2001:db8::53\nnameserver 192.0.2.53\n" in text
 
 
@@ -318,7 +318,7 @@ def test_the_machines_ipv6_nameservers_go_to_hosts_with_an_ipv6_way_out():
     upstream = discover_upstream("/r", "/s", read=lambda path: text if path == "/r" else None)
     assert upstream.servers == ("192.0.2.53",) and upstream.servers6 == ("2001:db8::53",)
     lab = _resolve()
-    dual = render_resolv_conf("six", host_dns(lab, lab.hosts["web"], upstream))
+    dual = render_resolv_conf("six", host_dns(lab.hosts["web"], upstream))
     assert "nameserver 192.0.2.53\nnameserver 2001:db8::53\n" in dual
     v4_lab = _resolve("name: a\nnetworks: {n: {}}\nhosts:\n  h: {networks: [n]}\n")
-    assert "2001:db8::53" not in render_resolv_conf("a", host_dns(v4_lab, v4_lab.hosts["h"], upstream))
+    assert "2001:db8::53" not in render_resolv_conf("a", host_dns(v4_lab.hosts["h"], upstream))

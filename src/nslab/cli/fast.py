@@ -8,7 +8,7 @@ else (options, other target kinds, ``--help``) and anything doubtful (no such la
 ``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
 errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
 run from here too: a teardown should not wait for click either. So are ``up [-f FILE] [-q] [--wide]`` and
-``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.core.speccache`, an ``up``
+``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.core.kept`, an ``up``
 of an unchanged file imports neither click, rich, PyYAML nor pydantic (the click commands call the same
 functions below, so both ways print the same).
 """
@@ -80,14 +80,14 @@ def _up(args: list[str]) -> int | None:
 
 def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
     """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too)."""
-    from ..core import speccache
+    from ..core.lifecycle import up_file
     from ..linux import require_root
     from . import render
 
     require_root("up creates namespaces, links and firewall rules")
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
-        _, result = speccache.up(path, progress=bar)
+        result = up_file(path, progress=bar)
     render.warnings(result.warnings)
     if quiet:
         return
@@ -108,8 +108,8 @@ def _status(args: list[str]) -> int | None:
 def status(target: str | None, output: str, quiet: bool = False) -> int:
     """``nslab status [LAB | LAB/HOST]`` in ``output`` (table, wide, json, yaml); exit status 1 when a lab's
     record is damaged (drift raises: exit 1 too, named). The click command calls it with its options."""
+    from ..core.lifecycle import status as lab_status
     from ..errors import NslabError, UserError
-    from ..lab import status as lab_status
 
     lab_name, host = target, None
     if target is not None and "/" in target:
@@ -228,7 +228,7 @@ def find_lab_file(file: str | None, directory: str = ".") -> str:
 
 def down(lab: str) -> None:
     """``nslab down LAB`` (also called by the click command once it knows the lab's name)."""
-    from ..lab import down as lab_down
+    from ..core.lifecycle import down as lab_down
 
     if lab_down(lab):
         print(f"lab {lab} is down")

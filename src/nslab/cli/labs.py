@@ -47,7 +47,7 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     changed, every warning, and the lab's hosts. A lab file that passed every check is kept checked under
     /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
-    from ..core import speccache
+    from ..core.lifecycle import up_file
     from ..linux import require_root
     from . import fast, render
 
@@ -59,21 +59,21 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
         return
     path = find_lab_file(file)  # "-": standard input, reported as <stdin>
     with render.progress(enabled=False) as bar:
-        lab, result = speccache.up(path, dry_run=dry_run, progress=bar)  # checked whole under the machine lock
+        result = up_file(path, dry_run=dry_run, progress=bar)  # checked whole under the machine lock
     render.warnings(result.warnings)
     if dry_run:
         commands = result.commands()
         for line in result.repairs:
             click.echo(f"# repairs drift: {line}")
         if not commands:
-            click.echo(f"# lab {lab.name} is up to date; nothing to do")
+            click.echo(f"# lab {result.lab.name} is up to date; nothing to do")
         for command in commands:
             click.echo(command)
         return
     if machine_readable:
         from ..lab import status
 
-        print_doc(status(lab.name), output)
+        print_doc(status(result.lab.name), output)
 
 
 @click.command()

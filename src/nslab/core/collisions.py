@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Problem, field_path
+from ..errors import Problem, SourceLines, field_path
 from ..naming import parse_owner
 
-if TYPE_CHECKING:  # (spec.py means pydantic: a lab read from speccache.py has a SourceMap look-alike)
+if TYPE_CHECKING:
     from ..drivers import Drivers
     from ..drivers.rtnl import LinkInfo
     from ..model import Lab
-    from .spec import SourceMap
     from .state import LabState
 
 
@@ -59,7 +58,7 @@ def collisions(
     drivers: Drivers,
     recorded: Lab | None,
     others: Iterable[LabState],
-    source: SourceMap,
+    source: SourceLines,
     file: str,
 ) -> list[Problem]:
     """One problem per namespace, bridge or veth name of ``lab`` that exists and is not this lab's."""

@@ -15,6 +15,7 @@ from .apply import change
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
+    from ..model import Impairment
     from .plan import Action
 
 
@@ -39,7 +40,7 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
             for name in [ifname] if iface else list(ifs):
                 ifs.pop(name, None)
         else:
-            hosts.setdefault(host, {})[ifname] = feature.entry(_impair_spec(settings), "cli")
+            hosts.setdefault(host, {})[ifname] = feature.entry(_impairment(ifname, settings), "cli")
             if settings.get("delay") or settings.get("jitter"):
                 _require(feature.delay_support(drivers))
         new = feature.ImpairRecord({h: ifs for h, ifs in hosts.items() if ifs})
@@ -48,18 +49,20 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
     change(lab, feature.KEY, drivers, plan)
 
 
-def _impair_spec(settings: dict[str, Any]) -> Any:
+def _impairment(interface: str, settings: dict[str, Any]) -> Impairment:
+    """``settings`` checked by the lab file's schema for ``impair:`` entries."""
     from pydantic import ValidationError
 
+    from .features.impair import impairment
     from .spec import ImpairSpec
 
     try:
-        spec = ImpairSpec.model_validate({k: v for k, v in settings.items() if v is not None})
+        checked = ImpairSpec.model_validate({k: v for k, v in settings.items() if v is not None})
     except ValidationError as exc:
         raise UserError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-    if not spec.active():
+    if not checked.active():
         raise UserError("say what to impair: loss, rate, delay or jitter (or clear)")
-    return spec
+    return impairment(interface, checked)
 
 
 def _require(missing: list[str]) -> None:

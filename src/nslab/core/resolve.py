@@ -37,7 +37,7 @@ from typing import Any
 
 from ..errors import Problem, ResolveError, field_path
 from ..model import (
-    Container,
+    Dns,
     Host,
     Interface,
     IPv4Addr,
@@ -53,7 +53,9 @@ from ..model import (
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
 from . import kinds
+from .features import containers, dns, firewall, impair, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap
+from .wiring import PER_INTERFACE_SYSCTL
 
 #: Automatic network subnets are /24s carved from this pool.
 DEFAULT_POOL = IPv4Net("10.213.0.0/16")
@@ -422,10 +424,13 @@ class _Resolution:
     # --- hosts -------------------------------------------------------------------------------------
 
     def build_hosts(self) -> dict[str, Host]:
-        return {host_name: self._host(host_name, host) for host_name, host in self.spec.hosts.items()}
+        resolvers = dns.resolve(self.spec, self.out.add)
+        return {host_name: self._host(host_name, host, resolvers[host_name])
+                for host_name, host in self.spec.hosts.items()}
 
-    def _host(self, host_name: str, host: HostSpec) -> Host:
-        """A host's namespace, hostname, interfaces (``ethN`` = N-th network, then links) and default route."""
+    def _host(self, host_name: str, host: HostSpec, resolver: Dns) -> Host:
+        """A host's namespace, hostname, interfaces (``ethN`` = N-th network, then links), default route, and
+        what its features ask (each feature resolves its own part)."""
         hostname = host.hostname or host_name
         named_badly = host.hostname is None and not OBJECT_NAME.fullmatch(host_name)  # reported as the name
         if not HOSTNAME.fullmatch(hostname) and not named_badly:
@@ -440,6 +445,8 @@ class _Resolution:
             gateway = None  # `default: none`, or a written gateway: one of the routes
         # `default: none`, or a written IPv6 gateway (one of the routes): no automatic IPv6 default route
         gateway6 = None if host.default == "none" or isinstance(host.default, IPv6Addr) else self._gateway6(host)
+        self._check_sysctl_interfaces(host_name, host)
+        report = self.out.add
         return Host(
             name=host_name,
             namespace=namespace_name(self.lab, host_name),
@@ -448,9 +455,25 @@ class _Resolution:
             hostname=hostname,
             routes=routes,
             sysctls=tuple(host.sysctls.items()),
-            container=_container(namespace_name(self.lab, host_name), host),
+            container=containers.resolve(host_name, host, namespace_name(self.lab, host_name), report),
             gateway6=gateway6,
+            services=services.resolve(host_name, host, report),
+            dns=resolver,
+            publish=firewall.resolve(host_name, host),
+            impair=impair.resolve(host),
         )
+
+    def _check_sysctl_interfaces(self, host_name: str, host: HostSpec) -> None:
+        """A per-interface sysctl key (``net.ipv4.conf.eth1.rp_filter``) names one of the host's interfaces as
+        written: eth0.. for its networks, then its links (whatever else resolving found wrong)."""
+        count = len(host.networks) + sum(e == host_name for lk in self.spec.links for e in lk.endpoints)
+        interfaces = [f"eth{n}" for n in range(count)]
+        for key, _ in host.sysctls.items():
+            match = re.match(PER_INTERFACE_SYSCTL, key)
+            if match and match.group(2) not in ("all", "default", "lo", *interfaces):
+                self.out.add(("hosts", host_name, "sysctls", key),
+                             f"host '{host_name}' has no interface '{match.group(2)}' (its interfaces: "
+                             f"{', '.join(['lo', *interfaces])})")
 
     def _gateway6(self, host: HostSpec) -> IPv6Addr | None:
         for net_name in host.networks:
@@ -542,7 +565,7 @@ def resolve_all(
         networks=resolution.networks,
         hosts=hosts,
         links=tuple(resolution.links),
-        spec=spec,
+        partitions=partitions.resolve(spec),
     )
     return lab, out.problems
 
@@ -564,15 +587,3 @@ def resolve(
     if problems:
         raise ResolveError(problems)
     return lab
-
-
-def _container(name: str, host: HostSpec) -> Container | None:
-    """What a container host (``image:``) is created from; None for a light host."""
-    if host.image is None:
-        return None
-    import shlex
-
-    command = shlex.split(host.command) if isinstance(host.command, str) else host.command  # as compose does
-    return Container(name=name, image=host.image, command=tuple(command) if command is not None else None,
-                     env=tuple(host.env.items()), volumes=tuple(host.volumes), user=host.user,
-                     workdir=host.workdir, pull=host.pull)

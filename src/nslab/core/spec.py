@@ -283,22 +283,24 @@ class RouteSpec(_Strict):
 
 
 class HostSpec(_WithDns):
-    """A named network namespace with interfaces on networks and links."""
+    """A named network namespace with interfaces on networks and links. Grouped by who resolves each field:
+    resolve.py the wiring, each feature its own part (its ``resolve()``; ``dns:``/``dns_search:`` come from
+    :class:`_WithDns`, for features/dns)."""
 
-    # Written as a list of names or a map name -> fixed address (or the long form); stored as the map, in
-    # file order.
+    # The wiring (resolve.py). Networks: written as a list of names or a map name -> fixed address (or the long
+    # form); stored as the map, in file order.
     networks: dict[str, ipaddress.IPv4Address | InterfaceSpec | None] = Field(default_factory=dict)
-    publish: list[str] = Field(default_factory=list)
     hostname: str | None = None
-    run: str | list[str] = Field(default_factory=list)
-    restart: RestartPolicy = "on-failure"
-    impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # interface -> impairment
     mtu: Mtu | None = None  # of the host's network interfaces (over the network's)
     routes: list[RouteSpec] = Field(default_factory=list)
     #: ``none``: no default route; an address: the default route via it; unset: the first network's gateway
     default: Literal["none"] | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     #: net.* sysctls written inside the host's namespace (e.g. ``net.ipv4.ip_forward: 1``)
     sysctls: dict[str, str] = Field(default_factory=dict)
+    publish: list[str] = Field(default_factory=list)  # features/firewall
+    run: str | list[str] = Field(default_factory=list)  # features/services.py
+    restart: RestartPolicy = "on-failure"
+    impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # features/impair.py: interface -> impairment
     # A Docker container as the host (features/containers.py): its image and how it is created.
     image: str | None = None
     command: str | list[str] | None = None

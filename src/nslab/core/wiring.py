@@ -33,8 +33,8 @@ from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 if TYPE_CHECKING:
     from ..drivers import Drivers
     from ..drivers.rtnl import LinkInfo, RouteInfo
+    from ..errors import SourceLines
     from .difference import Views
-    from .spec import SourceMap
 
 #: Set in each new namespace before its interfaces exist: they get no automatic IPv6 link-local address.
 NO_IPV6_AUTOCONF = "net.ipv6.conf.default.addr_gen_mode=1"
@@ -261,21 +261,13 @@ class UnconfigureHosts(Action):
 
 
 #: A per-interface key: ``net.ipv4.conf.IF.KEY`` (the groups: the family's part, the interface, the key).
-_PER_INTERFACE = r"^(net\.[a-z0-9]+\.(?:conf|neigh))\.([^.]+)\.(.+)$"
+PER_INTERFACE_SYSCTL = r"^(net\.[a-z0-9]+\.(?:conf|neigh))\.([^.]+)\.(.+)$"
 
 
-def _interface_names(lab: Lab, name: str) -> list[str]:
-    """eth0.. of a host as written (its networks, then its links), whatever else resolving found wrong."""
-    spec = lab.spec
-    if spec is None or name not in spec.hosts:
-        return [i.name for i in lab.hosts[name].interfaces]
-    count = len(spec.hosts[name].networks) + sum(e == name for lk in spec.links for e in lk.endpoints)
-    return [f"eth{n}" for n in range(count)]
-
-
-def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) -> list[Problem]:
+def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceLines, file: str) -> list[Problem]:
     """Every host's ``sysctls:`` key that a network namespace lacks or cannot write, found before any change
-    (a new namespace has no eth0 yet: a host's own interfaces are looked up as ``default``)."""
+    (a new namespace has no eth0 yet: a host's own interfaces are looked up as ``default``; a key naming an
+    interface the host does not have is resolve's problem)."""
     import re
 
     from ..errors import field_path
@@ -283,16 +275,13 @@ def sysctl_problems(lab: Lab, drivers: Drivers, source: SourceMap, file: str) ->
     asked: list[tuple[tuple[str, ...], str, str]] = []  # (field, key as written, key to look up)
     problems: list[Problem] = []
     for h in lab.hosts.values():
-        interfaces = _interface_names(lab, h.name)
+        interfaces = [i.name for i in h.interfaces]
         for key, _ in h.sysctls:
             loc = ("hosts", h.name, "sysctls", key)
-            match = re.match(_PER_INTERFACE, key)
+            match = re.match(PER_INTERFACE_SYSCTL, key)
             lookup = key
             if match and match.group(2) not in ("all", "default", "lo"):
                 if match.group(2) not in interfaces:
-                    problems.append(Problem(f"host '{h.name}' has no interface '{match.group(2)}' (its interfaces: "
-                                            f"{', '.join(['lo', *interfaces])})", field_path(loc), file,
-                                            source.line(loc)))
                     continue
                 lookup = f"{match.group(1)}.default.{match.group(3)}"
             asked.append((loc, key, lookup))

@@ -1,6 +1,6 @@
 """``nslab graph``: a lab's topology as Mermaid, Graphviz dot, SVG or a live HTML page.
 
-The picture is built from the ``status --json`` document (:func:`nslab.lab.status`), so it shows what the
+The picture is built from the ``status --json`` document (:func:`nslab.core.lifecycle.status`), so it shows what the
 kernel has now: an interface that is down, or a host whose namespace is gone, is drawn in red.
 
 SVG is laid out here, without Graphviz: a lab's shape is always the same two layers (networks on top,
@@ -73,7 +73,7 @@ def _lab_graph(doc: dict[str, Any]) -> LabGraph:
 
 
 def load(lab: str | None = None) -> list[LabGraph]:
-    from ..lab import status
+    from ..core.lifecycle import status
 
     return graphs(status(lab))
 
@@ -252,7 +252,7 @@ def serve(lab: str | None, bind: str, port: int, ready: Callable[[str], None] | 
     """Serve the page at / and the ``status`` document at /status.json until interrupted."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from ..lab import status
+    from ..core.lifecycle import status
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server name

@@ -6,11 +6,11 @@ private mount namespace with /sys remounted), brings ``lo`` up and execs the com
 with the command and nothing can be left behind, whatever kills it.
 
 ``--network nat|internal`` generates a one-host throwaway lab ``run-<pid>`` (network ``net``, host ``main``)
-through the :mod:`nslab.lab` API, so NAT, ``internal``, ``--publish`` and ``--dns`` behave exactly as in lab
-files. nslab stays as the parent: it forwards SIGTERM/SIGHUP to the command (Ctrl-C reaches it through the
-terminal's process group), returns its exit status and takes the lab down afterwards. If nslab itself is
-killed (SIGKILL), ``nslab gc`` finds the lab by its name and dead owner (``run.json`` in its state dir
-records the owner's pid and start time, so a reused pid does not keep it alive).
+brought up the way ``nslab up`` does it (core/load.py, core/lifecycle.py), so NAT, ``internal``, ``--publish``
+and ``--dns`` behave exactly as in lab files. nslab stays as the parent: it forwards SIGTERM/SIGHUP to the
+command (Ctrl-C reaches it through the terminal's process group), returns its exit status and takes the lab
+down afterwards. If nslab itself is killed (SIGKILL), ``nslab gc`` finds the lab by its name and dead owner
+(``run.json`` in its state dir records the owner's pid and start time, so a reused pid does not keep it alive).
 
 ``gc`` removes what a killed run or lab left: a state whose namespaces are gone, links whose alias names a
 lab without state (naming.py's ownership marks), ``/run/netns/run-*-main`` names without state — the
@@ -96,7 +96,7 @@ class Throwaway:
         self.is_up = False
 
     def up(self) -> None:
-        from ..lab import Lab
+        from ..core import lifecycle, load
 
         with state.machine_lock():
             self.name = _free_name()
@@ -105,9 +105,8 @@ class Throwaway:
         doc = lab_document(self.name, self.network, self.publish, self.dns)
         self.is_up = True  # from here on down() must run, even if up() fails half-way
         try:
-            lab = Lab.from_text(json.dumps(doc), f"<nslab run {self.name}>")
-            lab.path = ""  # not a file: no source to clash with
-            lab.up()
+            lab_file = load.from_text(json.dumps(doc), f"<nslab run {self.name}>")  # (no path: no file to clash with)
+            lifecycle.up(lab_file)
         except (SpecError, ResolveError) as exc:
             raise ResolveError([self._as_option(p) for p in exc.problems]) from None
         self._write_owner()  # up() may have replaced the directory's contents
@@ -145,7 +144,7 @@ class Throwaway:
     def down(self) -> None:
         if not self.is_up:
             return
-        from ..lab import down
+        from ..core.lifecycle import down
 
         try:
             down(self.name)
@@ -332,7 +331,7 @@ def _find_leftovers() -> tuple[list[str], dict[str, str]]:
 def gc(dry_run: bool = False) -> list[str]:
     """Remove what is certainly orphaned; one line per thing removed (``dry_run``: would remove). Never touches
     a live run, a lab that is up, or anything whose owner cannot be proven gone."""
-    from ..lab import down
+    from ..core.lifecycle import down
 
     verb = "would remove" if dry_run else "removed"
     with state.machine_lock():

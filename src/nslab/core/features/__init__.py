@@ -17,7 +17,12 @@ impair          loss/rate/delay per host interface: nft + tbf in the hosts,     
 Each feature module provides:
 
 - ``KEY``: where its record lives in the lab's state, and ``STATUS_KEY``: its part of ``status --json``;
-- ``validate(ctx)``: problems (file:line, field) found while resolving, before any change;
+- ``resolve(...)`` (most): its part of the lab file (schema in core/spec.py) as the typed values of the model
+  (``Host.services``, ``Host.dns``, ``Host.publish``, ``Host.impair``, ``Host.container``, ``Lab.partitions``),
+  called by core/resolve.py, with the problems of what is written (file:line, field path) reported on the way;
+  after resolve nothing reads the lab file;
+- ``validate(ctx)`` (optional): problems with the resolved lab against the rest of it and the machine
+  (file:line, field path from the source lines), before any change; it runs on a kept lab too;
 - ``plan_up(ctx) -> FeaturePlan``: actions before the wiring, actions after it, and the record it will keep;
 - ``plan_down(ctx) -> FeaturePlan``: the same for teardown (``before`` runs while namespaces exist);
 - ``status(lab, record, drivers)``: its part of the status document;
@@ -34,6 +39,7 @@ feature: write the module, give it a typed record, add it to :data:`FEATURES`, t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -41,22 +47,31 @@ from ...values import Value, field
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
+    from ...errors import Problem, SourceLines
     from ...model import Lab
     from ..plan import Action
-    from ..spec import SourceMap
     from ..state import LabState
 
 #: ``up`` order.
 FEATURES = ("dns", "containers", "hostnames", "links", "firewall", "services", "partitions", "impair")
 
 
+#: How a feature's ``resolve`` reports a problem with what is written: ``report(field path, message)``.
+Report = Callable[[tuple[Any, ...], str], None]
+
+
 def modules() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in FEATURES]
 
 
+def validate(ctx: ValidateContext) -> list[Problem]:
+    """The problems every feature finds with the resolved lab (features without ``validate`` find none)."""
+    return [p for module in modules() if hasattr(module, "validate") for p in module.validate(ctx)]
+
+
 class ValidateContext(Value):
-    lab: Lab  # resolved; ``lab.spec`` is the raw spec it came from
-    source: SourceMap
+    lab: Lab  # resolved (read the full way, or kept)
+    source: SourceLines  # where each field was written
     file: str
     others: list[LabState]
     drivers: Drivers | None  # None: validate without looking at the machine

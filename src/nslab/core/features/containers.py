@@ -28,15 +28,17 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from ...errors import NslabError, Problem
+from ...model import Container
 from ...naming import LINK_GROUP
 from ...values import Value, field
 from ..plan import Action, shell_quote
-from . import DownContext, FeaturePlan, UpContext, ValidateContext
+from . import DownContext, FeaturePlan, Report, UpContext, ValidateContext
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Host, Lab
     from ..difference import Difference
+    from ..spec import HostSpec
 
 KEY = "containers"
 STATUS_KEY = "containers"
@@ -66,29 +68,30 @@ class ContainersRecord(Value):
         return cls(dict(data.get("hosts") or {}), list(data.get("connected") or []))
 
 
-# --- validate ------------------------------------------------------------------------------------------------
+# --- resolve and validate ------------------------------------------------------------------------------------
+def resolve(name: str, host: HostSpec, namespace: str, report: Report) -> Container | None:
+    """What host ``name`` (a container host when it has ``image:``) is created from, named ``namespace``;
+    None for a light host. Container fields on a light host, and ``run:`` on a container host, are problems."""
+    if host.image is None:
+        for key in CONTAINER_FIELDS:
+            if key in host.model_fields_set:
+                report(("hosts", name, key), "only a container host has this: give the host an image")
+        return None
+    if host.commands():
+        report(("hosts", name, "run"), "a container host runs its image's command: use command:, not run:")
+    import shlex
+
+    command = shlex.split(host.command) if isinstance(host.command, str) else host.command  # as compose does
+    return Container(name=namespace, image=host.image, command=tuple(command) if command is not None else None,
+                     env=tuple(host.env.items()), volumes=tuple(host.volumes), user=host.user,
+                     workdir=host.workdir, pull=host.pull)
+
+
 def validate(ctx: ValidateContext) -> list[Problem]:
-    spec = ctx.lab.spec
-    if spec is None:
-        return []
-    from ...errors import field_path
-
-    problems: list[Problem] = []
-
-    def add(path: tuple[Any, ...], message: str) -> None:
-        problems.append(Problem(message, field_path(path), ctx.file, ctx.source.line(path)))
-
-    for name, host in spec.hosts.items():
-        if host.image is None:
-            for key in CONTAINER_FIELDS:
-                if key in host.model_fields_set:
-                    add(("hosts", name, key), "only a container host has this: give the host an image")
-        elif host.commands():
-            add(("hosts", name, "run"), "a container host runs its image's command: use command:, not run:")
     hosts = [h for h in ctx.lab.hosts.values() if h.container is not None]
     if hosts and ctx.drivers is not None:
-        problems += _docker_problems(ctx, hosts)
-    return problems
+        return _docker_problems(ctx, hosts)
+    return []
 
 
 def _docker_problems(ctx: ValidateContext, hosts: list[Host]) -> list[Problem]:

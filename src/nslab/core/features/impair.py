@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...drivers.tc import NETEM, NFQUEUE
 from ...errors import Problem
+from ...model import Impairment
 from ...paths import netns_path
 from ...values import Value, field
 from ..plan import Action
@@ -39,6 +40,7 @@ from .partitions import HostTable
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Host, Lab
+    from ..spec import HostSpec, ImpairSpec
 
 KEY = "impair"
 STATUS_KEY = "faults"
@@ -63,26 +65,36 @@ class ImpairRecord(Value):
         return [(h, i, e) for h, ifs in sorted(self.hosts.items()) for i, e in sorted(ifs.items())]
 
 
-def entry(spec: Any, source: str) -> Entry:
-    """An ImpairSpec (spec.py) as recorded."""
-    return {**{f: getattr(spec, f) for f in FIELDS}, "direction": spec.direction, "source": source}
+def entry(impairment: Impairment, source: str) -> Entry:
+    """An impairment as recorded (``source``: "file" or "cli")."""
+    return {**{f: getattr(impairment, f) for f in FIELDS}, "direction": impairment.direction, "source": source}
 
 
-# --- validation ----------------------------------------------------------------------------------------
+# --- resolve and validation ----------------------------------------------------------------------------
+def impairment(interface: str, settings: ImpairSpec) -> Impairment:
+    """One ``impair:`` entry (or ``nslab impair``'s settings, checked by the same schema) as the model holds it."""
+    return Impairment(interface, settings.loss, settings.rate, settings.delay, settings.jitter, settings.direction)
+
+
+def resolve(host: HostSpec) -> tuple[Impairment, ...]:
+    """The host's ``impair:`` entries in file order (validate checks their interfaces)."""
+    return tuple(impairment(ifname, settings) for ifname, settings in host.impair.items())
+
+
 def validate(ctx: ValidateContext) -> list[Problem]:
     from ...errors import field_path
 
     problems = []
-    spec = ctx.lab.spec
-    for name, host_spec in (spec.hosts.items() if spec is not None else ()):
-        host = ctx.lab.hosts[name]
-        for ifname, impairment in host_spec.impair.items():
+    for host in ctx.lab.hosts.values():
+        name = host.name
+        for written in host.impair:
+            ifname = written.interface
             path = ("hosts", name, "impair", ifname)
             if ifname not in {i.name for i in host.interfaces}:
                 known = ", ".join(i.name for i in host.interfaces) or "none"
                 problems.append(Problem(f"host '{name}' has no interface '{ifname}' (it has: {known})",
                                         field_path(path), ctx.file, ctx.source.line(path)))
-            elif (impairment.delay or impairment.jitter) and ctx.drivers is not None:
+            elif (written.delay or written.jitter) and ctx.drivers is not None:
                 problems += [Problem(p, field_path(path), ctx.file, ctx.source.line(path))
                              for p in delay_support(ctx.drivers)]
     return problems
@@ -262,10 +274,10 @@ class SetDelayer(Action):
 def desired(lab: Lab, old: ImpairRecord) -> ImpairRecord:
     """The lab file's impairments, plus those set at run time on interfaces the file leaves alone."""
     hosts: dict[str, dict[str, Entry]] = {}
-    for name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
-        for ifname, impairment in host_spec.impair.items():
-            if impairment.active():
-                hosts.setdefault(name, {})[ifname] = entry(impairment, "file")
+    for each in lab.hosts.values():
+        for written in each.impair:
+            if written.active():
+                hosts.setdefault(each.name, {})[written.interface] = entry(written, "file")
     for name, ifname, e in old.entries():
         host = lab.hosts.get(name)
         if e.get("source") == "cli" and host and any(i.name == ifname for i in host.interfaces):

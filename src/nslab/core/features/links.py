@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import TargetError
 from ...values import Value, field
-from . import DownContext, FeaturePlan, UpContext, ValidateContext
+from . import DownContext, FeaturePlan, UpContext
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
-    from ...errors import Problem
     from ...model import Host, Lab
 
 KEY = "links"
@@ -39,10 +38,6 @@ class LinksRecord(Value):
     def from_json(cls, data: Any) -> LinksRecord:
         items = (data or {}).get("down", []) if isinstance(data, dict) else []
         return cls([(str(h), str(i)) for h, i in items])
-
-
-def validate(ctx: ValidateContext) -> list[Problem]:
-    return []
 
 
 def _exists(lab: Lab, host: str, iface: str) -> bool:

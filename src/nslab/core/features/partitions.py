@@ -27,6 +27,7 @@ from . import DownContext, FeaturePlan, UpContext, ValidateContext
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
+    from ..spec import LabSpec
 
 KEY = "partitions"
 STATUS_KEY = "faults"
@@ -132,12 +133,16 @@ def problems_of(lab: Lab, a: str, b: str) -> list[str]:
     return out
 
 
+def resolve(lab: LabSpec) -> tuple[tuple[str, str], ...]:
+    """The lab file's ``partitions:`` (validate checks their sides)."""
+    return tuple((a, b) for a, b in lab.partitions)
+
+
 def validate(ctx: ValidateContext) -> list[Problem]:
     from ...errors import field_path
 
-    spec = ctx.lab.spec
     problems = []
-    for n, (a, b) in enumerate(spec.partitions if spec is not None else ()):
+    for n, (a, b) in enumerate(ctx.lab.partitions):
         path = ("partitions", n)
         problems += [Problem(p, field_path(path), ctx.file, ctx.source.line(path))
                      for p in problems_of(ctx.lab, a, b)]
@@ -145,7 +150,7 @@ def validate(ctx: ValidateContext) -> list[Problem]:
 
 
 def desired(lab: Lab, old: PartitionsRecord) -> PartitionsRecord:
-    cuts = [[a, b, "file"] for a, b in (lab.spec.partitions if lab.spec is not None else ())]
+    cuts = [[a, b, "file"] for a, b in lab.partitions]
     seen = {frozenset(c[:2]) for c in cuts}
     for a, b, *rest in old.cuts:
         if rest == ["cli"] and frozenset((a, b)) not in seen and not problems_of(lab, a, b):

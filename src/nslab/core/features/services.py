@@ -14,18 +14,20 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ...errors import KernelError, Problem
+from ...errors import KernelError
+from ...model import Service
 from ...naming import blake2s
 from ...paths import log_path, netns_path, services_status, supervisor_config, uts_path
 from ...values import Value
 from ..plan import Action, shell_quote
-from . import DownContext, FeaturePlan, UpContext, ValidateContext, dns
+from . import DownContext, FeaturePlan, Report, UpContext, dns
 from .firewall.record import desired
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
     from ..difference import Difference
+    from ..spec import HostSpec
 
 KEY = "services"
 STATUS_KEY = "hostsetup"
@@ -44,29 +46,26 @@ class ServicesRecord(Value):
         return cls(supervisor if isinstance(supervisor, dict) else None)
 
 
-def validate(ctx: ValidateContext) -> list[Problem]:
-    from ...errors import field_path
-
-    spec = ctx.lab.spec
-    problems = []
-    for name, host in (spec.hosts.items() if spec is not None else ()):
-        for i, command in enumerate(host.commands()):
-            if not command.strip():
-                path = ("hosts", name, "run") if isinstance(host.run, str) else ("hosts", name, "run", i)
-                problems.append(Problem("an empty command", field_path(path), ctx.file, ctx.source.line(path)))
-    return problems
+def resolve(name: str, host: HostSpec, report: Report) -> tuple[Service, ...]:
+    """Host ``name``'s ``run:`` commands, one service each, with its ``restart:`` policy; an empty command is a
+    problem."""
+    commands = host.commands()
+    for i, command in enumerate(commands):
+        if not command.strip():
+            report(("hosts", name, "run") if isinstance(host.run, str) else ("hosts", name, "run", i),
+                   "an empty command")
+    return tuple(Service(command, host.restart) for command in commands)
 
 
 def desired_services(lab: Lab) -> list[dict[str, Any]]:
     services = []
-    for name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
-        host = lab.hosts[name]
-        commands = host_spec.commands()
-        for n, command in enumerate(commands, start=1):
+    for host in lab.hosts.values():
+        for n, service in enumerate(host.services, start=1):
             services.append({
-                "id": f"{name}.{n}" if len(commands) > 1 else name,
-                "host": name, "n": n, "lab": lab.name, "command": command, "restart": host_spec.restart,
-                "namespace": host.namespace, "uts": uts_path(lab.name, name), "log": log_path(lab.name, name, n),
+                "id": f"{host.name}.{n}" if len(host.services) > 1 else host.name,
+                "host": host.name, "n": n, "lab": lab.name, "command": service.command, "restart": service.restart,
+                "namespace": host.namespace, "uts": uts_path(lab.name, host.name),
+                "log": log_path(lab.name, host.name, n),
             })
     return services
 

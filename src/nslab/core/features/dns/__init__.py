@@ -14,15 +14,16 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ....errors import Problem
+from ....model import Dns
 from ....paths import ETC_NETNS_DIR, etc_netns_dir
 from ....values import Value, field
 from ...plan import Action, shell_quote
-from .. import DownContext, FeaturePlan, UpContext, ValidateContext
+from .. import DownContext, FeaturePlan, Report, UpContext
 
 if TYPE_CHECKING:
     from ....drivers import Drivers
     from ....model import Lab
+    from ...spec import LabSpec
     from . import render  # imported where rendering happens: `down` never needs it
 
 KEY = "dns"
@@ -46,23 +47,24 @@ class DnsRecord(Value):
         return cls(dict(data.get("upstream") or {}), dict(data.get("hosts") or {}))
 
 
-# --- validate ------------------------------------------------------------------------------------------------
-def validate(ctx: ValidateContext) -> list[Problem]:
-    spec = ctx.lab.spec
-    if spec is None:
-        return []
-    from ....errors import field_path
+# --- resolve -------------------------------------------------------------------------------------------------
+def resolve(lab: LabSpec, report: Report) -> dict[str, Dns]:
+    """Each host's resolver settings as written: its own ``dns:``/``dns_search:`` over the lab's (None where
+    neither says: the machine's); a search domain that is not a domain name is a problem."""
     from . import render
 
-    problems: list[Problem] = []
-    searches = [((), spec.dns_search)] + [(("hosts", n), h.dns_search) for n, h in spec.hosts.items()]
+    searches = [((), lab.dns_search)] + [(("hosts", n), h.dns_search) for n, h in lab.hosts.items()]
     for where, domains in searches:
         for i, domain in enumerate(domains or []):
             if not render.SEARCH_DOMAIN.match(domain):
-                path = (*where, "dns_search", i)
-                problems.append(Problem(f"'{domain}' is not a domain name", field_path(path), ctx.file,
-                                        ctx.source.line(path)))
-    return problems
+                report((*where, "dns_search", i), f"'{domain}' is not a domain name")
+    nameservers = tuple(str(a) for a in lab.dns) if lab.dns is not None else None
+    search = tuple(lab.dns_search) if lab.dns_search is not None else None
+    return {
+        name: Dns(tuple(str(a) for a in host.dns) if host.dns is not None else nameservers,
+                  tuple(host.dns_search) if host.dns_search is not None else search)
+        for name, host in lab.hosts.items()
+    }
 
 
 # --- what the files say --------------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def choices(lab: Lab, drivers: Drivers) -> Choices:
     from . import render
 
     upstream = render.discover_upstream(read=drivers.files.read_text)
-    return Choices(upstream, {h.name: render.host_dns(lab, h, upstream) for h in lab.hosts.values()})
+    return Choices(upstream, {h.name: render.host_dns(h, upstream) for h in lab.hosts.values()})
 
 
 def files(lab: Lab, chosen: Choices) -> dict[str, dict[str, str]]:

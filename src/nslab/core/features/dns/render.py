@@ -127,28 +127,17 @@ class HostDns(Value):
         return {"nameservers": list(self.nameservers), "search": list(self.search), "via": self.via}
 
 
-def host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
-    found = _host_dns(lab, host, upstream)
+def host_dns(host: Host, upstream: Upstream) -> HostDns:
+    found = _host_dns(host, upstream)
     if any(i.address6 for i in host.interfaces):
         found = HostDns(found.nameservers, found.search, found.via, found.forward, aaaa=True)
     return found
 
 
-def _host_dns(lab: Lab, host: Host, upstream: Upstream) -> HostDns:
-    spec = lab.spec
-    host_spec = spec.hosts.get(host.name) if spec is not None else None
-    explicit = None
-    if host_spec is not None and host_spec.dns is not None:
-        explicit = host_spec.dns
-    elif spec is not None and spec.dns is not None:
-        explicit = spec.dns
-    search_override = None
-    if host_spec is not None and host_spec.dns_search is not None:
-        search_override = tuple(host_spec.dns_search)
-    elif spec is not None and spec.dns_search is not None:
-        search_override = tuple(spec.dns_search)
+def _host_dns(host: Host, upstream: Upstream) -> HostDns:
+    explicit, search_override = host.dns.nameservers, host.dns.search
     if explicit is not None:
-        return HostDns(tuple(str(a) for a in explicit), search_override or (), via="lab file")
+        return HostDns(explicit, search_override or (), via="lab file")
     if host.gateway is None:
         return HostDns((), search_override or (), via="none: no NAT network (lab names only)")
     search = search_override if search_override is not None else upstream.search

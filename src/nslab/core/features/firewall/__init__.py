@@ -57,6 +57,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ....errors import KernelError, Problem
+from ....model import Publish
 from ....paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from ....drivers import Drivers
     from ....model import Lab
     from ...difference import Difference
+    from ...spec import HostSpec
 
 KEY = "firewall"
 STATUS_KEY = "firewall"
@@ -82,9 +84,13 @@ def route_localnet(interface: str) -> str:
     return f"net.ipv4.conf.{interface}.route_localnet"
 
 
+def resolve(name: str, host: HostSpec) -> tuple[Publish, ...]:
+    """Host ``name``'s ``publish:`` entries as written, each with its field path (validate checks them)."""
+    return tuple(Publish(text, ("hosts", name, "publish", i)) for i, text in enumerate(host.publish))
+
+
 def validate(ctx: ValidateContext) -> list[Problem]:
-    spec = ctx.lab.spec
-    if spec is None or not any(h.publish for h in spec.hosts.values()):
+    if not any(h.publish for h in ctx.lab.hosts.values()):
         return []
     from .ports import Machine, check
 

@@ -13,8 +13,9 @@ from ....values import Value, field
 from ... import publish
 from .record import FirewallRecord
 
-if TYPE_CHECKING:  # (spec.py means pydantic: a lab read from speccache.py has a SourceMap look-alike)
-    from ...spec import SourceMap
+if TYPE_CHECKING:
+    from ....errors import SourceLines
+    from ....model import Publish
 
 Listener = tuple[str, "IPv4Addr | None", int, int]  # (proto, address or None = any, port, socket inode)
 
@@ -29,7 +30,7 @@ class Machine(Value):
 
 class _Checker(Value):
     lab: Lab
-    source: SourceMap
+    source: SourceLines
     file: str
     machine: Machine
     foreign: list[tuple[publish.Mapping, str, str]]  # (mapping, other lab, its host)
@@ -39,10 +40,10 @@ class _Checker(Value):
     def add(self, loc: tuple[Any, ...], message: str) -> None:
         self.problems.append(Problem(message, field_path(loc), self.file, self.source.line(loc)))
 
-    def entry(self, host_name: str, index: int, text: str) -> None:
-        loc = ("hosts", host_name, "publish", index)
+    def entry(self, host_name: str, written: Publish) -> None:
+        loc = written.path
         try:
-            mappings = publish.parse(text)
+            mappings = publish.parse(written.text)
         except publish.PublishSyntaxError as exc:
             self.add(loc, str(exc))
             return
@@ -84,7 +85,7 @@ class _Checker(Value):
 
 
 def check(
-    lab: Lab, source: SourceMap, file: str, others: Mapping[str, FirewallRecord], machine: Machine
+    lab: Lab, source: SourceLines, file: str, others: Mapping[str, FirewallRecord], machine: Machine
 ) -> list[Problem]:
     """Every problem with the lab's ``publish`` entries, located by file:line and field path."""
     foreign = [
@@ -94,7 +95,7 @@ def check(
         for p in rec.ports
     ]
     checker = _Checker(lab, source, file, machine, foreign)
-    for host_name, host_spec in (lab.spec.hosts.items() if lab.spec is not None else ()):
-        for index, text in enumerate(host_spec.publish):
-            checker.entry(host_name, index, text)
+    for host in lab.hosts.values():
+        for written in host.publish:
+            checker.entry(host.name, written)
     return checker.problems

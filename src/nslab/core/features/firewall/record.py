@@ -122,21 +122,19 @@ def desired(lab: Lab) -> FirewallRecord:
     networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
                 for n in lab.networks.values()]
     ports: list[PublishedPort] = []
-    spec = lab.spec
-    for host_name, host_spec in (spec.hosts.items() if spec is not None else ()):
-        host = lab.hosts.get(host_name)
-        iface = next((i for i in host.interfaces if i.network), None) if host else None
+    for host in lab.hosts.values():
+        iface = next((i for i in host.interfaces if i.network), None)
         if iface is None or iface.network is None:
             continue
-        for index, text in enumerate(host_spec.publish):
+        for written in host.publish:
             try:
-                mappings = publish.parse(text)
+                mappings = publish.parse(written.text)
             except publish.PublishSyntaxError:
                 continue
-            where = field_path(("hosts", host_name, "publish", index))
+            where = field_path(written.path)
             v6 = str(iface.address6.ip) if iface.address6 else ""
             ports += [
-                PublishedPort(host_name, where, text, m.proto, str(m.host_ip), m.host_port, iface.network,
+                PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, iface.network,
                               str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
                 for m in mappings
             ]

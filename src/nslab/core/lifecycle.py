@@ -1,0 +1,339 @@
+"""A lab's life on the machine: ``up`` (and converge), ``down`` and ``status``, each in one fixed order.
+
+    up:   lock -> read state -> finish an interrupted up -> resolve and validate (load.py) -> observe -> plan
+          (features' ``before``, wiring, features' ``after``) -> apply with one undo journal -> save state
+    down: lock -> read state + ownership marks -> plan the teardown the same way -> run it past failures ->
+          forget the state
+
+``down`` and ``status`` work by lab name, from the recorded state, without the lab file. Nothing here talks to
+the kernel: everything goes through the :class:`~nslab.drivers.Drivers` bundle, which unit tests replace with
+fakes (``drivers.fake.fake_drivers()``). lab.py is the public face of these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import paths
+from ..drivers import Drivers
+from ..errors import ConflictError, TargetError, TeardownError
+from ..model import Lab
+from ..naming import parse_owner
+from ..values import Value, field
+from . import features, load, state
+from .apply import apply, rollback, teardown
+from .plan import Action, Plan
+from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
+
+if TYPE_CHECKING:
+    from .load import LabFile
+
+Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
+
+
+class UpResult(Value):
+    lab: Lab
+    plan: Plan
+    applied: bool
+    previous: Lab | None = None  # the lab as it was up before (None: a new lab)
+    warnings: tuple[str, ...] = ()  # every warning of the features (e.g. the FORWARD policy)
+    repairs: list[str] = field(default_factory=list)  # drift this run repairs (see drift.py)
+
+    def commands(self) -> list[str]:
+        """The whole change as commands a person would type (``up --dry-run``)."""
+        return self.plan.commands()
+
+    def changes(self) -> list[str]:
+        """What this ``up`` changes, one line each: hosts, networks and links added, removed or changed (a changed
+        host is made again), then what each feature does (firewall, services restarted...)."""
+        before = self.previous or Lab(name=self.lab.name, source="", networks={}, hosts={})
+        remade = {h.name for a in self.plan.of_type(AddHosts) for h in a.hosts}
+        lines = _named_changes("network", before.networks, self.lab.networks, lambda old, new: old != new)
+        # (what a host's features ask is each feature's line below)
+        lines += _named_changes("host", before.hosts, self.lab.hosts,
+                                lambda old, new: old.wiring_differs(new) or new.name in remade)
+        links = {(lk.a, lk.b) for lk in self.lab.links}
+        was = {(lk.a, lk.b) for lk in before.links}
+        lines += [f"added link {a}-{b}" for a, b in sorted(links - was)]
+        lines += [f"removed link {a}-{b}" for a, b in sorted(was - links)]
+        lines += [a.summary() for a in self.plan.actions if type(a).__module__.startswith("nslab.core.features")]
+        return lines
+
+
+def _named_changes(kind: str, old: Mapping[str, T], new: Mapping[str, T], changed: Callable[[T, T], bool]
+                   ) -> list[str]:
+    lines = [f"added {kind} {name}" for name in new if name not in old]
+    lines += [f"removed {kind} {name}" for name in old if name not in new]
+    return lines + [f"changed {kind} {name}" for name, value in new.items()
+                    if name in old and changed(old[name], value)]
+
+
+class Planned(Value):
+    """The desired lab, the plan that brings the machine there, the records to keep once it is applied, and
+    the drift it repairs on the way."""
+
+    lab: Lab
+    plan: Plan
+    records: dict[str, Any]
+    repairs: list[str]
+
+
+# --- up ------------------------------------------------------------------------------------------------------
+def observe(drivers: Drivers, lab: str) -> Observed:
+    """The wiring that exists: named namespaces, nslab's bridges, this lab's host veths."""
+    owned = drivers.kernel.owned_links()
+    host_veths = []
+    for link in owned:
+        owner = parse_owner(link.alias)
+        if owner is not None and owner.lab == lab and owner.kind == "host":
+            host_veths.append(link.name)
+    return Observed(
+        namespaces=drivers.kernel.named_namespaces(),
+        bridges=frozenset(lk.name for lk in owned if lk.kind == "bridge"),
+        host_veths=frozenset(host_veths),
+    )
+
+
+def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None) -> Planned:
+    """Resolve and validate ``lab_file`` (every problem raised at once), then plan the machine's change."""
+    desired = load.resolved(lab_file, drivers, recorded)
+    observed = observe(drivers, desired.name)
+    repairs: list[str] = []
+    if recorded is not None:  # what drifted from the lab as made is repaired on the way
+        from .drift import lab_drift, with_repairs
+
+        found = lab_drift(recorded, drivers)
+        observed, repairs = with_repairs(observed, found), [d.text for d in found]
+    wiring = plan_up(desired, recorded.lab if recorded else None, observed)
+    ctx = features.UpContext(
+        lab=desired,
+        recorded=recorded.lab if recorded else None,
+        record=None,
+        others=load.other_labs(desired.name),
+        recreated=frozenset(h.name for a in wiring.of_type(AddHosts) for h in a.hosts),
+        new_bridges=frozenset(n.bridge for a in wiring.of_type(AddBridges) for n in a.networks),
+        drivers=drivers,
+    )
+    before: list[Action] = []
+    after: list[Action] = []
+    records: dict[str, Any] = {}
+    for module in features.modules():
+        ctx.record = recorded.extra.get(module.KEY) if recorded else None
+        feature_plan = module.plan_up(ctx)
+        before += feature_plan.before
+        after += feature_plan.after
+        records[module.KEY] = feature_plan.record
+    return Planned(desired, Plan(before) + wiring + Plan(after), records, repairs)
+
+
+def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
+       progress: Progress | None = None) -> UpResult:
+    """Bring the lab up, or converge it to the file if it is up already. Idempotent. If anything fails,
+    everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing."""
+    own = drivers is None
+    drivers = drivers or Drivers.live()
+    try:
+        with state.machine_lock():
+            recorded = state.LabState.load(lab_file.name)
+            if recorded and lab_file.path and recorded.lab.source and recorded.lab.source != lab_file.path:
+                raise ConflictError(
+                    f"lab name '{lab_file.name}' is already used by {recorded.lab.source}; "
+                    f"rename this lab or run 'nslab down {lab_file.name}' first"
+                )
+            if not dry_run:
+                finish_interrupted_up(lab_file.name, drivers, recorded)
+            with drivers.kernel.observing():  # nothing changes the machine while the plan is made
+                planned = plan(lab_file, drivers, recorded)
+            previous = recorded.lab if recorded else None
+            warnings = tuple(w for r in planned.records.values() for w in getattr(r, "warnings", ()))
+            if not dry_run:
+                _apply(drivers, planned, recorded, progress)
+            applied = bool(planned.plan) and not dry_run
+            return UpResult(planned.lab, planned.plan, applied, previous, warnings, list(planned.repairs))
+    finally:
+        if own:
+            drivers.close()
+
+
+def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
+            progress: Progress | None = None) -> UpResult:
+    """``up`` of the lab file ``path``: from its kept form when that answers for this run, else read the full
+    way (``nslab up``)."""
+    lab_file = load.kept_file(path)
+    if lab_file is not None:
+        try:
+            return up(lab_file, drivers, dry_run, progress)
+        except load.Stale:
+            pass  # raised before any change (while validating): the full way starts from the same machine
+    return up(load.read(path), drivers, dry_run, progress)
+
+
+def _apply(drivers: Drivers, planned: Planned, recorded: state.LabState | None, progress: Progress | None) -> None:
+    """Write the intent, apply the plan, save the state; if any of it fails, nothing this run did stays."""
+    name, desired, actions = planned.lab.name, planned.lab, planned.plan
+    namespaces = [h.namespace for a in actions.of_type(AddHosts) for h in a.hosts]
+    bridges = [n.bridge for a in actions.of_type(AddBridges) for n in a.networks]
+    journal: list[Action] = []
+    try:
+        if actions:
+            state.write_intent(name, namespaces, bridges)  # durable before the first kernel change
+        journal = apply(actions, drivers, progress)
+        extra = {key: record.to_json() for key, record in planned.records.items()}
+        if actions or recorded is None or recorded.lab != desired or recorded.extra != extra:
+            state.LabState(desired, extra).save()  # (an up that changes nothing leaves the record be)
+    except BaseException:
+        rollback(journal, drivers)  # (apply rolled its own failure back: then the journal is empty)
+        if recorded is None:  # the lab's own directory (hostname tmpfs, logs, intent) goes too
+            drivers.uts.drop_dir(paths.uts_dir(name))
+            state.remove(name)
+        else:
+            state.clear_intent(name)
+        raise
+    state.clear_intent(name)
+
+
+def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState | None) -> None:
+    """An ``up`` of this lab that was killed left an intent: remove what it made that the state does not
+    record (everything, for a lab that was not up before), so this run starts from a known machine."""
+    namespaces, bridges = state.read_intent(name)
+    if not namespaces and not bridges:
+        return
+    if recorded is None:
+        failures = teardown(plan_teardown(name, drivers, None, _marked(drivers, name)), drivers)
+    else:
+        known_ns = {h.namespace for h in recorded.lab.hosts.values()}
+        known_br = {n.bridge for n in recorded.lab.networks.values()}
+        present = {lk.name for lk in drivers.kernel.owned_links()}
+        stray_ns = tuple(n for n in namespaces if n not in known_ns and n in drivers.kernel.named_namespaces())
+        stray_br = [b for b in bridges if b not in known_br and b in present]
+        failures = drivers.kernel.remove_namespaces(list(stray_ns)) + drivers.kernel.remove_links(stray_br)
+    if failures:
+        raise TeardownError(failures)
+    state.clear_intent(name)
+
+
+# --- down ----------------------------------------------------------------------------------------------------
+class Marked(Value):
+    """What the kernel shows of a lab by its ownership marks."""
+
+    bridges: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)  # named, with a marked host veth
+    orphans: list[str] = field(default_factory=list)  # host veths whose namespace lost its name
+
+    def __bool__(self) -> bool:
+        return bool(self.bridges or self.namespaces or self.orphans)
+
+
+def _marked(drivers: Drivers, name: str) -> Marked:
+    """The lab's objects by their marks, and by the intent of an ``up`` that was killed (a link it made may
+    carry nslab's link group but no alias yet; a namespace it made may have no veth yet)."""
+    from ..naming import namespace_name
+
+    found = Marked()
+    veths: dict[str, list[str]] = {}
+    intended_ns, intended_br = state.read_intent(name)
+    for link in drivers.kernel.owned_links():
+        owner = parse_owner(link.alias)
+        if owner is None:
+            if link.name in intended_br and link.kind == "bridge":
+                found.bridges.add(link.name)
+            continue
+        if owner.lab != name:
+            continue
+        if owner.kind == "net" and link.kind == "bridge":
+            found.bridges.add(link.name)
+        elif owner.kind == "host":
+            veths.setdefault(namespace_name(name, owner.name), []).append(link.name)
+    named = drivers.kernel.named_namespaces()
+    found.namespaces = (set(veths) | set(intended_ns)) & named
+    found.orphans = [v for ns, vs in veths.items() if ns not in named for v in vs]
+    return found
+
+
+def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, marked: Marked) -> Plan:
+    """Everything lab ``name`` made: features' ``before`` (services first), the wiring, features' ``after``."""
+    lab = recorded.lab if recorded else None
+    base = lab or Lab(name=name, source="", networks={}, hosts={})
+    wiring = plan_down(base, marked.namespaces, marked.bridges) if (lab or marked) else Plan()
+    namespaces = sorted({h.namespace for h in base.hosts.values()} | marked.namespaces)
+    before: list[Action] = []
+    after: list[Action] = []
+    others = load.other_labs(name)
+    for module in reversed(features.modules()):
+        record = recorded.extra.get(module.KEY) if recorded else None
+        feature_plan = module.plan_down(features.DownContext(name, lab, record, others, namespaces, drivers))
+        before += feature_plan.before
+        after = feature_plan.after + after
+    # The bridges are deleted in a worker thread meanwhile: wait for them last, the rest overlaps it.
+    awaiting = wiring.of_type(AwaitBridges)
+    rest = [a for a in wiring.actions if not isinstance(a, AwaitBridges)]
+    return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting)
+
+
+def down(name: str, drivers: Drivers | None = None) -> bool:
+    """Remove everything lab ``name`` made, also objects found only by their ownership marks.
+
+    Goes on past failures and raises TeardownError listing all of them. Returns False if there was
+    nothing to remove. Idempotent.
+    """
+    own = drivers is None
+    drivers = drivers or Drivers.live()
+    try:
+        with state.machine_lock():
+            recorded = state.LabState.load_or_none(name)  # a damaged record: the marks and intent still tell
+            with drivers.kernel.observing():
+                marked = _marked(drivers, name)
+            # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after
+            # `ip netns del`) will not go by themselves. With state they can only be dying: leave them.
+            if marked.orphans and recorded is None:
+                failures = drivers.kernel.clear_stale_links(marked.orphans)
+                if failures:
+                    raise TeardownError(failures)
+            failures = teardown(plan_teardown(name, drivers, recorded, marked), drivers)
+            if failures:
+                raise TeardownError(failures)
+            if recorded is None and not marked and not os.path.exists(paths.lab_dir(name)):
+                return False
+            state.remove(name)
+            return True
+    finally:
+        if own:
+            drivers.close()
+
+
+# --- status --------------------------------------------------------------------------------------------------
+def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str, Any]:
+    """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
+    from .status import lab_status
+
+    states: list[state.LabState | None] = []
+    broken: list[str] = []
+    if name:
+        states = [state.LabState.load(name)]
+        if states[0] is None:
+            raise TargetError(f"no lab '{name}' is up")
+    else:
+        from ..errors import StateError
+
+        for lab_name in state.lab_names():  # each record read once (a big lab's takes a while)
+            try:
+                states.append(state.LabState.load(lab_name))
+            except StateError as exc:
+                broken.append(str(exc))
+    doc: dict[str, Any] = {"version": 1, "labs": []}
+    if broken:
+        doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
+    if not any(states):
+        return doc  # nothing to look at: no drivers (nor root) needed
+    own = drivers is None
+    drivers = drivers or Drivers.live()
+    try:
+        with drivers.kernel.observing():
+            doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
+        return doc
+    finally:
+        if own:
+            drivers.close()
