@@ -196,7 +196,7 @@ def _child(spec: dict[str, Any]) -> None:
         env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"]}
         env.pop("NSLAB_STATE_DIR", None)
         os.execvpe("/bin/sh", ["sh", "-c", spec["command"]], env)
-    except BaseException as exc:  # noqa: BLE001 - report anything, then leave without running Python cleanup
+    except BaseException as exc:  # report anything, then leave without running Python cleanup
         try:
             os.write(2, f"[nslab] cannot start: {exc}\n".encode())
         finally:
@@ -393,7 +393,7 @@ class Supervisor:
         elif kind == "dns" and self.forwarder is not None:
             try:
                 obj(events)  # the forwarder's callback for that socket (dnsforward.py)
-            except Exception as exc:  # noqa: BLE001 - a flaw in one DNS exchange must not stop the services
+            except Exception as exc:  # a flaw in one DNS exchange must not stop the services
                 self.dns_error = f"{type(exc).__name__}: {exc}"
                 self.forwarder.drop(key.fileobj)  # that exchange ends (it would fail again at once)
                 self.write_status()

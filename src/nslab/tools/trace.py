@@ -642,6 +642,6 @@ def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceR
     for _, target in scopes:
         try:
             result.hooks.update(hooks_of(_nft(target, "list chains", json_output=True)))
-        except Exception:  # noqa: BLE001 - hook names are a nicety
+        except Exception:  # hook names are a nicety
             pass
     return result
