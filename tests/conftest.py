@@ -4,15 +4,12 @@ ends the session exactly as it started (no namespace, link, nft table, /etc/netn
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from sandbox import ThrowawayHost, machine_snapshot
 
-from docker_engine import docker_engine  # noqa: E402,F401  (the session's Docker engine, for any module)
-from sandbox import ThrowawayHost, machine_snapshot  # noqa: E402
+pytest_plugins = ["docker_engine"]  # the session's Docker engine fixture, for any module
 
 _before: dict[str, list[str]] = {}
 
