@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     _Simple = _ctypes._SimpleCData[Any]  # (generic in typeshed only)
 
-    def _dlopen(name: str | None, flag: int, /) -> int: ...  # None: the process itself (typeshed omits it)
+    def _dlopen(_name: str | None, _flag: int, /) -> int: ...  # None: the process itself (typeshed omits it)
 else:
     _Simple = _ctypes._SimpleCData
     _dlopen = _ctypes.dlopen
