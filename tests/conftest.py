@@ -9,7 +9,7 @@ import pytest
 
 from sandbox import ThrowawayHost, machine_snapshot
 
-pytest_plugins = ["docker_engine"]  # the session's Docker engine fixture, for any module
+pytest_plugins = ["docker_engine"]  # the session's Docker engine and the containers fixture, for any module
 
 _before: dict[str, list[str]] = {}
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_docker import IMAGE, containers, docker, docker_engine  # noqa: F401 - fixtures
 
+from docker_engine import IMAGE, docker
 from nslab.tools.capture import pcapng
 from sandbox import sh
 
@@ -104,7 +104,7 @@ def test_bad_input_exits_2(lab):
 
 
 @pytest.mark.docker
-def test_container_without_tools(containers, tmp_path):  # noqa: F811 - the fixture
+def test_container_without_tools(containers, tmp_path):
     app = containers(IMAGE, "sleep", "300")  # busybox with sh, httpd and sleep only: no tcpdump, no ip
     gateway = docker("inspect", "-f", "{{.NetworkSettings.Gateway}}", app).stdout.strip()
     out = tmp_path / "app.pcapng"
