@@ -1,17 +1,20 @@
 """Every module and code name docs/architecture.md cites in backquotes exists in the code.
 
 Read from the source (ast), nothing imported. What counts as a citation, in `backquotes` outside fenced blocks:
-- a path: ``core/spec.py``, ``drivers/``, ``tests/sandbox.py`` — relative to src/nslab or to the repository
-  (absolute paths such as ``/run/netns`` name the machine's files, not ours; an all-capitals part such as
-  ``NAME`` is a placeholder and the citation is skipped);
+- a path: ``core/spec.py``, ``drivers/``, ``tests/sandbox.py``, ``tests/unit`` (a ``.py`` file, a folder with
+  a trailing ``/``, or anything under a folder of the repository) — relative to src/nslab or to the
+  repository (absolute paths such as ``/run/netns`` name the machine's files, not ours; an all-capitals part
+  such as ``NAME`` is a placeholder and the citation is skipped);
 - a dotted name: ``nslab.core.features``, ``features.FEATURES``, ``apply._signals_deferred``, ``Lab.up``,
   ``drivers.fake.fake_drivers()`` — a module (named by its trailing dotted parts) and then names inside it,
-  or a class and one of its members;
+  or a class and one of its members (file names such as ``nslab.yaml`` are not code; a name nslab does not
+  have whose first part is another importable module, such as ``subprocess.run``, is that module's);
 - a class name (``Lab``, ``Drivers``) and a call (``plan_up(ctx) -> ...``, ``commands()``): defined somewhere.
 Lower-case single words (``up``, ``tc``, ``to_json``) are left alone: they are as often commands as code.
 """
 
 import ast
+import importlib.util
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -21,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "nslab"
 
 _IDENT = r"[A-Za-z_]\w*"
-_PATH = re.compile(r"^[\w./-]*(\.py|/)$")
+_PATH = re.compile(r"^[\w.-]+(/[\w.-]+)*/?$")
+_FILES = {"md", "yaml", "yml", "json", "toml", "conf", "txt", "sh", "pyi", "cfg", "ini", "html", "svg", "pcapng"}
 _DOTTED = re.compile(rf"^{_IDENT}(\.{_IDENT})+(\(\))?$")
 _CLASS = re.compile(r"^[A-Z][a-z]\w*$")
 _CALL = re.compile(rf"^({_IDENT})\(")
@@ -86,16 +90,30 @@ def citations(markdown: str) -> list[str]:
     return re.findall(r"`([^`\n]+)`", prose)
 
 
+def _is_path(cited: str, root: Path) -> bool:
+    if not _PATH.match(cited):
+        return False
+    return cited.endswith((".py", "/")) or ("/" in cited and (root / cited.split("/")[0]).is_dir())
+
+
+def _elsewhere(dotted: str) -> bool:
+    """Whether ``dotted`` starts with a module that is not nslab's (the standard library, a dependency)."""
+    first = dotted.split(".")[0]
+    return first != "nslab" and importlib.util.find_spec(first) is not None
+
+
 def missing(markdown: str, code: Code, package: Path = PACKAGE, root: Path = ROOT) -> list[str]:
     """The citations in ``markdown`` that name nothing in the code, each once, in order."""
     out: list[str] = []
     for cited in dict.fromkeys(citations(markdown)):
-        if _PATH.match(cited):
-            if cited.startswith("/") or any(re.fullmatch(r"[A-Z]+(\.py)?", part) for part in cited.split("/")):
+        if _is_path(cited, root):
+            if any(re.fullmatch(r"[A-Z]+(\.py)?", part) for part in cited.split("/")):
                 continue
             found = (package / cited).exists() or (root / cited).exists()
         elif _DOTTED.match(cited):
-            found = code.has_dotted(cited.removeprefix("nslab."))
+            if cited.rsplit(".", 1)[1] in _FILES:
+                continue
+            found = code.has_dotted(cited.removeprefix("nslab.")) or _elsewhere(cited)
         elif call := _CALL.match(cited):
             found = call.group(1) in code.defined
         elif _CLASS.match(cited):
@@ -116,14 +134,15 @@ def test_the_check_finds_names_that_do_not_exist():
     doc = textwrap.dedent("""
     Real: `core/apply.py`, `drivers/`, `tests/sandbox.py`, `apply._signals_deferred`, `Lab.up`, `Drivers`,
     `nslab.core.features`, `features.FEATURES`, `drivers.fake.fake_drivers()`, `commands()`, `/run/netns`,
-    `core/features/NAME.py`, `up`, `ip netns`.
+    `core/features/NAME.py`, `up`, `ip netns`, `tests/unit`, `README.md`, `nslab.yaml`, `subprocess.run`,
+    `tcp/80`.
     Wrong: `apply.py`, `core/nothing.py`, `nowhere/`, `apply._gone`, `Lab.fly`, `Nobody`, `nslab.core.nope`,
-    `features.NOPE`, `vanished(ctx) -> X`.
+    `features.NOPE`, `vanished(ctx) -> X`, `tests/nowhere`.
     ```
     `core/in_a_fence.py`
     ```
     """)
     assert missing(doc, Code.read(PACKAGE)) == [
         "apply.py", "core/nothing.py", "nowhere/", "apply._gone", "Lab.fly", "Nobody", "nslab.core.nope",
-        "features.NOPE", "vanished(ctx) -> X",
+        "features.NOPE", "vanished(ctx) -> X", "tests/nowhere",
     ]
