@@ -138,6 +138,17 @@ class Table:
         return "\n".join(lines)
 
 
+def _note_settling(table: Table, n: int, res: dict) -> None:
+    """A note when the kernel went on dismantling namespaces for a while after `down` returned."""
+    settle = {k: max(v) for k, v in res["settle_after_down"].items()}
+    if max(settle.values()) > 0.05:
+        table.notes.append(
+            f"N={n}: after `down` returned, the kernel still needed up to "
+            f"{fmt_time(settle['nslab'])} (nslab), {fmt_time(settle['tutorial_exec'])} (A), "
+            f"{fmt_time(settle['tutorial_ipn'])} (B) to dismantle the namespaces (waited for, not timed)"
+        )
+
+
 def render_updown(table: Table, results: dict[int, dict]) -> None:
     meds: dict[tuple[str, str, int], float] = {}
     for n, res in sorted(results.items()):
@@ -166,13 +177,7 @@ def render_updown(table: Table, results: dict[int, dict]) -> None:
                 met,
             )
         if "error" not in res:
-            settle = {k: max(v) for k, v in res["settle_after_down"].items()}
-            if max(settle.values()) > 0.05:
-                table.notes.append(
-                    f"N={n}: after `down` returned, the kernel still needed up to "
-                    f"{fmt_time(settle['nslab'])} (nslab), {fmt_time(settle['tutorial_exec'])} (A), "
-                    f"{fmt_time(settle['tutorial_ipn'])} (B) to dismantle the namespaces (waited for, not timed)"
-                )
+            _note_settling(table, n, res)
     for op in ("up", "down"):
         if all((op, k, n) in meds for k in ("nslab", "tutorial_exec", "tutorial_ipn") for n in (100, 1000)):
             g = {k: meds[(op, k, 1000)] / meds[(op, k, 100)] for k in ("nslab", "tutorial_exec", "tutorial_ipn")}

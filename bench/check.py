@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nslab.tools.sandbox import ThrowawayHost
@@ -56,9 +57,9 @@ def ping_all() -> float:
     return time.perf_counter() - start
 
 
-def timed(fn: object) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
-    fn()  # type: ignore[operator]
+    fn()
     return time.perf_counter() - start
 
 

@@ -155,25 +155,32 @@ def render_updown(own: dict[int, dict], peers: dict[str, dict[int, dict]], notes
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for n in sizes:
         for op in ("up", "down"):
-            own_res = own.get(n, {})
-            meds: dict[str, float | None] = {k: med(own_res.get(op, {}).get(k)) for k in own_keys}
-            cells: list[str] = []
-            for peer, by_n in peers.items():
-                res = by_n.get(n)
-                if res is not None and "error" in res:
-                    cells.append("error")
-                    notes.append(f"{LABELS[peer]} N={n}: {res['error']}")
-                elif res and res.get(f"nslab_{op}"):  # the nslab measured in the peer's own loop
-                    base = median(res[f"nslab_{op}"])
-                    cells.append(f"{fmt_time(median(res[op]))} ({fmt_times(median(res[op]) / base)} {fmt_time(base)})")
-                else:
-                    cells.append(cell(med(res.get(op) if res else None), meds.get("nslab")))
-            if "error" in own_res:
-                notes.append(f"row 1 N={n}: {own_res['error']}")
-            nslab = meds.get("nslab")
-            row = [f"{op} N={n}", *(cell(meds[k], None if k == "nslab" else nslab) for k in own_keys), *cells]
+            row = _updown_row(n, op, own.get(n, {}), own_keys, peers, notes)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     return "\n".join(lines)
+
+
+def _updown_row(n: int, op: str, own_res: dict, own_keys: list[str], peers: dict[str, dict[int, dict]],
+                notes: list[str]) -> list[str]:
+    """The cells of one row (``op`` at size ``n``): row 1's ways, then each peer."""
+    meds: dict[str, float | None] = {k: med(own_res.get(op, {}).get(k)) for k in own_keys}
+    cells = [_peer_cell(peer, n, op, by_n.get(n), meds.get("nslab"), notes) for peer, by_n in peers.items()]
+    if "error" in own_res:
+        notes.append(f"row 1 N={n}: {own_res['error']}")
+    nslab = meds.get("nslab")
+    return [f"{op} N={n}", *(cell(meds[k], None if k == "nslab" else nslab) for k in own_keys), *cells]
+
+
+def _peer_cell(peer: str, n: int, op: str, res: dict | None, nslab: float | None, notes: list[str]) -> str:
+    """A peer's cell: its median and its ratio to nslab's as measured in the peer's own loop when it was, else
+    to row 1's nslab (``nslab``); "error" with a note."""
+    if res is not None and "error" in res:
+        notes.append(f"{LABELS[peer]} N={n}: {res['error']}")
+        return "error"
+    if res and res.get(f"nslab_{op}"):
+        base = median(res[f"nslab_{op}"])
+        return f"{fmt_time(median(res[op]))} ({fmt_times(median(res[op]) / base)} {fmt_time(base)})"
+    return cell(med(res.get(op) if res else None), nslab)
 
 
 def med(samples: list[float] | None) -> float | None:

@@ -258,7 +258,9 @@ def row_publish(host: ThrowawayHost, repeat: int, seconds: float) -> dict:
     try:
         ruleset = run(["nft", "list", "ruleset"], check=False).stdout
         out = run(["ip", "-n", ns, "-4", "-o", "addr", "show", "eth0"]).stdout
-        address = re.search(r"inet (\S+)/", out).group(1)  # type: ignore[union-attr]
+        found = re.search(r"inet (\S+)/", out)
+        assert found, out
+        address = found.group(1)
         server = host.popen(
             ["ip", "netns", "exec", ns, "iperf3", "-s", "-p", str(IPERF_PORT)],
             stdout=subprocess.DEVNULL,

@@ -4,15 +4,12 @@ ends the session exactly as it started (no namespace, link, nft table, /etc/netn
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from sandbox import ThrowawayHost, machine_snapshot
 
-from docker_engine import docker_engine  # noqa: E402,F401  (the session's Docker engine, for any module)
-from sandbox import ThrowawayHost, machine_snapshot  # noqa: E402
+pytest_plugins = ["docker_engine"]  # the session's Docker engine and the containers fixture, for any module
 
 _before: dict[str, list[str]] = {}
 
@@ -58,3 +55,19 @@ def labs(host, tmp_path):
     files = Labs(tmp_path)
     yield files
     files.down_all()
+
+
+@pytest.fixture
+def lab(labs, tmp_path):
+    """``lab(TEXT)`` brings up a lab with services (stopped fast at ``down``) and returns its name; the machine's
+    resolver is a private one, never the real machine's."""
+    from labs import SERVICES_ENV, lab_name, private_resolver
+
+    private_resolver(tmp_path)
+    labs.env = SERVICES_ENV
+
+    def up(text: str) -> str:
+        labs.up(text)
+        return lab_name(text)
+
+    return up

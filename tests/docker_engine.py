@@ -1,4 +1,4 @@
-"""A Docker engine for integration tests (shared by test_docker.py and test_container_hosts.py).
+"""A Docker engine for integration tests, and containers on it (a pytest plugin: tests/conftest.py loads it).
 
 The session fixture :func:`docker_engine` uses a Docker engine that already answers, or starts its own
 ``dockerd`` (stopped at the end): in its *own network namespace* (so docker0, its veths and its iptables/nft
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,24 @@ def docker_engine():
             if daemon is not None:
                 _stop(daemon, workdir)
                 shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def containers(docker_engine, host):
+    """Start containers (labelled, removed afterwards); yields a starter: start(image, *cmd) -> name."""
+    names: list[str] = []
+
+    def start(image: str, *cmd: str) -> str:
+        name = f"nslab-test-{uuid.uuid4().hex[:8]}"
+        docker("run", "-d", "--label", "nslab-test", "--name", name, image, *cmd)
+        names.append(name)
+        return name
+
+    try:
+        yield start
+    finally:
+        for name in names:
+            docker("rm", "-f", name, check=False)
 
 
 def _stop(daemon: subprocess.Popen, workdir: str | None) -> None:

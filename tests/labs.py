@@ -21,6 +21,8 @@ from nslab import linux, naming, paths
 from sandbox import WAN_ADDRESS, sh
 
 NSLAB = str(Path(sys.executable).parent / "nslab")
+#: For labs with services: stop them fast at `down`, and keep `status` rows whole.
+SERVICES_ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1", "COLUMNS": "200"}
 
 T = TypeVar("T")
 

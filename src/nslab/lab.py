@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import subprocess
 
     from .core.plan import Plan
-    from .errors import SourceLines
     from .ns.targets import Target
     from .tools import check as check_mod
 
@@ -83,15 +82,6 @@ class Lab:
     def path(self) -> str:
         """The lab file's real path ("" for standard input or text)."""
         return self.file.path
-
-    @property
-    def display_path(self) -> str:
-        """The lab file as problems name it."""
-        return self.file.label
-
-    @property
-    def source_map(self) -> SourceLines:
-        return self.file.lines
 
     # ------------------------------------------------------------------------------------------
     def validate(

@@ -28,11 +28,9 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_FS = 0x00000200
 
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
-MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -50,19 +48,30 @@ NS_TYPES = {
     "user": CLONE_NEWUSER,
 }
 
-class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
+if TYPE_CHECKING:
+    from typing import Any
+
+    _Simple = _ctypes._SimpleCData[Any]  # (generic in typeshed only)
+
+    def _dlopen(_name: str | None, _flag: int, /) -> int: ...  # None: the process itself (typeshed omits it)
+else:
+    _Simple = _ctypes._SimpleCData
+    _dlopen = _ctypes.dlopen
+
+
+class _Int(_Simple):  # ctypes.c_int
     _type_ = "i"
 
 
-class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_ulong
+class _ULong(_Simple):  # ctypes.c_ulong
     _type_ = "L"
 
 
-class _CharP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_char_p
+class _CharP(_Simple):  # ctypes.c_char_p
     _type_ = "z"
 
 
-class _VoidP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_void_p
+class _VoidP(_Simple):  # ctypes.c_void_p
     _type_ = "P"
 
 
@@ -71,13 +80,11 @@ class _Function(_ctypes.CFuncPtr):  # what CDLL(None, use_errno=True) makes: cde
     _restype_ = _Int
 
 
-class _Libc:
-    # the process itself, libc included (ctypes' CDLL(None); typeshed omits dlopen's None)
-    _handle = _ctypes.dlopen(None, 0)  # type: ignore[arg-type]
+_PROCESS = _dlopen(None, 0)  # the process itself, libc included (ctypes' CDLL(None))
 
 
 def _libc_function(name: str, *argtypes: type) -> _Function:
-    function = _Function((name, _Libc))  # type: ignore[arg-type]  # (any object with _handle, as CDLL)
+    function = _Function(_ctypes.dlsym(_PROCESS, name))
     if argtypes:
         function.argtypes = argtypes
     return function
@@ -178,7 +185,7 @@ def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:
     def body() -> None:
         try:
             result.append(work())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+        except BaseException as exc:  # handed to the caller below
             failure.append(exc)
 
     worker = threading.Thread(target=body, name=name)

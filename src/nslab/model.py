@@ -183,8 +183,10 @@ class Lab(Value):
             "links": {f"{lk.a}|{lk.b}|{i}": str(lk.subnet) for i, lk in enumerate(self.links)},
             "networks6": {n.name: str(n.subnet6) for n in self.networks.values() if n.subnet6},
             "links6": {f"{lk.a}|{lk.b}|{i}": str(lk.subnet6) for i, lk in enumerate(self.links) if lk.subnet6},
-            "hosts6": {
-                h.name: {i.network: str(i.address6.ip) for i in h.interfaces if i.network and i.address6}
-                for h in self.hosts.values() if any(i.address6 for i in h.interfaces)
-            },
+            "hosts6": {h.name: six for h in self.hosts.values() if (six := _addresses6(h))},
         }
+
+
+def _addresses6(host: Host) -> dict[str, str]:
+    """network -> the host's IPv6 address on it (dual-stack networks only)."""
+    return {i.network: str(i.address6.ip) for i in host.interfaces if i.network and i.address6}

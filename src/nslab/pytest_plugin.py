@@ -65,7 +65,7 @@ class LabFactory:
         for lab in reversed(self.labs):
             try:
                 lab.down()
-            except Exception as exc:  # noqa: BLE001 - every lab goes down; the failures are reported together
+            except Exception as exc:  # every lab goes down; the failures are reported together
                 failures.append(f"{lab.name}: {exc}")
             _UP.pop(lab.name, None)
         self.labs.clear()
@@ -103,5 +103,5 @@ def _down_left_over(*_: Any) -> None:
     for lab in list(_UP.values()):
         try:
             lab.down()
-        except Exception:  # noqa: BLE001, S110 - last resort at exit: nothing to report to
+        except Exception:  # last resort at exit: nothing to report to
             pass

@@ -4,14 +4,10 @@ no traceback, and the machine unchanged."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from test_bad_inputs import ARGS, FILES
 
 from labs import nslab
 from sandbox import sh
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))
-from test_bad_inputs import ARGS, FILES  # noqa: E402
 
 
 def machine() -> str:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from test_docker import IMAGE, containers, docker, docker_engine  # noqa: F401 - fixtures
 
+from docker_engine import IMAGE, docker
 from labs import NSLAB
 from labs import nslab as run_nslab
 from nslab.tools.capture import pcapng
@@ -95,7 +95,7 @@ def test_bad_input_exits_2(lab):
 
 
 @pytest.mark.docker
-def test_container_without_tools(containers, tmp_path):  # noqa: F811 - the fixture
+def test_container_without_tools(containers, tmp_path):
     app = containers(IMAGE, "sleep", "300")  # busybox with sh, httpd and sleep only: no tcpdump, no ip
     gateway = docker("inspect", "-f", "{{.NetworkSettings.Gateway}}", app).stdout.strip()
     out = tmp_path / "app.pcapng"

@@ -16,36 +16,16 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
-# (re-exported: modules that take the engine and helpers from here keep working)
-from docker_engine import BUSYBOX, IMAGE, TOOLS_IMAGE, _image, docker, docker_engine  # noqa: F401
+from docker_engine import IMAGE, TOOLS_IMAGE, docker
 from labs import NSLAB, nslab
 from sandbox import sh
 
 CONNECT = "import socket,sys; socket.create_connection(('127.0.0.1', 44444), timeout=2); print('connected')"
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def containers(docker_engine, host):  # noqa: F811 (the session fixture, by name)
-    """Start containers (labelled, removed afterwards); yields a starter: start(image, *cmd) -> name."""
-    names: list[str] = []
-
-    def start(image: str, *cmd: str) -> str:
-        name = f"nslab-test-{uuid.uuid4().hex[:8]}"
-        docker("run", "-d", "--label", "nslab-test", "--name", name, image, *cmd)
-        names.append(name)
-        return name
-
-    try:
-        yield start
-    finally:
-        for name in names:
-            docker("rm", "-f", name, check=False)
 
 
 def container_ip(name: str) -> str:

@@ -452,7 +452,9 @@ def test_router_advertisements_from_a_lab_do_not_reach_the_machine(host, tmp_pat
         sh("sysctl -qw net.ipv6.conf.all.forwarding=0")  # the machine as a plain host: it would take RAs
         sh(f"ip netns exec six-web python3 -c '{SEND_RA}'")
         # a neighbour on the same network took it (the RA is valid)...
-        learned = lambda: "2001:db8:77::/64" in sh("ip -n six-peer -6 route").stdout  # noqa: E731
+        def learned() -> bool:
+            return "2001:db8:77::/64" in sh("ip -n six-peer -6 route").stdout
+
         deadline = time.monotonic() + 5
         while not learned() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime
 import re
+import subprocess
 from pathlib import Path
 
-from test_services import lab, nslab, wait_for  # noqa: F401 - the lab fixture
-
+from labs import SERVICES_ENV, wait_for
+from labs import nslab as run_nslab
 from nslab import paths
 
 STAMPED = re.compile(r"^(?:([\w.-]+) \| )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (.*)$")
@@ -45,7 +46,11 @@ def stamped(output: str) -> list[tuple[str | None, float, str]]:
     return out
 
 
-def test_timestamps_per_line_in_arrival_order_and_since(lab, tmp_path):  # noqa: F811
+def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_nslab(*args, check=check, env=SERVICES_ENV)
+
+
+def test_timestamps_per_line_in_arrival_order_and_since(lab, tmp_path):
     go = tmp_path / "go"
     lab(lab_text(go))
     wait_for(lambda: indexed("a.1", 2))  # [nslab] start, one

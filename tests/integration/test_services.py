@@ -9,30 +9,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from labs import lab_name, lab_status, private_resolver, wait_for
+from labs import SERVICES_ENV as ENV
+from labs import lab_status, wait_for
 from labs import nslab as run_nslab
 from nslab.drivers import process
-
-ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1", "COLUMNS": "200"}
 
 
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_nslab(*args, check=check, env=ENV)
-
-
-@pytest.fixture
-def lab(labs, tmp_path):
-    """Write and bring up a lab file; it goes down at the end whatever happens."""
-    private_resolver(tmp_path)  # the machine's resolver: never the real one
-    labs.env = ENV
-
-    def up(text: str) -> str:
-        labs.up(text)
-        return lab_name(text)
-
-    return up
 
 
 def services(name: str) -> dict[str, dict]:

@@ -3,14 +3,8 @@ and the tables that put the peers beside nslab and the scripts. Nothing is run o
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench import peers  # noqa: E402
+from bench import peers
 
 
 def test_parse_peers_keeps_the_canonical_order_and_names_unknown_ones():

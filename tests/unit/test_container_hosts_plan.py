@@ -41,8 +41,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
 
 
-def drivers_with(images: tuple[str, ...] = (IMAGE,), **kwargs: object):  # type: ignore[no-untyped-def]
-    return fake_drivers(docker=FakeDocker(images=images, **kwargs))  # type: ignore[arg-type]
+def drivers_with(images: tuple[str, ...] = (IMAGE,), **kwargs: object):
+    return fake_drivers(docker=FakeDocker(images=images, **kwargs))
 
 
 def test_up_starts_containers_before_wiring_them_and_down_removes_them():
@@ -63,17 +63,17 @@ def test_up_starts_containers_before_wiring_them_and_down_removes_them():
     assert docker.containers["mix-idle"]["Config"]["Cmd"] == ["sleep", "600"]  # a string: split as sh does
     # the lab's /etc/hosts reaches the containers (they resolve the light host by name)
     assert "a" in docker.containers["mix-web"]["files"]["/etc/hosts"].split()
-    assert "mix-web" in drivers.kernel.namespaces  # type: ignore[attr-defined]
+    assert "mix-web" in drivers.kernel.namespaces
     # the dry-run says it with docker's and ip's words
     commands = "\n".join(result.commands())
     assert "docker create -it --name mix-web --network none" in commands and "ip netns attach mix-web" in commands
     assert "ip netns add mix-web" not in commands and "ip netns add mix-a" in commands
     assert not Lab.from_text(LAB, drivers=drivers).up().plan  # nothing changed: nothing to do
-    drivers.processes.inside = {"mix-a", "mix-web"}  # type: ignore[attr-defined]  # processes running inside
+    drivers.processes.inside = {"mix-a", "mix-web"}  # processes running inside
     down("mix", drivers)
-    assert drivers.processes.inside == {"mix-web"}  # type: ignore[attr-defined]  # Docker stops a container's
+    assert drivers.processes.inside == {"mix-web"}  # Docker stops a container's
     assert docker.containers == {}
-    assert not drivers.kernel.namespaces  # type: ignore[attr-defined]
+    assert not drivers.kernel.namespaces
 
 
 def test_a_changed_command_recreates_only_that_container():
@@ -98,17 +98,17 @@ def test_a_missing_image_is_a_problem_before_any_change():
         Lab.from_text(LAB, path="lab.yaml", drivers=drivers).up()
     text = "\n".join(caught.value.lines())
     assert "hosts.web.image" in text and f"no image {IMAGE}" in text and caught.value.exit_code == 2
-    assert drivers.docker.containers == {}  # type: ignore[attr-defined]
-    assert not drivers.kernel.namespaces  # type: ignore[attr-defined]
+    assert drivers.docker.containers == {}
+    assert not drivers.kernel.namespaces
     # pull: true pulls it instead
     Lab.from_text(LAB.replace("    command: sleep 600", "    command: sleep 600\n    pull: true")
                   .replace("    command: [httpd", "    pull: true\n    command: [httpd"), drivers=drivers).up()
-    assert drivers.docker.pulled == [IMAGE]  # type: ignore[attr-defined]  # once: then it is there
+    assert drivers.docker.pulled == [IMAGE]  # once: then it is there
 
 
 def test_docker_not_running_is_one_problem_naming_the_socket():
     drivers = drivers_with(running=False)
-    drivers.docker.socket = "/run/elsewhere/docker.sock"  # type: ignore[misc]
+    drivers.docker.socket = "/run/elsewhere/docker.sock"
     with pytest.raises(ResolveError) as caught:
         Lab.from_text(LAB, drivers=drivers).up()
     assert "/run/elsewhere/docker.sock" in str(caught.value) and "hosts.web.image" in str(caught.value)
@@ -116,7 +116,7 @@ def test_docker_not_running_is_one_problem_naming_the_socket():
 
 def test_a_foreign_container_with_the_name_is_a_problem():
     drivers = drivers_with()
-    drivers.docker.create("mix-web", {"Image": IMAGE, "Labels": {}})  # type: ignore[attr-defined]
+    drivers.docker.create("mix-web", {"Image": IMAGE, "Labels": {}})
     with pytest.raises(ResolveError, match="mix-web exists and is not this lab's"):
         Lab.from_text(LAB, drivers=drivers).up()
 
@@ -125,8 +125,8 @@ def test_a_failure_after_the_containers_started_removes_them():
     drivers = fake_drivers(docker=FakeDocker(images=(IMAGE,)), kernel=FakeKernel(fail_on="add_hosts"))
     with pytest.raises(NslabError):
         Lab.from_text(LAB, drivers=drivers).up()
-    assert drivers.docker.containers == {}  # type: ignore[attr-defined]
-    assert not drivers.kernel.namespaces  # type: ignore[attr-defined]
+    assert drivers.docker.containers == {}
+    assert not drivers.kernel.namespaces
     assert state.LabState.load("mix") is None
 
 
@@ -225,6 +225,6 @@ def test_an_image_without_a_command_runs_a_shell_kept_open():
     drivers = fake_drivers(docker=FakeDocker(bare=("imported:1",)))
     Lab.from_text("name: bare\nhosts:\n  box: {image: 'imported:1'}\n  given: {image: 'imported:1', "
                   "command: [sleep, '9']}\n", drivers=drivers).up()
-    made = drivers.docker.containers  # type: ignore[attr-defined]
+    made = drivers.docker.containers
     assert made["bare-box"]["Config"]["Cmd"] == ["/bin/sh"] and made["bare-box"]["Config"]["Tty"] is True
     assert made["bare-given"]["Config"]["Cmd"] == ["sleep", "9"]

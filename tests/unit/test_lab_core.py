@@ -197,7 +197,7 @@ def test_down_goes_on_past_failures_and_reports_them_all():
         kernel.namespaces -= set(names)
         return ["cannot unmount /run/netns/core-web: busy"]
 
-    kernel.remove_namespaces = failing  # type: ignore[method-assign]
+    kernel.remove_namespaces = failing
     with pytest.raises(NslabError) as err:
         down("core", d)
     assert "busy" in str(err.value)

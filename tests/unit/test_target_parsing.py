@@ -61,7 +61,7 @@ class _FakeDocker(BaseHTTPRequestHandler):
         "gone": {"Name": "/gone", "State": {"Running": False, "Pid": 0, "Status": "exited"}},
     }
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # (http.server's name)
         parts = self.path.strip("/").split("/")
         if parts == ["containers", "json"]:
             body, status = [{"Id": "app"}], 200

@@ -52,7 +52,7 @@ def test_factories_make_a_fresh_value_each_time():
 
 def test_eq_and_hash_by_value_and_type():
     assert Point(1, 2) == Point(1, 2) and Point(1, 2) != Point(1, 3) and Point(1) != Point3(1)
-    assert hash(Point(1, 2, ())) == hash(Point(1, 2, ()))  # type: ignore[arg-type]
+    assert hash(Point(1, 2, ())) == hash(Point(1, 2, ()))
 
 
 @pytest.mark.parametrize(

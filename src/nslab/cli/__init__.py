@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     # `timeout`, systemd and CI runners stop a command with SIGTERM; a closed terminal sends SIGHUP. Both roll
     # back like Ctrl-C. (_signal, not signal: the latter imports enum, and `nslab exec` cannot afford it.)
-    import _signal  # type: ignore[import-not-found]  # (no stub: the C half of signal)
+    import _signal  # (its stub: dev/stubs/_signal.pyi)
 
     from .fast import Terminated, run_fast, terminate
 

@@ -42,7 +42,7 @@ def _capture_sink(write: str | None) -> tuple[Any, BinaryIO | None]:
 
     if write is None:
         return capture.line_sink(lambda text: click.echo(text)), None
-    stream: BinaryIO = sys.stdout.buffer if write == "-" else open(write, "wb")  # noqa: SIM115 - closed by caller
+    stream: BinaryIO = sys.stdout.buffer if write == "-" else open(write, "wb")  # closed by the caller
     return capture.pcapng_sink(pcapng.Writer(stream, flush=write == "-")), stream
 
 

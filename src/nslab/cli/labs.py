@@ -11,7 +11,6 @@ import click
 from . import complete
 from .fast import find_lab_file, print_doc
 
-DEFAULT_FILE = "nslab.yaml"
 FILE_HELP = "The lab file ('-': standard input). Default: nslab.yaml, nslab.yml, or the one *.nslab.yaml here."
 
 

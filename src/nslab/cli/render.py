@@ -153,23 +153,32 @@ def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> 
         return
     repeat = piped()
     for lab in doc["labs"]:
-        sys.stdout.write(f"lab {lab['name']}  ({lab['source'] or 'no file recorded'})\n")
-        hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
-        if lab["networks"] and host is None:
-            table("", ("network", "bridge", "subnet", "gateway", "kind", "state"),
-                  [[n["name"], n["bridge"], " ".join(filter(None, (n["subnet"], n.get("subnet6")))),
-                    " ".join(filter(None, (n["gateway"], n.get("gateway6")))), "internal" if n["internal"] else "nat",
-                    "up" if n["present"] else "missing"] for n in lab["networks"]], wide)
-        meant = set((lab.get("link_state") or {}).get("down", []))  # put down with `nslab link`: not drift
-        rows = [row for h in hosts for row in _interface_rows(h, repeat, meant)]
-        table("", ("host", "namespace", "interface", "on", "addresses", "routes"), rows, wide)
-        _services(lab.get("hostsetup") or {}, wide, host)  # --- services (hostsetup) ---
-        _containers(lab.get("containers") or {}, wide, host)  # --- container hosts, connected containers ---
-        _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
-        _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
-        _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
-        sys.stdout.write("\n")
+        _lab_status(lab, wide, host, repeat)
     sys.stdout.flush()
+
+
+def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool) -> None:
+    """One lab of ``nslab status``: its networks, hosts and each feature's part (only ``host``'s if given)."""
+    sys.stdout.write(f"lab {lab['name']}  ({lab['source'] or 'no file recorded'})\n")
+    hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
+    if lab["networks"] and host is None:
+        _networks(lab["networks"], wide)
+    meant = set((lab.get("link_state") or {}).get("down", []))  # put down with `nslab link`: not drift
+    rows = [row for h in hosts for row in _interface_rows(h, repeat, meant)]
+    table("", ("host", "namespace", "interface", "on", "addresses", "routes"), rows, wide)
+    _services(lab.get("hostsetup") or {}, wide, host)  # --- services (hostsetup) ---
+    _containers(lab.get("containers") or {}, wide, host)  # --- container hosts, connected containers ---
+    _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
+    _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
+    _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
+    sys.stdout.write("\n")
+
+
+def _networks(networks: list[dict[str, Any]], wide: bool) -> None:
+    table("", ("network", "bridge", "subnet", "gateway", "kind", "state"),
+          [[n["name"], n["bridge"], " ".join(filter(None, (n["subnet"], n.get("subnet6")))),
+            " ".join(filter(None, (n["gateway"], n.get("gateway6")))), "internal" if n["internal"] else "nat",
+            "up" if n["present"] else "missing"] for n in networks], wide)
 
 
 # --- nslab check ----------------------------------------------------------------------------------------

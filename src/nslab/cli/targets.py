@@ -188,23 +188,28 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
             click.echo(" ".join([f"net:[{ns['inode']}]", *ns["names"]]))
         return
     for ns in spaces:
-        names = [*ns["names"], *(f"container:{c}" for c in ns["containers"])]
-        if ns["machine"]:
-            names.insert(0, "(this machine)")
-        if not names:
-            names = ns["bind_mounts"][:1] or ["(unnamed)"]
-        procs = ns["processes"]
-        shown = ", ".join(f"{p['pid']} {_short(p['command'])}" for p in procs[:3])
-        if len(procs) > 3:
-            shown += f", +{len(procs) - 3} more"
-        click.echo(f"net:[{ns['inode']}]  {' '.join(names)}")
-        for iface in ns["interfaces"]:
-            state = "UP" if iface["up"] else "DOWN"
-            click.echo(f"    {iface['name']:<16} {state:<5} {' '.join(iface['addresses'])}".rstrip())
-        if shown:
-            click.echo(f"    processes: {shown}")
-        if ns["bind_mounts"] and not ns["names"]:
-            click.echo(f"    kept by: {', '.join(ns['bind_mounts'])}")
+        _show_namespace(ns)
+
+
+def _show_namespace(ns: dict[str, Any]) -> None:
+    """One namespace of ``nslab ls``: its id and names, its interfaces, its first processes, what keeps it."""
+    names = [*ns["names"], *(f"container:{c}" for c in ns["containers"])]
+    if ns["machine"]:
+        names.insert(0, "(this machine)")
+    if not names:
+        names = ns["bind_mounts"][:1] or ["(unnamed)"]
+    procs = ns["processes"]
+    shown = ", ".join(f"{p['pid']} {_short(p['command'])}" for p in procs[:3])
+    if len(procs) > 3:
+        shown += f", +{len(procs) - 3} more"
+    click.echo(f"net:[{ns['inode']}]  {' '.join(names)}")
+    for iface in ns["interfaces"]:
+        state = "UP" if iface["up"] else "DOWN"
+        click.echo(f"    {iface['name']:<16} {state:<5} {' '.join(iface['addresses'])}".rstrip())
+    if shown:
+        click.echo(f"    processes: {shown}")
+    if ns["bind_mounts"] and not ns["names"]:
+        click.echo(f"    kept by: {', '.join(ns['bind_mounts'])}")
 
 
 @click.command()

@@ -80,7 +80,7 @@ def rollback(journal: list[Action], drivers: Drivers) -> tuple[list[str], list[s
     return undone, failures
 
 
-class _signals_deferred:  # noqa: N801 - used as a context manager, named like one
+class _signals_deferred:  # used as a context manager, named like one (as contextlib's are)
     """SIGINT, SIGTERM and SIGHUP that arrive meanwhile take effect at the end (their handler then runs, as it
     would have): a step is never cut in half, whichever thread the kernel hands the signal to. Only in the main
     thread (the only one that may set handlers); elsewhere signals keep their way."""

@@ -26,13 +26,7 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
     from .features import impair as feature
 
     def plan(resolved: Any, record: Any, drivers: Drivers) -> tuple[list[Action], Any]:
-        target = resolved.hosts.get(host)
-        if target is None:
-            raise TargetError(f"lab '{lab}' has no host '{host}'")
-        names = [i.name for i in target.interfaces]
-        ifname = iface or (names[0] if names else "")
-        if (iface or not clear) and ifname not in names:
-            raise UserError(f"host '{host}' has no interface '{ifname}' (it has: {', '.join(names) or 'none'})")
+        ifname = _interface(lab, resolved, host, iface, must_exist=bool(iface) or not clear)
         old = feature.ImpairRecord.from_json(record)
         hosts = {h: dict(ifs) for h, ifs in old.hosts.items()}
         if clear:
@@ -47,6 +41,19 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
         return feature.plan_change(resolved, old, new, drivers), new
 
     change(lab, feature.KEY, drivers, plan)
+
+
+def _interface(lab: str, resolved: Any, host: str, iface: str | None, must_exist: bool) -> str:
+    """``iface`` of ``host``, or its first interface ("" for none); raises when the host is not in the lab or,
+    when ``must_exist``, has no such interface."""
+    target = resolved.hosts.get(host)
+    if target is None:
+        raise TargetError(f"lab '{lab}' has no host '{host}'")
+    names = [str(i.name) for i in target.interfaces]
+    ifname = iface or (names[0] if names else "")
+    if must_exist and ifname not in names:
+        raise UserError(f"host '{host}' has no interface '{ifname}' (it has: {', '.join(names) or 'none'})")
+    return ifname
 
 
 def _impairment(interface: str, settings: dict[str, Any]) -> Impairment:

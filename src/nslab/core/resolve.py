@@ -492,19 +492,18 @@ class _Resolution:
             wanted.append((("hosts", host_name, "default"), IPv4Net("0.0.0.0/0"), host.default))
         elif isinstance(host.default, IPv6Addr):
             wanted.append((("hosts", host_name, "default"), IPv6Net("::/0"), host.default))
-        routes: list[Route] = []
-        for loc, to, via in wanted:
-            mine = [a for i in interfaces for a in (i.address, i.address6)
-                    if a is not None and a.version == via.version]
-            on = [a for a in mine if via in a.network]
-            if not on:
-                subnets = ", ".join(str(a.network) for a in mine) or "none"
-                self.out.add(loc, f"gateway {via} is on none of the host's subnets ({subnets})")
-            elif any(via == a.ip for a in on):
-                self.out.add(loc, f"gateway {via} is the host's own address")
-            else:
-                routes.append(Route(to, via))
-        return tuple(routes)
+        return tuple(Route(to, via) for loc, to, via in wanted if self._gateway_ok(loc, via, interfaces))
+
+    def _gateway_ok(self, loc: tuple[Any, ...], via: IPv4Addr | IPv6Addr, interfaces: list[Interface]) -> bool:
+        """``via`` is on one of the host's own subnets and is not its own address; else a problem at ``loc``."""
+        mine = [a for i in interfaces for a in (i.address, i.address6) if a is not None and a.version == via.version]
+        on = [a for a in mine if via in a.network]
+        if not on:
+            subnets = ", ".join(str(a.network) for a in mine) or "none"
+            self.out.add(loc, f"gateway {via} is on none of the host's subnets ({subnets})")
+        elif any(via == a.ip for a in on):
+            self.out.add(loc, f"gateway {via} is the host's own address")
+        return bool(on) and not any(via == a.ip for a in on)
 
     def _network_interfaces(self, host_name: str, host: HostSpec) -> tuple[list[Interface], IPv4Addr | None]:
         """The host's interfaces on networks, and its gateway: that of its first network that is not internal."""

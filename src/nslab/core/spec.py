@@ -661,20 +661,24 @@ def _prune(data: dict[str, Any], loc: tuple[Any, ...], dropped_links: set[int]) 
     a host's or network's field goes (the entry stays, so references to it hold), a bad link goes."""
     head = loc[0] if loc else None
     if head in ("hosts", "networks") and len(loc) >= 2 and isinstance(data.get(head), dict):
-        entries = data[head]
-        entry = entries.get(loc[1])
-        if len(loc) >= 4 and loc[2] == "networks" and isinstance(entry, dict) and isinstance(entry.get(loc[2]), dict):
-            entry[loc[2]][loc[3]] = None  # a bad fixed address: the host still gets one
-        elif len(loc) >= 3 and isinstance(entry, dict):
-            entry.pop(loc[2], None)
-        elif loc[1] in entries:
-            entries[loc[1]] = {}
+        _prune_entry(data[head], loc)
     elif head == "links" and len(loc) >= 2 and isinstance(loc[1], int):
         dropped_links.add(loc[1])
     elif head == "name":
         data["name"] = PLACEHOLDER_NAME
     elif head is not None:
         data.pop(head, None)
+
+
+def _prune_entry(entries: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    """``_prune`` for a problem in ``hosts.NAME`` or ``networks.NAME`` (``loc``): its field goes, not the entry."""
+    entry = entries.get(loc[1])
+    if len(loc) >= 4 and loc[2] == "networks" and isinstance(entry, dict) and isinstance(entry.get(loc[2]), dict):
+        entry[loc[2]][loc[3]] = None  # a bad fixed address: the host still gets one
+    elif len(loc) >= 3 and isinstance(entry, dict):
+        entry.pop(loc[2], None)
+    elif loc[1] in entries:
+        entries[loc[1]] = {}
 
 
 def _partial(data: dict[str, Any], errors: list[tuple[Any, ...]]) -> tuple[LabSpec | None, dict[int, int]]:

@@ -220,21 +220,8 @@ def _labs_having(file_of: Callable[[str], str]) -> list[str]:
 
 
 def all_states() -> list[LabState]:
-    """Every lab that is up and readable (damaged records are skipped: see :func:`damaged`)."""
+    """Every lab that is up and readable (damaged records are skipped)."""
     return [s for s in (LabState.load_or_none(n) for n in lab_names()) if s is not None]
-
-
-def damaged() -> list[str]:
-    """The error of every lab whose record cannot be read."""
-    from ..errors import StateError
-
-    out = []
-    for name in lab_names():
-        try:
-            LabState.load(name)
-        except StateError as exc:
-            out.append(str(exc))
-    return out
 
 
 # --- intent: what a running `up` is about to create -------------------------------------------------------

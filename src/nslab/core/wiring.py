@@ -19,7 +19,7 @@ through the kinds ``ip link add ... type veth peer ... netns``, ``ip addr add``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import Problem
@@ -309,7 +309,7 @@ class RemoveBridgesLater(Action):
     a bridge's ports one by one, ~0.25 ms each); :class:`AwaitBridges` collects the outcome."""
 
     bridges: tuple[str, ...]
-    pending: list[object] = field(default_factory=list, compare=False)  # (nor in hash)
+    pending: list[Callable[[], list[str]]] = field(default_factory=list, compare=False)  # (nor in hash)
 
     def commands(self) -> list[str]:
         return [f"ip link del {b}" for b in self.bridges]
@@ -331,7 +331,7 @@ class AwaitBridges(Action):
     def teardown(self, drivers: Drivers) -> list[str]:
         failures: list[str] = []
         for wait in self.started.pending:
-            failures += wait()  # type: ignore[operator]
+            failures += wait()
         return failures
 
     def apply(self, drivers: Drivers) -> Action | None:

@@ -120,7 +120,7 @@ class Delayer:
         self.count = 0
         for q in queues:
             sock = open_queue(q["netns"], int(q["queue"]))
-            self.selector.register(sock, selectors.EVENT_READ, (int(q["queue"]), float(q["delay"]),
+            self.selector.register(sock, selectors.EVENT_READ, (sock, int(q["queue"]), float(q["delay"]),
                                                                 float(q.get("jitter", 0))))
 
     def receive(self, sock: socket.socket, queue: int, delay: float, jitter: float) -> None:
@@ -150,7 +150,7 @@ class Delayer:
         while not stop:
             timeout = max(0.0, self.due[0][0] - time.monotonic()) if self.due else 1.0
             for key, _ in self.selector.select(timeout):
-                self.receive(key.fileobj, *key.data)  # type: ignore[arg-type]
+                self.receive(*key.data)  # (the socket itself, as registered: key.fileobj is any file-like)
             self.release()
 
 

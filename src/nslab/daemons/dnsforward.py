@@ -337,19 +337,23 @@ class TcpRelay:
             want[self.upstream] = (0 if self.upstream_done or len(self.to_client) >= MAX_BUFFERED else read) \
                 | (write if self.to_upstream or not self.connected else 0)
         for sock, events in want.items():
-            callback = self.on_client if sock is self.client else self.on_upstream
-            before = self.registered.get(sock, 0)
-            if events == before:
-                continue
-            if not events:
-                self.forwarder.selector.unregister(sock)
-                del self.registered[sock]
-            elif before:
-                self.forwarder.selector.modify(sock, events, ("dns", callback))
-                self.registered[sock] = events
-            else:
-                self.forwarder.selector.register(sock, events, ("dns", callback))
-                self.registered[sock] = events
+            self._register(sock, events)
+
+    def _register(self, sock: socket.socket, events: int) -> None:
+        """Wait for ``events`` on ``sock`` (none: not at all), changing the selector only when they change."""
+        callback = self.on_client if sock is self.client else self.on_upstream
+        before = self.registered.get(sock, 0)
+        if events == before:
+            return
+        if not events:
+            self.forwarder.selector.unregister(sock)
+            del self.registered[sock]
+        elif before:
+            self.forwarder.selector.modify(sock, events, ("dns", callback))
+            self.registered[sock] = events
+        else:
+            self.forwarder.selector.register(sock, events, ("dns", callback))
+            self.registered[sock] = events
 
     def close(self) -> None:
         if self.closed:

@@ -196,7 +196,7 @@ def _child(spec: dict[str, Any]) -> None:
         env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"]}
         env.pop("NSLAB_STATE_DIR", None)
         os.execvpe("/bin/sh", ["sh", "-c", spec["command"]], env)
-    except BaseException as exc:  # noqa: BLE001 - report anything, then leave without running Python cleanup
+    except BaseException as exc:  # report anything, then leave without running Python cleanup
         try:
             os.write(2, f"[nslab] cannot start: {exc}\n".encode())
         finally:
@@ -351,7 +351,31 @@ class Supervisor:
         config: dict[str, Any] = files.read_json(paths.supervisor_config(self.lab)) or {}
         wanted = {spec["id"]: spec for spec in config.get("services", [])}
         kept = {s.id: s for s in self.services if wanted.get(s.id) == s.spec}
-        doomed = [s for s in self.services if s.id not in kept]
+        self._stop([s for s in self.services if s.id not in kept])
+        self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
+        for s in self.services:
+            if s.id not in kept:
+                self._start(s)
+        self._index_all()
+        old, self.config = self.config, config
+        self._restart_relays(old)
+        self.write_status()
+
+    def _restart_relays(self, old: dict[str, Any]) -> None:
+        """The DNS forwarder and the [::1] relay started again if their part of the config changed from ``old``."""
+        if self.config.get("forward") != old.get("forward"):
+            if self.forwarder is not None:
+                self.forwarder.close()
+                self.forwarder = None
+            self._start_forwarder()
+        if self.config.get("proxy") != old.get("proxy"):
+            if self.proxy is not None:
+                self.proxy.close()
+                self.proxy = None
+            self._start_proxy()
+
+    def _stop(self, doomed: list[Service]) -> None:
+        """Stop services for good (no restart) and remove their cgroups."""
         for s in doomed:
             s.restart_at, s.stopping = None, True
         process.stop_trees([s.tracker for s in doomed], reap=self.reap)
@@ -359,25 +383,6 @@ class Supervisor:
             s.note("stopped: its definition changed or it left the lab (nslab up)")
             if s.tracker.cgroup:
                 process.remove_cgroup(s.tracker.cgroup)
-        self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
-        for s in self.services:
-            if s.id not in kept:
-                self._start(s)
-        self._index_all()
-        if config.get("forward") != self.config.get("forward"):
-            if self.forwarder is not None:
-                self.forwarder.close()
-                self.forwarder = None
-            self.config = config
-            self._start_forwarder()
-        if config.get("proxy") != self.config.get("proxy"):
-            if self.proxy is not None:
-                self.proxy.close()
-                self.proxy = None
-            self.config = config
-            self._start_proxy()
-        self.config = config
-        self.write_status()
 
     def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
         kind, obj = key.data
@@ -388,7 +393,7 @@ class Supervisor:
         elif kind == "dns" and self.forwarder is not None:
             try:
                 obj(events)  # the forwarder's callback for that socket (dnsforward.py)
-            except Exception as exc:  # noqa: BLE001 - a flaw in one DNS exchange must not stop the services
+            except Exception as exc:  # a flaw in one DNS exchange must not stop the services
                 self.dns_error = f"{type(exc).__name__}: {exc}"
                 self.forwarder.drop(key.fileobj)  # that exchange ends (it would fail again at once)
                 self.write_status()

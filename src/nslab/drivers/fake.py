@@ -456,9 +456,6 @@ class FakeShaper(_Failing):
         self._call("tc")
         self.tc_lines += [(namespace, line) for line in lines]
 
-    def qdiscs(self, namespace: str | None) -> str:
-        return "\n".join(line for ns, line in self.tc_lines if ns == namespace)
-
     def nft(self, namespace: str, text: str) -> str:
         self._call("nft")
         self.tables.setdefault(namespace, []).append(text)

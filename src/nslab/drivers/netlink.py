@@ -540,7 +540,7 @@ class NetlinkKernel:
                     sock.close()
             except OSError as exc:
                 result.append(f"deleting {', '.join(names)}: {exc.strerror or exc}")
-            except Exception as exc:  # noqa: BLE001 - reported by wait(), never lost with the thread
+            except Exception as exc:  # reported by wait(), never lost with the thread
                 result.append(f"deleting {', '.join(names)}: {exc}")
 
         worker = threading.Thread(target=work, name="nslab-dellink")

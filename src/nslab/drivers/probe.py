@@ -188,6 +188,15 @@ def _send_echoes(probes: Sequence[Probe], socks: dict[str, socket.socket], ident
             outcomes[seq] = (False, f"unreachable: {os.strerror(exc.errno or errno.EHOSTUNREACH).lower()}")
 
 
+def _settle(data: bytes, at: int, ident: int, probes: Sequence[Probe], outcomes: list[Outcome | None],
+            outcome: Outcome, sender: str | None = None) -> None:
+    """Record ``outcome`` for the probe whose echo identifier and sequence number are at ``data[at:]``, when the
+    echo is ours and its probe still open (a reply also must come from the address probed: ``sender``)."""
+    rid, seq = struct.unpack_from("!HH", data, at)
+    if rid == ident and seq < len(probes) and outcomes[seq] is None and sender in (None, probes[seq][1]):
+        outcomes[seq] = outcome
+
+
 def _read_replies(sock: socket.socket, ident: int, probes: Sequence[Probe], outcomes: list[Outcome | None]) -> None:
     while True:
         try:
@@ -197,15 +206,11 @@ def _read_replies(sock: socket.socket, ident: int, probes: Sequence[Probe], outc
         ihl = (data[0] & 0x0F) * 4
         kind = data[ihl] if len(data) > ihl else -1
         if kind == ICMP_ECHO_REPLY and len(data) >= ihl + 8:
-            rid, seq = struct.unpack_from("!HH", data, ihl + 4)
-            if rid == ident and seq < len(probes) and outcomes[seq] is None and probes[seq][1] == sender:
-                outcomes[seq] = (True, "reply")
+            _settle(data, ihl + 4, ident, probes, outcomes, (True, "reply"), sender)
         elif kind == ICMP_UNREACH and len(data) >= ihl + 8 + 20 + 8:
             inner = ihl + 8 + (data[ihl + 8] & 0x0F) * 4  # the echo request quoted in the error
             if data[inner] == ICMP_ECHO:
-                rid, seq = struct.unpack_from("!HH", data, inner + 4)
-                if rid == ident and seq < len(probes) and outcomes[seq] is None:
-                    outcomes[seq] = (False, f"unreachable: ICMP from {sender}")
+                _settle(data, inner + 4, ident, probes, outcomes, (False, f"unreachable: ICMP from {sender}"))
 
 
 def _read_replies6(sock: socket.socket, ident: int, probes: Sequence[Probe],
@@ -219,13 +224,9 @@ def _read_replies6(sock: socket.socket, ident: int, probes: Sequence[Probe],
         sender = peer[0]
         kind = data[0] if data else -1
         if kind == ICMP6_ECHO_REPLY and len(data) >= 8:
-            rid, seq = struct.unpack_from("!HH", data, 4)
-            if rid == ident and seq < len(probes) and outcomes[seq] is None and probes[seq][1] == sender:
-                outcomes[seq] = (True, "reply")
+            _settle(data, 4, ident, probes, outcomes, (True, "reply"), sender)
         elif kind == ICMP6_UNREACH and len(data) >= 8 + 40 + 8 and data[8 + 40] == ICMP6_ECHO:
-            rid, seq = struct.unpack_from("!HH", data, 8 + 40 + 4)
-            if rid == ident and seq < len(probes) and outcomes[seq] is None:
-                outcomes[seq] = (False, f"unreachable: ICMPv6 from {sender}")
+            _settle(data, 8 + 40 + 4, ident, probes, outcomes, (False, f"unreachable: ICMPv6 from {sender}"))
 
 
 def _per_cell(probes: Sequence[Probe], proto: str, port: int, timeout: float) -> list[Outcome]:

@@ -328,7 +328,7 @@ class LinkInfo(Value):
 
 
 class RouteInfo(Value):
-    destination: ipaddress.IPv4Network
+    destination: ipaddress.IPv4Network | ipaddress.IPv6Network  # (the family asked for)
     gateway: str | None
     device: str
 
@@ -478,7 +478,7 @@ def routes(
         oif = struct.unpack("I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         out.append(
             RouteInfo(
-                destination=ipaddress.ip_network((dst, dst_len), strict=False),  # type: ignore[arg-type]
+                destination=ipaddress.ip_network((dst, dst_len), strict=False),
                 gateway=gateway,
                 device=names.get(oif, ""),
             )

@@ -124,12 +124,6 @@ class LiveShaper:
             where = f" in {namespace}" if namespace else ""
             raise KernelError(f"tc{where}: {result.stderr.strip() or 'failed'}")
 
-    def qdiscs(self, namespace: str | None) -> str:
-        import subprocess
-
-        argv = ["tc", *(["-n", namespace] if namespace else []), "qdisc", "show"]
-        return subprocess.run(argv, capture_output=True, text=True).stdout
-
     def nft(self, namespace: str, text: str) -> str:
         from .nftables import Nft
 

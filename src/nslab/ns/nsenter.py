@@ -390,7 +390,7 @@ def _spawn_from_thread(
     def body() -> None:
         try:
             outcome.append(spawn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+        except BaseException as exc:  # handed to the caller, raised there
             outcome.append(exc)
 
     thread = threading.Thread(target=body, name=name, daemon=True)
@@ -417,8 +417,8 @@ def _spawn_from_thread(
 def _load_user_modules() -> None:
     """``pwd``/``grp`` come from this machine's Python: import them before entering another filesystem
     (``--mount-from``), where ``grp``'s shared object would be looked up in the target's files."""
-    import grp  # noqa: F401
-    import pwd  # noqa: F401
+    for name in ("grp", "pwd"):
+        __import__(name)
 
 
 def run_in_target(
@@ -426,7 +426,7 @@ def run_in_target(
     argv: Sequence[str],
     options: ExecOptions | None = None,
     *,
-    input: str | bytes | None = None,  # noqa: A002 - the subprocess.run name
+    input: str | bytes | None = None,  # (subprocess.run's name for it)
     timeout: float | None = None,
     check: bool = False,
     capture_output: bool = False,

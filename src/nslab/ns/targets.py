@@ -162,6 +162,25 @@ def resolve(text: str) -> Target:
     return Target(text, f"path {path}", path)
 
 
+def _owner(lab_name: str, host: str) -> state.LabState:
+    """The recorded lab that has ``host``: lab ``lab_name``, or ("") the one lab that is up with that host."""
+    if lab_name:
+        recorded = state.LabState.load(lab_name)
+        if recorded is None:
+            raise TargetError(f"no lab '{lab_name}' is up")
+        if host not in recorded.lab.hosts:
+            known = ", ".join(recorded.lab.hosts) or "none"
+            raise TargetError(f"lab '{lab_name}' has no host '{host}' (hosts: {known})")
+        return recorded
+    owners = [s for s in state.all_states() if host in s.lab.hosts]
+    if not owners:
+        raise TargetError(f"no lab that is up has a host '{host}' (targets: {USAGE})")
+    if len(owners) > 1:
+        names = ", ".join(s.lab.name for s in owners)
+        raise TargetError(f"host '{host}' is in several labs ({names}): write LAB/{host}")
+    return owners[0]
+
+
 def lab_host(text: str) -> Target:
     """``[LAB/]HOST`` of a lab that is up; HOST alone must be unique among them."""
     if not text or text.count("/") > 1:
@@ -179,22 +198,8 @@ def lab_host(text: str) -> Target:
             lab=lab_name,
             host=host,
         )
-    if lab_name:
-        recorded = state.LabState.load(lab_name)
-        if recorded is None:
-            raise TargetError(f"no lab '{lab_name}' is up")
-        if host not in recorded.lab.hosts:
-            known = ", ".join(recorded.lab.hosts) or "none"
-            raise TargetError(f"lab '{lab_name}' has no host '{host}' (hosts: {known})")
-    else:
-        owners = [s for s in state.all_states() if host in s.lab.hosts]
-        if not owners:
-            raise TargetError(f"no lab that is up has a host '{host}' (targets: {USAGE})")
-        if len(owners) > 1:
-            names = ", ".join(s.lab.name for s in owners)
-            raise TargetError(f"host '{host}' is in several labs ({names}): write LAB/{host}")
-        recorded = owners[0]
-        lab_name = recorded.lab.name
+    recorded = _owner(lab_name, host)
+    lab_name = recorded.lab.name
     namespace = recorded.lab.hosts[host].namespace
     made = recorded.lab.hosts[host].container
     if made is not None:  # a container host: all of the container (its files, hostname), as docker exec

@@ -177,12 +177,7 @@ def expected6(lab: Lab, records: Mapping[str, Any], source: str, target: str) ->
     src = lab.hosts[source]
     down = down_interfaces(lab, records)
     if target == OUTSIDE:
-        for i in src.interfaces:
-            net = lab.networks[i.network] if i.network else None
-            if (net is not None and i.address6 and not net.internal and (source, i.name) not in down
-                    and net.gateway6 is not None and net.gateway6.ip == src.gateway6):
-                return True
-        return False
+        return _outside6(lab, source, down)
     from ..core.features import partitions
 
     if partitions.cut(lab, records.get(partitions.KEY), source, target):
@@ -192,6 +187,18 @@ def expected6(lab: Lab, records: Mapping[str, Any], source: str, target: str) ->
         peer = dst.interface_on(i.network) if i.network else None
         if (peer is not None and i.address6 and peer.address6 and (source, i.name) not in down
                 and (target, peer.name) not in down):
+            return True
+    return False
+
+
+def _outside6(lab: Lab, source: str, down: set[tuple[str, str]]) -> bool:
+    """Whether ``source`` reaches the outside over IPv6: an interface that is up, with IPv6, on a NAT network
+    whose IPv6 gateway is the host's."""
+    src = lab.hosts[source]
+    for i in src.interfaces:
+        net = lab.networks[i.network] if i.network else None
+        if (net is not None and i.address6 and not net.internal and (source, i.name) not in down
+                and net.gateway6 is not None and net.gateway6.ip == src.gateway6):
             return True
     return False
 
@@ -211,7 +218,6 @@ def check(
     """Probe lab ``name`` (rows: every host, or ``source``) and compare each cell with :func:`expected`
     (over IPv6 with ``ipv6``: :func:`expected6`)."""
     from ..core import state
-    from ..drivers import Drivers as _Drivers
 
     proto, number = parse_port(port)
     st = state.LabState.load(name)
@@ -220,21 +226,28 @@ def check(
     lab = st.lab
     if source is not None and source not in lab.hosts:
         raise TargetError(f"lab '{name}' has no host '{source}' (it has: {', '.join(lab.hosts) or 'none'})")
-    own = drivers is None
-    drivers = drivers or _Drivers.live()
-    try:
-        gateway: Any = drivers.kernel.default_gateway6() if ipv6 else drivers.kernel.default_gateway()
-        if gateway is not None and gateway.version == 6 and gateway.is_link_local:
-            gateway = None  # not reachable by address from a lab host
-    finally:
-        if own:
-            drivers.close()
+    gateway = _machine_gateway(drivers, ipv6)
     rows = [source] if source else list(lab.hosts)
     columns = list(lab.hosts) + ([OUTSIDE] if gateway else [])
     cells = _plan_cells(lab, st.extra, rows, columns, str(gateway) if gateway else None, ipv6)
     _probe(lab, cells, proto, number, prober, timeout)
     label = proto if number is None else f"{proto}/{number}"
     return Matrix(name, label, rows, columns, str(gateway) if gateway else None, cells)
+
+
+def _machine_gateway(drivers: Drivers | None, ipv6: bool) -> Any:
+    """The machine's default gateway (IPv6 with ``ipv6``): the outside the lab's NAT hosts are probed towards;
+    None without one, or when it is link-local (not reachable by address from a lab host)."""
+    from ..drivers import Drivers as _Drivers
+
+    own = drivers is None
+    drivers = drivers or _Drivers.live()
+    try:
+        gateway: Any = drivers.kernel.default_gateway6() if ipv6 else drivers.kernel.default_gateway()
+    finally:
+        if own:
+            drivers.close()
+    return None if gateway is not None and gateway.version == 6 and gateway.is_link_local else gateway
 
 
 def _plan_cells(lab: Lab, records: Mapping[str, Any], rows: Sequence[str], columns: Sequence[str],

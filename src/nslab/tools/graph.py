@@ -255,7 +255,7 @@ def serve(lab: str | None, bind: str, port: int, ready: Callable[[str], None] | 
     from ..core.lifecycle import status
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        def do_GET(self) -> None:  # (http.server's name)
             path = self.path.split("?", 1)[0]
             if path == "/status.json":
                 body, kind = json.dumps(status(lab)).encode(), "application/json"
@@ -271,7 +271,7 @@ def serve(lab: str | None, bind: str, port: int, ready: Callable[[str], None] | 
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:  # quiet (the argument: http.server's name)
             return
 
     with ThreadingHTTPServer((bind, port), Handler) as server:

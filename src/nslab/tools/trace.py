@@ -31,7 +31,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import EnvironmentProblem, TargetError, UserError
 from ..ns.targets import Target
@@ -137,16 +137,20 @@ def explain(events: Iterable[TraceEvent], own_table: str = "") -> list[Explanati
             item = current[event.scope] = Explanation()
             packets.append(item)
         item.events.append(event)
-        if item.dropped:
-            continue
-        verdict = _first_word(event.verdict)
-        if event.kind == "rule" and _REWRITE.search(event.text):
-            item.rewrites.append(f"rewritten by {name_rule(event)}: {event.text}")
-        if event.kind == "rule" and verdict in DROPS:
-            item.dropped_by = f"dropped by {name_rule(event)}"
-        elif event.kind == "policy" and verdict in DROPS:
-            item.dropped_by = f"dropped by the policy ({verdict}) of chain {event.where}"
+        if not item.dropped:
+            _note(item, event)
     return [item for item in packets if item.events]
+
+
+def _note(item: Explanation, event: TraceEvent) -> None:
+    """What ``event`` did to the packet ``item`` follows: a rewrite (NAT), a drop by a rule or a policy."""
+    verdict = _first_word(event.verdict)
+    if event.kind == "rule" and _REWRITE.search(event.text):
+        item.rewrites.append(f"rewritten by {name_rule(event)}: {event.text}")
+    if event.kind == "rule" and verdict in DROPS:
+        item.dropped_by = f"dropped by {name_rule(event)}"
+    elif event.kind == "policy" and verdict in DROPS:
+        item.dropped_by = f"dropped by the policy ({verdict}) of chain {event.where}"
 
 
 def _step(event: TraceEvent, hooks: dict[tuple[str, str, str], str]) -> str:
@@ -255,19 +259,7 @@ def parse_destination(text: str) -> tuple[str, int, str]:
     base, slash, suffix = text.rpartition("/")
     if slash and suffix in PROTOCOLS:
         text, proto = base, suffix
-    if text.startswith("[") and "]" in text:
-        inner, _, rest = text[1:].partition("]")
-        text, port_text = inner, rest.removeprefix(":")
-        head, colon, tail = inner, ":" if port_text else "", port_text
-    elif ":" in text and is_address(text):  # a bare IPv6 address: no port
-        head, colon, tail = text, "", ""
-    else:
-        head, colon, tail = text.rpartition(":")
-    port = 0
-    if colon and tail.isdigit():
-        text, port = head, int(tail)
-        if not 0 < port < 65536:
-            raise UserError(f"{tail}: not a port (1-65535)")
+    text, port = _split_port(text)
     if not text:
         raise UserError("trace: no destination")
     proto = proto or ("tcp" if port else "icmp")
@@ -276,6 +268,23 @@ def parse_destination(text: str) -> tuple[str, int, str]:
     if proto == "icmp" and port:
         raise UserError(f"{text}: an ICMP probe has no port")
     return text, port, proto
+
+
+def _split_port(text: str) -> tuple[str, int]:
+    """``DST[:PORT]`` (``[IPV6]:PORT``) -> ``(DST, PORT)``, 0 without a port."""
+    if text.startswith("[") and "]" in text:
+        inner, _, rest = text[1:].partition("]")
+        text, port_text = inner, rest.removeprefix(":")
+        head, colon, tail = inner, ":" if port_text else "", port_text
+    elif ":" in text and is_address(text):  # a bare IPv6 address: no port
+        head, colon, tail = text, "", ""
+    else:
+        head, colon, tail = text.rpartition(":")
+    if not (colon and tail.isdigit()):
+        return text, 0
+    if not 0 < int(tail) < 65536:
+        raise UserError(f"{tail}: not a port (1-65535)")
+    return head, int(tail)
 
 
 def is_address(text: str) -> bool:
@@ -291,14 +300,17 @@ def is_address(text: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _in_scope(target: Target | None, work: Callable[[], Any]) -> Any:
+T = TypeVar("T")
+
+
+def _in_scope(target: Target | None, work: Callable[[], T]) -> T:
     """Run ``work`` in the target's network namespace (a short-lived thread), or here for the machine."""
     if target is None:
         return work()
     from .. import linux
     from ..ns import nsenter
 
-    def inside() -> Any:
+    def inside() -> T:
         with nsenter.enter(target):
             return work()
 
@@ -307,7 +319,7 @@ def _in_scope(target: Target | None, work: Callable[[], Any]) -> Any:
 
 def _run(target: Target | None, argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        return _in_scope(target, lambda: subprocess.run(argv, capture_output=True, text=True, timeout=10))  # type: ignore[no-any-return]
+        return _in_scope(target, lambda: subprocess.run(argv, capture_output=True, text=True, timeout=10))
     except FileNotFoundError:
         raise EnvironmentProblem(f"trace needs '{argv[0]}' on the machine") from None
 
@@ -415,7 +427,7 @@ class _Monitor:
 def _nft(target: Target | None, text: str, json_output: bool = False) -> str:
     from ..drivers.nftables import Nft
 
-    return _in_scope(target, lambda: Nft().run(text, json_output=json_output))  # type: ignore[no-any-return]
+    return _in_scope(target, lambda: Nft().run(text, json_output=json_output))
 
 
 @dataclass
@@ -630,6 +642,6 @@ def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceR
     for _, target in scopes:
         try:
             result.hooks.update(hooks_of(_nft(target, "list chains", json_output=True)))
-        except Exception:  # noqa: BLE001 - hook names are a nicety
+        except Exception:  # hook names are a nicety
             pass
     return result

@@ -320,14 +320,7 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
     """Every container labelled with the lab (by the record, the recorded lab and Docker's label filter)."""
     record = ContainersRecord.from_json(ctx.record)
     hosts = tuple(h for h in (ctx.lab.hosts.values() if ctx.lab else ()) if h.container is not None)
-    names = {h.container.name for h in hosts if h.container is not None}
-    extra = set(record.hosts.values()) - names
-    if hosts or record.hosts or record.connected or (ctx.lab is None and _docker_answers()):
-        try:
-            for entry in ctx.drivers.docker.labelled({LAB_LABEL: ctx.name}):
-                extra |= {n.lstrip("/") for n in entry.get("Names") or []} - names
-        except NslabError:
-            pass  # Docker is gone: the recorded names are tried (and fail, each reported)
+    extra = _others(ctx, record, hosts)
     before: list[Action] = []
     if record.connected:
         before.append(Disconnect(tuple(e["veth"] for e in record.connected)))
@@ -335,6 +328,25 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
         lab = ctx.lab if ctx.lab is not None else _empty(ctx.name)
         before.append(RemoveContainers(lab, hosts, tuple(sorted(extra))))
     return FeaturePlan(before=before)
+
+
+def _others(ctx: DownContext, record: ContainersRecord, hosts: tuple[Host, ...]) -> set[str]:
+    """The lab's containers that are not its hosts' now: recorded ones and those with the lab's label."""
+    names = {h.container.name for h in hosts if h.container is not None}
+    extra = set(record.hosts.values()) - names
+    if hosts or record.hosts or record.connected or (ctx.lab is None and _docker_answers()):
+        extra |= _labelled(ctx) - names
+    return extra
+
+
+def _labelled(ctx: DownContext) -> set[str]:
+    """The names of the containers Docker has with the lab's label (none when Docker is gone: the recorded
+    names are tried then, and fail, each reported)."""
+    try:
+        return {n.lstrip("/") for entry in ctx.drivers.docker.labelled({LAB_LABEL: ctx.name})
+                for n in entry.get("Names") or []}
+    except NslabError:
+        return set()
 
 
 def _docker_answers() -> bool:

@@ -305,27 +305,34 @@ def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers
     actions: list[Action] = []
     for name in sorted(set(old.hosts) | set(new.hosts)):
         host = lab.hosts.get(name)
-        if host is None:
-            continue  # gone with its namespace
-        before = {} if name in fresh else old.hosts.get(name, {})
-        after = new.hosts.get(name, {})
-        if before == after:
-            continue
-        table, old_table = render_table(lab.name, host, after), render_table(lab.name, host, before)
-        if table != old_table:
-            actions.append(HostTable(host.namespace, TABLE, table, old_table, f"impairments of {name}"))
-        queued, old_queued = render_queues(lab.name, host, after, netem), render_queues(lab.name, host, before, netem)
-        if queued != old_queued:
-            dual = any(i.address6 for i in host.interfaces)
-            actions.append(SetQueues(host.namespace, queued, old_queued, dual))
-        q_new, q_old = render_qdiscs(lab, host, after, netem), render_qdiscs(lab, host, before, netem)
-        ends = sorted(set(q_new) | set(q_old), key=str)
-        if any(q_new.get(k, "") != q_old.get(k, "") for k in ends):
-            actions.append(SetQdiscs(tuple((ns, dev, q_new.get((ns, dev), "")) for ns, dev in ends),
-                                     tuple((ns, dev, q_old.get((ns, dev), "")) for ns, dev in ends)))
+        if host is not None:  # (else gone with its namespace)
+            before = {} if name in fresh else old.hosts.get(name, {})
+            actions += _host_change(lab, host, before, new.hosts.get(name, {}), netem)
     if queues != old_queues or (queues and not running):
         delayer = SetDelayer(lab.name, queues, old_queues if running else ())
         actions = [delayer, *actions] if queues else [*actions, delayer]
+    return actions
+
+
+def _host_change(lab: Lab, host: Host, before: dict[str, Entry], after: dict[str, Entry],
+                 netem: bool) -> list[Action]:
+    """The actions that take one host's impairments from ``before`` to ``after`` (by interface): its nft
+    table, its NFQUEUE rules (for the delayer) and the qdiscs on its veth ends."""
+    if before == after:
+        return []
+    actions: list[Action] = []
+    table, old_table = render_table(lab.name, host, after), render_table(lab.name, host, before)
+    if table != old_table:
+        actions.append(HostTable(host.namespace, TABLE, table, old_table, f"impairments of {host.name}"))
+    queued, old_queued = render_queues(lab.name, host, after, netem), render_queues(lab.name, host, before, netem)
+    if queued != old_queued:
+        dual = any(i.address6 for i in host.interfaces)
+        actions.append(SetQueues(host.namespace, queued, old_queued, dual))
+    q_new, q_old = render_qdiscs(lab, host, after, netem), render_qdiscs(lab, host, before, netem)
+    ends = sorted(set(q_new) | set(q_old), key=str)
+    if any(q_new.get(k, "") != q_old.get(k, "") for k in ends):
+        actions.append(SetQdiscs(tuple((ns, dev, q_new.get((ns, dev), "")) for ns, dev in ends),
+                                 tuple((ns, dev, q_old.get((ns, dev), "")) for ns, dev in ends)))
     return actions
 
 

@@ -213,19 +213,25 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
         return plan
     config = _config(lab.name, services, forward, current.get("cgroup"), current, proxy)
     record.supervisor = current
-    if _same(config, current):
-        return plan
-    # Services that change, or whose host the wiring recreates, stop before the wiring changes; the rest run on.
+    if not _same(config, current):
+        _plan_reload(ctx, plan, current, config, record)
+    return plan
+
+
+def _plan_reload(ctx: UpContext, plan: FeaturePlan, current: Supervisor, config: Supervisor,
+                 record: ServicesRecord) -> None:
+    """The running supervisor from ``current`` to ``config``: services that change, or whose host the wiring
+    recreates, stop before the wiring changes (``before``); the rest run on; the new ones start ``after``."""
+    name = ctx.lab.name
     old = {s["id"]: s for s in current.get("services", [])}
     new = {s["id"]: s for s in config["services"]}
     staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in ctx.recreated]
     interim = {**_strip(current), "services": staying}
     interim["hash"] = _digest(staying, interim.get("forward"), interim.get("proxy"))
     if not _same(interim, current):
-        plan.before.append(ReloadServices(lab.name, current, interim, record))
+        plan.before.append(ReloadServices(name, current, interim, record))
         current = {**interim, "pid": current.get("pid"), "start": current.get("start")}
-    plan.after.append(ReloadServices(lab.name, current, config, record))
-    return plan
+    plan.after.append(ReloadServices(name, current, config, record))
 
 
 def _strip(record: Supervisor) -> Supervisor:

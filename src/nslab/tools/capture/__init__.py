@@ -103,7 +103,6 @@ def line_sink(emit: Callable[[str], None]) -> Sink:
 class Result:
     def __init__(self) -> None:
         self.packets = 0
-        self.kernel_packets = 0
         self.drops = 0
 
 
@@ -133,8 +132,6 @@ def run(sources: Sequence[Source], sink: Sink, count: int = 0, duration: float =
         pass
     finally:
         for source in sources:
-            packets, drops = source.sock.statistics()
-            result.kernel_packets += packets
-            result.drops += drops
+            result.drops += source.sock.drops()
             source.sock.close()
     return result

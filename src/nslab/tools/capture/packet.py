@@ -29,7 +29,7 @@ SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
-ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE = 1, 772, 65534
+ARPHRD_ETHER, ARPHRD_NONE = 1, 65534
 RECEIVE_BUFFER = 8 << 20
 SNAPLEN = 262144
 
@@ -74,11 +74,11 @@ class PacketSocket:
                 stamp = seconds * 1_000_000_000 + nanos
         return data, stamp, address[0], address[2] == PACKET_OUTGOING, address[3]
 
-    def statistics(self) -> tuple[int, int]:
-        """``(packets, drops)`` the kernel counted since the last call (PACKET_STATISTICS resets them)."""
+    def drops(self) -> int:
+        """The packets the kernel dropped since the last call (PACKET_STATISTICS resets its counters)."""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
-        packets, drops = struct.unpack("II", raw)
-        return packets, drops
+        _packets, drops = struct.unpack("II", raw)
+        return int(drops)
 
     def close(self) -> None:
         self.sock.close()

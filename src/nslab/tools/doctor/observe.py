@@ -21,6 +21,7 @@ from ...paths import etc_netns_dir
 if TYPE_CHECKING:
     from ...core.state import LabState
     from ...drivers import Drivers
+    from ...model import Host, Interface
     from ...ns.targets import Target
 
 
@@ -142,6 +143,19 @@ def _inside(view: NsView) -> None:
     view.rp_filter = {name: _sysctl_int(f"net.ipv4.conf.{name}.rp_filter")
                       for name in ["all", "default", *(lk.name for lk in view.links)]}
     view.udp53 = procfs.udp_local_addresses(53)
+    _ask_gateways(view)
+    for server in view.nameservers:
+        address = ipaddress.ip_address(server) if _is_address(server) else None
+        if address is None or (address.is_loopback and not view.udp53 & {server, "0.0.0.0"}):
+            continue
+        view.dns_answers[server] = probes.dns(server)
+
+
+def _ask_gateways(view: NsView) -> None:
+    """One ARP request to each gateway of the namespace's routes (over an interface that is up, from its
+    IPv4 address): whether the next hop answers."""
+    from ...drivers import probes
+
     by_name = {lk.name: lk for lk in view.links}
     for route in view.routes:
         link = by_name.get(route.device)
@@ -150,11 +164,6 @@ def _inside(view: NsView) -> None:
         source = next((str(a.ip) for a in link.addresses if a.version == 4), None)
         if source is not None:
             view.gateway_arp[route.gateway] = (route.device, probes.arp(route.device, source, route.gateway))
-    for server in view.nameservers:
-        address = ipaddress.ip_address(server) if _is_address(server) else None
-        if address is None or (address.is_loopback and not view.udp53 & {server, "0.0.0.0"}):
-            continue
-        view.dns_answers[server] = probes.dns(server)
 
 
 def _is_address(text: str) -> bool:
@@ -210,18 +219,23 @@ def _lab_mtus(st: LabState, machine_links: list[LinkInfo], hosts: dict[str, NsVi
         for h in st.lab.hosts.values():
             inside = {lk.name: lk for lk in hosts[h.name].links} if h.name in hosts else {}
             for iface in h.interfaces:
-                if iface.network != n.name:
-                    continue
-                port = by_name.get(iface.host_veth or "")
-                if port is not None and port.mtu:
-                    sizes[f"port {port.name}"] = port.mtu
-                    view.mtu_commands[f"port {port.name}"] = f"ip link set {port.name} mtu {{mtu}}"
-                if iface.name in inside and inside[iface.name].mtu:
-                    where = f"{h.name}:{iface.name}"
-                    sizes[where] = inside[iface.name].mtu
-                    view.mtu_commands[where] = f"ip -n {h.namespace} link set {iface.name} mtu {{mtu}}"
+                if iface.network == n.name:
+                    _veth_mtus(h, iface, by_name, inside, sizes, view)
         if sizes:
             view.mtus[n.name] = sizes
+
+
+def _veth_mtus(host: Host, iface: Interface, machine: dict[str, LinkInfo], inside: dict[str, LinkInfo],
+               sizes: dict[str, int], view: LabView) -> None:
+    """The MTU of both ends of one host's veth: the bridge port on the machine and the interface inside."""
+    port = machine.get(iface.host_veth or "")
+    if port is not None and port.mtu:
+        sizes[f"port {port.name}"] = port.mtu
+        view.mtu_commands[f"port {port.name}"] = f"ip link set {port.name} mtu {{mtu}}"
+    if iface.name in inside and inside[iface.name].mtu:
+        where = f"{host.name}:{iface.name}"
+        sizes[where] = inside[iface.name].mtu
+        view.mtu_commands[where] = f"ip -n {host.namespace} link set {iface.name} mtu {{mtu}}"
 
 
 def observe_machine(drivers: Drivers, labs: list[LabState], hosts: dict[str, NsView]) -> MachineView:

@@ -138,6 +138,12 @@ def _host_dns(host: Host, upstream: Upstream) -> HostDns:
     explicit, search_override = host.dns.nameservers, host.dns.search
     if explicit is not None:
         return HostDns(explicit, search_override or (), via="lab file")
+    return _machine_dns(host, upstream, search_override)
+
+
+def _machine_dns(host: Host, upstream: Upstream, search_override: tuple[str, ...] | None) -> HostDns:
+    """A host's resolvers when the lab file names none: the machine's (through a forwarder when they are
+    stubs on the machine's loopback), none without a NAT network."""
     if host.gateway is None:
         return HostDns((), search_override or (), via="none: no NAT network (lab names only)")
     search = search_override if search_override is not None else upstream.search
@@ -195,12 +201,16 @@ class HostsFiles:
         self.v6 = {str(i.address.ip): str(i.address6.ip) for h in lab.hosts.values() for i in h.interfaces
                    if i.address6}
         for h in lab.hosts.values():
-            addresses = [(i, str(i.address.ip)) for i in h.interfaces]
-            self.on_networks[h.name] = [(i.network, a) for i, a in addresses if i.network]
-            self.on_links[h.name] = [(i.link, a) for i, a in addresses if i.link is not None]
-            nat = next((a for i, a in addresses if i.network and not lab.networks[i.network].internal), None)
-            self.fallback[h.name] = nat or (addresses[0][1] if addresses else None)
+            self._place(h)
         self._views: dict[tuple[frozenset[str], frozenset[int]], tuple[list[str], dict[str, int]]] = {}
+
+    def _place(self, h: Host) -> None:
+        """Note where ``h`` can be reached: on each network, on each link, and from elsewhere (NAT first)."""
+        addresses = [(i, str(i.address.ip)) for i in h.interfaces]
+        self.on_networks[h.name] = [(i.network, a) for i, a in addresses if i.network]
+        self.on_links[h.name] = [(i.link, a) for i, a in addresses if i.link is not None]
+        nat = next((a for i, a in addresses if i.network and not self.lab.networks[i.network].internal), None)
+        self.fallback[h.name] = nat or (addresses[0][1] if addresses else None)
 
     def _view(self, me: Host) -> tuple[list[str], dict[str, int]]:
         """The lines naming every host as ``me`` reaches it (``me`` included), and each host's position."""

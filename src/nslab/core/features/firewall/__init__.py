@@ -287,6 +287,18 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
     picked, picked_from = _pick_ports(ctx, old, want, others)
     records = {**others, lab.name: want}
     seen = Observed.from_ruleset(drivers.nft.ruleset())
+    actions = _plan_forwarding(drivers, records)
+    want.route_localnet = _plan_route_localnet(ctx, old, want, actions)
+    if not _ruleset_up_to_date(lab.name, old, want, records, seen):
+        actions.append(LoadRuleset(records, {**others, lab.name: old}, seen, tuple(picked), picked_from))
+    actions += _plan_hairpin(ctx, old, want)
+    want.docker_user = seen.docker_user
+    want.warnings = warnings(seen, records)
+    return FeaturePlan(after=actions, record=want)
+
+
+def _plan_forwarding(drivers: Drivers, records: Mapping[str, FirewallRecord]) -> list[Action]:
+    """ip_forward (and IPv6 forwarding where the machine has it) on while any lab needs it."""
     actions: list[Action] = []
     if any(r.needs_forwarding() for r in records.values()):
         current = drivers.sysctl.read(IP_FORWARD)
@@ -296,22 +308,32 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
         current = drivers.sysctl.read(IP6_FORWARD)
         if current != "1":
             actions.append(EnableForwarding(current, IP6_FORWARD))
-    want.route_localnet = _plan_route_localnet(ctx, old, want, actions)
-    up_to_date = old.same_rules(want) and seen.table_exists == want.loaded and seen.docker_user == old.docker_user
-    up_to_date = up_to_date and lab_chains(lab.name, want) <= seen.chains  # chains deleted by hand: reload
-    if seen.docker_user6:  # Docker's IPv6 DOCKER-USER: our accept rules there match the dual-stack networks
-        up_to_date = up_to_date and bool(seen.our_docker_rules6) == bool(docker_user_rules(records, DOCKER_USER6))
-    if not up_to_date or (not seen.table_exists and any(r.loaded for r in others.values())):
-        actions.append(LoadRuleset(records, {**others, lab.name: old}, seen, tuple(picked), picked_from))
+    return actions
+
+
+def _ruleset_up_to_date(
+    name: str, old: FirewallRecord, want: FirewallRecord, records: Mapping[str, FirewallRecord], seen: Observed
+) -> bool:
+    """Whether the loaded ruleset already is what ``records`` render to (else it is loaded again)."""
+    if not old.same_rules(want) or seen.table_exists != want.loaded or seen.docker_user != old.docker_user:
+        return False
+    if not lab_chains(name, want) <= seen.chains:  # chains deleted by hand: reload
+        return False
+    # Docker's IPv6 DOCKER-USER: our accept rules there match the dual-stack networks
+    if seen.docker_user6 and bool(seen.our_docker_rules6) != bool(docker_user_rules(records, DOCKER_USER6)):
+        return False
+    # our table gone (flushed by hand) while other labs need it
+    return seen.table_exists or not any(r.loaded for n, r in records.items() if n != name)
+
+
+def _plan_hairpin(ctx: UpContext, old: FirewallRecord, want: FirewallRecord) -> list[Action]:
+    """Hairpin on the bridge ports of publishing hosts (again on recreated ones), off where no longer needed."""
+    lab = ctx.lab
     want.hairpin = _hairpin_ports(lab, want)
     recreated_ports = {i.host_veth for h in ctx.recreated if h in lab.hosts for i in lab.hosts[h].interfaces}
     on = tuple(p for p in want.hairpin if p not in old.hairpin or p in recreated_ports)
     off = tuple(p for p in old.hairpin if p not in want.hairpin)
-    if on or off:
-        actions.append(SetHairpin(on, off))
-    want.docker_user = seen.docker_user
-    want.warnings = warnings(seen, records)
-    return FeaturePlan(after=actions, record=want)
+    return [SetHairpin(on, off)] if on or off else []
 
 
 def _plan_route_localnet(

@@ -46,27 +46,48 @@ def pick_ports(
     wanted = {i for i, p in enumerate(ports) if p.picked and p.host_port == 0}
     if not wanted:
         return ports
-    low, high, reserved = ephemeral
     taken: dict[str, set[int]] = {"tcp": set(), "udp": set()}
     for p in [*foreign, *(p for p in ports if not p.picked)]:
         taken.setdefault(p.proto, set()).add(p.host_port)
+    chosen = _keep_previous(ports, wanted, previous, taken)
+    chosen.update(_pick_free(ports, wanted - set(chosen), taken, bound, ephemeral))
+    return [_with_port(p, chosen[i]) if i in chosen else p for i, p in enumerate(ports)]
+
+
+def _keep_previous(
+    ports: list[PublishedPort], wanted: set[int], previous: Iterable[PublishedPort], taken: dict[str, set[int]]
+) -> dict[int, int]:
+    """The picks of the last ``up`` that are still free (index in ``ports`` -> host port), marked taken.
+
+    Done before any new pick: a new entry must not take one of them."""
     kept: dict[Key, list[int]] = {}
     for p in previous:
         if p.picked and p.host_port:
             kept.setdefault(_key(p), []).append(p.host_port)
-    chosen: dict[int, int] = {}  # index in ports -> its host port
-    for i, p in enumerate(ports):  # the picks of the last up first: a new entry must not take one of them
-        old = kept.get(_key(p)) if i in wanted else None
-        while old:
-            port = old.pop(0)
-            if port not in taken[p.proto]:
-                chosen[i] = port
-                taken[p.proto].add(port)
-                break
+    chosen: dict[int, int] = {}
+    for i in sorted(wanted):
+        p = ports[i]
+        port = next((n for n in kept.get(_key(p), []) if n not in taken[p.proto]), None)
+        if port is not None:
+            kept[_key(p)].remove(port)
+            chosen[i] = port
+            taken[p.proto].add(port)
+    return chosen
+
+
+def _pick_free(
+    ports: list[PublishedPort],
+    wanted: set[int],
+    taken: dict[str, set[int]],
+    bound: Callable[[str], set[int]],
+    ephemeral: tuple[int, int, frozenset[int]],
+) -> dict[int, int]:
+    """The lowest free port of the ephemeral range for each of ``wanted`` (index in ``ports``), marked taken."""
+    low, high, reserved = ephemeral
     in_use: dict[str, set[int]] = {}
-    for i, p in enumerate(ports):
-        if i not in wanted or i in chosen:
-            continue
+    chosen: dict[int, int] = {}
+    for i in sorted(wanted):
+        p = ports[i]
         if p.proto not in in_use:
             in_use[p.proto] = bound(p.proto)
         free = next((n for n in range(low, high + 1)
@@ -76,7 +97,7 @@ def pick_ports(
                                 f"to publish '{p.spec}' on")
         chosen[i] = free
         taken[p.proto].add(free)
-    return [_with_port(p, chosen[i]) if i in chosen else p for i, p in enumerate(ports)]
+    return chosen
 
 
 def newly_picked(ports: list[PublishedPort], previous: Iterable[PublishedPort]) -> list[PublishedPort]:

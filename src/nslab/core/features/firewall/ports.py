@@ -47,20 +47,9 @@ class _Checker(Value):
         except publish.PublishSyntaxError as exc:
             self.add(loc, str(exc))
             return
-        host = self.lab.hosts.get(host_name)
-        if host is not None and not any(i.network for i in host.interfaces):
-            self.add(loc, f"host '{host_name}' is on no network: a published port needs one to lead to")
-            return
-        first = mappings[0]
-        known = self.machine.addresses
-        if known is not None and isinstance(first.host_ip, IPv4Addr) and not first.any_address \
-                and first.host_ip not in publish.LOOPBACK and first.host_ip not in known:
-            self.add(loc, f"HOST_IP {first.host_ip} is not an address of this machine")
-            return
-        if host is not None and 6 in first.families() and not first.both \
-                and not any(i.address6 for i in host.interfaces if i.network):
-            self.add(loc, f"HOST_IP {first.host_ip} is IPv6 but host '{host_name}' has no IPv6 "
-                          "(give its network ipv6: true or a subnet6)")
+        problem = self.unreachable(host_name, mappings[0])
+        if problem:
+            self.add(loc, problem)
             return
         for m in mappings:
             clash = self.clash(m)
@@ -68,6 +57,21 @@ class _Checker(Value):
                 self.add(loc, clash)
                 break
         self.claimed += [(m, field_path(loc)) for m in mappings]
+
+    def unreachable(self, host_name: str, first: publish.Mapping) -> str | None:
+        """Why the entry whose first mapping is ``first`` cannot lead to host ``host_name``, or None."""
+        host = self.lab.hosts.get(host_name)
+        if host is not None and not any(i.network for i in host.interfaces):
+            return f"host '{host_name}' is on no network: a published port needs one to lead to"
+        known = self.machine.addresses
+        if known is not None and isinstance(first.host_ip, IPv4Addr) and not first.any_address \
+                and first.host_ip not in publish.LOOPBACK and first.host_ip not in known:
+            return f"HOST_IP {first.host_ip} is not an address of this machine"
+        if host is not None and 6 in first.families() and not first.both \
+                and not any(i.address6 for i in host.interfaces if i.network):
+            return (f"HOST_IP {first.host_ip} is IPv6 but host '{host_name}' has no IPv6 "
+                    "(give its network ipv6: true or a subnet6)")
+        return None
 
     def clash(self, m: publish.Mapping) -> str | None:
         """Why host port ``m`` cannot be had (the first reason), or None."""
