@@ -175,29 +175,32 @@ class Lab:
         self.down()
 
     # --- impairments and partitions (faults.py) ---------------------------------------------------------
-    def impair(self, host: str, iface: str | None = None, *, loss: float | str | None = None,
-               rate: int | str | None = None, delay: float | str | None = None, jitter: float | str | None = None,
-               direction: str = "out", clear: bool = False) -> None:
-        """Impair ``host``'s interface (default: its first, ``eth0``): ``loss`` in percent (``30`` or ``"30%"``),
-        ``rate`` (``"10mbit"``), ``delay``/``jitter`` in ms (``50`` or ``"50ms"``), in ``direction`` "out" (what the
-        host sends; the default), "in" (what it receives) or "both". ``clear=True`` removes it (every interface
-        when ``iface`` is None)."""
+    def impair(self, host: str, iface: str | None = None, *, direction: str | None = None,
+               clear: bool | str | Sequence[str] = False, duration: float | str | None = None,
+               **amounts: float | int | str | None) -> str:
+        """Impair ``host``'s interface (default: its first, ``eth0``) with ``amounts``: ``loss``, ``duplicate``,
+        ``reorder``, ``corrupt`` in percent (``30`` or ``"30%"``), ``rate`` (``"10mbit"``), ``delay``/``jitter`` in
+        ms (``50`` or ``"50ms"``), in ``direction`` "out" (what the host sends; the default), "in" (everything it
+        receives) or "both". Only the kinds named change (0 removes one). ``clear=True`` removes every kind (a
+        list, or ``"delay,loss"``: those kinds), of every interface when ``iface`` is None. ``duration`` (seconds,
+        or ``"30s"``): what this sets clears itself after it. Returns what the interface suffers now, one line."""
         from .core import faults
 
-        faults.impair(self.name, host, iface, self.drivers, clear=clear, loss=loss, rate=rate, delay=delay,
-                      jitter=jitter, direction=direction)
+        return faults.impair(self.name, host, iface, self.drivers, clear=clear, direction=direction,
+                             duration=duration, **amounts)
 
-    def partition(self, a: str, b: str) -> None:
-        """Cut hosts or networks ``a`` and ``b`` from each other, both ways, established connections too."""
+    def partition(self, a: str, b: str, *, oneway: bool = False) -> str:
+        """Cut hosts or networks ``a`` and ``b`` from each other, both ways, established connections too
+        (``oneway``: only what ``a`` sends to ``b``). Returns what changed, one line."""
         from .core import faults
 
-        faults.partition(self.name, a, b, self.drivers)
+        return faults.partition(self.name, a, b, self.drivers, oneway=oneway)
 
-    def heal(self, a: str | None = None, b: str | None = None) -> None:
+    def heal(self, a: str | None = None, b: str | None = None) -> str:
         """Remove the partition between ``a`` and ``b``; every partition when none is given."""
         from .core import faults
 
-        faults.heal(self.name, a, b, self.drivers)
+        return faults.heal(self.name, a, b, self.drivers)
 
 
 def find_host(host: str, lab: str | None = None) -> tuple[str, str]:

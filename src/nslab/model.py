@@ -103,8 +103,8 @@ class Publish(Value):
 
 
 class Impairment(Value):
-    """What one host interface suffers (``impair:``, features/impair.py): loss in percent, rate in bit/s, delay
-    and jitter in milliseconds (0: none), in ``direction`` "out", "in" or "both"."""
+    """What one host interface suffers (``impair:``, features/impair.py): loss, duplicate, reorder and corrupt in
+    percent, rate in bit/s, delay and jitter in milliseconds (0: none), in ``direction`` "out", "in" or "both"."""
 
     interface: str
     loss: float = 0.0
@@ -112,9 +112,12 @@ class Impairment(Value):
     delay: float = 0.0
     jitter: float = 0.0
     direction: str = "out"
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    corrupt: float = 0.0
 
     def active(self) -> bool:
-        return bool(self.loss or self.rate or self.delay or self.jitter)
+        return any((self.loss, self.rate, self.delay, self.jitter, self.duplicate, self.reorder, self.corrupt))
 
 
 NO_DNS = Dns()

@@ -149,7 +149,8 @@ def test_down_stops_the_delayer():
 def test_describe():
     e = impair.entry(impair.impairment("eth0", ImpairSpec(loss=1.5, rate=2_000_000, delay=5, jitter=1, direction="in")),
                      "cli")
-    assert impair.describe(e) == "loss 1.5% rate 2mbit delay 5ms±1ms (in)"
+    (row,) = impair.rows(impair.ImpairRecord({"a": {"eth0": e}}))
+    assert impair.describe(row) == "loss 1.5% rate 2mbit delay 5ms±1ms (in)"
 
 
 def test_the_default_direction_is_out_as_netem_egress():
@@ -160,3 +161,97 @@ def test_the_default_direction_is_out_as_netem_egress():
     (table,) = shaper.tables["imp-a"]
     assert 'oifname "eth0" numgen' in table and 'iifname "eth0" numgen' not in table
     assert {ns for ns, _ in shaper.tc_lines} == {"imp-a"}  # only the host's own end shapes
+
+
+PLAIN = LAB.replace("    impair: {eth0: {loss: 30%, rate: 10mbit, delay: 20ms, jitter: 2ms, direction: both}}\n", "")
+
+
+def listed(lab: Lab) -> list[tuple[str, str, str]]:
+    return [(i["host"], i["direction"], impair.describe(i)) for i in lab.status()["labs"][0]["faults"]["impairments"]]
+
+
+def test_impairments_compose_and_a_second_impair_changes_only_the_kinds_it_names():
+    d = fake_drivers()
+    lab = Lab.from_text(PLAIN, drivers=d)
+    lab.up()
+    assert lab.impair("a", loss="30%") == "imp/a:eth0 now: loss 30% (out)"
+    said = lab.impair("a", delay="40ms", direction="in")
+    assert said == "imp/a:eth0 now: delay 40ms (in); loss 30% (out)"
+    assert lab.impair("a", loss=10) == "imp/a:eth0 now: delay 40ms (in); loss 10% (out)"
+    assert 'oifname "eth0" numgen random mod 1000 < 100 drop' in d.shaper.tables["imp-a"][-1]
+    assert d.shaper.queue_rules["imp-a"] == [("in", "eth0", 1, "nslab:imp:impair:a:eth0")]
+    assert d.shaper.stamps["imp-a"] == {"eth0"}  # the receive timestamps of delayed packets are cleared
+    assert lab.impair("a", delay=40, direction="out") == "imp/a:eth0 now: delay 40ms (in); loss 10% delay 40ms (out)"
+    assert lab.impair("a", clear="delay") == "imp/a:eth0 now: loss 10% (out)"
+    assert d.shaper.stamps["imp-a"] == set() and d.shaper.delayer == {}
+    assert lab.impair("a", clear=True) == "imp/a:eth0 now: unimpaired"
+    assert listed(lab) == []
+
+
+def test_both_with_the_same_kinds_is_one_row_and_clear_takes_kinds():
+    d = fake_drivers()
+    lab = Lab.from_text(PLAIN, drivers=d)
+    lab.up()
+    lab.impair("a", delay=20, jitter=2, loss=5, direction="both")
+    assert listed(lab) == [("a", "both", "loss 5% delay 20ms±2ms (both)")]
+    lab.impair("a", clear=["jitter", "loss"], direction="in")
+    assert listed(lab) == [("a", "in", "delay 20ms (in)"), ("a", "out", "loss 5% delay 20ms±2ms (out)")]
+    with pytest.raises(UserError, match="not a kind of impairment"):
+        lab.impair("a", clear="lag")
+
+
+def test_reorder_is_emulated_and_duplicate_and_corrupt_need_netem():
+    d = fake_drivers()
+    lab = Lab.from_text(PLAIN, drivers=d)
+    lab.up()
+    with pytest.raises(UserError, match="reorder needs a delay"):
+        lab.impair("a", reorder="25%")
+    lab.impair("a", delay=10, reorder=25)
+    assert [q["reorder"] for q in d.shaper.delayer["imp"]["queues"]] == [25.0]
+    with pytest.raises(EnvironmentProblem, match="duplicate and corrupt need netem .* which this kernel lacks"):
+        lab.impair("a", duplicate=1, corrupt=1)
+    with_netem = fake_drivers(shaper=FakeShaper(modules=("sch_netem",)))
+    Lab.from_text(LAB.replace("jitter: 2ms,", "jitter: 2ms, duplicate: 1%, corrupt: 0.1%, reorder: 5%,"),
+                  drivers=with_netem).up()
+    assert all("netem delay 20ms 2ms reorder 5% duplicate 1% corrupt 0.1% rate 10000000bit" in line
+               for _, line in with_netem.shaper.tc_lines)
+
+
+def test_a_lab_file_with_duplicate_on_this_kernel_is_refused_with_one_line():
+    d = fake_drivers()
+    with pytest.raises(NslabError) as err:
+        Lab.from_text(PLAIN.replace("b: {networks: [front]}", "b: {networks: [front], impair: {eth0: {duplicate: 1%}}}"),
+                      "lab.yaml", drivers=d).up()
+    assert err.value.lines() == ["lab.yaml:7: hosts.b.impair.eth0: duplicate needs netem (kernel: CONFIG_NET_SCH_NETEM), "
+                                 "which this kernel lacks (loss, rate, delay, jitter and reorder work without it)"]
+
+
+def test_for_sets_a_timer_in_the_delayer_and_expire_clears_only_what_is_due(monkeypatch):
+    from nslab.core import faults
+
+    d = fake_drivers()
+    lab = Lab.from_text(PLAIN, drivers=d)
+    lab.up()
+    lab.impair("a", loss=30)
+    lab.impair("a", delay="40ms", duration="2m")
+    config = d.shaper.delayer["imp"]
+    assert config["expire"] > 100 and [q["delay"] for q in config["queues"]] == [40.0]
+    assert "s left" in listed(lab)[0][2]
+    now = __import__("time").time()
+    monkeypatch.setattr("time.time", lambda: now + 121)
+    faults.expire("imp", d)
+    assert listed(lab) == [("a", "out", "loss 30% (out)")]
+    assert d.shaper.delayer == {}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("2m", 120), ("5", 5)])
+def test_durations(text, seconds):
+    from nslab.core.faults import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_records_of_the_old_form_are_read():
+    old = impair.ImpairRecord.from_json({"hosts": {"a": {"eth0": {"loss": 5, "rate": 0, "delay": 0, "jitter": 0,
+                                                                  "direction": "both", "source": "cli"}}}})
+    assert old.hosts == {"a": {"eth0": {"in": {"loss": 5}, "out": {"loss": 5}, "source": "cli"}}}

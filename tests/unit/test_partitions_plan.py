@@ -49,7 +49,8 @@ def test_partition_and_heal_from_the_api_are_recorded_and_kept_by_a_converge():
     lab.partition("a", "b")
     assert 'ip saddr { 10.83.1.11 } drop comment "nslab:part:partition:a:b"' in last_table(d, "part-a")
     listed = lab.status()["labs"][0]["faults"]["partitions"]
-    assert listed == [{"a": "a", "b": "back", "source": "file"}, {"a": "a", "b": "b", "source": "cli"}]
+    assert listed == [{"a": "a", "b": "back", "source": "file", "oneway": False},
+                      {"a": "a", "b": "b", "source": "cli", "oneway": False}]
     assert lab.up().applied is False  # kept as it is
     lab.heal("b", "a")
     assert "partition:a:b\"" not in last_table(d, "part-a") and "partition:a:back" in last_table(d, "part-a")
@@ -75,3 +76,21 @@ def test_a_failing_partition_rolls_back():
     with pytest.raises(NslabError):
         Lab.from_text(LAB, drivers=d).up()
     assert d.kernel.named_namespaces() == frozenset()
+
+
+def test_a_oneway_cut_drops_only_what_the_first_side_sends():
+    d = fake_drivers()
+    lab = Lab.from_text(LAB.replace("partitions: [[a, back]]\n", ""), drivers=d)
+    lab.up()
+    assert lab.partition("a", "b", oneway=True) == "part: cut a -> b (b -> a still passes)"
+    a, b = last_table(d, "part-a"), last_table(d, "part-b")
+    assert 'ip daddr { 10.83.1.11 } drop' in a and "saddr" not in a and "chain in" not in a
+    assert 'ip saddr { 10.83.1.10 } drop' in b and "daddr" not in b and "chain out" not in b
+    assert lab.partition("a", "b", oneway=True) == "part: a -> b already cut"
+    assert lab.status()["labs"][0]["faults"]["partitions"] == [{"a": "a", "b": "b", "source": "cli", "oneway": True}]
+    lab.up()  # a converge keeps it, one-way
+    assert lab.status()["labs"][0]["faults"]["partitions"][0]["oneway"] is True
+    assert lab.partition("a", "b") == "part: cut a <-> b"  # both ways now
+    assert lab.heal("a", "b") == "part: healed a <-> b"
+    assert lab.status()["labs"][0]["faults"]["partitions"] == []
+    assert lab.heal() == "part: no partition to heal"

@@ -97,8 +97,8 @@ def link(target: str, state: str) -> None:
         changed = set_link(lab, host, iface or None, state == "up", drivers)
     finally:
         drivers.close()
-    for name in changed:
-        click.echo(f"{lab}/{name} {state}")
+    interfaces = ",".join(name.partition(":")[2] for name in changed)
+    click.echo(f"{lab}/{host}:{interfaces} {state}, both ends" if changed else f"{lab}/{host}: no interface")
 
 
 def _port_and_proto(text: str) -> tuple[int, str]:

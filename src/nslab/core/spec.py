@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import Problem, SourceLines, SpecError, field_path
 
@@ -154,9 +154,11 @@ def _number_with_unit(value: Any, units: dict[str, float], default: str, what: s
 
 
 class ImpairSpec(_Strict):
-    """What one host interface suffers: ``{loss: 5%, rate: 10mbit, delay: 20ms, jitter: 5ms, direction: out}``.
+    """What one host interface suffers: ``{loss: 5%, rate: 10mbit, delay: 20ms, jitter: 5ms, direction: out}``, and
+    where the kernel has netem (or nslab emulates it) ``duplicate: 1%``, ``reorder: 25%``, ``corrupt: 0.1%``.
 
-    Stored normalised: loss in percent, rate in bit/s, delay and jitter in milliseconds (0 = none). The default
+    Stored normalised: loss, duplicate, reorder and corrupt in percent, rate in bit/s, delay and jitter in
+    milliseconds (0 = none). The default
     direction is ``out`` (what the host sends, as netem impairs an interface's egress); delay and jitter apply to
     each impaired direction (``both``: a round trip gets the delay twice)."""
 
@@ -165,14 +167,17 @@ class ImpairSpec(_Strict):
     delay: float = 0.0
     jitter: float = 0.0
     direction: Literal["both", "in", "out"] = "out"
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    corrupt: float = 0.0
 
-    @field_validator("loss", mode="before")
+    @field_validator("loss", "duplicate", "reorder", "corrupt", mode="before")
     @classmethod
-    def _percent(cls, value: Any) -> Any:
-        loss = _number_with_unit(value, {"%": 1.0}, "%", "loss")
-        if not 0 <= loss <= 100:
-            raise ValueError("loss is a percentage between 0% and 100%")
-        return loss
+    def _percent(cls, value: Any, info: ValidationInfo) -> Any:
+        share = _number_with_unit(value, {"%": 1.0}, "%", info.field_name or "loss")
+        if not 0 <= share <= 100:
+            raise ValueError(f"{info.field_name} is a percentage between 0% and 100%")
+        return share
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -191,7 +196,7 @@ class ImpairSpec(_Strict):
         return ms
 
     def active(self) -> bool:
-        return bool(self.loss or self.rate or self.delay or self.jitter)
+        return any((self.loss, self.rate, self.delay, self.jitter, self.duplicate, self.reorder, self.corrupt))
 
 
 def _ip_list(value: Any) -> Any:

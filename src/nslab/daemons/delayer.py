@@ -11,7 +11,14 @@ labs with services and its config belongs to the services feature; the delayer i
 stopped by the impairments alone (features/impair.py through drivers/tc.py), and a converge that restarts
 services never drops the packets it holds.
 
-Config: ``/run/nslab/LAB/delayer.json`` ``{"queues": [{"netns": PATH, "queue": N, "delay": MS, "jitter": MS}]}``.
+It is also the lab's timer for ``nslab impair --for DURATION``: at ``expire`` (seconds since the epoch) it
+runs ``python -m nslab.daemons.delayer --expire LAB`` in a session of its own, which clears what is due
+(:func:`nslab.core.faults.expire`) and so restarts this delayer with what is left (or stops it). ``reorder``
+(percent): that share of a queue's packets is handed back at once, overtaking those held for the delay (as
+netem's ``reorder``).
+
+Config: ``/run/nslab/LAB/delayer.json``
+``{"expire": T, "queues": [{"netns": PATH, "queue": N, "delay": MS, "jitter": MS, "reorder": PCT}]}``.
 Status: ``delayer.status.json`` ``{"pid", "start", "ready"}`` or ``{"error"}``. SIGTERM ends it; the kernel drops
 what is still queued when the sockets close.
 """
@@ -113,17 +120,26 @@ def open_queue(netns: str, queue: int) -> socket.socket:
     return sock
 
 
+def hold(delay: float, jitter: float, reorder: float) -> float:
+    """Seconds one packet is held: ``delay ± jitter`` ms, or none for the ``reorder`` percent sent at once."""
+    if reorder and random.uniform(0, 100) < reorder:
+        return 0.0
+    return max(0.0, delay + random.uniform(-jitter, jitter)) / 1000
+
+
 class Delayer:
-    def __init__(self, queues: list[dict[str, Any]]) -> None:
+    def __init__(self, lab: str, config: dict[str, Any]) -> None:
+        self.lab = lab
+        self.expire = float(config.get("expire") or 0)
         self.selector = selectors.DefaultSelector()
         self.due: list[tuple[float, int, int, socket.socket, int]] = []  # (when, n, packet id, socket, queue)
         self.count = 0
-        for q in queues:
+        for q in config.get("queues", []):
             sock = open_queue(q["netns"], int(q["queue"]))
             self.selector.register(sock, selectors.EVENT_READ, (sock, int(q["queue"]), float(q["delay"]),
-                                                                float(q.get("jitter", 0))))
+                                                                float(q.get("jitter", 0)), float(q.get("reorder", 0))))
 
-    def receive(self, sock: socket.socket, queue: int, delay: float, jitter: float) -> None:
+    def receive(self, sock: socket.socket, queue: int, delay: float, jitter: float, reorder: float) -> None:
         while True:
             try:
                 data = sock.recv(1 << 20)
@@ -133,9 +149,8 @@ class Delayer:
                 return
             now = time.monotonic()
             for packet_id in packet_ids(data):
-                hold = max(0.0, delay + random.uniform(-jitter, jitter)) / 1000
                 self.count += 1
-                heapq.heappush(self.due, (now + hold, self.count, packet_id, sock, queue))
+                heapq.heappush(self.due, (now + hold(delay, jitter, reorder), self.count, packet_id, sock, queue))
 
     def release(self) -> None:
         now = time.monotonic()
@@ -146,9 +161,25 @@ class Delayer:
             except OSError:
                 pass
 
+    def timer(self) -> float:
+        """Seconds until the ``--for`` timer is due (it fires then, and again every 5 s should that fail)."""
+        if not self.expire:
+            return 1.0
+        left = self.expire - time.time()
+        if left <= 0:
+            import subprocess
+
+            subprocess.Popen([sys.executable, "-m", "nslab.daemons.delayer", "--expire", self.lab],
+                             stdin=subprocess.DEVNULL, start_new_session=True)  # it restarts this delayer
+            self.expire = time.time() + 5
+            return 5.0
+        return min(left, 1.0)
+
     def run(self, stop: list[bool]) -> None:
         while not stop:
-            timeout = max(0.0, self.due[0][0] - time.monotonic()) if self.due else 1.0
+            timeout = self.timer()
+            if self.due:
+                timeout = min(timeout, max(0.0, self.due[0][0] - time.monotonic()))
             for key, _ in self.selector.select(timeout):
                 self.receive(*key.data)  # (the socket itself, as registered: key.fileobj is any file-like)
             self.release()
@@ -158,16 +189,22 @@ def main(argv: list[str] | None = None) -> int:
     from .. import paths
     from ..drivers import files, procfs
 
-    lab = (argv or sys.argv[1:])[0]
+    args = argv or sys.argv[1:]
+    if args[0] == "--expire":
+        from ..core.faults import expire
+
+        expire(args[1])
+        return 0
+    lab = args[0]
     if os.fork():
         return 0  # the caller waits for the status file, not for this process
     os.setsid()
     status = paths.delayer_status(lab)
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the --expire runs it starts reap themselves
     try:
-        config = files.read_json(paths.delayer_config(lab)) or {}
-        delayer = Delayer(config.get("queues", []))
+        delayer = Delayer(lab, files.read_json(paths.delayer_config(lab)) or {})
     except OSError as exc:
         files.write_json(status, {"error": f"cannot bind the NFQUEUE (nfnetlink_queue): {exc}"})
         return 1

@@ -444,6 +444,7 @@ class FakeShaper(_Failing):
         self.tables: dict[str, list[str]] = {}  # namespace -> nft buffers run there
         self.delayer: dict[str, dict[str, Any]] = {}  # lab -> config
         self.queue_rules: dict[str, list[tuple[str, str, int, str]]] = {}  # namespace -> NFQUEUE rules
+        self.stamps: dict[str, set[str]] = {}  # namespace -> interfaces whose receive timestamps are cleared
 
     def queues(self, namespace: str, rules: list[tuple[str, str, int, str]], ipv6: bool = False) -> None:
         self._call("queues")
@@ -460,6 +461,11 @@ class FakeShaper(_Failing):
         self._call("nft")
         self.tables.setdefault(namespace, []).append(text)
         return ""
+
+    def stamp_on_delivery(self, namespace: str, devices: list[str], on: bool) -> None:
+        self._call("stamp_on_delivery")
+        found = self.stamps.setdefault(namespace, set())
+        found.update(devices) if on else found.difference_update(devices)
 
     def start_delayer(self, lab: str, config: dict[str, Any]) -> None:
         self._call("start_delayer")

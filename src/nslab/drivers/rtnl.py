@@ -313,6 +313,30 @@ def delete_route(batch: Batch, to: Net, gateway: Addr, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+# Traffic control: the ``clsact`` qdisc and one eBPF filter on its ingress (drivers/tc.py, impairments).
+RTM_NEWQDISC, RTM_NEWTFILTER = 36, 44
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT = 6, 7, 8, 1
+TC_H_CLSACT, TC_H_INGRESS_FILTERS = 0xFFFFFFF1, 0xFFFFFFF2  # clsact's parent; the parent of its ingress filters
+ETH_P_ALL = 0x0003
+_TCMSG = struct.Struct("BBHiIII")
+
+
+def add_clsact(batch: Batch, index: int, what: str) -> None:
+    """``tc qdisc replace dev IF clsact``."""
+    body = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, index, 0xFFFF0000, TC_H_CLSACT, 0) + _string(TCA_KIND, "clsact")
+    batch.add(_message(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, body), what)
+
+
+def add_ingress_bpf(batch: Batch, index: int, fd: int, name: str, what: str) -> None:
+    """``tc filter replace dev IF ingress pref 1 handle 1 bpf direct-action`` of the loaded program ``fd``."""
+    info = (1 << 16) | socket.htons(ETH_P_ALL)  # preference 1, every protocol
+    options = _u32(TCA_BPF_FD, fd) + _string(TCA_BPF_NAME, name) + _u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
+    body = (_TCMSG.pack(socket.AF_UNSPEC, 0, 0, index, 1, TC_H_INGRESS_FILTERS, info) + _string(TCA_KIND, "bpf")
+            + _attr(TCA_OPTIONS | 0x8000, options))  # (NLA_F_NESTED)
+    batch.add(_message(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_REPLACE, body), what)
+
+
 class LinkInfo(Value):
     index: int
     name: str

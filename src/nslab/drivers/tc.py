@@ -16,6 +16,7 @@ Replaces: ``tc -n NS qdisc replace dev IF root tbf ...``, ``ip netns exec NS nft
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -52,6 +53,40 @@ def kernel_has(module: str) -> bool:
         except OSError:
             continue
     return False
+
+
+# The receive timestamp a packet gets as it reaches a host (``skb->tstamp``, taken when the veth hands it over)
+# is older than the packet once the delayer has held it; ping and anything reading SO_TIMESTAMP would then not
+# see an inbound delay at all. A four-instruction eBPF program on the interface's clsact ingress clears it, so
+# the kernel stamps the packet when the socket reads it, after the delay: ``skb->tstamp = 0; return TC_ACT_OK``.
+_SK_BUFF_TSTAMP = 152  # offsetof(struct __sk_buff, tstamp)
+_CLEAR_TSTAMP = [
+    (0xB7, 2, 0, 0, 0),  # r2 = 0
+    (0x7B, 1, 2, _SK_BUFF_TSTAMP, 0),  # *(u64 *)(r1 + tstamp) = r2
+    (0xB7, 0, 0, 0, 0),  # r0 = TC_ACT_OK
+    (0x95, 0, 0, 0, 0),  # exit
+]
+STAMP_FILTER = "nslab-rxstamp"
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+_BPF_PROG_LOAD, _BPF_PROG_TYPE_SCHED_CLS = 5, 3
+
+
+def load_stamp_clearer() -> int:
+    """The file descriptor of the loaded program (``bpf(BPF_PROG_LOAD)``, as root)."""
+    import ctypes
+    import struct
+
+    code = b"".join(struct.pack("<BBhi", op, dst | (src << 4), off, imm) for op, dst, src, off, imm in _CLEAR_TSTAMP)
+    insns, license = ctypes.create_string_buffer(code, len(code)), ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("=IIQQIIQII16s", _BPF_PROG_TYPE_SCHED_CLS, len(_CLEAR_TSTAMP), ctypes.addressof(insns),
+                       ctypes.addressof(license), 0, 0, 0, 0, 0, b"nslab_rxstamp")
+    buffer = ctypes.create_string_buffer(attr, 128)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.syscall(_SYS_BPF.get(os.uname().machine, 321), _BPF_PROG_LOAD, buffer, 128))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise KernelError(f"loading the receive-timestamp filter (bpf): {os.strerror(err)}")
+    return fd
 
 
 class LiveShaper:
@@ -110,6 +145,35 @@ class LiveShaper:
         if result.returncode != 0:
             raise KernelError(f"{tool} in {namespace}: {result.stderr.strip() or 'failed'}")
         return result.stdout
+
+    def stamp_on_delivery(self, namespace: str, devices: list[str], on: bool) -> None:
+        """``on``: the interfaces ``devices`` of the host get a clsact qdisc whose ingress filter clears each
+        packet's receive timestamp (:func:`load_stamp_clearer`): inbound delays then show in ping. Off: the
+        clsact qdisc goes, its filter with it."""
+        if not devices:
+            return
+        if not on:
+            self.tc(namespace, [f"qdisc del dev {dev} clsact" for dev in devices])
+            return
+        from .rtnl import Batch, add_clsact, add_ingress_bpf, open_socket
+
+        def work() -> None:
+            with open(paths.netns_path(namespace)) as fh:
+                linux.setns(fh.fileno(), linux.CLONE_NEWNET)
+            fd, sock = load_stamp_clearer(), open_socket()
+            try:
+                for dev in devices:
+                    index = socket.if_nametoindex(dev)
+                    qdisc, bpf = Batch(), Batch()
+                    add_clsact(qdisc, index, f"clsact on {dev} in {namespace}")
+                    add_ingress_bpf(bpf, index, fd, STAMP_FILTER, f"the receive-timestamp filter on {dev}")
+                    qdisc.commit_or_raise(sock)
+                    bpf.commit_or_raise(sock)
+            finally:
+                os.close(fd)
+                sock.close()
+
+        linux.in_thread(work, "nslab-tc")
 
     def tc(self, namespace: str | None, lines: list[str]) -> None:
         import shutil

@@ -26,9 +26,10 @@ Replaces: ``ip netns exec NS nft -f -``, ``tc qdisc replace dev IF root tbf rate
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
-from ...drivers.tc import NETEM, NFQUEUE
+from ...drivers.tc import NETEM, NFQUEUE, STAMP_FILTER
 from ...errors import Problem
 from ...model import Impairment
 from ...paths import netns_path
@@ -45,9 +46,26 @@ if TYPE_CHECKING:
 KEY = "impair"
 STATUS_KEY = "faults"
 TABLE = "inet nslab-impair"
-FIELDS = ("loss", "rate", "delay", "jitter")
-Entry = dict[str, Any]  # {loss, rate, delay, jitter, direction, source}: what one interface suffers
+#: What an interface can suffer, in each direction: loss, duplicate, reorder and corrupt in percent, rate in
+#: bit/s, delay and jitter in ms.
+KINDS = ("loss", "rate", "delay", "jitter", "duplicate", "reorder", "corrupt")
+NETEM_ONLY = ("duplicate", "corrupt")  # nothing else here can copy or damage a packet
+DIRECTIONS = {"both": ("in", "out"), "in": ("in",), "out": ("out",)}
+Kinds = dict[str, float]  # kind -> amount, only the kinds in force
+#: What one interface suffers: {"in": Kinds, "out": Kinds, "source": "file" or "cli", "until": {"in:delay": t}}
+#: ("until": when a kind set with ``--for`` clears itself, seconds since the epoch)
+Entry = dict[str, Any]
 Qdiscs = dict[tuple[str | None, str], str]  # (namespace or None for the machine, device) -> qdisc arguments
+Queue = tuple[str, int, float, float, float]  # (netns path, queue, delay ms, jitter ms, reorder %)
+
+
+def _upgraded(e: Entry) -> Entry:
+    """An entry as recorded before impairments had a side per direction ({loss, ..., direction, source})."""
+    if "direction" not in e:
+        return e
+    kinds = {k: e[k] for k in KINDS if e.get(k)}
+    return {**{d: dict(kinds) if d in DIRECTIONS[e["direction"]] else {} for d in ("in", "out")},
+            "source": e.get("source", "file")}
 
 
 class ImpairRecord(Value):
@@ -59,21 +77,33 @@ class ImpairRecord(Value):
     @classmethod
     def from_json(cls, data: Any) -> ImpairRecord:
         hosts = data.get("hosts") if isinstance(data, dict) else None
-        return cls({h: dict(ifs) for h, ifs in (hosts or {}).items() if ifs})
+        return cls({h: {i: _upgraded(e) for i, e in ifs.items()} for h, ifs in (hosts or {}).items() if ifs})
 
     def entries(self) -> list[tuple[str, str, Entry]]:
         return [(h, i, e) for h, ifs in sorted(self.hosts.items()) for i, e in sorted(ifs.items())]
 
+    def expiry(self) -> float:
+        """When the first kind set with ``--for`` clears itself (0: none)."""
+        return min((t for _, _, e in self.entries() for t in e.get("until", {}).values()), default=0.0)
+
 
 def entry(impairment: Impairment, source: str) -> Entry:
     """An impairment as recorded (``source``: "file" or "cli")."""
-    return {**{f: getattr(impairment, f) for f in FIELDS}, "direction": impairment.direction, "source": source}
+    kinds = {k: float(getattr(impairment, k)) for k in KINDS if getattr(impairment, k)}
+    sides = DIRECTIONS[impairment.direction]
+    return {"in": dict(kinds) if "in" in sides else {}, "out": dict(kinds) if "out" in sides else {},
+            "source": source}
+
+
+def _delays(kinds: Kinds) -> bool:
+    return bool(kinds.get("delay") or kinds.get("jitter"))
 
 
 # --- resolve and validation ----------------------------------------------------------------------------
 def impairment(interface: str, settings: ImpairSpec) -> Impairment:
     """One ``impair:`` entry (or ``nslab impair``'s settings, checked by the same schema) as the model holds it."""
-    return Impairment(interface, settings.loss, settings.rate, settings.delay, settings.jitter, settings.direction)
+    return Impairment(interface, settings.loss, settings.rate, settings.delay, settings.jitter, settings.direction,
+                      settings.duplicate, settings.reorder, settings.corrupt)
 
 
 def resolve(host: HostSpec) -> tuple[Impairment, ...]:
@@ -94,25 +124,35 @@ def validate(ctx: ValidateContext) -> list[Problem]:
                 known = ", ".join(i.name for i in host.interfaces) or "none"
                 problems.append(Problem(f"host '{name}' has no interface '{ifname}' (it has: {known})",
                                         field_path(path), ctx.file, ctx.source.line(path)))
-            elif (written.delay or written.jitter) and ctx.drivers is not None:
+            elif ctx.drivers is not None:
+                kinds = {k: float(getattr(written, k)) for k in KINDS if getattr(written, k)}
                 problems += [Problem(p, field_path(path), ctx.file, ctx.source.line(path))
-                             for p in delay_support(ctx.drivers)]
+                             for p in conflicts(kinds) + support(kinds, ctx.drivers)]
     return problems
 
 
-def delay_support(drivers: Drivers) -> list[str]:
-    if drivers.shaper.has(NETEM) or drivers.shaper.has(NFQUEUE):
-        return []
-    return ["delay and jitter need netem (kernel: CONFIG_NET_SCH_NETEM) or NFQUEUE (kernel: "
-            "CONFIG_NETFILTER_XT_TARGET_NFQUEUE, and iptables-nft-restore: apt-get install iptables); "
-            "this machine has neither"]
+def conflicts(kinds: Kinds) -> list[str]:
+    """What does not go together in ``kinds`` (one direction of one interface)."""
+    if kinds.get("reorder") and not kinds.get("delay"):
+        return ["reorder needs a delay: it sends that share of the packets at once, the rest after the delay"]
+    return []
+
+
+def support(kinds: Kinds, drivers: Drivers) -> list[str]:
+    """What this machine cannot do of ``kinds`` (one direction of one interface), one line each."""
+    problems = []
+    if _delays(kinds) and not (drivers.shaper.has(NETEM) or drivers.shaper.has(NFQUEUE)):
+        problems.append("delay and jitter need netem (kernel: CONFIG_NET_SCH_NETEM) or NFQUEUE (kernel: "
+                        "CONFIG_NETFILTER_XT_TARGET_NFQUEUE, and iptables-nft-restore: apt-get install iptables); "
+                        "this machine has neither")
+    lacking = [k for k in NETEM_ONLY if kinds.get(k)]
+    if lacking and not drivers.shaper.has(NETEM):
+        problems.append(f"{' and '.join(lacking)} need{'s' if len(lacking) == 1 else ''} netem (kernel: CONFIG_NET_SCH_NETEM), which this kernel "
+                        "lacks (loss, rate, delay, jitter and reorder work without it)")
+    return problems
 
 
 # --- rendering -----------------------------------------------------------------------------------------
-def _directions(e: Entry) -> tuple[str, ...]:
-    return {"both": ("in", "out"), "in": ("in",), "out": ("out",)}[e["direction"]]
-
-
 def queue_number(host: Host, ifname: str, direction: str) -> int:
     index = next(n for n, i in enumerate(host.interfaces) if i.name == ifname)
     return 2 * index + (1 if direction == "in" else 0)
@@ -123,7 +163,12 @@ def render_queues(lab: str, host: Host, ifs: dict[str, Entry], netem: bool) -> t
     if netem:
         return ()
     return tuple((d, ifname, queue_number(host, ifname, d), f"nslab:{lab}:impair:{host.name}:{ifname}")
-                 for ifname, e in sorted(ifs.items()) if e["delay"] or e["jitter"] for d in _directions(e))
+                 for ifname, e in sorted(ifs.items()) for d in ("in", "out") if _delays(e[d]))
+
+
+def render_stamps(ifs: dict[str, Entry], netem: bool) -> frozenset[str]:
+    """The interfaces whose inbound packets the delayer holds: their receive timestamps are cleared (tc.py)."""
+    return frozenset() if netem else frozenset(i for i, e in ifs.items() if _delays(e["in"]))
 
 
 def render_table(lab: str, host: Host, ifs: dict[str, Entry]) -> str:
@@ -131,10 +176,11 @@ def render_table(lab: str, host: Host, ifs: dict[str, Entry]) -> str:
     rules: dict[str, list[str]] = {"in": [], "out": []}
     for ifname, e in sorted(ifs.items()):
         comment = f'comment "nslab:{lab}:impair:{host.name}:{ifname}"'
-        for direction in _directions(e):
-            match = f'{"iifname" if direction == "in" else "oifname"} "{ifname}"'
-            if e["loss"]:
-                chance = "" if e["loss"] >= 100 else f"numgen random mod 1000 < {round(e['loss'] * 10)} "
+        for direction in ("in", "out"):
+            loss = e[direction].get("loss")
+            if loss:
+                match = f'{"iifname" if direction == "in" else "oifname"} "{ifname}"'
+                chance = "" if loss >= 100 else f"numgen random mod 1000 < {round(loss * 10)} "
                 rules[direction].append(f"{match} {chance}drop {comment}")
     if not rules["in"] and not rules["out"]:
         return ""
@@ -144,11 +190,20 @@ def render_table(lab: str, host: Host, ifs: dict[str, Entry]) -> str:
     return f"table {TABLE} {{\n" + "".join(chains) + "}\n"
 
 
-def _qdisc(e: Entry, netem: bool) -> str:
-    rate = e["rate"]
-    if netem and (e["delay"] or e["jitter"]):
-        args = f"netem delay {e['delay']:g}ms {e['jitter']:g}ms" if e["jitter"] else f"netem delay {e['delay']:g}ms"
-        return args + (f" rate {rate}bit" if rate else "")
+def _netem(kinds: Kinds) -> str:
+    args = ["netem"]
+    if _delays(kinds):
+        args.append(f"delay {kinds.get('delay', 0):g}ms" + (f" {kinds['jitter']:g}ms" if kinds.get("jitter") else ""))
+    args += [f"{k} {kinds[k]:g}%" for k in ("reorder", "duplicate", "corrupt") if kinds.get(k)]
+    if kinds.get("rate"):
+        args.append(f"rate {int(kinds['rate'])}bit")
+    return " ".join(args)
+
+
+def _qdisc(kinds: Kinds, netem: bool) -> str:
+    rate = int(kinds.get("rate", 0))
+    if netem and any(kinds.get(k) for k in ("delay", "jitter", *NETEM_ONLY)):
+        return _netem(kinds)
     if rate:
         burst = max(rate // 800, 3200)  # 10 ms of traffic, at least two full frames
         return f"tbf rate {rate}bit burst {burst} latency 100ms"
@@ -156,14 +211,14 @@ def _qdisc(e: Entry, netem: bool) -> str:
 
 
 def render_qdiscs(lab: Lab, host: Host, ifs: dict[str, Entry], netem: bool) -> Qdiscs:
-    """The root qdisc of each end the host's impairments shape ("" for none)."""
+    """The root qdisc of each end the host's impairments shape ("" for none): the host's own end for what it
+    sends, the other end (whose egress it is) for what it receives."""
     out: Qdiscs = {}
     for ifname, e in ifs.items():
-        qdisc = _qdisc(e, netem)
-        if "out" in _directions(e):
-            out[(host.namespace, ifname)] = qdisc
-        if "in" in _directions(e):
-            out[peer(lab, host, ifname)] = qdisc
+        if e["out"]:
+            out[(host.namespace, ifname)] = _qdisc(e["out"], netem)
+        if e["in"]:
+            out[peer(lab, host, ifname)] = _qdisc(e["in"], netem)
     return out
 
 
@@ -239,32 +294,62 @@ class SetQueues(Action):
         return SetQueues(self.namespace, self.old, self.rules, self.ipv6)
 
 
-class SetDelayer(Action):
-    """The lab's delayer holds ``queues`` (restarted when they change; stopped when there are none)."""
+class StampOnDelivery(Action):
+    """Receive timestamps cleared on ``devices`` of one host (``on``), or no longer (drivers/tc.py): without it a
+    packet the delayer held keeps the stamp of its arrival, and ping would not see the inbound delay."""
 
-    lab: str
-    queues: tuple[tuple[str, int, float, float], ...]  # (netns path, queue, delay ms, jitter ms)
-    old: tuple[tuple[str, int, float, float], ...]
+    namespace: str
+    devices: tuple[str, ...]
+    on: bool
 
     def commands(self) -> list[str]:
-        if not self.queues:
-            return [f"# stop nslab's packet delayer of lab {self.lab}"]
-        held = ", ".join(f"{ns}#{q}: {d:g}±{j:g} ms" for ns, q, d, j in self.queues)
-        return [f"# nslab's packet delayer (python -m nslab.daemons.delayer {self.lab}) holds NFQUEUE {held}"]
+        if not self.on:
+            return [f"tc -n {self.namespace} qdisc del dev {dev} clsact" for dev in self.devices]
+        return [line for dev in self.devices for line in (
+            f"tc -n {self.namespace} qdisc replace dev {dev} clsact",
+            f"tc -n {self.namespace} filter replace dev {dev} ingress pref 1 handle 1 bpf direct-action "
+            f"# {STAMP_FILTER}: skb->tstamp = 0, so the socket stamps the packet after the delay")]
 
     def summary(self) -> str:
-        return "restart the packet delayer" if self.queues else "stop the packet delayer"
+        return f"{'clear' if self.on else 'keep'} receive timestamps on {len(self.devices)} interface(s)"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        drivers.shaper.stamp_on_delivery(self.namespace, list(self.devices), self.on)
+        return StampOnDelivery(self.namespace, self.devices, not self.on)
+
+
+class SetDelayer(Action):
+    """The lab's delayer holds ``queues`` and, at ``expire``, clears what ``impair --for`` set (restarted when
+    either changes; stopped when there is neither). The one place the delayer is started and stopped."""
+
+    lab: str
+    queues: tuple[Queue, ...]
+    old: tuple[Queue, ...]
+    expire: float = 0.0  # seconds since the epoch (0: nothing to clear)
+    old_expire: float = 0.0
+
+    def commands(self) -> list[str]:
+        if not self.queues and not self.expire:
+            return [f"# stop nslab's packet delayer of lab {self.lab}"]
+        held = ", ".join(f"{ns}#{q}: {d:g}±{j:g} ms" + (f" reorder {r:g}%" if r else "")
+                         for ns, q, d, j, r in self.queues) or "nothing"
+        timer = f"; at {time.strftime('%H:%M:%S', time.localtime(self.expire))} it clears what --for set" \
+            if self.expire else ""
+        return [f"# nslab's packet delayer (python -m nslab.daemons.delayer {self.lab}) holds NFQUEUE {held}{timer}"]
+
+    def summary(self) -> str:
+        return "restart the packet delayer" if self.queues or self.expire else "stop the packet delayer"
 
     def apply(self, drivers: Drivers) -> Action | None:
         from ...errors import KernelError
 
-        failures = drivers.shaper.stop_delayer(self.lab) if self.old else []
+        failures = drivers.shaper.stop_delayer(self.lab) if self.old or self.old_expire else []
         if failures:
             raise KernelError("; ".join(failures))
-        if self.queues:
-            drivers.shaper.start_delayer(self.lab, {"queues": [
-                {"netns": ns, "queue": q, "delay": d, "jitter": j} for ns, q, d, j in self.queues]})
-        return SetDelayer(self.lab, self.old, self.queues)
+        if self.queues or self.expire:
+            drivers.shaper.start_delayer(self.lab, {"expire": self.expire, "queues": [
+                {"netns": ns, "queue": q, "delay": d, "jitter": j, "reorder": r} for ns, q, d, j, r in self.queues]})
+        return SetDelayer(self.lab, self.old, self.queues, self.old_expire, self.expire)
 
     def teardown(self, drivers: Drivers) -> list[str]:
         return drivers.shaper.stop_delayer(self.lab)
@@ -285,12 +370,13 @@ def desired(lab: Lab, old: ImpairRecord) -> ImpairRecord:
     return ImpairRecord(hosts)
 
 
-def delayer_queues(lab: Lab, record: ImpairRecord, netem: bool) -> tuple[tuple[str, int, float, float], ...]:
+def delayer_queues(lab: Lab, record: ImpairRecord, netem: bool) -> tuple[Queue, ...]:
     if netem:
         return ()
     return tuple(
-        (netns_path(lab.hosts[h].namespace), queue_number(lab.hosts[h], i, d), float(e["delay"]), float(e["jitter"]))
-        for h, i, e in record.entries() if e["delay"] or e["jitter"] for d in _directions(e)
+        (netns_path(lab.hosts[h].namespace), queue_number(lab.hosts[h], i, d), float(e[d].get("delay", 0)),
+         float(e[d].get("jitter", 0)), float(e[d].get("reorder", 0)))
+        for h, i, e in record.entries() for d in ("in", "out") if _delays(e[d])
     )
 
 
@@ -298,26 +384,28 @@ def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers
                 fresh: frozenset[str] = frozenset()) -> list[Action]:
     """Actions from ``old`` to ``new``; hosts in ``fresh`` (just (re)created) start with nothing."""
     # (only a delay asks the kernel: that reads /proc/config.gz and looks for iptables, on every up)
-    delays = any(e["delay"] or e["jitter"] for record in (old, new) for _, _, e in record.entries())
+    delays = any(_delays(e[d]) for record in (old, new) for _, _, e in record.entries() for d in ("in", "out"))
     netem = delays and drivers.shaper.has(NETEM)
     queues, old_queues = delayer_queues(lab, new, netem), delayer_queues(lab, old, netem)
-    running = old_queues and drivers.shaper.delayer_running(lab.name)
+    expire, old_expire = new.expiry(), old.expiry()
+    running = (old_queues or old_expire) and drivers.shaper.delayer_running(lab.name)
     actions: list[Action] = []
     for name in sorted(set(old.hosts) | set(new.hosts)):
         host = lab.hosts.get(name)
         if host is not None:  # (else gone with its namespace)
             before = {} if name in fresh else old.hosts.get(name, {})
             actions += _host_change(lab, host, before, new.hosts.get(name, {}), netem)
-    if queues != old_queues or (queues and not running):
-        delayer = SetDelayer(lab.name, queues, old_queues if running else ())
-        actions = [delayer, *actions] if queues else [*actions, delayer]
+    needed = bool(queues or expire)
+    if (queues, expire) != (old_queues, old_expire) or (needed and not running):
+        delayer = SetDelayer(lab.name, queues, old_queues if running else (), expire, old_expire if running else 0.0)
+        actions = [delayer, *actions] if needed else [*actions, delayer]
     return actions
 
 
 def _host_change(lab: Lab, host: Host, before: dict[str, Entry], after: dict[str, Entry],
                  netem: bool) -> list[Action]:
     """The actions that take one host's impairments from ``before`` to ``after`` (by interface): its nft
-    table, its NFQUEUE rules (for the delayer) and the qdiscs on its veth ends."""
+    table, its NFQUEUE rules (for the delayer), its receive timestamps and the qdiscs on its veth ends."""
     if before == after:
         return []
     actions: list[Action] = []
@@ -328,6 +416,9 @@ def _host_change(lab: Lab, host: Host, before: dict[str, Entry], after: dict[str
     if queued != old_queued:
         dual = any(i.address6 for i in host.interfaces)
         actions.append(SetQueues(host.namespace, queued, old_queued, dual))
+    stamps, old_stamps = render_stamps(after, netem), render_stamps(before, netem)
+    actions += [StampOnDelivery(host.namespace, tuple(sorted(devices)), on)
+                for devices, on in ((stamps - old_stamps, True), (old_stamps - stamps, False)) if devices]
     q_new, q_old = render_qdiscs(lab, host, after, netem), render_qdiscs(lab, host, before, netem)
     ends = sorted(set(q_new) | set(q_old), key=str)
     if any(q_new.get(k, "") != q_old.get(k, "") for k in ends):
@@ -349,22 +440,38 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
     return FeaturePlan()
 
 
+def rows(record: ImpairRecord) -> list[dict[str, Any]]:
+    """What ``status`` lists: one row per interface and direction ("both" when both suffer the same)."""
+    out = []
+    for h, i, e in record.entries():
+        sides = [("both", e["in"])] if e["in"] == e["out"] else [(d, e[d]) for d in ("in", "out") if e[d]]
+        for direction, kinds in sides:
+            row = {"host": h, "interface": i, "direction": direction, "source": e.get("source", "file"),
+                   **{k: kinds.get(k, 0) for k in KINDS}}
+            until = [t for key, t in e.get("until", {}).items() if direction in ("both", key.partition(":")[0])]
+            if until:
+                row["until"] = min(until)
+            out.append(row)
+    return out
+
+
 def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
-    entries = ImpairRecord.from_json(record).entries()
-    doc: dict[str, Any] = {"impairments": [{"host": h, "interface": i, **e} for h, i, e in entries]}
-    if any(e["delay"] or e["jitter"] for _, _, e in entries) and not drivers.shaper.has(NETEM):
+    parsed = ImpairRecord.from_json(record)
+    doc: dict[str, Any] = {"impairments": rows(parsed)}
+    if any(_delays(e[d]) for _, _, e in parsed.entries() for d in ("in", "out")) and not drivers.shaper.has(NETEM):
         doc["delayer"] = {"running": drivers.shaper.delayer_running(lab.name)}
     return doc
 
 
-def describe(e: Entry) -> str:
-    """``loss 30% rate 10mbit delay 50±5ms (both)``."""
+def describe(row: dict[str, Any]) -> str:
+    """``loss 30% rate 10mbit delay 50±5ms (both)`` (one row of :func:`rows`)."""
     parts = []
-    if e["loss"]:
-        parts.append(f"loss {e['loss']:g}%")
-    if e["rate"]:
-        parts.append(f"rate {e['rate'] / 1e6:g}mbit")
-    if e["delay"] or e["jitter"]:
-        parts.append(f"delay {e['delay']:g}ms" + (f"±{e['jitter']:g}ms" if e["jitter"] else ""))
-    return " ".join(parts) + f" ({e['direction']})"
-
+    if row.get("loss"):
+        parts.append(f"loss {row['loss']:g}%")
+    if row.get("rate"):
+        parts.append(f"rate {row['rate'] / 1e6:g}mbit")
+    if row.get("delay") or row.get("jitter"):
+        parts.append(f"delay {row['delay']:g}ms" + (f"±{row['jitter']:g}ms" if row.get("jitter") else ""))
+    parts += [f"{k} {row[k]:g}%" for k in ("reorder", "duplicate", "corrupt") if row.get(k)]
+    left = f", {max(0, round(row['until'] - time.time()))}s left" if row.get("until") else ""
+    return " ".join(parts) + f" ({row['direction']}{left})"

@@ -35,7 +35,7 @@ TABLE = "inet nslab-partition"
 
 
 class PartitionsRecord(Value):
-    cuts: list[list[str]] = field(default_factory=list)  # [a, b, source ("file" or "cli")]
+    cuts: list[list[str]] = field(default_factory=list)  # [a, b, source ("file" or "cli")(, "oneway")]
 
     def to_json(self) -> dict[str, Any]:
         return {"partitions": self.cuts}
@@ -89,27 +89,52 @@ def side6(lab: Lab, name: str) -> list[str]:
     return [str(subnet6)] if subnet6 else []
 
 
+def oneway(cut: list[str]) -> bool:
+    """Whether a cut drops only what its first side sends to its second."""
+    return cut[3:4] == ["oneway"]
+
+
+def covers(cut: list[str], a: str, b: str, one: bool) -> bool:
+    """Whether ``cut`` already drops what ``a`` sends to ``b`` (and, unless ``one``, what ``b`` sends to ``a``)."""
+    if not oneway(cut):
+        return frozenset(cut[:2]) == {a, b}
+    return one and cut[:2] == [a, b]
+
+
+def _chain(hook: str, rules: list[str]) -> str:
+    where = "prerouting priority -350" if hook == "in" else "postrouting priority 350"
+    return (f"  chain {hook} {{\n    type filter hook {where}; policy accept;\n"
+            + "".join(f"    {r}\n" for r in rules) + "  }\n")
+
+
+def _drops(lab: Lab, here: str, there: str, comment: str) -> list[tuple[str, str, str]]:
+    """(host, chain, rule): what the hosts of side ``here`` send to side ``there`` is dropped (in ``here``'s
+    hosts, on the way out, and in ``there``'s hosts, on the way in)."""
+    out = []
+    for family, to, source in (("ip", side(lab, there)[1], side(lab, here)[1]),
+                               ("ip6", side6(lab, there), side6(lab, here))):
+        if to:
+            out += [(h, "out", f"{family} daddr {{ {', '.join(to)} }} drop {comment}") for h in side(lab, here)[0]]
+        if source:
+            out += [(h, "in", f"{family} saddr {{ {', '.join(source)} }} drop {comment}") for h in side(lab, there)[0]]
+    return out
+
+
 def render(lab: Lab, cuts: list[list[str]]) -> dict[str, str]:
     """host -> its ``inet nslab-partition`` table, for every host on a side of a cut (IPv6 too where the
-    other side has IPv6 addresses)."""
-    rules: dict[str, list[tuple[str, str, str]]] = {}  # host -> (family, addresses of the other side, comment)
-    for a, b, *_ in cuts:
-        comment = f"nslab:{lab.name}:partition:{a}:{b}"
-        (a_hosts, a_addrs), (b_hosts, b_addrs) = side(lab, a), side(lab, b)
-        a6, b6 = side6(lab, a), side6(lab, b)
-        for hosts, addrs, addrs6 in ((a_hosts, b_addrs, b6), (b_hosts, a_addrs, a6)):
-            for host in hosts:
-                rules.setdefault(host, []).append(("ip", ", ".join(addrs), comment))
-                if addrs6:
-                    rules[host].append(("ip6", ", ".join(addrs6), comment))
-    tables = {}
-    for host, drops in rules.items():
-        inbound = "".join(f'    {f} saddr {{ {addrs} }} drop comment "{c}"\n' for f, addrs, c in drops)
-        outbound = "".join(f'    {f} daddr {{ {addrs} }} drop comment "{c}"\n' for f, addrs, c in drops)
-        tables[host] = (f"table {TABLE} {{\n  chain in {{\n    type filter hook prerouting priority -350; "
-                        f"policy accept;\n{inbound}  }}\n  chain out {{\n    type filter hook postrouting priority "
-                        f"350; policy accept;\n{outbound}  }}\n}}\n")
-    return tables
+    sides have IPv6 addresses). A two-way cut drops, in each host of either side, what comes from the other
+    side and what goes to it; a one-way cut A -> B only what A sends to B: in A's hosts on the way out, in B's
+    on the way in (traffic between two hosts of one network is bridged: each end sees its own half)."""
+    rules: dict[str, dict[str, list[str]]] = {}  # host -> chain ("in"/"out") -> rules
+    for cut in cuts:
+        a, b = cut[:2]
+        comment = f'comment "nslab:{lab.name}:partition:{a}:{b}"'
+        halves = [(a, b)] if oneway(cut) else [(a, b), (b, a)]
+        for here, there in halves:
+            for host, chain, rule in _drops(lab, here, there, comment):
+                rules.setdefault(host, {}).setdefault(chain, []).append(rule)
+    return {host: f"table {TABLE} {{\n" + "".join(_chain(h, chains[h]) for h in ("in", "out") if h in chains)
+            + "}\n" for host, chains in rules.items()}
 
 
 def cut(lab: Lab, record: Any, a: str, b: str) -> bool:
@@ -153,8 +178,8 @@ def desired(lab: Lab, old: PartitionsRecord) -> PartitionsRecord:
     cuts = [[a, b, "file"] for a, b in lab.partitions]
     seen = {frozenset(c[:2]) for c in cuts}
     for a, b, *rest in old.cuts:
-        if rest == ["cli"] and frozenset((a, b)) not in seen and not problems_of(lab, a, b):
-            cuts.append([a, b, "cli"])
+        if rest[:1] == ["cli"] and frozenset((a, b)) not in seen and not problems_of(lab, a, b):
+            cuts.append([a, b, *rest])
     return PartitionsRecord(cuts)
 
 
@@ -181,5 +206,5 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
 
 
 def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
-    return {"partitions": [{"a": c[0], "b": c[1], "source": c[2] if len(c) > 2 else "file"}
+    return {"partitions": [{"a": c[0], "b": c[1], "source": c[2] if len(c) > 2 else "file", "oneway": oneway(c)}
                            for c in PartitionsRecord.from_json(record).cuts]}
