@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_services import nslab
 
-from labs import lab_status, private_resolver
+from labs import lab_status, private_resolver, wait_for
 from sandbox import sh
 
 LAB = """\
@@ -55,6 +55,15 @@ def ping(src: str, dst: str, count: int, interval: str = "0.002") -> tuple[float
     loss = float(re.search(r"([\d.]+)% packet loss", out).group(1))
     rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
     return loss, float(rtt.group(1)) if rtt else 0.0
+
+
+def median_rtt(src: str, dst: str, count: int = 15) -> float:
+    """The median round trip (ms) of ``count`` pings from host ``src`` to ``dst``, as ping itself reports each
+    (its receive timestamps: what a user of ping sees); the median keeps a loaded machine's stalls out."""
+    out = sh(f"ip netns exec {namespace(src)} ping -n -i 0.05 -W 2 -c {count} {address(dst)}", check=False).stdout
+    times = sorted(float(t) for t in re.findall(r"time=([\d.]+) ms", out))
+    assert len(times) >= count - 1, out
+    return times[len(times) // 2]
 
 
 def leftovers(hosts: tuple[str, ...] = ("a", "b")) -> list[str]:
@@ -160,3 +169,34 @@ def test_impair_names_the_problem(lab):
     assert bad.returncode == 2 and "percentage" in bad.stderr
     bad = nslab("impair", "imp/a", check=False)
     assert bad.returncode == 2 and "say what to impair" in bad.stderr
+
+
+def test_inbound_delay_hits_the_replies_to_the_hosts_own_pings(lab):
+    """The issue's measure: with ``--in --delay 40ms`` pings sent by a take 40 ms +- 20 % longer, with
+    ``--both`` 80 ms (each direction meets the delay); pings to a see the same."""
+    lab()
+    base = median_rtt("a", "b")
+    said = nslab("impair", "imp/a", "--delay", "40ms", "--in").stdout
+    assert said == "imp/a:eth0 now: delay 40ms (in)\n"
+    assert 32 <= median_rtt("a", "b") - base <= 48
+    assert 32 <= median_rtt("b", "a") - base <= 48
+    nslab("impair", "imp/a", "--delay", "40ms", "--both")
+    assert 64 <= median_rtt("a", "b") - base <= 96
+    assert 64 <= median_rtt("b", "a") - base <= 96
+    nslab("impair", "imp/a", "--clear")
+    assert leftovers() == []
+
+
+def test_impairments_compose_clear_by_kind_and_expire(lab):
+    lab()
+    nslab("impair", "imp/a", "--loss", "100%", "--in")
+    assert ping("a", "b", 3, "0.05")[0] == 100.0
+    said = nslab("impair", "imp/a", "--delay", "30ms", "--out", "--for", "3s").stdout
+    assert said.startswith("imp/a:eth0 now: loss 100% (in); delay 30ms (out, ")
+    rows = [(i["direction"], i["loss"], i["delay"]) for i in doc()["faults"]["impairments"]]
+    assert rows == [("in", 100.0, 0), ("out", 0, 30.0)]  # the loss stayed: the second impair named only delay
+    nslab("impair", "imp/a", "--clear", "loss")
+    loss, rtt = ping("a", "b", 5, "0.05")
+    assert loss == 0.0 and rtt >= 25
+    wait_for(lambda: not doc()["faults"]["impairments"], timeout=15)  # the delayer's timer cleared the delay
+    assert leftovers() == []

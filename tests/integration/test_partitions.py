@@ -94,3 +94,38 @@ def test_partitions_from_the_lab_file_and_heal_all(lab):
     path.write_text(LAB + "partitions: [[a, nowhere]]\n")
     bad = nslab("up", "-f", str(path), check=False)
     assert bad.returncode == 2 and "partitions[0]" in bad.stderr
+
+
+UDP_RECEIVE = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7001)); s.settimeout(1.5)
+print("ready", flush=True)
+try:
+    print(s.recv(100).decode(), flush=True)
+except TimeoutError:
+    print("nothing", flush=True)
+"""
+
+
+def udp_passes(host, src: str, dst: str) -> bool:
+    """Whether a UDP datagram sent by ``src`` reaches ``dst`` (no reply needed: one direction only)."""
+    receiver = host.popen(["ip", "netns", "exec", namespace(dst), "python3", "-c", UDP_RECEIVE],
+                          stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout.readline().strip() == "ready"
+    for _ in range(3):
+        sh(f"ip netns exec {namespace(src)} python3 -c \"import socket; socket.socket(socket.AF_INET, "
+           f"socket.SOCK_DGRAM).sendto(b'hello', ('{address(dst)}', 7001))\"", check=False)  # (EPERM: dropped)
+    got = receiver.stdout.readline().strip()
+    receiver.wait(timeout=5)
+    return got == "hello"
+
+
+def test_oneway_partition_drops_only_what_a_sends_to_b(lab, host):
+    lab(LAB)
+    assert nslab("partition", "imp/a", "b", "--oneway").stdout == "imp: cut a -> b (b -> a still passes)\n"
+    assert not udp_passes(host, "a", "b")
+    assert udp_passes(host, "b", "a")
+    assert udp_passes(host, "a", "c")
+    assert re.search(r"partition +a -> b +dropped one way +cli", nslab("status", "imp").stdout)
+    assert nslab("heal").stdout == "imp: healed 1 partition(s)\n"  # the only lab up: no name needed
+    assert udp_passes(host, "a", "b")

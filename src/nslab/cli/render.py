@@ -248,7 +248,8 @@ def _faults(doc: dict[str, Any], wide: bool, host: str | None) -> None:
 
     rows = [["impair", f"{i['host']}:{i['interface']}", describe(i), i["source"]]
             for i in doc.get("impairments", []) if host is None or i["host"] == host]
-    rows += [["partition", f"{p['a']} | {p['b']}", "dropped both ways", p["source"]]
+    rows += [["partition", f"{p['a']} -> {p['b']}" if p.get("oneway") else f"{p['a']} | {p['b']}",
+              "dropped one way" if p.get("oneway") else "dropped both ways", p["source"]]
              for p in doc.get("partitions", []) if host is None or host in (p["a"], p["b"])]
     if rows:
         table("", ("fault", "where", "what", "set by"), rows, wide)
