@@ -84,3 +84,38 @@ def test_a_partition_rule_is_named(lab):
     finally:
         nslab("heal", "tut")
     assert nslab("trace", "web2", "tut/web1:8080", check=False).returncode == 0
+
+
+@pytest.fixture
+def routed(labs):
+    from test_router import ROUTER_LAB
+
+    labs.up(ROUTER_LAB)
+
+
+def verdict_of(*args: str) -> str:
+    result = nslab("trace", *args, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+def test_an_icmp_error_names_the_hop_and_why(routed):
+    """The router answers ICMP network unreachable for the outside: trace names it and its missing route."""
+    why = ("rt/router (10.81.1.254) answered ICMP network unreachable: no route on rt/router to 198.51.100.1 "
+           "(no default route: networks left, right are internal)")
+    assert verdict_of("rt/a", "198.51.100.1") == f"verdict: not reached: {why}"
+    assert verdict_of("rt/a", "198.51.100.1:80") == f"verdict: not reached: {why}"  # TCP: the same ICMP error
+    assert verdict_of("rt/b", "198.51.100.1") == ("verdict: no route: Network is unreachable: no default route: "
+                                                  "network right is internal")
+
+
+def test_a_reject_on_a_router_is_named_with_the_router(routed):
+    sh("ip netns exec rt-router nft add table inet t")
+    sh("ip netns exec rt-router nft add chain inet t f '{ type filter hook forward priority 0; }'")
+    sh("ip netns exec rt-router nft add rule inet t f ip daddr 10.81.2.10 reject with icmp admin-prohibited")
+    result = nslab("trace", "rt/a", "rt/b", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ICMP administratively prohibited from 10.81.1.254" in result.stdout, result.stdout
+    verdict = result.stdout.splitlines()[-1]
+    assert verdict.startswith("verdict: dropped by rule 'ip daddr 10.81.2.10 reject"), verdict
+    assert verdict.endswith("in inet t f on rt/router"), verdict

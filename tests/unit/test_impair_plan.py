@@ -220,10 +220,11 @@ def test_reorder_is_emulated_and_duplicate_and_corrupt_need_netem():
 def test_a_lab_file_with_duplicate_on_this_kernel_is_refused_with_one_line():
     d = fake_drivers()
     with pytest.raises(NslabError) as err:
-        Lab.from_text(PLAIN.replace("b: {networks: [front]}", "b: {networks: [front], impair: {eth0: {duplicate: 1%}}}"),
-                      "lab.yaml", drivers=d).up()
-    assert err.value.lines() == ["lab.yaml:7: hosts.b.impair.eth0: duplicate needs netem (kernel: CONFIG_NET_SCH_NETEM), "
-                                 "which this kernel lacks (loss, rate, delay, jitter and reorder work without it)"]
+        text = PLAIN.replace("b: {networks: [front]}", "b: {networks: [front], impair: {eth0: {duplicate: 1}}}")
+        Lab.from_text(text, "lab.yaml", drivers=d).up()
+    assert err.value.lines() == ["lab.yaml:7: hosts.b.impair.eth0: duplicate needs netem (kernel: "
+                                 "CONFIG_NET_SCH_NETEM), which this kernel lacks (loss, rate, delay, jitter and "
+                                 "reorder work without it)"]
 
 
 def test_for_sets_a_timer_in_the_delayer_and_expire_clears_only_what_is_due(monkeypatch):

@@ -131,3 +131,32 @@ def test_parse_destination(text, expected):
 def test_parse_destination_refuses(text):
     with pytest.raises(UserError):
         trace.parse_destination(text)
+
+
+def _quoted_ipv4(src: str, dst: str, proto: int, transport: bytes) -> bytes:
+    import ipaddress
+
+    header = bytes([0x45, 0, 0, 40, 0, 0, 0, 0, 64, proto, 0, 0])
+    return header + ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed + transport
+
+
+def test_icmp_errors_about_the_probe_are_read_and_others_ignored():
+    from nslab.tools.trace import Flow, parse_icmp_error
+
+    flow = Flow("tcp", "10.81.1.2", "198.51.100.1", 40000, 80)
+    tcp = (40000).to_bytes(2, "big") + (80).to_bytes(2, "big") + bytes(4)
+    error = parse_icmp_error(bytes([3, 0, 0, 0, 0, 0, 0, 0]) + _quoted_ipv4("10.81.1.2", "198.51.100.1", 6, tcp),
+                             "10.81.1.254", flow)
+    assert error is not None and (error.sender, error.reason) == ("10.81.1.254", "network unreachable")
+    prohibited = parse_icmp_error(bytes([3, 13, 0, 0, 0, 0, 0, 0]) + _quoted_ipv4("10.81.1.2", "198.51.100.1", 6, tcp),
+                                  "x", flow)
+    assert prohibited is not None and prohibited.reason == "administratively prohibited"
+    other_port = (40001).to_bytes(2, "big") + (80).to_bytes(2, "big") + bytes(4)
+    assert parse_icmp_error(bytes([3, 0, 0, 0, 0, 0, 0, 0]) + _quoted_ipv4("10.81.1.2", "198.51.100.1", 6, other_port),
+                            "x", flow) is None
+    echo = Flow("icmp", "10.81.1.2", "198.51.100.1", 77)
+    quoted_echo = bytes([8, 0, 0, 0]) + (77).to_bytes(2, "big") + bytes(2)
+    ttl = parse_icmp_error(bytes([11, 0, 0, 0, 0, 0, 0, 0]) + _quoted_ipv4("10.81.1.2", "198.51.100.1", 1, quoted_echo),
+                           "10.0.0.1", echo)
+    assert ttl is not None and ttl.reason == "time exceeded"
+    assert parse_icmp_error(bytes([0, 0, 0, 0, 0, 0, 0, 0]), "x", echo) is None  # an echo reply is no error

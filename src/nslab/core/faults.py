@@ -52,13 +52,7 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
         ifs = hosts.setdefault(host, {})
         targets = [ifname] if iface or not cleared else sorted(ifs)
         for name in targets:
-            e = ifs.setdefault(name, {"in": {}, "out": {}})
-            _edit(e, sides, amounts, cleared, seconds)
-            for d in sides:
-                _refuse(feature.conflicts(e[d]), UserError)
-                _refuse(feature.support(e[d], drivers), EnvironmentProblem)
-            if not e["in"] and not e["out"]:
-                del ifs[name]
+            _edit_checked(ifs, name, sides, amounts, cleared, seconds, drivers)
         new = feature.ImpairRecord({h: i for h, i in hosts.items() if i})
         now = [feature.describe(r) for r in feature.rows(new) if r["host"] == host and r["interface"] in targets]
         said.append(f"{lab}/{host}:{','.join(targets) or ifname or '-'} now: {'; '.join(now) or 'unimpaired'}")
@@ -66,6 +60,21 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
 
     change(lab, feature.KEY, drivers, plan)
     return said[0]
+
+
+def _edit_checked(ifs: dict[str, Any], name: str, sides: tuple[str, ...], amounts: dict[str, float],
+                  cleared: tuple[str, ...], seconds: float | None, drivers: Drivers) -> None:
+    """:func:`_edit` of interface ``name`` in ``ifs``, refused when it asks what the kernel cannot do; an
+    interface left with nothing goes."""
+    from .features import impair as feature
+
+    e = ifs.setdefault(name, {"in": {}, "out": {}})
+    _edit(e, sides, amounts, cleared, seconds)
+    for d in sides:
+        _refuse(feature.conflicts(e[d]), UserError)
+        _refuse(feature.support(e[d], drivers), EnvironmentProblem)
+    if not e["in"] and not e["out"]:
+        del ifs[name]
 
 
 def _edit(e: dict[str, Any], sides: tuple[str, ...], amounts: dict[str, float], cleared: tuple[str, ...],

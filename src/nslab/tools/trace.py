@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import EnvironmentProblem, TargetError, UserError
+from ..model import Host, Lab
 from ..ns.targets import Target
 
 PROTOCOLS = ("tcp", "udp", "icmp")
@@ -147,10 +148,11 @@ def _note(item: Explanation, event: TraceEvent) -> None:
     verdict = _first_word(event.verdict)
     if event.kind == "rule" and _REWRITE.search(event.text):
         item.rewrites.append(f"rewritten by {name_rule(event)}: {event.text}")
+    on = f" on {event.scope}" if event.scope and event.scope != "the machine" else ""
     if event.kind == "rule" and verdict in DROPS:
-        item.dropped_by = f"dropped by {name_rule(event)}"
+        item.dropped_by = f"dropped by {name_rule(event)}{on}"
     elif event.kind == "policy" and verdict in DROPS:
-        item.dropped_by = f"dropped by the policy ({verdict}) of chain {event.where}"
+        item.dropped_by = f"dropped by the policy ({verdict}) of chain {event.where}{on}"
 
 
 def _step(event: TraceEvent, hooks: dict[tuple[str, str, str], str]) -> str:
@@ -296,6 +298,71 @@ def is_address(text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+# Pure: ICMP errors about the probe
+# ----------------------------------------------------------------------------------------------
+
+#: (family, type, code) -> what the answering hop says; (family, type, None): any other code of that type
+_ICMP_REASONS = {
+    (4, 3, 0): "network unreachable", (4, 3, 1): "host unreachable", (4, 3, 2): "protocol unreachable",
+    (4, 3, 3): "port unreachable", (4, 3, 4): "fragmentation needed", (4, 3, 6): "network unknown",
+    (4, 3, 7): "host unknown", (4, 3, 9): "network prohibited", (4, 3, 10): "host prohibited",
+    (4, 3, 13): "administratively prohibited", (4, 3, None): "unreachable", (4, 11, None): "time exceeded",
+    (6, 1, 0): "no route", (6, 1, 1): "administratively prohibited", (6, 1, 3): "address unreachable",
+    (6, 1, 4): "port unreachable", (6, 1, 5): "prohibited by policy", (6, 1, 6): "reject route",
+    (6, 1, None): "unreachable", (6, 2, None): "packet too big", (6, 3, None): "time exceeded",
+}
+NO_ROUTE = ("network unreachable", "network unknown", "no route", "reject route")
+PROHIBITED = ("network prohibited", "host prohibited", "administratively prohibited", "prohibited by policy")
+NO_NEIGHBOUR = ("host unreachable", "address unreachable", "host unknown")
+
+
+@dataclass(frozen=True)
+class IcmpError:
+    """An ICMP error about the probe: who sent it and what it says."""
+
+    sender: str
+    family: int  # 4 or 6
+    type: int
+    code: int
+
+    @property
+    def reason(self) -> str:
+        return _ICMP_REASONS.get((self.family, self.type, self.code)) or \
+            _ICMP_REASONS.get((self.family, self.type, None), f"type {self.type} code {self.code}")
+
+
+def _quoted_matches(inner: bytes, proto: int, flow: Flow) -> bool:
+    """Whether the transport header quoted in an ICMP error is the probe's (its ports, or its echo id)."""
+    if flow.proto == "icmp":
+        return proto in (1, 58) and int.from_bytes(inner[4:6], "big") == flow.sport
+    wanted = 6 if flow.proto == "tcp" else 17
+    return proto == wanted and len(inner) >= 4 and int.from_bytes(inner[0:2], "big") == flow.sport \
+        and int.from_bytes(inner[2:4], "big") == flow.dport
+
+
+def parse_icmp_error(body: bytes, sender: str, flow: Flow) -> IcmpError | None:
+    """``body`` (an ICMP message without its IP header) as an error about ``flow``; None for anything else."""
+    if len(body) < 8:
+        return None
+    quoted = body[8:]
+    if flow.v6:
+        if body[0] not in (1, 2, 3) or len(quoted) < 48:
+            return None
+        src, dst, proto, inner = quoted[8:24], quoted[24:40], quoted[6], quoted[40:]
+    else:
+        if body[0] not in (3, 11) or len(quoted) < 28:
+            return None
+        header = (quoted[0] & 0x0F) * 4
+        src, dst, proto, inner = quoted[12:16], quoted[16:20], quoted[9], quoted[header:]
+    if (ipaddress.ip_address(src), ipaddress.ip_address(dst)) != (ipaddress.ip_address(flow.src),
+                                                                   ipaddress.ip_address(flow.dst)):
+        return None
+    if not _quoted_matches(inner, proto, flow):
+        return None
+    return IcmpError(sender, 6 if flow.v6 else 4, body[0], body[1])
+
+
+# ----------------------------------------------------------------------------------------------
 # Live: endpoints, route, the throwaway table, the monitors, the probe
 # ----------------------------------------------------------------------------------------------
 
@@ -434,6 +501,8 @@ def _nft(target: Target | None, text: str, json_output: bool = False) -> str:
 class Probe:
     sock: socket.socket
     flow: Flow
+    errors: socket.socket | None = None  # a raw ICMP socket in SRC: errors about a TCP/UDP probe
+    error: IcmpError | None = None  # the ICMP error some hop sent about the probe
 
 
 def open_probe(source: Target | None, proto: str, src: str, dst: str, port: int) -> Probe:
@@ -450,9 +519,14 @@ def open_probe(source: Target | None, proto: str, src: str, dst: str, port: int)
         sock.bind((src, 0))
         return sock
 
+    def raw_icmp() -> socket.socket:
+        return socket.socket(family, socket.SOCK_RAW,
+                             socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP)
+
     sock: socket.socket = _in_scope(source, make)
+    errors = None if proto == "icmp" else _in_scope(source, raw_icmp)
     ident = (os.getpid() ^ int(time.monotonic() * 1000)) & 0xFFFF if proto == "icmp" else sock.getsockname()[1]
-    return Probe(sock, Flow(proto, src, dst, ident, port))
+    return Probe(sock, Flow(proto, src, dst, ident, port), errors)
 
 
 def _checksum(data: bytes) -> int:
@@ -476,8 +550,9 @@ def _icmp6_probe(probe: Probe, timeout: float) -> tuple[bool, str]:
         body, peer = probe.sock.recvfrom(2048)
         if body[:1] == b"\x81" and int.from_bytes(body[4:6], "big") == flow.sport:
             return True, f"echo reply from {peer[0]}"
-        if body[:1] in (b"\x01", b"\x03"):
-            return False, f"ICMPv6 {'unreachable' if body[0] == 1 else 'time exceeded'} from {peer[0]}"
+        probe.error = parse_icmp_error(body, peer[0], flow)
+        if probe.error:
+            return False, f"ICMPv6 {probe.error.reason} from {peer[0]}"
     return False, "no answer"
 
 
@@ -497,8 +572,9 @@ def _icmp_probe(probe: Probe, timeout: float) -> tuple[bool, str]:
         body = packet[(packet[0] & 0x0F) * 4:]
         if body[:1] == b"\0" and int.from_bytes(body[4:6], "big") == flow.sport:
             return True, f"echo reply from {peer[0]}"
-        if body[:1] in (b"\x03", b"\x0b"):
-            return False, f"ICMP {'unreachable' if body[0] == 3 else 'time exceeded'} from {peer[0]}"
+        probe.error = parse_icmp_error(body, peer[0], flow)
+        if probe.error:
+            return False, f"ICMP {probe.error.reason} from {peer[0]}"
     return False, "no answer"
 
 
@@ -525,12 +601,36 @@ def _stream_probe(probe: Probe, timeout: float) -> tuple[bool, str]:
     return True, "connected" if flow.proto == "tcp" else "answered"
 
 
+def _error_about(probe: Probe, timeout: float = 0.2) -> IcmpError | None:
+    """The ICMP error about a TCP/UDP probe that reached SRC's raw ICMP socket, if any."""
+    sock, flow = probe.errors, probe.flow
+    deadline = time.monotonic() + timeout
+    while sock is not None and (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            break
+        packet, peer = sock.recvfrom(2048)
+        found = parse_icmp_error(packet if flow.v6 else packet[(packet[0] & 0x0F) * 4:], peer[0], flow)
+        if found:
+            return found
+    return None
+
+
 def send_probe(probe: Probe, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-    """``(reached, outcome)``: reached means the destination answered (a refusal too)."""
+    """``(reached, outcome)``: reached means the destination answered (a refusal too). An ICMP error some hop
+    sent about the probe is kept in ``probe.error``."""
     try:
-        return _icmp_probe(probe, timeout) if probe.flow.proto == "icmp" else _stream_probe(probe, timeout)
+        if probe.flow.proto == "icmp":
+            return _icmp_probe(probe, timeout)
+        reached, outcome = _stream_probe(probe, timeout)
+        if not reached:
+            probe.error = _error_about(probe)
+            if probe.error:
+                outcome = f"ICMP{'v6' if probe.flow.v6 else ''} {probe.error.reason} from {probe.error.sender}"
+        return reached, outcome
     finally:
         probe.sock.close()
+        if probe.errors is not None:
+            probe.errors.close()
 
 
 @dataclass
@@ -544,6 +644,8 @@ class TraceResult:
     explanations: list[Explanation] = field(default_factory=list)
     hooks: dict[tuple[str, str, str], str] = field(default_factory=dict)
     raw: list[str] = field(default_factory=list)
+    error: IcmpError | None = None  # the ICMP error a hop sent about the probe
+    why: str = ""  # why that hop (or SRC itself, without a route) could not forward it
 
     @property
     def verdict(self) -> str:
@@ -553,15 +655,84 @@ class TraceResult:
         if drops:
             return drops[0]
         if "error" in self.route:
-            return f"no route: {self.route['error']}"
+            return f"no route: {self.route['error']}" + (f": {self.why}" if self.why else "")
+        if self.error is not None:
+            return f"not reached: {self.why}"
         return f"not reached ({self.outcome}), and no traced rule dropped it: look at the destination and its replies"
 
 
+FORWARDING = ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding")
+MAX_ROUTERS = 8  # routers of SRC's lab traced too (a monitor each)
+
+
 def _scopes(source: Target | None) -> list[tuple[str, Target | None]]:
+    """Where to trace: the machine, SRC, and the hosts of SRC's lab that forward (its routers: a rule there that
+    drops or rejects the probe is named)."""
     scopes: list[tuple[str, Target | None]] = [("the machine", None)]
     if source is not None and os.stat(source.net_path).st_ino != os.stat("/proc/thread-self/ns/net").st_ino:
         scopes.append((source.label, source))
+    if source is not None and source.lab:
+        from ..core import state
+        from ..ns.targets import resolve
+
+        recorded = state.LabState.load(source.lab)
+        routers = [h.name for h in recorded.lab.hosts.values() if h.name != source.host and h.container is None
+                   and any(k in FORWARDING and v == "1" for k, v in h.sysctls)] if recorded else []
+        scopes += [(f"{source.lab}/{r}", resolve(f"{source.lab}/{r}")) for r in routers[:MAX_ROUTERS]]
     return scopes
+
+
+def _no_default(lab: Lab, host: Host, v6: bool) -> str:
+    """Why ``host`` has no default route, when the lab file says so ("" when it has one)."""
+    if (host.gateway6 if v6 else host.gateway) is not None:
+        return ""
+    internal = sorted({i.network for i in host.interfaces if i.network and lab.networks[i.network].internal})
+    on_networks = {i.network for i in host.interfaces if i.network}
+    if internal and set(internal) == on_networks:
+        return (f"no default route: network{'s' if len(internal) > 1 else ''} {', '.join(internal)} "
+                f"{'are' if len(internal) > 1 else 'is'} internal")
+    return "no default route (the lab file gives it none)"
+
+
+def _hop(address: str) -> tuple[str, tuple[Lab, Host] | None]:
+    """How to name the hop that sent an ICMP error: a lab host (and its lab), a lab network's gateway on the
+    machine, or the bare address."""
+    from ..core import state
+
+    for recorded in state.all_states():
+        lab = recorded.lab
+        for host in lab.hosts.values():
+            if any(address in (str(i.address.ip), str(i.address6.ip) if i.address6 else "") for i in host.interfaces):
+                return f"{lab.name}/{host.name} ({address})", (lab, host)
+        for network in lab.networks.values():
+            if address in (str(network.gateway.ip), str(network.gateway6.ip) if network.gateway6 else ""):
+                return f"the machine ({address}, gateway of network {lab.name}/{network.name})", None
+    return address, None
+
+
+def why_icmp(error: IcmpError, destination: str, explanations: Sequence[Explanation]) -> str:
+    """The hop that answered the probe with an ICMP error, and why it could not deliver it."""
+    hop, known = _hop(error.sender)
+    said = f"{hop} answered ICMP{'v6' if error.family == 6 else ''} {error.reason}"
+    if error.reason in PROHIBITED:
+        rule = next((e.dropped_by for e in explanations if e.dropped and e.events[0].scope in hop), "")
+        return f"{said}: {rule or 'a reject rule there'}"
+    if error.reason == "time exceeded":
+        return f"{said}: the packet's TTL ran out there (a routing loop?)"
+    if error.reason in ("fragmentation needed", "packet too big"):
+        return f"{said}: the packet is larger than the MTU of the next link"
+    if known is None:
+        return said
+    lab, host = known
+    from ..ns.targets import resolve
+
+    path = route(resolve(f"{lab.name}/{host.name}"), destination)
+    if error.reason in NO_ROUTE or "error" in path:
+        reason = _no_default(lab, host, ":" in destination) if "error" in path else ""
+        return f"{said}: no route on {lab.name}/{host.name} to {destination}" + (f" ({reason})" if reason else "")
+    if error.reason in NO_NEIGHBOUR:
+        return f"{said}: nothing answered for {destination} on its {path.get('dev', '?')} (ARP/ND)"
+    return said
 
 
 def _start_table(monitor: _Monitor, target: Target | None, text: str, table: str) -> None:
@@ -613,6 +784,18 @@ def _remove_tables(made: Sequence[Target | None], table: str) -> None:
         raise FirewallError(f"could not remove table inet {table}: " + "; ".join(failures))
 
 
+def _lab_host(target: Target | None) -> tuple[Lab, Host] | None:
+    """The lab and host ``target`` is, when it is a lab host."""
+    if target is None or not target.lab or not target.host:
+        return None
+    from ..core import state
+
+    recorded = state.LabState.load(target.lab)
+    if recorded is None or target.host not in recorded.lab.hosts:
+        return None
+    return recorded.lab, recorded.lab.hosts[target.host]
+
+
 def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceResult:
     """The whole trace; the table is gone when this returns or raises. ``ipv6``: a destination given by name is
     traced at its IPv6 address (an IPv6 address is traced over IPv6 anyway)."""
@@ -627,7 +810,16 @@ def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceR
     path = route(source, destination)
     result = TraceResult(source_text, destination, path)
     if "error" in path:
+        known = _lab_host(source)
+        result.why = _no_default(*known, ":" in destination) if known else ""
         return result
+    _probe(result, source, proto, port)
+    return result
+
+
+def _probe(result: TraceResult, source: Target | None, proto: str, port: int) -> None:
+    """The traced probe along ``result.route``: its outcome, what each traced namespace did, why it failed."""
+    destination, path = result.destination, result.route
     src_address = str(path.get("prefsrc") or path.get("src") or "")
     if not src_address:
         raise EnvironmentProblem(f"route to {destination} names no source address")
@@ -639,9 +831,11 @@ def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceR
     events = [event for monitor in monitors for event in monitor.events()]
     result.raw = [line for monitor in monitors for line in monitor.lines if line.startswith("trace id")]
     result.explanations = explain(events, own_table=table)
+    result.error = probe.error
+    if probe.error is not None and not result.reached:
+        result.why = why_icmp(probe.error, destination, result.explanations)
     for _, target in scopes:
         try:
             result.hooks.update(hooks_of(_nft(target, "list chains", json_output=True)))
         except Exception:  # hook names are a nicety
             pass
-    return result

@@ -147,7 +147,8 @@ def support(kinds: Kinds, drivers: Drivers) -> list[str]:
                         "this machine has neither")
     lacking = [k for k in NETEM_ONLY if kinds.get(k)]
     if lacking and not drivers.shaper.has(NETEM):
-        problems.append(f"{' and '.join(lacking)} need{'s' if len(lacking) == 1 else ''} netem (kernel: CONFIG_NET_SCH_NETEM), which this kernel "
+        verb = "needs" if len(lacking) == 1 else "need"
+        problems.append(f"{' and '.join(lacking)} {verb} netem (kernel: CONFIG_NET_SCH_NETEM), which this kernel "
                         "lacks (loss, rate, delay, jitter and reorder work without it)")
     return problems
 
@@ -386,20 +387,27 @@ def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers
     # (only a delay asks the kernel: that reads /proc/config.gz and looks for iptables, on every up)
     delays = any(_delays(e[d]) for record in (old, new) for _, _, e in record.entries() for d in ("in", "out"))
     netem = delays and drivers.shaper.has(NETEM)
-    queues, old_queues = delayer_queues(lab, new, netem), delayer_queues(lab, old, netem)
-    expire, old_expire = new.expiry(), old.expiry()
-    running = (old_queues or old_expire) and drivers.shaper.delayer_running(lab.name)
     actions: list[Action] = []
     for name in sorted(set(old.hosts) | set(new.hosts)):
         host = lab.hosts.get(name)
         if host is not None:  # (else gone with its namespace)
             before = {} if name in fresh else old.hosts.get(name, {})
             actions += _host_change(lab, host, before, new.hosts.get(name, {}), netem)
-    needed = bool(queues or expire)
-    if (queues, expire) != (old_queues, old_expire) or (needed and not running):
-        delayer = SetDelayer(lab.name, queues, old_queues if running else (), expire, old_expire if running else 0.0)
-        actions = [delayer, *actions] if needed else [*actions, delayer]
+    delayer = _delayer_change(lab, old, new, netem, drivers)
+    if delayer is not None:
+        actions = [delayer, *actions] if delayer.queues or delayer.expire else [*actions, delayer]
     return actions
+
+
+def _delayer_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, netem: bool,
+                    drivers: Drivers) -> SetDelayer | None:
+    """The delayer (re)started with what ``new`` holds back and times, or stopped; None: it stays as it is."""
+    queues, old_queues = delayer_queues(lab, new, netem), delayer_queues(lab, old, netem)
+    expire, old_expire = new.expiry(), old.expiry()
+    running = (old_queues or old_expire) and drivers.shaper.delayer_running(lab.name)
+    if (queues, expire) == (old_queues, old_expire) and (running or not (queues or expire)):
+        return None
+    return SetDelayer(lab.name, queues, old_queues if running else (), expire, old_expire if running else 0.0)
 
 
 def _host_change(lab: Lab, host: Host, before: dict[str, Entry], after: dict[str, Entry],
