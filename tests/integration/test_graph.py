@@ -94,3 +94,23 @@ def _wait_for(browser, expression: str, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.3)
     return False
+
+
+def test_faults_show_in_every_format_and_the_svg_names_interfaces(topo):
+    nslab("impair", "topo/web", "--loss", "30%")
+    nslab("partition", "topo/web", "db", "--oneway")
+    nslab("link", "topo/app:eth1", "down")
+    out = topo / "faults.svg"
+    assert nslab("graph", "topo", "--format", "svg", "-o", str(out)).stdout == f"wrote {out}\n"
+    root = ET.parse(out).getroot()
+    texts = ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+    assert "loss 30% (out)" in texts and "partition one way" in texts
+    web = next(t for t in texts if t.startswith("eth0 10.73.1."))  # each edge: its interface and address
+    assert " DOWN" not in web and any(t.startswith("eth1 10.73.2.") and t.endswith(" DOWN") for t in texts)
+    assert [g for g in root.iter(f"{SVG}g") if g.get("class") == "legend"]
+    assert [e for e in root.iter(f"{SVG}line") if e.get("class") == "partition"]
+    mermaid = nslab("graph", "topo").stdout
+    assert "eth0 loss 30% (out)" in mermaid and "partition one way" in mermaid and "eth1 DOWN" in mermaid
+    dot = nslab("graph", "topo", "--format", "dot").stdout
+    assert "loss 30% (out)" in dot and "eth1 DOWN" in dot and "partition one way" in dot
+    assert "loss 30% (out)" in nslab("graph", "topo", "--format", "html").stdout

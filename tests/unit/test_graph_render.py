@@ -47,3 +47,32 @@ def test_text_formats_and_empty():
     page = graph.render(labs, "html")
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "status.json" in page
     assert "no lab is up" in graph.render([], "svg")
+
+
+FAULTS = {"impairments": [
+    {"host": "web", "interface": "eth0", "direction": "out", "source": "cli", "loss": 30.0, "rate": 0, "delay": 0,
+     "jitter": 0, "duplicate": 0, "reorder": 0, "corrupt": 0},
+    {"host": "web", "interface": "eth0", "direction": "in", "source": "cli", "loss": 0, "rate": 0, "delay": 40.0,
+     "jitter": 0, "duplicate": 0, "reorder": 0, "corrupt": 0}],
+    "partitions": [{"a": "web", "b": "back", "source": "cli", "oneway": True}]}
+
+
+def test_impairments_partitions_and_down_links_in_every_format():
+    doc = {"labs": [{**DOC["labs"][0], "faults": FAULTS}]}
+    labs = graph.graphs(doc)
+    assert labs[0].edges[0].label == "loss 30% (out); delay 40ms (in)"
+    mermaid = graph.render(labs, "mermaid")
+    assert 'demo_host_web ---|"eth0 loss 30% (out); delay 40ms (in)"| demo_net_front' in mermaid
+    assert 'demo_host_web -. "partition one way" .-> demo_net_back' in mermaid and "linkStyle 3 stroke" in mermaid
+    dot = graph.render(labs, "dot")
+    assert 'label="eth0 DOWN"' in dot and "loss 30% (out); delay 40ms (in)" in dot
+    assert 'demo_host_web -- demo_net_back [style=dashed color="#d22" constraint=false label="partition one way" ' \
+           'dir=forward arrowhead=tee]' in dot
+    root = ET.fromstring(graph.render(labs, "svg"))
+    texts = ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+    assert {"eth0 10.0.0.2", "eth0 10.0.1.2 DOWN", "p0 10.9.0.1", "loss 30% (out); delay 40ms (in)",
+            "partition one way"} <= set(texts)
+    legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "legend")
+    assert "partition" in "".join(legend.itertext()) and "impairment" in "".join(legend.itertext())
+    cut = next(e for e in root.iter(f"{SVG}line") if e.get("class") == "partition")
+    assert cut.get("marker-end") == "url(#cut-arrow)"

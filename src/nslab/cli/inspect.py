@@ -66,7 +66,8 @@ def graph(lab: str | None, fmt: str, output: str | None, serve: bool, port: int,
     \b
     Hosts, networks (subnet, nat/internal), point-to-point links, published
     ports, and state from `nslab status`: interfaces that are down or hosts
-    that are missing are drawn in red.
+    that are missing are drawn in red, impairments label their interface's
+    edge, partitions are dashed red lines between their two sides.
     """
     from ..linux import require_root
     from ..tools import graph as g
@@ -79,6 +80,7 @@ def graph(lab: str | None, fmt: str, output: str | None, serve: bool, port: int,
     if output:
         with open(output, "w") as f:
             f.write(text)
+        click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
 

@@ -12,7 +12,9 @@ The HTML page is one self-contained file: the SVG inline, plus a small script th
 by ``nslab graph --serve``, fetches ``status.json`` every 2 s and recolours each edge (``data-host`` /
 ``data-if`` attributes) from the interfaces' state. Opened as a file it is a snapshot.
 
-Impairments and partitions are not drawn yet: :func:`_annotations` is the hook where they would label edges.
+Faults are drawn in every format: an interface's impairments label its edge (``loss 30% (out)``), a partition
+is a dashed red line between its two sides (hosts or networks; an arrow for a one-way cut), an interface put
+down is red with ``DOWN``. The SVG names each edge's interface and address and has a legend.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HOST_W, HOST_H, NET_W, NET_H, GAP, MARGIN = 150, 56, 170, 46, 30, 20
-UP, DOWN = "#3a7", "#d22"
+UP, DOWN, FAULT = "#3a7", "#d22", "#c60"
 
 
 @dataclass
@@ -34,7 +36,17 @@ class Edge:
     network: str | None  # None: a point-to-point link to ``peer``
     peer: str | None
     up: bool
-    label: str = ""
+    label: str = ""  # the interface's impairments
+    address: str = ""  # the interface's first address
+
+
+@dataclass
+class Cut:
+    """A partition between two sides (each a host or a network of the lab)."""
+
+    a: str
+    b: str
+    oneway: bool = False
 
 
 @dataclass
@@ -44,15 +56,25 @@ class LabGraph:
     hosts: list[dict[str, Any]] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     ports: dict[str, list[str]] = field(default_factory=dict)  # host -> "8080->80/tcp"
+    cuts: list[Cut] = field(default_factory=list)
+
+    def node(self, name: str) -> str:
+        """The node id of a side of a partition: a network's or a host's."""
+        is_network = any(n["name"] == name for n in self.networks)
+        return _id(self.name, "net" if is_network else "host", name)
 
 
 def _annotations(doc: dict[str, Any], host: str, ifname: str) -> str:
-    """A label for the edge of ``host:ifname`` (impairments and partitions are not drawn yet: always empty)."""
-    return ""
+    """The impairments of ``host:ifname``, one phrase per direction (``loss 30% (out); delay 40ms (in)``)."""
+    from ..core.features.impair import describe
+
+    rows = (doc.get("faults") or {}).get("impairments", [])
+    return "; ".join(describe(r) for r in rows if r["host"] == host and r["interface"] == ifname)
 
 
 def _lab_graph(doc: dict[str, Any]) -> LabGraph:
     g = LabGraph(name=doc["name"], networks=list(doc.get("networks", [])), hosts=list(doc.get("hosts", [])))
+    g.cuts = [Cut(p["a"], p["b"], bool(p.get("oneway"))) for p in (doc.get("faults") or {}).get("partitions", [])]
     for p in (doc.get("firewall") or {}).get("ports", []):
         g.ports.setdefault(p["host"], []).append(f"{p['host_port']}->{p['to'].rsplit(':', 1)[1]}/{p['proto']}")
     present_nets = {n["name"]: n.get("present", True) for n in g.networks}
@@ -61,14 +83,15 @@ def _lab_graph(doc: dict[str, Any]) -> LabGraph:
         for i in h.get("interfaces", []):
             up = bool(i.get("up")) and h.get("present", False)
             label = _annotations(doc, h["name"], i["name"])
+            address = (i.get("addresses") or [""])[0]
             if i.get("network"):
                 g.edges.append(Edge(h["name"], i["name"], i["network"], None,
-                                    up and present_nets.get(i["network"], False), label))
+                                    up and present_nets.get(i["network"], False), label, address))
             elif i.get("link_peer"):
                 key = frozenset((h["name"], i["link_peer"]))
                 if key not in seen_links:
                     seen_links.add(key)
-                    g.edges.append(Edge(h["name"], i["name"], None, i["link_peer"], up, label))
+                    g.edges.append(Edge(h["name"], i["name"], None, i["link_peer"], up, label, address))
     return g
 
 
@@ -120,6 +143,11 @@ def mermaid(labs: list[LabGraph]) -> str:
             if not e.up:
                 red.append(count)
             count += 1
+        for c in g.cuts:
+            arrow = "-. \"partition one way\" .->" if c.oneway else "-. \"partition\" .-"
+            lines.append(f"  {g.node(c.a)} {arrow} {g.node(c.b)}")
+            red.append(count)
+            count += 1
     lines += [f"  linkStyle {i} stroke:{DOWN},stroke-width:3px" for i in red]
     return "\n".join(lines) + "\n"
 
@@ -137,8 +165,12 @@ def dot(labs: list[LabGraph]) -> str:
         for e in g.edges:
             other = _id(g.name, "net", e.network) if e.network else _id(g.name, "host", e.peer or "")
             colour = UP if e.up else DOWN
-            lines.append(f"  {_id(g.name, 'host', e.host)} -- {other} [label=\"{e.ifname}\" color=\"{colour}\""
-                         + ("" if e.up else " penwidth=3") + "];")
+            text = e.ifname + ("" if e.up else " DOWN") + (f"\\n{e.label}" if e.label else "")
+            lines.append(f"  {_id(g.name, 'host', e.host)} -- {other} [label=\"{text}\" color=\"{colour}\""
+                         + ("" if e.up else " penwidth=3") + (f" fontcolor=\"{FAULT}\"" if e.label else "") + "];")
+        for c in g.cuts:
+            lines.append(f"  {g.node(c.a)} -- {g.node(c.b)} [style=dashed color=\"{DOWN}\" constraint=false label=\""
+                         + ("partition one way\" dir=forward arrowhead=tee" if c.oneway else "partition\"") + "];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -157,6 +189,44 @@ def _text_lines(x: float, y: float, lines: list[str], cls: str) -> str:
     return f'<text class="{cls}" x="{x:.0f}" y="{y:.0f}" text-anchor="middle">{spans}</text>'
 
 
+def _edge_svg(e: Edge, start: tuple[float, float], end: tuple[float, float], arc: bool) -> list[str]:
+    """One interface's edge (a line up to its network, or an arc under the hosts to its link's peer), labelled
+    with the interface's name and address, its impairments and DOWN."""
+    (x1, y1), (x2, y2) = start, end
+    colour, cls = (UP, "edge up") if e.up else (DOWN, "edge down")
+    attrs = f'class="{cls}" stroke="{colour}" data-host="{_esc(e.host)}" data-if="{_esc(e.ifname)}"'
+    title = f"<title>{_esc(e.host)}:{_esc(e.ifname)} {_esc(e.address)} {'up' if e.up else 'DOWN'}</title>"
+    if arc:
+        out = [f'<path {attrs} fill="none" stroke-width="3" d="M{x1:.0f},{y1:.0f} '
+               f'Q{(x1 + x2) / 2:.0f},{y1 + 70:.0f} {x2:.0f},{y2:.0f}">{title}</path>']
+        mx, my = (x1 + x2) / 2, y1 + 38
+    else:
+        out = [f'<line {attrs} x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" stroke-width="3">{title}</line>']
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 6
+    name = f"{e.ifname} {e.address.split('/')[0]}" + ("" if e.up else " DOWN")
+    out.append(f'<text class="ifname" x="{mx:.0f}" y="{my:.0f}" text-anchor="middle">{_esc(name)}</text>')
+    if e.label:
+        out.append(f'<text class="impair" x="{mx:.0f}" y="{my + 13:.0f}" text-anchor="middle" fill="{FAULT}">'
+                   f"{_esc(e.label)}</text>")
+    return out
+
+
+def _cut_svg(c: Cut, centre: dict[str, tuple[float, float]]) -> list[str]:
+    """A partition: a dashed red line between the centres of its two sides (an arrow for a one-way cut)."""
+    if c.a not in centre or c.b not in centre:
+        return []
+    (x1, y1), (x2, y2) = centre[c.a], centre[c.b]
+    length = max(1.0, ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5)
+    short = min(30.0, length / 3) / length  # end at the side's box, not its centre: the arrow stays in sight
+    x1, y1, x2, y2 = x1 + (x2 - x1) * short, y1 + (y2 - y1) * short, x2 - (x2 - x1) * short, y2 - (y2 - y1) * short
+    arrow = ' marker-end="url(#cut-arrow)"' if c.oneway else ""
+    label = "partition one way" if c.oneway else "partition"
+    return [f'<line class="partition" x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" stroke="{DOWN}" '
+            f'stroke-width="2" stroke-dasharray="2 4"{arrow}><title>{_esc(c.a)} - {_esc(c.b)}: {label}</title>'
+            f'</line><text class="partition" x="{(x1 + x2) / 2:.0f}" y="{(y1 + y2) / 2 - 4:.0f}" '
+            f'text-anchor="middle" fill="{DOWN}">{label}</text>']
+
+
 def _lab_svg(g: LabGraph, top: float, width: float) -> tuple[list[str], float]:
     out = [f'<g class="lab" data-lab="{_esc(g.name)}">',
            f'<text class="title" x="{MARGIN}" y="{top + 16:.0f}">lab {_esc(g.name)}</text>']
@@ -164,18 +234,16 @@ def _lab_svg(g: LabGraph, top: float, width: float) -> tuple[list[str], float]:
     net_x = {n["name"]: MARGIN + i * (NET_W + GAP) for i, n in enumerate(g.networks)}
     host_x = {h["name"]: MARGIN + i * (HOST_W + GAP) for i, h in enumerate(g.hosts)}
     for e in g.edges:
-        x1, y1 = host_x[e.host] + HOST_W / 2, host_y
-        colour, cls = (UP, "edge up") if e.up else (DOWN, "edge down")
-        attrs = f'class="{cls}" stroke="{colour}" data-host="{_esc(e.host)}" data-if="{_esc(e.ifname)}"'
+        start = (host_x[e.host] + HOST_W / 2, host_y)
         if e.network is not None and e.network in net_x:
-            x2, y2 = net_x[e.network] + NET_W / 2, net_y + NET_H
-            out.append(f'<line {attrs} x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" stroke-width="3">'
-                       f'<title>{_esc(e.host)}:{_esc(e.ifname)} {"up" if e.up else "DOWN"}</title></line>')
+            out += _edge_svg(e, start, (net_x[e.network] + NET_W / 2, net_y + NET_H), False)
         elif e.peer in host_x:
-            x2, bottom = host_x[e.peer] + HOST_W / 2, host_y + HOST_H
-            out.append(f'<path {attrs} fill="none" stroke-width="3" d="M{x1:.0f},{bottom:.0f} '
-                       f'Q{(x1 + x2) / 2:.0f},{bottom + 70:.0f} {x2:.0f},{bottom:.0f}">'
-                       f'<title>{_esc(e.host)}:{_esc(e.ifname)} - {_esc(e.peer or "")}</title></path>')
+            bottom = host_y + HOST_H
+            out += _edge_svg(e, (start[0], bottom), (host_x[e.peer] + HOST_W / 2, bottom), True)
+    centre = {**{n: (x + NET_W / 2, net_y + NET_H / 2) for n, x in net_x.items()},
+              **{h: (x + HOST_W / 2, host_y + HOST_H / 2) for h, x in host_x.items()}}
+    for c in g.cuts:
+        out += _cut_svg(c, centre)
     for n in g.networks:
         x = net_x[n["name"]]
         out.append(f'<g class="network" data-network="{_esc(n["name"])}"><rect x="{x}" y="{net_y:.0f}" '
@@ -194,9 +262,27 @@ def _lab_svg(g: LabGraph, top: float, width: float) -> tuple[list[str], float]:
     return out, host_y + HOST_H + 90 - top
 
 
+LEGEND_H = 30
+
+
+def _legend(top: float) -> str:
+    """What the colours and strokes mean, in one row."""
+    y = top + 15
+    items = [
+        f'<line x1="0" y1="{y - 4:.0f}" x2="24" y2="{y - 4:.0f}" stroke="{UP}" stroke-width="3"/>'
+        f'<text x="30" y="{y:.0f}">interface up (name, address)</text>',
+        f'<line x1="220" y1="{y - 4:.0f}" x2="244" y2="{y - 4:.0f}" stroke="{DOWN}" stroke-width="3" '
+        f'stroke-dasharray="6 4"/><text x="250" y="{y:.0f}">DOWN (or host missing)</text>',
+        f'<text x="420" y="{y:.0f}" fill="{FAULT}">loss 5% (out)</text><text x="505" y="{y:.0f}">impairment</text>',
+        f'<line x1="590" y1="{y - 4:.0f}" x2="614" y2="{y - 4:.0f}" stroke="{DOWN}" stroke-width="2" '
+        f'stroke-dasharray="2 4"/><text x="620" y="{y:.0f}">partition</text>',
+    ]
+    return f'<g class="legend" transform="translate({MARGIN},0)">' + "".join(items) + "</g>"
+
+
 def svg(labs: list[LabGraph]) -> str:
-    width = MARGIN * 2 + max([1, *(max(len(g.hosts) * (HOST_W + GAP), len(g.networks) * (NET_W + GAP))
-                                   for g in labs)])
+    width = MARGIN * 2 + max([700, *(max(len(g.hosts) * (HOST_W + GAP), len(g.networks) * (NET_W + GAP))
+                                     for g in labs)])
     body: list[str] = []
     top = 0.0
     for g in labs:
@@ -206,9 +292,15 @@ def svg(labs: list[LabGraph]) -> str:
     if not labs:
         body.append(f'<text x="{MARGIN}" y="30">no lab is up</text>')
         top = 50
+    body.append(_legend(top))
+    top += LEGEND_H
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top:.0f}" '
             f'viewBox="0 0 {width} {top:.0f}" font-family="sans-serif" font-size="12">\n'
-            "<style>.title{font-weight:bold;font-size:14px}.edge.down{stroke-dasharray:6 4}</style>\n"
+            "<style>.title{font-weight:bold;font-size:14px}.edge.down{stroke-dasharray:6 4}"
+            "text.ifname,text.impair,text.partition{font-size:10px;paint-order:stroke;stroke:#fff;stroke-width:3px}"
+            "</style>\n"
+            f'<defs><marker id="cut-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" '
+            f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{DOWN}"/></marker></defs>\n'
             + "\n".join(body) + "\n</svg>\n")
 
 
