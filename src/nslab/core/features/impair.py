@@ -1,9 +1,11 @@
-"""Feature 'impair': loss, rate, delay and jitter on a host's interface, per direction, without netem.
+"""Feature 'impair': what a host's interface suffers, per direction, without netem where the kernel has none.
 
 ``hosts.NAME.impair: {eth0: {loss: 5%, rate: 10mbit, delay: 20ms, jitter: 5ms, direction: both}}`` in the lab
 file, or ``nslab impair LAB/HOST[:IF] ...`` / ``lab.impair(...)`` at run time (recorded with ``source: cli`` in
-the lab's state; a converge keeps them). "out" is what the host sends through the interface, "in" what it
-receives; ``both`` impairs each direction by the same amount (a round trip meets the delay twice).
+the lab's state; a converge keeps them). "out" is what the host sends through the interface, "in" every packet
+that arrives on it (replies to the host's own traffic included); ``both`` impairs each direction by the same
+amount (a round trip meets the delay twice). The record keeps each direction's kinds apart, so impairments
+compose: a second ``impair`` changes only the kinds (and directions) it names, ``--clear KINDS`` removes some.
 
 How, with what this kernel has (no netem, matchall, gact or police):
 
@@ -13,15 +15,22 @@ loss        nft in the host's namespace, ``table inet nslab-impair``: ``numgen r
 rate        a root ``tbf`` qdisc on the egress of each end: the host's interface (out) and its peer — the
             machine-side veth of a network, the other host's end of a link (in)
 delay       netem where the kernel has it (root ``netem delay D J [rate R]`` instead of tbf); otherwise
-jitter      ``queue num N`` in the same nft chains and nslab's delayer (nslab/delayer.py, one process per lab)
-            holds each packet for delay ± jitter before it goes on
+jitter      NFQUEUE rules (iptables-nft, mangle PREROUTING/POSTROUTING) and the lab's delayer
+reorder     (daemons/delayer.py, one process per lab) holds each packet for delay ± jitter, ``reorder`` percent
+            of them not at all. Inbound: a packet's receive timestamp is taken when the veth hands it over,
+            before the delayer holds it, and ping reads that stamp; so the interface also gets a tc eBPF filter
+            that clears it (drivers/tc.py), and the socket stamps the packet after the delay
+duplicate   netem only: without it, one line says the kernel lacks it
+corrupt
 ==========  ========================================================================================
 
-Every rule carries the comment ``nslab:<lab>:impair:<host>:<if>``. Everything lives in the host's namespace
-or on the veth pair, so ``down`` (which deletes them) leaves nothing; it stops the delayer first. Nothing
-touches the machine's own interfaces.
+``--for DURATION`` records when the kinds it set clear themselves; the delayer is the lab's timer (it runs
+:func:`nslab.core.faults.expire` then). Every rule carries the comment ``nslab:<lab>:impair:<host>:<if>``.
+Everything lives in the host's namespace or on the veth pair, so ``down`` (which deletes them) leaves nothing;
+it stops the delayer first. Nothing touches the machine's own interfaces.
 
-Replaces: ``ip netns exec NS nft -f -``, ``tc qdisc replace dev IF root tbf rate R burst B latency L``.
+Replaces: ``ip netns exec NS nft -f -``, ``tc qdisc replace dev IF root tbf rate R burst B latency L``,
+``tc filter add dev IF ingress bpf da ...``.
 """
 
 from __future__ import annotations
@@ -124,10 +133,10 @@ def validate(ctx: ValidateContext) -> list[Problem]:
                 known = ", ".join(i.name for i in host.interfaces) or "none"
                 problems.append(Problem(f"host '{name}' has no interface '{ifname}' (it has: {known})",
                                         field_path(path), ctx.file, ctx.source.line(path)))
-            elif ctx.drivers is not None:
+            else:
                 kinds = {k: float(getattr(written, k)) for k in KINDS if getattr(written, k)}
-                problems += [Problem(p, field_path(path), ctx.file, ctx.source.line(path))
-                             for p in conflicts(kinds) + support(kinds, ctx.drivers)]
+                found = conflicts(kinds) + (support(kinds, ctx.drivers) if ctx.drivers is not None else [])
+                problems += [Problem(p, field_path(path), ctx.file, ctx.source.line(path)) for p in found]
     return problems
 
 
