@@ -98,7 +98,7 @@ def link(target: str, state: str) -> None:
     finally:
         drivers.close()
     interfaces = ",".join(name.partition(":")[2] for name in changed)
-    click.echo(f"{lab}/{host}:{interfaces} {state}, both ends" if changed else f"{lab}/{host}: no interface")
+    click.echo(f"{lab}/{host}:{interfaces} {state}" if changed else f"{lab}/{host}: no interface")
 
 
 def _port_and_proto(text: str) -> tuple[int, str]:
