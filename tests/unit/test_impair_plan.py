@@ -256,3 +256,15 @@ def test_records_of_the_old_form_are_read():
     old = impair.ImpairRecord.from_json({"hosts": {"a": {"eth0": {"loss": 5, "rate": 0, "delay": 0, "jitter": 0,
                                                                   "direction": "both", "source": "cli"}}}})
     assert old.hosts == {"a": {"eth0": {"in": {"loss": 5}, "out": {"loss": 5}, "source": "cli"}}}
+
+
+def test_a_recreated_host_restarts_the_delayer_its_queues_were_bound_in():
+    d = fake_drivers()
+    lab = Lab.from_text(PLAIN, drivers=d)
+    lab.up()
+    lab.impair("a", delay=10)
+    resolved = lab.resolve()
+    record = impair.ImpairRecord({"a": {"eth0": {"in": {}, "out": {"delay": 10.0}, "source": "cli"}}})
+    assert impair.plan_change(resolved, record, record, d) == []
+    restarted = impair.plan_change(resolved, record, record, d, frozenset({"a"}))
+    assert [type(a).__name__ for a in restarted] == ["SetDelayer", "SetQueues"]

@@ -402,19 +402,22 @@ def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers
         if host is not None:  # (else gone with its namespace)
             before = {} if name in fresh else old.hosts.get(name, {})
             actions += _host_change(lab, host, before, new.hosts.get(name, {}), netem)
-    delayer = _delayer_change(lab, old, new, netem, drivers)
+    delayer = _delayer_change(lab, old, new, netem, drivers, fresh)
     if delayer is not None:
         actions = [delayer, *actions] if delayer.queues or delayer.expire else [*actions, delayer]
     return actions
 
 
-def _delayer_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, netem: bool,
-                    drivers: Drivers) -> SetDelayer | None:
-    """The delayer (re)started with what ``new`` holds back and times, or stopped; None: it stays as it is."""
+def _delayer_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, netem: bool, drivers: Drivers,
+                    fresh: frozenset[str] = frozenset()) -> SetDelayer | None:
+    """The delayer (re)started with what ``new`` holds back and times, or stopped; None: it stays as it is.
+    A host in ``fresh`` has a new namespace: the queues the delayer holds there are gone, so it restarts."""
     queues, old_queues = delayer_queues(lab, new, netem), delayer_queues(lab, old, netem)
     expire, old_expire = new.expiry(), old.expiry()
     running = (old_queues or old_expire) and drivers.shaper.delayer_running(lab.name)
-    if (queues, expire) == (old_queues, old_expire) and (running or not (queues or expire)):
+    remade = {netns_path(lab.hosts[h].namespace) for h in fresh if h in lab.hosts}
+    if (queues, expire) == (old_queues, old_expire) and (running or not (queues or expire)) \
+            and not remade & {q[0] for q in queues}:
         return None
     return SetDelayer(lab.name, queues, old_queues if running else (), expire, old_expire if running else 0.0)
 
