@@ -200,3 +200,14 @@ def test_impairments_compose_clear_by_kind_and_expire(lab):
     assert loss == 0.0 and rtt >= 25
     wait_for(lambda: not doc()["faults"]["impairments"], timeout=15)  # the delayer's timer cleared the delay
     assert leftovers() == []
+
+
+def test_for_with_nothing_delayed_runs_the_delayer_as_a_timer_only(lab):
+    lab()
+    said = nslab("impair", "a", "--loss", "100%", "--for", "1500ms").stdout  # the only lab up: no LAB/ needed
+    assert said.startswith("imp/a:eth0 now: loss 100% (out, ")
+    assert delayers() and ping("a", "b", 2, "0.05")[0] == 100.0
+    wait_for(lambda: not doc()["faults"]["impairments"], timeout=15)
+    assert ping("a", "b", 3, "0.05")[0] == 0.0
+    wait_for(lambda: not delayers(), timeout=5)  # nothing left to time: it stopped
+    assert leftovers() == []
