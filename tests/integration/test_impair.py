@@ -211,3 +211,15 @@ def test_for_with_nothing_delayed_runs_the_delayer_as_a_timer_only(lab):
     assert ping("a", "b", 3, "0.05")[0] == 0.0
     wait_for(lambda: not delayers(), timeout=5)  # nothing left to time: it stopped
     assert leftovers() == []
+
+
+def test_reorder_sends_a_share_at_once_ahead_of_the_delayed(lab):
+    lab()
+    nslab("impair", "imp/a", "--delay", "60ms", "--reorder", "50%")
+    out = sh(f"ip netns exec {namespace('a')} ping -n -i 0.02 -W 2 -c 40 {address('b')}", check=False).stdout
+    times = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+    assert len(times) >= 38, out
+    fast, held = [t for t in times if t < 20], [t for t in times if t >= 50]
+    assert len(fast) >= 8 and len(held) >= 8, times  # about half each (binomial: 8 of 40 is far in the tail)
+    nslab("impair", "imp/a", "--clear")
+    assert leftovers() == []
