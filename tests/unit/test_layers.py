@@ -15,7 +15,7 @@ PACKAGE = ROOT / "src" / "nslab"
 
 #: Lowest first; a module's layer is named by the first part of its name under ``nslab``.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("foundation", frozenset({"errors", "values", "paths", "naming", "linux", "model"})),
+    ("foundation", frozenset({"errors", "values", "records", "paths", "naming", "linux", "model"})),
     ("drivers", frozenset({"drivers"})),
     ("core", frozenset({"core"})),
     ("ns", frozenset({"ns"})),
