@@ -21,23 +21,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import linux, paths
-from ..errors import EnvironmentProblem, KernelError, NslabError
+from ..errors import DockerError, DockerUnavailable, KernelError, NslabError
 
 #: Labels every container nslab creates carries: the lab and the host (``docker ps --filter label=nslab.lab=L``).
 LAB_LABEL = "nslab.lab"
 HOST_LABEL = "nslab.host"
 #: How long ``docker stop`` waits before SIGKILL when a container goes (seconds): a lab host is disposable.
 STOP_TIMEOUT = 1
-
-
-class DockerError(NslabError):
-    """Docker answered, but refused or failed a request."""
-
-    exit_code = 1
-
-
-class DockerUnavailable(EnvironmentProblem):
-    """Nothing answers on the Docker API socket."""
 
 
 def docker_socket() -> str:

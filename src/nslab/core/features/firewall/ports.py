@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ....errors import Problem, field_path
+from ....errors import Problem, PublishSyntaxError, field_path
 from ....model import IPv4Addr, Lab
 from ....values import Value, field
 from ... import publish
@@ -43,7 +43,7 @@ class _Checker(Value):
         loc = ("hosts", host_name, "publish", index)
         try:
             mappings = publish.parse(text)
-        except publish.PublishSyntaxError as exc:
+        except PublishSyntaxError as exc:
             self.add(loc, str(exc))
             return
         host = self.lab.hosts.get(host_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....errors import PublishSyntaxError
 from ....model import Lab
 from ....values import Value, field
 from ... import publish
@@ -131,7 +132,7 @@ def desired(lab: Lab) -> FirewallRecord:
         for index, text in enumerate(host_spec.publish):
             try:
                 mappings = publish.parse(text)
-            except publish.PublishSyntaxError:
+            except PublishSyntaxError:
                 continue
             where = field_path(("hosts", host_name, "publish", index))
             v6 = str(iface.address6.ip) if iface.address6 else ""
