@@ -268,20 +268,11 @@ class LiveDocker:
 def _no_autoconf_in(path: str) -> None:
     from .netlink import _no_ipv6_autoconf
 
-    def work() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-            try:
-                _no_ipv6_autoconf()
-            finally:
-                linux.setns(home, linux.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-            os.close(home)
-
-    linux.in_thread(work, "nslab-netns")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        linux.in_namespace(fd, _no_ipv6_autoconf, name="nslab-netns")
+    finally:
+        os.close(fd)
 
 
 def _open_inside(root: str, path: str, flags: int) -> int:
