@@ -180,10 +180,9 @@ def own_namespace(nstype: int = CLONE_NEWNET) -> int:
 class Visit:
     """``with Visit(fd):`` the calling thread is in the namespace of the open file ``fd`` for the block and back
     in its own afterwards, also when the block raises; ``fd`` stays the caller's. ``fd`` None: a new namespace
-    (``unshare``; gone when nothing holds it). The namespace the thread is in already is not entered again (no
-    privilege needed to "visit" it). ``home``: the thread's own namespace (:func:`own_namespace`), for a thread
-    that visits many in turn; else it is opened and closed here. A class, not a contextlib generator: the
-    ``exec`` path imports this module."""
+    (``unshare``; gone when nothing holds it). ``home``: the thread's own namespace (:func:`own_namespace`), for a
+    thread that visits many in turn; else it is opened and closed here. A class, not a contextlib generator:
+    the ``exec`` path imports this module."""
 
     __slots__ = ("_moved", "_own", "fd", "home", "nstype")
 
@@ -198,10 +197,9 @@ class Visit:
         try:
             if self.fd is None:
                 unshare(self.nstype)
-                self._moved = True
-            elif os.fstat(self.fd).st_ino != os.fstat(self.home).st_ino:
+            else:
                 setns(self.fd, self.nstype)
-                self._moved = True
+            self._moved = True
         except BaseException:
             self._close()
             raise

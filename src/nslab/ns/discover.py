@@ -75,9 +75,12 @@ def _interfaces_of(path: str, home: int) -> list[Interface] | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never O_CREAT
     except OSError:
         return None
-    try:  # (a user who is not root cannot enter any, but sees the one the thread is in: Visit stays there)
-        with linux.Visit(fd, home=home):
-            sock = rtnl.open_socket()
+    try:
+        if os.fstat(fd).st_ino == os.fstat(home).st_ino:  # a user who is not root cannot enter any namespace,
+            sock = rtnl.open_socket()  # but sees the one the thread is in
+        else:
+            with linux.Visit(fd, home=home):
+                sock = rtnl.open_socket()
         try:
             return _interfaces(rtnl.links(sock))
         finally:
