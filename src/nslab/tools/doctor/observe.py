@@ -181,15 +181,10 @@ def observe_namespace(target: Target, to: ipaddress.IPv4Address | None = None) -
     view.resolv_path = _resolv_path(target)
     view.nameservers = nameservers(_read(view.resolv_path))
     fd = target.open("net")
-
-    def work() -> None:
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-        _inside(view)
-
-    linux.in_thread(work, name=f"nslab-doctor {target.text}")
+    try:
+        linux.in_namespace(fd, lambda: _inside(view), name=f"nslab-doctor {target.text}")
+    finally:
+        os.close(fd)
     return view
 
 
