@@ -10,19 +10,14 @@ def lab_text(
     name: str, networks: Mapping[str, str], hosts: Mapping[str, str], internal: Collection[str] = (), more: str = ""
 ) -> str:
     """A lab file: ``networks`` maps a network to its subnet ("": IPAM chooses), those named in ``internal`` get no
-    NAT; ``hosts`` maps a host to its keys, one line as a flow mapping (``networks: [front]``; "": ``{}``),
-    several lines as a block; ``more`` (YAML) follows the hosts. One line per network and per one-line host, so
-    the line numbers in errors are those of the text written out by hand."""
+    NAT; ``hosts`` maps a host to its keys as a flow mapping's inside (``networks: [front], run: exec sleep 9``;
+    "": none); ``more`` (YAML) follows the hosts. One line per network and per host, in the order given."""
     lines = [f"name: {name}", "networks:"]
     for network, subnet in networks.items():
         keys = ([f"subnet: {subnet}"] if subnet else []) + (["internal: true"] if network in internal else [])
         lines.append(f"  {network}: {{{', '.join(keys)}}}")
     lines.append("hosts:")
-    for host, keys in hosts.items():
-        if "\n" in keys:
-            lines += [f"  {host}:", *(f"    {line}" for line in keys.splitlines())]
-        else:
-            lines.append(f"  {host}: {{{keys}}}")
+    lines += [f"  {host}: {{{keys}}}" for host, keys in hosts.items()]
     return "\n".join(lines) + "\n" + more
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from labfiles import lab_text
 from nslab.core.features import firewall as fw
 from nslab.core.features.firewall.ports import Machine, check
 from nslab.core.features.firewall.record import FirewallRecord, FwNetwork, PublishedPort, desired
@@ -15,18 +16,13 @@ from nslab.drivers.fake import FakeNftables
 from nslab.drivers.nftables import FakeNft
 from nslab.drivers.sockets import listening_sockets
 
-LAB = """\
-name: demo
-networks:
-  front: {subnet: 10.213.0.0/24}
-  secure: {subnet: 10.213.1.0/24, internal: true}
-hosts:
-  web1: {networks: [front], publish: ["6000:8080"]}
-  web2: {networks: [front], publish: ["0.0.0.0:6001:8080", "127.0.0.1:5353:53/udp"]}
-  sandboxed: {networks: [secure], publish: ["7000:80"]}
-  alone:
-    publish: ["7100:80"]
-"""
+LAB = lab_text(
+    "demo", {"front": "10.213.0.0/24", "secure": "10.213.1.0/24"}, internal=["secure"], hosts={
+        "web1": 'networks: [front], publish: ["6000:8080"]',
+        "web2": 'networks: [front], publish: ["0.0.0.0:6001:8080", "127.0.0.1:5353:53/udp"]',
+        "sandboxed": 'networks: [secure], publish: ["7000:80"]', "alone": 'publish: ["7100:80"]',
+    },
+)
 
 GOLDEN = """\
 table inet nslab {
