@@ -21,6 +21,13 @@ def lab_text(
     return "\n".join(lines) + "\n" + more
 
 
+def listing_lab(name: str, host: str, key: str, entries: list[str], more: str = "") -> str:
+    """A lab of one network ``n`` and ``host`` on it, whose ``key`` lists ``entries`` one per line: entry i is on
+    line 7 + i, so a test of errors with file:line sees each entry's own line. ``more`` (YAML) adds hosts."""
+    head = f"name: {name}\nnetworks: {{n: {{}}}}\nhosts:\n  {host}:\n    networks: [n]\n    {key}:\n"
+    return head + "".join(f"      {entry}\n" for entry in entries) + more
+
+
 #: The example of issue 2: both forms of a host's networks, a host on no network, two links web1-db.
 ISSUE_EXAMPLE = """\
 name: demo
