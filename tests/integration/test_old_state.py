@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from labs import alive
 from nslab import linux
 from sandbox import WAN_ADDRESS, sh
 
@@ -81,12 +82,3 @@ def test_a_lab_brought_up_by_the_release_before_converges_and_goes_down(host, tm
     assert "nslab" not in sh("nft list tables").stdout
     assert not os.path.exists("/run/nslab/rec") and not os.listdir("/etc/netns")
     assert not [pid for pid in pids if alive(pid)]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie has ended: the supervisor's parent is init, which reaps it when it comes to it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
