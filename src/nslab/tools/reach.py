@@ -158,7 +158,8 @@ class Topology:
         self.lab, self.faults, self.family = lab, faults, family
         self.tables: dict[str, _Table] = {}
         self.segment_of: dict[tuple[str, str], str] = {}  # (node, ifname) -> segment
-        self.members: dict[str, list[_Port]] = {}
+        self.members: dict[tuple[str, Address], list[_Port]] = {}  # (segment, address) -> who has it, up
+        self.holder: dict[Address, str] = {}  # every address of the lab -> its node
         self.internal: set[str] = set()  # bridges of internal networks
         self.masqueraded: list[Net] = []
         self.routed_back: list[Net] = []  # IPv6 subnets of `nat6: false` networks: the upstream routes them
@@ -182,10 +183,11 @@ class Topology:
             if address is None:
                 continue
             table.local.append(ipaddress.ip_network(address.ip))
+            self.holder.setdefault(address.ip, host.name)
             if (host.name, iface.name) in self.faults.down:
                 continue
             table.routes.append((address.network, iface.name, None))
-            self.members.setdefault(segment, []).append(_Port(host.name, iface.name, address))
+            self.members.setdefault((segment, address.ip), []).append(_Port(host.name, iface.name, address))
         gateway = host.gateway if self.family == 4 else host.gateway6
         wanted = [(r.to, r.via) for r in host.routes if r.to.version == self.family]
         if gateway is not None:
@@ -206,8 +208,9 @@ class Topology:
                 continue
             segment = f"network {n.name}"
             self.segment_of[(MACHINE, n.bridge)] = segment
-            self.members.setdefault(segment, []).append(_Port(MACHINE, n.bridge, address))
+            self.members.setdefault((segment, address.ip), []).append(_Port(MACHINE, n.bridge, address))
             table.local.append(ipaddress.ip_network(address.ip))
+            self.holder.setdefault(address.ip, MACHINE)
             table.routes.append((subnet, n.bridge, None))
             if n.internal:
                 self.internal.add(n.bridge)
@@ -242,12 +245,9 @@ class Topology:
 
     def is_local(self, node: str, address: Address) -> bool:
         if node == OUTSIDE:
-            return self.outside(address)
-        return any(address in net for net in self.tables[node].local)
-
-    def outside(self, address: Address) -> bool:
-        """An address no node of the lab holds (the machine routes it to its uplink)."""
-        return not any(address in net for t in self.tables.values() for net in t.local if net.prefixlen)
+            return address not in self.holder and not address.is_loopback
+        return self.holder.get(address) == node or address.is_loopback or \
+            any(address in net for net in self.tables[node].local)
 
     def lookup(self, node: str, address: Address) -> tuple[str, Address | None] | None:
         matches = [(net, dev, via) for net, dev, via in self.tables[node].routes if address in net]
@@ -257,8 +257,7 @@ class Topology:
         return best[1], best[2]
 
     def owner(self, segment: str, address: Address, sender: tuple[str, str]) -> _Port | None:
-        return next((p for p in self.members.get(segment, []) if p.address.ip == address
-                     and (p.node, p.ifname) != sender), None)
+        return next((p for p in self.members.get((segment, address), []) if (p.node, p.ifname) != sender), None)
 
     def cut(self, node: str, address: Address) -> bool:
         return any(address in net for net in self.sides.get(node, []))
