@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
+from . import checks
 from .checks import Finding, check_machine, check_namespace
 from .observe import NsView
 
@@ -26,25 +27,56 @@ if TYPE_CHECKING:
     from ...ns.targets import Target
 
 
-def parse_to(text: str | None) -> ipaddress.IPv4Address | None:
-    """``ADDR[:PORT]`` of ``--to`` -> the address (the port is accepted for the user's convenience)."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_to(text: str | None) -> tuple[Address, str | None] | None:
+    """``--to ADDR[:PORT[/udp]]`` (``[ADDR6]:PORT`` for IPv6 with a port) -> (address, port text or None)."""
     from ...errors import UserError
+    from ..check import parse_port
 
     if not text:
         return None
-    address = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        bad = bool(rest) and port is None
+    elif text.count(":") == 1:
+        address, _, port = text.partition(":")
+        bad = False
+    else:
+        address, port, bad = text, None, False
     try:
-        return ipaddress.IPv4Address(address)
-    except ValueError:
-        raise UserError(f"--to {text}: not an IPv4 ADDR[:PORT]") from None
+        if bad:
+            raise ValueError(text)
+        parsed = ipaddress.ip_address(address)
+        if port is not None:
+            parse_port(port)
+    except (ValueError, UserError):
+        raise UserError(f"--to {text}: expected ADDR, ADDR:PORT, ADDR:PORT/udp or [ADDR6]:PORT") from None
+    return parsed, port
 
 
 def _mark_routers(views: dict[str, NsView]) -> None:
-    """A namespace forwards when another one routes via one of its addresses."""
+    """A namespace forwards when another one routes via one of its addresses (lab hosts: when the model says)."""
     gateways = {r.gateway for v in views.values() for r in v.routes if r.gateway}
     for view in views.values():
+        if view.planned:
+            continue
         mine = {str(a.ip) for lk in view.links for a in lk.addresses}
         view.forwards = bool(mine & gateways) and len([lk for lk in view.links if lk.name != "lo"]) > 1
+
+
+def _plan(view: NsView, st: LabState, host: str) -> None:
+    """What the reachability model expects of a lab host: its default route (as `status` names it) and whether
+    it forwards, from the lab as recorded and the faults in force."""
+    from .. import reach
+
+    topo = reach.Topology(st.lab, reach.faults_from(st.lab, st.extra))
+    view.planned = True
+    view.forwards = topo.forwards(host)
+    default = next(((dev, via) for net, dev, via in topo.tables[host].routes if net.prefixlen == 0), None)
+    view.default_via = (str(default[1]), default[0]) if default is not None else None
 
 
 def _lab_targets(st: LabState) -> list[Target]:
@@ -82,18 +114,25 @@ def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None
     from ...errors import TargetError
     from .observe import observe_machine, observe_namespace
 
-    address = parse_to(to)
+    wanted = parse_to(to)
     chosen, labs = _selection(what)
+    by_lab = {st.lab.name: st for st in labs}
     views: dict[str, NsView] = {}
     findings: list[Finding] = []
     for target in chosen:
         try:
-            views[target.label] = observe_namespace(target, address)
+            views[target.label] = observe_namespace(target, wanted[0] if wanted else None)
         except TargetError as exc:
             findings.append(Finding("unreadable", target.label, str(exc), "it cannot be examined", ()))
+            continue
+        st = by_lab.get(target.lab or "")
+        if st is not None and target.host is not None and target.host in st.lab.hosts:
+            _plan(views[target.label], st, target.host)
     _mark_routers(views)
     for view in views.values():
         findings += check_namespace(view)
+    if wanted is not None:
+        findings += _probe_to(chosen, views, by_lab, wanted)
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
@@ -103,6 +142,35 @@ def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None
         if own:
             drivers.close()
     return findings
+
+
+def _probe_to(chosen: list[Target], views: dict[str, NsView], by_lab: dict[str, LabState],
+              wanted: tuple[Address, str | None]) -> list[Finding]:
+    """``--to``: one probe from each namespace that has a route there (ICMP echo, a TCP connect or a UDP round
+    trip); one that fails is a finding, with the hops the model expects for a lab host."""
+    from ...drivers.probe import LiveProber
+    from .. import check
+
+    address, port = wanted
+    proto, number = check.parse_port(port)
+    shown = f"[{address}]:{port}" if port and address.version == 6 else f"{address}:{port}" if port else str(address)
+    todo = [t for t in chosen if t.label in views and t.netns_name
+            and checks.route_for(views[t.label], address) is not None]
+    outcomes = LiveProber().probe([(t.netns_name or "", str(address)) for t in todo], proto, number, check.TIMEOUT)
+    out = []
+    for target, (reached, result) in zip(todo, outcomes, strict=True):
+        if reached:
+            continue
+        fix: tuple[str, ...] = ()
+        st = by_lab.get(target.lab or "")
+        if st is not None and target.host is not None and target.host in st.lab.hosts:
+            v = check.verdict(st.lab, st.extra, target.host, str(address), address.version == 6)
+            fix = (f"# the lab's model: {'reachable' if v.reachable else 'blocked: ' + v.why}",
+                   f"# expected hops: {v.path()}", f"nslab check --explain {target.host} {shown} {target.lab}")
+        out.append(Finding("unreachable-to", target.label, f"{shown} is not reached ({result})",
+                           f"a {proto if number else 'ping'} probe from inside the namespace got no answer",
+                           fix))
+    return out
 
 
 def report(findings: list[Finding]) -> dict[str, Any]:
