@@ -66,7 +66,7 @@ def run(name: str, timeout: float = chk.TIMEOUT, report: Callable[[Case], None] 
         proto, number = chk.parse_port(port)
         matrix = chk.check(name, port, timeout=timeout)
         for cell in matrix.cells:
-            if any(e.covers(cell.source, cell.target, proto, number) for e in st.lab.expect):
+            if any(e.port == number and e.covers(cell.source, cell.target, proto, number) for e in st.lab.expect):
                 add(_cell_case(cell, f":{number}" + ("/udp" if proto == "udp" else ""), 0.0))
     for test in st.lab.tests:
         start = time.monotonic()

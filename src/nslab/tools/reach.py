@@ -262,7 +262,7 @@ class Topology:
     def cut(self, node: str, address: Address) -> bool:
         return any(address in net for net in self.sides.get(node, []))
 
-    def source_address(self, node: str, dev: str, toward: Address) -> Address | None:
+    def source_address(self, node: str, dev: str) -> Address | None:
         """The address a host's packet leaves with: its address on the outgoing interface."""
         if node == MACHINE:
             return None
@@ -416,7 +416,7 @@ def _source_address(topo: Topology, source: str, address: Address) -> Address | 
     if topo.is_local(source, address):
         return address
     route = topo.lookup(source, address)
-    return None if route is None else topo.source_address(source, route[0], address)
+    return None if route is None else topo.source_address(source, route[0])
 
 
 def target_address(topo: Topology, source: str, target: str) -> Address | None:

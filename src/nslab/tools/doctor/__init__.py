@@ -161,16 +161,22 @@ def _probe_to(chosen: list[Target], views: dict[str, NsView], by_lab: dict[str, 
     for target, (reached, result) in zip(todo, outcomes, strict=True):
         if reached:
             continue
-        fix: tuple[str, ...] = ()
-        st = by_lab.get(target.lab or "")
-        if st is not None and target.host is not None and target.host in st.lab.hosts:
-            v = check.verdict(st.lab, st.extra, target.host, str(address), address.version == 6)
-            fix = (f"# the lab's model: {'reachable' if v.reachable else 'blocked: ' + v.why}",
-                   f"# expected hops: {v.path()}", f"nslab check --explain {target.host} {shown} {target.lab}")
+        fix = _model_says(by_lab.get(target.lab or ""), target.host, address, shown)
         out.append(Finding("unreachable-to", target.label, f"{shown} is not reached ({result})",
                            f"a {proto if number else 'ping'} probe from inside the namespace got no answer",
                            fix))
     return out
+
+
+def _model_says(st: LabState | None, host: str | None, address: Address, shown: str) -> tuple[str, ...]:
+    """For a lab host: what the reachability model says of ``address``, and how to see its hops."""
+    from .. import check
+
+    if st is None or host is None or host not in st.lab.hosts:
+        return ()
+    v = check.verdict(st.lab, st.extra, host, str(address), address.version == 6)
+    return (f"# the lab's model: {'reachable' if v.reachable else 'blocked: ' + v.why}",
+            f"# expected hops: {v.path()}", f"nslab check --explain {host} {shown} {st.lab.name}")
 
 
 def report(findings: list[Finding]) -> dict[str, Any]:
