@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
+from tests.acceptance.docblocks import code_blocks
 
 from labs import nslab
 from traffic import serve
-from tests.acceptance.docblocks import code_blocks
 
 ROUTER = next(b.text for b in code_blocks("yaml") if b.text.startswith("# router.yaml"))
 
@@ -90,7 +90,8 @@ def test_lab_file_as_its_own_test(host, labs, tmp_path):
     labs.up(TESTED.replace('body: "hello from b"', 'body: "nothing like this"'))
     failed = nslab("test", "rt", "--junit", str(junit), check=False)
     assert failed.returncode == 1
-    assert any(line.startswith("FAIL page: body does not match /nothing like this/") for line in failed.stdout.splitlines())
+    lines = failed.stdout.splitlines()
+    assert any(line.startswith("FAIL page: body does not match /nothing like this/") for line in lines)
     assert failed.stdout.splitlines()[-1] == "15 passed, 1 failed"
     [case] = [c for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None]
     assert case.get("name") == "page"
