@@ -62,6 +62,7 @@ def test_router_example_hops_and_ttl(labs):
     assert "model: a[eth0] -> [eth0]router[eth1] (forwards) -> [eth0]b" in broken.stdout
     found = nslab("doctor", "rt", check=False)
     assert found.returncode == 1 and "net.ipv4.ip_forward is 0 but its lab file's sysctls set it to 1" in found.stdout
+    assert "rt/a: b (10.81.2.10) is not reached (timeout) but the lab's model says reachable" in found.stdout
 
 
 TESTED = ROUTER + """\

@@ -108,20 +108,17 @@ def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
     return chosen, labs
 
 
-def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None) -> list[Finding]:
-    """Every finding for ``what`` (a target, a lab, or everything); [] when healthy."""
-    from ...drivers import Drivers
+def _observe(chosen: list[Target], by_lab: dict[str, LabState], to: Address | None,
+             findings: list[Finding]) -> dict[str, NsView]:
+    """Each chosen namespace's view (a lab host's with what the model expects of it); unreadable ones are
+    findings."""
     from ...errors import TargetError
-    from .observe import observe_machine, observe_namespace
+    from .observe import observe_namespace
 
-    wanted = parse_to(to)
-    chosen, labs = _selection(what)
-    by_lab = {st.lab.name: st for st in labs}
     views: dict[str, NsView] = {}
-    findings: list[Finding] = []
     for target in chosen:
         try:
-            views[target.label] = observe_namespace(target, wanted[0] if wanted else None)
+            views[target.label] = observe_namespace(target, to)
         except TargetError as exc:
             findings.append(Finding("unreadable", target.label, str(exc), "it cannot be examined", ()))
             continue
@@ -129,6 +126,19 @@ def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None
         if st is not None and target.host is not None and target.host in st.lab.hosts:
             _plan(views[target.label], st, target.host)
     _mark_routers(views)
+    return views
+
+
+def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None) -> list[Finding]:
+    """Every finding for ``what`` (a target, a lab, or everything); [] when healthy."""
+    from ...drivers import Drivers
+    from .observe import observe_machine
+
+    wanted = parse_to(to)
+    chosen, labs = _selection(what)
+    by_lab = {st.lab.name: st for st in labs}
+    findings: list[Finding] = []
+    views = _observe(chosen, by_lab, wanted[0] if wanted else None, findings)
     for view in views.values():
         findings += check_namespace(view)
     if wanted is not None:
@@ -136,6 +146,9 @@ def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
+        for st in labs:
+            host = next((t.host for t in chosen if t.lab == st.lab.name and len(chosen) == 1), None)
+            findings += _matrix(st.lab.name, host, drivers)
         if labs or what is None:
             findings += check_machine(observe_machine(drivers, labs, views))
     finally:
@@ -165,6 +178,26 @@ def _probe_to(chosen: list[Target], views: dict[str, NsView], by_lab: dict[str, 
         out.append(Finding("unreachable-to", target.label, f"{shown} is not reached ({result})",
                            f"a {proto if number else 'ping'} probe from inside the namespace got no answer",
                            fix))
+    return out
+
+
+def _matrix(lab: str, host: str | None, drivers: Any) -> list[Finding]:
+    """``nslab check``'s matrix of ``lab`` (``host``'s row only, when one host is examined): each cell whose
+    probe disagrees with the reachability model is a finding, with the hops the model expects."""
+    from .. import check
+
+    out = []
+    for c in check.check(lab, source=host, drivers=drivers).cells:
+        if c.ok:
+            continue
+        seen = "reached" if c.reachable else "not reached"
+        want = "reachable" if c.expected else "blocked"
+        by = "an expect: entry says" if c.by == "expect" else "the lab's model says"
+        target = c.target if c.target == check.OUTSIDE else f"{c.target} ({c.address})"
+        out.append(Finding("unexpected-" + ("reach" if c.reachable else "block"), f"{lab}/{c.source}",
+                           f"{target} is {seen} ({c.result}) but {by} {want}",
+                           f"expected hops: {c.path}" if c.path else "the model expects no path",
+                           (f"nslab check --explain {c.source} {c.target} {lab}",)))
     return out
 
 
