@@ -164,6 +164,38 @@ class Link(Value):
     kind: str = "veth"  # its module in core/kinds/ (what makes it, how it drifts)
 
 
+class Expectation(Value):
+    """An ``expect:`` entry (core/labtests.py): the cells from ``source`` to ``target`` (host names or globs;
+    ``outside``) are expected ``reach``; with ``port`` only for that probe (``proto`` tcp or udp)."""
+
+    source: str
+    target: str
+    reach: bool
+    proto: str | None = None
+    port: int | None = None
+
+    def covers(self, source: str, target: str, proto: str, port: int | None) -> bool:
+        from fnmatch import fnmatchcase
+
+        if self.port is not None and (self.proto, self.port) != (proto, port):
+            return False
+        return fnmatchcase(source, self.source) and fnmatchcase(target, self.target)
+
+
+class LabTest(Value):
+    """A ``tests:`` case: a command (``command``) or an HTTP GET (``url``) from host ``source``, and what its
+    outcome must be (``stdout``/``body``: regular expressions, ``re.search``)."""
+
+    name: str
+    source: str
+    command: str | None = None
+    url: str | None = None
+    exit: int = 0
+    stdout: str | None = None
+    status: int = 200
+    body: str | None = None
+
+
 class Lab(Value):
     name: str
     source: str
@@ -171,6 +203,8 @@ class Lab(Value):
     hosts: Mapping[str, Host]
     links: tuple[Link, ...] = ()
     partitions: tuple[tuple[str, str], ...] = ()  # hosts or networks cut from each other (features/partitions.py)
+    expect: tuple[Expectation, ...] = ()  # verdicts over the reachability model's (tools/reach.py)
+    tests: tuple[LabTest, ...] = ()  # what `nslab test` runs after the matrix
 
     def allocations(self) -> dict[str, Any]:
         """What IPAM decided, in the JSON shape state.py stores, so the next resolve can keep it."""

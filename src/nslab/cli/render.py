@@ -195,8 +195,11 @@ def check_matrix(matrix: Any) -> str:
     bad = [c for c in matrix.cells if not c.ok]
     for c in bad:
         want = "reachable" if c.expected else "blocked"
+        by = "an expect: entry says" if c.by == "expect" else "the lab implies"
         text += (f"unexpected: {c.source} -> {c.target} ({c.address or 'no address'}): {c.result}, "
-                 f"the lab implies {want}\n")
+                 f"{by} {want}\n")
+        if c.path:
+            text += f"    model: {c.path}\n"
     text += f"{len(matrix.cells) - len(bad)}/{len(matrix.cells)} cells as the lab implies\n"
     return text
 

@@ -52,7 +52,7 @@ from ..model import (
 )
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
-from . import kinds
+from . import kinds, labtests
 from .features import containers, dns, firewall, impair, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap
 from .wiring import PER_INTERFACE_SYSCTL
@@ -558,6 +558,7 @@ def resolve_all(
     resolution.assign_addresses6()
     resolution.resolve_links()
     hosts = resolution.build_hosts()
+    expect, tests = labtests.resolve(spec, out.add)
     lab = Lab(
         name=spec.name,
         source=file,
@@ -565,6 +566,8 @@ def resolve_all(
         hosts=hosts,
         links=tuple(resolution.links),
         partitions=partitions.resolve(spec),
+        expect=expect,
+        tests=tests,
     )
     return lab, out.problems
 
