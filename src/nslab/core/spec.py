@@ -370,14 +370,6 @@ class HostSpec(_WithDns):
     def _one_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("tmpfs", "writable")
-    @classmethod
-    def _absolute_paths(cls, value: list[str]) -> list[str]:
-        for path in value:
-            if not path.startswith("/") or "\0" in path or path.rstrip("/") == "":
-                raise ValueError(f"'{path}' is not an absolute path below /")
-        return value
-
     @field_validator("user")
     @classmethod
     def _user_form(cls, value: str | None) -> str | None:

@@ -65,10 +65,19 @@ def _last_capability() -> int:
         return len(CAPABILITIES) - 1
 
 
+def _permitted() -> int:
+    """The calling thread's permitted capabilities (it cannot keep more than these)."""
+    try:
+        with open("/proc/thread-self/status") as fh:
+            return next(int(line.split()[1], 16) for line in fh if line.startswith("CapPrm:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return (1 << len(CAPABILITIES)) - 1
+
+
 def identity(contain: Containment) -> dict[str, str]:
     """Step 5; returns what the environment says about the user (HOME, USER, LOGNAME)."""
     kept = contain.capabilities()
-    mask = sum(1 << n for n, name in enumerate(CAPABILITIES) if name in kept)
+    mask = sum(1 << n for n, name in enumerate(CAPABILITIES) if name in kept) & _permitted()
     changed = not contain.all_capabilities()
     try:
         if changed:
@@ -105,3 +114,56 @@ def apply(contain: Containment, private_tmp: str | None = None) -> dict[str, str
     """Everything, in order; returns the environment the command gets on top of its own."""
     mounts(contain, private_tmp)
     return identity(contain)
+
+
+def _wait_for(pid: int) -> int:
+    """Wait for child ``pid``, reaping any other child on the way; its exit status as a shell reports it."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 127
+        except InterruptedError:
+            continue
+        if done == pid:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _forward(pid: int, signals: tuple[int, ...]) -> None:
+    import signal
+
+    for sig in signals:
+        signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
+
+
+def _close(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def fork_pid_namespace(close: tuple[int, ...] = ()) -> None:
+    """``unshare --pid --fork`` with an init: returns in the process that is to exec the command (PID 2 of a
+    new PID namespace); the calling process waits for the namespace's init and exits with its status, and the
+    init (PID 1) reaps every orphan until the command ends, then exits with its status (the kernel then kills
+    what is left inside). SIGTERM and SIGHUP are passed on to the command; Ctrl-C reaches it from the terminal.
+    ``close``: descriptors only the command keeps (the two waiting processes close them)."""
+    import signal
+
+    try:
+        linux.unshare(linux.CLONE_NEWPID)
+    except OSError as exc:
+        raise KernelError(f"cannot make a PID namespace: {exc.strerror}") from None
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    init = os.fork()
+    if init:
+        _close(close)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _forward(init, forwarded)
+        os._exit(_wait_for(init))
+    command = os.fork()
+    if command == 0:
+        return
+    _close(close)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _forward(command, forwarded)
+    os._exit(_wait_for(command))

@@ -12,6 +12,7 @@ container host's containment goes to Docker instead (features/containers.py: :fu
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...model import CAPABILITIES, NO_CONTAINMENT, Containment
@@ -36,12 +37,12 @@ def capability(text: str) -> str | None:
     return name if name == "all" or name in CAPABILITIES else None
 
 
-def _capabilities(name: str, host: HostSpec, key: str, report: Report) -> tuple[str, ...]:
+def _capabilities(written: Mapping[str, Any], key: str, report: Report) -> tuple[str, ...]:
     out = []
-    for i, text in enumerate(getattr(host, key)):
+    for i, text in enumerate(written.get(key) or ()):
         found = capability(text)
         if found is None:
-            report(("hosts", name, key, i), f"unknown capability '{text}' (e.g. NET_ADMIN, NET_BIND_SERVICE, ALL)")
+            report((key, i), f"unknown capability '{text}' (e.g. NET_ADMIN, NET_BIND_SERVICE, ALL)")
         elif found not in out:
             out.append(found)
     return tuple(out)
@@ -74,25 +75,36 @@ def lookup_user(user: str) -> tuple[int, int, tuple[int, ...], str | None] | str
 def resolve(name: str, host: HostSpec, report: Report, light: bool = True) -> Containment:
     """Host ``name``'s containment. ``light``: its services' (the user looked up on this machine); else a
     container host's (the user is the image's to know, and Docker has no ``writable:``)."""
-    written = {key for key in FIELDS if key in host.model_fields_set}
+    written = {key: getattr(host, key) for key in FIELDS if key in host.model_fields_set}
+    return build(written, lambda path, message: report(("hosts", name, *path), message), light)
+
+
+def build(written: Mapping[str, Any], report: Report, light: bool = True) -> Containment:
+    """A containment from the fields written (keys of :data:`FIELDS`; a lab file's host, or ``nslab run``'s
+    options); ``report(path below the host, message)`` for each problem."""
     if not written:
         return NO_CONTAINMENT
+    for key in ("tmpfs", "writable"):
+        for i, path in enumerate(written.get(key) or ()):
+            if not path.startswith("/") or path.rstrip("/") == "" or "\0" in path:
+                report((key, i), f"'{path}' is not an absolute path below /")
     contain = Containment(
-        user=host.user, cap_drop=_capabilities(name, host, "cap_drop", report),
-        cap_add=_capabilities(name, host, "cap_add", report), no_new_privileges=host.no_new_privileges,
-        read_only=host.read_only, tmpfs=tuple(dict.fromkeys(host.tmpfs)), writable=tuple(dict.fromkeys(host.writable)),
-        private_tmp=host.private_tmp, pid=host.pid)
-    if host.writable and not host.read_only:
-        report(("hosts", name, "writable"), "writable: paths kept read-write under read_only: true; set it")
+        user=written.get("user"), cap_drop=_capabilities(written, "cap_drop", report),
+        cap_add=_capabilities(written, "cap_add", report), no_new_privileges=written.get("no_new_privileges"),
+        read_only=bool(written.get("read_only")), tmpfs=tuple(dict.fromkeys(written.get("tmpfs") or ())),
+        writable=tuple(dict.fromkeys(written.get("writable") or ())),
+        private_tmp=bool(written.get("private_tmp")), pid=written.get("pid") or "host")
+    if contain.writable and not contain.read_only:
+        report(("writable",), "writable: paths kept read-write under read_only: true; set it")
     if not light:
-        if host.writable:
-            report(("hosts", name, "writable"), "a container host has no writable: give it volumes: instead")
+        if contain.writable:
+            report(("writable",), "a container host has no writable: give it volumes: instead")
         return contain
-    if host.user is None:
+    if contain.user is None:
         return contain
-    found = lookup_user(host.user)
+    found = lookup_user(contain.user)
     if isinstance(found, str):
-        report(("hosts", name, "user"), found)
+        report(("user",), found)
         return contain
     uid, gid, groups, home = found
     return replace(contain, uid=uid, gid=gid, groups=groups, home=home)
