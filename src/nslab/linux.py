@@ -199,7 +199,6 @@ def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:
 # --- containment (ns/contain.py): capabilities, no_new_privs, recursive read-only mounts ----------------------
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
-PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
