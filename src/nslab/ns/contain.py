@@ -81,21 +81,24 @@ def identity(contain: Containment) -> dict[str, str]:
     changed = not contain.all_capabilities()
     try:
         if changed:
-            for n in range(_last_capability() + 1):
-                if not mask >> n & 1:
-                    linux.prctl(linux.PR_CAPBSET_DROP, n)
+            _each(linux.PR_CAPBSET_DROP, ~mask, _last_capability() + 1)
         env = _become(contain, mask) if contain.uid else {}
         if changed or contain.uid:
             linux.capset(mask, mask, 0 if contain.root() else mask)
         if not contain.root():
-            for n in range(len(CAPABILITIES)):
-                if mask >> n & 1:
-                    linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, n)
+            _each(linux.PR_CAP_AMBIENT, mask, len(CAPABILITIES), linux.PR_CAP_AMBIENT_RAISE)
         if not contain.new_privileges():
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     except OSError as exc:
         raise KernelError(f"cannot confine the process ({contain.user or 'root'}): {exc.strerror}") from None
     return env
+
+
+def _each(option: int, mask: int, count: int, sub: int | None = None) -> None:
+    """``prctl(option, [sub,] N)`` for each capability N below ``count`` that is in ``mask``."""
+    for n in range(count):
+        if mask >> n & 1:
+            linux.prctl(option, n) if sub is None else linux.prctl(option, sub, n)
 
 
 def _become(contain: Containment, mask: int) -> dict[str, str]:

@@ -84,10 +84,7 @@ def build(written: Mapping[str, Any], report: Report, light: bool = True) -> Con
     options); ``report(path below the host, message)`` for each problem."""
     if not written:
         return NO_CONTAINMENT
-    for key in ("tmpfs", "writable"):
-        for i, path in enumerate(written.get(key) or ()):
-            if not path.startswith("/") or path.rstrip("/") == "" or "\0" in path:
-                report((key, i), f"'{path}' is not an absolute path below /")
+    _check_paths(written, report)
     contain = Containment(
         user=written.get("user"), cap_drop=_capabilities(written, "cap_drop", report),
         cap_add=_capabilities(written, "cap_add", report), no_new_privileges=written.get("no_new_privileges"),
@@ -100,6 +97,18 @@ def build(written: Mapping[str, Any], report: Report, light: bool = True) -> Con
         if contain.writable:
             report(("writable",), "a container host has no writable: give it volumes: instead")
         return contain
+    return _with_user(contain, report)
+
+
+def _check_paths(written: Mapping[str, Any], report: Report) -> None:
+    for key in ("tmpfs", "writable"):
+        for i, path in enumerate(written.get(key) or ()):
+            if not path.startswith("/") or path.rstrip("/") == "" or "\0" in path:
+                report((key, i), f"'{path}' is not an absolute path below /")
+
+
+def _with_user(contain: Containment, report: Report) -> Containment:
+    """``contain`` with its user's ids from this machine's passwd/group."""
     if contain.user is None:
         return contain
     found = lookup_user(contain.user)
