@@ -45,6 +45,14 @@ def mounts(pid: int) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _in_namespace(pid: str, other: int) -> bool:
+    """Whether process ``pid`` is in the PID namespace of process ``other``."""
+    try:
+        return inode(f"/proc/{pid}/ns/pid") == inode(f"/proc/{other}/ns/pid")
+    except OSError:
+        return False
+
+
 def log(name: str, host: str, n: int) -> str:
     with open(f"/run/nslab/{name}/logs/{host}.{n}.log") as fh:
         return fh.read()
@@ -108,10 +116,15 @@ def test_a_contained_service_is_nobody_without_capabilities_in_a_read_only_files
     assert (found["app.2"]["user"], found["app.2"]["contained"]) == ("nobody", True)
     assert (found["plain"]["user"], found["plain"]["contained"]) == ("root", False)
     assert "nobody (contained)" in nslab("status", name).stdout
+    # The host's init: PID 1 of that namespace, a child of the lab's supervisor, named nslab-init.
+    init = next(int(p) for p in filter(str.isdigit, os.listdir("/proc")) if p != str(pid) and _in_namespace(p, pid)
+                and proc_status(int(p))["NSpid"].split()[-1] == "1")
+    assert proc_status(init)["Name"] == "nslab-init"
+    assert proc_status(init)["PPid"] == str(lab_status(name, env=ENV)["hostsetup"]["supervisor"]["pid"])
     # down: the private /tmp and the host's init go with the lab
     nslab("down", name)
     assert not os.path.exists(f"/run/nslab/{name}")
-    assert not os.path.exists(f"/proc/{pid}") and not os.path.exists(f"/proc/{sleeper}")
+    assert not any(os.path.exists(f"/proc/{p}") for p in (pid, sleeper, init))
 
 
 TWO = """\

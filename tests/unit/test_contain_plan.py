@@ -163,3 +163,16 @@ def test_nslab_runs_options_make_the_same_containment():
         containment({"user": "nslab-no-such-user", "cap_add": ("FLY",), "tmpfs": ("x",)})
     fields = sorted(p.field for p in caught.value.problems)
     assert fields == ["--cap-add", "--tmpfs", "--user"]
+
+
+def test_the_containment_calls_report_errno():
+    import errno
+
+    from nslab import linux
+
+    with pytest.raises(OSError) as caught:
+        linux.prctl(0x7FFF)
+    assert caught.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as caught:
+        linux.mount_setattr("/nonexistent/nslab-test", linux.MOUNT_ATTR_RDONLY)
+    assert caught.value.errno in (errno.ENOENT, errno.EPERM)
