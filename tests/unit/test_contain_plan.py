@@ -33,7 +33,7 @@ hosts:
     cap_add: [cap_net_bind_service]
     read_only: true
     tmpfs: /run
-    writable: [/var/lib]
+    writable: [/var/tmp]
     private_tmp: true
     pid: private
   plain:
@@ -53,7 +53,7 @@ def test_the_fields_resolve_into_the_hosts_containment():
     app = lab.hosts["app"].contain
     assert (app.user, app.uid, app.gid, app.home) == ("nobody", NOBODY.pw_uid, NOBODY.pw_gid, NOBODY.pw_dir)
     assert app.cap_drop == ("all",) and app.cap_add == ("net_bind_service",)
-    assert app.tmpfs == ("/run",) and app.writable == ("/var/lib",) and app.private_tmp and app.pid == "private"
+    assert app.tmpfs == ("/run",) and app.writable == ("/var/tmp",) and app.private_tmp and app.pid == "private"
     assert app.capabilities() == {"net_bind_service"} and not app.new_privileges() and app.active()
     assert not lab.hosts["plain"].contain.active()
 
@@ -80,7 +80,7 @@ hosts:
     cap_drop: [NET_ADMIN, FLYING]
     cap_add: [CAP_SYS_TIME, ALSO_BAD]
     writable: [relative]
-    tmpfs: [/run]
+    tmpfs: [/run, /nonexistent/nslab]
     networks: [nowhere]
   b:
     user: "nobody:nslab-no-such-group"
@@ -95,6 +95,7 @@ hosts:
         "bad.yaml:6: hosts.a.cap_add[1]: unknown capability 'ALSO_BAD'",
         "bad.yaml:7: hosts.a.writable[0]: 'relative' is not an absolute path",
         "hosts.a.writable: writable: paths kept read-write under read_only",
+        "bad.yaml:8: hosts.a.tmpfs[1]: no directory /nonexistent/nslab on this machine",
         "bad.yaml:11: hosts.b.user: no group 'nslab-no-such-group'",
         "nowhere",
     ]
@@ -110,7 +111,7 @@ def test_a_changed_user_restarts_that_hosts_services_only_and_the_dry_run_says_h
     assert "app: a PID namespace of its own for its services: unshare --pid --fork" in commands
     assert "--pid=/proc/<app's nslab-init>/ns/pid -- unshare --mount --propagation slave -- sh -c" in commands
     assert "mount -t proc proc /proc" in commands and "mount -o remount,bind,ro" in commands
-    assert "mount --rbind '\\''/var/lib'\\'' '\\''/var/lib'\\''" in commands
+    assert "mount --rbind '\\''/var/tmp'\\'' '\\''/var/tmp'\\''" in commands
     assert "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs '\\''/run'\\''" in commands
     assert (f"exec setpriv --reuid={NOBODY.pw_uid} --regid={NOBODY.pw_gid}" in commands
             and "--bounding-set=-all,+net_bind_service --ambient-caps=+net_bind_service --no-new-privs" in commands)

@@ -84,7 +84,7 @@ def build(written: Mapping[str, Any], report: Report, light: bool = True) -> Con
     options); ``report(path below the host, message)`` for each problem."""
     if not written:
         return NO_CONTAINMENT
-    _check_paths(written, report)
+    _check_paths(written, report, light)
     contain = Containment(
         user=written.get("user"), cap_drop=_capabilities(written, "cap_drop", report),
         cap_add=_capabilities(written, "cap_add", report), no_new_privileges=written.get("no_new_privileges"),
@@ -100,11 +100,14 @@ def build(written: Mapping[str, Any], report: Report, light: bool = True) -> Con
     return _with_user(contain, report)
 
 
-def _check_paths(written: Mapping[str, Any], report: Report) -> None:
+def _check_paths(written: Mapping[str, Any], report: Report, light: bool) -> None:
+    """Absolute paths; on a light host, directories of this machine (a mount needs one to mount on)."""
     for key in ("tmpfs", "writable"):
         for i, path in enumerate(written.get(key) or ()):
             if not path.startswith("/") or path.rstrip("/") == "" or "\0" in path:
                 report((key, i), f"'{path}' is not an absolute path below /")
+            elif light and not os.path.isdir(path):
+                report((key, i), f"no directory {path} on this machine to mount on")
 
 
 def _with_user(contain: Containment, report: Report) -> Containment:
