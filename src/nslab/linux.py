@@ -259,3 +259,41 @@ def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:
     if failure:
         raise failure[0]
     return result[0]
+
+
+# --- containment (ns/contain.py): capabilities, no_new_privs, recursive read-only mounts ----------------------
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 1
+_CAPABILITY_VERSION_3 = 0x20080522
+_ARGTYPES["prctl"] = (_Int, _ULong, _ULong, _ULong, _ULong)
+_ARGTYPES["capset"] = (_CharP, _CharP)
+_ARGTYPES["mount_setattr"] = (_Int, _CharP, _Int, _CharP, _ULong)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, arg2, arg3, 0, 0), "prctl")
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's three capability sets (bit N: capability N)."""
+    import struct
+
+    header = struct.pack("Ii", _CAPABILITY_VERSION_3, 0)
+    words = [(mask >> shift) & 0xFFFFFFFF for shift in (0, 32) for mask in (effective, permitted, inheritable)]
+    _check(_libc.capset(header, struct.pack("6I", *words)), "capset")
+
+
+def mount_setattr(path: str, set_flags: int, clear_flags: int = 0) -> None:
+    """Change mount attributes (``MOUNT_ATTR_*``) of ``path`` and every mount below it, keeping the others
+    (nosuid, nodev...); mount(2)'s ``MS_REMOUNT|MS_BIND`` works on one mount at a time and resets them."""
+    import struct
+
+    attr = struct.pack("QQQQ", set_flags, clear_flags, 0, 0)
+    _check(_libc.mount_setattr(AT_FDCWD, path.encode(), AT_RECURSIVE, attr, len(attr)), "mount_setattr", path)

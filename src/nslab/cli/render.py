@@ -214,9 +214,10 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
         state = s["state"]
         if state == "exited" and s.get("processes"):
             state += f" ({s['processes']} left)"
+        user = (s.get("user") or "root") + (" (contained)" if s.get("contained") else "")
         rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
-                     str(s["restarts"]), s["restart"], s["command"]])
-    table("", ["service", "state", "pid", "exit", "restarts", "restart", "command"], rows, wide)
+                     str(s["restarts"]), s["restart"], user, s["command"]])
+    table("", ["service", "state", "pid", "exit", "restarts", "restart", "user", "command"], rows, wide)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")

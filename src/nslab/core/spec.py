@@ -306,9 +306,18 @@ class HostSpec(_WithDns):
     command: str | list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     volumes: list[str] = Field(default_factory=list)
-    user: str | None = None
     workdir: str | None = None
     pull: bool = False
+    # What confines the processes it runs (features/contain.py): its services, or a container host's container.
+    user: str | None = None  # NAME|UID[:GROUP|GID]
+    cap_drop: list[str] = Field(default_factory=list)  # capability names (NET_ADMIN or CAP_NET_ADMIN), or ALL
+    cap_add: list[str] = Field(default_factory=list)
+    no_new_privileges: bool | None = None  # unset: yes when user is set
+    read_only: bool = False
+    tmpfs: list[str] = Field(default_factory=list)  # absolute paths
+    writable: list[str] = Field(default_factory=list)
+    private_tmp: bool = False
+    pid: Literal["host", "private"] = "host"
 
     @field_validator("image")
     @classmethod
@@ -354,6 +363,18 @@ class HostSpec(_WithDns):
             parts = volume.split(":")
             if len(parts) not in (2, 3) or not all(parts[:2]) or not parts[1].startswith("/"):
                 raise ValueError(f"'{volume}' is not SOURCE:/TARGET[:ro|rw]")
+        return value
+
+    @field_validator("cap_drop", "cap_add", "tmpfs", "writable", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("user")
+    @classmethod
+    def _user_form(cls, value: str | None) -> str | None:
+        if value is not None and (not value.partition(":")[0] or any(c.isspace() or c == "\0" for c in value)):
+            raise ValueError(f"'{value}' is not NAME|UID[:GROUP|GID]")
         return value
 
     @field_validator("default", mode="before")

@@ -239,9 +239,23 @@ class LiveDocker:
         try:
             fd = _open_inside(root, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         except OSError as exc:
-            raise KernelError(f"cannot write {path} in container {ident}: {exc.strerror}") from None
+            fd = self._docker_side(ident, path, exc)
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+
+    def _docker_side(self, ident: str, path: str, failure: OSError) -> int:
+        """A read-only container (``read_only:``) has its /etc/hosts and resolv.conf bound read-only: the
+        files Docker keeps for it on the machine (``HostsPath``, ``ResolvConfPath``) show through the binds."""
+        import errno
+
+        key = {"/etc/hosts": "HostsPath", "/etc/resolv.conf": "ResolvConfPath"}.get(path)
+        source = (self.inspect(ident) or {}).get(key or "") if failure.errno == errno.EROFS else None
+        try:
+            if not source:
+                raise failure
+            return os.open(source, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelError(f"cannot write {path} in container {ident}: {exc.strerror}") from None
 
     # -- namespaces ----------------------------------------------------------------------------------------
     def name_netns(self, name: str, pid: int) -> None:
