@@ -62,13 +62,12 @@ def faults_from(lab: Lab, records: Mapping[str, Any]) -> Faults:
     """The faults recorded in the lab's state (feature KEY -> record)."""
     from ..core.features import impair, links, partitions
 
+    # (a one-way cut stops round trips both ways too: the requests one way, the replies the other)
     cuts = tuple((str(c[0]), str(c[1])) for c in partitions.PartitionsRecord.from_json(records.get(partitions.KEY)).cuts
                  if not partitions.problems_of(lab, str(c[0]), str(c[1])))
     drops = set()
     for host, iface, entry in impair.ImpairRecord.from_json(records.get(impair.KEY)).entries():
-        if float(entry.get("loss") or 0) >= 100:
-            direction = str(entry.get("direction") or "out")
-            drops |= {(host, iface, d) for d in (("in", "out") if direction == "both" else (direction,))}
+        drops |= {(host, iface, d) for d in ("in", "out") if float(entry[d].get("loss") or 0) >= 100}
     return Faults(frozenset(links.down_interfaces(lab, records.get(links.KEY))), cuts, frozenset(drops))
 
 
