@@ -140,11 +140,27 @@ class Container(Value):
     contain: Containment = NO_CONTAINMENT  # Docker's CapDrop/CapAdd, ReadonlyRootfs, Tmpfs, SecurityOpt
 
 
+class Healthcheck(Value):
+    """How the lab's supervisor probes a host's services from inside its namespace (features/services.py)."""
+
+    probe: str  # "tcp", "http" or "exec"
+    target: str  # the port, the URL or the command
+    status: int | None = None  # http: the status wanted (None: any 2xx or 3xx)
+    interval: float = 1.0  # seconds from one probe's start to the next
+    timeout: float = 1.0
+    retries: int = 3  # failed probes in a row that make it unhealthy
+    start_period: float = 0.0  # seconds after a start when failures do not count
+
+
 class Service(Value):
     """A ``run:`` command of a host, run and restarted by the lab's supervisor (features/services.py)."""
 
     command: str
-    restart: str  # "no", "on-failure" or "always"
+    restart: str  # "no", "on-failure", "always" or "unhealthy" (on-failure, and when its host turns unhealthy)
+    env: tuple[tuple[str, str], ...] = ()  # ``env:`` as written
+    env_files: tuple[str, ...] = ()  # absolute paths, read when the service starts (their values never printed)
+    health: Healthcheck | None = None  # its host's healthcheck
+    depends_on: tuple[tuple[str, str], ...] = ()  # (host, "started" | "healthy" | "completed"), in file order
 
 
 class Dns(Value):

@@ -72,14 +72,26 @@ def _options(args: list[str], flags: dict[str, str], valued: dict[str, str]) -> 
 
 
 def _up(args: list[str]) -> int | None:
-    found = _options(args, {"-q": "quiet", "--quiet": "quiet", "--wide": "wide"}, {"-f": "file", "--file": "file"})
-    if found is None or "" in found or found.get("file") == "-":
+    found = _options(args, {"-q": "quiet", "--quiet": "quiet", "--wide": "wide", "--wait": "wait"},
+                     {"-f": "file", "--file": "file", "--timeout": "timeout"})
+    if found is None or "" in found or found.get("file") == "-" or ("timeout" in found and "wait" not in found):
         return None
-    return _reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found))
+    try:
+        timeout = float(found.get("timeout", WAIT_TIMEOUT)) if "wait" in found else None
+    except ValueError:
+        return None  # click says what is wrong with it
+    return _reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found, wait=timeout),
+                      partial=True)
 
 
-def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
-    """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too)."""
+#: ``up --wait``: seconds it waits for the healthchecks unless ``--timeout`` says otherwise.
+WAIT_TIMEOUT = 60.0
+
+
+def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | None = None) -> int:
+    """``nslab up [-f FILE] [-q] [--wide] [--wait [--timeout S]]`` (table output; the click command calls it
+    too). With ``wait``: returns once every healthcheck passes, else after ``wait`` seconds with 1 and a line
+    ``nslab: HOST unhealthy: OUTPUT`` per host (the lab stays up)."""
     from ..core.lifecycle import up_file
     from ..linux import require_root
     from . import render
@@ -89,12 +101,20 @@ def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
     with render.progress(enabled=not quiet) as bar:
         result = up_file(path, progress=bar)
     render.warnings(result.warnings)
-    if quiet:
-        return
-    render.changes(result.changes())
-    for line in result.repairs:
-        sys.stdout.write(f"{'repaired' if result.applied else 'not repaired'}: {line}\n")
-    render.up_table(result.lab, changed=result.applied, wide=wide)
+    if not quiet:
+        render.changes(result.changes())
+        for line in result.repairs:
+            sys.stdout.write(f"{'repaired' if result.applied else 'not repaired'}: {line}\n")
+        render.up_table(result.lab, changed=result.applied, wide=wide)
+    if wait is None:
+        return 0
+    sys.stdout.flush()
+    from ..core.lifecycle import wait_healthy
+
+    unhealthy = wait_healthy(result.lab.name, wait)
+    for host, output in unhealthy.items():
+        sys.stderr.write(f"nslab: {host} unhealthy: {output}\n")
+    return 1 if unhealthy else 0
 
 
 def _status(args: list[str]) -> int | None:

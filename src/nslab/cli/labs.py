@@ -6,10 +6,15 @@ Logic lives in :mod:`nslab.lab`; this module parses options. The plain forms run
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from . import complete
 from .fast import find_lab_file, print_doc
+
+if TYPE_CHECKING:
+    from ..core.lifecycle import UpResult
 
 FILE_HELP = "The lab file ('-': standard input). Default: nslab.yaml, nslab.yml, or the one *.nslab.yaml here."
 
@@ -37,7 +42,12 @@ def _output(output: str | None, as_json: bool, wide: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
 @click.option("--wide", is_flag=True, help="Never cut lines to the terminal's width.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors.")
-def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool) -> None:
+@click.option("--wait", is_flag=True, help="Return once every healthcheck passes (exit 1 and a line per "
+              "unhealthy host after --timeout; the lab stays up).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="Seconds --wait waits (default 60).")
+def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool, wait: bool,
+       timeout: float | None) -> None:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
@@ -46,33 +56,46 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     changed, every warning, and the lab's hosts. A lab file that passed every check is kept checked under
     /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
-    from ..core.lifecycle import up_file
+    from ..core.lifecycle import up_file, wait_healthy
     from ..linux import require_root
     from . import fast, render
 
     require_root("up creates namespaces, links and firewall rules")
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    waiting = (fast.WAIT_TIMEOUT if timeout is None else timeout) if wait and not dry_run else None
     output = _output(output, as_json, wide)
     machine_readable = output in ("json", "yaml")
     if not machine_readable and not dry_run:
-        fast.up(file, quiet=quiet, wide=output == "wide")  # (what `nslab up` runs without click)
+        code = fast.up(file, quiet=quiet, wide=output == "wide", wait=waiting)  # (what `nslab up` runs without click)
+        if code:
+            raise SystemExit(code)
         return
     path = find_lab_file(file)  # "-": standard input, reported as <stdin>
     with render.progress(enabled=False) as bar:
         result = up_file(path, dry_run=dry_run, progress=bar)  # checked whole under the machine lock
     render.warnings(result.warnings)
     if dry_run:
-        commands = result.commands()
-        for line in result.repairs:
-            click.echo(f"# repairs drift: {line}")
-        if not commands:
-            click.echo(f"# lab {result.lab.name} is up to date; nothing to do")
-        for command in commands:
-            click.echo(command)
+        _print_dry_run(result)
         return
-    if machine_readable:
-        from ..lab import status
+    from ..lab import status
 
-        print_doc(status(result.lab.name), output)
+    unhealthy = wait_healthy(result.lab.name, waiting) if waiting is not None else {}
+    print_doc(status(result.lab.name), output)
+    if unhealthy:
+        for host, line in unhealthy.items():
+            click.echo(f"nslab: {host} unhealthy: {line}", err=True)
+        raise SystemExit(1)
+
+
+def _print_dry_run(result: UpResult) -> None:
+    commands = result.commands()
+    for line in result.repairs:
+        click.echo(f"# repairs drift: {line}")
+    if not commands:
+        click.echo(f"# lab {result.lab.name} is up to date; nothing to do")
+    for command in commands:
+        click.echo(command)
 
 
 @click.command()

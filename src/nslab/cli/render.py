@@ -210,10 +210,9 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
     if not services:
         return
     rows = []
+    health = doc.get("health") or {}
     for s in services:
-        state = s["state"]
-        if state == "exited" and s.get("processes"):
-            state += f" ({s['processes']} left)"
+        state = _service_state(s, health)
         user = (s.get("user") or "root") + (" (contained)" if s.get("contained") else "")
         rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
                      str(s["restarts"]), s["restart"], user, s["command"]])
@@ -221,6 +220,16 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")
+
+
+def _service_state(s: dict[str, Any], health: dict[str, Any]) -> str:
+    """``running (healthy)``, ``exited (2 left)``..."""
+    state = str(s["state"])
+    if state == "exited" and s.get("processes"):
+        state += f" ({s['processes']} left)"
+    if s.get("host") in health and state == "running":
+        state += f" ({health[s['host']]['status']})"
+    return state
 
 
 # --- container hosts (containers feature) --------------------------------------------------------------

@@ -29,6 +29,7 @@ import os
 
 from ..errors import SourceLines, StaleKeptForm
 from ..paths import cache_dir
+from . import dotenv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,9 +79,10 @@ def _code_stamp() -> str:
 def file_key(text: str, path: str, environ: dict[str, str] | None = None) -> str:
     from ..naming import blake2s  # (built in: hashlib would load OpenSSL, ~4 ms)
 
-    env = os.environ if environ is None else environ
+    names = _variables(text)
+    env = dotenv.environment(path, environ) if names else {}  # (the .env beside the file under the environment)
     digest = blake2s()
-    for part in (_code_stamp(), path, *(f"{n}={env.get(n)!r}" for n in _variables(text)), text):
+    for part in (_code_stamp(), path, *(f"{n}={env.get(n)!r}" for n in names), text):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
     return digest.hexdigest()

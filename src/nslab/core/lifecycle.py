@@ -171,6 +171,34 @@ def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
     return up(load.read(path), drivers, dry_run, progress)
 
 
+def wait_healthy(name: str, timeout: float, poll: float = 0.1) -> dict[str, str]:
+    """``up --wait``: until every healthcheck of lab ``name`` passes (its supervisor's status says so), at most
+    ``timeout`` seconds. Returns the hosts that are not healthy by then, each with its last probe's output."""
+    import time
+
+    from ..drivers import files
+
+    config = files.read_json(paths.supervisor_config(name)) or {}
+    hosts = sorted({s["host"] for s in config.get("services", []) if s.get("health")})
+    deadline = time.monotonic() + timeout
+    while True:
+        live = files.read_json(paths.services_status(name)) or {}
+        pending = _not_healthy(hosts, live.get("health") or {})
+        if not pending or time.monotonic() >= deadline or live.get("stopped"):
+            return pending
+        time.sleep(poll)
+
+
+def _not_healthy(hosts: list[str], said: dict[str, Any]) -> dict[str, str]:
+    """The ``hosts`` whose health (as the supervisor ``said``) is not healthy, with their last probe's output."""
+    out = {}
+    for host in hosts:
+        entry = said.get(host) or {}
+        if entry.get("status") != "healthy":
+            out[host] = entry.get("output") or f"still {entry.get('status', 'starting')}, no probe answered"
+    return out
+
+
 def _apply(drivers: Drivers, planned: Planned, recorded: state.LabState | None, progress: Progress | None) -> None:
     """Write the intent, apply the plan, save the state; if any of it fails, nothing this run did stays."""
     name, desired, actions = planned.lab.name, planned.lab, planned.plan

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
 from ..model import Occupied
 from ..values import Value, replace
-from . import features, kept, state
+from . import dotenv, features, kept, state
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only a file read the full way pays for it
     from ..drivers import Drivers
@@ -64,8 +64,8 @@ def read(path: str | os.PathLike[str]) -> LabFile:
     text = spec.read(os.fspath(path))
     stdin = str(path) == "-"
     label = "<stdin>" if stdin else str(path)
-    return _parsed(spec.parse_all(text, label), label, "" if stdin else os.path.realpath(path),
-                   None if stdin else text)
+    real = "" if stdin else os.path.realpath(path)
+    return _parsed(spec.parse_all(text, label, dotenv.environment(real)), label, real, None if stdin else text)
 
 
 def from_text(text: str, label: str = "<string>", path: str = "") -> LabFile:

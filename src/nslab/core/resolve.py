@@ -31,6 +31,7 @@ together as :class:`~nslab.errors.ResolveError`.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -98,6 +99,8 @@ class _Resolution:
         self.out = out
         self.previous = previous
         self.ula = ula
+        #: the lab file's folder (``env_file`` paths are relative to it); "": the working directory
+        self.base = os.path.dirname(os.path.abspath(out.file)) if out.file and not out.file.startswith("<") else ""
         occupied = list(occupied)
         #: every IPv4 range in use so far, with who uses it: the machine and other labs, then this lab's subnets
         self.taken: list[tuple[IPv4Net, str]] = [(o.network, o.owner) for o in occupied
@@ -426,6 +429,7 @@ class _Resolution:
 
     def build_hosts(self) -> dict[str, Host]:
         resolvers = dns.resolve(self.spec, self.out.add)
+        services.check_order(self.spec, self.out.add)
         return {host_name: self._host(host_name, host, resolvers[host_name])
                 for host_name, host in self.spec.hosts.items()}
 
@@ -458,7 +462,7 @@ class _Resolution:
             sysctls=tuple(host.sysctls.items()),
             container=containers.resolve(host_name, host, namespace_name(self.lab, host_name), report),
             gateway6=gateway6,
-            services=services.resolve(host_name, host, report),
+            services=services.resolve(host_name, host, report, self.base),
             contain=contain.resolve(host_name, host, report) if host.image is None else NO_CONTAINMENT,
             dns=resolver,
             publish=firewall.resolve(host_name, host),

@@ -131,7 +131,7 @@ class NetworkSpec(_Strict):
         return value
 
 
-RestartPolicy = Literal["no", "on-failure", "always"]
+RestartPolicy = Literal["no", "on-failure", "always", "unhealthy"]
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
@@ -287,6 +287,64 @@ class RouteSpec(_Strict):
         return self
 
 
+# --- health and start order (features/services.py) --------------------------------------------------------
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+
+
+def seconds(value: Any) -> float:
+    """A duration as seconds: a number of seconds, or ``500ms``, ``2s``, ``1m``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (500ms, 2s, 1m or a number of seconds)")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(f"'{value}' is not a duration (500ms, 2s, 1m or a number of seconds)")
+    return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+
+
+class HealthSpec(_Strict):
+    """How the supervisor probes a host's services: ``{tcp: PORT}``, ``{http: URL, status: 200}`` or
+    ``{exec: CMD}``, with its timing."""
+
+    tcp: Annotated[int, Field(ge=1, le=65535)] | None = None
+    http: str | None = None
+    status: Annotated[int, Field(ge=100, le=599)] | None = None  # without it: any 2xx or 3xx
+    exec: str | None = None
+    interval: Annotated[float, Field(gt=0)] = 1.0  # from one probe's start to the next
+    timeout: Annotated[float, Field(gt=0)] = 1.0
+    retries: Annotated[int, Field(ge=1)] = 3
+    start_period: Annotated[float, Field(ge=0)] = 0.0  # failures then do not count
+
+    @field_validator("interval", "timeout", "start_period", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return seconds(value)
+
+    @field_validator("http")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^http://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"'{value}' is not an http:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> HealthSpec:
+        probes = [k for k in ("tcp", "http", "exec") if getattr(self, k) is not None]
+        if len(probes) != 1:
+            raise ValueError("give one probe: tcp: PORT, http: URL or exec: CMD")
+        if self.status is not None and self.http is None:
+            raise ValueError("status: goes with an http: probe")
+        return self
+
+
+DependCondition = Literal["started", "healthy", "completed"]
+
+
+class DependSpec(_Strict):
+    condition: DependCondition = "started"
+
+
 class HostSpec(_WithDns):
     """A named network namespace with interfaces on networks and links. Grouped by who resolves each field:
     resolve.py the wiring, each feature its own part (its ``resolve()``; ``dns:``/``dns_search:`` come from
@@ -305,11 +363,15 @@ class HostSpec(_WithDns):
     publish: list[str] = Field(default_factory=list)  # features/firewall
     run: str | list[str] = Field(default_factory=list)  # features/services.py
     restart: RestartPolicy = "on-failure"
+    healthcheck: HealthSpec | None = None
+    #: hosts whose services start before this one's (list form: ``started``); ``down`` stops in reverse
+    depends_on: dict[str, DependSpec] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)  # its services' (or its container's) environment
+    env_file: list[str] = Field(default_factory=list)  # KEY=VALUE files, beside the lab file; env: wins
     impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # features/impair.py: interface -> impairment
     # A Docker container as the host (features/containers.py): its image and how it is created.
     image: str | None = None
     command: str | list[str] | None = None
-    env: dict[str, str] = Field(default_factory=dict)
     volumes: list[str] = Field(default_factory=list)
     workdir: str | None = None
     pull: bool = False
@@ -370,7 +432,18 @@ class HostSpec(_WithDns):
                 raise ValueError(f"'{volume}' is not SOURCE:/TARGET[:ro|rw]")
         return value
 
-    @field_validator("cap_drop", "cap_add", "tmpfs", "writable", mode="before")
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _list_is_started(cls, value: Any) -> Any:
+        if isinstance(value, list):  # [db]: started
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError("a list of host names, or a map host -> {condition: ...}")
+            return {v: {} for v in value}
+        if isinstance(value, dict):
+            return {k: {} if v is None else v for k, v in value.items()}
+        return value
+
+    @field_validator("cap_drop", "cap_add", "tmpfs", "writable", "env_file", mode="before")
     @classmethod
     def _one_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -968,8 +1041,12 @@ def _text(data: bytes, file: str) -> str:
 
 def name_of(path: str | Path) -> str:
     """The lab name a lab file gives (``${VAR}`` substituted), without checking the rest of the file."""
+    import os
+
+    from . import dotenv
+
     file = str(path)
-    text, problems = substitute(read(path), file)
+    text, problems = substitute(read(path), file, dotenv.environment(os.path.realpath(file) if file != "-" else ""))
     data, source, _ = _read_yaml(text, file)
     name = data.get("name")
     if not isinstance(name, str) or not LAB_NAME.fullmatch(name):

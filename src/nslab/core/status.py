@@ -38,6 +38,10 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     }
     for module in features.modules():
         doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))
+    health = (doc.get("hostsetup") or {}).get("health") or {}
+    for entry in doc["hosts"]:
+        if entry["name"] in health:
+            entry["health"] = health[entry["name"]]["status"]
     doc["drift"] = [d.text for d in lab_drift(st, drivers, views)]
     doc["links"] = [
         {"endpoints": [lk.a, lk.b], "interfaces": [lk.a_ifname, lk.b_ifname], "subnet": str(lk.subnet),

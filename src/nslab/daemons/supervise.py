@@ -37,8 +37,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import linux, paths
+from ..core import dotenv
 from ..drivers import files, process, procfs
 from ..ns import nsenter
+from . import health
 from .contain import PidNamespaces, private_hosts
 from .dnsforward import Forwarder
 
@@ -133,6 +135,9 @@ class Service:
         self.restart_at: float | None = None
         self.error: str | None = None
         self.stopping = False
+        self.started = False  # ever (``depends_on: {HOST: {condition: started}}``)
+        if spec.get("depends_on"):
+            self.state = "waiting"  # for the hosts it depends on (Supervisor._start_ready)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,7 +163,7 @@ class Service:
         if pid == 0:  # the child: never returns
             _child(self.spec)
         self.pid, self.state, self.started_at, self.restart_at = pid, "running", time.monotonic(), None
-        self.exit_code = None
+        self.exit_code, self.started = None, True
 
     def exited(self, code: int) -> None:
         self.pid, self.exit_code = None, code
@@ -166,7 +171,7 @@ class Service:
             self.state = "stopped"
             return
         policy = self.spec["restart"]
-        again = policy == "always" or (policy == "on-failure" and code != 0)
+        again = policy == "always" or (policy in ("on-failure", "unhealthy") and code != 0)
         described = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
         if not again:
             self.state = "exited"
@@ -197,8 +202,8 @@ def _child(spec: dict[str, Any]) -> None:
         nsenter.enter_host(spec["namespace"], spec.get("uts"))
         confined = _confine(spec)
         os.chdir(spec.get("cwd") or "/")
-        env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"],
-               **confined}
+        env = {**os.environ, **_environment(spec), process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"],
+               "NSLAB_HOST": spec["host"], **confined}
         env.pop("NSLAB_STATE_DIR", None)
         os.execvpe("/bin/sh", ["sh", "-c", spec["command"]], env)
     except BaseException as exc:  # report anything, then leave without running Python cleanup
@@ -206,6 +211,14 @@ def _child(spec: dict[str, Any]) -> None:
             os.write(2, f"[nslab] cannot start: {exc}\n".encode())
         finally:
             os._exit(127)
+
+
+def _environment(spec: dict[str, Any]) -> dict[str, str]:
+    """A service's ``env_file`` variables (read now, never written anywhere else), then its ``env:`` over them."""
+    out: dict[str, str] = {}
+    for path, _stamp in spec.get("env_file") or ():
+        out.update(dotenv.read(path))
+    return {**out, **(spec.get("env") or {})}
 
 
 def _confine(spec: dict[str, Any]) -> dict[str, str]:
@@ -239,6 +252,94 @@ class Supervisor:
         self.dns_error: str | None = None  # the last unexpected failure of the forwarder (it went on)
         self.stopping = False
         self.pid_namespaces = PidNamespaces()  # of the hosts with `pid: private`
+        self.health_wake = self._health_pipe()
+        self.healths: dict[str, health.HostHealth] = self._healths({})
+
+    # --- health and start order (daemons/health.py) ----------------------------------------------------------
+    def _health_pipe(self) -> int:
+        """A probe thread's byte on this pipe wakes the loop to take its result."""
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        self.health_wake_read = read
+        self.selector.register(read, selectors.EVENT_READ, ("health", None))
+        return write
+
+    def _healths(self, kept: dict[str, health.HostHealth]) -> dict[str, health.HostHealth]:
+        """One :class:`health.HostHealth` per host whose services have a healthcheck; ``kept``: the former ones,
+        kept where the check is the same."""
+        out: dict[str, health.HostHealth] = {}
+        for spec in self.config.get("services", []):
+            check = spec.get("health")
+            if not check or spec["host"] in out:
+                continue
+            former = kept.get(spec["host"])
+            if former is not None and former.check == check:
+                out[spec["host"]] = former
+                continue
+            target = {k: spec.get(k) for k in ("namespace", "uts", "lab", "host")}
+            out[spec["host"]] = health.HostHealth(spec["host"], check, {**target, "address": check.get("address")},
+                                                  self.health_wake)
+        return out
+
+    def _ready(self, s: Service) -> bool:
+        """Whether every host ``s`` depends on is as its condition asks."""
+        for host, condition in s.spec.get("depends_on") or ():
+            others = [o for o in self.services if o.spec["host"] == host]
+            if condition == "started" and not all(o.started for o in others):
+                return False
+            if condition == "healthy" and (host not in self.healths or self.healths[host].status != "healthy"):
+                return False
+            if condition == "completed" and not all(o.state == "exited" and o.exit_code == 0 for o in others):
+                return False
+        return True
+
+    def _start_ready(self) -> bool:
+        """Start the services waiting for their dependencies that now may; True if one started."""
+        ready = [s for s in self.services if s.state == "waiting" and not self.stopping and self._ready(s)]
+        for s in ready:
+            s.note("start: what it depends on is " + ", ".join(f"{h} {c}" for h, c in s.spec["depends_on"]))
+            self._start(s)
+        return bool(ready)
+
+    def _health_step(self) -> bool:
+        """Start due probes, take finished ones; restart the services of a host turned unhealthy whose policy
+        says so. True when a status changed."""
+        try:
+            os.read(self.health_wake_read, 4096)
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        changed = False
+        for h in health.collect_all(list(self.healths.values())):
+            changed = True
+            self._note_health(h)
+            if h.status == "unhealthy":
+                self._restart_unhealthy(h.host)
+        for h in self.healths.values():
+            changed |= h.changed
+            h.changed = False
+            h.start_due(now)
+        return changed
+
+    def _note_health(self, h: health.HostHealth) -> None:
+        for s in self.services:
+            if s.spec["host"] == h.host:
+                s.note(f"health: {h.status}" + (f" ({h.output})" if h.status == "unhealthy" else ""))
+
+    def _restart_unhealthy(self, host: str) -> None:
+        """``restart: unhealthy``: the host's services stopped (SIGTERM, SIGKILL after the timeout), then
+        started again by the usual back-off of a failure."""
+        doomed = [s for s in self.services if s.spec["host"] == host and s.spec["restart"] == "unhealthy" and s.pid]
+        if doomed:
+            for s in doomed:
+                s.note("unhealthy: restarting (restart: unhealthy)")
+            self.healths[host].halt()
+            process.stop_trees([s.tracker for s in doomed], timeout=2.0, reap=self.reap)
+
+    def _stop_in_order(self, doomed: list[Service]) -> None:
+        """Stop ``doomed`` services, the hosts others depend on last (``depends_on`` in reverse)."""
+        for wave in reversed(start_waves([s.spec for s in doomed])):
+            process.stop_trees([s.tracker for s in doomed if s.spec["host"] in wave], reap=self.reap)
 
     def _catch_signals(self) -> int:
         """Signals only wake the loop (their numbers arrive on a pipe), so the loop is the one place that acts."""
@@ -260,8 +361,10 @@ class Supervisor:
         return fd
 
     def _start(self, s: Service) -> None:
-        """Start a service and keep the index of its log (watched from now on)."""
+        """Start a service and keep the index of its log (watched from now on); its host's health starts over."""
         s.start(self.pid_namespaces.fork_for(s.spec))
+        if s.spec["host"] in self.healths:
+            self.healths[s.spec["host"]].reset(time.monotonic())
         log = s.spec["log"]
         times = self.times.get(log)
         if times is None:
@@ -325,6 +428,7 @@ class Supervisor:
                 "error": self.error,
                 "dns_error": self.dns_error,
                 "services": [s.to_json() for s in self.services],
+                "health": {host: h.to_json() for host, h in self.healths.items()},
                 "forwarder": self.config.get("forward"),
                 "hash": self.config.get("hash"),
             },
@@ -348,8 +452,11 @@ class Supervisor:
 
     def _timeout(self) -> float | None:
         """Until the next restart is due (at most 1 s while DNS queries wait for an answer); None: no limit."""
-        due = [s.restart_at for s in self.services if s.restart_at is not None]
-        timeout = max(0.0, min(due) - time.monotonic()) if due else None
+        now = time.monotonic()
+        due = [s.restart_at - now for s in self.services if s.restart_at is not None]
+        probe = health.timeout_until(list(self.healths.values()), now)
+        due += [probe] if probe is not None else []
+        timeout = max(0.0, min(due)) if due else None
         if (self.forwarder is not None and self.forwarder.busy()) or (self.proxy is not None and self.proxy.waiting):
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
@@ -367,17 +474,20 @@ class Supervisor:
     def reload(self) -> None:
         """Run the config as it is now: stop what changed or went, start what changed or is new."""
         config: dict[str, Any] = files.read_json(paths.supervisor_config(self.lab)) or {}
+        previous = self.config
         wanted = {spec["id"]: spec for spec in config.get("services", [])}
         kept = {s.id: s for s in self.services if wanted.get(s.id) == s.spec}
         self._stop([s for s in self.services if s.id not in kept])
         self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
+        self.config = config
+        self.healths = self._healths(self.healths)
         for s in self.services:
-            if s.id not in kept:
+            if s.id not in kept and s.state != "waiting":
                 self._start(s)
+        self._start_ready()
         self.pid_namespaces.keep(private_hosts(wanted.values()))
         self._index_all()
-        old, self.config = self.config, config
-        self._restart_relays(old)
+        self._restart_relays(previous)
         self.write_status()
 
     def _restart_relays(self, old: dict[str, Any]) -> None:
@@ -409,6 +519,8 @@ class Supervisor:
             self._read_signals()
         elif kind == "inotify":
             self._on_inotify()
+        elif kind == "health":
+            pass  # (the loop takes the results: Supervisor._health_step)
         elif kind == "dns" and self.forwarder is not None:
             try:
                 obj(events)  # the forwarder's callback for that socket (dnsforward.py)
@@ -441,6 +553,8 @@ class Supervisor:
             self.proxy.expire()
         changed = self.reap()
         changed |= self._restart_due()
+        changed |= self._health_step()
+        changed |= self._start_ready()
         if changed:
             self._index_all()  # the [nslab] lines about exits and restarts
             self.write_status()
@@ -449,12 +563,14 @@ class Supervisor:
         """SIGTERM every service tree (SIGKILL after the timeout), remove the cgroups, say so in the status."""
         for s in self.services:
             s.restart_at, s.stopping = None, True
-        process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        for h in self.healths.values():
+            h.halt()
+        self._stop_in_order(self.services)
         self.pid_namespaces.close()
         if self.proxy is not None:
             self.proxy.close()
         for s in self.services:
-            if s.state in ("running", "restarting", "starting"):
+            if s.state in ("running", "restarting", "starting", "waiting"):
                 s.state = "stopped"
             s.note("stopped by nslab down")
         self._index_all()
@@ -471,13 +587,28 @@ class Supervisor:
             os.makedirs(self.config["cgroup"], exist_ok=True)
         if self.error is None:
             for s in self.services:
-                self._start(s)
+                if s.state != "waiting":
+                    self._start(s)
         self.write_status()
         self.stopping = self.error is not None
         while not self.stopping:
             self.step()
         self.shutdown()
         return 0
+
+
+def start_waves(services: list[dict[str, Any]]) -> list[set[str]]:
+    """The hosts of ``services`` in waves: each wave's hosts depend only on earlier waves' (a lab without
+    ``depends_on``: one wave, all stopped at once)."""
+    depends = {s["host"]: {h for h, _ in s.get("depends_on") or ()} for s in services}
+    waves: list[set[str]] = []
+    placed: set[str] = set()
+    while len(placed) < len(depends):
+        wave = {h for h, d in depends.items() if h not in placed and d & depends.keys() <= placed}
+        wave = wave or set(depends) - placed  # (a circle: resolve refuses it; never loop forever)
+        waves.append(wave)
+        placed |= wave
+    return waves
 
 
 def run(lab: str) -> int:

@@ -49,7 +49,7 @@ DNS_FILES = ("hosts", "resolv.conf")
 #: The command of a container host whose image has none (``docker import`` makes such images).
 DEFAULT_COMMAND = ("/bin/sh",)
 #: Spec fields that only a container host has.
-CONTAINER_FIELDS = ("command", "env", "volumes", "workdir", "pull")
+CONTAINER_FIELDS = ("command", "volumes", "workdir", "pull")
 
 
 class ContainersRecord(Value):

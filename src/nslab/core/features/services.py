@@ -12,13 +12,14 @@ starts the new and changed ones (at the end); a rollback hands it the former con
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from ...errors import KernelError
-from ...model import NO_CONTAINMENT, Containment, Service
+from ...model import NO_CONTAINMENT, Containment, Healthcheck, Service
 from ...naming import blake2s
 from ...paths import log_path, netns_path, services_status, supervisor_config, uts_path
-from ...records import decode
+from ...records import decode, encode
 from ...values import Value
 from ..plan import Action, shell_quote
 from . import DownContext, FeaturePlan, Report, UpContext, contain, dns
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
     from ..difference import Difference
-    from ..spec import HostSpec
+    from ..spec import HostSpec, LabSpec
 
 KEY = "services"
 STATUS_KEY = "hostsetup"
@@ -47,15 +48,92 @@ class ServicesRecord(Value):
         return cls(supervisor if isinstance(supervisor, dict) else None)
 
 
-def resolve(name: str, host: HostSpec, report: Report) -> tuple[Service, ...]:
-    """Host ``name``'s ``run:`` commands, one service each, with its ``restart:`` policy; an empty command is a
-    problem."""
+def resolve(name: str, host: HostSpec, report: Report, base: str = "") -> tuple[Service, ...]:
+    """Host ``name``'s ``run:`` commands, one service each, with its ``restart:`` policy, environment,
+    healthcheck and what it depends on; an empty command is a problem. ``base``: the lab file's folder
+    (``env_file`` paths are relative to it)."""
     commands = host.commands()
     for i, command in enumerate(commands):
         if not command.strip():
             report(("hosts", name, "run") if isinstance(host.run, str) else ("hosts", name, "run", i),
                    "an empty command")
-    return tuple(Service(command, host.restart) for command in commands)
+    _check_fields(name, host, report)
+    health = _health(host)
+    env = tuple(host.env.items()) if host.image is None else ()
+    files = tuple(os.path.join(base or os.getcwd(), f) for f in host.env_file)
+    for i, path in enumerate(files):
+        if not os.path.isfile(path):
+            report(("hosts", name, "env_file", i), f"no file {path}")
+    depends = tuple((other, d.condition) for other, d in host.depends_on.items())
+    return tuple(Service(command, host.restart, env, files, health, depends) for command in commands)
+
+
+def _check_fields(name: str, host: HostSpec, report: Report) -> None:
+    """healthcheck, depends_on and env_file belong to a light host with services; restart: unhealthy needs a
+    healthcheck."""
+    for key in ("healthcheck", "depends_on", "env_file"):
+        if key not in host.model_fields_set:
+            continue
+        if host.image is not None:
+            report(("hosts", name, key), "a light host's field: a container host has none yet")
+        elif not host.commands():
+            report(("hosts", name, key), "only a host with services has this: give it run:")
+    if host.restart == "unhealthy" and host.healthcheck is None and host.commands():
+        report(("hosts", name, "restart"), "restart: unhealthy needs a healthcheck:")
+
+
+def _health(host: HostSpec) -> Healthcheck | None:
+    check = host.healthcheck
+    if check is None:
+        return None
+    probe, target = next((k, getattr(check, k)) for k in ("tcp", "http", "exec") if getattr(check, k) is not None)
+    return Healthcheck(probe, str(target), check.status, check.interval, check.timeout, check.retries,
+                       check.start_period)
+
+
+def check_order(spec: LabSpec, report: Report) -> None:
+    """``depends_on`` names hosts of the lab with services, and goes round in no circle."""
+    for name, host in spec.hosts.items():
+        for other, depend in host.depends_on.items():
+            target = spec.hosts.get(other)
+            if target is None:
+                report(("hosts", name, "depends_on", other), f"unknown host '{other}'")
+            elif other == name:
+                report(("hosts", name, "depends_on", other), "a host cannot depend on itself")
+            elif not target.commands():
+                report(("hosts", name, "depends_on", other), f"host '{other}' runs no services (no run:)")
+            elif depend.condition == "healthy" and target.healthcheck is None:
+                report(("hosts", name, "depends_on", other), f"host '{other}' has no healthcheck: to be healthy")
+    for cycle in _cycles({n: [o for o in h.depends_on if o in spec.hosts and o != n] for n, h in spec.hosts.items()}):
+        report(("hosts", cycle[0], "depends_on", cycle[1]), f"a cycle: {' -> '.join([*cycle, cycle[0]])}")
+
+
+def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
+    """One cycle of ``edges`` per strongly tied group (depth-first; each cycle as the hosts in order)."""
+    found: list[list[str]] = []
+    done: set[str] = set()
+    for start in edges:
+        path: list[str] = []
+        stack = [(start, iter(edges[start]))]
+        on_path = {start}
+        path.append(start)
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                on_path.discard(node)
+                done.add(node)
+            elif child in on_path:
+                found.append(path[path.index(child):])
+                done.update(path)
+                break
+            elif child not in done:
+                stack.append((child, iter(edges[child])))
+                on_path.add(child)
+                path.append(child)
+    return found
 
 
 def desired_services(lab: Lab) -> list[dict[str, Any]]:
@@ -67,8 +145,34 @@ def desired_services(lab: Lab) -> list[dict[str, Any]]:
                 "host": host.name, "n": n, "lab": lab.name, "command": service.command, "restart": service.restart,
                 "namespace": host.namespace, "uts": uts_path(lab.name, host.name),
                 "log": log_path(lab.name, host.name, n), **contain.service_config(lab.name, host.name, host.contain),
+                **_extras(service, host.interfaces[0].address.ip if host.interfaces else None),
             })
     return services
+
+
+def _extras(service: Service, address: object) -> dict[str, Any]:
+    """A service's environment, healthcheck and dependencies as its config has them (keys only when set, so
+    a service without them keeps the config, and the process, it had; ``address``: the host's first, which a tcp
+    probe tries after 127.0.0.1). ``env_file`` values stay in their
+    files (the child reads them): the config names the files and a stamp of each, so an edit restarts it."""
+    out: dict[str, Any] = {}
+    if service.env:
+        out["env"] = dict(service.env)
+    if service.env_files:
+        out["env_file"] = [[path, _stamp(path)] for path in service.env_files]
+    if service.health is not None:
+        out["health"] = {**encode(service.health), "address": str(address) if address else None}
+    if service.depends_on:
+        out["depends_on"] = [list(d) for d in service.depends_on]
+    return out
+
+
+def _stamp(path: str) -> str:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{info.st_size}:{info.st_mtime_ns}"
 
 
 def _digest(services: list[dict[str, Any]], forward: Any, proxy: Any = None) -> str:
@@ -313,11 +417,25 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
             entry["state"] = "unknown (supervisor gone)"
         entry.update(_confinement(lab, s.get("host")))
         services.append(entry)
+    health = host_health(lab, live if alive else {})
     summary = None
     if supervisor is not None:
         summary = {"pid": supervisor.get("pid"), "running": alive, "tracking": supervisor.get("tracking"),
                    "cgroup": supervisor.get("cgroup"), "forwarder": supervisor.get("forward")}
-    return {"supervisor": summary, "services": services}
+    return {"supervisor": summary, "services": services, "health": health}
+
+
+def host_health(lab: Lab, live: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per host with a healthcheck: ``{"status": starting|healthy|unhealthy, "output": the last probe's,
+    "failures": in a row}`` from the supervisor's ``live`` status (starting while it has not said)."""
+    said = live.get("health") or {}
+    out = {}
+    for host in lab.hosts.values():
+        if any(s.health is not None for s in host.services):
+            entry = said.get(host.name) or {}
+            out[host.name] = {"status": entry.get("status", "starting"), "output": entry.get("output", ""),
+                              "failures": entry.get("failures", 0)}
+    return out
 
 
 def _confinement(lab: Lab, host: str | None) -> dict[str, Any]:
