@@ -149,23 +149,23 @@ class HostHealth:
             pass
 
     def collect(self, now: float) -> bool:
-        """Take a finished probe's result; True when the status changed."""
-        if self.running is None or self.running.is_alive() or self.result is None:
+        """Take a finished probe's result (set before its thread wakes the loop, which may find the thread not
+        quite ended); True when the status or the count of failures changed (what status shows)."""
+        if self.running is None or self.result is None:
             return False
         self.running = None
         ok, output = self.result
         self.result, self.output = None, output[:OUTPUT_LIMIT]
         if self.since is None:
             return False  # its services stopped meanwhile
-        before = self.status
+        before = self.status, self.failures
         if ok:
             self.status, self.failures = "healthy", 0
         elif self.status == "healthy" or now - self.since >= float(self.check.get("start_period", 0.0)):
             self.failures += 1
             if self.failures >= int(self.check.get("retries", 3)):
                 self.status = "unhealthy"
-        self.changed |= self.status != before
-        return self.status != before
+        return (self.status, self.failures) != before
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "output": self.output, "failures": self.failures}
@@ -177,7 +177,7 @@ def timeout_until(healths: list[HostHealth], now: float) -> float | None:
     return max(0.0, min(due) - now) if due else None
 
 
-def collect_all(healths: list[HostHealth]) -> list[HostHealth]:
-    """Finished probes taken; the hosts whose status changed."""
+def collect_all(healths: list[HostHealth]) -> list[tuple[HostHealth, str]]:
+    """Finished probes taken; the hosts whose status or failures changed, each with its former status."""
     now = time.monotonic()
-    return [h for h in healths if h.collect(now)]
+    return [(h, before) for h in healths if (before := h.status) and h.collect(now)]

@@ -310,9 +310,10 @@ class Supervisor:
             pass
         now = time.monotonic()
         changed = False
-        for h in health.collect_all(list(self.healths.values())):
+        for h, before in health.collect_all(list(self.healths.values())):
             changed = True
-            self._note_health(h)
+            if h.status != before:
+                self._note_health(h)
             if h.status == "unhealthy":
                 self._restart_unhealthy(h.host)
         for h in self.healths.values():
