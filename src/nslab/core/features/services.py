@@ -189,9 +189,18 @@ def _service_command(service: dict[str, Any]) -> str:
     mount namespace, mounts and ``setpriv`` of a contained one)."""
     enter = f"nsenter --net={netns_path(service['namespace'])} --uts={service['uts']}"
     if "contain" not in service:
-        return f"{enter} sh -c {shell_quote(service['command'])}"
+        return f"{enter} sh -c {shell_quote(service['command'])}{_environment_note(service)}"
     return contain.commands(decode(Containment, service["contain"]), enter, service["command"],
-                            service.get("private_tmp"), f"/proc/<{service['host']}'s nslab-init>/ns/pid")
+                            service.get("private_tmp"), f"/proc/<{service['host']}'s nslab-init>/ns/pid"
+                            ) + _environment_note(service)
+
+
+def _environment_note(service: dict[str, Any]) -> str:
+    """What the service's environment adds: ``env:`` as written, ``env_file`` by name only (its values are
+    read when it starts, never printed)."""
+    words = [shell_quote(f"{k}={v}") for k, v in (service.get("env") or {}).items()]
+    words += [f"<the variables of {path}>" for path, _stamp in service.get("env_file") or ()]
+    return f"  # environment: {' '.join(words)}" if words else ""
 
 
 # --- actions -------------------------------------------------------------------------------------------------
