@@ -7,8 +7,11 @@ It runs in the machine's namespaces and:
 - forks each service of ``/run/nslab/LAB/services.json`` into its own cgroup, enters the host (network,
   ``/etc/netns`` files, hostname) with :func:`nslab.ns.nsenter.enter_host` and execs ``sh -c COMMAND`` with
   stdout+stderr appended to the service's log file;
-- restarts services per policy (``no``, ``on-failure``, ``always``) with a growing delay (0.2 s .. 5 s,
-  reset after 10 s of running), killing what the old run left in its cgroup first;
+- restarts services per policy (``no``, ``on-failure``, ``always``, ``unhealthy``) with a growing delay
+  (0.2 s .. 5 s, reset after 10 s of running), killing what the old run left in its cgroup first;
+- probes each host's ``healthcheck`` from inside it (health.py) and writes ``starting|healthy|unhealthy``;
+  starts a service with ``depends_on`` once those hosts are started, healthy or completed, and stops the
+  services in reverse order of that;
 - relays DNS queries (UDP and TCP) that hosts send to their gateway to the machine's loopback resolver (only
   when the machine's resolv.conf names nothing but a loopback stub, see features/dns/; the relay: dnsforward.py);
 - relays the lab's ports published on the machine's IPv6 loopback (``[::1]:PORT``) to its hosts
