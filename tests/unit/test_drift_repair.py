@@ -158,7 +158,8 @@ def test_recreated_host_keeps_its_link_down(drivers):
 def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
     from nslab.core import features
 
-    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == ["containers", "firewall", "services"]
+    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == [
+        "dns", "containers", "hostnames", "firewall", "services"]
     text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
     d = up_over_fakes(text, tmp_path, monkeypatch)
     d.processes.running.clear()

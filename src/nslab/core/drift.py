@@ -73,4 +73,5 @@ def with_repairs(observed: Observed, found: list[Difference]) -> Observed:
         ends_down=ends("up"),
         ends_up=ends("down"),
         routes_missing=ends("route"),
+        reconfigure=ends("reconfigure"),
     )

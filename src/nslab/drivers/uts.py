@@ -52,6 +52,29 @@ class LiveHostnamePins:
         except OSError as exc:
             raise KernelError(f"cannot keep the hostname namespace at {done[-1]}: {exc.strerror}") from None
 
+    def hostnames(self, paths: list[str]) -> dict[str, str]:
+        """The hostname of the UTS namespace kept at each of ``paths`` (a path without one is left out): one
+        worker thread enters each in turn (drift and ``up`` compare them with the lab's)."""
+
+        def work() -> dict[str, str]:
+            found: dict[str, str] = {}
+            own = os.open("/proc/thread-self/ns/uts", os.O_RDONLY)
+            try:
+                for path in paths:
+                    if is_mounted(path):
+                        fd = os.open(path, os.O_RDONLY)
+                        try:
+                            linux.setns(fd, linux.CLONE_NEWUTS)
+                        finally:
+                            os.close(fd)
+                        found[path] = os.uname().nodename
+            finally:
+                linux.setns(own, linux.CLONE_NEWUTS)
+                os.close(own)
+            return found
+
+        return linux.in_thread(work, "nslab-uts") if paths else {}
+
     def drop(self, path: str) -> list[str]:
         try:
             while is_mounted(path):
