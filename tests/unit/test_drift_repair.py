@@ -174,7 +174,8 @@ def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
 # --- what else nslab writes (issue 21): lo, static routes, sysctls, /etc/netns files, hostnames, the machine's
 # sysctls, each chain's rules -------------------------------------------------------------------------------
 
-ROUTED = LAB.replace("db: {networks: [secure]}", "db: {networks: [secure], routes: [{to: 10.99.0.0/16, via: 10.81.2.1}], "
+ROUTED = LAB.replace("db: {networks: [secure]}",
+                     "db: {networks: [secure], routes: [{to: 10.99.0.0/16, via: 10.81.2.1}], "
                      "sysctls: {net.ipv4.ip_forward: 1, net.ipv4.ip_local_port_range: 20000 30000}}")
 
 
