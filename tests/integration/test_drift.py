@@ -77,6 +77,8 @@ def routed_drift() -> list[str]:
     ("damage", "named"),
     [
         ("ip -n drt-c link set lo down", "host c: loopback lo is down"),
+        ("ip -n drt-c addr add 10.77.2.77/24 dev eth0",
+         "host c: interface eth0 has an address nslab did not give it: 10.77.2.77/24"),
         ("echo nameserver 192.0.2.1 > /etc/netns/drt-c/resolv.conf",
          "host c: /etc/netns/drt-c/resolv.conf differs from what nslab wrote"),
         ("rm /etc/netns/drt-r/hosts", "host r: /etc/netns/drt-r/hosts is missing"),

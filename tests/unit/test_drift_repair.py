@@ -15,6 +15,7 @@ from nslab.core.features.links import set_link
 from nslab.core.kinds.veth import AddLinks, RemoveLinks
 from nslab.core.wiring import AddHosts, SetLinkState
 from nslab.lab import Lab, status
+from nslab.values import replace
 
 LAB = """\
 name: d
@@ -249,3 +250,18 @@ def test_rule_deleted_from_a_chain_reloads_the_ruleset(drivers):
     drivers.nft.table = "".join(line for line in lines if ":egress" not in line)
     assert [x for x in drift(drivers)] == ["firewall: chain lab.d.snat of table inet nslab has rules changed by hand"]
     assert len(repaired(drivers)) == 1
+
+
+def test_address_added_by_hand_recreates_the_host(drivers):
+    drivers.kernel.host_view = lambda ns, view=drivers.kernel.host_view: _with_extra(view(ns), ns)
+    assert drift(drivers) == ["host web: interface eth0 has an address nslab did not give it: 10.99.0.9/24"]
+    _repairs, plan = repair(drivers)
+    assert any(isinstance(a, AddHosts) and [h.name for h in a.hosts] == ["web"] for a in plan)
+
+
+def _with_extra(view, namespace):
+    if namespace != "d-web":
+        return view
+    links, routes = view
+    extra = ipaddress.IPv4Interface("10.99.0.9/24")
+    return [replace(lk, addresses=(*lk.addresses, extra)) if lk.name == "eth0" else lk for lk in links], routes
