@@ -14,8 +14,8 @@ from sandbox import sh
 lab = test_check.lab  # the fixture: a lab with two NAT networks, an internal one and a link
 
 
-def drift() -> list[str]:
-    r = nslab("status", "chk", "--json", check=False)
+def drift(name: str = "chk") -> list[str]:
+    r = nslab("status", name, "--json", check=False)
     doc = json.loads(r.stdout)["labs"][0]
     assert r.returncode == (1 if doc["drift"] else 0)
     return doc["drift"]
@@ -66,13 +66,6 @@ hosts:
 """
 
 
-def routed_drift() -> list[str]:
-    r = nslab("status", "drt", "--json", check=False)
-    doc = json.loads(r.stdout)["labs"][0]
-    assert r.returncode == (1 if doc["drift"] else 0), r.stderr
-    return doc["drift"]
-
-
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
@@ -92,12 +85,12 @@ def routed_drift() -> list[str]:
 )
 def test_what_nslab_wrote_is_drift_and_up_repairs_it(labs, damage, named):
     path = labs.up(ROUTED)
-    assert routed_drift() == []
+    assert drift("drt") == []
     sh(damage)
-    assert routed_drift() == [named]
+    assert drift("drt") == [named]
     out = nslab("up", "-f", str(path)).stdout
     assert out.count("repaired: ") == 1 and f"repaired: {named}\n" in out, out
-    assert routed_drift() == []
+    assert drift("drt") == []
 
 
 def test_lo_and_resolv_conf_together_one_line_each(labs):

@@ -62,11 +62,7 @@ class LiveHostnamePins:
             try:
                 for path in paths:
                     if is_mounted(path):
-                        fd = os.open(path, os.O_RDONLY)
-                        try:
-                            linux.setns(fd, linux.CLONE_NEWUTS)
-                        finally:
-                            os.close(fd)
+                        _enter(path)
                         found[path] = os.uname().nodename
             finally:
                 linux.setns(own, linux.CLONE_NEWUTS)
@@ -111,17 +107,22 @@ class LiveHostnamePins:
 def _pin(path: str, hostname: str) -> None:
     """In the calling (worker) thread: set ``hostname`` in the namespace kept at ``path``, making it if new."""
     if is_mounted(path):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            linux.setns(fd, linux.CLONE_NEWUTS)
-        finally:
-            os.close(fd)
+        _enter(path)
         linux.sethostname(hostname)
         return
     linux.unshare(linux.CLONE_NEWUTS)
     linux.sethostname(hostname)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
     linux.mount("/proc/thread-self/ns/uts", path, None, linux.MS_BIND)
+
+
+def _enter(path: str) -> None:
+    """In the calling (worker) thread: enter the UTS namespace kept at ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        linux.setns(fd, linux.CLONE_NEWUTS)
+    finally:
+        os.close(fd)
 
 
 def _prepare_dir(directory: str) -> None:
