@@ -194,8 +194,10 @@ def _inside(lab: Lab, h: Host, i: Interface, seen: LinkInfo | None, want_up: boo
         if address is not None and address not in seen.addresses:
             found.append(_remake(lab, h, i, f"{where} lacks its address {address}"))
             break
-    extra = [a for a in seen.addresses if a not in (i.address, i.address6) and not a.ip.is_link_local]
-    if extra and not any(d.repair in ("host", "link") for d in found):  # added by hand: made again as nslab made it
+    # An IPv4 address added by hand: made again as nslab made it (IPv6 ones may come from router advertisements
+    # that a lab's own radvd sends, on purpose)
+    extra = [a for a in seen.addresses if a.version == 4 and a != i.address]
+    if extra and not any(d.repair in ("host", "link") for d in found):
         found.append(_remake(lab, h, i, f"{where} has an address nslab did not give it: {extra[0]}"))
     return found
 
