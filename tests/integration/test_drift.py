@@ -62,6 +62,7 @@ hosts:
     sysctls: {net.ipv4.ip_forward: 1}
   c:
     networks: [in]
+    mtu: 1450
     routes: [{to: 10.99.0.0/16, via: 10.77.2.254}]
 """
 
@@ -70,6 +71,7 @@ hosts:
     ("damage", "named"),
     [
         ("ip -n drt-c link set lo down", "host c: loopback lo is down"),
+        ("ip -n drt-c link set eth0 mtu 1400", "host c: interface eth0 has MTU 1400, not 1450"),
         ("ip -n drt-c addr add 10.77.2.77/24 dev eth0",
          "host c: interface eth0 has an address nslab did not give it: 10.77.2.77/24"),
         ("echo nameserver 192.0.2.1 > /etc/netns/drt-c/resolv.conf",

@@ -265,3 +265,20 @@ def _with_extra(view, namespace):
     links, routes = view
     extra = ipaddress.IPv4Interface("10.99.0.9/24")
     return [replace(lk, addresses=(*lk.addresses, extra)) if lk.name == "eth0" else lk for lk in links], routes
+
+
+def test_mtu_changed_by_hand_recreates_the_host(tmp_path, monkeypatch):
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], mtu: 1450}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    assert drift(d) == []  # (the fake shows no MTU: none compared)
+    d.kernel.host_view = lambda ns, view=d.kernel.host_view: _with_mtu(view(ns), ns)
+    assert drift(d) == ["host web: interface eth0 has MTU 1400, not 1450"]
+    plan = list(Lab.from_text(text, drivers=d).up().plan)
+    assert any(isinstance(a, AddHosts) and [h.name for h in a.hosts] == ["web"] for a in plan)
+
+
+def _with_mtu(view, namespace):
+    if namespace != "d-web":
+        return view
+    links, routes = view
+    return [replace(lk, mtu=1400) if lk.name == "eth0" else lk for lk in links], routes

@@ -8,7 +8,7 @@ repairs it:
 repair       found                                                               ``up`` does
 ===========  ==================================================================  ================================
 host         namespace gone; an interface, its address or its machine-side port    recreate the host (wiring.py)
-             gone; an IPv4 address nslab did not give on an interface; a port no
+             gone; its MTU changed; an IPv4 address nslab did not give on it; a port no
              longer attached to its bridge; a container host's container stopped
 link         an end of a point-to-point link or its address gone (or one added)    recreate the link
 up / down    an interface, port, bridge or a host's ``lo`` down that should be     ``ip link set ... up|down``
