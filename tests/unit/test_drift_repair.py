@@ -282,3 +282,12 @@ def _with_mtu(view, namespace):
         return view
     links, routes = view
     return [replace(lk, mtu=1400) if lk.name == "eth0" else lk for lk in links], routes
+
+
+def test_route_localnet_of_a_publishing_bridge_is_set_again(tmp_path, monkeypatch):
+    text = LAB.replace("web: {networks: [front]}", 'web: {networks: [front], publish: ["8080:80"]}')
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    key = next(k for k, v in d.sysctl.values.items() if k.endswith(".route_localnet") and v == "1")
+    d.sysctl.values[key] = "0"
+    assert drift(d) == [f"firewall: sysctl {key} is 0, the lab needs 1"]
+    assert len(repaired(d, text)) == 1 and d.sysctl.values[key] == "1"
