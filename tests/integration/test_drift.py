@@ -75,7 +75,7 @@ hosts:
         ("ip -n drt-c addr add 10.77.2.77/24 dev eth0",
          "host c: interface eth0 has an address nslab did not give it: 10.77.2.77/24"),
         ("echo nameserver 192.0.2.1 > /etc/netns/drt-c/resolv.conf",
-         "host c: /etc/netns/drt-c/resolv.conf differs from what nslab wrote"),
+         "host c: /etc/netns/drt-c/resolv.conf differs from what nslab writes"),
         ("rm /etc/netns/drt-r/hosts", "host r: /etc/netns/drt-r/hosts is missing"),
         ("nsenter --uts=/run/nslab/drt/uts/c hostname other", "host c: hostname is other, not c"),
         ("ip -n drt-c route del 10.99.0.0/16", "host c: route to 10.99.0.0/16 via 10.77.2.254 is missing"),
@@ -102,11 +102,11 @@ def test_lo_and_resolv_conf_together_one_line_each(labs):
     r = nslab("status", "drt", check=False)
     assert r.returncode == 1
     assert "drift: host r: loopback lo is down" in r.stdout
-    assert "drift: host r: /etc/netns/drt-r/resolv.conf differs from what nslab wrote" in r.stdout
+    assert "drift: host r: /etc/netns/drt-r/resolv.conf differs from what nslab writes" in r.stdout
     out = nslab("up", "-f", str(path)).stdout
     assert [line for line in out.splitlines() if line.startswith("repaired: ")] == [
         "repaired: host r: loopback lo is down",
-        "repaired: host r: /etc/netns/drt-r/resolv.conf differs from what nslab wrote"]
+        "repaired: host r: /etc/netns/drt-r/resolv.conf differs from what nslab writes"]
     assert "192.0.2.1" not in open("/etc/netns/drt-r/resolv.conf").read()
     assert sh("ip netns exec drt-r ping -c1 -W1 127.0.0.1", check=False).returncode == 0
     assert nslab("status", "drt").returncode == 0

@@ -222,7 +222,7 @@ def test_edited_and_removed_netns_files_are_written_again(drivers):
     resolv = "/etc/netns/d-web/resolv.conf"
     drivers.files.files[resolv] = "nameserver 192.0.2.53\n"
     del drivers.files.files["/etc/netns/d-db/hosts"]
-    assert drift(drivers) == [f"host web: {resolv} differs from what nslab wrote",
+    assert drift(drivers) == [f"host web: {resolv} differs from what nslab writes",
                               "host db: /etc/netns/d-db/hosts is missing"]
     assert len(repaired(drivers)) == 2
     assert "192.0.2.53" not in drivers.files.files[resolv]

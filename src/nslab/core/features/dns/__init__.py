@@ -266,7 +266,7 @@ def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
         for name, text in texts.items():
             now = on_disk.get(name)
             if now != text:
-                what = "is missing" if now is None else "differs from what nslab wrote"
+                what = "is missing" if now is None else "differs from what nslab writes"
                 found.append(Difference(f"host {hosts[namespace]}: {etc_netns_dir(namespace)}/{name} {what}", "files",
                                         host=hosts[namespace]))
     return found
