@@ -33,10 +33,9 @@ def _which(target: str | None, file: str | None) -> tuple[str, str | None]:
     from ..lab import find_host
 
     if file is not None or target is None:
-        from .labs import lab_name_from
+        from .labs import which_lab
 
-        lab = lab_name_from(file)
-        return (lab, target) if target else (lab, None)
+        return which_lab(None, file), target
     if "/" not in target and target in lab_names():
         return target, None
     return find_host(target)

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TargetError, UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
@@ -222,10 +222,14 @@ def check(
     proto, number = parse_port(port)
     st = state.LabState.load(name)
     if st is None:
-        raise TargetError(f"no lab '{name}' is up")
+        from ..core.which import not_up
+
+        raise not_up(name)
     lab = st.lab
     if source is not None and source not in lab.hosts:
-        raise TargetError(f"lab '{name}' has no host '{source}' (it has: {', '.join(lab.hosts) or 'none'})")
+        from ..core.which import no_host
+
+        raise no_host(name, source, lab.hosts)
     gateway = _machine_gateway(drivers, ipv6)
     rows = [source] if source else list(lab.hosts)
     columns = list(lab.hosts) + ([OUTSIDE] if gateway else [])

@@ -65,6 +65,10 @@ def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
         st = state.LabState.load(what)
         if st is not None:
             return _lab_targets(st), [st]
+        if not any(what in s.lab.hosts for s in state.all_states()):  # neither a lab nor a host: say it as all do
+            from ...core.which import not_up
+
+            raise not_up(what)
     if what:
         target = targets.resolve(what)
         labs = [s for s in [state.LabState.load(target.lab)] if s is not None] if target.lab else []
