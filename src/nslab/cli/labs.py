@@ -12,9 +12,6 @@ from . import complete
 from .fast import print_doc
 
 FILE_HELP = "The lab file ('-': standard input). Default: nslab.yaml, nslab.yml, or the one *.nslab.yaml here."
-#: What every command that takes [LAB] says about finding it (core/which.py).
-WHICH = ("Without LAB: the lab of -f FILE, else of the lab file here (nslab.yaml, nslab.yml, the one "
-         "*.nslab.yaml), else the only lab that is up.")
 
 
 def which_lab(lab: str | None, file: str | None) -> str:

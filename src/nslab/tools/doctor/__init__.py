@@ -55,20 +55,29 @@ def _lab_targets(st: LabState) -> list[Target]:
                    netns_name=h.namespace, lab=st.lab.name, host=h.name) for h in st.lab.hosts.values()]
 
 
-def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
+def _lab_named(what: str) -> LabState | None:
+    """The lab ``what`` names when it is a plain word; None: it is a target. A word that is neither a lab that
+    is up nor a host of one is said as every command says it."""
     from ... import paths
+    from ...core import state
+    from ...core.which import not_up
+
+    if not paths.is_lab_name(what) or ":" in what or "/" in what:
+        return None
+    st = state.LabState.load(what)
+    if st is None and not any(what in s.lab.hosts for s in state.all_states()):
+        raise not_up(what)
+    return st
+
+
+def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
     from ...core import state
     from ...drivers.netlink import list_named_namespaces
     from ...ns import targets
 
-    if what and paths.is_lab_name(what) and ":" not in what and "/" not in what:
-        st = state.LabState.load(what)
-        if st is not None:
-            return _lab_targets(st), [st]
-        if not any(what in s.lab.hosts for s in state.all_states()):  # neither a lab nor a host: say it as all do
-            from ...core.which import not_up
-
-            raise not_up(what)
+    named = _lab_named(what) if what else None
+    if named is not None:
+        return _lab_targets(named), [named]
     if what:
         target = targets.resolve(what)
         labs = [s for s in [state.LabState.load(target.lab)] if s is not None] if target.lab else []
