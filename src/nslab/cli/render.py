@@ -146,9 +146,10 @@ def _natural(name: str) -> tuple[str, int]:
 
 
 def _routes(h: dict[str, Any]) -> Routes:
+    """A host's routes, but the link-local ones every IPv6 interface has (``status --json`` keeps them)."""
     return Routes(
         f"{r['destination']} via {r['gateway']}" if r["gateway"] else f"{r['destination']} dev {r['device']}"
-        for r in h["routes"]
+        for r in h["routes"] if not r["destination"].startswith("fe80::")
     )
 
 

@@ -83,6 +83,20 @@ def not_up(name: str) -> TargetError:
     return TargetError(f"no lab '{name}' is up ({labs_up()})")
 
 
+def lab_or_host(word: str) -> state.LabState | None:
+    """For the commands that take ``LAB`` or ``[LAB/]HOST`` (doctor, logs): the lab a plain word names; None:
+    it is a target (a host of a lab that is up, ``LAB/HOST``, ``netns:``...). A plain word that is neither
+    is said as every command says a lab that is not up."""
+    from ..paths import is_lab_name
+
+    if not is_lab_name(word):
+        return None
+    recorded = state.LabState.load(word)
+    if recorded is None and not any(word in s.lab.hosts for s in state.all_states()):
+        raise not_up(word)
+    return recorded
+
+
 def no_host(lab: str, host: str, hosts: Iterable[str]) -> TargetError:
     """The error for a host lab ``lab`` does not have, in the words every command uses."""
     return TargetError(f"lab '{lab}' has no host '{host}' (hosts: {', '.join(hosts) or 'none'})")

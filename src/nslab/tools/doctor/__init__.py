@@ -55,27 +55,13 @@ def _lab_targets(st: LabState) -> list[Target]:
                    netns_name=h.namespace, lab=st.lab.name, host=h.name) for h in st.lab.hosts.values()]
 
 
-def _lab_named(what: str) -> LabState | None:
-    """The lab ``what`` names when it is a plain word; None: it is a target. A word that is neither a lab that
-    is up nor a host of one is said as every command says it."""
-    from ... import paths
-    from ...core import state
-    from ...core.which import not_up
-
-    if not paths.is_lab_name(what) or ":" in what or "/" in what:
-        return None
-    st = state.LabState.load(what)
-    if st is None and not any(what in s.lab.hosts for s in state.all_states()):
-        raise not_up(what)
-    return st
-
-
 def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
     from ...core import state
+    from ...core.which import lab_or_host
     from ...drivers.netlink import list_named_namespaces
     from ...ns import targets
 
-    named = _lab_named(what) if what else None
+    named = lab_or_host(what) if what else None
     if named is not None:
         return _lab_targets(named), [named]
     if what:
