@@ -216,3 +216,15 @@ def test_corpus_is_big_enough():
 
 def test_no_state_left_behind():
     assert not os.path.exists("/run/nslab/bad")
+
+
+def test_the_docs_example_of_messages_is_what_nslab_says():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lab-file.md").read_text()
+    section = doc[doc.index("### Every problem at once"):]
+    lab, said = re.findall(r"```text\n(.*?)```", section, flags=re.S)[:2]
+    with pytest.raises(UserError) as err:
+        Lab.from_text(lab, "shop.yaml", drivers=fake_drivers(), check=True)
+    assert [f"nslab: {line}" for line in err.value.lines()] == said.splitlines()

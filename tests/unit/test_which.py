@@ -93,3 +93,12 @@ def test_not_up_in_the_same_words(up):
     up("demo")
     assert str(not_up("nosuchlab")) == "no lab 'nosuchlab' is up (labs up: demo)"
     assert not_up("x").exit_code == 2
+
+
+def test_the_pytest_plugin_reports_a_missing_lab_file_in_one_line(tmp_path):
+    from nslab.pytest_plugin import LabFactory
+
+    with pytest.raises(pytest.fail.Exception) as err:
+        LabFactory(tmp_path)("nope.yaml")
+    where = tmp_path / "nope.yaml"
+    assert str(err.value) == f"nslab: no lab file {where} (a relative path is taken from the test's folder)"
