@@ -63,6 +63,15 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
     return value
 
 
+def alive(pid: int) -> bool:
+    """Running: a zombie has ended (a supervisor whose parent is init is reaped when init comes to it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def private_resolver(directory: Path, nameserver: str = WAN_ADDRESS) -> None:
     """The throwaway host's /etc/resolv.conf names ``nameserver`` (by default the wan namespace): a lab never
     asks the real machine's resolver."""

@@ -7,8 +7,8 @@ import subprocess
 
 from sandbox import ThrowawayHost, sh
 
-#: ``python3 -c SERVER PORT BODY tcp|udp`` on 0.0.0.0: prints "ready", then answers "BODY PEER_ADDRESS" to each
-#: datagram (udp) or each connection, as an HTTP/1.0 response (tcp).
+#: ``python3 -c SERVER PORT BODY tcp|udp|tcp6`` on 0.0.0.0 (tcp6: on :: and the IPv4-mapped addresses): prints
+#: "ready", then answers "BODY PEER_ADDRESS" to each datagram (udp) or each connection, as an HTTP/1.0 response.
 SERVER = r"""
 import socket, sys
 port, body, proto = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -16,8 +16,12 @@ if proto == "udp":
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); print("ready", flush=True)
     while True:
         data, peer = s.recvfrom(2048); s.sendto(f"{body} {peer[0]}".encode(), peer)
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port)); s.listen(16); print("ready", flush=True)
+if proto == "tcp6":
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); anywhere = "::"
+else:
+    s = socket.socket(); anywhere = "0.0.0.0"
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((anywhere, port)); s.listen(16); print("ready", flush=True)
 while True:
     c, peer = s.accept()
     try:

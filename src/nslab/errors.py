@@ -8,14 +8,20 @@ CLI only ever handle this tree::
     ├── UserError            bad input; the CLI exits 2
     │   ├── SpecError        the lab file: syntax, unknown keys, bad values (carries all problems)
     │   ├── ResolveError     references, addresses, subnets, name clashes (carries all problems)
+    │   ├── PublishSyntaxError  a published port that cannot be read (core/publish.py; reported as a Problem)
     │   ├── TargetError      a namespace target (pid:, container:, path:, ...) that cannot be entered
     │   │   └── CommandError a command that cannot be run: exit 127 (not found) or 126 (not executable)
     │   └── ConflictError    something on the machine is in the way (a used port, a lab of another file)
     ├── EnvironmentProblem   not root, missing kernel feature or tool; the CLI exits 1
+    │   └── DockerUnavailable  nothing answers on Docker's socket (for a ``container:`` target: TargetError)
+    ├── DockerError          Docker answered, but refused or failed a request
     ├── KernelError          a netlink/mount/setns operation failed while applying
+    │   └── ApplyError       a plan failed and was rolled back; what could not be undone is listed
     ├── FirewallError        nftables refused a ruleset
     ├── StateError           a damaged record under /run/nslab (``down LAB`` still works from the marks)
-    └── TeardownError        `down` went on past failures and collects them all
+    ├── TeardownError        `down` went on past failures and collects them all
+    ├── StaleKeptForm        a kept lab file does not answer for this run: read the full way (never shown)
+    └── BrowserError         ``nslab browse``'s browser could not be started or driven
 
 A :class:`Problem` is one line of a report: where (file:line, field path) and what is wrong.
 """
@@ -163,12 +169,32 @@ class ConflictError(UserError):
     """Something already on the machine is in the way."""
 
 
+class PublishSyntaxError(UserError):
+    """A publish string that cannot be understood; the message is meant for the user."""
+
+
 class EnvironmentProblem(NslabError):
     """The machine cannot run nslab as asked (privileges, kernel features, tools)."""
 
 
+class DockerUnavailable(EnvironmentProblem):
+    """Nothing answers on the Docker API socket."""
+
+
+class DockerError(NslabError):
+    """Docker answered, but refused or failed a request."""
+
+
 class KernelError(NslabError):
     """A kernel operation failed while applying a plan."""
+
+
+class ApplyError(KernelError):
+    """Applying a plan failed and was rolled back; ``rollback_failures`` lists what could not be undone."""
+
+    def __init__(self, message: str, rollback_failures: list[str]) -> None:
+        super().__init__(message)
+        self.rollback_failures = rollback_failures
 
 
 class FirewallError(NslabError):
@@ -188,3 +214,13 @@ class TeardownError(NslabError):
 
     def lines(self) -> list[str]:
         return [f"teardown: {f}" for f in self.failures]
+
+
+class StaleKeptForm(NslabError):
+    """The kept form of a lab file (core/kept.py) does not answer for this run — other resolve inputs, or a
+    problem to report with its file:line: the file is read the full way instead. Caught inside nslab; nothing
+    has changed when it is raised."""
+
+
+class BrowserError(NslabError):
+    """The browser of ``nslab browse`` could not be started or driven."""

@@ -1,4 +1,6 @@
-"""Thin wrappers for the libc calls Python 3.11 lacks: setns, unshare, mount, umount2, sethostname, inotify.
+"""Thin wrappers for the libc calls Python 3.11 lacks: setns, unshare, mount, umount2, sethostname, inotify;
+and the one way nslab does something inside another namespace and comes back (:func:`in_namespace`,
+:class:`Visit`).
 
 Owns nothing but the syscall boundary; every failure becomes an ``OSError`` with errno, so callers convert
 it into the nslab error tree. Kept free of heavy imports: the ``exec`` path uses it. So the functions are
@@ -170,13 +172,76 @@ def require_root(why: str) -> None:
         raise EnvironmentProblem(f"nslab needs root for this ({why}): run it with sudo")
 
 
-def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:
-    """Run ``work`` in a fresh thread and hand back its result or exception.
+# --- doing something inside another namespace ------------------------------------------------------------
+# setns and unshare move the calling thread only. Two ways, both here: in_namespace(fd, work) runs ``work``
+# in a short-lived thread that enters and ends (the caller never moves: a socket made there stays in that
+# namespace); `with Visit(fd):` takes the calling thread there and back (a worker thread visiting many).
+_NS_FILES = {flag: name for name, flag in NS_TYPES.items()}
 
-    The one way nslab changes namespaces without moving the caller: ``setns``/``unshare`` act on the
-    calling thread only, so a short-lived thread can enter another namespace, open a socket or spawn a
-    process there, and vanish; the rest of the process never moves.
-    """
+
+def own_namespace(nstype: int = CLONE_NEWNET) -> int:
+    """The calling thread's namespace of ``nstype``, opened: the way back, for a thread that visits many."""
+    return os.open(f"/proc/thread-self/ns/{_NS_FILES[nstype]}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+class Visit:
+    """``with Visit(fd):`` the calling thread is in the namespace of the open file ``fd`` for the block and back
+    in its own afterwards, also when the block raises; ``fd`` stays the caller's. ``fd`` None: a new namespace
+    (``unshare``; gone when nothing holds it). ``home``: the thread's own namespace (:func:`own_namespace`), for a
+    thread that visits many in turn; else it is opened and closed here. A class, not a contextlib generator:
+    the ``exec`` path imports this module."""
+
+    __slots__ = ("_moved", "_own", "fd", "home", "nstype")
+
+    def __init__(self, fd: int | None, nstype: int = CLONE_NEWNET, home: int = -1) -> None:
+        self.fd, self.nstype, self.home = fd, nstype, home
+        self._own = self._moved = False
+
+    def __enter__(self) -> None:
+        self._own = self.home < 0
+        if self._own:
+            self.home = own_namespace(self.nstype)
+        try:
+            if self.fd is None:
+                unshare(self.nstype)
+            else:
+                setns(self.fd, self.nstype)
+            self._moved = True
+        except BaseException:
+            self._close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._moved:
+                setns(self.home, self.nstype)
+        finally:
+            self._moved = False
+            self._close()
+
+    def _close(self) -> None:
+        if self._own:
+            os.close(self.home)
+            self.home, self._own = -1, False
+
+
+def in_namespace(fd: int | None, work: Callable[[], T], nstype: int = CLONE_NEWNET, name: str = "nslab-ns") -> T:
+    """``work()`` inside the namespace of the open file ``fd`` (None: a new one, gone with the thread unless
+    ``work`` keeps it), in a short-lived thread: the caller never moves, and the thread needs no way back."""
+
+    def inside() -> T:
+        if fd is None:
+            unshare(nstype)
+        else:
+            setns(fd, nstype)
+        return work()
+
+    return in_thread(inside, name)
+
+
+def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:
+    """Run ``work`` in a fresh thread and hand back its result or exception (what :func:`in_namespace` runs
+    in: ``setns``/``unshare`` act on the calling thread only, so the rest of the process never moves)."""
     import threading
 
     result: list[T] = []
@@ -194,3 +259,41 @@ def in_thread(work: Callable[[], T], name: str = "nslab-ns") -> T:
     if failure:
         raise failure[0]
     return result[0]
+
+
+# --- containment (ns/contain.py): capabilities, no_new_privs, recursive read-only mounts ----------------------
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 1
+_CAPABILITY_VERSION_3 = 0x20080522
+_ARGTYPES["prctl"] = (_Int, _ULong, _ULong, _ULong, _ULong)
+_ARGTYPES["capset"] = (_CharP, _CharP)
+_ARGTYPES["mount_setattr"] = (_Int, _CharP, _Int, _CharP, _ULong)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, arg2, arg3, 0, 0), "prctl")
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's three capability sets (bit N: capability N)."""
+    import struct
+
+    header = struct.pack("Ii", _CAPABILITY_VERSION_3, 0)
+    words = [(mask >> shift) & 0xFFFFFFFF for shift in (0, 32) for mask in (effective, permitted, inheritable)]
+    _check(_libc.capset(header, struct.pack("6I", *words)), "capset")
+
+
+def mount_setattr(path: str, set_flags: int, clear_flags: int = 0) -> None:
+    """Change mount attributes (``MOUNT_ATTR_*``) of ``path`` and every mount below it, keeping the others
+    (nosuid, nodev...); mount(2)'s ``MS_REMOUNT|MS_BIND`` works on one mount at a time and resets them."""
+    import struct
+
+    attr = struct.pack("QQQQ", set_flags, clear_flags, 0, 0)
+    _check(_libc.mount_setattr(AT_FDCWD, path.encode(), AT_RECURSIVE, attr, len(attr)), "mount_setattr", path)

@@ -65,6 +65,66 @@ class Route(Value):
     via: IPv4Addr | IPv6Addr
 
 
+#: The kernel's capabilities, numbered as in linux/capability.h (the index is the number); lab files and
+#: ``nslab run`` name them as compose does (``NET_ADMIN``, with or without ``CAP_``).
+CAPABILITIES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+    "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
+    "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+    "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
+    "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
+    "checkpoint_restore",
+)
+
+
+class Containment(Value):
+    """What confines the processes a host runs (``user:``, ``cap_drop:``, ``read_only:``, ``pid:``..., see
+    core/features/contain.py): for a light host's services, applied by the supervisor; for a container host,
+    Docker's options. Empty (the default): root with every capability in the machine's filesystem and PIDs.
+    ``user`` is kept as written; ``uid``.. are what the machine's passwd/group said at resolve (light hosts)."""
+
+    user: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+    home: str | None = None
+    cap_drop: tuple[str, ...] = ()  # lower-case names without ``cap_``, or "all"
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool | None = None  # None: yes when ``user`` is set
+    read_only: bool = False
+    tmpfs: tuple[str, ...] = ()  # fresh tmpfs mounts; with read_only and none written: /tmp and /run
+    writable: tuple[str, ...] = ()  # kept read-write under read_only
+    private_tmp: bool = False  # /tmp: a directory of the host's own, gone with ``down``
+    pid: str = "host"  # "private": the host's services in a PID namespace of their own
+
+    def active(self) -> bool:
+        return self != NO_CONTAINMENT
+
+    def root(self) -> bool:
+        return not self.uid
+
+    def capabilities(self) -> frozenset[str]:
+        """The capabilities its processes keep: root's all (a non-root user's none) less ``cap_drop``, plus
+        ``cap_add``."""
+        every = set(CAPABILITIES)
+        kept = set() if "all" in self.cap_drop else (every if self.root() else set()) - set(self.cap_drop)
+        return frozenset(kept | (every if "all" in self.cap_add else set(self.cap_add)))
+
+    def all_capabilities(self) -> bool:
+        return self.capabilities() == frozenset(CAPABILITIES)
+
+    def new_privileges(self) -> bool:
+        """Whether exec may still gain privileges (setuid binaries, file capabilities)."""
+        return not (self.no_new_privileges if self.no_new_privileges is not None else self.user is not None)
+
+    def mounts(self) -> tuple[str, ...]:
+        """The fresh tmpfs mounts its processes get."""
+        return self.tmpfs or (("/tmp", "/run") if self.read_only else ())
+
+
+NO_CONTAINMENT = Containment()
+
+
 class Container(Value):
     """A host that is a Docker container (``hosts.NAME.image``): what it is created from. Any change of these
     recreates the container (and re-wires it); ``pull`` only says whether a missing image may be pulled."""
@@ -77,6 +137,7 @@ class Container(Value):
     user: str | None = None
     workdir: str | None = None
     pull: bool = field(default=False, compare=False)
+    contain: Containment = NO_CONTAINMENT  # Docker's CapDrop/CapAdd, ReadonlyRootfs, Tmpfs, SecurityOpt
 
 
 class Service(Value):
@@ -122,7 +183,7 @@ NO_DNS = Dns()
 
 class Host(Value):
     #: What the features ask of a host; the rest is its wiring (a change there makes the host again).
-    FEATURES: ClassVar[tuple[str, ...]] = ("services", "dns", "publish", "impair")
+    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair")
 
     name: str
     namespace: str
@@ -137,6 +198,7 @@ class Host(Value):
     dns: Dns = NO_DNS
     publish: tuple[Publish, ...] = ()
     impair: tuple[Impairment, ...] = ()  # in file order, inactive entries too
+    contain: Containment = NO_CONTAINMENT  # how its services are confined (a light host's; a container's: Container)
 
     def wiring_differs(self, other: Host) -> bool:
         """Whether ``other`` differs from this host in more than what its features ask."""
@@ -164,6 +226,38 @@ class Link(Value):
     kind: str = "veth"  # its module in core/kinds/ (what makes it, how it drifts)
 
 
+class Expectation(Value):
+    """An ``expect:`` entry (core/labtests.py): the cells from ``source`` to ``target`` (host names or globs;
+    ``outside``) are expected ``reach``; with ``port`` only for that probe (``proto`` tcp or udp)."""
+
+    source: str
+    target: str
+    reach: bool
+    proto: str | None = None
+    port: int | None = None
+
+    def covers(self, source: str, target: str, proto: str, port: int | None) -> bool:
+        from fnmatch import fnmatchcase
+
+        if self.port is not None and (self.proto, self.port) != (proto, port):
+            return False
+        return fnmatchcase(source, self.source) and fnmatchcase(target, self.target)
+
+
+class LabTest(Value):
+    """A ``tests:`` case: a command (``command``) or an HTTP GET (``url``) from host ``source``, and what its
+    outcome must be (``stdout``/``body``: regular expressions, ``re.search``)."""
+
+    name: str
+    source: str
+    command: str | None = None
+    url: str | None = None
+    exit: int = 0
+    stdout: str | None = None
+    status: int = 200
+    body: str | None = None
+
+
 class Lab(Value):
     name: str
     source: str
@@ -171,6 +265,8 @@ class Lab(Value):
     hosts: Mapping[str, Host]
     links: tuple[Link, ...] = ()
     partitions: tuple[tuple[str, str], ...] = ()  # hosts or networks cut from each other (features/partitions.py)
+    expect: tuple[Expectation, ...] = ()  # verdicts over the reachability model's (tools/reach.py)
+    tests: tuple[LabTest, ...] = ()  # what `nslab test` runs after the matrix
 
     def allocations(self) -> dict[str, Any]:
         """What IPAM decided, in the JSON shape state.py stores, so the next resolve can keep it."""

@@ -60,14 +60,10 @@ class _Plan:
         self.encoders: list[tuple[str, Convert | None, Any]] = []  # (name, converter, default)
         self.decoders: list[tuple[str, Convert | None, tuple[type, ...] | None]] = []
         for name in cls._fields:
-            hint, exact = hints[name], _exact(hints[name])
-            inner = _optional(hint)  # X of `X | None`: None is written by encode below and read by _or_none
             try:
-                encoder, decoder = _converters(inner) if exact is None else (None, None)
+                encoder, decoder, exact = _field(hints[name])
             except TypeError as exc:
                 raise TypeError(f"{cls.__name__}.{name}: {exc}") from None
-            if inner is not hint and decoder is not None:
-                decoder = _or_none(decoder)
             option = cls._defaults.get(name)
             default = option.default if isinstance(option, Field) else option if name in cls._defaults else _ABSENT
             self.encoders.append((name, encoder, default))  # (a factory's field: its Field.default, never a value)
@@ -156,6 +152,22 @@ def encode(value: Value) -> dict[str, Any]:
 def decode(cls: type[V], data: Any) -> V:
     """The ``cls`` that :func:`encode` wrote as ``data``."""
     return typing.cast(V, _plan(cls).decode(data))
+
+
+_fields: dict[Any, tuple[Convert | None, Convert | None, tuple[type, ...] | None]] = {}
+
+
+def _field(hint: Any) -> tuple[Convert | None, Convert | None, tuple[type, ...] | None]:
+    """A field's (encoder, decoder, exact types), made once per annotation (many fields share one)."""
+    made = _fields.get(hint)
+    if made is None:
+        exact = _exact(hint)
+        inner = _optional(hint)  # X of `X | None`: None is written by _Plan.encode and read by _or_none
+        encoder, decoder = _converters(inner) if exact is None else (None, None)
+        if inner is not hint and decoder is not None:
+            decoder = _or_none(decoder)
+        made = _fields[hint] = (encoder, decoder, exact)
+    return made
 
 
 def _converters(hint: Any) -> tuple[Convert | None, Convert | None]:

@@ -297,3 +297,41 @@ def test_a_container_on_a_dual_stack_network_is_wired_like_a_light_host(lab_dir)
     assert nslab("exec", "ctr/web", "--", "ping", "-6", "-c1", "-W2", "a", check=False).returncode == 0
     nslab("down", "ctr")
     assert lab_containers() == [] and nslab_links() == []
+
+
+def test_a_container_hosts_containment_goes_to_docker(lab_dir):
+    """user, cap_drop/cap_add, read_only, private_tmp on a container host: Docker's own options, seen on the
+    container's process (its /proc entries)."""
+    path = lab_dir / "nslab.yaml"
+    path.write_text(f"""\
+name: ctr
+networks:
+  net: {{}}
+hosts:
+  box:
+    image: {HOSTS_IMAGE}
+    command: [sleep, "600"]
+    networks: [net]
+    user: "65534:65534"
+    cap_drop: [ALL]
+    cap_add: [NET_BIND_SERVICE]
+    read_only: true
+    private_tmp: true
+""")
+    nslab("up", "-f", str(path))
+    inspected = json.loads(docker("inspect", "ctr-box").stdout)[0]
+    config = inspected["HostConfig"]
+    assert config["CapDrop"] == ["ALL"] and config["CapAdd"] == ["NET_BIND_SERVICE"] and config["ReadonlyRootfs"]
+    assert set(config["Tmpfs"]) == {"/tmp", "/run"} and config["SecurityOpt"] == ["no-new-privileges:true"]
+    pid = inspected["State"]["Pid"]
+    with open(f"/proc/{pid}/status") as fh:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+    assert status["Uid"].split()[0] == "65534" and status["NoNewPrivs"] == "1"
+    assert int(status["CapBnd"], 16) == 1 << 10  # net_bind_service alone
+    with open(f"/proc/{pid}/mountinfo") as fh:
+        root = next(line.split() for line in fh if line.split()[4] == "/")
+    assert root[5].startswith("ro")
+    with open(f"/proc/{pid}/root/etc/hosts") as fh:  # the lab's, through Docker's own file (read-only inside)
+        assert "box" in fh.read().split()
+    nslab("down", "ctr")
+    assert lab_containers() == []

@@ -6,27 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 
+from labfiles import lab_text
 from labs import lab_status, private_resolver, settled
 from labs import nslab as run_nslab
 
 ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1"}
 
-LAB = """\
-name: conv
-networks:
-  front: {subnet: 10.82.1.0/24}
-  back: {subnet: 10.82.2.0/24}
-hosts:
-  steady:
-    networks: [front]
-    run: exec sleep 1001
-  edited:
-    networks: [front]
-    run: exec sleep 1002
-  moved:
-    networks: [back]
-    run: exec sleep 1003
-"""
+LAB = lab_text(
+    "conv", {"front": "10.82.1.0/24", "back": "10.82.2.0/24"}, hosts={
+        "steady": "networks: [front], run: exec sleep 1001", "edited": "networks: [front], run: exec sleep 1002",
+        "moved": "networks: [back], run: exec sleep 1003",
+    },
+)
 
 
 def nslab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -9,19 +9,16 @@ import sys
 
 import pytest
 
+from labfiles import lab_text
 from labs import nslab as run_nslab
 from labs import private_resolver
 from sandbox import WAN_ADDRESS, sh
 
-LAB = """\
-name: doc
-networks:
-  front: {subnet: 10.71.1.0/24}
-  back: {subnet: 10.71.2.0/24}
-hosts:
-  web: {networks: [front]}
-  router: {networks: [front, back]}
-"""
+LAB = lab_text(
+    "doc", {"front": "10.71.1.0/24", "back": "10.71.2.0/24"}, hosts={
+        "web": "networks: [front]", "router": "networks: [front, back]",
+    },
+)
 
 # A DNS server in `wan` that answers every query (with an empty answer): enough for "does it answer".
 DNS_SERVER = """

@@ -11,23 +11,19 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from labfiles import lab_text
 from labs import NSLAB, nslab
 from sandbox import sh
 
 SVG = "{http://www.w3.org/2000/svg}"
 
-LAB = """\
-name: topo
-networks:
-  front: {subnet: 10.73.1.0/24}
-  back: {subnet: 10.73.2.0/24, internal: true}
-hosts:
-  web: {networks: [front], publish: ["8080:80"]}
-  app: {networks: [front, back]}
-  db: {networks: [back]}
-links:
-  - {endpoints: [app, db], subnet: 10.74.0.0/30}
-"""
+LAB = lab_text(
+    "topo", {"front": "10.73.1.0/24", "back": "10.73.2.0/24"}, internal=["back"], hosts={
+        "web": 'networks: [front], publish: ["8080:80"]', "app": "networks: [front, back]",
+        "db": "networks: [back]",
+    },
+    more="links:\n  - {endpoints: [app, db], subnet: 10.74.0.0/30}\n",
+)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 from labs import NSLAB, nslab
 from nslab.naming import bridge_name
 from sandbox import sh
+from traffic import SERVER
 
 WAN6, UPLINK6 = "2001:db8::1", "2001:db8::2"
 
@@ -37,28 +38,13 @@ hosts:
   vault: {networks: [secure]}
 """
 
-#: An HTTP-ish TCP server on every IPv6 (and IPv4-mapped) address: answers BODY and the peer's address.
-SERVER = r"""
-import socket, sys
-port, body = int(sys.argv[1]), sys.argv[2]
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", port)); s.listen(16); print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    try:
-        c.sendall(f"{body} {peer[0]}\n".encode())
-    except OSError:
-        pass
-    finally:
-        c.close()
-"""
-
+#: Prints the body an HTTP GET of ADDRESS:PORT gets (from traffic.SERVER), or "failed: WHY".
 CLIENT = r"""
 import socket, sys
 try:
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    print(s.recv(200).decode().strip())
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    print(s.makefile("rb").read().split(b"\r\n\r\n", 1)[-1].decode().strip())
 except OSError as exc:
     print(f"failed: {exc}")
 """
@@ -105,7 +91,9 @@ def ipv6_uplink(host) -> None:
 
 
 def serve(host, argv_prefix: list[str], port: int, body: str) -> None:
-    proc = host.popen([*argv_prefix, "python3", "-c", SERVER, str(port), body], stdout=subprocess.PIPE, text=True)
+    """traffic.SERVER on IPv6 and IPv4 (tcp6), run after ``argv_prefix``."""
+    argv = [*argv_prefix, "python3", "-c", SERVER, str(port), body, "tcp6"]
+    proc = host.popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
 

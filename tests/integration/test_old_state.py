@@ -5,8 +5,8 @@ tests/fixtures/state-5369676.json is the state file that release wrote for tests
 networks, one internal and one dual-stack, a link, a published port, a service, a sysctl, a route) in a throwaway
 host like this one, with /etc/resolv.conf naming the ``wan`` resolver as here. The test brings the same file up
 with today's code (the kernel objects of the lab), swaps that record in for today's, and runs ``up`` (which
-finds nothing to change: the old record reads as the lab today's code makes), ``status`` and ``down`` (from the old
-record: nothing may be left).
+changes nothing on the machine — the old record reads as the lab's wiring — and records the lab anew in format 2,
+with the features' typed parts format 1 lacked), ``status`` and ``down`` (nothing may be left).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from labs import alive
 from nslab import linux
 from sandbox import WAN_ADDRESS, sh
 
@@ -65,7 +66,10 @@ def test_a_lab_brought_up_by_the_release_before_converges_and_goes_down(host, tm
         again = nslab("up", "-f", str(LAB_FILE))
         assert again.returncode == 0 and not again.stderr, again.stdout + again.stderr
         assert "already up to date" in again.stdout, again.stdout  # the old record understood: nothing to redo
-        assert json.loads(Path(STATE).read_text()) == record  # nothing changed, nothing written: still format 1
+        rewritten = json.loads(Path(STATE).read_text())  # format 1 lacked the features' typed parts: recorded anew
+        assert rewritten["format"] == 2 and "version" not in rewritten
+        assert {k: v for k, v in rewritten.items() if k not in ("format", "lab")} == \
+            {k: v for k, v in record.items() if k not in ("version", "lab")}  # the features' records as they were
         status = nslab("status", "rec")
         assert status.returncode == 0 and "no drift" in status.stdout, status.stdout + status.stderr
         assert nslab("exec", "rec/db", "--", "ip", "route", "show", "10.89.1.0/24").stdout.startswith(
@@ -81,12 +85,3 @@ def test_a_lab_brought_up_by_the_release_before_converges_and_goes_down(host, tm
     assert "nslab" not in sh("nft list tables").stdout
     assert not os.path.exists("/run/nslab/rec") and not os.listdir("/etc/netns")
     assert not [pid for pid in pids if alive(pid)]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie has ended: the supervisor's parent is init, which reaps it when it comes to it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

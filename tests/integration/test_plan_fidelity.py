@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from labfiles import lab_text
 from labs import nslab
 from sandbox import PRIVATE_DIRS, WAN, ThrowawayHost
 
@@ -82,31 +83,10 @@ partitions:
 CHOSEN_MAC = "02:aa:"
 
 # An internal-only lab with a service, and the same lab grown by a NAT network (which needs ip_forward).
-KEPT_LAB = """\
-name: keep
-networks:
-  quiet: {internal: true}
-hosts:
-  svc:
-    networks: [quiet]
-    run: exec sleep 1000
-  other:
-    networks: [quiet]
-"""
-GROWN_LAB = """\
-name: keep
-networks:
-  quiet: {internal: true}
-  outside: {}
-hosts:
-  svc:
-    networks: [quiet]
-    run: exec sleep 1000
-  other:
-    networks: [quiet]
-  newcomer:
-    networks: [outside]
-"""
+KEPT_HOSTS = {"svc": "networks: [quiet], run: exec sleep 1000", "other": "networks: [quiet]"}
+KEPT_LAB = lab_text("keep", {"quiet": ""}, internal=["quiet"], hosts=KEPT_HOSTS)
+GROWN_LAB = lab_text("keep", {"quiet": "", "outside": ""}, internal=["quiet"],
+                     hosts={**KEPT_HOSTS, "newcomer": "networks: [outside]"})
 
 Snapshot = dict[str, list[str]]
 

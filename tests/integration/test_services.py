@@ -9,8 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from labfiles import lab_text
 from labs import SERVICES_ENV as ENV
-from labs import lab_status, wait_for
+from labs import alive, lab_status, wait_for
 from labs import nslab as run_nslab
 from nslab.drivers import process
 
@@ -37,14 +38,6 @@ def pids_in_netns(path: str) -> list[int]:
         except OSError:
             continue
     return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 LAB = """\
@@ -150,16 +143,9 @@ hosts:
 
 
 def test_a_lab_without_services_has_no_process(lab):
-    name = lab("""\
-name: id
-networks:
-  front: {}
-  priv: {internal: true}
-hosts:
-  a: {networks: [front]}
-  b: {networks: [front, priv]}
-  c: {networks: [priv]}
-""")
+    name = lab(lab_text("id", {"front": "", "priv": ""}, internal=["priv"], hosts={
+        "a": "networks: [front]", "b": "networks: [front, priv]", "c": "networks: [priv]",
+    }))
     for host in ("a", "b", "c"):
         assert pids_in_netns(f"/run/netns/{name}-{host}") == []
     doc = json.loads(nslab("status", name, "--json").stdout)["labs"][0]

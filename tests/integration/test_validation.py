@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from labfiles import listing_lab
 from labs import nslab, up_refused
 from nslab import Lab
 from nslab.errors import UserError
@@ -89,18 +90,10 @@ def test_command_not_found_127_not_executable_126(host, tmp_path, prefix):
         sh("ip netns del ex13")
 
 
-SYSCTLS = """\
-name: sy
-networks: {n: {}}
-hosts:
-  a:
-    networks: [n]
-    sysctls:
-      net.ipv4.conf.eth0.rp_filter: 2
-      net.ipv4.no_such_key: 1
-      net.core.rmem_max: 1000000
-      net.ipv4.conf.eth4.rp_filter: 1
-"""
+SYSCTLS = listing_lab("sy", "a", "sysctls", [
+    "net.ipv4.conf.eth0.rp_filter: 2", "net.ipv4.no_such_key: 1", "net.core.rmem_max: 1000000",
+    "net.ipv4.conf.eth4.rp_filter: 1",
+])
 
 
 def test_sysctl_keys_a_namespace_lacks_exit_2_before_any_change(host, tmp_path):

@@ -4,6 +4,7 @@ problems of a file in one run, no traceback, and nothing changed on the (fake) m
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 
@@ -14,20 +15,36 @@ from nslab.errors import UserError
 
 HEAD = "name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/24}\n  dmz: {}\nhosts:\n"
 
+Entry = tuple[str, list[tuple[int, str]]]
+
+
+def one_problem(line: int, field: str, texts: Iterable[str]) -> list[Entry]:
+    """A corpus entry per text, each with its one problem on ``line`` in ``field``."""
+    return [(text, [(line, field)]) for text in texts]
+
+
+def lan(*bodies: str) -> list[str]:
+    """Lab files whose one network ``lan`` (line 3) has each flow-mapping body."""
+    return [f"name: bad\nnetworks:\n  lan: {{{body}}}\n" for body in bodies]
+
+
+def linked(link: str) -> str:
+    """A lab file of hosts a and b whose one link (line 4) is ``link``."""
+    return f"name: bad\nhosts: {{a: {{}}, b: {{}}}}\nlinks:\n  - {link}\n"
+
+
 # (lab file, [(line, field) of each expected problem]) -- the field may be "" for whole-file problems
-FILES: list[tuple[str, list[tuple[int, str]]]] = [
+FILES: list[Entry] = [
     ("name: Bad\n", [(1, "name")]),
     ("name: waytoolonglabname\n", [(1, "name")]),
     ("name: 3abc\n", [(1, "name")]),
     ("name: ok\ncolour: red\n", [(2, "colour")]),
     ("networks: {}\n", [(1, "name")]),
     (HEAD + "  a: {networks: [nowhere]}\n", [(6, "hosts.a.networks.nowhere")]),
-    (HEAD + "  a: {networks: {lan: 10.70.1.5}}\n", [(6, "hosts.a.networks.lan")]),
-    (HEAD + "  a: {networks: {lan: 10.70.0.1}}\n", [(6, "hosts.a.networks.lan")]),
-    (HEAD + "  a: {networks: {lan: 10.70.0.0}}\n", [(6, "hosts.a.networks.lan")]),
-    (HEAD + "  a: {networks: {lan: 10.70.0.255}}\n", [(6, "hosts.a.networks.lan")]),
+    *one_problem(6, "hosts.a.networks.lan", (HEAD + f"  a: {{networks: {{lan: {address}}}}}\n"
+                                             for address in ("10.70.1.5", "10.70.0.1", "10.70.0.0", "10.70.0.255",
+                                                             "300.1.1.1"))),
     (HEAD + "  a: {networks: {lan: 10.70.0.9}}\n  b: {networks: {lan: 10.70.0.9}}\n", [(7, "hosts.b.networks.lan")]),
-    (HEAD + "  a: {networks: {lan: 300.1.1.1}}\n", [(6, "hosts.a.networks.lan")]),
     (HEAD + "  a: {networks: [lan, lan]}\n", [(6, "hosts.a.networks")]),
     (HEAD + "  a: {networks: [1, 2]}\n", [(6, "hosts.a.networks")]),
     (HEAD + "  a: {restart: sometimes}\n", [(6, "hosts.a.restart")]),
@@ -70,28 +87,24 @@ FILES: list[tuple[str, list[tuple[int, str]]]] = [
     (HEAD + "  a: {networks: {lan: {mac: '02:00:00:00:00:09'}}}\n  b: {networks: {dmz: {mac: '02:00:00:00:00:09'}}}\n",
      [(7, "hosts.b.networks.dmz.mac")]),
     (HEAD + "  a: {count: 2, networks: {lan: {mac: '02:00:00:00:00:09'}}}\n", [(6, "hosts.a2.networks.lan.mac")]),
-    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], mtu: 10}\n", [(4, "links[0].mtu")]),
+    (linked("{endpoints: [a, b], mtu: 10}"), [(4, "links[0].mtu")]),
     (HEAD + "  a: {count: 0}\n", [(6, "hosts.a.count")]),
     (HEAD + "  a: {count: many}\n", [(6, "hosts.a.count")]),
     (HEAD + "  a: {count: 2, networks: {lan: 10.70.0.5}}\n", [(6, "hosts.a2.networks.lan")]),
     (HEAD + "  a: {networks: [lan], run: 5}\n", [(6, "hosts.a.run")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/33}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.1/24}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/31}\n", [(3, "networks.lan.subnet")]),
+    # the last: the machine's own network
+    *one_problem(3, "networks.lan.subnet", lan("subnet: 10.70.0.0/33", "subnet: 10.70.0.1/24", "subnet: 10.70.0.0/31",
+                                               "subnet: 198.51.100.0/24")),
     ("name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/24}\n  wan: {subnet: 10.70.0.0/25}\n",
      [(4, "networks.wan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {mtu: 20}\n", [(3, "networks.lan.mtu")]),
-    ("name: bad\nnetworks:\n  lan: {internal: perhaps}\n", [(3, "networks.lan.internal")]),
+    (lan("mtu: 20")[0], [(3, "networks.lan.mtu")]),
+    (lan("internal: perhaps")[0], [(3, "networks.lan.internal")]),
     ("name: bad\nnetworks:\n  Lan: {}\n", [(3, "networks.Lan")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 198.51.100.0/24}\n", [(3, "networks.lan.subnet")]),  # the machine's
-    ("name: bad\nhosts: {a: {}}\nlinks:\n  - [a, ghost]\n", [(4, "links[0].endpoints[1]")]),
-    ("name: bad\nhosts: {a: {}}\nlinks:\n  - [a, a]\n", [(4, "links[0].endpoints")]),
-    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - [a, b, a]\n", [(4, "links[0].endpoints")]),
-    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], subnet: 10.1.1.0/32}\n",
-     [(4, "links[0].subnet")]),
-    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], colour: red}\n", [(4, "links[0].colour")]),
-    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b, c]}\n  - [a, ghost]\n",
-     [(4, "links[0].endpoints"), (5, "links[1].endpoints[1]")]),
+    (linked("[a, ghost]"), [(4, "links[0].endpoints[1]")]),
+    *one_problem(4, "links[0].endpoints", map(linked, ["[a, a]", "[a, b, a]"])),
+    (linked("{endpoints: [a, b], subnet: 10.1.1.0/32}"), [(4, "links[0].subnet")]),
+    (linked("{endpoints: [a, b], colour: red}"), [(4, "links[0].colour")]),
+    (linked("{endpoints: [a, b, c]}\n  - [a, ghost]"), [(4, "links[0].endpoints"), (5, "links[1].endpoints[1]")]),
     ("name: bad\ndns: [notanip]\n", [(2, "dns")]),
     ("name: bad\ndns_search: nope\n", [(2, "dns_search")]),
     ("name: ${NSLAB_TEST_SURELY_UNSET}\n", [(1, "")]),

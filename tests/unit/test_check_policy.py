@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from fakelab import up_over_fakes
 
+from labfiles import CHECK_HOSTS, CHECK_LAB, CHECK_REACH
 from nslab.cli.render import check_matrix
 from nslab.core import state
 from nslab.core.features.links import set_link
@@ -13,37 +14,14 @@ from nslab.drivers.fake import FakeProber
 from nslab.errors import TargetError, UserError
 from nslab.tools import check as chk
 
-LAB = """\
-name: u
-networks:
-  front: {subnet: 10.81.1.0/24}
-  back: {subnet: 10.81.2.0/24}
-  secure: {subnet: 10.81.3.0/24, internal: true}
-hosts:
-  web1: {networks: [front]}
-  web2: {networks: [front]}
-  db: {networks: [back]}
-  vault: {networks: [secure]}
-  both: {networks: [back, secure]}
-  alone: {}
-links:
-  - {endpoints: [web1, db], subnet: 10.90.0.0/30}
-"""
-HOSTS = ["web1", "web2", "db", "vault", "both", "alone"]
-REACH = {
-    ("web1", "web2"), ("web2", "web1"), ("web1", "db"), ("db", "web1"), ("db", "both"), ("both", "db"),
-    ("vault", "both"), ("both", "vault"),
-    ("web1", "outside"), ("web2", "outside"), ("db", "outside"), ("both", "outside"),
-}
-
 
 @pytest.fixture
 def drivers(tmp_path, monkeypatch):
-    return up_over_fakes(LAB, tmp_path, monkeypatch)
+    return up_over_fakes(CHECK_LAB, tmp_path, monkeypatch)
 
 
 def lab():
-    st = state.LabState.load("u")
+    st = state.LabState.load("chk")
     assert st is not None
     return st.lab, st.extra
 
@@ -55,7 +33,7 @@ def as_policy(d) -> FakeProber:
 
     def answer(ns: str, address: str) -> tuple[bool, str]:
         src = by_ns[ns]
-        for dst in [*HOSTS, "outside"]:
+        for dst in [*CHECK_HOSTS, "outside"]:
             want = "198.51.100.1" if dst == "outside" else chk.target_address(lab_, src, dst)
             if want == address:
                 return (chk.expected(lab_, extra, src, dst), "reply")
@@ -66,9 +44,9 @@ def as_policy(d) -> FakeProber:
 
 def test_policy_same_network_isolation_internal_links_self(drivers):
     lab_, extra = lab()
-    for src in HOSTS:
-        for dst in [*HOSTS, "outside"]:
-            assert chk.expected(lab_, extra, src, dst) == (src == dst or (src, dst) in REACH), (src, dst)
+    for src in CHECK_HOSTS:
+        for dst in [*CHECK_HOSTS, "outside"]:
+            assert chk.expected(lab_, extra, src, dst) == (src == dst or (src, dst) in CHECK_REACH), (src, dst)
 
 
 def test_where_cells_are_probed(drivers):
@@ -82,14 +60,14 @@ def test_where_cells_are_probed(drivers):
 
 
 def test_matrix_matches_and_mismatches(drivers):
-    matrix = chk.check("u", drivers=drivers, prober=as_policy(drivers))
-    assert matrix.ok and matrix.columns == [*HOSTS, "outside"] and matrix.outside == "198.51.100.1"
+    matrix = chk.check("chk", drivers=drivers, prober=as_policy(drivers))
+    assert matrix.ok and matrix.columns == [*CHECK_HOSTS, "outside"] and matrix.outside == "198.51.100.1"
     assert matrix.cell("web1", "alone").result == "no address" and matrix.cell("web1", "alone").ok
     text = check_matrix(matrix)
     assert "!" not in text and text.splitlines()[-1] == "42/42 cells as the lab implies"
 
     everything = FakeProber(lambda ns, address: (True, "reply"))
-    matrix = chk.check("u", drivers=drivers, prober=everything)
+    matrix = chk.check("chk", drivers=drivers, prober=everything)
     assert not matrix.ok and not matrix.cell("web1", "vault").ok and matrix.cell("web1", "web2").ok
     text = check_matrix(matrix)
     row = next(line for line in text.splitlines() if line.startswith("vault "))
@@ -100,18 +78,18 @@ def test_matrix_matches_and_mismatches(drivers):
 
 def test_from_one_host_and_ports(drivers):
     prober = as_policy(drivers)
-    matrix = chk.check("u", "53/udp", "web2", drivers=drivers, prober=prober)
+    matrix = chk.check("chk", "53/udp", "web2", drivers=drivers, prober=prober)
     assert {c.source for c in matrix.cells} == {"web2"} and matrix.probe == "udp/53"
     assert {(proto, port) for _p, proto, port in prober.asked} == {("udp", 53)}
     with pytest.raises(TargetError):
-        chk.check("u", source="nobody", drivers=drivers, prober=prober)
+        chk.check("chk", source="nobody", drivers=drivers, prober=prober)
     with pytest.raises(TargetError):
         chk.check("nolab", drivers=drivers, prober=prober)
 
 
 def test_no_default_route_no_outside_column(drivers):
     drivers.kernel.gateway = None
-    matrix = chk.check("u", drivers=drivers, prober=as_policy(drivers))
+    matrix = chk.check("chk", drivers=drivers, prober=as_policy(drivers))
     assert "outside" not in matrix.columns and matrix.outside is None
 
 
@@ -128,11 +106,11 @@ def test_parse_port_rejects(text):
 
 
 def test_interfaces_put_down_are_in_the_policy(drivers):
-    set_link("u", "web2", "eth0", False, drivers)
+    set_link("chk", "web2", "eth0", False, drivers)
     lab_, extra = lab()
     assert not chk.expected(lab_, extra, "web1", "web2") and not chk.expected(lab_, extra, "web2", "outside")
     assert chk.expected(lab_, extra, "web2", "web2") and chk.expected(lab_, extra, "web1", "db")
-    set_link("u", "db", "eth1", False, drivers)  # the link, from its other end
+    set_link("chk", "db", "eth1", False, drivers)  # the link, from its other end
     lab_, extra = lab()
     assert not chk.expected(lab_, extra, "web1", "db") and not chk.expected(lab_, extra, "db", "web1")
     assert chk.expected(lab_, extra, "db", "both")
@@ -141,12 +119,12 @@ def test_interfaces_put_down_are_in_the_policy(drivers):
 def test_partitions_are_in_the_policy(drivers):
     from nslab.core import faults
 
-    faults.partition("u", "web1", "back", drivers=drivers)  # web1 from every host of network back
+    faults.partition("chk", "web1", "back", drivers=drivers)  # web1 from every host of network back
     lab_, extra = lab()
     for a, b in (("web1", "db"), ("db", "web1"), ("web1", "both"), ("both", "web1")):
         assert not chk.expected(lab_, extra, a, b), (a, b)
     assert chk.expected(lab_, extra, "web1", "web2") and chk.expected(lab_, extra, "web1", "outside")
     assert chk.expected(lab_, extra, "db", "both") and chk.expected(lab_, extra, "web1", "web1")
-    faults.heal("u", drivers=drivers)
+    faults.heal("chk", drivers=drivers)
     lab_, extra = lab()
     assert chk.expected(lab_, extra, "web1", "db")

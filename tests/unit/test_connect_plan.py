@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from nslab.core import state
-from nslab.core.apply import ApplyError
 from nslab.core.connect import connect, disconnect
 from nslab.core.features.containers import KEY, AttachConnected, ConnectVeth, ContainersRecord
 from nslab.drivers import Drivers
 from nslab.drivers.fake import FakeKernel, fake_drivers
-from nslab.errors import ConflictError, TargetError, UserError
+from nslab.errors import ApplyError, ConflictError, TargetError, UserError
 from nslab.lab import Lab, down
 from nslab.naming import LINK_GROUP, mac_address, short_hash
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from labfiles import lab_text
 from nslab.core import state
 from nslab.core.features.containers import RemoveContainers, StartContainers, WriteContainerFiles, container_config
 from nslab.core.wiring import AddHosts, RemoveHosts
@@ -16,23 +17,12 @@ from nslab.errors import NslabError, ResolveError, SpecError
 from nslab.lab import Lab, down
 
 IMAGE = "nslab-test/busybox:1"
-LAB = f"""\
-name: mix
-networks:
-  net: {{subnet: 10.84.1.0/24}}
-hosts:
-  a: {{networks: [net]}}
-  web:
-    image: {IMAGE}
-    command: [httpd, -f, -p, "80"]
-    env: {{MODE: test}}
-    volumes: ["/srv:/data:ro"]
-    networks: [net]
-  idle:
-    image: {IMAGE}
-    command: sleep 600
-    networks: [net]
-"""
+LAB = lab_text("mix", {"net": "10.84.1.0/24"}, hosts={
+    "a": "networks: [net]",
+    "web": f'image: {IMAGE}, command: [httpd, -f, -p, "80"], env: {{MODE: test}}, volumes: ["/srv:/data:ro"], '
+           "networks: [net]",
+    "idle": f"image: {IMAGE}, command: sleep 600, networks: [net]",
+})
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +91,7 @@ def test_a_missing_image_is_a_problem_before_any_change():
     assert drivers.docker.containers == {}
     assert not drivers.kernel.namespaces
     # pull: true pulls it instead
-    Lab.from_text(LAB.replace("    command: sleep 600", "    command: sleep 600\n    pull: true")
-                  .replace("    command: [httpd", "    pull: true\n    command: [httpd"), drivers=drivers).up()
+    Lab.from_text(LAB.replace("image: ", "pull: true, image: "), drivers=drivers).up()
     assert drivers.docker.pulled == [IMAGE]  # once: then it is there
 
 

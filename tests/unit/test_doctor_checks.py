@@ -138,7 +138,34 @@ def test_mtu_mismatch_on_a_network():
 
 def test_parsing():
     assert nameservers("# x\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nsearch a\n") == ["10.0.0.1", "fe80::1"]
-    assert parse_to("10.0.0.1:443") == ipaddress.IPv4Address("10.0.0.1")
+    assert parse_to("10.0.0.1:443") == (ipaddress.IPv4Address("10.0.0.1"), "443")
+    assert parse_to("10.0.0.1") == (ipaddress.IPv4Address("10.0.0.1"), None)
+    assert parse_to("[fd00::1]:53/udp") == (ipaddress.IPv6Address("fd00::1"), "53/udp")
+    assert parse_to("fd00::1") == (ipaddress.IPv6Address("fd00::1"), None)
     assert parse_to(None) is None
-    with pytest.raises(UserError):
-        parse_to("nowhere")
+    for bad in ("nowhere", "10.0.0.1:0", "[fd00::1]x", "10.0.0.1:80/sctp"):
+        with pytest.raises(UserError):
+            parse_to(bad)
+
+
+def test_mtu_set_on_purpose_is_no_finding_and_a_change_is_fixed_back():
+    planned = {"port nsv1": 9000, "router:eth1": 9000, "port nsv2": 1400, "b:eth0": 1400, "bridge nsbr1": 1400}
+    lab = nat_lab(mtus={"right": dict(planned)}, mtu_planned=planned,
+                  mtu_commands={"b:eth0": "ip -n rt-b link set eth0 mtu {mtu}"})
+    assert checks.mtu(machine(labs=[lab])) == []
+    lab.mtus["right"]["b:eth0"] = 1300
+    [finding] = checks.mtu(machine(labs=[lab]))
+    assert finding.fix == ("ip -n rt-b link set eth0 mtu 1400",)
+
+
+def test_lab_host_default_route_and_forwarding_from_the_model():
+    no_default = [route("10.0.0.0/24")]
+    # the model expects none (only internal networks): no finding
+    assert checks.check_namespace(healthy(routes=no_default, planned=True)) == []
+    # the model's gateway, not a guess from the first subnet
+    [finding] = checks.check_namespace(healthy(routes=no_default, planned=True, default_via=("10.0.0.254", "eth0")))
+    assert finding.fix == ("ip -n demo-web route add default via 10.0.0.254 dev eth0",)
+    # forwarding: the lab file's sysctls say so, the kernel has 0
+    [fwd] = checks.forwarding(healthy(planned=True, forwards=True))
+    assert "lab file" in fwd.problem and fwd.fix == ("ip netns exec demo-web sysctl -w net.ipv4.ip_forward=1",)
+    assert checks.forwarding(healthy(planned=True, forwards=False)) == []

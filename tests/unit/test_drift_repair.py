@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 from fakelab import up_over_fakes
 
+from labfiles import lab_text
 from nslab.core import state
 from nslab.core.drift import lab_drift
 from nslab.core.features.firewall import LoadRuleset
@@ -16,17 +17,12 @@ from nslab.core.kinds.veth import AddLinks, RemoveLinks
 from nslab.core.wiring import AddHosts, SetLinkState
 from nslab.lab import Lab, status
 
-LAB = """\
-name: d
-networks:
-  front: {subnet: 10.81.1.0/24}
-  secure: {subnet: 10.81.2.0/24, internal: true}
-hosts:
-  web: {networks: [front]}
-  db: {networks: [secure]}
-links:
-  - {endpoints: [web, db], subnet: 10.90.0.0/30}
-"""
+LAB = lab_text(
+    "d", {"front": "10.81.1.0/24", "secure": "10.81.2.0/24"}, internal=["secure"], hosts={
+        "web": "networks: [front]", "db": "networks: [secure]",
+    },
+    more="links:\n  - {endpoints: [web, db], subnet: 10.90.0.0/30}\n",
+)
 
 
 @pytest.fixture

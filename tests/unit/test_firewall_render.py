@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from labfiles import lab_text, listing_lab
 from nslab.core.features import firewall as fw
 from nslab.core.features.firewall.ports import Machine, check
 from nslab.core.features.firewall.record import FirewallRecord, FwNetwork, PublishedPort, desired
@@ -15,18 +16,13 @@ from nslab.drivers.fake import FakeNftables
 from nslab.drivers.nftables import FakeNft
 from nslab.drivers.sockets import listening_sockets
 
-LAB = """\
-name: demo
-networks:
-  front: {subnet: 10.213.0.0/24}
-  secure: {subnet: 10.213.1.0/24, internal: true}
-hosts:
-  web1: {networks: [front], publish: ["6000:8080"]}
-  web2: {networks: [front], publish: ["0.0.0.0:6001:8080", "127.0.0.1:5353:53/udp"]}
-  sandboxed: {networks: [secure], publish: ["7000:80"]}
-  alone:
-    publish: ["7100:80"]
-"""
+LAB = lab_text(
+    "demo", {"front": "10.213.0.0/24", "secure": "10.213.1.0/24"}, internal=["secure"], hosts={
+        "web1": 'networks: [front], publish: ["6000:8080"]',
+        "web2": 'networks: [front], publish: ["0.0.0.0:6001:8080", "127.0.0.1:5353:53/udp"]',
+        "sandboxed": 'networks: [secure], publish: ["7000:80"]', "alone": 'publish: ["7100:80"]',
+    },
+)
 
 GOLDEN = """\
 table inet nslab {
@@ -201,22 +197,9 @@ def problems(text: str, machine: Machine | None = None, others: dict | None = No
 
 
 def test_check_reports_every_bad_entry_with_file_line_and_field():
-    text = """\
-name: bad
-networks: {n: {}}
-hosts:
-  h:
-    networks: [n]
-    publish:
-      - "70000:80"
-      - "nonsense"
-      - "192.0.2.9:6000:80"
-      - "6100:80"
-      - "6100-6101:81-82"
-      - "198.51.100.2:6200:80/udp"
-      - "127.0.0.5:6300:80"
-  lonely: {publish: ["6400:80"]}
-"""
+    entries = ["70000:80", "nonsense", "192.0.2.9:6000:80", "6100:80", "6100-6101:81-82", "198.51.100.2:6200:80/udp",
+               "127.0.0.5:6300:80"]
+    text = listing_lab("bad", "h", "publish", [f'- "{e}"' for e in entries], more='  lonely: {publish: ["6400:80"]}\n')
     assert problems(text) == [
         "lab.yaml:7: hosts.h.publish[0]: host port 70000 is out of range (1-65535)",
         "lab.yaml:8: hosts.h.publish[1]: 'nonsense' is not [[HOST_IP:]HOST_PORT:]PORT[/tcp|/udp]",

@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+from test_bad_inputs import Entry, lan, one_problem
 
 from nslab import Lab
 from nslab.cli.app import main
@@ -18,19 +19,13 @@ from nslab.errors import SpecError, UserError
 HEAD = "name: bad\nnetworks:\n  lan: {subnet: 10.70.0.0/24}\nhosts:\n"
 
 # (text, [(line, field)]) for lab files given as text
-TEXTS: list[tuple[str, list[tuple[int, str]]]] = [
+TEXTS: list[Entry] = [
     ("name: bad\nname: worse\n", [(2, "name")]),
     (HEAD + "  a: {}\n  a: {}\n", [(6, "hosts.a")]),
     ("name: bad\nnetworks:\n  lan: {}\n  lan: {internal: true}\n", [(4, "networks.lan")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 127.0.0.0/24}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 224.1.0.0/24}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 169.254.1.0/24}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 0.0.0.0/24}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\nnetworks:\n  lan: {subnet: 240.0.0.0/24}\n", [(3, "networks.lan.subnet")]),
-    ("name: bad\ndns: [127.0.0.53]\n", [(2, "dns")]),
-    ("name: bad\ndns: [0.0.0.0]\n", [(2, "dns")]),
-    ("name: bad\ndns: [42]\n", [(2, "dns")]),
-    ("name: bad\ndns: ['::1']\n", [(2, "dns")]),
+    *one_problem(3, "networks.lan.subnet", lan(*(f"subnet: {network}/24" for network in (
+        "127.0.0.0", "224.1.0.0", "169.254.1.0", "0.0.0.0", "240.0.0.0")))),
+    *one_problem(2, "dns", (f"name: bad\ndns: [{server}]\n" for server in ("127.0.0.53", "0.0.0.0", "42", "'::1'"))),
     (HEAD + "  a: {hostname: ''}\n", [(5, "hosts.a.hostname")]),
     (HEAD + "  a: {run: \"echo \\0 hi\"}\n", [(5, "hosts.a.run")]),
     (HEAD + "  \U0001F600: {networks: [lan]}\n", [(5, "hosts.\U0001F600")]),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from labfiles import lab_text
 from nslab.core import state
 from nslab.drivers import Drivers
 from nslab.drivers.fake import (
@@ -22,23 +23,13 @@ from nslab.drivers.fake import (
 from nslab.errors import NslabError
 from nslab.lab import Lab, down
 
-LAB = """\
-name: core
-networks:
-  front: {subnet: 10.81.1.0/24}
-  secure: {subnet: 10.81.2.0/24, internal: true}
-hosts:
-  web:
-    networks: [front]
-    hostname: www
-    publish: ["6000:8080"]
-    run: exec python3 -m http.server 8080
-  db:
-    networks: [secure]
-    run: exec sleep 1000
-links:
-  - [web, db]
-"""
+LAB = lab_text(
+    "core", {"front": "10.81.1.0/24", "secure": "10.81.2.0/24"}, internal=["secure"], hosts={
+        "web": 'networks: [front], hostname: www, publish: ["6000:8080"], run: exec python3 -m http.server 8080',
+        "db": "networks: [secure], run: exec sleep 1000",
+    },
+    more="links:\n  - [web, db]\n",
+)
 
 EDITED = LAB.replace("links:", """\
   extra:

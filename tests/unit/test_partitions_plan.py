@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import pytest
 
+from labfiles import lab_text
 from nslab.drivers.fake import FakeShaper, fake_drivers
 from nslab.errors import NslabError, UserError
 from nslab.lab import Lab
 
-LAB = """\
-name: part
-networks:
-  front: {subnet: 10.83.1.0/24}
-  back: {subnet: 10.83.2.0/24}
-hosts:
-  a: {networks: {front: 10.83.1.10}}
-  b: {networks: {front: 10.83.1.11}}
-  c: {networks: {back: 10.83.2.10}}
-partitions: [[a, back]]
-"""
+LAB = lab_text(
+    "part", {"front": "10.83.1.0/24", "back": "10.83.2.0/24"}, hosts={
+        "a": "networks: {front: 10.83.1.10}", "b": "networks: {front: 10.83.1.11}",
+        "c": "networks: {back: 10.83.2.10}",
+    },
+    more="partitions: [[a, back]]\n",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from nslab.core.publish import ANY, PICK, Mapping, PublishSyntaxError, parse
+from nslab.core.publish import ANY, PICK, Mapping, parse
+from nslab.errors import PublishSyntaxError
 
 IP = ipaddress.IPv4Address
 IP6 = ipaddress.IPv6Address

@@ -13,7 +13,7 @@ import pytest
 from nslab.core import kept as kept_form
 from nslab.core import lifecycle, load
 from nslab.drivers.fake import fake_drivers
-from nslab.errors import NslabError
+from nslab.errors import NslabError, StaleKeptForm
 from nslab.lab import Lab, down
 
 LAB = """\
@@ -114,7 +114,7 @@ def test_other_resolve_inputs_read_the_file_the_full_way(lab_file):
     drivers.kernel.machine_networks = lambda: [(ipaddress.IPv4Network("10.99.0.0/16"), "route on eth1")]
     kept = load.kept_file(lab_file)
     assert kept is not None
-    with pytest.raises(load.Stale):
+    with pytest.raises(StaleKeptForm):
         lifecycle.up(kept, drivers, dry_run=True)
     assert lifecycle.up_file(lab_file, drivers, dry_run=True).commands()  # the full way answers
 

@@ -106,7 +106,7 @@ def test_docker_container_lookup(fake_docker):
 
 def test_docker_not_running(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
-    with pytest.raises(targets.DockerUnavailable, match="Docker is not running"):
+    with pytest.raises(TargetError, match="Docker is not running"):
         targets.container("app")
     assert targets.running_containers() == []
 

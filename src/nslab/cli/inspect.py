@@ -10,7 +10,8 @@ import click
 
 @click.command()
 @click.argument("what", metavar="[TARGET|LAB]", required=False)
-@click.option("--to", "to", metavar="ADDR[:PORT]", help="Also check that the namespace has a route to ADDR.")
+@click.option("--to", "to", metavar="ADDR[:PORT]",
+              help="Also check the route to ADDR and probe it (ICMP; :PORT TCP, :PORT/udp UDP; [ADDR6]:PORT).")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default=None,
               help="text (table, the default), json or yaml.")
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
@@ -26,9 +27,12 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
     drop policies (Docker, ufw, firewalld), masquerade of NAT networks,
     loopback stub resolvers that do not exist in the namespace, silent
     nameservers, strict rp_filter, MTU mismatches, subnets overlapping the
-    machine's routes, and leftovers for `nslab gc`. Read-only: the only
-    packets sent are one ARP request per gateway and one DNS query per
-    nameserver the namespace's resolv.conf names.
+    machine's routes, leftovers for `nslab gc`, and the cells of `nslab
+    check` that disagree with the lab's reachability model (lab hosts are
+    judged by that model: their default route, forwarding, MTUs).
+    Read-only: the only packets sent are one ARP request per gateway, one
+    DNS query per nameserver the namespace's resolv.conf names, check's
+    probes and the --to probe.
     Exit status: 0 healthy, 1 problems found.
     """
     from ..linux import require_root

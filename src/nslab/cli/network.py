@@ -27,19 +27,23 @@ from . import complete
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
 @click.option("-6", "--ipv6", "ipv6", is_flag=True,
               help="Probe over IPv6 (dual-stack networks; the outside is the machine's IPv6 gateway).")
+@click.option("--explain", nargs=2, metavar="A B[:PORT]", default=None,
+              help="Print the hops the model expects from host A to B (a host, outside or an address) and back; "
+                   "probes nothing.")
 def check(lab_name: str | None, file: str | None, port: str | None, source: str | None, timeout: float,
-          output: str | None, as_json: bool, ipv6: bool) -> None:
+          output: str | None, as_json: bool, ipv6: bool, explain: tuple[str, str] | None) -> None:
     """Probe every pair of hosts and each host toward the outside; compare with the lab's policy.
 
     \b
     Rows are sources, columns targets ("outside" is the machine's uplink gateway).
     A cell reads "reach" or "block"; in capitals with "!" ("REACH!", "BLOCK!")
-    when that is NOT what the lab implies (same network reaches, isolation and
-    internal networks block, links join their two ends, interfaces put down
-    with `nslab link` carry nothing). Exit 0 when every cell matches, 1 when
-    any differs, 2 for bad input. Without LAB: the lab of -f FILE, else of
-    the lab file here (nslab.yaml, nslab.yml, the one *.nslab.yaml), else
-    the only lab that is up.
+    when that is NOT what the lab implies: the reachability model (routes,
+    default routes, hosts that forward, internal networks, isolation, NAT,
+    partitions, interfaces put down with `nslab link`), or the lab file's
+    expect: entries; an unexpected cell shows the hops the model expected.
+    Exit 0 when every cell matches, 1 when any differs, 2 for bad input.
+    Without LAB: the lab of -f FILE, else of the lab file here (nslab.yaml,
+    nslab.yml, the one *.nslab.yaml), else the only lab that is up.
     """
     from ..linux import require_root
     from ..tools.check import check as run_check
@@ -48,6 +52,9 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     from .labs import _output, which_lab
 
     output = _output(output, as_json, False)
+    if explain is not None:
+        _explain(which_lab(lab_name, file), explain, ipv6)
+        return
     require_root("check sends probes from inside the hosts' namespaces")
     matrix = run_check(which_lab(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
     if output in ("json", "yaml"):
@@ -57,6 +64,15 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     if not matrix.ok:
         bad = sum(not c.ok for c in matrix.cells)
         raise NslabError(f"{bad} of {len(matrix.cells)} cells differ from what lab {matrix.lab} implies")
+
+
+def _explain(name: str, pair: tuple[str, str], ipv6: bool) -> None:
+    from ..linux import require_root
+    from ..tools.check import explain
+
+    require_root("check --explain reads the lab's state in /run/nslab, readable by root only")
+    for line in explain(name, pair[0], pair[1], ipv6).lines():
+        click.echo(line)
 
 
 @click.command()
@@ -135,7 +151,44 @@ def port(target: str, port_spec: str | None) -> None:
             click.echo(line)
 
 
+@click.command(name="test")
+@click.argument("lab_name", required=False, metavar="[LAB]", shell_complete=complete.labs)
+@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Take the lab name from this file.",
+              shell_complete=complete.lab_files)
+@click.option("--junit", metavar="FILE", default=None, help="Also write the cases as JUnit XML to FILE.")
+@click.option("--timeout", type=click.FloatRange(0.05, 30), default=1.0, show_default=True,
+              help="Seconds a probe of the matrix waits for its answer.")
+def test_lab(lab_name: str | None, file: str | None, junit: str | None, timeout: float) -> None:
+    """Run the lab file as a test on the lab that is up.
+
+    
+    Cases: every cell of `nslab check` ("check A->B"), the cells of each
+    expect: entry with a port ("check A->B:PORT"), then the lab file's tests:
+    (exec: a command inside a host; http: a GET from inside a host). Prints
+    "PASS NAME" or "FAIL NAME: why" per case and "N passed, M failed".
+    Exit 0 when every case passes, 1 when any fails, 2 when the lab is not up.
+    """
+    from ..linux import require_root
+    from ..tools import labtest
+    from .labs import which_lab
+
+    require_root("test probes and runs commands inside the hosts' namespaces")
+    name = which_lab(lab_name, file)
+
+    def report(case: labtest.Case) -> None:
+        click.echo(f"PASS {case.name}" if case.ok else f"FAIL {case.name}: {case.why}")
+
+    cases = labtest.run(name, timeout, report)
+    failed = sum(not c.ok for c in cases)
+    click.echo(f"{len(cases) - failed} passed, {failed} failed")
+    if junit:
+        labtest.junit(name, cases, junit)
+    if failed:
+        raise SystemExit(1)
+
+
 def register(group: click.Group) -> None:
     group.add_command(check)
+    group.add_command(test_lab)
     group.add_command(link)
     group.add_command(port)

@@ -233,8 +233,11 @@ def check_matrix(matrix: Any) -> str:
     bad = [c for c in matrix.cells if not c.ok]
     for c in bad:
         want = "reachable" if c.expected else "blocked"
+        by = "an expect: entry says" if c.by == "expect" else "the lab implies"
         text += (f"unexpected: {c.source} -> {c.target} ({c.address or 'no address'}): {c.result}, "
-                 f"the lab implies {want}\n")
+                 f"{by} {want}\n")
+        if c.path:
+            text += f"    model: {c.path}\n"
     text += f"{len(matrix.cells) - len(bad)}/{len(matrix.cells)} cells as the lab implies\n"
     return text
 
@@ -249,9 +252,10 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
         state = s["state"]
         if state == "exited" and s.get("processes"):
             state += f" ({s['processes']} left)"
+        user = (s.get("user") or "root") + (" (contained)" if s.get("contained") else "")
         rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
-                     str(s["restarts"]), s["restart"], s["command"]])
-    table("", ["service", "state", "pid", "exit", "restarts", "restart", "command"], rows, wide)
+                     str(s["restarts"]), s["restart"], user, s["command"]])
+    table("", ["service", "state", "pid", "exit", "restarts", "restart", "user", "command"], rows, wide)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")

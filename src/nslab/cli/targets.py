@@ -257,23 +257,34 @@ def detach(name: str, force: bool) -> None:
 @click.option("-p", "--publish", multiple=True, metavar="SPEC",
               help="Publish a port, as in a lab file (repeatable); PORT alone: a free host port is picked and printed.")
 @click.option("--dns", multiple=True, metavar="ADDRESS", help="A DNS server for the namespace (repeatable).")
+@click.option("--user", metavar="USER[:GROUP]", help="Run CMD as USER (name or uid; no capabilities unless --cap-add).")
+@click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability (NET_ADMIN, or ALL; repeatable).")
+@click.option("--cap-add", multiple=True, metavar="CAP", help="Keep or give a capability (repeatable).")
+@click.option("--read-only", is_flag=True, help="The machine's filesystem read-only (tmpfs on /tmp and /run).")
+@click.option("--tmpfs", multiple=True, metavar="PATH", help="A fresh tmpfs on PATH (repeatable).")
+@click.option("--writable", multiple=True, metavar="PATH", help="Keep PATH read-write under --read-only (repeatable).")
+@click.option("--private-tmp", is_flag=True, help="A fresh /tmp of CMD's own.")
+@click.option("--pid", type=click.Choice(["host", "private"]), default="host", show_default=True,
+              help="private: CMD in a PID namespace of its own (it sees only its own processes).")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tuple[str, ...]) -> None:
+def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tuple[str, ...], **confine: Any) -> None:
     """Run CMD in a fresh network namespace, gone when CMD exits.
 
     Like `unshare -n`; exits with CMD's status. With --network nat or internal, the namespace is a one-host
-    lab (egress, DNS and published ports as in lab files) that is taken down afterwards.
+    lab (egress, DNS and published ports as in lab files) that is taken down afterwards. --user, --cap-drop,
+    --read-only, --private-tmp and --pid confine CMD as the same fields of a lab file confine a host's services.
     """
     from ..linux import require_root
-    from ..tools.throwaway import run_cli
+    from ..tools.throwaway import containment, run_cli
 
     argv = argv[1:] if argv and argv[0] == "--" else argv
     if not argv:
         raise click.UsageError("give a command after --")
     if network == "none" and (publish or dns):
         raise click.UsageError("--publish and --dns need --network nat or internal")
+    contain = containment(confine)
     require_root("run creates a network namespace")
-    sys.exit(run_cli(list(argv), network, list(publish), list(dns)))
+    sys.exit(run_cli(list(argv), network, list(publish), list(dns), contain))
 
 
 @click.command()

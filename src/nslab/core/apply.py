@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KernelError, NslabError
+from ..errors import ApplyError, NslabError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,14 +22,6 @@ if TYPE_CHECKING:
     from .plan import Action, Plan
 
 ProgressCallback = Callable[[int, int, str], None]
-
-
-class ApplyError(KernelError):
-    """Applying a plan failed and was rolled back; ``rollback_failures`` lists what could not be undone."""
-
-    def __init__(self, message: str, rollback_failures: list[str]) -> None:
-        super().__init__(message)
-        self.rollback_failures = rollback_failures
 
 
 def apply(plan: Plan, drivers: Drivers, progress: ProgressCallback | None = None) -> list[Action]:

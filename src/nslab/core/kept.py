@@ -13,8 +13,8 @@ file:line), whether it asks for the machine's ULA range, and the resolved lab (s
 set of resolve inputs it was resolved with (the machine's occupied networks and the lab's previous
 allocations: a different machine gets a fresh resolve). The resolved lab holds everything the features plan
 from (model.py), so nothing of the file itself is kept. Only a file that passed every check is kept; load.py
-reads the file the full way whenever the kept form does not answer (:class:`Stale`), so every error message
-still comes from spec.py and resolve.py.
+reads the file the full way whenever the kept form does not answer (:class:`~nslab.errors.StaleKeptForm`),
+so every error message still comes from spec.py and resolve.py.
 
 Nothing here is authoritative: a missing, unreadable or foreign entry is a miss. ``/run`` is a tmpfs, so the
 kept forms go with the reboot; at most :data:`MAX_ENTRIES` files are kept (oldest removed first).
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..errors import SourceLines
+from ..errors import SourceLines, StaleKeptForm
 from ..paths import cache_dir
 
 TYPE_CHECKING = False
@@ -40,10 +40,6 @@ FORMAT = 2  # 2: the resolved lab only (1 kept the raw spec as well)
 MAX_ENTRIES = 32
 MAX_VARIANTS = 4  # resolve inputs kept per file (e.g. fresh machine vs the lab's own previous allocations)
 MAX_FILE_BYTES = 4 << 20  # spec.MAX_FILE_BYTES: anything larger is read the full way (and refused there)
-
-
-class Stale(Exception):
-    """The kept form does not answer for this run: read the file the full way (nothing has changed yet)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,13 +112,13 @@ class Entry:
         self.variants: list[dict[str, Any]] = data["variants"]
 
     def resolved(self, inputs: str) -> Lab:
-        """The lab as resolved with these inputs; :class:`Stale` when it never was."""
+        """The lab as resolved with these inputs; :class:`~nslab.errors.StaleKeptForm` when it never was."""
         from .state import lab_from_dict
 
         for variant in self.variants:
             if variant["inputs"] == inputs:
                 return lab_from_dict(variant["lab"])
-        raise Stale("resolved with other inputs: resolve it the full way")
+        raise StaleKeptForm("resolved with other inputs: resolve it the full way")
 
 
 def _entry_path(key: str) -> str:

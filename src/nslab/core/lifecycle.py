@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import paths
 from ..drivers import Drivers
-from ..errors import ConflictError, TeardownError
+from ..errors import ConflictError, StaleKeptForm, TeardownError
 from ..model import Lab
 from ..naming import parse_owner
 from ..values import Value, field
@@ -166,7 +166,7 @@ def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
     if lab_file is not None:
         try:
             return up(lab_file, drivers, dry_run, progress)
-        except load.Stale:
+        except StaleKeptForm:
             pass  # raised before any change (while validating): the full way starts from the same machine
     return up(load.read(path), drivers, dry_run, progress)
 

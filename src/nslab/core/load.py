@@ -8,8 +8,9 @@
   every problem at once, in file order;
 - resolve: :func:`resolved` gives the lab when nothing is wrong and raises every problem otherwise;
 - keep: a file read the full way that passed every check is kept with its resolved lab (kept.py). A kept
-  file that does not answer for this run (other resolve inputs, or any problem) raises :class:`Stale`:
-  the caller reads it the full way, so every error message keeps its file:line and field path.
+  file that does not answer for this run (other resolve inputs, or any problem) raises
+  :class:`~nslab.errors.StaleKeptForm`: the caller reads it the full way, so every error message keeps its
+  file:line and field path.
 """
 
 from __future__ import annotations
@@ -17,18 +18,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Problem, ResolveError, SourceLines, SpecError, UserError
+from ..errors import Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
 from ..model import Occupied
 from ..values import Value, replace
 from . import features, kept, state
-from .kept import Stale
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only a file read the full way pays for it
     from ..drivers import Drivers
     from ..model import Lab
     from .spec import Parsed
 
-__all__ = ["Checked", "Inputs", "LabFile", "Stale", "from_text", "kept_file", "read", "resolved", "validate"]
+__all__ = ["Checked", "Inputs", "LabFile", "from_text", "kept_file", "read", "resolved", "validate"]
 
 
 class LabFile(Value):
@@ -149,7 +149,7 @@ class Checked(Value):
 def _resolve(lab_file: LabFile, inputs: Inputs, drivers: Drivers | None) -> tuple[Lab, list[Problem]]:
     if lab_file.entry is not None:
         if drivers is None:
-            raise Stale("no machine to compare the resolve inputs with: resolve it the full way")
+            raise StaleKeptForm("no machine to compare the resolve inputs with: resolve it the full way")
         return replace(lab_file.entry.resolved(inputs.digest()), source=lab_file.path), []
     from .resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
 
@@ -163,7 +163,7 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     """Every problem of the lab in one pass, changing nothing: the file's schema, names and references,
     addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
     each feature's checks (published ports...), and names nslab would create that the machine already has.
-    A kept file whose inputs were never seen raises :class:`Stale`."""
+    A kept file whose inputs were never seen raises :class:`~nslab.errors.StaleKeptForm`."""
     inputs = machine_inputs(lab_file, drivers, recorded)
     lab, problems = _resolve(lab_file, inputs, drivers)
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
@@ -195,11 +195,11 @@ def problem_error(problems: list[Problem], lab_file: LabFile) -> UserError:
 # --- resolve and keep ----------------------------------------------------------------------------------------
 def resolved(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None) -> Lab:
     """The lab of ``lab_file`` validated against the machine; every problem raised at once (a kept file:
-    :class:`Stale`, to be read the full way). A file read the full way and found right is kept."""
+    :class:`~nslab.errors.StaleKeptForm`, to be read the full way). A file read the full way and found right is kept."""
     checked = validate(lab_file, drivers, recorded)
     if checked.problems:
         if lab_file.entry is not None:
-            raise Stale("a problem: read the file the full way to report it")
+            raise StaleKeptForm("a problem: read the file the full way to report it")
         raise problem_error(checked.problems, lab_file)
     if drivers is not None and lab_file.text is not None and lab_file.path:
         keep(lab_file, checked)

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..errors import PublishSyntaxError
 from ..values import Value
 
 PROTOCOLS = ("tcp", "udp")
 PICK = 0  # host_port of a mapping whose host port is picked at ``up``
 ANY = ipaddress.IPv4Address("0.0.0.0")
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
-
-
-class PublishSyntaxError(ValueError):
-    """A publish string that cannot be understood; the message is meant for the user."""
 
 
 class Mapping(Value):

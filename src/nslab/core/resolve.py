@@ -37,6 +37,7 @@ from typing import Any
 
 from ..errors import Problem, ResolveError, field_path
 from ..model import (
+    NO_CONTAINMENT,
     Dns,
     Host,
     Interface,
@@ -52,8 +53,8 @@ from ..model import (
 )
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
-from . import kinds
-from .features import containers, dns, firewall, impair, partitions, services
+from . import kinds, labtests
+from .features import contain, containers, dns, firewall, impair, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, name_rule
 from .wiring import PER_INTERFACE_SYSCTL
 
@@ -468,6 +469,7 @@ class _Resolution:
             container=containers.resolve(host_name, host, namespace_name(self.lab, host_name), report),
             gateway6=gateway6,
             services=services.resolve(host_name, host, report),
+            contain=contain.resolve(host_name, host, report) if host.image is None else NO_CONTAINMENT,
             dns=resolver,
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
@@ -568,6 +570,7 @@ def resolve_all(
     resolution.assign_addresses6()
     resolution.resolve_links()
     hosts = resolution.build_hosts()
+    expect, tests = labtests.resolve(spec, out.add)
     lab = Lab(
         name=spec.name,
         source=file,
@@ -575,6 +578,8 @@ def resolve_all(
         hosts=hosts,
         links=tuple(resolution.links),
         partitions=partitions.resolve(spec),
+        expect=expect,
+        tests=tests,
     )
     return lab, out.problems
 

@@ -331,9 +331,18 @@ class HostSpec(_WithDns):
     command: str | list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     volumes: list[str] = Field(default_factory=list)
-    user: str | None = None
     workdir: str | None = None
     pull: bool = False
+    # What confines the processes it runs (features/contain.py): its services, or a container host's container.
+    user: str | None = None  # NAME|UID[:GROUP|GID]
+    cap_drop: list[str] = Field(default_factory=list)  # capability names (NET_ADMIN or CAP_NET_ADMIN), or ALL
+    cap_add: list[str] = Field(default_factory=list)
+    no_new_privileges: bool | None = None  # unset: yes when user is set
+    read_only: bool = False
+    tmpfs: list[str] = Field(default_factory=list)  # absolute paths
+    writable: list[str] = Field(default_factory=list)
+    private_tmp: bool = False
+    pid: Literal["host", "private"] = "host"
 
     @field_validator("image")
     @classmethod
@@ -379,6 +388,18 @@ class HostSpec(_WithDns):
             parts = volume.split(":")
             if len(parts) not in (2, 3) or not all(parts[:2]) or not parts[1].startswith("/"):
                 raise ValueError(f"'{volume}' is not SOURCE:/TARGET[:ro|rw]")
+        return value
+
+    @field_validator("cap_drop", "cap_add", "tmpfs", "writable", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("user")
+    @classmethod
+    def _user_form(cls, value: str | None) -> str | None:
+        if value is not None and (not value.partition(":")[0] or any(c.isspace() or c == "\0" for c in value)):
+            raise ValueError(f"'{value}' is not NAME|UID[:GROUP|GID]")
         return value
 
     @field_validator("default", mode="before")
@@ -489,6 +510,63 @@ class LinkSpec(_Strict):
         return value
 
 
+# --- the lab file as its own test (core/labtests.py) ------------------------------------------------------
+class ExpectSpec(_Strict):
+    """``{from: a, to: "b:80", reach: false}``: what ``check`` and ``test`` expect of the cells it names
+    (host names or globs; ``to: outside``; ``:PORT`` or ``:PORT/udp`` for one probe kind), over the model's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = Field(alias="from")
+    to: str
+    reach: bool = True
+
+
+class TestExpectSpec(_Strict):
+    """What a test's outcome must be: ``exit`` and ``stdout`` (a command), ``status`` and ``body`` (HTTP);
+    ``stdout`` and ``body`` are regular expressions (Python's ``re.search``)."""
+
+    exit: int | None = None
+    stdout: str | None = None
+    status: int | None = None
+    body: str | None = None
+
+    @field_validator("stdout", "body")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class LabTestSpec(_Strict):
+    """``{name, from: HOST, exec: CMD | http: URL, expect: {...}}``: a case ``nslab test`` runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str | None = None
+    source: str = Field(alias="from")
+    exec: str | None = None
+    http: str | None = None
+    expect: TestExpectSpec = Field(default_factory=TestExpectSpec)
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> LabTestSpec:
+        if (self.exec is None) == (self.http is None):
+            raise ValueError("give exactly one of exec: CMD and http: URL")
+        if self.http is not None and not re.match(r"^http://[^/\s]+", self.http):
+            raise ValueError(f"http: '{self.http}' is not an http:// URL")
+        e = self.expect
+        if self.exec is not None and (e.status is not None or e.body is not None):
+            raise ValueError("expect: status and body are for http: tests (exec: takes exit and stdout)")
+        if self.http is not None and (e.exit is not None or e.stdout is not None):
+            raise ValueError("expect: exit and stdout are for exec: tests (http: takes status and body)")
+        return self
+
+
 class LabSpec(_WithDns):
     """The whole lab file."""
 
@@ -497,6 +575,8 @@ class LabSpec(_WithDns):
     hosts: dict[str, HostSpec] = Field(default_factory=dict)
     links: list[LinkSpec] = Field(default_factory=list)
     partitions: list[tuple[str, str]] = Field(default_factory=list)  # hosts or networks cut from each other
+    expect: list[ExpectSpec] = Field(default_factory=list)  # verdicts over the model's (core/labtests.py)
+    tests: list[LabTestSpec] = Field(default_factory=list)  # cases `nslab test` runs
 
     @field_validator("name")
     @classmethod

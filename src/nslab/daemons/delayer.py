@@ -96,14 +96,11 @@ def packet_ids(data: bytes) -> list[int]:
 def open_queue(netns: str, queue: int) -> socket.socket:
     """A netlink socket bound to ``queue`` in the namespace ``netns`` (a socket stays in the namespace where it
     was made: a short-lived thread enters it, opens the socket, and vanishes)."""
-    from ..linux import CLONE_NEWNET, in_thread, setns
+    from ..linux import in_namespace
 
-    def work() -> socket.socket:
-        with open(netns) as fh:
-            setns(fh.fileno(), CLONE_NEWNET)
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-
-    sock = in_thread(work, "nslab-queue")
+    with open(netns) as fh:
+        sock = in_namespace(fh.fileno(), lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER),
+                            name="nslab-queue")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind((0, 0))
     for request in bind_request(queue):

@@ -33,11 +33,13 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import linux, paths
 from ..drivers import files, process, procfs
 from ..ns import nsenter
+from .contain import PidNamespaces, private_hosts
 from .dnsforward import Forwarder
 
 RESTART_MIN, RESTART_MAX, RESET_AFTER = 0.2, 5.0, 10.0
@@ -147,11 +149,12 @@ class Service:
         except OSError:
             pass
 
-    def start(self) -> None:
+    def start(self, fork: Callable[[], int] = os.fork) -> None:
+        """Fork and exec the service; ``fork``: into its host's PID namespace (``pid: private``, contain.py)."""
         if self.tracker.cgroup:
             os.makedirs(self.tracker.cgroup, exist_ok=True)
         self.note(f"start: {self.spec['command']}")
-        pid = os.fork()
+        pid = fork()
         if pid == 0:  # the child: never returns
             _child(self.spec)
         self.pid, self.state, self.started_at, self.restart_at = pid, "running", time.monotonic(), None
@@ -192,8 +195,10 @@ def _child(spec: dict[str, Any]) -> None:
         os.dup2(log, 2)
         os.closerange(3, 65536)
         nsenter.enter_host(spec["namespace"], spec.get("uts"))
+        confined = _confine(spec)
         os.chdir(spec.get("cwd") or "/")
-        env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"]}
+        env = {**os.environ, process.SERVICE_ENV: spec["token"], "NSLAB_LAB": spec["lab"], "NSLAB_HOST": spec["host"],
+               **confined}
         env.pop("NSLAB_STATE_DIR", None)
         os.execvpe("/bin/sh", ["sh", "-c", spec["command"]], env)
     except BaseException as exc:  # report anything, then leave without running Python cleanup
@@ -201,6 +206,17 @@ def _child(spec: dict[str, Any]) -> None:
             os.write(2, f"[nslab] cannot start: {exc}\n".encode())
         finally:
             os._exit(127)
+
+
+def _confine(spec: dict[str, Any]) -> dict[str, str]:
+    """A contained service's mounts, user and capabilities (ns/contain.py); the environment it adds."""
+    if "contain" not in spec:
+        return {}
+    from ..model import Containment
+    from ..ns import contain
+    from ..records import decode
+
+    return contain.apply(decode(Containment, spec["contain"]), spec.get("private_tmp"))
 
 
 class Supervisor:
@@ -222,6 +238,7 @@ class Supervisor:
         self.error: str | None = None
         self.dns_error: str | None = None  # the last unexpected failure of the forwarder (it went on)
         self.stopping = False
+        self.pid_namespaces = PidNamespaces()  # of the hosts with `pid: private`
 
     def _catch_signals(self) -> int:
         """Signals only wake the loop (their numbers arrive on a pipe), so the loop is the one place that acts."""
@@ -244,7 +261,7 @@ class Supervisor:
 
     def _start(self, s: Service) -> None:
         """Start a service and keep the index of its log (watched from now on)."""
-        s.start()
+        s.start(self.pid_namespaces.fork_for(s.spec))
         log = s.spec["log"]
         times = self.times.get(log)
         if times is None:
@@ -323,6 +340,7 @@ class Supervisor:
                 return changed
             if pid == 0:
                 return changed
+            self.pid_namespaces.exited(pid)
             for s in self.services:
                 if s.pid == pid:
                     s.exited(os.waitstatus_to_exitcode(status))
@@ -356,6 +374,7 @@ class Supervisor:
         for s in self.services:
             if s.id not in kept:
                 self._start(s)
+        self.pid_namespaces.keep(private_hosts(wanted.values()))
         self._index_all()
         old, self.config = self.config, config
         self._restart_relays(old)
@@ -431,6 +450,7 @@ class Supervisor:
         for s in self.services:
             s.restart_at, s.stopping = None, True
         process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        self.pid_namespaces.close()
         if self.proxy is not None:
             self.proxy.close()
         for s in self.services:

@@ -21,23 +21,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import linux, paths
-from ..errors import EnvironmentProblem, KernelError, NslabError
+from ..errors import DockerError, DockerUnavailable, KernelError, NslabError
 
 #: Labels every container nslab creates carries: the lab and the host (``docker ps --filter label=nslab.lab=L``).
 LAB_LABEL = "nslab.lab"
 HOST_LABEL = "nslab.host"
 #: How long ``docker stop`` waits before SIGKILL when a container goes (seconds): a lab host is disposable.
 STOP_TIMEOUT = 1
-
-
-class DockerError(NslabError):
-    """Docker answered, but refused or failed a request."""
-
-    exit_code = 1
-
-
-class DockerUnavailable(EnvironmentProblem):
-    """Nothing answers on the Docker API socket."""
 
 
 def docker_socket() -> str:
@@ -249,9 +239,23 @@ class LiveDocker:
         try:
             fd = _open_inside(root, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         except OSError as exc:
-            raise KernelError(f"cannot write {path} in container {ident}: {exc.strerror}") from None
+            fd = self._docker_side(ident, path, exc)
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+
+    def _docker_side(self, ident: str, path: str, failure: OSError) -> int:
+        """A read-only container (``read_only:``) has its /etc/hosts and resolv.conf bound read-only: the
+        files Docker keeps for it on the machine (``HostsPath``, ``ResolvConfPath``) show through the binds."""
+        import errno
+
+        key = {"/etc/hosts": "HostsPath", "/etc/resolv.conf": "ResolvConfPath"}.get(path)
+        source = (self.inspect(ident) or {}).get(key or "") if failure.errno == errno.EROFS else None
+        try:
+            if not source:
+                raise failure
+            return os.open(source, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelError(f"cannot write {path} in container {ident}: {exc.strerror}") from None
 
     # -- namespaces ----------------------------------------------------------------------------------------
     def name_netns(self, name: str, pid: int) -> None:
@@ -278,20 +282,11 @@ class LiveDocker:
 def _no_autoconf_in(path: str) -> None:
     from .netlink import _no_ipv6_autoconf
 
-    def work() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-            try:
-                _no_ipv6_autoconf()
-            finally:
-                linux.setns(home, linux.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-            os.close(home)
-
-    linux.in_thread(work, "nslab-netns")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        linux.in_namespace(fd, _no_ipv6_autoconf, name="nslab-netns")
+    finally:
+        os.close(fd)
 
 
 def _open_inside(root: str, path: str, flags: int) -> int:

@@ -95,7 +95,7 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
 
     def work() -> dict[str, Namespace]:
         made: dict[str, Namespace] = {}
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        home = linux.own_namespace()
         try:
             for name in names:
                 path = netns_path(name)
@@ -104,24 +104,11 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
                 except FileExistsError:
                     raise KernelError(f"namespace {name} already exists (not made by this lab)") from None
                 try:
-                    linux.unshare(linux.CLONE_NEWNET)
-                    _no_ipv6_autoconf()
-                    if name in dual_stack:
-                        _write_proc(KEEP_ADDR_ON_DOWN, b"1")
-                        _write_proc(NO_DAD, b"0")  # IPAM made addresses unique; link-local usable at once
-                    linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        sock = rtnl.open_socket()
-                    except OSError:
-                        os.close(fd)
-                        raise
-                    made[name] = Namespace(name, fd, sock)
+                    with linux.Visit(None, home=home):  # a new namespace, named by the bind mount
+                        made[name] = _made_here(name, path, name in dual_stack)
                 except OSError as exc:
                     _remove_namespace_file(path)
                     raise KernelError(f"cannot create namespace {name}: {exc.strerror}") from exc
-                finally:
-                    linux.setns(home, linux.CLONE_NEWNET)
         except BaseException:
             for ns in made.values():
                 ns.close()
@@ -175,27 +162,32 @@ def _no_ipv6_autoconf() -> None:
         os.close(fd)
 
 
+def _made_here(name: str, path: str, dual_stack: bool) -> Namespace:
+    """In the new namespace the calling thread is in: set it up, name it (bind mount at ``path``), open it."""
+    _no_ipv6_autoconf()
+    if dual_stack:
+        _write_proc(KEEP_ADDR_ON_DOWN, b"1")
+        _write_proc(NO_DAD, b"0")  # IPAM made addresses unique; link-local usable at once
+    linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return Namespace(name, fd, rtnl.open_socket())
+    except OSError:
+        os.close(fd)
+        raise
+
+
 def open_namespace(name_or_path: str) -> Namespace:
     """Open an existing namespace (a name under /run/netns or any nsfs path). Never creates one."""
     path = name_or_path if "/" in name_or_path else netns_path(name_or_path)
 
-    def work() -> Namespace:
+    try:
         fd = os.open(path, os.O_RDONLY)
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-            try:
-                return Namespace(os.path.basename(path), fd, rtnl.open_socket())
-            finally:
-                linux.setns(home, linux.CLONE_NEWNET)
+            return Namespace(os.path.basename(path), fd, linux.in_namespace(fd, rtnl.open_socket, name="nslab-netns"))
         except OSError:
             os.close(fd)
             raise
-        finally:
-            os.close(home)
-
-    try:
-        return linux.in_thread(work, "nslab-netns")
     except OSError as exc:
         raise KernelError(f"cannot open namespace {path}: {exc.strerror}") from exc
 
@@ -361,7 +353,7 @@ class NetlinkKernel:
 
         def work() -> dict[str, socket.socket]:
             socks: dict[str, socket.socket] = {}
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            home = linux.own_namespace()
             try:
                 for name in namespaces:
                     try:
@@ -369,11 +361,10 @@ class NetlinkKernel:
                     except OSError:
                         continue  # no such namespace: None below
                     try:
-                        linux.setns(fd, linux.CLONE_NEWNET)
-                        socks[name] = rtnl.open_socket()
+                        with linux.Visit(fd, home=home):
+                            socks[name] = rtnl.open_socket()
                     finally:
                         os.close(fd)
-                        linux.setns(home, linux.CLONE_NEWNET)
             except BaseException:
                 for sock in socks.values():
                     sock.close()
@@ -621,7 +612,7 @@ class NetlinkKernel:
         ``routes``. Replaces ``ip netns exec NS sysctl -qw KEY=VALUE`` and ``ip -n NS route add TO via VIA``."""
         ns = open_namespace(namespace)
         try:
-            former = linux.in_thread(lambda: _write_sysctls_in(ns.fd, sysctls), "nslab-sysctl") if sysctls else []
+            former = _write_sysctls_in(ns, sysctls) if sysctls else []
             batch = Batch()
             for route in routes:
                 rtnl.add_route(batch, route.to, route.via, namespace)
@@ -641,7 +632,7 @@ class NetlinkKernel:
                 rtnl.delete_route(batch, route.to, route.via, namespace)
             failures = batch.commit(ns.sock, tolerate=(errno.ESRCH,))
             try:
-                linux.in_thread(lambda: _write_sysctls_in(ns.fd, list(reversed(sysctls))), "nslab-sysctl")
+                _write_sysctls_in(ns, list(reversed(sysctls)))
             except KernelError as exc:
                 failures.append(str(exc))
             return failures
@@ -762,7 +753,7 @@ def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
                                  ("net.ipv6.conf.default.keep_addr_on_down", "1"),
                                  ("net.ipv6.conf.default.accept_dad", "0")]
                 try:
-                    _set_defaults_in(ns, defaults)
+                    _write_sysctls_in(ns, defaults)
                 except (OSError, KernelError):
                     pass  # a kernel without IPv6: nothing to set (as create_namespaces)
     except BaseException:
@@ -770,10 +761,6 @@ def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
             ns.close()
         raise
     return opened
-
-def _set_defaults_in(ns: Namespace, sysctls: list[tuple[str, str]]) -> None:
-    linux.in_thread(lambda: _write_sysctls_in(ns.fd, sysctls), "nslab-sysctl")
-
 
 def _host_batch(lab: Lab, h: Host, machine_ns: int) -> Batch:
     """Inside a new host: lo up, each veth to a bridge (with its addresses, up), the default routes."""
@@ -826,16 +813,18 @@ def _everywhere(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     return net.version == 6 and (net.is_link_local or net.is_multicast or net.is_loopback)
 
 
-def _write_sysctls_in(fd: int, sysctls: list[tuple[str, str]]) -> list[str]:
-    """In a worker thread: enter the namespace, write each sysctl, return the former values."""
+def _write_sysctls_in(ns: Namespace, sysctls: list[tuple[str, str]]) -> list[str]:
+    """Write each sysctl inside ``ns`` (from a short-lived thread); the former values, in order."""
     from . import sysctl
 
-    linux.setns(fd, linux.CLONE_NEWNET)  # the thread ends right after: no way back needed
-    former = []
-    for key, value in sysctls:
-        former.append(sysctl.read(key))
-        sysctl.write(key, value)
-    return former
+    def work() -> list[str]:
+        former = []
+        for key, value in sysctls:
+            former.append(sysctl.read(key))
+            sysctl.write(key, value)
+        return former
+
+    return linux.in_namespace(ns.fd, work, name="nslab-sysctl")
 
 
 def _index_in(ns: Namespace, ifname: str) -> int:

@@ -1,7 +1,7 @@
 """Active probes from the caller's network namespace, for ``nslab doctor``: one ARP request, one DNS query.
 
 Replaces ``arping -c1 -I IF GATEWAY`` and ``dig @SERVER . NS +time=1 +tries=1``. Both work in the network
-namespace of the calling thread (``linux.in_thread`` after ``setns``), create nothing that outlives the
+namespace of the calling thread (``linux.in_namespace`` runs them there), create nothing that outlives the
 call (a socket each) and send exactly one packet; ``doctor`` only aims them at a namespace's own gateway
 and the nameservers its resolv.conf names.
 """

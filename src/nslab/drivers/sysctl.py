@@ -46,9 +46,7 @@ def unusable_in_new_namespace(keys: list[str]) -> dict[str, str]:
     """
     from .. import linux
 
-    def work(fresh: bool) -> dict[str, str]:
-        if fresh:
-            linux.unshare(linux.CLONE_NEWNET)
+    def work() -> dict[str, str]:
         out: dict[str, str] = {}
         for key in keys:
             if not os.path.exists(path(key)):
@@ -58,9 +56,9 @@ def unusable_in_new_namespace(keys: list[str]) -> dict[str, str]:
         return out
 
     try:
-        return linux.in_thread(lambda: work(True), name="nslab-sysctl")
+        return linux.in_namespace(None, work, name="nslab-sysctl")
     except OSError:
-        return work(False)
+        return work()
 
 
 class LiveSysctls:

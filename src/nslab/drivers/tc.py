@@ -5,7 +5,7 @@
   than the code of a second netlink codec for the tc attribute tree (rate tables, nested options) would weigh;
   ``-force`` keeps going past a line that fails and the failure is reported with tc's own message.
 - nft inside a host: the nftables driver (libnftables, one transaction) run in a short-lived thread that
-  entered the host's network namespace (:func:`nslab.linux.in_thread`).
+  entered the host's network namespace (:func:`nslab.linux.in_namespace`).
 - the delayer: ``python -m nslab.daemons.delayer LAB`` (nslab/delayer.py), one small process per lab that holds
   NFQUEUE'd packets for delay ± jitter where the kernel has no netem. Started detached; its pid and start time
   are in its status file, so any later ``nslab`` (``impair --clear``, ``down``) can stop it.
@@ -127,12 +127,8 @@ class LiveShaper:
     def nft(self, namespace: str, text: str) -> str:
         from .nftables import Nft
 
-        def work() -> str:
-            with open(paths.netns_path(namespace)) as fh:
-                linux.setns(fh.fileno(), linux.CLONE_NEWNET)
-            return Nft().run(text)
-
-        return linux.in_thread(work, "nslab-nft")
+        with open(paths.netns_path(namespace)) as fh:
+            return linux.in_namespace(fh.fileno(), lambda: Nft().run(text), name="nslab-nft")
 
     def start_delayer(self, lab: str, config: dict[str, Any], wait: float = 10.0) -> None:
         import subprocess

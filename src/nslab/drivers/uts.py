@@ -38,14 +38,13 @@ class LiveHostnamePins:
         done: list[str] = []
 
         def work() -> None:
-            own = os.open("/proc/thread-self/ns/uts", os.O_RDONLY)
+            home = linux.own_namespace(linux.CLONE_NEWUTS)
             try:
                 for path, hostname in pins:
                     done.append(path)
-                    _pin(path, hostname)
+                    _pin(path, hostname, home)
             finally:
-                linux.setns(own, linux.CLONE_NEWUTS)
-                os.close(own)
+                os.close(home)
 
         try:
             linux.in_thread(work, "nslab-uts")
@@ -85,20 +84,20 @@ class LiveHostnamePins:
         return failures
 
 
-def _pin(path: str, hostname: str) -> None:
-    """In the calling (worker) thread: set ``hostname`` in the namespace kept at ``path``, making it if new."""
-    if is_mounted(path):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            linux.setns(fd, linux.CLONE_NEWUTS)
-        finally:
+def _pin(path: str, hostname: str, home: int) -> None:
+    """From the calling (worker) thread, whose own UTS namespace is ``home``: set ``hostname`` in the namespace
+    kept at ``path``, making it if new."""
+    kept = is_mounted(path)
+    fd = os.open(path, os.O_RDONLY) if kept else None
+    try:
+        with linux.Visit(fd, linux.CLONE_NEWUTS, home=home):
+            linux.sethostname(hostname)
+            if not kept:
+                os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
+                linux.mount("/proc/thread-self/ns/uts", path, None, linux.MS_BIND)
+    finally:
+        if fd is not None:
             os.close(fd)
-        linux.sethostname(hostname)
-        return
-    linux.unshare(linux.CLONE_NEWUTS)
-    linux.sethostname(hostname)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o444))
-    linux.mount("/proc/thread-self/ns/uts", path, None, linux.MS_BIND)
 
 
 def _prepare_dir(directory: str) -> None:

@@ -9,8 +9,8 @@ and found through everything that can keep it alive:
   SandboxKey files under /run/docker/netns, anything else,
 - the labs nslab records, and the running Docker containers (by their init pid, from the Docker API).
 
-Interfaces and addresses are dumped with drivers/rtnl.py from one worker thread (:func:`nslab.linux.in_thread`)
-that setns()es into each *opened* namespace file and back: nothing is ever created (no O_CREAT anywhere).
+Interfaces and addresses are dumped with drivers/rtnl.py through sockets one worker thread opens in each
+*opened* namespace file (:class:`nslab.linux.Visit`: there and back): nothing is ever created (no O_CREAT).
 """
 
 from __future__ import annotations
@@ -75,12 +75,12 @@ def _interfaces_of(path: str, home: int) -> list[Interface] | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never O_CREAT
     except OSError:
         return None
-    entered = False  # the thread is back home unless it entered; a user who is not root cannot enter any,
-    try:  # but sees the namespace the thread is in already
-        if os.fstat(fd).st_ino != os.fstat(home).st_ino:
-            linux.setns(fd, linux.CLONE_NEWNET)
-            entered = True
-        sock = rtnl.open_socket()
+    try:
+        if os.fstat(fd).st_ino == os.fstat(home).st_ino:  # a user who is not root cannot enter any namespace,
+            sock = rtnl.open_socket()  # but sees the one the thread is in
+        else:
+            with linux.Visit(fd, home=home):
+                sock = rtnl.open_socket()
         try:
             return _interfaces(rtnl.links(sock))
         finally:
@@ -89,15 +89,13 @@ def _interfaces_of(path: str, home: int) -> list[Interface] | None:
         return None
     finally:
         os.close(fd)
-        if entered:
-            linux.setns(home, linux.CLONE_NEWNET)
 
 
 def _read_interfaces(paths_by_inode: dict[int, str]) -> dict[int, list[Interface] | None]:
     """inode -> interfaces, each namespace entered through an opened file, all from one worker thread."""
 
     def work() -> dict[int, list[Interface] | None]:
-        home = os.open(procfs.ns_path("thread-self", "net"), os.O_RDONLY | os.O_CLOEXEC)
+        home = linux.own_namespace()
         try:
             return {inode: _interfaces_of(path, home) for inode, path in paths_by_inode.items()}
         finally:

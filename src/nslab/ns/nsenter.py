@@ -31,9 +31,11 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast pat
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Mapping, Sequence
-    from typing import Any
+    from typing import Any, TypeVar
 
     from .targets import Target
+
+    R = TypeVar("R")
 
 
 def _open_ns(path: str, what: str) -> int:
@@ -461,33 +463,38 @@ def run_in_target(
 
 
 class _Entered:
+    """:func:`enter`: a :class:`nslab.linux.Visit` of the target's network namespace, its failure said as ours."""
+
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._home = -1
+        self._visit: linux.Visit | None = None
 
     def __enter__(self) -> Target:
-        from ..drivers import procfs
-
         fd = self.target.open("net")
         try:
-            self._home = os.open(procfs.ns_path("thread-self", "net"), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            os.close(fd)
-            raise
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
+            visit = linux.Visit(fd)
+            visit.__enter__()
         except OSError as exc:
-            os.close(self._home)
             raise KernelError(f"cannot enter {self.target.text}: {exc.strerror}") from None
         finally:
-            os.close(fd)
+            os.close(fd)  # (a namespace entered stays while the thread is in it)
+        self._visit = visit
         return self.target
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            linux.setns(self._home, linux.CLONE_NEWNET)
-        finally:
-            os.close(self._home)
+        if self._visit is not None:
+            self._visit.__exit__()
+            self._visit = None
+
+
+def run_in(target: Target, work: Callable[[], R], name: str) -> R:
+    """``work()`` in the target's network namespace, from a short-lived thread (the caller never moves)."""
+
+    def inside() -> R:
+        with enter(target):
+            return work()
+
+    return linux.in_thread(inside, name)
 
 
 def enter(target: Target | str) -> _Entered:

@@ -24,7 +24,7 @@ import os
 from .. import linux, paths
 from ..core import state
 from ..drivers import procfs
-from ..errors import TargetError
+from ..errors import DockerUnavailable, TargetError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -229,20 +229,12 @@ def lab_host(text: str) -> Target:
 # ----------------------------------------------------------------------------------------------
 
 
-class DockerUnavailable(TargetError):
-    """Nothing answers on the Docker API socket."""
-
-
 def docker_get(path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """GET ``path`` from the Docker API; (status, decoded JSON). Raises DockerUnavailable (a user's target
-    names a container: exit 2). The transport is the Docker driver's (drivers/docker.py)."""
-    from ..drivers.docker import DockerUnavailable as Unreachable
+    """GET ``path`` from the Docker API; (status, decoded JSON). Raises DockerUnavailable. The transport is the
+    Docker driver's (drivers/docker.py)."""
     from ..drivers.docker import LiveDocker
 
-    try:
-        return LiveDocker(None, timeout).request("GET", path)  # the socket: DOCKER_HOST, as the driver finds it
-    except Unreachable as exc:
-        raise DockerUnavailable(str(exc)) from None
+    return LiveDocker(None, timeout).request("GET", path)  # the socket: DOCKER_HOST, as the driver finds it
 
 
 def container(name: str) -> dict[str, Any]:
@@ -251,7 +243,10 @@ def container(name: str) -> dict[str, Any]:
 
     if name.startswith("/") or not name:
         raise TargetError(f"container:{name}: not a container name or id")
-    status, data = docker_get(f"/containers/{quote(name, safe='')}/json")
+    try:
+        status, data = docker_get(f"/containers/{quote(name, safe='')}/json")
+    except DockerUnavailable as exc:
+        raise TargetError(str(exc)) from None  # the user named a container: their input cannot be met, exit 2
     if status == 404:
         raise TargetError(f"container:{name}: no such Docker container")
     if status != 200 or not isinstance(data, dict):

@@ -27,7 +27,7 @@ import tempfile
 import time
 from typing import Any
 
-from ..errors import EnvironmentProblem, NslabError
+from ..errors import BrowserError, EnvironmentProblem
 
 BROWSERS = ("chromium", "chromium-browser")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
@@ -46,10 +46,6 @@ REASONS = {
     "ERR_CONNECTION_RESET": "reset",
     "ERR_BLOCKED_BY_CLIENT": "blocked",
 }
-
-
-class BrowserError(NslabError):
-    """The browser could not be started or driven."""
 
 
 def reason(error_text: str) -> str:

@@ -4,26 +4,16 @@ Every ordered pair of hosts is probed (ICMP echo, or a TCP connect / UDP round t
 toward the outside: the machine's uplink gateway (the next hop of the machine's default route), and nothing
 else outside the lab. All probes run at once from the hosts' namespaces (drivers/probe.py).
 
-What a cell is probed at (:func:`target_address`): a host probes itself at 127.0.0.1; another host at its
-address on a network they share, else at its end of a link between them, else at its first address (where
-the lab's isolation should stop it).
+What a cell is probed at (:func:`target_address`): a host probes itself at 127.0.0.1 (::1); another host at
+its address on a network they share, else at its end of a link between them, else at its first address the
+reachability model says is reachable, else its first address (where the lab's isolation should stop it).
 
-The policy (:func:`expected`, the one place a verdict comes from):
-
-- a host reaches itself;
-- hosts on the same network reach each other; hosts on different networks do not (isolation) unless a link
-  joins them: the two ends of a link reach each other;
-- the outside is reachable from a host whose default route goes through a NAT network, and not from hosts on
-  internal networks only;
-- an interface put down with ``nslab link`` carries nothing: the pairs that needed it are blocked;
-- two hosts on opposite sides of a partition (features/partitions.py) are blocked both ways; impairments
-  (features/impair.py) do not change what is expected.
-
-With ``ipv6`` (``nslab check -6``) every cell is probed over IPv6 (ICMPv6 echo, or TCP/UDP to the IPv6
-address): a host probes itself at ::1 and another at its IPv6 address on a shared network (else its first
-IPv6 address); the outside is the machine's IPv6 default gateway (not a link-local one). A target without an
-IPv6 address, and a pair joined only by a link (links are IPv4), are expected blocked; the outside is expected
-reachable from hosts with an IPv6 default route.
+The expected verdict of a cell comes from the reachability model (tools/reach.py: routes, `default:`,
+forwarding hosts, internal networks, isolation, NAT, partitions, links put down, total loss), unless an
+``expect:`` entry of the lab file covers the cell (core/labtests.py); each cell keeps the hops the model
+expects (``path``), shown for a cell that differs. Impairments short of a total loss do not change what is
+expected. With ``ipv6`` (``nslab check -6``) every cell is probed and judged over IPv6; the outside is the
+machine's IPv6 default gateway (not a link-local one).
 
 With a port: "open" (connected, or a UDP answer) and "refused" (the host answered with a TCP reset or ICMP
 port unreachable) both mean the network delivered, so both count as reachable; the cell says which. A UDP
@@ -33,16 +23,20 @@ service that stays silent cannot be told from a drop: it shows as blocked ("time
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import model
+from ..core import labtests
 from ..errors import UserError
+from . import reach
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
     from ..drivers.probe import Prober
-    from ..model import Host, Lab
+    from ..model import Lab
 
 #: The column of the outside (the machine's uplink gateway).
 OUTSIDE = "outside"
@@ -58,6 +52,8 @@ class Cell:
     reachable: bool
     result: str  # reply | open | refused | timeout | unreachable: ... | no address
     expected: bool
+    path: str = ""  # the hops the model expects (tools/reach.py), or why it expects none
+    by: str = "model"  # model | expect (an `expect:` entry of the lab file gave the verdict)
 
     @property
     def ok(self) -> bool:
@@ -99,108 +95,40 @@ def parse_port(text: str | None) -> tuple[str, int | None]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Policy
+# Policy: the reachability model (tools/reach.py), then the lab file's expect: entries
 # ----------------------------------------------------------------------------------------------------------
-def down_interfaces(lab: Lab, records: Mapping[str, Any]) -> set[tuple[str, str]]:
-    from ..core.features import links
-
-    return links.down_interfaces(lab, records.get(links.KEY))
+#: Stands for the outside when the machine has none to probe (any address outside the lab behaves the same).
+SOME_OUTSIDE = {4: "192.0.2.1", 6: "2001:db8::1"}
 
 
-def expected(lab: Lab, records: Mapping[str, Any], source: str, target: str) -> bool:
-    """THE EXTENSION POINT of the policy: whether ``source`` should reach ``target`` (a host or
-    :data:`OUTSIDE`), from the lab as recorded and its features' records (``records``: feature KEY -> record,
-    as kept in the lab's state). Features that cut traffic add their rule here, after the wiring's verdict:
-    partitions block the pairs they cut; impairments change nothing (even a total loss is left to the probe)."""
-    from ..core.features import partitions
-
-    if source != target and target != OUTSIDE and partitions.cut(lab, records.get(partitions.KEY), source, target):
-        return False
-    return wiring_verdict(lab, down_interfaces(lab, records), source, target)
+def verdict(lab: Lab, records: Mapping[str, Any], source: str, target: str, ipv6: bool = False,
+            outside: str | None = None) -> reach.Verdict:
+    """What the model says of one cell: ``target`` a host, :data:`OUTSIDE` or an address."""
+    family = 6 if ipv6 else 4
+    topo = reach.Topology(lab, reach.faults_from(lab, records), family)
+    return _verdict(topo, source, target, outside or SOME_OUTSIDE[family])
 
 
-def wiring_verdict(lab: Lab, down: set[tuple[str, str]], source: str, target: str) -> bool:
-    """The verdict of the wiring alone: same network, isolation, internal networks, links, interfaces down."""
-    if source == target:
-        return True
-    src = lab.hosts[source]
+def _verdict(topo: reach.Topology, source: str, target: str, outside: str) -> reach.Verdict:
     if target == OUTSIDE:
-        return any(i.network and not lab.networks[i.network].internal and (source, i.name) not in down
-                   and lab.networks[i.network].gateway.ip == src.gateway for i in src.interfaces)
-    dst = lab.hosts[target]
-    for i in src.interfaces:
-        if (source, i.name) in down:
-            continue
-        if i.network is not None:
-            peer = dst.interface_on(i.network)
-            if peer is not None and (target, peer.name) not in down:
-                return True
-        elif i.link is not None:
-            lk = lab.links[i.link]
-            if {lk.a, lk.b} == {source, target}:
-                return True
-    return False
+        address: Any = ipaddress.ip_address(outside)
+    elif target in topo.lab.hosts:
+        address = reach.target_address(topo, source, target)
+    else:
+        address = ipaddress.ip_address(target)
+    return reach.verdict(topo, source, target, address)
+
+
+def expected(lab: Lab, records: Mapping[str, Any], source: str, target: str, ipv6: bool = False) -> bool:
+    """Whether ``source`` should reach ``target`` (a host or :data:`OUTSIDE`): the model's verdict from the lab
+    as recorded and its features' records (``records``: feature KEY -> record, as kept in the lab's state)."""
+    return verdict(lab, records, source, target, ipv6).reachable
 
 
 def target_address(lab: Lab, source: str, target: str, ipv6: bool = False) -> str | None:
     """Where ``source`` probes ``target`` (see the module docstring)."""
-    if ipv6:
-        return _target_address6(lab, source, target)
-    if source == target:
-        return "127.0.0.1"
-    src, dst = lab.hosts[source], lab.hosts[target]
-    for i in src.interfaces:
-        peer = dst.interface_on(i.network) if i.network else None
-        if peer is not None:
-            return str(peer.address.ip)
-    for lk in lab.links:
-        if {lk.a, lk.b} == {source, target}:
-            return str(lk.b_address.ip if lk.b == target else lk.a_address.ip)
-    return str(dst.interfaces[0].address.ip) if dst.interfaces else None
-
-
-def _target_address6(lab: Lab, source: str, target: str) -> str | None:
-    if source == target:
-        return "::1"
-    src, dst = lab.hosts[source], lab.hosts[target]
-    for i in src.interfaces:
-        peer = dst.interface_on(i.network) if i.network else None
-        if peer is not None and peer.address6 is not None:
-            return str(peer.address6.ip)
-    return next((str(i.address6.ip) for i in dst.interfaces if i.address6), None)
-
-
-def expected6(lab: Lab, records: Mapping[str, Any], source: str, target: str) -> bool:
-    """:func:`expected` over IPv6: the same policy, where the two ends have IPv6 on what joins them."""
-    if source == target:
-        return True
-    src = lab.hosts[source]
-    down = down_interfaces(lab, records)
-    if target == OUTSIDE:
-        return _outside6(lab, source, down)
-    from ..core.features import partitions
-
-    if partitions.cut(lab, records.get(partitions.KEY), source, target):
-        return False
-    dst = lab.hosts[target]
-    for i in src.interfaces:
-        peer = dst.interface_on(i.network) if i.network else None
-        if (peer is not None and i.address6 and peer.address6 and (source, i.name) not in down
-                and (target, peer.name) not in down):
-            return True
-    return False
-
-
-def _outside6(lab: Lab, source: str, down: set[tuple[str, str]]) -> bool:
-    """Whether ``source`` reaches the outside over IPv6: an interface that is up, with IPv6, on a NAT network
-    whose IPv6 gateway is the host's."""
-    src = lab.hosts[source]
-    for i in src.interfaces:
-        net = lab.networks[i.network] if i.network else None
-        if (net is not None and i.address6 and not net.internal and (source, i.name) not in down
-                and net.gateway6 is not None and net.gateway6.ip == src.gateway6):
-            return True
-    return False
+    address = reach.target_address(reach.Topology(lab, family=6 if ipv6 else 4), source, target)
+    return None if address is None else str(address)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -233,7 +161,7 @@ def check(
     gateway = _machine_gateway(drivers, ipv6)
     rows = [source] if source else list(lab.hosts)
     columns = list(lab.hosts) + ([OUTSIDE] if gateway else [])
-    cells = _plan_cells(lab, st.extra, rows, columns, str(gateway) if gateway else None, ipv6)
+    cells = _plan_cells(lab, st.extra, rows, columns, str(gateway) if gateway else None, ipv6, (proto, number))
     _probe(lab, cells, proto, number, prober, timeout)
     label = proto if number is None else f"{proto}/{number}"
     return Matrix(name, label, rows, columns, str(gateway) if gateway else None, cells)
@@ -255,14 +183,21 @@ def _machine_gateway(drivers: Drivers | None, ipv6: bool) -> Any:
 
 
 def _plan_cells(lab: Lab, records: Mapping[str, Any], rows: Sequence[str], columns: Sequence[str],
-                outside: str | None, ipv6: bool = False) -> list[Cell]:
+                outside: str | None, ipv6: bool = False, probe: tuple[str, int | None] = ("icmp", None)) -> list[Cell]:
+    """Each cell with its address and the verdict: the model's, unless an ``expect:`` entry covers it."""
+    family = 6 if ipv6 else 4
+    topo = reach.Topology(lab, reach.faults_from(lab, records), family)
     cells = []
-    verdict = expected6 if ipv6 else expected
     for src in rows:
         for dst in columns:
-            address = outside if dst == OUTSIDE else target_address(lab, src, dst, ipv6)
-            result = "" if address else "no address"
-            cells.append(Cell(src, dst, address, False, result, verdict(lab, records, src, dst)))
+            v = _verdict(topo, src, dst, outside or SOME_OUTSIDE[family])
+            address = outside if dst == OUTSIDE else v.address
+            want, overridden = labtests.expected(lab.expect, src, dst, probe[0], probe[1], v.reachable)
+            path = v.path() if v.address is not None else v.why
+            if not v.reachable and v.address is not None:
+                path += f"  ({v.why})"
+            cells.append(Cell(src, dst, address, False, "" if address else "no address", want, path,
+                              "expect" if overridden else "model"))
     return cells
 
 
@@ -273,7 +208,50 @@ def _probe(lab: Lab, cells: list[Cell], proto: str, port: int | None, prober: Pr
 
         prober = LiveProber()
     todo = [c for c in cells if c.address]
-    hosts: Mapping[str, Host] = lab.hosts
+    hosts: Mapping[str, model.Host] = lab.hosts
     probes = [(hosts[c.source].namespace, c.address or "") for c in todo]
     for cell, (reachable, result) in zip(todo, prober.probe(probes, proto, port, timeout), strict=True):
         cell.reachable, cell.result = reachable, result
+
+
+def explain(name: str, source: str, target: str, ipv6: bool = False, drivers: Drivers | None = None) -> reach.Verdict:
+    """``nslab check --explain A B[:PORT]``: the hops the model expects from host ``source`` to ``target`` (a
+    host, ``outside`` or an address; ``[ADDR]`` for IPv6 with a port), and back. The port only names the
+    probe: the model cannot know what listens."""
+    from ..core import state
+    from ..core.which import no_host, not_up
+
+    st = state.LabState.load(name)
+    if st is None:
+        raise not_up(name)
+    lab = st.lab
+    where, _port = _split_target(target)
+    for host in (source, where):
+        if host != OUTSIDE and host not in lab.hosts and not _is_address(host):
+            raise no_host(name, host, lab.hosts)
+    if source not in lab.hosts:
+        raise UserError(f"--explain {source}: the source must be a host of lab '{name}'")
+    gateway = _machine_gateway(drivers, ipv6) if where == OUTSIDE else None
+    v6 = ipv6 or (_is_address(where) and ipaddress.ip_address(where).version == 6)
+    return verdict(lab, st.extra, source, where, v6, str(gateway) if gateway else None)
+
+
+def _split_target(text: str) -> tuple[str, str | None]:
+    """``B``, ``B:80``, ``B:53/udp``, ``ADDR6``, ``[ADDR6]:80`` -> (B, port text)."""
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        return address, rest[1:] if rest.startswith(":") else None
+    if text.count(":") > 1:
+        return text, None
+    where, sep, port = text.partition(":")
+    if sep:
+        parse_port(port)
+    return where, port if sep else None
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -31,7 +31,9 @@ from .. import linux, naming, paths
 from ..core import state
 from ..drivers import files, procfs
 from ..errors import CommandError, NslabError, Problem, ResolveError, SpecError, TargetError
+from ..model import NO_CONTAINMENT, Containment
 from ..ns import nsenter
+from ..values import replace
 
 if TYPE_CHECKING:
     from ..ns.targets import Target
@@ -154,11 +156,42 @@ class Throwaway:
             self.is_up = False
 
 
-def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Sequence[str] = ()) -> int:
-    """``nslab run``: returns the command's exit status (128+N if a signal N ended it)."""
+def confine(contain: Containment, close: tuple[int, ...] = ()) -> dict[str, str]:
+    """After entering the command's namespaces: a PID namespace of its own, mounts, user and capabilities
+    (ns/contain.py); the environment to exec with. ``close``: see :func:`contain.fork_pid_namespace`."""
+    from ..ns import contain as confinement
+
+    if not contain.active():
+        return dict(os.environ)
+    if contain.pid == "private":
+        confinement.fork_pid_namespace(close)
+    return {**os.environ, **confinement.apply(contain)}
+
+
+def containment(options: dict[str, Any]) -> Containment:
+    """``nslab run``'s --user, --cap-drop.. as a containment (core/features/contain.py: as a lab file's host);
+    bad values raise one ResolveError naming each option (exit 2)."""
+    from ..core.features import contain
+
+    problems: list[Problem] = []
+    written = {key: value for key, value in options.items() if key in contain.FIELDS and value not in (None, (), False)}
+    written = {key: value for key, value in written.items() if (key, value) != ("pid", "host")}
+    built = contain.build(written, lambda path, message: problems.append(
+        Problem(message, "--" + str(path[0]).replace("_", "-"))))
+    if problems:
+        raise ResolveError(problems)
+    return built
+
+
+def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Sequence[str] = (),
+            contain: Containment = NO_CONTAINMENT) -> int:
+    """``nslab run``: returns the command's exit status (128+N if a signal N ended it); ``contain``: what
+    confines the command (its ``private_tmp`` is a tmpfs of its own: the namespace is the command's alone)."""
+    if contain.private_tmp and "/tmp" not in contain.mounts():
+        contain = replace(contain, tmpfs=(*contain.mounts(), "/tmp"))
     if network == "none":
         enter_fresh()
-        nsenter.exec_command(argv, os.environ)  # returns only by raising
+        nsenter.exec_command(argv, confine(contain))  # returns only by raising
     pending: list[int] = []
     child = 0
 
@@ -184,7 +217,7 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         child = os.fork()
         if child == 0:
-            _child(target, argv, read_end, write_end, previous)
+            _child(target, argv, (read_end, write_end), previous, contain)
         os.close(write_end)
         report = os.read(read_end, 4096)
         os.close(read_end)
@@ -200,14 +233,16 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
             signal.signal(sig, handler)
 
 
-def _child(target: Target, argv: list[str], read_end: int, write_end: int, handlers: dict[signal.Signals, Any]) -> None:
+def _child(target: Target, argv: list[str], pipe: tuple[int, int], handlers: dict[signal.Signals, Any],
+           contain: Containment) -> None:
     message = "cannot start the command"
+    read_end, write_end = pipe
     try:
         os.close(read_end)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         nsenter.enter_target(target)
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, confine(contain, (write_end,)))
     except NslabError as exc:
         message = str(exc)
     except OSError as exc:

@@ -307,14 +307,9 @@ def _in_scope(target: Target | None, work: Callable[[], T]) -> T:
     """Run ``work`` in the target's network namespace (a short-lived thread), or here for the machine."""
     if target is None:
         return work()
-    from .. import linux
     from ..ns import nsenter
 
-    def inside() -> T:
-        with nsenter.enter(target):
-            return work()
-
-    return linux.in_thread(inside, name=f"nslab-trace {target.text}")
+    return nsenter.run_in(target, work, name=f"nslab-trace {target.text}")
 
 
 def _run(target: Target | None, argv: list[str]) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,7 @@ from ...model import Container
 from ...naming import LINK_GROUP
 from ...values import Value, field
 from ..plan import Action, shell_quote
-from . import DownContext, FeaturePlan, Report, UpContext, ValidateContext
+from . import DownContext, FeaturePlan, Report, UpContext, ValidateContext, contain
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
@@ -49,7 +49,7 @@ DNS_FILES = ("hosts", "resolv.conf")
 #: The command of a container host whose image has none (``docker import`` makes such images).
 DEFAULT_COMMAND = ("/bin/sh",)
 #: Spec fields that only a container host has.
-CONTAINER_FIELDS = ("command", "env", "volumes", "user", "workdir", "pull")
+CONTAINER_FIELDS = ("command", "env", "volumes", "workdir", "pull")
 
 
 class ContainersRecord(Value):
@@ -84,7 +84,7 @@ def resolve(name: str, host: HostSpec, namespace: str, report: Report) -> Contai
     command = shlex.split(host.command) if isinstance(host.command, str) else host.command  # as compose does
     return Container(name=namespace, image=host.image, command=tuple(command) if command is not None else None,
                      env=tuple(host.env.items()), volumes=tuple(host.volumes), user=host.user,
-                     workdir=host.workdir, pull=host.pull)
+                     workdir=host.workdir, pull=host.pull, contain=contain.resolve(name, host, report, light=False))
 
 
 def validate(ctx: ValidateContext) -> list[Problem]:
@@ -141,6 +141,7 @@ def container_config(lab: str, host: Host) -> dict[str, Any]:
         config["User"] = c.user
     if c.workdir:
         config["WorkingDir"] = c.workdir
+    config["HostConfig"].update(contain.docker_host_config(c.contain))
     return config
 
 
@@ -153,6 +154,7 @@ def _create_command(lab: str, host: Host) -> str:
     words += [f"-v {shell_quote(v)}" for v in c.volumes]
     words += [f"-u {shell_quote(c.user)}"] if c.user else []
     words += [f"-w {shell_quote(c.workdir)}"] if c.workdir else []
+    words += contain.docker_flags(c.contain)
     words.append(shell_quote(c.image))
     words += [shell_quote(w) for w in c.command or ()]
     return " ".join(words)

@@ -15,12 +15,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ...errors import KernelError
-from ...model import Service
+from ...model import NO_CONTAINMENT, Containment, Service
 from ...naming import blake2s
 from ...paths import log_path, netns_path, services_status, supervisor_config, uts_path
+from ...records import decode
 from ...values import Value
 from ..plan import Action, shell_quote
-from . import DownContext, FeaturePlan, Report, UpContext, dns
+from . import DownContext, FeaturePlan, Report, UpContext, contain, dns
 from .firewall.record import desired
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def desired_services(lab: Lab) -> list[dict[str, Any]]:
                 "id": f"{host.name}.{n}" if len(host.services) > 1 else host.name,
                 "host": host.name, "n": n, "lab": lab.name, "command": service.command, "restart": service.restart,
                 "namespace": host.namespace, "uts": uts_path(lab.name, host.name),
-                "log": log_path(lab.name, host.name, n),
+                "log": log_path(lab.name, host.name, n), **contain.service_config(lab.name, host.name, host.contain),
             })
     return services
 
@@ -73,6 +74,20 @@ def desired_services(lab: Lab) -> list[dict[str, Any]]:
 def _digest(services: list[dict[str, Any]], forward: Any, proxy: Any = None) -> str:
     text = json.dumps([services, forward, *([proxy] if proxy else [])], sort_keys=True)
     return blake2s(text.encode()).hexdigest()[:16]
+
+
+def _private_pids(service: dict[str, Any]) -> bool:
+    return bool((service.get("contain") or {}).get("pid") == "private")
+
+
+def _service_command(service: dict[str, Any]) -> str:
+    """What the supervisor does to start a service, as the command a person would type (contain.py: with the
+    mount namespace, mounts and ``setpriv`` of a contained one)."""
+    enter = f"nsenter --net={netns_path(service['namespace'])} --uts={service['uts']}"
+    if "contain" not in service:
+        return f"{enter} sh -c {shell_quote(service['command'])}"
+    return contain.commands(decode(Containment, service["contain"]), enter, service["command"],
+                            service.get("private_tmp"), f"/proc/<{service['host']}'s nslab-init>/ns/pid")
 
 
 # --- actions -------------------------------------------------------------------------------------------------
@@ -92,9 +107,11 @@ class StartSupervisor(Action):
         for p in self.config.get("proxy", ()):
             out.append(f"# relay [::1]:{p['port']}/{p['proto']} -> [{p['to']}]:{p['to_port']} "
                        "(in the lab's supervisor)")
+        for host in sorted({s["host"] for s in self.config["services"] if _private_pids(s)}):
+            out.append(f"# {host}: a PID namespace of its own for its services: unshare --pid --fork -- nslab-init "
+                       "(reaps zombies; in the lab's supervisor)")
         for s in self.config["services"]:
-            out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}): nsenter "
-                       f"--net={netns_path(s['namespace'])} --uts={s['uts']} sh -c {shell_quote(s['command'])}")
+            out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}): {_service_command(s)}")
         out.append(f"# python -m nslab.daemons.supervise {self.lab}  # runs and supervises the above")
         return out
 
@@ -170,7 +187,7 @@ class ReloadServices(Action):
         stop, start = self._changes()
         out = [f"kill -HUP {self.current.get('pid')}  # the lab's supervisor re-reads its config: "
                f"stops {', '.join(stop) or 'nothing'}, starts {', '.join(start) or 'nothing'}"]
-        out += [f"# service {i} (restart: {new[i]['restart']}): sh -c {shell_quote(new[i]['command'])}" for i in start]
+        out += [f"# service {i} (restart: {new[i]['restart']}): {_service_command(new[i])}" for i in start]
         return out
 
     def summary(self) -> str:
@@ -294,12 +311,20 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
                                        "processes", "log")}
         if not alive and entry["state"] in ("running", "restarting", "starting"):
             entry["state"] = "unknown (supervisor gone)"
+        entry.update(_confinement(lab, s.get("host")))
         services.append(entry)
     summary = None
     if supervisor is not None:
         summary = {"pid": supervisor.get("pid"), "running": alive, "tracking": supervisor.get("tracking"),
                    "cgroup": supervisor.get("cgroup"), "forwarder": supervisor.get("forward")}
     return {"supervisor": summary, "services": services}
+
+
+def _confinement(lab: Lab, host: str | None) -> dict[str, Any]:
+    """A service's user and whether anything confines it beyond its host's network (status)."""
+    found = lab.hosts.get(host or "")
+    confined = found.contain if found is not None else NO_CONTAINMENT
+    return {"user": confined.user or "root", "contained": confined.active()}
 
 
 def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:

@@ -1,6 +1,6 @@
 """The capture's kernel boundary: AF_PACKET sockets opened inside a target's network namespace.
 
-A short-lived thread enters the namespace (:func:`nslab.linux.in_thread` + :func:`nslab.ns.nsenter.enter`),
+A short-lived thread enters the namespace (:func:`nslab.ns.nsenter.run_in`),
 creates the socket and lists the interfaces there, and leaves; a socket belongs to the namespace it was made
 in for its whole life, so the caller reads it from home. Replaces ``nsenter --net=... tcpdump -i IF``:
 nothing runs in the target and no tool is needed inside it.
@@ -40,14 +40,9 @@ def linktype(hatype: int) -> int:
 
 
 def _in_namespace(target: Target, work: Any) -> Any:
-    from ... import linux
     from ...ns import nsenter
 
-    def inside() -> Any:
-        with nsenter.enter(target):
-            return work()
-
-    return linux.in_thread(inside, name=f"nslab-capture {target.text}")
+    return nsenter.run_in(target, work, name=f"nslab-capture {target.text}")
 
 
 def interfaces(target: Target) -> list[str]:

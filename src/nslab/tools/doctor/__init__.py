@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
+from . import checks
 from .checks import Finding, check_machine, check_namespace
 from .observe import NsView
 
@@ -26,25 +27,56 @@ if TYPE_CHECKING:
     from ...ns.targets import Target
 
 
-def parse_to(text: str | None) -> ipaddress.IPv4Address | None:
-    """``ADDR[:PORT]`` of ``--to`` -> the address (the port is accepted for the user's convenience)."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_to(text: str | None) -> tuple[Address, str | None] | None:
+    """``--to ADDR[:PORT[/udp]]`` (``[ADDR6]:PORT`` for IPv6 with a port) -> (address, port text or None)."""
     from ...errors import UserError
+    from ..check import parse_port
 
     if not text:
         return None
-    address = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        bad = bool(rest) and port is None
+    elif text.count(":") == 1:
+        address, _, port = text.partition(":")
+        bad = False
+    else:
+        address, port, bad = text, None, False
     try:
-        return ipaddress.IPv4Address(address)
-    except ValueError:
-        raise UserError(f"--to {text}: not an IPv4 ADDR[:PORT]") from None
+        if bad:
+            raise ValueError(text)
+        parsed = ipaddress.ip_address(address)
+        if port is not None:
+            parse_port(port)
+    except (ValueError, UserError):
+        raise UserError(f"--to {text}: expected ADDR, ADDR:PORT, ADDR:PORT/udp or [ADDR6]:PORT") from None
+    return parsed, port
 
 
 def _mark_routers(views: dict[str, NsView]) -> None:
-    """A namespace forwards when another one routes via one of its addresses."""
+    """A namespace forwards when another one routes via one of its addresses (lab hosts: when the model says)."""
     gateways = {r.gateway for v in views.values() for r in v.routes if r.gateway}
     for view in views.values():
+        if view.planned:
+            continue
         mine = {str(a.ip) for lk in view.links for a in lk.addresses}
         view.forwards = bool(mine & gateways) and len([lk for lk in view.links if lk.name != "lo"]) > 1
+
+
+def _plan(view: NsView, st: LabState, host: str) -> None:
+    """What the reachability model expects of a lab host: its default route (as `status` names it) and whether
+    it forwards, from the lab as recorded and the faults in force."""
+    from .. import reach
+
+    topo = reach.Topology(st.lab, reach.faults_from(st.lab, st.extra))
+    view.planned = True
+    view.forwards = topo.forwards(host)
+    default = next(((dev, via) for net, dev, via in topo.tables[host].routes if net.prefixlen == 0), None)
+    view.default_via = (str(default[1]), default[0]) if default is not None else None
 
 
 def _lab_targets(st: LabState) -> list[Target]:
@@ -75,33 +107,108 @@ def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
     return chosen, labs
 
 
+def _observe(chosen: list[Target], by_lab: dict[str, LabState], to: Address | None,
+             findings: list[Finding]) -> dict[str, NsView]:
+    """Each chosen namespace's view (a lab host's with what the model expects of it); unreadable ones are
+    findings."""
+    from ...errors import TargetError
+    from .observe import observe_namespace
+
+    views: dict[str, NsView] = {}
+    for target in chosen:
+        try:
+            views[target.label] = observe_namespace(target, to)
+        except TargetError as exc:
+            findings.append(Finding("unreadable", target.label, str(exc), "it cannot be examined", ()))
+            continue
+        st = by_lab.get(target.lab or "")
+        if st is not None and target.host is not None and target.host in st.lab.hosts:
+            _plan(views[target.label], st, target.host)
+    _mark_routers(views)
+    return views
+
+
 def diagnose(what: str | None = None, to: str | None = None, drivers: Any = None) -> list[Finding]:
     """Every finding for ``what`` (a target, a lab, or everything); [] when healthy."""
     from ...drivers import Drivers
-    from ...errors import TargetError
-    from .observe import observe_machine, observe_namespace
+    from .observe import observe_machine
 
-    address = parse_to(to)
+    wanted = parse_to(to)
     chosen, labs = _selection(what)
-    views: dict[str, NsView] = {}
+    by_lab = {st.lab.name: st for st in labs}
     findings: list[Finding] = []
-    for target in chosen:
-        try:
-            views[target.label] = observe_namespace(target, address)
-        except TargetError as exc:
-            findings.append(Finding("unreadable", target.label, str(exc), "it cannot be examined", ()))
-    _mark_routers(views)
+    views = _observe(chosen, by_lab, wanted[0] if wanted else None, findings)
     for view in views.values():
         findings += check_namespace(view)
+    if wanted is not None:
+        findings += _probe_to(chosen, views, by_lab, wanted)
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
+        for st in labs:
+            host = next((t.host for t in chosen if t.lab == st.lab.name and len(chosen) == 1), None)
+            findings += _matrix(st.lab.name, host, drivers)
         if labs or what is None:
             findings += check_machine(observe_machine(drivers, labs, views))
     finally:
         if own:
             drivers.close()
     return findings
+
+
+def _probe_to(chosen: list[Target], views: dict[str, NsView], by_lab: dict[str, LabState],
+              wanted: tuple[Address, str | None]) -> list[Finding]:
+    """``--to``: one probe from each namespace that has a route there (ICMP echo, a TCP connect or a UDP round
+    trip); one that fails is a finding, with the hops the model expects for a lab host."""
+    from ...drivers.probe import LiveProber
+    from .. import check
+
+    address, port = wanted
+    proto, number = check.parse_port(port)
+    shown = f"[{address}]:{port}" if port and address.version == 6 else f"{address}:{port}" if port else str(address)
+    todo = [t for t in chosen if t.label in views and t.netns_name
+            and checks.route_for(views[t.label], address) is not None]
+    outcomes = LiveProber().probe([(t.netns_name or "", str(address)) for t in todo], proto, number, check.TIMEOUT)
+    out = []
+    for target, (reached, result) in zip(todo, outcomes, strict=True):
+        if reached:
+            continue
+        fix = _model_says(by_lab.get(target.lab or ""), target.host, address, shown)
+        out.append(Finding("unreachable-to", target.label, f"{shown} is not reached ({result})",
+                           f"a {proto if number else 'ping'} probe from inside the namespace got no answer",
+                           fix))
+    return out
+
+
+def _matrix(lab: str, host: str | None, drivers: Any) -> list[Finding]:
+    """``nslab check``'s matrix of ``lab`` (``host``'s row only, when one host is examined): each cell whose
+    probe disagrees with the reachability model is a finding, with the hops the model expects."""
+    from .. import check
+
+    out = []
+    for c in check.check(lab, source=host, drivers=drivers).cells:
+        if c.ok:
+            continue
+        seen = "reached" if c.reachable else "not reached"
+        want = "reachable" if c.expected else "blocked"
+        by = "an expect: entry says" if c.by == "expect" else "the lab's model says"
+        target = c.target if c.target == check.OUTSIDE else f"{c.target} ({c.address})"
+        out.append(Finding("unexpected-" + ("reach" if c.reachable else "block"), f"{lab}/{c.source}",
+                           f"{target} is {seen} ({c.result}) but {by} {want}",
+                           f"expected hops: {c.path}" if c.path else "the model expects no path",
+                           (f"nslab check --explain {c.source} {c.target} {lab}",)))
+    return out
+
+
+def _model_says(st: LabState | None, host: str | None, address: Address, shown: str) -> tuple[str, ...]:
+    """For a lab host: what the reachability model says of ``address``, and how to see its hops."""
+    from .. import check
+
+    if st is None or host is None or host not in st.lab.hosts:
+        return ()
+    v = check.verdict(st.lab, st.extra, host, str(address), address.version == 6)
+    return (f"# the lab's model: {'reachable' if v.reachable else 'blocked: ' + v.why}",
+            f"# expected hops: {v.path()}", f"nslab check --explain {host} {shown} {st.lab.name}")
 
 
 def report(findings: list[Finding]) -> dict[str, Any]:

@@ -61,8 +61,8 @@ def interfaces_down(ns: NsView) -> list[Finding]:
     return out
 
 
-def _route_for(ns: NsView, address: ipaddress.IPv4Address) -> Any:
-    matches = [r for r in ns.routes if address in r.destination]
+def route_for(ns: NsView, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
+    matches = [r for r in (ns.routes6 if address.version == 6 else ns.routes) if address in r.destination]
     return max(matches, key=lambda r: r.destination.prefixlen) if matches else None
 
 
@@ -75,13 +75,22 @@ def _gateway_guess(ns: NsView) -> str:
     return "default via GATEWAY dev IF"
 
 
+def _default_fix(ns: NsView) -> str | None:
+    """The default route to add: the one the lab's model uses for a lab host (None: it has none on purpose,
+    e.g. only internal networks), a guess from the first subnet elsewhere."""
+    if not ns.planned:
+        return _gateway_guess(ns)
+    return None if ns.default_via is None else f"default via {ns.default_via[0]} dev {ns.default_via[1]}"
+
+
 def routes(ns: NsView) -> list[Finding]:
     out = []
-    if not any(r.destination.prefixlen == 0 for r in ns.routes):
+    fix = _default_fix(ns)
+    if fix is not None and not any(r.destination.prefixlen == 0 for r in ns.routes):
         out.append(Finding("no-default-route", ns.label, "no default route",
                            "only directly connected subnets are reachable; anything else fails with "
-                           "'Network is unreachable'", (ns.ip(f"route add {_gateway_guess(ns)}"),)))
-    if ns.to is not None and _route_for(ns, ns.to) is None:
+                           "'Network is unreachable'", (ns.ip(f"route add {fix}"),)))
+    if ns.to is not None and route_for(ns, ns.to) is None:
         out.append(Finding("no-route-to", ns.label, f"no route to {ns.to}",
                            f"packets to {ns.to} fail with 'Network is unreachable'",
                            (ns.ip(f"route add {ns.to} via GATEWAY"),)))
@@ -101,8 +110,9 @@ def gateway_arp(ns: NsView) -> list[Finding]:
 def forwarding(ns: NsView) -> list[Finding]:
     if not ns.forwards or ns.ip_forward == "1":
         return []
-    return [Finding("ip-forward-off", ns.label, "net.ipv4.ip_forward is 0 but this namespace routes between "
-                    "its networks", "packets between its interfaces are dropped instead of forwarded",
+    what = "its lab file's sysctls set it to 1" if ns.planned else "this namespace routes between its networks"
+    return [Finding("ip-forward-off", ns.label, f"net.ipv4.ip_forward is 0 but {what}",
+                    "packets between its interfaces are dropped instead of forwarded",
                     (ns.sysctl("net.ipv4.ip_forward=1"),))]
 
 
@@ -231,16 +241,18 @@ def overlaps(m: MachineView) -> list[Finding]:
 
 
 def mtu(m: MachineView) -> list[Finding]:
+    """MTUs that differ on one network: for a lab, those that differ from what its file asks for (set there
+    on purpose, they are no finding), fixed back to that; elsewhere all down to the smallest."""
     out = []
     for lab in m.labs:
         for network, sizes in sorted(lab.mtus.items()):
             values = set(sizes.values())
-            if len(values) < 2:
+            want = {where: lab.mtu_planned.get(where, min(values)) for where in sizes}
+            if len(values) < 2 or all(sizes[w] == want[w] for w in sizes):
                 continue
-            want = min(values)
             listing = ", ".join(f"{where} {size}" for where, size in sorted(sizes.items()))
-            fix = tuple(cmd for where, size in sorted(sizes.items()) if size != want
-                        for cmd in [lab.mtu_fix(where, want)])
+            fix = tuple(lab.mtu_fix(where, want[where]) for where, size in sorted(sizes.items())
+                        if size != want[where])
             out.append(Finding("mtu-mismatch", f"lab {lab.name}", f"MTUs differ on network {network}: {listing}",
                                "large packets (TLS handshakes, file transfers) are dropped where the MTU is "
                                "smaller while small ones pass: connections hang after connecting", fix))

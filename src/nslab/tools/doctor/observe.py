@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Host, Interface
     from ...ns.targets import Target
+
+
+#: An interface's MTU when the lab file sets none (the kernel's for a veth).
+DEFAULT_MTU = 1500
 
 
 @dataclass
@@ -40,8 +45,12 @@ class NsView:
     udp53: set[str] = field(default_factory=set)  # local addresses with a UDP socket on port 53
     dns_answers: dict[str, str] = field(default_factory=dict)  # nameserver -> "ok" or why not
     gateway_arp: dict[str, tuple[str, bool]] = field(default_factory=dict)  # gateway -> (device, answered)
-    to: ipaddress.IPv4Address | None = None
-    forwards: bool = False  # another namespace routes through this one
+    to: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    routes6: list[RouteInfo] = field(default_factory=list)  # read when ``to`` is an IPv6 address
+    forwards: bool = False  # another namespace routes through this one (or, for a lab host, its sysctls say so)
+    #: a lab host: what the reachability model expects of it (tools/reach.py), instead of guesses
+    planned: bool = False
+    default_via: tuple[str, str] | None = None  # (gateway, device) of the IPv4 default route the model uses
 
     def ip(self, args: str) -> str:
         return f"ip -n {self.netns} {args}" if self.netns else f"nslab exec {self.text} -- ip {args}"
@@ -71,6 +80,7 @@ class LabView:
     published: bool = False
     mtus: dict[str, dict[str, int]] = field(default_factory=dict)  # network -> {"where": mtu}
     mtu_commands: dict[str, str] = field(default_factory=dict)  # "where" -> command with {mtu}
+    mtu_planned: dict[str, int] = field(default_factory=dict)  # "where" -> the MTU the lab file asks for
 
     def mtu_fix(self, where: str, mtu: int) -> str:
         return self.mtu_commands.get(where, "# set the MTU of {where} to {mtu}").format(mtu=mtu, where=where)
@@ -139,6 +149,8 @@ def _inside(view: NsView) -> None:
     with rtnl.open_socket() as sock:
         view.links = rtnl.links(sock)
         view.routes = rtnl.routes(sock)
+        if view.to is not None and view.to.version == 6:
+            view.routes6 = rtnl.routes(sock, view.links, socket.AF_INET6)
     view.ip_forward = sysctl.read("net.ipv4.ip_forward")
     view.rp_filter = {name: _sysctl_int(f"net.ipv4.conf.{name}.rp_filter")
                       for name in ["all", "default", *(lk.name for lk in view.links)]}
@@ -174,22 +186,17 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def observe_namespace(target: Target, to: ipaddress.IPv4Address | None = None) -> NsView:
+def observe_namespace(target: Target, to: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None) -> NsView:
     from ... import linux
 
     view = NsView(label=target.label, text=target.text, netns=target.netns_name, lab=target.lab, to=to)
     view.resolv_path = _resolv_path(target)
     view.nameservers = nameservers(_read(view.resolv_path))
     fd = target.open("net")
-
-    def work() -> None:
-        try:
-            linux.setns(fd, linux.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-        _inside(view)
-
-    linux.in_thread(work, name=f"nslab-doctor {target.text}")
+    try:
+        linux.in_namespace(fd, lambda: _inside(view), name=f"nslab-doctor {target.text}")
+    finally:
+        os.close(fd)
     return view
 
 
@@ -213,14 +220,17 @@ def _lab_mtus(st: LabState, machine_links: list[LinkInfo], hosts: dict[str, NsVi
     for n in st.lab.networks.values():
         sizes: dict[str, int] = {}
         bridge = by_name.get(n.bridge)
-        if bridge is not None and bridge.mtu:
-            sizes[f"bridge {n.bridge}"] = bridge.mtu
-            view.mtu_commands[f"bridge {n.bridge}"] = f"ip link set {n.bridge} mtu {{mtu}}"
+        ports = []
         for h in st.lab.hosts.values():
             inside = {lk.name: lk for lk in hosts[h.name].links} if h.name in hosts else {}
             for iface in h.interfaces:
                 if iface.network == n.name:
                     _veth_mtus(h, iface, by_name, inside, sizes, view)
+                    ports.append(iface.mtu or DEFAULT_MTU)
+        if bridge is not None and bridge.mtu:
+            sizes[f"bridge {n.bridge}"] = bridge.mtu
+            view.mtu_commands[f"bridge {n.bridge}"] = f"ip link set {n.bridge} mtu {{mtu}}"
+            view.mtu_planned[f"bridge {n.bridge}"] = min(ports, default=bridge.mtu)  # a bridge takes its ports' least
         if sizes:
             view.mtus[n.name] = sizes
 
@@ -232,10 +242,12 @@ def _veth_mtus(host: Host, iface: Interface, machine: dict[str, LinkInfo], insid
     if port is not None and port.mtu:
         sizes[f"port {port.name}"] = port.mtu
         view.mtu_commands[f"port {port.name}"] = f"ip link set {port.name} mtu {{mtu}}"
+        view.mtu_planned[f"port {port.name}"] = iface.mtu or DEFAULT_MTU
     if iface.name in inside and inside[iface.name].mtu:
         where = f"{host.name}:{iface.name}"
         sizes[where] = inside[iface.name].mtu
         view.mtu_commands[where] = f"ip -n {host.namespace} link set {iface.name} mtu {{mtu}}"
+        view.mtu_planned[where] = iface.mtu or DEFAULT_MTU
 
 
 def observe_machine(drivers: Drivers, labs: list[LabState], hosts: dict[str, NsView]) -> MachineView:

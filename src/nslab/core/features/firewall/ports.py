@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ....errors import Problem, field_path
+from ....errors import Problem, PublishSyntaxError, field_path
 from ....model import IPv4Addr, Lab
 from ....values import Value, field
 from ... import publish
@@ -44,7 +44,7 @@ class _Checker(Value):
         loc = written.path
         try:
             mappings = publish.parse(written.text)
-        except publish.PublishSyntaxError as exc:
+        except PublishSyntaxError as exc:
             self.add(loc, str(exc))
             return
         problem = self.unreachable(host_name, mappings[0])

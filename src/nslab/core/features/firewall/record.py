@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....errors import PublishSyntaxError
 from ....model import Lab
 from ....values import Value, field
 from ... import publish
@@ -129,7 +130,7 @@ def desired(lab: Lab) -> FirewallRecord:
         for written in host.publish:
             try:
                 mappings = publish.parse(written.text)
-            except publish.PublishSyntaxError:
+            except PublishSyntaxError:
                 continue
             where = field_path(written.path)
             v6 = str(iface.address6.ip) if iface.address6 else ""
