@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import paths
 from ..drivers import Drivers
-from ..errors import ConflictError, StaleKeptForm, TargetError, TeardownError
+from ..errors import ConflictError, StaleKeptForm, TeardownError
 from ..model import Lab
 from ..naming import parse_owner
 from ..values import Value, field
@@ -314,7 +314,9 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     if name:
         states = [state.LabState.load(name)]
         if states[0] is None:
-            raise TargetError(f"no lab '{name}' is up")
+            from .which import not_up
+
+            raise not_up(name)
     else:
         from ..errors import StateError
 

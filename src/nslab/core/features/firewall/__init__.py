@@ -389,7 +389,8 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     rec = FirewallRecord.from_json(record)
     ports = [
         {"publish": p.spec, "host": p.host, "proto": p.proto, "host_ip": p.host_ip, "host_port": p.host_port,
-         "to": f"{p.address}:{p.port}", "network": p.network, "picked": p.picked}
+         "to": f"{p.address}:{p.port}", "network": p.network, "picked": p.picked,
+         **({"to6": f"[{p.address6}]:{p.port}"} if p.address6 else {})}
         for p in rec.ports
     ]
     return {"table": f"{FAMILY} {TABLE}", "ports": ports, "docker_user": rec.docker_user,
