@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -90,6 +91,95 @@ def config(file: str | None, output: str) -> None:
     sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
 
 
+@click.command()
+@click.argument("lab", required=False, shell_complete=complete.labs)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def events(lab: str | None, as_json: bool) -> None:
+    """Print what happens to LAB (default: every lab) as it happens, until interrupted.
+
+    \b
+    A line within a second of each service start, exit and restart, link down or up,
+    impairment change, drift found and repaired by up. --json lines:
+    {"time": RFC 3339, "lab", "host", "type", ...} with type one of service-start,
+    service-exit, service-restart, health, link-down, link-up, stop, start, impair,
+    drift, repaired.
+    """
+    import json
+
+    from ..core.events import Follower, line
+    from ..linux import require_root
+    from ..paths import lab_dir
+
+    require_root("the labs' events are kept under /run/nslab, readable by root only")
+    if lab is not None:
+        lab_dir(lab)  # (a name that cannot be a lab's is refused here)
+    follower = Follower(lab)
+    try:
+        while True:
+            for event in follower.wait():
+                click.echo(json.dumps(event) if as_json else line(event))
+    finally:
+        follower.close()
+
+
+@click.command()
+@click.argument("lab", required=False, shell_complete=complete.labs)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per sample.")
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+def stats(lab: str | None, as_json: bool, no_stream: bool) -> None:
+    """Per host of LAB (default: every lab): interface counters, and each service's CPU, memory and pids.
+
+    Like `docker stats`: a new sample every second until interrupted (--no-stream: one). CPU % is over
+    half a second, 100 % being one core.
+    """
+    from ..core import state
+    from ..linux import require_root
+    from ..tools.stats import sample
+
+    require_root("stats enters the hosts' network namespaces and reads their cgroups")
+    names = [lab] if lab else state.lab_names()
+    if lab and state.LabState.load_or_none(lab) is None:
+        from ..errors import TargetError
+
+        raise TargetError(f"no lab '{lab}' is up")
+    while True:
+        docs = sample(names)
+        _print_stats(docs, as_json)
+        if no_stream:
+            return
+        time.sleep(0.5)
+
+
+def _print_stats(docs: list[dict[str, Any]], as_json: bool) -> None:
+    import json
+
+    hosts = [{"lab": d["lab"], **h} for d in docs for h in d["hosts"]]
+    if as_json:
+        click.echo(json.dumps({"hosts": hosts}))
+        return
+    from .render import table
+
+    rows = [[f"{h['lab']}/{h['host']}", i["name"], _size(i["rx_bytes"]), _size(i["tx_bytes"]),
+             str(i["rx_packets"]), str(i["tx_packets"]), str(i["rx_dropped"] + i["tx_dropped"])]
+            for h in hosts for i in h["interfaces"]]
+    table("", ["host", "interface", "rx", "tx", "rx packets", "tx packets", "dropped"], rows)
+    rows = [[f"{h['lab']}/{h['host']}", s["name"], f"{s['cpu_percent']:.1f}%", _size(s["memory_bytes"]),
+             str(s["pids"])] for h in hosts for s in h["services"]]
+    if rows:
+        table("", ["host", "service", "cpu", "memory", "pids"], rows)
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}TiB"
+
+
 def register(group: click.Group) -> None:
     group.add_command(validate)
     group.add_command(config)
+    group.add_command(events)
+    group.add_command(stats)

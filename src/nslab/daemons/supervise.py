@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import linux, paths
+from ..core import events as event_stream
 from ..drivers import files, process, procfs
 from ..ns import nsenter
 from .contain import PidNamespaces, private_hosts
@@ -162,6 +163,11 @@ class Service:
             _child(self.spec)
         self.pid, self.state, self.started_at, self.restart_at = pid, "running", time.monotonic(), None
         self.exit_code = None
+        self.event("service-start", pid=pid)
+
+    def event(self, type: str, **fields: Any) -> None:
+        """One line of the lab's event stream about this service (core/events.py)."""
+        event_stream.emit(self.spec["lab"], type, self.spec["host"], service=self.id, **fields)
 
     def _limit(self, cgroup: str) -> None:
         """Write the host's ``resources:`` to the service's cgroup (drivers/process.py); note what failed."""
@@ -181,7 +187,7 @@ class Service:
 
     def exited(self, code: int) -> None:
         self.pid, self.exit_code = None, code
-        self._oom()
+        self.event("service-exit", exit_code=code, oom_killed=self._oom())
         if self.stopping:
             self.state = "stopped"
             return
@@ -449,6 +455,7 @@ class Supervisor:
                 # What the last run left behind (a daemonized child holding the port) goes first.
                 process.stop_trees([s.tracker], timeout=1.0)
                 s.restarts += 1
+                s.event("service-restart", restarts=s.restarts)
                 self._start(s)
                 changed = True
         return changed
