@@ -37,6 +37,8 @@ def rfc3339(when: float) -> str:
 def emit(lab: str, type: str, host: str | None = None, **fields: Any) -> None:
     """Append one event of ``type`` (one of :data:`TYPES`) about ``host`` (None: the lab as a whole) of ``lab``;
     ``fields``: what else the type says (JSON values)."""
+    if type not in TYPES:
+        raise ValueError(f"no event type {type!r} (one of {', '.join(TYPES)})")  # a caller's mistake
     event = {"time": rfc3339(time.time()), "lab": lab, "host": host, "type": type, **fields}
     line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
     try:
