@@ -34,6 +34,18 @@ def service_config(resources: Resources) -> dict[str, Any]:
     return {"resources": {k: v for k, v in limits.items() if v is not None}}
 
 
+def docker_host_config(resources: Resources) -> dict[str, Any]:
+    """A container host's limits as Docker's HostConfig (``--cpus``, ``--memory``, ``--pids-limit``)."""
+    config: dict[str, Any] = {}
+    if resources.cpus is not None:
+        config["NanoCpus"] = int(resources.cpus * 1e9)
+    if resources.memory is not None:
+        config["Memory"] = resources.memory
+    if resources.pids is not None:
+        config["PidsLimit"] = resources.pids
+    return config
+
+
 def commands(limits: dict[str, Any], cgroup: str) -> list[str]:
     """The limits as the shell lines a person would type (``--dry-run``), for cgroup v2."""
     out = []
