@@ -17,6 +17,11 @@ hosts:
     resources: {memory: 64M, cpus: 0.5, pids: 200}
     run: "python3 -c 'b = bytearray(100 * 1024 * 1024); import time; time.sleep(600)'"
     restart: no
+  again:
+    networks: [n]
+    resources: {memory: 32M}
+    run: "python3 -c 'b = bytearray(100 * 1024 * 1024)'"
+    restart: on-failure
   calm:
     networks: [n]
     resources: {cpus: 0.25, pids: 50}
@@ -43,6 +48,9 @@ def test_memory_limit_kills_a_hog_and_status_says_oom_killed(lab):
     name = lab(LAB)
     hog = wait_for(lambda: (s := services(name)["hog"]) and s["state"] == "exited" and s, timeout=15)
     assert hog["oom_killed"] is True
+    # The restart policy applies, and the OOM kill stays said through the restarts.
+    again = wait_for(lambda: (s := services(name)["again"]) and s["restarts"] >= 1 and s, timeout=15)
+    assert again["oom_killed"] is True
     calm = services(name)["calm"]
     assert calm["state"] == "running" and calm["oom_killed"] is False
     from labs import nslab
