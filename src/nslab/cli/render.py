@@ -253,12 +253,19 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
         if state == "exited" and s.get("processes"):
             state += f" ({s['processes']} left)"
         user = (s.get("user") or "root") + (" (contained)" if s.get("contained") else "")
-        rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
+        rows.append([s["id"], state, str(s["pid"] or ""), _exit(s),
                      str(s["restarts"]), s["restart"], user, s["command"]])
     table("", ["service", "state", "pid", "exit", "restarts", "restart", "user", "command"], rows, wide)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")
+
+
+def _exit(service: dict[str, Any]) -> str:
+    """The exit column: ``oom-killed`` once the kernel's OOM killer ended a run (kept through restarts)."""
+    if service.get("oom_killed"):
+        return "oom-killed"
+    return "" if service["exit_code"] is None else str(service["exit_code"])
 
 
 # --- container hosts (containers feature) --------------------------------------------------------------

@@ -54,7 +54,7 @@ from ..model import (
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
 from . import kinds, labtests
-from .features import contain, containers, dns, firewall, impair, partitions, services
+from .features import contain, containers, dns, firewall, impair, limits, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, name_rule
 from .wiring import PER_INTERFACE_SYSCTL
 
@@ -473,6 +473,7 @@ class _Resolution:
             dns=resolver,
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
+            resources=limits.resolve(host),
         )
 
     def _check_sysctl_interfaces(self, host_name: str, host: HostSpec) -> None:

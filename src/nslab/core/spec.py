@@ -237,6 +237,29 @@ def _ip_list(value: Any) -> Any:
     return out
 
 
+_MEMORY_UNITS = {"b": 1.0, "k": 1024.0, "m": 1024.0**2, "g": 1024.0**3, "kb": 1024.0, "mb": 1024.0**2,
+                 "gb": 1024.0**3}
+
+
+class ResourcesSpec(_Strict):
+    """Limits of a host's services (features/limits.py): ``{cpus: 0.5, memory: 64M, pids: 200}``, as Docker's
+    ``--cpus``, ``--memory`` and ``--pids-limit``. Stored normalised: memory in bytes."""
+
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: int | None = None
+    pids: int | None = Field(default=None, ge=1)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        memory = int(_number_with_unit(value, _MEMORY_UNITS, "b", "memory"))
+        if memory < 4 * 1024 * 1024:
+            raise ValueError(f"memory: {value} is below the least a service can run in (4M)")
+        return memory
+
+
 class _WithDns(_Strict):
     """``dns:`` and ``dns_search:``, written for the whole lab or per host."""
 
@@ -322,6 +345,7 @@ class HostSpec(_WithDns):
     publish: list[str] = Field(default_factory=list)  # features/firewall
     run: str | list[str] = Field(default_factory=list)  # features/services.py
     restart: RestartPolicy = "on-failure"
+    resources: ResourcesSpec | None = None  # features/limits.py: its services' cgroup limits
     impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # features/impair.py: interface -> impairment
     # A Docker container as the host (features/containers.py): its image and how it is created.
     image: str | None = None

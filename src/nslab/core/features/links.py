@@ -151,7 +151,15 @@ def set_link(name: str, host: str, iface: str | None, up: bool, drivers: Drivers
         apply(Plan([SetLinkState(tuple(wanted), up, routes)]), drivers)
         st.extra[KEY] = LinksRecord(down).to_json()
         st.save()
+        _events(name, host, names, up)
         return [f"{host}:{i}" for i in names]
+
+
+def _events(lab: str, host: str, names: list[str], up: bool) -> None:
+    from ..events import emit
+
+    for iface in names:
+        emit(lab, "link-up" if up else "link-down", host, interface=iface)
 
 
 def _interfaces_at(lab: Lab, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
