@@ -163,6 +163,18 @@ class Service(Value):
     depends_on: tuple[tuple[str, str], ...] = ()  # (host, "started" | "healthy" | "completed"), in file order
 
 
+class Resources(Value):
+    """Limits of a host's services (``resources:``, features/limits.py), written to each service's cgroup;
+    None: no limit."""
+
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    pids: int | None = None
+
+
+NO_RESOURCES = Resources()
+
+
 class Dns(Value):
     """A host's resolver as the lab file sets it (the host's own ``dns:``/``dns_search:`` over the lab's);
     None: not written, the machine's (features/dns)."""
@@ -202,7 +214,7 @@ NO_DNS = Dns()
 
 class Host(Value):
     #: What the features ask of a host; the rest is its wiring (a change there makes the host again).
-    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair")
+    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "resources")
 
     name: str
     namespace: str
@@ -218,6 +230,7 @@ class Host(Value):
     publish: tuple[Publish, ...] = ()
     impair: tuple[Impairment, ...] = ()  # in file order, inactive entries too
     contain: Containment = NO_CONTAINMENT  # how its services are confined (a light host's; a container's: Container)
+    resources: Resources = NO_RESOURCES  # its services' cgroup limits
 
     def wiring_differs(self, other: Host) -> bool:
         """Whether ``other`` differs from this host in more than what its features ask."""
