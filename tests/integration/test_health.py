@@ -165,3 +165,28 @@ def test_env_and_env_file_reach_the_service_and_values_stay_unprinted(labs, tmp_
     state = open(paths.supervisor_config("he")).read()
     for shown in (dry, status, state):
         assert "s3cret-value" not in shown
+
+
+REVERSE = """\
+name: hr
+networks:
+  front: {{}}
+hosts:
+  db:
+    networks: [front]
+    run: "trap 'date +%s.%N > {out}/db; exit 0' TERM; while :; do sleep 0.1; done"
+  web:
+    networks: [front]
+    run: "trap 'date +%s.%N > {out}/web; exit 0' TERM; while :; do sleep 0.1; done"
+    depends_on: [db]
+"""
+
+
+def test_down_stops_dependents_first(labs, tmp_path):
+    labs.env = ENV
+    labs.up(REVERSE.format(out=tmp_path))
+    wait_for(lambda: all(s["state"] == "running" for s in lab_status("hr", env=ENV)["hostsetup"]["services"]))
+    time.sleep(0.3)  # (each shell is in its loop, its trap set)
+    run_nslab("down", "hr", env=ENV)
+    web, db = (float((tmp_path / name).read_text()) for name in ("web", "db"))
+    assert web < db, (web, db)

@@ -624,6 +624,7 @@ class Supervisor:
             for s in self.services:
                 if s.state != "waiting":
                     self._start(s)
+            self._start_ready()  # (those waiting only for services that just started)
         self.write_status()
         self.stopping = self.error is not None
         while not self.stopping:
