@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ..core.lifecycle import Subset
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: handled like Ctrl-C (what is half-made is rolled back), exit status 128 + signal.
@@ -78,8 +80,9 @@ def _up(args: list[str]) -> int | None:
     return _reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found))
 
 
-def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
-    """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too)."""
+def up(file: str | None, quiet: bool = False, wide: bool = False, subset: Subset | None = None) -> None:
+    """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too, with ``--only`` and
+    ``--profile`` as ``subset``)."""
     from ..core.lifecycle import up_file
     from ..linux import require_root
     from . import render
@@ -87,7 +90,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
     require_root("up creates namespaces, links and firewall rules")
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
-        result = up_file(path, progress=bar)
+        result = up_file(path, progress=bar, subset=subset)
     render.warnings(result.warnings)
     if quiet:
         return

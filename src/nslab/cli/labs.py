@@ -37,7 +37,12 @@ def _output(output: str | None, as_json: bool, wide: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
 @click.option("--wide", is_flag=True, help="Never cut lines to the terminal's width.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors.")
-def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool) -> None:
+@click.option("--only", "only", default=None, metavar="HOST[,HOST..]",
+              help="Bring up only these hosts (and the networks and links between them); a later up adds the rest.")
+@click.option("--profile", "profiles", multiple=True, metavar="NAME",
+              help="Also bring up the hosts with this name in their profiles: (repeatable).")
+def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool,
+       only: str | None, profiles: tuple[str, ...]) -> None:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
@@ -46,19 +51,20 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     changed, every warning, and the lab's hosts. A lab file that passed every check is kept checked under
     /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
-    from ..core.lifecycle import up_file
+    from ..core.lifecycle import Subset, up_file
     from ..linux import require_root
     from . import fast, render
 
     require_root("up creates namespaces, links and firewall rules")
     output = _output(output, as_json, wide)
     machine_readable = output in ("json", "yaml")
+    subset = Subset(tuple(h for h in only.split(",") if h) if only is not None else None, profiles)
     if not machine_readable and not dry_run:
-        fast.up(file, quiet=quiet, wide=output == "wide")  # (what `nslab up` runs without click)
+        fast.up(file, quiet=quiet, wide=output == "wide", subset=subset)  # (what `nslab up` runs without click)
         return
     path = find_lab_file(file)  # "-": standard input, reported as <stdin>
     with render.progress(enabled=False) as bar:
-        result = up_file(path, dry_run=dry_run, progress=bar)  # checked whole under the machine lock
+        result = up_file(path, dry_run=dry_run, progress=bar, subset=subset)  # checked whole under the machine lock
     render.warnings(result.warnings)
     if dry_run:
         commands = result.commands()

@@ -19,11 +19,12 @@ ruleset     nslab's nft table or one of the lab's chains gone                   
 services    the lab's supervisor is not running                                    start it (services)
 ==========  ===================================================================  ===============================
 
-Interfaces put down with ``nslab link`` are intended (features/links.py), not drift. This module only collects:
-the wiring answers for bridges, namespaces and default routes (``wiring.drift``), each interface's kind for the
-interface and its port (kinds/, e.g. ``kinds.veth.drift``), and each feature with a ``drift(lab, record,
-drivers) -> list[Difference]`` hook for its own part (firewall, services, containers; features/__init__.py); the
-features' ``plan_up`` then repair them.
+Interfaces put down with ``nslab link`` (features/links.py) or of a host stopped with ``nslab stop``
+(features/hoststate.py) are intended, not drift; hosts ``up --only`` left out are not in the record at all.
+This module only collects: the wiring answers for bridges, namespaces and default routes (``wiring.drift``),
+each interface's kind for the interface and its port (kinds/, e.g. ``kinds.veth.drift``), and each feature
+with a ``drift(lab, record, drivers) -> list[Difference]`` hook for its own part (firewall, services,
+containers; features/__init__.py); the features' ``plan_up`` then repair them.
 
 Replaces: comparing ``ip -n NS -br addr``, ``ip -n NS route``, ``ip link show master BR``, ``nft list table
 inet nslab`` and ``ps`` with what the lab file says, by hand.
@@ -46,10 +47,12 @@ def lab_drift(st: LabState, drivers: Drivers, views: Views | None = None) -> lis
     when the caller has just read them, as ``status`` has): the wiring's (each interface's by its kind), then
     each feature's that has a ``drift`` hook, in :data:`~nslab.core.features.FEATURES` order."""
     from . import wiring
-    from .features import links
+    from .features import hoststate, links
 
     lab = st.lab
-    found = wiring.drift(lab, links.down_interfaces(lab, st.extra.get(links.KEY)), drivers, views)
+    meant_down = (links.down_interfaces(lab, st.extra.get(links.KEY))
+                  | hoststate.meant_down(lab, st.extra.get(hoststate.KEY)))
+    found = wiring.drift(lab, meant_down, drivers, views)
     for module in features.modules():
         check = getattr(module, "drift", None)
         if check is not None:

@@ -463,6 +463,7 @@ class _Resolution:
             dns=resolver,
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
+            profiles=tuple(host.profiles),
         )
 
     def _check_sysctl_interfaces(self, host_name: str, host: HostSpec) -> None:

@@ -306,6 +306,8 @@ class HostSpec(_WithDns):
     run: str | list[str] = Field(default_factory=list)  # features/services.py
     restart: RestartPolicy = "on-failure"
     impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # features/impair.py: interface -> impairment
+    #: compose-style: a host with profiles comes up only with ``up --profile NAME`` (features/hoststate.py)
+    profiles: list[str] = Field(default_factory=list)
     # A Docker container as the host (features/containers.py): its image and how it is created.
     image: str | None = None
     command: str | list[str] | None = None
