@@ -72,12 +72,16 @@ def select(lab: Lab, recorded: Lab | None, only: Iterable[str] | None, profiles:
     if unknown:
         raise TargetError(f"lab '{lab.name}' has no host {', '.join(repr(h) for h in unknown)} "
                           f"(it has: {', '.join(lab.hosts)})")
-    wanted = set(profiles)
     up = set(recorded.hosts) if recorded is not None else set()
-    keep = {h.name for h in lab.hosts.values()
-            if h.name in up or (h.name in only if only is not None else not h.profiles or wanted & set(h.profiles))}
+    keep = {h.name for h in lab.hosts.values() if h.name in up or _chosen(h, only, set(profiles))}
     left_out = frozenset(h for h in lab.hosts if h not in keep)
     return (subset(lab, keep) if left_out else lab), left_out
+
+
+def _chosen(host: Host, only: list[str] | None, profiles: set[str]) -> bool:
+    if only is not None:
+        return host.name in only
+    return not host.profiles or bool(profiles & set(host.profiles))
 
 
 def subset(lab: Lab, keep: set[str]) -> Lab:
