@@ -111,3 +111,15 @@ def test_up_only_then_the_rest(lab, labs):
     assert "part-debug" in namespaces("part-")
     nslab("up", "-f", str(path), env=env)  # a plain up leaves it up
     assert "part-debug" in namespaces("part-") and lab_status("part", env=env)["drift"] == []
+
+
+def test_exec_on_many_hosts(lab):
+    name = lab(DEMO)
+    r = nslab("exec", f"{name}/web*", "--", "sh", "-c", "hostname; echo err >&2; [ $(hostname) = web1 ] && exit 3; exit 5",
+              check=False, env=SERVICES_ENV)
+    assert sorted(r.stdout.splitlines()) == ["web1 | web1", "web2 | web2"]
+    assert sorted(r.stderr.splitlines()) == ["web1 | err", "web2 | err"]
+    assert r.returncode == 5  # the highest status
+    r = nslab("exec", "--all", name, "--", "sh", "-c", 'test "$(hostname)" != db', check=False, env=SERVICES_ENV)
+    assert r.returncode == 1 and r.stdout == ""
+    assert nslab("exec", f"{name}/nothing*", "--", "true", check=False, env=SERVICES_ENV).returncode == 2
