@@ -115,8 +115,8 @@ def test_up_only_then_the_rest(lab, labs):
 
 def test_exec_on_many_hosts(lab):
     name = lab(DEMO)
-    r = nslab("exec", f"{name}/web*", "--", "sh", "-c", "hostname; echo err >&2; [ $(hostname) = web1 ] && exit 3; exit 5",
-              check=False, env=SERVICES_ENV)
+    script = "hostname; echo err >&2; [ $(hostname) = web1 ] && exit 3; exit 5"
+    r = nslab("exec", f"{name}/web*", "--", "sh", "-c", script, check=False, env=SERVICES_ENV)
     assert sorted(r.stdout.splitlines()) == ["web1 | web1", "web2 | web2"]
     assert sorted(r.stderr.splitlines()) == ["web1 | err", "web2 | err"]
     assert r.returncode == 5  # the highest status
