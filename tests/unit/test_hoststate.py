@@ -22,7 +22,7 @@ LAB = lab_text(
         "db": "networks: [back], run: exec sleep 1002",
         "probe": "networks: [front], profiles: [debug]",
     },
-    more="links:\n  - [web, db]\n",
+    more="links:\n  - [web, db]\npartitions:\n  - [api, db]\n",
 )
 
 
@@ -72,10 +72,11 @@ def test_only_keeps_the_hosts_their_networks_and_the_links_between_them():
     lab = load.resolved(load.from_text(LAB), None)
     part, left = hoststate.select(lab, None, ["web", "api"], ())
     assert set(part.hosts) == {"web", "api"} and left == {"db", "probe"}
-    assert set(part.networks) == {"front"} and part.links == ()
+    assert set(part.networks) == {"front"} and part.links == () and part.partitions == ()
     assert [i.name for i in part.hosts["web"].interfaces] == ["eth0"]  # its link to db waits for db
     both, _ = hoststate.select(lab, None, ["web", "db"], ())
     assert len(both.links) == 1 and both.hosts["web"].interfaces[1].link == 0
+    assert hoststate.select(lab, None, ["api", "db"], ())[0].partitions == (("api", "db"),)
 
 
 def test_profiles_and_hosts_up_already():
@@ -104,3 +105,19 @@ def test_up_only_then_the_rest_keeps_what_is_up(tmp_path, monkeypatch):
     assert d.kernel.namespaces == {"hs-web", "hs-api", "hs-db"}
     remade = {h.name for a in rest.plan.of_type(AddHosts) for h in a.hosts}
     assert remade == {"db"}  # web only gains its link to db
+
+
+def test_the_api_restarts_and_brings_up_part(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path / "state"))
+    d = fake_drivers()
+    assert isinstance(d.kernel, FakeKernel) and isinstance(d.processes, FakeProcesses)
+    lab = Lab.from_text(LAB, drivers=d)
+    lab.up(only=["api"])
+    assert d.kernel.namespaces == {"hs-api"}
+    lab.up(profiles=["debug"])
+    assert d.kernel.namespaces == {"hs-web", "hs-api", "hs-db", "hs-probe"}
+    lab.stop("db")
+    lab.restart("db", "api")  # a stopped host starts
+    assert service_hosts(d.processes) == {"web", "api", "db"}
+    st = state.LabState.load("hs")
+    assert st is not None and hoststate.stopped(st.extra[hoststate.KEY]) == set() and lab_drift(st, d) == []

@@ -85,13 +85,15 @@ def _chosen(host: Host, only: list[str] | None, profiles: set[str]) -> bool:
 
 
 def subset(lab: Lab, keep: set[str]) -> Lab:
-    """``lab`` with only the hosts ``keep``, the networks they are on and the links between two of them."""
+    """``lab`` with only the hosts ``keep``, the networks they are on, the links and partitions between them."""
     kept_links = [n for n, lk in enumerate(lab.links) if lk.a in keep and lk.b in keep]
     index = {old: new for new, old in enumerate(kept_links)}
     hosts = {name: _host_subset(h, index) for name, h in lab.hosts.items() if name in keep}
     used = {i.network for h in hosts.values() for i in h.interfaces if i.network}
+    sides = set(hosts) | used  # a partition of the file holds once both its sides are up
     return replace(lab, hosts=hosts, networks={n: net for n, net in lab.networks.items() if n in used},
-                   links=tuple(lab.links[n] for n in kept_links))
+                   links=tuple(lab.links[n] for n in kept_links),
+                   partitions=tuple(p for p in lab.partitions if set(p) <= sides))
 
 
 def _host_subset(host: Host, index: dict[int, int]) -> Host:
