@@ -64,6 +64,8 @@ def test_stop_start_restart_one_host(lab, tmp_path):
     doc = lab_status(name, env=SERVICES_ENV)  # exit 0: no drift
     assert doc["drift"] == [] and doc["host_state"]["stopped"] == ["web1"]
     assert {h["name"]: h["state"] for h in doc["hosts"]}["web1"] == "stopped"
+    table = nslab("status", name, env=SERVICES_ENV).stdout
+    assert "web1 (stopped)" in table and "eth0 (down: stopped)" in table and "no drift" in table
     nslab("up", "-f", str(tmp_path / "nslab.yaml"), env=SERVICES_ENV)  # up keeps it stopped
     assert up_flags("demo-web1") == [False] and "web1" not in pids(name)
 
@@ -98,6 +100,8 @@ def test_up_only_then_the_rest(lab, labs):
     assert {h["name"]: h["state"] for h in doc["hosts"]} == {"web1": "running", "db": "running",
                                                             "web2": "not started", "debug": "not started"}
     assert doc["drift"] == []
+    assert sorted(line.split()[:3] for line in nslab("status", "part", env=env).stdout.splitlines()
+                  if "not started" in line) == [["debug", "part-debug", "not"], ["web2", "part-web2", "not"]]
     assert {k[0] for k in check("part")} == {"web1", "db"}  # check skips what is not up
     first = running("part", 2)
     where = {h: a for h, a in addresses("part").items() if h in first}
