@@ -58,6 +58,10 @@ class SourceLines:
             if path[:n] == written:
                 self._lines.setdefault(made + path[n:], line)
 
+    def written(self, path: tuple[Any, ...]) -> bool:
+        """Whether ``path`` itself was written (not only one of its parents)."""
+        return path in self._lines
+
     def items(self) -> list[tuple[tuple[Any, ...], int]]:
         """Every (field path, line) known (what the kept form stores)."""
         return list(self._lines.items())

@@ -147,6 +147,18 @@ class Service(Value):
     restart: str  # "no", "on-failure" or "always"
 
 
+class Resources(Value):
+    """Limits of a host's services (``resources:``, features/limits.py), written to each service's cgroup;
+    None: no limit."""
+
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    pids: int | None = None
+
+
+NO_RESOURCES = Resources()
+
+
 class Dns(Value):
     """A host's resolver as the lab file sets it (the host's own ``dns:``/``dns_search:`` over the lab's);
     None: not written, the machine's (features/dns)."""
@@ -186,7 +198,7 @@ NO_DNS = Dns()
 
 class Host(Value):
     #: What the features ask of a host; the rest is its wiring (a change there makes the host again).
-    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "profiles")
+    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "resources", "profiles")
 
     name: str
     namespace: str
@@ -202,6 +214,7 @@ class Host(Value):
     publish: tuple[Publish, ...] = ()
     impair: tuple[Impairment, ...] = ()  # in file order, inactive entries too
     contain: Containment = NO_CONTAINMENT  # how its services are confined (a light host's; a container's: Container)
+    resources: Resources = NO_RESOURCES  # its services' cgroup limits
     profiles: tuple[str, ...] = ()  # up only with `up --profile` naming one of them (features/hoststate.py)
 
     def wiring_differs(self, other: Host) -> bool:

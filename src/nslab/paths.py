@@ -15,6 +15,7 @@ they are read.
     ``<lab>/services.json``        what the lab's supervisor runs; ``services.status.json``: what it is doing;
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
     ``<lab>/logs/<host>.<n>.log.times``  when each line of that log arrived: ``OFFSET UNIX_TIME`` lines;
+    ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -123,6 +124,11 @@ def log_path(lab: str, host: str, n: int) -> str:
 def log_times(log: str) -> str:
     """The side index of a service log: one ``OFFSET UNIX_TIME`` line per line of the log (``logs -t``)."""
     return log + ".times"
+
+
+def events_file(lab: str) -> str:
+    """The lab's events, appended by whoever makes a change (core/events.py), read by ``nslab events``."""
+    return os.path.join(lab_dir(lab), "events.jsonl")
 
 
 def supervisor_log(lab: str) -> str:

@@ -45,14 +45,26 @@ class LabFactory:
         self.labs: list[Lab] = []
 
     def __call__(self, text_or_path: str | os.PathLike[str]) -> Lab:
+        """The lab of ``text_or_path``, up. A file that cannot be found, read or brought up fails the test
+        with nslab's own lines, not a traceback."""
+        from .errors import NslabError
+
+        try:
+            return self._up(str(text_or_path))
+        except NslabError as exc:
+            pytest.fail("\n".join(f"nslab: {line}" for line in exc.lines()), pytrace=False)
+
+    def _up(self, text: str) -> Lab:
         from .core.load import renamed as renamed_file
+        from .errors import UserError
         from .lab import Lab
 
-        text = str(text_or_path)
         if "\n" in text:
             lab = Lab.from_text(text)
         else:
             path = Path(text) if Path(text).is_absolute() else self.directory / text
+            if not path.exists() and not Path(text).exists():
+                raise UserError(f"no lab file {path} (a relative path is taken from the test's folder)")
             lab = Lab.load(path if path.exists() else Path(text))
         renamed = Lab(renamed_file(lab.file, unique_name(lab.name)), lab.drivers)
         self.labs.append(renamed)

@@ -100,4 +100,4 @@ def test_lab_file_as_its_own_test(host, labs, tmp_path):
 
 def test_test_needs_a_lab_that_is_up(host):
     result = nslab("test", "nosuch", check=False)
-    assert result.returncode == 2 and result.stderr.strip() == "nslab: no lab 'nosuch' is up"
+    assert result.returncode == 2 and result.stderr.strip() == "nslab: no lab 'nosuch' is up (labs up: none)"

@@ -93,3 +93,13 @@ def test_two_sessions_at_once_bring_the_same_lab_file_up_without_colliding(proje
     outputs = [run.communicate(timeout=120)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert nothing_left() == []
+
+
+def test_a_marker_naming_a_missing_file_fails_in_one_line(project):
+    (project / "test_missing.py").write_text(
+        'import pytest\n\n@pytest.mark.nslab("nope.yaml")\ndef test_x(nslab_lab):\n    pass\n')
+    result = pytest_run(project, "test_missing.py")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"nslab: no lab file {project / 'nope.yaml'} (a relative path is taken from the test's folder)" \
+        in result.stdout
+    assert "Traceback" not in result.stdout and "raise " not in result.stdout, result.stdout

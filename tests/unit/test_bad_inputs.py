@@ -141,6 +141,52 @@ def test_bad_lab_file(text, expected):
     _check(text, expected)
 
 
+# (lab file, every line of the report): one line per mistake, saying it in words, with the value written
+MESSAGES: list[tuple[str, list[str]]] = [
+    # a misspelled key: once, with what was meant, and nothing that follows from it
+    ("name: bad\nnetwroks:\n  front: {}\nhosts:\n  a: {networks: [front], publish: ['80']}\n",
+     ["lab.yaml:2: netwroks: unknown key 'netwroks': did you mean 'networks'?"]),
+    (HEAD + "  a: {netwroks: [lan], publish: ['8080:80']}\n",
+     ["lab.yaml:6: hosts.a.netwroks: unknown key 'netwroks': did you mean 'networks'?"]),
+    (HEAD + "  a: {networks: {lan: {adress: 10.70.0.9}}}\n",
+     ["lab.yaml:6: hosts.a.networks.lan.adress: unknown key 'adress': did you mean 'address'?"]),
+    (HEAD + "  a: {networks: [lan], netwroks: [dmz]}\n",  # both written: the typo is only reported
+     ["lab.yaml:6: hosts.a.netwroks: unknown key 'netwroks': did you mean 'networks'?"]),
+    (HEAD + "  a: {count: 3, bogus: 1}\n", ["lab.yaml:6: hosts.a1.bogus: unknown key 'bogus'"]),  # once, not 3 times
+    ("name: ok\ncolour: red\n", ["lab.yaml:2: colour: unknown key 'colour'"]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], subnt: 10.9.0.0/30}\n",
+     ["lab.yaml:4: links[0].subnt: unknown key 'subnt': did you mean 'subnet'?"]),
+    # the value echoed, the rule in words
+    ("name: Bad_Name\n",
+     ["lab.yaml:1: name: lab name 'Bad_Name': at most 12 characters of a-z, 0-9 and -, starting with a letter "
+      "(it prefixes namespace and interface names)"]),
+    (HEAD + "  Web: {}\n",
+     ["lab.yaml:6: hosts.Web: host name 'Web': at most 31 characters of a-z, 0-9 and -, starting with a letter"]),
+    # a missing prefix called a missing prefix; a subnet written with a host's address
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.80.4.0}\n",
+     ["lab.yaml:3: networks.lan.subnet: subnet 10.80.4.0 has no prefix length: write it as ADDRESS/PREFIX "
+      "(e.g. 10.80.4.0/24)"]),
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.80.4.1/24}\n",
+     ["lab.yaml:3: networks.lan.subnet: subnet 10.80.4.1/24 has host bits set: the subnet is 10.80.4.0/24"]),
+    # no automatic subnet in an error about an address the user wrote
+    ("name: bad\nnetworks:\n  lan: {subnet: 10.80.4.0}\nhosts:\n  a: {networks: {lan: 10.80.4.5}}\n",
+     ["lab.yaml:3: networks.lan.subnet: subnet 10.80.4.0 has no prefix length: write it as ADDRESS/PREFIX "
+      "(e.g. 10.80.4.0/24)"]),
+    ("name: bad\nnetworks:\n  lan: {}\nhosts:\n  a: {networks: {lan: 10.80.4.5}}\n",
+     ["lab.yaml:5: hosts.a.networks.lan: address 10.80.4.5: network 'lan' has no subnet written; give it one "
+      "that holds 10.80.4.5 (networks.lan.subnet)"]),
+    (HEAD + "  a: {networks: {lan: 10.70.1.5}}\n",
+     ["lab.yaml:6: hosts.a.networks.lan: address 10.70.1.5 is not a host address of 10.70.0.0/24"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), MESSAGES, ids=[f"message{i}" for i in range(len(MESSAGES))])
+def test_messages_say_the_mistake_once(text, expected):
+    with pytest.raises(UserError) as err:
+        Lab.from_text(text, "lab.yaml", drivers=fake_drivers(), check=True)
+    assert err.value.lines() == expected
+
+
 ARGS: list[list[str]] = [
     ["bogus-verb"],
     ["up", "--no-such-option"],
@@ -183,3 +229,15 @@ def test_corpus_is_big_enough():
 
 def test_no_state_left_behind():
     assert not os.path.exists("/run/nslab/bad")
+
+
+def test_the_docs_example_of_messages_is_what_nslab_says():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lab-file.md").read_text()
+    section = doc[doc.index("### Every problem at once"):]
+    lab, said = re.findall(r"```text\n(.*?)```", section, flags=re.S)[:2]
+    with pytest.raises(UserError) as err:
+        Lab.from_text(lab, "shop.yaml", drivers=fake_drivers(), check=True)
+    assert [f"nslab: {line}" for line in err.value.lines()] == said.splitlines()

@@ -59,7 +59,7 @@ def test_plain_status_forms_are_run_here(capsys):
     assert fast.run_fast(["status", "--json"]) == 0
     assert capsys.readouterr().out == '{\n  "version": 1,\n  "labs": []\n}\n'
     assert fast.run_fast(["status", "demo"]) == 2  # no such lab: the error, as click would print it
-    assert capsys.readouterr().err == "nslab: no lab 'demo' is up\n"
+    assert capsys.readouterr().err == "nslab: no lab 'demo' is up (labs up: none)\n"
 
 
 def test_plain_up_is_run_here(tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ from nslab.core.features.links import set_link
 from nslab.core.kinds.veth import AddLinks, RemoveLinks
 from nslab.core.wiring import AddHosts, SetLinkState
 from nslab.lab import Lab, status
+from nslab.values import replace
 
 LAB = lab_text(
     "d", {"front": "10.81.1.0/24", "secure": "10.81.2.0/24"}, internal=["secure"], hosts={
@@ -154,7 +155,8 @@ def test_recreated_host_keeps_its_link_down(drivers):
 def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
     from nslab.core import features
 
-    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == ["containers", "firewall", "services"]
+    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == [
+        "dns", "containers", "hostnames", "firewall", "services"]
     text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
     d = up_over_fakes(text, tmp_path, monkeypatch)
     d.processes.running.clear()
@@ -164,3 +166,124 @@ def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
     found = [(x.text, x.repair) for x in lab_drift(st, d)]
     assert found[0] == ("firewall: chain lab.d.into.secure of table inet nslab is missing", "ruleset")
     assert found[1][1] == "services" and found[1][0].endswith("is not running") and len(found) == 2
+
+
+# --- what else nslab writes (issue 21): lo, static routes, sysctls, /etc/netns files, hostnames, the machine's
+# sysctls, each chain's rules -------------------------------------------------------------------------------
+
+ROUTED = LAB.replace("db: {networks: [secure]}",
+                     "db: {networks: [secure], routes: [{to: 10.99.0.0/16, via: 10.81.2.1}], "
+                     "sysctls: {net.ipv4.ip_forward: 1, net.ipv4.ip_local_port_range: 20000 30000}}")
+
+
+@pytest.fixture
+def routed(tmp_path, monkeypatch):
+    return up_over_fakes(ROUTED, tmp_path, monkeypatch)
+
+
+def repaired(d, text: str = LAB) -> list[str]:
+    """``up``'s repairs, applied; afterwards nothing drifts."""
+    result = Lab.from_text(text, drivers=d).up()
+    assert result.applied and drift(d) == [], drift(d)
+    return result.repairs
+
+
+def test_lo_down_is_set_up_again(drivers):
+    drivers.kernel.set_link_state([("d-db", "lo")], False)
+    assert drift(drivers) == ["host db: loopback lo is down"]
+    result = Lab.from_text(LAB, drivers=drivers).up()
+    assert [a.commands() for a in result.plan] == [["ip -n d-db link set lo up"]]
+    assert result.repairs == ["host db: loopback lo is down"] and drift(drivers) == []
+
+
+def test_static_route_and_sysctl_are_set_again(routed):
+    routed.kernel.routes["d-db"].clear()
+    routed.kernel.host_sysctls["d-db"]["net.ipv4.ip_forward"] = "0"
+    routed.kernel.host_sysctls["d-db"]["net.ipv4.ip_local_port_range"] = "20000\t30000"  # as the kernel prints it
+    assert drift(routed) == ["host db: route to 10.99.0.0/16 via 10.81.2.1 is missing",
+                             "host db: sysctl net.ipv4.ip_forward is 0, not 1"]
+    result = Lab.from_text(ROUTED, drivers=routed).up()
+    assert [a.commands() for a in result.plan] == [["ip netns exec d-db sysctl -qw net.ipv4.ip_forward=1",
+                                                    "ip -n d-db route add 10.99.0.0/16 via 10.81.2.1 proto static"]]
+    assert len(result.repairs) == 2 and drift(routed) == []
+
+
+def test_route_through_an_interface_put_down_is_not_drift(routed):
+    set_link("d", "db", "eth0", False, routed)
+    routed.kernel.routes["d-db"].clear()  # (the kernel drops it with its interface)
+    assert drift(routed) == []
+
+
+def test_edited_and_removed_netns_files_are_written_again(drivers):
+    resolv = "/etc/netns/d-web/resolv.conf"
+    drivers.files.files[resolv] = "nameserver 192.0.2.53\n"
+    del drivers.files.files["/etc/netns/d-db/hosts"]
+    assert drift(drivers) == [f"host web: {resolv} differs from what nslab writes",
+                              "host db: /etc/netns/d-db/hosts is missing"]
+    assert len(repaired(drivers)) == 2
+    assert "192.0.2.53" not in drivers.files.files[resolv]
+
+
+def test_changed_hostname_and_lost_pin_are_pinned_again(drivers):
+    pins = drivers.uts.pins
+    web, db = (next(p for p in pins if p.endswith(f"/{h}")) for h in ("web", "db"))
+    pins[web] = "elsewhere"
+    del pins[db]
+    assert drift(drivers) == ["host web: hostname is elsewhere, not web",
+                              f"host db: its hostname namespace {db} is missing"]
+    assert len(repaired(drivers)) == 2
+    assert pins[web] == "web" and pins[db] == "db"
+
+
+def test_forwarding_turned_off_is_turned_on_again(drivers):
+    drivers.sysctl.values["net.ipv4.ip_forward"] = "0"
+    assert drift(drivers) == ["firewall: sysctl net.ipv4.ip_forward is 0, the lab needs 1"]
+    assert len(repaired(drivers)) == 1 and drivers.sysctl.values["net.ipv4.ip_forward"] == "1"
+
+
+def test_rule_deleted_from_a_chain_reloads_the_ruleset(drivers):
+    lines = drivers.nft.table.splitlines(keepends=True)
+    drivers.nft.table = "".join(line for line in lines if ":egress" not in line)
+    assert [x for x in drift(drivers)] == ["firewall: chain lab.d.snat of table inet nslab has rules changed by hand"]
+    assert len(repaired(drivers)) == 1
+
+
+def test_address_added_by_hand_recreates_the_host(drivers):
+    drivers.kernel.host_view = lambda ns, view=drivers.kernel.host_view: _with_extra(view(ns), ns)
+    assert drift(drivers) == ["host web: interface eth0 has an address nslab did not give it: 10.99.0.9/24"]
+    _repairs, plan = repair(drivers)
+    assert any(isinstance(a, AddHosts) and [h.name for h in a.hosts] == ["web"] for a in plan)
+
+
+def _with_extra(view, namespace):
+    if namespace != "d-web":
+        return view
+    links, routes = view
+    extra = ipaddress.IPv4Interface("10.99.0.9/24")
+    return [replace(lk, addresses=(*lk.addresses, extra)) if lk.name == "eth0" else lk for lk in links], routes
+
+
+def test_mtu_changed_by_hand_recreates_the_host(tmp_path, monkeypatch):
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], mtu: 1450}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    assert drift(d) == []  # (the fake shows no MTU: none compared)
+    d.kernel.host_view = lambda ns, view=d.kernel.host_view: _with_mtu(view(ns), ns)
+    assert drift(d) == ["host web: interface eth0 has MTU 1400, not 1450"]
+    plan = list(Lab.from_text(text, drivers=d).up().plan)
+    assert any(isinstance(a, AddHosts) and [h.name for h in a.hosts] == ["web"] for a in plan)
+
+
+def _with_mtu(view, namespace):
+    if namespace != "d-web":
+        return view
+    links, routes = view
+    return [replace(lk, mtu=1400) if lk.name == "eth0" else lk for lk in links], routes
+
+
+def test_route_localnet_of_a_publishing_bridge_is_set_again(tmp_path, monkeypatch):
+    text = LAB.replace("web: {networks: [front]}", 'web: {networks: [front], publish: ["8080:80"]}')
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    key = next(k for k, v in d.sysctl.values.items() if k.endswith(".route_localnet") and v == "1")
+    d.sysctl.values[key] = "0"
+    assert drift(d) == [f"firewall: sysctl {key} is 0, the lab needs 1"]
+    assert len(repaired(d, text)) == 1 and d.sysctl.values[key] == "1"

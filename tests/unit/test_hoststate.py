@@ -3,10 +3,14 @@ interfaces down at both ends, intended not drift, kept by `up`) and `up --only`/
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from fakelab import up_over_fakes
 
 from labfiles import lab_text
+from nslab import paths
 from nslab.core import lifecycle, load, state
 from nslab.core.drift import lab_drift
 from nslab.core.features import hoststate
@@ -49,6 +53,8 @@ def test_stop_then_start_one_host(tmp_path, monkeypatch):
     assert not {e for e in kernel.down if e[0] in ("hs-web", "hs-db")}
     st = state.LabState.load("hs")
     assert st is not None and lab_drift(st, d) == [] and hoststate.stopped(st.extra[hoststate.KEY]) == set()
+    events = [json.loads(line) for line in Path(paths.events_file("hs")).read_text().splitlines()]
+    assert [(e["type"], e["host"]) for e in events] == [("stop", "web"), ("start", "web")]
 
 
 def test_start_leaves_what_nslab_link_put_down(tmp_path, monkeypatch):

@@ -84,7 +84,7 @@ links:
         "lab.yaml:7: hosts.h2.networks.n: address 10.1.1.5 is not a host address of 10.1.0.0/24",
         "lab.yaml:8: hosts.h3.networks.nope: unknown network 'nope'",
         "lab.yaml:10: hosts.h5.networks.n: address 10.1.0.9 is already used by host 'h4'",
-        "hosts.Bad_Name: name 'Bad_Name' must match",
+        "hosts.Bad_Name: host name 'Bad_Name': at most 31 characters of a-z, 0-9 and -, starting with a letter",
         "lab.yaml:13: links[0].endpoints[1]: unknown host 'ghost'",
         "lab.yaml:14: links[1].endpoints: a link needs two different hosts",
     ]:
@@ -139,7 +139,7 @@ links:
     with pytest.raises(ResolveError) as err:
         _resolve(text, occupied=occupied)
     assert err.value.lines() == [
-        "lab.yaml:5: networks.Bad: name 'Bad' must match [a-z][a-z0-9-]{0,30}",
+        "lab.yaml:5: networks.Bad: network name 'Bad': at most 31 characters of a-z, 0-9 and -, starting with a letter",
         "lab.yaml:5: networks.Bad.subnet: subnet 10.9.0.0/24 overlaps 10.9.0.0/30 (network 'n' of lab 'a')",
         "lab.yaml:12: links[1].subnet: subnet 10.9.0.0/31 overlaps 10.9.0.0/30 (network 'n' of lab 'a')",
         "lab.yaml:4: networks.auto: no free /24 left in the pool 10.213.0.0/16; give a subnet",

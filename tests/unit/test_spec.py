@@ -40,7 +40,7 @@ links:
         spec.parse(text, "lab.yaml")
     lines = err.value.lines()
     assert len(lines) == 5, lines
-    assert lines[0].startswith("lab.yaml:1: name: lab name must match")
+    assert lines[0].startswith("lab.yaml:1: name: lab name 'Demo': at most 12 characters of a-z, 0-9 and -")
     assert "lab.yaml:5: networks.front.colour: unknown key 'colour'" in lines
     assert any(line.startswith("lab.yaml:8: hosts.web2.networks.front:") for line in lines)
     assert any(line.startswith("lab.yaml:10: hosts.db.restart:") for line in lines)
@@ -50,11 +50,17 @@ links:
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("name: a\nnetworks: {n: {subnet: 10.0.0.1/24}}\n", "not an IPv4 subnet"),
+        ("name: a\nnetworks: {n: {subnet: 10.0.0.1/24}}\n",
+         "subnet 10.0.0.1/24 has host bits set: the subnet is 10.0.0.0/24"),
+        ("name: a\nnetworks: {n: {subnet: 10.0.0.0/33}}\n", "subnet 10.0.0.0/33 is not an IPv4 subnet"),
+        ("name: a\nnetworks: {n: {subnet: 10.0.0.0}}\n", "subnet 10.0.0.0 has no prefix length"),
+        ("name: a\nnetworks: {n: {subnet6: 'fd00::'}}\n", "subnet6 fd00:: has no prefix length"),
+        ("name: a\nhosts: {a: {}, b: {}}\nlinks: [{endpoints: [a, b], subnet: 10.9.0.0}]\n",
+         "subnet 10.9.0.0 has no prefix length"),
         ("name: a\nnetworks: {n: {subnet: 10.0.0.0/31}}\n", "at least a /30"),
         ("name: a\nhosts: {h: {networks: [n, n]}}\n", "listed twice"),
-        ("name: abcdefghijklm\n", "lab name must match"),
-        ('name: "demo\\n"\n', "lab name must match"),  # `$` would have let a trailing newline through
+        ("name: abcdefghijklm\n", "lab name 'abcdefghijklm': at most 12 characters"),
+        ('name: "demo\\n"\n', "lab name 'demo\\n': at most 12"),  # `$` would have let a trailing newline through
         ("- just\n- a list\n", "a lab file is a mapping"),
         ("name: a\nhosts: {h: [\n", "invalid YAML"),
     ],

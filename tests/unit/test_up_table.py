@@ -62,3 +62,44 @@ def test_status_of_one_host(capsys):
     render.status(_doc(3), host="h1")
     out = capsys.readouterr().out
     assert "t-h1" in out and "t-h2" not in out
+
+
+def _dual(i: int):
+    return {"name": f"h{i}", "namespace": f"t-h{i}", "present": True, "routes": [
+        {"destination": "default", "gateway": "10.0.0.1", "device": "eth0"},
+        {"destination": "default", "gateway": "fd6e:736c:6162:1::1", "device": "eth0"},
+        {"destination": "fd6e:736c:6162:1::/64", "gateway": None, "device": "eth0"}],
+        "interfaces": [{"name": n, "up": True, "network": "lan", "link_peer": None,
+                        "addresses": [f"10.0.{k}.{i}/24", f"fd6e:736c:6162:1:8c3a:51f2:9b0e:{i:x}{k}/64"]}
+                       for k, n in ((0, "eth0"), (1, "eth1"))]}
+
+
+def test_routes_once_per_host_even_piped(capsys):
+    render.status({"labs": [{"name": "t", "source": "", "networks": [], "hosts": [_dual(1)]}]})
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("h1 ")]
+    assert len(rows) == 2 and "default via 10.0.0.1" in rows[0] and "via" not in rows[1]
+    assert "10.0.1.1/24 fd6e:736c:6162:1:8c3a:51f2:9b0e:11/64" in rows[1]  # piped: whole rows, both families
+
+
+def test_ipv6_wraps_to_the_terminal_unless_wide():
+    rows = [render._interface_rows(_dual(1), False, set())[0]]
+    header = ("host", "namespace", "interface", "on", "addresses", "routes")
+    wrapped = render.plain_table("", header, rows, width=110).splitlines()
+    assert max(map(len, wrapped)) <= 110 and not any("…" in line for line in wrapped)
+    assert [line.split()[-1] for line in wrapped[1:]] == ["10.0.0.1", "fd6e:736c:6162:1::1", "eth0"]  # one route a line
+    assert wrapped[2].split()[0] == "fd6e:736c:6162:1:8c3a:51f2:9b0e:10/64"  # the second address on its own line
+    whole = render.plain_table("", header, rows, width=None).splitlines()
+    assert len(whole) == 2 and len(whole[1]) > 110
+
+
+def test_up_and_ports_show_both_families(capsys):
+    lab = Lab.from_text("name: t\nnetworks:\n  lan: {subnet: 10.60.0.0/24, subnet6: 'fd00:60::/64'}\n"
+                        "hosts:\n  web: {networks: [lan]}\n").resolve()
+    render.up_table(lab, changed=True)
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[3] == "10.60.0.2/24" and row[4].startswith("fd00:60::") and row[5] == "lan"
+    ports = [{"host": "web", "proto": "tcp", "host_ip": "0.0.0.0", "host_port": 6000, "to": "10.60.0.2:80",
+              "to6": "[fd00:60::2]:80"}]
+    render._ports({"ports": ports}, False, None)
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split() == ["*:6000", "[::]:6000", "tcp", "web", "10.60.0.2:80", "[fd00:60::2]:80"]

@@ -91,6 +91,8 @@ def capture(words: tuple[str, ...], write: str | None, count: int | None, durati
             stream.close()
     dropped = f"{result.drops} dropped by the kernel"
     click.echo(f"nslab: {result.packets} packets captured, {dropped}", err=True)
+    if write not in (None, "-"):
+        click.echo(f"wrote {write}")
 
 
 @click.command()

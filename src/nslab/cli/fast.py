@@ -84,6 +84,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, subset: Subset
     """``nslab up [-f FILE] [-q] [--wide]`` (table output; the click command calls it too, with ``--only`` and
     ``--profile`` as ``subset``)."""
     from ..core.lifecycle import up_file
+    from ..core.which import find_lab_file
     from ..linux import require_root
     from . import render
 
@@ -188,13 +189,12 @@ def _read_status(read: Callable[[str | None], dict[str, Any]], lab_name: str | N
 
 def _only_host(doc: dict[str, Any], host: str) -> None:
     """Keep one host in the status document (its services and ports too)."""
-    from ..errors import UserError
+    from ..core.which import no_host
 
     for lab in doc["labs"]:
         hosts = [h for h in lab["hosts"] if h["name"] == host]
         if not hosts:
-            raise UserError(f"lab '{lab['name']}' has no host '{host}' (hosts: "
-                            f"{', '.join(h['name'] for h in lab['hosts']) or 'none'})")
+            raise no_host(lab["name"], host, [h["name"] for h in lab["hosts"]])
         lab["hosts"] = hosts
         lab["links"] = [lk for lk in lab.get("links", []) if host in lk["endpoints"]]
         setup = lab.get("hostsetup") or {}
@@ -203,30 +203,6 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
         fw = lab.get("firewall") or {}
         if "ports" in fw:
             fw["ports"] = [p for p in fw["ports"] if p.get("host") == host]
-
-
-#: Looked for in this order when no -f is given (as compose and containerlab do); then one ``*.nslab.yaml``.
-DEFAULT_FILES = ("nslab.yaml", "nslab.yml")
-
-
-def find_lab_file(file: str | None, directory: str = ".") -> str:
-    """The lab file to use: ``file`` as given (``-`` is stdin), else the first of :data:`DEFAULT_FILES` in
-    ``directory``, else its one ``*.nslab.yaml``."""
-    from ..errors import UserError
-
-    if file is not None:
-        if file != "-" and not os.path.exists(file):
-            raise UserError(f"no lab file {file}")
-        return file
-    for name in DEFAULT_FILES:
-        if os.path.exists(os.path.join(directory, name)):
-            return name if directory == "." else os.path.join(directory, name)
-    found = sorted(n for n in os.listdir(directory) if n.endswith(".nslab.yaml"))
-    if len(found) == 1:
-        return found[0] if directory == "." else os.path.join(directory, found[0])
-    if found:
-        raise UserError(f"several lab files here ({', '.join(found)}): pick one with -f FILE")
-    raise UserError("no lab file here (nslab.yaml, nslab.yml or one *.nslab.yaml): pass -f FILE")
 
 
 def down(lab: str) -> None:

@@ -8,34 +8,21 @@ from __future__ import annotations
 
 import click
 
-from ..errors import TargetError
-
 
 def _lab_and(text: str) -> tuple[str, str]:
-    """``LAB/NAME`` or ``NAME`` (when one lab is up) -> (lab, name)."""
-    from ..core import state
+    """``LAB/NAME`` or ``NAME`` -> (lab, name); without LAB/, the lab is found as every command finds it
+    (the lab file here, else the only lab that is up: core/which.py)."""
+    from ..core.which import which_lab
 
     lab, _, name = text.rpartition("/")
-    if not lab:
-        labs = state.lab_names()
-        if len(labs) != 1:
-            raise TargetError(f"'{text}': say which lab (LAB/{text}); labs up: {', '.join(labs) or 'none'}")
-        lab = labs[0]
-    return lab, name
+    return which_lab(lab or None), name
 
 
 def _one_lab(name: str | None) -> str:
-    """``name``, or the only lab that is up (as ``status`` finds it)."""
-    from ..core import state
+    """``name``, else the lab found as every command finds it (the lab file here, the only lab that is up)."""
+    from ..core.which import which_lab
 
-    labs = state.lab_names()
-    if name is not None:
-        if name not in labs:
-            raise TargetError(f"no lab '{name}' is up (labs up: {', '.join(labs) or 'none'})")
-        return name
-    if len(labs) != 1:
-        raise TargetError(f"say which lab; labs up: {', '.join(labs) or 'none'}")
-    return labs[0]
+    return which_lab(name)
 
 
 def register(cli: click.Group) -> None:

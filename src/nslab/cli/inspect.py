@@ -116,13 +116,15 @@ def browse(target: str, url: str, screenshot: str | None, wait: float, as_json: 
     result = run_browser(target, url, screenshot=screenshot, wait=wait, mount_from=mount_from)
     if as_json:
         click.echo(json.dumps(result, indent=2))
+        if screenshot:
+            click.echo(f"wrote {screenshot}", err=True)
     else:
         click.echo(f"page {result['url']}: {result['outcome']}")
         for r in result["requests"]:
             click.echo(f"  {r['outcome']:<8} {r['type'] or '-':<11} {r['url']}"
                        + (f"  ({r['reason']})" if r.get("reason") else ""))
         if screenshot:
-            click.echo(f"screenshot: {screenshot}")
+            click.echo(f"wrote {screenshot}")
     sys.exit(0 if result["outcome"] == "loaded" else 1)
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 import click
 
 from . import complete
-from .fast import find_lab_file, print_doc
+from .fast import print_doc
 
 FILE_HELP = "The lab file ('-': standard input). Default: nslab.yaml, nslab.yml, or the one *.nslab.yaml here."
 
 
-def lab_name_from(file: str | None) -> str:
-    """The lab name written in the lab file (found as :func:`find_lab_file` does), without checking the rest."""
-    from ..core.spec import name_of
+def which_lab(lab: str | None, file: str | None) -> str:
+    """The lab a command means: LAB, -f FILE's lab, the lab file here, the only lab up (core/which.py)."""
+    from ..core.which import which_lab as which
 
-    return name_of(find_lab_file(file))
+    return which(lab, file)
 
 
 OUTPUT = click.Choice(["table", "wide", "json", "yaml"])
@@ -62,6 +62,8 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     if not machine_readable and not dry_run:
         fast.up(file, quiet=quiet, wide=output == "wide", subset=subset)  # (what `nslab up` runs without click)
         return
+    from ..core.which import find_lab_file
+
     path = find_lab_file(file)  # "-": standard input, reported as <stdin>
     with render.progress(enabled=False) as bar:
         result = up_file(path, dry_run=dry_run, progress=bar, subset=subset)  # checked whole under the machine lock
@@ -90,15 +92,12 @@ def down(lab_name: str | None, file: str | None) -> None:
 
     Stops its services first, removes its Docker containers (by their nslab.lab label) and what
     `nslab connect` added. Works from recorded state, so the lab file may have been edited or deleted.
-    Without LAB, the lab named in the lab file (-f FILE, or nslab.yaml, nslab.yml, one *.nslab.yaml here).
+    Without LAB: the lab of -f FILE, else of the lab file here (nslab.yaml, nslab.yml, the one
+    *.nslab.yaml), else the only lab that is up.
     """
     from .fast import down as down_and_report
 
-    if lab_name is None:
-        lab_name = lab_name_from(file)
-    elif file is not None:
-        raise click.UsageError("give either LAB or -f FILE, not both")
-    down_and_report(lab_name)
+    down_and_report(which_lab(lab_name, file))
 
 
 @click.command()
@@ -114,15 +113,13 @@ def status(lab_name: str | None, file: str | None, output: str | None, as_json: 
     """Show labs: networks, hosts, addresses, routes, services, ports, and drift. LAB/HOST: one host.
 
     Exits 1 when the machine differs from any lab as nslab made it (each difference is named; `nslab up`
-    repairs them), 0 when everything is as planned.
+    repairs them), 0 when everything is as planned. Without LAB: every lab that is up (-f FILE: its lab).
     """
     from .fast import status as show_status
 
     output = _output(output, as_json, wide)
     if file is not None:
-        if lab_name is not None:
-            raise click.UsageError("give either LAB or -f FILE, not both")
-        lab_name = lab_name_from(file)
+        lab_name = which_lab(lab_name, file)
     code = show_status(lab_name, output, quiet=quiet)
     if code:
         raise click.exceptions.Exit(code)

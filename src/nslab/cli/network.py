@@ -13,16 +13,6 @@ from ..errors import NslabError, UserError
 from . import complete
 
 
-def _lab_name(lab_name: str | None, file: str | None) -> str:
-    from .labs import lab_name_from
-
-    if lab_name is None:
-        return lab_name_from(file)
-    if file is not None:
-        raise click.UsageError("give either LAB or -f FILE, not both")
-    return lab_name
-
-
 @click.command()
 @click.argument("lab_name", required=False, metavar="[LAB]", shell_complete=complete.labs)
 @click.option("-f", "--file", "file", default=None, metavar="FILE", help="Take the lab name from this file.",
@@ -52,21 +42,21 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     partitions, interfaces put down with `nslab link`), or the lab file's
     expect: entries; an unexpected cell shows the hops the model expected.
     Exit 0 when every cell matches, 1 when any differs, 2 for bad input.
-    Without LAB, the lab named in the lab file (-f FILE, or nslab.yaml,
-    nslab.yml, the one *.nslab.yaml here).
+    Without LAB: the lab of -f FILE, else of the lab file here (nslab.yaml,
+    nslab.yml, the one *.nslab.yaml), else the only lab that is up.
     """
     from ..linux import require_root
     from ..tools.check import check as run_check
     from . import render
     from .fast import print_doc as _print_doc
-    from .labs import _output
+    from .labs import _output, which_lab
 
     output = _output(output, as_json, False)
     if explain is not None:
-        _explain(_lab_name(lab_name, file), explain, ipv6)
+        _explain(which_lab(lab_name, file), explain, ipv6)
         return
     require_root("check sends probes from inside the hosts' namespaces")
-    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
+    matrix = run_check(which_lab(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
     if output in ("json", "yaml"):
         _print_doc(matrix.to_json(), output)
     else:
@@ -137,7 +127,8 @@ def port(target: str, port_spec: str | None) -> None:
     nslab port web/web1 80      where 80/tcp is published: 0.0.0.0:32768
     nslab port web/web1 53/udp  the same for a UDP port
     A host port `up` picked (publish: ["80"]) is shown as a written one is.
-    Exits 1 when PORT is not published.
+    A host that publishes nothing is said so on stderr (exit 0). Exits 1
+    when PORT is not published.
     """
     from ..core.features.firewall.record import docker_port_lines, published_ports
     from ..lab import find_host
@@ -146,6 +137,8 @@ def port(target: str, port_spec: str | None) -> None:
     lab, host = find_host(target)
     ports = published_ports(lab, host)
     if wanted is None:
+        if not ports:
+            click.echo(f"nslab: {lab}/{host} publishes no port (publish: in the lab file)", err=True)
         for p in ports:
             for line in docker_port_lines(p):
                 click.echo(line)
@@ -177,9 +170,10 @@ def test_lab(lab_name: str | None, file: str | None, junit: str | None, timeout:
     """
     from ..linux import require_root
     from ..tools import labtest
+    from .labs import which_lab
 
     require_root("test probes and runs commands inside the hosts' namespaces")
-    name = _lab_name(lab_name, file)
+    name = which_lab(lab_name, file)
 
     def report(case: labtest.Case) -> None:
         click.echo(f"PASS {case.name}" if case.ok else f"FAIL {case.name}: {case.why}")

@@ -27,19 +27,55 @@ def _width() -> int:
     return shutil.get_terminal_size((120, 24)).columns
 
 
-def plain_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
-    """``title`` and rows under ``header`` in columns padded to their widest cell, one line per row (no box
-    drawing, no wrapping). ``width``: cut each line to it (a terminal without ``--wide``); None: whole lines."""
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
-    lines = ([title] if title else []) + [fmt.format(*header)] + [fmt.format(*r) for r in rows]
-    lines = [line.rstrip() for line in lines]
-    if width is not None:
+class Parts(tuple[str, ...]):
+    """A cell of several parts (a host's addresses, its routes): joined by :attr:`sep` on one line, or one part
+    per line when the table is too wide for the terminal."""
+
+    sep = " "
+
+
+class Routes(Parts):
+    sep = ", "
+
+
+Cell = str | Parts
+
+
+def _text(cell: Cell) -> str:
+    return cell.sep.join(cell) if isinstance(cell, Parts) else cell
+
+
+def _lines_of(row: Sequence[Cell], split: bool) -> list[list[str]]:
+    """A row as lines of text cells: one line, or (``split``) one line per part of its widest cell of parts."""
+    if not split:
+        return [[_text(c) for c in row]]
+    height = max((len(c) for c in row if isinstance(c, Parts)), default=1) or 1
+    lines = [["" for _ in row] for _ in range(height)]
+    for i, cell in enumerate(row):
+        parts = list(cell) if isinstance(cell, Parts) else [cell]
+        for n, part in enumerate(parts or [""]):
+            lines[n][i] = part
+    return lines
+
+
+def plain_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Cell]], width: int | None = None) -> str:
+    """``title`` and rows under ``header`` in columns padded to their widest cell (no box drawing).
+    ``width``: a terminal without ``--wide``: when a row is too wide, the parts of its cells of several parts
+    (:class:`Parts`) go one per line, and what is still too wide is cut. None: one whole line per row."""
+    def render(split: bool) -> list[str]:
+        grid = [list(header)] + [line for r in rows for line in _lines_of(r, split)]
+        widths = [max(len(line[i]) for line in grid) for i in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+        return [fmt.format(*line).rstrip() for line in grid]
+
+    lines = render(False)
+    if width is not None and any(len(line) > width for line in lines):
+        lines = render(True)
         lines = [line if len(line) <= width else line[: width - 1] + "…" for line in lines]
-    return "\n".join(lines) + "\n"
+    return "\n".join(([title] if title else []) + lines) + "\n"
 
 
-def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], wide: bool = False) -> None:
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Cell]], wide: bool = False) -> None:
     """The one table style of nslab, whatever the size: plain aligned columns. On a terminal, lines are cut to
     its width unless ``wide``; piped, rows are whole (``grep``/``awk`` see every field)."""
     sys.stdout.write(plain_table(title, header, rows, None if wide or piped() else _width()))
@@ -79,14 +115,15 @@ def up_table(lab: Lab, changed: bool, wide: bool = False) -> None:
     title = f"lab {lab.name}" + ("" if changed else " (already up to date)")
     header = ("host", "namespace", "interface", "address", "on")  # "on": a network, link:PEER or loopback-only
     repeat = piped()  # piped, every row names its host: grep HOST shows all of it
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, Cell, str]] = []
     for host in lab.hosts.values():
         if not host.interfaces:
             rows.append((host.name, host.namespace, "lo", "127.0.0.1/8", "loopback-only"))
         for n, iface in enumerate(host.interfaces):
             first = n == 0 or repeat
-            rows.append((host.name if first else "", host.namespace if first else "", iface.name,
-                         str(iface.address), _where(lab, host.name, iface)))
+            addresses = Parts(str(a) for a in (iface.address, iface.address6) if a is not None)
+            rows.append((host.name if first else "", host.namespace if first else "", iface.name, addresses,
+                         _where(lab, host.name, iface)))
     table(title, header, rows, wide)
 
 
@@ -108,14 +145,15 @@ def _natural(name: str) -> tuple[str, int]:
     return stem, int(name[len(stem):] or -1)
 
 
-def _routes(h: dict[str, Any]) -> str:
-    return ", ".join(
+def _routes(h: dict[str, Any]) -> Routes:
+    """A host's routes, but the link-local ones every IPv6 interface has (``status --json`` keeps them)."""
+    return Routes(
         f"{r['destination']} via {r['gateway']}" if r["gateway"] else f"{r['destination']} dev {r['device']}"
-        for r in h["routes"]
+        for r in h["routes"] if not r["destination"].startswith("fe80::")
     )
 
 
-def _interface_rows(h: dict[str, Any], repeat: bool, meant_down: set[str]) -> list[list[str]]:
+def _interface_rows(h: dict[str, Any], repeat: bool, meant_down: set[str]) -> list[list[Cell]]:
     state = h.get("state", "running")
     if not h["present"]:
         return [[h["name"], h["namespace"], "not started" if state == "not started" else "missing", "", "", ""]]
@@ -128,8 +166,8 @@ def _interface_rows(h: dict[str, Any], repeat: bool, meant_down: set[str]) -> li
         on = i["network"] if i.get("network") else f"link:{i['link_peer']}" if i.get("link_peer") \
             else "loopback-only" if i["name"] == "lo" else "-"
         rows.append([name if first else "", h["namespace"] if first else "",
-                     i["name"] + _down(h["name"], i, meant_down, state), on, " ".join(i["addresses"]),
-                     _routes(h) if first else ""])
+                     i["name"] + _down(h["name"], i, meant_down, state), on, Parts(i["addresses"]),
+                     _routes(h) if n == 0 else ""])  # a host's routes once, on its first row
     return rows
 
 
@@ -219,12 +257,19 @@ def _services(doc: dict[str, Any], wide: bool, host: str | None) -> None:
         if state == "exited" and s.get("processes"):
             state += f" ({s['processes']} left)"
         user = (s.get("user") or "root") + (" (contained)" if s.get("contained") else "")
-        rows.append([s["id"], state, str(s["pid"] or ""), "" if s["exit_code"] is None else str(s["exit_code"]),
+        rows.append([s["id"], state, str(s["pid"] or ""), _exit(s),
                      str(s["restarts"]), s["restart"], user, s["command"]])
     table("", ["service", "state", "pid", "exit", "restarts", "restart", "user", "command"], rows, wide)
     supervisor = doc.get("supervisor") or {}
     if not supervisor.get("running"):
         sys.stdout.write("the lab's supervisor is not running: services are not restarted\n")
+
+
+def _exit(service: dict[str, Any]) -> str:
+    """The exit column: ``oom-killed`` once the kernel's OOM killer ended a run (kept through restarts)."""
+    if service.get("oom_killed"):
+        return "oom-killed"
+    return "" if service["exit_code"] is None else str(service["exit_code"])
 
 
 # --- container hosts (containers feature) --------------------------------------------------------------
@@ -241,13 +286,20 @@ def _containers(doc: dict[str, Any], wide: bool, host: str | None) -> None:
 def _ports(doc: dict[str, Any], wide: bool, host: str | None) -> None:
     ports = [p for p in doc.get("ports") or [] if host is None or p["host"] == host]
     if ports:
-        rows = [["*" if p["host_ip"] == "0.0.0.0" else p["host_ip"],
-                 f"{p['host_port']} (picked)" if p.get("picked") else str(p["host_port"]), p["proto"], p["host"],
-                 p["to"]] for p in ports]
-        rows = [[f"{r[0]}:{r[1]}", *r[2:]] for r in rows]
+        rows: list[list[Cell]] = [[_published(p), p["proto"], p["host"], Parts(filter(None, (p["to"], p.get("to6"))))]
+                                  for p in ports]
         table("", ("published", "proto", "host", "leads to"), rows, wide)
     for warning in doc.get("warnings", []):
         sys.stdout.write(f"warning: {warning}\n")
+
+
+def _published(p: dict[str, Any]) -> Parts:
+    """Where a port is published, each family (``*:6000 [::]:6000``), as ``docker port`` lists them."""
+    port = f"{p['host_port']} (picked)" if p.get("picked") else str(p["host_port"])
+    if ":" in p["host_ip"]:  # IPv6 only
+        return Parts([f"[{p['host_ip']}]:{port}"])
+    wheres = ["*" if p["host_ip"] == "0.0.0.0" else p["host_ip"]] + (["[::]"] if p.get("to6") else [])
+    return Parts(f"{where}:{port}" for where in wheres)
 
 
 # --- impairments and partitions (features/impair.py, features/partitions.py) ----------------------------

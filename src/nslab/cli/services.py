@@ -29,15 +29,14 @@ def _log_files(lab: str, host: str | None) -> list[tuple[str, str]]:
 
 def _which(target: str | None, file: str | None) -> tuple[str, str | None]:
     """(lab, host or None for every service of the lab) from ``[LAB/]HOST``, ``LAB`` or the lab file."""
-    from ..core.state import lab_names
+    from ..core.which import lab_or_host
     from ..lab import find_host
 
     if file is not None or target is None:
-        from .labs import lab_name_from
+        from .labs import which_lab
 
-        lab = lab_name_from(file)
-        return (lab, target) if target else (lab, None)
-    if "/" not in target and target in lab_names():
+        return which_lab(None, file), target
+    if lab_or_host(target) is not None:
         return target, None
     return find_host(target)
 

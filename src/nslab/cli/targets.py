@@ -112,11 +112,11 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
         raise click.UsageError("give a command after --")
     require_root(ENTERING)
     if values.get("file"):
-        from .labs import lab_name_from
+        from .labs import which_lab
 
         if "/" in target or ":" in target:
             raise click.UsageError("with -f FILE, TARGET is a HOST of that lab")
-        target = f"{lab_name_from(values['file'])}/{target}"
+        target = f"{which_lab(None, values['file'])}/{target}"
     if values["every"] or (":" not in target and _many(target)):
         sys.exit(_exec_many(target, command, values))
     resolved = resolve(target)

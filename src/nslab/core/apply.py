@@ -132,9 +132,9 @@ def change(lab: str, key: str, drivers: Drivers | None,
         with state.machine_lock():
             recorded = state.LabState.load(lab)
             if recorded is None:
-                from ..errors import TargetError
+                from .which import not_up
 
-                raise TargetError(f"no lab '{lab}' is up")
+                raise not_up(lab)
             actions, record = plan(recorded.lab, recorded.extra.get(key), drivers)
             planned = Plan(actions)
             if not dry_run:

@@ -23,10 +23,12 @@ Views = Mapping[str, "tuple[list[LinkInfo], list[RouteInfo]] | None"]
 
 class Difference(Value):
     text: str
-    repair: str  # host | link | up | down | route | bridge | ruleset | services
+    repair: str  # host | link | up | down | route | reconfigure | bridge | ruleset | files | hostname | services
     host: str = ""  # for host repairs
     link: tuple[str, str, str, str] = ("", "", "", "")  # for link repairs: the link's key
-    end: End = ("", "")  # for up/down repairs; for route repairs (namespace, gateway)
+    # for up/down repairs; for route repairs (namespace, gateway); for reconfigure repairs (namespace,
+    # "route TO via VIA" | "sysctl KEY")
+    end: End = ("", "")
 
 
 

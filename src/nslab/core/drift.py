@@ -4,30 +4,38 @@ Read-only; everything is observed through the drivers. One :class:`Difference` p
 with a one-line text (``status`` prints them, ``status --json`` lists them under ``drift``) and how ``up``
 repairs it:
 
-==========  ===================================================================  ===============================
-repair      found                                                                ``up`` does
-==========  ===================================================================  ===============================
-host        namespace gone; an interface, its address or its machine-side port     recreate the host (wiring.py)
-            gone; a port no longer attached to its bridge; a container host's
-            container not running
-link        an end of a point-to-point link or its address gone                    recreate the link
-up / down   an interface, port or bridge down that should be up (or up that was    ``ip link set ... up|down``
-            put down with ``nslab link``)
-route       a host's default route gone (its interface is up)                      ``ip route replace default``
-bridge      a network's bridge gone                                                recreate it (and its hosts)
-ruleset     nslab's nft table or one of the lab's chains gone                      reload the table (firewall)
-services    the lab's supervisor is not running                                    start it (services)
-==========  ===================================================================  ===============================
+===========  ==================================================================  ================================
+repair       found                                                               ``up`` does
+===========  ==================================================================  ================================
+host         namespace gone; an interface, its address or its machine-side port    recreate the host (wiring.py)
+             gone; its MTU changed; an IPv4 address nslab did not give on it; a port no
+             longer attached to its bridge; a container host's container stopped
+link         an end of a point-to-point link or its address gone (or one added)    recreate the link
+up / down    an interface, port, bridge or a host's ``lo`` down that should be     ``ip link set ... up|down``
+             up (or up that was put down with ``nslab link``)
+route        a host's default route gone (its interface is up)                     ``ip route replace default``
+reconfigure  one of a host's ``routes:`` gone, one of its ``sysctls:`` changed     write it again (ConfigureHosts)
+bridge       a network's bridge gone                                               recreate it (and its hosts)
+files        a host's ``/etc/netns`` file missing or not what dns renders          write it again (dns)
+hostname     a host's hostname changed or its kept UTS namespace gone              pin it again (hostnames)
+ruleset      nslab's nft table, one of the lab's chains, or one of its rules       reload the table (firewall)
+             (counted by comment) gone or added
+sysctl       the machine's forwarding or a publishing bridge's route_localnet      set it to 1 again (firewall)
+             no longer 1
+services     the lab's supervisor is not running                                   start it (services)
+===========  ==================================================================  ================================
 
 Interfaces put down with ``nslab link`` (features/links.py) or of a host stopped with ``nslab stop``
 (features/hoststate.py) are intended, not drift; hosts ``up --only`` left out are not in the record at all.
-This module only collects: the wiring answers for bridges, namespaces and default routes (``wiring.drift``),
-each interface's kind for the interface and its port (kinds/, e.g. ``kinds.veth.drift``), and each feature
-with a ``drift(lab, record, drivers) -> list[Difference]`` hook for its own part (firewall, services,
-containers; features/__init__.py); the features' ``plan_up`` then repair them.
+This module only collects: the wiring answers for bridges, namespaces, ``lo``, routes and the hosts' sysctls
+(``wiring.drift``; the sysctls read in one thread that enters each namespace, no fork), each interface's kind
+for the interface and its port (kinds/, e.g. ``kinds.veth.drift``), and each feature with a ``drift(lab,
+record, drivers) -> list[Difference]`` hook for its own part (dns, containers, hostnames, firewall, services;
+features/__init__.py); each feature's ``plan_up`` observes what its drift observes, and so repairs it.
 
-Replaces: comparing ``ip -n NS -br addr``, ``ip -n NS route``, ``ip link show master BR``, ``nft list table
-inet nslab`` and ``ps`` with what the lab file says, by hand.
+Replaces: comparing ``ip -n NS -br addr``, ``ip -n NS route``, ``ip link show master BR``, ``ip netns exec NS
+sysctl``, ``/etc/netns/NS/*``, ``nsenter --uts=PIN hostname``, ``nft list table inet nslab`` and ``ps`` with what
+the lab file says, by hand.
 """
 
 from __future__ import annotations
@@ -76,4 +84,5 @@ def with_repairs(observed: Observed, found: list[Difference]) -> Observed:
         ends_down=ends("up"),
         ends_up=ends("down"),
         routes_missing=ends("route"),
+        reconfigure=ends("reconfigure"),
     )

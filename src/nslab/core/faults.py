@@ -59,6 +59,9 @@ def impair(lab: str, host: str, iface: str | None = None, drivers: Drivers | Non
         return feature.plan_change(resolved, old, new, drivers), new
 
     change(lab, feature.KEY, drivers, plan)
+    from .events import emit
+
+    emit(lab, "impair", host, now=said[0].split(" now: ", 1)[1])
     return said[0]
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import paths
 from ..drivers import Drivers
-from ..errors import ConflictError, StaleKeptForm, TargetError, TeardownError
+from ..errors import ConflictError, StaleKeptForm, TeardownError
 from ..model import Lab
 from ..naming import parse_owner
 from ..values import Value, field
@@ -166,11 +166,21 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             warnings = tuple(w for r in planned.records.values() for w in getattr(r, "warnings", ()))
             if not dry_run:
                 _apply(drivers, planned, recorded, progress)
+                _repaired_events(planned)
             applied = bool(planned.plan) and not dry_run
             return UpResult(planned.lab, planned.plan, applied, previous, warnings, list(planned.repairs))
     finally:
         if own:
             drivers.close()
+
+
+def _repaired_events(planned: Planned) -> None:
+    """The drift this ``up`` found, and that it repaired it, in the lab's event stream (core/events.py)."""
+    from .events import emit
+
+    for text in planned.repairs:
+        emit(planned.lab.name, "drift", None, text=text)
+        emit(planned.lab.name, "repaired", None, text=text)
 
 
 def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
@@ -329,7 +339,9 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     if name:
         states = [state.LabState.load(name)]
         if states[0] is None:
-            raise TargetError(f"no lab '{name}' is up")
+            from .which import not_up
+
+            raise not_up(name)
     else:
         from ..errors import StateError
 

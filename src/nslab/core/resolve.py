@@ -54,8 +54,8 @@ from ..model import (
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
 from . import kinds, labtests
-from .features import contain, containers, dns, firewall, impair, partitions, services
-from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap
+from .features import contain, containers, dns, firewall, impair, limits, partitions, services
+from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, name_rule
 from .wiring import PER_INTERFACE_SYSCTL
 
 #: Automatic network subnets are /24s carved from this pool.
@@ -124,7 +124,7 @@ class _Resolution:
         for kind, names in (("networks", list(self.spec.networks)), ("hosts", list(self.spec.hosts))):
             for name in names:
                 if not OBJECT_NAME.fullmatch(name):
-                    self.out.add((kind, name), f"name '{name}' must match [a-z][a-z0-9-]{{0,30}}")
+                    self.out.add((kind, name), f"{kind[:-1]} name '{name}': {name_rule(31)}")
 
     def check_macs(self) -> None:
         """A MAC address written for two interfaces of the lab: reported at the second, naming the first."""
@@ -238,10 +238,21 @@ class _Resolution:
                 elif fixed is not None and net_name in self.networks:
                     self._fixed_address(loc, host_name, net_name, fixed)
 
+    def _outside(self, loc: tuple[Any, ...], net_name: str, fixed: IPv4Addr | IPv6Addr, key: str) -> None:
+        """A written address outside its network's subnet (``key``: subnet or subnet6): said against the subnet
+        the user wrote; none written: that one is needed (the automatic one is no promise); one written but
+        rejected: nothing more (its own problem says what is wrong with it)."""
+        written = getattr(self.spec.networks[net_name], key)
+        if written is not None:
+            self.out.add(loc, f"address {fixed} is not a host address of {written}")
+        elif not self.out.source.written(("networks", net_name, key)):
+            self.out.add(loc, f"address {fixed}: network '{net_name}' has no {key} written; give it one that "
+                              f"holds {fixed} (networks.{net_name}.{key})")
+
     def _fixed_address(self, loc: tuple[Any, ...], host_name: str, net_name: str, fixed: IPv4Addr) -> None:
         subnet = self.networks[net_name].subnet
         if fixed not in subnet or fixed in (subnet.network_address, subnet.broadcast_address):
-            self.out.add(loc, f"address {fixed} is not a host address of {subnet}")
+            self._outside(loc, net_name, fixed, "subnet")
         elif fixed in self.used[net_name]:
             self.out.add(loc, f"address {fixed} is already {self.used[net_name][fixed]}")
         else:
@@ -350,11 +361,10 @@ class _Resolution:
         self.addresses6[(host_name, net_name)] = ip
 
     def _fixed6(self, loc: tuple[Any, ...], host_name: str, net_name: str, fixed: IPv6Addr) -> None:
-        subnet = self.networks[net_name].subnet6
         if fixed in self.used6[net_name]:
             self.out.add(loc, f"address {fixed} is already {self.used6[net_name][fixed]}")
         elif not self._free6(net_name, fixed):
-            self.out.add(loc, f"address {fixed} is not a host address of {subnet}")
+            self._outside(loc, net_name, fixed, "subnet6")
         else:
             self._give6(host_name, net_name, fixed)
 
@@ -463,6 +473,7 @@ class _Resolution:
             dns=resolver,
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
+            resources=limits.resolve(host),
             profiles=tuple(host.profiles),
         )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -38,6 +39,11 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_*-]+)+$")
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 OBJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def name_rule(most: int) -> str:
+    """What :data:`LAB_NAME` (12) and :data:`OBJECT_NAME` (31) ask, said in words."""
+    return f"at most {most} characters of a-z, 0-9 and -, starting with a letter"
 
 
 class _Strict(BaseModel):
@@ -83,20 +89,14 @@ class NetworkSpec(_Strict):
         if isinstance(value, str):
             if ":" in value:
                 raise ValueError(f"{value} is an IPv6 subnet and subnet6 is given too: one IPv6 subnet per network")
-            try:
-                return ipaddress.IPv4Network(value, strict=True)
-            except ValueError as exc:
-                raise ValueError(f"not an IPv4 subnet ({exc})") from None
+            return _network(value, ipaddress.IPv4Network, "subnet")
         return value
 
     @field_validator("subnet6", mode="before")
     @classmethod
     def _strict_subnet6(cls, value: Any) -> Any:
         if isinstance(value, str):
-            try:
-                return ipaddress.IPv6Network(value, strict=True)
-            except ValueError as exc:
-                raise ValueError(f"not an IPv6 subnet ({exc})") from None
+            return _network(value, ipaddress.IPv6Network, "subnet6")
         return value
 
     @field_validator("subnet6")
@@ -129,6 +129,23 @@ class NetworkSpec(_Strict):
                 raise ValueError(f"{value} is a {what} range: a lab network needs ordinary unicast addresses "
                                  "(e.g. a private range like 10.80.1.0/24)")
         return value
+
+
+def _network(value: str, kind: type[ipaddress.IPv4Network | ipaddress.IPv6Network], key: str) -> Any:
+    """``value`` as a subnet of ``kind``; the problem said in words: a missing prefix as a missing prefix."""
+    family = "IPv4" if kind is ipaddress.IPv4Network else "IPv6"
+    if "/" not in value:
+        example = "/24" if family == "IPv4" else "/64"
+        raise ValueError(f"{key} {value} has no prefix length: write it as ADDRESS/PREFIX (e.g. {value}{example})")
+    try:
+        return kind(value, strict=True)
+    except ValueError as exc:
+        reason = str(exc)
+    try:
+        meant = kind(value, strict=False)  # the address of a host in it: the subnet's own address is meant
+    except ValueError:
+        raise ValueError(f"{key} {value} is not an {family} subnet ({reason})") from None
+    raise ValueError(f"{key} {value} has host bits set: the subnet is {meant}")
 
 
 RestartPolicy = Literal["no", "on-failure", "always"]
@@ -220,6 +237,29 @@ def _ip_list(value: Any) -> Any:
     return out
 
 
+_MEMORY_UNITS = {"b": 1.0, "k": 1024.0, "m": 1024.0**2, "g": 1024.0**3, "kb": 1024.0, "mb": 1024.0**2,
+                 "gb": 1024.0**3}
+
+
+class ResourcesSpec(_Strict):
+    """Limits of a host's services (features/limits.py): ``{cpus: 0.5, memory: 64M, pids: 200}``, as Docker's
+    ``--cpus``, ``--memory`` and ``--pids-limit``. Stored normalised: memory in bytes."""
+
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: int | None = None
+    pids: int | None = Field(default=None, ge=1)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        memory = int(_number_with_unit(value, _MEMORY_UNITS, "b", "memory"))
+        if memory < 4 * 1024 * 1024:
+            raise ValueError(f"memory: {value} is below the least a service can run in (4M)")
+        return memory
+
+
 class _WithDns(_Strict):
     """``dns:`` and ``dns_search:``, written for the whole lab or per host."""
 
@@ -305,6 +345,7 @@ class HostSpec(_WithDns):
     publish: list[str] = Field(default_factory=list)  # features/firewall
     run: str | list[str] = Field(default_factory=list)  # features/services.py
     restart: RestartPolicy = "on-failure"
+    resources: ResourcesSpec | None = None  # features/limits.py: its services' cgroup limits
     impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # features/impair.py: interface -> impairment
     #: compose-style: a host with profiles comes up only with ``up --profile NAME`` (features/hoststate.py)
     profiles: list[str] = Field(default_factory=list)
@@ -468,6 +509,14 @@ class LinkSpec(_Strict):
     def dual_stack(self) -> bool:
         return self.ipv6 or self.subnet6 is not None
 
+    @field_validator("subnet", "subnet6", mode="before")
+    @classmethod
+    def _subnet_in_words(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            kind = ipaddress.IPv4Network if info.field_name == "subnet" else ipaddress.IPv6Network
+            return _network(value, kind, str(info.field_name))
+        return value
+
     @field_validator("subnet6")
     @classmethod
     def _two_addresses6(cls, value: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network | None:
@@ -556,9 +605,7 @@ class LabSpec(_WithDns):
     @classmethod
     def _lab_name(cls, value: str) -> str:
         if not LAB_NAME.fullmatch(value):
-            raise ValueError(
-                "lab name must match [a-z][a-z0-9-]{0,11} (it prefixes namespace and interface names)"
-            )
+            raise ValueError(f"lab name {value!r}: {name_rule(12)} (it prefixes namespace and interface names)")
         return value
 
     @field_validator("networks", "hosts", mode="before")
@@ -857,6 +904,86 @@ def _without_extensions(data: Any) -> Any:
     return data
 
 
+#: How close an unknown key must be to a known one to be suggested, and to be read as that key (a typo).
+SUGGEST, TYPO = 0.7, 0.8
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The one model class ``annotation`` holds directly (``X``, ``X | None``, ``X | str``); None otherwise."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        found = [m for m in map(_model_in, typing.get_args(annotation)) if m is not None]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _child_model(annotation: Any, key: Any) -> type[BaseModel] | None:
+    """The model of ``data[key]`` for a field of ``annotation``: dict[str, X] and list[X] reach X."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict and len(args) == 2 or origin is list and args:
+        return _model_in(args[-1])
+    return _model_in(annotation) if key is None else None
+
+
+class _Keys:
+    """Unknown keys, each reported once with its likely meaning (``did you mean 'networks'?``). A key that is
+    surely a typo of one not written beside it is read as that key, so nothing that follows from the typo
+    (``unknown network 'front'`` after ``netwroks:``) is reported too; any other unknown key is dropped after
+    its report (the schema does not report it again)."""
+
+    def __init__(self, source: SourceMap, file: str) -> None:
+        self.source, self.file = source, file
+        self.problems: list[Problem] = []
+        self.seen: set[tuple[int | None, str]] = set()
+
+    def fix(self, data: Any, model: type[BaseModel], path: tuple[Any, ...]) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = {(f.alias or n): f.annotation for n, f in model.model_fields.items()}
+        out = {}
+        for key, value in data.items():
+            if isinstance(key, str) and key not in fields:
+                key = self._unknown(key, list(fields), data, path)
+                if key is None:
+                    continue
+            out[key] = self._descend(value, fields[key], path + (key,))
+        return out
+
+    def _descend(self, value: Any, annotation: Any, path: tuple[Any, ...]) -> Any:
+        direct = _model_in(annotation)
+        if direct is not None:
+            return self.fix(value, direct, path)
+        item = _child_model(annotation, 0)
+        if item is None:
+            return value
+        if isinstance(value, dict):
+            return {k: self.fix(v, item, path + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.fix(v, item, path + (i,)) for i, v in enumerate(value)]
+        return value
+
+    def _unknown(self, key: str, fields: list[str], beside: dict[Any, Any], path: tuple[Any, ...]) -> str | None:
+        """Report ``key``; the key it stands for when it is surely a typo of one not written ``beside`` it."""
+        import difflib
+
+        close = difflib.get_close_matches(key, fields, 1, SUGGEST)
+        meant = close[0] if close else None
+        message = f"unknown key '{key}'" + (f": did you mean '{meant}'?" if meant else "")
+        line = self.source.line(path + (key,))
+        if (line, message) not in self.seen:  # (once for the hosts a count: makes of one written host)
+            self.seen.add((line, message))
+            self.problems.append(Problem(message, field_path(path + (key,)), self.file, line))
+        if meant is None or meant in beside or difflib.SequenceMatcher(None, key, meant).ratio() < TYPO:
+            return None
+        self.source.alias(path + (key,), path + (meant,))
+        return meant
+
+
 def _numbered(value: Any, i: int) -> Any:
     """``{i}`` replaced by ``i`` in every string (and map key) of a host's definition."""
     if isinstance(value, str):
@@ -908,6 +1035,9 @@ def parse_all(text: str, file: str = "<string>", environ: Mapping[str, str] | No
     early += duplicates
     data = _without_extensions(data)
     early += _expand_counts(data, source, file)
+    keys = _Keys(source, file)
+    data = keys.fix(data, LabSpec, ())
+    early += keys.problems
     try:
         spec = LabSpec.model_validate(data)
         return Parsed(spec, source, early, {})
@@ -915,6 +1045,7 @@ def parse_all(text: str, file: str = "<string>", environ: Mapping[str, str] | No
         # a line whose variable is unset is reported once, as that
         unset = {p.line for p in early if p.message.startswith("variable ")}
         problems = early + [p for p in _problems_from_validation(exc, source, file) if p.line not in unset]
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))  # in file order
         partial, link_index = _partial(data, [_data_loc(tuple(e["loc"])) for e in exc.errors()])
         return Parsed(partial, source, problems, link_index)
 
@@ -975,7 +1106,8 @@ def name_of(path: str | Path) -> str:
     data, source, _ = _read_yaml(text, file)
     name = data.get("name")
     if not isinstance(name, str) or not LAB_NAME.fullmatch(name):
-        problems.append(Problem("no valid lab name here", "name", file, source.line(("name",))))
+        what = f"lab name {name!r}: {name_rule(12)}" if isinstance(name, str) else "no lab name here (name:)"
+        problems.append(Problem(what, "name", file, source.line(("name",))))
     if problems:
         raise SpecError(problems)
     assert isinstance(name, str)

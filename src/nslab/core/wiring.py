@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING
 from ..errors import Problem
 from ..model import Host, Lab, Link, Network
 from ..naming import LINK_GROUP, mac_address, owner_alias
-from ..values import Value, field
+from ..values import Value, field, replace
 from .difference import Difference
 from .kinds import PORT_KIND, by_kind, kind, of_interface
 from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
+    import ipaddress
+
     from ..drivers import Drivers
     from ..drivers.rtnl import LinkInfo, RouteInfo
     from ..errors import SourceLines
@@ -56,6 +58,7 @@ class Observed(Value):
     ends_down: tuple[tuple[str, str], ...] = ()  # (namespace or '' for the machine, link) down, meant up
     ends_up: tuple[tuple[str, str], ...] = ()  # up, but put down with `nslab link`
     routes_missing: tuple[tuple[str, str], ...] = ()  # (namespace, gateway) default routes to restore
+    reconfigure: tuple[tuple[str, str], ...] = ()  # (namespace, "route TO via VIA" | "sysctl KEY") to set again
 
 
 class SetLinkState(Action):
@@ -493,7 +496,23 @@ def _state_repairs(desired: Lab, observed: Observed, changes: _Changes) -> Plan:
         actions.append(SetLinkState(up, True, routes))
     if down:
         actions.append(SetLinkState(down, False))
+    reconfigured = _reconfigured(desired, tuple(r for r in observed.reconfigure if r[0] not in remade))
+    if reconfigured:  # after the interfaces are up again: a route goes through one
+        actions.append(ConfigureHosts(reconfigured))
     return Plan(actions)
+
+
+def _reconfigured(desired: Lab, lost: tuple[tuple[str, str], ...]) -> tuple[Host, ...]:
+    """Each host with a static route lost or a sysctl changed, holding only those (for :class:`ConfigureHosts`,
+    which writes sysctls and replaces routes)."""
+    out = []
+    for h in desired.hosts.values():
+        mine = {what for ns, what in lost if ns == h.namespace}
+        routes = tuple(r for r in h.routes if f"route {r.to} via {r.via}" in mine)
+        sysctls = tuple((k, v) for k, v in h.sysctls if f"sysctl {k}" in mine)
+        if routes or sysctls:
+            out.append(replace(h, routes=routes, sysctls=sysctls))
+    return tuple(out)
 
 
 def plan_down(recorded: Lab, marked_namespaces: Iterable[str] = (), marked_bridges: Iterable[str] = ()) -> Plan:
@@ -531,12 +550,42 @@ def drift(lab: Lab, meant_down: set[tuple[str, str]], drivers: Drivers,
             found.append(Difference(f"network {n.name}: bridge {n.bridge} is down", "up", end=("", n.bridge)))
     if views is None:
         views = host_views(lab, drivers)
+    sysctls = drivers.kernel.read_host_sysctls({h.namespace: [k for k, _ in h.sysctls] for h in lab.hosts.values()
+                                                if h.sysctls and views.get(h.namespace) is not None})
     for h in lab.hosts.values():
         view = views.get(h.namespace)
         if view is None:
             found.append(Difference(f"host {h.name}: namespace {h.namespace} is missing", "host", host=h.name))
             continue
-        found += _host_drift(lab, h, view, machine, meant_down)
+        host_found = _host_drift(lab, h, view, machine, meant_down)
+        if not any(d.repair == "host" for d in host_found):  # (a host made again gets all of them back)
+            host_found += _configured_drift(h, view, sysctls.get(h.namespace, {}), _gone_with(h, meant_down))
+        found += host_found
+    return found
+
+
+def _gone_with(h: Host, meant_down: set[tuple[str, str]]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The subnets of the host's interfaces put down with ``nslab link``: the kernel dropped the routes through
+    them, on purpose."""
+    return [a.network for i in h.interfaces if (h.name, i.name) in meant_down
+            for a in (i.address, i.address6) if a is not None]
+
+
+def _configured_drift(h: Host, view: tuple[list[LinkInfo], list[RouteInfo]], sysctls: Mapping[str, str | None],
+                      down: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[Difference]:
+    """The host's ``routes:`` missing from its main table (not through an interface put down on purpose) and
+    its ``sysctls:`` that read back otherwise (values compared word by word: the kernel prints tabs)."""
+    found = []
+    seen = {(r.destination, r.gateway) for r in view[1]}
+    for r in h.routes:
+        if (r.to, str(r.via)) not in seen and not any(r.via in net for net in down):
+            found.append(Difference(f"host {h.name}: route to {r.to} via {r.via} is missing", "reconfigure",
+                                    host=h.name, end=(h.namespace, f"route {r.to} via {r.via}")))
+    for key, value in h.sysctls:
+        now = sysctls.get(key)
+        if now is not None and now.split() != value.split():
+            found.append(Difference(f"host {h.name}: sysctl {key} is {' '.join(now.split())}, not {value}",
+                                    "reconfigure", host=h.name, end=(h.namespace, f"sysctl {key}")))
     return found
 
 
@@ -544,6 +593,9 @@ def _host_drift(lab: Lab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]],
                 meant_down: set[tuple[str, str]]) -> list[Difference]:
     inside = {lk.name: lk for lk in view[0]}
     found: list[Difference] = []
+    lo = inside.get("lo")
+    if lo is not None and not lo.up:  # every host has it up (wiring.AddHosts): 127.0.0.1 and ::1 need it
+        found.append(Difference(f"host {h.name}: loopback lo is down", "up", host=h.name, end=(h.namespace, "lo")))
     for i in h.interfaces:
         found += of_interface(lab, i).drift(lab, h, i, inside.get(i.name), machine, (h.name, i.name) not in meant_down)
     gateway_down = any((h.name, i.name) in meant_down for i in h.interfaces

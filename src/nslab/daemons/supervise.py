@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import linux, paths
+from ..core import events as event_stream
 from ..drivers import files, process, procfs
 from ..ns import nsenter
 from .contain import PidNamespaces, private_hosts
@@ -133,13 +134,15 @@ class Service:
         self.restart_at: float | None = None
         self.error: str | None = None
         self.stopping = False
+        self.oom_killed = False  # the last run ended by the kernel's OOM killer (kept through restarts)
+        self.oom_seen = 0  # the cgroup's OOM kill count when the last run started
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "host": self.spec["host"], "n": self.spec["n"], "command": self.spec["command"],
             "restart": self.spec["restart"], "log": self.spec["log"], "cgroup": self.spec.get("cgroup"),
             "state": self.state, "pid": self.pid, "exit_code": self.exit_code, "restarts": self.restarts,
-            "processes": len(self.tracker.members()), "error": self.error,
+            "processes": len(self.tracker.members()), "error": self.error, "oom_killed": self.oom_killed,
         }
 
     def note(self, text: str) -> None:
@@ -153,15 +156,38 @@ class Service:
         """Fork and exec the service; ``fork``: into its host's PID namespace (``pid: private``, contain.py)."""
         if self.tracker.cgroup:
             os.makedirs(self.tracker.cgroup, exist_ok=True)
+            self._limit(self.tracker.cgroup)
         self.note(f"start: {self.spec['command']}")
         pid = fork()
         if pid == 0:  # the child: never returns
             _child(self.spec)
         self.pid, self.state, self.started_at, self.restart_at = pid, "running", time.monotonic(), None
         self.exit_code = None
+        self.event("service-start", pid=pid)
+
+    def event(self, type: str, **fields: Any) -> None:
+        """One line of the lab's event stream about this service (core/events.py)."""
+        event_stream.emit(self.spec["lab"], type, self.spec["host"], service=self.id, **fields)
+
+    def _limit(self, cgroup: str) -> None:
+        """Write the host's ``resources:`` to the service's cgroup (drivers/process.py); note what failed."""
+        for failure in process.limit(cgroup, self.spec.get("resources") or {}):
+            self.note(f"limit not set: {failure}")
+        self.oom_seen = process.oom_kills(cgroup)
+
+    def _oom(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this run (then ``exit: oom-killed``)."""
+        if "resources" not in self.spec:
+            return False
+        killed = process.oom_kills(self.tracker.cgroup) > self.oom_seen
+        if killed:
+            self.oom_killed = True
+            self.note("killed by the kernel: out of memory (resources: memory)")
+        return killed
 
     def exited(self, code: int) -> None:
         self.pid, self.exit_code = None, code
+        self.event("service-exit", exit_code=code, oom_killed=self._oom())
         if self.stopping:
             self.state = "stopped"
             return
@@ -188,6 +214,8 @@ def _child(spec: dict[str, Any]) -> None:
         if spec.get("cgroup"):
             with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as fh:
                 fh.write("0")
+            if "resources" in spec:
+                process.join_mirrors(spec["cgroup"])
         log = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -427,6 +455,7 @@ class Supervisor:
                 # What the last run left behind (a daemonized child holding the port) goes first.
                 process.stop_trees([s.tracker], timeout=1.0)
                 s.restarts += 1
+                s.event("service-restart", restarts=s.restarts)
                 self._start(s)
                 changed = True
         return changed

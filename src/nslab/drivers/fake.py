@@ -104,15 +104,22 @@ class FakeKernel(_Failing):
     def host_view(self, namespace: str) -> tuple[list[LinkInfo], list[RouteInfo]] | None:
         if namespace not in self.namespaces:
             return None
-        links = [LinkInfo(1, "lo", "", "", 0, True, (ipaddress.IPv4Interface("127.0.0.1/8"),))]
+        links = [LinkInfo(1, "lo", "", "", 0, (namespace, "lo") not in self.down,
+                          (ipaddress.IPv4Interface("127.0.0.1/8"),))]
         for n, (name, address) in enumerate(self.ifaces.get(namespace, {}).items()):
             links.append(LinkInfo(10 + n, name, "veth", "", 0, (namespace, name) not in self.down, (address,)))
         gateway = self.defaults.get(namespace)
         routes = [RouteInfo(ipaddress.IPv4Network("0.0.0.0/0"), str(gateway), "")] if gateway else []
+        routes += [RouteInfo(r.to, str(r.via), "") for r in sorted(self.routes.get(namespace, ()), key=str)]
         return links, routes
 
     def host_views(self, namespaces: list[str]) -> dict[str, tuple[list[LinkInfo], list[RouteInfo]] | None]:
         return {name: self.host_view(name) for name in namespaces}
+
+    def read_host_sysctls(self, wanted: Mapping[str, list[str]]) -> dict[str, dict[str, str | None]]:
+        """What ``configure_host`` wrote (a key never written reads as None)."""
+        return {ns: {k: self.host_sysctls.get(ns, {}).get(k) for k in keys} for ns, keys in wanted.items()
+                if ns in self.namespaces}
 
     def default_gateway(self) -> ipaddress.IPv4Address | None:
         return self.gateway
@@ -124,7 +131,7 @@ class FakeKernel(_Failing):
         self._call("set_link_state")
         for end in ends:
             namespace, name = end
-            if (namespace and name not in self.ifaces.get(namespace, {})) or (
+            if (namespace and name != "lo" and name not in self.ifaces.get(namespace, {})) or (
                 not namespace and name not in self.veths and name not in self.bridges
             ):
                 return [f"set {name} in {namespace or 'the machine'}: No such device"]
@@ -134,7 +141,7 @@ class FakeKernel(_Failing):
                 self.down.add(end)
                 gateway = self.defaults.get(namespace) if namespace else None
                 # IPv4 drops the routes through an interface that goes down
-                if gateway is not None and gateway in self.ifaces[namespace][name].network:
+                if gateway is not None and name != "lo" and gateway in self.ifaces[namespace][name].network:
                     del self.defaults[namespace]
         return []
 
@@ -276,8 +283,14 @@ class FakeNftables(FakeNft):
     def run(self, text: str, json_output: bool = False) -> str:
         if text.strip() == "list ruleset" and json_output:
             table = [{"table": {"family": "inet", "name": "nslab", "handle": 1}}] if self.table else []
-            table += [{"chain": {"family": "inet", "table": "nslab", "name": line.split()[1]}}
-                      for line in (self.table or "").splitlines() if line.startswith("\tchain ")]
+            chain = ""
+            for line in (self.table or "").splitlines():
+                if line.startswith("\tchain "):
+                    chain = line.split()[1]
+                    table.append({"chain": {"family": "inet", "table": "nslab", "name": chain}})
+                elif 'comment "' in line:  # a rule, as nft lists it: its chain and comment
+                    comment = line.rsplit('comment "', 1)[1].rstrip('"')
+                    table.append({"rule": {"family": "inet", "table": "nslab", "chain": chain, "comment": comment}})
             return json.dumps({"nftables": self.objects + table})
         if self.fail_on == "run":
             raise FirewallError("nftables refused the change: injected failure")
@@ -356,6 +369,9 @@ class FakeHostnamePins(_Failing):
 
     def is_kept(self, path: str) -> bool:
         return path in self.pins or path in self.dirs
+
+    def hostnames(self, paths: list[str]) -> dict[str, str]:
+        return {path: self.pins[path] for path in paths if path in self.pins}
 
     def keep(self, pins: Iterable[tuple[str, str]]) -> None:
         self._call("keep")

@@ -30,7 +30,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .. import linux
 from ..errors import KernelError
@@ -384,6 +384,34 @@ class NetlinkKernel:
             for sock in socks.values():
                 sock.close()
         return views
+
+    def read_host_sysctls(self, wanted: Mapping[str, list[str]]) -> dict[str, dict[str, str | None]]:
+        """The values of ``wanted`` keys inside each named namespace (None: unreadable; a namespace that does
+        not exist is left out): one worker thread enters each namespace in turn (``/proc/sys`` shows the reading
+        thread's), no fork. Drift compares them with the hosts' ``sysctls:``."""
+
+        def work() -> dict[str, dict[str, str | None]]:
+            from . import sysctl
+
+            found: dict[str, dict[str, str | None]] = {}
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            try:
+                for name, keys in wanted.items():
+                    try:
+                        fd = os.open(netns_path(name), os.O_RDONLY)
+                    except OSError:
+                        continue
+                    try:
+                        linux.setns(fd, linux.CLONE_NEWNET)
+                        found[name] = {key: _read_or_none(sysctl.read, key) for key in keys}
+                    finally:
+                        os.close(fd)
+                        linux.setns(home, linux.CLONE_NEWNET)
+            finally:
+                os.close(home)
+            return found
+
+        return linux.in_thread(work, "nslab-sysctl") if wanted else {}
 
     def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
         """Bridge ports to put in (``on``) or out of (``off``) hairpin mode; a port that went with its host
@@ -825,6 +853,13 @@ def _write_sysctls_in(ns: Namespace, sysctls: list[tuple[str, str]]) -> list[str
         return former
 
     return linux.in_namespace(ns.fd, work, name="nslab-sysctl")
+
+
+def _read_or_none(read: Callable[[str], str], key: str) -> str | None:
+    try:
+        return read(key)
+    except KernelError:
+        return None
 
 
 def _index_in(ns: Namespace, ifname: str) -> int:

@@ -72,7 +72,8 @@ def cgroup_members(cgroup: str) -> list[int]:
 
 
 def remove_cgroup(cgroup: str) -> bool:
-    """rmdir a cgroup tree bottom-up; True if it is gone."""
+    """rmdir a cgroup tree bottom-up, and its v1 mirrors (limits); True if it is gone."""
+    remove_mirrors(cgroup)
     for dirpath, _dirs, _files in sorted(os.walk(cgroup), key=lambda w: -len(w[0])):
         try:
             os.rmdir(dirpath)
@@ -176,6 +177,139 @@ def stop_trees(
             killed = True
             deadline = time.monotonic() + 3
         time.sleep(0.02)
+
+
+# --- limits (``resources:``, core/features/limits.py) ------------------------------------------------------
+#: What each limit needs: the controller, its cgroup v2 file, its cgroup v1 file.
+_CONTROLLERS = {"cpus": ("cpu", "cpu.max", "cpu.cfs_quota_us"), "memory": ("memory", "memory.max",
+                "memory.limit_in_bytes"), "pids": ("pids", "pids.max", "pids.max")}
+_CFS_PERIOD = 100000
+
+
+def v1_mounts() -> dict[str, str]:
+    """Controller -> where it is mounted as cgroup v1 (``/sys/fs/cgroup/memory``; ``cpu,cpuacct`` gives both)."""
+    found: dict[str, str] = {}
+    for mount in procfs.mounts():
+        if mount.fstype == "cgroup":
+            for controller in os.path.basename(mount.point).split(","):
+                found.setdefault(controller, mount.point)
+    return found
+
+
+def _relative(cgroup: str) -> str | None:
+    """A service's cgroup v2 path relative to its mount (``nslab/LAB-TAG/HOST.N``): the same path under a v1
+    controller is its v1 mirror."""
+    mount = cgroup2_mount()
+    return os.path.relpath(cgroup, mount) if mount and cgroup.startswith(mount + "/") else None
+
+
+def v1_mirrors(cgroup: str) -> list[str]:
+    """The v1 mirrors of a v2 cgroup that exist (one per v1 controller nslab limited)."""
+    relative = _relative(cgroup)
+    if relative is None:
+        return []
+    return [p for p in (os.path.join(m, relative) for m in set(v1_mounts().values())) if os.path.isdir(p)]
+
+
+def _v2_enabled(cgroup: str, controller: str) -> bool:
+    """Enable ``controller`` down to ``cgroup`` (each ancestor's ``cgroup.subtree_control``); False where the v2
+    hierarchy does not have it (bound to v1)."""
+    mount = cgroup2_mount()
+    if mount is None or not cgroup.startswith(mount + "/"):
+        return False
+    try:
+        with open(os.path.join(mount, "cgroup.controllers")) as fh:
+            if controller not in fh.read().split():
+                return False
+        parent, chain = mount, []
+        for part in os.path.relpath(os.path.dirname(cgroup), mount).split("/"):
+            chain.append(parent)
+            parent = os.path.join(parent, part)
+        chain.append(parent)
+        for directory in chain:
+            with open(os.path.join(directory, "cgroup.subtree_control"), "w") as fh:
+                fh.write(f"+{controller}")
+    except OSError:
+        return False
+    return True
+
+
+def _limit_text(key: str, value: float, v2: bool) -> str:
+    if key == "cpus":
+        return f"{int(value * _CFS_PERIOD)} {_CFS_PERIOD}" if v2 else str(int(value * _CFS_PERIOD))
+    return str(int(value))
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def limit(cgroup: str, limits: dict[str, float]) -> list[str]:
+    """Write ``limits`` (``cpus``, ``memory`` bytes, ``pids``) for the cgroup v2 ``cgroup`` (made already):
+    in it where v2 has the controller, else in its v1 mirror (made here). Returns what could not be set."""
+    failures = []
+    for key, value in limits.items():
+        controller, v2_file, v1_file = _CONTROLLERS[key]
+        try:
+            if _v2_enabled(cgroup, controller):
+                _write(os.path.join(cgroup, v2_file), _limit_text(key, value, True))
+                continue
+            mount, relative = v1_mounts().get(controller), _relative(cgroup)
+            if mount is None or relative is None:
+                failures.append(f"{key}: no cgroup {controller} controller to write it to")
+                continue
+            mirror = os.path.join(mount, relative)
+            os.makedirs(mirror, exist_ok=True)
+            if key == "cpus":
+                _write(os.path.join(mirror, "cpu.cfs_period_us"), str(_CFS_PERIOD))
+            _write(os.path.join(mirror, v1_file), _limit_text(key, value, False))
+        except OSError as exc:
+            failures.append(f"{key}: {exc.strerror}")
+    return failures
+
+
+def join_mirrors(cgroup: str) -> None:
+    """Move the calling process into the v1 mirrors of its cgroup (the service's child, before it execs)."""
+    for mirror in v1_mirrors(cgroup):
+        _write(os.path.join(mirror, "cgroup.procs"), "0")
+
+
+def oom_kills(cgroup: str | None) -> int:
+    """How many processes of the cgroup (or its v1 memory mirror) the kernel's OOM killer killed so far."""
+    if not cgroup:
+        return 0
+    places = [(os.path.join(cgroup, "memory.events"), "oom_kill")]
+    memory, relative = v1_mounts().get("memory"), _relative(cgroup)
+    if memory and relative:
+        places.append((os.path.join(memory, relative, "memory.oom_control"), "oom_kill"))
+    total = 0
+    for path, key in places:
+        try:
+            with open(path) as fh:
+                total += sum(int(line.split()[1]) for line in fh if line.split()[:1] == [key])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def remove_mirrors(cgroup: str) -> None:
+    """rmdir the v1 mirrors of a v2 cgroup tree (its services' limits), bottom-up."""
+    relative = _relative(cgroup)
+    if relative is None:
+        return
+    for mount in set(v1_mounts().values()):
+        mirror = os.path.join(mount, relative)
+        if os.path.isdir(mirror):
+            for dirpath, _dirs, _files in sorted(os.walk(mirror), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+            try:
+                os.rmdir(os.path.dirname(mirror))  # the shared ``nslab`` parent goes with the last lab's
+            except OSError:
+                pass
 
 
 # --- processes -------------------------------------------------------------------------------------

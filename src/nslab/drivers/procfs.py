@@ -227,3 +227,36 @@ def mounts() -> list[Mount]:
     except OSError:
         return []
     return [m for m in map(_parse_mount, lines) if m is not None]
+
+
+# --- counters (``nslab stats``) ------------------------------------------------------------------------------
+#: The columns of /proc/net/dev that ``stats`` shows, by their index after the interface name.
+NET_DEV_COLUMNS = {"rx_bytes": 0, "rx_packets": 1, "rx_dropped": 3, "tx_bytes": 8, "tx_packets": 9, "tx_dropped": 11}
+
+
+def net_dev(pid: int | str = "thread-self") -> dict[str, dict[str, int]]:
+    """Interface -> its counters (:data:`NET_DEV_COLUMNS`), in the network namespace of ``pid`` (default: the
+    calling thread's, which may have entered another)."""
+    data = _read_bytes(pid, "net/dev")
+    out: dict[str, dict[str, int]] = {}
+    for line in (data or b"").decode().splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if len(fields) >= 16:
+            out[name.strip()] = {k: int(fields[i]) for k, i in NET_DEV_COLUMNS.items()}
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (0: gone)."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` (0: gone)."""
+    data = _read_bytes(pid, "statm")
+    fields = data.split() if data else []
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") if len(fields) > 1 else 0

@@ -51,6 +51,23 @@ class LiveHostnamePins:
         except OSError as exc:
             raise KernelError(f"cannot keep the hostname namespace at {done[-1]}: {exc.strerror}") from None
 
+    def hostnames(self, paths: list[str]) -> dict[str, str]:
+        """The hostname of the UTS namespace kept at each of ``paths`` (a path without one is left out): one
+        worker thread enters each in turn (drift and ``up`` compare them with the lab's)."""
+
+        def work() -> dict[str, str]:
+            found: dict[str, str] = {}
+            home = linux.own_namespace(linux.CLONE_NEWUTS)
+            try:
+                for path in paths:
+                    if is_mounted(path):
+                        found[path] = _hostname_in(path, home)
+            finally:
+                os.close(home)
+            return found
+
+        return linux.in_thread(work, "nslab-uts") if paths else {}
+
     def drop(self, path: str) -> list[str]:
         try:
             while is_mounted(path):
@@ -98,6 +115,17 @@ def _pin(path: str, hostname: str, home: int) -> None:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _hostname_in(path: str, home: int) -> str:
+    """From the calling (worker) thread, whose own UTS namespace is ``home``: the hostname of the one kept at
+    ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with linux.Visit(fd, linux.CLONE_NEWUTS, home=home):
+            return os.uname().nodename
+    finally:
+        os.close(fd)
 
 
 def _prepare_dir(directory: str) -> None:

@@ -167,10 +167,13 @@ def _owner(lab_name: str, host: str) -> state.LabState:
     if lab_name:
         recorded = state.LabState.load(lab_name)
         if recorded is None:
-            raise TargetError(f"no lab '{lab_name}' is up")
+            from ..core.which import not_up
+
+            raise not_up(lab_name)
         if host not in recorded.lab.hosts:
-            known = ", ".join(recorded.lab.hosts) or "none"
-            raise TargetError(f"lab '{lab_name}' has no host '{host}' (hosts: {known})")
+            from ..core.which import no_host
+
+            raise no_host(lab_name, host, recorded.lab.hosts)
         return recorded
     owners = [s for s in state.all_states() if host in s.lab.hosts]
     if not owners:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import model
 from ..core import labtests
-from ..errors import TargetError, UserError
+from ..errors import UserError
 from . import reach
 
 if TYPE_CHECKING:
@@ -150,10 +150,14 @@ def check(
     proto, number = parse_port(port)
     st = state.LabState.load(name)
     if st is None:
-        raise TargetError(f"no lab '{name}' is up")
+        from ..core.which import not_up
+
+        raise not_up(name)
     lab = st.lab
     if source is not None and source not in lab.hosts:
-        raise TargetError(f"lab '{name}' has no host '{source}' (it has: {', '.join(lab.hosts) or 'none'})")
+        from ..core.which import no_host
+
+        raise no_host(name, source, lab.hosts)
     gateway = _machine_gateway(drivers, ipv6)
     rows = [source] if source else list(lab.hosts)
     columns = list(lab.hosts) + ([OUTSIDE] if gateway else [])
@@ -215,15 +219,16 @@ def explain(name: str, source: str, target: str, ipv6: bool = False, drivers: Dr
     host, ``outside`` or an address; ``[ADDR]`` for IPv6 with a port), and back. The port only names the
     probe: the model cannot know what listens."""
     from ..core import state
+    from ..core.which import no_host, not_up
 
     st = state.LabState.load(name)
     if st is None:
-        raise TargetError(f"no lab '{name}' is up")
+        raise not_up(name)
     lab = st.lab
     where, _port = _split_target(target)
     for host in (source, where):
         if host != OUTSIDE and host not in lab.hosts and not _is_address(host):
-            raise TargetError(f"lab '{name}' has no host '{host}' (it has: {', '.join(lab.hosts) or 'none'})")
+            raise no_host(name, host, lab.hosts)
     if source not in lab.hosts:
         raise UserError(f"--explain {source}: the source must be a host of lab '{name}'")
     gateway = _machine_gateway(drivers, ipv6) if where == OUTSIDE else None

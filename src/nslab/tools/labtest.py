@@ -46,10 +46,11 @@ class Case:
 def run(name: str, timeout: float = chk.TIMEOUT, report: Callable[[Case], None] | None = None) -> list[Case]:
     """Every case of lab ``name`` (which must be up), each passed to ``report`` as it is decided."""
     from ..core import state
+    from ..core.which import not_up
 
     st = state.LabState.load(name)
     if st is None:
-        raise TargetError(f"no lab '{name}' is up")
+        raise not_up(name)
     cases: list[Case] = []
 
     def add(case: Case) -> None:

@@ -146,13 +146,15 @@ class ThrowawayHost:
 
 
 def nslab_cgroups() -> set[str]:
-    """nslab's cgroups on the machine (services of labs, see nslab.drivers.process)."""
-    from ..drivers.process import cgroup2_mount
+    """nslab's cgroups on the machine (services of labs, see nslab.drivers.process), with their cgroup v1
+    mirrors (the limits of ``resources:``)."""
+    from ..drivers.process import cgroup2_mount, v1_mounts
 
-    root = cgroup2_mount()
+    roots = [root for root in (cgroup2_mount(), *set(v1_mounts().values())) if root]
     out: set[str] = set()
-    for dirpath, dirnames, _files in os.walk(os.path.join(root, "nslab")) if root else ():
-        out.update(os.path.join(dirpath, d) for d in dirnames)
+    for root in roots:
+        for dirpath, dirnames, _files in os.walk(os.path.join(root, "nslab")):
+            out.update(os.path.join(dirpath, d) for d in dirnames)
     return out
 
 

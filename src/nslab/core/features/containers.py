@@ -32,7 +32,7 @@ from ...model import Container
 from ...naming import LINK_GROUP
 from ...values import Value, field
 from ..plan import Action, shell_quote
-from . import DownContext, FeaturePlan, Report, UpContext, ValidateContext, contain
+from . import DownContext, FeaturePlan, Report, UpContext, ValidateContext, contain, limits
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
@@ -142,6 +142,7 @@ def container_config(lab: str, host: Host) -> dict[str, Any]:
     if c.workdir:
         config["WorkingDir"] = c.workdir
     config["HostConfig"].update(contain.docker_host_config(c.contain))
+    config["HostConfig"].update(limits.docker_host_config(host.resources))
     return config
 
 

@@ -21,6 +21,7 @@ from . import DownContext, FeaturePlan, UpContext, ValidateContext
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
+    from ..difference import Difference
 
 KEY = "hostnames"
 STATUS_KEY = "hostsetup"
@@ -133,18 +134,23 @@ class DropHostnames(Action):
         return None  # a host that left is not brought back with its old hostname by a rollback: it is recreated
 
 
+def _wanted(lab: Lab) -> dict[str, dict[str, str]]:
+    """host -> its pin and hostname (a container has its own: Docker's Hostname)."""
+    return {name: {"uts": uts_path(lab.name, name), "hostname": h.hostname} for name, h in lab.hosts.items()
+            if h.container is None}
+
+
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, uts = ctx.lab, ctx.drivers.uts
     old = HostnamesRecord.from_json(ctx.record)
-    want = {name: {"uts": uts_path(lab.name, name), "hostname": h.hostname} for name, h in lab.hosts.items()
-            if h.container is None}  # a container has its own (Docker's Hostname)
+    want = _wanted(lab)
     gone = tuple(h["uts"] for name, h in old.hosts.items() if name not in want and "uts" in h)
     pins: list[tuple[str, str]] = []
     before: list[str | None] = []
+    seen = uts.hostnames([pin["uts"] for pin in want.values()])  # (a hostname changed by hand is set back)
     for name, pin in want.items():
-        kept = uts.is_kept(pin["uts"])
-        previous = old.hosts.get(name, {}).get("hostname") if kept else None
-        if name in ctx.recreated or not kept or previous != pin["hostname"]:
+        previous = seen.get(pin["uts"])
+        if name in ctx.recreated or previous != pin["hostname"]:
             pins.append((pin["uts"], pin["hostname"]))
             before.append(previous)
     after: list[Action] = []
@@ -167,3 +173,20 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
 
 def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     return {}
+
+
+def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
+    """A host's kept UTS namespace gone, or its hostname changed (``up`` pins it again)."""
+    from ..difference import Difference
+
+    want = _wanted(lab)
+    seen = drivers.uts.hostnames([pin["uts"] for pin in want.values()])
+    found = []
+    for name, pin in want.items():
+        now = seen.get(pin["uts"])
+        if now is None:
+            found.append(Difference(f"host {name}: its hostname namespace {pin['uts']} is missing", "hostname",
+                                    host=name))
+        elif now != pin["hostname"]:
+            found.append(Difference(f"host {name}: hostname is {now}, not {pin['hostname']}", "hostname", host=name))
+    return found

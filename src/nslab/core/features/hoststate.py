@@ -158,7 +158,12 @@ def change(name: str, hosts: list[str], verb: str, drivers: Drivers) -> list[str
         record.stopped = sorted(after)
         st.extra[KEY] = record.to_json()
         st.save()
-        return hosts
+    from ..events import emit
+
+    for host in hosts:  # (`restart`: its services stopped, then started)
+        for event in {"stop": ["stop"], "start": ["start"], "restart": ["stop", "start"]}[verb]:
+            emit(name, event, host)
+    return hosts
 
 
 def _check(lab: Lab, hosts: list[str]) -> None:

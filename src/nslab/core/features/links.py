@@ -110,7 +110,9 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
 def interfaces_of(lab: Lab, host: str, iface: str | None) -> list[str]:
     """The interfaces ``HOST[:IF]`` names: IF, or every interface of the host (UserError-style TargetError)."""
     if host not in lab.hosts:
-        raise TargetError(f"lab '{lab.name}' has no host '{host}'")
+        from ..which import no_host
+
+        raise no_host(lab.name, host, lab.hosts)
     names = [i.name for i in lab.hosts[host].interfaces]
     if iface is None:
         if not names:
@@ -132,7 +134,9 @@ def set_link(name: str, host: str, iface: str | None, up: bool, drivers: Drivers
     with state.machine_lock():
         st = state.LabState.load(name)
         if st is None:
-            raise TargetError(f"no lab '{name}' is up")
+            from ..which import not_up
+
+            raise not_up(name)
         lab = st.lab
         names = interfaces_of(lab, host, iface)
         record = LinksRecord.from_json(st.extra.get(KEY))
@@ -147,7 +151,15 @@ def set_link(name: str, host: str, iface: str | None, up: bool, drivers: Drivers
         apply(Plan([SetLinkState(tuple(wanted), up, routes)]), drivers)
         st.extra[KEY] = LinksRecord(down).to_json()
         st.save()
+        _events(name, host, names, up)
         return [f"{host}:{i}" for i in names]
+
+
+def _events(lab: str, host: str, names: list[str], up: bool) -> None:
+    from ..events import emit
+
+    for iface in names:
+        emit(lab, "link-up" if up else "link-down", host, interface=iface)
 
 
 def _interfaces_at(lab: Lab, wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:

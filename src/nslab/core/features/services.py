@@ -21,7 +21,7 @@ from ...paths import log_path, netns_path, services_status, supervisor_config, u
 from ...records import decode
 from ...values import Value
 from ..plan import Action, shell_quote
-from . import DownContext, FeaturePlan, Report, UpContext, contain, dns
+from . import DownContext, FeaturePlan, Report, UpContext, contain, dns, limits
 from .firewall.record import desired
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def desired_services(lab: Lab, stopped: frozenset[str] = frozenset()) -> list[di
                 "host": host.name, "n": n, "lab": lab.name, "command": service.command, "restart": service.restart,
                 "namespace": host.namespace, "uts": uts_path(lab.name, host.name),
                 "log": log_path(lab.name, host.name, n), **contain.service_config(lab.name, host.name, host.contain),
+                **limits.service_config(host.resources),
             })
     return services
 
@@ -115,6 +116,8 @@ class StartSupervisor(Action):
                        "(reaps zombies; in the lab's supervisor)")
         for s in self.config["services"]:
             out.append(f"# service {s['id']} (restart: {s['restart']}, log {s['log']}): {_service_command(s)}")
+            if "resources" in s and s.get("cgroup"):
+                out += [f"#   {line}" for line in limits.commands(s["resources"], s["cgroup"])]
         out.append(f"# python -m nslab.daemons.supervise {self.lab}  # runs and supervises the above")
         return out
 
@@ -313,6 +316,7 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     for s in live.get("services", []) if supervisor else []:
         entry = {k: s.get(k) for k in ("id", "host", "command", "restart", "state", "pid", "exit_code", "restarts",
                                        "processes", "log")}
+        entry["oom_killed"] = bool(s.get("oom_killed"))
         if not alive and entry["state"] in ("running", "restarting", "starting"):
             entry["state"] = "unknown (supervisor gone)"
         entry.update(_confinement(lab, s.get("host")))

@@ -190,11 +190,20 @@ def _inside(lab: Lab, h: Host, i: Interface, seen: LinkInfo | None, want_up: boo
     if seen.up != want_up:
         text = f"{where} is down" if want_up else f"{where} is up (it was put down with nslab link)"
         found.append(Difference(text, "up" if want_up else "down", host=h.name, end=(h.namespace, i.name)))
-    for address in (i.address, i.address6):
-        if address is not None and address not in seen.addresses:
-            found.append(_remake(lab, h, i, f"{where} lacks its address {address}"))
-            break
-    return found
+    remade = _remade(lab, h, i, seen, where)
+    return found + remade[:1]  # (the interface is made again once, whatever else differs)
+
+
+def _remade(lab: Lab, h: Host, i: Interface, seen: LinkInfo, where: str) -> list[Difference]:
+    """What makes the interface be made again: an address lost; its MTU changed; an IPv4 address added by hand
+    (IPv6 ones may come from router advertisements that a lab's own radvd sends, on purpose)."""
+    lost = [a for a in (i.address, i.address6) if a is not None and a not in seen.addresses]
+    mtu = i.mtu or (lab.links[i.link].mtu if i.link is not None else None)
+    extra = [a for a in seen.addresses if a.version == 4 and a != i.address]
+    texts = [f"{where} lacks its address {a}" for a in lost[:1]]
+    texts += [f"{where} has MTU {seen.mtu}, not {mtu}"] if mtu and seen.mtu and seen.mtu != mtu else []
+    texts += [f"{where} has an address nslab did not give it: {a}" for a in extra[:1]]
+    return [_remake(lab, h, i, text) for text in texts]
 
 
 def _port(lab: Lab, h: Host, i: Interface, machine: Mapping[str, LinkInfo], want_up: bool) -> list[Difference]:

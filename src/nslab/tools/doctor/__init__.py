@@ -88,15 +88,14 @@ def _lab_targets(st: LabState) -> list[Target]:
 
 
 def _selection(what: str | None) -> tuple[list[Target], list[LabState]]:
-    from ... import paths
     from ...core import state
+    from ...core.which import lab_or_host
     from ...drivers.netlink import list_named_namespaces
     from ...ns import targets
 
-    if what and paths.is_lab_name(what) and ":" not in what and "/" not in what:
-        st = state.LabState.load(what)
-        if st is not None:
-            return _lab_targets(st), [st]
+    named = lab_or_host(what) if what else None
+    if named is not None:
+        return _lab_targets(named), [named]
     if what:
         target = targets.resolve(what)
         labs = [s for s in [state.LabState.load(target.lab)] if s is not None] if target.lab else []

@@ -23,6 +23,7 @@ from .. import DownContext, FeaturePlan, Report, UpContext
 if TYPE_CHECKING:
     from ....drivers import Drivers
     from ....model import Lab
+    from ...difference import Difference
     from ...spec import LabSpec
     from . import render  # imported where rendering happens: `down` never needs it
 
@@ -251,3 +252,21 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
 def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     rec = DnsRecord.from_json(record)
     return {"dns": {name: h.get("dns") for name, h in rec.hosts.items()}, "upstream": rec.upstream or None}
+
+
+def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
+    """Each host's ``/etc/netns`` file that is not what ``up`` writes (edited or removed by hand): compared with
+    what :func:`files` renders now, so that ``up`` repairs exactly what ``status`` names."""
+    from ...difference import Difference
+
+    hosts = {h.namespace: h.name for h in lab.hosts.values()}
+    found = []
+    for namespace, texts in files(lab, choices(lab, drivers)).items():
+        on_disk = _on_disk(namespace, drivers)
+        for name, text in texts.items():
+            now = on_disk.get(name)
+            if now != text:
+                what = "is missing" if now is None else "differs from what nslab writes"
+                found.append(Difference(f"host {hosts[namespace]}: {etc_netns_dir(namespace)}/{name} {what}", "files",
+                                        host=hosts[namespace]))
+    return found

@@ -62,7 +62,17 @@ from ....paths import machine_record
 from ...plan import Action
 from .. import DownContext, FeaturePlan, UpContext, ValidateContext
 from .record import FirewallRecord, PublishedPort, desired, docker_port_lines
-from .render import DOCKER_USER6, FAMILY, TABLE, Observed, docker_user_rules, lab_chains, transaction, warnings
+from .render import (
+    DOCKER_USER6,
+    FAMILY,
+    TABLE,
+    Observed,
+    changed_chains,
+    docker_user_rules,
+    lab_chains,
+    transaction,
+    warnings,
+)
 
 if TYPE_CHECKING:
     from ....drivers import Drivers
@@ -317,7 +327,7 @@ def _ruleset_up_to_date(
     """Whether the loaded ruleset already is what ``records`` render to (else it is loaded again)."""
     if not old.same_rules(want) or seen.table_exists != want.loaded or seen.docker_user != old.docker_user:
         return False
-    if not lab_chains(name, want) <= seen.chains:  # chains deleted by hand: reload
+    if not lab_chains(name, want) <= seen.chains or changed_chains(name, want, seen):  # changed by hand: reload
         return False
     # Docker's IPv6 DOCKER-USER: our accept rules there match the dual-stack networks
     if seen.docker_user6 and bool(seen.our_docker_rules6) != bool(docker_user_rules(records, DOCKER_USER6)):
@@ -379,7 +389,8 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     rec = FirewallRecord.from_json(record)
     ports = [
         {"publish": p.spec, "host": p.host, "proto": p.proto, "host_ip": p.host_ip, "host_port": p.host_port,
-         "to": f"{p.address}:{p.port}", "network": p.network, "picked": p.picked}
+         "to": f"{p.address}:{p.port}", "network": p.network, "picked": p.picked,
+         **({"to6": f"[{p.address6}]:{p.port}"} if p.address6 else {})}
         for p in rec.ports
     ]
     return {"table": f"{FAMILY} {TABLE}", "ports": ports, "docker_user": rec.docker_user,
@@ -387,14 +398,32 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
 
 
 def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
-    """nslab's table or one of this lab's chains gone (``up`` loads the table again)."""
+    """nslab's table or one of this lab's chains gone, or a chain holding other rules of the lab than those it
+    was loaded with (``up`` loads the table again); forwarding or a bridge's ``route_localnet`` the lab needs
+    set back by hand (``up`` sets it again)."""
     from ...difference import Difference
 
-    wanted = lab_chains(lab.name, FirewallRecord.from_json(record))
+    rec = FirewallRecord.from_json(record)
+    found = [Difference(f"firewall: sysctl {key} is {now}, the lab needs 1", "sysctl")
+             for key, now in _sysctls_off(rec, drivers)]
+    wanted = lab_chains(lab.name, rec)
     if not wanted:
-        return []
+        return found
     seen = Observed.from_ruleset(drivers.nft.ruleset())
     if not seen.table_exists:
-        return [Difference(f"firewall: table {FAMILY} {TABLE} is missing", "ruleset")]
-    return [Difference(f"firewall: chain {c} of table {FAMILY} {TABLE} is missing", "ruleset")
-            for c in sorted(wanted - seen.chains)]
+        return [*found, Difference(f"firewall: table {FAMILY} {TABLE} is missing", "ruleset")]
+    found += [Difference(f"firewall: chain {c} of table {FAMILY} {TABLE} is missing", "ruleset")
+              for c in sorted(wanted - seen.chains)]
+    return found + [Difference(f"firewall: chain {c} of table {FAMILY} {TABLE} has rules changed by hand", "ruleset")
+                    for c in changed_chains(lab.name, rec, seen)]
+
+
+def _sysctls_off(rec: FirewallRecord, drivers: Drivers) -> list[tuple[str, str]]:
+    """The machine's sysctls this lab needs at 1 (forwarding, ``route_localnet`` of its publishing bridges) that
+    are not, with what they are."""
+    sysctl = drivers.sysctl
+    keys = [IP_FORWARD] if rec.needs_forwarding() else []
+    keys += [IP6_FORWARD] if rec.needs_forwarding6() else []
+    keys += [route_localnet(bridge) for bridge in rec.published_bridges()]
+    values = [(key, sysctl.read(key)) for key in keys if sysctl.exists(key)]
+    return [(key, now) for key, now in values if now != "1"]

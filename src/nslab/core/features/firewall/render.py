@@ -182,6 +182,7 @@ class Observed(Value):
     chains: frozenset[str] = frozenset()  # the chains of nslab's table
     docker_user6: bool = False  # ip6 filter DOCKER-USER exists
     our_docker_rules6: tuple[int, ...] = ()
+    rules: tuple[tuple[str, str], ...] = ()  # (chain, comment) of each rule of nslab's table
 
     @classmethod
     def from_ruleset(cls, objects: Iterable[Mapping[str, Any]]) -> Observed:
@@ -190,6 +191,7 @@ class Observed(Value):
         handles6: list[int] = []
         drops: list[str] = []
         chains: set[str] = set()
+        rules: list[tuple[str, str]] = []
         for obj in objects:
             if "table" in obj:
                 table = table or (obj["table"].get("family"), obj["table"].get("name")) == (FAMILY, TABLE)
@@ -205,13 +207,34 @@ class Observed(Value):
                 handles.append(int(obj["rule"]["handle"]))
             elif "rule" in obj and _is_our_docker_rule(obj["rule"], DOCKER_USER6):
                 handles6.append(int(obj["rule"]["handle"]))
-        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains), docker_user6, tuple(handles6))
+            elif "rule" in obj and (obj["rule"].get("family"), obj["rule"].get("table")) == (FAMILY, TABLE):
+                rules.append((str(obj["rule"].get("chain")), str(obj["rule"].get("comment", ""))))
+        return cls(table, docker_user, tuple(handles), tuple(drops), frozenset(chains), docker_user6, tuple(handles6),
+                   tuple(rules))
 
 
 def lab_chains(lab: str, record: FirewallRecord) -> set[str]:
     """The chains of nslab's table that lab ``lab``'s rules need (the base chains it hooks into, its own)."""
     text = render_table({lab: record}) if record.loaded else ""
     return {line.split()[1] for line in text.splitlines() if line.startswith("\tchain ")}
+
+
+def changed_chains(lab: str, record: FirewallRecord, seen: Observed) -> list[str]:
+    """The chains of nslab's table whose rules of lab ``lab`` (by their comment) are not those ``record`` renders
+    to: a rule deleted or added by hand (a chain missing altogether is :func:`lab_chains`' to find)."""
+    from collections import Counter
+
+    want: Counter[tuple[str, str]] = Counter()
+    chain = ""
+    for line in (render_table({lab: record}) if record.loaded else "").splitlines():
+        if line.startswith("\tchain "):
+            chain = line.split()[1]
+        elif 'comment "' in line:
+            want[(chain, line.rsplit('comment "', 1)[1].rstrip('"'))] += 1
+    mine = f"nslab:{lab}"
+    have = Counter(r for r in seen.rules if r[1] == mine or r[1].startswith(mine + ":"))
+    mine_chains = {c for c, _ in want} & seen.chains  # (rules in a chain the lab has not: not its own)
+    return sorted({c for c, _ in (want - have) + (have - want) if c in mine_chains})
 
 
 def _drops_forward(chain: Mapping[str, Any]) -> bool:
