@@ -103,10 +103,15 @@ class Lab:
         self.repairs = planned.repairs
         return planned.lab, planned.plan, planned.records
 
-    def up(self, dry_run: bool = False, progress: Progress | None = None) -> UpResult:
+    def up(self, dry_run: bool = False, progress: Progress | None = None, only: Sequence[str] | None = None,
+           profiles: Sequence[str] = ()) -> UpResult:
         """Bring the lab up, or converge it to the file if it is up already. Idempotent. If anything fails,
-        everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing."""
-        result = up_lab(self.file, self.drivers, dry_run, progress)
+        everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing.
+        ``only``/``profiles``: part of its hosts, as ``up --only``/``--profile``."""
+        from .core.lifecycle import Subset
+
+        subset = Subset(tuple(only) if only is not None else None, tuple(profiles))
+        result = up_lab(self.file, self.drivers, dry_run, progress, subset)
         self.repairs = list(result.repairs)
         return result
 
@@ -167,6 +172,26 @@ class Lab:
         drivers = self.drivers or Drivers.live()
         try:
             return set_link(self.name, host, iface, up, drivers)
+        finally:
+            if self.drivers is None:
+                drivers.close()
+
+    def stop(self, *hosts: str) -> None:
+        """``nslab stop LAB/HOST,..``: their services stop, their interfaces go down (features/hoststate.py)."""
+        self._host_state(list(hosts), "stop")
+
+    def start(self, *hosts: str) -> None:
+        self._host_state(list(hosts), "start")
+
+    def restart(self, *hosts: str) -> None:
+        self._host_state(list(hosts), "restart")
+
+    def _host_state(self, hosts: list[str], verb: str) -> None:
+        from .core.features.hoststate import change
+
+        drivers = self.drivers or Drivers.live()
+        try:
+            change(self.name, hosts, verb, drivers)
         finally:
             if self.drivers is None:
                 drivers.close()

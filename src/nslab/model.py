@@ -214,7 +214,7 @@ NO_DNS = Dns()
 
 class Host(Value):
     #: What the features ask of a host; the rest is its wiring (a change there makes the host again).
-    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "resources")
+    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "resources", "profiles")
 
     name: str
     namespace: str
@@ -231,6 +231,7 @@ class Host(Value):
     impair: tuple[Impairment, ...] = ()  # in file order, inactive entries too
     contain: Containment = NO_CONTAINMENT  # how its services are confined (a light host's; a container's: Container)
     resources: Resources = NO_RESOURCES  # its services' cgroup limits
+    profiles: tuple[str, ...] = ()  # up only with `up --profile` naming one of them (features/hoststate.py)
 
     def wiring_differs(self, other: Host) -> bool:
         """Whether ``other`` differs from this host in more than what its features ask."""

@@ -33,7 +33,8 @@ def cli() -> None:
 
 
 #: The verb groups, in the order ``nslab --help`` lists them; each module's ``register`` adds its commands.
-VERB_MODULES = ("labs", "targets", "services", "network", "containers", "faults", "debug", "inspect", "ops")
+VERB_MODULES = ("labs", "targets", "services", "hosts", "network", "containers", "faults", "debug", "inspect",
+                "ops")
 for _module in VERB_MODULES:
     importlib.import_module(f"{__package__}.{_module}").register(cli)
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ..core.lifecycle import Subset
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: handled like Ctrl-C (what is half-made is rolled back), exit status 128 + signal.
@@ -88,10 +90,12 @@ def _up(args: list[str]) -> int | None:
 WAIT_TIMEOUT = 60.0
 
 
-def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | None = None) -> int:
+def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | None = None,
+       subset: Subset | None = None) -> int:
     """``nslab up [-f FILE] [-q] [--wide] [--wait [--timeout S]]`` (table output; the click command calls it
-    too). With ``wait``: returns once every healthcheck passes, else after ``wait`` seconds with 1 and a line
-    ``nslab: HOST unhealthy: OUTPUT`` per host (the lab stays up)."""
+    too, with ``--only`` and ``--profile`` as ``subset``). With ``wait``: returns once every healthcheck passes,
+    else after ``wait`` seconds with 1 and a line ``nslab: HOST unhealthy: OUTPUT`` per host (the lab stays
+    up)."""
     from ..core.lifecycle import up_file
     from ..core.which import find_lab_file
     from ..linux import require_root
@@ -100,7 +104,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | 
     require_root("up creates namespaces, links and firewall rules")
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
-        result = up_file(path, progress=bar)
+        result = up_file(path, progress=bar, subset=subset)
     render.warnings(result.warnings)
     if not quiet:
         render.changes(result.changes())

@@ -46,8 +46,12 @@ def _output(output: str | None, as_json: bool, wide: bool) -> str:
               "unhealthy host after --timeout; the lab stays up).")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
               help="Seconds --wait waits (default 60).")
+@click.option("--only", "only", default=None, metavar="HOST[,HOST..]",
+              help="Bring up only these hosts (and the networks and links between them); a later up adds the rest.")
+@click.option("--profile", "profiles", multiple=True, metavar="NAME",
+              help="Also bring up the hosts with this name in their profiles: (repeatable).")
 def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool, wait: bool,
-       timeout: float | None) -> None:
+       timeout: float | None, only: str | None, profiles: tuple[str, ...]) -> None:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
@@ -56,7 +60,7 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     changed, every warning, and the lab's hosts. A lab file that passed every check is kept checked under
     /run/nslab/.cache: the next up of the same file (same ${VAR}s) does not parse it again.
     """
-    from ..core.lifecycle import up_file, wait_healthy
+    from ..core.lifecycle import Subset, up_file, wait_healthy
     from ..linux import require_root
     from . import fast, render
 
@@ -66,8 +70,9 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     waiting = (fast.WAIT_TIMEOUT if timeout is None else timeout) if wait and not dry_run else None
     output = _output(output, as_json, wide)
     machine_readable = output in ("json", "yaml")
+    subset = Subset(tuple(h for h in only.split(",") if h) if only is not None else None, profiles)
     if not machine_readable and not dry_run:
-        code = fast.up(file, quiet=quiet, wide=output == "wide", wait=waiting)  # (what `nslab up` runs without click)
+        code = fast.up(file, quiet=quiet, wide=output == "wide", wait=waiting, subset=subset)  # (as without click)
         if code:
             raise SystemExit(code)
         return
@@ -75,7 +80,7 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
 
     path = find_lab_file(file)  # "-": standard input, reported as <stdin>
     with render.progress(enabled=False) as bar:
-        result = up_file(path, dry_run=dry_run, progress=bar)  # checked whole under the machine lock
+        result = up_file(path, dry_run=dry_run, progress=bar, subset=subset)  # checked whole under the machine lock
     render.warnings(result.warnings)
     if dry_run:
         _print_dry_run(result)

@@ -154,8 +154,10 @@ def _routes(h: dict[str, Any]) -> Routes:
 
 
 def _interface_rows(h: dict[str, Any], repeat: bool, meant_down: set[str]) -> list[list[Cell]]:
+    state = h.get("state", "running")
     if not h["present"]:
-        return [[h["name"], h["namespace"], "missing", "", "", ""]]
+        return [[h["name"], h["namespace"], "not started" if state == "not started" else "missing", "", "", ""]]
+    name = h["name"] + (" (stopped)" if state == "stopped" else "")
     loopback_only = [{"name": "lo", "addresses": ["127.0.0.1/8"], "up": True, "network": None, "link_peer": None}]
     ifaces = sorted(h["interfaces"], key=lambda i: _natural(i["name"])) or loopback_only
     rows = []
@@ -163,15 +165,17 @@ def _interface_rows(h: dict[str, Any], repeat: bool, meant_down: set[str]) -> li
         first = n == 0 or repeat
         on = i["network"] if i.get("network") else f"link:{i['link_peer']}" if i.get("link_peer") \
             else "loopback-only" if i["name"] == "lo" else "-"
-        rows.append([h["name"] if first else "", h["namespace"] if first else "",
-                     i["name"] + _down(h["name"], i, meant_down), on, Parts(i["addresses"]),
+        rows.append([name if first else "", h["namespace"] if first else "",
+                     i["name"] + _down(h["name"], i, meant_down, state), on, Parts(i["addresses"]),
                      _routes(h) if n == 0 else ""])  # a host's routes once, on its first row
     return rows
 
 
-def _down(host: str, iface: dict[str, Any], meant_down: set[str]) -> str:
+def _down(host: str, iface: dict[str, Any], meant_down: set[str], state: str) -> str:
     if iface["up"]:
         return ""
+    if state == "stopped":
+        return " (down: stopped)"
     return " (down: nslab link)" if f"{host}:{iface['name']}" in meant_down else " (down)"
 
 

@@ -87,6 +87,7 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Accepted for docker/kubectl habits: CMD always gets nslab's stdin.")
 @click.option("-t", "--tty", "tty", is_flag=True,
               help="Accepted for docker/kubectl habits: CMD gets nslab's terminal when there is one.")
+@click.option("--all", "every", is_flag=True, help="TARGET is a LAB: run CMD in each of its hosts.")
 @click.argument("target", metavar="TARGET", shell_complete=complete.targets)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]...")
 def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
@@ -98,7 +99,9 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     \b
     TARGET: [LAB/]HOST, netns:NAME, pid:PID, container:NAME_OR_ID, path:FILE
     Lab hosts and netns: targets also get their /etc/netns/NAME files;
-    lab hosts also their hostname (UTS) namespace.
+    lab hosts also their hostname (UTS) namespace. A glob in HOST
+    ('LAB/web*') or --all runs CMD in every host it names at once, each
+    output line prefixed 'HOST | '; the exit status is the highest.
     """
     from ..linux import require_root
     from ..ns.nsenter import ExecOptions, exec_in_target
@@ -114,6 +117,8 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
         if "/" in target or ":" in target:
             raise click.UsageError("with -f FILE, TARGET is a HOST of that lab")
         target = f"{which_lab(None, values['file'])}/{target}"
+    if values["every"] or (":" not in target and _many(target)):
+        sys.exit(_exec_many(target, command, values))
     resolved = resolve(target)
     options = ExecOptions(
         uts=values["uts"],
@@ -126,6 +131,27 @@ def exec_(target: str, argv: tuple[str, ...], **values: Any) -> None:
     )
     code = exec_in_target(resolved, command, options)
     sys.exit(code)
+
+
+def _many(target: str) -> bool:
+    from ..ns.fanout import is_pattern
+
+    return is_pattern(target)
+
+
+def _exec_many(target: str, command: list[str], values: dict[str, Any]) -> int:
+    """``exec 'LAB/GLOB'`` or ``exec --all LAB``: CMD in each host at once (ns/fanout.py)."""
+    from ..ns import fanout
+    from ..ns.nsenter import ExecOptions
+
+    refused = [flag for flag, key in (("-d", "detach"), ("--mount-from", "mount_from"), ("--pid-from", "pid_from"))
+               if values[key]]
+    if refused:
+        raise click.UsageError(f"{', '.join(refused)}: one host at a time (not with a glob or --all)")
+    hosts = fanout.matching(target, values["every"])
+    options = ExecOptions(uts=values["uts"], user=values["user"], env=_env_pairs(values["env"]),
+                          workdir=values["workdir"])
+    return fanout.run(hosts, command, options)
 
 
 @click.command()

@@ -25,12 +25,13 @@ sysctl       the machine's forwarding or a publishing bridge's route_localnet   
 services     the lab's supervisor is not running                                   start it (services)
 ===========  ==================================================================  ================================
 
-Interfaces put down with ``nslab link`` are intended (features/links.py), not drift. This module only collects:
-the wiring answers for bridges, namespaces, ``lo``, routes and the hosts' sysctls (``wiring.drift``; the sysctls
-read in one thread that enters each namespace, no fork), each interface's kind for the interface and its port
-(kinds/, e.g. ``kinds.veth.drift``), and each feature with a ``drift(lab, record, drivers) -> list[Difference]``
-hook for its own part (dns, containers, hostnames, firewall, services; features/__init__.py); each feature's
-``plan_up`` observes what its drift observes, and so repairs it.
+Interfaces put down with ``nslab link`` (features/links.py) or of a host stopped with ``nslab stop``
+(features/hoststate.py) are intended, not drift; hosts ``up --only`` left out are not in the record at all.
+This module only collects: the wiring answers for bridges, namespaces, ``lo``, routes and the hosts' sysctls
+(``wiring.drift``; the sysctls read in one thread that enters each namespace, no fork), each interface's kind
+for the interface and its port (kinds/, e.g. ``kinds.veth.drift``), and each feature with a ``drift(lab,
+record, drivers) -> list[Difference]`` hook for its own part (dns, containers, hostnames, firewall, services;
+features/__init__.py); each feature's ``plan_up`` observes what its drift observes, and so repairs it.
 
 Replaces: comparing ``ip -n NS -br addr``, ``ip -n NS route``, ``ip link show master BR``, ``ip netns exec NS
 sysctl``, ``/etc/netns/NS/*``, ``nsenter --uts=PIN hostname``, ``nft list table inet nslab`` and ``ps`` with what
@@ -54,10 +55,12 @@ def lab_drift(st: LabState, drivers: Drivers, views: Views | None = None) -> lis
     when the caller has just read them, as ``status`` has): the wiring's (each interface's by its kind), then
     each feature's that has a ``drift`` hook, in :data:`~nslab.core.features.FEATURES` order."""
     from . import wiring
-    from .features import links
+    from .features import hoststate, links
 
     lab = st.lab
-    found = wiring.drift(lab, links.down_interfaces(lab, st.extra.get(links.KEY)), drivers, views)
+    meant_down = (links.down_interfaces(lab, st.extra.get(links.KEY))
+                  | hoststate.meant_down(lab, st.extra.get(hoststate.KEY)))
+    found = wiring.drift(lab, meant_down, drivers, views)
     for module in features.modules():
         check = getattr(module, "drift", None)
         if check is not None:

@@ -9,7 +9,7 @@ An event is ``{"time": RFC 3339 UTC, "lab", "host", "type", ...}``; the types an
 - ``impair``: ``nslab impair`` (faults.py), with ``now`` (what the interface suffers now);
 - ``drift``, ``repaired``: ``up`` (lifecycle.py), with ``text`` (the difference found, then repaired);
 - ``health``: the supervisor, with ``health`` (starting|healthy|unhealthy) and ``output`` (the last probe's);
-- ``stop``, ``start``: to be emitted the same way where those changes are made.
+- ``stop``, ``start``: ``nslab stop|start|restart`` (features/hoststate.py; ``restart`` emits both).
 
 Call :func:`emit` after the change took effect. It never fails the change: an event that cannot be written
 (the lab's directory gone, a full disk) is dropped. Lines are written with one ``write`` on an ``O_APPEND``

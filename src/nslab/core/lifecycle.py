@@ -97,9 +97,22 @@ def observe(drivers: Drivers, lab: str) -> Observed:
     )
 
 
-def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None) -> Planned:
+class Subset(Value):
+    """Which hosts of the file an ``up`` brings up (features/hoststate.py ``select``): ``only`` these (None: no
+    such limit), hosts with ``profiles:`` only with one of ``profiles``."""
+
+    only: tuple[str, ...] | None = None
+    profiles: tuple[str, ...] = ()
+
+
+def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None, subset: Subset | None = None
+         ) -> Planned:
     """Resolve and validate ``lab_file`` (every problem raised at once), then plan the machine's change."""
-    desired = load.resolved(lab_file, drivers, recorded)
+    from .features import hoststate
+
+    subset = subset or Subset()
+    desired, not_started = hoststate.select(load.resolved(lab_file, drivers, recorded),
+                                            recorded.lab if recorded else None, subset.only, subset.profiles)
     observed = observe(drivers, desired.name)
     repairs: list[str] = []
     if recorded is not None:  # what drifted from the lab as made is repaired on the way
@@ -116,6 +129,8 @@ def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None) -
         recreated=frozenset(h.name for a in wiring.of_type(AddHosts) for h in a.hosts),
         new_bridges=frozenset(n.bridge for a in wiring.of_type(AddBridges) for n in a.networks),
         drivers=drivers,
+        stopped=hoststate.stopped(recorded.extra.get(hoststate.KEY)) if recorded else frozenset(),
+        not_started=not_started,
     )
     before: list[Action] = []
     after: list[Action] = []
@@ -130,7 +145,7 @@ def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None) -
 
 
 def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
-       progress: Progress | None = None) -> UpResult:
+       progress: Progress | None = None, subset: Subset | None = None) -> UpResult:
     """Bring the lab up, or converge it to the file if it is up already. Idempotent. If anything fails,
     everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing."""
     own = drivers is None
@@ -146,7 +161,7 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             if not dry_run:
                 finish_interrupted_up(lab_file.name, drivers, recorded)
             with drivers.kernel.observing():  # nothing changes the machine while the plan is made
-                planned = plan(lab_file, drivers, recorded)
+                planned = plan(lab_file, drivers, recorded, subset)
             previous = recorded.lab if recorded else None
             warnings = tuple(w for r in planned.records.values() for w in getattr(r, "warnings", ()))
             if not dry_run:
@@ -169,16 +184,16 @@ def _repaired_events(planned: Planned) -> None:
 
 
 def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
-            progress: Progress | None = None) -> UpResult:
+            progress: Progress | None = None, subset: Subset | None = None) -> UpResult:
     """``up`` of the lab file ``path``: from its kept form when that answers for this run, else read the full
-    way (``nslab up``)."""
+    way (``nslab up``); ``subset``: only part of its hosts (``up --only``/``--profile``)."""
     lab_file = load.kept_file(path)
     if lab_file is not None:
         try:
-            return up(lab_file, drivers, dry_run, progress)
+            return up(lab_file, drivers, dry_run, progress, subset)
         except StaleKeptForm:
             pass  # raised before any change (while validating): the full way starts from the same machine
-    return up(load.read(path), drivers, dry_run, progress)
+    return up(load.read(path), drivers, dry_run, progress, subset)
 
 
 def wait_healthy(name: str, timeout: float, poll: float = 0.1) -> dict[str, str]:

@@ -478,6 +478,7 @@ class _Resolution:
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
             resources=limits.resolve(host),
+            profiles=tuple(host.profiles),
         )
 
     def _check_sysctl_interfaces(self, host_name: str, host: HostSpec) -> None:

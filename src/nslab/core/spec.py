@@ -410,6 +410,8 @@ class HostSpec(_WithDns):
     env_file: list[str] = Field(default_factory=list)  # KEY=VALUE files, beside the lab file; env: wins
     resources: ResourcesSpec | None = None  # features/limits.py: its services' cgroup limits
     impair: dict[str, ImpairSpec] = Field(default_factory=dict)  # features/impair.py: interface -> impairment
+    #: compose-style: a host with profiles comes up only with ``up --profile NAME`` (features/hoststate.py)
+    profiles: list[str] = Field(default_factory=list)
     # A Docker container as the host (features/containers.py): its image and how it is created.
     image: str | None = None
     command: str | list[str] | None = None

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 
 def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
+    from ..naming import namespace_name
     from .difference import host_views
     from .drift import lab_drift
+    from .features import hoststate
 
     lab = st.lab
     views = host_views(lab, drivers)  # read once: the hosts' entries and the drift both use them
@@ -36,6 +38,12 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
         ],
         "hosts": [_host(lab, h, views.get(h.namespace)) for h in lab.hosts.values()],
     }
+    # Hosts stopped with `nslab stop`, and those of the file an `up --only`/`--profile` left out.
+    record = hoststate.HostStateRecord.from_json(st.extra.get(hoststate.KEY))
+    for entry in doc["hosts"]:
+        entry["state"] = "stopped" if entry["name"] in record.stopped else "running"
+    doc["hosts"] += [{"name": n, "namespace": namespace_name(lab.name, n), "hostname": n, "present": False,
+                      "interfaces": [], "routes": [], "state": "not started"} for n in record.not_started]
     for module in features.modules():
         doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))
     health = (doc.get("hostsetup") or {}).get("health") or {}

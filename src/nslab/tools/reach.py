@@ -60,7 +60,7 @@ class Faults:
 
 def faults_from(lab: Lab, records: Mapping[str, Any]) -> Faults:
     """The faults recorded in the lab's state (feature KEY -> record)."""
-    from ..core.features import impair, links, partitions
+    from ..core.features import hoststate, impair, links, partitions
 
     # (a one-way cut stops round trips both ways too: the requests one way, the replies the other)
     cuts = tuple((str(c[0]), str(c[1])) for c in partitions.PartitionsRecord.from_json(records.get(partitions.KEY)).cuts
@@ -68,7 +68,8 @@ def faults_from(lab: Lab, records: Mapping[str, Any]) -> Faults:
     drops = set()
     for host, iface, entry in impair.ImpairRecord.from_json(records.get(impair.KEY)).entries():
         drops |= {(host, iface, d) for d in ("in", "out") if float(entry[d].get("loss") or 0) >= 100}
-    return Faults(frozenset(links.down_interfaces(lab, records.get(links.KEY))), cuts, frozenset(drops))
+    down = links.down_interfaces(lab, records.get(links.KEY)) | hoststate.meant_down(lab, records.get(hoststate.KEY))
+    return Faults(frozenset(down), cuts, frozenset(drops))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ dns             /etc/netns/<ns>/{hosts,resolv.conf}; upstream discovery         
 containers      Docker containers as hosts (image:), ``nslab connect``           containers
 hostnames       one kept UTS namespace per host (its hostname)                  hostsetup
 links           interfaces put down on purpose (`nslab link`)                   link_state
+hoststate       hosts stopped (`nslab stop`) or not started (`up --only`)       host_state
 firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
 services        the lab's supervisor: ``run:`` commands and the DNS forwarder   hostsetup
 partitions      ``table inet nslab-partition`` inside the hosts of each side    faults
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "containers", "hostnames", "links", "firewall", "services", "partitions", "impair")
+FEATURES = ("dns", "containers", "hostnames", "links", "hoststate", "firewall", "services", "partitions", "impair")
 
 
 #: How a feature's ``resolve`` reports a problem with what is written: ``report(field path, message)``.
@@ -89,6 +90,8 @@ class UpContext(Value):
     recreated: frozenset[str]  # hosts whose namespace the wiring (re)creates in this run
     new_bridges: frozenset[str]  # bridges the wiring (re)creates in this run
     drivers: Drivers
+    stopped: frozenset[str] = frozenset()  # hosts stopped on purpose (`nslab stop`, features/hoststate.py)
+    not_started: frozenset[str] = frozenset()  # hosts of the file left out of this run (`up --only/--profile`)
 
 
 class DownContext(Value):

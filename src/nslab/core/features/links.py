@@ -69,7 +69,7 @@ def down_interfaces(lab: Lab, record: Any) -> set[tuple[str, str]]:
     return out
 
 
-def _restored_routes(lab: Lab, host: Host, iface: str) -> tuple[tuple[str, str], ...]:
+def restored_routes(lab: Lab, host: Host, iface: str) -> tuple[tuple[str, str], ...]:
     """The host's default routes (IPv4, IPv6), those through ``iface`` (dropped when that interface goes down)."""
     i = next(i for i in host.interfaces if i.name == iface)
     if i.network is None:
@@ -145,7 +145,7 @@ def set_link(name: str, host: str, iface: str | None, up: bool, drivers: Drivers
         down = [d for d in record.down if _exists(lab, *d) and not set(ends(lab, *d)) & set(wanted)]
         routes: tuple[tuple[str, str], ...] = ()
         if up:
-            routes = tuple(r for h, i in _interfaces_at(lab, wanted) for r in _restored_routes(lab, lab.hosts[h], i))
+            routes = tuple(r for h, i in _interfaces_at(lab, wanted) for r in restored_routes(lab, lab.hosts[h], i))
         else:
             down += [(host, i) for i in names]
         apply(Plan([SetLinkState(tuple(wanted), up, routes)]), drivers)

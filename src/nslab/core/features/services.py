@@ -136,9 +136,12 @@ def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
     return found
 
 
-def desired_services(lab: Lab) -> list[dict[str, Any]]:
+def desired_services(lab: Lab, stopped: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The services of every host but those ``stopped`` (features/hoststate.py)."""
     services = []
     for host in lab.hosts.values():
+        if host.name in stopped:
+            continue
         for n, service in enumerate(host.services, start=1):
             services.append({
                 "id": f"{host.name}.{n}" if len(host.services) > 1 else host.name,
@@ -329,7 +332,7 @@ class ReloadServices(Action):
 # --- plans ---------------------------------------------------------------------------------------------------
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab, processes = ctx.lab, ctx.drivers.processes
-    services = desired_services(lab)
+    services = desired_services(lab, ctx.stopped)
     forward = dns.forwarder(lab, ctx.drivers)
     proxy = desired(lab).loopback_relays()
     current = ServicesRecord.from_json(ctx.record).supervisor
@@ -364,7 +367,8 @@ def _plan_reload(ctx: UpContext, plan: FeaturePlan, current: Supervisor, config:
     if not _same(interim, current):
         plan.before.append(ReloadServices(name, current, interim, record))
         current = {**interim, "pid": current.get("pid"), "start": current.get("start")}
-    plan.after.append(ReloadServices(name, current, config, record))
+    if not _same(config, current):
+        plan.after.append(ReloadServices(name, current, config, record))
 
 
 def _strip(record: Supervisor) -> Supervisor:
