@@ -147,7 +147,7 @@ def test_a_failing_veth_add_leaves_no_pair():
     _up(lab, kernel)
     drivers = fake_drivers(kernel=kernel)
     veth.remove(lab, lab.links).apply(drivers)
-    kernel.fail_on = {"add_veth_pairs"}
+    kernel.fail_on = {"add_links"}
     with pytest.raises(KernelError):
         veth.add(lab, lab.links).apply(drivers)
     assert kernel.calls[-1] == "remove_link_ends"

@@ -13,6 +13,8 @@ How it stays fast:
 - each host's veth is created from inside its namespace with its peer placed on the machine (``IFLA_NET_NS_FD``
   in the peer info), every link in nslab's link group from that very request; all peers are enslaved to their
   bridges in one batch at the end;
+- links between hosts, of any kind, are made from the description their kind gives (:meth:`NetlinkKernel.
+  add_links`, rtnl.NewLink): one request per link, then one batch per end;
 - interfaces inside hosts get no automatic IPv6 link-local address (:func:`_no_ipv6_autoconf`): a big lab's
   bridge otherwise floods every host's IPv6 housekeeping packets to every other host;
 - ``down`` deletes bridges in a worker thread while namespaces are unpinned (:meth:`NetlinkKernel.
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .. import linux
 from ..errors import KernelError
-from ..model import Host, Lab, Link, Network, Route
+from ..model import Host, Lab, Network, Route
 from ..naming import LINK_GROUP, OWNER_PREFIX, mac_address, owner_alias
 from ..paths import NETNS_DIR, netns_path
 from ..values import Value
@@ -42,12 +44,15 @@ from . import rtnl
 from .rtnl import (
     Batch,
     LinkInfo,
+    NewLink,
     RouteInfo,
     add_address,
     add_bridge,
     add_default_route,
+    add_link,
     add_veth,
     attach_port,
+    configure_end,
     delete_link,
     links,
     routes,
@@ -677,31 +682,26 @@ class NetlinkKernel:
         return failures
 
     # -- links between hosts --------------------------------------------------------------------
-    def add_veth_pairs(self, lab: Lab, items: list[Link]) -> None:
-        """The veth kind's links (core/kinds/veth.py): each pair made from ``a``'s namespace with its peer in
-        ``b``'s, then each end's addresses and up."""
+    def add_links(self, items: list[NewLink]) -> None:
+        """Links of any kind, as their kinds describe them (core/kinds/): each made from inside its end's
+        namespace (its peer, if any, inside the peer's), in one request per link; then each end's alias,
+        addresses, up and routes, in one batch per end. Every namespace involved is opened once."""
         opened: dict[str, Namespace] = {}
         try:
-            for lk in items:
-                for host in (lk.a, lk.b):
-                    name = lab.hosts[host].namespace
-                    if name not in opened:
-                        opened[name] = open_namespace(name)
-            for lk in items:
-                a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
+            for item in items:
+                for end in (item.end, item.peer):
+                    if end is not None and end.namespace not in opened:
+                        opened[end.namespace] = open_namespace(end.namespace)
+            for item in items:
                 batch = Batch()
-                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
-                         peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname), mtu=lk.mtu)
-                batch.commit_or_raise(a.sock)
-                for end, ifname, address, address6 in ((a, lk.a_ifname, lk.a_address, lk.a_address6),
-                                                       (b, lk.b_ifname, lk.b_address, lk.b_address6)):
-                    index = _index_in(end, ifname)
-                    add_address(batch, index, address, f"{ifname} in {end.name}")
-                    if address6 is not None:  # IPv6 on: a link-local address too (it comes with up)
-                        set_addr_gen_mode(batch, index, rtnl.IN6_ADDR_GEN_MODE_EUI64, f"{ifname} in {end.name}")
-                        add_address(batch, index, address6, f"{ifname} in {end.name}")
-                    set_up(batch, index, f"{ifname} in {end.name}")
-                    batch.commit_or_raise(end.sock)
+                peer = opened[item.peer.namespace].fd if item.peer is not None else -1
+                add_link(batch, item, peer)
+                batch.commit_or_raise(opened[item.end.namespace].sock)
+                for end in (item.end, item.peer):
+                    if end is not None:
+                        ns = opened[end.namespace]
+                        configure_end(batch, _index_in(ns, end.name), end)
+                        batch.commit_or_raise(ns.sock)
         finally:
             for opened_ns in opened.values():
                 opened_ns.close()
