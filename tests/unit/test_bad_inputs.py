@@ -104,6 +104,8 @@ FILES: list[Entry] = [
     *one_problem(4, "links[0].endpoints", map(linked, ["[a, a]", "[a, b, a]"])),
     (linked("{endpoints: [a, b], subnet: 10.1.1.0/32}"), [(4, "links[0].subnet")]),
     (linked("{endpoints: [a, b], colour: red}"), [(4, "links[0].colour")]),
+    (linked("{endpoints: [a, b], kind: vxlan}"), [(4, "links[0].kind")]),
+    (linked("[a, b]\n  - 5"), [(5, "links[1]")]),
     (linked("{endpoints: [a, b, c]}\n  - [a, ghost]"), [(4, "links[0].endpoints"), (5, "links[1].endpoints[1]")]),
     ("name: bad\ndns: [notanip]\n", [(2, "dns")]),
     ("name: bad\ndns_search: nope\n", [(2, "dns_search")]),

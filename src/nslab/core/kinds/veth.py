@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ..spec import LinkSpec
 
 KIND = "veth"
+#: What the dry-run calls the machine's own network namespace (the shell running the script is in it).
+MACHINE_NETNS = "/proc/$$/ns/net"
 
 
 # --- schema ------------------------------------------------------------------------------------------------
@@ -67,8 +69,6 @@ class Written(Protocol):
     def endpoints(self) -> tuple[str, str]: ...
     @property
     def mtu(self) -> int | None: ...
-#: What the dry-run calls the machine's own network namespace (the shell running the script is in it).
-MACHINE_NETNS = "/proc/$$/ns/net"
 
 
 # --- resolve -----------------------------------------------------------------------------------------------
