@@ -81,6 +81,13 @@ def test_a_new_link_carries_its_kind_s_data():
     assert bare.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA") is None
 
 
+def test_a_new_link_made_beside_its_parent_moves_into_its_namespace():
+    link = nl.NewLink("macvlan", nl.LinkEnd("k-a", "mv0"), nl.attr_u32(1, 4), made_in="", lower="eth0")
+    msg, _ = _one(lambda b: nl.add_link(b, link, ns_fd=9, lower=3), ifinfmsg)
+    assert (msg.get_attr("IFLA_LINK"), msg.get_attr("IFLA_NET_NS_FD")) == (3, 9)
+    assert msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("IFLA_MACVLAN_MODE") == "bridge"
+
+
 def test_what_follows_a_new_link_in_its_namespace():
     end = nl.LinkEnd("k-a", "eth1", alias="nslab:k:link", addresses=(
         ipaddress.IPv4Interface("10.9.0.1/30"), ipaddress.IPv6Interface("fd00::1/64")),

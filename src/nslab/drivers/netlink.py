@@ -182,6 +182,10 @@ def _made_here(name: str, path: str, dual_stack: bool) -> Namespace:
         raise
 
 
+#: The machine's own network namespace, for :func:`open_namespace` (read from this process's main thread).
+MACHINE_NET = "/proc/self/ns/net"
+
+
 def open_namespace(name_or_path: str) -> Namespace:
     """Open an existing namespace (a name under /run/netns or any nsfs path). Never creates one."""
     path = name_or_path if "/" in name_or_path else netns_path(name_or_path)
@@ -683,22 +687,21 @@ class NetlinkKernel:
 
     # -- links between hosts --------------------------------------------------------------------
     def add_links(self, items: list[NewLink]) -> None:
-        """Links of any kind, as their kinds describe them (core/kinds/): each made from inside its end's
-        namespace (its peer, if any, inside the peer's), in one request per link; then each end's alias,
-        addresses, up and routes, in one batch per end. Every namespace involved is opened once."""
+        """Links of any kind, as their kinds describe them (core/kinds/): each made by one request, from inside
+        its end's namespace (or where ``made_in`` says, then moved into it), its peer (if any) inside the
+        peer's; then each end's alias, addresses, up and routes, in one batch per end. Every namespace involved
+        is opened once ("" is the machine's)."""
         opened: dict[str, Namespace] = {}
         try:
             for item in items:
-                for end in (item.end, item.peer):
-                    if end is not None and end.namespace not in opened:
-                        opened[end.namespace] = open_namespace(end.namespace)
+                for name in (item.made_in, item.end.namespace, item.peer.namespace if item.peer else None):
+                    if name is not None and name not in opened:
+                        opened[name] = open_namespace(name or MACHINE_NET)
             for item in items:
-                batch = Batch()
-                peer = opened[item.peer.namespace].fd if item.peer is not None else -1
-                add_link(batch, item, peer)
-                batch.commit_or_raise(opened[item.end.namespace].sock)
+                _create(opened, item)
                 for end in (item.end, item.peer):
                     if end is not None:
+                        batch = Batch()
                         ns = opened[end.namespace]
                         configure_end(batch, _index_in(ns, end.name), end)
                         batch.commit_or_raise(ns.sock)
@@ -860,6 +863,17 @@ def _read_or_none(read: Callable[[str], str], key: str) -> str | None:
         return read(key)
     except KernelError:
         return None
+
+
+def _create(opened: dict[str, Namespace], item: NewLink) -> None:
+    """The request making ``item`` (rtnl.add_link), sent where it is made."""
+    made_in = item.end.namespace if item.made_in is None else item.made_in
+    where = opened[made_in]
+    batch = Batch()
+    add_link(batch, item, opened[item.peer.namespace].fd if item.peer is not None else -1,
+             opened[item.end.namespace].fd if made_in != item.end.namespace else -1,
+             _index_in(where, item.lower) if item.lower else 0)
+    batch.commit_or_raise(where.sock)
 
 
 def _index_in(ns: Namespace, ifname: str) -> int:

@@ -221,7 +221,8 @@ Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
 class LinkEnd(Value):
-    """One end of a link to make: the namespace it lives in (a named namespace or any nsfs path), its name and
+    """One end of a link to make: the namespace it lives in (a named namespace, any nsfs path, or "" for the
+    machine's own), its name and
     marks (link ``group``, given in the creating request; ``alias``, set after it: the kernel ignores an alias
     there), ``mtu`` and ``mac`` (None: the kernel's), and what follows in its namespace once it exists: its
     ``addresses`` (an IPv6 one turns on its link-local address too), its ``routes`` (to, via), and up."""
@@ -241,12 +242,17 @@ class NewLink(Value):
 
     ``data``: the kind's IFLA_INFO_DATA attributes, packed with :func:`attr`, :func:`attr_u32` and
     :func:`attr_string`; ``peer``: the other end of a veth-like kind, created in its own namespace by the same
-    request (its attributes go in the kind's data, as ``VETH_INFO_PEER``)."""
+    request (its attributes go in the kind's data, as ``VETH_INFO_PEER``). ``made_in``: where the request is
+    sent when not in the end's namespace ("" the machine's): the link is made there, where what it stands on
+    lives (a macvlan's parent, a VXLAN's underlay socket), and moved into the end's namespace by the same
+    request; ``lower``: the link it stands on (IFLA_LINK, a macvlan's parent), by name where it is made."""
 
     kind: str
     end: LinkEnd
     data: bytes = b""
     peer: LinkEnd | None = None
+    made_in: str | None = None
+    lower: str | None = None
 
 
 def attr(kind: int, payload: bytes) -> bytes:
@@ -267,9 +273,10 @@ def _link_attrs(end: LinkEnd) -> bytes:
             + (_u32(IFLA_GROUP, end.group) if end.group else b"") + _mac(end.mac))
 
 
-def add_link(batch: Batch, link: NewLink, peer_ns_fd: int = -1) -> None:
-    """The creating request of ``link`` (sent inside ``link.end.namespace``), its peer (if any) made inside the
-    namespace open at ``peer_ns_fd``. Both ends start down (see :func:`add_veth`). For a veth the same bytes as
+def add_link(batch: Batch, link: NewLink, peer_ns_fd: int = -1, ns_fd: int = -1, lower: int = 0) -> None:
+    """The creating request of ``link``, sent where it is made; its peer (if any) made inside the namespace open
+    at ``peer_ns_fd``; ``ns_fd``: the namespace it moves into once made (-1: it stays); ``lower``: the index of
+    the link it stands on. Both ends start down (see :func:`add_veth`). For a veth the same bytes as
     :func:`add_veth` (tests/unit/test_netlink_encode.py)."""
     data = link.data
     if link.peer is not None:
@@ -279,7 +286,8 @@ def add_link(batch: Batch, link: NewLink, peer_ns_fd: int = -1) -> None:
                                                                        else b"")
         data += _attr(VETH_INFO_PEER, inner)
     info = _string(IFLA_INFO_KIND, link.kind) + (_attr(IFLA_INFO_DATA, data) if data else b"")
-    body = _link() + _link_attrs(link.end) + _attr(IFLA_LINKINFO, info)
+    body = _link() + _link_attrs(link.end) + (_u32(IFLA_LINK, lower) if lower else b"")
+    body += (_u32(IFLA_NET_NS_FD, ns_fd) if ns_fd >= 0 else b"") + _attr(IFLA_LINKINFO, info)
     what = f"add {link.kind} {link.end.name}" + (f" peer {link.peer.name}" if link.peer else "")
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), what)
 
