@@ -24,7 +24,6 @@ import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from ...drivers.rtnl import Address, LinkEnd, NewLink
 from ...model import Host, Interface, Lab, Link
 from ...naming import LINK_GROUP, mac_address, owner_alias
 from ..difference import Difference
@@ -32,7 +31,7 @@ from ..plan import Action, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
-    from ...drivers.rtnl import LinkInfo
+    from ...drivers.rtnl import Address, LinkInfo, NewLink
     from ..resolve import _Resolution
     from ..spec import LinkSpec
 
@@ -135,6 +134,8 @@ class AddLinks(Action):
 def new_link(lab: Lab, lk: Link) -> NewLink:
     """What the netlink driver makes of ``lk``: the pair from ``a``'s namespace with its peer in ``b``'s, each end
     with its derived MAC, the link's MTU, its addresses, up."""
+    from ...drivers.rtnl import LinkEnd, NewLink  # (when applied: planning and drift need no sockets)
+
     a, b = lab.hosts[lk.a], lab.hosts[lk.b]
     return NewLink(
         kind=KIND,
