@@ -52,8 +52,8 @@ def test_veth_with_peer_in_another_namespace():
 
 def test_a_veth_described_as_a_new_link_packs_as_add_veth():
     """The generic link primitive (what core/kinds/veth.py hands the driver) sends the very bytes of add_veth."""
-    end = nl.LinkEnd("k-a", "eth1", "02:00:00:00:00:01", 9000)
-    peer = nl.LinkEnd("k-b", "eth2", "02:00:00:00:00:02", 9000)
+    end = nl.LinkEnd("k-a", "eth1", mac="02:00:00:00:00:01", mtu=9000)
+    peer = nl.LinkEnd("k-b", "eth2", mac="02:00:00:00:00:02", mtu=9000)
     generic, veth = nl.Batch(), nl.Batch()
     nl.add_link(generic, nl.NewLink("veth", end, peer=peer), 7)
     nl.add_veth(veth, "eth1", "eth2", 7, mtu=9000, mac="02:00:00:00:00:01", peer_mac="02:00:00:00:00:02")

@@ -62,7 +62,9 @@ def remove(lab: Lab, links: tuple[Link, ...]) -> Action:
 
 
 def ends(lab: Lab, link: Link) -> list[tuple[str, str]]:
-    return [(lab.hosts[link.a].namespace, link.a_ifname), (lab.hosts[link.b].namespace, link.b_ifname)]
+    """Each host's toy interface, ``a``'s first."""
+    namespaces = (lab.hosts[link.a].namespace, lab.hosts[link.b].namespace)
+    return list(zip(namespaces, (link.a_ifname, link.b_ifname), strict=True))
 
 
 def label(link: Link) -> str:

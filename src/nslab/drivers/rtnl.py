@@ -229,12 +229,12 @@ class LinkEnd(Value):
 
     namespace: str
     name: str
+    addresses: tuple[Address, ...] = ()
+    routes: tuple[tuple[Net, Addr], ...] = ()
     mac: str | None = None
     mtu: int | None = None
     group: int = 0
     alias: str | None = None
-    addresses: tuple[Address, ...] = ()
-    routes: tuple[tuple[Net, Addr], ...] = ()
 
 
 class NewLink(Value):

@@ -139,10 +139,10 @@ def new_link(lab: Lab, lk: Link) -> NewLink:
     a, b = lab.hosts[lk.a], lab.hosts[lk.b]
     return NewLink(
         kind=KIND,
-        end=LinkEnd(a.namespace, lk.a_ifname, mac_address(lab.name, "host", lk.a, lk.a_ifname), lk.mtu,
-                    addresses=_addresses(lk.a_address, lk.a_address6)),
-        peer=LinkEnd(b.namespace, lk.b_ifname, mac_address(lab.name, "host", lk.b, lk.b_ifname), lk.mtu,
-                     addresses=_addresses(lk.b_address, lk.b_address6)),
+        end=LinkEnd(a.namespace, lk.a_ifname, _addresses(lk.a_address, lk.a_address6),
+                    mac=mac_address(lab.name, "host", lk.a, lk.a_ifname), mtu=lk.mtu),
+        peer=LinkEnd(b.namespace, lk.b_ifname, _addresses(lk.b_address, lk.b_address6),
+                     mac=mac_address(lab.name, "host", lk.b, lk.b_ifname), mtu=lk.mtu),
     )
 
 
