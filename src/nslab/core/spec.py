@@ -4,7 +4,8 @@ This module owns the format of a lab file:
 
 - the raw pydantic models (:class:`LabSpec` and its parts) with the checks that need no other part of the
   file; they accept the short forms (a host's networks as a list of names, a link as a pair of hosts, an
-  empty entry, ``restart: no`` that YAML reads as false) and store the long form;
+  empty entry, ``restart: no`` that YAML reads as false) and store the long form; an entry of ``links:`` is read
+  with its kind's schema (``schema()`` of its module in core/kinds/, on :class:`LinkSpec`: :func:`lab_schema`);
 - the name patterns :data:`LAB_NAME` (checked here) and :data:`OBJECT_NAME` (checked by :mod:`nslab.core.resolve`,
   with the references between networks, hosts and links);
 - locating a problem: :class:`SourceMap` (field path -> line of its YAML node) and :func:`field_path`
