@@ -27,7 +27,7 @@ from ..model import Host, Lab, Link, Network
 from ..naming import LINK_GROUP, mac_address, owner_alias
 from ..values import Value, field, replace
 from .difference import Difference
-from .kinds import PORT_KIND, by_kind, kind, of_interface
+from .kinds import by_kind, kind, of_interface, port_kind
 from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
@@ -200,9 +200,9 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     ]
     if any(i.address6 for i in h.interfaces):  # IPv6 addresses outlive `nslab link ... down`
         out.append(f"ip netns exec {ns} sysctl -qw {KEEP_IPV6_ADDRESSES}")
-    port_kind = kind(PORT_KIND)
+    ports = port_kind()
     for position, i in enumerate(i for i in h.interfaces if i.network):
-        out += port_kind.port_commands(lab, h, position, i)
+        out += ports.port_commands(lab, h, position, i)
     if h.gateway:
         out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
     if h.gateway6:

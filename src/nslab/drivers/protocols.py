@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from ..model import Host, Lab, Link, Network, Route
-from .rtnl import LinkInfo, RouteInfo
+from ..model import Host, Lab, Network, Route
+from .rtnl import LinkInfo, NewLink, RouteInfo
 
 Failures = list[str]
 
 
 class Kernel(Protocol):
-    """Namespaces, bridges, veths, addresses and routes (drivers/netlink.py)."""
+    """Namespaces, bridges, veths, links of any kind, addresses and routes (drivers/netlink.py)."""
 
     def close(self) -> None: ...
     def observing(self) -> AbstractContextManager[None]: ...  # reads inside are of one unchanging machine
@@ -37,7 +37,7 @@ class Kernel(Protocol):
     def remove_namespaces(self, names: list[str]) -> Failures: ...
     def configure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> list[str]: ...
     def unconfigure_host(self, namespace: str, routes: list[Route], sysctls: list[tuple[str, str]]) -> Failures: ...
-    def add_veth_pairs(self, lab: Lab, links: list[Link]) -> None: ...
+    def add_links(self, links: list[NewLink]) -> None: ...  # of any kind, as core/kinds/ describe them
     def remove_link_ends(self, ends: list[tuple[str, str]]) -> Failures: ...
     def set_hairpin(self, on: list[str], off: list[str]) -> Failures: ...
     def set_link_state(self, ends: list[tuple[str, str]], up: bool) -> Failures: ...
