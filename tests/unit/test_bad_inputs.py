@@ -158,8 +158,8 @@ MESSAGES: list[tuple[str, list[str]]] = [
     ("name: ok\ncolour: red\n", ["lab.yaml:2: colour: unknown key 'colour'"]),
     ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], subnt: 10.9.0.0/30}\n",
      ["lab.yaml:4: links[0].subnt: unknown key 'subnt': did you mean 'subnet'?"]),
-    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], mut: 1400}\n",  # a key of the kind's own
-     ["lab.yaml:4: links[0].mut: unknown key 'mut': did you mean 'mtu'?"]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], mtuu: 1400}\n",  # a key of the kind's own
+     ["lab.yaml:4: links[0].mtuu: unknown key 'mtuu': did you mean 'mtu'?"]),
     # the value echoed, the rule in words
     ("name: Bad_Name\n",
      ["lab.yaml:1: name: lab name 'Bad_Name': at most 12 characters of a-z, 0-9 and -, starting with a letter "
