@@ -168,3 +168,34 @@ def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
     found = [(x.text, x.repair) for x in lab_drift(st, d)]
     assert found[0] == ("firewall: chain lab.d.into.secure of table inet nslab is missing", "ruleset")
     assert found[1][1] == "services" and found[1][0].endswith("is not running") and len(found) == 2
+
+
+def test_a_service_outside_its_host_is_named_and_started_again(tmp_path, monkeypatch):
+    from nslab.paths import services_status
+
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    d.files.files[services_status("d")] = '{"services": [{"id": "web", "state": "running", "pid": 4242}]}'
+    assert drift(d) == []
+    d.processes.misplaced[4242] = ["network namespace", "cgroup"]  # e.g. its host was made again under it
+    assert drift(d) == ["services: web (pid 4242) runs outside host web's network namespace and cgroup"]
+    dry = Lab.from_text(text, drivers=d).up(dry_run=True)
+    assert any(line.startswith("kill -HUP") and "stops web" in line for line in dry.commands())
+    result = Lab.from_text(text, drivers=d).up()
+    assert result.repairs == drift(d) and d.processes.restarted == ["web"]
+    d.processes.misplaced.clear()
+    assert drift(d) == [] and list(Lab.from_text(text, drivers=d).up().plan) == []
+
+
+def test_processes_follow_a_host_made_again(tmp_path, monkeypatch):
+    """Only the subnet changes: the services' config is the same, yet the host is a new namespace."""
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    edited = text.replace("10.81.1.0/24", "10.81.9.0/24")
+    summary = Lab.from_text(edited, drivers=d).up(dry_run=True).changes()
+    assert "services: stop web" in summary and "services: start web" in summary, summary
+    Lab.from_text(edited, drivers=d).up()
+    assert d.processes.restarted == ["web"]
+    d.uts.pins.clear()  # the hostname pins lost: pinned anew, so the services start again inside them
+    Lab.from_text(edited, drivers=d).up()
+    assert d.processes.restarted == ["web", "web"]

@@ -184,6 +184,37 @@ def is_alive(pid: int | None, started: int | None) -> bool:
     return procfs.is_running(pid, started)
 
 
+#: A process younger than this may still be entering its host (fork, then setns): not judged yet (seconds).
+SETTLING = 1.0
+
+
+def outside(pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
+    """What of its place the process ``pid`` is not in: ``network namespace`` (not the one pinned at ``net``),
+    ``hostname namespace`` (``uts``), ``cgroup``. Nothing for a process that is gone, just started, or whose
+    place is not there to compare with (a pin missing is the wiring's or the hostnames' drift)."""
+    age = procfs.age(pid)
+    if age is None or age < SETTLING:
+        return []
+    found = []
+    for kind, path, what in (("net", net, "network namespace"), ("uts", uts, "hostname namespace")):
+        want = _pinned_inode(path) if path else None
+        have = procfs.ns_inode(pid, kind)
+        if want is not None and have is not None and want != have:
+            found.append(what)
+    if cgroup and os.path.isdir(cgroup) and pid not in cgroup_members(cgroup) and procfs.exists(pid):
+        found.append("cgroup")
+    return found
+
+
+def _pinned_inode(path: str) -> int | None:
+    """The inode of the namespace bind-mounted at ``path`` (None: no namespace is pinned there)."""
+    try:
+        pinned = os.stat(path)
+    except OSError:
+        return None
+    return pinned.st_ino if pinned.st_dev == os.stat(procfs.ns_path("self", "net")).st_dev else None
+
+
 # --- the supervisor, seen from `up` and `down` -----------------------------------------------------
 def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> dict[str, Any]:
     """Write the config, start ``python -m nslab.daemons.supervise LAB`` detached; return once it is ready."""
@@ -315,3 +346,6 @@ class LiveProcesses:
 
     def stop_inside(self, namespaces: list[str]) -> list[str]:
         return stop_inside(namespaces)
+
+    def outside(self, pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
+        return outside(pid, net, uts, cgroup)

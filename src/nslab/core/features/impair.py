@@ -308,10 +308,17 @@ def plan_change(lab: Lab, old: ImpairRecord, new: ImpairRecord, drivers: Drivers
         if host is not None:  # (else gone with its namespace)
             before = {} if name in fresh else old.hosts.get(name, {})
             actions += _host_change(lab, host, before, new.hosts.get(name, {}), netem)
-    if queues != old_queues or (queues and not running):
+    if queues != old_queues or (queues and not running) or _moved(lab, queues, fresh):
         delayer = SetDelayer(lab.name, queues, old_queues if running else ())
         actions = [delayer, *actions] if queues else [*actions, delayer]
     return actions
+
+
+def _moved(lab: Lab, queues: tuple[tuple[str, int, float, float], ...], fresh: frozenset[str]) -> bool:
+    """Whether a host the delayer holds queues in is made again (a new network namespace: its queues are
+    bound anew, the delayer restarts)."""
+    moved = {netns_path(lab.hosts[h].namespace) for h in fresh if h in lab.hosts}
+    return any(q[0] in moved for q in queues)
 
 
 def _host_change(lab: Lab, host: Host, before: dict[str, Entry], after: dict[str, Entry],
