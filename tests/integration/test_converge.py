@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
-from labs import lab_status, private_resolver, settled
+import pytest
+
+from labs import lab_leftovers, lab_status, private_resolver, settled, wait_for
 from labs import nslab as run_nslab
+from nslab.drivers import procfs
+from sandbox import UPLINK_ADDRESS, nslab_cgroups, sh
+from traffic import fetch
 
 ENV = {**os.environ, "NSLAB_STOP_TIMEOUT": "1"}
 
@@ -69,3 +75,99 @@ def test_only_changed_services_restart(host, tmp_path):
         assert running_pids("conv") == second
     finally:
         nslab("down", "conv", check=False)
+
+
+# --- processes follow their host; nothing left by a failed up (issue 22) ------------------------------------
+WEB = """\
+name: cv
+networks:
+  front: {subnet: 10.66.1.0/24}
+hosts:
+  web:
+    networks: [front]
+    publish: ["7001:8000"]
+    run: exec python3 -m http.server 8000
+"""
+
+
+def service_pid(name: str, service: str) -> int:
+    def pid() -> int | None:
+        found = [s["pid"] for s in lab_status(name, env=ENV)["hostsetup"]["services"]
+                 if s["id"] == service and s["state"] == "running"]
+        return found[0] if found else None
+
+    return wait_for(pid)
+
+
+def net_of(pid: int) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def lab_processes(name: str) -> list[str]:
+    """Processes of lab ``name`` on the machine (by the mark its services carry) and its cgroups."""
+    pids = [p for p in procfs.pids() if procfs.environ_has(p, "NSLAB_LAB", name)]
+    return [procfs.describe(p) for p in pids] + [c for c in nslab_cgroups() if f"/nslab/{name}-" in c]
+
+
+def test_a_recreated_host_takes_its_service_along(host, tmp_path):
+    """The subnet edit: the host is made again, its service with it (in the same plan, said by the dry-run)."""
+    private_resolver(tmp_path)
+    path = tmp_path / "nslab.yaml"
+    path.write_text(WEB)
+    nslab("up", "-f", str(path))
+    try:
+        first = service_pid("cv", "web")
+        path.write_text(WEB.replace("10.66.1.0", "10.66.9.0"))
+        dry = nslab("up", "--dry-run", "-f", str(path)).stdout
+        assert any(line.startswith("kill -HUP") and "stops web" in line for line in dry.splitlines()), dry
+        nslab("up", "-f", str(path))
+        deadline = time.monotonic() + 2
+        assert settled(lambda: fetch(UPLINK_ADDRESS, 7001, timeout=1), bool, timeout=2) is not None
+        assert time.monotonic() <= deadline + 1  # (curl's own second at most)
+        pid = service_pid("cv", "web")
+        assert pid != first and net_of(pid) == os.stat("/run/netns/cv-web").st_ino
+        assert "no drift" in nslab("status", "cv").stdout
+    finally:
+        nslab("down", "cv", check=False)
+
+
+def test_a_service_outside_its_host_is_drift_and_up_repairs_it(host, tmp_path):
+    """A process that left its host's network namespace (as the service of the subnet edit did before processes
+    followed their host): `status` names it, `up` starts it again inside and says so."""
+    private_resolver(tmp_path)
+    path = tmp_path / "nslab.yaml"
+    path.write_text(WEB.replace("exec python3 -m http.server 8000", "exec unshare -n sleep 1000"))
+    nslab("up", "-f", str(path))
+    try:
+        first = service_pid("cv", "web")
+        wait_for(lambda: net_of(first) != os.stat("/run/netns/cv-web").st_ino)
+        status = settled(lambda: nslab("status", "cv", check=False), lambda r: r.returncode == 1)
+        assert status.returncode == 1, status.stdout
+        assert f"services: web (pid {first}) runs outside host web's network namespace" in status.stdout
+        repaired = nslab("up", "-f", str(path)).stdout
+        assert f"repaired: services: web (pid {first}) runs outside" in repaired, repaired
+        assert service_pid("cv", "web") != first
+    finally:
+        nslab("down", "cv", check=False)
+
+
+@pytest.mark.parametrize("free", [8, 12, 20, 28])  # fails at: hosts, firewall, services, the state
+def test_a_full_state_directory_leaves_no_process(host, tmp_path, free):
+    """The state directory fills up at some step of `up` (how far it gets depends on ``free`` KiB): one line,
+    exit 1, and no process or cgroup of the lab afterwards; `down` then leaves nothing either."""
+    private_resolver(tmp_path)
+    path = tmp_path / "nslab.yaml"
+    path.write_text(WEB.replace("name: cv", "name: full"))
+    sh("mount -t tmpfs -o size=64k tmpfs /run/nslab")
+    try:
+        sh(f"dd if=/dev/zero of=/run/nslab/filler bs=1k count={64 - free}")
+        result = nslab("up", "-f", str(path), check=False)
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert lab_processes("full") == []
+        os.unlink("/run/nslab/filler")
+        nslab("down", "full")
+        assert lab_processes("full") == [] and lab_leftovers("full") == []
+    finally:
+        nslab("down", "full", check=False)
+        sh("umount /run/nslab")

@@ -438,11 +438,23 @@ class Supervisor:
                 s.state = "stopped"
             s.note("stopped by nslab down")
         self._index_all()
+        self._remove_cgroups()
+        self.write_status(stopped=True)
+
+    def _remove_cgroups(self) -> None:
         cgroup = self.config.get("cgroup")
         if cgroup:
             process.remove_cgroup(cgroup)
             process.remove_parent(cgroup)
-        self.write_status(stopped=True)
+
+    def abandon(self) -> None:
+        """After a failure the loop cannot go on from (its status cannot be written: the state directory is
+        full): every service tree stops and the cgroups go, so nothing of the lab runs without a supervisor
+        (``nslab up`` then rolls back; nothing is left for ``down``)."""
+        for s in self.services:
+            s.restart_at, s.stopping = None, True
+        process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        self._remove_cgroups()
 
     def run(self) -> int:
         self._start_forwarder()
@@ -461,7 +473,12 @@ class Supervisor:
 
 
 def run(lab: str) -> int:
-    return Supervisor(lab).run()
+    supervisor = Supervisor(lab)
+    try:
+        return supervisor.run()
+    except BaseException:
+        supervisor.abandon()
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if os.fork() > 0:  # the parent returns to `nslab up` at once; the child is reparented and lives on
         os._exit(0)
+    os.environ.pop(process.SUPERVISOR_ENV, None)  # (its mark is for `nslab up` to find it, not for services)
     os.chdir("/")
     sys.stdout.flush()
     return run(lab)
