@@ -3,13 +3,14 @@ their process), a host recreated by the wiring restarts its own services, and th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 
 import pytest
 
-from labs import lab_leftovers, lab_status, private_resolver, settled, wait_for
+from labs import NSLAB, lab_leftovers, lab_status, private_resolver, settled, wait_for
 from labs import nslab as run_nslab
 from nslab.drivers import procfs
 from sandbox import UPLINK_ADDRESS, nslab_cgroups, sh
@@ -171,3 +172,39 @@ def test_a_full_state_directory_leaves_no_process(host, tmp_path, free):
     finally:
         nslab("down", "full", check=False)
         sh("umount /run/nslab")
+
+
+def test_status_says_a_lab_is_being_changed_and_still_names_drift(host, tmp_path):
+    """`status` in a loop while eight nslab processes make, change and take down labs (four `up`/`down`
+    workers, four `nslab run`s): never drift for a lab being changed, always for a lab damaged by hand."""
+    private_resolver(tmp_path)
+    damaged = tmp_path / "damaged.yaml"
+    damaged.write_text("name: dmg\nnetworks:\n  n: {subnet: 10.68.0.0/24}\nhosts:\n  h: {networks: [n]}\n")
+    nslab("up", "-f", str(damaged))
+    workers = []
+    try:
+        sh("ip -n dmg-h link set eth0 down")
+        for i in range(4):
+            path = tmp_path / f"w{i}.yaml"
+            path.write_text(f"name: w{i}\nnetworks:\n  n: {{subnet: 10.68.{i + 1}.0/24}}\nhosts:\n"
+                            f"  a: {{networks: [n], run: exec sleep 100{i}}}\n  b: {{networks: [n]}}\n")
+            script = f"for k in 1 2 3; do {NSLAB} up -f {path} >/dev/null && {NSLAB} down w{i} >/dev/null; done"
+            workers.append(host.popen(["sh", "-c", script], env=ENV))
+            workers.append(host.popen(["sh", "-c", f"for k in 1 2 3; do {NSLAB} run --network nat -- true; done"],
+                                      env=ENV))
+        seen_changing = 0
+        while any(w.poll() is None for w in workers):
+            result = nslab("status", "--json", check=False)
+            assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+            labs = {lab["name"]: lab for lab in json.loads(result.stdout)["labs"]}
+            assert labs["dmg"]["drift"] and "changing" not in labs["dmg"], labs["dmg"]
+            assert {name: lab["drift"] for name, lab in labs.items() if name != "dmg" and lab["drift"]} == {}
+            seen_changing += sum("changing" in lab for lab in labs.values())
+        assert [w.returncode for w in workers] == [0] * 8
+        assert seen_changing, "no status ran while a lab was being changed"
+        assert "is being changed" not in nslab("status", check=False).stdout
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+        nslab("down", "dmg", check=False)

@@ -50,6 +50,7 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     any differs, 2 for bad input. Without LAB, the lab named in the lab file
     (-f FILE, or nslab.yaml, nslab.yml, the one *.nslab.yaml here).
     """
+    from ..core.state import changing
     from ..linux import require_root
     from ..tools.check import check as run_check
     from . import render
@@ -58,7 +59,12 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
 
     output = _output(output, as_json, False)
     require_root("check sends probes from inside the hosts' namespaces")
-    matrix = run_check(_lab_name(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
+    name = _lab_name(lab_name, file)
+    busy = changing(name)
+    if busy:  # half made: its probes would tell nothing about the lab (exit 0)
+        click.echo(busy)
+        return
+    matrix = run_check(name, port, source, timeout=timeout, ipv6=ipv6)
     if output in ("json", "yaml"):
         _print_doc(matrix.to_json(), output)
     else:

@@ -170,7 +170,10 @@ def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool)
     _containers(lab.get("containers") or {}, wide, host)  # --- container hosts, connected containers ---
     _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
     _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
-    _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
+    if lab.get("changing"):  # another nslab process is making or changing it: what it shows is not drift
+        sys.stdout.write(f"{lab['changing']}\n")
+    else:
+        _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
     sys.stdout.write("\n")
 
 

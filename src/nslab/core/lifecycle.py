@@ -292,6 +292,8 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
                 failures = drivers.kernel.clear_stale_links(marked.orphans)
                 if failures:
                     raise TeardownError(failures)
+            if recorded is not None:  # (readers say the lab is being changed, not that it drifted)
+                state.write_intent(name, *state.read_intent(name), command="down")
             failures = teardown(plan_teardown(name, drivers, recorded, marked), drivers)
             if failures:
                 raise TeardownError(failures)
@@ -309,9 +311,12 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
     from .status import lab_status
 
+
     states: list[state.LabState | None] = []
     broken: list[str] = []
+    seen: dict[str, tuple[int, int] | None] = {}  # which save of each state was read
     if name:
+        seen[name] = state.identity(name)
         states = [state.LabState.load(name)]
         if states[0] is None:
             raise TargetError(f"no lab '{name}' is up")
@@ -319,6 +324,7 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
         from ..errors import StateError
 
         for lab_name in state.lab_names():  # each record read once (a big lab's takes a while)
+            seen[lab_name] = state.identity(lab_name)
             try:
                 states.append(state.LabState.load(lab_name))
             except StateError as exc:
@@ -331,9 +337,31 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
-        with drivers.kernel.observing():
-            doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
+        with drivers.kernel.observing():  # (the machine's links read once for every lab)
+            first = [(st, lab_status(st, drivers)) for st in states if st is not None]
+        found = [_settled(st, seen.get(st.lab.name), lab, drivers) for st, lab in first]
+        doc["labs"] = [lab for lab in found if lab is not None]
         return doc
     finally:
         if own:
             drivers.close()
+
+
+def _settled(st: state.LabState, seen: tuple[int, int] | None, doc: dict[str, Any], drivers: Drivers
+             ) -> dict[str, Any] | None:
+    """``doc`` (the lab's status as of the save of its state that was read) if that is still the lab's state;
+    read again when another nslab process saved it meanwhile (an ``up`` or ``down`` that started and ended
+    while the kernel was read: what was seen is half of each); None when the lab went down meanwhile."""
+    from .status import lab_status
+
+    for _ in range(3):
+        now = state.identity(st.lab.name)
+        if now == seen or doc.get("changing"):
+            return doc
+        fresh = state.LabState.load_or_none(st.lab.name) if now is not None else None
+        if fresh is None:
+            return None
+        st, seen = fresh, now
+        with drivers.kernel.observing():
+            doc = lab_status(st, drivers)
+    return {**doc, "drift": [], "changing": f"lab {st.lab.name} is being changed by another nslab process"}

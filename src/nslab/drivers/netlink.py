@@ -371,6 +371,9 @@ class NetlinkKernel:
                     try:
                         linux.setns(fd, linux.CLONE_NEWNET)
                         socks[name] = rtnl.open_socket()
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise  # EINVAL: a name being made or removed right now (no namespace on it): None
                     finally:
                         os.close(fd)
                         linux.setns(home, linux.CLONE_NEWNET)
