@@ -25,7 +25,7 @@ from ..values import Value, field
 from . import features, load, state
 from .apply import apply, rollback, teardown
 from .plan import Action, Plan
-from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
+from .wiring import AddBridges, AddHosts, AwaitBridges, AwaitLinks, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:
     from .load import LabFile
@@ -267,10 +267,11 @@ def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, 
         feature_plan = module.plan_down(features.DownContext(name, lab, record, others, namespaces, drivers))
         before += feature_plan.before
         after = feature_plan.after + after
-    # The bridges are deleted in a worker thread meanwhile: wait for them last, the rest overlaps it.
+    # The bridges are deleted in a worker thread meanwhile: wait for them last, the rest overlaps it; then for
+    # the host veths that go with their namespaces (asynchronously): `down` returns when the lab's links are gone.
     awaiting = wiring.of_type(AwaitBridges)
     rest = [a for a in wiring.actions if not isinstance(a, AwaitBridges)]
-    return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting)
+    return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting) + Plan([AwaitLinks(name)] if wiring else [])
 
 
 def down(name: str, drivers: Drivers | None = None) -> bool:
