@@ -208,3 +208,16 @@ def test_status_says_a_lab_is_being_changed_and_still_names_drift(host, tmp_path
             w.kill()
             w.wait()
         nslab("down", "dmg", check=False)
+
+
+def test_down_returns_when_the_labs_links_are_gone(host, tmp_path):
+    """Right after `down` of a three-host lab with services, none of its links is on the machine (the kernel
+    dismantles namespaces asynchronously: `down` waits for their veths)."""
+    private_resolver(tmp_path)
+    path = tmp_path / "nslab.yaml"
+    path.write_text("name: d3\nnetworks:\n  n: {subnet: 10.69.0.0/24}\nhosts:\n"
+                    + "".join(f"  h{i}: {{networks: [n], run: exec sleep 100{i}}}\n" for i in range(3)))
+    for _ in range(5):
+        nslab("up", "-f", str(path))
+        nslab("down", "d3")
+        assert "nslab:d3:" not in sh("ip -o link").stdout

@@ -199,3 +199,34 @@ def test_processes_follow_a_host_made_again(tmp_path, monkeypatch):
     d.uts.pins.clear()  # the hostname pins lost: pinned anew, so the services start again inside them
     Lab.from_text(edited, drivers=d).up()
     assert d.processes.restarted == ["web", "web"]
+
+
+def test_a_lab_being_changed_is_said_so_instead_of_its_drift(drivers):
+    import json
+    import os
+    import re
+
+    from nslab.paths import intent_file
+
+    drivers.kernel.remove_namespaces(["d-db"])  # what a half-made lab looks like
+    assert drift(drivers) and state.changing("d") is None
+    state.write_intent("d", [], [], command="down")  # as this (live) process: another nslab at work
+    line = state.changing("d")
+    assert line is not None and re.fullmatch(rf"lab d is being changed by nslab down \(pid {os.getpid()}, since "
+                                             r"\d\d:\d\d:\d\d\)", line), line
+    doc = status("d", drivers)["labs"][0]
+    assert doc["drift"] == [] and doc["changing"] == line
+    assert state.changing_labs() == {"d": line} and state.changing_labs("d/web") == {"d": line}
+    assert state.changing_labs("other") == {}
+    with open(intent_file("d")) as fh:
+        intent = json.load(fh)
+    intent["pid"] = 1 << 22  # its process is gone (a killed run): not being changed, the drift shows
+    with open(intent_file("d"), "w") as fh:
+        json.dump(intent, fh)
+    assert state.changing("d") is None and status("d", drivers)["labs"][0]["drift"]
+
+
+def test_a_throwaway_lab_is_changed_by_nslab_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path))
+    state.write_intent("run-123", ["run-123-main"], [])
+    assert (state.changing("run-123") or "").startswith("lab run-123 is being changed by nslab run (pid ")

@@ -27,9 +27,9 @@ Each feature module provides:
 - ``plan_down(ctx) -> FeaturePlan``: the same for teardown (``before`` runs while namespaces exist);
 - ``status(lab, record, drivers)``: its part of the status document;
 - optionally ``drift(lab, record, drivers) -> list[difference.Difference]``: what of its part differs on the machine
-  from its record (firewall: its table or chains gone; services: the supervisor not running; containers: a
-  container host's container not running). drift.py collects them after the wiring's, in :data:`FEATURES`
-  order; ``status`` prints them and the next ``up``'s ``plan_up`` repairs them.
+  from its record (firewall: its table or chains gone; services: the supervisor not running, a service outside
+  its host; containers: a container host's container not running). drift.py collects them after the
+  wiring's, in :data:`FEATURES` order; ``status`` prints them and the next ``up``'s ``plan_up`` repairs them.
 
 ``up`` runs every feature's ``before`` actions (in :data:`FEATURES` order), the wiring, then every ``after``
 (same order); ``down`` runs ``before`` in reverse order, the wiring's removal, then ``after``. To add a
