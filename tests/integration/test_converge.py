@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -221,3 +222,23 @@ def test_down_returns_when_the_labs_links_are_gone(host, tmp_path):
         nslab("up", "-f", str(path))
         nslab("down", "d3")
         assert "nslab:d3:" not in sh("ip -o link").stdout
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+def test_a_signal_during_up_then_down_leaves_no_process(host, tmp_path, delay, sig):
+    """`up` of a lab with services stopped by a signal at some point (before, while or after its supervisor
+    starts): after `down`, no process or cgroup of the lab is left (SIGTERM rolls back by itself)."""
+    private_resolver(tmp_path)
+    path = tmp_path / "nslab.yaml"
+    path.write_text(WEB.replace("name: cv", "name: sig"))
+    proc = subprocess.Popen([NSLAB, "up", "-f", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    if sig == signal.SIGTERM and proc.returncode != 0:
+        assert settled(lambda: lab_processes("sig"), lambda left: not left) == []
+    nslab("down", "sig")
+    assert settled(lambda: lab_processes("sig"), lambda left: not left) == [] and lab_leftovers("sig") == []
