@@ -13,6 +13,7 @@ import pytest
 
 from labs import NSLAB, lab_leftovers, lab_status, private_resolver, settled, wait_for
 from labs import nslab as run_nslab
+from nslab import paths
 from nslab.drivers import procfs
 from sandbox import UPLINK_ADDRESS, nslab_cgroups, sh
 from traffic import fetch
@@ -242,3 +243,22 @@ def test_a_signal_during_up_then_down_leaves_no_process(host, tmp_path, delay, s
         assert settled(lambda: lab_processes("sig"), lambda left: not left) == []
     nslab("down", "sig")
     assert settled(lambda: lab_processes("sig"), lambda left: not left) == [] and lab_leftovers("sig") == []
+
+
+def test_a_lost_hostname_pin_is_drift_and_the_service_follows_the_new_one(host, tmp_path):
+    private_resolver(tmp_path)
+    path = tmp_path / "nslab.yaml"
+    path.write_text(WEB)
+    nslab("up", "-f", str(path))
+    try:
+        first = service_pid("cv", "web")
+        pin = paths.uts_path("cv", "web")
+        sh(f"umount {pin}")
+        assert "drift: host web: its hostname namespace (" in nslab("status", "cv", check=False).stdout
+        assert "repaired: host web: its hostname namespace (" in nslab("up", "-f", str(path)).stdout
+        pid = service_pid("cv", "web")
+        assert pid != first and os.stat(f"/proc/{pid}/ns/uts").st_ino == os.stat(pin).st_ino
+        assert nslab("exec", "cv/web", "--", "hostname").stdout.strip() == "web"
+        assert "no drift" in nslab("status", "cv").stdout
+    finally:
+        nslab("down", "cv", check=False)

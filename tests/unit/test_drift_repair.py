@@ -158,7 +158,8 @@ def test_recreated_host_keeps_its_link_down(drivers):
 def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
     from nslab.core import features
 
-    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == ["containers", "firewall", "services"]
+    assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == ["containers", "hostnames", "firewall",
+                                                                             "services"]
     text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
     d = up_over_fakes(text, tmp_path, monkeypatch)
     d.processes.running.clear()
@@ -181,8 +182,9 @@ def test_a_service_outside_its_host_is_named_and_started_again(tmp_path, monkeyp
     assert drift(d) == ["services: web (pid 4242) runs outside host web's network namespace and cgroup"]
     dry = Lab.from_text(text, drivers=d).up(dry_run=True)
     assert any(line.startswith("kill -HUP") and "stops web" in line for line in dry.commands())
+    found = drift(d)
     result = Lab.from_text(text, drivers=d).up()
-    assert result.repairs == drift(d) and d.processes.restarted == ["web"]
+    assert result.repairs == found and d.processes.restarted == ["web"]
     d.processes.misplaced.clear()
     assert drift(d) == [] and list(Lab.from_text(text, drivers=d).up().plan) == []
 
@@ -197,8 +199,10 @@ def test_processes_follow_a_host_made_again(tmp_path, monkeypatch):
     Lab.from_text(edited, drivers=d).up()
     assert d.processes.restarted == ["web"]
     d.uts.pins.clear()  # the hostname pins lost: pinned anew, so the services start again inside them
-    Lab.from_text(edited, drivers=d).up()
-    assert d.processes.restarted == ["web", "web"]
+    found = drift(d)
+    assert "host web: its hostname namespace (" in found[0]
+    assert Lab.from_text(edited, drivers=d).up().repairs == found
+    assert d.processes.restarted == ["web", "web"] and drift(d) == []
 
 
 def test_a_lab_being_changed_is_said_so_instead_of_its_drift(drivers):

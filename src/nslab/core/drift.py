@@ -16,6 +16,7 @@ up / down   an interface, port or bridge down that should be up (or up that was 
 route       a host's default route gone (its interface is up)                      ``ip route replace default``
 bridge      a network's bridge gone                                                recreate it (and its hosts)
 ruleset     nslab's nft table or one of the lab's chains gone                      reload the table (firewall)
+hostnames   a host's hostname namespace (its pin) is gone                          pin it anew (hostnames)
 services    the lab's supervisor is not running; a service's process outside its   start it (services); start
             host's network or hostname namespace or its cgroup                     that service again inside
 ==========  ===================================================================  ===============================

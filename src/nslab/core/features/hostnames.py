@@ -1,8 +1,8 @@
 """Feature 'hostnames': every host has its own hostname, in a UTS namespace kept without a process.
 
 The namespace is pinned on ``/run/nslab/<lab>/uts/<host>`` (drivers/uts.py) and entered by ``nslab exec``.
-A converge touches only hosts whose pin is missing or whose hostname changed; ``down`` unmounts the lab's
-``uts`` tmpfs, taking every pin with it.
+A converge touches only hosts whose pin is missing (drift, which ``status`` names) or whose hostname changed;
+``down`` unmounts the lab's ``uts`` tmpfs, taking every pin with it.
 
 Replaces: ``touch FILE && unshare --uts=FILE hostname NAME``.
 """
@@ -21,6 +21,7 @@ from . import DownContext, FeaturePlan, UpContext, ValidateContext
 if TYPE_CHECKING:
     from ...drivers import Drivers
     from ...model import Lab
+    from ..difference import Difference
 
 KEY = "hostnames"
 STATUS_KEY = "hostsetup"
@@ -167,3 +168,13 @@ def plan_down(ctx: DownContext) -> FeaturePlan:
 
 def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
     return {}
+
+
+def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
+    """A host's hostname pin gone (unmounted by hand): ``up`` pins it anew, and its services start again
+    inside the new namespace (features/services.py)."""
+    from ..difference import Difference
+
+    return [Difference(f"host {name}: its hostname namespace ({pin['uts']}) is gone", "hostnames", host=name)
+            for name, pin in HostnamesRecord.from_json(record).hosts.items()
+            if name in lab.hosts and "uts" in pin and not drivers.uts.is_kept(pin["uts"])]
