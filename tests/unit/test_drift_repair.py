@@ -233,4 +233,7 @@ def test_a_lab_being_changed_is_said_so_instead_of_its_drift(drivers):
 def test_a_throwaway_lab_is_changed_by_nslab_run(tmp_path, monkeypatch):
     monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path))
     state.write_intent("run-123", ["run-123-main"], [])
-    assert (state.changing("run-123") or "").startswith("lab run-123 is being changed by nslab run (pid ")
+    line = state.changing("run-123") or ""
+    assert line.startswith("lab run-123 is being changed by nslab run (pid ")
+    # being made: no state yet, yet `status` of it (or of every lab) says so instead of "no lab is up"
+    assert status("run-123") == status() == {"version": 1, "labs": [], "changing": [line]}

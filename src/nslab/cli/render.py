@@ -148,6 +148,8 @@ def _drift(lines: Sequence[str], host: str | None) -> None:
 
 
 def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> None:
+    for line in doc.get("changing", []):  # labs being made (no state yet)
+        sys.stdout.write(f"{line}\n")
     if not doc["labs"]:
         sys.stdout.write("no labs are up\n")
         return

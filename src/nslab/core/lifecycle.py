@@ -312,40 +312,51 @@ def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str,
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
     from .status import lab_status
 
-
-    states: list[state.LabState | None] = []
-    broken: list[str] = []
-    seen: dict[str, tuple[int, int] | None] = {}  # which save of each state was read
-    if name:
-        seen[name] = state.identity(name)
-        states = [state.LabState.load(name)]
-        if states[0] is None:
-            raise TargetError(f"no lab '{name}' is up")
-    else:
-        from ..errors import StateError
-
-        for lab_name in state.lab_names():  # each record read once (a big lab's takes a while)
-            seen[lab_name] = state.identity(lab_name)
-            try:
-                states.append(state.LabState.load(lab_name))
-            except StateError as exc:
-                broken.append(str(exc))
+    building = state.changing_labs(name)  # (labs being made have no state yet: said, not an error)
+    states, broken, seen = _states(name, building)
     doc: dict[str, Any] = {"version": 1, "labs": []}
+    made = {st.lab.name for st in states}
+    if set(building) - made:  # labs an nslab process is making (no state yet)
+        doc["changing"] = [line for lab, line in building.items() if lab not in made]
     if broken:
         doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
-    if not any(states):
+    if not states:
         return doc  # nothing to look at: no drivers (nor root) needed
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
         with drivers.kernel.observing():  # (the machine's links read once for every lab)
-            first = [(st, lab_status(st, drivers)) for st in states if st is not None]
+            first = [(st, lab_status(st, drivers)) for st in states]
         found = [_settled(st, seen.get(st.lab.name), lab, drivers) for st, lab in first]
         doc["labs"] = [lab for lab in found if lab is not None]
         return doc
     finally:
         if own:
             drivers.close()
+
+
+def _states(name: str | None, building: dict[str, str]
+            ) -> tuple[list[state.LabState], list[str], dict[str, tuple[int, int] | None]]:
+    """(the states of lab ``name`` or of every lab, the damaged ones' lines, which save of each was read)."""
+    from ..errors import StateError
+
+    states: list[state.LabState] = []
+    broken: list[str] = []
+    seen: dict[str, tuple[int, int] | None] = {}
+    for lab_name in [name] if name else state.lab_names():  # each record read once (a big lab's takes a while)
+        seen[lab_name] = state.identity(lab_name)
+        try:
+            st = state.LabState.load(lab_name)
+        except StateError as exc:
+            if name:
+                raise
+            broken.append(str(exc))
+            continue
+        if st is not None:
+            states.append(st)
+        elif name and name not in building:
+            raise TargetError(f"no lab '{name}' is up")
+    return states, broken, seen
 
 
 def _settled(st: state.LabState, seen: tuple[int, int] | None, doc: dict[str, Any], drivers: Drivers
