@@ -293,8 +293,8 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
                 failures = drivers.kernel.clear_stale_links(marked.orphans)
                 if failures:
                     raise TeardownError(failures)
-            if recorded is not None:  # (readers say the lab is being changed, not that it drifted)
-                state.write_intent(name, *state.read_intent(name), command="down")
+            if recorded is not None:
+                _announce_down(name)
             failures = teardown(plan_teardown(name, drivers, recorded, marked), drivers)
             if failures:
                 raise TeardownError(failures)
@@ -305,6 +305,17 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
     finally:
         if own:
             drivers.close()
+
+
+def _announce_down(name: str) -> None:
+    """The intent of this ``down`` (readers say the lab is being changed, not that it drifted); a state
+    directory that cannot take it (full) does not stop the ``down``."""
+    from ..errors import StateError
+
+    try:
+        state.write_intent(name, *state.read_intent(name), command="down")
+    except StateError:
+        pass
 
 
 # --- status --------------------------------------------------------------------------------------------------
