@@ -112,26 +112,28 @@ def lab_processes(name: str) -> list[str]:
     return [procfs.describe(p) for p in pids] + [c for c in nslab_cgroups() if f"/nslab/{name}-" in c]
 
 
-def test_a_recreated_host_takes_its_service_along(host, tmp_path):
-    """The subnet edit: the host is made again, its service with it (in the same plan, said by the dry-run)."""
+@pytest.fixture
+def web(host, tmp_path):
+    """The lab of :data:`WEB` brought up; its file's path. Taken down after the test."""
     private_resolver(tmp_path)
     path = tmp_path / "nslab.yaml"
     path.write_text(WEB)
     nslab("up", "-f", str(path))
-    try:
-        first = service_pid("cv", "web")
-        path.write_text(WEB.replace("10.66.1.0", "10.66.9.0"))
-        dry = nslab("up", "--dry-run", "-f", str(path)).stdout
-        assert any(line.startswith("kill -HUP") and "stops web" in line for line in dry.splitlines()), dry
-        nslab("up", "-f", str(path))
-        deadline = time.monotonic() + 2
-        assert settled(lambda: fetch(UPLINK_ADDRESS, 7001, timeout=1), bool, timeout=2) is not None
-        assert time.monotonic() <= deadline + 1  # (curl's own second at most)
-        pid = service_pid("cv", "web")
-        assert pid != first and net_of(pid) == os.stat("/run/netns/cv-web").st_ino
-        assert "no drift" in nslab("status", "cv").stdout
-    finally:
-        nslab("down", "cv", check=False)
+    yield path
+    nslab("down", "cv", check=False)
+
+
+def test_a_recreated_host_takes_its_service_along(web):
+    """The subnet edit: the host is made again, its service with it (in the same plan, said by the dry-run)."""
+    first = service_pid("cv", "web")
+    web.write_text(WEB.replace("10.66.1.0", "10.66.9.0"))
+    dry = nslab("up", "--dry-run", "-f", str(web)).stdout
+    assert any(line.startswith("kill -HUP") and "stops web" in line for line in dry.splitlines()), dry
+    nslab("up", "-f", str(web))
+    assert settled(lambda: fetch(UPLINK_ADDRESS, 7001, timeout=1), bool, timeout=2)  # (answered within 2 s)
+    pid = service_pid("cv", "web")
+    assert pid != first and net_of(pid) == os.stat("/run/netns/cv-web").st_ino
+    assert "no drift" in nslab("status", "cv").stdout
 
 
 def test_a_service_outside_its_host_is_drift_and_up_repairs_it(host, tmp_path):
@@ -260,20 +262,13 @@ def test_a_signal_during_up_then_down_leaves_no_process(host, tmp_path, delay, s
     assert settled(lambda: lab_processes("sig"), lambda left: not left) == [] and lab_leftovers("sig") == []
 
 
-def test_a_lost_hostname_pin_is_drift_and_the_service_follows_the_new_one(host, tmp_path):
-    private_resolver(tmp_path)
-    path = tmp_path / "nslab.yaml"
-    path.write_text(WEB)
-    nslab("up", "-f", str(path))
-    try:
-        first = service_pid("cv", "web")
-        pin = paths.uts_path("cv", "web")
-        sh(f"umount {pin}")
-        assert "drift: host web: its hostname namespace (" in nslab("status", "cv", check=False).stdout
-        assert "repaired: host web: its hostname namespace (" in nslab("up", "-f", str(path)).stdout
-        pid = service_pid("cv", "web")
-        assert pid != first and os.stat(f"/proc/{pid}/ns/uts").st_ino == os.stat(pin).st_ino
-        assert nslab("exec", "cv/web", "--", "hostname").stdout.strip() == "web"
-        assert "no drift" in nslab("status", "cv").stdout
-    finally:
-        nslab("down", "cv", check=False)
+def test_a_lost_hostname_pin_is_drift_and_the_service_follows_the_new_one(web):
+    first = service_pid("cv", "web")
+    pin = paths.uts_path("cv", "web")
+    sh(f"umount {pin}")
+    assert "drift: host web: its hostname namespace (" in nslab("status", "cv", check=False).stdout
+    assert "repaired: host web: its hostname namespace (" in nslab("up", "-f", str(web)).stdout
+    pid = service_pid("cv", "web")
+    assert pid != first and os.stat(f"/proc/{pid}/ns/uts").st_ino == os.stat(pin).st_ino
+    assert nslab("exec", "cv/web", "--", "hostname").stdout.strip() == "web"
+    assert "no drift" in nslab("status", "cv").stdout

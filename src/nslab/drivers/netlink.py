@@ -24,6 +24,7 @@ Read-only callers use :func:`open_namespace`, which never creates anything.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -750,11 +751,9 @@ class NetlinkKernel:
 
 
 def _link_exists(name: str) -> bool:
-    try:
-        socket.if_nametoindex(name)
-    except OSError:
-        return False
-    return True
+    with contextlib.suppress(OSError):
+        return socket.if_nametoindex(name) > 0
+    return False
 
 
 def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
