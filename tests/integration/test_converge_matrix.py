@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from test_hostsetup import WAN_ONLY_ADDRESS, WAN_ONLY_NAME, DnsWorld
 
-from labs import lab_status, nslab, private_resolver, settled
+from labs import lab_status, nslab, settled
 from nslab import paths
 from sandbox import UPLINK_ADDRESS
 from traffic import fetch
@@ -108,16 +109,27 @@ def check_lab(lab: Lab, path: Path) -> None:
             assert answer is not None, f"{host}: published port {port} does not answer"
     names = [*lab["hosts"], *(spec["hostname"] for spec in lab["hosts"].values() if "hostname" in spec)]
     script = "for n in " + " ".join(names) + "; do getent ahostsv4 $n >/dev/null || { echo $n; exit 1; }; done"
-    for host in lab["hosts"]:
+    for host, spec in lab["hosts"].items():
+        if _on_nat(lab, spec):  # a name of the outside world, through the lab's DNS forwarder
+            result = nslab("exec", f"{NAME}/{host}", "--", "getent", "ahostsv4", WAN_ONLY_NAME, check=False, env=ENV)
+            assert WAN_ONLY_ADDRESS in result.stdout, f"{host} cannot resolve {WAN_ONLY_NAME}"
         result = nslab("exec", f"{NAME}/{host}", "--", "sh", "-c", script, check=False, env=ENV)
         assert result.returncode == 0, f"{host} cannot resolve {result.stdout.strip()}"
     assert nslab("status", NAME, env=ENV).returncode == 0
     assert "nothing to do" in nslab("up", "--dry-run", "-f", str(path), env=ENV).stdout
 
 
+def _on_nat(lab: Lab, spec: dict[str, Any]) -> bool:
+    return any(not lab["networks"][n].get("internal") for n in spec["networks"])
+
+
 @pytest.fixture
 def lab_file(host, tmp_path):
-    private_resolver(tmp_path)
+    """The machine's resolver is a loopback stub (forwarding to wan), so the hosts of NAT networks ask the lab's
+    DNS forwarder on their gateway: it must answer after every edit too."""
+    world = DnsWorld(host, tmp_path)
+    world.machine_resolv_conf("nameserver 127.0.0.53\n")
+    world.start_stub()
     yield tmp_path / "nslab.yaml"
     nslab("down", NAME, check=False, env=ENV)
 

@@ -352,13 +352,13 @@ class Supervisor:
         wanted = {spec["id"]: spec for spec in config.get("services", [])}
         kept = {s.id: s for s in self.services if wanted.get(s.id) == s.spec}
         self._stop([s for s in self.services if s.id not in kept])
+        old, self.config = self.config, config
+        self._restart_relays(old)  # before any fork: a new child holds the old listeners until it closes them
         self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
         for s in self.services:
             if s.id not in kept:
                 self._start(s)
         self._index_all()
-        old, self.config = self.config, config
-        self._restart_relays(old)
         self.write_status()
 
     def _restart_relays(self, old: dict[str, Any]) -> None:

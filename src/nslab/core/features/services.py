@@ -8,7 +8,8 @@ and stops only the services that changed or must start again inside their host (
 then starts the new and changed ones (at the end); a rollback hands it the former config again. A service must
 start again when the wiring makes its host again (a new network namespace), when its hostname namespace is
 pinned anew, or when its process runs outside them or its cgroup (:func:`strays`, which ``status`` reports as
-drift); the DNS forwarder starts again when a bridge it listens on is made again.
+drift). The DNS forwarder and the ``[::1]`` relay run in the machine's namespaces (the forwarder bound with
+IP_FREEBIND to the gateways' addresses): a bridge or host made again does not strand them.
 ``down`` stops it, and whatever else still runs inside the lab's hosts, before the namespaces go.
 """
 
@@ -224,22 +225,20 @@ def _plan_converge(ctx: UpContext, plan: FeaturePlan, current: Supervisor, confi
                    record: ServicesRecord) -> None:
     """The running supervisor handed ``config`` when it differs, or when processes must move (:func:`_moved`)."""
     moved = _moved(ctx, current)
-    relays = bool(ctx.new_bridges and current.get("forward"))
-    if not _same(config, current) or moved or relays:
-        _plan_reload(ctx, plan, current, config, record, moved, relays)
+    if not _same(config, current) or moved:
+        _plan_reload(ctx, plan, current, config, record, moved)
 
 
 def _plan_reload(ctx: UpContext, plan: FeaturePlan, current: Supervisor, config: Supervisor,
-                 record: ServicesRecord, moved: set[str], relays: bool) -> None:
+                 record: ServicesRecord, moved: set[str]) -> None:
     """The running supervisor from ``current`` to ``config``: services that change, or that must start again
     inside their host (``moved``, see :func:`_moved`), stop before the wiring changes (``before``); the rest run
-    on; the new ones start ``after``. ``relays``: the DNS forwarder stops too and starts again ``after`` (a
-    bridge it listens on is made again)."""
+    on; the new ones start ``after``."""
     name = ctx.lab.name
     old = {s["id"]: s for s in current.get("services", [])}
     new = {s["id"]: s for s in config["services"]}
     staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in moved]
-    interim = {**_strip(current), "services": staying, **({"forward": None} if relays else {})}
+    interim = {**_strip(current), "services": staying}
     interim["hash"] = _digest(staying, interim.get("forward"), interim.get("proxy"))
     if not _same(interim, current):
         plan.before.append(ReloadServices(name, current, interim, record))
