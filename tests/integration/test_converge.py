@@ -272,3 +272,19 @@ def test_a_lost_hostname_pin_is_drift_and_the_service_follows_the_new_one(web):
     assert pid != first and os.stat(f"/proc/{pid}/ns/uts").st_ino == os.stat(pin).st_ino
     assert nslab("exec", "cv/web", "--", "hostname").stdout.strip() == "web"
     assert "no drift" in nslab("status", "cv").stdout
+
+
+def test_check_doctor_graph_and_status_say_a_lab_is_being_changed(host, tmp_path):
+    """A lab whose intent names a live nslab process (this one, standing in for an `up` at work): each reader
+    says so, exit 0, instead of examining a half-made lab."""
+    from nslab.core import state
+
+    private_resolver(tmp_path)
+    state.write_intent("busy", ["busy-h"], [])
+    line = f"lab busy is being changed by nslab up (pid {os.getpid()}, since "
+    for args in (["status", "busy"], ["check", "busy"], ["doctor", "busy"], ["doctor"], ["graph", "busy"]):
+        result = run_nslab(*args, ok=(0, 1) if args == ["doctor"] else (0,))  # (wan has no default route)
+        assert line in result.stdout + result.stderr, (args, result.stdout, result.stderr)
+    assert json.loads(nslab("status", "--json").stdout)["changing"][0].startswith(line)
+    state.clear_intent("busy")
+    os.rmdir(paths.lab_dir("busy"))

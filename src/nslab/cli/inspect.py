@@ -44,7 +44,7 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
     output = _output(output, as_json, False)
     require_root("doctor looks inside the hosts' namespaces")
     busy = changing_labs(what)
-    findings = [f for f in diagnose(what, to) if not _about(f, busy)]
+    findings = [] if what in busy else [f for f in diagnose(what, to) if not _about(f, busy)]
     structured = output in ("json", "yaml")
     for text in [] if structured else busy.values():
         click.echo(text)
