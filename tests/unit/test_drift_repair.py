@@ -237,3 +237,15 @@ def test_a_throwaway_lab_is_changed_by_nslab_run(tmp_path, monkeypatch):
     assert line.startswith("lab run-123 is being changed by nslab run (pid ")
     # being made: no state yet, yet `status` of it (or of every lab) says so instead of "no lab is up"
     assert status("run-123") == status() == {"version": 1, "labs": [], "changing": [line]}
+
+
+def test_a_failed_converge_gives_a_moved_service_back(tmp_path, monkeypatch):
+    from nslab.errors import NslabError
+
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    before = d.processes.running["d"]
+    d.nft.fail_on = "run"  # the ruleset, loaded after the wiring made the host again and the service stopped
+    with pytest.raises(NslabError, match="injected failure"):
+        Lab.from_text(text.replace("10.81.1.0/24", "10.81.9.0/24"), drivers=d).up()
+    assert d.processes.running["d"] == before and d.processes.restarted == ["web"]
