@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 
 
 def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
+    """The lab's document; while another nslab process changes the lab (its intent names it, before or after
+    the kernel is read), ``changing`` says so and ``drift`` is empty: a half-made lab is not drift."""
+    from .state import changing
+
+    busy = changing(st.lab.name)
+    doc = _lab_status(st, drivers)
+    busy = busy or changing(st.lab.name)
+    if busy:
+        doc["changing"], doc["drift"] = busy, []
+    return doc
+
+
+def _lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     from .difference import host_views
     from .drift import lab_drift
     from .features import hoststate

@@ -342,6 +342,31 @@ class AwaitBridges(Action):
         return None
 
 
+class AwaitLinks(Action):
+    """``down``: the lab's links still on the machine (host veths whose namespace the kernel is dismantling
+    asynchronously after its name went) are waited for, and deleted should one stay, so that ``down`` returns
+    when what the lab made is gone. Found by their ownership mark (naming.py)."""
+
+    lab: str
+
+    def commands(self) -> list[str]:
+        return [f"# wait until no link marked as lab {self.lab}'s is left on the machine"]
+
+    def summary(self) -> str:
+        return "wait for the lab's links to go"
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        from ..naming import parse_owner
+
+        left = [lk.name for lk in drivers.kernel.owned_links()
+                if (owner := parse_owner(lk.alias)) is not None and owner.lab == self.lab]
+        return drivers.kernel.clear_stale_links(left) if left else []
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        raise_on(self.teardown(drivers))
+        return None
+
+
 def _host_veths(hosts: Iterable[Host]) -> tuple[str, ...]:
     return tuple(i.host_veth for h in hosts for i in h.interfaces if i.host_veth)
 

@@ -415,6 +415,7 @@ class FakeProcesses(_Failing):
         self.next_pid = 1000
         self.inside: set[str] = set()  # namespaces with stray processes
         self.restarted: list[str] = []  # service ids (re)started by reloads
+        self.misplaced: dict[int, list[str]] = {}  # pid -> what of its place a service's process is outside of
 
     def start_supervisor(self, lab: str, config: dict[str, Any]) -> dict[str, Any]:
         self._call("start_supervisor")
@@ -445,6 +446,9 @@ class FakeProcesses(_Failing):
         self._call("stop_inside")
         self.inside -= set(namespaces)
         return []
+
+    def outside(self, pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
+        return self.misplaced.get(pid, [])
 
 
 class FakeMachine:
