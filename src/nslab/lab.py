@@ -187,11 +187,11 @@ class Lab:
         self._host_state(list(hosts), "restart")
 
     def _host_state(self, hosts: list[str], verb: str) -> None:
-        from .core.features.hoststate import change
+        from .core.lifecycle import change_hosts
 
         drivers = self.drivers or Drivers.live()
         try:
-            change(self.name, hosts, verb, drivers)
+            change_hosts(self.name, hosts, verb, drivers)
         finally:
             if self.drivers is None:
                 drivers.close()

@@ -9,7 +9,8 @@ repair       found                                                              
 ===========  ==================================================================  ================================
 host         namespace gone; an interface, its address or its machine-side port    recreate the host (wiring.py)
              gone; its MTU changed; an IPv4 address nslab did not give on it; a port no
-             longer attached to its bridge; a container host's container stopped
+             longer attached to its bridge; a container host's container gone
+container    a container host's container stopped (not with ``nslab stop``)       start it; remake the host's wiring
 link         an end of a point-to-point link or its address gone (or one added)    recreate the link
 up / down    an interface, port, bridge or a host's ``lo`` down that should be     ``ip link set ... up|down``
              up (or up that was put down with ``nslab link``)
@@ -79,7 +80,8 @@ def with_repairs(observed: Observed, found: list[Difference]) -> Observed:
         namespaces=observed.namespaces,
         bridges=observed.bridges,
         host_veths=observed.host_veths,
-        broken_hosts=frozenset(d.host for d in found if d.repair == "host"),
+        broken_hosts=frozenset(d.host for d in found if d.repair in ("host", "container")),
+        resumed=frozenset(d.host for d in found if d.repair == "container"),
         broken_links=frozenset(d.link for d in found if d.repair == "link"),
         ends_down=ends("up"),
         ends_up=ends("down"),
