@@ -46,7 +46,8 @@ TARGET = click.argument("target", metavar="LAB/HOST[,HOST..]", shell_complete=co
 @click.command()
 @TARGET
 def stop(target: str) -> None:
-    """Stop hosts: their services stop and every interface goes down (both ends).
+    """Stop hosts: their services stop and every interface goes down (both ends);
+    a container host's container stops (its filesystem kept).
 
     \b
     Other hosts' services run on untouched. `status` shows the host as
@@ -60,7 +61,8 @@ def stop(target: str) -> None:
 @TARGET
 def start(target: str) -> None:
     """Start stopped hosts: interfaces up again (not those put down with
-    `nslab link`), then their services."""
+    `nslab link`), then their services; a container host's container starts
+    again and is wired anew."""
     _run(target, "start")
 
 
