@@ -257,6 +257,8 @@ class Link(Value):
     a_address6: ipaddress.IPv6Interface | None = None
     b_address6: ipaddress.IPv6Interface | None = None
     kind: str = "veth"  # its module in core/kinds/ (what makes it, how it drifts)
+    #: the kind's own settings from its part of the lab file, as its resolve gives them (JSON values)
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 class Expectation(Value):

@@ -104,6 +104,8 @@ FILES: list[Entry] = [
     *one_problem(4, "links[0].endpoints", map(linked, ["[a, a]", "[a, b, a]"])),
     (linked("{endpoints: [a, b], subnet: 10.1.1.0/32}"), [(4, "links[0].subnet")]),
     (linked("{endpoints: [a, b], colour: red}"), [(4, "links[0].colour")]),
+    (linked("{endpoints: [a, b], kind: vxlan}"), [(4, "links[0].kind")]),
+    (linked("[a, b]\n  - 5"), [(5, "links[1]")]),
     (linked("{endpoints: [a, b, c]}\n  - [a, ghost]"), [(4, "links[0].endpoints"), (5, "links[1].endpoints[1]")]),
     ("name: bad\ndns: [notanip]\n", [(2, "dns")]),
     ("name: bad\ndns_search: nope\n", [(2, "dns_search")]),
@@ -156,6 +158,8 @@ MESSAGES: list[tuple[str, list[str]]] = [
     ("name: ok\ncolour: red\n", ["lab.yaml:2: colour: unknown key 'colour'"]),
     ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], subnt: 10.9.0.0/30}\n",
      ["lab.yaml:4: links[0].subnt: unknown key 'subnt': did you mean 'subnet'?"]),
+    ("name: bad\nhosts: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b], mtuu: 1400}\n",  # a key of the kind's own
+     ["lab.yaml:4: links[0].mtuu: unknown key 'mtuu': did you mean 'mtu'?"]),
     # the value echoed, the rule in words
     ("name: Bad_Name\n",
      ["lab.yaml:1: name: lab name 'Bad_Name': at most 12 characters of a-z, 0-9 and -, starting with a letter "

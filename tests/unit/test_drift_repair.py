@@ -287,3 +287,83 @@ def test_route_localnet_of_a_publishing_bridge_is_set_again(tmp_path, monkeypatc
     d.sysctl.values[key] = "0"
     assert drift(d) == [f"firewall: sysctl {key} is 0, the lab needs 1"]
     assert len(repaired(d, text)) == 1 and d.sysctl.values[key] == "1"
+
+
+def test_a_service_outside_its_host_is_named_and_started_again(tmp_path, monkeypatch):
+    from nslab.paths import services_status
+
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    d.files.files[services_status("d")] = '{"services": [{"id": "web", "state": "running", "pid": 4242}]}'
+    assert drift(d) == []
+    d.processes.misplaced[4242] = ["network namespace", "cgroup"]  # e.g. its host was made again under it
+    assert drift(d) == ["services: web (pid 4242) runs outside host web's network namespace and cgroup"]
+    dry = Lab.from_text(text, drivers=d).up(dry_run=True)
+    assert any(line.startswith("kill -HUP") and "stops web" in line for line in dry.commands())
+    found = drift(d)
+    result = Lab.from_text(text, drivers=d).up()
+    assert result.repairs == found and d.processes.restarted == ["web"]
+    d.processes.misplaced.clear()
+    assert drift(d) == [] and list(Lab.from_text(text, drivers=d).up().plan) == []
+
+
+def test_processes_follow_a_host_made_again(tmp_path, monkeypatch):
+    """Only the subnet changes: the services' config is the same, yet the host is a new namespace."""
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    edited = text.replace("10.81.1.0/24", "10.81.9.0/24")
+    summary = Lab.from_text(edited, drivers=d).up(dry_run=True).changes()
+    assert "services: stop web" in summary and "services: start web" in summary, summary
+    Lab.from_text(edited, drivers=d).up()
+    assert d.processes.restarted == ["web"]
+    d.uts.pins.clear()  # the hostname pins lost: pinned anew, so the services start again inside them
+    found = drift(d)
+    assert any(line.startswith("host web: its hostname namespace ") for line in found), found
+    assert Lab.from_text(edited, drivers=d).up().repairs == found
+    assert d.processes.restarted == ["web", "web"] and drift(d) == []
+
+
+def test_a_lab_being_changed_is_said_so_instead_of_its_drift(drivers):
+    import json
+    import os
+    import re
+
+    from nslab.paths import intent_file
+
+    drivers.kernel.remove_namespaces(["d-db"])  # what a half-made lab looks like
+    assert drift(drivers) and state.changing("d") is None
+    state.write_intent("d", [], [], command="down")  # as this (live) process: another nslab at work
+    line = state.changing("d")
+    assert line is not None and re.fullmatch(rf"lab d is being changed by nslab down \(pid {os.getpid()}, since "
+                                             r"\d\d:\d\d:\d\d\)", line), line
+    doc = status("d", drivers)["labs"][0]
+    assert doc["drift"] == [] and doc["changing"] == line
+    assert state.changing_labs() == {"d": line} and state.changing_labs("d/web") == {"d": line}
+    assert state.changing_labs("other") == {}
+    with open(intent_file("d")) as fh:
+        intent = json.load(fh)
+    intent["pid"] = 1 << 22  # its process is gone (a killed run): not being changed, the drift shows
+    with open(intent_file("d"), "w") as fh:
+        json.dump(intent, fh)
+    assert state.changing("d") is None and status("d", drivers)["labs"][0]["drift"]
+
+
+def test_a_throwaway_lab_is_changed_by_nslab_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path))
+    state.write_intent("run-123", ["run-123-main"], [])
+    line = state.changing("run-123") or ""
+    assert line.startswith("lab run-123 is being changed by nslab run (pid ")
+    # being made: no state yet, yet `status` of it (or of every lab) says so instead of "no lab is up"
+    assert status("run-123") == status() == {"version": 1, "labs": [], "changing": [line]}
+
+
+def test_a_failed_converge_gives_a_moved_service_back(tmp_path, monkeypatch):
+    from nslab.errors import NslabError
+
+    text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
+    d = up_over_fakes(text, tmp_path, monkeypatch)
+    before = d.processes.running["d"]
+    d.nft.fail_on = "run"  # the ruleset, loaded after the wiring made the host again and the service stopped
+    with pytest.raises(NslabError, match="injected failure"):
+        Lab.from_text(text.replace("10.81.1.0/24", "10.81.9.0/24"), drivers=d).up()
+    assert d.processes.running["d"] == before and d.processes.restarted == ["web"]

@@ -51,7 +51,8 @@ PARTS = sorted(n for n, v in vars(Kind).items() if callable(v) and not n.startsw
 
 
 def test_a_kind_has_these_parts():
-    assert PARTS == ["add", "drift", "ends", "port_commands", "remove", "resolve"]
+    assert PARTS == ["add", "drift", "ends", "remove", "resolve", "schema"]
+    assert callable(kinds.port_kind().port_commands)  # the port kind renders hosts' ports too
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
@@ -64,7 +65,7 @@ def test_every_registered_kind_has_every_part(name):
 
 
 def test_the_registry_names_veth_and_its_module():
-    assert KINDS["veth"] == "veth"
+    assert KINDS["veth"] == ".veth"
     assert kind("veth") is veth
     assert kinds.PORT_KIND in KINDS
     with pytest.raises(KeyError):
@@ -147,7 +148,7 @@ def test_a_failing_veth_add_leaves_no_pair():
     _up(lab, kernel)
     drivers = fake_drivers(kernel=kernel)
     veth.remove(lab, lab.links).apply(drivers)
-    kernel.fail_on = {"add_veth_pairs"}
+    kernel.fail_on = {"add_links"}
     with pytest.raises(KernelError):
         veth.add(lab, lab.links).apply(drivers)
     assert kernel.calls[-1] == "remove_link_ends"

@@ -88,7 +88,7 @@ def test_unchanged_up_plans_nothing():
 
 # One failing operation per feature (and the wiring), at the first up and at a converge.
 FAULTS = [
-    pytest.param("kernel", "add_veth_pairs", id="wiring"),
+    pytest.param("kernel", "add_links", id="wiring"),
     pytest.param("files", "write_netns_files", id="dns"),
     pytest.param("uts", "keep", id="hostnames"),
     pytest.param("sysctl", "write net.ipv4.ip_forward", id="firewall-sysctl"),

@@ -50,6 +50,55 @@ def test_veth_with_peer_in_another_namespace():
     assert peer.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:02" and peer.get_attr("IFLA_NET_NS_FD") == 7
 
 
+def test_a_veth_described_as_a_new_link_packs_as_add_veth():
+    """The generic link primitive (what core/kinds/veth.py hands the driver) sends the very bytes of add_veth."""
+    end = nl.LinkEnd("k-a", "eth1", mac="02:00:00:00:00:01", mtu=9000)
+    peer = nl.LinkEnd("k-b", "eth2", mac="02:00:00:00:00:02", mtu=9000)
+    generic, veth = nl.Batch(), nl.Batch()
+    nl.add_link(generic, nl.NewLink("veth", end, peer=peer), 7)
+    nl.add_veth(veth, "eth1", "eth2", 7, mtu=9000, mac="02:00:00:00:00:01", peer_mac="02:00:00:00:00:02")
+    assert generic.messages == veth.messages
+    grouped = nl.LinkEnd("k-a", "eth1", group=9)
+    generic, veth = nl.Batch(), nl.Batch()
+    nl.add_link(generic, nl.NewLink("veth", grouped, peer=nl.LinkEnd("k-b", "eth2", group=9)), 7)
+    nl.add_veth(veth, "eth1", "eth2", 7, group=9)
+    assert generic.messages[0][0] == veth.messages[0][0]
+
+
+def test_a_new_link_carries_its_kind_s_data():
+    """A kind without a peer: its IFLA_INFO_DATA as the kind packed it (here vxlan's id and port)."""
+    data = nl.attr_u32(1, 4242) + nl.attr(15, struct.pack(">H", 14789))  # IFLA_VXLAN_ID, IFLA_VXLAN_PORT
+    link = nl.NewLink("vxlan", nl.LinkEnd("k-a", "vx0", mtu=1450, group=9), data)
+    msg, what = _one(lambda b: nl.add_link(b, link), ifinfmsg)
+    assert what == "add vxlan vx0"
+    assert msg.get_attr("IFLA_IFNAME") == "vx0" and msg.get_attr("IFLA_MTU") == 1450
+    assert msg.get_attr("IFLA_GROUP") == 9
+    info = msg.get_attr("IFLA_LINKINFO")
+    assert info.get_attr("IFLA_INFO_KIND") == "vxlan"
+    assert info.get_attr("IFLA_INFO_DATA").get_attr("IFLA_VXLAN_ID") == 4242
+    assert info.get_attr("IFLA_INFO_DATA").get_attr("IFLA_VXLAN_PORT") == 14789
+    bare, _ = _one(lambda b: nl.add_link(b, nl.NewLink("dummy", nl.LinkEnd("k-a", "d0"))), ifinfmsg)
+    assert bare.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA") is None
+
+
+def test_a_new_link_made_beside_its_parent_moves_into_its_namespace():
+    link = nl.NewLink("macvlan", nl.LinkEnd("k-a", "mv0"), nl.attr_u32(1, 4), made_in="", lower="eth0")
+    msg, _ = _one(lambda b: nl.add_link(b, link, ns_fd=9, lower=3), ifinfmsg)
+    assert (msg.get_attr("IFLA_LINK"), msg.get_attr("IFLA_NET_NS_FD")) == (3, 9)
+    assert msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("IFLA_MACVLAN_MODE") == "bridge"
+
+
+def test_what_follows_a_new_link_in_its_namespace():
+    end = nl.LinkEnd("k-a", "eth1", alias="nslab:k:link", addresses=(
+        ipaddress.IPv4Interface("10.9.0.1/30"), ipaddress.IPv6Interface("fd00::1/64")),
+        routes=((ipaddress.IPv4Network("10.8.0.0/16"), ipaddress.IPv4Address("10.9.0.2")),))
+    batch = nl.Batch()
+    nl.configure_end(batch, 12, end)
+    assert [what for _, what in batch.messages] == [
+        "set alias nslab:k:link", "add address 10.9.0.1/30 to eth1 in k-a", "set addrgenmode of eth1 in k-a",
+        "add address fd00::1/64 to eth1 in k-a", "set eth1 in k-a up", "add 10.8.0.0/16 route via 10.9.0.2 in k-a"]
+
+
 def test_set_state_by_name():
     msg, what = _one(lambda b: nl.set_state(b, "nsvabcdef12", False, "port"), ifinfmsg)
     assert msg.get_attr("IFLA_IFNAME") == "nsvabcdef12" and msg["flags"] == 0 and msg["change"] == 1

@@ -83,7 +83,7 @@ def test_changed_link_is_replaced_without_touching_hosts():
 
 def test_failure_rolls_back_what_this_run_created():
     lab = _lab(ISSUE_EXAMPLE)
-    kernel = FakeKernel(fail_on="add_veth_pairs")
+    kernel = FakeKernel(fail_on="add_links")
     with pytest.raises(KernelError) as err:
         apply_up(plan_up(lab, None, Observed()), kernel)
     assert "rolled back" in str(err.value)
@@ -99,7 +99,7 @@ def test_failed_converge_restores_the_lab_that_was_up():
                   .replace("10.90.0.0/30", "10.91.0.0/30"), previous=lab.allocations())
     plan = plan_up(edited, lab, _observed(kernel))
     assert {type(a) for a in plan.actions} == {RemoveHosts, RemoveLinks, AddHosts, AddLinks}
-    kernel.fail_on = {"add_veth_pairs"}
+    kernel.fail_on = {"add_links"}
     with pytest.raises(KernelError, match="rolled back"):
         apply(plan, fake_drivers(kernel=kernel))
     kernel.fail_on = set()

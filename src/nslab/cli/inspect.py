@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..tools.doctor import Finding
 
 
 @click.command()
@@ -35,6 +39,7 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
     probes and the --to probe.
     Exit status: 0 healthy, 1 problems found.
     """
+    from ..core.state import changing_labs
     from ..linux import require_root
     from ..tools.doctor import diagnose, report
     from .fast import print_doc as _print_doc
@@ -42,10 +47,13 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
 
     output = _output(output, as_json, False)
     require_root("doctor looks inside the hosts' namespaces")
-    findings = diagnose(what, to)
+    busy = changing_labs(what)
+    findings = [] if what in busy else [f for f in diagnose(what, to) if not _about(f, busy)]
     structured = output in ("json", "yaml")
+    for text in [] if structured else busy.values():
+        click.echo(text)
     if structured:
-        _print_doc(report(findings), output)
+        _print_doc({**report(findings), **({"changing": list(busy.values())} if busy else {})}, output)
     elif not findings:
         click.echo("healthy: no problem found")
     for f in [] if structured else findings:
@@ -54,6 +62,12 @@ def doctor(what: str | None, to: str | None, output: str | None, as_json: bool) 
         for command in f.fix:
             click.echo(f"    fix: {command}")
     sys.exit(1 if findings else 0)
+
+
+def _about(finding: Finding, labs: dict[str, str]) -> bool:
+    """Whether a doctor finding is about one of ``labs`` (being changed: what it found there is half made)."""
+    where = finding.where
+    return any(where in (lab, f"lab {lab}") or where.startswith((f"{lab}/", f"netns {lab}-")) for lab in labs)
 
 
 @click.command()
@@ -77,6 +91,10 @@ def graph(lab: str | None, fmt: str, output: str | None, serve: bool, port: int,
     from ..tools import graph as g
 
     require_root("graph reads the labs' state in /run/nslab, readable by root only, and looks inside their namespaces")
+    from ..core.state import changing_labs
+
+    for text in changing_labs(lab).values():  # (drawn as the kernel shows it now, half made)
+        click.echo(text, err=True)
     if serve:
         g.serve(lab, bind, port, lambda url: click.echo(f"serving the live graph on {url} (Ctrl-C stops)", err=True))
         return

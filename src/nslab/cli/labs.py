@@ -85,10 +85,14 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     if dry_run:
         _print_dry_run(result)
         return
+    _print_status(result.lab.name, output, wait_healthy(result.lab.name, waiting) if waiting is not None else {})
+
+
+def _print_status(lab: str, output: str, unhealthy: dict[str, str]) -> None:
+    """``up -o json|yaml``: the lab's status document, then a line per host that is not healthy (exit 1)."""
     from ..lab import status
 
-    unhealthy = wait_healthy(result.lab.name, waiting) if waiting is not None else {}
-    print_doc(status(result.lab.name), output)
+    print_doc(status(lab), output)
     if unhealthy:
         for host, line in unhealthy.items():
             click.echo(f"nslab: {host} unhealthy: {line}", err=True)

@@ -45,6 +45,7 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     Without LAB: the lab of -f FILE, else of the lab file here (nslab.yaml,
     nslab.yml, the one *.nslab.yaml), else the only lab that is up.
     """
+    from ..core.state import changing
     from ..linux import require_root
     from ..tools.check import check as run_check
     from . import render
@@ -56,7 +57,12 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
         _explain(which_lab(lab_name, file), explain, ipv6)
         return
     require_root("check sends probes from inside the hosts' namespaces")
-    matrix = run_check(which_lab(lab_name, file), port, source, timeout=timeout, ipv6=ipv6)
+    name = which_lab(lab_name, file)
+    busy = changing(name)
+    if busy:  # half made: its probes would tell nothing about the lab (exit 0)
+        click.echo(busy)
+        return
+    matrix = run_check(name, port, source, timeout=timeout, ipv6=ipv6)
     if output in ("json", "yaml"):
         _print_doc(matrix.to_json(), output)
     else:

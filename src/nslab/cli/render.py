@@ -190,6 +190,8 @@ def _drift(lines: Sequence[str], host: str | None) -> None:
 
 
 def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> None:
+    for line in doc.get("changing", []):  # labs being made (no state yet)
+        sys.stdout.write(f"{line}\n")
     if not doc["labs"]:
         sys.stdout.write("no labs are up\n")
         return
@@ -212,7 +214,10 @@ def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool)
     _containers(lab.get("containers") or {}, wide, host)  # --- container hosts, connected containers ---
     _ports(lab.get("firewall") or {}, wide, host)  # --- published ports (firewall) ---
     _faults(lab.get("faults") or {}, wide, host)  # --- impairments and partitions ---
-    _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
+    if lab.get("changing"):  # another nslab process is making or changing it: what it shows is not drift
+        sys.stdout.write(f"{lab['changing']}\n")
+    else:
+        _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
     sys.stdout.write("\n")
 
 

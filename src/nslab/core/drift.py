@@ -23,7 +23,8 @@ ruleset      nslab's nft table, one of the lab's chains, or one of its rules    
              (counted by comment) gone or added
 sysctl       the machine's forwarding or a publishing bridge's route_localnet      set it to 1 again (firewall)
              no longer 1
-services     the lab's supervisor is not running                                   start it (services)
+services     the lab's supervisor is not running; a service's process outside its    start it (services); start
+             host's network or hostname namespace or its cgroup                    that service again inside
 ===========  ==================================================================  ================================
 
 Interfaces put down with ``nslab link`` (features/links.py) or of a host stopped with ``nslab stop``

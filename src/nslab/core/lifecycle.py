@@ -25,7 +25,7 @@ from ..values import Value, field
 from . import features, load, state
 from .apply import apply, rollback, teardown
 from .plan import Action, Plan
-from .wiring import AddBridges, AddHosts, AwaitBridges, Observed, plan_down, plan_up
+from .wiring import AddBridges, AddHosts, AwaitBridges, AwaitLinks, Observed, plan_down, plan_up
 
 if TYPE_CHECKING:
     from .load import LabFile
@@ -296,6 +296,7 @@ def converge(name: str, drivers: Drivers) -> None:
         recorded = state.LabState.load(name)
         if recorded is None:
             raise not_up(name)
+        finish_interrupted_up(name, drivers, recorded)
         left_out = frozenset(hoststate.HostStateRecord.from_json(recorded.extra.get(hoststate.KEY)).not_started)
         with drivers.kernel.observing():
             planned = _planned(recorded.lab, left_out, drivers, recorded)
@@ -355,10 +356,11 @@ def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, 
         feature_plan = module.plan_down(features.DownContext(name, lab, record, others, namespaces, drivers))
         before += feature_plan.before
         after = feature_plan.after + after
-    # The bridges are deleted in a worker thread meanwhile: wait for them last, the rest overlaps it.
+    # The bridges are deleted in a worker thread meanwhile: wait for them last, the rest overlaps it; then for
+    # the host veths that go with their namespaces (asynchronously): `down` returns when the lab's links are gone.
     awaiting = wiring.of_type(AwaitBridges)
     rest = [a for a in wiring.actions if not isinstance(a, AwaitBridges)]
-    return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting)
+    return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting) + Plan([AwaitLinks(name)] if wiring else [])
 
 
 def down(name: str, drivers: Drivers | None = None) -> bool:
@@ -380,6 +382,8 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
                 failures = drivers.kernel.clear_stale_links(marked.orphans)
                 if failures:
                     raise TeardownError(failures)
+            if recorded is not None:
+                _announce_down(name)
             failures = teardown(plan_teardown(name, drivers, recorded, marked), drivers)
             if failures:
                 raise TeardownError(failures)
@@ -392,38 +396,86 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
             drivers.close()
 
 
+def _announce_down(name: str) -> None:
+    """The intent of this ``down`` (readers say the lab is being changed, not that it drifted); a state
+    directory that cannot take it (full) does not stop the ``down``."""
+    from ..errors import StateError
+
+    try:
+        state.write_intent(name, *state.read_intent(name), command="down")
+    except StateError:
+        pass
+
+
 # --- status --------------------------------------------------------------------------------------------------
 def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str, Any]:
     """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
     from .status import lab_status
 
-    states: list[state.LabState | None] = []
-    broken: list[str] = []
-    if name:
-        states = [state.LabState.load(name)]
-        if states[0] is None:
-            from .which import not_up
-
-            raise not_up(name)
-    else:
-        from ..errors import StateError
-
-        for lab_name in state.lab_names():  # each record read once (a big lab's takes a while)
-            try:
-                states.append(state.LabState.load(lab_name))
-            except StateError as exc:
-                broken.append(str(exc))
+    building = state.changing_labs(name)  # (labs being made have no state yet: said, not an error)
+    states, broken, seen = _states(name, building)
     doc: dict[str, Any] = {"version": 1, "labs": []}
+    made = {st.lab.name for st in states}
+    if set(building) - made:  # labs an nslab process is making (no state yet)
+        doc["changing"] = [line for lab, line in building.items() if lab not in made]
     if broken:
         doc["damaged"] = broken  # labs whose record cannot be read: one line each, with what to do
-    if not any(states):
+    if not states:
         return doc  # nothing to look at: no drivers (nor root) needed
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
-        with drivers.kernel.observing():
-            doc["labs"] = [lab_status(st, drivers) for st in states if st is not None]
+        with drivers.kernel.observing():  # (the machine's links read once for every lab)
+            first = [(st, lab_status(st, drivers)) for st in states]
+        found = [_settled(st, seen.get(st.lab.name), lab, drivers) for st, lab in first]
+        doc["labs"] = [lab for lab in found if lab is not None]
         return doc
     finally:
         if own:
             drivers.close()
+
+
+def _states(name: str | None, building: dict[str, str]
+            ) -> tuple[list[state.LabState], list[str], dict[str, tuple[int, int] | None]]:
+    """(the states of lab ``name`` or of every lab, the damaged ones' lines, which save of each was read)."""
+    from ..errors import StateError
+
+    states: list[state.LabState] = []
+    broken: list[str] = []
+    seen: dict[str, tuple[int, int] | None] = {}
+    for lab_name in [name] if name else state.lab_names():  # each record read once (a big lab's takes a while)
+        seen[lab_name] = state.identity(lab_name)
+        try:
+            st = state.LabState.load(lab_name)
+        except StateError as exc:
+            if name:
+                raise
+            broken.append(str(exc))
+            continue
+        if st is not None:
+            states.append(st)
+        elif name and name not in building:
+            from .which import not_up
+
+            raise not_up(name)
+    return states, broken, seen
+
+
+def _settled(st: state.LabState, seen: tuple[int, int] | None, doc: dict[str, Any], drivers: Drivers
+             ) -> dict[str, Any] | None:
+    """``doc`` (the lab's status as of the save of its state that was read) if that is still the lab's state;
+    read again when another nslab process saved it meanwhile (an ``up`` or ``down`` that started and ended
+    while the kernel was read: what was seen is half of each); None when the lab went down meanwhile."""
+    from .status import lab_status
+
+    for _ in range(3):
+        now = state.identity(st.lab.name)
+        if now == seen or doc.get("changing"):
+            return doc
+        fresh = state.LabState.load_or_none(st.lab.name) if now is not None else None
+        if fresh is None:
+            return None
+        st, seen = fresh, now
+        with drivers.kernel.observing():
+            doc = lab_status(st, drivers)
+    return {**doc, "drift": [], "changing": f"lab {st.lab.name} is being changed by another nslab process"}

@@ -4,7 +4,8 @@ This module owns the format of a lab file:
 
 - the raw pydantic models (:class:`LabSpec` and its parts) with the checks that need no other part of the
   file; they accept the short forms (a host's networks as a list of names, a link as a pair of hosts, an
-  empty entry, ``restart: no`` that YAML reads as false) and store the long form;
+  empty entry, ``restart: no`` that YAML reads as false) and store the long form; an entry of ``links:`` is read
+  with its kind's schema (``schema()`` of its module in core/kinds/, on :class:`LinkSpec`: :func:`lab_schema`);
 - the name patterns :data:`LAB_NAME` (checked here) and :data:`OBJECT_NAME` (checked by :mod:`nslab.core.resolve`,
   with the references between networks, hosts and links);
 - locating a problem: :class:`SourceMap` (field path -> line of its YAML node) and :func:`field_path`
@@ -25,12 +26,13 @@ import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import Problem, SourceLines, SpecError, field_path
+from . import kinds
 
 #: libyaml's parser when PyYAML was built with it (~10x faster on a 1000-host file); its nodes carry the same
 #: line marks.
@@ -568,12 +570,13 @@ class HostSpec(_WithDns):
 
 
 class LinkSpec(_Strict):
-    """A point-to-point veth between two hosts (kinds/veth.py)."""
+    """What every entry of ``links:`` has, whatever its kind: the base of each kind's schema (``schema()`` of its
+    module in core/kinds/, which adds the kind's own fields and narrows ``kind`` to its name). resolve.py reads
+    these fields for every kind: the two hosts, and the link's subnets (IPAM)."""
 
-    kind: ClassVar[str] = "veth"  # the module of core/kinds/ that resolves and makes it (not a key of the file)
+    kind: str  # the module of core/kinds/ that resolves and makes it (written ``kind:``; absent: kinds.LINK_KIND)
     endpoints: tuple[str, str]
     subnet: ipaddress.IPv4Network | None = None
-    mtu: Mtu | None = None  # of both ends (else the smaller mtu of its two hosts, if they give one)
     #: IPv6 too: ``subnet6`` as written, else a /64 of the machine's ULA range; the ends get ::1 and ::2
     ipv6: bool = False
     subnet6: ipaddress.IPv6Network | None = None
@@ -693,9 +696,32 @@ class LabSpec(_WithDns):
     @field_validator("links", mode="before")
     @classmethod
     def _pair_shorthand(cls, value: Any) -> Any:
+        """``[a, b]`` is ``{endpoints: [a, b]}``; a link without ``kind:`` is of :data:`kinds.LINK_KIND`."""
         if isinstance(value, list):
-            return [{"endpoints": v} if isinstance(v, (list, tuple)) else v for v in value]
+            value = [{"endpoints": v} if isinstance(v, (list, tuple)) else v for v in value]
+            return [{"kind": kinds.LINK_KIND, **v} if isinstance(v, dict) and "kind" not in v else v for v in value]
         return value
+
+
+_schemas: dict[tuple[tuple[str, str], ...], type[LabSpec]] = {}
+
+
+def lab_schema() -> type[LabSpec]:
+    """:class:`LabSpec` with ``links:`` entries of every registered kind (core/kinds/): a union of the kinds'
+    schemas, told apart by ``kind:``. Made once per set of kinds (a test may register its own)."""
+    key = tuple(kinds.KINDS.items())
+    made = _schemas.get(key)
+    if made is None:
+        from typing import Union, cast
+
+        from pydantic import create_model
+
+        members = tuple(kinds.kind(name).schema() for name in kinds.KINDS)
+        # (typing's forms applied at run time, on members known only then: Any to the type checker)
+        entry = cast(Any, Annotated)[cast(Any, Union)[members], Field(discriminator="kind")]
+        made = _schemas[key] = create_model("LabSpec", __base__=LabSpec, __module__=__name__,
+                                            links=(cast(Any, list)[entry], Field(default_factory=list)))
+    return made
 
 
 class SourceMap(SourceLines):
@@ -723,11 +749,31 @@ class SourceMap(SourceLines):
 
 
 # pydantic reports which branch of a union failed; users only need the data path.
-_UNION_BRANCHES = {"str", "IPv4Address", "IPv6Address", "LinkSpec", "InterfaceSpec", "literal['none']"}
+_UNION_BRANCHES = {"str", "IPv4Address", "IPv6Address", "InterfaceSpec", "literal['none']"}
 
 
 def _data_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The data path of an error's location: without the union branches pydantic names (and, in an entry of
+    ``links:``, without the kind that validated it: ``links.0.veth.mtu`` is ``links[0].mtu``)."""
+    if len(loc) > 2 and loc[0] == "links" and isinstance(loc[1], int) and loc[2] in kinds.KINDS:
+        loc = loc[:2] + loc[3:]
     return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_BRANCHES or "[" in p)))
+
+
+def _message(err: Any, loc: tuple[Any, ...]) -> str:
+    """What a schema error says, in the lab file's words."""
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc[-1]}'"
+    if err["type"] == "union_tag_invalid":  # a link of a kind nslab has not
+        return f"unknown link kind {err['ctx']['tag']!r} (kinds: {', '.join(kinds.KINDS)})"
+    if err["type"] == "model_attributes_type" and loc[:1] == ("links",):
+        return "a link is a pair of hosts [a, b], or a mapping with endpoints: [a, b]"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if "publish" in loc and isinstance(err.get("input"), int | float) and not isinstance(err["input"], bool):
+        # YAML 1.1 reads 2222:22 as a base-60 number (133342): the mapping never reached us as text
+        number = err["input"]
+        message = f'put port mappings in quotes ("2222:22"): unquoted, YAML read this one as the number {number}'
+    return message
 
 
 _SCALAR_TYPES = {"ip_v4_address", "ip_v6_address", "string_type", "literal_error"}
@@ -751,14 +797,9 @@ def _problems_from_validation(exc: ValidationError, source: SourceMap, file: str
         if _wrong_branch(err, errors):
             continue
         loc = _data_loc(tuple(err["loc"]))
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}'"
-        message = message.removeprefix("Value error, ")
-        if "publish" in loc and isinstance(err.get("input"), int | float) and not isinstance(err["input"], bool):
-            # YAML 1.1 reads 2222:22 as a base-60 number (133342): the mapping never reached us as text
-            number = err["input"]
-            message = f'put port mappings in quotes ("2222:22"): unquoted, YAML read this one as the number {number}'
+        if err["type"] == "union_tag_invalid":
+            loc += ("kind",)
+        message = _message(err, loc)
         key = (field_path(loc), message)
         if key in seen:
             continue
@@ -903,7 +944,7 @@ def _partial(data: dict[str, Any], errors: list[tuple[Any, ...]]) -> tuple[LabSp
         kept = [i for i in kept if i not in dropped]
         data["links"] = [links[i] for i in kept]
     try:
-        partial = LabSpec.model_validate(data)
+        partial = lab_schema().model_validate(data)
     except ValidationError:
         return None, {}
     return partial, dict(enumerate(kept))
@@ -1028,6 +1069,8 @@ class _Keys:
         return out
 
     def _descend(self, value: Any, annotation: Any, path: tuple[Any, ...]) -> Any:
+        if path == ("links",) and isinstance(value, list):
+            return [self._link(v, path + (i,)) for i, v in enumerate(value)]
         direct = _model_in(annotation)
         if direct is not None:
             return self.fix(value, direct, path)
@@ -1039,6 +1082,14 @@ class _Keys:
         if isinstance(value, list):
             return [self.fix(v, item, path + (i,)) for i, v in enumerate(value)]
         return value
+
+    def _link(self, value: Any, path: tuple[Any, ...]) -> Any:
+        """An entry of ``links:``, checked against the schema of its kind (an unknown kind is the schema's to
+        report; the short form ``[a, b]`` has no keys)."""
+        name = value.get("kind", kinds.LINK_KIND) if isinstance(value, dict) else None
+        if not isinstance(name, str) or name not in kinds.KINDS:
+            return value
+        return self.fix(value, kinds.kind(name).schema(), path)
 
     def _unknown(self, key: str, fields: list[str], beside: dict[Any, Any], path: tuple[Any, ...]) -> str | None:
         """Report ``key``; the key it stands for when it is surely a typo of one not written ``beside`` it."""
@@ -1112,7 +1163,7 @@ def parse_all(text: str, file: str = "<string>", environ: Mapping[str, str] | No
     data = keys.fix(data, LabSpec, ())
     early += keys.problems
     try:
-        spec = LabSpec.model_validate(data)
+        spec = lab_schema().model_validate(data)
         return Parsed(spec, source, early, {})
     except ValidationError as exc:
         # a line whose variable is unset is reported once, as that

@@ -225,10 +225,15 @@ def all_states() -> list[LabState]:
 
 
 # --- intent: what a running `up` is about to create -------------------------------------------------------
-def write_intent(lab: str, namespaces: list[str], bridges: list[str]) -> None:
-    """Made durable before the first kernel change of an ``up``: if the run is killed, ``down``, ``gc`` and
-    the next ``up`` know what it may have left (the namespaces by name, the bridges by name and link group)."""
+def write_intent(lab: str, namespaces: list[str], bridges: list[str], command: str = "up") -> None:
+    """Made durable before the first kernel change of an ``up`` (or ``down``): if the run is killed, ``down``,
+    ``gc`` and the next ``up`` know what it may have left (the namespaces by name, the bridges by name and link
+    group); while it runs, ``status``, ``check``, ``doctor`` and ``graph`` say the lab is being changed
+    (:func:`changing`): its pid, start time and ``command`` (``up``, ``down``; ``run`` for a throwaway lab)."""
+    import time
+
     from ..drivers.files import private_dir, write_json
+    from ..naming import is_run_lab
 
     path = intent_file(lab)
     try:
@@ -236,11 +241,51 @@ def write_intent(lab: str, namespaces: list[str], bridges: list[str]) -> None:
         from ..drivers.procfs import start_time
 
         me = os.getpid()
-        write_json(path, {"pid": me, "start": start_time(me), "namespaces": namespaces, "bridges": bridges})
+        write_json(path, {"pid": me, "start": start_time(me), "command": "run" if is_run_lab(lab) else command,
+                          "since": time.time(), "namespaces": namespaces, "bridges": bridges})
     except OSError as exc:
         from ..errors import StateError
 
         raise StateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def changing(lab: str) -> str | None:
+    """``lab X is being changed by nslab up (pid N, since HH:MM:SS)`` while the lab's intent file names a live
+    nslab process (``up``, ``run`` or ``down`` at work); None otherwise. Read without the machine lock: a
+    reader never waits for the change to end, it says so instead of reporting a half-made lab as drift."""
+    import time
+
+    from ..drivers.files import read_json
+    from ..drivers.procfs import is_running
+
+    data = read_json(intent_file(lab))
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        return None
+    if not is_running(data["pid"], data.get("start")):
+        return None
+    since = data.get("since")
+    when = time.strftime("%H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
+    return f"lab {lab} is being changed by nslab {data.get('command') or 'up'} (pid {data['pid']}, since {when})"
+
+
+def identity(lab: str) -> tuple[int, int] | None:
+    """Which save of the lab's state file is there now (every save is a new file renamed into place); None:
+    no state (the lab is not up)."""
+    try:
+        found = os.stat(state_file(lab))
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
+def changing_labs(named: str | None = None) -> dict[str, str]:
+    """Lab -> :func:`changing`'s line, for every lab (or the lab ``named``, or the lab of ``named`` LAB/HOST)
+    that an nslab process is changing right now."""
+    labs = sorted(set(labs_with_intent()))
+    if named is not None:
+        labs = [lab for lab in labs if named == lab or named.startswith(f"{lab}/")]
+    found = {lab: changing(lab) for lab in labs}
+    return {lab: text for lab, text in found.items() if text}
 
 
 def read_intent(lab: str) -> tuple[list[str], list[str]]:

@@ -15,11 +15,24 @@ if TYPE_CHECKING:
     from ..drivers.rtnl import LinkInfo, RouteInfo
     from ..model import Host
     from ..model import Lab as ResolvedLab
+    from .features.hoststate import HostStateRecord
     from .state import LabState
 
 
 def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
-    from ..naming import namespace_name
+    """The lab's document; while another nslab process changes the lab (its intent names it, before or after
+    the kernel is read), ``changing`` says so and ``drift`` is empty: a half-made lab is not drift."""
+    from .state import changing
+
+    busy = changing(st.lab.name)
+    doc = _lab_status(st, drivers)
+    busy = busy or changing(st.lab.name)
+    if busy:
+        doc["changing"], doc["drift"] = busy, []
+    return doc
+
+
+def _lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     from .difference import host_views
     from .drift import lab_drift
     from .features import hoststate
@@ -38,12 +51,7 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
         ],
         "hosts": [_host(lab, h, views.get(h.namespace)) for h in lab.hosts.values()],
     }
-    # Hosts stopped with `nslab stop`, and those of the file an `up --only`/`--profile` left out.
-    record = hoststate.HostStateRecord.from_json(st.extra.get(hoststate.KEY))
-    for entry in doc["hosts"]:
-        entry["state"] = "stopped" if entry["name"] in record.stopped else "running"
-    doc["hosts"] += [{"name": n, "namespace": namespace_name(lab.name, n), "hostname": n, "present": False,
-                      "interfaces": [], "routes": [], "state": "not started"} for n in record.not_started]
+    _host_states(doc, lab, hoststate.HostStateRecord.from_json(st.extra.get(hoststate.KEY)))
     for module in features.modules():
         doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))
     health = (doc.get("hostsetup") or {}).get("health") or {}
@@ -57,6 +65,17 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
         for lk in lab.links
     ]
     return doc
+
+
+def _host_states(doc: dict[str, Any], lab: ResolvedLab, record: HostStateRecord) -> None:
+    """Each host's ``state``: stopped with ``nslab stop`` or running; and the hosts of the file an ``up
+    --only``/``--profile`` left out, as ``not started``."""
+    from ..naming import namespace_name
+
+    for entry in doc["hosts"]:
+        entry["state"] = "stopped" if entry["name"] in record.stopped else "running"
+    doc["hosts"] += [{"name": n, "namespace": namespace_name(lab.name, n), "hostname": n, "present": False,
+                      "interfaces": [], "routes": [], "state": "not started"} for n in record.not_started]
 
 
 def _host(lab: ResolvedLab, h: Host, view: tuple[list[LinkInfo], list[RouteInfo]] | None) -> dict[str, Any]:

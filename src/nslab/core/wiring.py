@@ -27,7 +27,7 @@ from ..model import Host, Lab, Link, Network
 from ..naming import LINK_GROUP, mac_address, owner_alias
 from ..values import Value, field, replace
 from .difference import Difference
-from .kinds import PORT_KIND, by_kind, kind, of_interface
+from .kinds import by_kind, kind, of_interface, port_kind
 from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
@@ -201,9 +201,9 @@ def _host_commands(lab: Lab, h: Host) -> list[str]:
     ]
     if any(i.address6 for i in h.interfaces):  # IPv6 addresses outlive `nslab link ... down`
         out.append(f"ip netns exec {ns} sysctl -qw {KEEP_IPV6_ADDRESSES}")
-    port_kind = kind(PORT_KIND)
+    ports = port_kind()
     for position, i in enumerate(i for i in h.interfaces if i.network):
-        out += port_kind.port_commands(lab, h, position, i)
+        out += ports.port_commands(lab, h, position, i)
     if h.gateway:
         out.append(f"ip -n {ns} route add default via {h.gateway} proto static")
     if h.gateway6:
@@ -337,6 +337,31 @@ class AwaitBridges(Action):
         for wait in self.started.pending:
             failures += wait()
         return failures
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        raise_on(self.teardown(drivers))
+        return None
+
+
+class AwaitLinks(Action):
+    """``down``: the lab's links still on the machine (host veths whose namespace the kernel is dismantling
+    asynchronously after its name went) are waited for, and deleted should one stay, so that ``down`` returns
+    when what the lab made is gone. Found by their ownership mark (naming.py)."""
+
+    lab: str
+
+    def commands(self) -> list[str]:
+        return [f"# wait until no link marked as lab {self.lab}'s is left on the machine"]
+
+    def summary(self) -> str:
+        return "wait for the lab's links to go"
+
+    def teardown(self, drivers: Drivers) -> list[str]:
+        from ..naming import parse_owner
+
+        left = [lk.name for lk in drivers.kernel.owned_links()
+                if (owner := parse_owner(lk.alias)) is not None and owner.lab == self.lab]
+        return drivers.kernel.clear_stale_links(left) if left else []
 
     def apply(self, drivers: Drivers) -> Action | None:
         raise_on(self.teardown(drivers))

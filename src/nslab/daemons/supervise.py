@@ -508,12 +508,12 @@ class Supervisor:
     def reload(self) -> None:
         """Run the config as it is now: stop what changed or went, start what changed or is new."""
         config: dict[str, Any] = files.read_json(paths.supervisor_config(self.lab)) or {}
-        previous = self.config
         wanted = {spec["id"]: spec for spec in config.get("services", [])}
         kept = {s.id: s for s in self.services if wanted.get(s.id) == s.spec}
         self._stop([s for s in self.services if s.id not in kept])
+        old, self.config = self.config, config
+        self._restart_relays(old)  # before any fork: a new child holds the old listeners until it closes them
         self.services = [kept.get(i) or Service(spec) for i, spec in wanted.items()]
-        self.config = config
         self.healths = self._healths(self.healths)
         for s in self.services:
             if s.id not in kept and s.state != "waiting":
@@ -521,7 +521,6 @@ class Supervisor:
         self._start_ready()
         self.pid_namespaces.keep(private_hosts(wanted.values()))
         self._index_all()
-        self._restart_relays(previous)
         self.write_status()
 
     def _restart_relays(self, old: dict[str, Any]) -> None:
@@ -609,11 +608,23 @@ class Supervisor:
                 s.state = "stopped"
             s.note("stopped by nslab down")
         self._index_all()
+        self._remove_cgroups()
+        self.write_status(stopped=True)
+
+    def _remove_cgroups(self) -> None:
         cgroup = self.config.get("cgroup")
         if cgroup:
             process.remove_cgroup(cgroup)
             process.remove_parent(cgroup)
-        self.write_status(stopped=True)
+
+    def abandon(self) -> None:
+        """After a failure the loop cannot go on from (its status cannot be written: the state directory is
+        full): every service tree stops and the cgroups go, so nothing of the lab runs without a supervisor
+        (``nslab up`` then rolls back; nothing is left for ``down``)."""
+        for s in self.services:
+            s.restart_at, s.stopping = None, True
+        process.stop_trees([s.tracker for s in self.services], reap=self.reap)
+        self._remove_cgroups()
 
     def run(self) -> int:
         self._start_forwarder()
@@ -648,7 +659,12 @@ def start_waves(services: list[dict[str, Any]]) -> list[set[str]]:
 
 
 def run(lab: str) -> int:
-    return Supervisor(lab).run()
+    supervisor = Supervisor(lab)
+    try:
+        return supervisor.run()
+    except BaseException:
+        supervisor.abandon()
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -662,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if os.fork() > 0:  # the parent returns to `nslab up` at once; the child is reparented and lives on
         os._exit(0)
+    os.environ.pop(process.SUPERVISOR_ENV, None)  # (its mark is for `nslab up` to find it, not for services)
     os.chdir("/")
     sys.stdout.flush()
     return run(lab)

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import FirewallError, KernelError
-from ..model import Host, Lab, Link, Network, Route
+from ..model import Host, Lab, Network, Route
 from ..naming import owner_alias
 from ..paths import etc_netns_dir
 from . import Drivers
 from .nftables import FakeNft
-from .rtnl import LinkInfo, RouteInfo
+from .rtnl import LinkInfo, NewLink, RouteInfo
 
 __all__ = ["FakeNft", "FakeKernel", "FakeSysctls", "FakeFiles", "FakeHostnamePins", "FakeProcesses",
            "FakeMachine", "FakeProber", "FakeDocker", "fake_drivers"]
@@ -42,6 +42,10 @@ class _Failing:
             raise self.error(f"{what}: injected failure")
 
 
+#: What host_view shows as the address of an interface given none (the fake keeps one per interface).
+_NO_IPV4 = ipaddress.IPv4Interface("0.0.0.0/32")
+
+
 class FakeKernel(_Failing):
     def __init__(self, fail_on: str | Iterable[str] | None = None) -> None:
         super().__init__(fail_on)
@@ -59,6 +63,8 @@ class FakeKernel(_Failing):
         self.defaults: dict[str, ipaddress.IPv4Address] = {}
         self.ports: dict[str, str] = {}
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # a link's first end -> its other end
+        self.kinds: dict[tuple[str, str], str] = {}  # (namespace, name) -> kind, of the links add_links made
+        self.made: list[NewLink] = []  # what add_links was asked to make
         self.down: set[tuple[str, str]] = set()
         self.gateway: ipaddress.IPv4Address | None = ipaddress.IPv4Address("198.51.100.1")
         self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
@@ -107,7 +113,8 @@ class FakeKernel(_Failing):
         links = [LinkInfo(1, "lo", "", "", 0, (namespace, "lo") not in self.down,
                           (ipaddress.IPv4Interface("127.0.0.1/8"),))]
         for n, (name, address) in enumerate(self.ifaces.get(namespace, {}).items()):
-            links.append(LinkInfo(10 + n, name, "veth", "", 0, (namespace, name) not in self.down, (address,)))
+            kind = self.kinds.get((namespace, name), "veth")
+            links.append(LinkInfo(10 + n, name, kind, "", 0, (namespace, name) not in self.down, (address,)))
         gateway = self.defaults.get(namespace)
         routes = [RouteInfo(ipaddress.IPv4Network("0.0.0.0/0"), str(gateway), "")] if gateway else []
         routes += [RouteInfo(r.to, str(r.via), "") for r in sorted(self.routes.get(namespace, ()), key=str)]
@@ -225,18 +232,28 @@ class FakeKernel(_Failing):
                     del self.veths[veth]
                     self._gone(veth)
         self.link_ends = {e for e in self.link_ends if e[0] not in names}
+        self.kinds = {e: kind for e, kind in self.kinds.items() if e[0] not in names}
         for name in names:
             self.routes.pop(name, None)
             self.host_sysctls.pop(name, None)
         return []
 
-    def add_veth_pairs(self, lab: Lab, links: list[Link]) -> None:
-        self._call("add_veth_pairs")
-        self.link_ends |= {(lab.hosts[lk.a].namespace, lk.a_ifname) for lk in links}
-        for lk in links:
-            self.peers[(lab.hosts[lk.a].namespace, lk.a_ifname)] = (lab.hosts[lk.b].namespace, lk.b_ifname)
-            for host, ifname, address in ((lk.a, lk.a_ifname, lk.a_address), (lk.b, lk.b_ifname, lk.b_address)):
-                self.ifaces.setdefault(lab.hosts[host].namespace, {})[ifname] = address
+    def add_links(self, links: list[NewLink]) -> None:
+        """Each link's ends inside their namespaces (``ifaces``, with their first IPv4 address, as host_view
+        shows them, of their kind), the first end in ``link_ends``, the pair in ``peers``; ``made``: the
+        descriptions, in order."""
+        self._call("add_links")
+        for link in links:
+            self.made.append(link)
+            self.link_ends.add((link.end.namespace, link.end.name))
+            if link.peer is not None:
+                self.peers[(link.end.namespace, link.end.name)] = (link.peer.namespace, link.peer.name)
+            for end in (link.end, link.peer):
+                if end is not None:
+                    address = next((a for a in end.addresses if isinstance(a, ipaddress.IPv4Interface)), _NO_IPV4)
+                    self.ifaces.setdefault(end.namespace, {})[end.name] = address
+                    self.kinds[(end.namespace, end.name)] = link.kind
+                    self.down.discard((end.namespace, end.name))
 
     def remove_link_ends(self, ends: list[tuple[str, str]]) -> list[str]:
         self._call("remove_link_ends")
@@ -244,6 +261,7 @@ class FakeKernel(_Failing):
         for end in ends:
             for namespace, ifname in (end, self.peers.pop(end, end)):
                 self.ifaces.get(namespace, {}).pop(ifname, None)
+                self.kinds.pop((namespace, ifname), None)
         return []
 
     def set_hairpin(self, on: list[str], off: list[str]) -> list[str]:
@@ -397,6 +415,7 @@ class FakeProcesses(_Failing):
         self.next_pid = 1000
         self.inside: set[str] = set()  # namespaces with stray processes
         self.restarted: list[str] = []  # service ids (re)started by reloads
+        self.misplaced: dict[int, list[str]] = {}  # pid -> what of its place a service's process is outside of
 
     def start_supervisor(self, lab: str, config: dict[str, Any]) -> dict[str, Any]:
         self._call("start_supervisor")
@@ -427,6 +446,9 @@ class FakeProcesses(_Failing):
         self._call("stop_inside")
         self.inside -= set(namespaces)
         return []
+
+    def outside(self, pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
+        return self.misplaced.get(pid, [])
 
 
 class FakeMachine:

@@ -13,6 +13,8 @@ How it stays fast:
 - each host's veth is created from inside its namespace with its peer placed on the machine (``IFLA_NET_NS_FD``
   in the peer info), every link in nslab's link group from that very request; all peers are enslaved to their
   bridges in one batch at the end;
+- links between hosts, of any kind, are made from the description their kind gives (:meth:`NetlinkKernel.
+  add_links`, rtnl.NewLink): one request per link, then one batch per end;
 - interfaces inside hosts get no automatic IPv6 link-local address (:func:`_no_ipv6_autoconf`): a big lab's
   bridge otherwise floods every host's IPv6 housekeeping packets to every other host;
 - ``down`` deletes bridges in a worker thread while namespaces are unpinned (:meth:`NetlinkKernel.
@@ -24,6 +26,7 @@ Read-only callers use :func:`open_namespace`, which never creates anything.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -34,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .. import linux
 from ..errors import KernelError
-from ..model import Host, Lab, Link, Network, Route
+from ..model import Host, Lab, Network, Route
 from ..naming import LINK_GROUP, OWNER_PREFIX, mac_address, owner_alias
 from ..paths import NETNS_DIR, netns_path
 from ..values import Value
@@ -42,12 +45,15 @@ from . import rtnl
 from .rtnl import (
     Batch,
     LinkInfo,
+    NewLink,
     RouteInfo,
     add_address,
     add_bridge,
     add_default_route,
+    add_link,
     add_veth,
     attach_port,
+    configure_end,
     delete_link,
     links,
     routes,
@@ -175,6 +181,10 @@ def _made_here(name: str, path: str, dual_stack: bool) -> Namespace:
     except OSError:
         os.close(fd)
         raise
+
+
+#: The machine's own network namespace, for :func:`open_namespace` (read from this process's main thread).
+MACHINE_NET = "/proc/self/ns/net"
 
 
 def open_namespace(name_or_path: str) -> Namespace:
@@ -363,6 +373,9 @@ class NetlinkKernel:
                     try:
                         with linux.Visit(fd, home=home):
                             socks[name] = rtnl.open_socket()
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise  # EINVAL: a name being made or removed right now (no namespace on it): None
                     finally:
                         os.close(fd)
             except BaseException:
@@ -578,11 +591,11 @@ class NetlinkKernel:
         pair on its own costs ~20 ms (measured). The wait ends when nothing has disappeared for ``stall``
         seconds (a process keeps that namespace alive) or after ``wait`` seconds in all.
         """
-        wanted = set(names)
+        left = set(names)
         start = progress = time.monotonic()
-        remaining = len(wanted)
+        remaining = len(left)
         while True:
-            left = wanted & {lk.name for lk in links(self.root, with_addresses=False)}
+            left = {name for name in left if _link_exists(name)}  # (an ioctl each: no dump to parse meanwhile)
             now = time.monotonic()
             if len(left) < remaining:
                 remaining, progress = len(left), now
@@ -677,31 +690,25 @@ class NetlinkKernel:
         return failures
 
     # -- links between hosts --------------------------------------------------------------------
-    def add_veth_pairs(self, lab: Lab, items: list[Link]) -> None:
-        """The veth kind's links (core/kinds/veth.py): each pair made from ``a``'s namespace with its peer in
-        ``b``'s, then each end's addresses and up."""
+    def add_links(self, items: list[NewLink]) -> None:
+        """Links of any kind, as their kinds describe them (core/kinds/): each made by one request, from inside
+        its end's namespace (or where ``made_in`` says, then moved into it), its peer (if any) inside the
+        peer's; then each end's alias, addresses, up and routes, in one batch per end. Every namespace involved
+        is opened once ("" is the machine's)."""
         opened: dict[str, Namespace] = {}
         try:
-            for lk in items:
-                for host in (lk.a, lk.b):
-                    name = lab.hosts[host].namespace
-                    if name not in opened:
-                        opened[name] = open_namespace(name)
-            for lk in items:
-                a, b = opened[lab.hosts[lk.a].namespace], opened[lab.hosts[lk.b].namespace]
-                batch = Batch()
-                add_veth(batch, lk.a_ifname, lk.b_ifname, b.fd, mac=mac_address(lab.name, "host", lk.a, lk.a_ifname),
-                         peer_mac=mac_address(lab.name, "host", lk.b, lk.b_ifname), mtu=lk.mtu)
-                batch.commit_or_raise(a.sock)
-                for end, ifname, address, address6 in ((a, lk.a_ifname, lk.a_address, lk.a_address6),
-                                                       (b, lk.b_ifname, lk.b_address, lk.b_address6)):
-                    index = _index_in(end, ifname)
-                    add_address(batch, index, address, f"{ifname} in {end.name}")
-                    if address6 is not None:  # IPv6 on: a link-local address too (it comes with up)
-                        set_addr_gen_mode(batch, index, rtnl.IN6_ADDR_GEN_MODE_EUI64, f"{ifname} in {end.name}")
-                        add_address(batch, index, address6, f"{ifname} in {end.name}")
-                    set_up(batch, index, f"{ifname} in {end.name}")
-                    batch.commit_or_raise(end.sock)
+            for item in items:
+                for name in (item.made_in, item.end.namespace, item.peer.namespace if item.peer else None):
+                    if name is not None and name not in opened:
+                        opened[name] = open_namespace(name or MACHINE_NET)
+            for item in items:
+                _create(opened, item)
+                for end in (item.end, item.peer):
+                    if end is not None:
+                        batch = Batch()
+                        ns = opened[end.namespace]
+                        configure_end(batch, _index_in(ns, end.name), end)
+                        batch.commit_or_raise(ns.sock)
         finally:
             for opened_ns in opened.values():
                 opened_ns.close()
@@ -763,6 +770,12 @@ class NetlinkKernel:
         batch = Batch()
         attach_port(batch, name, master, alias)
         batch.commit_or_raise(self.root)
+
+
+def _link_exists(name: str) -> bool:
+    with contextlib.suppress(OSError):
+        return socket.if_nametoindex(name) > 0
+    return False
 
 
 def _container_namespaces(hosts: list[Host]) -> dict[str, Namespace]:
@@ -860,6 +873,17 @@ def _read_or_none(read: Callable[[str], str], key: str) -> str | None:
         return read(key)
     except KernelError:
         return None
+
+
+def _create(opened: dict[str, Namespace], item: NewLink) -> None:
+    """The request making ``item`` (rtnl.add_link), sent where it is made."""
+    made_in = item.end.namespace if item.made_in is None else item.made_in
+    where = opened[made_in]
+    batch = Batch()
+    add_link(batch, item, opened[item.peer.namespace].fd if item.peer is not None else -1,
+             opened[item.end.namespace].fd if made_in != item.end.namespace else -1,
+             _index_in(where, item.lower) if item.lower else 0)
+    batch.commit_or_raise(where.sock)
 
 
 def _index_in(ns: Namespace, ifname: str) -> int:

@@ -29,6 +29,8 @@ from .. import paths
 from . import files, procfs
 
 SERVICE_ENV = "NSLAB_SERVICE"
+#: The mark of a supervisor being started (``LAB/TAG``): found by it should it not come up (see start_supervisor).
+SUPERVISOR_ENV = "NSLAB_SUPERVISOR"
 def _stop_timeout(default: float = 5.0) -> float:
     """``NSLAB_STOP_TIMEOUT``: seconds between SIGTERM and SIGKILL (as ``docker stop -t``); a value that is not a
     number of seconds is ignored, with a one-line warning, rather than breaking every command."""
@@ -84,10 +86,10 @@ def remove_cgroup(cgroup: str) -> bool:
     return not os.path.exists(cgroup)
 
 
-def marked_pids(token: str) -> list[int]:
-    """Fallback tracking: every process whose environment carries ``NSLAB_SERVICE=<token>``."""
+def marked_pids(token: str, key: str = SERVICE_ENV) -> list[int]:
+    """Fallback tracking: every process whose environment carries ``NSLAB_SERVICE=<token>`` (or ``key``)."""
     me = os.getpid()
-    return [pid for pid in procfs.pids() if pid != me and procfs.environ_has(pid, SERVICE_ENV, token)]
+    return [pid for pid in procfs.pids() if pid != me and procfs.environ_has(pid, key, token)]
 
 
 class Tracker:
@@ -318,6 +320,37 @@ def is_alive(pid: int | None, started: int | None) -> bool:
     return procfs.is_running(pid, started)
 
 
+#: A process younger than this may still be entering its host (fork, then setns): not judged yet (seconds).
+SETTLING = 1.0
+
+
+def outside(pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
+    """What of its place the process ``pid`` is not in: ``network namespace`` (not the one pinned at ``net``),
+    ``hostname namespace`` (``uts``), ``cgroup``. Nothing for a process that is gone, just started, or whose
+    place is not there to compare with (a pin missing is the wiring's or the hostnames' drift)."""
+    age = procfs.age(pid)
+    if age is None or age < SETTLING:
+        return []
+    found = []
+    for kind, path, what in (("net", net, "network namespace"), ("uts", uts, "hostname namespace")):
+        want = _pinned_inode(path) if path else None
+        have = procfs.ns_inode(pid, kind)
+        if want is not None and have is not None and want != have:
+            found.append(what)
+    if cgroup and os.path.isdir(cgroup) and pid not in cgroup_members(cgroup) and procfs.exists(pid):
+        found.append("cgroup")
+    return found
+
+
+def _pinned_inode(path: str) -> int | None:
+    """The inode of the namespace bind-mounted at ``path`` (None: no namespace is pinned there)."""
+    try:
+        pinned = os.stat(path)
+    except OSError:
+        return None
+    return pinned.st_ino if pinned.st_dev == os.stat(procfs.ns_path("self", "net")).st_dev else None
+
+
 # --- the supervisor, seen from `up` and `down` -----------------------------------------------------
 def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> dict[str, Any]:
     """Write the config, start ``python -m nslab.daemons.supervise LAB`` detached; return once it is ready."""
@@ -333,27 +366,53 @@ def start_supervisor(lab: str, config: dict[str, Any], wait: float = 10.0) -> di
     except FileNotFoundError:
         pass
     log = open(os.open(paths.supervisor_log(lab), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+    mark = f"{lab}/{config.get('tag')}"
     try:
         # The supervisor forks once more and this process exits: it is nobody's child, and no zombie stays.
         subprocess.run(
             [sys.executable, "-m", "nslab.daemons.supervise", lab],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, check=True,
-            env={**os.environ, "NSLAB_STATE_DIR": paths.state_root()},
+            env={**os.environ, "NSLAB_STATE_DIR": paths.state_root(), SUPERVISOR_ENV: mark},
         )
-    except subprocess.CalledProcessError as exc:
-        raise KernelError(f"cannot start the service supervisor of lab {lab} (see {log.name})") from exc
+        return _ready(lab, config, wait, mark)
+    except BaseException as exc:
+        _abandon(lab, config, mark)
+        if isinstance(exc, subprocess.CalledProcessError):
+            raise KernelError(f"cannot start the service supervisor of lab {lab} (see {log.name})") from exc
+        raise
     finally:
         log.close()
+
+
+def _ready(lab: str, config: dict[str, Any], wait: float, mark: str) -> dict[str, Any]:
+    """The supervisor's record once its status says it runs ``config``; an error as soon as it is gone (looked
+    for by its ``mark`` every quarter second)."""
+    from ..errors import KernelError
+
     deadline = time.monotonic() + wait
+    look = time.monotonic() + 0.25
     while time.monotonic() < deadline:
         status = files.read_json(paths.services_status(lab))
         if status and status.get("ready"):
             if status.get("error"):
-                stop_supervisor(lab, {"pid": status.get("pid"), "start": status.get("start"), **config})
                 raise KernelError(f"lab {lab}: {status['error']}")
             return {"pid": status["pid"], "start": status["start"], **config}
+        if time.monotonic() > look:
+            if not marked_pids(mark, SUPERVISOR_ENV):
+                raise KernelError(f"the service supervisor of lab {lab} exited before it was ready "
+                                  f"(see {paths.supervisor_log(lab)})")
+            look = time.monotonic() + 0.25
         time.sleep(0.01)
     raise KernelError(f"the service supervisor of lab {lab} did not report ready (see {paths.logs_dir(lab)})")
+
+
+def _abandon(lab: str, config: dict[str, Any], mark: str) -> None:
+    """A supervisor that did not come up (an error, no status within the wait, the state directory full, a
+    signal): it stops, found by its mark, and so does every service it started, found by the config's cgroups
+    (or marks); nothing of it is left for ``down``."""
+    for pid in marked_pids(mark, SUPERVISOR_ENV):
+        stop_process(pid, procfs.start_time(pid), 1.0)
+    stop_supervisor(lab, config, timeout=1.0)
 
 
 def reload_supervisor(lab: str, record: dict[str, Any], config: dict[str, Any], wait: float = 30.0) -> dict[str, Any]:
@@ -449,3 +508,6 @@ class LiveProcesses:
 
     def stop_inside(self, namespaces: list[str]) -> list[str]:
         return stop_inside(namespaces)
+
+    def outside(self, pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
+        return outside(pid, net, uts, cgroup)

@@ -73,6 +73,19 @@ def start_time(pid: int | str) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def age(pid: int | str) -> float | None:
+    """Seconds since the process started (``/proc/uptime`` less its start time), None when it is gone."""
+    started = start_time(pid)
+    if started is None:
+        return None
+    try:
+        with open(f"{PROC}/uptime", "rb") as fh:
+            uptime = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
 def is_running(pid: int | None, started: int | str | None = None) -> bool:
     """Whether ``pid`` lives and is not a zombie; with ``started``, whether it is still *that* process."""
     if not pid:

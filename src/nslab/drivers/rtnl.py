@@ -214,6 +214,100 @@ def add_veth(
     batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), f"add veth {name} peer {peer_name}")
 
 
+# The primitive every link kind (core/kinds/) makes its links with: the kind describes the link, the netlink
+# driver opens the namespaces, sends the creating request and then each end's addresses, routes and up.
+
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class LinkEnd(Value):
+    """One end of a link to make: the namespace it lives in (a named namespace, any nsfs path, or "" for the
+    machine's own), its name and
+    marks (link ``group``, given in the creating request; ``alias``, set after it: the kernel ignores an alias
+    there), ``mtu`` and ``mac`` (None: the kernel's), and what follows in its namespace once it exists: its
+    ``addresses`` (an IPv6 one turns on its link-local address too), its ``routes`` (to, via), and up."""
+
+    namespace: str
+    name: str
+    addresses: tuple[Address, ...] = ()
+    routes: tuple[tuple[Net, Addr], ...] = ()
+    mac: str | None = None
+    mtu: int | None = None
+    group: int = 0
+    alias: str | None = None
+
+
+class NewLink(Value):
+    """A link of any kind to make: ``ip -n END.namespace link add END.name ... type KIND [DATA] [peer PEER]``.
+
+    ``data``: the kind's IFLA_INFO_DATA attributes, packed with :func:`attr`, :func:`attr_u32` and
+    :func:`attr_string`; ``peer``: the other end of a veth-like kind, created in its own namespace by the same
+    request (its attributes go in the kind's data, as ``VETH_INFO_PEER``). ``made_in``: where the request is
+    sent when not in the end's namespace ("" the machine's): the link is made there, where what it stands on
+    lives (a macvlan's parent, a VXLAN's underlay socket), and moved into the end's namespace by the same
+    request; ``lower``: the link it stands on (IFLA_LINK, a macvlan's parent), by name where it is made."""
+
+    kind: str
+    end: LinkEnd
+    data: bytes = b""
+    peer: LinkEnd | None = None
+    made_in: str | None = None
+    lower: str | None = None
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute (padded): a kind's data is a run of these, nested ones included."""
+    return _attr(kind, payload)
+
+
+def attr_u32(kind: int, value: int) -> bytes:
+    return _u32(kind, value)
+
+
+def attr_string(kind: int, value: str) -> bytes:
+    return _string(kind, value)
+
+
+def _link_attrs(end: LinkEnd) -> bytes:
+    return (_string(IFLA_IFNAME, end.name) + (_u32(IFLA_MTU, end.mtu) if end.mtu else b"")
+            + (_u32(IFLA_GROUP, end.group) if end.group else b"") + _mac(end.mac))
+
+
+def add_link(batch: Batch, link: NewLink, peer_ns_fd: int = -1, ns_fd: int = -1, lower: int = 0) -> None:
+    """The creating request of ``link``, sent where it is made; its peer (if any) made inside the namespace open
+    at ``peer_ns_fd``; ``ns_fd``: the namespace it moves into once made (-1: it stays); ``lower``: the index of
+    the link it stands on. Both ends start down (see :func:`add_veth`). For a veth the same bytes as
+    :func:`add_veth` (tests/unit/test_netlink_encode.py)."""
+    data = link.data
+    if link.peer is not None:
+        peer = link.peer
+        inner = _link() + _string(IFLA_IFNAME, peer.name) + (_u32(IFLA_MTU, peer.mtu) if peer.mtu else b"")
+        inner += _mac(peer.mac) + _u32(IFLA_NET_NS_FD, peer_ns_fd) + (_u32(IFLA_GROUP, peer.group) if peer.group
+                                                                       else b"")
+        data += _attr(VETH_INFO_PEER, inner)
+    info = _string(IFLA_INFO_KIND, link.kind) + (_attr(IFLA_INFO_DATA, data) if data else b"")
+    body = _link() + _link_attrs(link.end) + (_u32(IFLA_LINK, lower) if lower else b"")
+    body += (_u32(IFLA_NET_NS_FD, ns_fd) if ns_fd >= 0 else b"") + _attr(IFLA_LINKINFO, info)
+    what = f"add {link.kind} {link.end.name}" + (f" peer {link.peer.name}" if link.peer else "")
+    batch.add(_message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body), what)
+
+
+def configure_end(batch: Batch, index: int, end: LinkEnd) -> None:
+    """What follows the creation of ``end`` (at ``index``) in its namespace: alias, addresses, up, routes."""
+    what = f"{end.name} in {end.namespace}"
+    if end.alias:
+        set_alias(batch, index, end.alias)
+    six = False
+    for address in end.addresses:
+        if address.version == 6 and not six:  # IPv6 on: a link-local address too (it comes with up)
+            set_addr_gen_mode(batch, index, IN6_ADDR_GEN_MODE_EUI64, what)
+            six = True
+        add_address(batch, index, address, what)
+    set_up(batch, index, what)
+    for to, via in end.routes:
+        add_route(batch, to, via, end.namespace)
+
+
 def attach_port(batch: Batch, name: str, master: int, alias: str) -> None:
     """`ip link set NAME master BRIDGE alias ALIAS up`, by name."""
     body = _link(up=True) + _string(IFLA_IFNAME, name) + _u32(IFLA_MASTER, master) + _string(IFLA_IFALIAS, alias)

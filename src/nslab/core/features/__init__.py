@@ -30,9 +30,9 @@ Each feature module provides:
 - optionally ``drift(lab, record, drivers) -> list[difference.Difference]``: what of its part differs on the machine
   from its record (dns: a host's ``/etc/netns`` file missing or changed; containers: a container host's container
   not running; hostnames: a hostname changed or its pin gone; firewall: its table, chains or the lab's rules in
-  them changed, forwarding or route_localnet off; services: the supervisor not running). drift.py collects them
-  after the wiring's, in :data:`FEATURES` order; ``status`` prints them and the next ``up``'s ``plan_up`` repairs
-  them (it observes what its drift observes).
+  them changed, forwarding or route_localnet off; services: the supervisor not running, a service outside its
+  host). drift.py collects them after the wiring's, in :data:`FEATURES` order; ``status`` prints them and the next
+  ``up``'s ``plan_up`` repairs them (it observes what its drift observes).
 
 ``up`` runs every feature's ``before`` actions (in :data:`FEATURES` order), the wiring, then every ``after``
 (same order); ``down`` runs ``before`` in reverse order, the wiring's removal, then ``after``. To add a

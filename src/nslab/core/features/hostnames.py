@@ -1,8 +1,8 @@
 """Feature 'hostnames': every host has its own hostname, in a UTS namespace kept without a process.
 
 The namespace is pinned on ``/run/nslab/<lab>/uts/<host>`` (drivers/uts.py) and entered by ``nslab exec``.
-A converge touches only hosts whose pin is missing or whose hostname changed; ``down`` unmounts the lab's
-``uts`` tmpfs, taking every pin with it.
+A converge touches only hosts whose pin is missing (drift, which ``status`` names) or whose hostname changed;
+``down`` unmounts the lab's ``uts`` tmpfs, taking every pin with it.
 
 Replaces: ``touch FILE && unshare --uts=FILE hostname NAME``.
 """

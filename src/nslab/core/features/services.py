@@ -4,8 +4,12 @@
 /etc/netns files), restarts it by its ``restart:`` policy, logs it, and tracks its whole process tree in a
 cgroup (drivers/process.py). A lab without services and without a forwarder has no process at all. A converge
 keeps every service whose definition did not change running: the supervisor is handed its new config (SIGHUP)
-and stops only the services that changed or whose host the wiring recreates (before the wiring changes), then
-starts the new and changed ones (at the end); a rollback hands it the former config again.
+and stops only the services that changed or must start again inside their host (before the wiring changes),
+then starts the new and changed ones (at the end); a rollback hands it the former config again. A service must
+start again when the wiring makes its host again (a new network namespace), when its hostname namespace is
+pinned anew, or when its process runs outside them or its cgroup (:func:`strays`, which ``status`` reports as
+drift). The DNS forwarder and the ``[::1]`` relay run in the machine's namespaces (the forwarder bound with
+IP_FREEBIND to the gateways' addresses): a bridge or host made again does not strand them.
 ``down`` stops it, and whatever else still runs inside the lab's hosts, before the namespaces go.
 """
 
@@ -349,19 +353,27 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
         return plan
     config = _config(lab.name, services, forward, current.get("cgroup"), current, proxy)
     record.supervisor = current
-    if not _same(config, current):
-        _plan_reload(ctx, plan, current, config, record)
+    _plan_converge(ctx, plan, current, config, record)
     return plan
 
 
+def _plan_converge(ctx: UpContext, plan: FeaturePlan, current: Supervisor, config: Supervisor,
+                   record: ServicesRecord) -> None:
+    """The running supervisor handed ``config`` when it differs, or when processes must move (:func:`_moved`)."""
+    moved = _moved(ctx, current)
+    if not _same(config, current) or moved:
+        _plan_reload(ctx, plan, current, config, record, moved)
+
+
 def _plan_reload(ctx: UpContext, plan: FeaturePlan, current: Supervisor, config: Supervisor,
-                 record: ServicesRecord) -> None:
-    """The running supervisor from ``current`` to ``config``: services that change, or whose host the wiring
-    recreates, stop before the wiring changes (``before``); the rest run on; the new ones start ``after``."""
+                 record: ServicesRecord, moved: set[str]) -> None:
+    """The running supervisor from ``current`` to ``config``: services that change, or that must start again
+    inside their host (``moved``, see :func:`_moved`), stop before the wiring changes (``before``); the rest run
+    on; the new ones start ``after``."""
     name = ctx.lab.name
     old = {s["id"]: s for s in current.get("services", [])}
     new = {s["id"]: s for s in config["services"]}
-    staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in ctx.recreated]
+    staying = [s for i, s in old.items() if new.get(i) == s and s["host"] not in moved]
     interim = {**_strip(current), "services": staying}
     interim["hash"] = _digest(staying, interim.get("forward"), interim.get("proxy"))
     if not _same(interim, current):
@@ -467,6 +479,39 @@ def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
     from ..difference import Difference
 
     supervisor = ServicesRecord.from_json(record).supervisor
-    if supervisor is None or drivers.processes.is_alive(supervisor.get("pid"), supervisor.get("start")):
+    if supervisor is None:
         return []
-    return [Difference(f"services: the lab's supervisor (pid {supervisor.get('pid')}) is not running", "services")]
+    if not drivers.processes.is_alive(supervisor.get("pid"), supervisor.get("start")):
+        return [Difference(f"services: the lab's supervisor (pid {supervisor.get('pid')}) is not running",
+                           "services")]
+    return [Difference(f"services: {s['id']} (pid {pid}) runs outside host {s['host']}'s {' and '.join(out)}",
+                       "services", host=s["host"]) for s, pid, out in strays(lab.name, supervisor, drivers)]
+
+
+# --- processes follow their host (issue 22) --------------------------------------------------------------
+def strays(lab: str, supervisor: Supervisor, drivers: Drivers) -> list[tuple[dict[str, Any], int, list[str]]]:
+    """(service as configured, its pid, what of its place it is outside of) for every running service whose
+    process is not in its host's network or hostname namespace or not in its cgroup: a host made again under
+    it, a pin replaced, a process moved by hand. The supervisor's status names the pids."""
+    configured = {s["id"]: s for s in supervisor.get("services", [])}
+    live = drivers.files.read_json(services_status(lab)) or {}
+    found = []
+    for entry in live.get("services", []):
+        spec, pid = configured.get(entry.get("id")), entry.get("pid")
+        if spec is None or entry.get("state") != "running" or not isinstance(pid, int):
+            continue
+        out = drivers.processes.outside(pid, netns_path(spec["namespace"]), spec.get("uts"), spec.get("cgroup"))
+        if out:
+            found.append((spec, pid, out))
+    return found
+
+
+def _moved(ctx: UpContext, current: Supervisor) -> set[str]:
+    """Hosts whose running services must start again inside them: the wiring makes the host again (a new
+    network namespace), its hostname namespace is pinned anew (the pin is gone), or a service of it already
+    runs elsewhere (:func:`strays`)."""
+    hosts = {s["host"] for s in current.get("services", [])} & set(ctx.lab.hosts)
+    moved = hosts & ctx.recreated
+    moved |= {h for h in hosts if ctx.lab.hosts[h].container is None
+              and not ctx.drivers.uts.is_kept(uts_path(ctx.lab.name, h))}
+    return moved | {spec["host"] for spec, _, _ in strays(ctx.lab.name, current, ctx.drivers)}

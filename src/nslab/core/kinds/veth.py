@@ -6,12 +6,12 @@
   addresses and default routes (``Kernel.add_hosts``, planned as wiring.AddHosts); this module renders them
   (:func:`port_commands`) and finds their drift.
 - A **point-to-point link** between two hosts (``links:``): ``a`` creates the pair with the peer inside ``b``
-  (``Kernel.add_veth_pairs``, one batch per link and end), each end with its address (a /30 of the link pool, or
-  ``subnet:``; ``::1``/``::2`` of its ``subnet6`` on a dual-stack link) and up. Deleting one end removes both.
+  (``Kernel.add_links`` with a ``NewLink`` of kernel kind ``veth`` and a peer: one request per link, one batch
+  per end), each end with its address (a /30 of the link pool, or ``subnet:``; ``::1``/``::2`` of its
+  ``subnet6`` on a dual-stack link) and up. Deleting one end removes both.
 
-Schema: ``spec.LinkSpec`` (``endpoints``, ``subnet``, ``mtu``, ``ipv6``, ``subnet6``), kept in core/spec.py
-beside the rest of the lab file's pydantic models, so the kept path (which plans and checks drift with this
-module) never imports pydantic. Record: :class:`~nslab.model.Link` with ``kind="veth"``.
+Schema (:func:`schema`): spec.LinkSpec's fields (``endpoints``, ``subnet``, ``ipv6``, ``subnet6``) and ``mtu``;
+``kind: veth`` may be left out. Record: :class:`~nslab.model.Link` with ``kind="veth"``.
 
 Replaces: ``ip -n A link add IF type veth peer name IF netns B``, ``ip -n NS addr add``, ``ip -n NS link set IF
 up``, ``ip -n NS link del IF``; ``ip link set PORT master BR alias ... up``; for drift, comparing ``ip -n NS -br
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ...model import Host, Interface, Lab, Link
 from ...naming import LINK_GROUP, mac_address, owner_alias
@@ -31,7 +31,7 @@ from ..plan import Action, broadcast_plus, raise_on
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
-    from ...drivers.rtnl import LinkInfo
+    from ...drivers.rtnl import Address, LinkInfo, NewLink
     from ..resolve import _Resolution
     from ..spec import LinkSpec
 
@@ -40,9 +40,39 @@ KIND = "veth"
 MACHINE_NETNS = "/proc/$$/ns/net"
 
 
+# --- schema ------------------------------------------------------------------------------------------------
+
+_schema: list[type[LinkSpec]] = []
+
+
+def schema() -> type[LinkSpec]:
+    """``links:`` entries of this kind: the common link fields and ``mtu`` (made on the first call: pydantic is
+    imported then, never on the kept path)."""
+    if not _schema:
+        from ..spec import LinkSpec, Mtu
+
+        class VethSpec(LinkSpec):
+            """A point-to-point veth between two hosts (core/kinds/veth.py)."""
+
+            kind: Literal["veth"] = "veth"
+            mtu: Mtu | None = None  # of both ends (else the smaller mtu of its two hosts, if they give one)
+
+        _schema.append(VethSpec)
+    return _schema[0]
+
+
+class Written(Protocol):
+    """What :func:`resolve` reads of a link written in the lab file (:func:`schema`'s model)."""
+
+    @property
+    def endpoints(self) -> tuple[str, str]: ...
+    @property
+    def mtu(self) -> int | None: ...
+
+
 # --- resolve -----------------------------------------------------------------------------------------------
 
-def resolve(resolution: _Resolution, written: LinkSpec, a_ifname: str, b_ifname: str,
+def resolve(resolution: _Resolution, written: Written, a_ifname: str, b_ifname: str,
             subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None) -> Link:
     """The link between ``written.endpoints``: ``a`` takes the subnet's first address, ``b`` the second (``::1``
     and ``::2`` of ``subnet6``); its MTU is written, else the smaller MTU its two hosts give, else the kernel's."""
@@ -94,11 +124,30 @@ class AddLinks(Action):
     def apply(self, drivers: Drivers) -> Action | None:
         undo = RemoveLinks(self.lab, self.links)
         try:
-            drivers.kernel.add_veth_pairs(self.lab, list(self.links))
+            drivers.kernel.add_links([new_link(self.lab, lk) for lk in self.links])
         except BaseException:  # the pairs made so far go, this step left nothing
             drivers.kernel.remove_link_ends(undo.ends())
             raise
         return undo
+
+
+def new_link(lab: Lab, lk: Link) -> NewLink:
+    """What the netlink driver makes of ``lk``: the pair from ``a``'s namespace with its peer in ``b``'s, each end
+    with its derived MAC, the link's MTU, its addresses, up."""
+    from ...drivers.rtnl import LinkEnd, NewLink  # (when applied: planning and drift need no sockets)
+
+    a, b = lab.hosts[lk.a], lab.hosts[lk.b]
+    return NewLink(
+        kind=KIND,
+        end=LinkEnd(a.namespace, lk.a_ifname, _addresses(lk.a_address, lk.a_address6),
+                    mac=mac_address(lab.name, "host", lk.a, lk.a_ifname), mtu=lk.mtu),
+        peer=LinkEnd(b.namespace, lk.b_ifname, _addresses(lk.b_address, lk.b_address6),
+                     mac=mac_address(lab.name, "host", lk.b, lk.b_ifname), mtu=lk.mtu),
+    )
+
+
+def _addresses(*addresses: Address | None) -> tuple[Address, ...]:
+    return tuple(a for a in addresses if a is not None)
 
 
 class RemoveLinks(Action):
