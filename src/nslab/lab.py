@@ -187,11 +187,11 @@ class Lab:
         self._host_state(list(hosts), "restart")
 
     def _host_state(self, hosts: list[str], verb: str) -> None:
-        from .core.features.hoststate import change
+        from .core.lifecycle import change_hosts
 
         drivers = self.drivers or Drivers.live()
         try:
-            change(self.name, hosts, verb, drivers)
+            change_hosts(self.name, hosts, verb, drivers)
         finally:
             if self.drivers is None:
                 drivers.close()
@@ -230,11 +230,9 @@ class Lab:
 
 def find_host(host: str, lab: str | None = None) -> tuple[str, str]:
     """``[LAB/]HOST`` -> (lab, host); HOST alone must be unique among the labs that are up."""
-    from .ns.targets import lab_host
+    from .ns.targets import lab_and_host
 
-    target = lab_host(f"{lab}/{host}" if lab else host)
-    assert target.lab is not None and target.host is not None  # a lab host target names both
-    return target.lab, target.host
+    return lab_and_host(f"{lab}/{host}" if lab else host)
 
 
 def exec_host(lab: str, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:

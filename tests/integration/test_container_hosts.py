@@ -335,3 +335,75 @@ hosts:
         assert "box" in fh.read().split()
     nslab("down", "ctr")
     assert lab_containers() == []
+
+
+STOPPABLE = f"""\
+name: ctr
+networks:
+  net: {{subnet: 10.83.2.0/24}}
+hosts:
+  a: {{networks: [net], run: "exec sleep 731"}}
+  web:
+    image: {HOSTS_IMAGE}
+    command: [sh, -c, "mkdir -p /www; trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"]
+    networks: [net]
+"""
+
+
+def _container(name: str) -> dict:
+    state: dict = json.loads(docker("inspect", name).stdout)[0]["State"]
+    return state
+
+
+def _fetch(target: str) -> str:
+    return nslab("exec", "ctr/a", "--", "busybox", "wget", "-qO-", f"http://{target}/").stdout.strip()
+
+
+def test_stop_start_restart_a_container_host_keeps_its_filesystem(lab_dir):
+    import os
+
+    from labs import SERVICES_ENV, lab_status, wait_for
+
+    env = dict(SERVICES_ENV, DOCKER_HOST=os.environ["DOCKER_HOST"])  # (the private dockerd's)
+    path = lab_dir / "nslab.yaml"
+    path.write_text(STOPPABLE)
+    nslab("up", "-f", str(path), env=env)
+    nslab("exec", "ctr/web", "--", "sh", "-c", "echo written-before > /www/index.html")
+    address = sh("ip -n ctr-web -4 -o addr show eth0").stdout.split()[3].split("/")[0]
+    assert _fetch("web") == "written-before"
+
+    def service_pid() -> int:
+        return wait_for(lambda: next((s["pid"] for s in lab_status("ctr", env=env)["hostsetup"]["services"]
+                                      if s["state"] == "running"), None))
+
+    light = service_pid()
+    first = _container("ctr-web")["Pid"]
+
+    assert nslab("stop", "ctr/web", env=env).stdout.strip() == "ctr/web: stopped"
+    assert not _container("ctr-web")["Running"]
+    assert "UP" not in json.loads(sh("ip -n ctr-web -j link show eth0").stdout)[0]["flags"]
+    doc = lab_status("ctr", env=env)  # exit 0: stopped on purpose is no drift
+    assert doc["drift"] == [] and doc["host_state"]["stopped"] == ["web"]
+    assert {h["name"]: h["state"] for h in doc["hosts"]}["web"] == "stopped"
+    cells = {(c["source"], c["target"]): c for c in json.loads(
+        nslab("check", "ctr", "--json", "--timeout", "3", env=env).stdout)["cells"]}
+    assert not cells[("a", "web")]["expected"] and not cells[("a", "web")]["reachable"]
+    nslab("up", "-f", str(path), env=env)  # up keeps it stopped
+    assert not _container("ctr-web")["Running"] and lab_status("ctr", env=env)["drift"] == []
+    assert service_pid() == light
+
+    assert nslab("start", "ctr/web", env=env).stdout.strip() == "ctr/web: started"
+    assert _container("ctr-web")["Running"] and _container("ctr-web")["Pid"] != first
+    # its filesystem kept, reached by name and by address in its new namespace
+    assert _fetch("web") == "written-before" and _fetch(address) == "written-before"
+    doc = lab_status("ctr", env=env)
+    assert doc["drift"] == [] and doc["host_state"]["stopped"] == []
+    assert service_pid() == light
+
+    second = _container("ctr-web")["Pid"]
+    nslab("restart", "ctr/web", env=env)
+    assert _container("ctr-web")["Running"] and _container("ctr-web")["Pid"] != second
+    assert _fetch("web") == "written-before"
+    assert lab_status("ctr", env=env)["drift"] == [] and service_pid() == light
+    nslab("down", "ctr")
+    assert docker("ps", "-aq", "--filter", "label=nslab.lab=ctr").stdout.split() == []

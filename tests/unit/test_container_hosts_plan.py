@@ -10,7 +10,13 @@ import pytest
 
 from labfiles import lab_text
 from nslab.core import state
-from nslab.core.features.containers import RemoveContainers, StartContainers, WriteContainerFiles, container_config
+from nslab.core.features.containers import (
+    RemoveContainers,
+    ResumeContainers,
+    StartContainers,
+    WriteContainerFiles,
+    container_config,
+)
 from nslab.core.wiring import AddHosts, RemoveHosts
 from nslab.drivers.fake import FakeDocker, FakeKernel, fake_drivers
 from nslab.errors import NslabError, ResolveError, SpecError
@@ -169,16 +175,20 @@ def test_a_stopped_container_is_drift_that_up_repairs():
     Lab.from_text(LAB, drivers=drivers).up()
     docker = drivers.docker
     assert isinstance(docker, FakeDocker)
-    docker.containers["mix-idle"]["Running"] = False
+    docker.stop("mix-idle")  # by hand: `docker stop`
     from nslab.core.drift import lab_drift
 
     recorded = state.LabState.load("mix")
     assert recorded is not None
-    assert [d.text for d in lab_drift(recorded, drivers)] == ["host idle: container mix-idle is created"]
-    before = docker.containers["mix-web"]["Id"]
+    assert [d.text for d in lab_drift(recorded, drivers)] == ["host idle: container mix-idle is exited"]
+    ids = {name: c["Id"] for name, c in docker.containers.items()}
     result = Lab.from_text(LAB, drivers=drivers).up()
-    assert [h.name for a in result.plan.of_type(StartContainers) for h in a.hosts] == ["idle"]
-    assert docker.containers["mix-idle"]["Running"] and docker.containers["mix-web"]["Id"] == before
+    # started again, not made again (its filesystem stays), and its host wired anew
+    assert not result.plan.of_type(StartContainers)
+    assert [h.name for a in result.plan.of_type(ResumeContainers) for h in a.hosts] == ["idle"]
+    assert [h.name for a in result.plan.of_type(AddHosts) for h in a.hosts] == ["idle"]
+    assert docker.containers["mix-idle"]["Running"]
+    assert {name: c["Id"] for name, c in docker.containers.items()} == ids
 
 
 @pytest.mark.parametrize(("field", "message"), [
@@ -217,3 +227,32 @@ def test_an_image_without_a_command_runs_a_shell_kept_open():
     made = drivers.docker.containers
     assert made["bare-box"]["Config"]["Cmd"] == ["/bin/sh"] and made["bare-box"]["Config"]["Tty"] is True
     assert made["bare-given"]["Config"]["Cmd"] == ["sleep", "9"]
+
+
+def test_stop_keeps_the_container_and_start_starts_it_again_wired_anew():
+    from nslab.core.drift import lab_drift
+    from nslab.core.features.hoststate import meant_down
+
+    drivers = drivers_with()
+    lab = Lab.from_text(LAB, drivers=drivers)
+    lab.up()
+    docker = drivers.docker
+    assert isinstance(docker, FakeDocker)
+    ids = {name: c["Id"] for name, c in docker.containers.items()}
+    lab.stop("idle")
+    assert not docker.containers["mix-idle"]["Running"] and "mix-idle" in drivers.kernel.namespaces
+    recorded = state.LabState.load("mix")
+    assert recorded is not None
+    assert ("idle", "eth0") in meant_down(recorded.lab, recorded.extra["hoststate"])
+    assert lab_drift(recorded, drivers) == []  # stopped on purpose: not drift
+    again = lab.up()  # up keeps it stopped
+    assert not again.plan.of_type(ResumeContainers) and not docker.containers["mix-idle"]["Running"]
+    lab.start("idle")
+    assert docker.containers["mix-idle"]["Running"]
+    assert {name: c["Id"] for name, c in docker.containers.items()} == ids  # started, not made again
+    recorded = state.LabState.load("mix")
+    assert recorded is not None and lab_drift(recorded, drivers) == []
+    assert recorded.extra["hoststate"]["stopped"] == [] and recorded.extra["containers"]["stopped"] == []
+    pid = docker.containers["mix-idle"]["Pid"]
+    lab.restart("idle")
+    assert docker.containers["mix-idle"]["Running"] and docker.containers["mix-idle"]["Pid"] != pid

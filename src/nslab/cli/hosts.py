@@ -1,6 +1,7 @@
 """Host verbs: ``stop``, ``start`` and ``restart`` of one or more hosts of a lab that is up.
 
-Logic lives in :mod:`nslab.core.features.hoststate`; this module parses ``LAB/HOST[,HOST..]``.
+Logic lives in :mod:`nslab.core.features.hoststate` (through ``lifecycle.change_hosts``: a container host that
+starts is wired anew); this module parses ``LAB/HOST[,HOST..]``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _hosts(target: str) -> tuple[str, list[str]]:
 
 
 def _run(target: str, verb: str) -> None:
-    from ..core.features.hoststate import change
+    from ..core.lifecycle import change_hosts
     from ..drivers import Drivers
     from ..linux import require_root
 
@@ -32,7 +33,7 @@ def _run(target: str, verb: str) -> None:
     lab, hosts = _hosts(target)
     drivers = Drivers.live()
     try:
-        change(lab, hosts, verb, drivers)
+        change_hosts(lab, hosts, verb, drivers)
     finally:
         drivers.close()
     done = {"stop": "stopped", "start": "started", "restart": "restarted"}[verb]
@@ -45,7 +46,8 @@ TARGET = click.argument("target", metavar="LAB/HOST[,HOST..]", shell_complete=co
 @click.command()
 @TARGET
 def stop(target: str) -> None:
-    """Stop hosts: their services stop and every interface goes down (both ends).
+    """Stop hosts: their services stop and every interface goes down (both ends);
+    a container host's container stops (its filesystem kept).
 
     \b
     Other hosts' services run on untouched. `status` shows the host as
@@ -59,7 +61,8 @@ def stop(target: str) -> None:
 @TARGET
 def start(target: str) -> None:
     """Start stopped hosts: interfaces up again (not those put down with
-    `nslab link`), then their services."""
+    `nslab link`), then their services; a container host's container starts
+    again and is wired anew."""
     _run(target, "start")
 
 

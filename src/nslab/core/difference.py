@@ -23,7 +23,9 @@ Views = Mapping[str, "tuple[list[LinkInfo], list[RouteInfo]] | None"]
 
 class Difference(Value):
     text: str
-    repair: str  # host | link | up | down | route | reconfigure | bridge | ruleset | files | hostname | services
+    # host | container (a host made again, its stopped container started) | link | up | down | route |
+    # reconfigure | bridge | ruleset | files | hostname | services
+    repair: str
     host: str = ""  # for host repairs
     link: tuple[str, str, str, str] = ("", "", "", "")  # for link repairs: the link's key
     # for up/down repairs; for route repairs (namespace, gateway); for reconfigure repairs (namespace,

@@ -4,7 +4,29 @@ Read-only; everything is observed through the drivers. One :class:`Difference` p
 with a one-line text (``status`` prints them, ``status --json`` lists them under ``drift``) and how ``up``
 repairs it:
 
-===========  ==================================================================  =========================
+===========  ==================================================================  ================================
+repair       found                                                               ``up`` does
+===========  ==================================================================  ================================
+host         namespace gone; an interface, its address or its machine-side port    recreate the host (wiring.py)
+             gone; its MTU changed; an IPv4 address nslab did not give on it; a port no
+             longer attached to its bridge; a container host's container gone
+container    a container host's container stopped (not with ``nslab stop``)       start it; remake the host's wiring
+link         an end of a point-to-point link or its address gone (or one added)    recreate the link
+up / down    an interface, port, bridge or a host's ``lo`` down that should be     ``ip link set ... up|down``
+             up (or up that was put down with ``nslab link``)
+route        a host's default route gone (its interface is up)                     ``ip route replace default``
+reconfigure  one of a host's ``routes:`` gone, one of its ``sysctls:`` changed     write it again (ConfigureHosts)
+bridge       a network's bridge gone                                               recreate it (and its hosts)
+files        a host's ``/etc/netns`` file missing or not what dns renders          write it again (dns)
+hostname     a host's hostname changed or its kept UTS namespace gone              pin it again (hostnames)
+ruleset      nslab's nft table, one of the lab's chains, or one of its rules       reload the table (firewall)
+             (counted by comment) gone or added
+sysctl       the machine's forwarding or a publishing bridge's route_localnet      set it to 1 again (firewall)
+             no longer 1
+services     the lab's supervisor is not running; a service's process outside its    start it (services); start
+             host's network or hostname namespace or its cgroup                    that service again inside
+===========  ==================================================================  ================================
+
 Interfaces put down with ``nslab link`` (features/links.py) or of a host stopped with ``nslab stop``
 (features/hoststate.py) are intended, not drift; hosts ``up --only`` left out are not in the record at all.
 This module only collects: the wiring answers for bridges, namespaces, ``lo``, routes and the hosts' sysctls
@@ -59,7 +81,8 @@ def with_repairs(observed: Observed, found: list[Difference]) -> Observed:
         namespaces=observed.namespaces,
         bridges=observed.bridges,
         host_veths=observed.host_veths,
-        broken_hosts=frozenset(d.host for d in found if d.repair == "host"),
+        broken_hosts=frozenset(d.host for d in found if d.repair in ("host", "container")),
+        resumed=frozenset(d.host for d in found if d.repair == "container"),
         broken_links=frozenset(d.link for d in found if d.repair == "link"),
         ends_down=ends("up"),
         ends_up=ends("down"),

@@ -113,6 +113,14 @@ def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None, s
     subset = subset or Subset()
     desired, not_started = hoststate.select(load.resolved(lab_file, drivers, recorded),
                                             recorded.lab if recorded else None, subset.only, subset.profiles)
+    return _planned(desired, not_started, drivers, recorded)
+
+
+def _planned(desired: Lab, not_started: frozenset[str], drivers: Drivers, recorded: state.LabState | None
+             ) -> Planned:
+    """The plan that takes the machine to ``desired`` (hosts ``not_started`` left out), from ``recorded``."""
+    from .features import hoststate
+
     observed = observe(drivers, desired.name)
     repairs: list[str] = []
     if recorded is not None:  # what drifted from the lab as made is repaired on the way
@@ -266,6 +274,34 @@ def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState 
     if failures:
         raise TeardownError(failures)
     state.clear_intent(name)
+
+
+# --- stop, start, restart one host --------------------------------------------------------------------------
+def change_hosts(name: str, hosts: list[str], verb: str, drivers: Drivers) -> None:
+    """``nslab stop|start|restart LAB/HOST,..`` (features/hoststate.py); a container host that starts comes
+    back in a new network namespace: the lab as recorded is then converged, which starts its container and
+    wires the host anew (as ``up`` repairs a container stopped by hand)."""
+    from .features import hoststate
+
+    if hoststate.change(name, hosts, verb, drivers):
+        converge(name, drivers)
+
+
+def converge(name: str, drivers: Drivers) -> None:
+    """``up`` of lab ``name`` as recorded, no lab file read: what drifted is repaired, nothing else changes."""
+    from .features import hoststate
+    from .which import not_up
+
+    with state.machine_lock():
+        recorded = state.LabState.load(name)
+        if recorded is None:
+            raise not_up(name)
+        finish_interrupted_up(name, drivers, recorded)
+        left_out = frozenset(hoststate.HostStateRecord.from_json(recorded.extra.get(hoststate.KEY)).not_started)
+        with drivers.kernel.observing():
+            planned = _planned(recorded.lab, left_out, drivers, recorded)
+        _apply(drivers, planned, recorded, None)
+        _repaired_events(planned)
 
 
 # --- down ----------------------------------------------------------------------------------------------------

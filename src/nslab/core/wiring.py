@@ -54,6 +54,7 @@ class Observed(Value):
     host_veths: frozenset[str] = frozenset()  # machine-side veths marked as this lab's hosts'
     # Drift found against the recorded lab (drift.py fills these in; ``up`` repairs them):
     broken_hosts: frozenset[str] = frozenset()  # hosts to recreate (an interface, address or port lost)
+    resumed: frozenset[str] = frozenset()  # of those, container hosts whose stopped container is started again
     broken_links: frozenset[tuple[str, str, str, str]] = frozenset()  # point-to-point links to recreate
     ends_down: tuple[tuple[str, str], ...] = ()  # (namespace or '' for the machine, link) down, meant up
     ends_up: tuple[tuple[str, str], ...] = ()  # up, but put down with `nslab link`
@@ -458,7 +459,7 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     hosts = tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add)  # file order
     # Container hosts (features/containers.py): a container goes after its namespace's name, and is made
     # (and its namespace named) before the wiring reaches into it.
-    gone_containers, new_containers = _container_steps(desired, before, changes, hosts)
+    gone_containers, new_containers = _container_steps(desired, before, changes, hosts, observed.resumed)
     if changes.hosts_to_remove:
         actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
     actions += gone_containers
@@ -492,16 +493,19 @@ def _configured(desired: Lab, changes: _Changes) -> tuple[Host, ...]:
     return tuple(h for name, h in desired.hosts.items() if name in changes.hosts_to_add and (h.routes or h.sysctls))
 
 
-def _container_steps(desired: Lab, before: Lab, changes: _Changes,
-                     added: tuple[Host, ...]) -> tuple[list[Action], list[Action]]:
-    """The containers of container hosts removed (or changed) and added (or recreated) by this plan."""
+def _container_steps(desired: Lab, before: Lab, changes: _Changes, added: tuple[Host, ...],
+                     stopped: frozenset[str]) -> tuple[list[Action], list[Action]]:
+    """The containers of container hosts removed (or changed) and added (or recreated) by this plan; those of
+    ``stopped`` that did not change are started again instead (their filesystem kept)."""
     if not any(h.container for h in (*before.hosts.values(), *desired.hosts.values())):
         return [], []
     from .features.containers import wiring_steps
 
     removed = [h for name, h in before.hosts.items() if h.container is not None and (
         _host_identity(desired.hosts.get(name)) != _host_identity(h) or name in changes.hosts_to_add)]
-    return wiring_steps(before, desired, removed, list(added))
+    resumed = frozenset(name for name in stopped if name in changes.hosts_to_add
+                        and _host_identity(desired.hosts.get(name)) == _host_identity(before.hosts.get(name)))
+    return wiring_steps(before, desired, removed, list(added), resumed)
 
 
 def _state_repairs(desired: Lab, observed: Observed, changes: _Changes) -> Plan:

@@ -152,6 +152,13 @@ class LiveDocker:
                               + (f"; it said: {last}" if last else ""))
         return pid
 
+    def stop(self, ident: str, timeout: int = 10) -> None:
+        """``docker stop -t TIMEOUT``: SIGTERM (the image's stop signal), SIGKILL after ``timeout`` seconds; the
+        container and its filesystem stay. A container stopped already is no failure."""
+        status, data = self.request("POST", f"/containers/{quote(ident, safe='')}/stop?t={timeout}")
+        if status not in (204, 304):
+            raise DockerError(f"docker: cannot stop container {ident}: {self._message(data)}")
+
     def inspect(self, ident: str) -> dict[str, Any] | None:
         status, data = self.request("GET", f"/containers/{quote(ident, safe='')}/json")
         if status == 404:

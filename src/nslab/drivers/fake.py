@@ -589,8 +589,15 @@ class FakeDocker(_Failing):
         if name is None:
             raise KernelError(f"docker: no container {ident}")
         self._next += 1
-        self.containers[name].update(Pid=self._next, Running=True)
+        self.containers[name].update(Pid=self._next, Running=True, Status="running")
         return self._next
+
+    def stop(self, ident: str, timeout: int = 10) -> None:
+        self._call("stop")
+        name = self._find(ident)
+        if name is None:
+            raise KernelError(f"docker: no container {ident}")
+        self.containers[name].update(Pid=0, Running=False, Status="exited")
 
     def inspect(self, ident: str) -> dict[str, Any] | None:
         name = self._find(ident)
@@ -598,7 +605,7 @@ class FakeDocker(_Failing):
             return None
         c = self.containers[name]
         return {"Id": c["Id"], "Name": "/" + name, "Config": {**c["Config"], "Labels": c["Labels"]},
-                "State": {"Running": c["Running"], "Pid": c["Pid"], "Status": "running" if c["Running"] else "created"}}
+                "State": {"Running": c["Running"], "Pid": c["Pid"], "Status": c.get("Status", "created")}}
 
     def remove(self, ident: str) -> list[str]:
         self._call("remove")

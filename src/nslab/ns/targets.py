@@ -184,6 +184,16 @@ def _owner(lab_name: str, host: str) -> state.LabState:
     return owners[0]
 
 
+def lab_and_host(text: str) -> tuple[str, str]:
+    """``[LAB/]HOST`` -> (lab, host) of a lab that is up, by name only: the host is not looked into (a stopped
+    container host is found too)."""
+    if not text or text.count("/") > 1:
+        raise TargetError(f"'{text}' is not a target ({USAGE})")
+    lab_name, _, host = text.rpartition("/")
+    kept = state.kept_hosts(host, lab_name or None) if host not in ("", ".", "..") else []
+    return (kept[0][0], host) if len(kept) == 1 else (_owner(lab_name, host).lab.name, host)
+
+
 def lab_host(text: str) -> Target:
     """``[LAB/]HOST`` of a lab that is up; HOST alone must be unique among them."""
     if not text or text.count("/") > 1:

@@ -53,19 +53,22 @@ CONTAINER_FIELDS = ("command", "volumes", "workdir", "pull")
 
 
 class ContainersRecord(Value):
-    """Container hosts (host -> container name) and the interfaces ``nslab connect`` added to containers."""
+    """Container hosts (host -> container name), the interfaces ``nslab connect`` added to containers, and the
+    container hosts stopped with ``nslab stop`` (their containers stopped on purpose: not drift)."""
 
     hosts: dict[str, str] = field(default_factory=dict)
     #: one entry per ``nslab connect``: container, network, ifname, address, veth, target
     connected: list[dict[str, str]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"hosts": self.hosts, "connected": self.connected}
+        return {"hosts": self.hosts, "connected": self.connected, "stopped": self.stopped}
 
     @classmethod
     def from_json(cls, data: Any) -> ContainersRecord:
         data = data if isinstance(data, dict) else {}
-        return cls(dict(data.get("hosts") or {}), list(data.get("connected") or []))
+        return cls(dict(data.get("hosts") or {}), list(data.get("connected") or []),
+                   [str(h) for h in data.get("stopped") or []])
 
 
 # --- resolve and validate ------------------------------------------------------------------------------------
@@ -252,6 +255,60 @@ class RemoveContainers(Action):
         return StartContainers(self.lab, self.hosts) if self.hosts else None
 
 
+class StopContainers(Action):
+    """``docker stop`` of container hosts (``nslab stop``): the container and its filesystem stay, and so does
+    its namespace's name (the old namespace, pinned, keeps the host's interfaces, down). The inverse starts
+    them again (:class:`ResumeContainers`)."""
+
+    lab: Lab
+    hosts: tuple[Host, ...]
+
+    def commands(self) -> list[str]:
+        return [f"docker stop {h.container.name}" for h in self.hosts if h.container is not None]
+
+    def summary(self) -> str:
+        return f"stop {len(self.hosts)} container(s): {', '.join(h.name for h in self.hosts)}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        for h in self.hosts:
+            assert h.container is not None
+            drivers.docker.stop(h.container.name)
+        return ResumeContainers(self.lab, self.hosts)
+
+
+class ResumeContainers(Action):
+    """``docker start`` of stopped container hosts (not made again: their filesystem stays), and their new
+    network namespace named (the old name was dropped before, with the host: the wiring then makes its
+    interfaces, as for a host made again). The inverse stops them."""
+
+    lab: Lab
+    hosts: tuple[Host, ...]
+
+    def commands(self) -> list[str]:
+        out: list[str] = []
+        for h in self.hosts:
+            assert h.container is not None
+            out += [f"docker start {h.container.name}",
+                    f"ip netns attach {h.namespace} $(docker inspect -f '{{{{.State.Pid}}}}' {h.container.name})"]
+        return out
+
+    def summary(self) -> str:
+        return f"start {len(self.hosts)} stopped container(s): {', '.join(h.name for h in self.hosts)}"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        done: list[Host] = []
+        try:
+            for h in self.hosts:
+                assert h.container is not None
+                pid = drivers.docker.start(h.container.name)
+                done.append(h)
+                drivers.docker.name_netns(h.namespace, pid)
+        except BaseException:
+            StopContainers(self.lab, tuple(done)).apply(drivers)
+            raise
+        return StopContainers(self.lab, self.hosts)
+
+
 class WriteContainerFiles(Action):
     """The lab's /etc/hosts and /etc/resolv.conf of each container host, written inside the container (in place:
     Docker bind-mounts them). ``files``: container -> file name -> text; ``previous``: what they said."""
@@ -286,24 +343,40 @@ class WriteContainerFiles(Action):
 
 
 # --- plans ---------------------------------------------------------------------------------------------------
-def wiring_steps(before: Lab, desired: Lab, removed: list[Host],
-                 added: list[Host]) -> tuple[list[Action], list[Action]]:
+def wiring_steps(before: Lab, desired: Lab, removed: list[Host], added: list[Host],
+                 resumed: frozenset[str] = frozenset()) -> tuple[list[Action], list[Action]]:
     """(after the hosts' removal, before their addition): the containers of the hosts the wiring removes and
-    adds (wiring.py places them)."""
-    gone = tuple(h for h in removed if h.container is not None)
-    new = tuple(h for h in added if h.container is not None)
-    return ([RemoveContainers(before, gone)] if gone else []), ([StartContainers(desired, new)] if new else [])
+    adds (wiring.py places them). ``resumed``: hosts whose container is stopped and stays as it is: started
+    again, not made again (``nslab start``, or a container stopped by hand)."""
+    gone = tuple(h for h in removed if h.container is not None and h.name not in resumed)
+    new = tuple(h for h in added if h.container is not None and h.name not in resumed)
+    again = tuple(h for h in added if h.container is not None and h.name in resumed)
+    steps: list[Action] = [StartContainers(desired, new)] if new else []
+    steps += [ResumeContainers(desired, again)] if again else []
+    return ([RemoveContainers(before, gone)] if gone else []), steps
 
 
 def plan_up(ctx: UpContext) -> FeaturePlan:
     lab = ctx.lab
     old = ContainersRecord.from_json(ctx.record)
     hosts = {h.name: h.container.name for h in lab.hosts.values() if h.container is not None}
-    record = ContainersRecord(hosts, old.connected)
+    stopped = sorted(h for h in ctx.stopped if h in hosts)
+    record = ContainersRecord(hosts, old.connected, stopped)
     if not hosts:
         return FeaturePlan(record=record)
+    # (a stopped host's files are written when it starts: the wiring makes it again then)
+    after = _files(ctx, {name: c for name, c in hosts.items() if name not in stopped})
+    # A stopped host whose container the wiring made again (it changed in the file) stays stopped.
+    again = tuple(lab.hosts[h] for h in stopped if h in ctx.recreated)
+    after += [StopContainers(lab, again)] if again else []
+    return FeaturePlan(after=after, record=record)
+
+
+def _files(ctx: UpContext, hosts: dict[str, str]) -> list[Action]:
+    """The /etc files of the running container hosts ``hosts`` (host -> container) that differ from the lab's."""
     from . import dns
 
+    lab = ctx.lab
     texts = dns.files(lab, dns.choices(lab, ctx.drivers))
     writes: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     previous: list[tuple[str, tuple[tuple[str, str], ...]]] = []
@@ -316,7 +389,7 @@ def plan_up(ctx: UpContext) -> FeaturePlan:
         if changed:
             writes.append((container, changed))
             previous.append((container, tuple((f, t) for f, t in now.items() if t is not None)))
-    return FeaturePlan(after=[WriteContainerFiles(tuple(writes), tuple(previous))] if writes else [], record=record)
+    return [WriteContainerFiles(tuple(writes), tuple(previous))] if writes else []
 
 
 def plan_down(ctx: DownContext) -> FeaturePlan:
@@ -449,12 +522,15 @@ class Disconnect(Action):
 
 
 def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
-    """Each container host whose container is not running (``up`` makes it again, with its host's wiring)."""
+    """Each container host whose container is gone (``up`` makes it again, with its host's wiring) or not
+    running (``up`` starts it again, its filesystem kept, and wires its host anew); not those stopped on
+    purpose (``nslab stop``)."""
     from ..difference import Difference
 
     out: list[Difference] = []
+    stopped = set(ContainersRecord.from_json(record).stopped)
     for h in lab.hosts.values():
-        if h.container is None:
+        if h.container is None or h.name in stopped:
             continue
         try:
             info = drivers.docker.inspect(h.container.name)
@@ -467,7 +543,7 @@ def drift(lab: Lab, record: Any, drivers: Drivers) -> list[Difference]:
             out.append(Difference(f"host {h.name}: container {h.container.name} is gone", "host", host=h.name))
         elif not st.get("Running"):
             out.append(Difference(f"host {h.name}: container {h.container.name} is {st.get('Status', 'stopped')}",
-                                  "host", host=h.name))
+                                  "container", host=h.name))
     return out
 
 

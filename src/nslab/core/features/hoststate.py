@@ -4,7 +4,13 @@
 other services run on, same PIDs) and puts every interface of the host down at both ends, as ``nslab link
 LAB/HOST down`` does, so ``check`` expects it unreachable. ``nslab start`` brings the interfaces back up (not
 those put down with ``nslab link``, nor a link to another stopped host) and starts its services; ``nslab
-restart`` stops and starts its services (new PIDs), and starts a stopped host. The record,
+restart`` stops and starts its services (new PIDs), and starts a stopped host.
+
+A container host's container is stopped too (``docker stop``: its filesystem stays; its namespace keeps its
+name, and the host's interfaces, down). It comes back in a new network namespace: ``start`` and ``restart``
+leave it stopped and not meant to be, which is drift (features/containers.py), and the caller then converges the
+lab as recorded (lifecycle.change_hosts): the wiring starts the container again and remakes the host as for
+any host made again (its name on the new namespace, interfaces, addresses, routes, links, /etc files). The record,
 ``{"stopped": [...], "not_started": [...]}``, makes
 
 - ``status`` say ``stopped`` (not drift: its interfaces are meant down, as :func:`meant_down` tells drift.py and
@@ -132,8 +138,9 @@ def status(lab: Lab, record: Any, drivers: Drivers) -> dict[str, Any]:
 
 # --- stop, start, restart ------------------------------------------------------------------------------------
 def change(name: str, hosts: list[str], verb: str, drivers: Drivers) -> list[str]:
-    """``nslab stop|start|restart LAB/HOST,..``: services and interfaces of ``hosts``, one undo journal, then
-    the record; returns the hosts."""
+    """``nslab stop|start|restart LAB/HOST,..``: services and interfaces of ``hosts`` (and containers stopped),
+    one undo journal, then the record; returns the container hosts to start again (the caller converges the
+    lab, which starts them and wires them anew)."""
     from .. import state
     from ..apply import apply, rollback
     from ..plan import Plan
@@ -151,19 +158,21 @@ def change(name: str, hosts: list[str], verb: str, drivers: Drivers) -> list[str
         try:
             journal += _services(st, first, drivers)  # (stop: services go before the interfaces)
             journal += apply(Plan(_interfaces(st, before, after)), drivers)
+            journal += apply(Plan(_containers(st, hosts if verb != "start" else [], before)), drivers)
             journal += _services(st, after, drivers)  # (start, restart: after the interfaces are up)
         except BaseException:
             rollback(journal, drivers)
             raise
         record.stopped = sorted(after)
         st.extra[KEY] = record.to_json()
+        resumed = _record_containers(st, hosts, after)
         st.save()
     from ..events import emit
 
     for host in hosts:  # (`restart`: its services stopped, then started)
         for event in {"stop": ["stop"], "start": ["start"], "restart": ["stop", "start"]}[verb]:
             emit(name, event, host)
-    return hosts
+    return resumed
 
 
 def _check(lab: Lab, hosts: list[str]) -> None:
@@ -171,9 +180,6 @@ def _check(lab: Lab, hosts: list[str]) -> None:
     if unknown:
         raise TargetError(f"lab '{lab.name}' has no host {', '.join(repr(h) for h in unknown)} "
                           f"(it has: {', '.join(lab.hosts)})")
-    containers = [h for h in hosts if lab.hosts[h].container is not None]
-    if containers:
-        raise TargetError(f"{', '.join(containers)}: stopping a container host is not supported yet")
 
 
 def _services(st: LabState, stopped_hosts: set[str], drivers: Drivers) -> list[Action]:
@@ -202,7 +208,7 @@ def _interfaces(st: LabState, before: set[str], after: set[str]) -> list[Action]
     down = [e for h in sorted(after - before) for i in lab.hosts[h].interfaces for e in links.ends(lab, h, i.name)]
     meant = links.down_interfaces(lab, st.extra.get(links.KEY)) | meant_down(lab, {"stopped": sorted(after)})
     starting = [(h, i.name) for h in sorted(before - after) for i in lab.hosts[h].interfaces
-                if (h, i.name) not in meant]
+                if (h, i.name) not in meant and lab.hosts[h].container is None]  # (a container's: wired anew)
     up = [e for h, i in starting for e in links.ends(lab, h, i)]
     routes = tuple(r for h, i in starting for r in links.restored_routes(lab, lab.hosts[h], i))
     actions: list[Action] = []
@@ -211,3 +217,24 @@ def _interfaces(st: LabState, before: set[str], after: set[str]) -> list[Action]
     if up:
         actions.append(SetLinkState(tuple(dict.fromkeys(up)), True, routes))
     return actions
+
+
+def _containers(st: LabState, hosts: list[str], before: set[str]) -> list[Action]:
+    """``docker stop`` of the running container hosts among ``hosts`` (after their interfaces went down):
+    ``stop`` keeps them so, ``restart`` has them started again by the converge that follows."""
+    from .containers import StopContainers
+
+    lab = st.lab
+    running = tuple(lab.hosts[h] for h in hosts if lab.hosts[h].container is not None and h not in before)
+    return [StopContainers(lab, running)] if running else []
+
+
+def _record_containers(st: LabState, hosts: list[str], stopped_hosts: set[str]) -> list[str]:
+    """The containers record's stopped hosts: ``stopped_hosts``' containers. Returns the container hosts among
+    ``hosts`` that are to run (``start``, ``restart``): their containers are stopped, and no longer meant to be."""
+    from . import containers
+
+    record = containers.ContainersRecord.from_json(st.extra.get(containers.KEY))
+    record.stopped = sorted(h for h in stopped_hosts if h in record.hosts)
+    st.extra[containers.KEY] = record.to_json()
+    return [h for h in hosts if h in record.hosts and h not in stopped_hosts]
