@@ -96,6 +96,7 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
     def work() -> dict[str, Namespace]:
         made: dict[str, Namespace] = {}
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        sysctls = SysctlRoot()
         try:
             for name in names:
                 path = netns_path(name)
@@ -105,10 +106,7 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
                     raise KernelError(f"namespace {name} already exists (not made by this lab)") from None
                 try:
                     linux.unshare(linux.CLONE_NEWNET)
-                    _no_ipv6_autoconf()
-                    if name in dual_stack:
-                        _write_proc(KEEP_ADDR_ON_DOWN, b"1")
-                        _write_proc(NO_DAD, b"0")  # IPAM made addresses unique; link-local usable at once
+                    _new_namespace_defaults(sysctls.fd(), dual=name in dual_stack)
                     linux.mount("/proc/thread-self/ns/net", path, "none", linux.MS_BIND)
                     fd = os.open(path, os.O_RDONLY)
                     try:
@@ -129,22 +127,82 @@ def create_namespaces(names: Iterable[str], dual_stack: frozenset[str] = frozens
             raise
         finally:
             os.close(home)
+            sysctls.close()
         return made
 
     return linux.in_thread(work, "nslab-netns")
 
 
+class SysctlRoot:
+    """``/proc/sys`` of a procfs instance of our own, renewed every :data:`SYSCTL_ROOT_USES` namespaces.
+
+    Why: the kernel's dentry cache keeps one ``/proc/sys/net`` entry per network namespace that looked there,
+    all in one hash chain under the same ``/proc/sys``, and every lookup of ``/proc/sys/net/...`` walks that
+    chain (``proc_sys_compare``). A lab whose every new namespace writes a sysctl through ``/proc`` paid for
+    the square of its hosts: 12-25 % of the CPU of an ``up`` of 3,000 hosts (perf), ~5 % at 1,000. A procfs
+    instance mounted nowhere (:func:`nslab.linux.detached_mount`) has dentries of its own, gone with it: every
+    chain stays short. Where the kernel cannot make one (before 5.2, no privilege), :meth:`fd` is None and
+    the writes go through ``/proc/sys`` itself.
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._uses = 0
+        self._available = True
+
+    def fd(self) -> int | None:
+        """A directory fd of ``/proc/sys`` for the next namespace's writes, or None: use the absolute path."""
+        if self._uses >= SYSCTL_ROOT_USES:
+            self.close()
+        if self._fd is None and self._available:
+            try:
+                proc = linux.detached_mount("proc")
+            except OSError:
+                self._available = False
+                return None
+            try:
+                self._fd = os.open("sys", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
+            finally:
+                os.close(proc)  # the directory fd keeps the mount alive
+        self._uses += 1
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._uses = None, 0
+
+
+#: Namespaces whose sysctls go through one procfs instance (the longest dentry chain it gets).
+SYSCTL_ROOT_USES = 64
+
+
+def _new_namespace_defaults(sysctl_root: int | None, dual: bool) -> None:
+    """In the calling thread's new namespace: no automatic IPv6 link-local addresses; on a dual-stack host,
+    addresses kept when an interface goes down and no DAD delay (IPAM made addresses unique; link-local usable
+    at once). ``sysctl_root``: a directory fd of ``/proc/sys`` (:class:`SysctlRoot`), or None."""
+    _no_ipv6_autoconf(sysctl_root)
+    if dual:
+        _write_proc(KEEP_ADDR_ON_DOWN, b"1", sysctl_root)
+        _write_proc(NO_DAD, b"0", sysctl_root)
+
+
 #: Set in a dual-stack host's new namespace: the kernel otherwise drops an interface's IPv6 addresses (and the
-#: routes through them) when it goes down, and ``up`` does not bring them back.
-KEEP_ADDR_ON_DOWN = "/proc/sys/net/ipv6/conf/default/keep_addr_on_down"
-NO_DAD = "/proc/sys/net/ipv6/conf/default/accept_dad"
+#: routes through them) when it goes down, and ``up`` does not bring them back. (Paths under ``/proc/sys``.)
+KEEP_ADDR_ON_DOWN = "net/ipv6/conf/default/keep_addr_on_down"
+NO_DAD = "net/ipv6/conf/default/accept_dad"
+ADDR_GEN_MODE = "net/ipv6/conf/default/addr_gen_mode"
 
 
-def _write_proc(path: str, value: bytes) -> None:
-    """Write a /proc/sys file of the calling thread's namespace; nothing to do where the kernel lacks it."""
+def _write_proc(path: str, value: bytes, sysctl_root: int | None = None) -> None:
+    """Write the sysctl file ``path`` (under ``/proc/sys``, or under the directory fd ``sysctl_root``) of the
+    calling thread's namespace; nothing to do where the kernel lacks it."""
     try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError:
+        if sysctl_root is None:
+            fd = os.open(f"/proc/sys/{path}", os.O_WRONLY)
+        else:
+            fd = os.open(path, os.O_WRONLY, dir_fd=sysctl_root)
+    except OSError:  # IPv6 disabled on this kernel: nothing to set
         return
     try:
         os.write(fd, value)
@@ -154,25 +212,16 @@ def _write_proc(path: str, value: bytes) -> None:
         os.close(fd)
 
 
-def _no_ipv6_autoconf() -> None:
+def _no_ipv6_autoconf(sysctl_root: int | None = None) -> None:
     """In the calling thread's (new) namespace: interfaces made from now on get no automatic IPv6 link-local
     address (``addr_gen_mode`` 1 = none; IPv6 itself stays on, addresses can be added by hand).
 
     Lab hosts are IPv4. With link-local addresses every host's DAD, router solicitation and MLD packets were
     flooded by the bridge to every other host: O(N^2) packets that kept both CPUs busy for seconds after the
     ``up`` of a big lab (``down`` of 1000 hosts 1.05 s -> 0.43 s, ``up`` 2.1 s -> 1.6 s, measured). ``lo``
-    keeps ``::1``.
+    keeps ``::1``. ``sysctl_root``: as :func:`_write_proc`.
     """
-    try:
-        fd = os.open("/proc/sys/net/ipv6/conf/default/addr_gen_mode", os.O_WRONLY)
-    except OSError:  # IPv6 disabled on this kernel: nothing to turn off
-        return
-    try:
-        os.write(fd, b"1")
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    _write_proc(ADDR_GEN_MODE, b"1", sysctl_root)
 
 
 def open_namespace(name_or_path: str) -> Namespace:
@@ -249,6 +298,8 @@ def list_named_namespaces() -> list[str]:
 # The operations apply.py needs (drivers/fake.py has the same surface for unit tests)
 # ---------------------------------------------------------------------------------------------------
 
+#: Below this MTU an interface has no IPv6 (RFC 8200), and the kernel refuses IPv6 settings for it.
+IPV6_MIN_MTU = 1280
 #: How long ``link ... up`` waits for the carrier of the ends it brought up (seconds).
 CARRIER_WAIT = 2.0
 #: Hosts made at once: bounds the open fds (one nsfs fd + one socket per namespace).
@@ -599,6 +650,7 @@ class NetlinkKernel:
                         ns.close()
             ports = Batch()
             bridge_index: dict[str, int] = {}
+            ipv6 = os.path.exists("/proc/net/if_inet6")  # the kernel has IPv6 (in the machine's namespace)
             for h in hosts:
                 for port in h.interfaces:
                     if port.network is None or port.host_veth is None:
@@ -607,7 +659,8 @@ class NetlinkKernel:
                     if bridge not in bridge_index:
                         bridge_index[bridge] = socket.if_nametoindex(bridge)
                     alias = owner_alias(lab.name, "host", h.name, port.name)
-                    attach_port(ports, port.host_veth, bridge_index[bridge], alias)
+                    attach_port(ports, port.host_veth, bridge_index[bridge], alias,
+                                no_link_local=ipv6 and (port.mtu or 1500) >= IPV6_MIN_MTU)
             ports.commit_or_raise(self.root)
         except BaseException:
             for name in made:
