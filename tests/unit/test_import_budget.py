@@ -84,12 +84,16 @@ def test_exec_path_imports_nothing_heavy(state):
     body = """
     from nslab.cli import fast
     from nslab import paths, linux
-    from nslab.core import state
     from nslab.ns import nsenter
     assert fast.run_fast(["exec", "web", "true"]) is None  # no lab is up: left to click, nothing done
     fast._lab_host("budget/web")
     """
     assert _loaded(body, EXEC_NEVER, state, report_json=False) == []
+    # nor the pipeline's package (which labs are up is read from paths.py), nor the exception tree until
+    # something fails, nor `warnings` (os.execvp's PATH search imports it; nsenter searches PATH itself)
+    found = _loaded(body, ("nslab", "fcntl", "warnings"), state, report_json=False)
+    assert "nslab.ns.nsenter" in found  # (the check sees what it looks for)
+    assert [m for m in found if m in ("nslab.core", "nslab.errors", "fcntl", "warnings")] == []
 
 
 def _kept(lab_file: str, state: str) -> None:

@@ -2,8 +2,9 @@
 
 ``nslab exec`` should cost about what ``ip netns exec`` costs, and importing click alone takes ~28 ms. So
 the plain form — a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options — is recognized
-here from argv and carried out with nothing but ``os``, the ctypes wrappers (linux.py), paths.py, state.py's
-name checks and nsenter.py loaded (no typing, re, json, threading or subprocess). Anything
+here from argv and carried out with nothing but ``os``, the ctypes wrappers (linux.py), paths.py (which labs
+are up), naming.py and nsenter.py loaded (no typing, re, json, threading or subprocess; not even the exception
+tree until something fails). Anything
 else (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
 ``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
 errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
@@ -140,8 +141,8 @@ def print_doc(doc: object, output: str) -> None:
 def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
     """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
     no such lab is up, which needs no root to say (the usual path says it)."""
-    from ..core.state import visible_labs
     from ..errors import EnvironmentProblem
+    from ..paths import visible_labs
 
     labs = [name for name in visible_labs() if lab_name in (None, name)]
     if not labs:
@@ -225,11 +226,13 @@ def down(lab: str) -> None:
 def _reporting(action: Callable[[], int | None], partial: bool = False) -> int:
     """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines; the action's
     own exit status when ``partial``."""
-    from ..errors import NslabError
-
     try:
         code = action()
-    except NslabError as exc:
+    except Exception as exc:
+        from ..errors import NslabError  # (imported on failure only: `nslab exec` succeeds without it)
+
+        if not isinstance(exc, NslabError):
+            raise
         for line in exc.lines():
             sys.stderr.write(f"nslab: {line}\n")
         return exc.exit_code
@@ -279,12 +282,11 @@ def _netns(text: str) -> tuple[str, None] | None:
 def _lab_host(text: str) -> tuple[str, str] | None:
     """(namespace, kept UTS namespace) of a lab host that is up; None when not exactly one lab has it."""
     from .. import paths
-    from ..core import state
 
     lab, _, host = text.rpartition("/")
     if not host or "/" in lab or host in (".", ".."):
         return None
-    found = state.kept_hosts(host, lab or None)
+    found = paths.kept_hosts(host, lab or None)
     if len(found) != 1:
         return None
     lab, namespace = found[0]
