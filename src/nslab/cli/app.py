@@ -3,7 +3,7 @@
 Owns the conversion of the error tree into what a person sees: one line per problem on stderr, exit 2 for
 user mistakes (bad lab file, unknown host, conflicts), 1 for runtime failures, never a traceback for
 either. Heavy imports (pydantic, yaml, rich) happen inside the commands that need them. The common
-``nslab exec`` form does not get here at all (see :mod:`nslab.cli.fast`).
+``nslab exec`` form does not get here at all (see :mod:`nslab.cli.fast_exec`).
 """
 
 from __future__ import annotations

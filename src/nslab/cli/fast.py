@@ -1,23 +1,19 @@
-"""The CLI's fast path: ``exec``, ``down``, ``up`` and ``status`` in their plain forms, without click.
+"""The CLI's fast path: ``down``, ``up`` and ``status`` in their plain forms, without click (importing click
+alone takes ~28 ms; ``exec`` has a module of its own, :mod:`nslab.cli.fast_exec`).
 
-``nslab exec`` should cost about what ``ip netns exec`` costs, and importing click alone takes ~28 ms. So
-the plain form — a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options — is recognized
-here from argv and carried out with nothing but ``os``, the ctypes wrappers (linux.py), paths.py (which labs
-are up), naming.py and nsenter.py loaded (no typing, re, json, threading or subprocess; not even the exception
-tree until something fails). Anything
-else (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
-``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
-errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
-run from here too: a teardown should not wait for click either. So are ``up [-f FILE] [-q] [--wide]`` and
+``down LAB`` (one plain argument): a teardown should not wait for click. ``up [-f FILE] [-q] [--wide]`` and
 ``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.core.speccache`, an ``up``
 of an unchanged file imports neither click, rich, PyYAML nor pydantic (the click commands call the same
-functions below, so both ways print the same).
+functions below, so both ways print the same). Anything else returns ``None`` untouched: the click application
+handles it and owns the error messages.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from . import reporting
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -27,10 +23,8 @@ if TYPE_CHECKING:
 
 def run_fast(argv: list[str]) -> int | None:
     """Do ``argv`` if it is a form this module knows; None: not handled, nothing done."""
-    if len(argv) >= 3 and argv[0] == "exec":
-        return _exec(argv[1], argv[2:])
     if len(argv) == 2 and argv[0] == "down" and not argv[1].startswith("-"):
-        return _reporting(lambda: down(argv[1]))
+        return reporting(lambda: down(argv[1]))
     if argv and argv[0] == "up":
         return _up(argv[1:])
     if argv and argv[0] == "status":
@@ -62,7 +56,7 @@ def _up(args: list[str]) -> int | None:
     found = _options(args, {"-q": "quiet", "--quiet": "quiet", "--wide": "wide"}, {"-f": "file", "--file": "file"})
     if found is None or "" in found or found.get("file") == "-":
         return None
-    return _reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found))
+    return reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found))
 
 
 def up(file: str | None, quiet: bool = False, wide: bool = False) -> None:
@@ -89,7 +83,7 @@ def _status(args: list[str]) -> int | None:
     if found is None or ("json" in found and "wide" in found):
         return None
     output = "json" if "json" in found else "wide" if "wide" in found else "table"
-    return _reporting(lambda: status(found.get(""), output), partial=True)
+    return reporting(lambda: status(found.get(""), output), partial=True)
 
 
 def status(target: str | None, output: str, quiet: bool = False) -> int:
@@ -221,74 +215,3 @@ def down(lab: str) -> None:
         print(f"lab {lab} is down")
     else:
         print(f"lab {lab} was not up; nothing to do")
-
-
-def _reporting(action: Callable[[], int | None], partial: bool = False) -> int:
-    """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines; the action's
-    own exit status when ``partial``."""
-    try:
-        code = action()
-    except Exception as exc:
-        from ..errors import NslabError  # (imported on failure only: `nslab exec` succeeds without it)
-
-        if not isinstance(exc, NslabError):
-            raise
-        for line in exc.lines():
-            sys.stderr.write(f"nslab: {line}\n")
-        return exc.exit_code
-    except KeyboardInterrupt as exc:  # (what was half-made is rolled back by then), said as the click path says it
-        from . import Terminated
-
-        if isinstance(exc, Terminated):
-            sys.stderr.write(f"nslab: stopped by signal {exc.signum}\n")
-            return 128 + exc.signum
-        sys.stderr.write("nslab: aborted\n")
-        return 130
-    return (code or 0) if partial else 0
-
-
-def _exec(text: str, rest: list[str]) -> int | None:
-    if text.startswith("-") or os.geteuid() != 0:
-        return None  # an option before TARGET; not root: the click command says why root is needed
-    if rest[0] == "--":
-        command = rest[1:]
-    elif rest[0].startswith("-"):
-        return None  # an exec option after TARGET (or a command starting with '-': click decides)
-    else:
-        command = rest
-    if not command:
-        return None
-    where = _netns(text) if text.startswith("netns:") else None if ":" in text else _lab_host(text)
-    if where is None:
-        return None
-    from ..ns.nsenter import enter_host, exec_command
-
-    def enter_and_exec() -> None:
-        enter_host(*where)
-        exec_command(command)  # returns only by raising
-
-    return _reporting(enter_and_exec)
-
-
-def _netns(text: str) -> tuple[str, None] | None:
-    from .. import paths
-
-    name = text[len("netns:") :]
-    if not name or "/" in name or name in (".", "..") or not os.path.exists(paths.netns_path(name)):
-        return None
-    return name, None
-
-
-def _lab_host(text: str) -> tuple[str, str] | None:
-    """(namespace, kept UTS namespace) of a lab host that is up; None when not exactly one lab has it."""
-    from .. import paths
-
-    lab, _, host = text.rpartition("/")
-    if not host or "/" in lab or host in (".", ".."):
-        return None
-    found = paths.kept_hosts(host, lab or None)
-    if len(found) != 1:
-        return None
-    lab, namespace = found[0]
-    return namespace, paths.uts_path(lab, host)
-
