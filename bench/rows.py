@@ -414,6 +414,11 @@ def _exec_start(calls: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
+#: Untimed pause between the scale row's ``up`` and its ``status`` (seconds): right after an ``up`` of 3,000
+#: hosts the kernel's own after-work made ``status`` up to 2x slower (measured), which is no part of either.
+AFTER_UP = 3.0
+
+
 def row_scale(repeat: int, networks: list[int], per_network: int = 250) -> dict:
     """``up`` (a kept file), ``status`` and ``down`` of labs of ``networks`` x ``per_network`` hosts, the
     sizes alternating in rotating order after one untimed warm-up round (which keeps each file; its cold
@@ -426,6 +431,7 @@ def row_scale(repeat: int, networks: list[int], per_network: int = 250) -> dict:
             settle()
             t_up = timed([NSLAB, "up", "-q", "-f", files[n]])
             check_up(f"{LAB}-h", int(n))
+            time.sleep(AFTER_UP)  # the kernel is still busy with a big lab just made (bridge ports, timers)
             t_status = timed([NSLAB, "status", LAB])
             t_down = timed([NSLAB, "down", LAB])
             if r < 0:
