@@ -298,8 +298,6 @@ def list_named_namespaces() -> list[str]:
 # The operations apply.py needs (drivers/fake.py has the same surface for unit tests)
 # ---------------------------------------------------------------------------------------------------
 
-#: Below this MTU an interface has no IPv6 (RFC 8200), and the kernel refuses IPv6 settings for it.
-IPV6_MIN_MTU = 1280
 #: How long ``link ... up`` waits for the carrier of the ends it brought up (seconds).
 CARRIER_WAIT = 2.0
 #: Hosts made at once: bounds the open fds (one nsfs fd + one socket per namespace).
@@ -650,7 +648,6 @@ class NetlinkKernel:
                         ns.close()
             ports = Batch()
             bridge_index: dict[str, int] = {}
-            ipv6 = os.path.exists("/proc/net/if_inet6")  # the kernel has IPv6 (in the machine's namespace)
             for h in hosts:
                 for port in h.interfaces:
                     if port.network is None or port.host_veth is None:
@@ -659,8 +656,7 @@ class NetlinkKernel:
                     if bridge not in bridge_index:
                         bridge_index[bridge] = socket.if_nametoindex(bridge)
                     alias = owner_alias(lab.name, "host", h.name, port.name)
-                    attach_port(ports, port.host_veth, bridge_index[bridge], alias,
-                                no_link_local=ipv6 and (port.mtu or 1500) >= IPV6_MIN_MTU)
+                    attach_port(ports, port.host_veth, bridge_index[bridge], alias)
             ports.commit_or_raise(self.root)
         except BaseException:
             for name in made:
