@@ -1,4 +1,5 @@
-"""Every path nslab reads or writes, in one place (stdlib ``os`` only: ``nslab exec`` imports this).
+"""Every path nslab reads or writes, in one place, and which labs are up (``os`` and naming.py only: ``nslab exec``
+imports this).
 
 - ``/run/netns/<namespace>``       named network namespaces, as ``ip netns`` keeps them;
 - ``/etc/netns/<namespace>/``      per-namespace files bound over ``/etc`` by ``ip netns exec`` / ``nslab exec``;

@@ -4,7 +4,9 @@ command that must start fastest loads nothing else of the CLI (see :mod:`nslab.c
 The plain form is a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options; anything else
 (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
 ``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
-errors are reported here, the way the click path reports them.
+errors are reported here, the way the click path reports them. Loaded: ``os``, paths.py and naming.py (which
+labs are up), linux.py (``_ctypes``) and nsenter.py; not typing, re, json, threading or subprocess, nor the
+exception tree until something fails (tests/unit/test_import_budget.py).
 """
 
 from __future__ import annotations
