@@ -27,7 +27,7 @@ from bench.peers import fmt_time  # (one formatter for both tables)
 from bench.rows import RESULT_MARK
 
 REPO = Path(__file__).resolve().parent.parent
-ROWS = ("updown", "exec", "idle", "publish", "ls", "speed")
+ROWS = ("updown", "exec", "idle", "publish", "ls", "speed", "scale")
 
 # Targets of issue 6, as (text shown, predicate on the ratio/value).
 UP_300 = 1 / 10
@@ -62,6 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ls-namespaces", type=int, default=1000, help="namespaces on the machine for ls (default 1000)")
     p.add_argument("--speed-sizes", type=int, nargs="+", default=[10, 300], metavar="N",
                    help="host counts of the speed row's up/down against the optimized script (default: 10 300)")
+    p.add_argument("--scale-networks", type=int, nargs="+", default=[4, 12], metavar="K",
+                   help="the scale row's labs: K networks of --scale-per-network hosts each (default: 4 12, i.e. "
+                        "1,000 and 3,000 hosts)")
+    p.add_argument("--scale-per-network", type=int, default=250, metavar="N",
+                   help="hosts per network in the scale row (default 250, at most 250)")
     p.add_argument("--skip", default="", metavar="ROW,...", help=f"rows to leave out: {', '.join(ROWS)}")
     p.add_argument("--json", metavar="FILE", help="also write the raw samples as JSON")
     peers.add_arguments(p)
@@ -336,6 +341,29 @@ def render_speed(table: Table, res: dict) -> None:
                        "the up/down medians follow one untimed warm-up round of both ways")
 
 
+SCALE_GROWTH = 3.3  # issue 20: t(3,000 hosts) / t(1,000 hosts), up, status and down
+
+
+def render_scale(table: Table, res: dict) -> None:
+    """Issue 20's growth row: each size's medians, and the largest over the smallest (baseline A: the smallest)."""
+    if "error" in res:
+        table.add("scale (issue 20)", f"error: {res['error']}")
+        return
+    sizes = sorted(res["runs"], key=int)
+    small, big = sizes[0], sizes[-1]
+    for op in ("up", "status", "down"):
+        m = {n: median(res["runs"][n][op]) for n in sizes}
+        for n in sizes[1:]:
+            ratio, limit = m[n] / m[small], SCALE_GROWTH * int(n) / int(small) / 3
+            table.add(f"`nslab {op}`, {int(n):,} hosts ({int(n) // res['per_network']} networks of "
+                      f"{res['per_network']}), median of {len(res['runs'][n][op])}", fmt_time(m[n]),
+                      f"{int(small):,} hosts: {fmt_time(m[small])}", fmt_ratio(ratio), "—", "—",
+                      f"≤ {limit:g} × A", yes_no(ratio <= limit))
+    cold = ", ".join(f"{int(n):,} hosts {fmt_time(res['cold_up'][n])}" for n in sizes)
+    table.notes.append(f"scale: the first `up` of each file (not kept yet, untimed warm-up): {cold}; sizes "
+                       f"alternate in rotating order; ratio {big} / {small} hosts, linear = {int(big) / int(small):g}")
+
+
 def header(args: argparse.Namespace) -> str:
     commit = (
         subprocess.run(
@@ -380,6 +408,10 @@ def run_rows(args: argparse.Namespace, table: Table, results: dict) -> None:
     if "speed" not in args.skip:
         results["speed"] = run_row("speed", repeat=args.repeat, sizes=args.speed_sizes, calls=args.exec_calls)
         render_speed(table, results["speed"])
+    if "scale" not in args.skip:
+        results["scale"] = run_row("scale", repeat=args.repeat, networks=args.scale_networks,
+                                   per_network=args.scale_per_network)
+        render_scale(table, results["scale"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,5 +18,17 @@ def lab_text(n: int, published: int = PUBLISHED, publish_to: int = 80) -> str:
     return "\n".join(lines) + "\n"
 
 
+def networks_text(networks: int, per_network: int) -> str:
+    """``networks`` bridge networks of ``per_network`` hosts each (h1, h2, ... in order), one /24 each inside
+    SUBNET: the scale row's lab (a big lab is several networks, not one bridge with thousands of ports)."""
+    lines = [f"name: {LAB}", "networks:"]
+    for k in range(networks):
+        lines += [f"  n{k}:", f"    subnet: 10.77.{k}.0/24"]
+    lines.append("hosts:")
+    for i in range(1, networks * per_network + 1):
+        lines += [f"  h{i}:", f"    networks: [n{(i - 1) // per_network}]"]
+    return "\n".join(lines) + "\n"
+
+
 def namespace(i: int) -> str:
     return f"{LAB}-h{i}"

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.labfile import LAB, SUBNET, lab_text, namespace
+from bench.labfile import LAB, SUBNET, lab_text, namespace, networks_text
 from nslab.tools.sandbox import WAN, WAN_ADDRESS, ThrowawayHost
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,11 +90,16 @@ def settle(timeout: float = 300) -> float:
 
 def write_lab(n: int, **kwargs) -> str:
     """A lab file of ``n`` hosts in a fresh temporary directory, removed when this process ends."""
+    return write_text(lab_text(n, **kwargs))
+
+
+def write_text(text: str) -> str:
+    """``text`` as nslab.yaml in a fresh temporary directory, removed when this process ends."""
     directory = tempfile.mkdtemp(prefix="nslab-bench-")
     atexit.register(shutil.rmtree, directory, True)
     path = os.path.join(directory, "nslab.yaml")
     with open(path, "w") as f:
-        f.write(lab_text(n, **kwargs))
+        f.write(text)
     return path
 
 
@@ -406,6 +411,40 @@ def _exec_start(calls: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# Row 7 (issue 20): growth from 1,000 to 3,000 hosts (networks of 250)
+# ------------------------------------------------------------------------------------------------
+
+
+#: Untimed pause between the scale row's ``up`` and its ``status`` (seconds): right after an ``up`` of 3,000
+#: hosts the kernel's own after-work made ``status`` up to 2x slower (measured), which is no part of either.
+AFTER_UP = 3.0
+
+
+def row_scale(repeat: int, networks: list[int], per_network: int = 250) -> dict:
+    """``up`` (a kept file), ``status`` and ``down`` of labs of ``networks`` x ``per_network`` hosts, the
+    sizes alternating in rotating order after one untimed warm-up round (which keeps each file; its cold
+    ``up`` is returned apart). Linear growth: t(3,000) / t(1,000) = 3."""
+    files = {str(k * per_network): write_text(networks_text(k, per_network)) for k in networks}
+    result: dict = {"repeat": repeat, "per_network": per_network, "cold_up": {},
+                    "runs": {n: {"up": [], "status": [], "down": []} for n in files}}
+    for r in range(-1, repeat):
+        for n in rotate(list(files), r):
+            settle()
+            t_up = timed([NSLAB, "up", "-q", "-f", files[n]])
+            check_up(f"{LAB}-h", int(n))
+            time.sleep(AFTER_UP)  # the kernel is still busy with a big lab just made (bridge ports, timers)
+            t_status = timed([NSLAB, "status", LAB])
+            t_down = timed([NSLAB, "down", LAB])
+            if r < 0:
+                result["cold_up"][n] = t_up
+                continue
+            for op, t in (("up", t_up), ("status", t_status), ("down", t_down)):
+                result["runs"][n][op].append(t)
+    settle()
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str]) -> int:
@@ -424,6 +463,8 @@ def main(argv: list[str]) -> int:
             result = row_ls(**args)
         elif row == "speed":
             result = row_speed(**args)
+        elif row == "scale":
+            result = row_scale(**args)
         else:
             raise SystemExit(f"unknown row {row}")
     except (BenchError, subprocess.TimeoutExpired) as exc:

@@ -19,29 +19,30 @@ Everything nslab raises on purpose derives from :class:`NslabError` (see :mod:`n
 
 from __future__ import annotations
 
-from .errors import (
-    ConflictError,
-    EnvironmentProblem,
-    FirewallError,
-    KernelError,
-    NslabError,
-    ResolveError,
-    SpecError,
-    TargetError,
-    TeardownError,
-    UserError,
-)
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (this package is on the exec path)
 if TYPE_CHECKING:
+    from .errors import (
+        ConflictError,
+        EnvironmentProblem,
+        FirewallError,
+        KernelError,
+        NslabError,
+        ResolveError,
+        SpecError,
+        TargetError,
+        TeardownError,
+        UserError,
+    )
     from .lab import Lab, UpResult, down, status
     from .ns.discover import list_namespaces
     from .ns.nsenter import enter
     from .tools.throwaway import run
 
 # Imported on first use (PEP 562): `nslab exec` and `nslab down` import `nslab.*` submodules and must not pay
-# for pydantic/yaml/click through this package's namespace.
+# for pydantic/yaml/click through this package's namespace (nor `nslab exec` for the exception tree).
 _LAZY = {
+    **dict.fromkeys(("ConflictError", "EnvironmentProblem", "FirewallError", "KernelError", "NslabError",
+                     "ResolveError", "SpecError", "TargetError", "TeardownError", "UserError"), "errors"),
     "list_namespaces": "ns.discover",
     "Lab": "lab",
     "UpResult": "lab",

@@ -1,6 +1,6 @@
-"""Thin wrappers for the libc calls Python 3.11 lacks: setns, unshare, mount, umount2, sethostname, inotify;
-and the one way nslab does something inside another namespace and comes back (:func:`in_namespace`,
-:class:`Visit`).
+"""Thin wrappers for the libc calls Python 3.11 lacks: setns, unshare, mount, umount2, sethostname, inotify,
+a filesystem mounted nowhere (fsopen + fsmount); and the one way nslab does something inside another namespace
+and comes back (:func:`in_namespace`, :class:`Visit`).
 
 Owns nothing but the syscall boundary; every failure becomes an ``OSError`` with errno, so callers convert
 it into the nslab error tree. Kept free of heavy imports: the ``exec`` path uses it. So the functions are
@@ -162,6 +162,30 @@ def inotify_watch(fd: int, path: str, mask: int = IN_MODIFY) -> int:
     if wd < 0:
         _check(-1, "inotify_add_watch", path)
     return wd
+
+
+# The new mount API (Linux 5.2): the same numbers on every architecture (the unified syscall table).
+_SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432
+FSOPEN_CLOEXEC, FSCONFIG_CMD_CREATE, FSMOUNT_CLOEXEC = 1, 6, 1
+
+
+def detached_mount(fstype: str) -> int:
+    """A new instance of filesystem ``fstype`` (no source, no options: ``proc``, ``tmpfs``, ...) mounted nowhere:
+    an fd to open files under (``dir_fd=``); the mount goes with the last fd that refers to it. Nothing to
+    clean up, nothing visible to anyone else."""
+    context: int = _libc.syscall(_ULong(_SYS_FSOPEN), _CharP(fstype.encode()), _ULong(FSOPEN_CLOEXEC))
+    if context < 0:
+        _check(-1, "fsopen", fstype)
+    try:
+        if _libc.syscall(_ULong(_SYS_FSCONFIG), _ULong(context), _ULong(FSCONFIG_CMD_CREATE), _VoidP(None),
+                         _VoidP(None), _ULong(0)) < 0:
+            _check(-1, "fsconfig", fstype)
+        fd: int = _libc.syscall(_ULong(_SYS_FSMOUNT), _ULong(context), _ULong(FSMOUNT_CLOEXEC), _ULong(0))
+        if fd < 0:
+            _check(-1, "fsmount", fstype)
+        return fd
+    finally:
+        os.close(context)
 
 
 def require_root(why: str) -> None:

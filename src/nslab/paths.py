@@ -1,6 +1,6 @@
-"""Every path of nslab's own files and of the files it shares with iproute2 and Docker, in one place (stdlib
-``os`` only: ``nslab exec`` imports this). The kernel's own interfaces (``/proc``, ``/sys``) are spelled where
-they are read.
+"""Every path of nslab's own files and of the files it shares with iproute2 and Docker, in one place, and which
+labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel's own interfaces (``/proc``,
+``/sys``) are spelled where they are read.
 
 - ``/run/netns/<namespace>``       named network namespaces, as ``ip netns`` keeps them;
 - ``/etc/netns/<namespace>/``      per-namespace files bound over ``/etc`` by ``ip netns exec`` / ``nslab exec``;
@@ -26,6 +26,12 @@ anything that is not a lab name, so ``nslab down /some/dir`` can never reach out
 from __future__ import annotations
 
 import os
+
+from .naming import namespace_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NETNS_DIR = "/run/netns"
 ETC_NETNS_DIR = "/etc/netns"
@@ -146,3 +152,47 @@ def delayer_config(lab: str) -> str:
 
 def delayer_status(lab: str) -> str:
     return os.path.join(lab_dir(lab), "delayer.status.json")
+
+
+# Which labs are up, read from the layout above alone (no record parsed: ``nslab exec`` finds its host here).
+
+
+def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
+    """``(lab, namespace)`` of every lab that is up with ``host`` (only ``lab`` if given), read from the
+    hosts' kept UTS namespaces and ``/run/netns`` — no state file parsed, which keeps exec fast."""
+    if lab is not None and not is_lab_name(lab):
+        return []
+    found = []
+    for name in [lab] if lab else lab_names():
+        namespace = namespace_name(name, host)
+        if os.path.exists(uts_path(name, host)) and os.path.exists(netns_path(namespace)):
+            found.append((name, namespace))
+    return found
+
+
+def lab_names() -> list[str]:
+    """Labs that are up (that have a state file)."""
+    return _labs_having(state_file)
+
+
+def visible_labs() -> list[str]:
+    """Labs with a directory under the state root: what a user who cannot read the lab directories (not root,
+    they are 0700) can tell about which labs are up."""
+    try:
+        entries = os.listdir(state_root())
+    except OSError:
+        return []
+    return sorted(e for e in entries if is_lab_name(e) and os.path.isdir(lab_dir(e)))
+
+
+def labs_with_intent() -> list[str]:
+    """Labs with an unfinished ``up`` (an intent file), with or without a state."""
+    return _labs_having(intent_file)
+
+
+def _labs_having(file_of: Callable[[str], str]) -> list[str]:
+    try:
+        entries = os.listdir(state_root())
+    except FileNotFoundError:
+        return []
+    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(file_of(e)))

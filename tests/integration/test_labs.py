@@ -265,3 +265,25 @@ def test_a_foreign_link_with_a_non_utf8_alias_is_no_problem(host, lab_file):
     nslab("down", "demo")
     assert {"zz0", "zz1"} <= machine_links()
     sh("ip link del zz0")
+
+
+def test_new_namespaces_get_their_defaults_through_renewed_sysctl_roots(host, monkeypatch):
+    # create_namespaces writes each new namespace's IPv6 defaults through a procfs instance of its own, a new
+    # one every SYSCTL_ROOT_USES namespaces (kernel dentry chains): every namespace gets them, across renewals
+    from nslab.drivers import netlink
+
+    monkeypatch.setattr(netlink, "SYSCTL_ROOT_USES", 3)
+    proc_mounts_before = Path("/proc/self/mountinfo").read_text().count(" - proc ")
+    names = [f"roots-{i}" for i in range(8)]
+    made = netlink.create_namespaces(names, dual_stack=frozenset({"roots-4"}))
+    try:
+        for name in names:
+            read = sh(f"ip netns exec {name} sysctl -n net.ipv6.conf.default.addr_gen_mode "
+                      "net.ipv6.conf.default.keep_addr_on_down").stdout.split()
+            assert read == (["1", "1"] if name == "roots-4" else ["1", "0"]), name
+        proc_mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if " - proc " in line]
+        assert len(proc_mounts) == proc_mounts_before  # the procfs instances were mounted nowhere
+    finally:
+        for ns in made.values():
+            ns.close()
+            netlink.delete_namespace(ns.name)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from nslab import paths
-from nslab.cli import fast
+from nslab.cli import fast, fast_exec, fast_form
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,7 @@ def empty_state(tmp_path, monkeypatch):
     ],
 )
 def test_forms_left_to_click(argv):
-    assert fast.run_fast(argv) is None
+    assert fast_form(argv) is None
 
 
 def test_plain_status_forms_are_run_here(capsys):
@@ -82,15 +82,15 @@ def test_lab_host_found_by_its_kept_uts_namespace(tmp_path, monkeypatch):
         (state / lab / "uts").mkdir(parents=True)
         (state / lab / "state.json").write_text("{}")
     (state / "one" / "uts" / "web").touch()
-    assert fast._lab_host("web") is None  # no namespace file
+    assert fast_exec._lab_host("web") is None  # no namespace file
     (netns / "one-web").touch()
-    assert fast._lab_host("web") == ("one-web", os.path.join(str(state), "one", "uts", "web"))
-    assert fast._lab_host("one/web") == fast._lab_host("web")
-    assert fast._lab_host("two/web") is None
+    assert fast_exec._lab_host("web") == ("one-web", os.path.join(str(state), "one", "uts", "web"))
+    assert fast_exec._lab_host("one/web") == fast_exec._lab_host("web")
+    assert fast_exec._lab_host("two/web") is None
     (state / "two" / "uts" / "web").touch()
     (netns / "two-web").touch()
-    assert fast._lab_host("web") is None  # ambiguous: click says "write LAB/web"
-    assert fast._lab_host("two/web") == ("two-web", os.path.join(str(state), "two", "uts", "web"))
+    assert fast_exec._lab_host("web") is None  # ambiguous: click says "write LAB/web"
+    assert fast_exec._lab_host("two/web") == ("two-web", os.path.join(str(state), "two", "uts", "web"))
 
 
 @pytest.mark.parametrize("name", ["demo", "a", "run-4194304a", "a-b-c", "x" * 12, "", "x" * 13, "Demo", "1ab",

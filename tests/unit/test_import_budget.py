@@ -2,7 +2,8 @@
 what it does not need (pydantic + PyYAML ~200 ms, click ~30 ms, rich ~40 ms: more than the work itself).
 
 - ``exec``: the CLI's fast path and the modules that enter a namespace: none of the heavy libraries, nor
-  typing, re, json, threading, subprocess, dataclasses, ctypes (linux.py uses _ctypes; see cli/fast.py);
+  typing, re, json, threading, subprocess, dataclasses, ctypes (linux.py uses _ctypes; see cli/fast_exec.py),
+  nor the rest of the CLI, the pipeline's package, the exception tree (until something fails), fcntl, warnings;
 - ``up`` of a lab file kept by core/kept.py (a new lab and an unchanged one) and ``down``, over the fakes:
   no pydantic, PyYAML, click or rich, nor subprocess, shutil, pathlib or hashlib;
 - ``status`` and ``status --json``: no pydantic, PyYAML, click or rich.
@@ -82,14 +83,19 @@ def lab_file(tmp_path):
 
 def test_exec_path_imports_nothing_heavy(state):
     body = """
-    from nslab.cli import fast
+    from nslab.cli import fast_exec
     from nslab import paths, linux
-    from nslab.core import state
     from nslab.ns import nsenter
-    assert fast.run_fast(["exec", "web", "true"]) is None  # no lab is up: left to click, nothing done
-    fast._lab_host("budget/web")
+    assert fast_exec.run_exec("web", ["true"]) is None  # no lab is up: left to click, nothing done
+    fast_exec._lab_host("budget/web")
     """
     assert _loaded(body, EXEC_NEVER, state, report_json=False) == []
+    # nor the pipeline's package (which labs are up is read from paths.py), nor the exception tree until
+    # something fails, nor `warnings` (os.execvp's PATH search imports it; nsenter searches PATH itself)
+    found = _loaded(body, ("nslab", "fcntl", "warnings"), state, report_json=False)
+    assert "nslab.ns.nsenter" in found  # (the check sees what it looks for)
+    heavier = ("nslab.core", "nslab.errors", "nslab.cli.fast", "fcntl", "warnings")
+    assert [m for m in found if m in heavier] == []
 
 
 def _kept(lab_file: str, state: str) -> None:

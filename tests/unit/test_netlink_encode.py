@@ -188,3 +188,13 @@ def test_a_dump_that_never_settles_is_an_error():
     sock = _ScriptedSocket([(0x2 | nl.NLM_F_DUMP_INTR, False)] * nl.DUMP_ATTEMPTS)
     with pytest.raises(KernelError, match="interrupted"):
         nl.dump(sock, request)
+
+
+def test_parsed_addresses_are_kept_and_the_tables_stay_bounded(monkeypatch):
+    monkeypatch.setattr(nl, "_PARSED_LIMIT", 2)
+    monkeypatch.setattr(nl, "_GATEWAYS", {})
+    first = nl._remember(nl._GATEWAYS, b"\x0a\x00\x00\x01", "10.0.0.1")
+    assert nl._GATEWAYS.get(b"\x0a\x00\x00\x01") is first  # found again without being made again
+    nl._remember(nl._GATEWAYS, b"\x0a\x00\x00\x02", "10.0.0.2")
+    nl._remember(nl._GATEWAYS, b"\x0a\x00\x00\x03", "10.0.0.3")  # the limit reached: emptied, then kept
+    assert nl._GATEWAYS == {b"\x0a\x00\x00\x03": "10.0.0.3"}

@@ -1,8 +1,8 @@
 """The ``nslab`` command line. :func:`entry` is what bin/nslab runs.
 
-The hot forms are recognized straight from argv by :mod:`nslab.cli.fast` (importing click alone costs more
-than ``ip netns exec`` takes); everything else, and every error message, goes through the click
-application in :mod:`nslab.cli.app`.
+The hot forms are recognized straight from argv by :mod:`nslab.cli.fast_exec` (``exec``) and
+:mod:`nslab.cli.fast` (``up``, ``down``, ``status``): importing click alone costs more than ``ip netns exec``
+takes. Everything else, and every error message, goes through the click application in :mod:`nslab.cli.app`.
 """
 
 from __future__ import annotations
@@ -17,19 +17,33 @@ def main(argv: list[str] | None = None) -> int:
     return app_main(argv)
 
 
+def fast_form(argv: list[str]) -> int | None:
+    """Do ``argv`` if it is a plain form of ``exec``, ``up``, ``down`` or ``status`` (without click); None: left
+    to the click application, nothing done."""
+    if argv[:1] == ["exec"]:
+        if len(argv) < 3:
+            return None
+        from .fast_exec import run_exec
+
+        return run_exec(argv[1], argv[2:])
+    from .fast import run_fast
+
+    return run_fast(argv)
+
+
 def entry() -> None:
     # `timeout`, systemd and CI runners stop a command with SIGTERM; a closed terminal sends SIGHUP. Both roll
     # back like Ctrl-C. (_signal, not signal: the latter imports enum, and `nslab exec` cannot afford it.)
     import _signal  # (its stub: dev/stubs/_signal.pyi)
 
-    from .fast import Terminated, run_fast, terminate
+    from .plain import Terminated, terminate
 
     for signum in (_signal.SIGTERM, _signal.SIGHUP):
         _signal.signal(signum, terminate)
 
     argv = sys.argv[1:]
     try:
-        code = run_fast(argv)
+        code = fast_form(argv)
         sys.exit(main(argv) if code is None else code)
     except Terminated as exc:
         sys.exit(128 + exc.signum)

@@ -3,7 +3,7 @@
 Owns the conversion of the error tree into what a person sees: one line per problem on stderr, exit 2 for
 user mistakes (bad lab file, unknown host, conflicts), 1 for runtime failures, never a traceback for
 either. Heavy imports (pydantic, yaml, rich) happen inside the commands that need them. The common
-``nslab exec`` form does not get here at all (see :mod:`nslab.cli.fast`).
+``nslab exec`` form does not get here at all (see :mod:`nslab.cli.fast_exec`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(f"nslab: {line}", err=True)
         return exc.exit_code
     except click.exceptions.Abort as exc:
-        from .fast import Terminated
+        from .plain import Terminated
 
         cause = exc.__cause__ or exc.__context__  # click turns Ctrl-C (and our SIGTERM/SIGHUP) into Abort
         if isinstance(cause, Terminated):
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        from .fast import Terminated
+        from .plain import Terminated
 
         return 128 + exc.signum if isinstance(exc, Terminated) else 130
     return 0

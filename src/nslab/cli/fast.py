@@ -1,22 +1,19 @@
-"""The CLI's fast path: ``exec``, ``down``, ``up`` and ``status`` in their plain forms, without click.
+"""The CLI's fast path: ``down``, ``up`` and ``status`` in their plain forms, without click (importing click
+alone takes ~28 ms; ``exec`` has a module of its own, :mod:`nslab.cli.fast_exec`).
 
-``nslab exec`` should cost about what ``ip netns exec`` costs, and importing click alone takes ~28 ms. So
-the plain form — a lab host (``[LAB/]HOST``) or ``netns:NAME`` target and no exec options — is recognized
-here from argv and carried out with nothing but ``os``, the ctypes wrappers (linux.py), paths.py, state.py's
-name checks and nsenter.py loaded (no typing, re, json, threading or subprocess). Anything
-else (options, other target kinds, ``--help``) and anything doubtful (no such lab, an ambiguous host) returns
-``None`` untouched, and the click command handles it and owns the error messages. Once we start entering,
-errors are reported here, the way the click path reports them. ``down LAB`` (one plain argument) is
-run from here too: a teardown should not wait for click either. So are ``up [-f FILE] [-q] [--wide]`` and
+``down LAB`` (one plain argument): a teardown should not wait for click. ``up [-f FILE] [-q] [--wide]`` and
 ``status [LAB | LAB/HOST] [--json | --wide]``: with the lab file kept by :mod:`nslab.core.kept`, an ``up``
 of an unchanged file imports neither click, rich, PyYAML nor pydantic (the click commands call the same
-functions below, so both ways print the same).
+functions below, so both ways print the same). Anything else returns ``None`` untouched: the click application
+handles it and owns the error messages.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from .plain import reporting
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -26,26 +23,10 @@ if TYPE_CHECKING:
     from ..core.lifecycle import Subset
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: handled like Ctrl-C (what is half-made is rolled back), exit status 128 + signal.
-    Here, not in the package's __init__, so app.py and this module need not import the package back."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def terminate(signum: int, _frame: object) -> None:
-    """The handler :func:`nslab.cli.entry` gives SIGTERM and SIGHUP."""
-    raise Terminated(signum)
-
-
 def run_fast(argv: list[str]) -> int | None:
     """Do ``argv`` if it is a form this module knows; None: not handled, nothing done."""
-    if len(argv) >= 3 and argv[0] == "exec":
-        return _exec(argv[1], argv[2:])
     if len(argv) == 2 and argv[0] == "down" and not argv[1].startswith("-"):
-        return _reporting(lambda: down(argv[1]))
+        return reporting(lambda: down(argv[1]))
     if argv and argv[0] == "up":
         return _up(argv[1:])
     if argv and argv[0] == "status":
@@ -82,7 +63,7 @@ def _up(args: list[str]) -> int | None:
         timeout = float(found.get("timeout", WAIT_TIMEOUT)) if "wait" in found else None
     except ValueError:
         return None  # click says what is wrong with it
-    return _reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found, wait=timeout),
+    return reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found, wait=timeout),
                       partial=True)
 
 
@@ -127,7 +108,7 @@ def _status(args: list[str]) -> int | None:
     if found is None or ("json" in found and "wide" in found):
         return None
     output = "json" if "json" in found else "wide" if "wide" in found else "table"
-    return _reporting(lambda: status(found.get(""), output), partial=True)
+    return reporting(lambda: status(found.get(""), output), partial=True)
 
 
 def status(target: str | None, output: str, quiet: bool = False) -> int:
@@ -179,8 +160,8 @@ def print_doc(doc: object, output: str) -> None:
 def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
     """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
     no such lab is up, which needs no root to say (the usual path says it)."""
-    from ..core.state import visible_labs
     from ..errors import EnvironmentProblem
+    from ..paths import visible_labs
 
     labs = [name for name in visible_labs() if lab_name in (None, name)]
     if not labs:
@@ -234,71 +215,3 @@ def down(lab: str) -> None:
         print(f"lab {lab} is down")
     else:
         print(f"lab {lab} was not up; nothing to do")
-
-
-def _reporting(action: Callable[[], int | None], partial: bool = False) -> int:
-    """Run an action the way :func:`nslab.cli.app.main` would: errors as ``nslab: ...`` lines; the action's
-    own exit status when ``partial``."""
-    from ..errors import NslabError
-
-    try:
-        code = action()
-    except NslabError as exc:
-        for line in exc.lines():
-            sys.stderr.write(f"nslab: {line}\n")
-        return exc.exit_code
-    except KeyboardInterrupt as exc:  # (what was half-made is rolled back by then), said as the click path says it
-        if isinstance(exc, Terminated):
-            sys.stderr.write(f"nslab: stopped by signal {exc.signum}\n")
-            return 128 + exc.signum
-        sys.stderr.write("nslab: aborted\n")
-        return 130
-    return (code or 0) if partial else 0
-
-
-def _exec(text: str, rest: list[str]) -> int | None:
-    if text.startswith("-") or os.geteuid() != 0:
-        return None  # an option before TARGET; not root: the click command says why root is needed
-    if rest[0] == "--":
-        command = rest[1:]
-    elif rest[0].startswith("-"):
-        return None  # an exec option after TARGET (or a command starting with '-': click decides)
-    else:
-        command = rest
-    if not command:
-        return None
-    where = _netns(text) if text.startswith("netns:") else None if ":" in text else _lab_host(text)
-    if where is None:
-        return None
-    from ..ns.nsenter import enter_host, exec_command
-
-    def enter_and_exec() -> None:
-        enter_host(*where)
-        exec_command(command)  # returns only by raising
-
-    return _reporting(enter_and_exec)
-
-
-def _netns(text: str) -> tuple[str, None] | None:
-    from .. import paths
-
-    name = text[len("netns:") :]
-    if not name or "/" in name or name in (".", "..") or not os.path.exists(paths.netns_path(name)):
-        return None
-    return name, None
-
-
-def _lab_host(text: str) -> tuple[str, str] | None:
-    """(namespace, kept UTS namespace) of a lab host that is up; None when not exactly one lab has it."""
-    from .. import paths
-    from ..core import state
-
-    lab, _, host = text.rpartition("/")
-    if not host or "/" in lab or host in (".", ".."):
-        return None
-    found = state.kept_hosts(host, lab or None)
-    if len(found) != 1:
-        return None
-    lab, namespace = found[0]
-    return namespace, paths.uts_path(lab, host)
-

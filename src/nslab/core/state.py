@@ -15,12 +15,14 @@ import _thread
 import fcntl
 import os
 
-from ..naming import namespace_name
-from ..paths import intent_file, is_lab_name, lab_dir, lock_file, netns_path, state_file, state_root, uts_path
+from ..paths import intent_file, lab_dir, lock_file, state_file, state_root
+from ..paths import kept_hosts as kept_hosts  # (which labs are up: read from the layout, in paths.py)
+from ..paths import lab_names as lab_names
+from ..paths import labs_with_intent as labs_with_intent
+from ..paths import visible_labs as visible_labs
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `nslab exec` reads paths from here
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (down and status import this)
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
     from ..model import Lab
@@ -176,47 +178,6 @@ def remove(name: str) -> None:
         os.rmdir(top)
     except OSError:
         pass
-
-
-def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
-    """``(lab, namespace)`` of every lab that is up with ``host`` (only ``lab`` if given), read from the
-    hosts' kept UTS namespaces and ``/run/netns`` — no state file parsed, which keeps exec fast."""
-    if lab is not None and not is_lab_name(lab):
-        return []
-    found = []
-    for name in [lab] if lab else lab_names():
-        namespace = namespace_name(name, host)
-        if os.path.exists(uts_path(name, host)) and os.path.exists(netns_path(namespace)):
-            found.append((name, namespace))
-    return found
-
-
-def lab_names() -> list[str]:
-    """Labs that are up (that have a state file)."""
-    return _labs_having(state_file)
-
-
-def visible_labs() -> list[str]:
-    """Labs with a directory under the state root: what a user who cannot read the lab directories (not root,
-    they are 0700) can tell about which labs are up."""
-    try:
-        entries = os.listdir(state_root())
-    except OSError:
-        return []
-    return sorted(e for e in entries if is_lab_name(e) and os.path.isdir(lab_dir(e)))
-
-
-def labs_with_intent() -> list[str]:
-    """Labs with an unfinished ``up`` (an intent file), with or without a state."""
-    return _labs_having(intent_file)
-
-
-def _labs_having(file_of: Callable[[str], str]) -> list[str]:
-    try:
-        entries = os.listdir(state_root())
-    except FileNotFoundError:
-        return []
-    return sorted(e for e in entries if is_lab_name(e) and os.path.isfile(file_of(e)))
 
 
 def all_states() -> list[LabState]:

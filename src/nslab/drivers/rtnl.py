@@ -27,6 +27,13 @@ from collections.abc import Iterable
 from ..errors import KernelError
 from ..values import Value, field
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    K = TypeVar("K")
+    V = TypeVar("V")
+
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -564,9 +571,28 @@ def _addresses(sock: socket.socket) -> Addresses:
         attrs = parse_attrs(data, offset + 16 + _IFADDRMSG.size, offset + length)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
         if raw:  # from (bytes, prefix): a third of the cost of parsing "a.b.c.d/p" (status reads every host)
-            kind = ipaddress.IPv4Interface if len(raw) == 4 else ipaddress.IPv6Interface
-            out.setdefault(index, []).append(kind((raw, prefixlen)))
+            address = _INTERFACES.get((raw, prefixlen))
+            if address is None:
+                kind = ipaddress.IPv4Interface if len(raw) == 4 else ipaddress.IPv6Interface
+                address = _remember(_INTERFACES, (raw, prefixlen), kind((raw, prefixlen)))
+            out.setdefault(index, []).append(address)
     return out
+
+
+# Addresses, networks and gateways made from their raw bytes, kept: every host has the same loopback addresses,
+# default route, lab subnet and gateway, and an ipaddress object takes ~10 us to make (drift and status read
+# every host of a lab). The objects are immutable; each table is emptied when it reaches _PARSED_LIMIT entries.
+_INTERFACES: dict[tuple[bytes, int], ipaddress.IPv4Interface | ipaddress.IPv6Interface] = {}
+_NETWORKS: dict[tuple[bytes, int], ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+_GATEWAYS: dict[bytes, str] = {}
+_PARSED_LIMIT = 1 << 14
+
+
+def _remember(table: dict[K, V], key: K, value: V) -> V:
+    if len(table) >= _PARSED_LIMIT:
+        table.clear()
+    table[key] = value
+    return value
 
 
 def links(sock: socket.socket, with_addresses: bool = True) -> list[LinkInfo]:
@@ -591,12 +617,18 @@ def routes(
         if table != RT_TABLE_MAIN and attrs.get(RTA_TABLE) != struct.pack("I", RT_TABLE_MAIN):
             continue
         zero = b"\0" * (4 if family == socket.AF_INET else 16)
-        dst = ipaddress.ip_address(attrs.get(RTA_DST, zero))
-        gateway = str(ipaddress.ip_address(attrs[RTA_GATEWAY])) if RTA_GATEWAY in attrs else None
+        key = (attrs.get(RTA_DST, zero), dst_len)
+        destination = _NETWORKS.get(key)
+        if destination is None:
+            dst = ipaddress.ip_address(key[0])
+            destination = _remember(_NETWORKS, key, ipaddress.ip_network((dst, dst_len), strict=False))
+        raw_gateway = attrs.get(RTA_GATEWAY)
+        gateway = None if raw_gateway is None else _GATEWAYS.get(raw_gateway) or _remember(
+            _GATEWAYS, raw_gateway, str(ipaddress.ip_address(raw_gateway)))
         oif = struct.unpack("I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         out.append(
             RouteInfo(
-                destination=ipaddress.ip_network((dst, dst_len), strict=False),
+                destination=destination,
                 gateway=gateway,
                 device=names.get(oif, ""),
             )
