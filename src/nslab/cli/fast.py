@@ -115,18 +115,37 @@ def status(target: str | None, output: str, quiet: bool = False) -> int:
     """``nslab status [LAB | LAB/HOST]`` in ``output`` (table, wide, json, yaml); exit status 1 when a lab's
     record is damaged (drift raises: exit 1 too, named). The click command calls it with its options."""
     from ..core.lifecycle import status as lab_status
-    from ..errors import NslabError, UserError
+    from ..errors import NslabError
 
-    lab_name, host = target, None
-    if target is not None and "/" in target:
-        lab_name, host = target.split("/", 1)
-        if not lab_name or not host or "/" in host:
-            raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
+    lab_name, host = _lab_and_host(target)
     if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
         return 0
     doc = _read_status(lab_status, lab_name)
     if host is not None:
         _only_host(doc, host)
+    _print_status(doc, output, quiet, host)
+    for problem in doc.get("damaged", []):  # labs whose state cannot be read: one line each, exit 1
+        sys.stderr.write(f"nslab: {problem}\n")
+    drifted = [f"{lab['name']} ({len(lab['drift'])})" for lab in doc["labs"] if lab.get("drift")]
+    if drifted:  # exit 1, named (`nslab up` repairs it)
+        raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
+    return 1 if doc.get("damaged") else 0
+
+
+def _lab_and_host(target: str | None) -> tuple[str | None, str | None]:
+    """``LAB`` or ``LAB/HOST`` (or nothing) -> (lab, host)."""
+    from ..errors import UserError
+
+    if target is None or "/" not in target:
+        return target, None
+    lab_name, host = target.split("/", 1)
+    if not lab_name or not host or "/" in host:
+        raise UserError(f"'{lab_name}/{host}' is neither LAB nor LAB/HOST")
+    return lab_name, host
+
+
+def _print_status(doc: dict[str, Any], output: str, quiet: bool, host: str | None) -> None:
+    """The status document as ``-q`` (lab names), JSON/YAML or the table."""
     if quiet:
         for lab in doc["labs"]:
             sys.stdout.write(lab["name"] + "\n")
@@ -137,12 +156,6 @@ def status(target: str | None, output: str, quiet: bool = False) -> int:
 
         render.status(doc, wide=output == "wide", host=host)
     sys.stdout.flush()
-    for problem in doc.get("damaged", []):  # labs whose state cannot be read: one line each, exit 1
-        sys.stderr.write(f"nslab: {problem}\n")
-    drifted = [f"{lab['name']} ({len(lab['drift'])})" for lab in doc["labs"] if lab.get("drift")]
-    if drifted:  # exit 1, named (`nslab up` repairs it)
-        raise NslabError(f"the machine differs from lab {', '.join(drifted)}: `nslab up` repairs it")
-    return 1 if doc.get("damaged") else 0
 
 
 def print_doc(doc: object, output: str) -> None:
@@ -199,12 +212,10 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
             raise no_host(lab["name"], host, [h["name"] for h in lab["hosts"]])
         lab["hosts"] = hosts
         lab["links"] = [lk for lk in lab.get("links", []) if host in lk["endpoints"]]
-        setup = lab.get("hostsetup") or {}
-        if "services" in setup:
-            setup["services"] = [s for s in setup["services"] if s.get("host") == host]
-        fw = lab.get("firewall") or {}
-        if "ports" in fw:
-            fw["ports"] = [p for p in fw["ports"] if p.get("host") == host]
+        for section, entries in (("hostsetup", "services"), ("firewall", "ports")):
+            part = lab.get(section) or {}
+            if entries in part:
+                part[entries] = [e for e in part[entries] if e.get("host") == host]
 
 
 def down(lab: str) -> None:

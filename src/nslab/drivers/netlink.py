@@ -331,6 +331,21 @@ class _Observing:
             self.kernel._links = self.kernel._bare = self.kernel._routes = None
 
 
+def _ports_batch(lab: Lab, hosts: list[Host]) -> Batch:
+    """Every host's machine-side veth end enslaved to its bridge, with its ownership mark: one batch."""
+    ports = Batch()
+    bridge_index: dict[str, int] = {}
+    for h in hosts:
+        for port in h.interfaces:
+            if port.network is None or port.host_veth is None:
+                continue
+            bridge = lab.networks[port.network].bridge
+            if bridge not in bridge_index:
+                bridge_index[bridge] = socket.if_nametoindex(bridge)
+            attach_port(ports, port.host_veth, bridge_index[bridge], owner_alias(lab.name, "host", h.name, port.name))
+    return ports
+
+
 class NetlinkKernel:
     """Lab-level operations, each batched; each either completes or raises/reports what failed."""
 
@@ -679,18 +694,7 @@ class NetlinkKernel:
                 finally:
                     for ns in opened.values():
                         ns.close()
-            ports = Batch()
-            bridge_index: dict[str, int] = {}
-            for h in hosts:
-                for port in h.interfaces:
-                    if port.network is None or port.host_veth is None:
-                        continue
-                    bridge = lab.networks[port.network].bridge
-                    if bridge not in bridge_index:
-                        bridge_index[bridge] = socket.if_nametoindex(bridge)
-                    alias = owner_alias(lab.name, "host", h.name, port.name)
-                    attach_port(ports, port.host_veth, bridge_index[bridge], alias)
-            ports.commit_or_raise(self.root)
+            _ports_batch(lab, hosts).commit_or_raise(self.root)
         except BaseException:
             for name in made:
                 delete_namespace(name)
