@@ -201,6 +201,8 @@ def test_up_right_after_down_and_a_recreated_host(host, tmp_path):
     # IPv4 hosts: no automatic IPv6 link-local address to flood the bridge with (::1 stays; IPv6 can be set up)
     assert "fe80" not in sh("ip -n again-h1 -6 addr show dev eth0").stdout
     assert "::1/128" in sh("ip -n again-h1 -6 addr show dev lo").stdout
+    # nor the machine's end of a host's veth (a bridge port has no address of its own; the bridge keeps its own)
+    assert " nsv" not in sh("ip -6 -o addr show").stdout
     sh("ip -n again-h1 -6 addr add fd00:81::1/64 dev eth0")
 
     # a host whose namespace is recreated by a converging `up` gets its veth back under the same name

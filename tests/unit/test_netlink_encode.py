@@ -111,6 +111,16 @@ def test_attach_port_and_set_up():
     msg, _ = _one(lambda b: nl.attach_port(b, "nsvabcdef12", 4, "nslab:demo:host:web1:eth0"), ifinfmsg)
     assert msg.get_attr("IFLA_MASTER") == 4 and msg.get_attr("IFLA_IFALIAS") == "nslab:demo:host:web1:eth0"
     assert msg["flags"] & 1 and msg["change"] & 1
+    assert msg.get_attr("IFLA_AF_SPEC") is None  # connect's ports keep the kernel's IPv6 default
+    batch = nl.Batch()
+    nl.attach_port(batch, "nsvabcdef12", 4, "x", no_link_local=True)
+    first, second = (ifinfmsg(data) for data, _ in batch.messages)
+    for m in (first, second):
+        m.decode()
+    inet6 = first.get_attr("IFLA_AF_SPEC").get_attr("AF_INET6")  # before up: the address comes with up
+    assert inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") == nl.IN6_ADDR_GEN_MODE_NONE and first["change"] == 0
+    assert first.get_attr("IFLA_IFNAME") == "nsvabcdef12"
+    assert second.get_attr("IFLA_MASTER") == 4 and second["flags"] & 1
     msg, _ = _one(lambda b: nl.set_up(b, 12, "eth2"), ifinfmsg)
     assert msg["index"] == 12 and msg["flags"] == msg["change"] == 1
 

@@ -301,6 +301,8 @@ def list_named_namespaces() -> list[str]:
 # The operations apply.py needs (drivers/fake.py has the same surface for unit tests)
 # ---------------------------------------------------------------------------------------------------
 
+#: Below this MTU an interface has no IPv6 (RFC 8200), and the kernel refuses IPv6 settings for it.
+IPV6_MIN_MTU = 1280
 #: How long ``link ... up`` waits for the carrier of the ends it brought up (seconds).
 CARRIER_WAIT = 2.0
 #: Hosts made at once: bounds the open fds (one nsfs fd + one socket per namespace).
@@ -335,6 +337,7 @@ def _ports_batch(lab: Lab, hosts: list[Host]) -> Batch:
     """Every host's machine-side veth end enslaved to its bridge, with its ownership mark: one batch."""
     ports = Batch()
     bridge_index: dict[str, int] = {}
+    ipv6 = os.path.exists("/proc/net/if_inet6")  # the kernel has IPv6 (in the machine's namespace)
     for h in hosts:
         for port in h.interfaces:
             if port.network is None or port.host_veth is None:
@@ -342,7 +345,8 @@ def _ports_batch(lab: Lab, hosts: list[Host]) -> Batch:
             bridge = lab.networks[port.network].bridge
             if bridge not in bridge_index:
                 bridge_index[bridge] = socket.if_nametoindex(bridge)
-            attach_port(ports, port.host_veth, bridge_index[bridge], owner_alias(lab.name, "host", h.name, port.name))
+            attach_port(ports, port.host_veth, bridge_index[bridge], owner_alias(lab.name, "host", h.name, port.name),
+                        no_link_local=ipv6 and (port.mtu or 1500) >= IPV6_MIN_MTU)
     return ports
 
 

@@ -315,12 +315,6 @@ def configure_end(batch: Batch, index: int, end: LinkEnd) -> None:
         add_route(batch, to, via, end.namespace)
 
 
-def attach_port(batch: Batch, name: str, master: int, alias: str) -> None:
-    """`ip link set NAME master BRIDGE alias ALIAS up`, by name."""
-    body = _link(up=True) + _string(IFLA_IFNAME, name) + _u32(IFLA_MASTER, master) + _string(IFLA_IFALIAS, alias)
-    batch.add(_message(RTM_NEWLINK, 0, body), f"attach {name} to its bridge")
-
-
 IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, IFLA_BRPORT_MODE = 4, 5, 4
 
 
@@ -367,13 +361,33 @@ def add_address(
     batch.add(_message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body), f"add address {address} to {what}")
 
 
-IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_EUI64 = 26, 8, 0
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_EUI64, IN6_ADDR_GEN_MODE_NONE = 26, 8, 0, 1
 
 
 def set_addr_gen_mode(batch: Batch, index: int, mode: int, what: str) -> None:
     """`ip link set IF addrgenmode eui64|none` (before the link is up: its link-local address comes with up)."""
-    inet6 = _attr(socket.AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([mode])))
-    batch.add(_message(RTM_NEWLINK, 0, _link(index) + _attr(IFLA_AF_SPEC, inet6)), f"set addrgenmode of {what}")
+    batch.add(_message(RTM_NEWLINK, 0, _link(index) + _addr_gen_mode(mode)), f"set addrgenmode of {what}")
+
+
+def _addr_gen_mode(mode: int) -> bytes:
+    return _attr(IFLA_AF_SPEC, _attr(socket.AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([mode]))))
+
+
+def attach_port(batch: Batch, name: str, master: int, alias: str, no_link_local: bool = False) -> None:
+    """[`ip link set NAME addrgenmode none`;] `ip link set NAME master BRIDGE alias ALIAS up`, by name.
+
+    ``no_link_local``: a bridge port needs no IPv6 address of its own. With one, each port's link-local address
+    and its routes went into the machine's table, which the kernel walks whole whenever a link comes up
+    (``fib6_ifup``), and each port's DAD, router solicitation and MLD packets were flooded to every host of its
+    bridge. A request of its own, before the one that brings the port up (the kernel applies IFF_UP first, and
+    the address comes with up). Only where the port has IPv6 (the kernel has it and the MTU is >= 1280): the
+    kernel refuses it otherwise.
+    """
+    if no_link_local:
+        body = _link() + _string(IFLA_IFNAME, name) + _addr_gen_mode(IN6_ADDR_GEN_MODE_NONE)
+        batch.add(_message(RTM_NEWLINK, 0, body), f"set addrgenmode none on {name}")
+    body = _link(up=True) + _string(IFLA_IFNAME, name) + _u32(IFLA_MASTER, master) + _string(IFLA_IFALIAS, alias)
+    batch.add(_message(RTM_NEWLINK, 0, body), f"attach {name} to its bridge")
 
 
 def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> None:

@@ -202,8 +202,11 @@ def port_commands(lab: Lab, host: Host, position: int, interface: Interface) -> 
     if i.address6:  # IPv6 on: a link-local address on this interface too (the namespace's default: none)
         out += [f"ip -n {ns} link set {i.name} addrgenmode eui64",
                 f"ip -n {ns} addr add {i.address6} dev {i.name} nodad"]
-    return [*out, f"ip -n {ns} link set {i.name} up",
-            f"ip link set {i.host_veth} master {bridge} alias {owner_alias(lab.name, 'host', host.name, i.name)} up"]
+    out.append(f"ip -n {ns} link set {i.name} up")
+    if (i.mtu or 1500) >= 1280:  # a bridge port: no IPv6 address of its own (drivers/rtnl.attach_port)
+        out.append(f"ip link set {i.host_veth} addrgenmode none")
+    alias = owner_alias(lab.name, "host", host.name, i.name)
+    return [*out, f"ip link set {i.host_veth} master {bridge} alias {alias} up"]
 
 
 def port_index(position: int) -> int:
