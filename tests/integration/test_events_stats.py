@@ -88,12 +88,12 @@ def test_stats_count_iperf3_traffic(lab, tmp_path):
     def received(doc: dict) -> dict:
         return {k: doc["b"]["interfaces"][0][k] - before["b"]["interfaces"][0][k] for k in ("rx_bytes", "rx_packets")}
 
-    # iperf3 -n 20M: the client is done once it has written 20 MiB; the server stops reading at the test's end,
-    # so what b received is most of it, not always all (18.5-21 MB seen): at least half, and a's sending all of it
+    # iperf3 -n 20M: the test ends once the client has written 20 MiB into its socket, and both ends stop there,
+    # so what crossed the veths is most of it, not always all (18.5-21 MB seen on each end): at least half
     after = settled(sample, lambda doc: received(doc)["rx_bytes"] >= 20e6, timeout=2)
     grown = received(after)
     assert grown["rx_bytes"] >= 10e6 and grown["rx_packets"] > 100, grown  # (GRO: large packets)
-    assert after["a"]["interfaces"][0]["tx_bytes"] - before["a"]["interfaces"][0]["tx_bytes"] >= 20e6
+    assert after["a"]["interfaces"][0]["tx_bytes"] - before["a"]["interfaces"][0]["tx_bytes"] >= 10e6
     assert set(after["b"]["interfaces"][0]) == {"name", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
                                                "rx_dropped", "tx_dropped"}
     server = after["b"]["services"][0]

@@ -326,8 +326,9 @@ SETTLING = 1.0
 
 def outside(pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str]:
     """What of its place the process ``pid`` is not in: ``network namespace`` (not the one pinned at ``net``),
-    ``hostname namespace`` (``uts``), ``cgroup``. Nothing for a process that is gone, just started, or whose
-    place is not there to compare with (a pin missing is the wiring's or the hostnames' drift)."""
+    ``hostname namespace`` (``uts``), ``cgroup``. Nothing for a process that is gone (a zombie too), just
+    started, or whose place is not there to compare with (a pin missing is the wiring's or the hostnames'
+    drift)."""
     age = procfs.age(pid)
     if age is None or age < SETTLING:
         return []
@@ -337,8 +338,8 @@ def outside(pid: int, net: str, uts: str | None, cgroup: str | None) -> list[str
         have = procfs.ns_inode(pid, kind)
         if want is not None and have is not None and want != have:
             found.append(what)
-    if cgroup and os.path.isdir(cgroup) and pid not in cgroup_members(cgroup) and procfs.exists(pid):
-        found.append("cgroup")
+    if cgroup and os.path.isdir(cgroup) and pid not in cgroup_members(cgroup) and procfs.is_running(pid):
+        found.append("cgroup")  # (a zombie has left its cgroup already: its supervisor reaps it at once)
     return found
 
 
