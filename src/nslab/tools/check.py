@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .. import model
 from ..core import labtests
 from ..errors import UserError
-from . import reach
+from . import is_address, reach
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
@@ -227,12 +227,12 @@ def explain(name: str, source: str, target: str, ipv6: bool = False, drivers: Dr
     lab = st.lab
     where, _port = _split_target(target)
     for host in (source, where):
-        if host != OUTSIDE and host not in lab.hosts and not _is_address(host):
+        if host != OUTSIDE and host not in lab.hosts and not is_address(host):
             raise no_host(name, host, lab.hosts)
     if source not in lab.hosts:
         raise UserError(f"--explain {source}: the source must be a host of lab '{name}'")
     gateway = _machine_gateway(drivers, ipv6) if where == OUTSIDE else None
-    v6 = ipv6 or (_is_address(where) and ipaddress.ip_address(where).version == 6)
+    v6 = ipv6 or (is_address(where) and ipaddress.ip_address(where).version == 6)
     return verdict(lab, st.extra, source, where, v6, str(gateway) if gateway else None)
 
 
@@ -247,11 +247,3 @@ def _split_target(text: str) -> tuple[str, str | None]:
     if sep:
         parse_port(port)
     return where, port if sep else None
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

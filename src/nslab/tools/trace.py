@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from ..errors import EnvironmentProblem, TargetError, UserError
 from ..model import Host, Lab
 from ..ns.targets import Target
+from . import is_address
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 _REWRITE = re.compile(r"\b(?:dnat|snat)(?: ip6?)? to \S+|\bmasquerade\b|\bredirect\b")
@@ -288,13 +289,6 @@ def _split_port(text: str) -> tuple[str, int]:
         raise UserError(f"{tail}: not a port (1-65535)")
     return head, int(tail)
 
-
-def is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...drivers.rtnl import LinkInfo, RouteInfo
 from ...paths import etc_netns_dir
+from .. import is_address
 
 if TYPE_CHECKING:
     from ...core.state import LabState
@@ -157,7 +158,7 @@ def _inside(view: NsView) -> None:
     view.udp53 = procfs.udp_local_addresses(53)
     _ask_gateways(view)
     for server in view.nameservers:
-        address = ipaddress.ip_address(server) if _is_address(server) else None
+        address = ipaddress.ip_address(server) if is_address(server) else None
         if address is None or (address.is_loopback and not view.udp53 & {server, "0.0.0.0"}):
             continue
         view.dns_answers[server] = probes.dns(server)
@@ -177,13 +178,6 @@ def _ask_gateways(view: NsView) -> None:
         if source is not None:
             view.gateway_arp[route.gateway] = (route.device, probes.arp(route.device, source, route.gateway))
 
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def observe_namespace(target: Target, to: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None) -> NsView:
