@@ -72,3 +72,22 @@ CHECK_REACH = {
     ("vault", "both"), ("both", "vault"),
     ("web1", "outside"), ("web2", "outside"), ("db", "outside"), ("both", "outside"),
 }
+
+#: The router example of docs/lab-file.md: a and b talk through `router` (ip_forward), nothing else routes.
+ROUTER = """\
+name: rt
+x-side: &side {internal: true}
+networks:
+  left: {subnet: 10.81.1.0/24, <<: *side}
+  right: {subnet: 10.81.2.0/24, <<: *side, mtu: 9000}
+hosts:
+  router:
+    networks: {left: 10.81.1.254, right: 10.81.2.254}
+    sysctls: {net.ipv4.ip_forward: 1}
+  a:
+    networks: [left]
+    default: 10.81.1.254
+  b:
+    networks: {right: {address: 10.81.2.10, mac: "02:aa:00:00:00:0b", mtu: 1400}}
+    routes: [{to: 10.81.1.0/24, via: 10.81.2.254}]
+"""

@@ -5,28 +5,10 @@ from __future__ import annotations
 
 import re
 
+from labfiles import ROUTER
 from labs import nslab
 
-ROUTER_LAB = """\
-name: rt
-x-internal: &internal {internal: true}
-networks:
-  left: {subnet: 10.81.1.0/24, <<: *internal}
-  right: {subnet: 10.81.2.0/24, <<: *internal}
-hosts:
-  router:
-    networks: {left: 10.81.1.254, right: 10.81.2.254}
-    sysctls: {net.ipv4.ip_forward: 1}
-  a:
-    networks: [left]
-    default: 10.81.1.254
-  b:
-    networks: {right: {address: 10.81.2.10, mac: "02:aa:00:00:00:0b", mtu: 1400}}
-    routes: [{to: 10.81.1.0/24, via: 10.81.2.254}]
-  c:
-    networks: [left]
-    default: none
-"""
+ROUTER_LAB = ROUTER + "  c:\n    networks: [left]\n    default: none\n"
 
 
 def test_router_host_forwards_between_its_networks(host, tmp_path):

@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from labfiles import ROUTER
 from nslab.core import spec
 from nslab.core.resolve import resolve
 from nslab.tools import reach
@@ -15,23 +16,6 @@ from nslab.tools.reach import OUTSIDE, Faults, Topology
 OUT4 = ipaddress.ip_address("198.51.100.1")
 OUT6 = ipaddress.ip_address("2001:db8::1")
 
-ROUTER = """\
-name: rt
-x-side: &side {internal: true}
-networks:
-  left: {subnet: 10.81.1.0/24, <<: *side}
-  right: {subnet: 10.81.2.0/24, <<: *side, mtu: 9000}
-hosts:
-  router:
-    networks: {left: 10.81.1.254, right: 10.81.2.254}
-    sysctls: {net.ipv4.ip_forward: 1}
-  a:
-    networks: [left]
-    default: 10.81.1.254
-  b:
-    networks: {right: {address: 10.81.2.10, mac: "02:aa:00:00:00:0b", mtu: 1400}}
-    routes: [{to: 10.81.1.0/24, via: 10.81.2.254}]
-"""
 
 MIXED = """\
 name: u
