@@ -14,6 +14,7 @@ its own ``wan``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -95,7 +96,7 @@ class ThrowawayHost:
             proc.wait()
         self._kill_stragglers()
         linux.setns(self.net_home, linux.CLONE_NEWNET)
-        linux.setns(self.mnt_home, linux.CLONE_NEWNS)
+        _back_to_mounts(self.mnt_home)
         os.close(self.net_home)
         os.close(self.mnt_home)
         fcntl.flock(self.lock, fcntl.LOCK_UN)
@@ -179,3 +180,18 @@ def machine_snapshot() -> dict[str, list[str]]:
         "/run/nslab": [e for e in entries("/run/nslab") if not e.startswith(".")],
         "cgroups": sorted(nslab_cgroups()),
     }
+
+
+def _back_to_mounts(mnt_home: int, patience: float = 2.0) -> None:
+    """setns into the mount namespace ``mnt_home``. The kernel refuses it (EINVAL) while another thread of this
+    process shares its filesystem context, and a worker thread that has just handed back its result (an
+    ``in_namespace`` call of the test) may not have finished exiting yet: wait for it a little."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            linux.setns(mnt_home, linux.CLONE_NEWNS)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
