@@ -119,31 +119,13 @@ class ThrowawayHost:
     def _kill_stragglers(self) -> None:
         """Any process still in this host's network namespace or in one of the namespaces named inside it
         (a daemon a test forgot, the services of a lab a failed test never took down) is killed."""
-        me = os.getpid()
         inodes = {self.net_ns_inode}
         for name in os.listdir("/run/netns"):
             try:
                 inodes.add(os.stat(os.path.join("/run/netns", name)).st_ino)
             except OSError:
                 continue
-        for _ in range(50):
-            left: list[int] = []
-            for entry in filter(str.isdigit, os.listdir("/proc")):
-                if int(entry) == me:
-                    continue
-                try:
-                    if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
-                        left.append(int(entry))
-                except (FileNotFoundError, PermissionError, ProcessLookupError):
-                    continue
-            if not left:
-                return
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.02)
+        _kill_in(inodes, spare=set())
 
 
 def nslab_cgroups() -> set[str]:
@@ -195,3 +177,155 @@ def _back_to_mounts(mnt_home: int, patience: float = 2.0) -> None:
             if exc.errno != errno.EINVAL or time.monotonic() > deadline:
                 raise
         time.sleep(0.01)
+
+
+#: The underlay every machine of a :class:`Machines` set hangs from: 198.18.0.0/15 is the benchmarking range,
+#: here only inside the throwaway host. The throwaway host itself is ``.254`` and forwards to ``wan`` for the
+#: machines that have a way out.
+UNDERLAY = "198.18.0"
+UNDERLAY6 = "2001:db8:18::"
+UNDERLAY_BRIDGE = "ul"
+#: What each machine gets fresh (tmpfs, shared propagation so a bind mount of it sees later mounts, as Swarm's
+#: tasks need for /run/netns).
+MACHINE_DIRS = ("/run/netns", "/etc/netns", "/run/nslab", "/var/lib/nslab")
+
+
+@dataclass
+class Machine:
+    """One "machine" inside a throwaway host: a network + mount + UTS namespace held by a sleeping process, with
+    its own /run/netns, /etc/netns, /run/nslab and hostname, and ``eth0`` on the underlay bridge."""
+
+    name: str
+    address: str  # its underlay address (eth0)
+    address6: str  # its IPv6 underlay address (eth0)
+    holder: subprocess.Popen[Any]
+
+    @property
+    def pid(self) -> int:
+        return self.holder.pid
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` as run on this machine (its network, mount and UTS namespaces)."""
+        return ["nsenter", "-t", str(self.pid), "-m", "-u", "-n", "--", *argv]
+
+    def run(self, argv: list[str], check: bool = False, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(argv), check=check, capture_output=True, text=True, **kwargs)
+
+    def sh(self, cmd: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.run(["sh", "-c", cmd], check=check, **kwargs)
+
+    def path(self, path: str) -> str:
+        """``path`` as this machine sees it, readable from the throwaway host."""
+        return f"/proc/{self.pid}/root{path}"
+
+    def namespace_inodes(self) -> set[int]:
+        """The machine's own network namespace and every one named in its /run/netns."""
+        inodes = {os.stat(f"/proc/{self.pid}/ns/net").st_ino}
+        netns = self.path("/run/netns")
+        for entry in os.listdir(netns):
+            try:
+                inodes.add(os.stat(os.path.join(netns, entry)).st_ino)
+            except OSError:
+                continue
+        return inodes
+
+
+@dataclass
+class Machines:
+    """N machines in the current throwaway host (``ThrowawayHost.enter()`` first), joined by the underlay bridge
+    ``ul`` (MTU ``mtu``, 198.18.0.0/24 and 2001:db8:18::/64); the machines named in ``way_out`` get a default
+    route through the throwaway host, which forwards to ``wan``; the others reach only the underlay.
+
+    ``stop()`` kills every process in a machine's namespaces (its own and those named in its /run/netns), then
+    the machines: the kernel drops what they held."""
+
+    host: ThrowawayHost
+    names: tuple[str, ...] = ("a", "b", "c")
+    way_out: tuple[str, ...] = ("a",)
+    mtu: int = 1500
+    machines: dict[str, Machine] = field(default_factory=dict)
+
+    def start(self) -> Machines:
+        sh(
+            f"""
+            ip link add {UNDERLAY_BRIDGE} mtu {self.mtu} type bridge
+            ip addr add {UNDERLAY}.254/24 dev {UNDERLAY_BRIDGE}
+            ip addr add {UNDERLAY6}fe/64 dev {UNDERLAY_BRIDGE} nodad
+            ip link set {UNDERLAY_BRIDGE} up
+            sysctl -qw net.ipv4.ip_forward=1
+            ip netns exec {WAN} ip route add {UNDERLAY}.0/24 via {UPLINK_ADDRESS}
+            """
+        )
+        for index, name in enumerate(self.names, start=1):
+            self.machines[name] = self._start_one(name, index)
+        return self
+
+    def _start_one(self, name: str, index: int) -> Machine:
+        holder = self.host.popen(
+            ["unshare", "--mount", "--net", "--uts", "--propagation", "private", "--", "sleep", "infinity"]
+        )
+        mine = os.stat("/proc/self/ns/net").st_ino
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{holder.pid}/ns/net").st_ino == mine:  # until unshare has made them
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"machine {name}: unshare did not start")
+            time.sleep(0.005)
+        machine = Machine(name, f"{UNDERLAY}.{index}", f"{UNDERLAY6}{index}", holder)
+        mounts = "; ".join(
+            f"mkdir -p {d}; mount -t tmpfs -o mode=755 tmpfs {d}; mount --make-shared {d}" for d in MACHINE_DIRS
+        )
+        way_out = f"ip route add default via {UNDERLAY}.254" if name in self.way_out else "true"
+        sh(f"ip link add u-{name} mtu {self.mtu} type veth peer name eth0 netns {holder.pid}")
+        sh(f"ip link set u-{name} master {UNDERLAY_BRIDGE} up")
+        machine.sh(
+            f"""
+            hostname {name}; {mounts}
+            ip link set lo up
+            ip addr add {machine.address}/24 dev eth0
+            ip addr add {machine.address6}/64 dev eth0 nodad
+            ip link set eth0 up
+            {way_out}
+            """
+        )
+        return machine
+
+    def __getitem__(self, name: str) -> Machine:
+        return self.machines[name]
+
+    def __iter__(self) -> Any:
+        return iter(self.machines.values())
+
+    def stop(self) -> None:
+        for machine in self.machines.values():
+            _kill_in(machine.namespace_inodes(), spare={machine.pid})
+            try:
+                os.kill(machine.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            machine.holder.wait()
+        self.machines.clear()
+        sh(f"ip link del {UNDERLAY_BRIDGE}", check=False)
+
+
+def _kill_in(inodes: set[int], spare: set[int]) -> None:
+    """Kill every process (but ours and ``spare``) whose network namespace is one of ``inodes``."""
+    me = os.getpid()
+    for _ in range(50):
+        left: list[int] = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            pid = int(entry)
+            if pid == me or pid in spare:
+                continue
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                    left.append(pid)
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
+                continue
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
