@@ -33,6 +33,16 @@ class Occupied(Value):
     owner: str
 
 
+class Machine(Value):
+    """One machine of a lab across machines (``machines:``): its underlay address (where the others send its
+    VXLAN traffic), and what picks it under an engine (a node name, node labels)."""
+
+    name: str
+    address: IPv4Addr | IPv6Addr
+    node: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
 class Network(Value):
     name: str
     bridge: str
@@ -42,6 +52,15 @@ class Network(Value):
     subnet6: IPv6Net | None = None  # a dual-stack network's IPv6 subnet; the bridge holds gateway6
     gateway6: ipaddress.IPv6Interface | None = None
     nat6: bool = True  # IPv6 egress masqueraded (else routed)
+    # A lab across machines (core/overlay.py): the machine holding the gateway address, NAT and published ports,
+    # the machines with a bridge of it (members or home, in ``machines:`` order), its VXLAN network identifier
+    # when it spans more than one.
+    home: str | None = None
+    machines: tuple[str, ...] = ()
+    vni: int | None = None
+
+    def spans(self) -> bool:
+        return len(self.machines) > 1
 
 
 class Interface(Value):
@@ -221,6 +240,7 @@ class Host(Value):
     interfaces: tuple[Interface, ...]
     gateway: IPv4Addr | None
     hostname: str
+    machine: str | None = None  # a lab across machines: where it lives
     routes: tuple[Route, ...] = ()  # added once the host's links exist (a route may go through one)
     sysctls: tuple[tuple[str, str], ...] = ()  # written inside the host's namespace, in file order
     container: Container | None = None  # set: the namespace is a Docker container's (features/containers.py)
@@ -302,6 +322,30 @@ class Lab(Value):
     partitions: tuple[tuple[str, str], ...] = ()  # hosts or networks cut from each other (features/partitions.py)
     expect: tuple[Expectation, ...] = ()  # verdicts over the reachability model's (tools/reach.py)
     tests: tuple[LabTest, ...] = ()  # what `nslab test` runs after the matrix
+    # A lab across machines (core/overlay.py). The whole lab resolves alike on every machine; each machine builds
+    # and records its part (``machine``): its own hosts, the networks it has a bridge of, the links with an end
+    # here; the rest of the lab stays known as ``remote`` hosts and ``remote_networks`` (names, checks).
+    machines: Mapping[str, Machine] = field(default_factory=dict)
+    overlay_port: int = 14789
+    overlay_mtu: int | None = None
+    digest: str = ""  # sha256 of the whole lab's record: the same on every machine for the same file
+    machine: str | None = None
+    remote: Mapping[str, Host] = field(default_factory=dict)
+    remote_networks: Mapping[str, Network] = field(default_factory=dict)
+
+    def whole(self) -> Lab:
+        """Every host and network of the lab, here and on the other machines (what names and checks see); the
+        lab itself when it is not a part."""
+        if not self.remote and not self.remote_networks:
+            return self
+        from .values import replace
+
+        return replace(self, hosts={**self.hosts, **self.remote}, networks={**self.networks, **self.remote_networks},
+                       remote={}, remote_networks={})
+
+    def builds_gateway(self, network: Network) -> bool:
+        """Whether this machine holds ``network``'s gateway address, NAT and published ports."""
+        return network.home is None or self.machine is None or network.home == self.machine
 
     def allocations(self) -> dict[str, Any]:
         """What IPAM decided, in the JSON shape state.py stores, so the next resolve can keep it."""

@@ -105,13 +105,14 @@ class Subset(Value):
     profiles: tuple[str, ...] = ()
 
 
-def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None, subset: Subset | None = None
-         ) -> Planned:
-    """Resolve and validate ``lab_file`` (every problem raised at once), then plan the machine's change."""
+def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None, subset: Subset | None = None,
+         machine: str | None = None) -> Planned:
+    """Resolve and validate ``lab_file`` (every problem raised at once), then plan the machine's change (a lab
+    across machines: this machine's part, ``machine`` or the one found, see load.validate)."""
     from .features import hoststate
 
     subset = subset or Subset()
-    desired, not_started = hoststate.select(load.resolved(lab_file, drivers, recorded),
+    desired, not_started = hoststate.select(load.resolved(lab_file, drivers, recorded, machine),
                                             recorded.lab if recorded else None, subset.only, subset.profiles)
     return _planned(desired, not_started, drivers, recorded)
 
@@ -153,14 +154,17 @@ def _planned(desired: Lab, not_started: frozenset[str], drivers: Drivers, record
 
 
 def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
-       progress: Progress | None = None, subset: Subset | None = None) -> UpResult:
+       progress: Progress | None = None, subset: Subset | None = None, machine: str | None = None) -> UpResult:
     """Bring the lab up, or converge it to the file if it is up already. Idempotent. If anything fails,
-    everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing."""
+    everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing.
+    ``machine``: of a lab across machines, the part to build (None: the recorded one, else the machine whose
+    address is local)."""
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
         with state.machine_lock():
             recorded = state.LabState.load(lab_file.name)
+            _same_machine(recorded, machine)
             if recorded and lab_file.path and recorded.lab.source and recorded.lab.source != lab_file.path:
                 raise ConflictError(
                     f"lab name '{lab_file.name}' is already used by {recorded.lab.source}; "
@@ -169,7 +173,7 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             if not dry_run:
                 finish_interrupted_up(lab_file.name, drivers, recorded)
             with drivers.kernel.observing():  # nothing changes the machine while the plan is made
-                planned = plan(lab_file, drivers, recorded, subset)
+                planned = plan(lab_file, drivers, recorded, subset, machine)
             previous = recorded.lab if recorded else None
             warnings = tuple(w for r in planned.records.values() for w in getattr(r, "warnings", ()))
             if not dry_run:
@@ -182,6 +186,17 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             drivers.close()
 
 
+def _same_machine(recorded: state.LabState | None, machine: str | None) -> None:
+    """``--machine NAME`` for a lab recorded as another machine's part (or as not across machines): refused."""
+    if recorded is None or machine is None or recorded.lab.machine == machine:
+        return
+    from ..errors import MachineError
+
+    was = f"machine {recorded.lab.machine}'s part" if recorded.lab.machine else "not across machines"
+    raise MachineError(f"lab {recorded.lab.name} is up here as {was}, not machine {machine}'s: "
+                       f"'nslab down {recorded.lab.name}' first")
+
+
 def _repaired_events(planned: Planned) -> None:
     """The drift this ``up`` found, and that it repaired it, in the lab's event stream (core/events.py)."""
     from .events import emit
@@ -192,16 +207,16 @@ def _repaired_events(planned: Planned) -> None:
 
 
 def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
-            progress: Progress | None = None, subset: Subset | None = None) -> UpResult:
+            progress: Progress | None = None, subset: Subset | None = None, machine: str | None = None) -> UpResult:
     """``up`` of the lab file ``path``: from its kept form when that answers for this run, else read the full
     way (``nslab up``); ``subset``: only part of its hosts (``up --only``/``--profile``)."""
     lab_file = load.kept_file(path)
     if lab_file is not None:
         try:
-            return up(lab_file, drivers, dry_run, progress, subset)
+            return up(lab_file, drivers, dry_run, progress, subset, machine)
         except StaleKeptForm:
             pass  # raised before any change (while validating): the full way starts from the same machine
-    return up(load.read(path), drivers, dry_run, progress, subset)
+    return up(load.read(path), drivers, dry_run, progress, subset, machine)
 
 
 def wait_healthy(name: str, timeout: float, poll: float = 0.1) -> dict[str, str]:
@@ -332,7 +347,7 @@ def _marked(drivers: Drivers, name: str) -> Marked:
             continue
         if owner.lab != name:
             continue
-        if owner.kind == "net" and link.kind == "bridge":
+        if owner.kind == "net" and link.kind in ("bridge", "vxlan"):
             found.bridges.add(link.name)
         elif owner.kind == "host":
             veths.setdefault(namespace_name(name, owner.name), []).append(link.name)
@@ -363,8 +378,9 @@ def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, 
     return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting) + Plan([AwaitLinks(name)] if wiring else [])
 
 
-def down(name: str, drivers: Drivers | None = None) -> bool:
-    """Remove everything lab ``name`` made, also objects found only by their ownership marks.
+def down(name: str, drivers: Drivers | None = None, machine: str | None = None) -> bool:
+    """Remove everything lab ``name`` made, also objects found only by their ownership marks (a lab across
+    machines: this machine's part; ``machine`` given, it must be the part recorded here).
 
     Goes on past failures and raises TeardownError listing all of them. Returns False if there was
     nothing to remove. Idempotent.
@@ -374,6 +390,7 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
     try:
         with state.machine_lock():
             recorded = state.LabState.load_or_none(name)  # a damaged record: the marks and intent still tell
+            _same_machine(recorded, machine)
             with drivers.kernel.observing():
                 marked = _marked(drivers, name)
             # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after

@@ -48,7 +48,7 @@ class LabFile(Value):
         if self.entry is not None:
             return self.entry.wants_ula
         spec = self.parsed.spec if self.parsed is not None else None
-        if spec is None:
+        if spec is None or spec.machines:  # (a lab across machines has its own range: overlay.lab_ula)
             return False
         wanting = [(n.dual_stack, n.subnet6) for n in spec.networks.values()]
         wanting += [(lk.dual_stack, lk.subnet6) for lk in spec.links]
@@ -164,13 +164,20 @@ def _resolve(lab_file: LabFile, inputs: Inputs, drivers: Drivers | None) -> tupl
     return replace(lab, source=lab_file.path), problems
 
 
-def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None) -> Checked:
+def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None,
+             machine: str | None = None) -> Checked:
     """Every problem of the lab in one pass, changing nothing: the file's schema, names and references,
     addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
     each feature's checks (published ports...), and names nslab would create that the machine already has.
-    A kept file whose inputs were never seen raises :class:`~nslab.errors.StaleKeptForm`."""
+    A kept file whose inputs were never seen raises :class:`~nslab.errors.StaleKeptForm`.
+
+    A lab across machines with ``drivers``: the part of this machine (``machine``, else the one recorded, else
+    the one whose address is local; overlay.local_machine), its subnets checked against this machine's routes."""
     inputs = machine_inputs(lab_file, drivers, recorded)
     lab, problems = _resolve(lab_file, inputs, drivers)
+    if lab.machines and drivers is not None and not problems:
+        lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
+        problems += found
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
     problems += features.validate(ctx)
     if drivers is not None:
@@ -186,6 +193,27 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     return Checked(lab, _in_file_order(problems), inputs)
 
 
+def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine: str | None
+          ) -> tuple[Lab, list[Problem]]:
+    """This machine's part of ``lab``, and each of the lab's subnets that overlaps a route or address of this
+    machine or another lab here (resolving never looked: it must give every machine the same lab)."""
+    from ..errors import field_path
+    from .overlay import local_machine, part
+
+    here = local_machine(lab, machine, drivers.kernel.machine_addresses())
+    problems = []
+    ranges: list[tuple[tuple[Any, ...], Any]] = [(("networks", n.name), n.subnet) for n in lab.networks.values()]
+    ranges += [(("networks", n.name), n.subnet6) for n in lab.networks.values() if n.subnet6]
+    ranges += [(("links", i), lk.subnet) for i, lk in enumerate(lab.links)]
+    for loc, subnet in ranges:
+        clash = next((o for o in inputs.occupied if o.network.version == subnet.version
+                      and o.network.overlaps(subnet)), None)
+        if clash is not None:
+            problems.append(Problem(f"subnet {subnet} overlaps {clash.network} ({clash.owner}) on machine {here}: "
+                                    "give a subnet", field_path(loc), lab_file.label, lab_file.lines.line(loc)))
+    return part(lab, here), problems
+
+
 def _in_file_order(problems: list[Problem]) -> list[Problem]:
     """Sorted by line (problems without one last), each once."""
     unique = list(dict.fromkeys(problems))
@@ -198,15 +226,17 @@ def problem_error(problems: list[Problem], lab_file: LabFile) -> UserError:
 
 
 # --- resolve and keep ----------------------------------------------------------------------------------------
-def resolved(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None) -> Lab:
-    """The lab of ``lab_file`` validated against the machine; every problem raised at once (a kept file:
-    :class:`~nslab.errors.StaleKeptForm`, to be read the full way). A file read the full way and found right is kept."""
-    checked = validate(lab_file, drivers, recorded)
+def resolved(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None,
+             machine: str | None = None) -> Lab:
+    """The lab of ``lab_file`` validated against the machine (across machines: this machine's part); every
+    problem raised at once (a kept file: :class:`~nslab.errors.StaleKeptForm`, to be read the full way). A file
+    read the full way and found right is kept (not a lab across machines: its file is read each time)."""
+    checked = validate(lab_file, drivers, recorded, machine)
     if checked.problems:
         if lab_file.entry is not None:
             raise StaleKeptForm("a problem: read the file the full way to report it")
         raise problem_error(checked.problems, lab_file)
-    if drivers is not None and lab_file.text is not None and lab_file.path:
+    if drivers is not None and lab_file.text is not None and lab_file.path and not checked.lab.machines:
         keep(lab_file, checked)
     return checked.lab
 
