@@ -13,7 +13,16 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .naming import OWNER_PREFIX, blake2s, bridge_name, host_veth_name, namespace_name, owner_alias, short_hash
+from .naming import (
+    OWNER_PREFIX,
+    blake2s,
+    bridge_name,
+    host_veth_name,
+    mac_address,
+    namespace_name,
+    owner_alias,
+    short_hash,
+)
 from .values import Value, field
 
 __all__ = [  # the naming rules are re-exported: resolve and the drivers take them from the model
@@ -342,6 +351,13 @@ class Lab(Value):
 
         return replace(self, hosts={**self.hosts, **self.remote}, networks={**self.networks, **self.remote_networks},
                        remote={}, remote_networks={})
+
+    def bridge_mac(self, network: Network) -> str:
+        """The MAC address of ``network``'s bridge here: derived from the names; across machines a bridge that is
+        not the home's has one of its own (two bridges with the gateway's MAC would each take its frames)."""
+        if self.builds_gateway(network):
+            return mac_address(self.name, "net", network.name)
+        return mac_address(self.name, "net", network.name, self.machine or "")
 
     def builds_gateway(self, network: Network) -> bool:
         """Whether this machine holds ``network``'s gateway address, NAT and published ports."""

@@ -180,8 +180,8 @@ def part(lab: Lab, machine: str) -> Lab:
         (hosts if h.machine == machine else remote)[name] = replace(h, interfaces=interfaces)
     networks = {n: net for n, net in lab.networks.items() if machine in net.machines}
     away = {n: net for n, net in lab.networks.items() if machine not in net.machines}
-    return replace(lab, hosts=hosts, links=tuple(lab.links[i] for i in kept), machine=machine, remote=remote,
-                   remote_networks=away)
+    return replace(lab, hosts=hosts, networks=networks, links=tuple(lab.links[i] for i in kept), machine=machine,
+                   remote=remote, remote_networks=away)
 
 
 def _link_machines(lab: Lab, lk: Link) -> set[str | None]:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import Problem
 from ..model import Host, Lab, Link, Network
-from ..naming import LINK_GROUP, mac_address, owner_alias
+from ..naming import LINK_GROUP, owner_alias
 from ..values import Value, field, replace
-from .difference import Difference
 from . import overlay
+from .difference import Difference
 from .kinds import by_kind, kind, of_interface, port_kind
 from .plan import Action, Plan, Steps, broadcast_plus, raise_on
 
@@ -186,7 +186,7 @@ class AddHosts(Action):
 def _bridge_commands(lab: Lab, n: Network) -> list[str]:
     gateway = lab.builds_gateway(n)  # (across machines: on its home only; elsewhere the bridge is pure L2)
     return [
-        f"ip link add {n.bridge} address {mac_address(lab.name, 'net', n.name)} group {LINK_GROUP} type bridge",
+        f"ip link add {n.bridge} address {lab.bridge_mac(n)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab.name, 'net', n.name)}",
         f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
         *([f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}"] if gateway else []),

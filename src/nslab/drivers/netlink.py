@@ -606,7 +606,7 @@ class NetlinkKernel:
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         batch = Batch()
         for n in networks:
-            add_bridge(batch, n.bridge, mac_address(lab.name, "net", n.name), group=LINK_GROUP)
+            add_bridge(batch, n.bridge, lab.bridge_mac(n), group=LINK_GROUP)
         batch.commit_or_raise(self.root)
         for n in networks:
             index = socket.if_nametoindex(n.bridge)

@@ -1,0 +1,179 @@
+"""A lab across three machines (core/overlay.py, core/kinds/vxlan.py), in the several-machines harness
+(nslab.tools.sandbox.Machines): each machine runs ``nslab up -f FILE --machine NAME`` on the same file, in
+parallel, and the lab works across them: names, a NAT network spanning all three (home a), an internal network
+across b and c, a ring of links between machines, a published port on a, dual stack, the overlay MTU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from labs import NSLAB
+from nslab.tools.sandbox import WAN_ADDRESS, Machines
+
+LAB = """
+name: multi
+machines:
+  a: {address: 198.18.0.1}
+  b: {address: 198.18.0.2}
+  c: {address: 198.18.0.3}
+networks:
+  lan: {ipv6: true}
+  back: {internal: true}
+hosts:
+  a1:
+    machine: a
+    networks: [lan]
+    publish: ["8080:80"]
+    run: PYTHON -m http.server 80
+  a2: {machine: a, networks: [lan]}
+  a3: {machine: a, networks: [lan]}
+  b1: {machine: b, networks: [lan, back]}
+  b2: {machine: b, networks: [lan]}
+  b3: {machine: b, networks: [back]}
+  c1: {machine: c, networks: [lan, back]}
+  c2: {machine: c, networks: [lan]}
+  c3: {machine: c, networks: [back]}
+  c4: {machine: c, networks: [lan]}
+links:
+  - [a2, b2]
+  - [b2, c2]
+  - [c2, a2]
+""".replace("PYTHON", sys.executable)
+
+#: A TCP server in wan answering each client with the address it sees.
+PEER_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000)); s.listen(8); print("ready", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"""
+FETCH = ("import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3); "
+         "print(s.recv(99).decode())")
+
+
+@pytest.fixture
+def machines(host):
+    group = Machines(host).start()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def _file(tmp_path: Path) -> str:
+    path = tmp_path / "multi.yaml"
+    path.write_text(LAB)
+    os.chmod(tmp_path, 0o755)
+    return str(path)
+
+
+def _all(machines: Machines, *args: str) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``nslab ARGS --machine NAME`` on every machine at once."""
+    procs = {m.name: subprocess.Popen(m.argv([NSLAB, *args, "--machine", m.name]), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for m in machines}
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return out
+
+
+def _ok(results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    for name, r in results.items():
+        assert r.returncode == 0, f"machine {name}: {r.stdout}{r.stderr}"
+
+
+def _in(machines: Machines, host: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    machine = machines[host[0]]
+    return machine.run([NSLAB, "exec", f"multi/{host}", "--", *argv])
+
+
+def _ping(machines: Machines, source: str, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _in(machines, source, ["ping", "-c1", "-W2", *extra, target])
+
+
+def _left(machine) -> list[str]:
+    """What a lab could leave on a machine: named namespaces, nslab's links, its nft table, files."""
+    out = [f"netns {n}" for n in os.listdir(machine.path("/run/netns"))]
+    out += [f"etc {n}" for n in os.listdir(machine.path("/etc/netns"))]
+    out += [f"state {n}" for n in os.listdir(machine.path("/run/nslab")) if not n.startswith(".")]
+    links = machine.run(["ip", "-o", "link"]).stdout
+    out += [line.split(":")[1].strip() for line in links.splitlines() if "nsl" in line or "nsx" in line]
+    if machine.run(["nft", "list", "table", "inet", "nslab"]).returncode == 0:
+        out.append("nft table")
+    return out
+
+
+def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    started = time.monotonic()
+    _ok(_all(machines, "up", "-q", "-f", file))
+    took = time.monotonic() - started
+    try:
+        _works_across(machines, host)
+        statuses = {m.name: json.loads(m.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]
+                    for m in machines}
+        assert {s["machine"] for s in statuses.values()} == {"a", "b", "c"}
+        assert len({s["digest"] for s in statuses.values()}) == 1 and all(s["drift"] == [] for s in statuses.values())
+        _ok({m.name: m.run([NSLAB, "check", "multi"]) for m in machines})
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
+    assert took < 60
+
+
+def _works_across(machines: Machines, host) -> None:
+    # names across machines, on the spanning network, the internal one, the ring of links
+    for source, target in (("a1", "b1"), ("b1", "c4"), ("c1", "a3"), ("b3", "c3"), ("c3", "b1"), ("a2", "c2")):
+        assert _ping(machines, source, target).returncode == 0, (source, target)
+    assert _ping(machines, "a1", "b2", "-6").returncode == 0  # dual stack across
+    # isolation: the internal network is not reachable from a host that is only on lan
+    b1_back = _in(machines, "c3", ["getent", "hosts", "b1"]).stdout.split()[0]
+    assert b1_back.startswith("10.")
+    assert _ping(machines, "a3", b1_back).returncode != 0
+    # the overlay MTU: 1450 on the 1500 underlay; 1422 bytes of ICMP cross without fragments, 1423 do not
+    for h in ("b1", "c2"):
+        assert "mtu 1450" in _in(machines, h, ["ip", "link", "show", "eth0"]).stdout
+    assert _ping(machines, "c4", "a1", "-4", "-M", "do", "-s", "1422").returncode == 0
+    too_big = _ping(machines, "c4", "a1", "-4", "-M", "do", "-s", "1423")
+    assert too_big.returncode != 0 and "message too long" in (too_big.stdout + too_big.stderr).lower()
+    # out through a's NAT: wan sees a's underlay address (the throwaway host forwards a's traffic unchanged)
+    server = host.popen(host.in_wan([sys.executable, "-c", PEER_SERVER, WAN_ADDRESS]), stdout=subprocess.PIPE,
+                        text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    seen = _in(machines, "c4", [sys.executable, "-c", FETCH, WAN_ADDRESS, "9000"])
+    assert seen.stdout.strip() == machines["a"].address, seen.stderr
+    # the published port answers from wan (through a)
+    got = subprocess.run(host.in_wan(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "20",
+                                      "--retry-connrefused", "--retry-delay", "0",
+                                      f"http://{machines['a'].address}:8080/"]), capture_output=True, text=True)
+    assert got.stdout == "200", got.stderr
+
+
+def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    b = machines["b"]
+    proc = subprocess.Popen(b.argv([NSLAB, "up", "-q", "-f", file, "--machine", "b"]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(0.4)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    try:
+        _ok(_all(machines, "up", "-q", "-f", file))
+        assert _ping(machines, "b1", "c1").returncode == 0
+        assert _ping(machines, "b2", "a2").returncode == 0
+        assert json.loads(b.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"] == []
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
