@@ -124,7 +124,17 @@ def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -
                     for m in machines}
         assert {s["machine"] for s in statuses.values()} == {"a", "b", "c"}
         assert len({s["digest"] for s in statuses.values()}) == 1 and all(s["drift"] == [] for s in statuses.values())
-        _ok({m.name: m.run([NSLAB, "check", "multi"]) for m in machines})
+        checks = {m.name: m.run([NSLAB, "check", "multi", "--machine", m.name, "--json"]) for m in machines}
+        _ok(checks)
+        every = {"a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3", "c4"}
+        for name, result in checks.items():  # rows: the machine's hosts; columns: every host of the lab
+            cells = json.loads(result.stdout)["cells"]
+            assert {c["source"] for c in cells} == {h for h in every if h[0] == name}
+            assert every <= {c["target"] for c in cells}
+            # isolation across machines: b3 (internal network only) is reached from c3 and from nobody on lan only
+            assert all(not c["reachable"] for c in cells if c["target"] == "b3" and c["source"] in ("a1", "c4"))
+        elsewhere = machines["a"].run([NSLAB, "exec", "multi/b1", "--", "true"])
+        assert elsewhere.returncode == 2 and "is on machine b" in elsewhere.stderr
     finally:
         _ok(_all(machines, "down", "multi"))
     for m in machines:
