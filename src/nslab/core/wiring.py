@@ -453,9 +453,16 @@ def _links(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> 
     for key, lk in before_links.items():
         if (desired_links.get(key) == lk and key not in broken) or lk.a in added or lk.b in added:
             continue  # unchanged, or it goes with its recreated host
-        if (lk.a in desired.hosts and lk.b in desired.hosts) or (
-                lk.kind == "vxlan" and (lk.a in desired.hosts or lk.b in desired.hosts)):  # (its end here only)
+        if _still_here(lk, desired):
             changes.links_to_remove.append(lk)
+
+
+def _still_here(lk: Link, desired: Lab) -> bool:
+    """Whether a link that changed or went has an end to remove here (a host that goes takes its ends along):
+    both ends' hosts stay, or across machines the one end here stays."""
+    if lk.kind == "vxlan":
+        return lk.a in desired.hosts or lk.b in desired.hosts
+    return lk.a in desired.hosts and lk.b in desired.hosts
 
 
 def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> Plan:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ....errors import PublishSyntaxError
-from ....model import Lab
+from ....model import Host, Lab
 from ....values import Value, field
 from ... import publish
 
@@ -122,30 +122,35 @@ def docker_port_lines(p: PublishedPort, with_port: bool = True) -> list[str]:
     return [f"{p.port}/{p.proto} -> {where}" if with_port else where for where in wheres]
 
 
-def desired(lab: Lab) -> FirewallRecord:
-    """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
+def _host_ports(lab: Lab, host: Host) -> list[PublishedPort]:
+    """The ports ``host`` publishes, on its first network (across machines: when that network's home is here)."""
     from ....errors import field_path
 
+    iface = next((i for i in host.interfaces if i.network), None)
+    if iface is None or iface.network is None or not lab.builds_gateway(lab.networks[iface.network]):
+        return []
+    ports: list[PublishedPort] = []
+    for written in host.publish:
+        try:
+            mappings = publish.parse(written.text)
+        except PublishSyntaxError:
+            continue
+        where = field_path(written.path)
+        v6 = str(iface.address6.ip) if iface.address6 else ""
+        ports += [
+            PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, iface.network,
+                          str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
+            for m in mappings
+        ]
+    return ports
+
+
+def desired(lab: Lab) -> FirewallRecord:
+    """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
     # (across machines: only the networks whose home is here; on the others the bridge is pure L2)
     networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
                 for n in lab.networks.values() if lab.builds_gateway(n)]
-    ports: list[PublishedPort] = []
-    for host in lab.hosts.values():
-        iface = next((i for i in host.interfaces if i.network), None)
-        if iface is None or iface.network is None or not lab.builds_gateway(lab.networks[iface.network]):
-            continue
-        for written in host.publish:
-            try:
-                mappings = publish.parse(written.text)
-            except PublishSyntaxError:
-                continue
-            where = field_path(written.path)
-            v6 = str(iface.address6.ip) if iface.address6 else ""
-            ports += [
-                PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, iface.network,
-                              str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
-                for m in mappings
-            ]
+    ports = [p for host in lab.hosts.values() for p in _host_ports(lab, host)]
     peers = [str(m.address) for m in lab.machines.values() if m.name != lab.machine] if lab.machine else []
     return FirewallRecord(networks=networks, ports=ports, overlay_port=lab.overlay_port if peers else 0,
                           overlay_peers=peers)

@@ -115,6 +115,11 @@ def _render_lab(table: _Table, lab: str, rec: FirewallRecord) -> None:
     if forward:
         table.fwd.append(f"jump lab.{lab}.forward comment {_q(owner)}")
         table.chains.append((f"lab.{lab}.forward", forward))
+    _overlay(table, rec, owner)
+
+
+def _overlay(table: _Table, rec: FirewallRecord, owner: str) -> None:
+    """A lab across machines: its VXLAN port dropped from anyone but the machines of the labs that share it."""
     for family in sorted({6 if ":" in p else 4 for p in rec.overlay_peers}):
         peers = ", ".join(sorted(table.overlay[(rec.overlay_port, family)]))
         table.inp.append(f"udp dport {rec.overlay_port} {'ip6' if family == 6 else 'ip'} saddr != {{ {peers} }} drop "

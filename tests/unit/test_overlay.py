@@ -1,0 +1,176 @@
+"""Labs across machines (core/overlay.py, core/kinds/vxlan.py): the file resolves to the same lab whatever machine
+reads it; placement, homes, VNIs, the overlay MTU; each machine's part and its plan over the fakes; the VXLAN
+forwarding entries' netlink bytes against pyroute2's."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
+from nslab.core import load, overlay
+from nslab.core.lifecycle import plan
+from nslab.drivers import rtnl as nl
+from nslab.drivers.fake import fake_drivers
+from nslab.errors import MachineError, ResolveError, SpecError
+
+LAB = """
+name: multi
+machines:
+  a: {address: 198.18.0.1}
+  b: {address: 198.18.0.2}
+  c: {address: 198.18.0.3}
+networks:
+  lan: {ipv6: true}
+  back: {internal: true}
+  solo: {}
+hosts:
+  a1: {machine: a, networks: [lan]}
+  b1: {machine: b, networks: [lan, back]}
+  c1: {machine: c, networks: [lan, back]}
+  c2: {machine: c, networks: [solo]}
+links:
+  - [a1, b1]
+  - [a1, c2]
+"""
+
+
+def _whole(text: str = LAB):
+    return load.resolved(load.from_text(text, "multi.yaml"), None)
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises((ResolveError, SpecError)) as caught:
+        _whole(text)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_file_alone_decides_everything_and_the_digest_says_so():
+    one, two = _whole(), _whole()
+    assert one == two and len(one.digest) == 64
+    lan, back, solo = one.networks["lan"], one.networks["back"], one.networks["solo"]
+    assert (lan.home, lan.machines, back.home, back.machines) == ("a", ("a", "b", "c"), "b", ("b", "c"))
+    assert (solo.home, solo.machines, solo.vni) == ("c", ("c",), None)  # on one machine: no VXLAN
+    vnis = [lan.vni, back.vni, *(dict(lk.options)["vni"] for lk in one.links)]
+    assert len(set(vnis)) == 4 and all(1 < v < 1 << 24 for v in vnis if v is not None)
+    assert [lk.kind for lk in one.links] == ["vxlan", "vxlan"]
+    assert one.networks["lan"].subnet6 in overlay.lab_ula("multi").subnets(new_prefix=64)
+    assert _whole(LAB.replace("name: multi", "name: other")).digest != one.digest
+
+
+def test_mtu_auto_is_the_underlay_less_vxlan_and_a_smaller_one_is_kept():
+    lab = _whole()
+    assert lab.overlay_mtu == 1450
+    assert {i.mtu for h in lab.hosts.values() for i in h.interfaces if i.network in ("lan", "back")} == {1450}
+    assert lab.hosts["c2"].interfaces[0].mtu is None  # solo lives on one machine
+    assert {lk.mtu for lk in lab.links} == {1450}
+    six = LAB.replace("198.18.0.", "2001:db8:18::")
+    assert _whole(six).overlay_mtu == 1430
+    smaller = LAB.replace("b1: {machine: b, networks", "b1: {machine: b, mtu: 1300, networks")
+    assert _whole(smaller).hosts["b1"].interfaces[0].mtu == 1300
+    assert _whole(LAB.replace("machines:", "overlay: {mtu: 1400}\nmachines:")).overlay_mtu == 1400
+
+
+def test_spread_places_hosts_by_a_stable_hash_in_file_order():
+    hosts = "\n".join(f"  h{n}: {{networks: [lan]}}" for n in range(30))
+    text = LAB.split("hosts:")[0].replace("machines:", "placement: spread\nmachines:") + "hosts:\n" + hosts
+    lab = _whole(text)
+    placed = {h.name: h.machine for h in lab.hosts.values()}
+    assert set(placed.values()) == {"a", "b", "c"}
+    assert placed == {h.name: h.machine for h in _whole(text).hosts.values()}
+
+
+def test_unknown_machines_and_homes_are_problems_with_their_line():
+    text = LAB.replace("c2: {machine: c,", "c2: {machine: d,").replace("solo: {}", "solo: {home: z}")
+    problems = _problems(text)
+    assert any("multi.yaml:10: networks.solo.home: unknown machine 'z'" in p for p in problems), problems
+    assert any("multi.yaml:15: hosts.c2.machine: unknown machine 'd' (machines: a, b, c)" in p for p in problems)
+    lone = "name: x\nhosts:\n  h: {machine: a}\n"
+    assert any("machine: needs machines:" in p for p in _problems(lone))
+    no_place = LAB.replace("a1: {machine: a, ", "a1: {")
+    assert any("host 'a1' has no machine" in p for p in _problems(no_place))
+
+
+def test_each_machine_cuts_its_part_and_knows_the_rest():
+    lab = _whole()
+    a, b = overlay.part(lab, "a"), overlay.part(lab, "b")
+    assert (set(a.hosts), set(a.remote), set(a.networks), set(a.remote_networks)) == (
+        {"a1"}, {"b1", "c1", "c2"}, {"lan"}, {"back", "solo"})
+    assert [lk.b for lk in a.links] == ["b1", "c2"] and [lk.b for lk in b.links] == ["b1"]
+    assert b.hosts["b1"].interfaces[-1].link == 0  # renumbered in b's part
+    assert a.builds_gateway(a.networks["lan"]) and not b.builds_gateway(b.networks["lan"])
+    assert a.bridge_mac(a.networks["lan"]) != b.bridge_mac(b.networks["lan"])
+    assert a.whole().hosts.keys() == lab.hosts.keys()
+    entries = overlay.fdb_entries(a, a.networks["lan"])
+    device = overlay.vxlan_name("multi", "lan")
+    assert entries[:2] == [(device, overlay.ZERO_MAC, "198.18.0.2"), (device, overlay.ZERO_MAC, "198.18.0.3")]
+    assert {dst for _, mac, dst in entries[2:]} == {"198.18.0.2", "198.18.0.3"} and len(entries) == 4
+
+
+def test_the_local_machine_by_name_or_by_its_address():
+    lab = _whole()
+    assert overlay.local_machine(lab, "b", None) == "b"
+    assert overlay.local_machine(lab, None, frozenset({ipaddress.ip_address("198.18.0.3")})) == "c"
+    with pytest.raises(MachineError, match="say which with --machine"):
+        overlay.local_machine(lab, None, frozenset({ipaddress.ip_address("10.0.0.1")}))
+    with pytest.raises(MachineError, match="has no machine 'x'"):
+        overlay.local_machine(lab, "x", None)
+
+
+def test_a_subnet_on_this_machine_s_routes_is_an_error_there(monkeypatch):
+    drivers = fake_drivers()
+    subnet = _whole().networks["lan"].subnet
+    monkeypatch.setattr(drivers.kernel, "machine_networks", lambda: [(subnet, "route on eth9")])
+    checked = load.validate(load.from_text(LAB, "multi.yaml"), drivers, None, "a")
+    assert [str(p) for p in checked.problems] == [
+        f"multi.yaml:8: networks.lan: subnet {subnet} overlaps {subnet} (route on eth9) on machine a: give a subnet"]
+
+
+def test_a_machine_plans_its_vxlan_devices_entries_and_link_ends():
+    drivers = fake_drivers()
+    planned = plan(load.from_text(LAB, "multi.yaml"), drivers, None, machine="c")
+    text = "\n".join(planned.plan.commands())
+    lan, back = planned.lab.networks["lan"], planned.lab.networks["back"]
+    assert f"type vxlan id {lan.vni} local 198.18.0.3 dstport 14789 nolearning" in text
+    assert f"type vxlan id {back.vni} local 198.18.0.3 dstport 14789 nolearning" in text
+    assert f"bridge fdb append 00:00:00:00:00:00 dev {overlay.vxlan_name('multi', 'lan')} dst 198.18.0.1" in text
+    assert "remote 198.18.0.1 dstport 14789 nolearning" in text and "ip link set eth1 netns multi-c2" in text
+    assert f"ip addr add {lan.gateway}" not in text  # the gateway lives on a
+    from nslab.core.apply import apply
+
+    apply(planned.plan, drivers)
+    device = overlay.vxlan_name("multi", "lan")
+    assert drivers.kernel.ports[device] == lan.bridge
+    assert (device, overlay.ZERO_MAC, "198.18.0.1") in drivers.kernel.fdb
+    assert [m.kind for m in drivers.kernel.made] == ["vxlan", "vxlan", "vxlan"]
+
+
+def test_forwarding_entries_pack_as_pyroute2_packs_them():
+    for mac, dst, append in (("00:00:00:00:00:00", "198.18.0.2", True), ("02:11:22:33:44:55", "2001:db8::2", False)):
+        batch = nl.Batch()
+        nl.add_fdb(batch, 7, mac, ipaddress.ip_address(dst), append)
+        ((ours, what),) = batch.messages
+        theirs = ndmsg()
+        theirs["header"]["type"] = nl.RTM_NEWNEIGH
+        theirs["header"]["flags"] = (nl.NLM_F_REQUEST | nl.NLM_F_ACK | nl.NLM_F_CREATE
+                                     | (nl.NLM_F_APPEND if append else nl.NLM_F_REPLACE))
+        theirs["family"], theirs["ifindex"] = socket.AF_BRIDGE, 7
+        theirs["state"], theirs["flags"] = nl.NUD_NOARP | nl.NUD_PERMANENT, nl.NTF_SELF
+        theirs["attrs"] = [("NDA_LLADDR", mac), ("NDA_DST", dst)]
+        theirs.encode()
+        assert ours == bytes(theirs.data) and what == f"add forwarding entry {mac} dst {dst}"
+
+
+def test_a_vxlan_device_s_data_decodes_as_meant():
+    data = overlay.vxlan_data(4242, ipaddress.ip_address("198.18.0.1"), 14789, ipaddress.ip_address("198.18.0.2"))
+    batch = nl.Batch()
+    nl.add_link(batch, nl.NewLink("vxlan", nl.LinkEnd("", "vx0"), data))
+    msg = ifinfmsg(batch.messages[0][0])
+    msg.decode()
+    info = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+    assert (info.get_attr("IFLA_VXLAN_ID"), info.get_attr("IFLA_VXLAN_PORT"), info.get_attr("IFLA_VXLAN_LEARNING"),
+            info.get_attr("IFLA_VXLAN_LOCAL"), info.get_attr("IFLA_VXLAN_GROUP")) == (
+        4242, 14789, 0, "198.18.0.1", "198.18.0.2")
