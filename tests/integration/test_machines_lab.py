@@ -187,3 +187,33 @@ def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Pat
         _ok(_all(machines, "down", "multi"))
     for m in machines:
         assert _left(m) == [], m.name
+
+
+def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machines: Machines, tmp_path: Path) -> None:
+    from nslab.core import load, overlay
+
+    file = _file(tmp_path)
+    lan = load.resolved(load.from_text(LAB), None).networks["lan"]
+    b, c = machines["b"], machines["c"]
+    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")
+    refused = b.run([NSLAB, "up", "-f", file, "--machine", "b"])
+    assert refused.returncode == 2 and f"VNI {lan.vni} is already used on machine b by VXLAN device vxhand" in \
+        refused.stderr
+    assert _left(b) == []
+    b.sh("ip link del vxhand")
+    _ok(_all(machines, "up", "-q", "-f", file))
+    try:
+        device = overlay.vxlan_name("multi", "lan")
+        c.sh(f"ip link del {device}")
+        drift = json.loads(c.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"]
+        assert drift == [f"network lan: VXLAN device {device} is missing"]
+        repaired = c.run([NSLAB, "up", "-f", file])  # (the machine recorded here: c)
+        assert repaired.returncode == 0 and "repaired: network lan" in repaired.stdout, repaired.stderr
+        c.sh(f"bridge fdb del 00:00:00:00:00:00 dev {device} dst {machines['a'].address}")
+        drift = json.loads(c.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"]
+        assert drift == [f"network lan: VXLAN device {device} lost its forwarding entry 00:00:00:00:00:00 dst "
+                         f"{machines['a'].address}"]
+        _ok({"c": c.run([NSLAB, "up", "-q", "-f", file])})
+        assert _ping(machines, "c1", "a1").returncode == 0
+    finally:
+        _ok(_all(machines, "down", "multi"))

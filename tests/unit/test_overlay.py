@@ -174,3 +174,18 @@ def test_a_vxlan_device_s_data_decodes_as_meant():
     assert (info.get_attr("IFLA_VXLAN_ID"), info.get_attr("IFLA_VXLAN_PORT"), info.get_attr("IFLA_VXLAN_LEARNING"),
             info.get_attr("IFLA_VXLAN_LOCAL"), info.get_attr("IFLA_VXLAN_GROUP")) == (
         4242, 14789, 0, "198.18.0.1", "198.18.0.2")
+
+
+def test_a_vni_used_here_by_another_device_and_a_port_published_off_home_are_problems(monkeypatch):
+    from nslab.drivers.rtnl import LinkInfo
+
+    drivers = fake_drivers()
+    lan = _whole().networks["lan"]
+    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni)
+    monkeypatch.setattr(drivers.kernel, "machine_links", lambda: [vx9])
+    text = LAB.replace("b1: {machine: b,", "b1: {machine: b, publish: ['8080:80'],")
+    checked = load.validate(load.from_text(text, "multi.yaml"), drivers, None, "b")
+    assert [str(p) for p in checked.problems] == [
+        f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by VXLAN device vx9",
+        "multi.yaml:13: hosts.b1.publish: host b1 publishes ports but lives on machine b, and its network lan's home "
+        "is a: publish from a host on a"]

@@ -195,23 +195,60 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
 
 def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine: str | None
           ) -> tuple[Lab, list[Problem]]:
-    """This machine's part of ``lab``, and each of the lab's subnets that overlaps a route or address of this
-    machine or another lab here (resolving never looked: it must give every machine the same lab)."""
+    """This machine's part of ``lab``, and what this machine finds wrong with it: a subnet of the lab that
+    overlaps a route or address of this machine or another lab here (resolving never looked: it must give every
+    machine the same lab), a host here publishing ports on a network homed elsewhere, a VNI in use here."""
     from ..errors import field_path
     from .overlay import local_machine, part
 
     here = local_machine(lab, machine, drivers.kernel.machine_addresses())
-    problems = []
+    found = _overlaps(lab, here, inputs) + _published_elsewhere(lab, here)
+    found += [(loc, f"VNI {vni} is already used on machine {here} by {holder}")
+              for loc, vni, holder in _vnis_in_use(lab, here, drivers)]
+    return part(lab, here), [Problem(text, field_path(loc), lab_file.label, lab_file.lines.line(loc))
+                             for loc, text in found]
+
+
+def _overlaps(lab: Lab, here: str, inputs: Inputs) -> list[tuple[tuple[Any, ...], str]]:
     ranges: list[tuple[tuple[Any, ...], Any]] = [(("networks", n.name), n.subnet) for n in lab.networks.values()]
     ranges += [(("networks", n.name), n.subnet6) for n in lab.networks.values() if n.subnet6]
     ranges += [(("links", i), lk.subnet) for i, lk in enumerate(lab.links)]
+    out = []
     for loc, subnet in ranges:
         clash = next((o for o in inputs.occupied if o.network.version == subnet.version
                       and o.network.overlaps(subnet)), None)
         if clash is not None:
-            problems.append(Problem(f"subnet {subnet} overlaps {clash.network} ({clash.owner}) on machine {here}: "
-                                    "give a subnet", field_path(loc), lab_file.label, lab_file.lines.line(loc)))
-    return part(lab, here), problems
+            out.append((loc, f"subnet {subnet} overlaps {clash.network} ({clash.owner}) on machine {here}: give a "
+                             "subnet"))
+    return out
+
+
+def _published_elsewhere(lab: Lab, here: str) -> list[tuple[tuple[Any, ...], str]]:
+    """Published ports are DNAT on the network's home: a host publishing must live there."""
+    out = []
+    for h in lab.hosts.values():
+        first = next((i.network for i in h.interfaces if i.network), None)
+        home = lab.networks[first].home if first else None
+        if h.publish and h.machine == here and home != here:
+            out.append((("hosts", h.name, "publish"), f"host {h.name} publishes ports but lives on machine {here}, "
+                        f"and its network {first}'s home is {home}: publish from a host on {home}"))
+    return out
+
+
+def _vnis_in_use(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], int, str]]:
+    """The VNIs this machine's part needs that a VXLAN device on the machine not of this lab already has."""
+    from ..naming import parse_owner
+
+    taken = {}
+    for link in drivers.kernel.machine_links():
+        owner = parse_owner(link.alias)
+        if link.vni and (owner is None or owner.lab != lab.name):
+            taken[link.vni] = f"VXLAN device {link.name}" + (f" of lab {owner.lab}" if owner else "")
+    wanted: list[tuple[tuple[Any, ...], int]] = [(("networks", n.name), n.vni) for n in lab.networks.values()
+                                                 if n.vni and here in n.machines]
+    wanted += [(("links", i), int(dict(lk.options)["vni"])) for i, lk in enumerate(lab.links)
+               if lk.kind == "vxlan" and here in (lab.hosts[lk.a].machine, lab.hosts[lk.b].machine)]
+    return [(loc, vni, taken[vni]) for loc, vni in wanted if vni in taken]
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:

@@ -497,6 +497,7 @@ class LinkInfo(Value):
     carrier: bool = True  # IFLA_CARRIER: a veth whose peer is down, a bridge without ports up, report False
     peer: int = 0  # IFLA_LINK: a veth's peer index (in this namespace or another)
     group: int = 0  # IFLA_GROUP: nslab's links are in naming.LINK_GROUP from their creation
+    vni: int = 0  # a VXLAN device's network identifier
 
 
 class RouteInfo(Value):
@@ -584,7 +585,8 @@ def _link_list(sock: socket.socket, addresses: Addresses | None = None) -> list[
         _family, _type, index, flags = struct.unpack_from("BxHiI", data, offset + 16)
         attrs = parse_attrs(data, offset + 32, offset + length, _LINK_ATTRS)
         info = attrs.get(IFLA_LINKINFO)
-        kind = parse_attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
+        linkinfo = parse_attrs(info, 0, len(info)) if info else {}
+        kind = linkinfo.get(IFLA_INFO_KIND, b"")
         out.append(
             LinkInfo(
                 index=index,
@@ -598,9 +600,18 @@ def _link_list(sock: socket.socket, addresses: Addresses | None = None) -> list[
                 carrier=attrs.get(IFLA_CARRIER, b"\1")[:1] != b"\0",
                 peer=_u32_attr(attrs, IFLA_LINK),
                 addresses=tuple(addresses.get(index, ())) if addresses else (),
+                vni=_vni(kind, linkinfo),
             )
         )
     return out
+
+
+def _vni(kind: bytes, linkinfo: dict[int, bytes]) -> int:
+    """A VXLAN device's network identifier (IFLA_VXLAN_ID in its IFLA_INFO_DATA); 0 for any other link."""
+    if kind.rstrip(b"\0") != b"vxlan" or IFLA_INFO_DATA not in linkinfo:
+        return 0
+    data = linkinfo[IFLA_INFO_DATA]
+    return _u32_attr(parse_attrs(data, 0, len(data)), 1)
 
 
 def _u32_attr(attrs: dict[int, bytes], kind: int) -> int:
