@@ -18,6 +18,11 @@ This module owns every decision that turns what the user wrote into kernel names
   it had before, then one derived from the lab, host and network names (stable across machines and
   re-creations, whatever the file order); the IPv6 default route via the gateway of the host's first
   dual-stack network that is not internal.
+- a lab across machines (``machines:``): decided from the file alone, the same on every machine: no machine's
+  routes, no previous allocations, pools searched from a place derived from the lab's name, the lab's own ULA
+  /48, every interface's MAC derived; each host's machine, each network's home and machines and VNI, the
+  overlay MTU on every interface of a spanning network or link, and a link between machines of kind ``vxlan``
+  (core/overlay.py, core/kinds/vxlan.py); ``Lab.digest`` hashes the result.
 - consistency: network and host names, references to unknown networks and hosts, links from a host to
   itself, addresses outside their subnet or already taken, overlapping subnets, exhausted pools, full
   networks, invalid hostnames.
