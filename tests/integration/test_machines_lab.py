@@ -135,6 +135,12 @@ def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -
             assert all(not c["reachable"] for c in cells if c["target"] == "b3" and c["source"] in ("a1", "c4"))
         elsewhere = machines["a"].run([NSLAB, "exec", "multi/b1", "--", "true"])
         assert elsewhere.returncode == 2 and "is on machine b" in elsewhere.stderr
+        refused = machines["a"].run([NSLAB, "capture", "multi/c1", "-c", "1"])
+        assert refused.returncode == 2 and "is on machine c" in refused.stderr
+        traced = machines["c"].run([NSLAB, "trace", "multi/c4", "multi/a1"])  # a1 lives on a: traced by address
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        again = machines["b"].run([NSLAB, "up", "-f", file])  # converging an unchanged part changes nothing
+        assert again.returncode == 0 and not any(w in again.stdout for w in ("added", "changed", "repaired"))
     finally:
         _ok(_all(machines, "down", "multi"))
     for m in machines:
@@ -175,9 +181,13 @@ def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Pat
     b = machines["b"]
     proc = subprocess.Popen(b.argv([NSLAB, "up", "-q", "-f", file, "--machine", "b"]), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    time.sleep(0.4)
+    intent = Path(b.path("/run/nslab/multi/intent.json"))
+    deadline = time.monotonic() + 20
+    while not intent.exists() and time.monotonic() < deadline:  # killed once it started changing the machine
+        time.sleep(0.002)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert intent.exists()  # (it left a half-made part behind)
     try:
         _ok(_all(machines, "up", "-q", "-f", file))
         assert _ping(machines, "b1", "c1").returncode == 0

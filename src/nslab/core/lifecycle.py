@@ -24,6 +24,7 @@ from ..naming import parse_owner
 from ..values import Value, field
 from . import features, load, state
 from .apply import apply, rollback, teardown
+from .overlay import AddOverlay, spanning, vxlan_name
 from .plan import Action, Plan
 from .wiring import AddBridges, AddHosts, AwaitBridges, AwaitLinks, Observed, plan_down, plan_up
 
@@ -252,6 +253,7 @@ def _apply(drivers: Drivers, planned: Planned, recorded: state.LabState | None, 
     name, desired, actions = planned.lab.name, planned.lab, planned.plan
     namespaces = [h.namespace for a in actions.of_type(AddHosts) for h in a.hosts]
     bridges = [n.bridge for a in actions.of_type(AddBridges) for n in a.networks]
+    bridges += [vxlan_name(name, n.name) for a in actions.of_type(AddOverlay) for n in a.networks]
     journal: list[Action] = []
     try:
         if actions:
@@ -282,6 +284,7 @@ def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState 
     else:
         known_ns = {h.namespace for h in recorded.lab.hosts.values()}
         known_br = {n.bridge for n in recorded.lab.networks.values()}
+        known_br |= {vxlan_name(name, n.name) for n in spanning(recorded.lab)}
         present = {lk.name for lk in drivers.kernel.owned_links()}
         stray_ns = tuple(n for n in namespaces if n not in known_ns and n in drivers.kernel.named_namespaces())
         stray_br = [b for b in bridges if b not in known_br and b in present]
@@ -342,7 +345,7 @@ def _marked(drivers: Drivers, name: str) -> Marked:
     for link in drivers.kernel.owned_links():
         owner = parse_owner(link.alias)
         if owner is None:
-            if link.name in intended_br and link.kind == "bridge":
+            if link.name in intended_br and link.kind in ("bridge", "vxlan"):
                 found.bridges.add(link.name)
             continue
         if owner.lab != name:

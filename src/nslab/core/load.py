@@ -235,15 +235,23 @@ def _published_elsewhere(lab: Lab, here: str) -> list[tuple[tuple[Any, ...], str
     return out
 
 
-def _vnis_in_use(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], int, str]]:
-    """The VNIs this machine's part needs that a VXLAN device on the machine not of this lab already has."""
+def _foreign_vnis(lab: Lab, drivers: Drivers) -> dict[int, str]:
+    """VNI -> the VXLAN device on the machine that has it, for every device not of lab ``lab``."""
     from ..naming import parse_owner
+    from .overlay import vxlan_name
 
+    ours = {vxlan_name(lab.name, n) for n in lab.networks}  # (one a killed `up` made has no alias yet)
     taken = {}
     for link in drivers.kernel.machine_links():
         owner = parse_owner(link.alias)
-        if link.vni and (owner is None or owner.lab != lab.name):
+        if link.vni and link.name not in ours and (owner is None or owner.lab != lab.name):
             taken[link.vni] = f"VXLAN device {link.name}" + (f" of lab {owner.lab}" if owner else "")
+    return taken
+
+
+def _vnis_in_use(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], int, str]]:
+    """The VNIs this machine's part needs that a VXLAN device on the machine not of this lab already has."""
+    taken = _foreign_vnis(lab, drivers)
     wanted: list[tuple[tuple[Any, ...], int]] = [(("networks", n.name), n.vni) for n in lab.networks.values()
                                                  if n.vni and here in n.machines]
     wanted += [(("links", i), int(dict(lk.options)["vni"])) for i, lk in enumerate(lab.links)
