@@ -149,13 +149,22 @@ class Checked(Value):
     lab: Lab
     problems: list[Problem]
     inputs: Inputs
+    whole: Lab | None = None  # a lab across machines: the whole lab (``lab`` is this machine's part)
+
+
+#: The inputs a lab across machines is kept for: its file alone (resolving reads nothing of the machine).
+ACROSS = "across machines: the file alone"
 
 
 def _resolve(lab_file: LabFile, inputs: Inputs, drivers: Drivers | None) -> tuple[Lab, list[Problem]]:
     if lab_file.entry is not None:
         if drivers is None:
             raise StaleKeptForm("no machine to compare the resolve inputs with: resolve it the full way")
-        return replace(lab_file.entry.resolved(inputs.digest()), source=lab_file.path), []
+        try:
+            found = lab_file.entry.resolved(inputs.digest())
+        except StaleKeptForm:
+            found = lab_file.entry.resolved(ACROSS)  # (a lab across machines; else stale: read the full way)
+        return replace(found, source=lab_file.path), []
     from .resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
 
     assert lab_file.parsed is not None and lab_file.parsed.spec is not None
@@ -175,6 +184,7 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     the one whose address is local; overlay.local_machine), its subnets checked against this machine's routes."""
     inputs = machine_inputs(lab_file, drivers, recorded)
     lab, problems = _resolve(lab_file, inputs, drivers)
+    whole = lab if lab.machines else None
     if lab.machines and drivers is not None and not problems:
         lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
         problems += found
@@ -190,7 +200,7 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     parsed = lab_file.parsed
     if parsed is not None:
         problems = parsed.problems + [parsed.relocate(p) for p in problems]
-    return Checked(lab, _in_file_order(problems), inputs)
+    return Checked(lab, _in_file_order(problems), inputs, whole)
 
 
 def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine: str | None
@@ -275,13 +285,13 @@ def resolved(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
              machine: str | None = None) -> Lab:
     """The lab of ``lab_file`` validated against the machine (across machines: this machine's part); every
     problem raised at once (a kept file: :class:`~nslab.errors.StaleKeptForm`, to be read the full way). A file
-    read the full way and found right is kept (not a lab across machines: its file is read each time)."""
+    read the full way and found right is kept (a lab across machines: its whole lab, for any machine)."""
     checked = validate(lab_file, drivers, recorded, machine)
     if checked.problems:
         if lab_file.entry is not None:
             raise StaleKeptForm("a problem: read the file the full way to report it")
         raise problem_error(checked.problems, lab_file)
-    if drivers is not None and lab_file.text is not None and lab_file.path and not checked.lab.machines:
+    if drivers is not None and lab_file.text is not None and lab_file.path:
         keep(lab_file, checked)
     return checked.lab
 
@@ -290,6 +300,9 @@ def keep(lab_file: LabFile, checked: Checked) -> None:
     """Keep the file with its resolved lab, the answer for its inputs; for a new lab also for the inputs of the
     next ``up`` (these allocations as the previous ones: the same lab, resolve keeps them)."""
     assert lab_file.text is not None
+    if checked.whole is not None:  # a lab across machines: the whole lab, resolved from the file alone
+        kept.store(lab_file.text, lab_file.path, lab_file.name, lab_file.lines, False, checked.whole, [ACROSS])
+        return
     inputs = [checked.inputs.digest()]
     if checked.inputs.previous is None:
         inputs.append(checked.inputs.digest(checked.lab.allocations()))
