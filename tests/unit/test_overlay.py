@@ -189,3 +189,17 @@ def test_a_vni_used_here_by_another_device_and_a_port_published_off_home_are_pro
         f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by VXLAN device vx9",
         "multi.yaml:13: hosts.b1.publish: host b1 publishes ports but lives on machine b, and its network lan's home "
         "is a: publish from a host on a"]
+
+
+def test_the_api_builds_and_removes_one_machine_s_part():
+    from nslab.lab import Lab
+
+    drivers = fake_drivers()
+    lab = Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="b")
+    result = lab.up()
+    assert (result.lab.machine, set(result.lab.hosts)) == ("b", {"b1"})
+    assert drivers.kernel.namespaces == {"multi-b1"}
+    with pytest.raises(MachineError, match="is up here as machine b's part, not machine c's"):
+        Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="c").up()
+    lab.down()
+    assert drivers.kernel.namespaces == set() and not drivers.kernel.fdb
