@@ -107,7 +107,9 @@ def test_each_machine_cuts_its_part_and_knows_the_rest():
     entries = overlay.fdb_entries(a, a.networks["lan"])
     device = overlay.vxlan_name("multi", "lan")
     assert entries[:2] == [(device, overlay.ZERO_MAC, "198.18.0.2"), (device, overlay.ZERO_MAC, "198.18.0.3")]
-    assert {dst for _, mac, dst in entries[2:]} == {"198.18.0.2", "198.18.0.3"} and len(entries) == 4
+    assert {dst for _, mac, dst in entries[2:]} == {"198.18.0.2", "198.18.0.3"} and len(entries) == 4  # (a: home)
+    b_entries = overlay.fdb_entries(b, b.networks["lan"])
+    assert (device, a.bridge_mac(a.networks["lan"]), "198.18.0.1") in b_entries  # the gateway, on a
 
 
 def test_the_local_machine_by_name_or_by_its_address():

@@ -20,7 +20,8 @@ Applying: :class:`AddOverlay` makes, per network spanning machines that has a br
 the machine's namespace (local = this machine's address, the lab's UDP port, the network's VNI, learning off,
 the overlay MTU) enslaved to the bridge, with its forwarding entries: an all-zero one per other machine of the
 network (broadcast and unknown unicast go to each once; the bridge never floods a frame back out of the port it
-came in by) and one per remote host interface on the network (its derived MAC, to its machine).
+came in by), one per remote host interface on the network (its derived MAC, to its machine) and, off the
+network's home, one for the gateway's MAC (to the home).
 :func:`drift` finds a device missing, down, off its bridge, or an entry lost.
 
 Replaces: ``ip link add NAME type vxlan id VNI local ADDR dstport PORT nolearning``, ``ip link set NAME master
@@ -218,10 +219,13 @@ def spanning(lab: Lab) -> tuple[Network, ...]:
 
 
 def fdb_entries(lab: Lab, network: Network) -> list[tuple[str, str, str]]:
-    """(device, MAC, destination) of one spanning network: all-zero to each other machine of it, then the MAC of
-    every remote host interface on it to its machine."""
+    """(device, MAC, destination) of one spanning network: all-zero to each other machine of it, the gateway's
+    MAC to the home (off the home: what hosts send out goes there only), then the MAC of every remote host
+    interface on it to its machine."""
     device = vxlan_name(lab.name, network.name)
     out = [(device, ZERO_MAC, str(lab.machines[m].address)) for m in network.machines if m != lab.machine]
+    if network.home is not None and network.home != lab.machine:
+        out.append((device, mac_address(lab.name, "net", network.name), str(lab.machines[network.home].address)))
     for h in lab.remote.values():
         for i in h.interfaces:
             if i.network == network.name and h.machine is not None:
