@@ -337,6 +337,7 @@ class Lab(Value):
     machines: Mapping[str, Machine] = field(default_factory=dict)
     overlay_port: int = 14789
     overlay_mtu: int | None = None
+    underlay_mtu: int | None = None  # what the overlay MTU assumes every machine's underlay interface has
     digest: str = ""  # sha256 of the whole lab's record: the same on every machine for the same file
     machine: str | None = None
     remote: Mapping[str, Host] = field(default_factory=dict)

@@ -76,10 +76,10 @@ def _file(tmp_path: Path) -> str:
     return str(path)
 
 
-def _all(machines: Machines, *args: str) -> dict[str, subprocess.CompletedProcess[str]]:
-    """``nslab ARGS --machine NAME`` on every machine at once."""
-    procs = {m.name: subprocess.Popen(m.argv([NSLAB, *args, "--machine", m.name]), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for m in machines}
+def _all(machines: Machines, *args: str, named: bool = True) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``nslab ARGS --machine NAME`` on every machine at once (``named`` False: without ``--machine``)."""
+    procs = {m.name: subprocess.Popen(m.argv([NSLAB, *args, *(["--machine", m.name] if named else [])]),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in machines}
     out = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
@@ -189,7 +189,7 @@ def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Pat
     proc.wait()
     assert intent.exists()  # (it left a half-made part behind)
     try:
-        _ok(_all(machines, "up", "-q", "-f", file))
+        _ok(_all(machines, "up", "-q", "-f", file, named=False))  # each finds its machine by its address
         assert _ping(machines, "b1", "c1").returncode == 0
         assert _ping(machines, "b2", "a2").returncode == 0
         assert json.loads(b.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"] == []

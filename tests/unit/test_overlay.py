@@ -205,3 +205,14 @@ def test_the_api_builds_and_removes_one_machine_s_part():
         Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="c").up()
     lab.down()
     assert drivers.kernel.namespaces == set() and not drivers.kernel.fdb
+
+
+def test_an_underlay_with_less_mtu_than_the_overlay_assumes_is_a_problem():
+    drivers = fake_drivers()
+    drivers.kernel.underlay_mtu = 1400
+    checked = load.validate(load.from_text(LAB, "multi.yaml"), drivers, None, "a")
+    assert [str(p) for p in checked.problems] == [
+        "multi.yaml:4: machines.a: machine a's interface holding 198.18.0.1 has MTU 1400, less than the 1500 the "
+        "overlay assumes: write overlay: {underlay_mtu: 1400}"]
+    fine = LAB.replace("machines:", "overlay: {underlay_mtu: 1400}\nmachines:")
+    assert load.validate(load.from_text(fine, "multi.yaml"), drivers, None, "a").problems == []

@@ -212,7 +212,7 @@ def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine
     from .overlay import local_machine, part
 
     here = local_machine(lab, machine, drivers.kernel.machine_addresses())
-    found = _overlaps(lab, here, inputs) + _published_elsewhere(lab, here)
+    found = _overlaps(lab, here, inputs) + _published_elsewhere(lab, here) + _underlay(lab, here, drivers)
     found += [(loc, f"VNI {vni} is already used on machine {here} by {holder}")
               for loc, vni, holder in _vnis_in_use(lab, here, drivers)]
     return part(lab, here), [Problem(text, field_path(loc), lab_file.label, lab_file.lines.line(loc))
@@ -231,6 +231,17 @@ def _overlaps(lab: Lab, here: str, inputs: Inputs) -> list[tuple[tuple[Any, ...]
             out.append((loc, f"subnet {subnet} overlaps {clash.network} ({clash.owner}) on machine {here}: give a "
                              "subnet"))
     return out
+
+
+def _underlay(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], str]]:
+    """This machine's underlay interface (the one holding its address) with less MTU than the overlay assumes:
+    VXLAN packets of the overlay MTU would not fit."""
+    address = lab.machines[here].address
+    mtu = drivers.kernel.mtu_of_address(address)
+    if mtu is None or lab.underlay_mtu is None or mtu >= lab.underlay_mtu:
+        return []
+    return [(("machines", here), f"machine {here}'s interface holding {address} has MTU {mtu}, less than the "
+                                 f"{lab.underlay_mtu} the overlay assumes: write overlay: {{underlay_mtu: {mtu}}}")]
 
 
 def _published_elsewhere(lab: Lab, here: str) -> list[tuple[tuple[Any, ...], str]]:

@@ -639,6 +639,7 @@ def resolve_all(
         machines=resolution.machines,
         overlay_port=spec.overlay.port,
         overlay_mtu=resolution.overlay_mtu,
+        underlay_mtu=spec.overlay.underlay_mtu if spec.machines else None,
     )
     if lab.machines:
         lab = replace(lab, digest=overlay.digest(lab))

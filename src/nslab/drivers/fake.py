@@ -66,6 +66,7 @@ class FakeKernel(_Failing):
         self.kinds: dict[tuple[str, str], str] = {}  # (namespace, name) -> kind, of the links add_links made
         self.made: list[NewLink] = []  # what add_links was asked to make
         self.fdb: set[tuple[str, str, str]] = set()  # VXLAN forwarding entries (device, MAC, destination)
+        self.underlay_mtu: int | None = None  # the MTU of the interface holding any address (None: no such one)
         self.down: set[tuple[str, str]] = set()
         self.gateway: ipaddress.IPv4Address | None = ipaddress.IPv4Address("198.51.100.1")
         self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
@@ -298,6 +299,9 @@ class FakeKernel(_Failing):
         if missing:
             raise KernelError(f"add forwarding entry on {missing[0]}: No such device")
         self.fdb.update(entries)
+
+    def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+        return self.underlay_mtu
 
     def fdb_entries(self, devices: list[str]) -> list[tuple[str, str, str]]:
         return sorted(e for e in self.fdb if e[0] in devices and e[0] in self.ifaces.get("", {}))

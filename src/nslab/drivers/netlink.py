@@ -831,6 +831,10 @@ class NetlinkKernel:
                          append=mac == "00:00:00:00:00:00")
         batch.commit_or_raise(self.root, tolerate=(errno.EEXIST,))
 
+    def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+        """The MTU of the machine's interface holding ``address`` (None: no interface has it)."""
+        return next((lk.mtu for lk in self._root_links() if any(a.ip == address for a in lk.addresses)), None)
+
     def fdb_entries(self, devices: list[str]) -> list[tuple[str, str, str]]:
         """The forwarding entries with a destination of the machine's ``devices`` (``bridge fdb show dev``)."""
         names = {lk.index: lk.name for lk in self._root_links(with_addresses=False) if lk.name in devices}
