@@ -169,6 +169,14 @@ def _works_across(machines: Machines, host) -> None:
     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
     seen = _in(machines, "c4", [sys.executable, "-c", FETCH, WAN_ADDRESS, "9000"])
     assert seen.stdout.strip() == machines["a"].address, seen.stderr
+    # ... and only to a: b, also on lan, gets none of it (the gateway's MAC has its forwarding entry; b may see
+    # the odd broadcast, an ARP or IPv6 neighbour query, never the pings: 8 + 14 + 84 bytes of VXLAN payload)
+    sniff = subprocess.Popen(machines["b"].argv(["timeout", "3", "tcpdump", "-nni", "eth0", "-c", "20",
+                                                 f"udp port 14789 and src {machines['c'].address}"]),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.5)
+    assert _in(machines, "c4", ["ping", "-c10", "-i0.05", "-W1", WAN_ADDRESS]).returncode == 0
+    assert not [line for line in sniff.communicate()[0].splitlines() if line.endswith("length 106")]
     # the published port answers from wan (through a)
     got = subprocess.run(host.in_wan(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "20",
                                       "--retry-connrefused", "--retry-delay", "0",
