@@ -36,7 +36,11 @@ hosts:
   a2: {machine: a, networks: [lan]}
   a3: {machine: a, networks: [lan]}
   b1: {machine: b, networks: [lan, back]}
-  b2: {machine: b, networks: [lan]}
+  b2:
+    machine: b
+    networks: [lan]
+    publish: ["8081:80"]         # published on lan's home, a, to a host on b
+    run: PYTHON -m http.server 80
   b3: {machine: b, networks: [back]}
   c1: {machine: c, networks: [lan, back]}
   c2: {machine: c, networks: [lan]}
@@ -182,6 +186,10 @@ def _works_across(machines: Machines, host) -> None:
                                       "--retry-connrefused", "--retry-delay", "0",
                                       f"http://{machines['a'].address}:8080/"]), capture_output=True, text=True)
     assert got.stdout == "200", got.stderr
+    got = subprocess.run(host.in_wan(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "20",
+                                      "--retry-connrefused", "--retry-delay", "0",
+                                      f"http://{machines['a'].address}:8081/"]), capture_output=True, text=True)
+    assert got.stdout == "200", got.stderr  # (b2 serves it: a's DNAT, then the VXLAN to b)
 
 
 def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ def test_a_vxlan_device_s_data_decodes_as_meant():
         4242, 14789, 0, "198.18.0.1", "198.18.0.2")
 
 
-def test_a_vni_used_here_by_another_device_and_a_port_published_off_home_are_problems(monkeypatch):
+def test_a_vni_used_here_by_another_device_is_a_problem(monkeypatch):
     from nslab.drivers.rtnl import LinkInfo
 
     drivers = fake_drivers()
@@ -188,9 +188,7 @@ def test_a_vni_used_here_by_another_device_and_a_port_published_off_home_are_pro
     text = LAB.replace("b1: {machine: b,", "b1: {machine: b, publish: ['8080:80'],")
     checked = load.validate(load.from_text(text, "multi.yaml"), drivers, None, "b")
     assert [str(p) for p in checked.problems] == [
-        f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by VXLAN device vx9",
-        "multi.yaml:13: hosts.b1.publish: host b1 publishes ports but lives on machine b, and its network lan's home "
-        "is a: publish from a host on a"]
+        f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by VXLAN device vx9"]
 
 
 def test_the_api_builds_and_removes_one_machine_s_part():
@@ -216,3 +214,15 @@ def test_an_underlay_with_less_mtu_than_the_overlay_assumes_is_a_problem():
         "overlay assumes: write overlay: {underlay_mtu: 1400}"]
     fine = LAB.replace("machines:", "overlay: {underlay_mtu: 1400}\nmachines:")
     assert load.validate(load.from_text(fine, "multi.yaml"), drivers, None, "a").problems == []
+
+
+def test_a_port_published_by_a_host_anywhere_is_dnat_on_its_network_s_home():
+    from nslab.core.features.firewall.record import desired
+
+    text = LAB.replace("b1: {machine: b,", "b1: {machine: b, publish: ['8080:80'],")
+    lab = load.resolved(load.from_text(text, "multi.yaml"), None)
+    on_a, on_b = desired(overlay.part(lab, "a")), desired(overlay.part(lab, "b"))
+    assert [(p.host, p.host_port, p.address) for p in on_a.ports] == [
+        ("b1", 8080, str(lab.hosts["b1"].interfaces[0].address.ip))]
+    assert on_b.ports == [] and [n.name for n in on_b.networks] == ["back"]  # (b is back's home)
+    assert on_a.overlay_peers == ["198.18.0.2", "198.18.0.3"] and on_a.overlay_port == 14789

@@ -207,12 +207,12 @@ def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine
           ) -> tuple[Lab, list[Problem]]:
     """This machine's part of ``lab``, and what this machine finds wrong with it: a subnet of the lab that
     overlaps a route or address of this machine or another lab here (resolving never looked: it must give every
-    machine the same lab), a host here publishing ports on a network homed elsewhere, a VNI in use here."""
+    machine the same lab), an underlay with less MTU than the overlay assumes, a VNI in use here."""
     from ..errors import field_path
     from .overlay import local_machine, part
 
     here = local_machine(lab, machine, drivers.kernel.machine_addresses())
-    found = _overlaps(lab, here, inputs) + _published_elsewhere(lab, here) + _underlay(lab, here, drivers)
+    found = _overlaps(lab, here, inputs) + _underlay(lab, here, drivers)
     found += [(loc, f"VNI {vni} is already used on machine {here} by {holder}")
               for loc, vni, holder in _vnis_in_use(lab, here, drivers)]
     return part(lab, here), [Problem(text, field_path(loc), lab_file.label, lab_file.lines.line(loc))
@@ -242,18 +242,6 @@ def _underlay(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ..
         return []
     return [(("machines", here), f"machine {here}'s interface holding {address} has MTU {mtu}, less than the "
                                  f"{lab.underlay_mtu} the overlay assumes: write overlay: {{underlay_mtu: {mtu}}}")]
-
-
-def _published_elsewhere(lab: Lab, here: str) -> list[tuple[tuple[Any, ...], str]]:
-    """Published ports are DNAT on the network's home: a host publishing must live there."""
-    out = []
-    for h in lab.hosts.values():
-        first = next((i.network for i in h.interfaces if i.network), None)
-        home = lab.networks[first].home if first else None
-        if h.publish and h.machine == here and home != here:
-            out.append((("hosts", h.name, "publish"), f"host {h.name} publishes ports but lives on machine {here}, "
-                        f"and its network {first}'s home is {home}: publish from a host on {home}"))
-    return out
 
 
 def _foreign_vnis(lab: Lab, drivers: Drivers) -> dict[int, str]:

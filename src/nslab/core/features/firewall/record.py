@@ -123,12 +123,15 @@ def docker_port_lines(p: PublishedPort, with_port: bool = True) -> list[str]:
 
 
 def _host_ports(lab: Lab, host: Host) -> list[PublishedPort]:
-    """The ports ``host`` publishes, on its first network (across machines: when that network's home is here)."""
+    """The ports ``host`` publishes, on its first network (across machines: when that network's home is here,
+    whatever machine the host lives on)."""
     from ....errors import field_path
 
     iface = next((i for i in host.interfaces if i.network), None)
-    if iface is None or iface.network is None or not lab.builds_gateway(lab.networks[iface.network]):
+    network = lab.networks.get(iface.network) if iface is not None and iface.network else None
+    if iface is None or network is None or not lab.builds_gateway(network):
         return []
+    on = network.name
     ports: list[PublishedPort] = []
     for written in host.publish:
         try:
@@ -138,7 +141,7 @@ def _host_ports(lab: Lab, host: Host) -> list[PublishedPort]:
         where = field_path(written.path)
         v6 = str(iface.address6.ip) if iface.address6 else ""
         ports += [
-            PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, iface.network,
+            PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, on,
                           str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
             for m in mappings
         ]
@@ -150,7 +153,7 @@ def desired(lab: Lab) -> FirewallRecord:
     # (across machines: only the networks whose home is here; on the others the bridge is pure L2)
     networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
                 for n in lab.networks.values() if lab.builds_gateway(n)]
-    ports = [p for host in lab.hosts.values() for p in _host_ports(lab, host)]
+    ports = [p for host in (*lab.hosts.values(), *lab.remote.values()) for p in _host_ports(lab, host)]
     peers = [str(m.address) for m in lab.machines.values() if m.name != lab.machine] if lab.machine else []
     return FirewallRecord(networks=networks, ports=ports, overlay_port=lab.overlay_port if peers else 0,
                           overlay_peers=peers)
