@@ -226,3 +226,11 @@ def test_a_port_published_by_a_host_anywhere_is_dnat_on_its_network_s_home():
         ("b1", 8080, str(lab.hosts["b1"].interfaces[0].address.ip))]
     assert on_b.ports == [] and [n.name for n in on_b.networks] == ["back"]  # (b is back's home)
     assert on_a.overlay_peers == ["198.18.0.2", "198.18.0.3"] and on_a.overlay_port == 14789
+
+
+def test_off_the_lab_s_machines_validate_sees_the_whole_lab_and_up_refuses():
+    drivers = fake_drivers()  # (its address, 198.51.100.2, is none of the lab's machines)
+    checked = load.validate(load.from_text(LAB, "multi.yaml"), drivers, None, strict=False)
+    assert checked.problems == [] and checked.lab.machine is None and set(checked.lab.hosts) == {"a1", "b1", "c1", "c2"}
+    with pytest.raises(MachineError, match="no machine of lab multi has an address of this machine"):
+        plan(load.from_text(LAB, "multi.yaml"), drivers, None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
+from ..errors import MachineError, Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
 from ..model import Occupied
 from ..values import Value, replace
 from . import dotenv, features, kept, state
@@ -174,20 +174,26 @@ def _resolve(lab_file: LabFile, inputs: Inputs, drivers: Drivers | None) -> tupl
 
 
 def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None,
-             machine: str | None = None) -> Checked:
+             machine: str | None = None, strict: bool = True) -> Checked:
     """Every problem of the lab in one pass, changing nothing: the file's schema, names and references,
     addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
     each feature's checks (published ports...), and names nslab would create that the machine already has.
     A kept file whose inputs were never seen raises :class:`~nslab.errors.StaleKeptForm`.
 
     A lab across machines with ``drivers``: the part of this machine (``machine``, else the one recorded, else
-    the one whose address is local; overlay.local_machine), its subnets checked against this machine's routes."""
+    the one whose address is local; overlay.local_machine), its subnets checked against this machine's routes;
+    ``strict`` False (``nslab validate``, ``config``): on a machine that is none of the lab's, the whole lab,
+    without the machine's checks."""
     inputs = machine_inputs(lab_file, drivers, recorded)
     lab, problems = _resolve(lab_file, inputs, drivers)
     whole = lab if lab.machines else None
     if lab.machines and drivers is not None and not problems:
-        lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
-        problems += found
+        try:
+            lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
+            problems += found
+        except MachineError:
+            if strict:
+                raise
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
     problems += features.validate(ctx)
     if drivers is not None:
