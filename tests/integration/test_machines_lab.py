@@ -49,7 +49,7 @@ hosts:
 links:
   - [a2, b2]
   - [b2, c2]
-  - [c2, a2]
+  - {endpoints: [c2, a2], ipv6: true}
 """.replace("PYTHON", sys.executable)
 
 #: A TCP server in wan answering each client with the address it sees.
@@ -157,6 +157,12 @@ def _works_across(machines: Machines, host) -> None:
     for source, target in (("a1", "b1"), ("b1", "c4"), ("c1", "a3"), ("b3", "c3"), ("c3", "b1"), ("a2", "c2")):
         assert _ping(machines, source, target).returncode == 0, (source, target)
     assert _ping(machines, "a1", "b2", "-6").returncode == 0  # dual stack across
+    from nslab.core import load
+
+    ring = load.resolved(load.from_text(LAB), None).links[2]  # c2 - a2, dual stack, between c and a
+    assert ring.kind == "vxlan" and ring.b_address6 is not None
+    assert _ping(machines, "c2", str(ring.b_address6.ip)).returncode == 0
+    assert "mtu 1450" in _in(machines, "a2", ["ip", "link", "show", ring.b_ifname]).stdout
     # isolation: the internal network is not reachable from a host that is only on lan
     b1_back = _in(machines, "c3", ["getent", "hosts", "b1"]).stdout.split()[0]
     assert b1_back.startswith("10.")
