@@ -124,7 +124,7 @@ class Lab:
         down(self.name, self.drivers, self.machine)
 
     def status(self) -> dict[str, Any]:
-        return status(self.name, self.drivers)
+        return status(self.name, self.drivers, self.machine)
 
     def exec(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         """Run ``argv`` inside ``host`` (``subprocess.run`` keywords pass through); returns its result.

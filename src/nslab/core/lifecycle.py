@@ -165,7 +165,7 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
     try:
         with state.machine_lock():
             recorded = state.LabState.load(lab_file.name)
-            _same_machine(recorded, machine)
+            _same_machine(recorded, machine, up=True)
             if recorded and lab_file.path and recorded.lab.source and recorded.lab.source != lab_file.path:
                 raise ConflictError(
                     f"lab name '{lab_file.name}' is already used by {recorded.lab.source}; "
@@ -187,15 +187,15 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             drivers.close()
 
 
-def _same_machine(recorded: state.LabState | None, machine: str | None) -> None:
+def _same_machine(recorded: state.LabState | None, machine: str | None, up: bool = False) -> None:
     """``--machine NAME`` for a lab recorded as another machine's part (or as not across machines): refused."""
     if recorded is None or machine is None or recorded.lab.machine == machine:
         return
     from ..errors import MachineError
 
     was = f"machine {recorded.lab.machine}'s part" if recorded.lab.machine else "not across machines"
-    raise MachineError(f"lab {recorded.lab.name} is up here as {was}, not machine {machine}'s: "
-                       f"'nslab down {recorded.lab.name}' first")
+    hint = f": 'nslab down {recorded.lab.name}' first" if up else ""
+    raise MachineError(f"lab {recorded.lab.name} is up here as {was}, not machine {machine}'s{hint}")
 
 
 def _repaired_events(planned: Planned) -> None:
@@ -428,12 +428,15 @@ def _announce_down(name: str) -> None:
 
 
 # --- status --------------------------------------------------------------------------------------------------
-def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str, Any]:
-    """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
+def status(name: str | None = None, drivers: Drivers | None = None, machine: str | None = None) -> dict[str, Any]:
+    """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes
+    (``machine``: every lab shown must be up here as that machine's part of a lab across machines)."""
     from .status import lab_status
 
     building = state.changing_labs(name)  # (labs being made have no state yet: said, not an error)
     states, broken, seen = _states(name, building)
+    for st in states:
+        _same_machine(st, machine)
     doc: dict[str, Any] = {"version": 1, "labs": []}
     made = {st.lab.name for st in states}
     if set(building) - made:  # labs an nslab process is making (no state yet)
