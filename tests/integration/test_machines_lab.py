@@ -11,12 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from labs import NSLAB
-from nslab.tools.sandbox import WAN_ADDRESS, Machines
+from nslab.tools.sandbox import WAN_ADDRESS, Machine, Machines
 
 LAB = """
 name: multi
@@ -80,7 +81,7 @@ def _file(tmp_path: Path) -> str:
     return str(path)
 
 
-def _all(machines: Machines, *args: str, named: bool = True) -> dict[str, subprocess.CompletedProcess[str]]:
+def _all(machines: Iterable[Machine], *args: str, named: bool = True) -> dict[str, subprocess.CompletedProcess[str]]:
     """``nslab ARGS --machine NAME`` on every machine at once (``named`` False: without ``--machine``)."""
     procs = {m.name: subprocess.Popen(m.argv([NSLAB, *args, *(["--machine", m.name] if named else [])]),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in machines}
@@ -252,3 +253,42 @@ def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machine
         assert _ping(machines, "c1", "a1").returncode == 0
     finally:
         _ok(_all(machines, "down", "multi"))
+
+
+SIX = """
+name: six
+machines:
+  a: {address: "2001:db8:18::1"}
+  b: {address: "2001:db8:18::2"}
+networks:
+  net: {}
+hosts:
+  s1: {machine: a, networks: [net]}
+  s2: {machine: b, networks: [net]}
+"""
+
+
+def test_two_labs_share_the_port_and_an_ipv6_underlay_takes_70_bytes(machines: Machines, tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    six = tmp_path / "six.yaml"
+    six.write_text(SIX)
+    _ok(_all(machines, "up", "-q", "-f", file))
+    try:
+        pair = [machines["a"], machines["b"]]
+        _ok(_all(pair, "up", "-q", "-f", str(six)))
+        try:
+            assert _in(machines, "b1", ["true"]).returncode == 0
+            s1 = machines["a"].run([NSLAB, "exec", "six/s1", "--", "ping", "-c1", "-W2", "s2"])
+            assert s1.returncode == 0, s1.stdout + s1.stderr
+            assert "mtu 1430" in machines["b"].run([NSLAB, "exec", "six/s2", "--", "ip", "link", "show",
+                                                     "eth0"]).stdout
+            rules = machines["a"].run(["nft", "list", "chain", "inet", "nslab", "input"]).stdout
+            assert "udp dport 14789 ip saddr != { 198.18.0.2, 198.18.0.3 } drop" in rules
+            assert "udp dport 14789 ip6 saddr != 2001:db8:18::2 drop" in rules  # (nft lists a set of one so)
+            assert _ping(machines, "a1", "c4").returncode == 0  # the first lab still works beside it
+        finally:
+            _ok(_all(pair, "down", "six"))
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
