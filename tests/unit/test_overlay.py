@@ -138,8 +138,9 @@ def test_a_machine_plans_its_vxlan_devices_entries_and_link_ends():
     lan, back = planned.lab.networks["lan"], planned.lab.networks["back"]
     assert f"type vxlan id {lan.vni} local 198.18.0.3 dstport 14789 nolearning" in text
     assert f"type vxlan id {back.vni} local 198.18.0.3 dstport 14789 nolearning" in text
-    assert f"bridge fdb append 00:00:00:00:00:00 dev {overlay.vxlan_name('multi', 'lan')} dst 198.18.0.1" in text
-    assert "remote 198.18.0.1 dstport 14789 nolearning" in text and "ip link set eth1 netns multi-c2" in text
+    assert f"bridge fdb append 00:00:00:00:00:00 dev {overlay.vxlan_name('multi', 'lan')} dst 198.18.0.1 self " \
+        "permanent" in text
+    assert "remote 198.18.0.1 dstport 14789 nolearning" in text and "ip link add eth1 netns multi-c2 " in text
     assert f"ip addr add {lan.gateway}" not in text  # the gateway lives on a
     from nslab.core.apply import apply
 

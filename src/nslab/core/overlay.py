@@ -25,8 +25,8 @@ network's home, one for the gateway's MAC (to the home).
 :func:`drift` finds a device missing, down, off its bridge, or an entry lost.
 
 Replaces: ``ip link add NAME type vxlan id VNI local ADDR dstport PORT nolearning``, ``ip link set NAME master
-BRIDGE mtu MTU up``, ``bridge fdb append 00:00:00:00:00:00 dev NAME dst M``, ``bridge fdb add MAC dev NAME dst M
-self``.
+BRIDGE up``, ``bridge fdb append 00:00:00:00:00:00 dev NAME dst M self permanent``, ``bridge fdb replace MAC dev
+NAME dst M self permanent``.
 """
 
 from __future__ import annotations
@@ -270,8 +270,8 @@ def device_commands(lab: Lab, network: Network) -> list[str]:
            f"ip link set {name} alias {owner_alias(lab.name, 'net', network.name, 'vxlan')}",
            f"ip link set {name} master {network.bridge} up"]
     for device, mac, dst in fdb_entries(lab, network):
-        verb = "append" if mac == ZERO_MAC else "add"
-        out.append(f"bridge fdb {verb} {mac} dev {device} dst {dst}{' self' if mac != ZERO_MAC else ''}")
+        out.append(f"bridge fdb {'append' if mac == ZERO_MAC else 'replace'} {mac} dev {device} dst {dst} self "
+                   "permanent")
     return out
 
 

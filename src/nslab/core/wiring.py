@@ -12,6 +12,10 @@ kind, in the registry's order) and a host's ports on networks are rendered by th
 driver makes them in each host's one batch (:class:`AddHosts`). :func:`drift` finds bridges and namespaces
 missing, bridges down and default routes lost, and asks each interface's kind for the rest.
 
+A lab across machines is planned as its part (core/overlay.py): the same steps, plus each spanning network's
+VXLAN device (overlay.AddOverlay, after the bridges; made again when new, broken, or its forwarding entries
+change) and, off a network's home, a bridge without the gateway's address (and with a MAC of its own).
+
 Replaces: ``ip netns add/del``, ``ip link add type bridge``, ``ip link set BRIDGE alias/up``, ``ip route add
 default via ... proto static`` (``-6`` too), ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge, and
 through the kinds ``ip link add ... type veth peer ... netns``, ``ip addr add``, ``ip link set ... master``.

@@ -11,8 +11,8 @@ that machine's).
 Schema (:func:`schema`): spec.LinkSpec's fields and ``mtu`` (kept when smaller than the overlay's). Record:
 :class:`~nslab.model.Link` with ``kind="vxlan"`` and ``options`` ``(("vni", N),)``.
 
-Replaces: ``ip link add IF type vxlan id VNI local ADDR remote ADDR dstport PORT nolearning``, ``ip link set IF
-netns NS``, ``ip -n NS addr add``, ``ip -n NS link set IF up``, ``ip -n NS link del IF``.
+Replaces: ``ip link add IF netns NS type vxlan id VNI local ADDR remote ADDR dstport PORT nolearning``, ``ip -n
+NS addr add``, ``ip -n NS link set IF up``, ``ip -n NS link del IF``.
 """
 
 from __future__ import annotations
@@ -126,10 +126,11 @@ class AddVxlanLinks(Action):
             for here, ifname, there in local_ends(self.lab, lk):
                 assert here.machine is not None and there.machine is not None
                 ns, mtu = here.namespace, f" mtu {lk.mtu}" if lk.mtu else ""
-                out += [f"ip link add {ifname} address {mac_address(self.lab.name, 'host', here.name, ifname)}{mtu}"
-                        f" type vxlan id {_vni(lk)} local {self.lab.machines[here.machine].address} remote "
-                        f"{self.lab.machines[there.machine].address} dstport {self.lab.overlay_port} nolearning",
-                        f"ip link set {ifname} netns {ns}"]
+                # (made from the machine's namespace, where its socket lives, straight into the host's)
+                out.append(f"ip link add {ifname} netns {ns} address "
+                           f"{mac_address(self.lab.name, 'host', here.name, ifname)}{mtu} type vxlan id {_vni(lk)} "
+                           f"local {self.lab.machines[here.machine].address} remote "
+                           f"{self.lab.machines[there.machine].address} dstport {self.lab.overlay_port} nolearning")
                 out += [f"ip -n {ns} addr add {a}{broadcast_plus(a) if a.version == 4 else ' nodad'} dev {ifname}"
                         for a in _addresses(lk, here.name)]
                 out.append(f"ip -n {ns} link set {ifname} up")
