@@ -277,7 +277,9 @@ def device_commands(lab: Lab, network: Network) -> list[str]:
 
 class AddOverlay(Action):
     """The VXLAN device of each spanning network here, on its bridge, with its forwarding entries (the bridge
-    exists: AddBridges came first). The inverse deletes the devices (their entries go with them)."""
+    exists: AddBridges came first); a device already there (a converge: other remote hosts) is made again. The
+    inverse deletes the devices (their entries go with them): a converge that fails after this step leaves such a
+    network without its device, which ``status`` names and the next ``up`` makes again."""
 
     lab: Lab
     networks: tuple[Network, ...]
