@@ -235,3 +235,19 @@ def test_off_the_lab_s_machines_validate_sees_the_whole_lab_and_up_refuses():
     assert checked.problems == [] and checked.lab.machine is None and set(checked.lab.hosts) == {"a1", "b1", "c1", "c2"}
     with pytest.raises(MachineError, match="no machine of lab multi has an address of this machine"):
         plan(load.from_text(LAB, "multi.yaml"), drivers, None)
+
+
+def test_a_failed_converge_gives_the_vxlan_devices_their_former_entries_back():
+    from nslab.lab import Lab
+
+    drivers = fake_drivers()
+    Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="a").up()
+    before = set(drivers.kernel.fdb)
+    more = LAB.replace("  c2: {machine: c,", "  c5: {machine: c, networks: [lan]}\n  c2: {machine: c,")
+    drivers.kernel.fail_on.add("set_hairpin")  # (a step after the overlay's: a1 publishes now)
+    changed = more.replace("a1: {machine: a, networks: [lan]}", "a1: {machine: a, networks: [lan], publish: ['80']}")
+    with pytest.raises(Exception, match="injected failure"):
+        Lab.from_text(changed, "multi.yaml", drivers=drivers, machine="a").up()
+    assert drivers.kernel.fdb == before and overlay.vxlan_name("multi", "lan") in drivers.kernel.ports
+    Lab.from_text(more, "multi.yaml", drivers=drivers, machine="a").up()
+    assert len(drivers.kernel.fdb) == len(before) + 1  # c5's MAC, to c

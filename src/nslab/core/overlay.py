@@ -39,7 +39,7 @@ from ..model import Host, IPv4Addr, IPv6Addr, IPv6Net, Lab, Link, Machine, Netwo
 from ..naming import LINK_GROUP, blake2s, mac_address, owner_alias, short_hash
 from ..values import replace
 from .difference import Difference
-from .plan import Action, raise_on
+from .plan import Action, Steps, raise_on
 
 if TYPE_CHECKING:
     from ..drivers import Drivers
@@ -278,11 +278,12 @@ def device_commands(lab: Lab, network: Network) -> list[str]:
 class AddOverlay(Action):
     """The VXLAN device of each spanning network here, on its bridge, with its forwarding entries (the bridge
     exists: AddBridges came first); a device already there (a converge: other remote hosts) is made again. The
-    inverse deletes the devices (their entries go with them): a converge that fails after this step leaves such a
-    network without its device, which ``status`` names and the next ``up`` makes again."""
+    inverse deletes the devices (their entries go with them) and makes those of ``former`` (the lab as it was up)
+    again as they were."""
 
     lab: Lab
     networks: tuple[Network, ...]
+    former: Lab | None = None
 
     def commands(self) -> list[str]:
         return [line for n in self.networks for line in device_commands(self.lab, n)]
@@ -292,7 +293,12 @@ class AddOverlay(Action):
 
     def apply(self, drivers: Drivers) -> Action | None:
         names = [vxlan_name(self.lab.name, n.name) for n in self.networks]
-        undo = RemoveOverlay(self.lab, self.networks)
+        undo: Action = RemoveOverlay(self.lab, self.networks)
+        was = tuple(n for n in spanning(self.former) if n.name in {m.name for m in self.networks}) \
+            if self.former is not None else ()
+        if was:
+            assert self.former is not None
+            undo = Steps((undo, AddOverlay(self.former, was)))
         try:
             drivers.kernel.remove_links(names)  # (one left by a run killed before it recorded it)
             drivers.kernel.add_links([_new_device(self.lab, n) for n in self.networks])

@@ -508,7 +508,7 @@ def _overlay(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
                   or overlay.fdb_entries(desired, n) != overlay.fdb_entries(before, n)
                   or (desired.machines, desired.overlay_port, desired.overlay_mtu)
                   != (before.machines, before.overlay_port, before.overlay_mtu))
-    return [overlay.AddOverlay(desired, again)] if again else []
+    return [overlay.AddOverlay(desired, again, before if was else None)] if again else []
 
 
 def _links_added(lab: Lab, links: Iterable[Link]) -> list[Action]:
