@@ -251,3 +251,8 @@ def test_a_failed_converge_gives_the_vxlan_devices_their_former_entries_back():
     assert drivers.kernel.fdb == before and overlay.vxlan_name("multi", "lan") in drivers.kernel.ports
     Lab.from_text(more, "multi.yaml", drivers=drivers, machine="a").up()
     assert len(drivers.kernel.fdb) == len(before) + 1  # c5's MAC, to c
+
+
+def test_machine_for_a_lab_of_one_machine_is_refused():
+    with pytest.raises(MachineError, match="lab solo is not across machines"):
+        load.validate(load.from_text("name: solo\nhosts: {h: {}}\n"), fake_drivers(), None, "a")

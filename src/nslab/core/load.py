@@ -187,6 +187,8 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     inputs = machine_inputs(lab_file, drivers, recorded)
     lab, problems = _resolve(lab_file, inputs, drivers)
     whole = lab if lab.machines else None
+    if machine is not None and not lab.machines:
+        raise MachineError(f"--machine {machine}: lab {lab.name} is not across machines (its file has no machines:)")
     if lab.machines and drivers is not None and not problems:
         try:
             lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
