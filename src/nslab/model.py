@@ -42,6 +42,9 @@ class Network(Value):
     subnet6: IPv6Net | None = None  # a dual-stack network's IPv6 subnet; the bridge holds gateway6
     gateway6: ipaddress.IPv6Interface | None = None
     nat6: bool = True  # IPv6 egress masqueraded (else routed)
+    #: the machine's interface made a port of the bridge while the lab is up (features/external.py): the bridge then
+    #: holds that interface's addresses, not ``gateway`` (the LAN's router, kept from the hosts' IPAM)
+    external: str | None = None
 
 
 class Interface(Value):

@@ -153,9 +153,13 @@ class _Resolution:
     def _link_owner(self, index: int) -> str:
         return f"links[{index}] of lab '{self.lab}'"
 
-    def _claim(self, loc: tuple[Any, ...], subnet: IPv4Net, what: str) -> None:
-        """Take an explicit subnet, or report the first range it overlaps (then it is not taken)."""
+    def _claim(self, loc: tuple[Any, ...], subnet: IPv4Net, what: str, external: str | None = None) -> None:
+        """Take an explicit subnet, or report the first range it overlaps (then it is not taken). ``external``:
+        the machine's interface the network borrows, whose own addresses and routes are that network's (the
+        feature external checks that they match)."""
         for other, owner in self.taken:
+            if external is not None and owner.endswith(f" on {external}"):
+                continue
             if subnet.overlaps(other):
                 self.out.add(loc, f"subnet {subnet} overlaps {other} ({owner})")
                 return
@@ -173,7 +177,7 @@ class _Resolution:
         for name, net in self.spec.networks.items():
             if net.subnet is not None:
                 subnets[name] = net.subnet
-                self._claim(("networks", name, "subnet"), net.subnet, self._network_owner(name))
+                self._claim(("networks", name, "subnet"), net.subnet, self._network_owner(name), net.external)
         for i, link in enumerate(self.spec.links):
             if link.subnet is not None:
                 self._claim(("links", i, "subnet"), link.subnet, self._link_owner(i))
@@ -203,7 +207,8 @@ class _Resolution:
                 bridge=bridge_name(self.lab, name),
                 subnet=subnets[name],
                 gateway=ipaddress.IPv4Interface(f"{subnets[name][1]}/{subnets[name].prefixlen}"),
-                internal=net.internal,
+                internal=net.internal or net.external is not None,  # the LAN is its way out, not NAT
+                external=net.external,
             )
             for name, net in self.spec.networks.items()
             if name in subnets
