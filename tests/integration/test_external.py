@@ -51,6 +51,14 @@ def _seen() -> dict[str, object]:
             "routes": routes, "master": link.get("master", ""), "up": "UP" in link["flags"], "mtu": link["mtu"]}
 
 
+def _no_vlan() -> str:
+    """What eth1.10 (not on the machine) is refused with: the kernel's 802.1q support decides."""
+    from nslab.drivers.nic import LiveNics
+
+    vlan = LiveNics().has_vlan()
+    return "the machine has no interface eth1.10" if vlan else "eth1.10: this kernel has no 802.1q (VLAN) support"
+
+
 def _bridge_addresses() -> list[str]:
     (link,) = json.loads(sh(f"ip -j addr show dev {BR}").stdout)
     return sorted(f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"] if a["scope"] == "global")
@@ -146,7 +154,7 @@ hosts:
                      "bad.yaml:5: networks.c.external: p9 is a port of br9",
                      "bad.yaml:6: networks.d.subnet: subnet 192.0.0.0/16 clashes with eth1's address 192.0.2.10/24",
                      "bad.yaml:7: networks.e.external: br9 is a bridge",
-                     "bad.yaml:8: networks.f.external: eth1.10: this kernel has no 802.1q (VLAN) support"):
+                     f"bad.yaml:8: networks.f.external: {_no_vlan()}"):
         assert expected in lines, lines
     taken = LAB.replace("192.0.2.50", "192.0.2.10")
     assert "192.0.2.10 is the machine's address on eth1" in up_refused(tmp_path / "t.yaml", taken).stderr
@@ -161,3 +169,47 @@ def test_no_vlan_support_is_asked_of_the_kernel(host):
                           capture_output=True, text=True)
     assert LiveNics().has_vlan() == (made.returncode == 0)
     assert "nslab-vlanprobe" not in sh("ip link").stdout
+
+
+MACVLAN = """\
+name: mvl
+hosts:
+  pc:
+    macvlan: {parent: eth1, mode: bridge, address: 192.0.2.60/24}
+  quiet:
+    macvlan: [{parent: eth1, mode: private}]
+"""
+
+
+def test_a_host_s_macvlan_reaches_the_lan_but_not_its_parent(nic, tmp_path):
+    path = tmp_path / "mvl.yaml"
+    path.write_text(MACVLAN)
+    plan = nslab("up", "-f", str(path), "--dry-run").stdout
+    assert "type macvlan mode bridge netns mvl-pc" in plan and "ip -n mvl-pc addr add 192.0.2.60/24" in plan
+    nslab("up", "-f", str(path))
+    try:
+        (link,) = json.loads(sh("ip -n mvl-pc -j -d link show mv0").stdout)
+        assert (link["linkinfo"]["info_kind"], link["linkinfo"]["info_data"]["mode"]) == ("macvlan", "bridge")
+        (quiet,) = json.loads(sh("ip -n mvl-quiet -j -d addr show mv0").stdout)
+        assert quiet["linkinfo"]["info_data"]["mode"] == "private"
+        assert not [a for a in quiet["addr_info"] if a["family"] == "inet"]  # no address written: none
+        sh("ip netns exec mvl-pc ping -c1 -W2 192.0.2.1")  # the LAN, through eth1
+        # the kernel's macvlan: never its parent (the machine's 192.0.2.10 on eth1)
+        assert sh("ip netns exec mvl-pc ping -c1 -W1 192.0.2.10", check=False).returncode != 0
+        assert _seen() == nic  # eth1 itself is left as it was
+        sh("ip -n mvl-pc link del mv0")  # drift, repaired by up
+        assert "host pc: macvlan mv0 on eth1 is missing" in json.loads(
+            nslab("status", "mvl", "--json", check=False).stdout)["labs"][0]["drift"]
+        nslab("up", "-f", str(path))
+        sh("ip netns exec mvl-pc ping -c1 -W2 192.0.2.1")
+    finally:
+        nslab("down", "mvl")
+    assert lab_leftovers("mvl") == [] and _seen() == nic
+
+
+def test_a_macvlan_on_a_vlan_or_missing_parent_is_refused(nic, tmp_path):
+    bad = MACVLAN.replace("parent: eth1, mode: bridge", "parent: eth1.10, mode: bridge").replace(
+        "[{parent: eth1, mode: private}]", "{parent: eth7}")
+    said = up_refused(tmp_path / "bad.yaml", bad).stderr
+    assert f"bad.yaml:4: hosts.pc.macvlan[0]: {_no_vlan()}" in said, said
+    assert "bad.yaml:6: hosts.quiet.macvlan[0]: the machine has no interface eth7" in said, said

@@ -184,3 +184,63 @@ def test_a_host_may_not_take_the_machine_s_address(drivers):
     assert [str(p) for p in caught.value.problems] == [
         "<string>:5: hosts.pc.networks.lan: 192.0.2.10 is the machine's address on eth1: give host 'pc' another "
         "one (networks: {lan: ADDRESS})"]
+
+
+# --- macvlan (features/macvlan.py) ---------------------------------------------------------------------------
+
+MACVLAN = """\
+name: mvl
+hosts:
+  pc:
+    macvlan: {parent: eth1, address: 192.0.2.60/24}
+  quiet:
+    macvlan: [{parent: eth1, mode: private}, {parent: eth1, mode: vepa}]
+"""
+
+
+def test_macvlan_entries_resolve_to_named_interfaces_with_derived_macs():
+    lab = resolve(*spec.parse(MACVLAN))
+    pc, quiet = lab.hosts["pc"].macvlans, lab.hosts["quiet"].macvlans
+    assert [(m.name, m.parent, m.mode, str(m.address)) for m in pc] == [("mv0", "eth1", "bridge", "192.0.2.60/24")]
+    assert [(m.name, m.mode, m.address) for m in quiet] == [("mv0", "private", None), ("mv1", "vepa", None)]
+    assert pc[0].mac != quiet[0].mac
+    with pytest.raises(SpecError) as caught:
+        spec.parse(MACVLAN.replace("address: 192.0.2.60/24", "address: 192.0.2.60, mode: fast"), "m.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "m.yaml:4: hosts.pc.macvlan[0].mode: Input should be 'private', 'vepa', 'bridge' or 'passthru'",
+        "m.yaml:4: hosts.pc.macvlan[0].address: '192.0.2.60': give the address with its prefix length (10.0.0.5/24)"]
+
+
+def test_macvlans_are_made_beside_their_parent_and_moved_into_the_host(drivers):
+    from nslab.core.features import macvlan
+
+    result = Lab.from_text(MACVLAN, drivers=drivers).up()
+    made = {(new.end.namespace, new.end.name): new for new in drivers.kernel.made if new.kind == "macvlan"}
+    assert sorted(made) == [("mvl-pc", "mv0"), ("mvl-quiet", "mv0"), ("mvl-quiet", "mv1")]
+    pc = made[("mvl-pc", "mv0")]
+    assert (pc.made_in, pc.lower, [str(a) for a in pc.end.addresses]) == ("", "eth1", ["192.0.2.60/24"])
+    assert pc.data == (8).to_bytes(2, "little") + (1).to_bytes(2, "little") + (4).to_bytes(4, "little")  # bridge
+    (add,) = result.plan.of_type(macvlan.AddMacvlans)
+    assert add.commands()[:2] == [
+        f"ip link add mv0 link eth1 address {pc.end.mac} group {pc.end.group} type macvlan mode bridge netns mvl-pc",
+        "ip -n mvl-pc addr add 192.0.2.60/24 brd + dev mv0"]
+    again = Lab.from_text(MACVLAN.replace("mode: vepa", "mode: private"), drivers=drivers).up().plan
+    (gone,), (new,) = again.of_type(macvlan.RemoveMacvlans), again.of_type(macvlan.AddMacvlans)
+    assert [(ns, m.name, m.mode) for ns, m in gone.entries] == [("mvl-quiet", "mv1", "vepa")]
+    assert [(ns, m.name, m.mode) for ns, m in new.entries] == [("mvl-quiet", "mv1", "private")]
+
+
+def test_macvlan_parents_are_checked_before_any_change(drivers):
+    from nslab.errors import UserError
+
+    bad = MACVLAN.replace("parent: eth1, address", "parent: lo, address").replace(
+        "{parent: eth1, mode: vepa}", "{parent: p9}").replace("{parent: eth1, mode: private}", "{parent: eth1.7}")
+    with pytest.raises(UserError) as caught:
+        Lab.from_text(bad, drivers=drivers).up()
+    assert [str(p) for p in caught.value.problems] == [
+        "<string>:4: hosts.pc.macvlan[0]: lo is the loopback interface",
+        "<string>:6: hosts.quiet.macvlan[0]: eth1.7: this kernel has no 802.1q (VLAN) support: VLAN sub-interfaces "
+        "cannot be used",
+        "<string>:6: hosts.quiet.macvlan[1]: p9 is a port of br9: a macvlan needs an interface of its own",
+    ]
+    assert not drivers.kernel.made

@@ -55,7 +55,7 @@ from ..model import (
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
 from . import kinds, labtests
-from .features import contain, containers, dns, firewall, impair, limits, partitions, services
+from .features import contain, containers, dns, firewall, impair, limits, macvlan, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, name_rule
 from .wiring import PER_INTERFACE_SYSCTL
 
@@ -482,6 +482,7 @@ class _Resolution:
             dns=resolver,
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
+            macvlans=macvlan.resolve(self.lab, host_name, host),
             resources=limits.resolve(host),
             profiles=tuple(host.profiles),
         )

@@ -317,6 +317,28 @@ class InterfaceSpec(_Strict):
         return mac
 
 
+class MacvlanSpec(_Strict):
+    """A host's macvlan interface on one of the machine's interfaces (features/macvlan.py)."""
+
+    parent: str
+    mode: Literal["private", "vepa", "bridge", "passthru"] = "bridge"
+    address: ipaddress.IPv4Interface | None = None  # 10.0.0.5/24; absent: no address
+
+    @field_validator("parent")
+    @classmethod
+    def _interface_name(cls, value: str) -> str:
+        if not IFNAME.fullmatch(value):
+            raise ValueError(f"'{value}' is not an interface name (1 to 15 characters, no '/', ':' or blank)")
+        return value
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _with_prefix(cls, value: Any) -> Any:
+        if isinstance(value, str) and "/" not in value:
+            raise ValueError(f"'{value}': give the address with its prefix length (10.0.0.5/24)")
+        return value
+
+
 class RouteSpec(_Strict):
     """``{to: CIDR, via: ADDRESS}``: a static route inside the host (IPv4, or IPv6 on a dual-stack network)."""
 
@@ -452,6 +474,13 @@ class HostSpec(_WithDns):
     writable: list[str] = Field(default_factory=list)
     private_tmp: bool = False
     pid: Literal["host", "private"] = "host"
+    #: macvlan interfaces on the machine's interfaces (features/macvlan.py); one entry or a list
+    macvlan: list[MacvlanSpec] = Field(default_factory=list)
+
+    @field_validator("macvlan", mode="before")
+    @classmethod
+    def _one_macvlan(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("image")
     @classmethod

@@ -10,6 +10,7 @@ links           interfaces put down on purpose (`nslab link`)                   
 hoststate       hosts stopped (`nslab stop`) or not started (`up --only`)       host_state
 external        a machine's interface on a network's bridge (``external:``),    external
                 what it had kept in the lab's directory and given back
+macvlan         hosts' macvlan interfaces on the machine's interfaces           macvlan
 firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
 services        the lab's supervisor: ``run:`` commands and the DNS forwarder   hostsetup
 partitions      ``table inet nslab-partition`` inside the hosts of each side    faults
@@ -58,8 +59,8 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "containers", "hostnames", "links", "hoststate", "external", "firewall", "services", "partitions",
-            "impair")
+FEATURES = ("dns", "containers", "hostnames", "links", "hoststate", "external", "macvlan", "firewall", "services",
+            "partitions", "impair")
 
 
 #: How a feature's ``resolve`` reports a problem with what is written: ``report(field path, message)``.
