@@ -108,6 +108,19 @@ def test_up_moves_everything_to_the_bridge_and_down_gives_it_back(drivers):
     assert external.saved("ext", drivers) == {}
 
 
+def test_a_network_renamed_gives_back_before_its_old_bridge_goes_and_borrows_for_the_new(drivers):
+    Lab.from_text(LAB, drivers=drivers).up()
+    renamed = LAB.replace("  lan: {external", "  uplink: {external").replace("{lan: 192", "{uplink: 192")
+    plan = list(Lab.from_text(renamed, drivers=drivers).up().plan)
+    kinds = [type(a).__name__ for a in plan]
+    assert kinds.index("GiveBack") < kinds.index("RemoveBridges") < kinds.index("AddBridges") < kinds.index("Borrow")
+    new = bridge_name("ext", "uplink")
+    assert drivers.nics.interface("eth1").master == new and drivers.nics.interface(new).addresses == ETH1.addresses
+    assert external.saved("ext", drivers) == {"eth1": (new, ETH1)}
+    lifecycle.down("ext", drivers)
+    assert drivers.nics.interface("eth1") == ETH1
+
+
 def test_down_with_no_state_gives_back_from_what_was_written_first(drivers):
     """An ``up`` killed right after it borrowed eth1 saved no state: ``down`` finds the entry all the same."""
     import os

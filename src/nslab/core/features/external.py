@@ -195,7 +195,6 @@ def validate(ctx: ValidateContext) -> list[Problem]:
 def _check_machine(ctx: ValidateContext, network: str, name: str, borrowed: dict[str, tuple[str, Nic]],
                    report: Any) -> None:
     assert ctx.drivers is not None
-    n = ctx.lab.networks[network]
     now = ctx.drivers.nics.interface(name)
     if now is None:
         if "." in name and not ctx.drivers.nics.has_vlan():
@@ -205,7 +204,7 @@ def _check_machine(ctx: ValidateContext, network: str, name: str, borrowed: dict
         return
     if now.kind == "vlan" and not ctx.drivers.nics.has_vlan():  # (cannot be, but a kernel may lose the module)
         report(f"{name}: this kernel has no 802.1q (VLAN) support: VLAN sub-interfaces cannot be used")
-    mine = name in borrowed and now.master == n.bridge
+    mine = name in borrowed and now.master == borrowed[name][0]  # (on the bridge this lab put it on)
     had = borrowed[name][1] if name in borrowed else now
     if now.loopback:
         report(f"{name} is the loopback interface")
