@@ -257,3 +257,17 @@ def test_macvlan_parents_are_checked_before_any_change(drivers):
         "<string>:6: hosts.quiet.macvlan[1]: p9 is a port of br9: a macvlan needs an interface of its own",
     ]
     assert not drivers.kernel.made
+
+
+def test_giving_back_after_the_bridge_went_adds_the_addresses_back_and_deletes_nothing(drivers):
+    """Killed between removing eth1's addresses and making the bridge hold them, the bridge then removed: eth1
+    gets everything back from what was written."""
+    from nslab.values import replace
+
+    Lab.from_text(LAB, drivers=drivers).up()
+    drivers.nics.nics.pop(BR)
+    drivers.nics.nics["eth1"] = replace(drivers.nics.nics["eth1"], master="")
+    drivers.nics.lines.clear()
+    lifecycle.down("ext", drivers)
+    assert not [line for line in drivers.nics.lines if line.endswith(f"dev {BR}")]
+    assert drivers.nics.interface("eth1") == ETH1 and external.saved("ext", drivers) == {}

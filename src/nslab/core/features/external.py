@@ -151,12 +151,14 @@ class GiveBack(Action):
 
     def apply(self, drivers: Drivers) -> Action | None:
         now = drivers.nics.interface(self.had.name)
-        if now is not None:
-            drivers.nics.change(restore_lines(self.had, self.bridge, now, drivers.nics.interface(self.bridge)),
-                                force=True)
-        entries = saved(self.lab, drivers)
-        entries.pop(self.had.name, None)
-        _write(self.lab, entries, drivers)
+        try:
+            if now is not None:  # (a bridge already gone holds none of the addresses)
+                on_bridge = drivers.nics.interface(self.bridge) or Nic(self.bridge)
+                drivers.nics.change(restore_lines(self.had, self.bridge, now, on_bridge), force=True)
+        finally:  # given back as far as it goes (ip's message says what did not): a next try would not do more
+            entries = saved(self.lab, drivers)
+            entries.pop(self.had.name, None)
+            _write(self.lab, entries, drivers)
         if now is None:
             from ...errors import KernelError
 
