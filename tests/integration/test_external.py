@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from labs import NSLAB, lab_leftovers, nslab, up_refused, wait_for
+from labs import NSLAB, SERVICES_ENV, lab_leftovers, nslab, up_refused, wait_for
 from nslab import paths
 from nslab.naming import bridge_name
 from sandbox import sh
@@ -99,20 +99,20 @@ def test_the_nic_joins_the_bridge_with_its_addresses_and_gets_them_back(nic, tmp
 
 
 def test_kill_9_of_up_midway_then_down_gives_everything_back(nic, tmp_path):
-    """``up`` killed right after it made eth1 a port (its state never saved): ``down`` restores eth1 from what
-    was written before the first change."""
+    """``up`` killed right after it made eth1 a port, before its state is saved (a host's service starts after
+    that, so there is time): ``down`` restores eth1 from what was written before the first change."""
     path = tmp_path / "ext.yaml"
-    many = LAB + "".join(f"  h{i}: {{networks: [inner]}}\n" for i in range(40)) + "  inner2: {}\n"
-    path.write_text(many.replace("networks:\n  lan:", "networks:\n  inner: {}\n  lan:"))
+    path.write_text(LAB + "  svc: {networks: [lan], run: exec sleep 1000}\n")
     record = os.path.join(paths.lab_dir("ext"), "external.json")
-    proc = subprocess.Popen([NSLAB, "up", "-f", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([NSLAB, "up", "-f", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=SERVICES_ENV)
     try:
-        wait_for(lambda: os.path.exists(record) and _seen()["master"] == f"{BR}", timeout=30, interval=0.001)
+        wait_for(lambda: os.path.exists(record) and _seen()["master"] == BR, timeout=30, interval=0.001)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert os.path.exists(record)  # (only giving eth1 back removes it)
-    nslab("down", "ext")
+    assert os.path.exists(record) and not os.path.exists(paths.state_file("ext"))  # midway: no state saved
+    nslab("down", "ext", env=SERVICES_ENV)
     assert _seen() == nic and not os.path.exists(record)
     assert lab_leftovers("ext") == []
 
