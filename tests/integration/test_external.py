@@ -98,9 +98,11 @@ def test_the_nic_joins_the_bridge_with_its_addresses_and_gets_them_back(nic, tmp
     assert lab_leftovers("ext") == []
 
 
-def test_kill_9_of_up_midway_then_down_gives_everything_back(nic, tmp_path):
+@pytest.mark.parametrize("then", ["down", "up"])
+def test_kill_9_of_up_midway_then_down_gives_everything_back(nic, tmp_path, then):
     """``up`` killed right after it made eth1 a port, before its state is saved (a host's service starts after
-    that, so there is time): ``down`` restores eth1 from what was written before the first change."""
+    that, so there is time): ``down`` restores eth1 from what was written before the first change; the next
+    ``up`` gives it back first, then borrows it again, and its ``down`` restores the same."""
     path = tmp_path / "ext.yaml"
     path.write_text(LAB + "  svc: {networks: [lan], run: exec sleep 1000}\n")
     record = os.path.join(paths.lab_dir("ext"), "external.json")
@@ -112,6 +114,10 @@ def test_kill_9_of_up_midway_then_down_gives_everything_back(nic, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert os.path.exists(record) and not os.path.exists(paths.state_file("ext"))  # midway: no state saved
+    if then == "up":
+        nslab("up", "-f", str(path), env=SERVICES_ENV)
+        assert _seen()["master"] == BR and _bridge_addresses() == ["192.0.2.10/24", "2001:db8:5::10/64"]
+        sh("ip netns exec ext-svc ping -c1 -W2 192.0.2.1")
     nslab("down", "ext", env=SERVICES_ENV)
     assert _seen() == nic and not os.path.exists(record)
     assert lab_leftovers("ext") == []
