@@ -98,11 +98,11 @@ def test_the_nic_joins_the_bridge_with_its_addresses_and_gets_them_back(nic, tmp
     assert lab_leftovers("ext") == []
 
 
-@pytest.mark.parametrize("then", ["down", "up"])
+@pytest.mark.parametrize("then", ["down", "up", "gc"])
 def test_kill_9_of_up_midway_then_down_gives_everything_back(nic, tmp_path, then):
     """``up`` killed right after it made eth1 a port, before its state is saved (a host's service starts after
-    that, so there is time): ``down`` restores eth1 from what was written before the first change; the next
-    ``up`` gives it back first, then borrows it again, and its ``down`` restores the same."""
+    that, so there is time): ``down`` (or ``gc``) restores eth1 from what was written before the first change;
+    the next ``up`` gives it back first, then borrows it again, and its ``down`` restores the same."""
     path = tmp_path / "ext.yaml"
     path.write_text(LAB + "  svc: {networks: [lan], run: exec sleep 1000}\n")
     record = os.path.join(paths.lab_dir("ext"), "external.json")
@@ -118,6 +118,8 @@ def test_kill_9_of_up_midway_then_down_gives_everything_back(nic, tmp_path, then
         nslab("up", "-f", str(path), env=SERVICES_ENV)
         assert _seen()["master"] == BR and _bridge_addresses() == ["192.0.2.10/24", "2001:db8:5::10/64"]
         sh("ip netns exec ext-svc ping -c1 -W2 192.0.2.1")
+    if then == "gc":  # the killed up's process is gone: gc takes the lab down, eth1 given back
+        assert "removed lab ext" in nslab("gc", env=SERVICES_ENV).stdout
     nslab("down", "ext", env=SERVICES_ENV)
     assert _seen() == nic and not os.path.exists(record)
     assert lab_leftovers("ext") == []
