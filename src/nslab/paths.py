@@ -49,7 +49,67 @@ def etc_netns_dir(namespace: str) -> str:
 
 
 def state_root() -> str:
-    return os.environ.get("NSLAB_STATE_DIR", "/run/nslab")
+    """``$NSLAB_STATE_DIR``, else ``/run/nslab`` for root and :func:`user_state_root` for anyone else (a command
+    that joined the user's keeper sets ``NSLAB_STATE_DIR``: inside, it is root of the user's namespace)."""
+    found = os.environ.get("NSLAB_STATE_DIR")
+    if found:
+        return found
+    return "/run/nslab" if os.geteuid() == 0 else user_state_root(os.getuid())
+
+
+# Rootless (daemons/keeper.py): a user's labs live in the user's own namespaces, their state under here.
+
+
+def user_state_root(uid: int) -> str:
+    """A user's state root: ``$XDG_RUNTIME_DIR/nslab`` when the variable names a directory, else
+    ``/tmp/nslab-UID`` (mode 0700, owned by the user: the keeper refuses one that is not)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "nslab")
+    return f"/tmp/nslab-{uid}"
+
+
+def keeper_pid_file(root: str) -> str:
+    """The pid of the user's keeper, whose user, mount and network namespaces every rootless command joins."""
+    return os.path.join(root, ".keeper.pid")
+
+
+def keeper_hold_file(root: str) -> str:
+    """flock'ed shared by each command inside the keeper's namespaces; the keeper leaves only when it can lock
+    it exclusively and no lab is left."""
+    return os.path.join(root, ".keeper.hold")
+
+
+def keeper_log(root: str) -> str:
+    return os.path.join(root, ".keeper.log")
+
+
+def slirp_socket(root: str) -> str:
+    """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
+    return os.path.join(root, ".slirp.sock")
+
+
+def keeper_resolv_conf(root: str) -> str:
+    """The resolv.conf bound over ``/etc/resolv.conf`` in the keeper's mount namespace (slirp4netns's DNS)."""
+    return os.path.join(root, ".resolv.conf")
+
+
+def user_state_roots() -> list[str]:
+    """Every user's state root with a keeper pid file in it (``/run/user/*/nslab``, ``/tmp/nslab-*``): what
+    root's ``ls`` and ``gc`` look at."""
+    found = []
+    for parent, prefix in (("/run/user", ""), ("/tmp", "nslab-")):
+        try:
+            entries = sorted(os.listdir(parent))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.startswith(prefix) or not entry[len(prefix):].isdigit():
+                continue
+            root = os.path.join(parent, entry, "nslab") if not prefix else os.path.join(parent, entry)
+            if os.path.isfile(keeper_pid_file(root)):
+                found.append(root)
+    return found
 
 
 def lock_file() -> str:
