@@ -86,6 +86,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | 
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
         result = up_file(path, progress=bar, subset=subset)
+    _rootless_forwards()
     render.warnings(result.warnings)
     if not quiet:
         render.changes(result.changes())
@@ -218,11 +219,25 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
                 part[entries] = [e for e in part[entries] if e.get("host") == host]
 
 
+def _rootless_forwards() -> None:
+    """Rootless: slirp4netns's port forwards made to match the labs' published ports (daemons/keeper.py)."""
+    from ..core.rootless import rootless
+
+    if rootless():
+        from ..daemons.keeper import sync_forwards
+        from ..paths import state_root
+
+        for line in sync_forwards(state_root()):
+            sys.stderr.write(f"nslab: warning: {line}\n")
+
+
 def down(lab: str) -> None:
     """``nslab down LAB`` (also called by the click command once it knows the lab's name)."""
     from ..core.lifecycle import down as lab_down
 
-    if lab_down(lab):
+    gone = lab_down(lab)
+    _rootless_forwards()
+    if gone:
         print(f"lab {lab} is down")
     else:
         print(f"lab {lab} was not up; nothing to do")

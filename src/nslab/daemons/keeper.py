@@ -157,27 +157,57 @@ def join(start: bool) -> int | None:
     """Enter the user's keeper (started first when ``start`` and none is running): its user, mount and network
     namespaces, in this process. Returns the hold lock's fd (keep it open while inside), or None: no keeper
     and none started (nothing joined; the command runs where it is, and finds no labs)."""
-    import fcntl
-
     uid = os.getuid()
     root = paths.user_state_root(uid)
     if not start and not os.path.isdir(root):
         os.environ["NSLAB_STATE_DIR"] = root
         return None
-    state_root_ready(root)
-    hold = os.open(paths.keeper_hold_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(hold, fcntl.LOCK_SH)
+    hold = _hold(root)
     pid = running(root)
     if pid is None and start:
-        pid = _start(root)
+        try:
+            pid = _start(root)
+        except BaseException:
+            clean(root)  # what this command made for the keeper that did not start
+            raise
     if pid is None:
         os.close(hold)
         os.environ["NSLAB_STATE_DIR"] = root
         return None
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as fh:
+            os.environ["NSLAB_PORT_START"] = fh.read().strip()  # the machine's, where slirp4netns listens
+    except OSError:
+        pass
     _enter(pid)
     os.environ["NSLAB_STATE_DIR"] = root
     os.environ["NSLAB_ROOTLESS"] = str(uid)
     return hold
+
+
+def _hold(root: str) -> int:
+    """The hold lock, taken shared (blocks while a keeper is leaving); the state root made first if needed. A
+    keeper that left meanwhile removed the file this locked: then again, on the new one."""
+    import fcntl
+
+    while True:
+        state_root_ready(root)
+        hold = os.open(paths.keeper_hold_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(hold, fcntl.LOCK_SH)
+        try:
+            if os.stat(paths.keeper_hold_file(root)).st_ino == os.fstat(hold).st_ino:
+                return hold
+        except FileNotFoundError:
+            pass
+        os.close(hold)
+
+
+def clean(root: str) -> None:
+    """Remove the user's state root when no lab is left in it (the keeper leaving, or one that never started)."""
+    import shutil
+
+    if not _lab_dirs(root):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _enter(pid: int) -> None:
@@ -349,11 +379,77 @@ def _lo_up() -> None:
 
 
 def _labs_left(root: str) -> bool:
+    return bool(_lab_dirs(root))
+
+
+# --- published ports: slirp4netns forwards the machine's port to the keeper's tap0 (DNAT does the rest) ----
+
+
+def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
+    """``(proto, machine address, port)`` of every IPv4 published port of the user's labs (their state)."""
+    import json
+
+    wanted: set[tuple[str, str, int]] = set()
+    for lab in _lab_dirs(root):
+        try:
+            with open(os.path.join(root, lab, "state.json")) as fh:
+                ports = (json.load(fh).get("firewall") or {}).get("ports") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for port in ports:
+            if ":" not in port.get("host_ip", ":") and port.get("host_port"):
+                wanted.add((port["proto"], port["host_ip"], int(port["host_port"])))
+    return wanted
+
+
+def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(paths.slirp_socket(root))
+        sock.sendall(json.dumps(request).encode())
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    answer = json.loads(data or b"{}")
+    if "error" in answer:
+        raise OSError(f"slirp4netns refused {request['execute']}: {answer['error']}")
+    result = answer.get("return") or {}
+    return result if isinstance(result, dict) else {}
+
+
+def sync_forwards(root: str) -> list[str]:
+    """Make slirp4netns's port forwards those of the user's labs (added, removed); one line per failure."""
+    failures: list[str] = []
+    try:
+        entries = _slirp_call(root, {"execute": "list_hostfwd"}).get("entries") or []
+    except (OSError, ValueError) as exc:
+        return [f"cannot reach slirp4netns's API: {exc}"]
+    assert isinstance(entries, list)
+    wanted = wanted_forwards(root)
+    have = {(e["proto"], e["host_addr"], int(e["host_port"])): int(e["id"]) for e in entries}
+    calls: list[dict[str, object]] = [{"execute": "remove_hostfwd", "arguments": {"id": ident}}
+                                      for key, ident in have.items() if key not in wanted]
+    calls += [{"execute": "add_hostfwd", "arguments": {"proto": proto, "host_addr": addr, "host_port": port,
+                                                       "guest_addr": SLIRP_ADDRESS, "guest_port": port}}
+              for proto, addr, port in sorted(wanted - set(have))]
+    for call in calls:
+        try:
+            _slirp_call(root, call)
+        except (OSError, ValueError) as exc:
+            failures.append(str(exc))
+    return failures
+
+
+def _lab_dirs(root: str) -> list[str]:
     try:
         entries = os.listdir(root)
     except OSError:
-        return False
-    return any(paths.is_lab_name(e) and os.path.isdir(os.path.join(root, e)) for e in entries)
+        return []
+    return [e for e in entries if paths.is_lab_name(e) and os.path.isdir(os.path.join(root, e))]
 
 
 def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
@@ -365,6 +461,8 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
     while True:
         time.sleep(POLL)
         if labs_left(root):
+            for line in sync_forwards(root):  # (a change made by a command that did not sync them itself)
+                print(line, file=sys.stderr, flush=True)
             continue
         try:
             fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -373,15 +471,8 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
         if labs_left(root):
             fcntl.flock(hold, fcntl.LOCK_UN)
             continue
-        _remove(paths.keeper_pid_file(root))  # under the lock: a command waiting for it then starts a new one
+        clean(root)  # under the lock: a command waiting for it then starts a new keeper
         return
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def main(argv: list[str]) -> int:
@@ -416,8 +507,6 @@ def main(argv: list[str]) -> int:
         serve(root)
     finally:
         helper.stop()
-        for path in (paths.slirp_socket(root), paths.keeper_resolv_conf(root)):
-            _remove(path)
     return 0
 
 
