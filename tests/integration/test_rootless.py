@@ -1,0 +1,228 @@
+"""Issue 26: rootless labs. nslab as uid 65534 in a throwaway host (a private 0666 /dev/net/tun node and private
+/etc/subuid, /etc/subgid bound in the host's own mount namespace): the user's keeper (daemons/keeper.py) holds
+the user's namespaces, slirp4netns the way out; the labs are the user's alone, and ``down`` of the last one
+leaves nothing of the user."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from nslab.tools.sandbox import NOBODY, WAN_ADDRESS, RootlessUser, sh, user_venv
+
+QUICK_START = """\
+name: demo
+networks:
+  front:
+    subnet: 10.80.1.0/24
+  back: {}
+hosts:
+  web1:
+    networks: [front]
+  web2:
+    networks: {front: 10.80.1.20, back: null}
+  db:
+    networks: [back]
+  lonely: {}
+links:
+  - [web1, db]
+"""
+
+SHOP = """\
+name: shop
+networks:
+  front: {}
+hosts:
+  web: {networks: [front], publish: ["6000:8080"], run: "exec python3 -m http.server 8080 --bind 0.0.0.0"}
+  db: {networks: [front]}
+"""
+
+
+@pytest.fixture(scope="session")
+def user_nslab():
+    """The user's nslab: Debian's python in a venv under /tmp (made once per session)."""
+    if not shutil.which("slirp4netns"):
+        pytest.skip("slirp4netns is not installed (dev/setup.sh installs it)")
+    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"/usr/bin/python3 is {version}, not this interpreter's minor version")
+    directory = tempfile.mkdtemp(prefix="nslab-user-venv-")
+    try:
+        yield user_venv(directory)
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.fixture
+def user(host, user_nslab):
+    person = RootlessUser(user_nslab).start()
+    try:
+        yield person
+    finally:
+        person.stop()
+
+
+def _machine(host) -> dict[str, str]:
+    """The throwaway host's own namespaces and ruleset (what a user's lab must not touch)."""
+    return {"netns": sh("ip netns list").stdout, "links": sh("ip -o link show | awk -F': ' '{print $2}'").stdout,
+            "nft": sh("nft list ruleset").stdout}
+
+
+def _nothing_left(user: RootlessUser, user_ns: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps()):
+        time.sleep(0.1)
+    assert user.processes(user_ns) == [], "a process of the user's namespaces is left"
+    assert _slirps() == [], "slirp4netns is left"
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and sh(f"ls -A {user.home}/run").stdout:
+        time.sleep(0.1)
+    assert sh(f"ls -A {user.home}/run").stdout == "", "a file of the user is left"
+
+
+def _slirps() -> list[str]:
+    return sh(f"pgrep -u {NOBODY} -a slirp4netns || true").stdout.split("\n")[:-1]
+
+
+def _keeper_ns(user: RootlessUser) -> int:
+    pid = user.keeper()
+    assert pid is not None
+    import os
+
+    return os.stat(f"/proc/{pid}/ns/user").st_ino
+
+
+def test_quick_start_lab_comes_up_and_hosts_ping_by_name(user, host):
+    before = _machine(host)
+    user.write("nslab.yaml", QUICK_START)
+    up = user.run("up")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    ping = user.run("exec", "web1", "--", "ping", "-c1", "-W2", "web2")
+    assert ping.returncode == 0 and "1 received" in ping.stdout, ping.stdout + ping.stderr
+    linked = user.run("exec", "demo/db", "--", "ping", "-c1", "-W2", "web1")
+    assert linked.returncode == 0, linked.stdout + linked.stderr
+    whoami = user.run("exec", "web1", "--", "id", "-u")
+    assert whoami.stdout.strip() == "0"  # root of the lab (the user's own uid outside)
+    status = user.run("status", "demo")
+    assert status.returncode == 0 and "web2" in status.stdout, status.stderr
+    assert "demo" not in sh("ip netns list").stdout  # the user's hosts are in the user's namespaces
+    assert _machine(host) == before
+    down = user.run("down", "demo")
+    assert down.returncode == 0, down.stderr
+    _nothing_left(user, user_ns)
+    assert _machine(host) == before
+
+
+def test_nat_egress_and_published_port(user, host):
+    before = _machine(host)
+    host.popen(host.in_wan(["python3", "-m", "http.server", "80", "--bind", WAN_ADDRESS, "--directory", "/etc"]),
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    user.write("nslab.yaml", SHOP)
+    up = user.run("up", "--wait", "--timeout", "20")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    fetch = user.run("exec", "db", "--", "curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"http://{WAN_ADDRESS}/hostname")
+    assert fetch.stdout == "200", fetch.stdout + fetch.stderr
+    answered = ""
+    for _ in range(50):  # the service listens a moment after `up`
+        answered = sh("curl -sS -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:6000/", check=False).stdout
+        if answered == "200":
+            break
+        time.sleep(0.1)
+    assert answered == "200"
+    resolver = user.run("exec", "db", "--", "cat", "/etc/resolv.conf")
+    assert "127.0.0.53" not in resolver.stdout
+    down = user.run("down", "shop")
+    assert down.returncode == 0, down.stderr
+    _nothing_left(user, user_ns)
+    assert _machine(host) == before
+
+
+@pytest.mark.parametrize(("extra", "field", "said"), [
+    ("resources: {memory: 64M}", "hosts.a.resources", "root's cgroups"),
+    ("image: alpine", "hosts.a.image", "Docker"),
+    ("user: nobody\n    run: exec sleep 100", "hosts.a.user", "subordinate ids"),
+    ("publish: ['80:80']", "hosts.a.publish[0]", "net.ipv4.ip_unprivileged_port_start"),
+])
+def test_what_needs_root_is_refused_before_any_change(user, extra, field, said):
+    user.write("nslab.yaml", f"name: r\nnetworks: {{n: {{}}}}\nhosts:\n  a:\n    networks: [n]\n    {extra}\n")
+    result = user.run("up")
+    assert result.returncode == 2, result.stderr
+    assert field in result.stderr and said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    time.sleep(1.5)  # the keeper started for this `up` leaves with no lab
+    _nothing_left(user, 0)
+
+
+def test_no_slirp4netns_is_one_line_and_nothing_left(user, host):
+    user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
+    bare = f"{user.home}/bin"
+    sh(f"mkdir {bare} && ln -s /usr/bin/python3 {bare}/python3")
+    for tool in ("ip", "nft", "setpriv", "env"):
+        found = shutil.which(tool)
+        if found:
+            sh(f"ln -s {found} {bare}/{tool}")
+    result = user.run("up", path=f"{bare}")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "slirp4netns" in result.stderr and "install" in result.stderr
+    _nothing_left(user, 0)
+
+
+def test_tun_without_access_is_one_line_and_nothing_left(user, host):
+    import os
+
+    os.chmod(f"{user.home}/tun", 0o600)
+    user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
+    result = user.run("up")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "/dev/net/tun" in result.stderr, result.stderr
+    _nothing_left(user, 0)
+
+
+def test_a_user_sees_only_their_own_labs(user, labs):
+    labs.up("name: rootlab\nhosts: {a: {}}\n")
+    user.write("nslab.yaml", "name: mine\nhosts: {a: {}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    quiet = user.run("status", "-q")
+    assert quiet.stdout.split() == ["mine"], quiet.stderr
+    other = user.run("exec", "rootlab/a", "--", "true")
+    assert other.returncode != 0
+    assert user.run("down", "mine").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_user_namespaces_refused_is_one_line_and_nothing_left(user):
+    """In a user namespace made by root whose own user.max_user_namespaces is 0 (that limit is per user
+    namespace: the machine's stays as it is)."""
+    user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
+    env = " ".join(f"{k}={v}" for k, v in user.env().items())
+    inner = (f"echo 0 > /proc/sys/user/max_user_namespaces && cd {user.home}/work && exec setpriv "
+             f"--reuid={NOBODY} --regid={NOBODY} --clear-groups env -i {env} {user.nslab} up")
+    proc = subprocess.Popen(["unshare", "-U", "sh", "-c", f"read go; exec sh -c '{inner}'"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(100):  # mapped once unshare has made the namespace (its sh then waits on stdin)
+        if _own_user_ns(proc.pid):
+            break
+        time.sleep(0.02)
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{proc.pid}/{name}", "w") as fh:
+            fh.write("0 0 65535\n")
+    _, stderr = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 1, stderr
+    assert stderr.count("\n") == 1 and "user namespaces" in stderr and "max_user_namespaces" in stderr, stderr
+    _nothing_left(user, 0)
+
+
+def _own_user_ns(pid: int) -> bool:
+    import os
+
+    return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
