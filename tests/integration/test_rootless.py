@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 
-from nslab.tools.sandbox import NOBODY, WAN_ADDRESS, RootlessUser, sh, user_venv
+from sandbox import NOBODY, WAN_ADDRESS, RootlessUser, sh
 
 QUICK_START = """\
 name: demo
@@ -43,24 +41,10 @@ hosts:
 """
 
 
-@pytest.fixture(scope="session")
-def user_nslab():
-    """The user's nslab: Debian's python in a venv under /tmp (made once per session)."""
-    if not shutil.which("slirp4netns"):
-        pytest.skip("slirp4netns is not installed (dev/setup.sh installs it)")
-    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True).stdout.strip()
-    if version != str(sys.version_info[:2]):
-        pytest.skip(f"/usr/bin/python3 is {version}, not this interpreter's minor version")
-    directory = tempfile.mkdtemp(prefix="nslab-user-venv-")
-    try:
-        yield user_venv(directory)
-    finally:
-        shutil.rmtree(directory)
-
-
 @pytest.fixture
 def user(host, user_nslab):
+    if not shutil.which("slirp4netns"):
+        pytest.skip("slirp4netns is not installed (dev/setup.sh installs it)")
     person = RootlessUser(user_nslab).start()
     try:
         yield person

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 #: Where slirp4netns puts the keeper's network namespace (``--configure``'s defaults).
 SLIRP_ADDRESS = "10.0.2.100"
-SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 TAP = "tap0"
 MTU = 65520
@@ -259,10 +258,6 @@ def _start(root: str) -> int:
 # --- the keeper itself --------------------------------------------------------------------------------------
 
 
-class KeeperFailed(Exception):
-    """What the keeper reports to the command that started it, one line."""
-
-
 class _Helper:
     """A child forked before the keeper leaves the machine's namespaces: it maps the new user namespace with
     newuidmap/newgidmap (when the user has subordinate ids), then becomes slirp4netns attached to the keeper's
@@ -293,6 +288,8 @@ class _Helper:
 
     def user_namespace(self) -> None:
         """unshare the user namespace and have it mapped (subordinate ids, else the user's own id as 0)."""
+        from ..errors import EnvironmentProblem
+
         uid, gid = os.getuid(), os.getgid()
         _unshare_user()
         if self.ranges is None:
@@ -302,18 +299,20 @@ class _Helper:
             return
         os.write(self.go, b"u")
         if os.read(self.answer, 1) != b"0":
-            raise KeeperFailed(f"newuidmap/newgidmap could not map your subordinate ids (see "
+            raise EnvironmentProblem(f"newuidmap/newgidmap could not map your subordinate ids (see "
                                f"{paths.keeper_log(self.root)}): check /etc/subuid and /etc/subgid")
 
     def slirp(self) -> None:
         """Let the helper become slirp4netns; wait until it has configured tap0."""
         import select
 
+        from ..errors import EnvironmentProblem
+
         os.write(self.go, b"s")
         readable, _, _ = select.select([self.ready], [], [], START_TIMEOUT)
         got = os.read(self.ready, 1) if readable else b""
         if got != b"1":
-            raise KeeperFailed(f"slirp4netns did not come up (its output: {paths.keeper_log(self.root)})")
+            raise EnvironmentProblem(f"slirp4netns did not come up (its output: {paths.keeper_log(self.root)})")
 
     def stop(self) -> None:
         """Close slirp4netns's exit fd and the helper's pipe (either way it exits) and reap it."""
@@ -350,11 +349,13 @@ def _helper(go: int, answer: int, keep: tuple[int, int], keeper: int,
 def _unshare_user() -> None:
     import errno
 
+    from ..errors import EnvironmentProblem
+
     try:
         linux.unshare(linux.CLONE_NEWUSER)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EPERM, errno.EUSERS):
-            raise KeeperFailed(
+            raise EnvironmentProblem(
                 f"rootless labs need user namespaces, and this machine refuses them ({os.strerror(exc.errno)}): "
                 "have root allow them (sysctl user.max_user_namespaces=15000, or "
                 "kernel.unprivileged_userns_clone=1) or run nslab as root") from None
@@ -479,6 +480,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m nslab.daemons.keeper STATE_ROOT", file=sys.stderr)
         return 2
+    from ..errors import EnvironmentProblem
+
     root = argv[0]
     helper = None
     try:
@@ -488,13 +491,13 @@ def main(argv: list[str]) -> int:
         _lo_up()
         helper.slirp()
     except Exception as exc:  # one line to the command that started us; a traceback to the log if unexpected
-        if not isinstance(exc, KeeperFailed):
+        if not isinstance(exc, EnvironmentProblem):
             import traceback
 
             traceback.print_exc()
         if helper is not None:
             helper.stop()
-        print(str(exc) if isinstance(exc, KeeperFailed) else
+        print(str(exc) if isinstance(exc, EnvironmentProblem) else
               f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
         return 1
     with open(paths.keeper_pid_file(root), "w") as fh:
