@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from labs import NSLAB
 from sandbox import NOBODY, WAN_ADDRESS, RootlessUser, sh
 
 QUICK_START = """\
@@ -210,3 +211,32 @@ def _own_user_ns(pid: int) -> bool:
     import os
 
     return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+
+
+def test_connect_is_refused(user):
+    user.write("nslab.yaml", "name: c\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    result = user.run("connect", "c/n", "container:nope")
+    assert result.returncode == 2 and "root" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert user.run("down", "c").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_root_sees_users_labs_and_gc_stops_them(user, host):
+    user.write("nslab.yaml", "name: mine\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    import json
+
+    listed = subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True)
+    users = json.loads(listed.stdout)["users"]
+    assert [(u["user"], u["labs"]) for u in users] == [("nobody", ["mine"])], listed.stderr
+    table = subprocess.run([NSLAB, "ls"], capture_output=True, text=True).stdout
+    assert "user nobody (uid 65534" in table and "mine" in table
+    dry = subprocess.run([NSLAB, "gc", "--dry-run", "--user", "nobody"], capture_output=True, text=True)
+    assert "would stop the rootless labs of nobody" in dry.stdout, dry.stderr
+    assert user.processes(user_ns)  # nothing done by the dry run
+    done = subprocess.run([NSLAB, "gc", "--user", "nobody"], capture_output=True, text=True)
+    assert done.returncode == 0 and "stopped the rootless labs of nobody" in done.stdout, done.stderr
+    _nothing_left(user, user_ns)

@@ -145,7 +145,7 @@ def running(root: str) -> int | None:
     """The pid of the user's keeper if it is alive and the user's; else None."""
     try:
         with open(paths.keeper_pid_file(root)) as fh:
-            pid = int(fh.read().strip() or "0")
+            pid = int((fh.read().split() or ["0"])[0])
         st = os.stat(f"/proc/{pid}")
     except (OSError, ValueError):
         return None
@@ -476,6 +476,95 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
         return
 
 
+# --- root's view of the users' labs (``nslab ls``, ``nslab gc --user``) ------------------------------------
+
+
+class UserLabs:
+    """One user's rootless labs as root sees them: the user's state root, its keeper's pid (None: gone) and
+    the inode of the keeper's user namespace (0: unknown). (A plain class: no typing import on this path.)"""
+
+    def __init__(self, user: str, uid: int, state: str, keeper: int | None, user_ns: int, labs: list[str]):
+        self.user, self.uid, self.state, self.keeper, self.user_ns, self.labs = user, uid, state, keeper, user_ns, labs
+
+    def as_dict(self) -> dict[str, object]:
+        return {"user": self.user, "uid": self.uid, "state": self.state, "keeper": self.keeper,
+                "labs": self.labs}
+
+
+def users() -> list[UserLabs]:
+    """Each user's keeper found under /run/user/*/nslab and /tmp/nslab-* (root's ``ls`` and ``gc --user``)."""
+    found: list[UserLabs] = []
+    for root in sorted(set(paths.user_state_roots()) | set(_running_keepers())):
+        try:
+            uid = os.stat(root).st_uid
+            with open(paths.keeper_pid_file(root)) as fh:
+                words = fh.read().split()
+            pid, user_ns = int(words[0]), int(words[1]) if len(words) > 1 else 0
+        except (OSError, ValueError, IndexError):
+            continue
+        try:
+            alive = os.stat(f"/proc/{pid}").st_uid == uid
+        except OSError:
+            alive = False
+        found.append(UserLabs(_user_name(uid), uid, root, pid if alive else None, user_ns, sorted(_lab_dirs(root))))
+    return found
+
+
+def _running_keepers() -> list[str]:
+    """The state roots of the keepers running on the machine, from their command lines (a state root under an
+    ``XDG_RUNTIME_DIR`` elsewhere than /run/user)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) >= 4 and argv[1:3] == [b"-m", b"nslab.daemons.keeper"]:
+            root = argv[3].decode(errors="replace")
+            if os.path.isfile(paths.keeper_pid_file(root)):
+                found.append(root)
+    return found
+
+
+def stop_user(entry: UserLabs) -> str:
+    """Root's ``gc --user``: kill a user's keeper, every process of its namespaces and slirp4netns, and remove
+    the user's state root. Returns what was done, one line."""
+    import shutil
+    import signal
+
+    victims = set(_in_user_ns(entry.user_ns)) if entry.user_ns else set()
+    if entry.keeper is not None:
+        victims.add(entry.keeper)
+        try:
+            with open(f"/proc/{entry.keeper}/task/{entry.keeper}/children") as fh:
+                victims |= {int(c) for c in fh.read().split()}  # slirp4netns (outside the namespace)
+        except OSError:
+            pass
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(entry.state, ignore_errors=True)
+    return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
+            f" {len(victims)} process(es) killed, {entry.state} removed")
+
+
+def _in_user_ns(inode: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/user").st_ino == inode:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m nslab.daemons.keeper STATE_ROOT", file=sys.stderr)
@@ -501,7 +590,7 @@ def main(argv: list[str]) -> int:
               f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
         return 1
     with open(paths.keeper_pid_file(root), "w") as fh:
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{os.getpid()} {os.stat('/proc/self/ns/user').st_ino}\n")  # (root's gc: what to kill)
     print("ready", flush=True)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

@@ -422,8 +422,8 @@ class RootlessUser:
     def keeper(self) -> int | None:
         try:
             with open(f"{self.state_root}/.keeper.pid") as fh:
-                return int(fh.read())
-        except (OSError, ValueError):
+                return int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
             return None
 
     def processes(self, user_ns: int) -> list[int]:
