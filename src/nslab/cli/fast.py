@@ -122,6 +122,7 @@ def status(target: str | None, output: str, quiet: bool = False) -> int:
     if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
         return 0
     doc = _read_status(lab_status, lab_name)
+    _rootless_status(doc)
     if host is not None:
         _only_host(doc, host)
     _print_status(doc, output, quiet, host)
@@ -217,6 +218,16 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
             part = lab.get(section) or {}
             if entries in part:
                 part[entries] = [e for e in part[entries] if e.get("host") == host]
+
+
+def _rootless_status(doc: dict[str, Any]) -> None:
+    """Rootless: each lab says so, and how its services are supervised (no root cgroups: process groups)."""
+    from ..core.rootless import ROOTLESS_ENV, rootless
+
+    if rootless():
+        for lab in doc["labs"]:
+            lab["rootless"] = {"uid": int(os.environ[ROOTLESS_ENV]), "services": "process groups",
+                               "way_out": "slirp4netns"}
 
 
 def _rootless_forwards() -> None:

@@ -204,6 +204,10 @@ def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> 
 def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool) -> None:
     """One lab of ``nslab status``: its networks, hosts and each feature's part (only ``host``'s if given)."""
     sys.stdout.write(f"lab {lab['name']}  ({lab['source'] or 'no file recorded'})\n")
+    if lab.get("rootless"):
+        said = lab["rootless"]
+        sys.stdout.write(f"rootless (uid {said['uid']}): services in {said['services']} (no root cgroups), "
+                         f"the way out through {said['way_out']}\n")
     hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
     if lab["networks"] and host is None:
         _networks(lab["networks"], wide)
