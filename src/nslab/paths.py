@@ -8,7 +8,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``.lock``                      the machine-wide lock of every mutating operation;
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
     ``.ula6``                      the machine's IPv6 unique local /48 (core/ula.py);
-    ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py);
+    ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py; a rootless user's
+                                   are in ``$XDG_CACHE_HOME/nslab``);
     ``.attached/<name>``           marks a ``/run/netns`` name made by ``nslab attach``;
     ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
@@ -125,6 +126,11 @@ def ula_file() -> str:
 
 
 def cache_dir() -> str:
+    """Kept lab files (core/kept.py): under the state root; a rootless user's in ``$XDG_CACHE_HOME/nslab``
+    (else ``~/.cache/nslab``), which outlives the user's keeper and state root as root's outlives its labs."""
+    if os.environ.get("NSLAB_ROOTLESS"):
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ.get("HOME") or state_root(), ".cache")
+        return os.path.join(cache, "nslab")
     return os.path.join(state_root(), ".cache")
 
 
