@@ -240,3 +240,33 @@ def test_root_sees_users_labs_and_gc_stops_them(user, host):
     done = subprocess.run([NSLAB, "gc", "--user", "nobody"], capture_output=True, text=True)
     assert done.returncode == 0 and "stopped the rootless labs of nobody" in done.stdout, done.stderr
     _nothing_left(user, user_ns)
+
+
+@pytest.fixture
+def user_with_subids(host, user_nslab):
+    if not shutil.which("slirp4netns") or not shutil.which("newuidmap"):
+        pytest.skip("slirp4netns and newuidmap are needed (dev/setup.sh installs them)")
+    person = RootlessUser(user_nslab, subids=True).start()
+    try:
+        yield person
+    finally:
+        person.stop()
+
+
+def test_subordinate_ids_are_mapped_and_a_service_runs_as_another_user(user_with_subids):
+    user = user_with_subids
+    user.write("nslab.yaml", "name: s\nnetworks: {n: {}}\nhosts:\n  a:\n    networks: [n]\n    user: nobody\n"
+                             "    run: exec sleep 1000\n")
+    up = user.run("up", "--wait", "--timeout", "10")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    keeper = user.keeper()
+    with open(f"/proc/{keeper}/uid_map") as fh:
+        assert fh.read().split() == ["0", str(NOBODY), "1", "1", "100000", "65536"]
+    sleepers = [p for p in user.processes(user_ns) if open(f"/proc/{p}/comm").read().strip() == "sleep"]
+    assert len(sleepers) == 1
+    with open(f"/proc/{sleepers[0]}/status") as fh:
+        uid = next(line.split()[1] for line in fh if line.startswith("Uid:"))
+    assert uid == str(100000 + NOBODY - 1)  # nobody (65534) of the lab: the user's subordinate id
+    assert user.run("down", "s").returncode == 0
+    _nothing_left(user, user_ns)
