@@ -241,16 +241,6 @@ def lab_names() -> list[str]:
     return _labs_having(state_file)
 
 
-def visible_labs() -> list[str]:
-    """Labs with a directory under the state root: what a user who cannot read the lab directories (not root,
-    they are 0700) can tell about which labs are up."""
-    try:
-        entries = os.listdir(state_root())
-    except OSError:
-        return []
-    return sorted(e for e in entries if is_lab_name(e) and os.path.isdir(lab_dir(e)))
-
-
 def labs_with_intent() -> list[str]:
     """Labs with an unfinished ``up`` (an intent file), with or without a state."""
     return _labs_having(intent_file)

@@ -119,8 +119,6 @@ def status(target: str | None, output: str, quiet: bool = False) -> int:
     from ..errors import NslabError
 
     lab_name, host = _lab_and_host(target)
-    if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
-        return 0
     doc = _read_status(lab_status, lab_name)
     _rootless_status(doc)
     if host is not None:
@@ -172,27 +170,9 @@ def print_doc(doc: object, output: str) -> None:
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False).rstrip("\n") + "\n")
 
 
-def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
-    """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
-    no such lab is up, which needs no root to say (the usual path says it)."""
-    from ..errors import EnvironmentProblem
-    from ..paths import visible_labs
-
-    labs = [name for name in visible_labs() if lab_name in (None, name)]
-    if not labs:
-        return False
-    if quiet:
-        sys.stdout.write("".join(f"{name}\n" for name in labs))
-        sys.stdout.flush()
-        return True
-    seen = f"lab {lab_name} is up" if lab_name is not None else f"labs up: {', '.join(labs)}"
-    raise EnvironmentProblem(
-        "status needs root for the details (the labs' state under /run/nslab is readable by root only, and "
-        f"looking inside the hosts' namespaces needs CAP_SYS_ADMIN): run it with sudo ({seen})")
-
-
 def _read_status(read: Callable[[str | None], dict[str, Any]], lab_name: str | None) -> dict[str, Any]:
-    """The status document; as non-root, what cannot be read says why root is needed."""
+    """The status document; as a user without a lab (not inside a keeper), what cannot be read says why root
+    is needed."""
     from ..errors import EnvironmentProblem, NslabError, UserError
 
     try:
@@ -200,7 +180,7 @@ def _read_status(read: Callable[[str | None], dict[str, Any]], lab_name: str | N
     except (NslabError, OSError) as exc:
         if os.geteuid() == 0 or isinstance(exc, UserError):
             raise
-        raise EnvironmentProblem("status needs root to look inside the hosts' namespaces (entering a network "
+        raise EnvironmentProblem("status needs root to look inside these hosts' namespaces (entering a network "
                                  "namespace needs CAP_SYS_ADMIN): run it with sudo") from None
 
 
