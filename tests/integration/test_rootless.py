@@ -270,3 +270,29 @@ def test_subordinate_ids_are_mapped_and_a_service_runs_as_another_user(user_with
     assert uid == str(100000 + NOBODY - 1)  # nobody (65534) of the lab: the user's subordinate id
     assert user.run("down", "s").returncode == 0
     _nothing_left(user, user_ns)
+
+
+def test_the_usual_commands_work_rootless(user):
+    user.write("nslab.yaml", "name: u\nnetworks: {front: {}}\nhosts:\n  web: {networks: [front], run: "
+                             "\"exec python3 -m http.server 8080\"}\n  db: {networks: [front]}\n")
+    assert user.run("up", "--wait", "--timeout", "10").returncode == 0
+    user_ns = _keeper_ns(user)
+    status = user.run("status")
+    assert "rootless (uid 65534): services in process groups" in status.stdout, status.stdout + status.stderr
+    for args, said in ((["logs", "web", "-n", "1"], "start: exec python3"),
+                       (["check", "u"], "6/6 cells as the lab implies"),
+                       (["graph", "u"], "graph TD"),
+                       (["impair", "web", "--delay", "20"], "delay 20ms"),
+                       (["partition", "web", "db"], "cut web <-> db"),
+                       (["heal", "u"], "healed 1 partition"),
+                       (["link", "u/db", "down"], "down"),
+                       (["link", "u/db", "up"], "up"),
+                       (["trace", "db", "web:8080"], "verdict: reached"),
+                       (["exec", "db", "--", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://web:8080/"],
+                        "200")):
+        result = user.run(*args)
+        assert result.returncode == 0 and said in result.stdout, (args, result.stdout, result.stderr)
+    shell = user.run("shell", "web", input="hostname\n")
+    assert shell.stdout.strip() == "web", shell.stderr
+    assert user.run("down", "u").returncode == 0
+    _nothing_left(user, user_ns)
