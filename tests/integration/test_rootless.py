@@ -296,3 +296,43 @@ def test_the_usual_commands_work_rootless(user):
     assert shell.stdout.strip() == "web", shell.stderr
     assert user.run("down", "u").returncode == 0
     _nothing_left(user, user_ns)
+
+
+def test_without_run_netns_and_etc_netns_on_the_machine(user):
+    """A machine where nobody ever ran `ip netns add` (no /run/netns) and without /etc/netns: the keeper makes
+    them in its own mount namespace (an overlay over /run and /etc). Here they are hidden by root's overlays
+    in the throwaway host's mount namespace (the user's /etc/subuid, /etc/subgid bound again on top)."""
+    import os
+
+    from nslab import linux
+
+    hidden = []
+    try:
+        for parent in ("/etc", "/run"):
+            scratch = f"{user.home}/hide{parent.replace('/', '-')}"
+            os.mkdir(scratch)
+            linux.mount("tmpfs", scratch, "tmpfs", 0, "mode=700")
+            hidden.append(scratch)
+            os.mkdir(f"{scratch}/upper")
+            os.mkdir(f"{scratch}/work")
+            linux.mount("overlay", parent, "overlay", 0,
+                        f"lowerdir={parent},upperdir={scratch}/upper,workdir={scratch}/work")
+            hidden.append(parent)
+            sh(f"rm -rf {parent}/netns")
+        for name in ("subuid", "subgid"):
+            if os.path.exists(f"/etc/{name}"):
+                linux.mount(f"{user.home}/{name}", f"/etc/{name}", None, linux.MS_BIND)
+                hidden.append(f"/etc/{name}")
+        assert not os.path.exists("/run/netns") and not os.path.exists("/etc/netns")
+        user.write("nslab.yaml", QUICK_START)
+        up = user.run("up")
+        assert up.returncode == 0, up.stderr
+        user_ns = _keeper_ns(user)
+        ping = user.run("exec", "web1", "--", "ping", "-c1", "-W2", "web2")
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert not os.path.exists("/run/netns") and not os.path.exists("/etc/netns")  # only in the keeper's
+        assert user.run("down", "demo").returncode == 0
+        _nothing_left(user, user_ns)
+    finally:
+        for target in reversed(hidden):
+            linux.umount(target)

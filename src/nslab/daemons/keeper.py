@@ -7,7 +7,7 @@ A user who is not root gets labs in namespaces of their own, held by this one pr
   ``/etc/subgid``) mapped by ``newuidmap``/``newgidmap`` when there are some (0 is the user, 1.. the range),
   else only the user's own id mapped to 0;
 - a **mount namespace** with a private tmpfs over ``/run/netns`` and ``/etc/netns`` (the user's hosts are named
-  there, invisible to anyone else) and a resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over
+  there, invisible to anyone else; made first when the machine has none, see :func:`_writable`) and a resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over
   ``/etc/resolv.conf`` (the machine's may name 127.0.0.53, which nothing in the lab can reach);
 - a **network namespace** that plays "the machine" for the user's labs: their bridges, NAT masquerade and nft
   rules live there, and ``slirp4netns`` (run outside, in the machine's namespaces) connects its ``tap0`` to the
@@ -115,15 +115,6 @@ def check_tun() -> None:
             "root") from None
 
 
-def check_dirs() -> None:
-    from ..errors import EnvironmentProblem
-
-    missing = [d for d in (paths.NETNS_DIR, paths.ETC_NETNS_DIR) if not os.path.isdir(d)]
-    if missing:
-        raise EnvironmentProblem(f"rootless labs need {' and '.join(missing)} to exist (a private tmpfs is "
-                                 f"mounted over each): have root run `mkdir -p {' '.join(missing)}` once")
-
-
 # --- joining (the command's side) ---------------------------------------------------------------------------
 
 
@@ -205,8 +196,15 @@ def clean(root: str) -> None:
     """Remove the user's state root when no lab is left in it (the keeper leaving, or one that never started)."""
     import shutil
 
-    if not _lab_dirs(root):
-        shutil.rmtree(root, ignore_errors=True)
+    if _lab_dirs(root):
+        return
+    for entry in os.listdir(root) if os.path.isdir(root) else []:
+        if entry.startswith(".overlay"):  # (the keeper's own: its overlays' upper layers, see _overlay)
+            try:
+                linux.umount(os.path.join(root, entry))
+            except OSError:
+                pass
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _enter(pid: int) -> None:
@@ -238,7 +236,6 @@ def _start(root: str) -> int:
 
     way_out()
     check_tun()
-    check_dirs()
     with open(paths.keeper_log(root), "ab") as log:
         # -S and nslab's own directory on PYTHONPATH: the keeper needs only the standard library and nslab,
         # and Python's site costs ~10 ms more of its start (which the user's first `up` waits for)
@@ -371,11 +368,89 @@ def _mounts(root: str) -> None:
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
     for d in (paths.NETNS_DIR, paths.ETC_NETNS_DIR):
+        if not os.path.isdir(d):
+            _writable(os.path.dirname(d), root)
+            os.mkdir(d, 0o755)
         linux.mount("tmpfs", d, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755")
     resolv = paths.keeper_resolv_conf(root)
     with open(resolv, "w") as fh:
         fh.write(f"# nslab rootless: slirp4netns's resolver\nnameserver {SLIRP_DNS}\n")
     linux.mount(resolv, "/etc/resolv.conf", None, linux.MS_BIND)
+
+
+def _writable(parent: str, root: str) -> None:
+    """Make ``parent`` (``/run``, ``/etc``) writable in the keeper's mount namespace, so that a missing
+    ``/run/netns`` or ``/etc/netns`` can be made there, showing what it showed: an overlay when the kernel
+    allows one, else (``parent`` has mounts on it, which an overlay's lower layer would look beneath: EINVAL) a
+    tmpfs with each entry of ``parent`` bound back."""
+    import errno
+
+    try:
+        _overlay(parent, root)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _rebuilt(parent)
+
+
+def _rebuilt(parent: str) -> None:
+    """A tmpfs over ``parent`` with every entry of it bound back (its symlinks copied): nothing beneath a mount
+    is revealed, which is what the kernel asks of a user namespace."""
+    held: list[tuple[str, str | int]] = []
+    for entry in sorted(os.listdir(parent)):
+        path = os.path.join(parent, entry)
+        if os.path.islink(path):
+            held.append((entry, os.readlink(path)))
+        else:
+            held.append((entry, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+    mode = os.stat(parent).st_mode & 0o7777
+    linux.mount("tmpfs", parent, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode:o}")
+    for entry, what in held:
+        target = os.path.join(parent, entry)
+        if isinstance(what, str):
+            os.symlink(what, target)
+            continue
+        if os.path.isdir(f"/proc/self/fd/{what}"):
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
+        linux.mount(f"/proc/self/fd/{what}", target, None, linux.MS_BIND | linux.MS_REC)
+        os.close(what)
+
+
+def _overlay(parent: str, root: str) -> None:
+    """An overlay over ``parent`` whose upper layer is a tmpfs of the keeper's (in the user's state root), with
+    the mounts that were under ``parent`` bound back on top (an overlay shows its lower directory without
+    them). The kernel refuses it (EINVAL) when ``parent`` has mounts on it that the user may not look beneath;
+    the scratch tmpfs is then taken away again."""
+    from ..drivers.procfs import mounts
+
+    scratch = os.path.join(root, f".overlay{parent.replace('/', '-')}")
+    os.makedirs(scratch, exist_ok=True)
+    linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=700")
+    for layer in ("upper", "work"):
+        os.mkdir(os.path.join(scratch, layer))
+    below = sorted({m.point for m in mounts() if m.point.startswith(parent + "/")})
+    top = [p for p in below if not any(p.startswith(q + "/") for q in below)]  # (their own come with MS_REC)
+    held: list[tuple[str, int]] = []  # what is seen at each point now (a mount shadowed since: not listed)
+    for point in top:
+        try:
+            held.append((point, os.open(point, os.O_PATH | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            continue
+    try:
+        try:
+            linux.mount("overlay", parent, "overlay", 0,
+                        f"lowerdir={parent},upperdir={scratch}/upper,workdir={scratch}/work")
+        except OSError:
+            linux.umount(scratch)
+            os.rmdir(scratch)
+            raise
+        for point, fd in held:
+            linux.mount(f"/proc/self/fd/{fd}", point, None, linux.MS_BIND | linux.MS_REC)
+    finally:
+        for _, fd in held:
+            os.close(fd)
 
 
 def _lo_up() -> None:

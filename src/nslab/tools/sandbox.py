@@ -120,7 +120,7 @@ class ThrowawayHost:
         """Any process still in this host's network namespace or in one of the namespaces named inside it
         (a daemon a test forgot, the services of a lab a failed test never took down) is killed."""
         inodes = {self.net_ns_inode}
-        for name in os.listdir("/run/netns"):
+        for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
             try:
                 inodes.add(os.stat(os.path.join("/run/netns", name)).st_ino)
             except OSError:
