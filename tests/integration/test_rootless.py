@@ -336,3 +336,22 @@ def test_without_run_netns_and_etc_netns_on_the_machine(user):
     finally:
         for target in reversed(hidden):
             linux.umount(target)
+
+
+def test_gc_cleans_after_a_keeper_that_died(user):
+    import os
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    keeper = user.keeper()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)  # a crash: its services and state stay behind
+    time.sleep(0.3)
+    assert user.processes(user_ns)
+    listed = subprocess.run([NSLAB, "ls"], capture_output=True, text=True).stdout
+    assert "keeper gone" in listed
+    done = subprocess.run([NSLAB, "gc"], capture_output=True, text=True)
+    assert done.returncode == 0 and "stopped the rootless labs of nobody" in done.stdout, done.stdout + done.stderr
+    _nothing_left(user, user_ns)

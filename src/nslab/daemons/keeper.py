@@ -7,8 +7,9 @@ A user who is not root gets labs in namespaces of their own, held by this one pr
   ``/etc/subgid``) mapped by ``newuidmap``/``newgidmap`` when there are some (0 is the user, 1.. the range),
   else only the user's own id mapped to 0;
 - a **mount namespace** with a private tmpfs over ``/run/netns`` and ``/etc/netns`` (the user's hosts are named
-  there, invisible to anyone else; made first when the machine has none, see :func:`_writable`) and a resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over
-  ``/etc/resolv.conf`` (the machine's may name 127.0.0.53, which nothing in the lab can reach);
+  there, invisible to anyone else; made first when the machine has none, see :func:`_writable`) and a
+  resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over ``/etc/resolv.conf`` (the machine's may name
+  127.0.0.53, which nothing in the lab can reach);
 - a **network namespace** that plays "the machine" for the user's labs: their bridges, NAT masquerade and nft
   rules live there, and ``slirp4netns`` (run outside, in the machine's namespaces) connects its ``tap0`` to the
   machine's network: 10.0.2.100/24, gateway 10.0.2.2, MTU 65520, the machine's loopback not reachable.
@@ -582,31 +583,47 @@ def users() -> list[UserLabs]:
             pid, user_ns = int(words[0]), int(words[1]) if len(words) > 1 else 0
         except (OSError, ValueError, IndexError):
             continue
-        try:
-            alive = os.stat(f"/proc/{pid}").st_uid == uid
-        except OSError:
-            alive = False
+        alive = _alive(pid, uid)
         found.append(UserLabs(_user_name(uid), uid, root, pid if alive else None, user_ns, sorted(_lab_dirs(root))))
     return found
 
 
+def _alive(pid: int, uid: int) -> bool:
+    """Whether ``pid`` runs, as ``uid`` (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+        return state != "Z" and os.stat(f"/proc/{pid}").st_uid == uid
+    except (OSError, IndexError):
+        return False
+
+
 def _running_keepers() -> list[str]:
-    """The state roots of the keepers running on the machine, from their command lines (a state root under an
-    ``XDG_RUNTIME_DIR`` elsewhere than /run/user)."""
-    found = []
+    """The state roots of the users' keepers running on the machine (their command lines) and of what a
+    user's labs run (``NSLAB_STATE_DIR`` in the environment of a process with ``NSLAB_ROOTLESS``: a keeper
+    that died leaves its labs' supervisors): state roots under an ``XDG_RUNTIME_DIR`` elsewhere."""
+    found = set()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if b"nslab.daemons.keeper" in argv[:-1] and argv[argv.index(b"nslab.daemons.keeper") - 1] == b"-m":
-            root = argv[argv.index(b"nslab.daemons.keeper") + 1].decode(errors="replace")
-            if os.path.isfile(paths.keeper_pid_file(root)):
-                found.append(root)
-    return found
+        if entry.isdigit():
+            root = _state_root_of(entry)
+            if root and os.path.isfile(paths.keeper_pid_file(root)):
+                found.add(root)
+    return sorted(found)
+
+
+def _state_root_of(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        if b"nslab.daemons.keeper" in argv[:-1]:
+            return argv[argv.index(b"nslab.daemons.keeper") + 1].decode(errors="replace")
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(v.partition(b"=")[::2] for v in fh.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return None
+    if b"NSLAB_ROOTLESS" in env and b"NSLAB_STATE_DIR" in env:
+        return env[b"NSLAB_STATE_DIR"].decode(errors="replace")
+    return None
 
 
 def stop_user(entry: UserLabs) -> str:
