@@ -17,6 +17,9 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
     ``<lab>/logs/<host>.<n>.log.times``  when each line of that log arrived: ``OFFSET UNIX_TIME`` lines;
     ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
+- a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
+  out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
+  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -79,6 +82,11 @@ def keeper_hold_file(root: str) -> str:
     """flock'ed shared by each command inside the keeper's namespaces; the keeper leaves only when it can lock
     it exclusively and no lab is left."""
     return os.path.join(root, ".keeper.hold")
+
+
+def keeper_start_file(root: str) -> str:
+    """flock'ed exclusively by a command starting the keeper: two first ``up``s at once start one keeper."""
+    return os.path.join(root, ".keeper.start")
 
 
 def keeper_log(root: str) -> str:

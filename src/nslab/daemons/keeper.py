@@ -156,11 +156,7 @@ def join(start: bool) -> int | None:
     hold = _hold(root)
     pid = running(root)
     if pid is None and start:
-        try:
-            pid = _start(root)
-        except BaseException:
-            clean(root)  # what this command made for the keeper that did not start
-            raise
+        pid = _start_once(root)
     if pid is None:
         os.close(hold)
         os.environ["NSLAB_STATE_DIR"] = root
@@ -174,6 +170,25 @@ def join(start: bool) -> int | None:
     os.environ["NSLAB_STATE_DIR"] = root
     os.environ["NSLAB_ROOTLESS"] = str(uid)
     return hold
+
+
+def _start_once(root: str) -> int:
+    """Start the keeper unless another command started one meanwhile (two first `up`s at once: one keeper)."""
+    import fcntl
+
+    starting = os.open(paths.keeper_start_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        pid = running(root)
+        if pid is not None:
+            return pid
+        try:
+            return _start(root)
+        except BaseException:
+            clean(root)  # what this command made for the keeper that did not start
+            raise
+    finally:
+        os.close(starting)
 
 
 def _hold(root: str) -> int:
