@@ -24,10 +24,10 @@ def connect(network: str, target: str, dry_run: bool) -> None:
     removes exactly that interface, nothing else.
     """
     from ..core.connect import connect as do_connect
-    from ..core.rootless import rootless
+    from ..core.rootless import joined
     from ..ns.targets import resolve
 
-    if rootless():
+    if joined():
         from ..errors import UserError
 
         raise UserError("connect puts a container (Docker's, root's) on a lab network: a rootless lab cannot "

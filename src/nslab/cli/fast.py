@@ -202,9 +202,9 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
 
 def _rootless_status(doc: dict[str, Any]) -> None:
     """Rootless: each lab says so, and how its services are supervised (no root cgroups: process groups)."""
-    from ..core.rootless import ROOTLESS_ENV, rootless
+    from ..core.rootless import ROOTLESS_ENV, joined
 
-    if rootless():
+    if joined():
         for lab in doc["labs"]:
             lab["rootless"] = {"uid": int(os.environ[ROOTLESS_ENV]), "services": "process groups",
                                "way_out": "slirp4netns"}
@@ -212,9 +212,9 @@ def _rootless_status(doc: dict[str, Any]) -> None:
 
 def _rootless_forwards() -> None:
     """Rootless: slirp4netns's port forwards made to match the labs' published ports (daemons/keeper.py)."""
-    from ..core.rootless import rootless
+    from ..core.rootless import joined
 
-    if rootless():
+    if joined():
         from ..daemons.keeper import sync_forwards
         from ..paths import state_root
 
