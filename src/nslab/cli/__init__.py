@@ -37,8 +37,9 @@ _OUTSIDE = frozenset({"validate", "config", "completion", "--help", "-h", "--ver
 
 def _rootless(argv: list[str]) -> bool | None:
     """A user who is not root works in their own namespaces, held by their keeper (daemons/keeper.py): joined
-    here, before anything else (setns needs the process single-threaded), started first for ``up``. False:
-    it could not be started (said on stderr); None: nothing to do (root, or no keeper needed)."""
+    here, before anything else (setns needs the process single-threaded), started first for ``up`` and
+    ``run``. False: it could not be started (said on stderr); None: nothing to do (root, or no keeper
+    needed)."""
     import os
 
     if os.geteuid() == 0 or not argv or argv[0] in _OUTSIDE:
@@ -47,7 +48,7 @@ def _rootless(argv: list[str]) -> bool | None:
     from .plain import reporting
 
     held: list[int | None] = []
-    code = reporting(lambda: held.append(join(start=argv[0] in ("up", "attach"))))
+    code = reporting(lambda: held.append(join(start=argv[0] in ("up", "run"))))
     return None if code == 0 else False
 
 
