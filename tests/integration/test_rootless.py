@@ -5,6 +5,7 @@ leaves nothing of the user."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -61,18 +62,18 @@ def _machine(host) -> dict[str, str]:
 
 def _nothing_left(user: RootlessUser, user_ns: int) -> None:
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps()):
+    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps(user.uid)):
         time.sleep(0.1)
     assert user.processes(user_ns) == [], "a process of the user's namespaces is left"
-    assert _slirps() == [], "slirp4netns is left"
+    assert _slirps(user.uid) == [], "slirp4netns is left"
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and sh(f"ls -A {user.home}/run").stdout:
         time.sleep(0.1)
     assert sh(f"ls -A {user.home}/run").stdout == "", "a file of the user is left"
 
 
-def _slirps() -> list[str]:
-    return sh(f"pgrep -u {NOBODY} -a slirp4netns || true").stdout.split("\n")[:-1]
+def _slirps(uid: int) -> list[str]:
+    return sh(f"pgrep -u {uid} -a slirp4netns || true").stdout.split("\n")[:-1]
 
 
 def _keeper_ns(user: RootlessUser) -> int:
@@ -227,8 +228,6 @@ def test_root_sees_users_labs_and_gc_stops_them(user, host):
     user.write("nslab.yaml", "name: mine\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
     assert user.run("up").returncode == 0
     user_ns = _keeper_ns(user)
-    import json
-
     listed = subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True)
     users = json.loads(listed.stdout)["users"]
     assert [(u["user"], u["labs"]) for u in users] == [("nobody", ["mine"])], listed.stderr
@@ -355,3 +354,32 @@ def test_gc_cleans_after_a_keeper_that_died(user):
     done = subprocess.run([NSLAB, "gc"], capture_output=True, text=True)
     assert done.returncode == 0 and "stopped the rootless labs of nobody" in done.stdout, done.stdout + done.stderr
     _nothing_left(user, user_ns)
+
+
+def test_two_users_labs_are_apart(user, user_nslab):
+    """Another user (uid 65533) with a lab of the same name and subnet: neither sees nor enters the other's."""
+    other = RootlessUser(user_nslab, uid=65533).start()
+    try:
+        lab = "name: same\nnetworks: {n: {subnet: 10.60.0.0/24}}\nhosts: {%s: {networks: [n]}}\n"
+        user.write("nslab.yaml", lab % "alpha")
+        other.write("nslab.yaml", lab % "beta")
+        assert user.run("up").returncode == 0
+        up = other.run("up")
+        assert up.returncode == 0, up.stderr  # same name, same subnet: no collision
+        mine, theirs = _keeper_ns(user), _keeper_ns(other)
+        assert user.run("status", "same").stdout.count("alpha") and "beta" not in user.run("status").stdout
+        peek = other.run("exec", "alpha", "--", "true")
+        assert peek.returncode != 0 and "alpha" in peek.stderr, peek.stderr
+        own = other.run("exec", "beta", "--", "ping", "-c1", "-W2", "10.60.0.1")
+        assert own.returncode == 0, own.stdout + own.stderr
+        snoop = subprocess.run(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "ls",
+                                user.state_root], capture_output=True, text=True)
+        assert snoop.returncode != 0 and "Permission denied" in snoop.stderr
+        users = json.loads(subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True).stdout)["users"]
+        assert sorted((u["uid"], u["labs"]) for u in users) == [(65533, ["same"]), (65534, ["same"])]
+        assert other.run("down", "same").returncode == 0
+        _nothing_left(other, theirs)
+        assert user.run("down", "same").returncode == 0
+        _nothing_left(user, mine)
+    finally:
+        other.stop()

@@ -361,13 +361,15 @@ def user_venv(directory: str) -> str:
 
 @dataclass
 class RootlessUser:
-    """uid 65534 in the throwaway host (call :meth:`start` after the host's ``enter``): a home on a tmpfs of its
-    own, ``XDG_RUNTIME_DIR`` there, a private ``/dev/net/tun`` node (mode 0666) bound over the machine's, and
-    private /etc/subuid and /etc/subgid (``subids``: give the user a range). Everything is a mount of the
-    throwaway host's mount namespace: the machine is untouched."""
+    """A user who is not root (uid 65534 unless ``uid`` says otherwise) in the throwaway host (call
+    :meth:`start` after the host's ``enter``, :meth:`stop` in the reverse order): a home on a tmpfs of its own,
+    ``XDG_RUNTIME_DIR`` there, a private ``/dev/net/tun`` node (mode 0666) bound over the machine's, and private
+    /etc/subuid and /etc/subgid (``subids``: give the user a range). Everything is a mount of the throwaway
+    host's mount namespace: the machine is untouched."""
 
     nslab: str
     subids: bool = False
+    uid: int = NOBODY  # (and its gid)
     home: str = ""
     mounts: list[str] = field(default_factory=list)
 
@@ -379,7 +381,7 @@ class RootlessUser:
         os.mknod(f"{self.home}/tun", 0o20666, os.makedev(10, 200))
         os.chmod(f"{self.home}/tun", 0o666)
         self._mount(f"{self.home}/tun", "/dev/net/tun", None)
-        ids = f"nobody:100000:65536\n{NOBODY}:100000:65536\n" if self.subids else ""
+        ids = f"{self.uid}:100000:65536\n" if self.subids else ""
         for name in ("subuid", "subgid"):
             with open(f"{self.home}/{name}", "w") as fh:
                 fh.write(ids)
@@ -388,7 +390,7 @@ class RootlessUser:
             self._mount(f"{self.home}/{name}", f"/etc/{name}", None)
         for d in ("run", "work"):
             os.mkdir(f"{self.home}/{d}", 0o700)
-            os.chown(f"{self.home}/{d}", NOBODY, NOBODY)
+            os.chown(f"{self.home}/{d}", self.uid, self.uid)
         return self
 
     def _mount(self, source: str, target: str, fstype: str | None, data: str | None = None) -> None:
@@ -407,7 +409,7 @@ class RootlessUser:
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """``nslab ARGS`` as the user, in its home (``path``: another PATH)."""
         env = [f"{k}={v}" for k, v in self.env(path).items()]
-        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "env", "-i", *env,
+        argv = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "env", "-i", *env,
                 self.nslab, *args]
         return subprocess.run(argv, capture_output=True, text=True, cwd=f"{self.home}/work", timeout=timeout,
                               input=input)
@@ -416,7 +418,7 @@ class RootlessUser:
         path = f"{self.home}/work/{name}"
         with open(path, "w") as fh:
             fh.write(text)
-        os.chown(path, NOBODY, NOBODY)
+        os.chown(path, self.uid, self.uid)
         return path
 
     def keeper(self) -> int | None:
