@@ -44,11 +44,12 @@ def _rootless(argv: list[str]) -> bool | None:
 
     if os.geteuid() == 0 or not argv or argv[0] in _OUTSIDE:
         return None
+    wants_help = "--help" in argv or "-h" in argv  # (help needs no keeper started)
     from ..daemons.keeper import join
     from .plain import reporting
 
     held: list[int | None] = []
-    code = reporting(lambda: held.append(join(start=argv[0] in ("up", "run"))))
+    code = reporting(lambda: held.append(join(start=argv[0] in ("up", "run") and not wants_help)))
     return None if code == 0 else False
 
 
