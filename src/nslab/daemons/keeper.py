@@ -138,10 +138,9 @@ def running(root: str) -> int | None:
     try:
         with open(paths.keeper_pid_file(root)) as fh:
             pid = int((fh.read().split() or ["0"])[0])
-        st = os.stat(f"/proc/{pid}")
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and st.st_uid == os.getuid() else None
+    return pid if pid > 0 and _alive(pid, os.getuid()) else None
 
 
 def join(start: bool) -> int | None:
@@ -229,10 +228,16 @@ def _enter(pid: int) -> None:
         cwd = os.getcwd()
     except OSError:
         pass
-    fds = [os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind, _ in JOINED]
+    from ..errors import EnvironmentProblem
+
+    fds: list[int] = []
     try:
+        fds += [os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind, _ in JOINED]
         for fd, (_, kind) in zip(fds, JOINED, strict=True):
             linux.setns(fd, kind)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot join your rootless keeper (pid {pid}): {exc.strerror}; "
+                                 "`nslab down LAB` takes its labs down, the next `up` starts a new one") from None
     finally:
         for fd in fds:
             os.close(fd)
