@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -383,3 +384,42 @@ def test_two_users_labs_are_apart(user, user_nslab):
         _nothing_left(user, mine)
     finally:
         other.stop()
+
+
+ANSWERS = r'''
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(65535)
+    i = 12
+    while q[i]:
+        i += 1 + q[i]
+    known = q[13:i].lower().startswith(b"small") and struct.unpack("!H", q[i + 1:i + 3])[0] == 1
+    record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 7]) if known else b""
+    s.sendto(q[:2] + struct.pack("!HHHHH", 0x8180 if known else 0x8183, 1, int(known), 0, 0) + q[12:i + 5]
+             + record, peer)
+'''
+
+
+@pytest.mark.parametrize("nameserver", [WAN_ADDRESS, "127.0.0.53"])
+def test_hosts_resolve_through_slirp4netns(user, host, tmp_path, nameserver):
+    """The machine's resolver, wherever it is (wan, or a loopback stub as systemd-resolved's), answers the
+    user's hosts through slirp4netns's 10.0.2.3: a tiny server that knows small.example (192.0.2.7)."""
+    from labs import private_resolver
+
+    private_resolver(tmp_path, nameserver)
+    script = tmp_path / "answers.py"
+    script.write_text(ANSWERS)
+    if nameserver == WAN_ADDRESS:
+        server = host.popen(host.in_wan([sys.executable, str(script), nameserver]), stdout=subprocess.PIPE, text=True)
+    else:  # (127.0.0.0/8 is the throwaway host's lo)
+        server = host.popen([sys.executable, str(script), nameserver], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    user.write("nslab.yaml", "name: d\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    found = user.run("exec", "a", "--", "getent", "hosts", "small.example")
+    assert found.returncode == 0 and found.stdout.split()[0] == "192.0.2.7", found.stdout + found.stderr
+    assert user.run("down", "d").returncode == 0
+    _nothing_left(user, user_ns)
