@@ -193,7 +193,8 @@ def _bridge_commands(lab: Lab, n: Network) -> list[str]:
         f"ip link add {n.bridge} address {lab.bridge_mac(n)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab.name, 'net', n.name)}",
         f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
-        *([f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}"] if gateway else []),
+        *([f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}"] if gateway and n.external is None
+          else []),
         *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 and gateway else []),
         f"ip link set {n.bridge} up",
     ]

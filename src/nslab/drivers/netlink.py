@@ -614,7 +614,8 @@ class NetlinkKernel:
             refuse_router_advertisements(n.bridge)
             if not lab.builds_gateway(n):
                 continue  # (across machines, off its home: pure L2)
-            add_address(batch, index, n.gateway, n.bridge)
+            if n.external is None:  # (a borrowed interface's addresses come instead: features/external.py)
+                add_address(batch, index, n.gateway, n.bridge)
             if n.gateway6 is not None:
                 add_address(batch, index, n.gateway6, n.bridge)
         batch.commit_or_raise(self.root)

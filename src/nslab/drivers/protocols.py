@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..model import Host, Lab, Network, Route
+from .nic import Nic
 from .rtnl import LinkInfo, NewLink, RouteInfo
 
 Failures = list[str]
@@ -55,6 +56,14 @@ class Kernel(Protocol):
     def add_fdb(self, entries: list[tuple[str, str, str]]) -> None: ...
     def fdb_entries(self, devices: list[str]) -> list[tuple[str, str, str]]: ...
     def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None: ...
+
+
+class Nics(Protocol):
+    """The machine's own interfaces that a lab borrows (drivers/nic.py)."""
+
+    def interface(self, name: str) -> Nic | None: ...
+    def change(self, lines: list[str], force: bool = False) -> None: ...
+    def has_vlan(self) -> bool: ...
 
 
 class Nftables(Protocol):
