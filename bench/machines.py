@@ -9,6 +9,7 @@ UTS namespace each, joined by an underlay bridge with MTU 1500). Two measurement
 - across: HOSTS hosts spread over machines a, b and c (``placement: spread``) on one NAT network spanning all
   three (home a); ``nslab up -f FILE --machine NAME`` started on the three machines at once, timed from the
   start to the last one's end (the wall time a user waits), then ``down`` on each the same way;
+- after each ``up`` across machines (untimed): a host on c pings a host on a by name;
 - the same parts one after the other, each timed alone: the slowest part is what three real machines (three
   kernels) would wait for; the machines of the harness share one kernel (its RTNL lock serializes every
   netlink change, whatever the namespace) and the host's CPUs, so the parallel wall time above overstates it;
@@ -22,6 +23,7 @@ timed in the test suite.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -60,6 +62,15 @@ def in_parallel(machines: Machines, names: str, argv: list[str], with_machine: b
     return time.perf_counter() - start
 
 
+def works(machines: Machines) -> None:
+    """The lab across machines works: the first host of c pings the first host of a by name."""
+    status = [machines[m].run([NSLAB, "status", "bench", "--json"]).stdout for m in "ac"]
+    first = [json.loads(s)["labs"][0]["hosts"][0]["name"] for s in status]
+    ping = machines["c"].run([NSLAB, "exec", f"bench/{first[1]}", "--", "ping", "-c1", "-W2", first[0]])
+    if ping.returncode:
+        raise RuntimeError(f"{first[1]} on c does not reach {first[0]} on a: {ping.stdout}{ping.stderr}")
+
+
 def measure(machines: Machines, text: str, names: str, repeat: int, alone: bool = False) -> tuple[float, float]:
     """Median seconds of ``up`` and of ``down`` of the lab ``text`` on ``names`` at once (``alone``: one machine
     after the other, the slowest one's seconds)."""
@@ -72,6 +83,8 @@ def measure(machines: Machines, text: str, names: str, repeat: int, alone: bool 
         groups = list(names) if alone else [names]
         for _ in range(repeat):
             ups.append(max(in_parallel(machines, g, ["up", "-q", "-f", str(path)], across) for g in groups))
+            if across:
+                works(machines)  # (untimed)
             downs.append(max(in_parallel(machines, g, ["down", "bench"], across) for g in groups))
     return statistics.median(ups), statistics.median(downs)
 
