@@ -12,7 +12,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from nslab.core import load, overlay
-from nslab.core.lifecycle import plan
+from nslab.core.lifecycle import Subset, plan
 from nslab.drivers import rtnl as nl
 from nslab.drivers.fake import fake_drivers
 from nslab.errors import MachineError, ResolveError, SpecError
@@ -256,3 +256,9 @@ def test_a_failed_converge_gives_the_vxlan_devices_their_former_entries_back():
 def test_machine_for_a_lab_of_one_machine_is_refused():
     with pytest.raises(MachineError, match="lab solo is not across machines"):
         load.validate(load.from_text("name: solo\nhosts: {h: {}}\n"), fake_drivers(), None, "a")
+
+
+def test_only_some_hosts_of_a_part_keep_their_links_to_other_machines():
+    drivers = fake_drivers()
+    planned = plan(load.from_text(LAB, "multi.yaml"), drivers, None, Subset(only=("c2",)), machine="c")
+    assert set(planned.lab.hosts) == {"c2"} and [(lk.a, lk.b) for lk in planned.lab.links] == [("a1", "c2")]
