@@ -262,3 +262,14 @@ def test_only_some_hosts_of_a_part_keep_their_links_to_other_machines():
     drivers = fake_drivers()
     planned = plan(load.from_text(LAB, "multi.yaml"), drivers, None, Subset(only=("c2",)), machine="c")
     assert set(planned.lab.hosts) == {"c2"} and [(lk.a, lk.b) for lk in planned.lab.links] == [("a1", "c2")]
+
+
+def test_impairing_what_a_link_to_another_machine_receives_is_refused_in_one_line():
+    from nslab.errors import TargetError
+
+    text = LAB.replace("a1: {machine: a, networks: [lan]}",
+                       "a1: {machine: a, networks: [lan], impair: {eth1: {loss: 10, direction: in}}}")
+    with pytest.raises(TargetError, match="a1:eth1 is a link to b1 on machine b"):
+        plan(load.from_text(text, "multi.yaml"), fake_drivers(), None, machine="a")
+    out = text.replace("direction: in", "direction: out")
+    assert plan(load.from_text(out, "multi.yaml"), fake_drivers(), None, machine="a").plan
