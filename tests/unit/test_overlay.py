@@ -273,3 +273,12 @@ def test_impairing_what_a_link_to_another_machine_receives_is_refused_in_one_lin
         plan(load.from_text(text, "multi.yaml"), fake_drivers(), None, machine="a")
     out = text.replace("direction: in", "direction: out")
     assert plan(load.from_text(out, "multi.yaml"), fake_drivers(), None, machine="a").plan
+
+
+def test_a_partition_with_a_side_on_another_machine_is_made_by_this_machine_s_hosts():
+    text = LAB + "partitions:\n  - [a1, c1]\n"
+    planned = plan(load.from_text(text, "multi.yaml"), fake_drivers(), None, machine="a")
+    lines = "\n".join(planned.plan.commands())
+    c1 = str(_whole(text).hosts["c1"].interfaces[0].address.ip)
+    assert "multi-a1" in lines and c1 in lines
+    assert not any("multi-c1" in line for line in planned.plan.commands())  # (c's part cuts on c)
