@@ -138,6 +138,10 @@ def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -
             assert every <= {c["target"] for c in cells}
             # isolation across machines: b3 (internal network only) is reached from c3 and from nobody on lan only
             assert all(not c["reachable"] for c in cells if c["target"] == "b3" and c["source"] in ("a1", "c4"))
+        table = machines["b"].run([NSLAB, "status", "multi"])
+        assert table.returncode == 0 and f"machine: b  digest: {statuses['b']['digest']}" in table.stdout
+        graph = machines["c"].run([NSLAB, "graph", "multi"])
+        assert graph.returncode == 0 and "c2" in graph.stdout, graph.stderr
         for verb in ("status", "down"):  # --machine naming another machine's part: refused, nothing done
             wrong = machines["a"].run([NSLAB, verb, "multi", "--machine", "b"])
             assert wrong.returncode == 2 and "is up here as machine a's part, not machine b's" in wrong.stderr
