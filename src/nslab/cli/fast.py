@@ -118,6 +118,11 @@ def status(target: str | None, output: str, quiet: bool = False) -> int:
     from ..errors import NslabError
 
     lab_name, host = _lab_and_host(target)
+    if lab_name is not None and host is None and not quiet:
+        from .engine import held, swarm_status
+
+        if held(lab_name):
+            return swarm_status(lab_name, output)
     if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
         return 0
     doc = _read_status(lab_status, lab_name)
@@ -221,8 +226,11 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
 def down(lab: str) -> None:
     """``nslab down LAB`` (also called by the click command once it knows the lab's name)."""
     from ..core.lifecycle import down as lab_down
+    from .engine import held, swarm_down
 
-    if lab_down(lab):
+    if held(lab):  # run by Docker Swarm: its services go, each machine's runner takes its part down
+        swarm_down(lab)
+    elif lab_down(lab):
         print(f"lab {lab} is down")
     else:
         print(f"lab {lab} was not up; nothing to do")

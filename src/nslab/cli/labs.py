@@ -50,8 +50,11 @@ def _output(output: str | None, as_json: bool, wide: bool) -> str:
               help="Bring up only these hosts (and the networks and links between them); a later up adds the rest.")
 @click.option("--profile", "profiles", multiple=True, metavar="NAME",
               help="Also bring up the hosts with this name in their profiles: (repeatable).")
+@click.option("--engine", type=click.Choice(["local", "swarm"]), default="local",
+              help="swarm: on the Docker Swarm DOCKER_HOST names (a manager), one service per machine.")
+@click.option("--image", default=None, metavar="IMAGE", help="--engine swarm: the nslab image (default nslab:VERSION).")
 def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool, wait: bool,
-       timeout: float | None, only: str | None, profiles: tuple[str, ...]) -> None:
+       timeout: float | None, only: str | None, profiles: tuple[str, ...], engine: str, image: str | None) -> None:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
@@ -63,6 +66,12 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     from ..core.lifecycle import Subset, up_file, wait_healthy
     from ..linux import require_root
     from . import fast, render
+
+    if engine == "swarm":
+        from .engine import swarm_up
+
+        swarm_up(file, image, quiet)
+        return
 
     require_root("up creates namespaces, links and firewall rules")
     if timeout is not None and not wait:
