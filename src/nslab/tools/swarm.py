@@ -236,6 +236,13 @@ class Swarm:
         finally:
             self.remove_service(service)
 
+    def node_name(self, node: str) -> str:
+        """A node's hostname (its id when the manager does not say)."""
+        status, data = self.docker.request("GET", f"/nodes/{quote(node, safe='')}")
+        if status == 200 and isinstance(data, dict):
+            return str((data.get("Description") or {}).get("Hostname") or node)
+        return node
+
     def _wait_ended(self, service: str, timeout: float, part: Part) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -244,6 +251,7 @@ class Swarm:
                 state = (task.get("Status") or {}).get("State", "")
                 if state in ENDED or _missing_image(task):
                     time.sleep(0.2)  # the last log lines
+                    task["x-node"] = self.node_name(str(task.get("NodeID", "")))
                     return task
             if time.monotonic() > deadline:
                 raise NslabError(f"machine {part.label}: the job did not finish within {timeout:.0f} s")
@@ -259,7 +267,8 @@ def _task_error(task: dict[str, Any], part: Part) -> str:
     err = str(status.get("Err") or status.get("Message") or status.get("State"))
     image = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
     if _missing_image(task):
-        return (f"machine {part.label}: node {task.get('NodeID', '?')[:12]} has no image {image.split('@')[0]} "
+        return (f"machine {part.label}: node {task.get('x-node') or task.get('NodeID', '?')} has no image "
+                f"{image.split('@')[0]} "
                 f"(`nslab image build` on it, or push it to a registry)")
     return f"machine {part.label}: {err}"
 
