@@ -15,7 +15,6 @@ import pytest
 from labs import NSLAB
 from nslab.tools.sandbox import Machines, Swarm
 
-
 ONE_PART = """\
 name: sw
 networks:

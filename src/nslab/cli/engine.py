@@ -72,10 +72,14 @@ def swarm_status(lab: str, output: str) -> int:
     from ..tools import swarm
 
     doc = swarm.status(lab)
-    if output in ("json", "yaml"):
-        from .fast import print_doc
+    if output == "json":
+        import json
 
-        print_doc(doc, output)
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    elif output == "yaml":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
     else:
         from . import render
 

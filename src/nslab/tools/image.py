@@ -220,9 +220,9 @@ def _site_packages() -> Iterator[tuple[str, str]]:
     """nslab's package and the files of every distribution it needs at run time, under :data:`SITE`."""
     from importlib.metadata import PackageNotFoundError, distribution
 
-    import nslab
+    from .. import paths
 
-    package = os.path.dirname(os.path.realpath(nslab.__file__))
+    package = os.path.dirname(os.path.realpath(paths.__file__))  # the nslab package (paths.py is at its top)
     for path in _tree(package):
         yield path, f"{SITE}/nslab/{os.path.relpath(path, package)}"
     for entry in distribution("nslab").files or ():  # its metadata (``nslab --version``), not an editable hook

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -445,12 +444,6 @@ class Swarm:
 
     def __getitem__(self, name: str) -> Dockerd:
         return self.daemons[name]
-
-    def nodes(self) -> dict[str, str]:
-        """{hostname: state} of the swarm's nodes, as the manager sees them."""
-        out = self.manager.docker("node", "ls", "--format", "{{json .}}").stdout
-        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return {row["Hostname"]: row["Status"] for row in rows}
 
     def stop(self) -> None:
         for daemon in reversed(list(self.daemons.values())):

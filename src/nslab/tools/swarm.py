@@ -83,24 +83,28 @@ def read_lab(text: str, manager_node: str) -> SwarmLab:
         raise UserError(f"the lab file is not YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise UserError("the lab file has no name: (the swarm engine names its services after it)")
-    lab = SwarmLab(doc["name"], text)
-    problems = []
-    for name, spec in (doc.get("machines") or {}).items():
-        spec = spec or {}
-        node, labels = spec.get("node"), spec.get("labels") or {}
-        if node:
-            lab.parts.append(Part(str(name), (f"node.hostname=={node}",)))
-        elif labels:
-            lab.parts.append(Part(str(name), tuple(f"node.labels.{k}=={v}" for k, v in sorted(labels.items()))))
-        else:
-            problems.append(f"machines.{name}: the swarm engine needs node: or labels: to place it")
-    if problems:
-        raise UserError("; ".join(problems))
+    lab = SwarmLab(doc["name"], text, _parts(doc.get("machines") or {}))
     if not lab.parts:
         lab.parts.append(Part(None, (f"node.id=={manager_node}",)))
     for host, spec in (doc.get("hosts") or {}).items():
         lab.hosts[str(host)] = (spec or {}).get("machine") if isinstance(spec, dict) else None
     return lab
+
+
+def _parts(machines: dict[str, Any]) -> list[Part]:
+    """Each machine's placement: ``node.hostname==NODE`` for ``node:``, ``node.labels.K==V`` per label."""
+    parts, problems = [], []
+    for name, spec in machines.items():
+        node, labels = (spec or {}).get("node"), (spec or {}).get("labels") or {}
+        if node:
+            parts.append(Part(str(name), (f"node.hostname=={node}",)))
+        elif labels:
+            parts.append(Part(str(name), tuple(f"node.labels.{k}=={v}" for k, v in sorted(labels.items()))))
+        else:
+            problems.append(f"machines.{name}: the swarm engine needs node: or labels: to place it")
+    if problems:
+        raise UserError("; ".join(problems))
+    return parts
 
 
 class Swarm:
@@ -321,20 +325,24 @@ def _wait_up(swarm: Swarm, lab: SwarmLab, services: dict[str, str], timeout: flo
     waiting = dict(services)
     while waiting:
         for machine, service in list(waiting.items()):
-            out, err = swarm.logs(service)
-            if UP_LINE in out:
+            if _part_is_up(swarm, next(p for p in lab.parts if p.label == machine), service):
                 del waiting[machine]
-                continue
-            failed = [t for t in swarm.tasks(service)
-                      if (t.get("Status") or {}).get("State") in ENDED or _missing_image(t)]
-            if failed:
-                part = next(p for p in lab.parts if p.label == machine)
-                said = " | ".join(line for line in err.strip().splitlines()[-3:])
-                raise NslabError(_task_error(failed[0], part) + (f": {said}" if said else ""))
         if waiting and time.monotonic() > deadline:
             raise NslabError(f"machine {sorted(waiting)[0]}: its part was not up after {timeout:.0f} s")
         if waiting:
             time.sleep(0.2)
+
+
+def _part_is_up(swarm: Swarm, part: Part, service: str) -> bool:
+    """Whether the part's runner said it is up; raises naming the machine when its task ended."""
+    out, err = swarm.logs(service)
+    if UP_LINE in out:
+        return True
+    failed = [t for t in swarm.tasks(service) if (t.get("Status") or {}).get("State") in ENDED or _missing_image(t)]
+    if failed:
+        said = " | ".join(line for line in err.strip().splitlines()[-3:])
+        raise NslabError(_task_error(failed[0], part) + (f": {said}" if said else ""))
+    return False
 
 
 def is_swarm_lab(lab: str, swarm: Swarm | None = None) -> bool:
