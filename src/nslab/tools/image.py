@@ -18,9 +18,11 @@ Replaces: ``debootstrap``/``tar -c . | docker import - nslab:VERSION``, ``docker
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -49,6 +51,9 @@ SKIPPED_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2
 #: busybox's applets: last on PATH, so that the real tools copied from this machine come first.
 APPLET_DIR = "/opt/nslab/bin"
 PATH = f"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{APPLET_DIR}"
+#: The image config's creation time: fixed, so the image id follows from its files alone.
+EPOCH = "1970-01-01T00:00:00Z"
+ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 TOP_LINKS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
 
 
@@ -81,7 +86,7 @@ def build(tag: str | None = None, base: str | None = None, docker: LiveDocker | 
         length = tar.tell()
         tar.seek(0)
         if base is None:
-            _import(docker, tar, length, tag)
+            _load(docker, tar, tag)
         else:
             _build(docker, tar, length, tag)
     status, info = docker.request("GET", f"/images/{tag}/json")
@@ -90,13 +95,37 @@ def build(tag: str | None = None, base: str | None = None, docker: LiveDocker | 
     return Built(tag, str(info.get("Id", "")), int(info.get("Size", 0)), time.monotonic() - started, files)
 
 
-def _import(docker: LiveDocker, tar: IO[bytes], length: int, tag: str) -> None:
-    repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
-    query = urlencode([("fromSrc", "-"), ("repo", repository), ("tag", version),
-                       ("changes", f"ENV PATH={PATH}"), ("changes", f"ENV PYTHONPATH={SITE}"),
-                       ("changes", 'CMD ["nslab", "--help"]')])
-    status, data = docker.request("POST", f"/images/create?{query}", upload=(tar, length, "application/x-tar"))
-    _check(status, data, f"cannot import image {tag}")
+def _load(docker: LiveDocker, layer: IO[bytes], tag: str) -> None:
+    """The root filesystem ``layer`` as a one-layer image in ``docker save``'s format, loaded (``POST
+    /images/load``). Its config has a fixed creation time, so the image's id depends on the files alone: built
+    from the same machine on every node, it is the same image, and Swarm runs it by id with no pull."""
+    digest = hashlib.sha256()
+    while chunk := layer.read(1 << 20):
+        digest.update(chunk)
+    layer_id = digest.hexdigest()
+    config = json.dumps({
+        "architecture": ARCHITECTURES.get(platform.machine(), platform.machine()), "os": "linux",
+        "created": EPOCH, "config": {"Env": [f"PATH={PATH}", f"PYTHONPATH={SITE}"], "Cmd": ["nslab", "--help"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
+        "history": [{"created": EPOCH, "created_by": "nslab image build"}],
+    }, sort_keys=True).encode()
+    config_id = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps([{"Config": f"{config_id}.json", "RepoTags": [tag],
+                            "Layers": [f"{layer_id}/layer.tar"]}]).encode()
+    layer.seek(0)
+    with tempfile.TemporaryFile() as image:
+        with tarfile.open(fileobj=image, mode="w") as tar:
+            for name, data in ((f"{config_id}.json", config), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            info = tarfile.TarInfo(f"{layer_id}/layer.tar")
+            info.size = os.fstat(layer.fileno()).st_size
+            tar.addfile(info, layer)
+        length = image.tell()
+        image.seek(0)
+        status, data = docker.request("POST", "/images/load?quiet=1", upload=(image, length, "application/x-tar"))
+    _check(status, data, f"cannot load image {tag}")
 
 
 def _build(docker: LiveDocker, tar: IO[bytes], length: int, tag: str) -> None:

@@ -240,6 +240,15 @@ class Swarm:
         finally:
             self.remove_service(service)
 
+    def image_id(self, image: str) -> str:
+        """The id of ``image`` as the manager has it (tasks then run exactly that build, with no pull: ``nslab
+        image build`` makes the same id on every node from the same machine); the name as given when the
+        manager lacks it (a registry's image: each node pulls it)."""
+        status, data = self.docker.request("GET", f"/images/{quote(image, safe='')}/json")
+        if status == 200 and isinstance(data, dict) and data.get("Id"):
+            return str(data["Id"])
+        return image
+
     def node_name(self, node: str) -> str:
         """A node's hostname (its id when the manager does not say)."""
         status, data = self.docker.request("GET", f"/nodes/{quote(node, safe='')}")
@@ -272,7 +281,7 @@ def _task_error(task: dict[str, Any], part: Part) -> str:
     image = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
     if _missing_image(task):
         return (f"machine {part.label}: node {task.get('x-node') or task.get('NodeID', '?')} has no image "
-                f"{image.split('@')[0]} "
+                f"{image.split('@')[0][:19]} "
                 f"(`nslab image build` on it, or push it to a registry)")
     return f"machine {part.label}: {err}"
 
@@ -292,6 +301,7 @@ def up(text: str, image: str, timeout: float = 180.0, swarm: Swarm | None = None
     started = time.monotonic()
     swarm = swarm or Swarm()
     lab = read_lab(text, swarm.manager_node())
+    image = swarm.image_id(image)
     _check_nodes(swarm, lab, image)
     config = swarm.create_config(lab.name, text)
     existing = {s["Spec"]["Name"]: s for s in swarm.services(lab.name)}
