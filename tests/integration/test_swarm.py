@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from labs import NSLAB
+from labs import NSLAB, wait_for
 from nslab.tools.sandbox import Machines, Swarm
 
 ONE_PART = """\
@@ -21,7 +21,9 @@ networks:
   lan: {}
 hosts:
   h1: {networks: [lan]}
-  h2: {networks: [lan]}
+  h2:
+    networks: [lan]
+    run: echo hello-from-h2; exec sleep 1001
 """
 
 #: The lab over the three machines, against the contract of `machines:` / `up --machine` (issue 25 items 1-2).
@@ -76,6 +78,19 @@ def _build_image(swarm: Swarm, *names: str) -> None:
         assert done.stdout.startswith("image nslab:"), done.stdout
 
 
+def _sleepers() -> list[str]:
+    """The processes of h2's service (``sleep 1001``), wherever they run."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if fh.read() == b"sleep\x001001\x00":
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def _netns(swarm: Swarm, name: str) -> set[str]:
     return set(os.listdir(swarm[name].machine.path("/run/netns")))
 
@@ -87,6 +102,7 @@ def test_one_part_up_exec_status_down(swarm: Swarm, tmp_path) -> None:
     started = time.monotonic()
     done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
     up_seconds = time.monotonic() - started
+    done_up = done
     assert done.returncode == 0, done.stderr
     assert "lab sw is up on the swarm" in done.stdout
     assert _netns(swarm, "a") == {"sw-h1", "sw-h2"}  # on the machine, as a local lab's
@@ -101,13 +117,21 @@ def test_one_part_up_exec_status_down(swarm: Swarm, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert '"engine": "swarm"' in done.stdout and '"sw-h1"' in done.stdout
 
+    done = _nslab(swarm, "check", "sw")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "h1" in done.stdout and "reach" in done.stdout
+
+    assert wait_for(lambda: "hello-from-h2" in _nslab(swarm, "logs", "sw/h2").stdout)
+    assert _sleepers()  # the service runs in the part's task
+
     done = _nslab(swarm, "down", "sw")
     assert done.returncode == 0, done.stderr
     assert _netns(swarm, "a") == set()
     assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
     assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
     assert not os.path.exists(swarm["a"].machine.path("/run/nslab/sw"))
-    print(f"\nswarm up of one part: {up_seconds:.1f} s")
+    assert not _sleepers()
+    print(f"\nswarm up of one part: {up_seconds:.1f} s; {done_up.stdout.strip()}")
 
 
 def test_node_without_the_image_is_named(swarm: Swarm, tmp_path) -> None:
@@ -118,6 +142,22 @@ def test_node_without_the_image_is_named(swarm: Swarm, tmp_path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "node a has no image" in lines[0], done.stderr
     assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
+
+
+def test_placement_and_a_node_without_the_image(swarm: Swarm, tmp_path) -> None:
+    """Each machine's check job lands on its node (by hostname, by label); c lacks the image: one line names
+    it, before any service of the lab exists."""
+    _build_image(swarm, "a", "b")
+    swarm.manager.docker("node", "update", "--label-add", "rack=r2", "b")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(THREE_PARTS)
+    done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert "machine c: node c has no image sha256:" in done.stderr, done.stderr
+    assert "machine a" not in done.stderr and "machine b" not in done.stderr
+    assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
+    assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
 
 
 def _machines_supported() -> bool:

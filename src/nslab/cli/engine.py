@@ -56,8 +56,8 @@ def swarm_up(file: str | None, image: str | None, quiet: bool) -> None:
         text = fh.read()
     report = swarm.up(text, image or default_tag())
     if not quiet:
-        print(f"lab {report.lab} is up on the swarm: machines {', '.join(report.machines)} "
-              f"({report.seconds:.1f} s)")
+        print(f"lab {report.lab} is up on the swarm: machines {', '.join(report.machines)} in "
+              f"{report.seconds:.1f} s (the parts' own up: {report.part_seconds:.1f} s at most)")
 
 
 def swarm_down(lab: str) -> None:
@@ -161,7 +161,8 @@ def register(group: click.Group) -> None:
     def run(file: str, name: str | None, engine: str | None) -> None:
         """Bring this machine's part of the lab up, stay until SIGTERM, then take the part down.
 
-        Prints `nslab machine run: up` once the part is up; exits with up's status if it fails.
+        Prints `nslab machine run: up in S s` once the part is up (S: how long its up took); exits with up's
+        status if it fails.
         """
         raise SystemExit(_run(file, name, engine))
 
@@ -203,15 +204,17 @@ def _run(file: str, machine: str | None, engine: str | None) -> int:
     part = ["--machine", machine] if machine else []
     writable_kernel_settings()
     nslab = [sys.executable, "-m", "nslab"]
+    started = time.monotonic()
     code = subprocess.run([*nslab, "up", "-f", file, *part], check=False).returncode
     if code != 0:
         return code
+    took = time.monotonic() - started
     mark = paths.engine_mark(lab)
     if engine:
         os.makedirs(os.path.dirname(mark), exist_ok=True)
         with open(mark, "w", encoding="utf-8") as fh:
             fh.write(engine + "\n")
-    print(UP_LINE, flush=True)
+    print(f"{UP_LINE} in {took:.2f} s", flush=True)
     try:
         while True:
             time.sleep(3600)

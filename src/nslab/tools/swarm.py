@@ -229,16 +229,29 @@ class Swarm:
     def run_job(self, lab: str, part: Part, image: str, command: list[str], timeout: float = 120.0,
                 ) -> tuple[int, str, str]:
         """Run ``command`` once on ``part``'s machine; (exit status, stdout, stderr)."""
-        service = self.create(self.spec(lab, part, image, command, "job", None))
+        return self.run_jobs(lab, [(part, command)], image, timeout)[0]
+
+    def run_jobs(self, lab: str, jobs: list[tuple[Part, list[str]]], image: str, timeout: float = 120.0,
+                 ) -> list[tuple[int, str, str]]:
+        """Run each job's command once on its part's machine, all at the same time; (exit status, stdout,
+        stderr) of each, in order. The jobs' services are removed after."""
+        services: list[str] = []
         try:
-            task = self._wait_ended(service, timeout, part)
-            out, err = self.logs(service)
-            status = task.get("Status") or {}
-            if status.get("State") != "complete" and not (status.get("ContainerStatus") or {}).get("ContainerID"):
-                return 1, out, err + _task_error(task, part) + "\n"
-            return int((status.get("ContainerStatus") or {}).get("ExitCode", 1)), out, err
+            for part, command in jobs:
+                services.append(self.create(self.spec(lab, part, image, command, "job", None)))
+            pairs = zip(services, (part for part, _command in jobs), strict=True)
+            return [self._job_result(service, part, timeout) for service, part in pairs]
         finally:
-            self.remove_service(service)
+            for service in services:
+                self.remove_service(service)
+
+    def _job_result(self, service: str, part: Part, timeout: float) -> tuple[int, str, str]:
+        task = self._wait_ended(service, timeout, part)
+        out, err = self.logs(service)
+        status = task.get("Status") or {}
+        if status.get("State") != "complete" and not (status.get("ContainerStatus") or {}).get("ContainerID"):
+            return 1, out, err + _task_error(task, part) + "\n"
+        return int((status.get("ContainerStatus") or {}).get("ExitCode", 1)), out, err
 
     def image_id(self, image: str) -> str:
         """The id of ``image`` as the manager has it (tasks then run exactly that build, with no pull: ``nslab
@@ -289,9 +302,12 @@ def _task_error(task: dict[str, Any], part: Part) -> str:
 # -- the operations ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UpReport:
+    """What ``up`` did: the lab, its machines, its time in all and the longest of the parts' own ``up``."""
+
     lab: str
     machines: list[str]
     seconds: float
+    part_seconds: float
 
 
 def up(text: str, image: str, timeout: float = 180.0, swarm: Swarm | None = None) -> UpReport:
@@ -315,15 +331,24 @@ def up(text: str, image: str, timeout: float = 180.0, swarm: Swarm | None = None
                             f"`nslab down {lab.name}` first")
         services[part.label] = swarm.create(spec)
     _wait_up(swarm, lab, services, timeout)
-    return UpReport(lab.name, [p.label for p in lab.parts], time.monotonic() - started)
+    took = [_part_seconds(swarm.logs(service)[0]) for service in services.values()]
+    return UpReport(lab.name, [p.label for p in lab.parts], time.monotonic() - started, max(took))
+
+
+def _part_seconds(out: str) -> float:
+    """The time a runner's ``up`` took, from its line ``nslab machine run: up in S s``."""
+    for line in out.splitlines():
+        if line.startswith(UP_LINE + " in "):
+            return float(line.split()[-2])
+    return 0.0
 
 
 def _check_nodes(swarm: Swarm, lab: SwarmLab, image: str) -> None:
     """A tiny job on every machine's node first: a node without the image (or the directories a part binds)
     is named, in one line each, before any service of the lab exists."""
     problems = []
-    for part in lab.parts:
-        code, _out, err = swarm.run_job(lab.name, part, image, ["nslab", "--version"], timeout=60.0)
+    results = swarm.run_jobs(lab.name, [(part, ["nslab", "--version"]) for part in lab.parts], image, 60.0)
+    for part, (code, _out, err) in zip(lab.parts, results, strict=True):
         if code != 0:
             problems.append(err.strip().splitlines()[-1] if err.strip() else f"machine {part.label}: exit {code}")
     if problems:
@@ -400,11 +425,11 @@ def on_machines(lab: str, argv: list[str], machines: list[str] | None = None,
     (machine, exit status, stdout, stderr) for each."""
     swarm = swarm or Swarm()
     parsed, image = _lab_parts(swarm, lab)
-    for part in parsed.parts:
-        if machines is not None and part.label not in machines:
-            continue
-        command = ["nslab", "machine", "job", *argv, *(["--machine", part.machine] if part.machine else [])]
-        yield (part.label, *swarm.run_job(lab, part, image, command))
+    parts = [part for part in parsed.parts if machines is None or part.label in machines]
+    jobs = [(part, ["nslab", "machine", "job", *argv, *(["--machine", part.machine] if part.machine else [])])
+            for part in parts]
+    for part, result in zip(parts, swarm.run_jobs(lab, jobs, image), strict=True):
+        yield (part.label, *result)
 
 
 def machine_of(lab: str, host: str, swarm: Swarm | None = None) -> list[str] | None:
