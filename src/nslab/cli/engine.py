@@ -61,8 +61,14 @@ def swarm_up(file: str | None, image: str | None, quiet: bool) -> None:
 
 
 def swarm_down(lab: str) -> None:
+    from .. import paths
     from ..tools import swarm
 
+    if os.path.exists(paths.engine_mark(lab)) and not swarm.is_swarm_lab(lab):
+        from ..errors import UserError
+
+        raise UserError(f"this machine's part of lab {lab} is run by Docker Swarm: `nslab down {lab}` on a "
+                        "swarm manager (DOCKER_HOST naming it) takes every machine's part down")
     machines = swarm.down(lab)
     print(f"lab {lab} is down (swarm services removed; machines: {', '.join(machines)})")
 

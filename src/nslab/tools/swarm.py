@@ -419,14 +419,20 @@ def _lab_parts(swarm: Swarm, lab: str) -> tuple[SwarmLab, str]:
     return read_lab(text, swarm.manager_node()), image
 
 
+#: The verbs whose job says which machine's part it means (``--machine NAME``); exec and logs name a host, which
+#: is local to the machine the job runs on.
+PER_MACHINE = ("status", "check", "down")
+
+
 def on_machines(lab: str, argv: list[str], machines: list[str] | None = None,
                 swarm: Swarm | None = None) -> Iterator[tuple[str, int, str, str]]:
-    """Run ``nslab ARGV`` (``--machine NAME`` added for a lab with machines) once on each machine's node:
-    (machine, exit status, stdout, stderr) for each."""
+    """Run ``nslab ARGV`` once on each machine's node (``--machine NAME`` added for the :data:`PER_MACHINE`
+    verbs of a lab with machines): (machine, exit status, stdout, stderr) for each."""
     swarm = swarm or Swarm()
     parsed, image = _lab_parts(swarm, lab)
     parts = [part for part in parsed.parts if machines is None or part.label in machines]
-    jobs = [(part, ["nslab", "machine", "job", *argv, *(["--machine", part.machine] if part.machine else [])])
+    jobs = [(part, ["nslab", "machine", "job", *argv,
+                    *(["--machine", part.machine] if part.machine and argv[0] in PER_MACHINE else [])])
             for part in parts]
     for part, result in zip(parts, swarm.run_jobs(lab, jobs, image), strict=True):
         yield (part.label, *result)
