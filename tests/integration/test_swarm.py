@@ -131,6 +131,11 @@ def test_one_part_up_exec_status_down(swarm: Swarm, tmp_path) -> None:
     assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
     assert not os.path.exists(swarm["a"].machine.path("/run/nslab/sw"))
     assert not _sleepers()
+
+    done = subprocess.run([NSLAB, "image", "build", "--tag", "nslab-plus:1", "--from", "nslab:0.1.0"],
+                          env=swarm["a"].env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert swarm["a"].docker("run", "--rm", "nslab-plus:1", "nslab", "--version").stdout.startswith("nslab, version")
     print(f"\nswarm up of one part: {up_seconds:.1f} s; {done_up.stdout.strip()}")
 
 

@@ -6,14 +6,16 @@ From nothing (the default): a root filesystem assembled from what runs nslab her
 it and every extension module need (``ldd``), nslab's package and its runtime dependencies (the distributions
 nslab requires, found by ``importlib.metadata``, copied file by file under ``/opt/nslab``), and the few tools a
 machine's part uses (``ip``, ``nft``, ``tc``, ``nsenter``, ``busybox`` with its common applets, each with the
-libraries it needs). The tree goes as one tar to the Engine API's image import (``POST
-/images/create?fromSrc=-``, what ``docker import`` does), with ``PATH`` and ``PYTHONPATH`` set.
+libraries it needs). The tree goes to the engine as a one-layer image in ``docker save``'s format (``POST
+/images/load``) whose config has a fixed creation time: the image's id follows from the files alone, so the
+image built from one machine against every node of a swarm is the same image there (Swarm then runs it by id,
+with no pull), and ``PATH`` and ``PYTHONPATH`` are set in it.
 
 ``--from IMAGE``: the same files on top of your image, through the Engine API's ``/build`` (a tar context with a
 Dockerfile ``FROM IMAGE`` + ``COPY``), for a base that brings tools of its own. Files of the base image at the
 same paths are replaced by this machine's.
 
-Replaces: ``debootstrap``/``tar -c . | docker import - nslab:VERSION``, ``docker build``.
+Replaces: ``debootstrap``/``tar -c . | docker import - nslab:VERSION``, ``docker load``, ``docker build``.
 """
 
 from __future__ import annotations
