@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,10 +36,14 @@ machines:
   c: {address: 198.18.0.3, node: c}
 networks:
   lan: {}
+  back: {internal: true}
 hosts:
   ha: {machine: a, networks: [lan]}
-  hb: {machine: b, networks: [lan]}
-  hc: {machine: c, networks: [lan]}
+  hb: {machine: b, networks: [lan, back]}
+  hc:
+    machine: c
+    networks: [lan, back]
+    run: echo hello-from-hc; exec sleep 1001
 """
 
 
@@ -178,15 +183,34 @@ def test_three_machines(swarm: Swarm, tmp_path) -> None:
     lab.write_text(THREE_PARTS)
     done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
     assert done.returncode == 0, done.stderr
-    for name in "abc":
+    print(f"\n{done.stdout.strip()}")
+    for name in "abc":  # each machine's part, on that machine
         assert f"sw3-h{name}" in _netns(swarm, name)
-    done = _nslab(swarm, "exec", "sw3/hb", "--", "hostname")
+        assert not {f"sw3-h{other}" for other in "abc" if other != name} & _netns(swarm, name)
+    services = swarm.manager.docker("service", "ls", "--filter", "label=nslab.lab=sw3", "--format",
+                                    "{{.Name}}").stdout.split()
+    assert sorted(services) == ["nslab-sw3-a", "nslab-sw3-b", "nslab-sw3-c"]
+
+    done = _nslab(swarm, "exec", "sw3/hb", "--", "hostname")  # a host on machine b, from the manager
     assert (done.returncode, done.stdout.strip()) == (0, "hb"), done.stderr
+    done = _nslab(swarm, "logs", "sw3/hc")
+    assert "hello-from-hc" in done.stdout, done.stderr
+
     done = _nslab(swarm, "status", "sw3", "--json")
     assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert sorted(doc["machines"]) == ["a", "b", "c"] and doc["differs"] == [] and doc["failed"] == {}
+
+    done = _nslab(swarm, "check", "sw3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line for line in done.stdout.splitlines() if line.startswith("== machine")] == [
+        "== machine a ==", "== machine b ==", "== machine c =="]
+
     done = _nslab(swarm, "down", "sw3")
     assert done.returncode == 0, done.stderr
     for name in "abc":
         assert _netns(swarm, name) == set()
+        assert not os.path.exists(swarm[name].machine.path("/run/nslab/sw3"))
     assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
     assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
+    assert not _sleepers()
