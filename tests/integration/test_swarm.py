@@ -170,6 +170,18 @@ def test_placement_and_a_node_without_the_image(swarm: Swarm, tmp_path) -> None:
     assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
 
 
+def test_a_part_that_fails_is_named_and_nothing_stays(swarm: Swarm, tmp_path) -> None:
+    _build_image(swarm, "a")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("name: bad\nhosts:\n  h1: {networks: [nosuch]}\n")
+    done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
+    assert done.returncode == 1
+    assert done.stderr.startswith("nslab: machine local: ") and "nosuch" in done.stderr, done.stderr
+    assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
+    assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
+    assert _netns(swarm, "a") == set()
+
+
 def _machines_supported() -> bool:
     done = subprocess.run([NSLAB, "up", "--help"], capture_output=True, text=True)
     return "--machine" in done.stdout

@@ -49,7 +49,7 @@ def test_each_machine_is_pinned_by_node_or_labels() -> None:
 
 def test_a_lab_without_machines_is_one_part_on_the_manager() -> None:
     lab = swarm.read_lab("name: one\nhosts: {h1: {}}\n", "manager-id")
-    assert [(p.machine, p.constraints, p.label) for p in lab.parts] == [(None, ("node.id==manager-id",), "-")]
+    assert [(p.machine, p.constraints, p.label) for p in lab.parts] == [(None, ("node.id==manager-id",), "local")]
 
 
 def test_a_machine_that_cannot_be_placed_is_refused() -> None:

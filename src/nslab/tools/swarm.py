@@ -59,7 +59,7 @@ class Part:
 
     @property
     def label(self) -> str:
-        return self.machine or "-"
+        return self.machine or "local"
 
 
 @dataclass
@@ -226,11 +226,6 @@ class Swarm:
         return base64.b64decode(data["Spec"]["Data"]).decode()
 
     # -- one-shot jobs ---------------------------------------------------------------------------------------
-    def run_job(self, lab: str, part: Part, image: str, command: list[str], timeout: float = 120.0,
-                ) -> tuple[int, str, str]:
-        """Run ``command`` once on ``part``'s machine; (exit status, stdout, stderr)."""
-        return self.run_jobs(lab, [(part, command)], image, timeout)[0]
-
     def run_jobs(self, lab: str, jobs: list[tuple[Part, list[str]]], image: str, timeout: float = 120.0,
                  ) -> list[tuple[int, str, str]]:
         """Run each job's command once on its part's machine, all at the same time; (exit status, stdout,
@@ -313,26 +308,39 @@ class UpReport:
 def up(text: str, image: str, timeout: float = 180.0, swarm: Swarm | None = None) -> UpReport:
     """Bring the lab in ``text`` up over the swarm: every node that takes a part must have ``image`` (checked
     first by a one-shot job per machine), then a config and one service per machine; returns once every part
-    says it is up, else raises naming the machine that failed."""
+    says it is up. When a part fails (or on Ctrl-C/SIGTERM) what this made is removed again, every part that
+    came up taken down, and the error names the machine."""
     started = time.monotonic()
     swarm = swarm or Swarm()
     lab = read_lab(text, swarm.manager_node())
+    if swarm.services(lab.name):
+        raise UserError(f"lab {lab.name} is up on the swarm already: `nslab down {lab.name}` first")
     image = swarm.image_id(image)
     _check_nodes(swarm, lab, image)
-    config = swarm.create_config(lab.name, text)
-    existing = {s["Spec"]["Name"]: s for s in swarm.services(lab.name)}
     services: dict[str, str] = {}
-    for part in lab.parts:
-        command = ["nslab", "machine", "run", "-f", LAB_FILE, "--held-by", "swarm",
-                   *(["--machine", part.machine] if part.machine else [])]
-        spec = swarm.spec(lab.name, part, image, command, "part", config)
-        if spec["Name"] in existing:
-            raise UserError(f"lab {lab.name} is up on the swarm already (service {spec['Name']}): "
-                            f"`nslab down {lab.name}` first")
-        services[part.label] = swarm.create(spec)
-    _wait_up(swarm, lab, services, timeout)
+    try:
+        config = swarm.create_config(lab.name, text)
+        for part in lab.parts:
+            command = ["nslab", "machine", "run", "-f", LAB_FILE, "--held-by", "swarm",
+                       *(["--machine", part.machine] if part.machine else [])]
+            services[part.label] = swarm.create(swarm.spec(lab.name, part, image, command, "part", config))
+        _wait_up(swarm, lab, services, timeout)
+    except BaseException:
+        _undo(swarm, lab.name)
+        raise
     took = [_part_seconds(swarm.logs(service)[0]) for service in services.values()]
     return UpReport(lab.name, [p.label for p in lab.parts], time.monotonic() - started, max(took))
+
+
+def _undo(swarm: Swarm, lab: str) -> None:
+    """A failed ``up``'s services and config removed (each part that came up is taken down by its runner)."""
+    try:
+        if swarm.services(lab):
+            down(lab, swarm=swarm)
+        for config in swarm.configs(lab):
+            swarm.call("DELETE", f"/configs/{config['ID']}", ok=(200, 204, 404))
+    except NslabError:
+        pass  # the error that made up fail is the one to report; `nslab down LAB` finishes the rest
 
 
 def _part_seconds(out: str) -> float:
