@@ -215,8 +215,8 @@ def test_three_machines(swarm: Swarm, tmp_path) -> None:
 
     done = _nslab(swarm, "check", "sw3")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [line for line in done.stdout.splitlines() if line.startswith("== machine")] == [
-        "== machine a ==", "== machine b ==", "== machine c =="]
+    rows = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("h")]
+    assert done.stdout.count("reachability") == 1 and rows == ["ha", "hb", "hc"], done.stdout  # one matrix
 
     done = _nslab(swarm, "down", "sw3")
     assert done.returncode == 0, done.stderr

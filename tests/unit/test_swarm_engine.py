@@ -113,3 +113,20 @@ def test_the_image_holds_nslab_runtime_dependencies_only() -> None:
     needed = image._requirements("nslab")
     assert {"pydantic", "pyyaml", "click", "rich"} <= {n.lower() for n in needed}
     assert "pytest" not in needed and "mypy" not in needed
+
+
+def test_the_machines_check_documents_make_one_matrix() -> None:
+    from nslab.cli.engine import _one_matrix
+
+    def cell(source: str, target: str, reachable: bool = True) -> dict[str, object]:
+        return {"source": source, "target": target, "address": "10.0.0.1", "reachable": reachable,
+                "result": "reply", "expected": True, "path": "", "by": "model", "ok": reachable}
+
+    a = {"probe": "icmp", "outside": "198.51.100.1",
+         "cells": [cell("ha", "ha"), cell("ha", "hb"), cell("ha", "outside")]}
+    b = {"probe": "icmp", "outside": None, "cells": [cell("hb", "ha"), cell("hb", "hb", reachable=False)]}
+    matrix = _one_matrix("sw3", [a, b])
+    assert matrix.hosts == ["ha", "hb"]
+    assert matrix.columns == ["ha", "hb"]  # hb did not probe the outside: no such column
+    assert matrix.outside == "198.51.100.1"
+    assert not matrix.ok and [(c.source, c.target) for c in matrix.cells if not c.ok] == [("hb", "hb")]

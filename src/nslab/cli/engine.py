@@ -18,7 +18,11 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import click
+
+    from ..tools.check import Matrix
 
 #: What the runner prints once its part is up (an engine waits for this line in the task's output).
 UP_LINE = "nslab machine run: up"
@@ -117,6 +121,51 @@ def on_swarm(lab: str, host: str | None, argv: list[str]) -> int:
         worst = worst or code
     sys.stdout.flush()
     return worst
+
+
+def swarm_check(lab: str, output: str) -> int:
+    """``check LAB`` of a swarm lab: each machine probes from its own hosts (one job each); their cells make
+    one matrix (the outside column only where every machine probed it). Exit 1 when a cell differs or a
+    machine could not answer."""
+    import json
+
+    from ..tools import swarm
+
+    docs: list[dict[str, Any]] = []
+    failed = []
+    for machine, code, out, err in swarm.on_machines(lab, ["check", lab, "--json"]):
+        try:
+            docs.append(json.loads(out))
+        except ValueError:
+            failed.append(f"machine {machine}: {(err.strip() or f'exit {code}').splitlines()[-1]}")
+    matrix = _one_matrix(lab, docs)
+    if output in ("json", "yaml"):
+        sys.stdout.write(json.dumps({**matrix.to_json(), "failed": failed}, indent=2) + "\n")
+    else:
+        from . import render
+
+        sys.stdout.write(render.check_matrix(matrix))
+    for line in failed:
+        sys.stderr.write(f"nslab: {line}\n")
+    return 1 if failed or not matrix.ok else 0
+
+
+def _one_matrix(lab: str, docs: list[dict[str, Any]]) -> Matrix:
+    """The machines' ``check --json`` documents as one matrix: every machine's rows, every host a column, the
+    outside one only when each row has it."""
+    from ..tools.check import OUTSIDE, Cell, Matrix
+
+    cells = [Cell(**{k: v for k, v in c.items() if k != "ok"}) for doc in docs for c in doc["cells"]]
+    sources = list(dict.fromkeys(c.source for c in cells))
+    columns = list(dict.fromkeys(c.target for c in cells if c.target != OUTSIDE))
+    columns += [OUTSIDE] if sources and _probed_outside(cells, OUTSIDE) == set(sources) else []
+    outside = next((d["outside"] for d in docs if d.get("outside")), None)
+    probe = docs[0]["probe"] if docs else "icmp"
+    return Matrix(lab, probe, sources, columns, outside, [c for c in cells if c.target in columns])
+
+
+def _probed_outside(cells: list[Any], outside: str) -> set[str]:
+    return {c.source for c in cells if c.target == outside}
 
 
 def exec_elsewhere(text: str, command: list[str]) -> int | None:

@@ -58,11 +58,10 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
         return
     require_root("check sends probes from inside the hosts' namespaces")
     if lab_name is not None and explain is None and source is None and port is None and not ipv6:
-        from .engine import held, on_swarm
+        from .engine import held, swarm_check
 
-        if held(lab_name):  # a swarm lab: each machine probes from its hosts, one job each
-            raise SystemExit(on_swarm(lab_name, None, ["check", lab_name, *(["-o", output] if output != "table"
-                                                                               else [])]))
+        if held(lab_name):  # a swarm lab: each machine probes from its hosts, one job each, one matrix
+            raise SystemExit(swarm_check(lab_name, output))
     name = which_lab(lab_name, file)
     busy = changing(name)
     if busy:  # half made: its probes would tell nothing about the lab (exit 0)
