@@ -182,6 +182,33 @@ def test_a_part_that_fails_is_named_and_nothing_stays(swarm: Swarm, tmp_path) ->
     assert _netns(swarm, "a") == set()
 
 
+def test_a_killed_task_takes_its_services_and_the_next_one_converges(swarm: Swarm, tmp_path) -> None:
+    """The part's services live in its task's PID namespace: SIGKILL to the task's container ends them with it.
+    Swarm starts a new task, whose up converges the part left on the machine; down then clears it."""
+    _build_image(swarm, "a")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(ONE_PART)
+    done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
+    assert done.returncode == 0, done.stderr
+    assert wait_for(_sleepers)
+    first = swarm["a"].docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=nslab-sw").stdout.split()
+    assert len(first) == 1
+    swarm["a"].docker("kill", first[0])
+    assert wait_for(lambda: not _sleepers())
+    assert _netns(swarm, "a") == {"sw-h1", "sw-h2"}  # the part stays on the machine without its runner
+
+    def restarted() -> bool:
+        running = swarm["a"].docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=nslab-sw")
+        return bool(running.stdout.split()) and running.stdout.split() != first and bool(_sleepers())
+
+    assert wait_for(restarted, timeout=60)
+    done = _nslab(swarm, "status", "sw", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr  # no drift: the new runner's up converged
+    done = _nslab(swarm, "down", "sw")
+    assert done.returncode == 0, done.stderr
+    assert _netns(swarm, "a") == set() and not _sleepers()
+
+
 def _machines_supported() -> bool:
     done = subprocess.run([NSLAB, "up", "--help"], capture_output=True, text=True)
     return "--machine" in done.stdout

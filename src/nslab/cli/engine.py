@@ -48,9 +48,15 @@ def held(lab: str) -> bool:
     return is_swarm_lab(lab)
 
 
-def swarm_up(file: str | None, image: str | None, quiet: bool) -> None:
+def swarm_up(file: str | None, image: str | None, quiet: bool,
+             others: tuple[bool, bool, bool, bool, str] = (False, False, False, False, "table")) -> None:
     """``up --engine swarm``: the lab file as a Swarm config and one service per machine, on the manager
-    ``DOCKER_HOST`` names; returns once every machine's part is up."""
+    ``DOCKER_HOST`` names; returns once every machine's part is up. ``others``: whether up's --dry-run,
+    --wait, --only, --profile were given, and its output (none of them goes with the engine)."""
+    if any(others[:4]) or others[4] in ("json", "yaml"):
+        from ..errors import UserError
+
+        raise UserError("--engine swarm goes without --dry-run, --wait, --only, --profile and -o json|yaml")
     from ..core.which import find_lab_file
     from ..tools import swarm
     from ..tools.image import default_tag

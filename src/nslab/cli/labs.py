@@ -70,13 +70,11 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     if engine == "swarm":
         from .engine import swarm_up
 
-        swarm_up(file, image, quiet)
+        swarm_up(file, image, quiet, others=(dry_run, wait, only is not None, bool(profiles), output or "table"))
         return
 
     require_root("up creates namespaces, links and firewall rules")
-    if timeout is not None and not wait:
-        raise click.UsageError("--timeout goes with --wait")
-    waiting = (fast.WAIT_TIMEOUT if timeout is None else timeout) if wait and not dry_run else None
+    waiting = _waiting(wait, timeout, dry_run)
     output = _output(output, as_json, wide)
     machine_readable = output in ("json", "yaml")
     subset = Subset(tuple(h for h in only.split(",") if h) if only is not None else None, profiles)
@@ -95,6 +93,15 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
         _print_dry_run(result)
         return
     _print_status(result.lab.name, output, wait_healthy(result.lab.name, waiting) if waiting is not None else {})
+
+
+def _waiting(wait: bool, timeout: float | None, dry_run: bool) -> float | None:
+    """How long ``up --wait [--timeout S]`` waits for the healthchecks (None: it does not wait)."""
+    from . import fast
+
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    return (fast.WAIT_TIMEOUT if timeout is None else timeout) if wait and not dry_run else None
 
 
 def _print_status(lab: str, output: str, unhealthy: dict[str, str]) -> None:

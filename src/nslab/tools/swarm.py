@@ -192,7 +192,9 @@ class Swarm:
                 "ContainerSpec": container,
                 "Placement": {"Constraints": list(part.constraints)},
                 "Networks": [{"Target": self.host_network()}],
-                "RestartPolicy": {"Condition": "none" if job else "on-failure", "MaxAttempts": 0 if job else 2,
+                # A part's runner that dies is started again (its up converges what the last one left), as
+                # often as it takes; a part that fails while `up` waits is removed by `up` itself.
+                "RestartPolicy": {"Condition": "none" if job else "on-failure", "MaxAttempts": 0,
                                   "Delay": 10**9},
             },
             "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}} if job
