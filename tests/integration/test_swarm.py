@@ -230,8 +230,10 @@ def test_three_machines(swarm: Swarm, tmp_path) -> None:
                                     "{{.Name}}").stdout.split()
     assert sorted(services) == ["nslab-sw3-a", "nslab-sw3-b", "nslab-sw3-c"]
 
+    started = time.monotonic()
     done = _nslab(swarm, "exec", "sw3/hb", "--", "hostname")  # a host on machine b, from the manager
     assert (done.returncode, done.stdout.strip()) == (0, "hb"), done.stderr
+    print(f"exec into a host on machine b from the manager: {time.monotonic() - started:.1f} s")
     done = _nslab(swarm, "logs", "sw3/hc")
     assert "hello-from-hc" in done.stdout, done.stderr
 
@@ -245,8 +247,10 @@ def test_three_machines(swarm: Swarm, tmp_path) -> None:
     rows = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("h")]
     assert done.stdout.count("reachability") == 1 and rows == ["ha", "hb", "hc"], done.stdout  # one matrix
 
+    started = time.monotonic()
     done = _nslab(swarm, "down", "sw3")
     assert done.returncode == 0, done.stderr
+    print(f"down from the manager: {time.monotonic() - started:.1f} s")
     for name in "abc":
         assert _netns(swarm, name) == set()
         assert not os.path.exists(swarm[name].machine.path("/run/nslab/sw3"))
