@@ -160,7 +160,7 @@ def _write_tar(out: IO[bytes], base: str | None) -> int:
             count += 1
         for target, text, mode in _generated():
             _add_text(tar, prefix + target.lstrip("/"), text, mode)
-        for top in TOP_LINKS:  # a merged /usr: the same links in the image
+        for top in TOP_LINKS if base is None else ():  # a merged /usr: the same links (a base keeps its own)
             if os.path.islink(f"/{top}"):
                 link = tarfile.TarInfo(prefix + top)
                 link.type, link.linkname = tarfile.SYMTYPE, os.readlink(f"/{top}")
