@@ -130,3 +130,22 @@ def test_the_machines_check_documents_make_one_matrix() -> None:
     assert matrix.columns == ["ha", "hb"]  # hb did not probe the outside: no such column
     assert matrix.outside == "198.51.100.1"
     assert not matrix.ok and [(c.source, c.target) for c in matrix.cells if not c.ok] == [("hb", "hb")]
+
+
+class ImageDocker(CannedDocker):
+    def __init__(self, answer: tuple[int, Any]) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def request(self, method: str, path: str, body: Any = None, stream: bool = False,
+                upload: tuple[Any, int, str] | None = None) -> tuple[int, Any]:
+        return self.answer
+
+
+def test_how_tasks_name_the_image() -> None:
+    local = ImageDocker((200, {"Id": "sha256:1d", "RepoDigests": []}))
+    assert swarm.Swarm(local).image_id("nslab:0.1.0") == "sha256:1d"  # a local build: by id, no pull
+    pushed = ImageDocker((200, {"Id": "sha256:1d", "RepoDigests": ["reg:5000/nslab@sha256:9f"]}))
+    assert swarm.Swarm(pushed).image_id("reg:5000/nslab:0.1.0") == "reg:5000/nslab@sha256:9f"
+    absent = ImageDocker((404, {"message": "No such image"}))
+    assert swarm.Swarm(absent).image_id("reg:5000/nslab:0.1.0") == "reg:5000/nslab:0.1.0"

@@ -251,13 +251,15 @@ class Swarm:
         return int((status.get("ContainerStatus") or {}).get("ExitCode", 1)), out, err
 
     def image_id(self, image: str) -> str:
-        """The id of ``image`` as the manager has it (tasks then run exactly that build, with no pull: ``nslab
-        image build`` makes the same id on every node from the same machine); the name as given when the
-        manager lacks it (a registry's image: each node pulls it)."""
+        """How tasks name ``image``: a pushed image by its registry digest (``REPO@sha256:…``: a node that lacks
+        it pulls exactly that one); a local build by the id the manager has (no pull is tried: ``nslab image
+        build`` makes the same id on every node from the same machine); the name as given when the manager
+        lacks it (each node pulls it)."""
         status, data = self.docker.request("GET", f"/images/{quote(image, safe='')}/json")
-        if status == 200 and isinstance(data, dict) and data.get("Id"):
-            return str(data["Id"])
-        return image
+        if status != 200 or not isinstance(data, dict) or not data.get("Id"):
+            return image
+        pushed = [d for d in data.get("RepoDigests") or [] if d.split("@")[0] == image.rsplit(":", 1)[0]]
+        return str((pushed or data.get("RepoDigests") or [data["Id"]])[0])
 
     def node_name(self, node: str) -> str:
         """A node's hostname (its id when the manager does not say)."""
