@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -257,3 +258,32 @@ def test_three_machines(swarm: Swarm, tmp_path) -> None:
     assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
     assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
     assert not _sleepers()
+
+
+@pytest.mark.skipif(not _machines_supported(), reason="needs `machines:` and `nslab up --machine` (issue 25 1-2)")
+def test_the_lab_across_machines_under_swarm(swarm: Swarm, host, tmp_path) -> None:
+    """The static mode's lab across three machines (integration/test_machines_lab.py), brought up by Swarm from
+    the manager: the same checks on the machines (names, NAT through a, isolation, MTU, the published port),
+    check and status from the manager, and down leaves every machine as it was."""
+    import test_machines_lab as static
+
+    _build_image(swarm, "a", "b", "c")
+    lab = tmp_path / "multi.yaml"
+    text = static.LAB.replace(sys.executable, os.path.realpath(sys.executable))  # the image's python
+    for index, name in enumerate("abc", start=1):
+        address = f"address: 198.18.0.{index}"
+        text = text.replace(f"{name}: {{{address}}}", f"{name}: {{{address}, node: {name}}}")
+    lab.write_text(text)
+    os.chmod(tmp_path, 0o755)
+    done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
+    assert done.returncode == 0, done.stderr
+    print(f"\n{done.stdout.strip()}")
+    static._works_across(swarm.machines, host)
+    done = _nslab(swarm, "check", "multi")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(_nslab(swarm, "status", "multi", "--json").stdout)
+    assert sorted(doc["machines"]) == ["a", "b", "c"] and doc["differs"] == []
+    done = _nslab(swarm, "down", "multi")
+    assert done.returncode == 0, done.stderr
+    for machine in swarm.machines:
+        assert static._left(machine) == [], machine.name
