@@ -210,6 +210,28 @@ def test_a_killed_task_takes_its_services_and_the_next_one_converges(swarm: Swar
     assert _netns(swarm, "a") == set() and not _sleepers()
 
 
+def test_a_stale_engine_mark(swarm: Swarm, tmp_path) -> None:
+    """A part whose runner is gone and whose service went with it (``docker service rm`` of a dead task): on a
+    worker, down says where to run it; on the manager, which runs no such lab, the mark goes and down does it."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(ONE_PART.replace("exec sleep 1001", "exec sleep 1002"))
+    os.chmod(tmp_path, 0o755)
+    for name in ("a", "b"):
+        machine = swarm[name].machine
+        assert machine.run([NSLAB, "up", "-q", "-f", str(lab)]).returncode == 0
+        machine.sh("mkdir -p /run/nslab/.engine && echo swarm > /run/nslab/.engine/sw")
+    on_b = subprocess.run(swarm["b"].machine.argv([NSLAB, "down", "sw"]), env=swarm["b"].env(inside=True),
+                          capture_output=True, text=True)
+    assert on_b.returncode == 2 and "on a swarm manager" in on_b.stderr, on_b.stderr
+    assert _netns(swarm, "b") == {"sw-h1", "sw-h2"}
+    swarm["b"].machine.sh("rm /run/nslab/.engine/sw")
+    assert swarm["b"].machine.run([NSLAB, "down", "sw"]).returncode == 0
+    done = _nslab(swarm, "down", "sw")
+    assert done.returncode == 0 and "lab sw is down" in done.stdout, done.stderr
+    assert _netns(swarm, "a") == set() and _netns(swarm, "b") == set()
+    assert not os.path.exists(swarm["a"].machine.path("/run/nslab/.engine/sw"))
+
+
 def _machines_supported() -> bool:
     done = subprocess.run([NSLAB, "up", "--help"], capture_output=True, text=True)
     return "--machine" in done.stdout

@@ -70,17 +70,27 @@ def swarm_up(file: str | None, image: str | None, quiet: bool,
               f"{report.seconds:.1f} s (the parts' own up: {report.part_seconds:.1f} s at most)")
 
 
-def swarm_down(lab: str) -> None:
+def swarm_down(lab: str) -> bool:
+    """``down LAB`` of a swarm lab: its services removed (each machine's runner takes its part down), its
+    config too. False: this machine's engine mark is stale (the manager here runs no such lab: the runner is
+    gone), the mark is removed and the part is for the usual ``down`` to take."""
     from .. import paths
+    from ..errors import NslabError, UserError
     from ..tools import swarm
 
-    if os.path.exists(paths.engine_mark(lab)) and not swarm.is_swarm_lab(lab):
-        from ..errors import UserError
-
-        raise UserError(f"this machine's part of lab {lab} is run by Docker Swarm: `nslab down {lab}` on a "
-                        "swarm manager (DOCKER_HOST naming it) takes every machine's part down")
+    mark = paths.engine_mark(lab)
+    if os.path.exists(mark) and not swarm.is_swarm_lab(lab):
+        try:
+            swarm.Swarm().manager_node()
+        except NslabError:
+            raise UserError(f"this machine's part of lab {lab} is run by Docker Swarm: `nslab down {lab}` on a "
+                            f"swarm manager (DOCKER_HOST naming it) takes every machine's part down (or remove "
+                            f"{mark} to take this part down here)") from None
+        os.unlink(mark)
+        return False
     machines = swarm.down(lab)
     print(f"lab {lab} is down (swarm services removed; machines: {', '.join(machines)})")
+    return True
 
 
 def swarm_status(lab: str, output: str) -> int:

@@ -228,9 +228,9 @@ def down(lab: str) -> None:
     from ..core.lifecycle import down as lab_down
     from .engine import held, swarm_down
 
-    if held(lab):  # run by Docker Swarm: its services go, each machine's runner takes its part down
-        swarm_down(lab)
-    elif lab_down(lab):
+    if held(lab) and swarm_down(lab):  # run by Docker Swarm: its services go, each runner takes its part down
+        return
+    if lab_down(lab):
         print(f"lab {lab} is down")
     else:
         print(f"lab {lab} was not up; nothing to do")
