@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables iptables util-linux procps iputils-ping curl iperf3 busybox-static docker.io python3 python3-venv chromium libpcap0.8 tcpdump)
+packages=(iproute2 nftables iptables util-linux procps iputils-ping curl iperf3 busybox-static docker.io python3 python3-venv chromium libpcap0.8 tcpdump
+          slirp4netns uidmap)  # (the last two: rootless labs, daemons/keeper.py)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

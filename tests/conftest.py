@@ -4,10 +4,14 @@ ends the session exactly as it started (no namespace, link, nft table, /etc/netn
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
-from sandbox import ThrowawayHost, machine_snapshot
+from sandbox import ThrowawayHost, machine_snapshot, user_venv
 
 pytest_plugins = ["docker_engine"]  # the session's Docker engine and the containers fixture, for any module
 
@@ -71,3 +75,20 @@ def lab(labs, tmp_path):
         return lab_name(text)
 
     return up
+
+
+@pytest.fixture(scope="session")
+def user_nslab():
+    """nslab for a user who is not root (uid 65534): Debian's python in a venv under /tmp that the user can
+    run (this one is under /root, mode 0700), made once per session (sandbox.user_venv)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"/usr/bin/python3 is {version}, not this interpreter's minor version")
+    directory = tempfile.mkdtemp(prefix="nslab-user-venv-")
+    try:
+        yield user_venv(directory)
+    finally:
+        shutil.rmtree(directory)

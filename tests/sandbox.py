@@ -3,15 +3,18 @@ bench/ uses too; the tests import it by this short name."""
 
 from nslab.tools.sandbox import (
     MARKER,
+    NOBODY,
     PRIVATE_DIRS,
     UPLINK_ADDRESS,
     WAN,
     WAN_ADDRESS,
+    RootlessUser,
     ThrowawayHost,
     machine_snapshot,
     nslab_cgroups,
     sh,
+    user_venv,
 )
 
-__all__ = ["MARKER", "PRIVATE_DIRS", "UPLINK_ADDRESS", "WAN", "WAN_ADDRESS", "ThrowawayHost", "machine_snapshot",
-           "nslab_cgroups", "sh"]
+__all__ = ["MARKER", "NOBODY", "PRIVATE_DIRS", "UPLINK_ADDRESS", "WAN", "WAN_ADDRESS", "RootlessUser", "ThrowawayHost",
+           "machine_snapshot", "nslab_cgroups", "sh", "user_venv"]

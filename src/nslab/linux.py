@@ -189,11 +189,13 @@ def detached_mount(fstype: str) -> int:
 
 
 def require_root(why: str) -> None:
-    """Raise the message a non-root user needs: what needs root, and why (``why``)."""
+    """Raise the message a user who is not root (and not inside their keeper's namespaces, where they are root:
+    daemons/keeper.py) needs: none of their labs is up, and this needs root (``why``) otherwise."""
     if os.geteuid() != 0:
         from .errors import EnvironmentProblem
 
-        raise EnvironmentProblem(f"nslab needs root for this ({why}): run it with sudo")
+        raise EnvironmentProblem(f"no lab of yours is up, and without one this needs root ({why}): `nslab up` "
+                                 "brings up a lab of yours, root's labs need sudo")
 
 
 # --- doing something inside another namespace ------------------------------------------------------------

@@ -42,6 +42,9 @@ class Network(Value):
     subnet6: IPv6Net | None = None  # a dual-stack network's IPv6 subnet; the bridge holds gateway6
     gateway6: ipaddress.IPv6Interface | None = None
     nat6: bool = True  # IPv6 egress masqueraded (else routed)
+    #: the machine's interface made a port of the bridge while the lab is up (features/external.py): the bridge then
+    #: holds that interface's addresses, not ``gateway`` (the LAN's router, kept from the hosts' IPAM)
+    external: str | None = None
 
 
 class Interface(Value):
@@ -191,6 +194,16 @@ class Publish(Value):
     path: tuple[str | int, ...]
 
 
+class Macvlan(Value):
+    """A macvlan interface of a host on one of the machine's interfaces (``macvlan:``, features/macvlan.py)."""
+
+    name: str  # inside the host: mv0, mv1, ... in file order
+    parent: str  # the machine's interface it stands on
+    mode: str = "bridge"  # private | vepa | bridge | passthru
+    address: ipaddress.IPv4Interface | None = None
+    mac: str | None = None  # derived from the lab, host and name
+
+
 class Impairment(Value):
     """What one host interface suffers (``impair:``, features/impair.py): loss, duplicate, reorder and corrupt in
     percent, rate in bit/s, delay and jitter in milliseconds (0: none), in ``direction`` "out", "in" or "both"."""
@@ -214,7 +227,8 @@ NO_DNS = Dns()
 
 class Host(Value):
     #: What the features ask of a host; the rest is its wiring (a change there makes the host again).
-    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "resources", "profiles")
+    FEATURES: ClassVar[tuple[str, ...]] = ("services", "contain", "dns", "publish", "impair", "resources", "profiles",
+                                           "macvlans")
 
     name: str
     namespace: str
@@ -232,6 +246,7 @@ class Host(Value):
     contain: Containment = NO_CONTAINMENT  # how its services are confined (a light host's; a container's: Container)
     resources: Resources = NO_RESOURCES  # its services' cgroup limits
     profiles: tuple[str, ...] = ()  # up only with `up --profile` naming one of them (features/hoststate.py)
+    macvlans: tuple[Macvlan, ...] = ()  # on the machine's interfaces (features/macvlan.py)
 
     def wiring_differs(self, other: Host) -> bool:
         """Whether ``other`` differs from this host in more than what its features ask."""

@@ -8,7 +8,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``.lock``                      the machine-wide lock of every mutating operation;
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
     ``.ula6``                      the machine's IPv6 unique local /48 (core/ula.py);
-    ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py);
+    ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py; a rootless user's
+                                   are in ``$XDG_CACHE_HOME/nslab``);
     ``.attached/<name>``           marks a ``/run/netns`` name made by ``nslab attach``;
     ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
@@ -16,6 +17,9 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
     ``<lab>/logs/<host>.<n>.log.times``  when each line of that log arrived: ``OFFSET UNIX_TIME`` lines;
     ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
+- a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
+  out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
+  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -49,7 +53,72 @@ def etc_netns_dir(namespace: str) -> str:
 
 
 def state_root() -> str:
-    return os.environ.get("NSLAB_STATE_DIR", "/run/nslab")
+    """``$NSLAB_STATE_DIR``, else ``/run/nslab`` for root and :func:`user_state_root` for anyone else (a command
+    that joined the user's keeper sets ``NSLAB_STATE_DIR``: inside, it is root of the user's namespace)."""
+    found = os.environ.get("NSLAB_STATE_DIR")
+    if found:
+        return found
+    return "/run/nslab" if os.geteuid() == 0 else user_state_root(os.getuid())
+
+
+# Rootless (daemons/keeper.py): a user's labs live in the user's own namespaces, their state under here.
+
+
+def user_state_root(uid: int) -> str:
+    """A user's state root: ``$XDG_RUNTIME_DIR/nslab`` when the variable names a directory, else
+    ``/tmp/nslab-UID`` (mode 0700, owned by the user: the keeper refuses one that is not)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "nslab")
+    return f"/tmp/nslab-{uid}"
+
+
+def keeper_pid_file(root: str) -> str:
+    """The pid of the user's keeper, whose user, mount and network namespaces every rootless command joins."""
+    return os.path.join(root, ".keeper.pid")
+
+
+def keeper_hold_file(root: str) -> str:
+    """flock'ed shared by each command inside the keeper's namespaces; the keeper leaves only when it can lock
+    it exclusively and no lab is left."""
+    return os.path.join(root, ".keeper.hold")
+
+
+def keeper_start_file(root: str) -> str:
+    """flock'ed exclusively by a command starting the keeper: two first ``up``s at once start one keeper."""
+    return os.path.join(root, ".keeper.start")
+
+
+def keeper_log(root: str) -> str:
+    return os.path.join(root, ".keeper.log")
+
+
+def slirp_socket(root: str) -> str:
+    """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
+    return os.path.join(root, ".slirp.sock")
+
+
+def keeper_resolv_conf(root: str) -> str:
+    """The resolv.conf bound over ``/etc/resolv.conf`` in the keeper's mount namespace (slirp4netns's DNS)."""
+    return os.path.join(root, ".resolv.conf")
+
+
+def user_state_roots() -> list[str]:
+    """Every user's state root with a keeper pid file in it (``/run/user/*/nslab``, ``/tmp/nslab-*``): what
+    root's ``ls`` and ``gc`` look at."""
+    found = []
+    for parent, prefix in (("/run/user", ""), ("/tmp", "nslab-")):
+        try:
+            entries = sorted(os.listdir(parent))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.startswith(prefix) or not entry[len(prefix):].isdigit():
+                continue
+            root = os.path.join(parent, entry, "nslab") if not prefix else os.path.join(parent, entry)
+            if os.path.isfile(keeper_pid_file(root)):
+                found.append(root)
+    return found
 
 
 def lock_file() -> str:
@@ -65,6 +134,11 @@ def ula_file() -> str:
 
 
 def cache_dir() -> str:
+    """Kept lab files (core/kept.py): under the state root; a rootless user's in ``$XDG_CACHE_HOME/nslab``
+    (else ``~/.cache/nslab``), which outlives the user's keeper and state root as root's outlives its labs."""
+    if os.environ.get("NSLAB_ROOTLESS"):
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ.get("HOME") or state_root(), ".cache")
+        return os.path.join(cache, "nslab")
     return os.path.join(state_root(), ".cache")
 
 
@@ -179,16 +253,6 @@ def kept_hosts(host: str, lab: str | None = None) -> list[tuple[str, str]]:
 def lab_names() -> list[str]:
     """Labs that are up (that have a state file)."""
     return _labs_having(state_file)
-
-
-def visible_labs() -> list[str]:
-    """Labs with a directory under the state root: what a user who cannot read the lab directories (not root,
-    they are 0700) can tell about which labs are up."""
-    try:
-        entries = os.listdir(state_root())
-    except OSError:
-        return []
-    return sorted(e for e in entries if is_lab_name(e) and os.path.isdir(lab_dir(e)))
 
 
 def labs_with_intent() -> list[str]:

@@ -156,7 +156,7 @@ def test_each_feature_with_drift_answers_its_own(tmp_path, monkeypatch):
     from nslab.core import features
 
     assert [m.KEY for m in features.modules() if hasattr(m, "drift")] == [
-        "dns", "containers", "hostnames", "firewall", "services"]
+        "dns", "containers", "hostnames", "external", "macvlan", "firewall", "services"]
     text = LAB.replace("web: {networks: [front]}", "web: {networks: [front], run: exec sleep 1000}")
     d = up_over_fakes(text, tmp_path, monkeypatch)
     d.processes.running.clear()

@@ -71,7 +71,8 @@ def test_up_applies_wiring_and_every_feature_then_down_removes_all():
     assert set(m["files"]) == {f"/etc/netns/core-{h}/{f}" for h in ("web", "db") for f in ("hosts", "resolv.conf")}
     assert sorted(m["pins"].values()) == ["db", "www"]
     assert list(m["services"]) == ["core"]
-    features = {"dns", "containers", "hostnames", "links", "hoststate", "firewall", "services", "partitions", "impair"}
+    features = {"dns", "containers", "hostnames", "links", "hoststate", "external", "macvlan", "firewall", "services",
+                "partitions", "impair"}
     assert set(state.LabState.load("core").extra) == features
 
     assert down("core", d) is True

@@ -31,6 +31,28 @@ def fast_form(argv: list[str]) -> int | None:
     return run_fast(argv)
 
 
+#: What a user who is not root runs without the keeper's namespaces (nothing of a lab is involved).
+_OUTSIDE = frozenset({"validate", "config", "completion", "--help", "-h", "--version"})
+
+
+def _rootless(argv: list[str]) -> bool | None:
+    """A user who is not root works in their own namespaces, held by their keeper (daemons/keeper.py): joined
+    here, before anything else (setns needs the process single-threaded), started first for ``up`` and
+    ``run``. False: it could not be started (said on stderr); None: nothing to do (root, or no keeper
+    needed)."""
+    import os
+
+    if os.geteuid() == 0 or not argv or argv[0] in _OUTSIDE:
+        return None
+    wants_help = "--help" in argv or "-h" in argv  # (help needs no keeper started)
+    from ..daemons.keeper import join
+    from .plain import reporting
+
+    held: list[int | None] = []
+    code = reporting(lambda: held.append(join(start=argv[0] in ("up", "run") and not wants_help)))
+    return None if code == 0 else False
+
+
 def entry() -> None:
     # `timeout`, systemd and CI runners stop a command with SIGTERM; a closed terminal sends SIGHUP. Both roll
     # back like Ctrl-C. (_signal, not signal: the latter imports enum, and `nslab exec` cannot afford it.)
@@ -43,6 +65,8 @@ def entry() -> None:
 
     argv = sys.argv[1:]
     try:
+        if _rootless(argv) is False:
+            sys.exit(1)
         code = fast_form(argv)
         sys.exit(main(argv) if code is None else code)
     except Terminated as exc:

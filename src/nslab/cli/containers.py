@@ -24,8 +24,14 @@ def connect(network: str, target: str, dry_run: bool) -> None:
     removes exactly that interface, nothing else.
     """
     from ..core.connect import connect as do_connect
+    from ..core.rootless import joined
     from ..ns.targets import resolve
 
+    if joined():
+        from ..errors import UserError
+
+        raise UserError("connect puts a container (Docker's, root's) on a lab network: a rootless lab cannot "
+                        "have one; run nslab as root")
     entry, plan = do_connect(network, target, resolve, dry_run=dry_run)
     if dry_run:
         for line in plan.commands():

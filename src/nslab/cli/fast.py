@@ -86,6 +86,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | 
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
         result = up_file(path, progress=bar, subset=subset)
+    _rootless_forwards()
     render.warnings(result.warnings)
     if not quiet:
         render.changes(result.changes())
@@ -123,9 +124,8 @@ def status(target: str | None, output: str, quiet: bool = False) -> int:
 
         if held(lab_name):
             return swarm_status(lab_name, output)
-    if os.geteuid() != 0 and _unprivileged_status(lab_name, quiet):
-        return 0
     doc = _read_status(lab_status, lab_name)
+    _rootless_status(doc)
     if host is not None:
         _only_host(doc, host)
     _print_status(doc, output, quiet, host)
@@ -175,27 +175,9 @@ def print_doc(doc: object, output: str) -> None:
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False).rstrip("\n") + "\n")
 
 
-def _unprivileged_status(lab_name: str | None, quiet: bool) -> bool:
-    """What a user who is not root can see: the names of the labs that are up (``-q`` asks no more). False:
-    no such lab is up, which needs no root to say (the usual path says it)."""
-    from ..errors import EnvironmentProblem
-    from ..paths import visible_labs
-
-    labs = [name for name in visible_labs() if lab_name in (None, name)]
-    if not labs:
-        return False
-    if quiet:
-        sys.stdout.write("".join(f"{name}\n" for name in labs))
-        sys.stdout.flush()
-        return True
-    seen = f"lab {lab_name} is up" if lab_name is not None else f"labs up: {', '.join(labs)}"
-    raise EnvironmentProblem(
-        "status needs root for the details (the labs' state under /run/nslab is readable by root only, and "
-        f"looking inside the hosts' namespaces needs CAP_SYS_ADMIN): run it with sudo ({seen})")
-
-
 def _read_status(read: Callable[[str | None], dict[str, Any]], lab_name: str | None) -> dict[str, Any]:
-    """The status document; as non-root, what cannot be read says why root is needed."""
+    """The status document; as a user without a lab (not inside a keeper), what cannot be read says why root
+    is needed."""
     from ..errors import EnvironmentProblem, NslabError, UserError
 
     try:
@@ -203,7 +185,7 @@ def _read_status(read: Callable[[str | None], dict[str, Any]], lab_name: str | N
     except (NslabError, OSError) as exc:
         if os.geteuid() == 0 or isinstance(exc, UserError):
             raise
-        raise EnvironmentProblem("status needs root to look inside the hosts' namespaces (entering a network "
+        raise EnvironmentProblem("status needs root to look inside these hosts' namespaces (entering a network "
                                  "namespace needs CAP_SYS_ADMIN): run it with sudo") from None
 
 
@@ -223,6 +205,28 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
                 part[entries] = [e for e in part[entries] if e.get("host") == host]
 
 
+def _rootless_status(doc: dict[str, Any]) -> None:
+    """Rootless: each lab says so, and how its services are supervised (no root cgroups: process groups)."""
+    from ..core.rootless import ROOTLESS_ENV, joined
+
+    if joined():
+        for lab in doc["labs"]:
+            lab["rootless"] = {"uid": int(os.environ[ROOTLESS_ENV]), "services": "process groups",
+                               "way_out": "slirp4netns"}
+
+
+def _rootless_forwards() -> None:
+    """Rootless: slirp4netns's port forwards made to match the labs' published ports (daemons/keeper.py)."""
+    from ..core.rootless import joined
+
+    if joined():
+        from ..daemons.keeper import sync_forwards
+        from ..paths import state_root
+
+        for line in sync_forwards(state_root()):
+            sys.stderr.write(f"nslab: warning: {line}\n")
+
+
 def down(lab: str) -> None:
     """``nslab down LAB`` (also called by the click command once it knows the lab's name)."""
     from ..core.lifecycle import down as lab_down
@@ -230,7 +234,9 @@ def down(lab: str) -> None:
 
     if held(lab) and swarm_down(lab):  # run by Docker Swarm: its services go, each runner takes its part down
         return
-    if lab_down(lab):
+    gone = lab_down(lab)
+    _rootless_forwards()
+    if gone:
         print(f"lab {lab} is down")
     else:
         print(f"lab {lab} was not up; nothing to do")

@@ -201,9 +201,17 @@ def status(doc: dict[str, Any], wide: bool = False, host: str | None = None) -> 
     sys.stdout.flush()
 
 
+def _rootless(said: dict[str, Any] | None) -> None:
+    """A rootless lab's line: whose, how its services are supervised, its way out (cli/fast.py)."""
+    if said:
+        sys.stdout.write(f"rootless (uid {said['uid']}): services in {said['services']} (no root cgroups), "
+                         f"the way out through {said['way_out']}\n")
+
+
 def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool) -> None:
     """One lab of ``nslab status``: its networks, hosts and each feature's part (only ``host``'s if given)."""
     sys.stdout.write(f"lab {lab['name']}  ({lab['source'] or 'no file recorded'})\n")
+    _rootless(lab.get("rootless"))
     hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
     if lab["networks"] and host is None:
         _networks(lab["networks"], wide)

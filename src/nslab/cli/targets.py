@@ -206,8 +206,9 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
                    "interfaces can be seen (the other namespaces' interfaces, every process and the labs' "
                    "hosts need root: sudo nslab ls)", err=True)
     spaces = list_namespaces()
+    users = _users_labs()
     if output in ("json", "yaml"):
-        print_doc({"version": 1, "namespaces": spaces}, output)
+        print_doc({"version": 1, "namespaces": spaces, "users": users}, output)
         return
     if quiet:
         for ns in spaces:
@@ -215,6 +216,19 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
         return
     for ns in spaces:
         _show_namespace(ns)
+    for user in users:
+        keeper = f"keeper {user['keeper']}" if user["keeper"] else "keeper gone: sudo nslab gc --user"
+        labs = ", ".join(str(lab) for lab in user["labs"] or []) if isinstance(user["labs"], list) else ""
+        click.echo(f"user {user['user']} (uid {user['uid']}, {keeper}): rootless labs {labs or '(none)'}")
+
+
+def _users_labs() -> list[dict[str, object]]:
+    """Root: each user's rootless labs (daemons/keeper.py); their hosts live in the user's namespaces."""
+    if os.geteuid() != 0 or os.environ.get("NSLAB_ROOTLESS"):
+        return []
+    from ..daemons.keeper import users
+
+    return [u.as_dict() for u in users()]
 
 
 def _show_namespace(ns: dict[str, Any]) -> None:
@@ -315,21 +329,44 @@ def run(network: str, publish: tuple[str, ...], dns: tuple[str, ...], argv: tupl
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
-def gc(dry_run: bool) -> None:
+@click.option("--user", "users", multiple=True, metavar="USER",
+              help="Root: stop USER's rootless labs (name or uid; repeatable): kill the user's keeper and every "
+                   "process of its namespaces, remove the user's state.")
+def gc(dry_run: bool, users: tuple[str, ...]) -> None:
     """Remove what killed runs and labs left behind.
 
     Only what is certainly orphaned: a `nslab run` or `nslab up` whose recorded process is gone, state without
-    namespaces, links without state. Never touches a live run or a lab that is up.
+    namespaces, links without state, a user's rootless state whose keeper is gone. Never touches a live run or
+    a lab that is up, except a user's rootless labs named with --user.
     """
     from ..linux import require_root
     from ..tools.throwaway import gc as do_gc
 
     require_root("gc removes namespaces, links and state")
-    done = do_gc(dry_run=dry_run)
+    done = _gc_users(users, dry_run) + do_gc(dry_run=dry_run)
     for line in done:
         click.echo(line)
     if not done:
         click.echo("nothing to clean up")
+
+
+def _gc_users(named: tuple[str, ...], dry_run: bool) -> list[str]:
+    """Root's gc of users' rootless labs: the named users' (killed), and any whose keeper is gone."""
+    if os.environ.get("NSLAB_ROOTLESS"):
+        if named:
+            raise UserError("gc --user is root's (a user's labs go with `nslab down`)")
+        return []
+    from ..daemons.keeper import stop_user, users
+
+    found = users()
+    unknown = [n for n in named if not any(n in (u.user, str(u.uid)) for u in found)]
+    if unknown:
+        raise UserError(f"no rootless labs of user {', '.join(unknown)} (see `nslab ls`)")
+    chosen = [u for u in found if u.keeper is None or any(n in (u.user, str(u.uid)) for n in named)]
+    if dry_run:
+        return [f"would stop the rootless labs of {u.user} (uid {u.uid}): {', '.join(u.labs) or 'none'}"
+                for u in chosen]
+    return [stop_user(u) for u in chosen]
 
 
 def register(group: click.Group) -> None:

@@ -270,7 +270,11 @@ def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState 
         present = {lk.name for lk in drivers.kernel.owned_links()}
         stray_ns = tuple(n for n in namespaces if n not in known_ns and n in drivers.kernel.named_namespaces())
         stray_br = [b for b in bridges if b not in known_br and b in present]
-        failures = drivers.kernel.remove_namespaces(list(stray_ns)) + drivers.kernel.remove_links(stray_br)
+        # what it borrowed goes back first (a stray bridge would take the addresses moved to it along)
+        from .features import external
+
+        failures = external.give_back_interrupted(name, drivers)
+        failures += drivers.kernel.remove_namespaces(list(stray_ns)) + drivers.kernel.remove_links(stray_br)
     if failures:
         raise TeardownError(failures)
     state.clear_intent(name)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
 from ..model import Occupied
 from ..values import Value, replace
-from . import dotenv, features, kept, state
+from . import dotenv, features, kept, rootless, state
 
 if TYPE_CHECKING:  # the spec needs pydantic + yaml (~100 ms): only a file read the full way pays for it
     from ..drivers import Drivers
@@ -173,6 +173,7 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     lab, problems = _resolve(lab_file, inputs, drivers)
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
     problems += features.validate(ctx)
+    problems += rootless.problems(lab, lab_file.lines, lab_file.label)
     if drivers is not None:
         from .collisions import collisions
         from .wiring import sysctl_problems

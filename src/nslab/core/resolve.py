@@ -55,7 +55,7 @@ from ..model import (
 from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
 from ..values import replace
 from . import kinds, labtests
-from .features import contain, containers, dns, firewall, impair, limits, partitions, services
+from .features import contain, containers, dns, firewall, impair, limits, macvlan, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, name_rule
 from .wiring import PER_INTERFACE_SYSCTL
 
@@ -153,9 +153,13 @@ class _Resolution:
     def _link_owner(self, index: int) -> str:
         return f"links[{index}] of lab '{self.lab}'"
 
-    def _claim(self, loc: tuple[Any, ...], subnet: IPv4Net, what: str) -> None:
-        """Take an explicit subnet, or report the first range it overlaps (then it is not taken)."""
+    def _claim(self, loc: tuple[Any, ...], subnet: IPv4Net, what: str, external: str | None = None) -> None:
+        """Take an explicit subnet, or report the first range it overlaps (then it is not taken). ``external``:
+        the machine's interface the network borrows, whose own addresses and routes are that network's (the
+        feature external checks that they match)."""
         for other, owner in self.taken:
+            if external is not None and owner.endswith(f" on {external}"):
+                continue
             if subnet.overlaps(other):
                 self.out.add(loc, f"subnet {subnet} overlaps {other} ({owner})")
                 return
@@ -173,7 +177,7 @@ class _Resolution:
         for name, net in self.spec.networks.items():
             if net.subnet is not None:
                 subnets[name] = net.subnet
-                self._claim(("networks", name, "subnet"), net.subnet, self._network_owner(name))
+                self._claim(("networks", name, "subnet"), net.subnet, self._network_owner(name), net.external)
         for i, link in enumerate(self.spec.links):
             if link.subnet is not None:
                 self._claim(("links", i, "subnet"), link.subnet, self._link_owner(i))
@@ -203,7 +207,8 @@ class _Resolution:
                 bridge=bridge_name(self.lab, name),
                 subnet=subnets[name],
                 gateway=ipaddress.IPv4Interface(f"{subnets[name][1]}/{subnets[name].prefixlen}"),
-                internal=net.internal,
+                internal=net.internal or net.external is not None,  # the LAN is its way out, not NAT
+                external=net.external,
             )
             for name, net in self.spec.networks.items()
             if name in subnets
@@ -477,6 +482,7 @@ class _Resolution:
             dns=resolver,
             publish=firewall.resolve(host_name, host),
             impair=impair.resolve(host),
+            macvlans=macvlan.resolve(self.lab, host_name, host),
             resources=limits.resolve(host),
             profiles=tuple(host.profiles),
         )

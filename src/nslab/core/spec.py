@@ -41,6 +41,8 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_*-]+)+$")
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 OBJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+#: a Linux interface name (IFNAMSIZ - 1 characters, none of '/', ':' or blanks)
+IFNAME = re.compile(r"^[^/:\s]{1,15}$")
 
 
 def name_rule(most: int) -> str:
@@ -69,10 +71,30 @@ class NetworkSpec(_Strict):
     #: IPv6 egress masqueraded as the machine (NAT66); false: routed, the lab's addresses leave as they are
     #: (whoever routes the machine's traffic must route the subnet6 back to it)
     nat6: bool = True
+    #: one of the machine's interfaces (``eth1``) made a port of the bridge while the lab is up, its addresses and
+    #: routes moved to the bridge (features/external.py); needs ``subnet:``, the LAN's
+    external: str | None = None
 
     @property
     def dual_stack(self) -> bool:
         return self.ipv6 or self.subnet6 is not None
+
+    @field_validator("external")
+    @classmethod
+    def _interface_name(cls, value: str | None) -> str | None:
+        if value is not None and not IFNAME.fullmatch(value):
+            raise ValueError(f"'{value}' is not an interface name (1 to 15 characters, no '/', ':' or blank)")
+        return value
+
+    @model_validator(mode="after")
+    def _external_needs(self) -> NetworkSpec:
+        net = self
+        if net.external is not None and net.subnet is None:
+            raise ValueError(f"external: {net.external}: give the subnet of the LAN it is on (subnet:)")
+        if net.external is not None and net.dual_stack:
+            raise ValueError("external: the lab's hosts get IPv4 addresses on it (its IPv6 addresses and routes "
+                             "still move to the bridge): leave out ipv6 and subnet6")
+        return net
 
     @model_validator(mode="before")
     @classmethod
@@ -295,6 +317,28 @@ class InterfaceSpec(_Strict):
         return mac
 
 
+class MacvlanSpec(_Strict):
+    """A host's macvlan interface on one of the machine's interfaces (features/macvlan.py)."""
+
+    parent: str
+    mode: Literal["private", "vepa", "bridge", "passthru"] = "bridge"
+    address: ipaddress.IPv4Interface | None = None  # 10.0.0.5/24; absent: no address
+
+    @field_validator("parent")
+    @classmethod
+    def _interface_name(cls, value: str) -> str:
+        if not IFNAME.fullmatch(value):
+            raise ValueError(f"'{value}' is not an interface name (1 to 15 characters, no '/', ':' or blank)")
+        return value
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _with_prefix(cls, value: Any) -> Any:
+        if isinstance(value, str) and "/" not in value:
+            raise ValueError(f"'{value}': give the address with its prefix length (10.0.0.5/24)")
+        return value
+
+
 class RouteSpec(_Strict):
     """``{to: CIDR, via: ADDRESS}``: a static route inside the host (IPv4, or IPv6 on a dual-stack network)."""
 
@@ -430,6 +474,13 @@ class HostSpec(_WithDns):
     writable: list[str] = Field(default_factory=list)
     private_tmp: bool = False
     pid: Literal["host", "private"] = "host"
+    #: macvlan interfaces on the machine's interfaces (features/macvlan.py); one entry or a list
+    macvlan: list[MacvlanSpec] = Field(default_factory=list)
+
+    @field_validator("macvlan", mode="before")
+    @classmethod
+    def _one_macvlan(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("image")
     @classmethod

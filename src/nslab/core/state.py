@@ -19,7 +19,6 @@ from ..paths import intent_file, lab_dir, lock_file, state_file, state_root
 from ..paths import kept_hosts as kept_hosts  # (which labs are up: read from the layout, in paths.py)
 from ..paths import lab_names as lab_names
 from ..paths import labs_with_intent as labs_with_intent
-from ..paths import visible_labs as visible_labs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (down and status import this)
 if TYPE_CHECKING:

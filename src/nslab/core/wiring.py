@@ -186,7 +186,7 @@ def _bridge_commands(lab: str, n: Network) -> list[str]:
         f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
         f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
         f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
-        f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}",
+        *([f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}"] if n.external is None else []),
         *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 else []),
         f"ip link set {n.bridge} up",
     ]

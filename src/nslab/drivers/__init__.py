@@ -13,6 +13,8 @@ process.Processes   the supervisor, services, stray processes (kill)       FakeP
 sockets.Machine     listening sockets and their owners (ss -lntup)         FakeMachine
 tc.LiveShaper       qdiscs, nft inside hosts, the delayer (tc, nft -f)      FakeShaper
 docker.LiveDocker   containers as hosts (the Engine API: docker create...)  FakeDocker
+nic.LiveNics        the machine's interfaces a lab borrows (ip addr/route,  FakeNics
+                    ip link set IF master BR, 802.1q probe)
 ==================  ====================================================  ==============================
 
 :class:`Drivers` is what ``Lab`` and every feature receive; :meth:`Drivers.live` builds the real ones (importing
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .protocols import Docker, Files, HostnamePins, Kernel, Machine, Nftables, Processes, Shaper, Sysctls
+    from .protocols import Docker, Files, HostnamePins, Kernel, Machine, Nftables, Nics, Processes, Shaper, Sysctls
 
 
 class Drivers:
@@ -39,6 +41,7 @@ class Drivers:
     machine: Machine
     shaper: Shaper
     docker: Docker
+    nics: Nics
 
     def __init__(
         self,
@@ -51,6 +54,7 @@ class Drivers:
         machine: Machine,
         shaper: Shaper,
         docker: Docker | None = None,
+        nics: Nics | None = None,
     ) -> None:
         self.kernel = kernel
         self.nft = nft
@@ -62,6 +66,8 @@ class Drivers:
         self.shaper = shaper
         if docker is not None:  # else made on first use (the live one)
             self.docker = docker
+        if nics is not None:  # likewise
+            self.nics = nics
 
     def __getattr__(self, name: str) -> object:  # only called for attributes not set
         if name == "docker":
@@ -69,6 +75,11 @@ class Drivers:
 
             self.docker = LiveDocker()
             return self.docker
+        if name == "nics":
+            from .nic import LiveNics
+
+            self.nics = LiveNics()
+            return self.nics
         raise AttributeError(name)
 
     @classmethod
@@ -95,6 +106,7 @@ _LIVE = {
     "machine": ("sockets", "LiveMachine"),
     "shaper": ("tc", "LiveShaper"),
     "docker": ("docker", "LiveDocker"),
+    "nics": ("nic", "LiveNics"),
 }
 
 

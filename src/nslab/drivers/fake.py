@@ -19,10 +19,11 @@ from ..naming import owner_alias
 from ..paths import etc_netns_dir
 from . import Drivers
 from .nftables import FakeNft
+from .nic import Nic
 from .rtnl import LinkInfo, NewLink, RouteInfo
 
 __all__ = ["FakeNft", "FakeKernel", "FakeSysctls", "FakeFiles", "FakeHostnamePins", "FakeProcesses",
-           "FakeMachine", "FakeProber", "FakeDocker", "fake_drivers"]
+           "FakeMachine", "FakeProber", "FakeDocker", "FakeNics", "fake_drivers"]
 
 
 class _Failing:
@@ -532,6 +533,56 @@ class FakeProber:
         return [self.answer(ns, address) for ns, address in probes]
 
 
+class FakeNics(_Failing):
+    """The machine's interfaces by name (:class:`~nslab.drivers.nic.Nic`), changed by the ``ip`` lines it is given:
+    ``link set IF master BR|nomaster|up|down|mtu N``, ``addr add|del A dev IF``, ``route replace ... dev IF`` (a
+    route is kept on the interface named last); every line kept in ``lines``. ``vlan``: whether 802.1q is there."""
+
+    def __init__(self, nics: Iterable[Nic] = (), vlan: bool = False, fail_on: str | Iterable[str] | None = None):
+        super().__init__(fail_on)
+        self.nics = {n.name: n for n in nics}
+        self.vlan = vlan
+        self.lines: list[str] = []
+
+    def interface(self, name: str) -> Nic | None:
+        return self.nics.get(name)
+
+    def has_vlan(self) -> bool:
+        return self.vlan
+
+    def change(self, lines: list[str], force: bool = False) -> None:
+        self._call("change")
+        for line in lines:
+            self.lines.append(line)
+            self._line(line.split())
+
+    def _line(self, words: list[str]) -> None:
+        from ..values import replace
+
+        dev = words[3] if words[1:3] == ["link", "set"] else words[words.index("dev") + 1]
+        nic = self.nics.setdefault(dev, Nic(dev, kind="bridge", up=True))
+        if words[1:3] == ["link", "set"]:
+            setting = words[4:]
+            if setting[:1] == ["master"]:
+                nic = replace(nic, master=setting[1])
+            elif setting[:1] == ["nomaster"]:
+                nic = replace(nic, master="")
+            elif setting[:1] in (["up"], ["down"]):
+                nic = replace(nic, up=setting[0] == "up")
+            elif setting[:1] == ["mtu"]:
+                nic = replace(nic, mtu=int(setting[1]))
+        elif words[1] == "addr":
+            address = words[3]
+            kept = tuple(a for a in nic.addresses if a != address)
+            nic = replace(nic, addresses=kept + ((address,) if words[2] == "add" else ()))
+        elif words[1:3] == ["route", "replace"]:
+            route = " ".join(words[3:words.index("dev")])
+            for name, other in self.nics.items():
+                self.nics[name] = replace(other, routes=tuple(r for r in other.routes if r != route))
+            nic = replace(self.nics[dev], routes=(*self.nics[dev].routes, route))
+        self.nics[dev] = nic
+
+
 class FakeDocker(_Failing):
     """Docker with ``images``; containers kept as name -> {"Id", "Config", "Labels", "Pid", "Running"}. Its
     ``kernel`` (set by :func:`fake_drivers`) gets the namespaces named after containers."""
@@ -647,7 +698,7 @@ def fake_drivers(**replace: Any) -> Drivers:
     parts: dict[str, Any] = {
         "kernel": FakeKernel(), "nft": FakeNftables(), "sysctl": FakeSysctls(), "files": FakeFiles(),
         "uts": FakeHostnamePins(), "processes": FakeProcesses(), "machine": FakeMachine(),
-        "shaper": FakeShaper(), "docker": FakeDocker(),
+        "shaper": FakeShaper(), "docker": FakeDocker(), "nics": FakeNics(),
     }
     parts.update(replace)
     if isinstance(parts["kernel"], FakeKernel) and isinstance(parts["sysctl"], FakeSysctls):

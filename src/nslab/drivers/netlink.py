@@ -612,7 +612,8 @@ class NetlinkKernel:
             index = socket.if_nametoindex(n.bridge)
             set_alias(batch, index, owner_alias(lab.name, "net", n.name))  # ignored at creation: set it now
             refuse_router_advertisements(n.bridge)
-            add_address(batch, index, n.gateway, n.bridge)
+            if n.external is None:  # (a borrowed interface's addresses come instead: features/external.py)
+                add_address(batch, index, n.gateway, n.bridge)
             if n.gateway6 is not None:
                 add_address(batch, index, n.gateway6, n.bridge)
         batch.commit_or_raise(self.root)

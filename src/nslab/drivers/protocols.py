@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..model import Host, Lab, Network, Route
+from .nic import Nic
 from .rtnl import LinkInfo, NewLink, RouteInfo
 
 Failures = list[str]
@@ -51,6 +52,14 @@ class Kernel(Protocol):
     def add_veth_at(self, net_path: str, ifname: str, index: int, mac: str, address: ipaddress.IPv4Interface,
                     veth: str) -> None: ...
     def attach_to_bridge(self, name: str, bridge: str, alias: str) -> None: ...
+
+
+class Nics(Protocol):
+    """The machine's own interfaces that a lab borrows (drivers/nic.py)."""
+
+    def interface(self, name: str) -> Nic | None: ...
+    def change(self, lines: list[str], force: bool = False) -> None: ...
+    def has_vlan(self) -> bool: ...
 
 
 class Nftables(Protocol):

@@ -122,7 +122,7 @@ class ThrowawayHost:
         """Any process still in this host's network namespace or in one of the namespaces named inside it
         (a daemon a test forgot, the services of a lab a failed test never took down) is killed."""
         inodes = {self.net_ns_inode}
-        for name in os.listdir("/run/netns"):
+        for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
             try:
                 inodes.add(os.stat(os.path.join("/run/netns", name)).st_ino)
             except OSError:
@@ -473,3 +473,136 @@ def _remove_cgroups(prefix: str) -> None:
                     os.rmdir(dirpath)
                 except OSError:
                     pass
+
+
+# --- a user without root in the throwaway host (rootless labs: daemons/keeper.py) ---------------------------
+
+NOBODY = 65534
+
+
+def user_venv(directory: str) -> str:
+    """A virtual environment in ``directory`` (under /tmp: any user can run it) with Debian's /usr/bin/python3
+    and this nslab: its sources and the running environment's packages named by .pth files (pyenv's
+    interpreter under /root is not the user's to run). Returns its ``nslab`` command."""
+    import sys
+
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", directory], check=True)
+    minor = sys.version_info[1]
+    site = os.path.join(directory, "lib", f"python3.{minor}", "site-packages")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(linux.__file__)))
+    ours = os.path.join(sys.prefix, "lib", f"python3.{minor}", "site-packages")
+    with open(os.path.join(site, "nslab-here.pth"), "w") as fh:
+        fh.write(f"{package_root}\n{ours}\n")
+    command = os.path.join(directory, "bin", "nslab")
+    with open(os.path.join(os.path.dirname(sys.executable), "nslab")) as src:
+        body = src.read().split("\n", 1)[1]
+    with open(command, "w") as fh:
+        fh.write(f"#!{directory}/bin/python\n{body}")
+    os.chmod(command, 0o755)
+    subprocess.run(["chmod", "-R", "a+rX", directory], check=True)
+    return command
+
+
+@dataclass
+class RootlessUser:
+    """A user who is not root (uid 65534 unless ``uid`` says otherwise) in the throwaway host (call
+    :meth:`start` after the host's ``enter``, :meth:`stop` in the reverse order): a home on a tmpfs of its own,
+    ``XDG_RUNTIME_DIR`` there, a private ``/dev/net/tun`` node (mode 0666) bound over the machine's, and private
+    /etc/subuid and /etc/subgid (``subids``: give the user a range). Everything is a mount of the throwaway
+    host's mount namespace: the machine is untouched."""
+
+    nslab: str
+    subids: bool = False
+    uid: int = NOBODY  # (and its gid)
+    home: str = ""
+    mounts: list[str] = field(default_factory=list)
+
+    def start(self) -> RootlessUser:
+        import tempfile
+
+        self.home = tempfile.mkdtemp(prefix="nslab-home-")
+        self._mount("tmpfs", self.home, "tmpfs", "mode=755")
+        os.mknod(f"{self.home}/tun", 0o20666, os.makedev(10, 200))
+        os.chmod(f"{self.home}/tun", 0o666)
+        self._mount(f"{self.home}/tun", "/dev/net/tun", None)
+        ids = f"{self.uid}:100000:65536\n" if self.subids else ""
+        for name in ("subuid", "subgid"):
+            with open(f"{self.home}/{name}", "w") as fh:
+                fh.write(ids)
+            if not os.path.exists(f"/etc/{name}"):
+                continue  # (nothing to bind over: without the file the user has no subordinate ids anyway)
+            self._mount(f"{self.home}/{name}", f"/etc/{name}", None)
+        for d in ("run", "work"):
+            os.mkdir(f"{self.home}/{d}", 0o700)
+            os.chown(f"{self.home}/{d}", self.uid, self.uid)
+        return self
+
+    def _mount(self, source: str, target: str, fstype: str | None, data: str | None = None) -> None:
+        linux.mount(source, target, fstype, 0 if fstype else linux.MS_BIND, data)
+        self.mounts.append(target)
+
+    @property
+    def state_root(self) -> str:
+        return f"{self.home}/run/nslab"
+
+    def env(self, path: str | None = None) -> dict[str, str]:
+        return {"HOME": f"{self.home}/work", "XDG_RUNTIME_DIR": f"{self.home}/run", "LANG": "C.UTF-8",
+                "PATH": path or f"{os.path.dirname(self.nslab)}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def run(self, *args: str, path: str | None = None, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``nslab ARGS`` as the user, in its home (``path``: another PATH)."""
+        env = [f"{k}={v}" for k, v in self.env(path).items()]
+        argv = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "env", "-i", *env,
+                self.nslab, *args]
+        return subprocess.run(argv, capture_output=True, text=True, cwd=f"{self.home}/work", timeout=timeout,
+                              input=input)
+
+    def write(self, name: str, text: str) -> str:
+        path = f"{self.home}/work/{name}"
+        with open(path, "w") as fh:
+            fh.write(text)
+        os.chown(path, self.uid, self.uid)
+        return path
+
+    def keeper(self) -> int | None:
+        try:
+            with open(f"{self.state_root}/.keeper.pid") as fh:
+                return int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def processes(self, user_ns: int) -> list[int]:
+        """Live processes (zombies left out) in the user namespace ``user_ns`` (an inode)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if fh.read().rpartition(")")[2].split()[0] == "Z":
+                        continue
+                if os.stat(f"/proc/{entry}/ns/user").st_ino == user_ns:
+                    found.append(int(entry))
+            except (OSError, IndexError):
+                continue
+        return found
+
+    def stop(self) -> None:
+        """Kill what the user left (the keeper's user namespace: keeper, services; slirp4netns, the keeper's
+        child outside it), then undo the mounts."""
+        pid = self.keeper()
+        if pid is not None:
+            try:
+                user_ns = os.stat(f"/proc/{pid}/ns/user").st_ino
+                children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+            except OSError:
+                user_ns, children = 0, []
+            for victim in self.processes(user_ns) + children if user_ns else []:
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for target in reversed(self.mounts):
+            linux.umount(target)
+        os.rmdir(self.home)

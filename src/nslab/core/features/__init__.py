@@ -8,6 +8,9 @@ containers      Docker containers as hosts (image:), ``nslab connect``          
 hostnames       one kept UTS namespace per host (its hostname)                  hostsetup
 links           interfaces put down on purpose (`nslab link`)                   link_state
 hoststate       hosts stopped (`nslab stop`) or not started (`up --only`)       host_state
+external        a machine's interface on a network's bridge (``external:``),    external
+                what it had kept in the lab's directory and given back
+macvlan         hosts' macvlan interfaces on the machine's interfaces           macvlan
 firewall        the ``inet nslab`` table, ip_forward, route_localnet, hairpin   firewall
 services        the lab's supervisor: ``run:`` commands and the DNS forwarder   hostsetup
 partitions      ``table inet nslab-partition`` inside the hosts of each side    faults
@@ -56,7 +59,8 @@ if TYPE_CHECKING:
     from ..state import LabState
 
 #: ``up`` order.
-FEATURES = ("dns", "containers", "hostnames", "links", "hoststate", "firewall", "services", "partitions", "impair")
+FEATURES = ("dns", "containers", "hostnames", "links", "hoststate", "external", "macvlan", "firewall", "services",
+            "partitions", "impair")
 
 
 #: How a feature's ``resolve`` reports a problem with what is written: ``report(field path, message)``.

@@ -1,0 +1,723 @@
+"""The per-user keeper of rootless labs: ``python -m nslab.daemons.keeper STATE_ROOT`` (started by the first
+rootless command that needs it, :func:`join`; it leaves with the user's last lab).
+
+A user who is not root gets labs in namespaces of their own, held by this one process:
+
+- a **user namespace** where the user is root: with the user's subordinate ids (``/etc/subuid``,
+  ``/etc/subgid``) mapped by ``newuidmap``/``newgidmap`` when there are some (0 is the user, 1.. the range),
+  else only the user's own id mapped to 0;
+- a **mount namespace** with a private tmpfs over ``/run/netns`` and ``/etc/netns`` (the user's hosts are named
+  there, invisible to anyone else; made first when the machine has none, see :func:`_writable`) and a
+  resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over ``/etc/resolv.conf`` (the machine's may name
+  127.0.0.53, which nothing in the lab can reach);
+- a **network namespace** that plays "the machine" for the user's labs: their bridges, NAT masquerade and nft
+  rules live there, and ``slirp4netns`` (run outside, in the machine's namespaces) connects its ``tap0`` to the
+  machine's network: 10.0.2.100/24, gateway 10.0.2.2, MTU 65520, the machine's loopback not reachable.
+
+State lives under :func:`nslab.paths.user_state_root` (mode 0700, the user's): the pid file that commands join
+by, the hold lock, slirp4netns's API socket (``add_hostfwd`` for published ports), this daemon's log.
+
+Joining (:func:`join`, from the CLI's entry before anything else): ``setns`` into the keeper's user namespace
+first, then its mount and network namespaces, in the command's own process (no fork; the process is still
+single-threaded then). Inside, the command is uid 0 and runs the usual code paths; ``NSLAB_STATE_DIR`` names
+the user's state root for it and everything it starts.
+
+Leaving: every second the keeper looks for labs (a lab directory under the state root); when there are none
+and it can take the hold lock exclusively (no command is inside), it removes its pid file and exits, and
+slirp4netns (watching ``--exit-fd``) exits with it. The kernel drops the namespaces with their last process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .. import linux, paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: Where slirp4netns puts the keeper's network namespace (``--configure``'s defaults).
+SLIRP_ADDRESS = "10.0.2.100"
+SLIRP_DNS = "10.0.2.3"
+TAP = "tap0"
+MTU = 65520
+#: The keeper's namespaces a command joins, in this order (the user namespace first: it owns the others). UTS
+#: and IPC too: code that visits a namespace goes back to its own, which must be one the user's root owns.
+JOINED = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("net", linux.CLONE_NEWNET),
+          ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC))
+POLL = 1.0  # seconds between the keeper's looks for labs
+START_TIMEOUT = 10.0  # seconds a command waits for a new keeper to be ready
+
+
+def subordinate(name: str, ident: int, file: str) -> tuple[int, int] | None:
+    """The first ``(start, count)`` range of ``/etc/subuid``-style ``file`` for user ``name`` or id ``ident``."""
+    try:
+        with open(file) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (name, str(ident)) and parts[1].isdigit() and parts[2].isdigit():
+            if int(parts[2]) > 0:
+                return int(parts[1]), int(parts[2])
+    return None
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def subordinate_ids(uid: int, gid: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The user's subordinate uid and gid ranges, both present and ``newuidmap``/``newgidmap`` installed; else
+    None (only the user's own id is mapped)."""
+    import shutil
+
+    name = _user_name(uid)
+    uids, gids = subordinate(name, uid, "/etc/subuid"), subordinate(name, gid, "/etc/subgid")
+    if uids is None or gids is None or not shutil.which("newuidmap") or not shutil.which("newgidmap"):
+        return None
+    return uids, gids
+
+
+# --- what a command checks before starting a keeper (one line each, exit 1, nothing started) ---------------
+
+
+def way_out() -> str:
+    """slirp4netns's path; EnvironmentProblem naming the fix when it is missing."""
+    import shutil
+
+    from ..errors import EnvironmentProblem
+
+    found = shutil.which("slirp4netns")
+    if found is None:
+        raise EnvironmentProblem("rootless labs need slirp4netns for their way out, and it is not on PATH: "
+                                 "install it (apt-get install slirp4netns) or run nslab as root")
+    return found
+
+
+def check_tun() -> None:
+    """slirp4netns opens /dev/net/tun as the user: refuse early when it cannot."""
+    from ..errors import EnvironmentProblem
+
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR))
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"rootless labs need /dev/net/tun for slirp4netns, and it cannot be opened ({exc.strerror}): have "
+            "root make it usable (chmod 0666 /dev/net/tun, as most distributions ship it) or run nslab as "
+            "root") from None
+
+
+# --- joining (the command's side) ---------------------------------------------------------------------------
+
+
+def state_root_ready(root: str) -> None:
+    """Make the user's state root (0700) or check that an existing one is the user's and closed to others."""
+    from ..errors import EnvironmentProblem
+
+    try:
+        os.mkdir(root, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(root)
+    if st.st_uid != os.getuid() or (st.st_mode & 0o077) or not os.path.isdir(root) or os.path.islink(root):
+        raise EnvironmentProblem(f"{root} is not a directory of yours closed to others (mode 0700): remove it "
+                                 "or set XDG_RUNTIME_DIR to a directory of yours")
+
+
+def running(root: str) -> int | None:
+    """The pid of the user's keeper if it is alive and the user's; else None."""
+    try:
+        with open(paths.keeper_pid_file(root)) as fh:
+            pid = int((fh.read().split() or ["0"])[0])
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _alive(pid, os.getuid()) else None
+
+
+def join(start: bool) -> int | None:
+    """Enter the user's keeper (started first when ``start`` and none is running): its user, mount and network
+    namespaces, in this process. Returns the hold lock's fd (keep it open while inside), or None: no keeper
+    and none started (nothing joined; the command runs where it is, and finds no labs)."""
+    uid = os.getuid()
+    root = paths.user_state_root(uid)
+    if not start and not os.path.isdir(root):
+        os.environ["NSLAB_STATE_DIR"] = root
+        return None
+    hold = _hold(root)
+    pid = running(root)
+    if pid is None and start:
+        pid = _start_once(root)
+    if pid is None:
+        os.close(hold)
+        os.environ["NSLAB_STATE_DIR"] = root
+        return None
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as fh:
+            os.environ["NSLAB_PORT_START"] = fh.read().strip()  # the machine's, where slirp4netns listens
+    except OSError:
+        pass
+    _enter(pid)
+    os.environ["NSLAB_STATE_DIR"] = root
+    os.environ["NSLAB_ROOTLESS"] = str(uid)
+    return hold
+
+
+def _start_once(root: str) -> int:
+    """Start the keeper unless another command started one meanwhile (two first `up`s at once: one keeper)."""
+    import fcntl
+
+    starting = os.open(paths.keeper_start_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        pid = running(root)
+        if pid is not None:
+            return pid
+        try:
+            return _start(root)
+        except BaseException:
+            clean(root)  # what this command made for the keeper that did not start
+            raise
+    finally:
+        os.close(starting)
+
+
+def _hold(root: str) -> int:
+    """The hold lock, taken shared (blocks while a keeper is leaving); the state root made first if needed. A
+    keeper that left meanwhile removed the file this locked: then again, on the new one."""
+    import fcntl
+
+    while True:
+        state_root_ready(root)
+        hold = os.open(paths.keeper_hold_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(hold, fcntl.LOCK_SH)
+        try:
+            if os.stat(paths.keeper_hold_file(root)).st_ino == os.fstat(hold).st_ino:
+                return hold
+        except FileNotFoundError:
+            pass
+        os.close(hold)
+
+
+def clean(root: str) -> None:
+    """Remove the user's state root when no lab is left in it (the keeper leaving, or one that never started)."""
+    import shutil
+
+    if _lab_dirs(root):
+        return
+    for entry in os.listdir(root) if os.path.isdir(root) else []:
+        if entry.startswith(".overlay"):  # (the keeper's own: its overlays' upper layers, see _overlay)
+            try:
+                linux.umount(os.path.join(root, entry))
+            except OSError:
+                pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _enter(pid: int) -> None:
+    cwd = None
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        pass
+    from ..errors import EnvironmentProblem
+
+    fds: list[int] = []
+    try:
+        fds += [os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind, _ in JOINED]
+        for fd, (_, kind) in zip(fds, JOINED, strict=True):
+            linux.setns(fd, kind)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot join your rootless keeper (pid {pid}): {exc.strerror}; "
+                                 "`nslab down LAB` takes its labs down, the next `up` starts a new one") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if cwd is not None:
+        try:
+            os.chdir(cwd)  # joining a mount namespace moves the process to its root
+        except OSError:
+            pass
+
+
+def _start(root: str) -> int:
+    """Start the keeper and wait until it is ready: its pid, or the one line it reported as an error."""
+    import select
+    import subprocess
+
+    from ..errors import EnvironmentProblem
+
+    way_out()
+    check_tun()
+    with open(paths.keeper_log(root), "ab") as log:
+        # -S and nslab's own directory on PYTHONPATH: the keeper needs only the standard library and nslab,
+        # and Python's site costs ~10 ms more of its start (which the user's first `up` waits for)
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=package_root)
+        proc = subprocess.Popen([sys.executable, "-S", "-m", "nslab.daemons.keeper", root], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                                cwd="/")
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    proc.stdout.close()
+    if line == "ready":
+        return proc.pid
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    raise EnvironmentProblem(line or f"the rootless keeper did not start within {START_TIMEOUT:g} s "
+                             f"(its log: {paths.keeper_log(root)})")
+
+
+# --- the keeper itself --------------------------------------------------------------------------------------
+
+
+class _Helper:
+    """A child forked before the keeper leaves the machine's namespaces: it maps the new user namespace with
+    newuidmap/newgidmap (when the user has subordinate ids), then becomes slirp4netns attached to the keeper's
+    network namespace (a process inside a user namespace cannot go back to the machine's network)."""
+
+    def __init__(self, root: str, slirp: str):
+        self.root = root
+        uid, gid = os.getuid(), os.getgid()
+        self.ranges = subordinate_ids(uid, gid)
+        keeper = os.getpid()
+        go_r, self.go = os.pipe()
+        self.answer, answer_w = os.pipe()
+        self.ready, ready_w = os.pipe()
+        exit_r, self.exit = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            for fd in (self.go, self.answer, self.ready, self.exit):
+                os.close(fd)
+            _helper(go_r, answer_w, (ready_w, exit_r), keeper, self.ranges, self._slirp_argv(slirp, keeper,
+                                                                                              ready_w, exit_r))
+        for fd in (go_r, answer_w, ready_w, exit_r):
+            os.close(fd)
+
+    def _slirp_argv(self, slirp: str, keeper: int, ready: int, exit_fd: int) -> list[str]:
+        return [slirp, "--configure", f"--mtu={MTU}", "--disable-host-loopback",
+                f"--api-socket={paths.slirp_socket(self.root)}", f"--ready-fd={ready}", f"--exit-fd={exit_fd}",
+                str(keeper), TAP]
+
+    def user_namespace(self) -> None:
+        """unshare the user namespace and have it mapped (subordinate ids, else the user's own id as 0)."""
+        from ..errors import EnvironmentProblem
+
+        uid, gid = os.getuid(), os.getgid()
+        _unshare_user()
+        if self.ranges is None:
+            for file, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1\n"), ("gid_map", f"0 {gid} 1\n")):
+                with open(f"/proc/self/{file}", "w") as fh:
+                    fh.write(text)
+            return
+        os.write(self.go, b"u")
+        if os.read(self.answer, 1) != b"0":
+            raise EnvironmentProblem(f"newuidmap/newgidmap could not map your subordinate ids (see "
+                               f"{paths.keeper_log(self.root)}): check /etc/subuid and /etc/subgid")
+
+    def slirp(self) -> None:
+        """Let the helper become slirp4netns; wait until it has configured tap0."""
+        import select
+
+        from ..errors import EnvironmentProblem
+
+        os.write(self.go, b"s")
+        readable, _, _ = select.select([self.ready], [], [], START_TIMEOUT)
+        got = os.read(self.ready, 1) if readable else b""
+        if got != b"1":
+            raise EnvironmentProblem(f"slirp4netns did not come up (its output: {paths.keeper_log(self.root)})")
+
+    def stop(self) -> None:
+        """Close slirp4netns's exit fd and the helper's pipe (either way it exits) and reap it."""
+        for fd in (self.exit, self.go, self.answer):
+            os.close(fd)
+        os.waitpid(self.pid, 0)
+
+
+def _helper(go: int, answer: int, keep: tuple[int, int], keeper: int,
+            ranges: tuple[tuple[int, int], tuple[int, int]] | None, slirp: list[str]) -> None:
+    """The helper's life (see :class:`_Helper`); never returns."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        step = os.read(go, 1)
+        if step == b"u" and ranges is not None:
+            (ustart, ucount), (gstart, gcount) = ranges
+            code = 0
+            for tool, own, start, count in (("newuidmap", uid, ustart, ucount), ("newgidmap", gid, gstart, gcount)):
+                code = code or os.spawnvp(os.P_WAIT, tool, [tool, str(keeper), "0", str(own), "1", "1", str(start),
+                                                            str(count)])
+            os.write(answer, b"0" if code == 0 else b"1")
+            step = os.read(go, 1)
+        if step == b"s":
+            sock = slirp[4].partition("=")[2]
+            if os.path.exists(sock):
+                os.unlink(sock)
+            for fd in keep:
+                os.set_inheritable(fd, True)
+            os.execv(slirp[0], slirp)
+    finally:
+        os._exit(1)
+
+
+def _unshare_user() -> None:
+    import errno
+
+    from ..errors import EnvironmentProblem
+
+    try:
+        linux.unshare(linux.CLONE_NEWUSER)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EPERM, errno.EUSERS):
+            raise EnvironmentProblem(
+                f"rootless labs need user namespaces, and this machine refuses them ({os.strerror(exc.errno)}): "
+                "have root allow them (sysctl user.max_user_namespaces=15000, or "
+                "kernel.unprivileged_userns_clone=1) or run nslab as root") from None
+        raise
+
+
+def _mounts(root: str) -> None:
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
+    linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    for d in (paths.NETNS_DIR, paths.ETC_NETNS_DIR):
+        if not os.path.isdir(d):
+            _writable(os.path.dirname(d), root)
+            os.mkdir(d, 0o755)
+        linux.mount("tmpfs", d, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755")
+    resolv = paths.keeper_resolv_conf(root)
+    with open(resolv, "w") as fh:
+        fh.write(f"# nslab rootless: slirp4netns's resolver\nnameserver {SLIRP_DNS}\n")
+    linux.mount(resolv, "/etc/resolv.conf", None, linux.MS_BIND)
+
+
+def _writable(parent: str, root: str) -> None:
+    """Make ``parent`` (``/run``, ``/etc``) writable in the keeper's mount namespace, so that a missing
+    ``/run/netns`` or ``/etc/netns`` can be made there, showing what it showed: an overlay when the kernel
+    allows one, else (``parent`` has mounts on it, which an overlay's lower layer would look beneath: EINVAL) a
+    tmpfs with each entry of ``parent`` bound back."""
+    import errno
+
+    try:
+        _overlay(parent, root)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _rebuilt(parent)
+
+
+def _rebuilt(parent: str) -> None:
+    """A tmpfs over ``parent`` with every entry of it bound back (its symlinks copied): nothing beneath a mount
+    is revealed, which is what the kernel asks of a user namespace."""
+    held: list[tuple[str, str | int]] = []
+    for entry in sorted(os.listdir(parent)):
+        path = os.path.join(parent, entry)
+        if os.path.islink(path):
+            held.append((entry, os.readlink(path)))
+        else:
+            held.append((entry, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+    mode = os.stat(parent).st_mode & 0o7777
+    linux.mount("tmpfs", parent, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode:o}")
+    for entry, what in held:
+        target = os.path.join(parent, entry)
+        if isinstance(what, str):
+            os.symlink(what, target)
+            continue
+        if os.path.isdir(f"/proc/self/fd/{what}"):
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
+        linux.mount(f"/proc/self/fd/{what}", target, None, linux.MS_BIND | linux.MS_REC)
+        os.close(what)
+
+
+def _overlay(parent: str, root: str) -> None:
+    """An overlay over ``parent`` whose upper layer is a tmpfs of the keeper's (in the user's state root), with
+    the mounts that were under ``parent`` bound back on top (an overlay shows its lower directory without
+    them). The kernel refuses it (EINVAL) when ``parent`` has mounts on it that the user may not look beneath;
+    the scratch tmpfs is then taken away again."""
+    from ..drivers.procfs import mounts
+
+    scratch = os.path.join(root, f".overlay{parent.replace('/', '-')}")
+    os.makedirs(scratch, exist_ok=True)
+    linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=700")
+    for layer in ("upper", "work"):
+        os.mkdir(os.path.join(scratch, layer))
+    below = sorted({m.point for m in mounts() if m.point.startswith(parent + "/")})
+    top = [p for p in below if not any(p.startswith(q + "/") for q in below)]  # (their own come with MS_REC)
+    held: list[tuple[str, int]] = []  # what is seen at each point now (a mount shadowed since: not listed)
+    for point in top:
+        try:
+            held.append((point, os.open(point, os.O_PATH | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            continue
+    try:
+        try:
+            linux.mount("overlay", parent, "overlay", 0,
+                        f"lowerdir={parent},upperdir={scratch}/upper,workdir={scratch}/work")
+        except OSError:
+            linux.umount(scratch)
+            os.rmdir(scratch)
+            raise
+        for point, fd in held:
+            linux.mount(f"/proc/self/fd/{fd}", point, None, linux.MS_BIND | linux.MS_REC)
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+def _lo_up() -> None:
+    import subprocess
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+def _labs_left(root: str) -> bool:
+    return bool(_lab_dirs(root))
+
+
+# --- published ports: slirp4netns forwards the machine's port to the keeper's tap0 (DNAT does the rest) ----
+
+
+def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
+    """``(proto, machine address, port)`` of every IPv4 published port of the user's labs (their state)."""
+    import json
+
+    wanted: set[tuple[str, str, int]] = set()
+    for lab in _lab_dirs(root):
+        try:
+            with open(os.path.join(root, lab, "state.json")) as fh:
+                ports = (json.load(fh).get("firewall") or {}).get("ports") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for port in ports:
+            if ":" not in port.get("host_ip", ":") and port.get("host_port"):
+                wanted.add((port["proto"], port["host_ip"], int(port["host_port"])))
+    return wanted
+
+
+def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(paths.slirp_socket(root))
+        sock.sendall(json.dumps(request).encode())
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    answer = json.loads(data or b"{}")
+    if "error" in answer:
+        raise OSError(f"slirp4netns refused {request['execute']}: {answer['error']}")
+    result = answer.get("return") or {}
+    return result if isinstance(result, dict) else {}
+
+
+def sync_forwards(root: str) -> list[str]:
+    """Make slirp4netns's port forwards those of the user's labs (added, removed); one line per failure."""
+    failures: list[str] = []
+    try:
+        entries = _slirp_call(root, {"execute": "list_hostfwd"}).get("entries") or []
+    except (OSError, ValueError) as exc:
+        return [f"cannot reach slirp4netns's API: {exc}"]
+    assert isinstance(entries, list)
+    wanted = wanted_forwards(root)
+    have = {(e["proto"], e["host_addr"], int(e["host_port"])): int(e["id"]) for e in entries}
+    calls: list[dict[str, object]] = [{"execute": "remove_hostfwd", "arguments": {"id": ident}}
+                                      for key, ident in have.items() if key not in wanted]
+    calls += [{"execute": "add_hostfwd", "arguments": {"proto": proto, "host_addr": addr, "host_port": port,
+                                                       "guest_addr": SLIRP_ADDRESS, "guest_port": port}}
+              for proto, addr, port in sorted(wanted - set(have))]
+    for call in calls:
+        try:
+            _slirp_call(root, call)
+        except (OSError, ValueError) as exc:
+            failures.append(str(exc))
+    return failures
+
+
+def _lab_dirs(root: str) -> list[str]:
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return []
+    return [e for e in entries if paths.is_lab_name(e) and os.path.isdir(os.path.join(root, e))]
+
+
+def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
+    """Wait until the user's last lab is gone and no command is inside, then leave."""
+    import fcntl
+    import time
+
+    hold = os.open(paths.keeper_hold_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    while True:
+        time.sleep(POLL)
+        if labs_left(root):
+            for line in sync_forwards(root):  # (a change made by a command that did not sync them itself)
+                print(line, file=sys.stderr, flush=True)
+            continue
+        try:
+            fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        if labs_left(root):
+            fcntl.flock(hold, fcntl.LOCK_UN)
+            continue
+        clean(root)  # under the lock: a command waiting for it then starts a new keeper
+        return
+
+
+# --- root's view of the users' labs (``nslab ls``, ``nslab gc --user``) ------------------------------------
+
+
+class UserLabs:
+    """One user's rootless labs as root sees them: the user's state root, its keeper's pid (None: gone) and
+    the inode of the keeper's user namespace (0: unknown). (A plain class: no typing import on this path.)"""
+
+    def __init__(self, user: str, uid: int, state: str, keeper: int | None, user_ns: int, labs: list[str]):
+        self.user, self.uid, self.state, self.keeper, self.user_ns, self.labs = user, uid, state, keeper, user_ns, labs
+
+    def as_dict(self) -> dict[str, object]:
+        return {"user": self.user, "uid": self.uid, "state": self.state, "keeper": self.keeper,
+                "labs": self.labs}
+
+
+def users() -> list[UserLabs]:
+    """Each user's keeper found under /run/user/*/nslab and /tmp/nslab-* (root's ``ls`` and ``gc --user``)."""
+    found: list[UserLabs] = []
+    for root in sorted(set(paths.user_state_roots()) | set(_running_keepers())):
+        try:
+            uid = os.stat(root).st_uid
+            with open(paths.keeper_pid_file(root)) as fh:
+                words = fh.read().split()
+            pid, user_ns = int(words[0]), int(words[1]) if len(words) > 1 else 0
+        except (OSError, ValueError, IndexError):
+            continue
+        alive = _alive(pid, uid)
+        found.append(UserLabs(_user_name(uid), uid, root, pid if alive else None, user_ns, sorted(_lab_dirs(root))))
+    return found
+
+
+def _alive(pid: int, uid: int) -> bool:
+    """Whether ``pid`` runs, as ``uid`` (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+        return state != "Z" and os.stat(f"/proc/{pid}").st_uid == uid
+    except (OSError, IndexError):
+        return False
+
+
+def _running_keepers() -> list[str]:
+    """The state roots of the users' keepers running on the machine (their command lines) and of what a
+    user's labs run (``NSLAB_STATE_DIR`` in the environment of a process with ``NSLAB_ROOTLESS``: a keeper
+    that died leaves its labs' supervisors): state roots under an ``XDG_RUNTIME_DIR`` elsewhere."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            root = _state_root_of(entry)
+            if root and os.path.isfile(paths.keeper_pid_file(root)):
+                found.add(root)
+    return sorted(found)
+
+
+def _state_root_of(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        if b"nslab.daemons.keeper" in argv[:-1]:
+            return argv[argv.index(b"nslab.daemons.keeper") + 1].decode(errors="replace")
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(v.partition(b"=")[::2] for v in fh.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return None
+    if b"NSLAB_ROOTLESS" in env and b"NSLAB_STATE_DIR" in env:
+        return env[b"NSLAB_STATE_DIR"].decode(errors="replace")
+    return None
+
+
+def stop_user(entry: UserLabs) -> str:
+    """Root's ``gc --user``: kill a user's keeper, every process of its namespaces and slirp4netns, and remove
+    the user's state root. Returns what was done, one line."""
+    import shutil
+    import signal
+
+    victims = set(_in_user_ns(entry.user_ns)) if entry.user_ns else set()
+    if entry.keeper is not None:
+        victims.add(entry.keeper)
+        try:
+            with open(f"/proc/{entry.keeper}/task/{entry.keeper}/children") as fh:
+                victims |= {int(c) for c in fh.read().split()}  # slirp4netns (outside the namespace)
+        except OSError:
+            pass
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(entry.state, ignore_errors=True)
+    return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
+            f" {len(victims)} process(es) killed, {entry.state} removed")
+
+
+def _in_user_ns(inode: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/user").st_ino == inode:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m nslab.daemons.keeper STATE_ROOT", file=sys.stderr)
+        return 2
+    from ..errors import EnvironmentProblem
+
+    root = argv[0]
+    helper = None
+    try:
+        helper = _Helper(root, way_out())
+        helper.user_namespace()
+        _mounts(root)
+        _lo_up()
+        helper.slirp()
+    except Exception as exc:  # one line to the command that started us; a traceback to the log if unexpected
+        if not isinstance(exc, EnvironmentProblem):
+            import traceback
+
+            traceback.print_exc()
+        if helper is not None:
+            helper.stop()
+        print(str(exc) if isinstance(exc, EnvironmentProblem) else
+              f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
+        return 1
+    with open(paths.keeper_pid_file(root), "w") as fh:
+        fh.write(f"{os.getpid()} {os.stat('/proc/self/ns/user').st_ino}\n")  # (root's gc: what to kill)
+    print("ready", flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        serve(root)
+    finally:
+        helper.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,425 @@
+"""Issue 26: rootless labs. nslab as uid 65534 in a throwaway host (a private 0666 /dev/net/tun node and private
+/etc/subuid, /etc/subgid bound in the host's own mount namespace): the user's keeper (daemons/keeper.py) holds
+the user's namespaces, slirp4netns the way out; the labs are the user's alone, and ``down`` of the last one
+leaves nothing of the user."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from labs import NSLAB
+from sandbox import NOBODY, WAN_ADDRESS, RootlessUser, sh
+
+QUICK_START = """\
+name: demo
+networks:
+  front:
+    subnet: 10.80.1.0/24
+  back: {}
+hosts:
+  web1:
+    networks: [front]
+  web2:
+    networks: {front: 10.80.1.20, back: null}
+  db:
+    networks: [back]
+  lonely: {}
+links:
+  - [web1, db]
+"""
+
+SHOP = """\
+name: shop
+networks:
+  front: {}
+hosts:
+  web: {networks: [front], publish: ["6000:8080"], run: "exec python3 -m http.server 8080 --bind 0.0.0.0"}
+  db: {networks: [front]}
+"""
+
+
+@pytest.fixture
+def user(host, user_nslab):
+    if not shutil.which("slirp4netns"):
+        pytest.skip("slirp4netns is not installed (dev/setup.sh installs it)")
+    person = RootlessUser(user_nslab).start()
+    try:
+        yield person
+    finally:
+        person.stop()
+
+
+def _machine(host) -> dict[str, str]:
+    """The throwaway host's own namespaces and ruleset (what a user's lab must not touch)."""
+    return {"netns": sh("ip netns list").stdout, "links": sh("ip -o link show | awk -F': ' '{print $2}'").stdout,
+            "nft": sh("nft list ruleset").stdout}
+
+
+def _nothing_left(user: RootlessUser, user_ns: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps(user.uid)):
+        time.sleep(0.1)
+    assert user.processes(user_ns) == [], "a process of the user's namespaces is left"
+    assert _slirps(user.uid) == [], "slirp4netns is left"
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and sh(f"ls -A {user.home}/run").stdout:
+        time.sleep(0.1)
+    assert sh(f"ls -A {user.home}/run").stdout == "", "a file of the user is left"
+
+
+def _slirps(uid: int) -> list[str]:
+    return sh(f"pgrep -u {uid} -a slirp4netns || true").stdout.split("\n")[:-1]
+
+
+def _keeper_ns(user: RootlessUser) -> int:
+    pid = user.keeper()
+    assert pid is not None
+    import os
+
+    return os.stat(f"/proc/{pid}/ns/user").st_ino
+
+
+def test_quick_start_lab_comes_up_and_hosts_ping_by_name(user, host):
+    before = _machine(host)
+    user.write("nslab.yaml", QUICK_START)
+    up = user.run("up")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    ping = user.run("exec", "web1", "--", "ping", "-c1", "-W2", "web2")
+    assert ping.returncode == 0 and "1 received" in ping.stdout, ping.stdout + ping.stderr
+    linked = user.run("exec", "demo/db", "--", "ping", "-c1", "-W2", "web1")
+    assert linked.returncode == 0, linked.stdout + linked.stderr
+    whoami = user.run("exec", "web1", "--", "id", "-u")
+    assert whoami.stdout.strip() == "0"  # root of the lab (the user's own uid outside)
+    status = user.run("status", "demo")
+    assert status.returncode == 0 and "web2" in status.stdout, status.stderr
+    assert "demo" not in sh("ip netns list").stdout  # the user's hosts are in the user's namespaces
+    assert _machine(host) == before
+    down = user.run("down", "demo")
+    assert down.returncode == 0, down.stderr
+    _nothing_left(user, user_ns)
+    assert _machine(host) == before
+
+
+def test_nat_egress_and_published_port(user, host):
+    before = _machine(host)
+    host.popen(host.in_wan(["python3", "-m", "http.server", "80", "--bind", WAN_ADDRESS, "--directory", "/etc"]),
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    user.write("nslab.yaml", SHOP)
+    up = user.run("up", "--wait", "--timeout", "20")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    fetch = user.run("exec", "db", "--", "curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"http://{WAN_ADDRESS}/hostname")
+    assert fetch.stdout == "200", fetch.stdout + fetch.stderr
+    answered = ""
+    for _ in range(50):  # the service listens a moment after `up`
+        answered = sh("curl -sS -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:6000/", check=False).stdout
+        if answered == "200":
+            break
+        time.sleep(0.1)
+    assert answered == "200"
+    resolver = user.run("exec", "db", "--", "cat", "/etc/resolv.conf")
+    assert "127.0.0.53" not in resolver.stdout
+    down = user.run("down", "shop")
+    assert down.returncode == 0, down.stderr
+    _nothing_left(user, user_ns)
+    assert _machine(host) == before
+
+
+@pytest.mark.parametrize(("extra", "field", "said"), [
+    ("resources: {memory: 64M}", "hosts.a.resources", "root's cgroups"),
+    ("image: alpine", "hosts.a.image", "Docker"),
+    ("user: nobody\n    run: exec sleep 100", "hosts.a.user", "subordinate ids"),
+    ("publish: ['80:80']", "hosts.a.publish[0]", "net.ipv4.ip_unprivileged_port_start"),
+])
+def test_what_needs_root_is_refused_before_any_change(user, extra, field, said):
+    user.write("nslab.yaml", f"name: r\nnetworks: {{n: {{}}}}\nhosts:\n  a:\n    networks: [n]\n    {extra}\n")
+    result = user.run("up")
+    assert result.returncode == 2, result.stderr
+    assert field in result.stderr and said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    time.sleep(1.5)  # the keeper started for this `up` leaves with no lab
+    _nothing_left(user, 0)
+
+
+def test_no_slirp4netns_is_one_line_and_nothing_left(user, host):
+    user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
+    bare = f"{user.home}/bin"
+    sh(f"mkdir {bare} && ln -s /usr/bin/python3 {bare}/python3")
+    for tool in ("ip", "nft", "setpriv", "env"):
+        found = shutil.which(tool)
+        if found:
+            sh(f"ln -s {found} {bare}/{tool}")
+    result = user.run("up", path=f"{bare}")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "slirp4netns" in result.stderr and "install" in result.stderr
+    _nothing_left(user, 0)
+
+
+def test_tun_without_access_is_one_line_and_nothing_left(user, host):
+    import os
+
+    os.chmod(f"{user.home}/tun", 0o600)
+    user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
+    result = user.run("up")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "/dev/net/tun" in result.stderr, result.stderr
+    _nothing_left(user, 0)
+
+
+def test_a_user_sees_only_their_own_labs(user, labs):
+    labs.up("name: rootlab\nhosts: {a: {}}\n")
+    user.write("nslab.yaml", "name: mine\nhosts: {a: {}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    quiet = user.run("status", "-q")
+    assert quiet.stdout.split() == ["mine"], quiet.stderr
+    other = user.run("exec", "rootlab/a", "--", "true")
+    assert other.returncode != 0
+    assert user.run("down", "mine").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_user_namespaces_refused_is_one_line_and_nothing_left(user):
+    """In a user namespace made by root whose own user.max_user_namespaces is 0 (that limit is per user
+    namespace: the machine's stays as it is)."""
+    user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
+    env = " ".join(f"{k}={v}" for k, v in user.env().items())
+    inner = (f"echo 0 > /proc/sys/user/max_user_namespaces && cd {user.home}/work && exec setpriv "
+             f"--reuid={NOBODY} --regid={NOBODY} --clear-groups env -i {env} {user.nslab} up")
+    proc = subprocess.Popen(["unshare", "-U", "sh", "-c", f"read go; exec sh -c '{inner}'"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(100):  # mapped once unshare has made the namespace (its sh then waits on stdin)
+        if _own_user_ns(proc.pid):
+            break
+        time.sleep(0.02)
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{proc.pid}/{name}", "w") as fh:
+            fh.write("0 0 65535\n")
+    _, stderr = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 1, stderr
+    assert stderr.count("\n") == 1 and "user namespaces" in stderr and "max_user_namespaces" in stderr, stderr
+    _nothing_left(user, 0)
+
+
+def _own_user_ns(pid: int) -> bool:
+    import os
+
+    return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+
+
+def test_connect_is_refused(user):
+    user.write("nslab.yaml", "name: c\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    result = user.run("connect", "c/n", "container:nope")
+    assert result.returncode == 2 and "root" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert user.run("down", "c").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_root_sees_users_labs_and_gc_stops_them(user, host):
+    user.write("nslab.yaml", "name: mine\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    listed = subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True)
+    users = json.loads(listed.stdout)["users"]
+    assert [(u["user"], u["labs"]) for u in users] == [("nobody", ["mine"])], listed.stderr
+    table = subprocess.run([NSLAB, "ls"], capture_output=True, text=True).stdout
+    assert "user nobody (uid 65534" in table and "mine" in table
+    dry = subprocess.run([NSLAB, "gc", "--dry-run", "--user", "nobody"], capture_output=True, text=True)
+    assert "would stop the rootless labs of nobody" in dry.stdout, dry.stderr
+    assert user.processes(user_ns)  # nothing done by the dry run
+    done = subprocess.run([NSLAB, "gc", "--user", "nobody"], capture_output=True, text=True)
+    assert done.returncode == 0 and "stopped the rootless labs of nobody" in done.stdout, done.stderr
+    _nothing_left(user, user_ns)
+
+
+@pytest.fixture
+def user_with_subids(host, user_nslab):
+    if not shutil.which("slirp4netns") or not shutil.which("newuidmap"):
+        pytest.skip("slirp4netns and newuidmap are needed (dev/setup.sh installs them)")
+    person = RootlessUser(user_nslab, subids=True).start()
+    try:
+        yield person
+    finally:
+        person.stop()
+
+
+def test_subordinate_ids_are_mapped_and_a_service_runs_as_another_user(user_with_subids):
+    user = user_with_subids
+    user.write("nslab.yaml", "name: s\nnetworks: {n: {}}\nhosts:\n  a:\n    networks: [n]\n    user: nobody\n"
+                             "    run: exec sleep 1000\n")
+    up = user.run("up", "--wait", "--timeout", "10")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    keeper = user.keeper()
+    with open(f"/proc/{keeper}/uid_map") as fh:
+        assert fh.read().split() == ["0", str(NOBODY), "1", "1", "100000", "65536"]
+    sleepers = [p for p in user.processes(user_ns) if open(f"/proc/{p}/comm").read().strip() == "sleep"]
+    assert len(sleepers) == 1
+    with open(f"/proc/{sleepers[0]}/status") as fh:
+        uid = next(line.split()[1] for line in fh if line.startswith("Uid:"))
+    assert uid == str(100000 + NOBODY - 1)  # nobody (65534) of the lab: the user's subordinate id
+    assert user.run("down", "s").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_the_usual_commands_work_rootless(user):
+    user.write("nslab.yaml", "name: u\nnetworks: {front: {}}\nhosts:\n  web: {networks: [front], run: "
+                             "\"exec python3 -m http.server 8080\"}\n  db: {networks: [front]}\n")
+    assert user.run("up", "--wait", "--timeout", "10").returncode == 0
+    user_ns = _keeper_ns(user)
+    status = user.run("status")
+    assert "rootless (uid 65534): services in process groups" in status.stdout, status.stdout + status.stderr
+    for args, said in ((["logs", "web", "-n", "1"], "start: exec python3"),
+                       (["check", "u"], "6/6 cells as the lab implies"),
+                       (["graph", "u"], "graph TD"),
+                       (["impair", "web", "--delay", "20"], "delay 20ms"),
+                       (["partition", "web", "db"], "cut web <-> db"),
+                       (["heal", "u"], "healed 1 partition"),
+                       (["link", "u/db", "down"], "down"),
+                       (["link", "u/db", "up"], "up"),
+                       (["trace", "db", "web:8080"], "verdict: reached"),
+                       (["exec", "db", "--", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://web:8080/"],
+                        "200")):
+        result = user.run(*args)
+        assert result.returncode == 0 and said in result.stdout, (args, result.stdout, result.stderr)
+    shell = user.run("shell", "web", input="hostname\n")
+    assert shell.stdout.strip() == "web", shell.stderr
+    assert user.run("down", "u").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_without_run_netns_and_etc_netns_on_the_machine(user):
+    """A machine where nobody ever ran `ip netns add` (no /run/netns) and without /etc/netns: the keeper makes
+    them in its own mount namespace (an overlay over /run and /etc). Here they are hidden by root's overlays
+    in the throwaway host's mount namespace (the user's /etc/subuid, /etc/subgid bound again on top)."""
+    import os
+
+    from nslab import linux
+
+    hidden = []
+    try:
+        for parent in ("/etc", "/run"):
+            scratch = f"{user.home}/hide{parent.replace('/', '-')}"
+            os.mkdir(scratch)
+            linux.mount("tmpfs", scratch, "tmpfs", 0, "mode=700")
+            hidden.append(scratch)
+            os.mkdir(f"{scratch}/upper")
+            os.mkdir(f"{scratch}/work")
+            linux.mount("overlay", parent, "overlay", 0,
+                        f"lowerdir={parent},upperdir={scratch}/upper,workdir={scratch}/work")
+            hidden.append(parent)
+            sh(f"rm -rf {parent}/netns")
+        for name in ("subuid", "subgid"):
+            if os.path.exists(f"/etc/{name}"):
+                linux.mount(f"{user.home}/{name}", f"/etc/{name}", None, linux.MS_BIND)
+                hidden.append(f"/etc/{name}")
+        assert not os.path.exists("/run/netns") and not os.path.exists("/etc/netns")
+        user.write("nslab.yaml", QUICK_START)
+        up = user.run("up")
+        assert up.returncode == 0, up.stderr
+        user_ns = _keeper_ns(user)
+        ping = user.run("exec", "web1", "--", "ping", "-c1", "-W2", "web2")
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert not os.path.exists("/run/netns") and not os.path.exists("/etc/netns")  # only in the keeper's
+        assert user.run("down", "demo").returncode == 0
+        _nothing_left(user, user_ns)
+    finally:
+        for target in reversed(hidden):
+            linux.umount(target)
+
+
+def test_gc_cleans_after_a_keeper_that_died(user):
+    import os
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    keeper = user.keeper()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)  # a crash: its services and state stay behind
+    time.sleep(0.3)
+    assert user.processes(user_ns)
+    listed = subprocess.run([NSLAB, "ls"], capture_output=True, text=True).stdout
+    assert "keeper gone" in listed
+    done = subprocess.run([NSLAB, "gc"], capture_output=True, text=True)
+    assert done.returncode == 0 and "stopped the rootless labs of nobody" in done.stdout, done.stdout + done.stderr
+    _nothing_left(user, user_ns)
+
+
+def test_two_users_labs_are_apart(user, user_nslab):
+    """Another user (uid 65533) with a lab of the same name and subnet: neither sees nor enters the other's."""
+    other = RootlessUser(user_nslab, uid=65533).start()
+    try:
+        lab = "name: same\nnetworks: {n: {subnet: 10.60.0.0/24}}\nhosts: {%s: {networks: [n]}}\n"
+        user.write("nslab.yaml", lab % "alpha")
+        other.write("nslab.yaml", lab % "beta")
+        assert user.run("up").returncode == 0
+        up = other.run("up")
+        assert up.returncode == 0, up.stderr  # same name, same subnet: no collision
+        mine, theirs = _keeper_ns(user), _keeper_ns(other)
+        assert user.run("status", "same").stdout.count("alpha") and "beta" not in user.run("status").stdout
+        peek = other.run("exec", "alpha", "--", "true")
+        assert peek.returncode != 0 and "alpha" in peek.stderr, peek.stderr
+        own = other.run("exec", "beta", "--", "ping", "-c1", "-W2", "10.60.0.1")
+        assert own.returncode == 0, own.stdout + own.stderr
+        snoop = subprocess.run(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "ls",
+                                user.state_root], capture_output=True, text=True)
+        assert snoop.returncode != 0 and "Permission denied" in snoop.stderr
+        users = json.loads(subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True).stdout)["users"]
+        assert sorted((u["uid"], u["labs"]) for u in users) == [(65533, ["same"]), (65534, ["same"])]
+        assert other.run("down", "same").returncode == 0
+        _nothing_left(other, theirs)
+        assert user.run("down", "same").returncode == 0
+        _nothing_left(user, mine)
+    finally:
+        other.stop()
+
+
+ANSWERS = r'''
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(65535)
+    i = 12
+    while q[i]:
+        i += 1 + q[i]
+    known = q[13:i].lower().startswith(b"small") and struct.unpack("!H", q[i + 1:i + 3])[0] == 1
+    record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 7]) if known else b""
+    s.sendto(q[:2] + struct.pack("!HHHHH", 0x8180 if known else 0x8183, 1, int(known), 0, 0) + q[12:i + 5]
+             + record, peer)
+'''
+
+
+@pytest.mark.parametrize("nameserver", [WAN_ADDRESS, "127.0.0.53"])
+def test_hosts_resolve_through_slirp4netns(user, host, tmp_path, nameserver):
+    """The machine's resolver, wherever it is (wan, or a loopback stub as systemd-resolved's), answers the
+    user's hosts through slirp4netns's 10.0.2.3: a tiny server that knows small.example (192.0.2.7)."""
+    from labs import private_resolver
+
+    private_resolver(tmp_path, nameserver)
+    script = tmp_path / "answers.py"
+    script.write_text(ANSWERS)
+    if nameserver == WAN_ADDRESS:
+        server = host.popen(host.in_wan([sys.executable, str(script), nameserver]), stdout=subprocess.PIPE, text=True)
+    else:  # (127.0.0.0/8 is the throwaway host's lo)
+        server = host.popen([sys.executable, str(script), nameserver], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    user.write("nslab.yaml", "name: d\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    found = user.run("exec", "a", "--", "getent", "hosts", "small.example")
+    assert found.returncode == 0 and found.stdout.split()[0] == "192.0.2.7", found.stdout + found.stderr
+    assert user.run("down", "d").returncode == 0
+    _nothing_left(user, user_ns)
