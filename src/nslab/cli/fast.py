@@ -120,6 +120,11 @@ def status(target: str | None, output: str, quiet: bool = False, machine: str | 
     from ..errors import NslabError
 
     lab_name, host = _lab_and_host(target)
+    if lab_name is not None and host is None and not quiet and machine is None:
+        from .engine import held, swarm_status
+
+        if held(lab_name):
+            return swarm_status(lab_name, output)
     doc = _read_status(lambda name: lab_status(name, machine=machine), lab_name)
     _rootless_status(doc)
     if host is not None:
@@ -227,7 +232,10 @@ def down(lab: str, machine: str | None = None) -> None:
     """``nslab down LAB`` (also called by the click command once it knows the lab's name; ``machine``: the part
     recorded here must be that machine's)."""
     from ..core.lifecycle import down as lab_down
+    from .engine import held, swarm_down
 
+    if machine is None and held(lab) and swarm_down(lab):  # run by Docker Swarm: each runner takes its part down
+        return
     gone = lab_down(lab, machine=machine)
     _rootless_forwards()
     if gone:

@@ -55,8 +55,12 @@ def _output(output: str | None, as_json: bool, wide: bool) -> str:
 @click.option("--profile", "profiles", multiple=True, metavar="NAME",
               help="Also bring up the hosts with this name in their profiles: (repeatable).")
 @click.option("--machine", default=None, metavar="NAME", help=MACHINE_HELP)
+@click.option("--engine", type=click.Choice(["local", "swarm"]), default="local",
+              help="swarm: on the Docker Swarm DOCKER_HOST names (a manager), one service per machine.")
+@click.option("--image", default=None, metavar="IMAGE", help="--engine swarm: the nslab image (default nslab:VERSION).")
 def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide: bool, quiet: bool, wait: bool,
-       timeout: float | None, only: str | None, profiles: tuple[str, ...], machine: str | None) -> None:
+       timeout: float | None, only: str | None, profiles: tuple[str, ...], machine: str | None, engine: str,
+       image: str | None) -> None:
     """Create the lab, or converge it to the file if it is up already.
 
     Wires hosts, networks and links, loads the firewall rules (NAT, isolation, published ports), writes
@@ -72,10 +76,14 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
     from ..linux import require_root
     from . import fast, render
 
+    if engine == "swarm":
+        from .engine import swarm_up
+
+        swarm_up(file, image, quiet, others=(dry_run, wait, only is not None, bool(profiles), output or "table"))
+        return
+
     require_root("up creates namespaces, links and firewall rules")
-    if timeout is not None and not wait:
-        raise click.UsageError("--timeout goes with --wait")
-    waiting = (fast.WAIT_TIMEOUT if timeout is None else timeout) if wait and not dry_run else None
+    waiting = _waiting(wait, timeout, dry_run)
     output = _output(output, as_json, wide)
     machine_readable = output in ("json", "yaml")
     subset = Subset(tuple(h for h in only.split(",") if h) if only is not None else None, profiles)
@@ -96,6 +104,15 @@ def up(file: str | None, dry_run: bool, output: str | None, as_json: bool, wide:
         _print_dry_run(result)
         return
     _print_status(result.lab.name, output, wait_healthy(result.lab.name, waiting) if waiting is not None else {})
+
+
+def _waiting(wait: bool, timeout: float | None, dry_run: bool) -> float | None:
+    """How long ``up --wait [--timeout S]`` waits for the healthchecks (None: it does not wait)."""
+    from . import fast
+
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    return (fast.WAIT_TIMEOUT if timeout is None else timeout) if wait and not dry_run else None
 
 
 def _print_status(lab: str, output: str, unhealthy: dict[str, str]) -> None:

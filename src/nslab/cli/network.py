@@ -61,6 +61,11 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
         _explain(which_lab(lab_name, file), explain, ipv6)
         return
     require_root("check sends probes from inside the hosts' namespaces")
+    if lab_name is not None and explain is None and source is None and port is None and not ipv6:
+        from .engine import held, swarm_check
+
+        if held(lab_name):  # a swarm lab: each machine probes from its hosts, one job each, one matrix
+            raise SystemExit(swarm_check(lab_name, output))
     name = which_lab(lab_name, file)
     if machine is not None:
         from ..core.which import machine_part
