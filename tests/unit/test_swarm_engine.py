@@ -16,6 +16,7 @@ name: sw3
 machines:
   a: {address: 198.18.0.1, node: node-a}
   b: {address: 198.18.0.2, labels: {rack: r2, zone: z1}}
+placement: spread
 hosts:
   ha: {machine: a}
   hx: {}
@@ -44,7 +45,7 @@ def test_each_machine_is_pinned_by_node_or_labels() -> None:
         ("a", ("node.hostname==node-a",)),
         ("b", ("node.labels.rack==r2", "node.labels.zone==z1")),
     ]
-    assert lab.hosts == {"ha": "a", "hx": None}
+    assert lab.hosts["ha"] == "a" and lab.hosts["hx"] in ("a", "b")  # placed by the spread, as every part places it
 
 
 def test_a_lab_without_machines_is_one_part_on_the_manager() -> None:
@@ -54,7 +55,12 @@ def test_a_lab_without_machines_is_one_part_on_the_manager() -> None:
 
 def test_a_machine_that_cannot_be_placed_is_refused() -> None:
     with pytest.raises(UserError, match="machines.b: the swarm engine needs node: or labels:"):
-        swarm.read_lab("name: x\nmachines: {a: {node: n}, b: {address: 198.18.0.2}}\n", "m")
+        swarm.read_lab("name: x\nmachines: {a: {address: 198.18.0.1, node: n}, b: {address: 198.18.0.2}}\n", "m")
+
+
+def test_a_bad_file_is_refused_before_the_swarm_is_asked() -> None:
+    with pytest.raises(UserError, match="nowhere"):
+        swarm.read_lab("name: x\nmachines: {a: {address: 198.18.0.1, node: n}}\nhosts: {h: {machine: nowhere}}\n", "m")
 
 
 def test_the_part_service_spec() -> None:

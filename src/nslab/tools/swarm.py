@@ -23,13 +23,16 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from ..drivers.docker import LAB_LABEL, LiveDocker
 from ..errors import DockerError, NslabError, UserError
+
+if TYPE_CHECKING:
+    from ..model import Machine
 
 MACHINE_LABEL = "nslab.machine"
 ROLE_LABEL = "nslab.role"
@@ -72,34 +75,33 @@ class SwarmLab:
     hosts: dict[str, str | None] = field(default_factory=dict)  # host -> its machine: (None: not said)
 
 
-def read_lab(text: str, manager_node: str) -> SwarmLab:
-    """The lab's name, its machines' placement and its hosts' ``machine:`` from the file's text (only what the
-    engine needs: the whole file is checked by each part's ``up``)."""
-    import yaml
+def read_lab(text: str, manager_node: str, label: str = "<lab file>") -> SwarmLab:
+    """The lab as every part will resolve it (the file alone: a lab across machines reads nothing of the machine
+    it resolves on), checked before anything is made on the swarm: its name, its machines' placement and where
+    each host lives (``machine:`` or ``placement: spread``). Problems of the file are raised all at once (exit 2);
+    what only a machine can check (its routes, its VNIs) each part's ``up`` checks."""
+    from ..core import load
 
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"the lab file is not YAML: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
-        raise UserError("the lab file has no name: (the swarm engine names its services after it)")
-    lab = SwarmLab(doc["name"], text, _parts(doc.get("machines") or {}))
-    if not lab.parts:
-        lab.parts.append(Part(None, (f"node.id=={manager_node}",)))
-    for host, spec in (doc.get("hosts") or {}).items():
-        lab.hosts[str(host)] = (spec or {}).get("machine") if isinstance(spec, dict) else None
-    return lab
+    lab_file = load.from_text(text, label)
+    checked = load.validate(lab_file, None)
+    if checked.problems:
+        raise load.problem_error(checked.problems, lab_file)
+    lab = checked.lab
+    swarm_lab = SwarmLab(lab.name, text, _parts(lab.machines))
+    if not swarm_lab.parts:
+        swarm_lab.parts.append(Part(None, (f"node.id=={manager_node}",)))
+    swarm_lab.hosts.update((host.name, host.machine) for host in lab.hosts.values())
+    return swarm_lab
 
 
-def _parts(machines: dict[str, Any]) -> list[Part]:
+def _parts(machines: Mapping[str, Machine]) -> list[Part]:
     """Each machine's placement: ``node.hostname==NODE`` for ``node:``, ``node.labels.K==V`` per label."""
     parts, problems = [], []
-    for name, spec in machines.items():
-        node, labels = (spec or {}).get("node"), (spec or {}).get("labels") or {}
-        if node:
-            parts.append(Part(str(name), (f"node.hostname=={node}",)))
-        elif labels:
-            parts.append(Part(str(name), tuple(f"node.labels.{k}=={v}" for k, v in sorted(labels.items()))))
+    for name, machine in machines.items():
+        if machine.node:
+            parts.append(Part(name, (f"node.hostname=={machine.node}",)))
+        elif machine.labels:
+            parts.append(Part(name, tuple(f"node.labels.{k}=={v}" for k, v in sorted(machine.labels))))
         else:
             problems.append(f"machines.{name}: the swarm engine needs node: or labels: to place it")
     if problems:
