@@ -172,12 +172,19 @@ def test_placement_and_a_node_without_the_image(swarm: Swarm, tmp_path) -> None:
 
 
 def test_a_part_that_fails_is_named_and_nothing_stays(swarm: Swarm, tmp_path) -> None:
+    """A file every part would refuse is refused by the manager before the swarm is asked (exit 2, file:line);
+    what only the machine can find (here a subnet on machine a's own underlay) fails that part: it is named, and
+    what the engine made is removed."""
     _build_image(swarm, "a")
     lab = tmp_path / "lab.yaml"
     lab.write_text("name: bad\nhosts:\n  h1: {networks: [nosuch]}\n")
     done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"nslab: {lab}:3: hosts.h1.networks.nosuch: unknown network"), done.stderr
+    lab.write_text("name: bad\nnetworks:\n  n: {subnet: 198.18.0.0/24}\nhosts:\n  h1: {networks: [n]}\n")
+    done = _nslab(swarm, "up", "--engine", "swarm", "-f", str(lab))
     assert done.returncode == 1
-    assert done.stderr.startswith("nslab: machine local: ") and "nosuch" in done.stderr, done.stderr
+    assert done.stderr.startswith("nslab: machine local: ") and "198.18.0.0/24" in done.stderr, done.stderr
     assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
     assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
     assert _netns(swarm, "a") == set()

@@ -64,7 +64,7 @@ def swarm_up(file: str | None, image: str | None, quiet: bool,
     path = find_lab_file(file)
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    report = swarm.up(text, image or default_tag())
+    report = swarm.up(text, image or default_tag(), label=path)
     if not quiet:
         print(f"lab {report.lab} is up on the swarm: machines {', '.join(report.machines)} in "
               f"{report.seconds:.1f} s (the parts' own up: {report.part_seconds:.1f} s at most)")

@@ -311,14 +311,15 @@ class UpReport:
     part_seconds: float
 
 
-def up(text: str, image: str, timeout: float = 180.0, swarm: Swarm | None = None) -> UpReport:
+def up(text: str, image: str, timeout: float = 180.0, swarm: Swarm | None = None, label: str = "<lab file>"
+       ) -> UpReport:
     """Bring the lab in ``text`` up over the swarm: every node that takes a part must have ``image`` (checked
     first by a one-shot job per machine), then a config and one service per machine; returns once every part
     says it is up. When a part fails (or on Ctrl-C/SIGTERM) what this made is removed again, every part that
     came up taken down, and the error names the machine."""
     started = time.monotonic()
     swarm = swarm or Swarm()
-    lab = read_lab(text, swarm.manager_node())
+    lab = read_lab(text, swarm.manager_node(), label)
     if swarm.services(lab.name):
         raise UserError(f"lab {lab.name} is up on the swarm already: `nslab down {lab.name}` first")
     image = swarm.image_id(image)
