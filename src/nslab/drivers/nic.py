@@ -1,9 +1,13 @@
 """The machine's own interfaces that a lab borrows (``networks: {lan: {external: eth1}}``, core/features/external.py):
 reading one whole (addresses, routes, state, MTU, master), changing it, and whether the kernel has 802.1q.
 
-- reading: ``ip -j -d addr show dev IF`` and ``ip -j [-6] route show table main dev IF`` (three short processes,
-  once per borrowed interface and ``up``/``down``): the routes of the machine are kept with every attribute
-  ``ip`` shows (proto, scope, metric, src), which the netlink driver's route reader does not carry;
+- reading: ``ip -j -d addr show dev IF`` and, per family, ``ip -j -d -4|-6 -batch -`` of ``route show table all``
+  and ``rule show`` (three short processes, once per borrowed interface and ``up``/``down``): the routes of the
+  interface in ``main`` are kept with every attribute ``ip`` shows (proto, scope, metric, src, onlink, pref, the
+  metrics, expires), which the netlink driver's route reader does not carry; its addresses with their flags and
+  finite lifetimes (as read, with the :func:`time.monotonic` instant, so that they are counted down when added
+  again); what cannot be carried (multipath and nexthop-object routes through it, its routes in other tables,
+  policy rules naming it, time metrics) is named in ``Nic.unsafe``;
 - changing: ``ip -batch -`` (``-force`` to go on past a failing line when giving an interface back, so that
   everything that can come back does), one process per change; the lines are the ones ``--dry-run`` prints;
 - 802.1q: asking the kernel for a link of kind ``vlan`` with no settings (one netlink request, nothing is made):

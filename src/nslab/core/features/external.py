@@ -3,20 +3,26 @@
 ``networks: {lan: {external: eth1, subnet: 192.0.2.0/24}}``: while the lab is up, the machine's ``eth1`` is a port
 of the network's bridge, so the lab's hosts on ``lan`` are on eth1's LAN at layer 2. What eth1 had moves to the
 bridge, as ``ip`` users do by hand when they bridge an interface: its addresses (IPv4 and IPv6, not the link-local
-one) and its routes (IPv4 and IPv6, the default route too; not those the kernel keeps for an address). ``down``
-gives all of it back to eth1, with its MTU and its up/down state.
+one, with their flags and what is left of finite lifetimes) and its routes (IPv4 and IPv6, the default route too,
+with onlink, pref, metrics and expiry; not those the kernel keeps for an address); the bridge takes eth1's MAC,
+so the machine keeps its identity on the LAN. ``down`` gives all of it back to eth1 (lifetimes counted down), with
+its MTU and its up/down state, and the bridge its own MAC.
 
 Crash safety: before the first change, what eth1 had is written to the lab's directory
 (``/run/nslab/LAB/external.json``, one entry per borrowed interface, with the bridge it went to): an ``up`` killed
 midway, then ``down`` (or the next ``up``, which gives back first what an interrupted ``up`` borrowed, then
 borrows again), restores it from there, even when the lab's state was never saved. An entry stays until its
-interface is given back, so an interface borrowed twice keeps what it had before the first time.
+interface is given back (a give-back that ``ip`` reports failed in part keeps it: the next ``down`` or ``gc``
+tries again), so an interface borrowed twice keeps what it had before the first time. A borrow that fails is
+given back at once; when that fails too, both are said, the first failure first.
 
 Validation (before any change, exit 2, file:line): the interface exists on the machine, is not a loopback, not a
-bridge, not a port of another bridge, not one of nslab's, not borrowed by another lab or by two networks of this
-one; a VLAN sub-interface is refused when the kernel has no 802.1q (asked of the kernel, not assumed); an address
-of it in the network's subnet must be of that subnet (``192.0.2.10/24`` for ``192.0.2.0/24``); no host of the
-lab may take one of its addresses.
+bridge, not one of nslab's (its alias or link group), not a port of another bridge, not borrowed by another lab
+or by two networks of this one; has nothing that cannot be carried (multipath or nexthop-object routes through
+it, its routes in another table than main, policy rules naming it, time metrics: one line naming them); a VLAN
+sub-interface is refused when the kernel has no 802.1q (asked of the kernel, not assumed); an address of it in
+the network's subnet must be of that subnet (``192.0.2.10/24`` for ``192.0.2.0/24``); no host of the lab may
+take one of its addresses.
 
 The network is never NAT'd (the LAN is its way out): resolve makes it ``internal``, so its hosts get no default
 route from it (``default: 192.0.2.1`` on a host for the LAN's router). The bridge holds eth1's addresses, not a
@@ -25,7 +31,7 @@ gateway of its own; the subnet's first address stays out of the hosts' IPAM (oft
 Drift: the interface not a port of its bridge (or gone) shows in ``status``; ``up`` makes it a port again.
 
 Record: ``{"networks": {network: interface}}``. Replaces: ``ip addr del A dev eth1; ip link set eth1 master BR;
-ip addr add A dev BR; ip route replace R dev BR`` and back.
+ip link set BR address MAC; ip addr add A dev BR; ip route replace R dev BR`` and back.
 """
 
 from __future__ import annotations
