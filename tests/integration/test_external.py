@@ -321,3 +321,20 @@ def test_a_lab_s_own_link_is_refused(nic, tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_a_give_back_that_fails_in_part_keeps_the_record_and_the_next_down_finishes(nic, tmp_path):
+    """IPv6 turned off on eth1 while the lab is up: ``down`` gives back what it can (IPv4), says what failed and
+    keeps what eth1 had; IPv6 on again, the next ``down`` gives back the rest and forgets the record."""
+    path = tmp_path / "ext.yaml"
+    path.write_text(LAB)
+    record = os.path.join(paths.lab_dir("ext"), "external.json")
+    nslab("up", "-f", str(path))
+    sh("sysctl -qw net.ipv6.conf.eth1.disable_ipv6=1")
+    failed = nslab("down", "ext", check=False)
+    assert failed.returncode != 0 and "giving eth1 back: ip:" in failed.stderr, failed.stderr
+    assert os.path.exists(record) and "192.0.2.10/24" in _seen()["addresses"]
+    sh("sysctl -qw net.ipv6.conf.eth1.disable_ipv6=0")
+    nslab("down", "ext")
+    assert _seen() == nic and not os.path.exists(record)
+    assert lab_leftovers("ext") == []

@@ -325,11 +325,17 @@ def test_the_bridge_takes_the_nic_s_mac_and_gets_its_own_back(drivers):
     from nslab.values import replace
 
     drivers.nics.nics["eth1"] = replace(ETH1, mac="02:00:00:00:00:01")
+    drivers.nics.nics[BR] = Nic(BR, kind="bridge", up=True, mac="02:aa:00:00:00:02")  # (the bridge's own)
     Lab.from_text(LAB, drivers=drivers).up()
-    own = external.saved("ext", drivers)["eth1"].bridge_mac
-    assert drivers.nics.interface(BR).mac == "02:00:00:00:00:01" and own != "02:00:00:00:00:01"
+    assert external.saved("ext", drivers)["eth1"].bridge_mac == "02:aa:00:00:00:02"
+    assert drivers.nics.interface(BR).mac == "02:00:00:00:00:01"
+    lines = drivers.nics.lines
+    assert lines.index(f"ip link set eth1 master {BR}") < lines.index(f"ip link set {BR} address 02:00:00:00:00:01") < (
+        lines.index(f"ip addr add 192.0.2.10/24 brd + dev {BR}"))  # (the LAN sees the address at eth1's MAC)
+    lifecycle.down("ext", drivers)
     assert [line for line in drivers.nics.lines if "address" in line] == [
-        f"ip link set {BR} address 02:00:00:00:00:01"]
+        f"ip link set {BR} address 02:00:00:00:00:01", f"ip link set {BR} address 02:aa:00:00:00:02"]
+    assert drivers.nics.interface(BR).mac == "02:aa:00:00:00:02"
 
 
 def test_a_failing_give_back_keeps_what_the_nic_had_and_says_both_failures(drivers, monkeypatch):

@@ -164,7 +164,7 @@ class Borrow(Action):
     def apply(self, drivers: Drivers) -> Action | None:
         import time
 
-        from ...errors import KernelError, NslabError
+        from ...errors import KernelError
 
         entries = saved(self.lab, drivers)
         now, on_bridge = drivers.nics.interface(self.had.name), drivers.nics.interface(self.bridge)
@@ -179,7 +179,7 @@ class Borrow(Action):
         except BaseException as error:
             try:
                 undo.apply(drivers)
-            except NslabError as second:  # (both said, the first failure first)
+            except Exception as second:  # (both said, the first failure first)
                 raise KernelError(f"putting {self.had.name} on {self.bridge}: {error}; then giving it back: "
                                   f"{second}") from error
             raise
