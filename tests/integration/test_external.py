@@ -70,7 +70,7 @@ def test_the_nic_joins_the_bridge_with_its_addresses_and_gets_them_back(nic, tmp
     plan = nslab("up", "-f", str(path), "--dry-run").stdout
     for line in ("ip addr del 192.0.2.10/24 dev eth1", f"ip link set eth1 master {BR}",
                  f"ip addr add 192.0.2.10/24 brd + dev {BR}",
-                 f"ip route replace 198.51.100.0/24 via 192.0.2.1 metric 50 dev {BR}"):
+                 f"ip route replace 198.51.100.0/24 via 192.0.2.1 proto boot metric 50 dev {BR}"):
         assert line in plan
     nslab("up", "-f", str(path))
     try:
@@ -221,3 +221,120 @@ def test_a_macvlan_on_a_vlan_or_missing_parent_is_refused(nic, tmp_path):
     said = up_refused(tmp_path / "bad.yaml", bad).stderr
     assert f"bad.yaml:4: hosts.pc.macvlan[0]: {_no_vlan()}" in said, said
     assert "bad.yaml:6: hosts.quiet.macvlan[0]: the machine has no interface eth7" in said, said
+
+
+CLOUD = """\
+name: ext
+networks:
+  lan: {external: eth1, subnet: 172.31.1.0/24}
+hosts:
+  pc: {networks: {lan: 172.31.1.50}}
+"""
+
+
+@pytest.fixture
+def cloud(host):
+    """eth1 as on a cloud VM: a /32 address, the default route ``onlink`` through a gateway outside it (with
+    route metrics), an IPv6 address with finite lifetimes and an RA-like route; the LAN (namespace lan0) has
+    the gateway 172.31.1.1 and, behind it, 203.0.113.1 (the internet: the throwaway host's own default route
+    through eth0 goes first, so that eth1's is the machine's only one)."""
+    sh("ip route del default dev eth0 && ip netns add lan0 && ip link add eth1 type veth peer name lan netns lan0"
+       " && ip -n lan0 addr add 172.31.1.1/24 dev lan && ip -n lan0 addr add 2001:db8:7::1/64 dev lan nodad"
+       " && ip -n lan0 addr add 203.0.113.1/32 dev lo && ip -n lan0 link set lo up && ip -n lan0 link set lan up"
+       " && ip -n lan0 route add 172.31.5.7/32 dev lan"
+       " && ip link set eth1 up && ip addr add 172.31.5.7/32 dev eth1"
+       " && ip addr add 2001:db8:7::5/64 dev eth1 nodad valid_lft 600 preferred_lft 300"
+       " && ip route add default via 172.31.1.1 dev eth1 onlink metric 10 mtu 1400 advmss 1360 proto dhcp"
+       " && ip -6 route add 2001:db8:99::/48 via fe80::1 dev eth1 proto ra pref high expires 900")
+    try:
+        yield
+    finally:
+        sh("ip netns del lan0", check=False)
+
+
+def _routes() -> tuple[list[object], list[object]]:
+    """The machine's IPv4 routes (every table) as ``ip -j -d`` shows them; its IPv6 ones without ``expires``."""
+    six = [{k: v for k, v in r.items() if k != "expires"}
+           for r in json.loads(sh("ip -j -d -6 route show table all").stdout)]
+    return json.loads(sh("ip -j -d -4 route show table all").stdout), six
+
+
+def _lifetimes(dev: str) -> dict[str, tuple[int, int]]:
+    (link,) = json.loads(sh(f"ip -j addr show dev {dev}").stdout)
+    return {a["local"]: (a["valid_life_time"], a["preferred_life_time"]) for a in link["addr_info"]
+            if a["scope"] == "global"}
+
+
+def test_a_cloud_nic_keeps_its_onlink_route_mac_and_lifetimes_on_the_bridge_and_gets_them_back(cloud, tmp_path):
+    path = tmp_path / "ext.yaml"
+    path.write_text(CLOUD)
+    before, mac = _routes(), json.loads(sh("ip -j link show dev eth1").stdout)[0]["address"]
+    sh("ip netns exec lan0 ping -c1 -W2 172.31.5.7")
+    nslab("up", "-f", str(path))
+    try:
+        (default,) = json.loads(sh("ip -j -d route show default").stdout)
+        assert (default["dev"], default["gateway"], default["flags"], default["protocol"]) == (
+            BR, "172.31.1.1", ["onlink"], "dhcp")
+        assert default["metrics"] == [{"mtu": 1400, "advmss": 1360}] and default["metric"] == 10
+        (ra,) = json.loads(sh("ip -j -d -6 route show 2001:db8:99::/48").stdout)
+        assert (ra["dev"], ra["protocol"], ra["pref"]) == (BR, "ra", "high") and 0 < ra["expires"] <= 900
+        sh("ping -c1 -W2 203.0.113.1")  # the machine's way out, now through the bridge
+        (link,) = json.loads(sh(f"ip -j link show dev {BR}").stdout)
+        assert link["address"] == mac  # the machine keeps its identity on the LAN:
+        sh("ip -n lan0 neigh flush all && ip netns exec lan0 ping -c1 -W2 172.31.5.7")
+        assert f"lladdr {mac}" in sh("ip -n lan0 neigh show 172.31.5.7").stdout
+        valid, preferred = _lifetimes(BR)["2001:db8:7::5"]
+        assert 0 < valid <= 600 and 0 < preferred <= 300  # not made permanent
+    finally:
+        nslab("down", "ext")
+    assert _routes() == before  # every table, every attribute (the RA route's expiry counted down)
+    valid, preferred = _lifetimes("eth1")["2001:db8:7::5"]
+    assert 0 < valid <= 600 and 0 < preferred <= 300
+    sh("ping -c1 -W2 203.0.113.1")
+    assert lab_leftovers("ext") == []
+
+
+def test_what_cannot_move_to_a_bridge_is_refused_before_any_change(cloud, tmp_path):
+    sh("ip link add x0 type veth peer name x1 && ip link set x0 up && ip link set x1 up"
+       " && ip route add 10.7.0.0/16 dev eth1 table 100 && ip rule add iif eth1 table 100 priority 100"
+       " && ip route add 10.8.0.0/16 nexthop dev eth1 nexthop dev x0")
+    before = _routes()
+    said = up_refused(tmp_path / "bad.yaml", CLOUD).stderr
+    assert ("bad.yaml:3: networks.lan.external: eth1 has what cannot move to a bridge as it is: route 10.7.0.0/16 in "
+            "table 100; multipath or nexthop-object route 10.8.0.0/16; policy rule 100 (iif eth1): remove it first, "
+            "or give another interface") in said, said
+    assert _routes() == before and "master" not in json.loads(sh("ip -j link show dev eth1").stdout)[0]
+
+
+def test_a_lab_s_own_link_is_refused(nic, tmp_path):
+    nslab("up", "-f", str(_write(tmp_path / "ext.yaml", LAB)))
+    try:
+        veth = next(link["ifname"] for link in json.loads(sh("ip -j link show").stdout)
+                    if link["ifname"].startswith("nsv"))
+        other = LAB.replace("name: ext", "name: ext2").replace("external: eth1", f"external: {veth}").replace(
+            "192.0.2.", "192.0.3.")
+        assert f"{veth} is one of nslab's own links" in up_refused(tmp_path / "o.yaml", other).stderr
+    finally:
+        nslab("down", "ext")
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_a_give_back_that_fails_in_part_keeps_the_record_and_the_next_down_finishes(nic, tmp_path):
+    """IPv6 turned off on eth1 while the lab is up: ``down`` gives back what it can (IPv4), says what failed and
+    keeps what eth1 had; IPv6 on again, the next ``down`` gives back the rest and forgets the record."""
+    path = tmp_path / "ext.yaml"
+    path.write_text(LAB)
+    record = os.path.join(paths.lab_dir("ext"), "external.json")
+    nslab("up", "-f", str(path))
+    sh("sysctl -qw net.ipv6.conf.eth1.disable_ipv6=1")
+    failed = nslab("down", "ext", check=False)
+    assert failed.returncode != 0 and "giving eth1 back: ip:" in failed.stderr, failed.stderr
+    assert os.path.exists(record) and "192.0.2.10/24" in _seen()["addresses"]
+    sh("sysctl -qw net.ipv6.conf.eth1.disable_ipv6=0")
+    nslab("down", "ext")
+    assert _seen() == nic and not os.path.exists(record)
+    assert lab_leftovers("ext") == []

@@ -72,7 +72,7 @@ def test_route_words_keep_what_ip_shows_and_leave_the_kernel_s_routes():
             "linkinfo": {"info_kind": "veth"},
             "addr_info": [{"family": "inet", "local": "192.0.2.10", "prefixlen": 24, "scope": "global"},
                           {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]}
-    nic = nic_from_json(link, [{"dst": "default", "gateway": "192.0.2.1"}], [])
+    nic = nic_from_json(link, [{"dst": "default", "gateway": "192.0.2.1", "dev": "eth1"}], [])
     assert nic == Nic("eth1", "veth", True, 1400, "br0", False, ("192.0.2.10/24",), ("0.0.0.0/0 via 192.0.2.1",))
     assert Nic.from_json(nic.to_json()) == nic
 
@@ -101,7 +101,7 @@ def test_up_moves_everything_to_the_bridge_and_down_gives_it_back(drivers):
     assert (moved.master, moved.addresses, moved.routes) == (BR, (), ())
     bridge = drivers.nics.interface(BR)
     assert (bridge.addresses, bridge.routes) == (ETH1.addresses, ETH1.routes)
-    assert external.saved("ext", drivers) == {"eth1": (BR, ETH1)}  # written before the change
+    assert external.saved("ext", drivers) == {"eth1": external.Entry(BR, ETH1)}  # written before the change
     assert Lab.from_text(LAB, drivers=drivers).up().plan.of_type(external.Borrow) == []  # nothing to do
     lifecycle.down("ext", drivers)
     assert drivers.nics.interface("eth1") == ETH1
@@ -116,7 +116,7 @@ def test_a_network_renamed_gives_back_before_its_old_bridge_goes_and_borrows_for
     assert kinds.index("GiveBack") < kinds.index("RemoveBridges") < kinds.index("AddBridges") < kinds.index("Borrow")
     new = bridge_name("ext", "uplink")
     assert drivers.nics.interface("eth1").master == new and drivers.nics.interface(new).addresses == ETH1.addresses
-    assert external.saved("ext", drivers) == {"eth1": (new, ETH1)}
+    assert external.saved("ext", drivers) == {"eth1": external.Entry(new, ETH1)}
     lifecycle.down("ext", drivers)
     assert drivers.nics.interface("eth1") == ETH1
 
@@ -271,3 +271,109 @@ def test_giving_back_after_the_bridge_went_adds_the_addresses_back_and_deletes_n
     lifecycle.down("ext", drivers)
     assert not [line for line in drivers.nics.lines if line.endswith(f"dev {BR}")]
     assert drivers.nics.interface("eth1") == ETH1 and external.saved("ext", drivers) == {}
+
+
+def test_routes_keep_onlink_pref_metrics_and_expiry_and_what_cannot_move_is_named():
+    cloud = {"dst": "default", "gateway": "172.31.1.1", "dev": "eth1", "table": "main", "protocol": "dhcp",
+             "flags": ["onlink"], "metrics": [{"mtu": 1400, "advmss": 1360}]}
+    assert route_words(cloud, False) == "0.0.0.0/0 via 172.31.1.1 proto dhcp mtu 1400 advmss 1360 onlink"
+    ra = {"dst": "default", "gateway": "fe80::1", "dev": "eth1", "protocol": "ra", "metric": 1024, "pref": "high",
+          "expires": 1790}
+    assert route_words(ra, True) == "::/0 via fe80::1 proto ra metric 1024 pref high expires 1790"
+    assert route_words({**ra, "pref": "medium"}, True) == "::/0 via fe80::1 proto ra metric 1024 expires 1790"
+    link = {"ifname": "eth1", "flags": ["UP"], "address": "02:00:00:00:00:01", "ifalias": "uplink",
+            "addr_info": [{"family": "inet6", "local": "2001:db8::5", "prefixlen": 64, "scope": "global",
+                           "mngtmpaddr": True, "valid_life_time": 300, "preferred_life_time": 200}]}
+    other = [{"dst": "10.7.0.0/16", "dev": "eth1", "table": "100"},
+             {"dst": "10.8.0.0/16", "nexthops": [{"dev": "eth1"}, {"dev": "eth2"}]},
+             {"dst": "10.9.0.0/16", "dev": "eth1", "metrics": [{"rtt": 10}]},
+             {"dst": "10.10.0.0/16", "dev": "eth2", "table": "100"}, cloud]
+    nic = nic_from_json(link, other, [ra], [{"priority": 100, "iif": "eth1", "table": "100"},
+                                            {"priority": 101, "oif": "eth2"}], read_at=7.0)
+    assert nic.routes == (route_words(cloud, False), route_words(ra, True)) and nic.mac == "02:00:00:00:00:01"
+    assert nic.unsafe == ("route 10.7.0.0/16 in table 100", "multipath or nexthop-object route 10.8.0.0/16",
+                          "route 10.9.0.0/16 with rtt", "policy rule 100 (iif eth1)")
+    assert nic.words("2001:db8::5/64") == "mngtmpaddr valid_lft 300 preferred_lft 200" and not nic.nslab
+    assert Nic.from_json(nic.to_json()) == nic
+    assert nic_from_json({**link, "ifalias": "nslab:lab:host:pc:eth0"}, [], []).nslab
+    assert nic_from_json({**link, "ifalias": "", "group": "7238508"}, [], []).nslab
+
+
+def test_lifetimes_are_counted_down_and_what_expired_is_left_out():
+    from nslab.drivers.nic import aged
+
+    assert aged("2001:db8::5/64 nodad valid_lft 300 preferred_lft 200", 250.5) == (
+        "2001:db8::5/64 nodad valid_lft 50 preferred_lft 0")
+    assert aged("2001:db8::5/64 valid_lft 300 preferred_lft 200", 300) is None
+    assert aged("::/0 via fe80::1 expires 30", 31) is None and aged("10.0.0.0/8 via 10.1.1.1", 1e6) == (
+        "10.0.0.0/8 via 10.1.1.1")
+    had = Nic("eth1", up=True, mac="02:00:00:00:00:01", addresses=("2001:db8::5/64", "192.0.2.10/24"),
+              routes=("::/0 via fe80::1 proto ra expires 100",),
+              details=(("2001:db8::5/64", "valid_lft 300 preferred_lft 200"),), read_at=1000.0)
+    assert external.attach_lines(had, "br0", clock=1060.0)[4:] == [
+        "ip link set br0 address 02:00:00:00:00:01",
+        "ip addr add 2001:db8::5/64 nodad valid_lft 240 preferred_lft 140 dev br0",
+        "ip addr add 192.0.2.10/24 brd + dev br0", "ip route replace ::/0 via fe80::1 proto ra expires 40 dev br0"]
+    back = external.restore_lines(had, "br0", bridge_mac="02:aa:00:00:00:02", clock=1200.0)
+    assert back[:4] == ["ip link set eth1 nomaster", "ip addr del 2001:db8::5/64 dev br0",
+                        "ip addr del 192.0.2.10/24 dev br0", "ip link set br0 address 02:aa:00:00:00:02"]
+    assert "ip addr add 2001:db8::5/64 nodad valid_lft 100 preferred_lft 0 dev eth1" in back
+    assert not [line for line in back if "route" in line]  # (the RA's route expired meanwhile)
+
+
+def test_the_bridge_takes_the_nic_s_mac_and_gets_its_own_back(drivers):
+    from nslab.values import replace
+
+    drivers.nics.nics["eth1"] = replace(ETH1, mac="02:00:00:00:00:01")
+    drivers.nics.nics[BR] = Nic(BR, kind="bridge", up=True, mac="02:aa:00:00:00:02")  # (the bridge's own)
+    Lab.from_text(LAB, drivers=drivers).up()
+    assert external.saved("ext", drivers)["eth1"].bridge_mac == "02:aa:00:00:00:02"
+    assert drivers.nics.interface(BR).mac == "02:00:00:00:00:01"
+    lines = drivers.nics.lines
+    assert lines.index(f"ip link set eth1 master {BR}") < lines.index(f"ip link set {BR} address 02:00:00:00:00:01") < (
+        lines.index(f"ip addr add 192.0.2.10/24 brd + dev {BR}"))  # (the LAN sees the address at eth1's MAC)
+    lifecycle.down("ext", drivers)
+    assert [line for line in drivers.nics.lines if "address" in line] == [
+        f"ip link set {BR} address 02:00:00:00:00:01", f"ip link set {BR} address 02:aa:00:00:00:02"]
+    assert drivers.nics.interface(BR).mac == "02:aa:00:00:00:02"
+
+
+def test_a_failing_give_back_keeps_what_the_nic_had_and_says_both_failures(drivers, monkeypatch):
+    from nslab.errors import KernelError, TeardownError
+
+    Lab.from_text(LAB, drivers=drivers).up()
+
+    def fails(lines, force=False):
+        raise KernelError("ip: RTNETLINK answers: File exists\nCommand failed -:3")
+
+    with monkeypatch.context() as patched, pytest.raises(TeardownError, match="giving eth1 back: ip: RTNETLINK"):
+        patched.setattr(drivers.nics, "change", fails)
+        lifecycle.down("ext", drivers)
+    assert external.saved("ext", drivers)["eth1"].had == ETH1  # kept: the next down tries again
+    lifecycle.down("ext", drivers)
+    assert drivers.nics.interface("eth1") == ETH1 and external.saved("ext", drivers) == {}
+
+    borrow = external.Borrow("ext", BR, ETH1)
+    monkeypatch.setattr(drivers.nics, "change", fails)
+    with pytest.raises(KernelError) as caught:
+        borrow.apply(drivers)
+    said = str(caught.value)
+    assert said.startswith(f"putting eth1 on {BR}: ip: RTNETLINK") and "; then giving it back: giving eth1" in said
+    assert external.saved("ext", drivers)["eth1"].had == ETH1
+
+
+def test_nslab_s_own_links_and_what_cannot_move_are_refused(drivers):
+    from nslab.errors import UserError
+
+    drivers.nics.nics["nsv1"] = Nic("nsv1", kind="veth", nslab=True)
+    drivers.nics.nics["eth2"] = Nic("eth2", kind="veth", unsafe=("route 10.7.0.0/16 in table 100",
+                                                                 "policy rule 100 (iif eth2)"))
+    bad = LAB.replace("  lan: {external: eth1, subnet: 192.0.2.0/24}",
+                      "  lan: {external: nsv1, subnet: 192.0.2.0/24}\n  two: {external: eth2, subnet: 10.9.0.0/24}")
+    with pytest.raises(UserError) as caught:
+        Lab.from_text(bad, drivers=drivers).up()
+    assert [str(p) for p in caught.value.problems] == [
+        "<string>:3: networks.lan.external: nsv1 is one of nslab's own links (a lab's bridge or host link)",
+        "<string>:4: networks.two.external: eth2 has what cannot move to a bridge as it is: route 10.7.0.0/16 in "
+        "table 100; policy rule 100 (iif eth2): remove it first, or give another interface"]
+    assert drivers.nics.lines == []

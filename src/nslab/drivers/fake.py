@@ -552,8 +552,9 @@ class FakeProber:
 
 class FakeNics(_Failing):
     """The machine's interfaces by name (:class:`~nslab.drivers.nic.Nic`), changed by the ``ip`` lines it is given:
-    ``link set IF master BR|nomaster|up|down|mtu N``, ``addr add|del A dev IF``, ``route replace ... dev IF`` (a
-    route is kept on the interface named last); every line kept in ``lines``. ``vlan``: whether 802.1q is there."""
+    ``link set IF master BR|nomaster|up|down|mtu N|address MAC``, ``addr add|del A dev IF``, ``route replace ... dev
+    IF`` (a route is kept on the interface named last); every line kept in ``lines``. ``vlan``: whether 802.1q is
+    there."""
 
     def __init__(self, nics: Iterable[Nic] = (), vlan: bool = False, fail_on: str | Iterable[str] | None = None):
         super().__init__(fail_on)
@@ -579,15 +580,7 @@ class FakeNics(_Failing):
         dev = words[3] if words[1:3] == ["link", "set"] else words[words.index("dev") + 1]
         nic = self.nics.setdefault(dev, Nic(dev, kind="bridge", up=True))
         if words[1:3] == ["link", "set"]:
-            setting = words[4:]
-            if setting[:1] == ["master"]:
-                nic = replace(nic, master=setting[1])
-            elif setting[:1] == ["nomaster"]:
-                nic = replace(nic, master="")
-            elif setting[:1] in (["up"], ["down"]):
-                nic = replace(nic, up=setting[0] == "up")
-            elif setting[:1] == ["mtu"]:
-                nic = replace(nic, mtu=int(setting[1]))
+            nic = self._set(nic, words[4:])
         elif words[1] == "addr":
             address = words[3]
             kept = tuple(a for a in nic.addresses if a != address)
@@ -598,6 +591,24 @@ class FakeNics(_Failing):
                 self.nics[name] = replace(other, routes=tuple(r for r in other.routes if r != route))
             nic = replace(self.nics[dev], routes=(*self.nics[dev].routes, route))
         self.nics[dev] = nic
+
+
+    @staticmethod
+    def _set(nic: Nic, setting: list[str]) -> Nic:
+        """``nic`` after ``ip link set IF SETTING``."""
+        from ..values import replace
+
+        if setting[:1] == ["master"]:
+            return replace(nic, master=setting[1])
+        if setting[:1] == ["nomaster"]:
+            return replace(nic, master="")
+        if setting[:1] in (["up"], ["down"]):
+            return replace(nic, up=setting[0] == "up")
+        if setting[:1] == ["mtu"]:
+            return replace(nic, mtu=int(setting[1]))
+        if setting[:1] == ["address"]:
+            return replace(nic, mac=setting[1])
+        return nic
 
 
 class FakeDocker(_Failing):
