@@ -9,7 +9,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
     ``.ula6``                      the machine's IPv6 unique local /48 (core/ula.py);
     ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py; a rootless user's
-                                   are in ``$XDG_CACHE_HOME/nslab``);
+                                   are in ``$XDG_CACHE_HOME/nslab``, else ``~/.cache/nslab``, and stay
+                                   after the user's last ``down``: all that does);
     ``.attached/<name>``           marks a ``/run/netns`` name made by ``nslab attach``;
     ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;

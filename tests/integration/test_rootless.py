@@ -449,3 +449,38 @@ def test_hosts_resolve_through_slirp4netns(user, host, tmp_path, nameserver):
     assert found.returncode == 0 and found.stdout.split()[0] == "192.0.2.7", found.stdout + found.stderr
     assert user.run("down", "d").returncode == 0
     _nothing_left(user, user_ns)
+
+
+def test_gc_trusts_nothing_the_user_wrote(user, host):
+    """A pid file naming the machine's user namespace and a pid that is not the keeper's, then a state root
+    swapped for a symlink to a directory of root's: root's gc kills nothing outside the user's namespaces and
+    deletes nothing of root's."""
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    keeper = user.keeper()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)
+    roots = host.popen(["sleep", "1000"])
+    plain = host.popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.uid}", "--clear-groups", "sleep", "1000"])
+    machine_ns = os.stat("/proc/self/ns/user").st_ino
+    sh(f"setpriv --reuid={user.uid} --regid={user.uid} --clear-groups sh -c "
+       f"'echo {plain.pid} {machine_ns} > {user.state_root}/.keeper.pid'")
+    done = subprocess.run([NSLAB, "gc"], capture_output=True, text=True)
+    assert done.returncode == 0 and "0 process(es) killed" in done.stdout, done.stdout + done.stderr
+    time.sleep(0.2)
+    assert roots.poll() is None and plain.poll() is None  # neither root's process nor the user's outside
+    assert not os.path.exists(user.state_root)
+    precious = f"{user.home}/precious"
+    os.mkdir(precious)
+    open(f"{precious}/.keeper.pid", "w").write(f"{plain.pid} {machine_ns}\n")
+    open(f"{precious}/keep", "w").close()
+    os.symlink(precious, user.state_root)
+    os.lchown(user.state_root, user.uid, user.uid)
+    listed = json.loads(subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True).stdout)
+    assert listed["users"] == []
+    done = subprocess.run([NSLAB, "gc", "--user", "nobody"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no rootless labs of user nobody" in done.stderr, done.stdout + done.stderr
+    assert sorted(os.listdir(precious)) == [".keeper.pid", "keep"] and plain.poll() is None
+    os.unlink(user.state_root)
