@@ -484,3 +484,29 @@ def test_gc_trusts_nothing_the_user_wrote(user, host):
     assert done.returncode == 2 and "no rootless labs of user nobody" in done.stderr, done.stdout + done.stderr
     assert sorted(os.listdir(precious)) == [".keeper.pid", "keep"] and plain.poll() is None
     os.unlink(user.state_root)
+
+
+def test_a_reused_keeper_pid_is_a_dead_keeper(user):
+    """The keeper killed and its pid taken by another process of the user, here a container's (a user namespace
+    of its own, as podman or rootlesskit make): no command joins that process's namespaces."""
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    os.kill(user.keeper() or 0, signal.SIGKILL)
+    container = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.uid}", "--clear-groups",
+                                  "unshare", "-U", "-r", "sleep", "1000"])
+    try:
+        for _ in range(100):
+            if os.stat(f"/proc/{container.pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+                break
+            time.sleep(0.02)
+        sh(f"setpriv --reuid={user.uid} --regid={user.uid} --clear-groups sh -c "
+           f"'echo {container.pid} {user_ns} > {user.state_root}/.keeper.pid'")
+        status = user.run("status")
+        assert "cannot join" not in status.stderr and "Invalid argument" not in status.stderr, status.stderr
+        assert "Traceback" not in status.stderr, status.stderr
+    finally:
+        container.kill()
+        container.wait()

@@ -742,7 +742,9 @@ def _stop(entry: UserLabs) -> int:
             os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    _remove_as(entry.uid, _group_of(entry), entry.state)
+    if not _remove_as(entry.uid, _group_of(entry), entry.state):
+        print(f"nslab: {entry.state} could not be removed as {entry.user} (uid {entry.uid}): what is left there "
+              "is not the user's to remove", file=sys.stderr)
     return len(chosen)
 
 
@@ -766,10 +768,10 @@ def _group_of(entry: UserLabs) -> int:
         return os.lstat(entry.state).st_gid
 
 
-def _remove_as(uid: int, gid: int, root: str) -> None:
+def _remove_as(uid: int, gid: int, root: str) -> bool:
     """Remove ``root`` in a child that dropped to ``uid``/``gid`` (no supplementary groups, none of this process's
-    files open): root never deletes on a user's behalf, so a symlink the user swaps in leads nowhere the user
-    could not already remove."""
+    files open; a caller that is not root must be ``uid`` already): root never deletes on a user's behalf, so a
+    symlink the user swaps in leads nowhere the user could not already remove. Whether it is gone."""
     import shutil
 
     pid = os.fork()
@@ -783,13 +785,15 @@ def _remove_as(uid: int, gid: int, root: str) -> None:
                     pass
             if os.geteuid() == 0:
                 os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            shutil.rmtree(root, ignore_errors=True)
-            code = 0
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+            if os.geteuid() == uid and os.getuid() == uid:
+                shutil.rmtree(root, ignore_errors=True)
+                code = 0
         finally:
             os._exit(code)
     os.waitpid(pid, 0)
+    return not os.path.lexists(root)
 
 
 def main(argv: list[str]) -> int:
