@@ -138,6 +138,10 @@ def test_a_hostile_pid_file_targets_nothing_outside_the_users_namespaces():
     assert chosen(machine, keeper=99999) == set()  # and a dead pid adds nothing
     assert chosen(others_ns) == set()  # another user's namespace: nothing, not even the user's process in it
     assert chosen(0) == set()
+    from nslab.daemons.keeper import _machine_namespaces, _processes
+
+    own = os.stat("/proc/self/ns/user").st_ino  # (this test's: root's, the machine's)
+    assert _processes(own, _machine_namespaces()) == []  # the real scan: the machine's namespace is never looked in
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
