@@ -9,7 +9,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``.firewall.json``             machine-wide settings nslab changed and their prior values (ip_forward);
     ``.ula6``                      the machine's IPv6 unique local /48 (core/ula.py);
     ``.cache/<key>.json``          kept lab files with their resolved forms (core/kept.py; a rootless user's
-                                   are in ``$XDG_CACHE_HOME/nslab``);
+                                   are in ``$XDG_CACHE_HOME/nslab``, else ``~/.cache/nslab``, and stay
+                                   after the user's last ``down``: all that does);
     ``.attached/<name>``           marks a ``/run/netns`` name made by ``nslab attach``;
     ``<lab>/state.json``           what is up (state.py); ``<lab>/intent.json``: what an unfinished ``up`` made;
     ``<lab>/uts/<host>``           a host's kept UTS (hostname) namespace, on a small tmpfs of the lab's own;
@@ -17,7 +18,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``<lab>/logs/<host>.<n>.log``  each service's output; ``logs/supervisor.log`` the supervisor's own;
     ``<lab>/logs/<host>.<n>.log.times``  when each line of that log arrived: ``OFFSET UNIX_TIME`` lines;
     ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
-- a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
+- a rootless user's state root (:func:`user_state_root`: ``/run/user/UID/nslab`` when ``/run/user/UID`` is the
+  user's, else ``/tmp/nslab-UID``; never from the environment, so a login shell, cron and ``sudo -u`` agree), laid
   out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
   ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
@@ -63,14 +65,48 @@ def state_root() -> str:
 
 # Rootless (daemons/keeper.py): a user's labs live in the user's own namespaces, their state under here.
 
+#: Set (to the user's uid) in a command that joined its user's keeper, and in everything it starts.
+ROOTLESS_ENV = "NSLAB_ROOTLESS"
+RUN_USER = "/run/user"
+TMP = "/tmp"
 
-def user_state_root(uid: int) -> str:
-    """A user's state root: ``$XDG_RUNTIME_DIR/nslab`` when the variable names a directory, else
-    ``/tmp/nslab-UID`` (mode 0700, owned by the user: the keeper refuses one that is not)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+
+def user_state_root(uid: int, run_user: str = RUN_USER, tmp: str = TMP) -> str:
+    """A user's state root, whatever the environment says (``XDG_RUNTIME_DIR`` is not read: a login shell has
+    it, cron and ``sudo -u`` do not, and after ``su`` it may name another user's directory): ``/run/user/UID/nslab``
+    when ``/run/user/UID`` is a directory owned by the user, else ``/tmp/nslab-UID`` (mode 0700, owned by the
+    user: the keeper refuses one that is not)."""
+    runtime = os.path.join(run_user, str(uid))
+    try:
+        st = os.lstat(runtime)
+    except OSError:
+        st = None
+    if st is not None and st.st_mode & 0o170000 == 0o040000 and st.st_uid == uid:  # (a directory, no symlink)
         return os.path.join(runtime, "nslab")
-    return f"/tmp/nslab-{uid}"
+    return os.path.join(tmp, f"nslab-{uid}")
+
+
+def state_root_owner(root: str, run_user: str = RUN_USER, tmp: str = TMP) -> int | None:
+    """The uid whose state root ``root`` is, when root may trust it as such: exactly ``/run/user/UID/nslab`` or
+    ``/tmp/nslab-UID``, a directory owned by UID (``/run/user/UID`` too), with no symlink anywhere on the path
+    (its realpath is itself). None for anything else (root's ``ls`` and ``gc`` skip it)."""
+    parent, name = os.path.split(root)
+    if name == "nslab" and os.path.dirname(parent) == run_user and os.path.basename(parent).isdigit():
+        uid, owned = int(os.path.basename(parent)), [parent, root]
+    elif parent == tmp and name.startswith("nslab-") and name[6:].isdigit():
+        uid, owned = int(name[6:]), [root]
+    else:
+        return None
+    if os.path.realpath(root) != root:
+        return None
+    for path in owned:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if st.st_mode & 0o170000 != 0o040000 or st.st_uid != uid:
+            return None
+    return uid
 
 
 def keeper_pid_file(root: str) -> str:
@@ -103,11 +139,11 @@ def keeper_resolv_conf(root: str) -> str:
     return os.path.join(root, ".resolv.conf")
 
 
-def user_state_roots() -> list[str]:
-    """Every user's state root with a keeper pid file in it (``/run/user/*/nslab``, ``/tmp/nslab-*``): what
-    root's ``ls`` and ``gc`` look at."""
+def user_state_roots(run_user: str = RUN_USER, tmp: str = TMP) -> list[str]:
+    """Every user's state root with a keeper pid file in it (``/run/user/UID/nslab``, ``/tmp/nslab-UID``) that
+    :func:`state_root_owner` accepts: what root's ``ls`` and ``gc`` look at."""
     found = []
-    for parent, prefix in (("/run/user", ""), ("/tmp", "nslab-")):
+    for parent, prefix in ((run_user, ""), (tmp, "nslab-")):
         try:
             entries = sorted(os.listdir(parent))
         except OSError:
@@ -116,7 +152,7 @@ def user_state_roots() -> list[str]:
             if not entry.startswith(prefix) or not entry[len(prefix):].isdigit():
                 continue
             root = os.path.join(parent, entry, "nslab") if not prefix else os.path.join(parent, entry)
-            if os.path.isfile(keeper_pid_file(root)):
+            if state_root_owner(root, run_user, tmp) is not None and os.path.lexists(keeper_pid_file(root)):
                 found.append(root)
     return found
 
@@ -136,7 +172,7 @@ def ula_file() -> str:
 def cache_dir() -> str:
     """Kept lab files (core/kept.py): under the state root; a rootless user's in ``$XDG_CACHE_HOME/nslab``
     (else ``~/.cache/nslab``), which outlives the user's keeper and state root as root's outlives its labs."""
-    if os.environ.get("NSLAB_ROOTLESS"):
+    if os.environ.get(ROOTLESS_ENV):
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ.get("HOME") or state_root(), ".cache")
         return os.path.join(cache, "nslab")
     return os.path.join(state_root(), ".cache")

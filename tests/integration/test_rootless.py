@@ -6,6 +6,7 @@ leaves nothing of the user."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,25 +63,44 @@ def _machine(host) -> dict[str, str]:
 
 
 def _nothing_left(user: RootlessUser, user_ns: int) -> None:
+    """No process of the user (keeper, services, slirp4netns), nothing in /run/user/UID (nor in the
+    XDG_RUNTIME_DIR the environment named, which nslab ignores), and of the user's files only the kept lab files
+    in ~/.cache/nslab (and what the test wrote)."""
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps(user.uid)):
+    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps(user) or user.started_here()):
         time.sleep(0.1)
     assert user.processes(user_ns) == [], "a process of the user's namespaces is left"
-    assert _slirps(user.uid) == [], "slirp4netns is left"
+    assert _slirps(user) == [], "slirp4netns is left"
+    assert user.started_here() == [], "a process of the user is left"
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and sh(f"ls -A {user.home}/run").stdout:
+    while time.monotonic() < deadline and os.listdir(user.runtime_dir):
         time.sleep(0.1)
-    assert sh(f"ls -A {user.home}/run").stdout == "", "a file of the user is left"
+    assert os.listdir(user.runtime_dir) == [], "a file of the user is left in /run/user/UID"
+    assert os.listdir(f"{user.home}/run") == []  # (XDG_RUNTIME_DIR: not where nslab keeps anything)
+    kept = os.path.join(user.home, "work", ".cache", "nslab")
+    for parent, dirs, files in os.walk(f"{user.home}/work"):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            assert path in user.written or path.startswith(kept) or kept.startswith(path + "/"), \
+                f"{path} is left"
 
 
-def _slirps(uid: int) -> list[str]:
-    return sh(f"pgrep -u {uid} -a slirp4netns || true").stdout.split("\n")[:-1]
+def _slirps(user: RootlessUser) -> list[int]:
+    """The user's slirp4netns processes started in this throwaway host (another session's are not ours)."""
+    found = []
+    for pid in user.started_here():
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if fh.read().strip() == "slirp4netns":
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _keeper_ns(user: RootlessUser) -> int:
     pid = user.keeper()
     assert pid is not None
-    import os
 
     return os.stat(f"/proc/{pid}/ns/user").st_ino
 
@@ -138,12 +158,16 @@ def test_nat_egress_and_published_port(user, host):
     ("image: alpine", "hosts.a.image", "Docker"),
     ("user: nobody\n    run: exec sleep 100", "hosts.a.user", "subordinate ids"),
     ("publish: ['80:80']", "hosts.a.publish[0]", "net.ipv4.ip_unprivileged_port_start"),
+    ("macvlan: {parent: eth0}", "hosts.a.macvlan[0]", "macvlan: on eth0 needs the machine's interfaces"),
+    ("", "networks.n.external", "external: eth1 puts one of the machine's interfaces on the lab"),
 ])
 def test_what_needs_root_is_refused_before_any_change(user, extra, field, said):
-    user.write("nslab.yaml", f"name: r\nnetworks: {{n: {{}}}}\nhosts:\n  a:\n    networks: [n]\n    {extra}\n")
+    network = "{external: eth1, subnet: 192.168.7.0/24}" if "external" in field else "{}"
+    user.write("nslab.yaml", f"name: r\nnetworks: {{n: {network}}}\nhosts:\n  a:\n    networks: [n]\n    {extra}\n")
     result = user.run("up")
     assert result.returncode == 2, result.stderr
     assert field in result.stderr and said in result.stderr, result.stderr
+    assert "has no interface" not in result.stderr and result.stderr.count(field) == 1, result.stderr
     assert "Traceback" not in result.stderr
     time.sleep(1.5)  # the keeper started for this `up` leaves with no lab
     _nothing_left(user, 0)
@@ -164,7 +188,6 @@ def test_no_slirp4netns_is_one_line_and_nothing_left(user, host):
 
 
 def test_tun_without_access_is_one_line_and_nothing_left(user, host):
-    import os
 
     os.chmod(f"{user.home}/tun", 0o600)
     user.write("nslab.yaml", "name: x\nhosts: {a: {}}\n")
@@ -182,7 +205,7 @@ def test_a_user_sees_only_their_own_labs(user, labs):
     quiet = user.run("status", "-q")
     assert quiet.stdout.split() == ["mine"], quiet.stderr
     other = user.run("exec", "rootlab/a", "--", "true")
-    assert other.returncode != 0
+    assert other.returncode != 0 and "rootlab" in other.stderr and other.stderr.count("\n") == 1, other.stderr
     assert user.run("down", "mine").returncode == 0
     _nothing_left(user, user_ns)
 
@@ -210,7 +233,6 @@ def test_user_namespaces_refused_is_one_line_and_nothing_left(user):
 
 
 def _own_user_ns(pid: int) -> bool:
-    import os
 
     return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
 
@@ -302,12 +324,15 @@ def test_without_run_netns_and_etc_netns_on_the_machine(user):
     """A machine where nobody ever ran `ip netns add` (no /run/netns) and without /etc/netns: the keeper makes
     them in its own mount namespace (an overlay over /run and /etc). Here they are hidden by root's overlays
     in the throwaway host's mount namespace (the user's /etc/subuid, /etc/subgid bound again on top)."""
-    import os
 
     from nslab import linux
 
     hidden = []
     try:
+        runtime = f"{user.home}/runtime"  # (the host's /run/user, bound back over the overlay on /run below)
+        os.mkdir(runtime)
+        linux.mount("/run/user", runtime, None, linux.MS_BIND | linux.MS_REC)
+        hidden.append(runtime)
         for parent in ("/etc", "/run"):
             scratch = f"{user.home}/hide{parent.replace('/', '-')}"
             os.mkdir(scratch)
@@ -319,6 +344,8 @@ def test_without_run_netns_and_etc_netns_on_the_machine(user):
                         f"lowerdir={parent},upperdir={scratch}/upper,workdir={scratch}/work")
             hidden.append(parent)
             sh(f"rm -rf {parent}/netns")
+        linux.mount(runtime, "/run/user", None, linux.MS_BIND | linux.MS_REC)
+        hidden.append("/run/user")
         for name in ("subuid", "subgid"):
             if os.path.exists(f"/etc/{name}"):
                 linux.mount(f"{user.home}/{name}", f"/etc/{name}", None, linux.MS_BIND)
@@ -339,7 +366,6 @@ def test_without_run_netns_and_etc_netns_on_the_machine(user):
 
 
 def test_gc_cleans_after_a_keeper_that_died(user):
-    import os
     import signal
 
     user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
@@ -423,3 +449,64 @@ def test_hosts_resolve_through_slirp4netns(user, host, tmp_path, nameserver):
     assert found.returncode == 0 and found.stdout.split()[0] == "192.0.2.7", found.stdout + found.stderr
     assert user.run("down", "d").returncode == 0
     _nothing_left(user, user_ns)
+
+
+def test_gc_trusts_nothing_the_user_wrote(user, host):
+    """A pid file naming the machine's user namespace and a pid that is not the keeper's, then a state root
+    swapped for a symlink to a directory of root's: root's gc kills nothing outside the user's namespaces and
+    deletes nothing of root's."""
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    keeper = user.keeper()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)
+    roots = host.popen(["sleep", "1000"])
+    plain = host.popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.uid}", "--clear-groups", "sleep", "1000"])
+    machine_ns = os.stat("/proc/self/ns/user").st_ino
+    sh(f"setpriv --reuid={user.uid} --regid={user.uid} --clear-groups sh -c "
+       f"'echo {plain.pid} {machine_ns} > {user.state_root}/.keeper.pid'")
+    done = subprocess.run([NSLAB, "gc"], capture_output=True, text=True)
+    assert done.returncode == 0 and "0 process(es) killed" in done.stdout, done.stdout + done.stderr
+    time.sleep(0.2)
+    assert roots.poll() is None and plain.poll() is None  # neither root's process nor the user's outside
+    assert not os.path.exists(user.state_root)
+    precious = f"{user.home}/precious"
+    os.mkdir(precious)
+    open(f"{precious}/.keeper.pid", "w").write(f"{plain.pid} {machine_ns}\n")
+    open(f"{precious}/keep", "w").close()
+    os.symlink(precious, user.state_root)
+    os.lchown(user.state_root, user.uid, user.uid)
+    listed = json.loads(subprocess.run([NSLAB, "ls", "-o", "json"], capture_output=True, text=True).stdout)
+    assert listed["users"] == []
+    done = subprocess.run([NSLAB, "gc", "--user", "nobody"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no rootless labs of user nobody" in done.stderr, done.stdout + done.stderr
+    assert sorted(os.listdir(precious)) == [".keeper.pid", "keep"] and plain.poll() is None
+    os.unlink(user.state_root)
+
+
+def test_a_reused_keeper_pid_is_a_dead_keeper(user):
+    """The keeper killed and its pid taken by another process of the user, here a container's (a user namespace
+    of its own, as podman or rootlesskit make): no command joins that process's namespaces."""
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    os.kill(user.keeper() or 0, signal.SIGKILL)
+    container = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.uid}", "--clear-groups",
+                                  "unshare", "-U", "-r", "sleep", "1000"])
+    try:
+        for _ in range(100):
+            if os.stat(f"/proc/{container.pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+                break
+            time.sleep(0.02)
+        sh(f"setpriv --reuid={user.uid} --regid={user.uid} --clear-groups sh -c "
+           f"'echo {container.pid} {user_ns} > {user.state_root}/.keeper.pid'")
+        status = user.run("status")
+        assert "cannot join" not in status.stderr and "Invalid argument" not in status.stderr, status.stderr
+        assert "Traceback" not in status.stderr, status.stderr
+    finally:
+        container.kill()
+        container.wait()

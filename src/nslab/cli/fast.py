@@ -208,7 +208,8 @@ def _only_host(doc: dict[str, Any], host: str) -> None:
 
 def _rootless_status(doc: dict[str, Any]) -> None:
     """Rootless: each lab says so, and how its services are supervised (no root cgroups: process groups)."""
-    from ..core.rootless import ROOTLESS_ENV, joined
+    from ..core.rootless import joined
+    from ..paths import ROOTLESS_ENV
 
     if joined():
         for lab in doc["labs"]:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
+from ..paths import ROOTLESS_ENV
 from . import complete
 
 #: Why exec and shell need root, said to a non-root user.
@@ -224,7 +225,7 @@ def ls_(output: str | None, as_json: bool, quiet: bool) -> None:
 
 def _users_labs() -> list[dict[str, object]]:
     """Root: each user's rootless labs (daemons/keeper.py); their hosts live in the user's namespaces."""
-    if os.geteuid() != 0 or os.environ.get("NSLAB_ROOTLESS"):
+    if os.geteuid() != 0 or os.environ.get(ROOTLESS_ENV):
         return []
     from ..daemons.keeper import users
 
@@ -352,7 +353,7 @@ def gc(dry_run: bool, users: tuple[str, ...]) -> None:
 
 def _gc_users(named: tuple[str, ...], dry_run: bool) -> list[str]:
     """Root's gc of users' rootless labs: the named users' (killed), and any whose keeper is gone."""
-    if os.environ.get("NSLAB_ROOTLESS"):
+    if os.environ.get(ROOTLESS_ENV):
         if named:
             raise UserError("gc --user is root's (a user's labs go with `nslab down`)")
         return []

@@ -198,7 +198,8 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
                 raise
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
     problems += features.validate(ctx)
-    problems += rootless.problems(lab, lab_file.lines, lab_file.label)
+    refused = rootless.problems(lab, lab_file.lines, lab_file.label)  # (they say why better than a feature's)
+    problems = [p for p in problems if p.field not in {r.field for r in refused}] + refused
     if drivers is not None:
         from .collisions import collisions
         from .wiring import sysctl_problems

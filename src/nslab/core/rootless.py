@@ -4,6 +4,9 @@ joined the user's keeper (daemons/keeper.py) runs as root of the user's own name
 - ``resources:`` needs root's cgroups (the machine's cgroup tree is not the user's to write);
 - container hosts (``image:``) need Docker, which is root's;
 - a service ``user:`` other than root needs that id mapped: only with subordinate ids (/etc/subuid);
+- ``external:`` (a network on one of the machine's interfaces) and ``macvlan:`` (a host's interface on one):
+  the machine's interfaces are not in the user's network namespace (the problems the features would report
+  about them, such as "the machine has no interface eth1", are left out: this one says why);
 - a published port below the machine's ``net.ipv4.ip_unprivileged_port_start``: slirp4netns listens on the
   machine as the user (the joining command kept the machine's value in ``NSLAB_PORT_START``).
 
@@ -13,14 +16,14 @@ joined the user's keeper (daemons/keeper.py) runs as root of the user's own name
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import Problem, PublishSyntaxError, SourceLines, field_path
-from ..model import NO_RESOURCES, Lab
+from ..model import NO_RESOURCES, Lab, Publish
+from ..paths import ROOTLESS_ENV
 from . import publish
 
-#: Set (to the user's uid) in a command that joined its user's keeper, and in everything it starts.
-ROOTLESS_ENV = "NSLAB_ROOTLESS"
 #: The machine's ``net.ipv4.ip_unprivileged_port_start``, read by the joining command before it left.
 PORT_START_ENV = "NSLAB_PORT_START"
 
@@ -64,6 +67,10 @@ def problems(lab: Lab, source: SourceLines, file: str) -> list[Problem]:
     def add(loc: tuple[Any, ...], message: str) -> None:
         found.append(Problem(message, field_path(loc), file, source.line(loc)))
 
+    for network in lab.networks.values():
+        if network.external is not None:
+            add(("networks", network.name, "external"), f"external: {network.external} puts one of the machine's "
+                "interfaces on the lab, and a rootless lab has none of them (only its way out): run nslab as root")
     mapped = subordinate_ids()
     lowest = port_start()
     for host in lab.hosts.values():
@@ -76,13 +83,20 @@ def problems(lab: Lab, source: SourceLines, file: str) -> list[Problem]:
         if host.contain.uid not in (None, 0) and not mapped:
             add((*where, "user"), f"user: {host.contain.user} needs your subordinate ids (/etc/subuid and "
                 "/etc/subgid list none for you): have root add a range, or run the service as root")
-        for entry in host.publish:
-            try:
-                mappings = publish.parse(entry.text)
-            except PublishSyntaxError:
-                continue  # reported by the firewall feature
-            low = [m.host_port for m in mappings if not m.picked and m.host_port < lowest]
-            if low:
-                add(entry.path, f"port {low[0]} is below net.ipv4.ip_unprivileged_port_start ({lowest}): a "
-                    "user cannot listen there; publish a higher port or have root lower that sysctl")
+        for n, macvlan in enumerate(host.macvlans):
+            add((*where, "macvlan", n), f"macvlan: on {macvlan.parent} needs the machine's interfaces, and a rootless "
+                "lab has none of them (only its way out): run nslab as root, or put the host on a lab network")
+        _low_ports(host.publish, lowest, add)
     return found
+
+
+def _low_ports(entries: tuple[Publish, ...], lowest: int, add: Callable[[tuple[Any, ...], str], None]) -> None:
+    for entry in entries:
+        try:
+            mappings = publish.parse(entry.text)
+        except PublishSyntaxError:
+            continue  # reported by the firewall feature
+        low = [m.host_port for m in mappings if not m.picked and m.host_port < lowest]
+        if low:
+            add(entry.path, f"port {low[0]} is below net.ipv4.ip_unprivileged_port_start ({lowest}): a user "
+                "cannot listen there; publish a higher port or have root lower that sysctl")

@@ -120,27 +120,48 @@ def check_tun() -> None:
 
 
 def state_root_ready(root: str) -> None:
-    """Make the user's state root (0700) or check that an existing one is the user's and closed to others."""
+    """Make the user's state root (0700) or check that an existing one is the user's own directory (no symlink)
+    and closed to others; one line (exit 1) when it is not."""
     from ..errors import EnvironmentProblem
 
     try:
         os.mkdir(root, 0o700)
     except FileExistsError:
         pass
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot make {root} for your rootless labs: {exc.strerror}") from None
     st = os.lstat(root)
-    if st.st_uid != os.getuid() or (st.st_mode & 0o077) or not os.path.isdir(root) or os.path.islink(root):
-        raise EnvironmentProblem(f"{root} is not a directory of yours closed to others (mode 0700): remove it "
-                                 "or set XDG_RUNTIME_DIR to a directory of yours")
+    if st.st_uid != os.getuid() or (st.st_mode & 0o077) or st.st_mode & 0o170000 != 0o040000:
+        raise EnvironmentProblem(f"{root} is not a directory of yours closed to others (mode 0700, not a "
+                                 "symlink): remove it, then run nslab again")
 
 
 def running(root: str) -> int | None:
-    """The pid of the user's keeper if it is alive and the user's; else None."""
+    """The pid of the user's keeper if it is alive, the user's, in the user namespace its pid file records and
+    running ``nslab.daemons.keeper ROOT``; else None (a dead keeper, or its pid reused by another process)."""
     try:
         with open(paths.keeper_pid_file(root)) as fh:
-            pid = int((fh.read().split() or ["0"])[0])
-    except (OSError, ValueError):
+            words = fh.read().split()
+        pid, user_ns = int(words[0]), int(words[1])
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if pid > 0 and _alive(pid, os.getuid()) else None
+    return pid if pid > 0 and _is_keeper(pid, os.getuid(), root, user_ns) else None
+
+
+def _is_keeper(pid: int, uid: int, root: str, user_ns: int | None = None) -> bool:
+    """Whether ``pid`` is alive as ``uid``, runs ``… -m nslab.daemons.keeper ROOT`` and (``user_ns`` given) is
+    in that user namespace."""
+    if not _alive(pid, uid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")[:-1]
+        if user_ns is not None and os.stat(f"/proc/{pid}/ns/user").st_ino != user_ns:
+            return False
+    except OSError:
+        return False
+    module = b"nslab.daemons.keeper"
+    return module in argv[:-1] and argv[argv.index(module) + 1:] == [os.fsencode(root)]
 
 
 def join(start: bool) -> int | None:
@@ -167,7 +188,7 @@ def join(start: bool) -> int | None:
         pass
     _enter(pid)
     os.environ["NSLAB_STATE_DIR"] = root
-    os.environ["NSLAB_ROOTLESS"] = str(uid)
+    os.environ[paths.ROOTLESS_ENV] = str(uid)
     return hold
 
 
@@ -592,20 +613,45 @@ class UserLabs:
                 "labs": self.labs}
 
 
-def users() -> list[UserLabs]:
-    """Each user's keeper found under /run/user/*/nslab and /tmp/nslab-* (root's ``ls`` and ``gc --user``)."""
+def users(roots: list[str] | None = None) -> list[UserLabs]:
+    """Each user's rootless labs (root's ``ls`` and ``gc --user``), from the state roots
+    :func:`nslab.paths.user_state_roots` finds, or ``roots``: only those :func:`nslab.paths.state_root_owner`
+    accepts (``/run/user/UID/nslab`` or ``/tmp/nslab-UID``, owned by UID, no symlink), never a path that a
+    process's environment or command line names. The pid file is the user's to write: its keeper counts only
+    when :func:`_is_keeper` says so, and its user namespace only picks among the user's own (:func:`victims`)."""
     found: list[UserLabs] = []
-    for root in sorted(set(paths.user_state_roots()) | set(_running_keepers())):
-        try:
-            uid = os.stat(root).st_uid
-            with open(paths.keeper_pid_file(root)) as fh:
-                words = fh.read().split()
-            pid, user_ns = int(words[0]), int(words[1]) if len(words) > 1 else 0
-        except (OSError, ValueError, IndexError):
+    for root in roots if roots is not None else paths.user_state_roots():
+        uid = paths.state_root_owner(root)
+        recorded = _read_pid_file(root) if uid is not None else None
+        if uid is None or recorded is None:
             continue
-        alive = _alive(pid, uid)
-        found.append(UserLabs(_user_name(uid), uid, root, pid if alive else None, user_ns, sorted(_lab_dirs(root))))
+        pid, user_ns = recorded
+        keeper = pid if pid > 0 and _is_keeper(pid, uid, root) else None
+        if keeper is not None:
+            try:
+                user_ns = os.stat(f"/proc/{keeper}/ns/user").st_ino  # (the live keeper's own, whatever was written)
+            except OSError:
+                keeper = None
+        found.append(UserLabs(_user_name(uid), uid, root, keeper, user_ns, sorted(_lab_dirs(root))))
     return found
+
+
+def _read_pid_file(root: str) -> tuple[int, int] | None:
+    """``(pid, user namespace inode)`` from the pid file: a regular file, not followed if a symlink, never
+    waited on (a FIFO is refused), at most a line read."""
+    try:
+        fd = os.open(paths.keeper_pid_file(root), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
+            return None
+        words = os.read(fd, 64).split()
+        return int(words[0]), int(words[1]) if len(words) > 1 else 0
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int, uid: int) -> bool:
@@ -618,68 +664,136 @@ def _alive(pid: int, uid: int) -> bool:
         return False
 
 
-def _running_keepers() -> list[str]:
-    """The state roots of the users' keepers running on the machine (their command lines) and of what a
-    user's labs run (``NSLAB_STATE_DIR`` in the environment of a process with ``NSLAB_ROOTLESS``: a keeper
-    that died leaves its labs' supervisors): state roots under an ``XDG_RUNTIME_DIR`` elsewhere."""
-    found = set()
+class Proc:
+    """A process as root's gc judges it: its pid, real uid, user namespace (inode) and that namespace's owner
+    (NS_GET_OWNER_UID; None: not asked, or unknown)."""
+
+    def __init__(self, pid: int, uid: int, user_ns: int, owner: int | None):
+        self.pid, self.uid, self.user_ns, self.owner = pid, uid, user_ns, owner
+
+
+def victims(entry: UserLabs, procs: list[Proc], machine: set[int], subids: tuple[int, int] | None) -> set[int]:
+    """What root's gc kills of ``entry``'s: the processes in the user namespace its keeper holds (or, the keeper
+    dead, the one its pid file records), only if that namespace is not the machine's (``machine``: the inodes of
+    /proc/1/ns/user and of the caller's own, :func:`_machine_namespaces`) and is owned by the user, and only
+    those whose real uid is the user's or one of the user's subordinate ids (``subids``: ``(start, count)`` of
+    /etc/subuid). A pid file naming the machine's namespace, another user's, or a pid reused since, targets
+    nothing that is not the user's own."""
+    def ours(uid: int) -> bool:
+        return uid == entry.uid or (subids is not None and subids[0] <= uid < subids[0] + subids[1])
+
+    if not entry.user_ns or entry.user_ns in machine:
+        return set()
+    return {p.pid for p in procs
+            if p.user_ns == entry.user_ns and p.owner == entry.uid and ours(p.uid) and p.pid != os.getpid()}
+
+
+def _processes(user_ns: int, machine: set[int]) -> list[Proc]:
+    """The processes in user namespace ``user_ns`` (not the machine's), with their real uid and that namespace's
+    owner asked of the kernel."""
+    import fcntl
+
+    found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            root = _state_root_of(entry)
-            if root and os.path.isfile(paths.keeper_pid_file(root)):
-                found.add(root)
-    return sorted(found)
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                uid = int(next(line.split()[1] for line in fh if line.startswith("Uid:")))
+            fd = os.open(f"/proc/{entry}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+        try:
+            inode = os.fstat(fd).st_ino
+            if inode != user_ns or inode in machine:
+                continue
+            owner = bytearray(4)
+            fcntl.ioctl(fd, NS_GET_OWNER_UID, owner, True)
+            found.append(Proc(int(entry), uid, inode, int.from_bytes(owner, sys.byteorder)))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return found
 
 
-def _state_root_of(pid: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-        if b"nslab.daemons.keeper" in argv[:-1]:
-            return argv[argv.index(b"nslab.daemons.keeper") + 1].decode(errors="replace")
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            env = dict(v.partition(b"=")[::2] for v in fh.read().split(b"\0") if b"=" in v)
-    except OSError:
-        return None
-    if b"NSLAB_ROOTLESS" in env and b"NSLAB_STATE_DIR" in env:
-        return env[b"NSLAB_STATE_DIR"].decode(errors="replace")
-    return None
+#: ioctl on a user namespace file: the uid of its owner (linux/nsfs.h).
+NS_GET_OWNER_UID = 0xB704
 
 
 def stop_user(entry: UserLabs) -> str:
-    """Root's ``gc --user``: kill a user's keeper, every process of its namespaces and slirp4netns, and remove
-    the user's state root. Returns what was done, one line."""
-    import shutil
+    """Root's ``gc --user``: kill what runs in a user's keeper's namespaces (:func:`victims`; slirp4netns exits
+    with the keeper) and remove the user's state root as the user. Returns what was done, one line."""
+    killed = _stop(entry)
+    return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
+            f" {killed} process(es) killed, {entry.state} removed")
+
+
+def _stop(entry: UserLabs) -> int:
+    """Kill the processes of a user's keeper's namespaces (:func:`victims`), then remove the state root in a
+    child that became the user (:func:`_remove_as`)."""
     import signal
 
-    victims = set(_in_user_ns(entry.user_ns)) if entry.user_ns else set()
-    if entry.keeper is not None:
-        victims.add(entry.keeper)
-        try:
-            with open(f"/proc/{entry.keeper}/task/{entry.keeper}/children") as fh:
-                victims |= {int(c) for c in fh.read().split()}  # slirp4netns (outside the namespace)
-        except OSError:
-            pass
-    for victim in victims:
+    machine = _machine_namespaces()
+    name = _user_name(entry.uid)
+    chosen = victims(entry, _processes(entry.user_ns, machine), machine, subordinate(name, entry.uid, "/etc/subuid"))
+    for victim in chosen:
         try:
             os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    shutil.rmtree(entry.state, ignore_errors=True)
-    return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
-            f" {len(victims)} process(es) killed, {entry.state} removed")
+    if not _remove_as(entry.uid, _group_of(entry), entry.state):
+        print(f"nslab: {entry.state} could not be removed as {entry.user} (uid {entry.uid}): what is left there "
+              "is not the user's to remove", file=sys.stderr)
+    return len(chosen)
 
 
-def _in_user_ns(inode: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}/ns/user").st_ino == inode:
-                    found.append(int(entry))
-            except OSError:
-                continue
+def _machine_namespaces() -> set[int]:
+    """The user namespaces that are not a user's: the machine's (/proc/1/ns/user, when this process may look:
+    inside a container it may not) and the caller's own (root's gc runs in the machine's)."""
+    found = {os.stat("/proc/self/ns/user").st_ino}
+    try:
+        found.add(os.stat("/proc/1/ns/user").st_ino)
+    except OSError:
+        pass
     return found
+
+
+def _group_of(entry: UserLabs) -> int:
+    import pwd
+
+    try:
+        return pwd.getpwuid(entry.uid).pw_gid
+    except KeyError:
+        return os.lstat(entry.state).st_gid
+
+
+def _remove_as(uid: int, gid: int, root: str) -> bool:
+    """Remove ``root`` in a child that dropped to ``uid``/``gid`` (no supplementary groups, none of this process's
+    files open; a caller that is not root must be ``uid`` already): root never deletes on a user's behalf, so a
+    symlink the user swaps in leads nowhere the user could not already remove. Whether it is gone."""
+    import shutil
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd in [int(f) for f in os.listdir("/proc/self/fd") if int(f) > 2]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+            if os.geteuid() == uid and os.getuid() == uid:
+                shutil.rmtree(root, ignore_errors=True)
+                code = 0
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+    return not os.path.lexists(root)
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,8 @@
 "the machine" (tests/ and bench/ both use it; it is here so that bench/ needs nothing from tests/).
 
 ``ThrowawayHost.enter()`` moves the calling (single-threaded) process into a fresh network namespace and a
-private mount namespace with tmpfs over /run/netns, /etc/netns and /run/nslab, ``lo`` up, and an uplink
+private mount namespace with tmpfs over /run/netns, /etc/netns, /run/nslab and /run/user (a rootless user's state
+root, :class:`RootlessUser`), ``lo`` up, and an uplink
 ``eth0`` to a ``wan`` namespace that plays the internet (198.51.100.1 in wan, 198.51.100.2 here, default
 route via wan). ``leave()`` kills every process started inside, and returns the process to the namespaces
 it came from; with nothing referencing them any more, the kernel drops every namespace, link and nft rule
@@ -30,7 +31,7 @@ from .. import linux
 WAN = "wan"
 WAN_ADDRESS = "198.51.100.1"
 UPLINK_ADDRESS = "198.51.100.2"
-PRIVATE_DIRS = ("/run/netns", "/etc/netns", "/run/nslab")
+PRIVATE_DIRS = ("/run/netns", "/etc/netns", "/run/nslab", "/run/user")
 MARKER = ".nslab-sandbox"  # in a mount point a sandbox made (under its tmpfs: invisible inside)
 
 
@@ -507,7 +508,9 @@ def user_venv(directory: str) -> str:
 class RootlessUser:
     """A user who is not root (uid 65534 unless ``uid`` says otherwise) in the throwaway host (call
     :meth:`start` after the host's ``enter``, :meth:`stop` in the reverse order): a home on a tmpfs of its own,
-    ``XDG_RUNTIME_DIR`` there, a private ``/dev/net/tun`` node (mode 0666) bound over the machine's, and private
+    ``/run/user/UID`` (0700, the user's: on the host's private /run/user, where nslab puts the user's state root
+    whatever the environment says; ``XDG_RUNTIME_DIR`` names a directory of root's, as after ``su``, which nslab
+    must ignore), a private ``/dev/net/tun`` node (mode 0666) bound over the machine's, and private
     /etc/subuid and /etc/subgid (``subids``: give the user a range). Everything is a mount of the throwaway
     host's mount namespace: the machine is untouched."""
 
@@ -516,6 +519,7 @@ class RootlessUser:
     uid: int = NOBODY  # (and its gid)
     home: str = ""
     mounts: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # (files :meth:`write` made)
 
     def start(self) -> RootlessUser:
         import tempfile
@@ -532,9 +536,11 @@ class RootlessUser:
             if not os.path.exists(f"/etc/{name}"):
                 continue  # (nothing to bind over: without the file the user has no subordinate ids anyway)
             self._mount(f"{self.home}/{name}", f"/etc/{name}", None)
-        for d in ("run", "work"):
-            os.mkdir(f"{self.home}/{d}", 0o700)
-            os.chown(f"{self.home}/{d}", self.uid, self.uid)
+        os.mkdir(f"{self.home}/work", 0o700)
+        os.chown(f"{self.home}/work", self.uid, self.uid)
+        os.mkdir(f"{self.home}/run", 0o700)  # (root's: XDG_RUNTIME_DIR, ignored)
+        os.mkdir(self.runtime_dir, 0o700)
+        os.chown(self.runtime_dir, self.uid, self.uid)
         return self
 
     def _mount(self, source: str, target: str, fstype: str | None, data: str | None = None) -> None:
@@ -542,11 +548,15 @@ class RootlessUser:
         self.mounts.append(target)
 
     @property
+    def runtime_dir(self) -> str:
+        return f"/run/user/{self.uid}"
+
+    @property
     def state_root(self) -> str:
-        return f"{self.home}/run/nslab"
+        return f"{self.runtime_dir}/nslab"
 
     def env(self, path: str | None = None) -> dict[str, str]:
-        return {"HOME": f"{self.home}/work", "XDG_RUNTIME_DIR": f"{self.home}/run", "LANG": "C.UTF-8",
+        return {"HOME": f"{self.home}/work", "XDG_RUNTIME_DIR": f"{self.home}/run", "LANG": "C.UTF-8",  # (root's)
                 "PATH": path or f"{os.path.dirname(self.nslab)}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def run(self, *args: str, path: str | None = None, timeout: float = 60,
@@ -563,6 +573,7 @@ class RootlessUser:
         with open(path, "w") as fh:
             fh.write(text)
         os.chown(path, self.uid, self.uid)
+        self.written.append(path)
         return path
 
     def keeper(self) -> int | None:
@@ -589,20 +600,41 @@ class RootlessUser:
         return found
 
     def stop(self) -> None:
-        """Kill what the user left (the keeper's user namespace: keeper, services; slirp4netns, the keeper's
-        child outside it), then undo the mounts."""
-        pid = self.keeper()
-        if pid is not None:
-            try:
-                user_ns = os.stat(f"/proc/{pid}/ns/user").st_ino
-                children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-            except OSError:
-                user_ns, children = 0, []
-            for victim in self.processes(user_ns) + children if user_ns else []:
+        """Kill every process of the user (its uid, or one of its subordinate ids) started in this throwaway host
+        (whatever the keeper's state: alive, killed, never started), then undo the mounts."""
+        for _ in range(20):  # (until none is left: a process may fork while the others are killed)
+            left = self.started_here()
+            for victim in left:
                 try:
                     os.kill(victim, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if not left:
+                break
+            time.sleep(0.05)
+        sh(f"rm -rf {self.runtime_dir}")
         for target in reversed(self.mounts):
             linux.umount(target)
         os.rmdir(self.home)
+
+    def started_here(self) -> list[int]:
+        """The live processes of the user (its uid, or a subordinate id) that this throwaway host started: they
+        see the user's home mount (a mount of the host's private mount namespace, copied into the keeper's),
+        which no process of another session, nor the machine's, sees."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/status") as fh:
+                    lines = fh.read().splitlines()
+                uid = int(next(line.split()[1] for line in lines if line.startswith("Uid:")))
+                zombie = any(line.startswith("State:") and "Z" in line.split()[1] for line in lines)
+                if zombie or not (uid == self.uid or self.subids and 100000 <= uid < 100000 + 65536):
+                    continue
+                with open(f"/proc/{entry}/mountinfo") as fh:
+                    if any(line.split()[4] == self.home for line in fh):
+                        found.append(int(entry))
+            except (OSError, StopIteration, ValueError, IndexError):
+                continue
+        return found
