@@ -190,27 +190,41 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     if machine is not None and not lab.machines:
         raise MachineError(f"--machine {machine}: lab {lab.name} is not across machines (its file has no machines:)")
     if lab.machines and drivers is not None and not problems:
-        try:
-            lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
-            problems += found
-        except MachineError:
-            if strict:
-                raise
+        lab, found = _this_part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None),
+                                strict)
+        problems += found
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
     problems += features.validate(ctx)
     refused = rootless.problems(lab, lab_file.lines, lab_file.label)  # (they say why better than a feature's)
     problems = [p for p in problems if p.field not in {r.field for r in refused}] + refused
     if drivers is not None:
-        from .collisions import collisions
-        from .wiring import sysctl_problems
-
-        problems += collisions(lab, drivers, recorded.lab if recorded else None, inputs.others, lab_file.lines,
-                               lab_file.label)
-        problems += sysctl_problems(lab, drivers, lab_file.lines, lab_file.label)
+        problems += _on_this_machine(lab, lab_file, inputs, drivers, recorded)
     parsed = lab_file.parsed
     if parsed is not None:
         problems = parsed.problems + [parsed.relocate(p) for p in problems]
     return Checked(lab, _in_file_order(problems), inputs, whole)
+
+
+def _this_part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine: str | None, strict: bool
+               ) -> tuple[Lab, list[Problem]]:
+    """This machine's part (:func:`_part`); not ``strict``: the whole lab on a machine that is none of the lab's."""
+    try:
+        return _part(lab, lab_file, inputs, drivers, machine)
+    except MachineError:
+        if strict:
+            raise
+        return lab, []
+
+
+def _on_this_machine(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers,
+                     recorded: state.LabState | None) -> list[Problem]:
+    """Names the lab would create that the machine already has, and sysctls it cannot set here."""
+    from .collisions import collisions
+    from .wiring import sysctl_problems
+
+    return (collisions(lab, drivers, recorded.lab if recorded else None, inputs.others, lab_file.lines,
+                       lab_file.label)
+            + sysctl_problems(lab, drivers, lab_file.lines, lab_file.label))
 
 
 def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine: str | None
