@@ -63,14 +63,32 @@ def _machine(host) -> dict[str, str]:
 
 def _nothing_left(user: RootlessUser, user_ns: int) -> None:
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps(user.uid)):
+    while time.monotonic() < deadline and (user.processes(user_ns) or _slirps(user.uid) or _keepers(user)):
         time.sleep(0.1)
     assert user.processes(user_ns) == [], "a process of the user's namespaces is left"
     assert _slirps(user.uid) == [], "slirp4netns is left"
+    assert _keepers(user) == [], "a process of the keeper (its binder) is left"
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and sh(f"ls -A {user.home}/run").stdout:
         time.sleep(0.1)
     assert sh(f"ls -A {user.home}/run").stdout == "", "a file of the user is left"
+
+
+def _keepers(user: RootlessUser) -> list[str]:
+    """The keeper's processes anywhere (its binder stays in the machine's namespaces): their command lines
+    name the user's state root."""
+    import os
+
+    wanted = f"nslab.daemons.keeper\0{user.state_root}\0".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if wanted in fh.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _slirps(uid: int) -> list[str]:
@@ -336,6 +354,75 @@ def test_without_run_netns_and_etc_netns_on_the_machine(user):
     finally:
         for target in reversed(hidden):
             linux.umount(target)
+
+
+DUAL = """\
+name: six
+networks:
+  front: {ipv6: true}
+hosts:
+  web: {networks: [front], publish: ["6000:8080", "[::1]:6100:8080"], run: "exec python3 -m http.server 8080 --bind ::"}
+"""
+
+
+def _answer(url: str) -> str:
+    answered = ""
+    for _ in range(50):  # the service listens, and the keeper relays, a moment after `up`
+        answered = sh(f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' '{url}'", check=False).stdout
+        if answered == "200":
+            break
+        time.sleep(0.1)
+    return answered
+
+
+def test_dual_stack_published_port_answers_on_ipv6_loopback(user, host):
+    """slirp4netns 1.2 forwards IPv4 only: the keeper relays the IPv6 side from sockets its binder made in the
+    machine's namespace, to the host's IPv6 address."""
+    before = _machine(host)
+    user.write("nslab.yaml", DUAL)
+    up = user.run("up", "--wait", "--timeout", "20")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    assert _answer("http://127.0.0.1:6000/") == "200"
+    assert _answer("http://[::1]:6000/") == "200"
+    assert _answer("http://[::1]:6100/") == "200"
+    listening = sh("ss -Hltn").stdout
+    assert "[::]:6000" in listening and "[::1]:6100" in listening, listening
+    down = user.run("down", "six")
+    assert down.returncode == 0, down.stderr
+    _nothing_left(user, user_ns)
+    assert ":6000 " not in sh("ss -Hltn").stdout
+    assert _machine(host) == before
+
+
+@pytest.mark.parametrize("cleanup", [["gc"], ["down", "k"]])
+def test_a_keeper_that_died_is_said_and_cleaned_by_the_user(user, cleanup):
+    import os
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    keeper = user.keeper()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)  # a crash: its services and state stay behind
+    time.sleep(0.3)
+    assert user.processes(user_ns)
+    for args in (["status"], ["exec", "a", "--", "true"], ["up"]):
+        said = user.run(*args)
+        assert said.returncode == 1, (args, said.stdout, said.stderr)
+        assert said.stderr.count("\n") == 1 and "keeper died while lab k was up" in said.stderr, said.stderr
+        assert "`nslab gc`" in said.stderr and "nslab down LAB" in said.stderr, said.stderr
+    dry = user.run("gc", "--dry-run")
+    assert dry.returncode == 0 and "would clean up" in dry.stdout and user.processes(user_ns), dry.stderr
+    done = user.run(*cleanup)
+    assert done.returncode == 0 and "cleaned up after your rootless keeper" in done.stdout, done.stdout + done.stderr
+    _nothing_left(user, user_ns)
+    again = user.run("up")  # afresh: a new keeper
+    assert again.returncode == 0, again.stderr
+    fresh = _keeper_ns(user)
+    assert user.run("down", "k").returncode == 0
+    _nothing_left(user, fresh)
 
 
 def test_gc_cleans_after_a_keeper_that_died(user):

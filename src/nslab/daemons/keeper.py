@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .. import linux, paths
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
+
+    from .loopproxy import LoopbackProxy
 
 #: Where slirp4netns puts the keeper's network namespace (``--configure``'s defaults).
 SLIRP_ADDRESS = "10.0.2.100"
@@ -154,6 +157,14 @@ def join(start: bool) -> int | None:
         return None
     hold = _hold(root)
     pid = running(root)
+    left = orphans(root) if pid is None else []
+    if left:
+        os.close(hold)
+        from ..errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"your rootless keeper died while {_labs_said(left)} up: their hosts are gone; "
+                                 "`nslab gc` (or `nslab down LAB`) cleans up what is left, then `nslab up` "
+                                 "starts afresh")
     if pid is None and start:
         pid = _start_once(root)
     if pid is None:
@@ -169,6 +180,35 @@ def join(start: bool) -> int | None:
     os.environ["NSLAB_STATE_DIR"] = root
     os.environ["NSLAB_ROOTLESS"] = str(uid)
     return hold
+
+
+def orphans(root: str) -> list[str]:
+    """The labs under the user's state root whose keeper is gone (killed, crashed): their namespaces cannot
+    be joined again, what is left of them (their supervisors, state) waits for :func:`clean_orphans`."""
+    if not os.path.isfile(paths.keeper_pid_file(root)) or running(root) is not None:
+        return []
+    return sorted(_lab_dirs(root))
+
+
+def _labs_said(labs: list[str]) -> str:
+    return f"lab {labs[0]} was" if len(labs) == 1 else f"labs {', '.join(labs)} were"
+
+
+def clean_orphans(root: str, dry_run: bool = False) -> str | None:
+    """The user's ``gc`` or ``down`` after their keeper died: kill what is left of its namespaces (the labs'
+    supervisors and services hold them) and remove the state root. None: nothing of the kind (a keeper is
+    running, or none died)."""
+    labs = orphans(root)
+    if not labs:
+        return None
+    if dry_run:
+        return f"would clean up after your rootless keeper, which died: {', '.join(labs)}"
+    own = next((u for u in users([root]) if u.uid == os.getuid()), None)
+    if own is None:
+        return None
+    killed = _stop(own)
+    return (f"cleaned up after your rootless keeper, which had died (labs: {', '.join(labs)}): {killed} "
+            f"process(es) killed, {root} removed")
 
 
 def _start_once(root: str) -> int:
@@ -487,20 +527,46 @@ def _labs_left(root: str) -> bool:
 # --- published ports: slirp4netns forwards the machine's port to the keeper's tap0 (DNAT does the rest) ----
 
 
-def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
-    """``(proto, machine address, port)`` of every IPv4 published port of the user's labs (their state)."""
+def _published(root: str) -> list[dict[str, Any]]:
+    """The published ports of the user's labs, as their state records them (features/firewall's record)."""
     import json
 
-    wanted: set[tuple[str, str, int]] = set()
+    found: list[dict[str, Any]] = []
     for lab in _lab_dirs(root):
         try:
             with open(os.path.join(root, lab, "state.json")) as fh:
                 ports = (json.load(fh).get("firewall") or {}).get("ports") or []
         except (OSError, ValueError, AttributeError):
             continue
-        for port in ports:
-            if ":" not in port.get("host_ip", ":") and port.get("host_port"):
-                wanted.add((port["proto"], port["host_ip"], int(port["host_port"])))
+        found += [p for p in ports if isinstance(p, dict) and p.get("host_port")]
+    return found
+
+
+def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
+    """``(proto, machine address, port)`` of every IPv4 published port of the user's labs (their state)."""
+    return {(p["proto"], p["host_ip"], int(p["host_port"])) for p in _published(root)
+            if ":" not in p.get("host_ip", ":")}
+
+
+def wanted_relays(root: str) -> list[dict[str, Any]]:
+    """The IPv6 side of the user's published ports (hosts with an IPv6 address): what the keeper relays from
+    the machine (loopproxy entries). ``PORT`` and ``[::]:PORT`` listen on every IPv6 address of the machine,
+    ``[::1]:PORT`` and ``127.0.0.1:PORT`` on ``::1`` (as root's relay does), an IPv6 address on itself."""
+    wanted = []
+    for p in _published(root):
+        host_ip = p.get("host_ip", "")
+        if not p.get("address6"):
+            continue
+        if host_ip in ("0.0.0.0", "::"):
+            listen = "::"
+        elif host_ip == "::1" or host_ip.startswith("127."):
+            listen = "::1"
+        elif ":" in host_ip:
+            listen = host_ip
+        else:
+            continue  # (one IPv4 address of the machine: nothing of IPv6)
+        wanted.append({"listen": listen, "port": int(p["host_port"]), "proto": p["proto"], "to": p["address6"],
+                       "to_port": int(p["port"])})
     return wanted
 
 
@@ -554,17 +620,132 @@ def _lab_dirs(root: str) -> list[str]:
     return [e for e in entries if paths.is_lab_name(e) and os.path.isdir(os.path.join(root, e))]
 
 
-def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
-    """Wait until the user's last lab is gone and no command is inside, then leave."""
+class _Binder:
+    """A child forked before the keeper leaves the machine's namespaces: on the keeper's request it makes a
+    listening socket in the machine's network namespace, as the user, and hands it over (SCM_RIGHTS). The
+    keeper relays what arrives there to the lab hosts' IPv6 addresses from inside: slirp4netns 1.2's API
+    forwards IPv4 only (its ``add_hostfwd`` parses ``host_addr`` as IPv4, and ``::`` or ``::1`` are refused)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            self.sock.close()
+            _bind_for_keeper(theirs)
+        theirs.close()
+
+    def listen(self, entry: dict[str, Any]) -> socket.socket:
+        """A socket listening on the machine at ``entry``'s ``listen``, ``port`` and ``proto``; OSError saying
+        why not."""
+        import json
+        import socket
+
+        self.sock.send(json.dumps({k: entry[k] for k in ("listen", "port", "proto")}).encode())
+        said, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+        if not fds:
+            raise OSError(said.decode(errors="replace") or "the keeper's binder is gone")
+        return socket.socket(fileno=fds[0])
+
+    def stop(self) -> None:
+        self.sock.close()  # (the binder reads the end of its socket and exits)
+        os.waitpid(self.pid, 0)
+
+
+def _bind_for_keeper(sock: socket.socket) -> None:
+    import json
+    import socket
+
+    from .loopproxy import listener
+
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        while data := sock.recv(4096):
+            entry: dict[str, Any] = {}
+            try:
+                entry = json.loads(data)
+                made = listener(entry)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                sock.send(f"cannot listen on the machine's [{entry.get('listen')}]:{entry.get('port')}"
+                          f"/{entry.get('proto')}: {why}".encode())
+                continue
+            socket.send_fds(sock, [b"ok"], [made.fileno()])
+            made.close()
+    finally:
+        os._exit(0)
+
+
+class _Relays:
+    """The keeper's IPv6 published ports: one loopproxy relay per port, listening on the machine (sockets from
+    the :class:`_Binder`), connecting to the lab host's IPv6 address in the keeper's network namespace."""
+
+    def __init__(self, binder: _Binder):
+        import selectors
+
+        self.binder = binder
+        self.selector = selectors.DefaultSelector()
+        self.proxies: dict[str, LoopbackProxy] = {}
+        self.said: set[str] = set()  # failures already logged (they are tried again each second)
+
+    def sync(self, root: str) -> list[str]:
+        """Relays for the user's labs' IPv6 published ports, no others; one line per new failure."""
+        import json
+
+        from .loopproxy import LoopbackProxy
+
+        wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root)}
+        for key in set(self.proxies) - set(wanted):
+            self.proxies.pop(key).close()
+        failures = []
+        for key, entry in wanted.items():
+            if key in self.proxies:
+                continue
+            try:
+                self.proxies[key] = LoopbackProxy([entry], self.selector, self.binder.listen)
+            except OSError as exc:
+                if str(exc) not in self.said:
+                    failures.append(str(exc))
+                self.said.add(str(exc))
+        return failures
+
+    def wait(self, timeout: float) -> None:
+        """Relay what comes within ``timeout`` seconds."""
+        for key, _ in self.selector.select(timeout):
+            kind, sock = key.data
+            for proxy in list(self.proxies.values()):
+                if proxy.owns(sock):
+                    proxy.dispatch(kind, sock)
+                    break
+        for proxy in self.proxies.values():
+            proxy.expire()
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()
+        self.proxies = {}
+        self.selector.close()
+
+
+def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Relays | None = None) -> None:
+    """Wait until the user's last lab is gone and no command is inside, then leave; meanwhile keep the port
+    forwards (IPv4: slirp4netns's; IPv6: ``relays``) those of the user's labs, and relay."""
     import fcntl
     import time
 
     hold = os.open(paths.keeper_hold_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    tick = time.monotonic() + POLL
     while True:
-        time.sleep(POLL)
+        now = time.monotonic()
+        if now < tick:
+            relays.wait(tick - now) if relays is not None else time.sleep(tick - now)
+            continue
+        tick = now + POLL
         if labs_left(root):
-            for line in sync_forwards(root):  # (a change made by a command that did not sync them itself)
-                print(line, file=sys.stderr, flush=True)
+            _sync(root, relays)
             continue
         try:
             fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -575,6 +756,14 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
             continue
         clean(root)  # under the lock: a command waiting for it then starts a new keeper
         return
+
+
+def _sync(root: str, relays: _Relays | None) -> None:
+    """The forwards made to match the labs (a change made by a command that did not sync them itself; the
+    IPv6 relays, which only the keeper can hold); failures to the keeper's log."""
+    lines = sync_forwards(root) + (relays.sync(root) if relays is not None else [])
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
 
 
 # --- root's view of the users' labs (``nslab ls``, ``nslab gc --user``) ------------------------------------
@@ -592,10 +781,11 @@ class UserLabs:
                 "labs": self.labs}
 
 
-def users() -> list[UserLabs]:
-    """Each user's keeper found under /run/user/*/nslab and /tmp/nslab-* (root's ``ls`` and ``gc --user``)."""
+def users(roots: list[str] | None = None) -> list[UserLabs]:
+    """Each user's keeper found under /run/user/*/nslab and /tmp/nslab-* (root's ``ls`` and ``gc --user``), or
+    under ``roots``."""
     found: list[UserLabs] = []
-    for root in sorted(set(paths.user_state_roots()) | set(_running_keepers())):
+    for root in roots if roots is not None else sorted(set(paths.user_state_roots()) | set(_running_keepers())):
         try:
             uid = os.stat(root).st_uid
             with open(paths.keeper_pid_file(root)) as fh:
@@ -649,6 +839,13 @@ def _state_root_of(pid: str) -> str | None:
 def stop_user(entry: UserLabs) -> str:
     """Root's ``gc --user``: kill a user's keeper, every process of its namespaces and slirp4netns, and remove
     the user's state root. Returns what was done, one line."""
+    killed = _stop(entry)
+    return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
+            f" {killed} process(es) killed, {entry.state} removed")
+
+
+def _stop(entry: UserLabs) -> int:
+    """Kill a user's keeper, its children and every process of its user namespace; remove the state root."""
     import shutil
     import signal
 
@@ -666,8 +863,7 @@ def stop_user(entry: UserLabs) -> str:
         except ProcessLookupError:
             pass
     shutil.rmtree(entry.state, ignore_errors=True)
-    return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
-            f" {len(victims)} process(es) killed, {entry.state} removed")
+    return len(victims)
 
 
 def _in_user_ns(inode: int) -> list[int]:
@@ -690,6 +886,7 @@ def main(argv: list[str]) -> int:
 
     root = argv[0]
     helper = None
+    binder = _Binder()  # (first: the helper's pipes are not the binder's to hold)
     try:
         helper = _Helper(root, way_out())
         helper.user_namespace()
@@ -703,6 +900,7 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
         if helper is not None:
             helper.stop()
+        binder.stop()
         print(str(exc) if isinstance(exc, EnvironmentProblem) else
               f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
         return 1
@@ -712,9 +910,12 @@ def main(argv: list[str]) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
+    relays = _Relays(binder)
     try:
-        serve(root)
+        serve(root, relays=relays)
     finally:
+        relays.close()
+        binder.stop()
         helper.stop()
     return 0
 
