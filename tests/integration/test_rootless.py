@@ -395,6 +395,30 @@ def test_dual_stack_published_port_answers_on_ipv6_loopback(user, host):
     assert _machine(host) == before
 
 
+def test_run_publishes_ports_from_the_machine(user, host):
+    """``nslab run -p`` as the user: its throwaway lab's port answers on the machine's 127.0.0.1 while the
+    command runs, and nothing is left once it is stopped."""
+    import os
+    import signal
+
+    before = _machine(host)
+    env = [f"{k}={v}" for k, v in user.env().items()]
+    run = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.uid}", "--clear-groups", "env", "-i",
+                            *env, user.nslab, "run", "--network", "nat", "-p", "6200:8080", "--", "python3", "-m",
+                            "http.server", "8080"], cwd=f"{user.home}/work", stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert _answer("http://127.0.0.1:6200/") == "200"
+        user_ns = _keeper_ns(user)
+    finally:
+        os.kill(run.pid, signal.SIGTERM)
+        _, stderr = run.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    _nothing_left(user, user_ns)
+    assert ":6200 " not in sh("ss -Hltn").stdout
+    assert _machine(host) == before
+
+
 @pytest.mark.parametrize("cleanup", [["gc"], ["down", "k"]])
 def test_a_keeper_that_died_is_said_and_cleaned_by_the_user(user, cleanup):
     import os
