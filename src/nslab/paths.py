@@ -19,7 +19,7 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
 - a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
   out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
-  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.resolv.conf``;
+  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.way-out``, ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -96,6 +96,11 @@ def keeper_log(root: str) -> str:
 def slirp_socket(root: str) -> str:
     """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
     return os.path.join(root, ".slirp.sock")
+
+
+def keeper_way_out(root: str) -> str:
+    """The way out the keeper chose (daemons/wayout.py), as ``status`` says it."""
+    return os.path.join(root, ".way-out")
 
 
 def keeper_resolv_conf(root: str) -> str:

@@ -316,6 +316,24 @@ def test_the_usual_commands_work_rootless(user):
     _nothing_left(user, user_ns)
 
 
+def test_an_old_pasta_is_passed_over_for_slirp4netns(user):
+    """Debian 12's passt says ``pasta unknown version`` (older than 2023_12_04, the minimum): a pasta on PATH
+    that says so (a script) leaves the way out to slirp4netns, and ``status`` says why."""
+    bin_dir = f"{user.home}/bin"
+    sh(f"mkdir {bin_dir} && printf '#!/bin/sh\\necho pasta unknown version\\n' > {bin_dir}/pasta && "
+       f"chmod 755 {bin_dir}/pasta")
+    user.write("nslab.yaml", "name: p\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    up = user.run("up", path=f"{bin_dir}:{user.env()['PATH']}")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    status = user.run("status", "p")
+    assert ("the way out through slirp4netns (pasta unknown version is older than 2023_12_04)"
+            in status.stdout), status.stdout + status.stderr
+    assert _slirps(user.uid), "slirp4netns is the way out"
+    assert user.run("down", "p").returncode == 0
+    _nothing_left(user, user_ns)
+
+
 def test_without_run_netns_and_etc_netns_on_the_machine(user):
     """A machine where nobody ever ran `ip netns add` (no /run/netns) and without /etc/netns: the keeper makes
     them in its own mount namespace (an overlay over /run and /etc). Here they are hidden by root's overlays

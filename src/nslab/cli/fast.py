@@ -205,9 +205,13 @@ def _rootless_status(doc: dict[str, Any]) -> None:
     from ..core.rootless import ROOTLESS_ENV, joined
 
     if joined():
+        from ..daemons.wayout import recorded
+        from ..paths import state_root
+
+        way_out = recorded(state_root())
         for lab in doc["labs"]:
             lab["rootless"] = {"uid": int(os.environ[ROOTLESS_ENV]), "services": "process groups",
-                               "way_out": "slirp4netns"}
+                               "way_out": way_out}
 
 
 def _rootless_forwards() -> None:

@@ -40,9 +40,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .loopproxy import LoopbackProxy
+    from .wayout import WayOut
 
 #: Where slirp4netns puts the keeper's network namespace (``--configure``'s defaults).
 SLIRP_ADDRESS = "10.0.2.100"
+SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 TAP = "tap0"
 MTU = 65520
@@ -91,19 +93,6 @@ def subordinate_ids(uid: int, gid: int) -> tuple[tuple[int, int], tuple[int, int
 
 
 # --- what a command checks before starting a keeper (one line each, exit 1, nothing started) ---------------
-
-
-def way_out() -> str:
-    """slirp4netns's path; EnvironmentProblem naming the fix when it is missing."""
-    import shutil
-
-    from ..errors import EnvironmentProblem
-
-    found = shutil.which("slirp4netns")
-    if found is None:
-        raise EnvironmentProblem("rootless labs need slirp4netns for their way out, and it is not on PATH: "
-                                 "install it (apt-get install slirp4netns) or run nslab as root")
-    return found
 
 
 def check_tun() -> None:
@@ -294,8 +283,9 @@ def _start(root: str) -> int:
     import subprocess
 
     from ..errors import EnvironmentProblem
+    from .wayout import choose
 
-    way_out()
+    choose()  # (refused here, in one line, when there is no way out)
     check_tun()
     with open(paths.keeper_log(root), "ab") as log:
         # -S and nslab's own directory on PYTHONPATH: the keeper needs only the standard library and nslab,
@@ -323,11 +313,14 @@ def _start(root: str) -> int:
 
 class _Helper:
     """A child forked before the keeper leaves the machine's namespaces: it maps the new user namespace with
-    newuidmap/newgidmap (when the user has subordinate ids), then becomes slirp4netns attached to the keeper's
-    network namespace (a process inside a user namespace cannot go back to the machine's network)."""
+    newuidmap/newgidmap (when the user has subordinate ids), then becomes the way out (slirp4netns, or pasta
+    when new enough: daemons/wayout.py) attached to the keeper's network namespace (a process inside a user
+    namespace cannot go back to the machine's network)."""
 
-    def __init__(self, root: str, slirp: str):
-        self.root = root
+    def __init__(self, root: str, way: WayOut):
+        from .wayout import pasta_argv
+
+        self.root, self.way = root, way
         uid, gid = os.getuid(), os.getgid()
         self.ranges = subordinate_ids(uid, gid)
         keeper = os.getpid()
@@ -339,8 +332,11 @@ class _Helper:
         if self.pid == 0:
             for fd in (self.go, self.answer, self.ready, self.exit):
                 os.close(fd)
-            _helper(go_r, answer_w, (ready_w, exit_r), keeper, self.ranges, self._slirp_argv(slirp, keeper,
-                                                                                              ready_w, exit_r))
+            if way.name == "pasta":
+                _helper(go_r, answer_w, (), keeper, self.ranges,
+                        pasta_argv(way.path, keeper, SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS, TAP, MTU), "")
+            _helper(go_r, answer_w, (ready_w, exit_r), keeper, self.ranges,
+                    self._slirp_argv(way.path, keeper, ready_w, exit_r), paths.slirp_socket(root))
         for fd in (go_r, answer_w, ready_w, exit_r):
             os.close(fd)
 
@@ -365,28 +361,57 @@ class _Helper:
             raise EnvironmentProblem(f"newuidmap/newgidmap could not map your subordinate ids (see "
                                f"{paths.keeper_log(self.root)}): check /etc/subuid and /etc/subgid")
 
-    def slirp(self) -> None:
-        """Let the helper become slirp4netns; wait until it has configured tap0."""
+    def connect(self) -> None:
+        """Let the helper become the way out; wait until it has configured tap0 (slirp4netns says so on its
+        ready fd; pasta has none: the keeper looks at tap0's address)."""
         import select
 
         from ..errors import EnvironmentProblem
 
         os.write(self.go, b"s")
-        readable, _, _ = select.select([self.ready], [], [], START_TIMEOUT)
-        got = os.read(self.ready, 1) if readable else b""
-        if got != b"1":
-            raise EnvironmentProblem(f"slirp4netns did not come up (its output: {paths.keeper_log(self.root)})")
+        if self.way.name == "pasta":
+            ready = self._pasta_ready()
+        else:
+            readable, _, _ = select.select([self.ready], [], [], START_TIMEOUT)
+            ready = (os.read(self.ready, 1) if readable else b"") == b"1"
+        if not ready:
+            raise EnvironmentProblem(f"{self.way.name} did not come up (its output: {paths.keeper_log(self.root)})")
+
+    def _pasta_ready(self) -> bool:
+        import time
+
+        from .wayout import configured
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if configured(TAP, SLIRP_ADDRESS):
+                return True
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                self.pid = 0  # (pasta exited: reaped)
+                return False
+            time.sleep(0.01)
+        return False
 
     def stop(self) -> None:
-        """Close slirp4netns's exit fd and the helper's pipe (either way it exits) and reap it."""
+        """Close slirp4netns's exit fd and the helper's pipe (either way it exits; pasta is stopped) and reap
+        it."""
+        import signal
+
         for fd in (self.exit, self.go, self.answer):
             os.close(fd)
-        os.waitpid(self.pid, 0)
+        if self.way.name == "pasta" and self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if self.pid:
+            os.waitpid(self.pid, 0)
 
 
-def _helper(go: int, answer: int, keep: tuple[int, int], keeper: int,
-            ranges: tuple[tuple[int, int], tuple[int, int]] | None, slirp: list[str]) -> None:
-    """The helper's life (see :class:`_Helper`); never returns."""
+def _helper(go: int, answer: int, keep: tuple[int, ...], keeper: int,
+            ranges: tuple[tuple[int, int], tuple[int, int]] | None, argv: list[str], sock: str) -> None:
+    """The helper's life (see :class:`_Helper`): ``argv`` the way out, ``keep`` the fds it inherits, ``sock``
+    slirp4netns's API socket (removed first when left over); never returns."""
     uid, gid = os.getuid(), os.getgid()
     try:
         step = os.read(go, 1)
@@ -399,12 +424,11 @@ def _helper(go: int, answer: int, keep: tuple[int, int], keeper: int,
             os.write(answer, b"0" if code == 0 else b"1")
             step = os.read(go, 1)
         if step == b"s":
-            sock = slirp[4].partition("=")[2]
-            if os.path.exists(sock):
+            if sock and os.path.exists(sock):
                 os.unlink(sock)
             for fd in keep:
                 os.set_inheritable(fd, True)
-            os.execv(slirp[0], slirp)
+            os.execv(argv[0], argv)
     finally:
         os._exit(1)
 
@@ -548,13 +572,18 @@ def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
             if ":" not in p.get("host_ip", ":")}
 
 
-def wanted_relays(root: str) -> list[dict[str, Any]]:
+def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
     """The IPv6 side of the user's published ports (hosts with an IPv6 address): what the keeper relays from
     the machine (loopproxy entries). ``PORT`` and ``[::]:PORT`` listen on every IPv6 address of the machine,
-    ``[::1]:PORT`` and ``127.0.0.1:PORT`` on ``::1`` (as root's relay does), an IPv6 address on itself."""
+    ``[::1]:PORT`` and ``127.0.0.1:PORT`` on ``::1`` (as root's relay does), an IPv6 address on itself.
+    ``ipv4`` (the way out is pasta, which has no port forwarding API): the IPv4 side too, to the host's IPv4
+    address (IPv4-mapped: the relay's upstream sockets are IPv6)."""
     wanted = []
     for p in _published(root):
         host_ip = p.get("host_ip", "")
+        if ipv4 and ":" not in host_ip:
+            wanted.append({"listen": host_ip, "port": int(p["host_port"]), "proto": p["proto"],
+                           "to": f"::ffff:{p['address']}", "to_port": int(p["port"])})
         if not p.get("address6"):
             continue
         if host_ip in ("0.0.0.0", "::"):
@@ -590,7 +619,10 @@ def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
 
 
 def sync_forwards(root: str) -> list[str]:
-    """Make slirp4netns's port forwards those of the user's labs (added, removed); one line per failure."""
+    """Make slirp4netns's port forwards those of the user's labs (added, removed); one line per failure. (With
+    pasta as the way out there is no API socket: the keeper relays IPv4 too.)"""
+    if not os.path.exists(paths.slirp_socket(root)):
+        return []
     failures: list[str] = []
     try:
         entries = _slirp_call(root, {"execute": "list_hostfwd"}).get("entries") or []
@@ -683,10 +715,10 @@ class _Relays:
     """The keeper's IPv6 published ports: one loopproxy relay per port, listening on the machine (sockets from
     the :class:`_Binder`), connecting to the lab host's IPv6 address in the keeper's network namespace."""
 
-    def __init__(self, binder: _Binder):
+    def __init__(self, binder: _Binder, ipv4: bool = False):
         import selectors
 
-        self.binder = binder
+        self.binder, self.ipv4 = binder, ipv4
         self.selector = selectors.DefaultSelector()
         self.proxies: dict[str, LoopbackProxy] = {}
         self.said: set[str] = set()  # failures already logged (they are tried again each second)
@@ -697,7 +729,7 @@ class _Relays:
 
         from .loopproxy import LoopbackProxy
 
-        wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root)}
+        wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root, self.ipv4)}
         for key in set(self.proxies) - set(wanted):
             self.proxies.pop(key).close()
         failures = []
@@ -883,16 +915,19 @@ def main(argv: list[str]) -> int:
         print("usage: python -m nslab.daemons.keeper STATE_ROOT", file=sys.stderr)
         return 2
     from ..errors import EnvironmentProblem
+    from .wayout import choose, record
 
     root = argv[0]
     helper = None
     binder = _Binder()  # (first: the helper's pipes are not the binder's to hold)
     try:
-        helper = _Helper(root, way_out())
+        way = choose()
+        helper = _Helper(root, way)
         helper.user_namespace()
         _mounts(root)
         _lo_up()
-        helper.slirp()
+        helper.connect()
+        record(root, way)
     except Exception as exc:  # one line to the command that started us; a traceback to the log if unexpected
         if not isinstance(exc, EnvironmentProblem):
             import traceback
@@ -910,7 +945,7 @@ def main(argv: list[str]) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    relays = _Relays(binder)
+    relays = _Relays(binder, ipv4=way.name == "pasta")
     try:
         serve(root, relays=relays)
     finally:

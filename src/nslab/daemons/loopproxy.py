@@ -29,11 +29,14 @@ CHUNK = 65536
 
 
 def listener(entry: dict[str, Any]) -> socket.socket:
-    """An IPv6-only socket bound to ``entry``'s ``listen`` address and ``port`` (listening, for TCP)."""
+    """A socket bound to ``entry``'s ``listen`` address and ``port`` (listening, for TCP): IPv6-only for an
+    IPv6 address, IPv4 for an IPv4 one (the rootless keeper's relays with pasta, daemons/keeper.py)."""
     kind = socket.SOCK_STREAM if entry["proto"] == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET6, kind)
+    six = ":" in entry["listen"]
+    sock = socket.socket(socket.AF_INET6 if six else socket.AF_INET, kind)
     try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if six:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((entry["listen"], int(entry["port"])))
