@@ -11,11 +11,21 @@ A user who is not root gets labs in namespaces of their own, held by this one pr
   resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over ``/etc/resolv.conf`` (the machine's may name
   127.0.0.53, which nothing in the lab can reach);
 - a **network namespace** that plays "the machine" for the user's labs: their bridges, NAT masquerade and nft
-  rules live there, and ``slirp4netns`` (run outside, in the machine's namespaces) connects its ``tap0`` to the
-  machine's network: 10.0.2.100/24, gateway 10.0.2.2, MTU 65520, the machine's loopback not reachable.
+  rules live there, and the way out (run outside, in the machine's namespaces: ``slirp4netns``, or ``pasta``
+  when new enough, daemons/wayout.py) connects its ``tap0`` to the machine's network: 10.0.2.100/24, gateway
+  10.0.2.2, MTU 65520, the machine's loopback not reachable.
 
 State lives under :func:`nslab.paths.user_state_root` (mode 0700, the user's): the pid file that commands join
-by, the hold lock, slirp4netns's API socket (``add_hostfwd`` for published ports), this daemon's log.
+by, the hold lock, slirp4netns's API socket (``add_hostfwd`` for published ports), the way out chosen, this
+daemon's log.
+
+Published ports: slirp4netns forwards their IPv4 side (:func:`sync_forwards`); its API (1.2) takes no IPv6
+address, so the keeper relays the IPv6 side itself (:class:`_Relays`, loopproxy.py) from listening sockets that
+its binder (:class:`_Binder`, a child left in the machine's namespaces) makes on the machine and hands over.
+With pasta, which has no forwarding API, the keeper relays the IPv4 side too.
+
+A keeper that died (killed, crashed) leaves its labs' state and their supervisors: :func:`join` refuses every
+command in one line, and the user's ``gc`` or ``down`` cleans up (:func:`clean_orphans`).
 
 Joining (:func:`join`, from the CLI's entry before anything else): ``setns`` into the keeper's user namespace
 first, then its mount and network namespaces, in the command's own process (no fork; the process is still
