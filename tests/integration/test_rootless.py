@@ -401,6 +401,8 @@ def test_dual_stack_published_port_answers_on_ipv6_loopback(user, host):
     up = user.run("up", "--wait", "--timeout", "20")
     assert up.returncode == 0, up.stderr
     user_ns = _keeper_ns(user)
+    listening = sh("ss -Hltn").stdout  # `up` nudged the keeper: its relays are there at once
+    assert "[::]:6000" in listening and "[::1]:6100" in listening, listening
     assert _answer("http://127.0.0.1:6000/") == "200"
     assert _answer("http://[::1]:6000/") == "200"
     assert _answer("http://[::1]:6100/") == "200"

@@ -219,10 +219,10 @@ def _rootless_forwards() -> None:
     from ..core.rootless import joined
 
     if joined():
-        from ..daemons.keeper import sync_forwards
+        from ..daemons.keeper import sync_now
         from ..paths import state_root
 
-        for line in sync_forwards(state_root()):
+        for line in sync_now(state_root()):
             sys.stderr.write(f"nslab: warning: {line}\n")
 
 

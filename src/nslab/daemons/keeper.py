@@ -609,6 +609,21 @@ def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
     return wanted
 
 
+def sync_now(root: str) -> list[str]:
+    """A command's part once it changed the labs: slirp4netns's forwards synced (:func:`sync_forwards`), and
+    the keeper nudged (SIGUSR1) to make its relays those of the labs at once rather than within a second."""
+    import signal
+
+    failures = sync_forwards(root)
+    pid = running(root)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            pass
+    return failures
+
+
 def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
     import json
     import socket
@@ -721,15 +736,29 @@ def _bind_for_keeper(sock: socket.socket) -> None:
         os._exit(0)
 
 
+def _drained(fd: int) -> bool:
+    """Read what waits on the non-blocking ``fd``; False once there is nothing (more)."""
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
+
+
 class _Relays:
     """The keeper's IPv6 published ports: one loopproxy relay per port, listening on the machine (sockets from
     the :class:`_Binder`), connecting to the lab host's IPv6 address in the keeper's network namespace."""
 
     def __init__(self, binder: _Binder, ipv4: bool = False):
         import selectors
+        import signal
 
         self.binder, self.ipv4 = binder, ipv4
         self.selector = selectors.DefaultSelector()
+        # a command's nudge (SIGUSR1, :func:`sync_now`) wakes the loop through this pipe: sync at once
+        self.woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake)
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+        self.selector.register(self.woken, selectors.EVENT_READ, ("nudge", None))
         self.proxies: dict[str, LoopbackProxy] = {}
         self.said: set[str] = set()  # failures already logged (they are tried again each second)
 
@@ -754,16 +783,22 @@ class _Relays:
                 self.said.add(str(exc))
         return failures
 
-    def wait(self, timeout: float) -> None:
-        """Relay what comes within ``timeout`` seconds."""
+    def wait(self, timeout: float) -> bool:
+        """Relay what comes within ``timeout`` seconds; True when a command nudged the keeper meanwhile."""
+        nudged = False
         for key, _ in self.selector.select(timeout):
             kind, sock = key.data
+            if kind == "nudge":
+                while _drained(self.woken):
+                    nudged = True
+                continue
             for proxy in list(self.proxies.values()):
                 if proxy.owns(sock):
                     proxy.dispatch(kind, sock)
                     break
         for proxy in self.proxies.values():
             proxy.expire()
+        return nudged
 
     def close(self) -> None:
         for proxy in self.proxies.values():
@@ -783,7 +818,10 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Rel
     while True:
         now = time.monotonic()
         if now < tick:
-            relays.wait(tick - now) if relays is not None else time.sleep(tick - now)
+            if relays is None:
+                time.sleep(tick - now)
+            elif relays.wait(tick - now):
+                tick = time.monotonic()  # (a command changed the labs: their ports now)
             continue
         tick = now + POLL
         if labs_left(root):
@@ -949,13 +987,13 @@ def main(argv: list[str]) -> int:
         print(str(exc) if isinstance(exc, EnvironmentProblem) else
               f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
         return 1
+    relays = _Relays(binder, ipv4=way.name == "pasta")  # (before the pid file: a command's nudge is caught)
     with open(paths.keeper_pid_file(root), "w") as fh:
         fh.write(f"{os.getpid()} {os.stat('/proc/self/ns/user').st_ino}\n")  # (root's gc: what to kill)
     print("ready", flush=True)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    relays = _Relays(binder, ipv4=way.name == "pasta")
     try:
         serve(root, relays=relays)
     finally:

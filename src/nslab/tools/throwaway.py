@@ -241,9 +241,9 @@ def _rootless_forwards() -> None:
     from ..core.rootless import joined
 
     if joined():
-        from ..daemons.keeper import sync_forwards
+        from ..daemons.keeper import sync_now
 
-        for line in sync_forwards(paths.state_root()):
+        for line in sync_now(paths.state_root()):
             os.write(2, f"nslab: warning: {line}\n".encode())
 
 
