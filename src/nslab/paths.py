@@ -19,7 +19,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
 - a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
   out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
-  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.way-out``, ``.resolv.conf``;
+  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.way-out``,
+  ``.unrelayed.json``, ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -96,6 +97,11 @@ def keeper_log(root: str) -> str:
 def slirp_socket(root: str) -> str:
     """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
     return os.path.join(root, ".slirp.sock")
+
+
+def keeper_unrelayed(root: str) -> str:
+    """The published ports the keeper cannot relay from the machine now (daemons/keeper.py), by lab."""
+    return os.path.join(root, ".unrelayed.json")
 
 
 def keeper_way_out(root: str) -> str:

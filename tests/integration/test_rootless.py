@@ -439,6 +439,32 @@ def test_run_publishes_ports_from_the_machine(user, host):
     assert _machine(host) == before
 
 
+def test_an_ipv6_port_the_machine_uses_is_said_by_status(user):
+    """The machine already listens on [::]:6300 (IPv6 only): the lab's IPv4 side answers, and ``status`` says
+    the IPv6 side is not published, why, until the port is free (the keeper tries again every second)."""
+    import socket
+
+    busy = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    busy.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    busy.bind(("::", 6300))
+    busy.listen(1)
+    try:
+        user.write("nslab.yaml", "name: busy\nnetworks: {n: {ipv6: true}}\nhosts:\n  web: {networks: [n], publish: "
+                                 "[\"6300:8080\"], run: \"exec python3 -m http.server 8080 --bind ::\"}\n")
+        assert user.run("up", "--wait", "--timeout", "20").returncode == 0
+        user_ns = _keeper_ns(user)
+        assert _answer("http://127.0.0.1:6300/") == "200"
+        status = user.run("status", "busy")
+        assert ("not published: cannot listen on the machine's [::]:6300/tcp: Address already in use"
+                in status.stdout), status.stdout + status.stderr
+    finally:
+        busy.close()
+    assert _answer("http://[::1]:6300/") == "200"  # taken up again once free
+    assert "not published" not in user.run("status", "busy").stdout
+    assert user.run("down", "busy").returncode == 0
+    _nothing_left(user, user_ns)
+
+
 @pytest.mark.parametrize("cleanup", [["gc"], ["down", "k"]])
 def test_a_keeper_that_died_is_said_and_cleaned_by_the_user(user, cleanup):
     import os

@@ -137,10 +137,10 @@ def test_relayed_ports(tmp_path):
     (tmp_path / "lab" / "state.json").write_text(json.dumps({"firewall": {"ports": ports}}))
     root = str(tmp_path)
     assert wanted_forwards(root) == {("tcp", "0.0.0.0", 6000), ("tcp", "127.0.0.1", 6200)}
-    six = [{"listen": "::", "port": 6000, "proto": "tcp", "to": "fd00::2", "to_port": 80},
-           {"listen": "::1", "port": 6100, "proto": "udp", "to": "fd00::2", "to_port": 53}]
+    six = [{"listen": "::", "port": 6000, "proto": "tcp", "to": "fd00::2", "to_port": 80, "lab": "lab"},
+           {"listen": "::1", "port": 6100, "proto": "udp", "to": "fd00::2", "to_port": 53, "lab": "lab"}]
     assert wanted_relays(root) == six
     both = wanted_relays(root, ipv4=True)
     assert [e for e in both if e not in six] == [
-        {"listen": "0.0.0.0", "port": 6000, "proto": "tcp", "to": "::ffff:10.1.0.2", "to_port": 80},
-        {"listen": "127.0.0.1", "port": 6200, "proto": "tcp", "to": "::ffff:10.1.0.3", "to_port": 80}]
+        {"listen": "0.0.0.0", "port": 6000, "proto": "tcp", "to": "::ffff:10.1.0.2", "to_port": 80, "lab": "lab"},
+        {"listen": "127.0.0.1", "port": 6200, "proto": "tcp", "to": "::ffff:10.1.0.3", "to_port": 80, "lab": "lab"}]

@@ -205,13 +205,15 @@ def _rootless_status(doc: dict[str, Any]) -> None:
     from ..core.rootless import ROOTLESS_ENV, joined
 
     if joined():
+        from ..daemons.keeper import unrelayed
         from ..daemons.wayout import recorded
         from ..paths import state_root
 
-        way_out = recorded(state_root())
+        way_out, failing = recorded(state_root()), unrelayed(state_root())
         for lab in doc["labs"]:
             lab["rootless"] = {"uid": int(os.environ[ROOTLESS_ENV]), "services": "process groups",
-                               "way_out": way_out}
+                               "way_out": way_out, **({"unrelayed": failing[lab["name"]]}
+                                                      if lab["name"] in failing else {})}
 
 
 def _rootless_forwards() -> None:

@@ -572,7 +572,7 @@ def _published(root: str) -> list[dict[str, Any]]:
                 ports = (json.load(fh).get("firewall") or {}).get("ports") or []
         except (OSError, ValueError, AttributeError):
             continue
-        found += [p for p in ports if isinstance(p, dict) and p.get("host_port")]
+        found += [{**p, "lab": lab} for p in ports if isinstance(p, dict) and p.get("host_port")]
     return found
 
 
@@ -593,7 +593,7 @@ def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
         host_ip = p.get("host_ip", "")
         if ipv4 and ":" not in host_ip:
             wanted.append({"listen": host_ip, "port": int(p["host_port"]), "proto": p["proto"],
-                           "to": f"::ffff:{p['address']}", "to_port": int(p["port"])})
+                           "to": f"::ffff:{p['address']}", "to_port": int(p["port"]), "lab": p["lab"]})
         if not p.get("address6"):
             continue
         if host_ip in ("0.0.0.0", "::"):
@@ -605,7 +605,7 @@ def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
         else:
             continue  # (one IPv4 address of the machine: nothing of IPv6)
         wanted.append({"listen": listen, "port": int(p["host_port"]), "proto": p["proto"], "to": p["address6"],
-                       "to_port": int(p["port"])})
+                       "to_port": int(p["port"]), "lab": p["lab"]})
     return wanted
 
 
@@ -736,6 +736,31 @@ def _bind_for_keeper(sock: socket.socket) -> None:
         os._exit(0)
 
 
+def _write_unrelayed(root: str, failing: dict[str, list[str]]) -> None:
+    import json
+
+    path = paths.keeper_unrelayed(root)
+    if not failing:
+        if os.path.exists(path):
+            os.unlink(path)
+        return
+    with open(path + ".new", "w") as fh:
+        json.dump(failing, fh)
+    os.replace(path + ".new", path)
+
+
+def unrelayed(root: str) -> dict[str, list[str]]:
+    """The published ports the keeper cannot relay now, by lab: one line each (``status`` says them)."""
+    import json
+
+    try:
+        with open(paths.keeper_unrelayed(root)) as fh:
+            found = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _drained(fd: int) -> bool:
     """Read what waits on the non-blocking ``fd``; False once there is nothing (more)."""
     try:
@@ -763,7 +788,8 @@ class _Relays:
         self.said: set[str] = set()  # failures already logged (they are tried again each second)
 
     def sync(self, root: str) -> list[str]:
-        """Relays for the user's labs' IPv6 published ports, no others; one line per new failure."""
+        """Relays for the user's labs' IPv6 published ports, no others; one line per new failure (all of them,
+        by lab, in the state root for ``status``: :func:`unrelayed`)."""
         import json
 
         from .loopproxy import LoopbackProxy
@@ -771,17 +797,18 @@ class _Relays:
         wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root, self.ipv4)}
         for key in set(self.proxies) - set(wanted):
             self.proxies.pop(key).close()
-        failures = []
+        failing: dict[str, list[str]] = {}
         for key, entry in wanted.items():
             if key in self.proxies:
                 continue
             try:
                 self.proxies[key] = LoopbackProxy([entry], self.selector, self.binder.listen)
             except OSError as exc:
-                if str(exc) not in self.said:
-                    failures.append(str(exc))
-                self.said.add(str(exc))
-        return failures
+                failing.setdefault(entry["lab"], []).append(str(exc))
+        new = [line for lines in failing.values() for line in lines if line not in self.said]
+        self.said = {line for lines in failing.values() for line in lines}
+        _write_unrelayed(root, failing)
+        return new
 
     def wait(self, timeout: float) -> bool:
         """Relay what comes within ``timeout`` seconds; True when a command nudged the keeper meanwhile."""
