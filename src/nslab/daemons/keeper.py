@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from .. import linux, paths
 
+TYPE_CHECKING = False  # (not typing's: a command joining the keeper imports this module, `nslab exec` too)
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
+    from typing import Any
 
     from .loopproxy import LoopbackProxy
     from .wayout import WayOut
