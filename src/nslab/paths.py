@@ -20,7 +20,7 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
 - a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
   out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
   ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.way-out``,
-  ``.unrelayed.json``, ``.resolv.conf``;
+  ``.unrelayed.json``, ``.synced``, ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -97,6 +97,11 @@ def keeper_log(root: str) -> str:
 def slirp_socket(root: str) -> str:
     """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
     return os.path.join(root, ".slirp.sock")
+
+
+def keeper_synced(root: str) -> str:
+    """Rewritten by the keeper after each sync of its port forwards and relays (a command waits for it)."""
+    return os.path.join(root, ".synced")
 
 
 def keeper_unrelayed(root: str) -> str:

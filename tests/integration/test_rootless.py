@@ -401,7 +401,7 @@ def test_dual_stack_published_port_answers_on_ipv6_loopback(user, host):
     up = user.run("up", "--wait", "--timeout", "20")
     assert up.returncode == 0, up.stderr
     user_ns = _keeper_ns(user)
-    listening = sh("ss -Hltn").stdout  # `up` nudged the keeper: its relays are there at once
+    listening = sh("ss -Hltn").stdout  # `up` nudged the keeper and waited: its relays are there
     assert "[::]:6000" in listening and "[::1]:6100" in listening, listening
     assert _answer("http://127.0.0.1:6000/") == "200"
     assert _answer("http://[::1]:6000/") == "200"
@@ -451,7 +451,10 @@ def test_an_ipv6_port_the_machine_uses_is_said_by_status(user):
     try:
         user.write("nslab.yaml", "name: busy\nnetworks: {n: {ipv6: true}}\nhosts:\n  web: {networks: [n], publish: "
                                  "[\"6300:8080\"], run: \"exec python3 -m http.server 8080 --bind ::\"}\n")
-        assert user.run("up", "--wait", "--timeout", "20").returncode == 0
+        up = user.run("up", "--wait", "--timeout", "20")
+        assert up.returncode == 0, up.stderr
+        assert ("nslab: warning: not published: cannot listen on the machine's [::]:6300/tcp: Address already in "
+                "use") in up.stderr, up.stderr
         user_ns = _keeper_ns(user)
         assert _answer("http://127.0.0.1:6300/") == "200"
         status = user.run("status", "busy")

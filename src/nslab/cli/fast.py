@@ -86,7 +86,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | 
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
         result = up_file(path, progress=bar, subset=subset)
-    _rootless_forwards()
+    _rootless_forwards(result.lab.name)
     render.warnings(result.warnings)
     if not quiet:
         render.changes(result.changes())
@@ -216,15 +216,18 @@ def _rootless_status(doc: dict[str, Any]) -> None:
                                                       if lab["name"] in failing else {})}
 
 
-def _rootless_forwards() -> None:
-    """Rootless: slirp4netns's port forwards made to match the labs' published ports (daemons/keeper.py)."""
+def _rootless_forwards(lab: str | None = None) -> None:
+    """Rootless: the port forwards and the keeper's relays made to match the labs' published ports
+    (daemons/keeper.py); what cannot be published for ``lab`` said as a warning."""
     from ..core.rootless import joined
 
     if joined():
-        from ..daemons.keeper import sync_now
+        from ..daemons.keeper import sync_now, unrelayed
         from ..paths import state_root
 
-        for line in sync_now(state_root()):
+        lines = sync_now(state_root())
+        lines += [f"not published: {line}" for line in unrelayed(state_root()).get(lab or "", [])]
+        for line in lines:
             sys.stderr.write(f"nslab: warning: {line}\n")
 
 

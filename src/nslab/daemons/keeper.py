@@ -65,6 +65,7 @@ JOINED = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("net", lin
           ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC))
 POLL = 1.0  # seconds between the keeper's looks for labs
 START_TIMEOUT = 10.0  # seconds a command waits for a new keeper to be ready
+SYNC_WAIT = 2.0  # seconds a command that changed the labs waits for the keeper's relays to follow
 
 
 def subordinate(name: str, ident: int, file: str) -> tuple[int, int] | None:
@@ -612,17 +613,32 @@ def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
 
 def sync_now(root: str) -> list[str]:
     """A command's part once it changed the labs: slirp4netns's forwards synced (:func:`sync_forwards`), and
-    the keeper nudged (SIGUSR1) to make its relays those of the labs at once rather than within a second."""
+    the keeper nudged (SIGUSR1) to make its relays those of the labs at once; returns once it has (at most
+    :data:`SYNC_WAIT` seconds), so the labs' ports answer when the command is done."""
     import signal
+    import time
 
     failures = sync_forwards(root)
     pid = running(root)
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGUSR1)
-        except OSError:
-            pass
+    if pid is None:
+        return failures
+    before = _synced(root)
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        return failures
+    deadline = time.monotonic() + SYNC_WAIT
+    while _synced(root) == before and time.monotonic() < deadline:
+        time.sleep(0.002)
     return failures
+
+
+def _synced(root: str) -> str:
+    try:
+        with open(paths.keeper_synced(root)) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
@@ -852,8 +868,8 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Rel
                 tick = time.monotonic()  # (a command changed the labs: their ports now)
             continue
         tick = now + POLL
+        _sync(root, relays)
         if labs_left(root):
-            _sync(root, relays)
             continue
         try:
             fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -869,9 +885,14 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Rel
 def _sync(root: str, relays: _Relays | None) -> None:
     """The forwards made to match the labs (a change made by a command that did not sync them itself; the
     IPv6 relays, which only the keeper can hold); failures to the keeper's log."""
+    import time
+
     lines = sync_forwards(root) + (relays.sync(root) if relays is not None else [])
     for line in lines:
         print(line, file=sys.stderr, flush=True)
+    with open(paths.keeper_synced(root) + ".new", "w") as fh:
+        fh.write(str(time.monotonic_ns()))
+    os.replace(paths.keeper_synced(root) + ".new", paths.keeper_synced(root))  # (what sync_now waits for)
 
 
 # --- root's view of the users' labs (``nslab ls``, ``nslab gc --user``) ------------------------------------
