@@ -15,9 +15,8 @@ private 0666 /dev/net/tun node, Debian's python in a venv under /tmp):
 - egress throughput: ``iperf3 -c 198.51.100.1`` from h1 of a NAT network to ``wan``'s iperf3 server, through
   root's NAT (a veth and the bridge) and through the user's slirp4netns.
 - a published port's throughput: ``iperf3 -c`` from the machine (the throwaway host) to a dual-stack lab
-  host's iperf3 server published on 6400, over ``127.0.0.1`` (root: DNAT; the user: slirp4netns's forward)
-  and over ``[::1]`` (root: the supervisor's relay; the user: the keeper's relay, slirp4netns 1.2 forwards
-  IPv4 only).
+  host's iperf3 server published on 6400, over ``127.0.0.1`` (root: DNAT) and over ``[::1]`` (root: the
+  supervisor's relay); the user's both through the keeper's relay.
 
 Prints one table; changes nothing outside the throwaway host.
 """

@@ -19,7 +19,7 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
     ``<lab>/events.jsonl``         what happened to the lab, one JSON line per event (core/events.py);
 - a rootless user's state root (:func:`user_state_root`: ``$XDG_RUNTIME_DIR/nslab`` or ``/tmp/nslab-UID``), laid
   out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
-  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.way-out``,
+  ``.keeper.start`` (locks), ``.keeper.log``, ``.way-out``,
   ``.unrelayed.json``, ``.synced``, ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
@@ -92,11 +92,6 @@ def keeper_start_file(root: str) -> str:
 
 def keeper_log(root: str) -> str:
     return os.path.join(root, ".keeper.log")
-
-
-def slirp_socket(root: str) -> str:
-    """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
-    return os.path.join(root, ".slirp.sock")
 
 
 def keeper_synced(root: str) -> str:

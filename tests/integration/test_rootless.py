@@ -394,8 +394,8 @@ def _answer(url: str) -> str:
 
 
 def test_dual_stack_published_port_answers_on_ipv6_loopback(user, host):
-    """slirp4netns 1.2 forwards IPv4 only: the keeper relays the IPv6 side from sockets its binder made in the
-    machine's namespace, to the host's IPv6 address."""
+    """The keeper relays both families from sockets its binder made in the machine's namespace (slirp4netns
+    1.2's port forwarding is IPv4-only): the IPv6 side reaches the host's IPv6 address."""
     before = _machine(host)
     user.write("nslab.yaml", DUAL)
     up = user.run("up", "--wait", "--timeout", "20")

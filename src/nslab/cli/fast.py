@@ -217,18 +217,17 @@ def _rootless_status(doc: dict[str, Any]) -> None:
 
 
 def _rootless_forwards(lab: str | None = None) -> None:
-    """Rootless: the port forwards and the keeper's relays made to match the labs' published ports
-    (daemons/keeper.py); what cannot be published for ``lab`` said as a warning."""
+    """Rootless: the keeper's relays made to match the labs' published ports (daemons/keeper.py); what cannot
+    be published for ``lab`` said as a warning."""
     from ..core.rootless import joined
 
     if joined():
         from ..daemons.keeper import sync_now, unrelayed
         from ..paths import state_root
 
-        lines = sync_now(state_root())
-        lines += [f"not published: {line}" for line in unrelayed(state_root()).get(lab or "", [])]
-        for line in lines:
-            sys.stderr.write(f"nslab: warning: {line}\n")
+        sync_now(state_root())
+        for line in unrelayed(state_root()).get(lab or "", []):
+            sys.stderr.write(f"nslab: warning: not published: {line}\n")
 
 
 def down(lab: str) -> None:

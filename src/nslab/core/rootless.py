@@ -4,8 +4,8 @@ joined the user's keeper (daemons/keeper.py) runs as root of the user's own name
 - ``resources:`` needs root's cgroups (the machine's cgroup tree is not the user's to write);
 - container hosts (``image:``) need Docker, which is root's;
 - a service ``user:`` other than root needs that id mapped: only with subordinate ids (/etc/subuid);
-- a published port below the machine's ``net.ipv4.ip_unprivileged_port_start``: slirp4netns listens on the
-  machine as the user (the joining command kept the machine's value in ``NSLAB_PORT_START``).
+- a published port below the machine's ``net.ipv4.ip_unprivileged_port_start``: the keeper's binder listens on
+  the machine as the user (the joining command kept the machine's value in ``NSLAB_PORT_START``).
 
 ``nslab connect`` is refused by the CLI (it puts a container, root's, on a lab network).
 """

@@ -16,13 +16,13 @@ A user who is not root gets labs in namespaces of their own, held by this one pr
   10.0.2.2, MTU 65520, the machine's loopback not reachable.
 
 State lives under :func:`nslab.paths.user_state_root` (mode 0700, the user's): the pid file that commands join
-by, the hold lock, slirp4netns's API socket (``add_hostfwd`` for published ports), the way out chosen, this
-daemon's log.
+by, the hold lock, the way out chosen, what the keeper cannot publish now, this daemon's log.
 
-Published ports: slirp4netns forwards their IPv4 side (:func:`sync_forwards`); its API (1.2) takes no IPv6
-address, so the keeper relays the IPv6 side itself (:class:`_Relays`, loopproxy.py) from listening sockets that
-its binder (:class:`_Binder`, a child left in the machine's namespaces) makes on the machine and hands over.
-With pasta, which has no forwarding API, the keeper relays the IPv4 side too.
+Published ports: the keeper relays them itself (:class:`_Relays`, loopproxy.py), both families, from listening
+sockets that its binder (:class:`_Binder`, a child left in the machine's namespaces) makes on the machine and
+hands over, to the lab host's address from inside. Not slirp4netns's port forwarding: its API (1.2) takes no
+IPv6 address (``add_hostfwd`` reads ``host_addr`` as IPv4), it moves about an eighth of what the relay does
+(docs/performance.md), and pasta has no such API at all.
 
 A keeper that died (killed, crashed) leaves its labs' state and their supervisors: :func:`join` refuses every
 command in one line, and the user's ``gc`` or ``down`` cleans up (:func:`clean_orphans`).
@@ -174,7 +174,7 @@ def join(start: bool) -> int | None:
         return None
     try:
         with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as fh:
-            os.environ["NSLAB_PORT_START"] = fh.read().strip()  # the machine's, where slirp4netns listens
+            os.environ["NSLAB_PORT_START"] = fh.read().strip()  # the machine's, where the binder listens
     except OSError:
         pass
     _enter(pid)
@@ -346,16 +346,15 @@ class _Helper:
                 os.close(fd)
             if way.name == "pasta":
                 _helper(go_r, answer_w, (), keeper, self.ranges,
-                        pasta_argv(way.path, keeper, SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS, TAP, MTU), "")
+                        pasta_argv(way.path, keeper, SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS, TAP, MTU))
             _helper(go_r, answer_w, (ready_w, exit_r), keeper, self.ranges,
-                    self._slirp_argv(way.path, keeper, ready_w, exit_r), paths.slirp_socket(root))
+                    self._slirp_argv(way.path, keeper, ready_w, exit_r))
         for fd in (go_r, answer_w, ready_w, exit_r):
             os.close(fd)
 
     def _slirp_argv(self, slirp: str, keeper: int, ready: int, exit_fd: int) -> list[str]:
-        return [slirp, "--configure", f"--mtu={MTU}", "--disable-host-loopback",
-                f"--api-socket={paths.slirp_socket(self.root)}", f"--ready-fd={ready}", f"--exit-fd={exit_fd}",
-                str(keeper), TAP]
+        return [slirp, "--configure", f"--mtu={MTU}", "--disable-host-loopback", f"--ready-fd={ready}",
+                f"--exit-fd={exit_fd}", str(keeper), TAP]
 
     def user_namespace(self) -> None:
         """unshare the user namespace and have it mapped (subordinate ids, else the user's own id as 0)."""
@@ -421,9 +420,9 @@ class _Helper:
 
 
 def _helper(go: int, answer: int, keep: tuple[int, ...], keeper: int,
-            ranges: tuple[tuple[int, int], tuple[int, int]] | None, argv: list[str], sock: str) -> None:
-    """The helper's life (see :class:`_Helper`): ``argv`` the way out, ``keep`` the fds it inherits, ``sock``
-    slirp4netns's API socket (removed first when left over); never returns."""
+            ranges: tuple[tuple[int, int], tuple[int, int]] | None, argv: list[str]) -> None:
+    """The helper's life (see :class:`_Helper`): ``argv`` the way out, ``keep`` the fds it inherits; never
+    returns."""
     uid, gid = os.getuid(), os.getgid()
     try:
         step = os.read(go, 1)
@@ -436,8 +435,6 @@ def _helper(go: int, answer: int, keep: tuple[int, ...], keeper: int,
             os.write(answer, b"0" if code == 0 else b"1")
             step = os.read(go, 1)
         if step == b"s":
-            if sock and os.path.exists(sock):
-                os.unlink(sock)
             for fd in keep:
                 os.set_inheritable(fd, True)
             os.execv(argv[0], argv)
@@ -560,7 +557,7 @@ def _labs_left(root: str) -> bool:
     return bool(_lab_dirs(root))
 
 
-# --- published ports: slirp4netns forwards the machine's port to the keeper's tap0 (DNAT does the rest) ----
+# --- published ports: the keeper relays them from sockets made on the machine ------------------------------
 
 
 def _published(root: str) -> list[dict[str, Any]]:
@@ -578,24 +575,17 @@ def _published(root: str) -> list[dict[str, Any]]:
     return found
 
 
-def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
-    """``(proto, machine address, port)`` of every IPv4 published port of the user's labs (their state)."""
-    return {(p["proto"], p["host_ip"], int(p["host_port"])) for p in _published(root)
-            if ":" not in p.get("host_ip", ":")}
-
-
-def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
-    """The IPv6 side of the user's published ports (hosts with an IPv6 address): what the keeper relays from
-    the machine (loopproxy entries). ``PORT`` and ``[::]:PORT`` listen on every IPv6 address of the machine,
-    ``[::1]:PORT`` and ``127.0.0.1:PORT`` on ``::1`` (as root's relay does), an IPv6 address on itself.
-    ``ipv4`` (the way out is pasta, which has no port forwarding API): the IPv4 side too, to the host's IPv4
-    address (IPv4-mapped: the relay's upstream sockets are IPv6)."""
+def wanted_relays(root: str) -> list[dict[str, Any]]:
+    """What the keeper relays from the machine for the user's published ports (loopproxy entries, and the lab
+    of each). IPv4: on the address written (``0.0.0.0``: all of the machine's) to the host's IPv4 address. IPv6
+    (hosts with an IPv6 address): ``PORT`` and ``[::]:PORT`` on every IPv6 address of the machine,
+    ``[::1]:PORT`` and ``127.0.0.1:PORT`` on ``::1`` (as root's relay does), an IPv6 address on itself."""
     wanted = []
     for p in _published(root):
         host_ip = p.get("host_ip", "")
-        if ipv4 and ":" not in host_ip:
+        if ":" not in host_ip:
             wanted.append({"listen": host_ip, "port": int(p["host_port"]), "proto": p["proto"],
-                           "to": f"::ffff:{p['address']}", "to_port": int(p["port"]), "lab": p["lab"]})
+                           "to": p["address"], "to_port": int(p["port"]), "lab": p["lab"]})
         if not p.get("address6"):
             continue
         if host_ip in ("0.0.0.0", "::"):
@@ -611,26 +601,24 @@ def wanted_relays(root: str, ipv4: bool = False) -> list[dict[str, Any]]:
     return wanted
 
 
-def sync_now(root: str) -> list[str]:
-    """A command's part once it changed the labs: slirp4netns's forwards synced (:func:`sync_forwards`), and
-    the keeper nudged (SIGUSR1) to make its relays those of the labs at once; returns once it has (at most
-    :data:`SYNC_WAIT` seconds), so the labs' ports answer when the command is done."""
+def sync_now(root: str) -> None:
+    """A command's part once it changed the labs: the keeper nudged (SIGUSR1) to make its relays those of the
+    labs at once; returns once it has (at most :data:`SYNC_WAIT` seconds), so the labs' ports answer when the
+    command is done."""
     import signal
     import time
 
-    failures = sync_forwards(root)
     pid = running(root)
     if pid is None:
-        return failures
+        return
     before = _synced(root)
     try:
         os.kill(pid, signal.SIGUSR1)
     except OSError:
-        return failures
+        return
     deadline = time.monotonic() + SYNC_WAIT
     while _synced(root) == before and time.monotonic() < deadline:
         time.sleep(0.002)
-    return failures
 
 
 def _synced(root: str) -> str:
@@ -639,51 +627,6 @@ def _synced(root: str) -> str:
             return fh.read()
     except OSError:
         return ""
-
-
-def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
-    import json
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(paths.slirp_socket(root))
-        sock.sendall(json.dumps(request).encode())
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    answer = json.loads(data or b"{}")
-    if "error" in answer:
-        raise OSError(f"slirp4netns refused {request['execute']}: {answer['error']}")
-    result = answer.get("return") or {}
-    return result if isinstance(result, dict) else {}
-
-
-def sync_forwards(root: str) -> list[str]:
-    """Make slirp4netns's port forwards those of the user's labs (added, removed); one line per failure. (With
-    pasta as the way out there is no API socket: the keeper relays IPv4 too.)"""
-    if not os.path.exists(paths.slirp_socket(root)):
-        return []
-    failures: list[str] = []
-    try:
-        entries = _slirp_call(root, {"execute": "list_hostfwd"}).get("entries") or []
-    except (OSError, ValueError) as exc:
-        return [f"cannot reach slirp4netns's API: {exc}"]
-    assert isinstance(entries, list)
-    wanted = wanted_forwards(root)
-    have = {(e["proto"], e["host_addr"], int(e["host_port"])): int(e["id"]) for e in entries}
-    calls: list[dict[str, object]] = [{"execute": "remove_hostfwd", "arguments": {"id": ident}}
-                                      for key, ident in have.items() if key not in wanted]
-    calls += [{"execute": "add_hostfwd", "arguments": {"proto": proto, "host_addr": addr, "host_port": port,
-                                                       "guest_addr": SLIRP_ADDRESS, "guest_port": port}}
-              for proto, addr, port in sorted(wanted - set(have))]
-    for call in calls:
-        try:
-            _slirp_call(root, call)
-        except (OSError, ValueError) as exc:
-            failures.append(str(exc))
-    return failures
 
 
 def _lab_dirs(root: str) -> list[str]:
@@ -697,8 +640,8 @@ def _lab_dirs(root: str) -> list[str]:
 class _Binder:
     """A child forked before the keeper leaves the machine's namespaces: on the keeper's request it makes a
     listening socket in the machine's network namespace, as the user, and hands it over (SCM_RIGHTS). The
-    keeper relays what arrives there to the lab hosts' IPv6 addresses from inside: slirp4netns 1.2's API
-    forwards IPv4 only (its ``add_hostfwd`` parses ``host_addr`` as IPv4, and ``::`` or ``::1`` are refused)."""
+    keeper relays what arrives there to the lab hosts' addresses from inside (slirp4netns 1.2's ``add_hostfwd``
+    parses ``host_addr`` as IPv4, and refuses ``::`` or ``::1``; pasta has no such API)."""
 
     def __init__(self) -> None:
         import socket
@@ -787,14 +730,14 @@ def _drained(fd: int) -> bool:
 
 
 class _Relays:
-    """The keeper's IPv6 published ports: one loopproxy relay per port, listening on the machine (sockets from
-    the :class:`_Binder`), connecting to the lab host's IPv6 address in the keeper's network namespace."""
+    """The keeper's published ports: one loopproxy relay per port and family, listening on the machine (sockets
+    from the :class:`_Binder`), connecting to the lab host's address in the keeper's network namespace."""
 
-    def __init__(self, binder: _Binder, ipv4: bool = False):
+    def __init__(self, binder: _Binder):
         import selectors
         import signal
 
-        self.binder, self.ipv4 = binder, ipv4
+        self.binder = binder
         self.selector = selectors.DefaultSelector()
         # a command's nudge (SIGUSR1, :func:`sync_now`) wakes the loop through this pipe: sync at once
         self.woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -805,13 +748,13 @@ class _Relays:
         self.said: set[str] = set()  # failures already logged (they are tried again each second)
 
     def sync(self, root: str) -> list[str]:
-        """Relays for the user's labs' IPv6 published ports, no others; one line per new failure (all of them,
-        by lab, in the state root for ``status``: :func:`unrelayed`)."""
+        """Relays for the user's labs' published ports, no others; one line per new failure (all of them, by
+        lab, in the state root for ``up`` and ``status``: :func:`unrelayed`)."""
         import json
 
         from .loopproxy import LoopbackProxy
 
-        wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root, self.ipv4)}
+        wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root)}
         for key in set(self.proxies) - set(wanted):
             self.proxies.pop(key).close()
         failing: dict[str, list[str]] = {}
@@ -853,7 +796,7 @@ class _Relays:
 
 def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Relays | None = None) -> None:
     """Wait until the user's last lab is gone and no command is inside, then leave; meanwhile keep the port
-    forwards (IPv4: slirp4netns's; IPv6: ``relays``) those of the user's labs, and relay."""
+    relays (``relays``) those of the user's labs' published ports, and relay."""
     import fcntl
     import time
 
@@ -883,12 +826,11 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Rel
 
 
 def _sync(root: str, relays: _Relays | None) -> None:
-    """The forwards made to match the labs (a change made by a command that did not sync them itself; the
-    IPv6 relays, which only the keeper can hold); failures to the keeper's log."""
+    """The relays made to match the labs' published ports; new failures to the keeper's log; then the mark a
+    command's :func:`sync_now` waits for."""
     import time
 
-    lines = sync_forwards(root) + (relays.sync(root) if relays is not None else [])
-    for line in lines:
+    for line in relays.sync(root) if relays is not None else []:
         print(line, file=sys.stderr, flush=True)
     with open(paths.keeper_synced(root) + ".new", "w") as fh:
         fh.write(str(time.monotonic_ns()))
@@ -966,8 +908,8 @@ def _state_root_of(pid: str) -> str | None:
 
 
 def stop_user(entry: UserLabs) -> str:
-    """Root's ``gc --user``: kill a user's keeper, every process of its namespaces and slirp4netns, and remove
-    the user's state root. Returns what was done, one line."""
+    """Root's ``gc --user``: kill a user's keeper, every process of its namespaces, slirp4netns and the binder,
+    and remove the user's state root. Returns what was done, one line."""
     killed = _stop(entry)
     return (f"stopped the rootless labs of {entry.user} (uid {entry.uid}; labs: {', '.join(entry.labs) or 'none'}):"
             f" {killed} process(es) killed, {entry.state} removed")
@@ -983,7 +925,7 @@ def _stop(entry: UserLabs) -> int:
         victims.add(entry.keeper)
         try:
             with open(f"/proc/{entry.keeper}/task/{entry.keeper}/children") as fh:
-                victims |= {int(c) for c in fh.read().split()}  # slirp4netns (outside the namespace)
+                victims |= {int(c) for c in fh.read().split()}  # slirp4netns, the binder (outside it)
         except OSError:
             pass
     for victim in victims:
@@ -1036,7 +978,7 @@ def main(argv: list[str]) -> int:
         print(str(exc) if isinstance(exc, EnvironmentProblem) else
               f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
         return 1
-    relays = _Relays(binder, ipv4=way.name == "pasta")  # (before the pid file: a command's nudge is caught)
+    relays = _Relays(binder)  # (before the pid file: a command's nudge is caught)
     with open(paths.keeper_pid_file(root), "w") as fh:
         fh.write(f"{os.getpid()} {os.stat('/proc/self/ns/user').st_ino}\n")  # (root's gc: what to kill)
     print("ready", flush=True)

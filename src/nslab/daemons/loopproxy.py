@@ -30,7 +30,7 @@ CHUNK = 65536
 
 def listener(entry: dict[str, Any]) -> socket.socket:
     """A socket bound to ``entry``'s ``listen`` address and ``port`` (listening, for TCP): IPv6-only for an
-    IPv6 address, IPv4 for an IPv4 one (the rootless keeper's relays with pasta, daemons/keeper.py)."""
+    IPv6 address, IPv4 for an IPv4 one (the rootless keeper relays both, daemons/keeper.py)."""
     kind = socket.SOCK_STREAM if entry["proto"] == "tcp" else socket.SOCK_DGRAM
     six = ":" in entry["listen"]
     sock = socket.socket(socket.AF_INET6 if six else socket.AF_INET, kind)
@@ -46,6 +46,10 @@ def listener(entry: dict[str, Any]) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 class _Pipe:
@@ -93,7 +97,7 @@ class LoopbackProxy:
             client, _ = listener.accept()
         except OSError:
             return
-        upstream = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        upstream = socket.socket(_family(self.targets[listener][0]), socket.SOCK_STREAM)
         client.setblocking(False)
         upstream.setblocking(False)
         upstream.connect_ex(self.targets[listener])  # completes later: writable once connected
@@ -176,7 +180,7 @@ class LoopbackProxy:
             return
         upstream = self.udp_clients.get((listener, client))
         if upstream is None:
-            upstream = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            upstream = socket.socket(_family(self.targets[listener][0]), socket.SOCK_DGRAM)
             upstream.setblocking(False)
             try:
                 upstream.connect(self.targets[listener])

@@ -7,9 +7,10 @@ upstream build ``pasta 2023_12_04.b86afe3``, a distribution's its package versio
 ``0^20231204.g...``); Debian 12's passt (0.0~git20230309) says ``pasta unknown version``, which counts as too
 old. The date in it is what is compared.
 
-With pasta, nothing forwards ports through an API (pasta takes its forwards on its command line, at start):
-the keeper relays every published port, IPv4 too, from sockets made in the machine's namespace (its binder).
-That path has not run against a real pasta of 2023_12_04 or later: none is packaged for these machines.
+Published ports do not depend on the way out: the keeper relays them from sockets made in the machine's
+namespace (its binder), whichever it is. pasta itself has not run under nslab: no pasta of 2023_12_04 or later
+is packaged for the machines nslab is tested on (Debian 12), so :func:`pasta_argv` and the keeper's wait for
+pasta's tap0 are untested.
 """
 
 from __future__ import annotations
