@@ -439,6 +439,36 @@ def test_run_publishes_ports_from_the_machine(user, host):
     assert _machine(host) == before
 
 
+UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(('::', 5353))\n"
+            "while True:\n    d, peer = s.recvfrom(2048); s.sendto(b'echo ' + d, peer)")
+
+
+def test_udp_published_port_answers_on_both_families(user):
+    """A UDP port relayed by the keeper: a datagram to 127.0.0.1 and to [::1] comes back from the host."""
+    import socket
+
+    user.write("echo.py", UDP_ECHO)
+    user.write("nslab.yaml", "name: udp\nnetworks: {n: {ipv6: true}}\nhosts:\n  a: {networks: [n], publish: "
+                             f"[\"6500:5353/udp\"], run: \"exec python3 {user.home}/work/echo.py\"}}\n")
+    up = user.run("up", "--wait", "--timeout", "20")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_DGRAM) as client:
+            client.settimeout(0.2)
+            got = b""
+            for _ in range(50):  # (the service binds a moment after `up`)
+                client.sendto(b"ping", (address, 6500))
+                try:
+                    got = client.recv(2048)
+                    break
+                except TimeoutError:
+                    continue
+            assert got == b"echo ping", address
+    assert user.run("down", "udp").returncode == 0
+    _nothing_left(user, user_ns)
+
+
 def test_an_ipv6_port_the_machine_uses_is_said_by_status(user):
     """The machine already listens on [::]:6300 (IPv6 only): the lab's IPv4 side answers, and ``status`` says
     the IPv6 side is not published, why, until the port is free (the keeper tries again every second)."""
