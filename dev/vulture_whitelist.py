@@ -24,6 +24,9 @@ _.do_GET  # http.server handlers (tools/graph.py, the unit tests' fake Docker en
 _.log_message  # http.server: keeps requests off stderr
 _.address_string  # http.server: the fake Docker engine's peer has no address
 
+# tarfile reads it when it writes a symbolic link's entry (tools/image.py)
+_.linkname
+
 # pydantic reads it from the class
 model_config  # core/spec.py: the models' settings (unknown keys rejected)
 

@@ -11,7 +11,8 @@ CLI only ever handle this tree::
     │   ├── PublishSyntaxError  a published port that cannot be read (core/publish.py; reported as a Problem)
     │   ├── TargetError      a namespace target (pid:, container:, path:, ...) that cannot be entered
     │   │   └── CommandError a command that cannot be run: exit 127 (not found) or 126 (not executable)
-    │   └── ConflictError    something on the machine is in the way (a used port, a lab of another file)
+    │   ├── ConflictError    something on the machine is in the way (a used port, a lab of another file)
+    │   └── MachineError     which machine of a lab across machines this is cannot be told (``--machine``)
     ├── EnvironmentProblem   not root, missing kernel feature or tool; the CLI exits 1
     │   └── DockerUnavailable  nothing answers on Docker's socket (for a ``container:`` target: TargetError)
     ├── DockerError          Docker answered, but refused or failed a request
@@ -167,6 +168,10 @@ class CommandError(TargetError):
 
 class ConflictError(UserError):
     """Something already on the machine is in the way."""
+
+
+class MachineError(UserError):
+    """Which machine of a lab across machines this one is cannot be told, or ``--machine`` names none of them."""
 
 
 class PublishSyntaxError(UserError):

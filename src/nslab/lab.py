@@ -34,28 +34,33 @@ class Lab:
     """A lab file, loaded and validated (nothing on the machine changes until :meth:`up`).
 
     ``drivers``: the kernel boundaries to work through (default: the real ones, made on first use).
+    ``machine``: of a lab across machines (``machines:`` in its file), the part this machine builds, as ``nslab up
+    --machine`` (None: the part recorded here, else the machine whose address is local).
     """
 
-    def __init__(self, lab_file: load.LabFile, drivers: Drivers | None = None) -> None:
+    def __init__(self, lab_file: load.LabFile, drivers: Drivers | None = None, machine: str | None = None) -> None:
         self.file = lab_file
         self.drivers = drivers
+        self.machine = machine
         self._targets: dict[str, Target] = {}  # host -> where its namespaces are (Lab.exec)
         self.repairs: list[str] = []  # the drift the last plan repairs
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None, check: bool = True) -> Lab:
+    def load(cls, path: str | os.PathLike[str], drivers: Drivers | None = None, check: bool = True,
+             machine: str | None = None) -> Lab:
         """Read the lab file ``path`` (``-``: standard input) and check it whole: schema, references,
         addresses, published ports, and (``check``) conflicts with the machine and the other labs. Every problem
         is raised at once, in one :class:`~nslab.errors.UserError`. ``check=False`` leaves the machine's part
         to :meth:`up` (it checks again under the machine lock)."""
-        lab = cls(load.read(path), drivers)
+        lab = cls(load.read(path), drivers, machine)
         lab._raise_problems(check)
         return lab
 
     @classmethod
-    def from_text(cls, text: str, path: str = "", drivers: Drivers | None = None, check: bool = False) -> Lab:
+    def from_text(cls, text: str, path: str = "", drivers: Drivers | None = None, check: bool = False,
+                  machine: str | None = None) -> Lab:
         """Like :meth:`load`; a file without schema problems is checked against the machine only with ``check``."""
-        lab = cls(load.from_text(text, path or "<string>", os.path.realpath(path) if path else ""), drivers)
+        lab = cls(load.from_text(text, path or "<string>", os.path.realpath(path) if path else ""), drivers, machine)
         lab._raise_problems(check)
         return lab
 
@@ -89,17 +94,17 @@ class Lab:
     ) -> tuple[ResolvedLab, list[Problem]]:
         """Every problem of the lab in one pass, changing nothing (see :func:`nslab.core.load.validate`).
         Returns the lab as far as it resolved, and the problems in file order."""
-        checked = load.validate(self.file, drivers, recorded)
+        checked = load.validate(self.file, drivers, recorded, self.machine)
         return checked.lab, checked.problems
 
     def resolve(self, drivers: Drivers | None = None, recorded: state.LabState | None = None) -> ResolvedLab:
         """Resolve against the machine (its routes/addresses and the other labs) and validate every feature,
         without changing anything; every problem is raised at once."""
-        return load.resolved(self.file, drivers, recorded)
+        return load.resolved(self.file, drivers, recorded, self.machine)
 
     def plan(self, drivers: Drivers, recorded: state.LabState | None) -> tuple[ResolvedLab, Plan, dict[str, Any]]:
         """The desired lab, the plan that brings the machine there, and the records to keep once it is applied."""
-        planned = plan_lab(self.file, drivers, recorded)
+        planned = plan_lab(self.file, drivers, recorded, machine=self.machine)
         self.repairs = planned.repairs
         return planned.lab, planned.plan, planned.records
 
@@ -111,15 +116,15 @@ class Lab:
         from .core.lifecycle import Subset
 
         subset = Subset(tuple(only) if only is not None else None, tuple(profiles))
-        result = up_lab(self.file, self.drivers, dry_run, progress, subset)
+        result = up_lab(self.file, self.drivers, dry_run, progress, subset, self.machine)
         self.repairs = list(result.repairs)
         return result
 
     def down(self) -> None:
-        down(self.name, self.drivers)
+        down(self.name, self.drivers, self.machine)
 
     def status(self) -> dict[str, Any]:
-        return status(self.name, self.drivers)
+        return status(self.name, self.drivers, self.machine)
 
     def exec(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         """Run ``argv`` inside ``host`` (``subprocess.run`` keywords pass through); returns its result.

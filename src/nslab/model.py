@@ -13,7 +13,16 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .naming import OWNER_PREFIX, blake2s, bridge_name, host_veth_name, namespace_name, owner_alias, short_hash
+from .naming import (
+    OWNER_PREFIX,
+    blake2s,
+    bridge_name,
+    host_veth_name,
+    mac_address,
+    namespace_name,
+    owner_alias,
+    short_hash,
+)
 from .values import Value, field
 
 __all__ = [  # the naming rules are re-exported: resolve and the drivers take them from the model
@@ -33,6 +42,16 @@ class Occupied(Value):
     owner: str
 
 
+class Machine(Value):
+    """One machine of a lab across machines (``machines:``): its underlay address (where the others send its
+    VXLAN traffic), and what picks it under an engine (a node name, node labels)."""
+
+    name: str
+    address: IPv4Addr | IPv6Addr
+    node: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
 class Network(Value):
     name: str
     bridge: str
@@ -45,6 +64,15 @@ class Network(Value):
     #: the machine's interface made a port of the bridge while the lab is up (features/external.py): the bridge then
     #: holds that interface's addresses, not ``gateway`` (the LAN's router, kept from the hosts' IPAM)
     external: str | None = None
+    # A lab across machines (core/overlay.py): the machine holding the gateway address, NAT and published ports,
+    # the machines with a bridge of it (members or home, in ``machines:`` order), its VXLAN network identifier
+    # when it spans more than one.
+    home: str | None = None
+    machines: tuple[str, ...] = ()
+    vni: int | None = None
+
+    def spans(self) -> bool:
+        return len(self.machines) > 1
 
 
 class Interface(Value):
@@ -235,6 +263,7 @@ class Host(Value):
     interfaces: tuple[Interface, ...]
     gateway: IPv4Addr | None
     hostname: str
+    machine: str | None = None  # a lab across machines: where it lives
     routes: tuple[Route, ...] = ()  # added once the host's links exist (a route may go through one)
     sysctls: tuple[tuple[str, str], ...] = ()  # written inside the host's namespace, in file order
     container: Container | None = None  # set: the namespace is a Docker container's (features/containers.py)
@@ -317,6 +346,38 @@ class Lab(Value):
     partitions: tuple[tuple[str, str], ...] = ()  # hosts or networks cut from each other (features/partitions.py)
     expect: tuple[Expectation, ...] = ()  # verdicts over the reachability model's (tools/reach.py)
     tests: tuple[LabTest, ...] = ()  # what `nslab test` runs after the matrix
+    # A lab across machines (core/overlay.py). The whole lab resolves alike on every machine; each machine builds
+    # and records its part (``machine``): its own hosts, the networks it has a bridge of, the links with an end
+    # here; the rest of the lab stays known as ``remote`` hosts and ``remote_networks`` (names, checks).
+    machines: Mapping[str, Machine] = field(default_factory=dict)
+    overlay_port: int = 14789
+    overlay_mtu: int | None = None
+    underlay_mtu: int | None = None  # what the overlay MTU assumes every machine's underlay interface has
+    digest: str = ""  # sha256 of the whole lab's record: the same on every machine for the same file
+    machine: str | None = None
+    remote: Mapping[str, Host] = field(default_factory=dict)
+    remote_networks: Mapping[str, Network] = field(default_factory=dict)
+
+    def whole(self) -> Lab:
+        """Every host and network of the lab, here and on the other machines (what names and checks see); the
+        lab itself when it is not a part."""
+        if not self.remote and not self.remote_networks:
+            return self
+        from .values import replace
+
+        return replace(self, hosts={**self.hosts, **self.remote}, networks={**self.networks, **self.remote_networks},
+                       remote={}, remote_networks={})
+
+    def bridge_mac(self, network: Network) -> str:
+        """The MAC address of ``network``'s bridge here: derived from the names; across machines a bridge that is
+        not the home's has one of its own (two bridges with the gateway's MAC would each take its frames)."""
+        if self.builds_gateway(network):
+            return mac_address(self.name, "net", network.name)
+        return mac_address(self.name, "net", network.name, self.machine or "")
+
+    def builds_gateway(self, network: Network) -> bool:
+        """Whether this machine holds ``network``'s gateway address, NAT and published ports."""
+        return network.home is None or self.machine is None or network.home == self.machine
 
     def allocations(self) -> dict[str, Any]:
         """What IPAM decided, in the JSON shape state.py stores, so the next resolve can keep it."""

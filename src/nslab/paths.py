@@ -164,6 +164,12 @@ def attached_record(name: str) -> str:
     return os.path.join(state_root(), ".attached", name)
 
 
+def engine_mark(lab: str) -> str:
+    """``/run/nslab/.engine/LAB``: this machine's part of ``lab`` is held by an engine's runner (``nslab machine
+    run --held-by ENGINE``; the file names the engine): ``down``, ``status`` and ``exec`` go through the engine."""
+    return os.path.join(state_root(), ".engine", lab)
+
+
 def is_lab_name(name: str) -> bool:
     """``[a-z][a-z0-9-]{0,11}`` without importing ``re``; always a plain path component."""
     return 0 < len(name) <= 12 and "a" <= name[0] <= "z" and set(name) <= _NAME_CHARS

@@ -72,7 +72,7 @@ def test_the_kind_s_schema_reports_file_line_and_field():
     with pytest.raises(SpecError) as caught:
         spec.parse(LAB.replace("kind: toy", "kind: tory"), "toy.yaml")
     assert [str(p) for p in caught.value.problems] == [
-        "toy.yaml:8: links[1].kind: unknown link kind 'tory' (kinds: veth, toy)"]
+        "toy.yaml:8: links[1].kind: unknown link kind 'tory' (kinds: veth, vxlan, toy)"]
 
 
 def test_resolve_records_the_kind_and_its_options():

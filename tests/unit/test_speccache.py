@@ -89,9 +89,9 @@ def test_kept_lab_goes_up_and_converges_like_the_full_read(lab_file, monkeypatch
 
 
 def _recording(plan, ways):
-    def recorded(lab_file, drivers, recorded, subset=None):
+    def recorded(lab_file, drivers, recorded, subset=None, machine=None):
         ways.append("kept" if lab_file.entry is not None else "full")
-        return plan(lab_file, drivers, recorded, subset)
+        return plan(lab_file, drivers, recorded, subset, machine)
     return recorded
 
 

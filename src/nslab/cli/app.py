@@ -34,7 +34,7 @@ def cli() -> None:
 
 #: The verb groups, in the order ``nslab --help`` lists them; each module's ``register`` adds its commands.
 VERB_MODULES = ("labs", "targets", "services", "hosts", "network", "containers", "faults", "debug", "inspect",
-                "ops")
+                "ops", "engine")
 for _module in VERB_MODULES:
     importlib.import_module(f"{__package__}.{_module}").register(cli)
 

@@ -56,15 +56,15 @@ def _options(args: list[str], flags: dict[str, str], valued: dict[str, str]) -> 
 
 def _up(args: list[str]) -> int | None:
     found = _options(args, {"-q": "quiet", "--quiet": "quiet", "--wide": "wide", "--wait": "wait"},
-                     {"-f": "file", "--file": "file", "--timeout": "timeout"})
+                     {"-f": "file", "--file": "file", "--timeout": "timeout", "--machine": "machine"})
     if found is None or "" in found or found.get("file") == "-" or ("timeout" in found and "wait" not in found):
         return None
     try:
         timeout = float(found.get("timeout", WAIT_TIMEOUT)) if "wait" in found else None
     except ValueError:
         return None  # click says what is wrong with it
-    return reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found, wait=timeout),
-                      partial=True)
+    return reporting(lambda: up(found.get("file"), quiet="quiet" in found, wide="wide" in found, wait=timeout,
+                                machine=found.get("machine")), partial=True)
 
 
 #: ``up --wait``: seconds it waits for the healthchecks unless ``--timeout`` says otherwise.
@@ -72,7 +72,7 @@ WAIT_TIMEOUT = 60.0
 
 
 def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | None = None,
-       subset: Subset | None = None) -> int:
+       subset: Subset | None = None, machine: str | None = None) -> int:
     """``nslab up [-f FILE] [-q] [--wide] [--wait [--timeout S]]`` (table output; the click command calls it
     too, with ``--only`` and ``--profile`` as ``subset``). With ``wait``: returns once every healthcheck passes,
     else after ``wait`` seconds with 1 and a line ``nslab: HOST unhealthy: OUTPUT`` per host (the lab stays
@@ -85,7 +85,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | 
     require_root("up creates namespaces, links and firewall rules")
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
-        result = up_file(path, progress=bar, subset=subset)
+        result = up_file(path, progress=bar, subset=subset, machine=machine)
     _rootless_forwards(result.lab.name)
     render.warnings(result.warnings)
     if not quiet:
@@ -112,14 +112,20 @@ def _status(args: list[str]) -> int | None:
     return reporting(lambda: status(found.get(""), output), partial=True)
 
 
-def status(target: str | None, output: str, quiet: bool = False) -> int:
+def status(target: str | None, output: str, quiet: bool = False, machine: str | None = None) -> int:
     """``nslab status [LAB | LAB/HOST]`` in ``output`` (table, wide, json, yaml); exit status 1 when a lab's
-    record is damaged (drift raises: exit 1 too, named). The click command calls it with its options."""
+    record is damaged (drift raises: exit 1 too, named). The click command calls it with its options
+    (``--machine``: the labs up here must be that machine's part of a lab across machines)."""
     from ..core.lifecycle import status as lab_status
     from ..errors import NslabError
 
     lab_name, host = _lab_and_host(target)
-    doc = _read_status(lab_status, lab_name)
+    if lab_name is not None and host is None and not quiet and machine is None:
+        from .engine import held, swarm_status
+
+        if held(lab_name):
+            return swarm_status(lab_name, output)
+    doc = _read_status(lambda name: lab_status(name, machine=machine), lab_name)
     _rootless_status(doc)
     if host is not None:
         _only_host(doc, host)
@@ -230,11 +236,15 @@ def _rootless_forwards(lab: str | None = None) -> None:
             sys.stderr.write(f"nslab: warning: not published: {line}\n")
 
 
-def down(lab: str) -> None:
-    """``nslab down LAB`` (also called by the click command once it knows the lab's name)."""
+def down(lab: str, machine: str | None = None) -> None:
+    """``nslab down LAB`` (also called by the click command once it knows the lab's name; ``machine``: the part
+    recorded here must be that machine's)."""
     from ..core.lifecycle import down as lab_down
+    from .engine import held, swarm_down
 
-    gone = lab_down(lab)
+    if machine is None and held(lab) and swarm_down(lab):  # run by Docker Swarm: each runner takes its part down
+        return
+    gone = lab_down(lab, machine=machine)
     _rootless_forwards()
     if gone:
         print(f"lab {lab} is down")

@@ -31,6 +31,10 @@ def run_exec(text: str, rest: list[str]) -> int | None:
         return None
     where = _netns(text) if text.startswith("netns:") else None if ":" in text else _lab_host(text)
     if where is None:
+        if "/" in text and ":" not in text:  # a host of a swarm lab on another machine: a job there runs it
+            from .engine import exec_elsewhere
+
+            return exec_elsewhere(text, command)
         return None
     from ..ns.nsenter import enter_host, exec_command
 

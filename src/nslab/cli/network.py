@@ -30,8 +30,11 @@ from . import complete
 @click.option("--explain", nargs=2, metavar="A B[:PORT]", default=None,
               help="Print the hops the model expects from host A to B (a host, outside or an address) and back; "
                    "probes nothing.")
+@click.option("--machine", default=None, metavar="NAME",
+              help="A lab across machines: the part recorded here must be this machine's.")
 def check(lab_name: str | None, file: str | None, port: str | None, source: str | None, timeout: float,
-          output: str | None, as_json: bool, ipv6: bool, explain: tuple[str, str] | None) -> None:
+          output: str | None, as_json: bool, ipv6: bool, explain: tuple[str, str] | None,
+          machine: str | None) -> None:
     """Probe every pair of hosts and each host toward the outside; compare with the lab's policy.
 
     \b
@@ -44,6 +47,7 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
     Exit 0 when every cell matches, 1 when any differs, 2 for bad input.
     Without LAB: the lab of -f FILE, else of the lab file here (nslab.yaml,
     nslab.yml, the one *.nslab.yaml), else the only lab that is up.
+    A lab across machines: rows are this machine's hosts, columns every host.
     """
     from ..core.state import changing
     from ..linux import require_root
@@ -57,7 +61,16 @@ def check(lab_name: str | None, file: str | None, port: str | None, source: str 
         _explain(which_lab(lab_name, file), explain, ipv6)
         return
     require_root("check sends probes from inside the hosts' namespaces")
+    if lab_name is not None and explain is None and source is None and port is None and not ipv6:
+        from .engine import held, swarm_check
+
+        if held(lab_name):  # a swarm lab: each machine probes from its hosts, one job each, one matrix
+            raise SystemExit(swarm_check(lab_name, output))
     name = which_lab(lab_name, file)
+    if machine is not None:
+        from ..core.which import machine_part
+
+        machine_part(name, machine)
     busy = changing(name)
     if busy:  # half made: its probes would tell nothing about the lab (exit 0)
         click.echo(busy)

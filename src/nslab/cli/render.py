@@ -213,6 +213,7 @@ def _rootless(said: dict[str, Any] | None) -> None:
 def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool) -> None:
     """One lab of ``nslab status``: its networks, hosts and each feature's part (only ``host``'s if given)."""
     sys.stdout.write(f"lab {lab['name']}  ({lab['source'] or 'no file recorded'})\n")
+    _machine_line(lab)
     _rootless(lab.get("rootless"))
     hosts = [h for h in lab["hosts"] if host is None or h["name"] == host]
     if lab["networks"] and host is None:
@@ -229,6 +230,13 @@ def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool)
     else:
         _drift(lab.get("drift", []), host)  # --- what differs from the lab as made (drift.py) ---
     sys.stdout.write("\n")
+
+
+def _machine_line(lab: dict[str, Any]) -> None:
+    """A lab across machines: which machine's part this is, the whole lab's digest, the other machines."""
+    if lab.get("machine"):
+        elsewhere = ", ".join(sorted({h["machine"] for h in lab.get("remote", [])})) or "none"
+        sys.stdout.write(f"machine: {lab['machine']}  digest: {lab['digest']}  (hosts also on: {elsewhere})\n")
 
 
 def _networks(networks: list[dict[str, Any]], wide: bool) -> None:

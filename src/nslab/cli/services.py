@@ -196,6 +196,17 @@ def _follow(lab: str, files: list[tuple[str, str]], offsets: dict[str, int], pri
         return
 
 
+def _elsewhere(target: str, lines: int | None, timestamps: bool) -> None:
+    """``logs LAB/HOST`` of a swarm lab's host on another machine: a job there prints them (exits)."""
+    from ..paths import kept_hosts
+    from .engine import held, on_swarm
+
+    lab_name, _, host_name = target.partition("/")
+    if not kept_hosts(host_name, lab_name) and held(lab_name):
+        argv = ["logs", target, *(["-n", str(lines)] if lines is not None else []), *(["-t"] if timestamps else [])]
+        raise SystemExit(on_swarm(lab_name, host_name, argv))
+
+
 @click.command()
 @click.argument("target", metavar="[LAB | [LAB/]HOST]", required=False, shell_complete=complete.lab_or_host)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C to stop).")
@@ -218,6 +229,8 @@ def logs(target: str | None, follow: bool, lines: int | None, timestamps: bool, 
 
     since_time = parse_since(since, time.time()) if since is not None else None
     require_root("service logs are kept under /run/nslab, readable by root only")
+    if target is not None and "/" in target and not follow and since is None:
+        _elsewhere(target, lines, timestamps)
     lab, host = _which(target, file)
     container = _container_of(lab, host) if host else None
     if container is not None:

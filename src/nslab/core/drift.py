@@ -21,6 +21,8 @@ files        a host's ``/etc/netns`` file missing or not what dns renders       
 hostname     a host's hostname changed or its kept UTS namespace gone              pin it again (hostnames)
 ruleset      nslab's nft table, one of the lab's chains, or one of its rules       reload the table (firewall)
              (counted by comment) gone or added
+overlay      a spanning network's VXLAN device gone, down, off its bridge, or one    make it again with its entries
+             of its forwarding entries lost (a lab across machines, overlay.py)
 sysctl       the machine's forwarding or a publishing bridge's route_localnet      set it to 1 again (firewall)
              no longer 1
 services     the lab's supervisor is not running; a service's process outside its    start it (services); start
@@ -63,6 +65,10 @@ def lab_drift(st: LabState, drivers: Drivers, views: Views | None = None) -> lis
     meant_down = (links.down_interfaces(lab, st.extra.get(links.KEY))
                   | hoststate.meant_down(lab, st.extra.get(hoststate.KEY)))
     found = wiring.drift(lab, meant_down, drivers, views)
+    if lab.machine is not None:  # a lab across machines: this part's VXLAN devices and their entries
+        from . import overlay
+
+        found += overlay.drift(lab, drivers)
     for module in features.modules():
         check = getattr(module, "drift", None)
         if check is not None:
@@ -88,4 +94,5 @@ def with_repairs(observed: Observed, found: list[Difference]) -> Observed:
         ends_up=ends("down"),
         routes_missing=ends("route"),
         reconfigure=ends("reconfigure"),
+        broken_overlay=frozenset(d.end[1] for d in found if d.repair == "overlay"),
     )

@@ -24,6 +24,7 @@ from ..naming import parse_owner
 from ..values import Value, field
 from . import features, load, state
 from .apply import apply, rollback, teardown
+from .overlay import AddOverlay, spanning, vxlan_name
 from .plan import Action, Plan
 from .wiring import AddBridges, AddHosts, AwaitBridges, AwaitLinks, Observed, plan_down, plan_up
 
@@ -105,13 +106,14 @@ class Subset(Value):
     profiles: tuple[str, ...] = ()
 
 
-def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None, subset: Subset | None = None
-         ) -> Planned:
-    """Resolve and validate ``lab_file`` (every problem raised at once), then plan the machine's change."""
+def plan(lab_file: LabFile, drivers: Drivers, recorded: state.LabState | None, subset: Subset | None = None,
+         machine: str | None = None) -> Planned:
+    """Resolve and validate ``lab_file`` (every problem raised at once), then plan the machine's change (a lab
+    across machines: this machine's part, ``machine`` or the one found, see load.validate)."""
     from .features import hoststate
 
     subset = subset or Subset()
-    desired, not_started = hoststate.select(load.resolved(lab_file, drivers, recorded),
+    desired, not_started = hoststate.select(load.resolved(lab_file, drivers, recorded, machine),
                                             recorded.lab if recorded else None, subset.only, subset.profiles)
     return _planned(desired, not_started, drivers, recorded)
 
@@ -153,14 +155,17 @@ def _planned(desired: Lab, not_started: frozenset[str], drivers: Drivers, record
 
 
 def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
-       progress: Progress | None = None, subset: Subset | None = None) -> UpResult:
+       progress: Progress | None = None, subset: Subset | None = None, machine: str | None = None) -> UpResult:
     """Bring the lab up, or converge it to the file if it is up already. Idempotent. If anything fails,
-    everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing."""
+    everything this run did is undone: the lab that was up stays as it was; a new lab leaves nothing.
+    ``machine``: of a lab across machines, the part to build (None: the recorded one, else the machine whose
+    address is local)."""
     own = drivers is None
     drivers = drivers or Drivers.live()
     try:
         with state.machine_lock():
             recorded = state.LabState.load(lab_file.name)
+            _same_machine(recorded, machine, up=True)
             if recorded and lab_file.path and recorded.lab.source and recorded.lab.source != lab_file.path:
                 raise ConflictError(
                     f"lab name '{lab_file.name}' is already used by {recorded.lab.source}; "
@@ -169,7 +174,7 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             if not dry_run:
                 finish_interrupted_up(lab_file.name, drivers, recorded)
             with drivers.kernel.observing():  # nothing changes the machine while the plan is made
-                planned = plan(lab_file, drivers, recorded, subset)
+                planned = plan(lab_file, drivers, recorded, subset, machine)
             previous = recorded.lab if recorded else None
             warnings = tuple(w for r in planned.records.values() for w in getattr(r, "warnings", ()))
             if not dry_run:
@@ -182,6 +187,17 @@ def up(lab_file: LabFile, drivers: Drivers | None = None, dry_run: bool = False,
             drivers.close()
 
 
+def _same_machine(recorded: state.LabState | None, machine: str | None, up: bool = False) -> None:
+    """``--machine NAME`` for a lab recorded as another machine's part (or as not across machines): refused."""
+    if recorded is None or machine is None or recorded.lab.machine == machine:
+        return
+    from ..errors import MachineError
+
+    was = f"machine {recorded.lab.machine}'s part" if recorded.lab.machine else "not across machines"
+    hint = f": 'nslab down {recorded.lab.name}' first" if up else ""
+    raise MachineError(f"lab {recorded.lab.name} is up here as {was}, not machine {machine}'s{hint}")
+
+
 def _repaired_events(planned: Planned) -> None:
     """The drift this ``up`` found, and that it repaired it, in the lab's event stream (core/events.py)."""
     from .events import emit
@@ -192,16 +208,16 @@ def _repaired_events(planned: Planned) -> None:
 
 
 def up_file(path: str, drivers: Drivers | None = None, dry_run: bool = False,
-            progress: Progress | None = None, subset: Subset | None = None) -> UpResult:
+            progress: Progress | None = None, subset: Subset | None = None, machine: str | None = None) -> UpResult:
     """``up`` of the lab file ``path``: from its kept form when that answers for this run, else read the full
     way (``nslab up``); ``subset``: only part of its hosts (``up --only``/``--profile``)."""
     lab_file = load.kept_file(path)
     if lab_file is not None:
         try:
-            return up(lab_file, drivers, dry_run, progress, subset)
+            return up(lab_file, drivers, dry_run, progress, subset, machine)
         except StaleKeptForm:
             pass  # raised before any change (while validating): the full way starts from the same machine
-    return up(load.read(path), drivers, dry_run, progress, subset)
+    return up(load.read(path), drivers, dry_run, progress, subset, machine)
 
 
 def wait_healthy(name: str, timeout: float, poll: float = 0.1) -> dict[str, str]:
@@ -237,6 +253,7 @@ def _apply(drivers: Drivers, planned: Planned, recorded: state.LabState | None, 
     name, desired, actions = planned.lab.name, planned.lab, planned.plan
     namespaces = [h.namespace for a in actions.of_type(AddHosts) for h in a.hosts]
     bridges = [n.bridge for a in actions.of_type(AddBridges) for n in a.networks]
+    bridges += [vxlan_name(name, n.name) for a in actions.of_type(AddOverlay) for n in a.networks]
     journal: list[Action] = []
     try:
         if actions:
@@ -267,6 +284,7 @@ def finish_interrupted_up(name: str, drivers: Drivers, recorded: state.LabState 
     else:
         known_ns = {h.namespace for h in recorded.lab.hosts.values()}
         known_br = {n.bridge for n in recorded.lab.networks.values()}
+        known_br |= {vxlan_name(name, n.name) for n in spanning(recorded.lab)}
         present = {lk.name for lk in drivers.kernel.owned_links()}
         stray_ns = tuple(n for n in namespaces if n not in known_ns and n in drivers.kernel.named_namespaces())
         stray_br = [b for b in bridges if b not in known_br and b in present]
@@ -331,12 +349,12 @@ def _marked(drivers: Drivers, name: str) -> Marked:
     for link in drivers.kernel.owned_links():
         owner = parse_owner(link.alias)
         if owner is None:
-            if link.name in intended_br and link.kind == "bridge":
+            if link.name in intended_br and link.kind in ("bridge", "vxlan"):
                 found.bridges.add(link.name)
             continue
         if owner.lab != name:
             continue
-        if owner.kind == "net" and link.kind == "bridge":
+        if owner.kind == "net" and link.kind in ("bridge", "vxlan"):
             found.bridges.add(link.name)
         elif owner.kind == "host":
             veths.setdefault(namespace_name(name, owner.name), []).append(link.name)
@@ -367,8 +385,9 @@ def plan_teardown(name: str, drivers: Drivers, recorded: state.LabState | None, 
     return Plan(before) + Plan(rest) + Plan(after) + Plan(awaiting) + Plan([AwaitLinks(name)] if wiring else [])
 
 
-def down(name: str, drivers: Drivers | None = None) -> bool:
-    """Remove everything lab ``name`` made, also objects found only by their ownership marks.
+def down(name: str, drivers: Drivers | None = None, machine: str | None = None) -> bool:
+    """Remove everything lab ``name`` made, also objects found only by their ownership marks (a lab across
+    machines: this machine's part; ``machine`` given, it must be the part recorded here).
 
     Goes on past failures and raises TeardownError listing all of them. Returns False if there was
     nothing to remove. Idempotent.
@@ -378,6 +397,7 @@ def down(name: str, drivers: Drivers | None = None) -> bool:
     try:
         with state.machine_lock():
             recorded = state.LabState.load_or_none(name)  # a damaged record: the marks and intent still tell
+            _same_machine(recorded, machine)
             with drivers.kernel.observing():
                 marked = _marked(drivers, name)
             # Without state (gc): veths whose namespace lost its name but lives on (a process still in it, after
@@ -412,12 +432,15 @@ def _announce_down(name: str) -> None:
 
 
 # --- status --------------------------------------------------------------------------------------------------
-def status(name: str | None = None, drivers: Drivers | None = None) -> dict[str, Any]:
-    """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes."""
+def status(name: str | None = None, drivers: Drivers | None = None, machine: str | None = None) -> dict[str, Any]:
+    """The documented ``status --json`` document: labs, hosts, namespaces, interfaces, addresses, routes
+    (``machine``: every lab shown must be up here as that machine's part of a lab across machines)."""
     from .status import lab_status
 
     building = state.changing_labs(name)  # (labs being made have no state yet: said, not an error)
     states, broken, seen = _states(name, building)
+    for st in states:
+        _same_machine(st, machine)
     doc: dict[str, Any] = {"version": 1, "labs": []}
     made = {st.lab.name for st in states}
     if set(building) - made:  # labs an nslab process is making (no state yet)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
+from ..errors import MachineError, Problem, ResolveError, SourceLines, SpecError, StaleKeptForm, UserError
 from ..model import Occupied
 from ..values import Value, replace
 from . import dotenv, features, kept, rootless, state
@@ -48,7 +48,7 @@ class LabFile(Value):
         if self.entry is not None:
             return self.entry.wants_ula
         spec = self.parsed.spec if self.parsed is not None else None
-        if spec is None:
+        if spec is None or spec.machines:  # (a lab across machines has its own range: overlay.lab_ula)
             return False
         wanting = [(n.dual_stack, n.subnet6) for n in spec.networks.values()]
         wanting += [(lk.dual_stack, lk.subnet6) for lk in spec.links]
@@ -149,13 +149,22 @@ class Checked(Value):
     lab: Lab
     problems: list[Problem]
     inputs: Inputs
+    whole: Lab | None = None  # a lab across machines: the whole lab (``lab`` is this machine's part)
+
+
+#: The inputs a lab across machines is kept for: its file alone (resolving reads nothing of the machine).
+ACROSS = "across machines: the file alone"
 
 
 def _resolve(lab_file: LabFile, inputs: Inputs, drivers: Drivers | None) -> tuple[Lab, list[Problem]]:
     if lab_file.entry is not None:
         if drivers is None:
             raise StaleKeptForm("no machine to compare the resolve inputs with: resolve it the full way")
-        return replace(lab_file.entry.resolved(inputs.digest()), source=lab_file.path), []
+        try:
+            found = lab_file.entry.resolved(inputs.digest())
+        except StaleKeptForm:
+            found = lab_file.entry.resolved(ACROSS)  # (a lab across machines; else stale: read the full way)
+        return replace(found, source=lab_file.path), []
     from .resolve import resolve_all  # (spec.py, pydantic: only a file read the full way pays it)
 
     assert lab_file.parsed is not None and lab_file.parsed.spec is not None
@@ -164,13 +173,29 @@ def _resolve(lab_file: LabFile, inputs: Inputs, drivers: Drivers | None) -> tupl
     return replace(lab, source=lab_file.path), problems
 
 
-def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None) -> Checked:
+def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None,
+             machine: str | None = None, strict: bool = True) -> Checked:
     """Every problem of the lab in one pass, changing nothing: the file's schema, names and references,
     addresses and subnets (against the machine's routes and the other labs when ``drivers`` are given),
     each feature's checks (published ports...), and names nslab would create that the machine already has.
-    A kept file whose inputs were never seen raises :class:`~nslab.errors.StaleKeptForm`."""
+    A kept file whose inputs were never seen raises :class:`~nslab.errors.StaleKeptForm`.
+
+    A lab across machines with ``drivers``: the part of this machine (``machine``, else the one recorded, else
+    the one whose address is local; overlay.local_machine), its subnets checked against this machine's routes;
+    ``strict`` False (``nslab validate``, ``config``): on a machine that is none of the lab's, the whole lab,
+    without the machine's checks."""
     inputs = machine_inputs(lab_file, drivers, recorded)
     lab, problems = _resolve(lab_file, inputs, drivers)
+    whole = lab if lab.machines else None
+    if machine is not None and not lab.machines:
+        raise MachineError(f"--machine {machine}: lab {lab.name} is not across machines (its file has no machines:)")
+    if lab.machines and drivers is not None and not problems:
+        try:
+            lab, found = _part(lab, lab_file, inputs, drivers, machine or (recorded.lab.machine if recorded else None))
+            problems += found
+        except MachineError:
+            if strict:
+                raise
     ctx = features.ValidateContext(lab, lab_file.lines, lab_file.label, inputs.others, drivers)
     problems += features.validate(ctx)
     problems += rootless.problems(lab, lab_file.lines, lab_file.label)
@@ -184,7 +209,72 @@ def validate(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabStat
     parsed = lab_file.parsed
     if parsed is not None:
         problems = parsed.problems + [parsed.relocate(p) for p in problems]
-    return Checked(lab, _in_file_order(problems), inputs)
+    return Checked(lab, _in_file_order(problems), inputs, whole)
+
+
+def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine: str | None
+          ) -> tuple[Lab, list[Problem]]:
+    """This machine's part of ``lab``, and what this machine finds wrong with it: a subnet of the lab that
+    overlaps a route or address of this machine or another lab here (resolving never looked: it must give every
+    machine the same lab), an underlay with less MTU than the overlay assumes, a VNI in use here."""
+    from ..errors import field_path
+    from .overlay import local_machine, part
+
+    here = local_machine(lab, machine, drivers.kernel.machine_addresses())
+    found = _overlaps(lab, here, inputs) + _underlay(lab, here, drivers)
+    found += [(loc, f"VNI {vni} is already used on machine {here} by {holder}")
+              for loc, vni, holder in _vnis_in_use(lab, here, drivers)]
+    return part(lab, here), [Problem(text, field_path(loc), lab_file.label, lab_file.lines.line(loc))
+                             for loc, text in found]
+
+
+def _overlaps(lab: Lab, here: str, inputs: Inputs) -> list[tuple[tuple[Any, ...], str]]:
+    ranges: list[tuple[tuple[Any, ...], Any]] = [(("networks", n.name), n.subnet) for n in lab.networks.values()]
+    ranges += [(("networks", n.name), n.subnet6) for n in lab.networks.values() if n.subnet6]
+    ranges += [(("links", i), lk.subnet) for i, lk in enumerate(lab.links)]
+    out = []
+    for loc, subnet in ranges:
+        clash = next((o for o in inputs.occupied if o.network.version == subnet.version
+                      and o.network.overlaps(subnet)), None)
+        if clash is not None:
+            out.append((loc, f"subnet {subnet} overlaps {clash.network} ({clash.owner}) on machine {here}: give a "
+                             "subnet"))
+    return out
+
+
+def _underlay(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], str]]:
+    """This machine's underlay interface (the one holding its address) with less MTU than the overlay assumes:
+    VXLAN packets of the overlay MTU would not fit."""
+    address = lab.machines[here].address
+    mtu = drivers.kernel.mtu_of_address(address)
+    if mtu is None or lab.underlay_mtu is None or mtu >= lab.underlay_mtu:
+        return []
+    return [(("machines", here), f"machine {here}'s interface holding {address} has MTU {mtu}, less than the "
+                                 f"{lab.underlay_mtu} the overlay assumes: write overlay: {{underlay_mtu: {mtu}}}")]
+
+
+def _foreign_vnis(lab: Lab, drivers: Drivers) -> dict[int, str]:
+    """VNI -> the VXLAN device on the machine that has it, for every device not of lab ``lab``."""
+    from ..naming import parse_owner
+    from .overlay import vxlan_name
+
+    ours = {vxlan_name(lab.name, n) for n in lab.networks}  # (one a killed `up` made has no alias yet)
+    taken = {}
+    for link in drivers.kernel.machine_links():
+        owner = parse_owner(link.alias)
+        if link.vni and link.name not in ours and (owner is None or owner.lab != lab.name):
+            taken[link.vni] = f"VXLAN device {link.name}" + (f" of lab {owner.lab}" if owner else "")
+    return taken
+
+
+def _vnis_in_use(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], int, str]]:
+    """The VNIs this machine's part needs that a VXLAN device on the machine not of this lab already has."""
+    taken = _foreign_vnis(lab, drivers)
+    wanted: list[tuple[tuple[Any, ...], int]] = [(("networks", n.name), n.vni) for n in lab.networks.values()
+                                                 if n.vni and here in n.machines]
+    wanted += [(("links", i), int(dict(lk.options)["vni"])) for i, lk in enumerate(lab.links)
+               if lk.kind == "vxlan" and here in (lab.hosts[lk.a].machine, lab.hosts[lk.b].machine)]
+    return [(loc, vni, taken[vni]) for loc, vni in wanted if vni in taken]
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:
@@ -199,10 +289,12 @@ def problem_error(problems: list[Problem], lab_file: LabFile) -> UserError:
 
 
 # --- resolve and keep ----------------------------------------------------------------------------------------
-def resolved(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None) -> Lab:
-    """The lab of ``lab_file`` validated against the machine; every problem raised at once (a kept file:
-    :class:`~nslab.errors.StaleKeptForm`, to be read the full way). A file read the full way and found right is kept."""
-    checked = validate(lab_file, drivers, recorded)
+def resolved(lab_file: LabFile, drivers: Drivers | None, recorded: state.LabState | None = None,
+             machine: str | None = None) -> Lab:
+    """The lab of ``lab_file`` validated against the machine (across machines: this machine's part); every
+    problem raised at once (a kept file: :class:`~nslab.errors.StaleKeptForm`, to be read the full way). A file
+    read the full way and found right is kept (a lab across machines: its whole lab, for any machine)."""
+    checked = validate(lab_file, drivers, recorded, machine)
     if checked.problems:
         if lab_file.entry is not None:
             raise StaleKeptForm("a problem: read the file the full way to report it")
@@ -216,6 +308,9 @@ def keep(lab_file: LabFile, checked: Checked) -> None:
     """Keep the file with its resolved lab, the answer for its inputs; for a new lab also for the inputs of the
     next ``up`` (these allocations as the previous ones: the same lab, resolve keeps them)."""
     assert lab_file.text is not None
+    if checked.whole is not None:  # a lab across machines: the whole lab, resolved from the file alone
+        kept.store(lab_file.text, lab_file.path, lab_file.name, lab_file.lines, False, checked.whole, [ACROSS])
+        return
     inputs = [checked.inputs.digest()]
     if checked.inputs.previous is None:
         inputs.append(checked.inputs.digest(checked.lab.allocations()))

@@ -18,6 +18,11 @@ This module owns every decision that turns what the user wrote into kernel names
   it had before, then one derived from the lab, host and network names (stable across machines and
   re-creations, whatever the file order); the IPv6 default route via the gateway of the host's first
   dual-stack network that is not internal.
+- a lab across machines (``machines:``): decided from the file alone, the same on every machine: no machine's
+  routes, no previous allocations, pools searched from a place derived from the lab's name, the lab's own ULA
+  /48, every interface's MAC derived; each host's machine, each network's home and machines and VNI, the
+  overlay MTU on every interface of a spanning network or link, and a link between machines of kind ``vxlan``
+  (core/overlay.py, core/kinds/vxlan.py); ``Lab.digest`` hashes the result.
 - consistency: network and host names, references to unknown networks and hosts, links from a host to
   itself, addresses outside their subnet or already taken, overlapping subnets, exhausted pools, full
   networks, invalid hostnames.
@@ -52,9 +57,9 @@ from ..model import (
     Occupied,
     Route,
 )
-from ..naming import blake2s, bridge_name, host_veth_name, namespace_name
+from ..naming import blake2s, bridge_name, host_veth_name, mac_address, namespace_name
 from ..values import replace
-from . import kinds, labtests
+from . import kinds, labtests, overlay
 from .features import contain, containers, dns, firewall, impair, limits, macvlan, partitions, services
 from .spec import OBJECT_NAME, HostSpec, LabSpec, LinkSpec, SourceMap, name_rule
 from .wiring import PER_INTERFACE_SYSCTL
@@ -79,8 +84,14 @@ class _Collector:
         self.problems.append(Problem(message, field_path(loc), self.file, self.source.line(loc)))
 
 
-def _free_subnets(pool: IPv4Net, prefix: int, taken: list[IPv4Net]) -> Iterator[IPv4Net]:
-    for candidate in pool.subnets(new_prefix=prefix):
+def _free_subnets(pool: IPv4Net, prefix: int, taken: list[IPv4Net], start: str = "") -> Iterator[IPv4Net]:
+    """The subnets of ``pool`` that overlap nothing ``taken``, in order; ``start``: a lab across machines' name,
+    where the search begins (overlay.pool_offset), wrapping round."""
+    count = 1 << (prefix - pool.prefixlen)
+    first = overlay.pool_offset(start, count) if start else 0
+    size = 1 << (32 - prefix)
+    for n in range(count):
+        candidate = IPv4Net((int(pool.network_address) + ((first + n) % count) * size, prefix))
         if not any(candidate.overlaps(t) for t in taken):
             yield candidate
 
@@ -97,8 +108,16 @@ class _Resolution:
         self.spec = spec
         self.lab = spec.name
         self.out = out
+        #: a lab across machines resolves from its file alone: no machine's routes, no memory, its own ULA range
+        self.across = bool(spec.machines)
+        if self.across:
+            occupied, previous, ula = (), {}, overlay.lab_ula(spec.name)
         self.previous = previous
         self.ula = ula
+        self.machines = overlay.machines(spec, out.add)
+        self.placed = overlay.placement(spec, self.machines, out.add)
+        self.overlay_mtu = overlay.overlay_mtu(spec, self.machines)
+        self.vnis: set[int] = set()
         #: the lab file's folder (``env_file`` paths are relative to it); "": the working directory
         self.base = os.path.dirname(os.path.abspath(out.file)) if out.file and not out.file.startswith("<") else ""
         occupied = list(occupied)
@@ -169,7 +188,7 @@ class _Resolution:
         """``wanted`` (the subnet it had before) if it is still free, else the first free /``prefix`` of ``pool``."""
         if wanted and not any(IPv4Net(wanted).overlaps(t) for t, _ in self.taken):
             return IPv4Net(wanted)
-        return next(_free_subnets(pool, prefix, [t for t, _ in self.taken]), None)
+        return next(_free_subnets(pool, prefix, [t for t, _ in self.taken], self.lab if self.across else ""), None)
 
     def _claim_explicit_subnets(self) -> dict[str, IPv4Net]:
         """Check every written subnet (networks, then links) against what is taken; return the networks' ones."""
@@ -199,20 +218,26 @@ class _Resolution:
         return subnets
 
     def resolve_networks(self) -> None:
-        """Every network that got a subnet, in file order, with its bridge and its gateway (the first address)."""
+        """Every network that got a subnet, in file order, with its bridge and its gateway (the first address);
+        across machines its home, the machines with a bridge of it and, spanning several, its VNI."""
         subnets = self._network_subnets()
-        self.networks = {
-            name: Network(
+        homes = overlay.network_machines(self.spec, self.machines, self.placed, self.out.add)
+        self.networks = {}
+        for name, net in self.spec.networks.items():
+            if name not in subnets:
+                continue
+            home, machines = homes.get(name, (None, ()))
+            self.networks[name] = Network(
                 name=name,
                 bridge=bridge_name(self.lab, name),
                 subnet=subnets[name],
                 gateway=ipaddress.IPv4Interface(f"{subnets[name][1]}/{subnets[name].prefixlen}"),
                 internal=net.internal or net.external is not None,  # the LAN is its way out, not NAT
                 external=net.external,
+                home=home,
+                machines=machines,
+                vni=overlay.vni(self.lab, "net", name, self.vnis) if len(machines) > 1 else None,
             )
-            for name, net in self.spec.networks.items()
-            if name in subnets
-        }
 
     # --- host addresses on networks ----------------------------------------------------------------
 
@@ -404,9 +429,25 @@ class _Resolution:
             next_if[a] += 1
             next_if[b] += 1
             subnet6 = self._link_subnet6(i, link) if link.dual_stack else None
-            self.links.append(kinds.kind(link.kind).resolve(self, link, a_if, b_if, subnet, subnet6))
+            self.links.append(kinds.kind(self._link_kind(i, link)).resolve(self, link, a_if, b_if, subnet, subnet6))
             self.link_ifnames[a].append((len(self.links) - 1, a_if))
             self.link_ifnames[b].append((len(self.links) - 1, b_if))
+
+    def _link_kind(self, index: int, link: LinkSpec) -> str:
+        """The link's kind: ``vxlan`` between hosts on two machines (chosen, never written), else as written."""
+        a, b = link.endpoints
+        across = self.placed.get(a) != self.placed.get(b)
+        if across and link.kind != kinds.LINK_KIND:
+            self.out.add(("links", index, "kind"), f"a link between machines is a VXLAN (made by itself): "
+                                                   f"kind {link.kind} joins hosts of one machine")
+        elif not across and link.kind == overlay.LINK_KIND:
+            self.out.add(("links", index, "kind"), "kind vxlan is chosen by itself for a link between machines: "
+                                                   "leave kind: out")
+        return overlay.LINK_KIND if across else link.kind
+
+    def next_vni(self, kind: str, name: str) -> int:
+        """The next of the lab's own VNIs (networks first, then links, in file order): overlay.vni."""
+        return overlay.vni(self.lab, kind, name, self.vnis)
 
     def _link_subnet6(self, index: int, link: LinkSpec) -> IPv6Net | None:
         a, b = link.endpoints
@@ -485,6 +526,7 @@ class _Resolution:
             macvlans=macvlan.resolve(self.lab, host_name, host),
             resources=limits.resolve(host),
             profiles=tuple(host.profiles),
+            machine=self.placed.get(host_name),
         )
 
     def _check_sysctl_interfaces(self, host_name: str, host: HostSpec) -> None:
@@ -540,20 +582,28 @@ class _Resolution:
             net = self.networks[net_name]
             ifname = f"eth{idx}"
             written = host.interface(net_name)
+            mtu = written.mtu or host.mtu or self.spec.networks[net_name].mtu
             interfaces.append(
                 Interface(
                     name=ifname,
                     address=ipaddress.IPv4Interface(f"{ip}/{net.subnet.prefixlen}"),
                     network=net_name,
                     host_veth=host_veth_name(self.lab, host_name, ifname),
-                    mtu=written.mtu or host.mtu or self.spec.networks[net_name].mtu,
-                    mac=written.mac,
+                    mtu=self.spanning_mtu(mtu) if net.spans() else mtu,
+                    # across machines every MAC is known to every machine (remote hosts' forwarding entries)
+                    mac=written.mac or (mac_address(self.lab, "host", host_name, ifname) if self.across else None),
                     address6=self._address6(host_name, net_name),
                 )
             )
             if gateway is None and not net.internal:
                 gateway = net.gateway.ip
         return interfaces, gateway
+
+    def spanning_mtu(self, written: int | None) -> int | None:
+        """The MTU of an interface of a network or link across machines: the overlay's, or a smaller one written."""
+        if self.overlay_mtu is None:
+            return written
+        return min(written, self.overlay_mtu) if written else self.overlay_mtu
 
     def _address6(self, host_name: str, net_name: str) -> ipaddress.IPv6Interface | None:
         ip = self.addresses6.get((host_name, net_name))
@@ -592,7 +642,13 @@ def resolve_all(
         partitions=partitions.resolve(spec),
         expect=expect,
         tests=tests,
+        machines=resolution.machines,
+        overlay_port=spec.overlay.port,
+        overlay_mtu=resolution.overlay_mtu,
+        underlay_mtu=spec.overlay.underlay_mtu if spec.machines else None,
     )
+    if lab.machines:
+        lab = replace(lab, digest=overlay.digest(lab))
     return lab, out.problems
 
 

@@ -74,6 +74,9 @@ class NetworkSpec(_Strict):
     #: one of the machine's interfaces (``eth1``) made a port of the bridge while the lab is up, its addresses and
     #: routes moved to the bridge (features/external.py); needs ``subnet:``, the LAN's
     external: str | None = None
+    #: labs across machines: the machine holding its gateway, NAT and published ports (default: the first
+    #: machine with a member, in file order)
+    home: str | None = None
 
     @property
     def dual_stack(self) -> bool:
@@ -440,6 +443,7 @@ class HostSpec(_WithDns):
     # form); stored as the map, in file order.
     networks: dict[str, ipaddress.IPv4Address | InterfaceSpec | None] = Field(default_factory=dict)
     hostname: str | None = None
+    machine: str | None = None  # labs across machines: where the host lives (else ``placement:``)
     mtu: Mtu | None = None  # of the host's network interfaces (over the network's)
     routes: list[RouteSpec] = Field(default_factory=list)
     #: ``none``: no default route; an address: the default route via it; unset: the first network's gateway
@@ -717,10 +721,30 @@ class LabTestSpec(_Strict):
         return self
 
 
+class MachineSpec(_Strict):
+    """One machine of a lab across machines (``machines:``): its underlay address, and for an engine (Swarm)
+    the node it is or the labels that pick it."""
+
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    node: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class OverlaySpec(_Strict):
+    """How machines carry a lab's networks and links between them (VXLAN, core/overlay.py)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 14789  # the VXLAN UDP port, shared by every lab
+    mtu: Literal["auto"] | Mtu = "auto"  # of every interface of a spanning network or link
+    underlay_mtu: Annotated[int, Field(ge=1280, le=65535)] = 1500  # what ``auto`` assumes every machine has
+
+
 class LabSpec(_WithDns):
     """The whole lab file."""
 
     name: str
+    machines: dict[str, MachineSpec] = Field(default_factory=dict)  # a lab across machines
+    placement: Literal["spread"] | None = None  # hosts without ``machine:``: a stable hash over the machines
+    overlay: OverlaySpec = Field(default_factory=OverlaySpec)
     networks: dict[str, NetworkSpec] = Field(default_factory=dict)
     hosts: dict[str, HostSpec] = Field(default_factory=dict)
     links: list[LinkSpec] = Field(default_factory=list)
@@ -735,7 +759,7 @@ class LabSpec(_WithDns):
             raise ValueError(f"lab name {value!r}: {name_rule(12)} (it prefixes namespace and interface names)")
         return value
 
-    @field_validator("networks", "hosts", mode="before")
+    @field_validator("networks", "hosts", "machines", mode="before")
     @classmethod
     def _none_is_empty_map(cls, value: Any) -> Any:
         if value is None:

@@ -32,6 +32,16 @@ def lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     return doc
 
 
+def _across(doc: dict[str, Any], lab: ResolvedLab) -> None:
+    """A lab across machines: which machine's part this is, the whole lab's digest, the machines, the hosts that
+    live elsewhere, each network's home, machines and VNI."""
+    doc["machine"], doc["digest"] = lab.machine, lab.digest
+    doc["machines"] = {m.name: str(m.address) for m in lab.machines.values()}
+    doc["remote"] = [{"name": h.name, "machine": h.machine} for h in lab.remote.values()]
+    for entry, n in zip(doc["networks"], lab.networks.values(), strict=True):
+        entry.update(home=n.home, machines=list(n.machines), **({"vni": n.vni} if n.vni else {}))
+
+
 def _lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
     from .difference import host_views
     from .drift import lab_drift
@@ -51,6 +61,8 @@ def _lab_status(st: LabState, drivers: Drivers) -> dict[str, Any]:
         ],
         "hosts": [_host(lab, h, views.get(h.namespace)) for h in lab.hosts.values()],
     }
+    if lab.machine is not None:
+        _across(doc, lab)
     _host_states(doc, lab, hoststate.HostStateRecord.from_json(st.extra.get(hoststate.KEY)))
     for module in features.modules():
         doc.setdefault(module.STATUS_KEY, {}).update(module.status(lab, st.extra.get(module.KEY), drivers))

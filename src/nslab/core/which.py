@@ -25,6 +25,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ..model import Lab
+
 #: Looked for in this order when no -f is given (as compose and containerlab do); then one ``*.nslab.yaml``.
 DEFAULT_FILES = ("nslab.yaml", "nslab.yml")
 SUFFIX = ".nslab.yaml"
@@ -100,6 +102,27 @@ def lab_or_host(word: str) -> state.LabState | None:
 def no_host(lab: str, host: str, hosts: Iterable[str]) -> TargetError:
     """The error for a host lab ``lab`` does not have, in the words every command uses."""
     return TargetError(f"lab '{lab}' has no host '{host}' (hosts: {', '.join(hosts) or 'none'})")
+
+
+def on_another_machine(lab: Lab, host: str) -> None:
+    """A host of a lab across machines that lives on another machine: one line naming that machine (commands
+    that enter a host work on the machine that has it)."""
+    remote = lab.remote.get(host)
+    if remote is not None:
+        raise TargetError(f"host '{host}' of lab '{lab.name}' is on machine {remote.machine}, not this one "
+                          f"({lab.machine}): run the command there")
+
+
+def machine_part(name: str, machine: str) -> None:
+    """``--machine NAME`` of a command on lab ``name``: the part recorded here must be that machine's."""
+    from ..errors import MachineError
+
+    recorded = state.LabState.load(name)
+    if recorded is None:
+        raise not_up(name)
+    if recorded.lab.machine != machine:
+        was = f"machine {recorded.lab.machine}'s part" if recorded.lab.machine else "not across machines"
+        raise MachineError(f"lab {name} is up here as {was}, not machine {machine}'s")
 
 
 def which_lab(lab: str | None = None, file: str | None = None, directory: str = ".") -> str:

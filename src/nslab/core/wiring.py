@@ -12,6 +12,10 @@ kind, in the registry's order) and a host's ports on networks are rendered by th
 driver makes them in each host's one batch (:class:`AddHosts`). :func:`drift` finds bridges and namespaces
 missing, bridges down and default routes lost, and asks each interface's kind for the rest.
 
+A lab across machines is planned as its part (core/overlay.py): the same steps, plus each spanning network's
+VXLAN device (overlay.AddOverlay, after the bridges; made again when new, broken, or its forwarding entries
+change) and, off a network's home, a bridge without the gateway's address (and with a MAC of its own).
+
 Replaces: ``ip netns add/del``, ``ip link add type bridge``, ``ip link set BRIDGE alias/up``, ``ip route add
 default via ... proto static`` (``-6`` too), ``sysctl -w net.ipv6.conf.BRIDGE.accept_ra=0`` on every bridge, and
 through the kinds ``ip link add ... type veth peer ... netns``, ``ip addr add``, ``ip link set ... master``.
@@ -24,8 +28,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import Problem
 from ..model import Host, Lab, Link, Network
-from ..naming import LINK_GROUP, mac_address, owner_alias
+from ..naming import LINK_GROUP, owner_alias
 from ..values import Value, field, replace
+from . import overlay
 from .difference import Difference
 from .kinds import by_kind, kind, of_interface, port_kind
 from .plan import Action, Plan, Steps, broadcast_plus, raise_on
@@ -60,6 +65,7 @@ class Observed(Value):
     ends_up: tuple[tuple[str, str], ...] = ()  # up, but put down with `nslab link`
     routes_missing: tuple[tuple[str, str], ...] = ()  # (namespace, gateway) default routes to restore
     reconfigure: tuple[tuple[str, str], ...] = ()  # (namespace, "route TO via VIA" | "sysctl KEY") to set again
+    broken_overlay: frozenset[str] = frozenset()  # networks whose VXLAN device (or an entry of it) to make again
 
 
 class SetLinkState(Action):
@@ -142,7 +148,7 @@ class AddBridges(Action):
     networks: tuple[Network, ...]
 
     def commands(self) -> list[str]:
-        return [line for n in self.networks for line in _bridge_commands(self.lab.name, n)]
+        return [line for n in self.networks for line in _bridge_commands(self.lab, n)]
 
     def summary(self) -> str:
         return f"add {len(self.networks)} network(s)"
@@ -181,13 +187,15 @@ class AddHosts(Action):
         return RemoveHosts(self.lab, tuple(h.namespace for h in self.hosts))
 
 
-def _bridge_commands(lab: str, n: Network) -> list[str]:
+def _bridge_commands(lab: Lab, n: Network) -> list[str]:
+    gateway = lab.builds_gateway(n)  # (across machines: on its home only; elsewhere the bridge is pure L2)
     return [
-        f"ip link add {n.bridge} address {mac_address(lab, 'net', n.name)} group {LINK_GROUP} type bridge",
-        f"ip link set {n.bridge} alias {owner_alias(lab, 'net', n.name)}",
+        f"ip link add {n.bridge} address {lab.bridge_mac(n)} group {LINK_GROUP} type bridge",
+        f"ip link set {n.bridge} alias {owner_alias(lab.name, 'net', n.name)}",
         f"sysctl -qew net.ipv6.conf.{n.bridge}.accept_ra=0",  # -e: a kernel without IPv6 has no such key
-        *([f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}"] if n.external is None else []),
-        *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 else []),
+        *([f"ip addr add {n.gateway}{broadcast_plus(n.gateway)} dev {n.bridge}"] if gateway and n.external is None
+          else []),
+        *([f"ip addr add {n.gateway6} dev {n.bridge} nodad"] if n.gateway6 and gateway else []),
         f"ip link set {n.bridge} up",
     ]
 
@@ -450,8 +458,16 @@ def _links(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> 
     for key, lk in before_links.items():
         if (desired_links.get(key) == lk and key not in broken) or lk.a in added or lk.b in added:
             continue  # unchanged, or it goes with its recreated host
-        if lk.a in desired.hosts and lk.b in desired.hosts:
+        if _still_here(lk, desired):
             changes.links_to_remove.append(lk)
+
+
+def _still_here(lk: Link, desired: Lab) -> bool:
+    """Whether a link that changed or went has an end to remove here (a host that goes takes its ends along):
+    both ends' hosts stay, or across machines the one end here stays."""
+    if lk.kind == "vxlan":
+        return lk.a in desired.hosts or lk.b in desired.hosts
+    return lk.a in desired.hosts and lk.b in desired.hosts
 
 
 def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> Plan:
@@ -464,10 +480,14 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
         actions.append(RemoveHosts(before, tuple(sorted(changes.hosts_to_remove))))
     actions += gone_containers
     actions += _links_removed(before, changes.links_to_remove)
+    gone = tuple(n for n in overlay.spanning(before) if n in changes.nets_to_remove)
+    if gone:
+        actions.append(overlay.RemoveOverlay(before, gone))
     if changes.nets_to_remove:
         actions.append(RemoveBridges(before, tuple(changes.nets_to_remove)))
     if changes.nets_to_add:
         actions.append(AddBridges(desired, tuple(changes.nets_to_add)))
+    actions += _overlay(desired, before, observed, changes)
     actions += new_containers
     if changes.hosts_to_add:
         stale = tuple(v for v in _host_veths(hosts) if v in observed.host_veths)
@@ -477,6 +497,19 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
     if configured:
         actions.append(ConfigureHosts(configured))
     return Plan(actions)
+
+
+def _overlay(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> list[Action]:
+    """The VXLAN device of each spanning network here that is new, remade with its bridge, broken, or whose
+    forwarding entries changed (a remote host added, gone or moved; other machines)."""
+    made = {n.name for n in changes.nets_to_add}
+    was = {n.name: n for n in overlay.spanning(before)}
+    again = tuple(n for n in overlay.spanning(desired)
+                  if n.name in made or n.name in observed.broken_overlay or was.get(n.name) != n
+                  or overlay.fdb_entries(desired, n) != overlay.fdb_entries(before, n)
+                  or (desired.machines, desired.overlay_port, desired.overlay_mtu)
+                  != (before.machines, before.overlay_port, before.overlay_mtu))
+    return [overlay.AddOverlay(desired, again, before if was else None)] if again else []
 
 
 def _links_added(lab: Lab, links: Iterable[Link]) -> list[Action]:
@@ -548,7 +581,8 @@ def plan_down(recorded: Lab, marked_namespaces: Iterable[str] = (), marked_bridg
     """Everything the lab owns: recorded objects plus any found by their ownership marks. Bridges go in a
     worker thread meanwhile (:class:`RemoveBridgesLater`), namespaces are unpinned as by ``ip netns del``."""
     namespaces = sorted({h.namespace for h in recorded.hosts.values()} | set(marked_namespaces))
-    bridges = sorted({n.bridge for n in recorded.networks.values()} | set(marked_bridges))
+    bridges = sorted({n.bridge for n in recorded.networks.values()} | set(marked_bridges)
+                     | {overlay.vxlan_name(recorded.name, n.name) for n in overlay.spanning(recorded)})
     actions: list[Action] = []
     later = RemoveBridgesLater(tuple(bridges))
     if bridges:

@@ -46,7 +46,10 @@ class LiveDocker:
         self.timeout = timeout
 
     # -- the transport -------------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: Any = None, stream: bool = False) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, stream: bool = False,
+                upload: tuple[Any, int, str] | None = None) -> tuple[int, Any]:
+        """One request; ``body`` goes as JSON, ``upload`` = (binary file, its length, content type) as is (an
+        image's tar for ``/images/create?fromSrc=-`` or ``/build``)."""
         import http.client
         import socket
 
@@ -65,10 +68,13 @@ class LiveDocker:
 
         conn = Connection("localhost", timeout=timeout)
         headers = {"Host": "docker"}
-        data = None
+        data: Any = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if upload is not None:
+            data, length, headers["Content-Type"] = upload
+            headers["Content-Length"] = str(length)
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()

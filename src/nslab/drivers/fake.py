@@ -66,6 +66,8 @@ class FakeKernel(_Failing):
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # a link's first end -> its other end
         self.kinds: dict[tuple[str, str], str] = {}  # (namespace, name) -> kind, of the links add_links made
         self.made: list[NewLink] = []  # what add_links was asked to make
+        self.fdb: set[tuple[str, str, str]] = set()  # VXLAN forwarding entries (device, MAC, destination)
+        self.underlay_mtu: int | None = None  # the MTU of the interface holding any address (None: no such one)
         self.down: set[tuple[str, str]] = set()
         self.gateway: ipaddress.IPv4Address | None = ipaddress.IPv4Address("198.51.100.1")
         self.sysctls: FakeSysctls | None = None  # an interface's conf keys come and go with it (fake_drivers)
@@ -170,6 +172,8 @@ class FakeKernel(_Failing):
             self.bridges.pop(name, None)
             self.veths.pop(name, None)
             self.ports.pop(name, None)
+            if self.ifaces.get("", {}).pop(name, None) is not None:  # a link add_links made on the machine
+                self.fdb = {e for e in self.fdb if e[0] != name}
             namespace, peer = self.peers.pop(("", name), ("", ""))  # a veth's other end goes with it
             self.ifaces.get(namespace, {}).pop(peer, None)
             self._gone(name)
@@ -285,10 +289,23 @@ class FakeKernel(_Failing):
 
     def attach_to_bridge(self, name: str, bridge: str, alias: str) -> None:
         self._call("attach_to_bridge")
-        if name not in self.veths or bridge not in self.bridges:
+        if (name not in self.veths and name not in self.ifaces.get("", {})) or bridge not in self.bridges:
             raise KernelError(f"attach {name} to {bridge}: No such device")
         self.ports[name] = bridge
         self.veths[name] = alias
+
+    def add_fdb(self, entries: list[tuple[str, str, str]]) -> None:
+        self._call("add_fdb")
+        missing = [d for d, _, _ in entries if d not in self.ifaces.get("", {})]
+        if missing:
+            raise KernelError(f"add forwarding entry on {missing[0]}: No such device")
+        self.fdb.update(entries)
+
+    def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+        return self.underlay_mtu
+
+    def fdb_entries(self, devices: list[str]) -> list[tuple[str, str, str]]:
+        return sorted(e for e in self.fdb if e[0] in devices and e[0] in self.ifaces.get("", {}))
 
 
 class FakeNftables(FakeNft):

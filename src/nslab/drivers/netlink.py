@@ -606,12 +606,14 @@ class NetlinkKernel:
     def add_bridges(self, lab: Lab, networks: list[Network]) -> None:
         batch = Batch()
         for n in networks:
-            add_bridge(batch, n.bridge, mac_address(lab.name, "net", n.name), group=LINK_GROUP)
+            add_bridge(batch, n.bridge, lab.bridge_mac(n), group=LINK_GROUP)
         batch.commit_or_raise(self.root)
         for n in networks:
             index = socket.if_nametoindex(n.bridge)
             set_alias(batch, index, owner_alias(lab.name, "net", n.name))  # ignored at creation: set it now
             refuse_router_advertisements(n.bridge)
+            if not lab.builds_gateway(n):
+                continue  # (across machines, off its home: pure L2)
             if n.external is None:  # (a borrowed interface's addresses come instead: features/external.py)
                 add_address(batch, index, n.gateway, n.bridge)
             if n.gateway6 is not None:
@@ -819,6 +821,25 @@ class NetlinkKernel:
         finally:
             os.close(machine)
             ns.close()
+
+    def add_fdb(self, entries: list[tuple[str, str, str]]) -> None:
+        """Forwarding entries (device, MAC, destination) of VXLAN devices on the machine, in one batch:
+        ``bridge fdb append 00:00:00:00:00:00 dev DEV dst D`` for the all-zero MAC, else ``bridge fdb replace MAC
+        dev DEV dst D self``."""
+        batch = Batch()
+        for device, mac, dst in entries:
+            rtnl.add_fdb(batch, socket.if_nametoindex(device), mac, ipaddress.ip_address(dst),
+                         append=mac == "00:00:00:00:00:00")
+        batch.commit_or_raise(self.root, tolerate=(errno.EEXIST,))
+
+    def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+        """The MTU of the machine's interface holding ``address`` (None: no interface has it)."""
+        return next((lk.mtu for lk in self._root_links() if any(a.ip == address for a in lk.addresses)), None)
+
+    def fdb_entries(self, devices: list[str]) -> list[tuple[str, str, str]]:
+        """The forwarding entries with a destination of the machine's ``devices`` (``bridge fdb show dev``)."""
+        names = {lk.index: lk.name for lk in self._root_links(with_addresses=False) if lk.name in devices}
+        return [(names[i], mac, dst) for i, mac, dst in rtnl.fdb(self.root, frozenset(names))]
 
     def attach_to_bridge(self, name: str, bridge: str, alias: str) -> None:
         """``ip link set NAME master BRIDGE alias ALIAS up``."""

@@ -390,6 +390,39 @@ def attach_port(batch: Batch, name: str, master: int, alias: str, no_link_local:
     batch.add(_message(RTM_NEWLINK, 0, body), f"attach {name} to its bridge")
 
 
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+NDA_DST, NDA_LLADDR = 1, 2
+NTF_SELF = 0x02
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NLM_F_APPEND = 0x800
+_NDMSG = struct.Struct("BxxxiHBB")
+
+
+def add_fdb(batch: Batch, index: int, mac: str, dst: Addr, append: bool) -> None:
+    """``bridge fdb append|replace MAC dev IF dst DST self permanent``: a VXLAN device's forwarding entry (the
+    all-zero MAC is appended: one per destination; a host's MAC replaces what was there)."""
+    body = _NDMSG.pack(socket.AF_BRIDGE, index, NUD_NOARP | NUD_PERMANENT, NTF_SELF, 0)
+    body += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", ""))) + _attr(NDA_DST, dst.packed)
+    flags = NLM_F_CREATE | (NLM_F_APPEND if append else NLM_F_REPLACE)
+    batch.add(_message(RTM_NEWNEIGH, flags, body), f"add forwarding entry {mac} dst {dst}")
+
+
+def fdb(sock: socket.socket, indexes: frozenset[int]) -> list[tuple[int, str, str]]:
+    """The forwarding entries with a destination (VXLAN's) of the links ``indexes``: (index, MAC, dst)."""
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + _NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    request += _NDMSG.pack(socket.AF_BRIDGE, 0, 0, 0, 0)
+    out = []
+    for data, offset, length in dump(sock, request):
+        _family, index, _state, _flags, _type = _NDMSG.unpack_from(data, offset + 16)
+        if index not in indexes:
+            continue
+        attrs = parse_attrs(data, offset + 16 + _NDMSG.size, offset + length, frozenset({NDA_DST, NDA_LLADDR}))
+        if NDA_DST in attrs and NDA_LLADDR in attrs:
+            mac = ":".join(f"{b:02x}" for b in attrs[NDA_LLADDR][:6])
+            out.append((index, mac, str(ipaddress.ip_address(attrs[NDA_DST]))))
+    return out
+
+
 def add_default_route(batch: Batch, gateway: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> None:
     """`ip [-6] route replace default via GATEWAY` (main table, proto static, scope universe, unicast)."""
     add_route(batch, _DEFAULT6 if gateway.version == 6 else _DEFAULT, gateway, what)
@@ -464,6 +497,7 @@ class LinkInfo(Value):
     carrier: bool = True  # IFLA_CARRIER: a veth whose peer is down, a bridge without ports up, report False
     peer: int = 0  # IFLA_LINK: a veth's peer index (in this namespace or another)
     group: int = 0  # IFLA_GROUP: nslab's links are in naming.LINK_GROUP from their creation
+    vni: int = 0  # a VXLAN device's network identifier
 
 
 class RouteInfo(Value):
@@ -551,7 +585,8 @@ def _link_list(sock: socket.socket, addresses: Addresses | None = None) -> list[
         _family, _type, index, flags = struct.unpack_from("BxHiI", data, offset + 16)
         attrs = parse_attrs(data, offset + 32, offset + length, _LINK_ATTRS)
         info = attrs.get(IFLA_LINKINFO)
-        kind = parse_attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
+        linkinfo = parse_attrs(info, 0, len(info)) if info else {}
+        kind = linkinfo.get(IFLA_INFO_KIND, b"")
         out.append(
             LinkInfo(
                 index=index,
@@ -565,9 +600,18 @@ def _link_list(sock: socket.socket, addresses: Addresses | None = None) -> list[
                 carrier=attrs.get(IFLA_CARRIER, b"\1")[:1] != b"\0",
                 peer=_u32_attr(attrs, IFLA_LINK),
                 addresses=tuple(addresses.get(index, ())) if addresses else (),
+                vni=_vni(kind, linkinfo),
             )
         )
     return out
+
+
+def _vni(kind: bytes, linkinfo: dict[int, bytes]) -> int:
+    """A VXLAN device's network identifier (IFLA_VXLAN_ID in its IFLA_INFO_DATA); 0 for any other link."""
+    if kind.rstrip(b"\0") != b"vxlan" or IFLA_INFO_DATA not in linkinfo:
+        return 0
+    data = linkinfo[IFLA_INFO_DATA]
+    return _u32_attr(parse_attrs(data, 0, len(data)), 1)
 
 
 def _u32_attr(attrs: dict[int, bytes], kind: int) -> int:

@@ -171,8 +171,9 @@ def _owner(lab_name: str, host: str) -> state.LabState:
 
             raise not_up(lab_name)
         if host not in recorded.lab.hosts:
-            from ..core.which import no_host
+            from ..core.which import no_host, on_another_machine
 
+            on_another_machine(recorded.lab, host)  # (a lab across machines: the host lives elsewhere)
             raise no_host(lab_name, host, recorded.lab.hosts)
         return recorded
     owners = [s for s in state.all_states() if host in s.lab.hosts]

@@ -1,7 +1,8 @@
 """``nslab check``: the reachability matrix of a lab that is up, next to what the lab's policy implies.
 
 Every ordered pair of hosts is probed (ICMP echo, or a TCP connect / UDP round trip to a port), and each host
-toward the outside: the machine's uplink gateway (the next hop of the machine's default route), and nothing
+toward the outside (a lab across machines: from this machine's hosts to every host of the lab): the
+machine's uplink gateway (the next hop of the machine's default route), and nothing
 else outside the lab. All probes run at once from the hosts' namespaces (drivers/probe.py).
 
 What a cell is probed at (:func:`target_address`): a host probes itself at 127.0.0.1 (::1); another host at
@@ -155,13 +156,15 @@ def check(
         raise not_up(name)
     lab = st.lab
     if source is not None and source not in lab.hosts:
-        from ..core.which import no_host
+        from ..core.which import no_host, on_another_machine
 
+        on_another_machine(lab, source)
         raise no_host(name, source, lab.hosts)
     gateway = _machine_gateway(drivers, ipv6)
-    rows = [source] if source else list(lab.hosts)
-    columns = list(lab.hosts) + ([OUTSIDE] if gateway else [])
-    cells = _plan_cells(lab, st.extra, rows, columns, str(gateway) if gateway else None, ipv6, (proto, number))
+    rows = [source] if source else list(lab.hosts)  # (across machines: this machine's hosts probe every host)
+    whole = lab.whole()
+    columns = list(whole.hosts) + ([OUTSIDE] if gateway else [])
+    cells = _plan_cells(whole, st.extra, rows, columns, str(gateway) if gateway else None, ipv6, (proto, number))
     _probe(lab, cells, proto, number, prober, timeout)
     label = proto if number is None else f"{proto}/{number}"
     return Matrix(name, label, rows, columns, str(gateway) if gateway else None, cells)
@@ -227,13 +230,13 @@ def explain(name: str, source: str, target: str, ipv6: bool = False, drivers: Dr
     lab = st.lab
     where, _port = _split_target(target)
     for host in (source, where):
-        if host != OUTSIDE and host not in lab.hosts and not is_address(host):
+        if host != OUTSIDE and host not in lab.whole().hosts and not is_address(host):
             raise no_host(name, host, lab.hosts)
     if source not in lab.hosts:
         raise UserError(f"--explain {source}: the source must be a host of lab '{name}'")
     gateway = _machine_gateway(drivers, ipv6) if where == OUTSIDE else None
     v6 = ipv6 or (is_address(where) and ipaddress.ip_address(where).version == 6)
-    return verdict(lab, st.extra, source, where, v6, str(gateway) if gateway else None)
+    return verdict(lab.whole(), st.extra, source, where, v6, str(gateway) if gateway else None)
 
 
 def _split_target(text: str) -> tuple[str, str | None]:

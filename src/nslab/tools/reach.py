@@ -16,6 +16,9 @@ What it knows, as the kernel does it:
   is dropped (isolation), nothing new leaves an internal network's bridge, and only a NAT network's own
   subnet is masqueraded on the way out (anything else leaves with an address the outside cannot answer);
   replies of a connection that got through pass (conntrack);
+- a lab across machines (core/overlay.py): each network's gateway is on its home machine; the machine the
+  model runs for is :data:`MACHINE` (with the uplink), another home is its own node (``machine NAME``) routing
+  only between the networks homed there, with no way out this machine knows of;
 - a partition drops, inside each host of its sides, packets from (prerouting) and to (postrouting) the other
   side's addresses; a 100 % loss drops what an interface sends (``out``) or receives (``in``).
 
@@ -199,6 +202,15 @@ class Topology:
                 table.routes.append((to, dev, via))
         self.tables[host.name] = table
 
+    def machine_node(self, home: str | None) -> str:
+        """The node routing a network homed on ``home``: :data:`MACHINE` (the machine this runs on, with the
+        uplink), or across machines another home's ``machine NAME`` (it routes between its own networks only,
+        and its way out is not this machine's outside)."""
+        return MACHINE if home is None or home == self.lab.machine else f"{MACHINE} {home}"
+
+    def is_machine(self, node: str) -> bool:
+        return node == MACHINE or node.startswith(MACHINE + " ")
+
     def _machine(self) -> None:
         table = _Table()
         for n in self.lab.networks.values():
@@ -206,12 +218,14 @@ class Topology:
             subnet: Net | None = n.subnet if self.family == 4 else n.subnet6
             if address is None or subnet is None:
                 continue
+            node = self.machine_node(n.home)
+            own = table if node == MACHINE else self.tables.setdefault(node, _Table())
             segment = f"network {n.name}"
-            self.segment_of[(MACHINE, n.bridge)] = segment
-            self.members.setdefault((segment, address.ip), []).append(_Port(MACHINE, n.bridge, address))
-            table.local.append(ipaddress.ip_network(address.ip))
-            self.holder.setdefault(address.ip, MACHINE)
-            table.routes.append((subnet, n.bridge, None))
+            self.segment_of[(node, n.bridge)] = segment
+            self.members.setdefault((segment, address.ip), []).append(_Port(node, n.bridge, address))
+            own.local.append(ipaddress.ip_network(address.ip))
+            self.holder.setdefault(address.ip, node)
+            own.routes.append((subnet, n.bridge, None))
             if n.internal:
                 self.internal.add(n.bridge)
             elif self.family == 4 or n.nat6:
@@ -238,7 +252,7 @@ class Topology:
 
     # --- questions ----------------------------------------------------------------------------------------
     def forwards(self, node: str) -> bool:
-        if node in (MACHINE, OUTSIDE):
+        if node == OUTSIDE or self.is_machine(node):
             return True
         keys = FORWARDING[self.family]
         return any(k.replace("/", ".") in keys and v.strip() == "1" for k, v in self.lab.hosts[node].sysctls)
@@ -264,7 +278,7 @@ class Topology:
 
     def source_address(self, node: str, dev: str) -> Address | None:
         """The address a host's packet leaves with: its address on the outgoing interface."""
-        if node == MACHINE:
+        if self.is_machine(node):
             return None
         iface = next(i for i in self.lab.hosts[node].interfaces if i.name == dev)
         address = self._address(iface)
@@ -315,7 +329,7 @@ class _Walk:
         return self.stop(node, inbound, f"more than {MAX_HOPS} hops (a routing loop)")
 
     def _leave_check(self, node: str, inbound: str | None) -> str:
-        if inbound is None or node in (MACHINE, OUTSIDE) or self.topo.forwards(node):
+        if inbound is None or node == OUTSIDE or self.topo.forwards(node):
             return ""
         key = FORWARDING[self.topo.family][0]
         return f"{node} does not forward (its sysctls do not set {key}: 1)"
@@ -323,7 +337,7 @@ class _Walk:
     def _step(self, node: str, inbound: str | None, dev: str, via: Address | None) -> tuple[str, str] | Leg:
         topo = self.topo
         note = ""
-        if node == MACHINE:
+        if topo.is_machine(node):
             blocked, note = self._machine(inbound, dev)
             if blocked:
                 return self.stop(node, inbound, blocked)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,8 +273,12 @@ class Machines:
                 raise RuntimeError(f"machine {name}: unshare did not start")
             time.sleep(0.005)
         machine = Machine(name, f"{UNDERLAY}.{index}", f"{UNDERLAY6}{index}", holder)
+        # What the throwaway host has mounted on a directory goes first (in the machine only): the machine's
+        # tmpfs is then the only mount there, as dockerd's check of a shared bind source expects.
         mounts = "; ".join(
-            f"mkdir -p {d}; mount -t tmpfs -o mode=755 tmpfs {d}; mount --make-shared {d}" for d in MACHINE_DIRS
+            f"mkdir -p {d}; while mountpoint -q {d}; do umount -l {d}; done; "
+            f"mount -t tmpfs -o mode=755 tmpfs {d}; mount --make-shared {d}"
+            for d in MACHINE_DIRS
         )
         way_out = f"ip route add default via {UNDERLAY}.254" if name in self.way_out else "true"
         sh(f"ip link add u-{name} mtu {self.mtu} type veth peer name eth0 netns {holder.pid}")
@@ -329,6 +335,144 @@ def _kill_in(inodes: set[int], spare: set[int]) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.02)
+
+
+@dataclass
+class Dockerd:
+    """One machine's own dockerd: its data root, exec root, socket and pid file on a tmpfs mounted (inside the
+    machine only) over ``workdir``, a directory made on the real filesystem (empty from outside, removed by
+    ``Swarm.stop``). Its containers' cgroups go under ``/CGROUP`` (removed at the end too)."""
+
+    machine: Machine
+    workdir: str
+    cgroup: str
+    proc: subprocess.Popen[Any] | None = None
+
+    @property
+    def socket(self) -> str:
+        """The socket as the machine sees it (``DOCKER_HOST=unix://...`` on the machine)."""
+        return f"{self.workdir}/docker.sock"
+
+    @property
+    def outside(self) -> str:
+        """The socket as the throwaway host reaches it (through the holder's /proc/PID/root)."""
+        return self.machine.path(self.socket)
+
+    def env(self, inside: bool = False) -> dict[str, str]:
+        """The environment with DOCKER_HOST naming this dockerd (``inside``: for a command run on the machine)."""
+        return dict(os.environ, DOCKER_HOST=f"unix://{self.socket if inside else self.outside}")
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The docker CLI against this dockerd (tests only: nslab itself talks to the Engine API)."""
+        done = subprocess.run(["docker", *args], env=self.env(), capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} on {self.machine.name}: {done.stderr.strip()}")
+        return done
+
+    def start(self, host: ThrowawayHost) -> Dockerd:
+        self.machine.sh(f"mount -t tmpfs -o mode=700 tmpfs {self.workdir}")
+        argv = ["dockerd", "--data-root", f"{self.workdir}/root", "--exec-root", f"{self.workdir}/exec",
+                "-H", f"unix://{self.socket}", "--pidfile", f"{self.workdir}/docker.pid", "--iptables=false",
+                "--ip6tables=false", "--bridge=none", "--cgroup-parent", f"/{self.cgroup}"]
+        log = open(os.path.join(tempfile.gettempdir(), f"{self.cgroup}.log"), "w")  # read by failures below
+        # No registry is reachable from a machine: a pull (Swarm tries one before each task) is refused at once by
+        # a proxy nothing listens on, instead of waiting ~20 s for a connection that never comes.
+        refused = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+        self.proc = host.popen(self.machine.argv(argv), stdout=log, stderr=subprocess.STDOUT, env=refused)
+        log.close()
+        deadline = time.monotonic() + 60
+        while self.docker("version", check=False).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd on {self.machine.name} did not start: {self.log()[-800:]}")
+            time.sleep(0.2)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(tempfile.gettempdir(), f"{self.cgroup}.log"), encoding="utf-8") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            os.unlink(os.path.join(tempfile.gettempdir(), f"{self.cgroup}.log"))
+        except OSError:
+            pass
+
+
+@dataclass
+class Swarm:
+    """A Docker Swarm over a :class:`Machines` set: one :class:`Dockerd` per machine, ``swarm init`` on the first
+    (advertising its underlay address), the others joined as workers; the machines' hostnames are the node
+    names. ``stop()``: ``swarm leave --force`` on each, each dockerd stopped, its tmpfs, cgroups and directory
+    gone (the machines themselves are stopped by ``Machines.stop``)."""
+
+    host: ThrowawayHost
+    machines: Machines
+    daemons: dict[str, Dockerd] = field(default_factory=dict)
+    workdir: str = ""
+
+    def start(self) -> Swarm:
+        self.workdir = tempfile.mkdtemp(prefix="nslab-swarm-")
+        tag = os.path.basename(self.workdir)
+        try:
+            for machine in self.machines:
+                path = os.path.join(self.workdir, machine.name)
+                os.mkdir(path)
+                self.daemons[machine.name] = Dockerd(machine, path, f"{tag}-{machine.name}").start(self.host)
+            manager, *workers = self.daemons.values()
+            manager.docker("swarm", "init", "--advertise-addr", manager.machine.address)
+            token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
+            for worker in workers:
+                worker.docker("swarm", "join", "--token", token, f"{manager.machine.address}:2377")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def manager(self) -> Dockerd:
+        return next(iter(self.daemons.values()))
+
+    def __getitem__(self, name: str) -> Dockerd:
+        return self.daemons[name]
+
+    def stop(self) -> None:
+        for daemon in reversed(list(self.daemons.values())):
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.docker("swarm", "leave", "--force", check=False)
+        for daemon in self.daemons.values():
+            daemon.stop()
+        self.daemons.clear()
+        if self.workdir:
+            _remove_cgroups(os.path.basename(self.workdir))
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = ""
+
+
+def _remove_cgroups(prefix: str) -> None:
+    """The cgroups the swarm's dockerds made (``/PREFIX-MACHINE`` in each hierarchy), deepest first."""
+    from ..drivers.process import cgroup2_mount, v1_mounts
+
+    for root in {r for r in (cgroup2_mount(), *v1_mounts().values()) if r}:
+        try:
+            tops = [os.path.join(root, d) for d in os.listdir(root) if d.startswith(prefix)]
+        except OSError:
+            continue
+        for top in tops:
+            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
 
 
 # --- a user without root in the throwaway host (rootless labs: daemons/keeper.py) ---------------------------

@@ -785,6 +785,21 @@ def _lab_host(target: Target | None) -> tuple[Lab, Host] | None:
     return recorded.lab, recorded.lab.hosts[target.host]
 
 
+def _remote_address(text: str, ipv6: bool) -> str | None:
+    """A destination ``[LAB/]HOST`` that is a host of a lab across machines living on another machine: its first
+    (IPv6 with ``ipv6``) address; None for anything else."""
+    from ..core import state
+
+    lab_name, _, host = text.rpartition("/")
+    for recorded in state.all_states():
+        remote = recorded.lab.remote.get(host)
+        if remote is not None and lab_name in ("", recorded.lab.name):
+            found = [i.address6.ip if ipv6 and i.address6 else i.address.ip for i in remote.interfaces
+                     if not ipv6 or i.address6]
+            return str(found[0]) if found else None
+    return None
+
+
 def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceResult:
     """The whole trace; the table is gone when this returns or raises. ``ipv6``: a destination given by name is
     traced at its IPv6 address (an IPv6 address is traced over IPv6 anyway)."""
@@ -795,7 +810,7 @@ def trace(source_text: str, destination_text: str, ipv6: bool = False) -> TraceR
     else:
         from ..ns.targets import resolve
 
-        destination = address_of(resolve(dst_text), ipv6)
+        destination = _remote_address(dst_text, ipv6) or address_of(resolve(dst_text), ipv6)
     path = route(source, destination)
     result = TraceResult(source_text, destination, path)
     if "error" in path:

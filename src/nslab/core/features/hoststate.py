@@ -27,7 +27,7 @@ Replaces: ``kill`` of a host's processes and ``ip -n NS link set IF down|up`` by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...errors import TargetError
@@ -36,7 +36,7 @@ from . import DownContext, FeaturePlan, UpContext, links
 
 if TYPE_CHECKING:
     from ...drivers import Drivers
-    from ...model import Host, Lab
+    from ...model import Host, Lab, Network
     from ..plan import Action
     from ..state import LabState
 
@@ -91,15 +91,28 @@ def _chosen(host: Host, only: list[str] | None, profiles: set[str]) -> bool:
 
 
 def subset(lab: Lab, keep: set[str]) -> Lab:
-    """``lab`` with only the hosts ``keep``, the networks they are on, the links and partitions between them."""
-    kept_links = [n for n, lk in enumerate(lab.links) if lk.a in keep and lk.b in keep]
+    """``lab`` with only the hosts ``keep``, the networks they are on, the links and partitions between them (a
+    lab across machines: also the links from a kept host to a host on another machine)."""
+    kept_links = [n for n, lk in enumerate(lab.links) if _ends_kept(lk.a, lk.b, keep, lab.remote)]
     index = {old: new for new, old in enumerate(kept_links)}
     hosts = {name: _host_subset(h, index) for name, h in lab.hosts.items() if name in keep}
     used = {i.network for h in hosts.values() for i in h.interfaces if i.network}
     sides = set(hosts) | used  # a partition of the file holds once both its sides are up
     return replace(lab, hosts=hosts, networks={n: net for n, net in lab.networks.items() if n in used},
+                   remote_networks=_networks_away(lab, used),
                    links=tuple(lab.links[n] for n in kept_links),
                    partitions=tuple(p for p in lab.partitions if set(p) <= sides))
+
+
+def _networks_away(lab: Lab, used: set[str]) -> Mapping[str, Network]:
+    """Across machines, the networks of the lab not built here (those left out by the subset too): still named."""
+    if lab.machine is None:
+        return lab.remote_networks
+    return {**lab.remote_networks, **{n: net for n, net in lab.networks.items() if n not in used}}
+
+
+def _ends_kept(a: str, b: str, keep: set[str], remote: Mapping[str, Host]) -> bool:
+    return all(end in keep or end in remote for end in (a, b))
 
 
 def _host_subset(host: Host, index: dict[int, int]) -> Host:

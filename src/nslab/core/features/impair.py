@@ -240,6 +240,11 @@ def peer(lab: Lab, host: Host, ifname: str) -> tuple[str | None, str]:
         return None, iface.host_veth
     link = lab.links[iface.link]
     other = link.b if link.a == host.name else link.a
+    if other not in lab.hosts:  # a link to a host on another machine (core/kinds/vxlan.py): its end is there
+        from ...errors import TargetError
+
+        raise TargetError(f"{host.name}:{ifname} is a link to {other} on machine {lab.remote[other].machine}: "
+                          "impair what it sends (out) here, or what it receives on that machine")
     return lab.hosts[other].namespace, link.b_ifname if link.a == host.name else link.a_ifname
 
 

@@ -73,19 +73,22 @@ class HostTable(Action):
 
 
 def side(lab: Lab, name: str) -> tuple[list[str], list[str]]:
-    """The hosts of one side and the addresses (or subnet) that stand for it."""
-    if name in lab.hosts:
-        return [name], [str(i.address.ip) for i in lab.hosts[name].interfaces]
-    network = lab.networks[name]
+    """The hosts of one side and the addresses (or subnet) that stand for it (across machines: this machine's
+    hosts of it; a host or network elsewhere still stands for its addresses)."""
+    whole = lab.whole()
+    if name in whole.hosts:
+        return [name] if name in lab.hosts else [], [str(i.address.ip) for i in whole.hosts[name].interfaces]
+    network = whole.networks[name]
     hosts = [h.name for h in lab.hosts.values() if h.interface_on(name) is not None]
     return hosts, [str(network.subnet)]
 
 
 def side6(lab: Lab, name: str) -> list[str]:
     """The IPv6 addresses (or subnet6) that stand for one side: none where it has no IPv6."""
-    if name in lab.hosts:
-        return [str(i.address6.ip) for i in lab.hosts[name].interfaces if i.address6]
-    subnet6 = lab.networks[name].subnet6
+    whole = lab.whole()
+    if name in whole.hosts:
+        return [str(i.address6.ip) for i in whole.hosts[name].interfaces if i.address6]
+    subnet6 = whole.networks[name].subnet6
     return [str(subnet6)] if subnet6 else []
 
 
@@ -150,9 +153,10 @@ def cut(lab: Lab, record: Any, a: str, b: str) -> bool:
 
 
 def problems_of(lab: Lab, a: str, b: str) -> list[str]:
-    """What is wrong with cutting ``a`` from ``b`` (each a host or a network of ``lab``)."""
+    """What is wrong with cutting ``a`` from ``b`` (each a host or a network of ``lab``, on any machine)."""
+    whole = lab.whole()
     out = [f"'{n}' is neither a host nor a network of lab '{lab.name}'" for n in (a, b)
-           if n not in lab.hosts and n not in lab.networks]
+           if n not in whole.hosts and n not in whole.networks]
     if a == b:
         out.append(f"a partition needs two different sides ('{a}' twice)")
     return out

@@ -5,6 +5,8 @@ kind        what it makes
 ==========  =================================================================================================
 veth        a host's port on a network (a veth from the host's namespace, its peer on the machine, enslaved
             to the network's bridge) and a point-to-point link between two hosts (a veth pair)
+vxlan       a point-to-point link between hosts on two machines: on each machine a VXLAN device to the other,
+            made in the machine's namespace and moved into its host's (resolve picks it, never the file)
 ==========  =================================================================================================
 
 A kind module provides (:class:`Kind` types them; tests/unit/test_kinds.py checks every registered module):
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 #: :data:`PORT_KIND`; a link written without ``kind:`` of :data:`LINK_KIND`.
 KINDS: dict[str, str] = {
     "veth": ".veth",  # veth pairs: a host's port on a bridge, a point-to-point link between two hosts
+    "vxlan": ".vxlan",  # a point-to-point link between hosts on two machines (a lab across machines)
 }
 
 #: The kind of every host's port on a network (the lab file has no other form of it yet).

@@ -84,10 +84,11 @@ def choices(lab: Lab, drivers: Drivers) -> Choices:
 
 
 def files(lab: Lab, chosen: Choices) -> dict[str, dict[str, str]]:
-    """namespace -> file name -> text, for every host of the lab."""
+    """namespace -> file name -> text, for every host of the lab (across machines: of this machine's part, each
+    naming every host of the whole lab)."""
     from . import render
 
-    hosts_files = render.HostsFiles(lab)
+    hosts_files = render.HostsFiles(lab.whole())
     resolv_confs: dict[render.HostDns, str] = {}
     out: dict[str, dict[str, str]] = {}
     for host in lab.hosts.values():

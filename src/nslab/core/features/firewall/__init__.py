@@ -100,7 +100,7 @@ def resolve(name: str, host: HostSpec) -> tuple[Publish, ...]:
 
 
 def validate(ctx: ValidateContext) -> list[Problem]:
-    if not any(h.publish for h in ctx.lab.hosts.values()):
+    if not any(h.publish for h in (*ctx.lab.hosts.values(), *ctx.lab.remote.values())):
         return []
     from .ports import Machine, check
 
@@ -269,6 +269,8 @@ class SetHairpin(Action):
 def _hairpin_ports(lab: Lab, want: FirewallRecord) -> list[str]:
     ports: list[str] = []
     for p in want.ports:
+        if p.host not in lab.hosts:
+            continue  # (across machines: a host on another machine, published on its network's home)
         iface = lab.hosts[p.host].interface_on(p.network)
         if iface is not None and iface.host_veth and iface.host_veth not in ports:
             ports.append(iface.host_veth)

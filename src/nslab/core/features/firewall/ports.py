@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ....errors import Problem, PublishSyntaxError, field_path
-from ....model import IPv4Addr, Lab
+from ....model import Host, IPv4Addr, Lab
 from ....values import Value, field
 from ... import publish
 from .record import FirewallRecord
@@ -60,7 +60,7 @@ class _Checker(Value):
 
     def unreachable(self, host_name: str, first: publish.Mapping) -> str | None:
         """Why the entry whose first mapping is ``first`` cannot lead to host ``host_name``, or None."""
-        host = self.lab.hosts.get(host_name)
+        host = self.lab.whole().hosts.get(host_name)
         if host is not None and not any(i.network for i in host.interfaces):
             return f"host '{host_name}' is on no network: a published port needs one to lead to"
         known = self.machine.addresses
@@ -88,6 +88,19 @@ class _Checker(Value):
         return None
 
 
+def _publishing_here(lab: Lab) -> list[Host]:
+    """The hosts whose ``publish:`` entries are checked here: every host of a lab on one machine; across machines
+    the hosts (on any machine) whose first network's home is here, which this machine publishes."""
+    if lab.machine is None:
+        return list(lab.hosts.values())
+    out = []
+    for h in (*lab.hosts.values(), *lab.remote.values()):
+        first = next((i.network for i in h.interfaces if i.network), "")
+        if h.publish and first in lab.networks and lab.builds_gateway(lab.networks[first]):
+            out.append(h)
+    return out
+
+
 def check(
     lab: Lab, source: SourceLines, file: str, others: Mapping[str, FirewallRecord], machine: Machine
 ) -> list[Problem]:
@@ -99,7 +112,7 @@ def check(
         for p in rec.ports
     ]
     checker = _Checker(lab, source, file, machine, foreign)
-    for host in lab.hosts.values():
+    for host in _publishing_here(lab):
         for written in host.publish:
             checker.entry(host.name, written)
     return checker.problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ....errors import PublishSyntaxError
-from ....model import Lab
+from ....model import Host, Lab
 from ....values import Value, field
 from ... import publish
 
@@ -40,11 +40,13 @@ class FirewallRecord(Value):
     route_localnet: dict[str, str] = field(default_factory=dict)  # bridge -> value before nslab set it
     docker_user: bool = False  # rules in Docker's DOCKER-USER chain
     warnings: list[str] = field(default_factory=list)
+    overlay_port: int = 0  # a lab across machines: its VXLAN UDP port, accepted only from ``overlay_peers``
+    overlay_peers: list[str] = field(default_factory=list)  # the other machines' addresses
 
     @property
     def loaded(self) -> bool:
         """Whether the lab has anything in the table."""
-        return bool(self.networks or self.ports)
+        return bool(self.networks or self.ports or self.overlay_peers)
 
     def needs_forwarding(self) -> bool:
         return bool(self.ports) or any(not n.internal for n in self.networks)
@@ -71,7 +73,8 @@ class FirewallRecord(Value):
         return out
 
     def same_rules(self, other: FirewallRecord) -> bool:
-        return self.networks == other.networks and self.ports == other.ports
+        return (self.networks == other.networks and self.ports == other.ports
+                and (self.overlay_port, self.overlay_peers) == (other.overlay_port, other.overlay_peers))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class FirewallRecord(Value):
             "route_localnet": self.route_localnet,
             "docker_user": self.docker_user,
             "warnings": self.warnings,
+            **({"overlay_port": self.overlay_port, "overlay_peers": self.overlay_peers} if self.overlay_peers else {}),
         }
 
     @classmethod
@@ -94,6 +98,8 @@ class FirewallRecord(Value):
             route_localnet=dict(data.get("route_localnet") or {}),
             docker_user=bool(data.get("docker_user")),
             warnings=list(data.get("warnings") or []),
+            overlay_port=int(data.get("overlay_port") or 0),
+            overlay_peers=list(data.get("overlay_peers") or []),
         )
 
 
@@ -116,27 +122,38 @@ def docker_port_lines(p: PublishedPort, with_port: bool = True) -> list[str]:
     return [f"{p.port}/{p.proto} -> {where}" if with_port else where for where in wheres]
 
 
-def desired(lab: Lab) -> FirewallRecord:
-    """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
+def _host_ports(lab: Lab, host: Host) -> list[PublishedPort]:
+    """The ports ``host`` publishes, on its first network (across machines: when that network's home is here,
+    whatever machine the host lives on)."""
     from ....errors import field_path
 
-    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
-                for n in lab.networks.values()]
+    iface = next((i for i in host.interfaces if i.network), None)
+    network = lab.networks.get(iface.network) if iface is not None and iface.network else None
+    if iface is None or network is None or not lab.builds_gateway(network):
+        return []
+    on = network.name
     ports: list[PublishedPort] = []
-    for host in lab.hosts.values():
-        iface = next((i for i in host.interfaces if i.network), None)
-        if iface is None or iface.network is None:
+    for written in host.publish:
+        try:
+            mappings = publish.parse(written.text)
+        except PublishSyntaxError:
             continue
-        for written in host.publish:
-            try:
-                mappings = publish.parse(written.text)
-            except PublishSyntaxError:
-                continue
-            where = field_path(written.path)
-            v6 = str(iface.address6.ip) if iface.address6 else ""
-            ports += [
-                PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, iface.network,
-                              str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
-                for m in mappings
-            ]
-    return FirewallRecord(networks=networks, ports=ports)
+        where = field_path(written.path)
+        v6 = str(iface.address6.ip) if iface.address6 else ""
+        ports += [
+            PublishedPort(host.name, where, written.text, m.proto, str(m.host_ip), m.host_port, on,
+                          str(iface.address.ip), m.port, m.picked, v6 if 6 in m.families() else "")
+            for m in mappings
+        ]
+    return ports
+
+
+def desired(lab: Lab) -> FirewallRecord:
+    """The networks and published ports of ``lab`` (entries that do not parse are validate's business)."""
+    # (across machines: only the networks whose home is here; on the others the bridge is pure L2)
+    networks = [FwNetwork(n.name, n.bridge, str(n.subnet), n.internal, str(n.subnet6) if n.subnet6 else "", n.nat6)
+                for n in lab.networks.values() if lab.builds_gateway(n)]
+    ports = [p for host in (*lab.hosts.values(), *lab.remote.values()) for p in _host_ports(lab, host)]
+    peers = [str(m.address) for m in lab.machines.values() if m.name != lab.machine] if lab.machine else []
+    return FirewallRecord(networks=networks, ports=ports, overlay_port=lab.overlay_port if peers else 0,
+                          overlay_peers=peers)

@@ -18,6 +18,8 @@ Rule shapes (what Docker, CNI and netavark converge on)::
                               iifname BR oifname != BR jump lab.L.out.N   (internal: established, else drop)
     guard       filter raw    iifname BR ip daddr 127/8 drop   (route_localnet is on for BR: no loopback
                                                                   access from the lab to the machine)
+    input       filter -10    udp dport PORT ip saddr != { MACHINES } drop   (a lab across machines: its VXLAN
+                              port only from the other machines, of every lab sharing that port)
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class _Table(Value):
     post: list[str] = field(default_factory=list)
     fwd: list[str] = field(default_factory=list)
     guard: list[str] = field(default_factory=list)
+    inp: list[str] = field(default_factory=list)
+    #: (port, family) -> every lab's other machines on it (labs share the VXLAN port)
+    overlay: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     chains: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def text(self) -> str:
@@ -60,6 +65,7 @@ class _Table(Value):
             ("postrouting", "type nat hook postrouting priority srcnat; policy accept;", self.post),
             ("forward", "type filter hook forward priority filter - 10; policy accept;", self.fwd),
             ("guard", "type filter hook prerouting priority raw; policy accept;", self.guard),
+            ("input", "type filter hook input priority filter - 10; policy accept;", self.inp),
         ]
         lines = [f"table {FAMILY} {TABLE} {{"]
         for name, head, rules in base:
@@ -74,6 +80,10 @@ class _Table(Value):
 def render_table(records: Records) -> str:
     """``table inet nslab {...}`` for all labs' records, in a stable order."""
     table = _Table()
+    for rec in records.values():
+        for peer in rec.overlay_peers if rec.loaded else ():
+            peers = table.overlay.setdefault((rec.overlay_port, 6 if ":" in peer else 4), [])
+            peers += [] if peer in peers else [peer]
     for lab in sorted(name for name, rec in records.items() if rec.loaded):
         _render_lab(table, lab, records[lab])
     return table.text()
@@ -105,6 +115,15 @@ def _render_lab(table: _Table, lab: str, rec: FirewallRecord) -> None:
     if forward:
         table.fwd.append(f"jump lab.{lab}.forward comment {_q(owner)}")
         table.chains.append((f"lab.{lab}.forward", forward))
+    _overlay(table, rec, owner)
+
+
+def _overlay(table: _Table, rec: FirewallRecord, owner: str) -> None:
+    """A lab across machines: its VXLAN port dropped from anyone but the machines of the labs that share it."""
+    for family in sorted({6 if ":" in p else 4 for p in rec.overlay_peers}):
+        peers = ", ".join(sorted(table.overlay[(rec.overlay_port, family)]))
+        table.inp.append(f"udp dport {rec.overlay_port} {'ip6' if family == 6 else 'ip'} saddr != {{ {peers} }} drop "
+                         f"comment {_q(owner + ':overlay')}")
 
 
 def _dnat(p: PublishedPort, owner: str) -> str:

@@ -1,0 +1,298 @@
+"""A lab across three machines (core/overlay.py, core/kinds/vxlan.py), in the several-machines harness
+(nslab.tools.sandbox.Machines): each machine runs ``nslab up -f FILE --machine NAME`` on the same file, in
+parallel, and the lab works across them: names, a NAT network spanning all three (home a), an internal network
+across b and c, a ring of links between machines, a published port on a, dual stack, the overlay MTU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from labs import NSLAB
+from nslab.tools.sandbox import WAN_ADDRESS, Machine, Machines
+
+LAB = """
+name: multi
+machines:
+  a: {address: 198.18.0.1}
+  b: {address: 198.18.0.2}
+  c: {address: 198.18.0.3}
+networks:
+  lan: {ipv6: true}
+  back: {internal: true}
+hosts:
+  a1:
+    machine: a
+    networks: [lan]
+    publish: ["8080:80"]
+    run: PYTHON -m http.server 80
+  a2: {machine: a, networks: [lan]}
+  a3: {machine: a, networks: [lan]}
+  b1: {machine: b, networks: [lan, back]}
+  b2:
+    machine: b
+    networks: [lan]
+    publish: ["8081:80"]         # published on lan's home, a, to a host on b
+    run: PYTHON -m http.server 80
+  b3: {machine: b, networks: [back]}
+  c1: {machine: c, networks: [lan, back]}
+  c2: {machine: c, networks: [lan]}
+  c3: {machine: c, networks: [back]}
+  c4: {machine: c, networks: [lan]}
+links:
+  - [a2, b2]
+  - [b2, c2]
+  - {endpoints: [c2, a2], ipv6: true}
+""".replace("PYTHON", sys.executable)
+
+#: A TCP server in wan answering each client with the address it sees.
+PEER_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9000)); s.listen(8); print("ready", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"""
+FETCH = ("import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3); "
+         "print(s.recv(99).decode())")
+
+
+@pytest.fixture
+def machines(host):
+    group = Machines(host).start()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def _file(tmp_path: Path) -> str:
+    path = tmp_path / "multi.yaml"
+    path.write_text(LAB)
+    os.chmod(tmp_path, 0o755)
+    return str(path)
+
+
+def _all(machines: Iterable[Machine], *args: str, named: bool = True) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``nslab ARGS --machine NAME`` on every machine at once (``named`` False: without ``--machine``)."""
+    procs = {m.name: subprocess.Popen(m.argv([NSLAB, *args, *(["--machine", m.name] if named else [])]),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in machines}
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return out
+
+
+def _ok(results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    for name, r in results.items():
+        assert r.returncode == 0, f"machine {name}: {r.stdout}{r.stderr}"
+
+
+def _in(machines: Machines, host: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    machine = machines[host[0]]
+    return machine.run([NSLAB, "exec", f"multi/{host}", "--", *argv])
+
+
+def _ping(machines: Machines, source: str, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _in(machines, source, ["ping", "-c1", "-W2", *extra, target])
+
+
+def _left(machine) -> list[str]:
+    """What a lab could leave on a machine: named namespaces, nslab's links, its nft table, files."""
+    out = [f"netns {n}" for n in os.listdir(machine.path("/run/netns"))]
+    out += [f"etc {n}" for n in os.listdir(machine.path("/etc/netns"))]
+    out += [f"state {n}" for n in os.listdir(machine.path("/run/nslab")) if not n.startswith(".")]
+    links = machine.run(["ip", "-o", "link"]).stdout
+    out += [line.split(":")[1].strip() for line in links.splitlines() if "nsl" in line or "nsx" in line]
+    if machine.run(["nft", "list", "table", "inet", "nslab"]).returncode == 0:
+        out.append("nft table")
+    return out
+
+
+def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    started = time.monotonic()
+    _ok(_all(machines, "up", "-q", "-f", file))
+    took = time.monotonic() - started
+    try:
+        _works_across(machines, host)
+        statuses = {m.name: json.loads(m.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]
+                    for m in machines}
+        assert {s["machine"] for s in statuses.values()} == {"a", "b", "c"}
+        assert len({s["digest"] for s in statuses.values()}) == 1 and all(s["drift"] == [] for s in statuses.values())
+        checks = {m.name: m.run([NSLAB, "check", "multi", "--machine", m.name, "--json"]) for m in machines}
+        _ok(checks)
+        every = {"a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3", "c4"}
+        for name, result in checks.items():  # rows: the machine's hosts; columns: every host of the lab
+            cells = json.loads(result.stdout)["cells"]
+            assert {c["source"] for c in cells} == {h for h in every if h[0] == name}
+            assert every <= {c["target"] for c in cells}
+            # isolation across machines: b3 (internal network only) is reached from c3 and from nobody on lan only
+            assert all(not c["reachable"] for c in cells if c["target"] == "b3" and c["source"] in ("a1", "c4"))
+        table = machines["b"].run([NSLAB, "status", "multi"])
+        assert table.returncode == 0 and f"machine: b  digest: {statuses['b']['digest']}" in table.stdout
+        graph = machines["c"].run([NSLAB, "graph", "multi"])
+        assert graph.returncode == 0 and "c2" in graph.stdout, graph.stderr
+        for verb in ("status", "down"):  # --machine naming another machine's part: refused, nothing done
+            wrong = machines["a"].run([NSLAB, verb, "multi", "--machine", "b"])
+            assert wrong.returncode == 2 and "is up here as machine a's part, not machine b's" in wrong.stderr
+        elsewhere = machines["a"].run([NSLAB, "exec", "multi/b1", "--", "true"])
+        assert elsewhere.returncode == 2 and "is on machine b" in elsewhere.stderr
+        refused = machines["a"].run([NSLAB, "capture", "multi/c1", "-c", "1"])
+        assert refused.returncode == 2 and "is on machine c" in refused.stderr
+        traced = machines["c"].run([NSLAB, "trace", "multi/c4", "multi/a1"])  # a1 lives on a: traced by address
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        again = machines["b"].run([NSLAB, "up", "-f", file])  # converging an unchanged part changes nothing
+        assert again.returncode == 0 and not any(w in again.stdout for w in ("added", "changed", "repaired"))
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
+    assert took < 60
+
+
+def _works_across(machines: Machines, host) -> None:
+    # names across machines, on the spanning network, the internal one, the ring of links
+    for source, target in (("a1", "b1"), ("b1", "c4"), ("c1", "a3"), ("b3", "c3"), ("c3", "b1"), ("a2", "c2")):
+        assert _ping(machines, source, target).returncode == 0, (source, target)
+    assert _ping(machines, "a1", "b2", "-6").returncode == 0  # dual stack across
+    from nslab.core import load
+
+    ring = load.resolved(load.from_text(LAB), None).links[2]  # c2 - a2, dual stack, between c and a
+    assert ring.kind == "vxlan" and ring.b_address6 is not None
+    assert _ping(machines, "c2", str(ring.b_address6.ip)).returncode == 0
+    assert "mtu 1450" in _in(machines, "a2", ["ip", "link", "show", ring.b_ifname]).stdout
+    # isolation: the internal network is not reachable from a host that is only on lan
+    b1_back = _in(machines, "c3", ["getent", "hosts", "b1"]).stdout.split()[0]
+    assert b1_back.startswith("10.")
+    assert _ping(machines, "a3", b1_back).returncode != 0
+    # the overlay MTU: 1450 on the 1500 underlay; 1422 bytes of ICMP cross without fragments, 1423 do not
+    for h in ("b1", "c2"):
+        assert "mtu 1450" in _in(machines, h, ["ip", "link", "show", "eth0"]).stdout
+    assert _ping(machines, "c4", "a1", "-4", "-M", "do", "-s", "1422").returncode == 0
+    too_big = _ping(machines, "c4", "a1", "-4", "-M", "do", "-s", "1423")
+    assert too_big.returncode != 0 and "message too long" in (too_big.stdout + too_big.stderr).lower()
+    # out through a's NAT: wan sees a's underlay address (the throwaway host forwards a's traffic unchanged)
+    server = host.popen(host.in_wan([sys.executable, "-c", PEER_SERVER, WAN_ADDRESS]), stdout=subprocess.PIPE,
+                        text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    seen = _in(machines, "c4", [sys.executable, "-c", FETCH, WAN_ADDRESS, "9000"])
+    assert seen.stdout.strip() == machines["a"].address, seen.stderr
+    # ... and only to a: b, also on lan, gets none of it (the gateway's MAC has its forwarding entry; b may see
+    # the odd broadcast, an ARP or IPv6 neighbour query, never the pings: 8 + 14 + 84 bytes of VXLAN payload)
+    sniff = subprocess.Popen(machines["b"].argv(["timeout", "3", "tcpdump", "-nni", "eth0", "-c", "20",
+                                                 f"udp port 14789 and src {machines['c'].address}"]),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.5)
+    assert _in(machines, "c4", ["ping", "-c10", "-i0.05", "-W1", WAN_ADDRESS]).returncode == 0
+    assert not [line for line in sniff.communicate()[0].splitlines() if line.endswith("length 106")]
+    # the published port answers from wan (through a)
+    got = subprocess.run(host.in_wan(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "20",
+                                      "--retry-connrefused", "--retry-delay", "0",
+                                      f"http://{machines['a'].address}:8080/"]), capture_output=True, text=True)
+    assert got.stdout == "200", got.stderr
+    got = subprocess.run(host.in_wan(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "20",
+                                      "--retry-connrefused", "--retry-delay", "0",
+                                      f"http://{machines['a'].address}:8081/"]), capture_output=True, text=True)
+    assert got.stdout == "200", got.stderr  # (b2 serves it: a's DNAT, then the VXLAN to b)
+
+
+def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    b = machines["b"]
+    proc = subprocess.Popen(b.argv([NSLAB, "up", "-q", "-f", file, "--machine", "b"]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    intent = Path(b.path("/run/nslab/multi/intent.json"))
+    deadline = time.monotonic() + 20
+    while not intent.exists() and time.monotonic() < deadline:  # killed once it started changing the machine
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert intent.exists()  # (it left a half-made part behind)
+    try:
+        _ok(_all(machines, "up", "-q", "-f", file, named=False))  # each finds its machine by its address
+        assert _ping(machines, "b1", "c1").returncode == 0
+        assert _ping(machines, "b2", "a2").returncode == 0
+        assert json.loads(b.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"] == []
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
+
+
+def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machines: Machines, tmp_path: Path) -> None:
+    from nslab.core import load, overlay
+
+    file = _file(tmp_path)
+    lan = load.resolved(load.from_text(LAB), None).networks["lan"]
+    b, c = machines["b"], machines["c"]
+    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")
+    refused = b.run([NSLAB, "up", "-f", file, "--machine", "b"])
+    assert refused.returncode == 2 and f"VNI {lan.vni} is already used on machine b by VXLAN device vxhand" in \
+        refused.stderr
+    assert _left(b) == []
+    b.sh("ip link del vxhand")
+    _ok(_all(machines, "up", "-q", "-f", file))
+    try:
+        device = overlay.vxlan_name("multi", "lan")
+        c.sh(f"ip link del {device}")
+        drift = json.loads(c.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"]
+        assert drift == [f"network lan: VXLAN device {device} is missing"]
+        repaired = c.run([NSLAB, "up", "-f", file])  # (the machine recorded here: c)
+        assert repaired.returncode == 0 and "repaired: network lan" in repaired.stdout, repaired.stderr
+        c.sh(f"bridge fdb del 00:00:00:00:00:00 dev {device} dst {machines['a'].address}")
+        drift = json.loads(c.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"]
+        assert drift == [f"network lan: VXLAN device {device} lost its forwarding entry 00:00:00:00:00:00 dst "
+                         f"{machines['a'].address}"]
+        _ok({"c": c.run([NSLAB, "up", "-q", "-f", file])})
+        assert _ping(machines, "c1", "a1").returncode == 0
+    finally:
+        _ok(_all(machines, "down", "multi"))
+
+
+SIX = """
+name: six
+machines:
+  a: {address: "2001:db8:18::1"}
+  b: {address: "2001:db8:18::2"}
+networks:
+  net: {}
+hosts:
+  s1: {machine: a, networks: [net]}
+  s2: {machine: b, networks: [net]}
+"""
+
+
+def test_two_labs_share_the_port_and_an_ipv6_underlay_takes_70_bytes(machines: Machines, tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    six = tmp_path / "six.yaml"
+    six.write_text(SIX)
+    _ok(_all(machines, "up", "-q", "-f", file))
+    try:
+        pair = [machines["a"], machines["b"]]
+        _ok(_all(pair, "up", "-q", "-f", str(six)))
+        try:
+            assert _in(machines, "b1", ["true"]).returncode == 0
+            s1 = machines["a"].run([NSLAB, "exec", "six/s1", "--", "ping", "-c1", "-W2", "s2"])
+            assert s1.returncode == 0, s1.stdout + s1.stderr
+            assert "mtu 1430" in machines["b"].run([NSLAB, "exec", "six/s2", "--", "ip", "link", "show",
+                                                     "eth0"]).stdout
+            rules = machines["a"].run(["nft", "list", "chain", "inet", "nslab", "input"]).stdout
+            assert "udp dport 14789 ip saddr != { 198.18.0.2, 198.18.0.3 } drop" in rules
+            assert "udp dport 14789 ip6 saddr != 2001:db8:18::2 drop" in rules  # (nft lists a set of one so)
+            assert _ping(machines, "a1", "c4").returncode == 0  # the first lab still works beside it
+        finally:
+            _ok(_all(pair, "down", "six"))
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
