@@ -687,8 +687,10 @@ def _bind_for_keeper(sock: socket.socket) -> None:
                 made = listener(entry)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                sock.send(f"cannot listen on the machine's [{entry.get('listen')}]:{entry.get('port')}"
-                          f"/{entry.get('proto')}: {why}".encode())
+                where = str(entry.get("listen"))
+                where = f"[{where}]" if ":" in where else where
+                sock.send(f"cannot listen on the machine's {where}:{entry.get('port')}/{entry.get('proto')}: "
+                          f"{why}".encode())
                 continue
             socket.send_fds(sock, [b"ok"], [made.fileno()])
             made.close()
@@ -830,11 +832,14 @@ def _sync(root: str, relays: _Relays | None) -> None:
     command's :func:`sync_now` waits for."""
     import time
 
-    for line in relays.sync(root) if relays is not None else []:
-        print(line, file=sys.stderr, flush=True)
-    with open(paths.keeper_synced(root) + ".new", "w") as fh:
-        fh.write(str(time.monotonic_ns()))
-    os.replace(paths.keeper_synced(root) + ".new", paths.keeper_synced(root))  # (what sync_now waits for)
+    try:
+        for line in relays.sync(root) if relays is not None else []:
+            print(line, file=sys.stderr, flush=True)
+        with open(paths.keeper_synced(root) + ".new", "w") as fh:
+            fh.write(str(time.monotonic_ns()))
+        os.replace(paths.keeper_synced(root) + ".new", paths.keeper_synced(root))  # (what sync_now waits for)
+    except OSError as exc:  # (the state root taken away under the keeper: it leaves at the next look)
+        print(f"cannot sync the published ports: {exc}", file=sys.stderr, flush=True)
 
 
 # --- root's view of the users' labs (``nslab ls``, ``nslab gc --user``) ------------------------------------
