@@ -14,6 +14,9 @@ private 0666 /dev/net/tun node, Debian's python in a venv under /tmp):
   user's join of the keeper's namespaces.
 - egress throughput: ``iperf3 -c 198.51.100.1`` from h1 of a NAT network to ``wan``'s iperf3 server, through
   root's NAT (a veth and the bridge) and through the user's slirp4netns.
+- a published port's throughput: ``iperf3 -c`` from the machine (the throwaway host) to a dual-stack lab
+  host's iperf3 server published on 6400, over ``127.0.0.1`` (root: DNAT) and over ``[::1]`` (root: the
+  supervisor's relay); the user's both through the keeper's relay.
 
 Prints one table; changes nothing outside the throwaway host.
 """
@@ -124,6 +127,45 @@ def egress(host: ThrowawayHost, user: RootlessUser, seconds: float) -> dict[str,
     return results
 
 
+PUBLISHED = """\
+name: pub
+networks: {n: {ipv6: true}}
+hosts:
+  s: {networks: [n], publish: ["6400:5201"], run: "exec iperf3 -s -p 5201"}
+"""
+
+
+def published(user: RootlessUser, seconds: float) -> dict[str, list[float]]:
+    if not shutil.which("iperf3"):
+        raise BenchError("iperf3 is not installed (dev/setup.sh installs it)")
+    results: dict[str, list[float]] = {}
+
+    def measure(who: str) -> None:
+        for family, address in (("4", "127.0.0.1"), ("6", "::1")):
+            for _ in range(50):  # (the server, and the user's relays, a moment after `up`)
+                done = subprocess.run(["iperf3", "-c", address, "-p", "6400", "-t", str(seconds), "-J"],
+                                      capture_output=True, text=True, timeout=seconds + 30)
+                if done.returncode == 0:
+                    break
+                time.sleep(0.1)
+            results[f"{who}_published{family}"] = [_bits(done.stdout)]
+
+    run([NSLAB, "up", "-q", "--wait", "--timeout", "20", "-f", write_text(PUBLISHED)])
+    try:
+        measure("root")
+    finally:
+        run([NSLAB, "down", "pub"], check=False)
+        settle()
+    user.write("nslab.yaml", PUBLISHED)
+    _user_run(user, "up", "-q", "--wait", "--timeout", "20")
+    try:
+        measure("user")
+    finally:
+        user.run("down", "pub")
+        _user_gone(user)
+    return results
+
+
 def _bits(output: str) -> float:
     doc = json.loads(output)
     if "error" in doc:
@@ -137,7 +179,11 @@ def table(samples: dict[str, list[float]], hosts: int) -> str:
     for what, root, mine, unit in ((f"up of {hosts} hosts", "root_up", "user_up", "s"),
                                    (f"down of {hosts} hosts", "root_down", "user_down", "s"),
                                    ("nslab exec h1 true", "root_exec", "user_exec", "ms"),
-                                   ("egress to wan (iperf3)", "root_egress", "user_egress", "Gbit/s")):
+                                   ("egress to wan (iperf3)", "root_egress", "user_egress", "Gbit/s"),
+                                   ("published port from the machine, 127.0.0.1 (iperf3)", "root_published4",
+                                    "user_published4", "Gbit/s"),
+                                   ("published port from the machine, [::1] (iperf3)", "root_published6",
+                                    "user_published6", "Gbit/s")):
         if root not in med or mine not in med:
             continue
         scale = {"s": 1, "ms": 1e3, "Gbit/s": 1e-9}[unit]
@@ -152,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--exec-calls", type=int, default=30)
     parser.add_argument("--iperf-seconds", type=float, default=5)
-    parser.add_argument("--skip", default="", help="comma-separated: updown, exec, egress")
+    parser.add_argument("--skip", default="", help="comma-separated: updown, exec, egress, published")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("run as root (it makes a throwaway host and a user in it)", file=sys.stderr)
@@ -169,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             samples.update(exec_latency(user, args.exec_calls))
         if "egress" not in skip:
             samples.update(egress(host, user, args.iperf_seconds))
+        if "published" not in skip:
+            samples.update(published(user, args.iperf_seconds))
     finally:
         user.stop()
         host.leave()

@@ -21,7 +21,8 @@ labs are up (``os`` and naming.py only: ``nslab exec`` imports this). The kernel
 - a rootless user's state root (:func:`user_state_root`: ``/run/user/UID/nslab`` when ``/run/user/UID`` is the
   user's, else ``/tmp/nslab-UID``; never from the environment, so a login shell, cron and ``sudo -u`` agree), laid
   out as the above plus ``.keeper.pid`` (the keeper's pid and user namespace), ``.keeper.hold``,
-  ``.keeper.start`` (locks), ``.keeper.log``, ``.slirp.sock`` (slirp4netns's API), ``.resolv.conf``;
+  ``.keeper.start`` (locks), ``.keeper.log``, ``.way-out``,
+  ``.unrelayed.json``, ``.synced``, ``.resolv.conf``;
 - ``<cgroup2>/nslab/<lab>-<tag>/``  the cgroup of a lab's supervisor and, below it, one per service;
 - ``/var/run/docker.sock``         Docker's Engine API, unless ``DOCKER_HOST`` names another socket.
 
@@ -129,9 +130,19 @@ def keeper_log(root: str) -> str:
     return os.path.join(root, ".keeper.log")
 
 
-def slirp_socket(root: str) -> str:
-    """slirp4netns's API socket (port forwarding: ``add_hostfwd``)."""
-    return os.path.join(root, ".slirp.sock")
+def keeper_synced(root: str) -> str:
+    """Rewritten by the keeper after each sync of its port forwards and relays (a command waits for it)."""
+    return os.path.join(root, ".synced")
+
+
+def keeper_unrelayed(root: str) -> str:
+    """The published ports the keeper cannot relay from the machine now (daemons/keeper.py), by lab."""
+    return os.path.join(root, ".unrelayed.json")
+
+
+def keeper_way_out(root: str) -> str:
+    """The way out the keeper chose (daemons/wayout.py), as ``status`` says it."""
+    return os.path.join(root, ".way-out")
 
 
 def keeper_resolv_conf(root: str) -> str:

@@ -320,6 +320,24 @@ def test_the_usual_commands_work_rootless(user):
     _nothing_left(user, user_ns)
 
 
+def test_an_old_pasta_is_passed_over_for_slirp4netns(user):
+    """Debian 12's passt says ``pasta unknown version`` (older than 2023_12_04, the minimum): a pasta on PATH
+    that says so (a script) leaves the way out to slirp4netns, and ``status`` says why."""
+    bin_dir = f"{user.home}/bin"
+    sh(f"mkdir {bin_dir} && printf '#!/bin/sh\\necho pasta unknown version\\n' > {bin_dir}/pasta && "
+       f"chmod 755 {bin_dir}/pasta")
+    user.write("nslab.yaml", "name: p\nnetworks: {n: {}}\nhosts: {a: {networks: [n]}}\n")
+    up = user.run("up", path=f"{bin_dir}:{user.env()['PATH']}")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    status = user.run("status", "p")
+    assert ("the way out through slirp4netns (pasta unknown version is older than 2023_12_04)"
+            in status.stdout), status.stdout + status.stderr
+    assert _slirps(user), "slirp4netns is the way out"
+    assert user.run("down", "p").returncode == 0
+    _nothing_left(user, user_ns)
+
+
 def test_without_run_netns_and_etc_netns_on_the_machine(user):
     """A machine where nobody ever ran `ip netns add` (no /run/netns) and without /etc/netns: the keeper makes
     them in its own mount namespace (an overlay over /run and /etc). Here they are hidden by root's overlays
@@ -363,6 +381,160 @@ def test_without_run_netns_and_etc_netns_on_the_machine(user):
     finally:
         for target in reversed(hidden):
             linux.umount(target)
+
+
+DUAL = """\
+name: six
+networks:
+  front: {ipv6: true}
+hosts:
+  web: {networks: [front], publish: ["6000:8080", "[::1]:6100:8080"], run: "exec python3 -m http.server 8080 --bind ::"}
+"""
+
+
+def _answer(url: str) -> str:
+    answered = ""
+    for _ in range(50):  # the service listens, and the keeper relays, a moment after `up`
+        answered = sh(f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' '{url}'", check=False).stdout
+        if answered == "200":
+            break
+        time.sleep(0.1)
+    return answered
+
+
+def test_dual_stack_published_port_answers_on_ipv6_loopback(user, host):
+    """The keeper relays both families from sockets its binder made in the machine's namespace (slirp4netns
+    1.2's port forwarding is IPv4-only): the IPv6 side reaches the host's IPv6 address."""
+    before = _machine(host)
+    user.write("nslab.yaml", DUAL)
+    up = user.run("up", "--wait", "--timeout", "20")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    listening = sh("ss -Hltn").stdout  # `up` nudged the keeper and waited: its relays are there
+    assert "[::]:6000" in listening and "[::1]:6100" in listening, listening
+    assert _answer("http://127.0.0.1:6000/") == "200"
+    assert _answer("http://[::1]:6000/") == "200"
+    assert _answer("http://[::1]:6100/") == "200"
+    listening = sh("ss -Hltn").stdout
+    assert "[::]:6000" in listening and "[::1]:6100" in listening, listening
+    down = user.run("down", "six")
+    assert down.returncode == 0, down.stderr
+    _nothing_left(user, user_ns)
+    assert ":6000 " not in sh("ss -Hltn").stdout
+    assert _machine(host) == before
+
+
+def test_run_publishes_ports_from_the_machine(user, host):
+    """``nslab run -p`` as the user: its throwaway lab's port answers on the machine's 127.0.0.1 while the
+    command runs, and nothing is left once it is stopped."""
+    import os
+    import signal
+
+    before = _machine(host)
+    env = [f"{k}={v}" for k, v in user.env().items()]
+    run = subprocess.Popen(["setpriv", f"--reuid={user.uid}", f"--regid={user.uid}", "--clear-groups", "env", "-i",
+                            *env, user.nslab, "run", "--network", "nat", "-p", "6200:8080", "--", "python3", "-m",
+                            "http.server", "8080"], cwd=f"{user.home}/work", stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert _answer("http://127.0.0.1:6200/") == "200"
+        user_ns = _keeper_ns(user)
+    finally:
+        os.kill(run.pid, signal.SIGTERM)
+        _, stderr = run.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    _nothing_left(user, user_ns)
+    assert ":6200 " not in sh("ss -Hltn").stdout
+    assert _machine(host) == before
+
+
+UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(('::', 5353))\n"
+            "while True:\n    d, peer = s.recvfrom(2048); s.sendto(b'echo ' + d, peer)")
+
+
+def test_udp_published_port_answers_on_both_families(user):
+    """A UDP port relayed by the keeper: a datagram to 127.0.0.1 and to [::1] comes back from the host."""
+    import socket
+
+    user.write("echo.py", UDP_ECHO)
+    user.write("nslab.yaml", "name: udp\nnetworks: {n: {ipv6: true}}\nhosts:\n  a: {networks: [n], publish: "
+                             f"[\"6500:5353/udp\"], run: \"exec python3 {user.home}/work/echo.py\"}}\n")
+    up = user.run("up", "--wait", "--timeout", "20")
+    assert up.returncode == 0, up.stderr
+    user_ns = _keeper_ns(user)
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_DGRAM) as client:
+            client.settimeout(0.2)
+            got = b""
+            for _ in range(50):  # (the service binds a moment after `up`)
+                client.sendto(b"ping", (address, 6500))
+                try:
+                    got = client.recv(2048)
+                    break
+                except TimeoutError:
+                    continue
+            assert got == b"echo ping", address
+    assert user.run("down", "udp").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+def test_an_ipv6_port_the_machine_uses_is_said_by_status(user):
+    """The machine already listens on [::]:6300 (IPv6 only): the lab's IPv4 side answers, and ``status`` says
+    the IPv6 side is not published, why, until the port is free (the keeper tries again every second)."""
+    import socket
+
+    busy = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    busy.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    busy.bind(("::", 6300))
+    busy.listen(1)
+    try:
+        user.write("nslab.yaml", "name: busy\nnetworks: {n: {ipv6: true}}\nhosts:\n  web: {networks: [n], publish: "
+                                 "[\"6300:8080\"], run: \"exec python3 -m http.server 8080 --bind ::\"}\n")
+        up = user.run("up", "--wait", "--timeout", "20")
+        assert up.returncode == 0, up.stderr
+        assert ("nslab: warning: not published: cannot listen on the machine's [::]:6300/tcp: Address already in "
+                "use") in up.stderr, up.stderr
+        user_ns = _keeper_ns(user)
+        assert _answer("http://127.0.0.1:6300/") == "200"
+        status = user.run("status", "busy")
+        assert ("not published: cannot listen on the machine's [::]:6300/tcp: Address already in use"
+                in status.stdout), status.stdout + status.stderr
+    finally:
+        busy.close()
+    assert _answer("http://[::1]:6300/") == "200"  # taken up again once free
+    assert "not published" not in user.run("status", "busy").stdout
+    assert user.run("down", "busy").returncode == 0
+    _nothing_left(user, user_ns)
+
+
+@pytest.mark.parametrize("cleanup", [["gc"], ["down", "k"]])
+def test_a_keeper_that_died_is_said_and_cleaned_by_the_user(user, cleanup):
+    import os
+    import signal
+
+    user.write("nslab.yaml", "name: k\nnetworks: {n: {}}\nhosts: {a: {networks: [n], run: exec sleep 1000}}\n")
+    assert user.run("up").returncode == 0
+    user_ns = _keeper_ns(user)
+    keeper = user.keeper()
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)  # a crash: its services and state stay behind
+    time.sleep(0.3)
+    assert user.processes(user_ns)
+    for args in (["status"], ["exec", "a", "--", "true"], ["up"]):
+        said = user.run(*args)
+        assert said.returncode == 1, (args, said.stdout, said.stderr)
+        assert said.stderr.count("\n") == 1 and "keeper died while lab k was up" in said.stderr, said.stderr
+        assert "`nslab gc`" in said.stderr and "nslab down LAB" in said.stderr, said.stderr
+    dry = user.run("gc", "--dry-run")
+    assert dry.returncode == 0 and "would clean up" in dry.stdout and user.processes(user_ns), dry.stderr
+    done = user.run(*cleanup)
+    assert done.returncode == 0 and "cleaned up after your rootless keeper" in done.stdout, done.stdout + done.stderr
+    _nothing_left(user, user_ns)
+    again = user.run("up")  # afresh: a new keeper
+    assert again.returncode == 0, again.stderr
+    fresh = _keeper_ns(user)
+    assert user.run("down", "k").returncode == 0
+    _nothing_left(user, fresh)
 
 
 def test_gc_cleans_after_a_keeper_that_died(user):

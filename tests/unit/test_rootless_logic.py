@@ -218,3 +218,76 @@ def test_the_machines_interfaces_are_refused_by_field(monkeypatch):
 def test_root_is_refused_nothing_of_it(monkeypatch):
     said = "\n".join(_problems(monkeypatch, rootless=False))
     assert "ip_unprivileged_port_start" not in said and "root's cgroups" not in said
+
+
+# --- the way out: pasta only when new enough (daemons/wayout.py) -------------------------------------------
+
+
+def test_pasta_version_dates():
+    from nslab.daemons.wayout import version_date
+
+    assert version_date("2023_12_04.b86afe3") == (2023, 12, 4)  # an upstream build
+    assert version_date("0.0~git20240220.1e6f92b-1") == (2024, 2, 20)  # Debian's, Ubuntu's
+    assert version_date("0^20231204.gb86afe3-1.fc39.x86_64") == (2023, 12, 4)  # Fedora's
+    assert version_date("unknown version") is None  # Debian 12's passt 0.0~git20230309
+    assert version_date("1.2.3") is None
+
+
+def _tools(tmp_path, pasta: str | None, slirp: bool) -> str:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if pasta is not None:  # a fake pasta that only says its version
+        (bin_dir / "pasta").write_text(f"#!/bin/sh\necho 'pasta {pasta}'\necho 'Copyright Red Hat'\n")
+        (bin_dir / "pasta").chmod(0o755)
+    if slirp:
+        (bin_dir / "slirp4netns").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "slirp4netns").chmod(0o755)
+    return str(bin_dir)
+
+
+def test_the_way_out_is_pasta_only_when_new_enough(monkeypatch, tmp_path):
+    import pytest
+
+    from nslab.daemons.wayout import choose
+    from nslab.errors import EnvironmentProblem
+
+    cases = [("unknown version", True, "slirp4netns (pasta unknown version is older than 2023_12_04)"),
+             ("0.0~git20230309.7c7625d-1", True, "slirp4netns (pasta 0.0~git20230309.7c7625d-1 is older than "
+                                                 "2023_12_04)"),
+             ("2023_12_04.b86afe3", True, "pasta"), ("2025_01_21.4f2c8e7", False, "pasta"),
+             (None, True, "slirp4netns")]
+    for n, (version, slirp, said) in enumerate(cases):
+        where = tmp_path / str(n)
+        where.mkdir()
+        monkeypatch.setenv("PATH", _tools(where, version, slirp))
+        way = choose()
+        assert way.said() == said, version
+        assert way.path.endswith(way.name)
+    for n, version in enumerate(("unknown version", None)):
+        where = tmp_path / f"none{n}"
+        where.mkdir()
+        monkeypatch.setenv("PATH", _tools(where, version, False))
+        with pytest.raises(EnvironmentProblem, match="install it") as refused:
+            choose()
+        assert ("older than 2023_12_04" in str(refused.value)) == (version is not None)
+
+
+def test_relayed_ports(tmp_path):
+    """What the keeper relays from the machine: each port's IPv4 side on the address written, to the host's
+    IPv4 address, and its IPv6 side (hosts with IPv6) on the machine's IPv6 addresses or ``::1``."""
+    import json
+
+    from nslab.daemons.keeper import wanted_relays
+
+    ports = [{"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 6000, "address": "10.1.0.2", "port": 80,
+              "address6": "fd00::2"},
+             {"proto": "udp", "host_ip": "::1", "host_port": 6100, "address": "10.1.0.2", "port": 53,
+              "address6": "fd00::2"},
+             {"proto": "tcp", "host_ip": "127.0.0.1", "host_port": 6200, "address": "10.1.0.3", "port": 80}]
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "state.json").write_text(json.dumps({"firewall": {"ports": ports}}))
+    assert wanted_relays(str(tmp_path)) == [
+        {"listen": "0.0.0.0", "port": 6000, "proto": "tcp", "to": "10.1.0.2", "to_port": 80, "lab": "lab"},
+        {"listen": "::", "port": 6000, "proto": "tcp", "to": "fd00::2", "to_port": 80, "lab": "lab"},
+        {"listen": "::1", "port": 6100, "proto": "udp", "to": "fd00::2", "to_port": 53, "lab": "lab"},
+        {"listen": "127.0.0.1", "port": 6200, "proto": "tcp", "to": "10.1.0.3", "to_port": 80, "lab": "lab"}]

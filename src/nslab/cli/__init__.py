@@ -35,22 +35,29 @@ def fast_form(argv: list[str]) -> int | None:
 _OUTSIDE = frozenset({"validate", "config", "completion", "--help", "-h", "--version"})
 
 
-def _rootless(argv: list[str]) -> bool | None:
+def _rootless(argv: list[str]) -> int | None:
     """A user who is not root works in their own namespaces, held by their keeper (daemons/keeper.py): joined
     here, before anything else (setns needs the process single-threaded), started first for ``up`` and
-    ``run``. False: it could not be started (said on stderr); None: nothing to do (root, or no keeper
-    needed)."""
+    ``run``. Returns the exit status when the command is done here (the keeper could not be started, said on
+    stderr: 1; ``gc`` or ``down`` cleaned up after a keeper that died: 0); None: go on (joined, root, or no
+    keeper needed)."""
     import os
 
     if os.geteuid() == 0 or not argv or argv[0] in _OUTSIDE:
         return None
     wants_help = "--help" in argv or "-h" in argv  # (help needs no keeper started)
-    from ..daemons.keeper import join
+    from ..daemons.keeper import clean_orphans, join
+    from ..paths import user_state_root
     from .plain import reporting
 
+    if argv[0] in ("gc", "down") and not wants_help:  # after a keeper that died: what is left goes, all of it
+        done = clean_orphans(user_state_root(os.getuid()), dry_run="--dry-run" in argv)
+        if done is not None:
+            print(done)
+            return 0
     held: list[int | None] = []
     code = reporting(lambda: held.append(join(start=argv[0] in ("up", "run") and not wants_help)))
-    return None if code == 0 else False
+    return None if code == 0 else 1
 
 
 def entry() -> None:
@@ -65,8 +72,9 @@ def entry() -> None:
 
     argv = sys.argv[1:]
     try:
-        if _rootless(argv) is False:
-            sys.exit(1)
+        done = _rootless(argv)
+        if done is not None:
+            sys.exit(done)
         code = fast_form(argv)
         sys.exit(main(argv) if code is None else code)
     except Terminated as exc:

@@ -86,7 +86,7 @@ def up(file: str | None, quiet: bool = False, wide: bool = False, wait: float | 
     path = find_lab_file(file)
     with render.progress(enabled=not quiet) as bar:
         result = up_file(path, progress=bar, subset=subset, machine=machine)
-    _rootless_forwards()
+    _rootless_forwards(result.lab.name)
     render.warnings(result.warnings)
     if not quiet:
         render.changes(result.changes())
@@ -212,21 +212,29 @@ def _rootless_status(doc: dict[str, Any]) -> None:
     from ..paths import ROOTLESS_ENV
 
     if joined():
+        from ..daemons.keeper import unrelayed
+        from ..daemons.wayout import recorded
+        from ..paths import state_root
+
+        way_out, failing = recorded(state_root()), unrelayed(state_root())
         for lab in doc["labs"]:
             lab["rootless"] = {"uid": int(os.environ[ROOTLESS_ENV]), "services": "process groups",
-                               "way_out": "slirp4netns"}
+                               "way_out": way_out, **({"unrelayed": failing[lab["name"]]}
+                                                      if lab["name"] in failing else {})}
 
 
-def _rootless_forwards() -> None:
-    """Rootless: slirp4netns's port forwards made to match the labs' published ports (daemons/keeper.py)."""
+def _rootless_forwards(lab: str | None = None) -> None:
+    """Rootless: the keeper's relays made to match the labs' published ports (daemons/keeper.py); what cannot
+    be published for ``lab`` said as a warning."""
     from ..core.rootless import joined
 
     if joined():
-        from ..daemons.keeper import sync_forwards
+        from ..daemons.keeper import sync_now, unrelayed
         from ..paths import state_root
 
-        for line in sync_forwards(state_root()):
-            sys.stderr.write(f"nslab: warning: {line}\n")
+        sync_now(state_root())
+        for line in unrelayed(state_root()).get(lab or "", []):
+            sys.stderr.write(f"nslab: warning: not published: {line}\n")
 
 
 def down(lab: str, machine: str | None = None) -> None:

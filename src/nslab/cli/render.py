@@ -206,6 +206,8 @@ def _rootless(said: dict[str, Any] | None) -> None:
     if said:
         sys.stdout.write(f"rootless (uid {said['uid']}): services in {said['services']} (no root cgroups), "
                          f"the way out through {said['way_out']}\n")
+        for line in said.get("unrelayed", ()):  # (the keeper tries again every second)
+            sys.stdout.write(f"  not published: {line}\n")
 
 
 def _lab_status(lab: dict[str, Any], wide: bool, host: str | None, repeat: bool) -> None:

@@ -7,8 +7,8 @@ joined the user's keeper (daemons/keeper.py) runs as root of the user's own name
 - ``external:`` (a network on one of the machine's interfaces) and ``macvlan:`` (a host's interface on one):
   the machine's interfaces are not in the user's network namespace (the problems the features would report
   about them, such as "the machine has no interface eth1", are left out: this one says why);
-- a published port below the machine's ``net.ipv4.ip_unprivileged_port_start``: slirp4netns listens on the
-  machine as the user (the joining command kept the machine's value in ``NSLAB_PORT_START``).
+- a published port below the machine's ``net.ipv4.ip_unprivileged_port_start``: the keeper's binder listens on
+  the machine as the user (the joining command kept the machine's value in ``NSLAB_PORT_START``).
 
 ``nslab connect`` is refused by the CLI (it puts a container, root's, on a lab network).
 """

@@ -11,11 +11,21 @@ A user who is not root gets labs in namespaces of their own, held by this one pr
   resolv.conf naming slirp4netns's resolver (10.0.2.3) bound over ``/etc/resolv.conf`` (the machine's may name
   127.0.0.53, which nothing in the lab can reach);
 - a **network namespace** that plays "the machine" for the user's labs: their bridges, NAT masquerade and nft
-  rules live there, and ``slirp4netns`` (run outside, in the machine's namespaces) connects its ``tap0`` to the
-  machine's network: 10.0.2.100/24, gateway 10.0.2.2, MTU 65520, the machine's loopback not reachable.
+  rules live there, and the way out (run outside, in the machine's namespaces: ``slirp4netns``, or ``pasta``
+  when new enough, daemons/wayout.py) connects its ``tap0`` to the machine's network: 10.0.2.100/24, gateway
+  10.0.2.2, MTU 65520, the machine's loopback not reachable.
 
 State lives under :func:`nslab.paths.user_state_root` (mode 0700, the user's): the pid file that commands join
-by, the hold lock, slirp4netns's API socket (``add_hostfwd`` for published ports), this daemon's log.
+by, the hold lock, the way out chosen, what the keeper cannot publish now, this daemon's log.
+
+Published ports: the keeper relays them itself (:class:`_Relays`, loopproxy.py), both families, from listening
+sockets that its binder (:class:`_Binder`, a child left in the machine's namespaces) makes on the machine and
+hands over, to the lab host's address from inside. Not slirp4netns's port forwarding: its API (1.2) takes no
+IPv6 address (``add_hostfwd`` reads ``host_addr`` as IPv4), it moves about an eighth of what the relay does
+(docs/performance.md), and pasta has no such API at all.
+
+A keeper that died (killed, crashed) leaves its labs' state and their supervisors: :func:`join` refuses every
+command in one line, and the user's ``gc`` or ``down`` cleans up (:func:`clean_orphans`).
 
 Joining (:func:`join`, from the CLI's entry before anything else): ``setns`` into the keeper's user namespace
 first, then its mount and network namespaces, in the command's own process (no fork; the process is still
@@ -34,12 +44,18 @@ import sys
 
 from .. import linux, paths
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # (not typing's: a command joining the keeper imports this module, `nslab exec` too)
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
+    from typing import Any
+
+    from .loopproxy import LoopbackProxy
+    from .wayout import WayOut
 
 #: Where slirp4netns puts the keeper's network namespace (``--configure``'s defaults).
 SLIRP_ADDRESS = "10.0.2.100"
+SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_DNS = "10.0.2.3"
 TAP = "tap0"
 MTU = 65520
@@ -49,6 +65,7 @@ JOINED = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("net", lin
           ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC))
 POLL = 1.0  # seconds between the keeper's looks for labs
 START_TIMEOUT = 10.0  # seconds a command waits for a new keeper to be ready
+SYNC_WAIT = 2.0  # seconds a command that changed the labs waits for the keeper's relays to follow
 
 
 def subordinate(name: str, ident: int, file: str) -> tuple[int, int] | None:
@@ -88,19 +105,6 @@ def subordinate_ids(uid: int, gid: int) -> tuple[tuple[int, int], tuple[int, int
 
 
 # --- what a command checks before starting a keeper (one line each, exit 1, nothing started) ---------------
-
-
-def way_out() -> str:
-    """slirp4netns's path; EnvironmentProblem naming the fix when it is missing."""
-    import shutil
-
-    from ..errors import EnvironmentProblem
-
-    found = shutil.which("slirp4netns")
-    if found is None:
-        raise EnvironmentProblem("rootless labs need slirp4netns for their way out, and it is not on PATH: "
-                                 "install it (apt-get install slirp4netns) or run nslab as root")
-    return found
 
 
 def check_tun() -> None:
@@ -175,6 +179,14 @@ def join(start: bool) -> int | None:
         return None
     hold = _hold(root)
     pid = running(root)
+    left = orphans(root) if pid is None else []
+    if left:
+        os.close(hold)
+        from ..errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"your rootless keeper died while {_labs_said(left)} up: their hosts are gone; "
+                                 "`nslab gc` (or `nslab down LAB`) cleans up what is left, then `nslab up` "
+                                 "starts afresh")
     if pid is None and start:
         pid = _start_once(root)
     if pid is None:
@@ -183,13 +195,42 @@ def join(start: bool) -> int | None:
         return None
     try:
         with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as fh:
-            os.environ["NSLAB_PORT_START"] = fh.read().strip()  # the machine's, where slirp4netns listens
+            os.environ["NSLAB_PORT_START"] = fh.read().strip()  # the machine's, where the binder listens
     except OSError:
         pass
     _enter(pid)
     os.environ["NSLAB_STATE_DIR"] = root
     os.environ[paths.ROOTLESS_ENV] = str(uid)
     return hold
+
+
+def orphans(root: str) -> list[str]:
+    """The labs under the user's state root whose keeper is gone (killed, crashed): their namespaces cannot
+    be joined again, what is left of them (their supervisors, state) waits for :func:`clean_orphans`."""
+    if not os.path.isfile(paths.keeper_pid_file(root)) or running(root) is not None:
+        return []
+    return sorted(_lab_dirs(root))
+
+
+def _labs_said(labs: list[str]) -> str:
+    return f"lab {labs[0]} was" if len(labs) == 1 else f"labs {', '.join(labs)} were"
+
+
+def clean_orphans(root: str, dry_run: bool = False) -> str | None:
+    """The user's ``gc`` or ``down`` after their keeper died: kill what is left of its namespaces (the labs'
+    supervisors and services hold them) and remove the state root. None: nothing of the kind (a keeper is
+    running, or none died)."""
+    labs = orphans(root)
+    if not labs:
+        return None
+    if dry_run:
+        return f"would clean up after your rootless keeper, which died: {', '.join(labs)}"
+    own = next((u for u in users([root]) if u.uid == os.getuid()), None)
+    if own is None:
+        return None
+    killed = _stop(own)
+    return (f"cleaned up after your rootless keeper, which had died (labs: {', '.join(labs)}): {killed} "
+            f"process(es) killed, {root} removed")
 
 
 def _start_once(root: str) -> int:
@@ -275,8 +316,9 @@ def _start(root: str) -> int:
     import subprocess
 
     from ..errors import EnvironmentProblem
+    from .wayout import choose
 
-    way_out()
+    choose()  # (refused here, in one line, when there is no way out)
     check_tun()
     with open(paths.keeper_log(root), "ab") as log:
         # -S and nslab's own directory on PYTHONPATH: the keeper needs only the standard library and nslab,
@@ -304,11 +346,14 @@ def _start(root: str) -> int:
 
 class _Helper:
     """A child forked before the keeper leaves the machine's namespaces: it maps the new user namespace with
-    newuidmap/newgidmap (when the user has subordinate ids), then becomes slirp4netns attached to the keeper's
-    network namespace (a process inside a user namespace cannot go back to the machine's network)."""
+    newuidmap/newgidmap (when the user has subordinate ids), then becomes the way out (slirp4netns, or pasta
+    when new enough: daemons/wayout.py) attached to the keeper's network namespace (a process inside a user
+    namespace cannot go back to the machine's network)."""
 
-    def __init__(self, root: str, slirp: str):
-        self.root = root
+    def __init__(self, root: str, way: WayOut):
+        from .wayout import pasta_argv
+
+        self.root, self.way = root, way
         uid, gid = os.getuid(), os.getgid()
         self.ranges = subordinate_ids(uid, gid)
         keeper = os.getpid()
@@ -320,15 +365,17 @@ class _Helper:
         if self.pid == 0:
             for fd in (self.go, self.answer, self.ready, self.exit):
                 os.close(fd)
-            _helper(go_r, answer_w, (ready_w, exit_r), keeper, self.ranges, self._slirp_argv(slirp, keeper,
-                                                                                              ready_w, exit_r))
+            if way.name == "pasta":
+                _helper(go_r, answer_w, (), keeper, self.ranges,
+                        pasta_argv(way.path, keeper, SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS, TAP, MTU))
+            _helper(go_r, answer_w, (ready_w, exit_r), keeper, self.ranges,
+                    self._slirp_argv(way.path, keeper, ready_w, exit_r))
         for fd in (go_r, answer_w, ready_w, exit_r):
             os.close(fd)
 
     def _slirp_argv(self, slirp: str, keeper: int, ready: int, exit_fd: int) -> list[str]:
-        return [slirp, "--configure", f"--mtu={MTU}", "--disable-host-loopback",
-                f"--api-socket={paths.slirp_socket(self.root)}", f"--ready-fd={ready}", f"--exit-fd={exit_fd}",
-                str(keeper), TAP]
+        return [slirp, "--configure", f"--mtu={MTU}", "--disable-host-loopback", f"--ready-fd={ready}",
+                f"--exit-fd={exit_fd}", str(keeper), TAP]
 
     def user_namespace(self) -> None:
         """unshare the user namespace and have it mapped (subordinate ids, else the user's own id as 0)."""
@@ -346,28 +393,57 @@ class _Helper:
             raise EnvironmentProblem(f"newuidmap/newgidmap could not map your subordinate ids (see "
                                f"{paths.keeper_log(self.root)}): check /etc/subuid and /etc/subgid")
 
-    def slirp(self) -> None:
-        """Let the helper become slirp4netns; wait until it has configured tap0."""
+    def connect(self) -> None:
+        """Let the helper become the way out; wait until it has configured tap0 (slirp4netns says so on its
+        ready fd; pasta has none: the keeper looks at tap0's address)."""
         import select
 
         from ..errors import EnvironmentProblem
 
         os.write(self.go, b"s")
-        readable, _, _ = select.select([self.ready], [], [], START_TIMEOUT)
-        got = os.read(self.ready, 1) if readable else b""
-        if got != b"1":
-            raise EnvironmentProblem(f"slirp4netns did not come up (its output: {paths.keeper_log(self.root)})")
+        if self.way.name == "pasta":
+            ready = self._pasta_ready()
+        else:
+            readable, _, _ = select.select([self.ready], [], [], START_TIMEOUT)
+            ready = (os.read(self.ready, 1) if readable else b"") == b"1"
+        if not ready:
+            raise EnvironmentProblem(f"{self.way.name} did not come up (its output: {paths.keeper_log(self.root)})")
+
+    def _pasta_ready(self) -> bool:
+        import time
+
+        from .wayout import configured
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if configured(TAP, SLIRP_ADDRESS):
+                return True
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                self.pid = 0  # (pasta exited: reaped)
+                return False
+            time.sleep(0.01)
+        return False
 
     def stop(self) -> None:
-        """Close slirp4netns's exit fd and the helper's pipe (either way it exits) and reap it."""
+        """Close slirp4netns's exit fd and the helper's pipe (either way it exits; pasta is stopped) and reap
+        it."""
+        import signal
+
         for fd in (self.exit, self.go, self.answer):
             os.close(fd)
-        os.waitpid(self.pid, 0)
+        if self.way.name == "pasta" and self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if self.pid:
+            os.waitpid(self.pid, 0)
 
 
-def _helper(go: int, answer: int, keep: tuple[int, int], keeper: int,
-            ranges: tuple[tuple[int, int], tuple[int, int]] | None, slirp: list[str]) -> None:
-    """The helper's life (see :class:`_Helper`); never returns."""
+def _helper(go: int, answer: int, keep: tuple[int, ...], keeper: int,
+            ranges: tuple[tuple[int, int], tuple[int, int]] | None, argv: list[str]) -> None:
+    """The helper's life (see :class:`_Helper`): ``argv`` the way out, ``keep`` the fds it inherits; never
+    returns."""
     uid, gid = os.getuid(), os.getgid()
     try:
         step = os.read(go, 1)
@@ -380,12 +456,9 @@ def _helper(go: int, answer: int, keep: tuple[int, int], keeper: int,
             os.write(answer, b"0" if code == 0 else b"1")
             step = os.read(go, 1)
         if step == b"s":
-            sock = slirp[4].partition("=")[2]
-            if os.path.exists(sock):
-                os.unlink(sock)
             for fd in keep:
                 os.set_inheritable(fd, True)
-            os.execv(slirp[0], slirp)
+            os.execv(argv[0], argv)
     finally:
         os._exit(1)
 
@@ -505,66 +578,76 @@ def _labs_left(root: str) -> bool:
     return bool(_lab_dirs(root))
 
 
-# --- published ports: slirp4netns forwards the machine's port to the keeper's tap0 (DNAT does the rest) ----
+# --- published ports: the keeper relays them from sockets made on the machine ------------------------------
 
 
-def wanted_forwards(root: str) -> set[tuple[str, str, int]]:
-    """``(proto, machine address, port)`` of every IPv4 published port of the user's labs (their state)."""
+def _published(root: str) -> list[dict[str, Any]]:
+    """The published ports of the user's labs, as their state records them (features/firewall's record)."""
     import json
 
-    wanted: set[tuple[str, str, int]] = set()
+    found: list[dict[str, Any]] = []
     for lab in _lab_dirs(root):
         try:
             with open(os.path.join(root, lab, "state.json")) as fh:
                 ports = (json.load(fh).get("firewall") or {}).get("ports") or []
         except (OSError, ValueError, AttributeError):
             continue
-        for port in ports:
-            if ":" not in port.get("host_ip", ":") and port.get("host_port"):
-                wanted.add((port["proto"], port["host_ip"], int(port["host_port"])))
+        found += [{**p, "lab": lab} for p in ports if isinstance(p, dict) and p.get("host_port")]
+    return found
+
+
+def wanted_relays(root: str) -> list[dict[str, Any]]:
+    """What the keeper relays from the machine for the user's published ports (loopproxy entries, and the lab
+    of each). IPv4: on the address written (``0.0.0.0``: all of the machine's) to the host's IPv4 address. IPv6
+    (hosts with an IPv6 address): ``PORT`` and ``[::]:PORT`` on every IPv6 address of the machine,
+    ``[::1]:PORT`` and ``127.0.0.1:PORT`` on ``::1`` (as root's relay does), an IPv6 address on itself."""
+    wanted = []
+    for p in _published(root):
+        host_ip = p.get("host_ip", "")
+        if ":" not in host_ip:
+            wanted.append({"listen": host_ip, "port": int(p["host_port"]), "proto": p["proto"],
+                           "to": p["address"], "to_port": int(p["port"]), "lab": p["lab"]})
+        if not p.get("address6"):
+            continue
+        if host_ip in ("0.0.0.0", "::"):
+            listen = "::"
+        elif host_ip == "::1" or host_ip.startswith("127."):
+            listen = "::1"
+        elif ":" in host_ip:
+            listen = host_ip
+        else:
+            continue  # (one IPv4 address of the machine: nothing of IPv6)
+        wanted.append({"listen": listen, "port": int(p["host_port"]), "proto": p["proto"], "to": p["address6"],
+                       "to_port": int(p["port"]), "lab": p["lab"]})
     return wanted
 
 
-def _slirp_call(root: str, request: dict[str, object]) -> dict[str, object]:
-    import json
-    import socket
+def sync_now(root: str) -> None:
+    """A command's part once it changed the labs: the keeper nudged (SIGUSR1) to make its relays those of the
+    labs at once; returns once it has (at most :data:`SYNC_WAIT` seconds), so the labs' ports answer when the
+    command is done."""
+    import signal
+    import time
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(paths.slirp_socket(root))
-        sock.sendall(json.dumps(request).encode())
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    answer = json.loads(data or b"{}")
-    if "error" in answer:
-        raise OSError(f"slirp4netns refused {request['execute']}: {answer['error']}")
-    result = answer.get("return") or {}
-    return result if isinstance(result, dict) else {}
-
-
-def sync_forwards(root: str) -> list[str]:
-    """Make slirp4netns's port forwards those of the user's labs (added, removed); one line per failure."""
-    failures: list[str] = []
+    pid = running(root)
+    if pid is None:
+        return
+    before = _synced(root)
     try:
-        entries = _slirp_call(root, {"execute": "list_hostfwd"}).get("entries") or []
-    except (OSError, ValueError) as exc:
-        return [f"cannot reach slirp4netns's API: {exc}"]
-    assert isinstance(entries, list)
-    wanted = wanted_forwards(root)
-    have = {(e["proto"], e["host_addr"], int(e["host_port"])): int(e["id"]) for e in entries}
-    calls: list[dict[str, object]] = [{"execute": "remove_hostfwd", "arguments": {"id": ident}}
-                                      for key, ident in have.items() if key not in wanted]
-    calls += [{"execute": "add_hostfwd", "arguments": {"proto": proto, "host_addr": addr, "host_port": port,
-                                                       "guest_addr": SLIRP_ADDRESS, "guest_port": port}}
-              for proto, addr, port in sorted(wanted - set(have))]
-    for call in calls:
-        try:
-            _slirp_call(root, call)
-        except (OSError, ValueError) as exc:
-            failures.append(str(exc))
-    return failures
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        return
+    deadline = time.monotonic() + SYNC_WAIT
+    while _synced(root) == before and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def _synced(root: str) -> str:
+    try:
+        with open(paths.keeper_synced(root)) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _lab_dirs(root: str) -> list[str]:
@@ -575,17 +658,184 @@ def _lab_dirs(root: str) -> list[str]:
     return [e for e in entries if paths.is_lab_name(e) and os.path.isdir(os.path.join(root, e))]
 
 
-def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
-    """Wait until the user's last lab is gone and no command is inside, then leave."""
+class _Binder:
+    """A child forked before the keeper leaves the machine's namespaces: on the keeper's request it makes a
+    listening socket in the machine's network namespace, as the user, and hands it over (SCM_RIGHTS). The
+    keeper relays what arrives there to the lab hosts' addresses from inside (slirp4netns 1.2's ``add_hostfwd``
+    parses ``host_addr`` as IPv4, and refuses ``::`` or ``::1``; pasta has no such API)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            self.sock.close()
+            _bind_for_keeper(theirs)
+        theirs.close()
+
+    def listen(self, entry: dict[str, Any]) -> socket.socket:
+        """A socket listening on the machine at ``entry``'s ``listen``, ``port`` and ``proto``; OSError saying
+        why not."""
+        import json
+        import socket
+
+        self.sock.send(json.dumps({k: entry[k] for k in ("listen", "port", "proto")}).encode())
+        said, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+        if not fds:
+            raise OSError(said.decode(errors="replace") or "the keeper's binder is gone")
+        return socket.socket(fileno=fds[0])
+
+    def stop(self) -> None:
+        self.sock.close()  # (the binder reads the end of its socket and exits)
+        os.waitpid(self.pid, 0)
+
+
+def _bind_for_keeper(sock: socket.socket) -> None:
+    import json
+    import socket
+
+    from .loopproxy import listener
+
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        while data := sock.recv(4096):
+            entry: dict[str, Any] = {}
+            try:
+                entry = json.loads(data)
+                made = listener(entry)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                where = str(entry.get("listen"))
+                where = f"[{where}]" if ":" in where else where
+                sock.send(f"cannot listen on the machine's {where}:{entry.get('port')}/{entry.get('proto')}: "
+                          f"{why}".encode())
+                continue
+            socket.send_fds(sock, [b"ok"], [made.fileno()])
+            made.close()
+    finally:
+        os._exit(0)
+
+
+def _write_unrelayed(root: str, failing: dict[str, list[str]]) -> None:
+    import json
+
+    path = paths.keeper_unrelayed(root)
+    if not failing:
+        if os.path.exists(path):
+            os.unlink(path)
+        return
+    with open(path + ".new", "w") as fh:
+        json.dump(failing, fh)
+    os.replace(path + ".new", path)
+
+
+def unrelayed(root: str) -> dict[str, list[str]]:
+    """The published ports the keeper cannot relay now, by lab: one line each (``status`` says them)."""
+    import json
+
+    try:
+        with open(paths.keeper_unrelayed(root)) as fh:
+            found = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _drained(fd: int) -> bool:
+    """Read what waits on the non-blocking ``fd``; False once there is nothing (more)."""
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
+
+
+class _Relays:
+    """The keeper's published ports: one loopproxy relay per port and family, listening on the machine (sockets
+    from the :class:`_Binder`), connecting to the lab host's address in the keeper's network namespace."""
+
+    def __init__(self, binder: _Binder):
+        import selectors
+        import signal
+
+        self.binder = binder
+        self.selector = selectors.DefaultSelector()
+        # a command's nudge (SIGUSR1, :func:`sync_now`) wakes the loop through this pipe: sync at once
+        self.woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake)
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+        self.selector.register(self.woken, selectors.EVENT_READ, ("nudge", None))
+        self.proxies: dict[str, LoopbackProxy] = {}
+        self.said: set[str] = set()  # failures already logged (they are tried again each second)
+
+    def sync(self, root: str) -> list[str]:
+        """Relays for the user's labs' published ports, no others; one line per new failure (all of them, by
+        lab, in the state root for ``up`` and ``status``: :func:`unrelayed`)."""
+        import json
+
+        from .loopproxy import LoopbackProxy
+
+        wanted = {json.dumps(e, sort_keys=True): e for e in wanted_relays(root)}
+        for key in set(self.proxies) - set(wanted):
+            self.proxies.pop(key).close()
+        failing: dict[str, list[str]] = {}
+        for key, entry in wanted.items():
+            if key in self.proxies:
+                continue
+            try:
+                self.proxies[key] = LoopbackProxy([entry], self.selector, self.binder.listen)
+            except OSError as exc:
+                failing.setdefault(entry["lab"], []).append(str(exc))
+        new = [line for lines in failing.values() for line in lines if line not in self.said]
+        self.said = {line for lines in failing.values() for line in lines}
+        _write_unrelayed(root, failing)
+        return new
+
+    def wait(self, timeout: float) -> bool:
+        """Relay what comes within ``timeout`` seconds; True when a command nudged the keeper meanwhile."""
+        nudged = False
+        for key, _ in self.selector.select(timeout):
+            kind, sock = key.data
+            if kind == "nudge":
+                while _drained(self.woken):
+                    nudged = True
+                continue
+            for proxy in list(self.proxies.values()):
+                if proxy.owns(sock):
+                    proxy.dispatch(kind, sock)
+                    break
+        for proxy in self.proxies.values():
+            proxy.expire()
+        return nudged
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()
+        self.proxies = {}
+        self.selector.close()
+
+
+def serve(root: str, labs_left: Callable[[str], bool] = _labs_left, relays: _Relays | None = None) -> None:
+    """Wait until the user's last lab is gone and no command is inside, then leave; meanwhile keep the port
+    relays (``relays``) those of the user's labs' published ports, and relay."""
     import fcntl
     import time
 
     hold = os.open(paths.keeper_hold_file(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    tick = time.monotonic() + POLL
     while True:
-        time.sleep(POLL)
+        now = time.monotonic()
+        if now < tick:
+            if relays is None:
+                time.sleep(tick - now)
+            elif relays.wait(tick - now):
+                tick = time.monotonic()  # (a command changed the labs: their ports now)
+            continue
+        tick = now + POLL
+        _sync(root, relays)
         if labs_left(root):
-            for line in sync_forwards(root):  # (a change made by a command that did not sync them itself)
-                print(line, file=sys.stderr, flush=True)
             continue
         try:
             fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -596,6 +846,21 @@ def serve(root: str, labs_left: Callable[[str], bool] = _labs_left) -> None:
             continue
         clean(root)  # under the lock: a command waiting for it then starts a new keeper
         return
+
+
+def _sync(root: str, relays: _Relays | None) -> None:
+    """The relays made to match the labs' published ports; new failures to the keeper's log; then the mark a
+    command's :func:`sync_now` waits for."""
+    import time
+
+    try:
+        for line in relays.sync(root) if relays is not None else []:
+            print(line, file=sys.stderr, flush=True)
+        with open(paths.keeper_synced(root) + ".new", "w") as fh:
+            fh.write(str(time.monotonic_ns()))
+        os.replace(paths.keeper_synced(root) + ".new", paths.keeper_synced(root))  # (what sync_now waits for)
+    except OSError as exc:  # (the state root taken away under the keeper: it leaves at the next look)
+        print(f"cannot sync the published ports: {exc}", file=sys.stderr, flush=True)
 
 
 # --- root's view of the users' labs (``nslab ls``, ``nslab gc --user``) ------------------------------------
@@ -801,15 +1066,19 @@ def main(argv: list[str]) -> int:
         print("usage: python -m nslab.daemons.keeper STATE_ROOT", file=sys.stderr)
         return 2
     from ..errors import EnvironmentProblem
+    from .wayout import choose, record
 
     root = argv[0]
     helper = None
+    binder = _Binder()  # (first: the helper's pipes are not the binder's to hold)
     try:
-        helper = _Helper(root, way_out())
+        way = choose()
+        helper = _Helper(root, way)
         helper.user_namespace()
         _mounts(root)
         _lo_up()
-        helper.slirp()
+        helper.connect()
+        record(root, way)
     except Exception as exc:  # one line to the command that started us; a traceback to the log if unexpected
         if not isinstance(exc, EnvironmentProblem):
             import traceback
@@ -817,9 +1086,11 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
         if helper is not None:
             helper.stop()
+        binder.stop()
         print(str(exc) if isinstance(exc, EnvironmentProblem) else
               f"the rootless keeper failed: {exc} (its log: {paths.keeper_log(root)})", flush=True)
         return 1
+    relays = _Relays(binder)  # (before the pid file: a command's nudge is caught)
     with open(paths.keeper_pid_file(root), "w") as fh:
         fh.write(f"{os.getpid()} {os.stat('/proc/self/ns/user').st_ino}\n")  # (root's gc: what to kill)
     print("ready", flush=True)
@@ -827,8 +1098,10 @@ def main(argv: list[str]) -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     try:
-        serve(root)
+        serve(root, relays=relays)
     finally:
+        relays.close()
+        binder.stop()
         helper.stop()
     return 0
 

@@ -19,10 +19,37 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 UDP_IDLE = 30.0  # seconds a UDP client's upstream socket lives without traffic
 CHUNK = 65536
+
+
+def listener(entry: dict[str, Any]) -> socket.socket:
+    """A socket bound to ``entry``'s ``listen`` address and ``port`` (listening, for TCP): IPv6-only for an
+    IPv6 address, IPv4 for an IPv4 one (the rootless keeper relays both, daemons/keeper.py)."""
+    kind = socket.SOCK_STREAM if entry["proto"] == "tcp" else socket.SOCK_DGRAM
+    six = ":" in entry["listen"]
+    sock = socket.socket(socket.AF_INET6 if six else socket.AF_INET, kind)
+    try:
+        if six:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((entry["listen"], int(entry["port"])))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 class _Pipe:
@@ -37,8 +64,12 @@ class _Pipe:
 class LoopbackProxy:
     """Every ``[::1]`` published port of one lab (entries: listen, port, proto, to, to_port)."""
 
-    def __init__(self, entries: list[dict[str, Any]], selector: selectors.BaseSelector):
+    def __init__(self, entries: list[dict[str, Any]], selector: selectors.BaseSelector,
+                 bind: Callable[[dict[str, Any]], socket.socket] | None = None):
+        """``bind``: makes an entry's listening socket (bound, listening for TCP) instead of this process; the
+        rootless keeper's come from the machine's network namespace (daemons/keeper.py)."""
         self.selector = selector
+        self.bind = bind
         self.listeners: list[socket.socket] = []
         self.targets: dict[socket.socket, tuple[str, int]] = {}
         self.pipes: dict[socket.socket, _Pipe] = {}
@@ -53,14 +84,8 @@ class LoopbackProxy:
 
     def _listen(self, entry: dict[str, Any]) -> None:
         kind = socket.SOCK_STREAM if entry["proto"] == "tcp" else socket.SOCK_DGRAM
-        sock = socket.socket(socket.AF_INET6, kind)
+        sock = self.bind(entry) if self.bind is not None else listener(entry)
         self.listeners.append(sock)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((entry["listen"], int(entry["port"])))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(64)
         sock.setblocking(False)
         self.targets[sock] = (entry["to"], int(entry["to_port"]))
         what = "proxy-accept" if kind == socket.SOCK_STREAM else "proxy-datagram"
@@ -72,7 +97,7 @@ class LoopbackProxy:
             client, _ = listener.accept()
         except OSError:
             return
-        upstream = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        upstream = socket.socket(_family(self.targets[listener][0]), socket.SOCK_STREAM)
         client.setblocking(False)
         upstream.setblocking(False)
         upstream.connect_ex(self.targets[listener])  # completes later: writable once connected
@@ -155,7 +180,7 @@ class LoopbackProxy:
             return
         upstream = self.udp_clients.get((listener, client))
         if upstream is None:
-            upstream = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            upstream = socket.socket(_family(self.targets[listener][0]), socket.SOCK_DGRAM)
             upstream.setblocking(False)
             try:
                 upstream.connect(self.targets[listener])
@@ -189,6 +214,10 @@ class LoopbackProxy:
         self.udp_clients.pop((listener, client), None)
         self.selector.unregister(upstream)
         upstream.close()
+
+    def owns(self, sock: socket.socket) -> bool:
+        """Whether ``sock`` (a selector event's) is one of this proxy's."""
+        return sock in self.targets or sock in self.pipes or sock in self.udp
 
     @property
     def waiting(self) -> bool:

@@ -209,6 +209,7 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
     throwaway = Throwaway(network, publish, dns)
     try:
         throwaway.up()
+        _rootless_forwards(throwaway.name)
         if pending:
             return 128 + pending[0]
         for line in throwaway.picked_ports():  # -p 80: say where it went (also `nslab port LAB/main`)
@@ -229,8 +230,22 @@ def run_cli(argv: list[str], network: str, publish: Sequence[str] = (), dns: Seq
         return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     finally:
         throwaway.down()
+        _rootless_forwards(None)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _rootless_forwards(lab: str | None) -> None:
+    """Rootless (joined the user's keeper): the keeper's relays made to match the labs' published ports now
+    (the run's command may need them at once); what cannot be published for ``lab`` said as a warning."""
+    from ..core.rootless import joined
+
+    if joined():
+        from ..daemons.keeper import sync_now, unrelayed
+
+        sync_now(paths.state_root())
+        for line in unrelayed(paths.state_root()).get(lab or "", []):
+            os.write(2, f"nslab: warning: not published: {line}\n".encode())
 
 
 def _child(target: Target, argv: list[str], pipe: tuple[int, int], handlers: dict[signal.Signals, Any],
