@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 from docblocks import ROOT, code_blocks, doc_files, without_fences
 
-from nslab.drivers.fake import FakeDocker, fake_drivers
+from nslab.drivers.fake import FakeDocker, FakeNics, fake_drivers
+from nslab.drivers.nic import Nic
 from nslab.lab import Lab
 
 README_MAX_LINES = 400
@@ -28,9 +29,22 @@ def images_named(data: dict) -> set[str]:
     return {h["image"] for h in hosts.values() if isinstance(h, dict) and isinstance(h.get("image"), str)}
 
 
+def interfaces_named(data: dict) -> set[str]:
+    """The machine's interfaces a lab file borrows: networks' ``external:``, hosts' macvlan ``parent:``."""
+    names = {n["external"] for n in (data.get("networks") or {}).values()
+             if isinstance(n, dict) and isinstance(n.get("external"), str)}
+    for host in (data.get("hosts") or {}).values():
+        entries = host.get("macvlan") if isinstance(host, dict) else None
+        for entry in entries if isinstance(entries, list) else [entries] if entries else []:
+            if isinstance(entry, dict) and isinstance(entry.get("parent"), str):
+                names.add(entry["parent"])
+    return names
+
+
 def test_every_lab_file_in_the_docs_passes_validation(tmp_path, monkeypatch):
     """Schema, references, addresses, published ports, sysctls, container images: what `nslab up` checks before
-    it changes anything, on a machine with nothing on it (the images a block names exist in its Docker)."""
+    it changes anything, on a machine with nothing on it (the images a block names exist in its Docker, the
+    interfaces it borrows exist, up and bare; a lab across machines is checked as its first machine's part)."""
     monkeypatch.setenv("NSLAB_STATE_DIR", str(tmp_path))  # no other lab, no address kept from before
     checked, failures = [], []
     for block in code_blocks("yaml"):
@@ -38,11 +52,13 @@ def test_every_lab_file_in_the_docs_passes_validation(tmp_path, monkeypatch):
         if not is_lab_file(data):
             continue
         checked.append(block.text.splitlines()[0])
-        drivers = fake_drivers(docker=FakeDocker(images=images_named(data)))
+        nics = FakeNics([Nic(name, up=True, mtu=1500) for name in interfaces_named(data)])
+        drivers = fake_drivers(docker=FakeDocker(images=images_named(data)), nics=nics)
+        machine = next(iter(data["machines"])) if data.get("machines") else None
         lines_before = "\n" * block.line  # so that each problem names its line in the document
         try:
             Lab.from_text(lines_before + block.text, path=str(block.path.relative_to(ROOT)), drivers=drivers,
-                          check=True)
+                          check=True, machine=machine)
         except Exception as exc:  # every problem of the block at once
             failures.append(f"the lab file at {block.where}:\n{exc}")
     assert not failures, "\n".join(failures)
