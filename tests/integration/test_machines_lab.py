@@ -11,117 +11,27 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 from labs import NSLAB
-from nslab.tools.sandbox import WAN_ADDRESS, Machine, Machines
+from machines_lab import FETCH, LAB, PEER_SERVER, all_ok, inside, lab_file, left, machines, on_all, ping
+from nslab.tools.sandbox import WAN_ADDRESS, Machines
 
-LAB = """
-name: multi
-machines:
-  a: {address: 198.18.0.1}
-  b: {address: 198.18.0.2}
-  c: {address: 198.18.0.3}
-networks:
-  lan: {ipv6: true}
-  back: {internal: true}
-hosts:
-  a1:
-    machine: a
-    networks: [lan]
-    publish: ["8080:80"]
-    run: PYTHON -m http.server 80
-  a2: {machine: a, networks: [lan]}
-  a3: {machine: a, networks: [lan]}
-  b1: {machine: b, networks: [lan, back]}
-  b2:
-    machine: b
-    networks: [lan]
-    publish: ["8081:80"]         # published on lan's home, a, to a host on b
-    run: PYTHON -m http.server 80
-  b3: {machine: b, networks: [back]}
-  c1: {machine: c, networks: [lan, back]}
-  c2: {machine: c, networks: [lan]}
-  c3: {machine: c, networks: [back]}
-  c4: {machine: c, networks: [lan]}
-links:
-  - [a2, b2]
-  - [b2, c2]
-  - {endpoints: [c2, a2], ipv6: true}
-""".replace("PYTHON", sys.executable)
-
-#: A TCP server in wan answering each client with the address it sees.
-PEER_SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 9000)); s.listen(8); print("ready", flush=True)
-while True:
-    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
-"""
-FETCH = ("import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3); "
-         "print(s.recv(99).decode())")
-
-
-@pytest.fixture
-def machines(host):
-    group = Machines(host).start()
-    try:
-        yield group
-    finally:
-        group.stop()
-
-
-def _file(tmp_path: Path) -> str:
-    path = tmp_path / "multi.yaml"
-    path.write_text(LAB)
-    os.chmod(tmp_path, 0o755)
-    return str(path)
-
-
-def _all(machines: Iterable[Machine], *args: str, named: bool = True) -> dict[str, subprocess.CompletedProcess[str]]:
-    """``nslab ARGS --machine NAME`` on every machine at once (``named`` False: without ``--machine``)."""
-    procs = {m.name: subprocess.Popen(m.argv([NSLAB, *args, *(["--machine", m.name] if named else [])]),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in machines}
-    out = {}
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=120)
-        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    return out
-
-
-def _ok(results: dict[str, subprocess.CompletedProcess[str]]) -> None:
-    for name, r in results.items():
-        assert r.returncode == 0, f"machine {name}: {r.stdout}{r.stderr}"
+__all__ = ["machines"]  # the fixture, used by name
 
 
 def _in(machines: Machines, host: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    machine = machines[host[0]]
-    return machine.run([NSLAB, "exec", f"multi/{host}", "--", *argv])
+    return inside(machines[host[0]], "multi", host, argv)  # (the hosts of LAB are named after their machine)
 
 
 def _ping(machines: Machines, source: str, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return _in(machines, source, ["ping", "-c1", "-W2", *extra, target])
-
-
-def _left(machine) -> list[str]:
-    """What a lab could leave on a machine: named namespaces, nslab's links, its nft table, files."""
-    out = [f"netns {n}" for n in os.listdir(machine.path("/run/netns"))]
-    out += [f"etc {n}" for n in os.listdir(machine.path("/etc/netns"))]
-    out += [f"state {n}" for n in os.listdir(machine.path("/run/nslab")) if not n.startswith(".")]
-    links = machine.run(["ip", "-o", "link"]).stdout
-    out += [line.split(":")[1].strip() for line in links.splitlines() if "nsl" in line or "nsx" in line]
-    if machine.run(["nft", "list", "table", "inet", "nslab"]).returncode == 0:
-        out.append("nft table")
-    return out
+    return ping(machines[source[0]], "multi", source, target, *extra)
 
 
 def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -> None:
-    file = _file(tmp_path)
+    file = lab_file(tmp_path, "multi", LAB)
     started = time.monotonic()
-    _ok(_all(machines, "up", "-q", "-f", file))
+    all_ok(on_all(machines, "up", "-q", "-f", file))
     took = time.monotonic() - started
     try:
         _works_across(machines, host)
@@ -130,7 +40,7 @@ def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -
         assert {s["machine"] for s in statuses.values()} == {"a", "b", "c"}
         assert len({s["digest"] for s in statuses.values()}) == 1 and all(s["drift"] == [] for s in statuses.values())
         checks = {m.name: m.run([NSLAB, "check", "multi", "--machine", m.name, "--json"]) for m in machines}
-        _ok(checks)
+        all_ok(checks)
         every = {"a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3", "c4"}
         for name, result in checks.items():  # rows: the machine's hosts; columns: every host of the lab
             cells = json.loads(result.stdout)["cells"]
@@ -154,9 +64,9 @@ def test_a_lab_across_three_machines(machines: Machines, host, tmp_path: Path) -
         again = machines["b"].run([NSLAB, "up", "-f", file])  # converging an unchanged part changes nothing
         assert again.returncode == 0 and not any(w in again.stdout for w in ("added", "changed", "repaired"))
     finally:
-        _ok(_all(machines, "down", "multi"))
+        all_ok(on_all(machines, "down", "multi"))
     for m in machines:
-        assert _left(m) == [], m.name
+        assert left(m) == [], m.name
     assert took < 60
 
 
@@ -207,7 +117,7 @@ def _works_across(machines: Machines, host) -> None:
 
 
 def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Path) -> None:
-    file = _file(tmp_path)
+    file = lab_file(tmp_path, "multi", LAB)
     b = machines["b"]
     proc = subprocess.Popen(b.argv([NSLAB, "up", "-q", "-f", file, "--machine", "b"]), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -219,29 +129,29 @@ def test_kill_9_mid_up_then_up_again_converges(machines: Machines, tmp_path: Pat
     proc.wait()
     assert intent.exists()  # (it left a half-made part behind)
     try:
-        _ok(_all(machines, "up", "-q", "-f", file, named=False))  # each finds its machine by its address
+        all_ok(on_all(machines, "up", "-q", "-f", file, named=False))  # each finds its machine by its address
         assert _ping(machines, "b1", "c1").returncode == 0
         assert _ping(machines, "b2", "a2").returncode == 0
         assert json.loads(b.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"] == []
     finally:
-        _ok(_all(machines, "down", "multi"))
+        all_ok(on_all(machines, "down", "multi"))
     for m in machines:
-        assert _left(m) == [], m.name
+        assert left(m) == [], m.name
 
 
 def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machines: Machines, tmp_path: Path) -> None:
     from nslab.core import load, overlay
 
-    file = _file(tmp_path)
+    file = lab_file(tmp_path, "multi", LAB)
     lan = load.resolved(load.from_text(LAB), None).networks["lan"]
     b, c = machines["b"], machines["c"]
     b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")
     refused = b.run([NSLAB, "up", "-f", file, "--machine", "b"])
     assert refused.returncode == 2 and f"VNI {lan.vni} is already used on machine b by VXLAN device vxhand" in \
         refused.stderr
-    assert _left(b) == []
+    assert left(b) == []
     b.sh("ip link del vxhand")
-    _ok(_all(machines, "up", "-q", "-f", file))
+    all_ok(on_all(machines, "up", "-q", "-f", file))
     try:
         device = overlay.vxlan_name("multi", "lan")
         c.sh(f"ip link del {device}")
@@ -253,10 +163,10 @@ def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machine
         drift = json.loads(c.run([NSLAB, "status", "multi", "--json"]).stdout)["labs"][0]["drift"]
         assert drift == [f"network lan: VXLAN device {device} lost its forwarding entry 00:00:00:00:00:00 dst "
                          f"{machines['a'].address}"]
-        _ok({"c": c.run([NSLAB, "up", "-q", "-f", file])})
+        all_ok({"c": c.run([NSLAB, "up", "-q", "-f", file])})
         assert _ping(machines, "c1", "a1").returncode == 0
     finally:
-        _ok(_all(machines, "down", "multi"))
+        all_ok(on_all(machines, "down", "multi"))
 
 
 SIX = """
@@ -273,13 +183,13 @@ hosts:
 
 
 def test_two_labs_share_the_port_and_an_ipv6_underlay_takes_70_bytes(machines: Machines, tmp_path: Path) -> None:
-    file = _file(tmp_path)
+    file = lab_file(tmp_path, "multi", LAB)
     six = tmp_path / "six.yaml"
     six.write_text(SIX)
-    _ok(_all(machines, "up", "-q", "-f", file))
+    all_ok(on_all(machines, "up", "-q", "-f", file))
     try:
         pair = [machines["a"], machines["b"]]
-        _ok(_all(pair, "up", "-q", "-f", str(six)))
+        all_ok(on_all(pair, "up", "-q", "-f", str(six)))
         try:
             assert _in(machines, "b1", ["true"]).returncode == 0
             s1 = machines["a"].run([NSLAB, "exec", "six/s1", "--", "ping", "-c1", "-W2", "s2"])
@@ -291,8 +201,8 @@ def test_two_labs_share_the_port_and_an_ipv6_underlay_takes_70_bytes(machines: M
             assert "udp dport 14789 ip6 saddr != 2001:db8:18::2 drop" in rules  # (nft lists a set of one so)
             assert _ping(machines, "a1", "c4").returncode == 0  # the first lab still works beside it
         finally:
-            _ok(_all(pair, "down", "six"))
+            all_ok(on_all(pair, "down", "six"))
     finally:
-        _ok(_all(machines, "down", "multi"))
+        all_ok(on_all(machines, "down", "multi"))
     for m in machines:
-        assert _left(m) == [], m.name
+        assert left(m) == [], m.name
