@@ -282,3 +282,38 @@ def test_a_partition_with_a_side_on_another_machine_is_made_by_this_machine_s_ho
     c1 = str(_whole(text).hosts["c1"].interfaces[0].address.ip)
     assert "multi-a1" in lines and c1 in lines
     assert not any("multi-c1" in line for line in planned.plan.commands())  # (c's part cuts on c)
+
+
+def test_a_written_overlay_mtu_too_big_for_the_underlay_is_a_problem():
+    problems = _problems(LAB.replace("machines:", "overlay: {mtu: 1500}\nmachines:"))
+    assert any("overlay.mtu: mtu 1500 plus VXLAN's 50 bytes exceeds the underlay MTU 1500: at most 1450" in p
+               for p in problems), problems
+    assert _whole(LAB.replace("machines:", "overlay: {mtu: 1450}\nmachines:")).overlay_mtu == 1450
+
+
+def test_the_digest_is_the_same_for_the_same_file_in_another_folder(tmp_path):
+    text = LAB.replace("a1: {machine: a,", "a1: {machine: a, run: ['sleep 1'], env_file: [app.env],")
+    digests = set()
+    for folder in ("one", "two/deeper"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "app.env").write_text("X=1\n")
+        lab = load.resolved(load.from_text(text, str(tmp_path / folder / "multi.yaml")), None)
+        assert lab.hosts["a1"].services[0].env_files == (str(tmp_path / folder / "app.env"),)
+        digests.add(lab.digest)
+    assert len(digests) == 1
+
+
+def test_the_whole_lab_seen_from_any_machine_keeps_the_file_s_order():
+    lab = _whole()
+    for machine in ("a", "b", "c"):
+        whole = overlay.part(lab, machine).whole()
+        assert list(whole.hosts) == ["a1", "b1", "c1", "c2"] and list(whole.networks) == ["lan", "back", "solo"]
+
+
+def test_reading_a_device_s_forwarding_entries_asks_the_kernel_for_that_device_only():
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg as request
+
+    msg = request(nl.fdb_request(42))
+    msg.decode()
+    assert (msg["header"]["type"], msg["family"], msg["index"]) == (nl.RTM_GETNEIGH, socket.AF_BRIDGE, 42)
+    assert msg["header"]["flags"] & nl.NLM_F_DUMP == nl.NLM_F_DUMP and len(nl.fdb_request(42)) == 32

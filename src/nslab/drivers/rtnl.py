@@ -408,13 +408,26 @@ def add_fdb(batch: Batch, index: int, mac: str, dst: Addr, append: bool) -> None
 
 
 def fdb(sock: socket.socket, indexes: frozenset[int]) -> list[tuple[int, str, str]]:
-    """The forwarding entries with a destination (VXLAN's) of the links ``indexes``: (index, MAC, dst)."""
-    request = _NLMSGHDR.pack(_NLMSGHDR.size + _NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    request += _NDMSG.pack(socket.AF_BRIDGE, 0, 0, 0, 0)
+    """The forwarding entries with a destination (VXLAN's) of the links ``indexes``: (index, MAC, dst). One dump
+    per link, each of that link's entries only: the request carries an ifinfomsg naming the link (the kernel
+    reads a request of ifinfomsg size as ``bridge fdb show dev``), not the whole machine's bridge entries."""
     out = []
-    for data, offset, length in dump(sock, request):
+    for wanted in sorted(indexes):
+        out += _fdb_of(sock, wanted)
+    return out
+
+
+def fdb_request(index: int) -> bytes:
+    """RTM_GETNEIGH dump of link ``index``'s forwarding entries (AF_BRIDGE, an ifinfomsg with its index)."""
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + _IFINFOMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    return request + _IFINFOMSG.pack(socket.AF_BRIDGE, 0, index, 0, 0)
+
+
+def _fdb_of(sock: socket.socket, wanted: int) -> list[tuple[int, str, str]]:
+    out = []
+    for data, offset, length in dump(sock, fdb_request(wanted)):
         _family, index, _state, _flags, _type = _NDMSG.unpack_from(data, offset + 16)
-        if index not in indexes:
+        if index != wanted:
             continue
         attrs = parse_attrs(data, offset + 16 + _NDMSG.size, offset + length, frozenset({NDA_DST, NDA_LLADDR}))
         if NDA_DST in attrs and NDA_LLADDR in attrs:
