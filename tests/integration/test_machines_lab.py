@@ -235,12 +235,13 @@ def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machine
     file = _file(tmp_path)
     lan = load.resolved(load.from_text(LAB), None).networks["lan"]
     b, c = machines["b"], machines["c"]
-    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")
+    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 14789 local {b.address}")
     refused = b.run([NSLAB, "up", "-f", file, "--machine", "b"])
     assert refused.returncode == 2 and f"VNI {lan.vni} is already used on machine b by VXLAN device vxhand" in \
         refused.stderr
     assert _left(b) == []
     b.sh("ip link del vxhand")
+    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")  # another port: no clash
     _ok(_all(machines, "up", "-q", "-f", file))
     try:
         device = overlay.vxlan_name("multi", "lan")
@@ -257,6 +258,7 @@ def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machine
         assert _ping(machines, "c1", "a1").returncode == 0
     finally:
         _ok(_all(machines, "down", "multi"))
+        b.sh("ip link del vxhand")
 
 
 SIX = """

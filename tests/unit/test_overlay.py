@@ -184,12 +184,32 @@ def test_a_vni_used_here_by_another_device_is_a_problem(monkeypatch):
 
     drivers = fake_drivers()
     lan = _whole().networks["lan"]
-    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni)
+    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni, vxlan_port=14789)
     monkeypatch.setattr(drivers.kernel, "machine_links", lambda: [vx9])
     text = LAB.replace("b1: {machine: b,", "b1: {machine: b, publish: ['8080:80'],")
     checked = load.validate(load.from_text(text, "multi.yaml"), drivers, None, "b")
     assert [str(p) for p in checked.problems] == [
         f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by VXLAN device vx9"]
+    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni, vxlan_port=4790)  # another port: no clash
+    assert load.validate(load.from_text(text, "multi.yaml"), drivers, None, "b").problems == []
+
+
+def test_a_vni_of_another_lab_s_link_end_in_a_host_s_namespace_is_a_problem(monkeypatch):
+    from types import SimpleNamespace
+
+    from nslab.values import replace
+
+    lan = _whole().networks["lan"]
+    other = _whole(LAB.replace("name: multi", "name: other"))
+    link = replace(other.links[0], options=tuple((k, lan.vni if k == "vni" else v) for k, v in other.links[0].options))
+    other = overlay.part(replace(other, links=(link, *other.links[1:])), "b")
+    monkeypatch.setattr(load, "other_labs", lambda name: [SimpleNamespace(lab=other)])
+    text = LAB.replace("lan: {ipv6: true}", "lan: {ipv6: true, subnet: 10.77.0.0/24}").replace(
+        "back: {internal: true}", "back: {internal: true, subnet: 10.78.0.0/24}").replace(
+        "solo: {}", "solo: {subnet: 10.79.0.0/24}")
+    checked = load.validate(load.from_text(text, "multi.yaml"), fake_drivers(), None, "b")
+    assert [str(p) for p in checked.problems if "VNI" in str(p)] == [
+        f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by a link of lab other (a1, b1)"]
 
 
 def test_the_api_builds_and_removes_one_machine_s_part():

@@ -511,6 +511,7 @@ class LinkInfo(Value):
     peer: int = 0  # IFLA_LINK: a veth's peer index (in this namespace or another)
     group: int = 0  # IFLA_GROUP: nslab's links are in naming.LINK_GROUP from their creation
     vni: int = 0  # a VXLAN device's network identifier
+    vxlan_port: int = 0  # a VXLAN device's UDP port (the kernel refuses two devices of one VNI AND port)
 
 
 class RouteInfo(Value):
@@ -614,6 +615,7 @@ def _link_list(sock: socket.socket, addresses: Addresses | None = None) -> list[
                 peer=_u32_attr(attrs, IFLA_LINK),
                 addresses=tuple(addresses.get(index, ())) if addresses else (),
                 vni=_vni(kind, linkinfo),
+                vxlan_port=_vxlan_port(kind, linkinfo),
             )
         )
     return out
@@ -625,6 +627,15 @@ def _vni(kind: bytes, linkinfo: dict[int, bytes]) -> int:
         return 0
     data = linkinfo[IFLA_INFO_DATA]
     return _u32_attr(parse_attrs(data, 0, len(data)), 1)
+
+
+def _vxlan_port(kind: bytes, linkinfo: dict[int, bytes]) -> int:
+    """A VXLAN device's UDP port (IFLA_VXLAN_PORT, network byte order); 0 for any other link."""
+    if kind.rstrip(b"\0") != b"vxlan" or IFLA_INFO_DATA not in linkinfo:
+        return 0
+    data = linkinfo[IFLA_INFO_DATA]
+    raw = parse_attrs(data, 0, len(data)).get(15, b"")
+    return struct.unpack("!H", raw[:2])[0] if len(raw) >= 2 else 0
 
 
 def _u32_attr(attrs: dict[int, bytes], kind: int) -> int:
