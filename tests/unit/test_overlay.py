@@ -337,3 +337,22 @@ def test_reading_a_device_s_forwarding_entries_asks_the_kernel_for_that_device_o
     msg.decode()
     assert (msg["header"]["type"], msg["family"], msg["index"]) == (nl.RTM_GETNEIGH, socket.AF_BRIDGE, 42)
     assert msg["header"]["flags"] & nl.NLM_F_DUMP == nl.NLM_F_DUMP and len(nl.fdb_request(42)) == 32
+
+
+def test_a_remote_host_added_changes_only_forwarding_entries_and_keeps_the_device():
+    from nslab.lab import Lab
+
+    drivers = fake_drivers()
+    Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="a").up()
+    before = set(drivers.kernel.fdb)
+    more = LAB.replace("  c2: {machine: c,", "  c5: {machine: c, networks: [lan]}\n  c2: {machine: c,")
+    start = len(drivers.kernel.calls)
+    Lab.from_text(more, "multi.yaml", drivers=drivers, machine="a").up()
+    calls = drivers.kernel.calls[start:]
+    assert "remove_links" not in calls and "add_fdb" in calls, calls  # (the VXLAN device is not made again)
+    (added,) = set(drivers.kernel.fdb) - before
+    assert set(drivers.kernel.fdb) > before and added[2] == "198.18.0.3"  # c5's MAC, to c
+    start = len(drivers.kernel.calls)
+    Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="a").up()  # c5 gone again: its entry only
+    assert "del_fdb" in drivers.kernel.calls[start:] and "remove_links" not in drivers.kernel.calls[start:]
+    assert set(drivers.kernel.fdb) == before

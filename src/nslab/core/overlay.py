@@ -328,6 +328,46 @@ class AddOverlay(Action):
         return undo
 
 
+class UpdateForwarding(Action):
+    """Only the forwarding entries of spanning networks whose device stays (remote hosts added, gone or moved):
+    those ``former`` had and ``lab`` has not removed, the new ones added; the device, its traffic and what it
+    learned are left alone. The inverse puts the former entries back the same way."""
+
+    lab: Lab
+    former: Lab
+    networks: tuple[Network, ...]
+
+    def _change(self) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        gone, new = [], []
+        for n in self.networks:
+            old, now = fdb_entries(self.former, n), fdb_entries(self.lab, n)
+            gone += [e for e in old if e not in now]
+            new += [e for e in now if e not in old]
+        return gone, new
+
+    def commands(self) -> list[str]:
+        gone, new = self._change()
+        return ([f"bridge fdb del {mac} dev {device} dst {dst} self" for device, mac, dst in gone]
+                + [f"bridge fdb {'append' if mac == ZERO_MAC else 'replace'} {mac} dev {device} dst {dst} self "
+                   "permanent" for device, mac, dst in new])
+
+    def summary(self) -> str:
+        return f"update the forwarding entries of {len(self.networks)} network(s) across machines"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        gone, new = self._change()
+        if gone:
+            drivers.kernel.del_fdb(gone)
+        try:
+            if new:
+                drivers.kernel.add_fdb(new)
+        except BaseException:
+            if gone:
+                drivers.kernel.add_fdb(gone)
+            raise
+        return UpdateForwarding(self.former, self.lab, self.networks)
+
+
 class RemoveOverlay(Action):
     lab: Lab
     networks: tuple[Network, ...]

@@ -390,7 +390,7 @@ def attach_port(batch: Batch, name: str, master: int, alias: str, no_link_local:
     batch.add(_message(RTM_NEWLINK, 0, body), f"attach {name} to its bridge")
 
 
-RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR = 1, 2
 NTF_SELF = 0x02
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
@@ -405,6 +405,14 @@ def add_fdb(batch: Batch, index: int, mac: str, dst: Addr, append: bool) -> None
     body += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", ""))) + _attr(NDA_DST, dst.packed)
     flags = NLM_F_CREATE | (NLM_F_APPEND if append else NLM_F_REPLACE)
     batch.add(_message(RTM_NEWNEIGH, flags, body), f"add forwarding entry {mac} dst {dst}")
+
+
+def del_fdb(batch: Batch, index: int, mac: str, dst: Addr) -> None:
+    """``bridge fdb del MAC dev IF dst DST self``: one forwarding entry of a VXLAN device (of the all-zero MAC,
+    only the one to ``dst``)."""
+    body = _NDMSG.pack(socket.AF_BRIDGE, index, 0, NTF_SELF, 0)
+    body += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", ""))) + _attr(NDA_DST, dst.packed)
+    batch.add(_message(RTM_DELNEIGH, 0, body), f"remove forwarding entry {mac} dst {dst}")
 
 
 def fdb(sock: socket.socket, indexes: frozenset[int]) -> list[tuple[int, str, str]]:
