@@ -298,3 +298,36 @@ def test_two_labs_share_the_port_and_an_ipv6_underlay_takes_70_bytes(machines: M
         _ok(_all(machines, "down", "multi"))
     for m in machines:
         assert _left(m) == [], m.name
+
+
+def test_a_host_added_on_another_machine_changes_forwarding_entries_only(machines: Machines, tmp_path: Path
+                                                                          ) -> None:
+    from nslab.core import overlay
+
+    file = _file(tmp_path)
+    a, c = machines["a"], machines["c"]
+    device = overlay.vxlan_name("multi", "lan")
+    _ok(_all(machines, "up", "-q", "-f", file))
+    try:
+        index = {m: _index(machines[m], device) for m in "ab"}
+        assert all(index.values()), index
+        more = LAB.replace("  c4: {machine: c,", "  c9: {machine: c, networks: [lan]}\n  c4: {machine: c,")
+        Path(file).write_text(more)
+        _ok({"c": c.run([NSLAB, "up", "-q", "-f", file, "--machine", "c"])})
+        pinging = subprocess.Popen(a.argv([NSLAB, "exec", "multi/a1", "--", "ping", "-c", "80", "-i", "0.05", "b1"]),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        _ok(_all([machines["a"], machines["b"]], "up", "-q", "-f", file))
+        out, err = pinging.communicate(timeout=60)
+        assert " 0% packet loss" in out, out + err  # the a1 -> b1 traffic never stopped
+        assert {m: _index(machines[m], device) for m in "ab"} == index  # the VXLAN devices were not made again
+        assert _ping(machines, "a1", "c9").returncode == 0 and _ping(machines, "b1", "c9").returncode == 0
+    finally:
+        _ok(_all(machines, "down", "multi"))
+    for m in machines:
+        assert _left(m) == [], m.name
+
+
+def _index(machine: Machine, device: str) -> str:
+    """The interface index of ``device`` on ``machine`` ("" if it has none)."""
+    return machine.run(["ip", "-o", "link", "show", device]).stdout.split(":")[0]
