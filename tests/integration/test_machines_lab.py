@@ -331,3 +331,39 @@ def test_a_host_added_on_another_machine_changes_forwarding_entries_only(machine
 def _index(machine: Machine, device: str) -> str:
     """The interface index of ``device`` on ``machine`` ("" if it has none)."""
     return machine.run(["ip", "-o", "link", "show", device]).stdout.split(":")[0]
+
+
+#: Five VXLAN packets of VNI argv[3] to argv[1]:argv[2], each a broadcast Ethernet frame from MAC argv[4] (local
+#: experimental type): the bridge behind the VXLAN device learns that MAC if one gets through.
+SEND_VXLAN = """
+import socket, sys
+frame = b"\\xff" * 6 + bytes.fromhex(sys.argv[4].replace(":", "")) + b"\\x88\\xb5" + bytes(46)
+head = b"\\x08\\x00\\x00\\x00" + int(sys.argv[3]).to_bytes(3, "big") + b"\\x00"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(head + frame, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def _learned(machine: Machine, bridge: str) -> str:
+    return machine.run(["bridge", "fdb", "show", "br", bridge]).stdout
+
+
+def test_the_overlay_port_takes_vxlan_only_from_the_lab_s_machines(machines: Machines, tmp_path: Path) -> None:
+    from nslab.core import load
+
+    file = _file(tmp_path)
+    a, b = machines["a"], machines["b"]
+    lan = load.resolved(load.from_text(LAB), None).networks["lan"]
+    bridge, vni = lan.bridge, lan.vni
+    _ok(_all(machines, "up", "-q", "-f", file))
+    try:
+        send = [sys.executable, "-c", SEND_VXLAN, a.address, "14789", str(vni)]
+        subprocess.run([*send, "02:fe:ed:00:00:01"], check=True)  # from the throwaway host, 198.18.0.254
+        assert b.run([*send, "02:fe:ed:00:00:02"]).returncode == 0  # from machine b
+        time.sleep(0.3)
+        learned = _learned(a, bridge)
+        assert "02:fe:ed:00:00:02" in learned, learned  # b's reached lan's bridge on a
+        assert "02:fe:ed:00:00:01" not in learned  # the others were dropped before VXLAN saw them
+    finally:
+        _ok(_all(machines, "down", "multi"))
