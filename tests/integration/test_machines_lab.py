@@ -349,21 +349,43 @@ def _learned(machine: Machine, bridge: str) -> str:
     return machine.run(["bridge", "fdb", "show", "br", bridge]).stdout
 
 
+TWO = """
+name: two
+machines:
+  a: {address: 198.18.0.1}
+  b: {address: 198.18.0.2}
+networks:
+  net: {subnet: 10.201.7.0/24}
+hosts:
+  t1: {machine: a, networks: [net]}
+  t2: {machine: b, networks: [net]}
+"""
+
+
 def test_the_overlay_port_takes_vxlan_only_from_the_lab_s_machines(machines: Machines, tmp_path: Path) -> None:
     from nslab.core import load
 
-    file = _file(tmp_path)
-    a, b = machines["a"], machines["b"]
+    file, two = _file(tmp_path), tmp_path / "two.yaml"
+    two.write_text(TWO)
+    a, b, c = machines["a"], machines["b"], machines["c"]
     lan = load.resolved(load.from_text(LAB), None).networks["lan"]
-    bridge, vni = lan.bridge, lan.vni
+    net = load.resolved(load.from_text(TWO), None).networks["net"]
     _ok(_all(machines, "up", "-q", "-f", file))
     try:
-        send = [sys.executable, "-c", SEND_VXLAN, a.address, "14789", str(vni)]
-        subprocess.run([*send, "02:fe:ed:00:00:01"], check=True)  # from the throwaway host, 198.18.0.254
-        assert b.run([*send, "02:fe:ed:00:00:02"]).returncode == 0  # from machine b
-        time.sleep(0.3)
-        learned = _learned(a, bridge)
-        assert "02:fe:ed:00:00:02" in learned, learned  # b's reached lan's bridge on a
-        assert "02:fe:ed:00:00:01" not in learned  # the others were dropped before VXLAN saw them
+        _ok(_all([a, b], "up", "-q", "-f", str(two)))
+        try:
+            send = [sys.executable, "-c", SEND_VXLAN, a.address, "14789"]
+            subprocess.run([*send, str(lan.vni), "02:fe:ed:00:00:01"], check=True)  # from the throwaway host
+            assert b.run([*send, str(lan.vni), "02:fe:ed:00:00:02"]).returncode == 0  # from machine b
+            # c is a machine of lab multi, not of lab two: two's VNI from c is dropped although the port is shared
+            assert c.run([*send, str(net.vni), "02:fe:ed:00:00:03"]).returncode == 0
+            assert b.run([*send, str(net.vni), "02:fe:ed:00:00:04"]).returncode == 0
+            time.sleep(0.3)
+            learned, learned_two = _learned(a, lan.bridge), _learned(a, net.bridge)
+            assert "02:fe:ed:00:00:02" in learned, learned  # b's reached lan's bridge on a
+            assert "02:fe:ed:00:00:01" not in learned  # the others were dropped before VXLAN saw them
+            assert "02:fe:ed:00:00:04" in learned_two and "02:fe:ed:00:00:03" not in learned_two, learned_two
+        finally:
+            _ok(_all([a, b], "down", "two"))
     finally:
         _ok(_all(machines, "down", "multi"))
