@@ -357,16 +357,20 @@ class Lab(Value):
     machine: str | None = None
     remote: Mapping[str, Host] = field(default_factory=dict)
     remote_networks: Mapping[str, Network] = field(default_factory=dict)
+    order: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # a part's: the whole lab's hosts, networks in file order
 
     def whole(self) -> Lab:
-        """Every host and network of the lab, here and on the other machines (what names and checks see); the
-        lab itself when it is not a part."""
+        """Every host and network of the lab, here and on the other machines (what names and checks see), in file
+        order (the same on every machine); the lab itself when it is not a part."""
         if not self.remote and not self.remote_networks:
             return self
         from .values import replace
 
-        return replace(self, hosts={**self.hosts, **self.remote}, networks={**self.networks, **self.remote_networks},
-                       remote={}, remote_networks={})
+        hosts, networks = {**self.hosts, **self.remote}, {**self.networks, **self.remote_networks}
+        host_order, network_order = self.order
+        hosts = {n: hosts[n] for n in (*host_order, *hosts) if n in hosts}
+        networks = {n: networks[n] for n in (*network_order, *networks) if n in networks}
+        return replace(self, hosts=hosts, networks=networks, remote={}, remote_networks={}, order=((), ()))
 
     def bridge_mac(self, network: Network) -> str:
         """The MAC address of ``network``'s bridge here: derived from the names; across machines a bridge that is

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from labs import NSLAB
 from machines_lab import FETCH, LAB, PEER_SERVER, all_ok, inside, lab_file, left, machines, on_all, ping
-from nslab.tools.sandbox import WAN_ADDRESS, Machines
+from nslab.tools.sandbox import WAN_ADDRESS, Machine, Machines
 
 __all__ = ["machines"]  # the fixture, used by name
 
@@ -145,12 +145,13 @@ def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machine
     file = lab_file(tmp_path, "multi", LAB)
     lan = load.resolved(load.from_text(LAB), None).networks["lan"]
     b, c = machines["b"], machines["c"]
-    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")
+    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 14789 local {b.address}")
     refused = b.run([NSLAB, "up", "-f", file, "--machine", "b"])
     assert refused.returncode == 2 and f"VNI {lan.vni} is already used on machine b by VXLAN device vxhand" in \
         refused.stderr
     assert left(b) == []
     b.sh("ip link del vxhand")
+    b.sh(f"ip link add vxhand type vxlan id {lan.vni} dstport 4790 local {b.address}")  # another port: no clash
     all_ok(on_all(machines, "up", "-q", "-f", file))
     try:
         device = overlay.vxlan_name("multi", "lan")
@@ -167,6 +168,7 @@ def test_a_vni_in_use_is_refused_before_any_change_and_drift_is_repaired(machine
         assert _ping(machines, "c1", "a1").returncode == 0
     finally:
         all_ok(on_all(machines, "down", "multi"))
+        b.sh("ip link del vxhand")
 
 
 SIX = """
@@ -206,3 +208,94 @@ def test_two_labs_share_the_port_and_an_ipv6_underlay_takes_70_bytes(machines: M
         all_ok(on_all(machines, "down", "multi"))
     for m in machines:
         assert left(m) == [], m.name
+
+
+def test_a_host_added_on_another_machine_changes_forwarding_entries_only(machines: Machines, tmp_path: Path
+                                                                          ) -> None:
+    from nslab.core import overlay
+
+    file = lab_file(tmp_path, "multi", LAB)
+    a, c = machines["a"], machines["c"]
+    device = overlay.vxlan_name("multi", "lan")
+    all_ok(on_all(machines, "up", "-q", "-f", file))
+    try:
+        index = {m: _index(machines[m], device) for m in "ab"}
+        assert all(index.values()), index
+        more = LAB.replace("  c4: {machine: c,", "  c9: {machine: c, networks: [lan]}\n  c4: {machine: c,")
+        Path(file).write_text(more)
+        all_ok({"c": c.run([NSLAB, "up", "-q", "-f", file, "--machine", "c"])})
+        pinging = subprocess.Popen(a.argv([NSLAB, "exec", "multi/a1", "--", "ping", "-c", "80", "-i", "0.05", "b1"]),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        all_ok(on_all([machines["a"], machines["b"]], "up", "-q", "-f", file))
+        out, err = pinging.communicate(timeout=60)
+        assert " 0% packet loss" in out, out + err  # the a1 -> b1 traffic never stopped
+        assert {m: _index(machines[m], device) for m in "ab"} == index  # the VXLAN devices were not made again
+        assert _ping(machines, "a1", "c9").returncode == 0 and _ping(machines, "b1", "c9").returncode == 0
+    finally:
+        all_ok(on_all(machines, "down", "multi"))
+    for m in machines:
+        assert left(m) == [], m.name
+
+
+def _index(machine: Machine, device: str) -> str:
+    """The interface index of ``device`` on ``machine`` ("" if it has none)."""
+    return machine.run(["ip", "-o", "link", "show", device]).stdout.split(":")[0]
+
+
+#: Five VXLAN packets of VNI argv[3] to argv[1]:argv[2], each a broadcast Ethernet frame from MAC argv[4] (local
+#: experimental type): the bridge behind the VXLAN device learns that MAC if one gets through.
+SEND_VXLAN = """
+import socket, sys
+frame = b"\\xff" * 6 + bytes.fromhex(sys.argv[4].replace(":", "")) + b"\\x88\\xb5" + bytes(46)
+head = b"\\x08\\x00\\x00\\x00" + int(sys.argv[3]).to_bytes(3, "big") + b"\\x00"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(head + frame, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def _learned(machine: Machine, bridge: str) -> str:
+    return machine.run(["bridge", "fdb", "show", "br", bridge]).stdout
+
+
+TWO = """
+name: two
+machines:
+  a: {address: 198.18.0.1}
+  b: {address: 198.18.0.2}
+networks:
+  net: {subnet: 10.201.7.0/24}
+hosts:
+  t1: {machine: a, networks: [net]}
+  t2: {machine: b, networks: [net]}
+"""
+
+
+def test_the_overlay_port_takes_vxlan_only_from_the_lab_s_machines(machines: Machines, tmp_path: Path) -> None:
+    from nslab.core import load
+
+    file, two = lab_file(tmp_path, "multi", LAB), tmp_path / "two.yaml"
+    two.write_text(TWO)
+    a, b, c = machines["a"], machines["b"], machines["c"]
+    lan = load.resolved(load.from_text(LAB), None).networks["lan"]
+    net = load.resolved(load.from_text(TWO), None).networks["net"]
+    all_ok(on_all(machines, "up", "-q", "-f", file))
+    try:
+        all_ok(on_all([a, b], "up", "-q", "-f", str(two)))
+        try:
+            send = [sys.executable, "-c", SEND_VXLAN, a.address, "14789"]
+            subprocess.run([*send, str(lan.vni), "02:fe:ed:00:00:01"], check=True)  # from the throwaway host
+            assert b.run([*send, str(lan.vni), "02:fe:ed:00:00:02"]).returncode == 0  # from machine b
+            # c is a machine of lab multi, not of lab two: two's VNI from c is dropped although the port is shared
+            assert c.run([*send, str(net.vni), "02:fe:ed:00:00:03"]).returncode == 0
+            assert b.run([*send, str(net.vni), "02:fe:ed:00:00:04"]).returncode == 0
+            time.sleep(0.3)
+            learned, learned_two = _learned(a, lan.bridge), _learned(a, net.bridge)
+            assert "02:fe:ed:00:00:02" in learned, learned  # b's reached lan's bridge on a
+            assert "02:fe:ed:00:00:01" not in learned  # the others were dropped before VXLAN saw them
+            assert "02:fe:ed:00:00:04" in learned_two and "02:fe:ed:00:00:03" not in learned_two, learned_two
+        finally:
+            all_ok(on_all([a, b], "down", "two"))
+    finally:
+        all_ok(on_all(machines, "down", "multi"))

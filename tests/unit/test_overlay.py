@@ -184,12 +184,32 @@ def test_a_vni_used_here_by_another_device_is_a_problem(monkeypatch):
 
     drivers = fake_drivers()
     lan = _whole().networks["lan"]
-    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni)
+    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni, vxlan_port=14789)
     monkeypatch.setattr(drivers.kernel, "machine_links", lambda: [vx9])
     text = LAB.replace("b1: {machine: b,", "b1: {machine: b, publish: ['8080:80'],")
     checked = load.validate(load.from_text(text, "multi.yaml"), drivers, None, "b")
     assert [str(p) for p in checked.problems] == [
         f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by VXLAN device vx9"]
+    vx9 = LinkInfo(9, "vx9", "vxlan", "", 0, True, vni=lan.vni, vxlan_port=4790)  # another port: no clash
+    assert load.validate(load.from_text(text, "multi.yaml"), drivers, None, "b").problems == []
+
+
+def test_a_vni_of_another_lab_s_link_end_in_a_host_s_namespace_is_a_problem(monkeypatch):
+    from types import SimpleNamespace
+
+    from nslab.values import replace
+
+    lan = _whole().networks["lan"]
+    other = _whole(LAB.replace("name: multi", "name: other"))
+    link = replace(other.links[0], options=tuple((k, lan.vni if k == "vni" else v) for k, v in other.links[0].options))
+    other = overlay.part(replace(other, links=(link, *other.links[1:])), "b")
+    monkeypatch.setattr(load, "other_labs", lambda name: [SimpleNamespace(lab=other)])
+    text = LAB.replace("lan: {ipv6: true}", "lan: {ipv6: true, subnet: 10.77.0.0/24}").replace(
+        "back: {internal: true}", "back: {internal: true, subnet: 10.78.0.0/24}").replace(
+        "solo: {}", "solo: {subnet: 10.79.0.0/24}")
+    checked = load.validate(load.from_text(text, "multi.yaml"), fake_drivers(), None, "b")
+    assert [str(p) for p in checked.problems if "VNI" in str(p)] == [
+        f"multi.yaml:8: networks.lan: VNI {lan.vni} is already used on machine b by a link of lab other (a1, b1)"]
 
 
 def test_the_api_builds_and_removes_one_machine_s_part():
@@ -282,3 +302,57 @@ def test_a_partition_with_a_side_on_another_machine_is_made_by_this_machine_s_ho
     c1 = str(_whole(text).hosts["c1"].interfaces[0].address.ip)
     assert "multi-a1" in lines and c1 in lines
     assert not any("multi-c1" in line for line in planned.plan.commands())  # (c's part cuts on c)
+
+
+def test_a_written_overlay_mtu_too_big_for_the_underlay_is_a_problem():
+    problems = _problems(LAB.replace("machines:", "overlay: {mtu: 1500}\nmachines:"))
+    assert any("overlay.mtu: mtu 1500 plus VXLAN's 50 bytes exceeds the underlay MTU 1500: at most 1450" in p
+               for p in problems), problems
+    assert _whole(LAB.replace("machines:", "overlay: {mtu: 1450}\nmachines:")).overlay_mtu == 1450
+
+
+def test_the_digest_is_the_same_for_the_same_file_in_another_folder(tmp_path):
+    text = LAB.replace("a1: {machine: a,", "a1: {machine: a, run: ['sleep 1'], env_file: [app.env],")
+    digests = set()
+    for folder in ("one", "two/deeper"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "app.env").write_text("X=1\n")
+        lab = load.resolved(load.from_text(text, str(tmp_path / folder / "multi.yaml")), None)
+        assert lab.hosts["a1"].services[0].env_files == (str(tmp_path / folder / "app.env"),)
+        digests.add(lab.digest)
+    assert len(digests) == 1
+
+
+def test_the_whole_lab_seen_from_any_machine_keeps_the_file_s_order():
+    lab = _whole()
+    for machine in ("a", "b", "c"):
+        whole = overlay.part(lab, machine).whole()
+        assert list(whole.hosts) == ["a1", "b1", "c1", "c2"] and list(whole.networks) == ["lan", "back", "solo"]
+
+
+def test_reading_a_device_s_forwarding_entries_asks_the_kernel_for_that_device_only():
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg as request
+
+    msg = request(nl.fdb_request(42))
+    msg.decode()
+    assert (msg["header"]["type"], msg["family"], msg["index"]) == (nl.RTM_GETNEIGH, socket.AF_BRIDGE, 42)
+    assert msg["header"]["flags"] & nl.NLM_F_DUMP == nl.NLM_F_DUMP and len(nl.fdb_request(42)) == 32
+
+
+def test_a_remote_host_added_changes_only_forwarding_entries_and_keeps_the_device():
+    from nslab.lab import Lab
+
+    drivers = fake_drivers()
+    Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="a").up()
+    before = set(drivers.kernel.fdb)
+    more = LAB.replace("  c2: {machine: c,", "  c5: {machine: c, networks: [lan]}\n  c2: {machine: c,")
+    start = len(drivers.kernel.calls)
+    Lab.from_text(more, "multi.yaml", drivers=drivers, machine="a").up()
+    calls = drivers.kernel.calls[start:]
+    assert "remove_links" not in calls and "add_fdb" in calls, calls  # (the VXLAN device is not made again)
+    (added,) = set(drivers.kernel.fdb) - before
+    assert set(drivers.kernel.fdb) > before and added[2] == "198.18.0.3"  # c5's MAC, to c
+    start = len(drivers.kernel.calls)
+    Lab.from_text(LAB, "multi.yaml", drivers=drivers, machine="a").up()  # c5 gone again: its entry only
+    assert "del_fdb" in drivers.kernel.calls[start:] and "remove_links" not in drivers.kernel.calls[start:]
+    assert set(drivers.kernel.fdb) == before

@@ -238,7 +238,7 @@ def _part(lab: Lab, lab_file: LabFile, inputs: Inputs, drivers: Drivers, machine
     here = local_machine(lab, machine, drivers.kernel.machine_addresses())
     found = _overlaps(lab, here, inputs) + _underlay(lab, here, drivers)
     found += [(loc, f"VNI {vni} is already used on machine {here} by {holder}")
-              for loc, vni, holder in _vnis_in_use(lab, here, drivers)]
+              for loc, vni, holder in _vnis_in_use(lab, here, drivers, inputs.others)]
     return part(lab, here), [Problem(text, field_path(loc), lab_file.label, lab_file.lines.line(loc))
                              for loc, text in found]
 
@@ -268,8 +268,10 @@ def _underlay(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ..
                                  f"{lab.underlay_mtu} the overlay assumes: write overlay: {{underlay_mtu: {mtu}}}")]
 
 
-def _foreign_vnis(lab: Lab, drivers: Drivers) -> dict[int, str]:
-    """VNI -> the VXLAN device on the machine that has it, for every device not of lab ``lab``."""
+def _foreign_vnis(lab: Lab, drivers: Drivers, others: list[state.LabState]) -> dict[tuple[int, int], str]:
+    """(VNI, UDP port) -> what has it on the machine, for everything not of lab ``lab``: the VXLAN devices in the
+    machine's namespace, and the other labs' ends of links between machines (made in the machine's namespace,
+    then moved into a host's: the kernel still counts them here, its records say which)."""
     from ..naming import parse_owner
     from .overlay import vxlan_name
 
@@ -278,18 +280,26 @@ def _foreign_vnis(lab: Lab, drivers: Drivers) -> dict[int, str]:
     for link in drivers.kernel.machine_links():
         owner = parse_owner(link.alias)
         if link.vni and link.name not in ours and (owner is None or owner.lab != lab.name):
-            taken[link.vni] = f"VXLAN device {link.name}" + (f" of lab {owner.lab}" if owner else "")
+            taken[link.vni, link.vxlan_port] = f"VXLAN device {link.name}" + (f" of lab {owner.lab}" if owner else "")
+    for other in others:
+        for lk in other.lab.links:
+            if lk.kind == "vxlan":
+                taken[int(dict(lk.options)["vni"]), other.lab.overlay_port] = \
+                    f"a link of lab {other.lab.name} ({lk.a}, {lk.b})"
     return taken
 
 
-def _vnis_in_use(lab: Lab, here: str, drivers: Drivers) -> list[tuple[tuple[Any, ...], int, str]]:
-    """The VNIs this machine's part needs that a VXLAN device on the machine not of this lab already has."""
-    taken = _foreign_vnis(lab, drivers)
+def _vnis_in_use(lab: Lab, here: str, drivers: Drivers, others: list[state.LabState]
+                 ) -> list[tuple[tuple[Any, ...], int, str]]:
+    """The VNIs this machine's part needs that something on the machine not of this lab already has on the lab's
+    UDP port (another port does not clash)."""
+    taken = _foreign_vnis(lab, drivers, others)
     wanted: list[tuple[tuple[Any, ...], int]] = [(("networks", n.name), n.vni) for n in lab.networks.values()
                                                  if n.vni and here in n.machines]
     wanted += [(("links", i), int(dict(lk.options)["vni"])) for i, lk in enumerate(lab.links)
                if lk.kind == "vxlan" and here in (lab.hosts[lk.a].machine, lab.hosts[lk.b].machine)]
-    return [(loc, vni, taken[vni]) for loc, vni in wanted if vni in taken]
+    port = lab.overlay_port
+    return [(loc, vni, taken[vni, port]) for loc, vni in wanted if (vni, port) in taken]
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:

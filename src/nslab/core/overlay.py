@@ -31,6 +31,7 @@ NAME dst M self permanent``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -133,14 +134,19 @@ def vni(lab: str, kind: str, name: str, used: set[int]) -> int:
     raise AssertionError("no VNI left")  # (the lab has fewer than 2**16 networks and links)
 
 
-def overlay_mtu(spec: LabSpec, known: Mapping[str, Machine]) -> int | None:
-    """The MTU of every interface of a spanning network or link (None: not a lab across machines)."""
+def overlay_mtu(spec: LabSpec, known: Mapping[str, Machine], report: Report) -> int | None:
+    """The MTU of every interface of a spanning network or link (None: not a lab across machines); a written
+    ``overlay.mtu`` whose VXLAN packets would not fit the underlay MTU is a problem."""
     if not known:
         return None
-    if spec.overlay.mtu != "auto":
-        return spec.overlay.mtu
     six = any(m.address.version == 6 for m in known.values())
-    return spec.overlay.underlay_mtu - (OVERHEAD6 if six else OVERHEAD4)
+    overhead = OVERHEAD6 if six else OVERHEAD4
+    if spec.overlay.mtu == "auto":
+        return spec.overlay.underlay_mtu - overhead
+    if spec.overlay.mtu + overhead > spec.overlay.underlay_mtu:
+        report(("overlay", "mtu"), f"mtu {spec.overlay.mtu} plus VXLAN's {overhead} bytes exceeds the underlay MTU "
+                                   f"{spec.overlay.underlay_mtu}: at most {spec.overlay.underlay_mtu - overhead}")
+    return spec.overlay.mtu
 
 
 def lab_ula(lab: str) -> IPv6Net:
@@ -157,14 +163,24 @@ def pool_offset(lab: str, count: int) -> int:
 
 
 def digest(lab: Lab) -> str:
-    """sha256 of the whole lab's record (its file's path left out: it may differ between machines)."""
+    """sha256 of the whole lab's record (its file's path left out, and ``env_file`` paths under the file's folder
+    taken relative to it: that folder may differ between machines)."""
     import hashlib
     import json
 
     from ..records import encode
 
-    data = encode(replace(lab, source="", digest=""))
+    base = os.path.dirname(os.path.abspath(lab.source)) if lab.source and not lab.source.startswith("<") else ""
+    hosts = {name: replace(h, services=tuple(replace(s, env_files=tuple(_relative(f, base) for f in s.env_files))
+                                             for s in h.services))
+             for name, h in lab.hosts.items()}
+    data = encode(replace(lab, source="", digest="", hosts=hosts))
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _relative(path: str, base: str) -> str:
+    """``path`` relative to ``base`` when under it (as the lab file wrote it), else as it is."""
+    return os.path.relpath(path, base) if base and path.startswith(base + os.sep) else path
 
 
 # --- the part of one machine -----------------------------------------------------------------------------------
@@ -182,7 +198,7 @@ def part(lab: Lab, machine: str) -> Lab:
     networks = {n: net for n, net in lab.networks.items() if machine in net.machines}
     away = {n: net for n, net in lab.networks.items() if machine not in net.machines}
     return replace(lab, hosts=hosts, networks=networks, links=tuple(lab.links[i] for i in kept), machine=machine,
-                   remote=remote, remote_networks=away)
+                   remote=remote, remote_networks=away, order=(tuple(lab.hosts), tuple(lab.networks)))
 
 
 def _link_machines(lab: Lab, lk: Link) -> set[str | None]:
@@ -310,6 +326,46 @@ class AddOverlay(Action):
             drivers.kernel.remove_links(names)
             raise
         return undo
+
+
+class UpdateForwarding(Action):
+    """Only the forwarding entries of spanning networks whose device stays (remote hosts added, gone or moved):
+    those ``former`` had and ``lab`` has not removed, the new ones added; the device, its traffic and what it
+    learned are left alone. The inverse puts the former entries back the same way."""
+
+    lab: Lab
+    former: Lab
+    networks: tuple[Network, ...]
+
+    def _change(self) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        gone, new = [], []
+        for n in self.networks:
+            old, now = fdb_entries(self.former, n), fdb_entries(self.lab, n)
+            gone += [e for e in old if e not in now]
+            new += [e for e in now if e not in old]
+        return gone, new
+
+    def commands(self) -> list[str]:
+        gone, new = self._change()
+        return ([f"bridge fdb del {mac} dev {device} dst {dst} self" for device, mac, dst in gone]
+                + [f"bridge fdb {'append' if mac == ZERO_MAC else 'replace'} {mac} dev {device} dst {dst} self "
+                   "permanent" for device, mac, dst in new])
+
+    def summary(self) -> str:
+        return f"update the forwarding entries of {len(self.networks)} network(s) across machines"
+
+    def apply(self, drivers: Drivers) -> Action | None:
+        gone, new = self._change()
+        if gone:
+            drivers.kernel.del_fdb(gone)
+        try:
+            if new:
+                drivers.kernel.add_fdb(new)
+        except BaseException:
+            if gone:
+                drivers.kernel.add_fdb(gone)
+            raise
+        return UpdateForwarding(self.former, self.lab, self.networks)
 
 
 class RemoveOverlay(Action):

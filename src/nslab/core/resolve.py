@@ -116,7 +116,7 @@ class _Resolution:
         self.ula = ula
         self.machines = overlay.machines(spec, out.add)
         self.placed = overlay.placement(spec, self.machines, out.add)
-        self.overlay_mtu = overlay.overlay_mtu(spec, self.machines)
+        self.overlay_mtu = overlay.overlay_mtu(spec, self.machines, out.add)
         self.vnis: set[int] = set()
         #: the lab file's folder (``env_file`` paths are relative to it); "": the working directory
         self.base = os.path.dirname(os.path.abspath(out.file)) if out.file and not out.file.startswith("<") else ""

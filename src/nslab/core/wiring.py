@@ -500,16 +500,20 @@ def _actions(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -
 
 
 def _overlay(desired: Lab, before: Lab, observed: Observed, changes: _Changes) -> list[Action]:
-    """The VXLAN device of each spanning network here that is new, remade with its bridge, broken, or whose
-    forwarding entries changed (a remote host added, gone or moved; other machines)."""
+    """The VXLAN device of each spanning network here that is new, remade with its bridge, broken, or changed
+    (its VNI or machines; the lab's machines, port or MTU): made again; of the others, those whose forwarding
+    entries alone changed (a remote host added, gone or moved) get only the difference."""
     made = {n.name for n in changes.nets_to_add}
     was = {n.name: n for n in overlay.spanning(before)}
+    same_overlay = (desired.machines, desired.overlay_port, desired.overlay_mtu) == (
+        before.machines, before.overlay_port, before.overlay_mtu)
     again = tuple(n for n in overlay.spanning(desired)
                   if n.name in made or n.name in observed.broken_overlay or was.get(n.name) != n
-                  or overlay.fdb_entries(desired, n) != overlay.fdb_entries(before, n)
-                  or (desired.machines, desired.overlay_port, desired.overlay_mtu)
-                  != (before.machines, before.overlay_port, before.overlay_mtu))
-    return [overlay.AddOverlay(desired, again, before if was else None)] if again else []
+                  or not same_overlay)
+    entries = tuple(n for n in overlay.spanning(desired) if n not in again
+                    and overlay.fdb_entries(desired, n) != overlay.fdb_entries(before, n))
+    out: list[Action] = [overlay.AddOverlay(desired, again, before if was else None)] if again else []
+    return out + ([overlay.UpdateForwarding(desired, before, entries)] if entries else [])
 
 
 def _links_added(lab: Lab, links: Iterable[Link]) -> list[Action]:

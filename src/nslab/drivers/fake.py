@@ -301,6 +301,10 @@ class FakeKernel(_Failing):
             raise KernelError(f"add forwarding entry on {missing[0]}: No such device")
         self.fdb.update(entries)
 
+    def del_fdb(self, entries: list[tuple[str, str, str]]) -> None:
+        self._call("del_fdb")
+        self.fdb.difference_update(entries)
+
     def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
         return self.underlay_mtu
 

@@ -832,6 +832,14 @@ class NetlinkKernel:
                          append=mac == "00:00:00:00:00:00")
         batch.commit_or_raise(self.root, tolerate=(errno.EEXIST,))
 
+    def del_fdb(self, entries: list[tuple[str, str, str]]) -> None:
+        """Forwarding entries (device, MAC, destination) of VXLAN devices removed, in one batch (one already gone
+        is fine)."""
+        batch = Batch()
+        for device, mac, dst in entries:
+            rtnl.del_fdb(batch, socket.if_nametoindex(device), mac, ipaddress.ip_address(dst))
+        batch.commit_or_raise(self.root, tolerate=(errno.ENOENT,))
+
     def mtu_of_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
         """The MTU of the machine's interface holding ``address`` (None: no interface has it)."""
         return next((lk.mtu for lk in self._root_links() if any(a.ip == address for a in lk.addresses)), None)

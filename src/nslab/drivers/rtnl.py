@@ -390,7 +390,7 @@ def attach_port(batch: Batch, name: str, master: int, alias: str, no_link_local:
     batch.add(_message(RTM_NEWLINK, 0, body), f"attach {name} to its bridge")
 
 
-RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR = 1, 2
 NTF_SELF = 0x02
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
@@ -407,14 +407,35 @@ def add_fdb(batch: Batch, index: int, mac: str, dst: Addr, append: bool) -> None
     batch.add(_message(RTM_NEWNEIGH, flags, body), f"add forwarding entry {mac} dst {dst}")
 
 
+def del_fdb(batch: Batch, index: int, mac: str, dst: Addr) -> None:
+    """``bridge fdb del MAC dev IF dst DST self``: one forwarding entry of a VXLAN device (of the all-zero MAC,
+    only the one to ``dst``)."""
+    body = _NDMSG.pack(socket.AF_BRIDGE, index, 0, NTF_SELF, 0)
+    body += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", ""))) + _attr(NDA_DST, dst.packed)
+    batch.add(_message(RTM_DELNEIGH, 0, body), f"remove forwarding entry {mac} dst {dst}")
+
+
 def fdb(sock: socket.socket, indexes: frozenset[int]) -> list[tuple[int, str, str]]:
-    """The forwarding entries with a destination (VXLAN's) of the links ``indexes``: (index, MAC, dst)."""
-    request = _NLMSGHDR.pack(_NLMSGHDR.size + _NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    request += _NDMSG.pack(socket.AF_BRIDGE, 0, 0, 0, 0)
+    """The forwarding entries with a destination (VXLAN's) of the links ``indexes``: (index, MAC, dst). One dump
+    per link, each of that link's entries only: the request carries an ifinfomsg naming the link (the kernel
+    reads a request of ifinfomsg size as ``bridge fdb show dev``), not the whole machine's bridge entries."""
     out = []
-    for data, offset, length in dump(sock, request):
+    for wanted in sorted(indexes):
+        out += _fdb_of(sock, wanted)
+    return out
+
+
+def fdb_request(index: int) -> bytes:
+    """RTM_GETNEIGH dump of link ``index``'s forwarding entries (AF_BRIDGE, an ifinfomsg with its index)."""
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + _IFINFOMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    return request + _IFINFOMSG.pack(socket.AF_BRIDGE, 0, index, 0, 0)
+
+
+def _fdb_of(sock: socket.socket, wanted: int) -> list[tuple[int, str, str]]:
+    out = []
+    for data, offset, length in dump(sock, fdb_request(wanted)):
         _family, index, _state, _flags, _type = _NDMSG.unpack_from(data, offset + 16)
-        if index not in indexes:
+        if index != wanted:
             continue
         attrs = parse_attrs(data, offset + 16 + _NDMSG.size, offset + length, frozenset({NDA_DST, NDA_LLADDR}))
         if NDA_DST in attrs and NDA_LLADDR in attrs:
@@ -498,6 +519,7 @@ class LinkInfo(Value):
     peer: int = 0  # IFLA_LINK: a veth's peer index (in this namespace or another)
     group: int = 0  # IFLA_GROUP: nslab's links are in naming.LINK_GROUP from their creation
     vni: int = 0  # a VXLAN device's network identifier
+    vxlan_port: int = 0  # a VXLAN device's UDP port (the kernel refuses two devices of one VNI AND port)
 
 
 class RouteInfo(Value):
@@ -601,6 +623,7 @@ def _link_list(sock: socket.socket, addresses: Addresses | None = None) -> list[
                 peer=_u32_attr(attrs, IFLA_LINK),
                 addresses=tuple(addresses.get(index, ())) if addresses else (),
                 vni=_vni(kind, linkinfo),
+                vxlan_port=_vxlan_port(kind, linkinfo),
             )
         )
     return out
@@ -612,6 +635,15 @@ def _vni(kind: bytes, linkinfo: dict[int, bytes]) -> int:
         return 0
     data = linkinfo[IFLA_INFO_DATA]
     return _u32_attr(parse_attrs(data, 0, len(data)), 1)
+
+
+def _vxlan_port(kind: bytes, linkinfo: dict[int, bytes]) -> int:
+    """A VXLAN device's UDP port (IFLA_VXLAN_PORT, network byte order); 0 for any other link."""
+    if kind.rstrip(b"\0") != b"vxlan" or IFLA_INFO_DATA not in linkinfo:
+        return 0
+    data = linkinfo[IFLA_INFO_DATA]
+    raw = parse_attrs(data, 0, len(data)).get(15, b"")
+    return struct.unpack("!H", raw[:2])[0] if len(raw) >= 2 else 0
 
 
 def _u32_attr(attrs: dict[int, bytes], kind: int) -> int:

@@ -42,6 +42,7 @@ class FirewallRecord(Value):
     warnings: list[str] = field(default_factory=list)
     overlay_port: int = 0  # a lab across machines: its VXLAN UDP port, accepted only from ``overlay_peers``
     overlay_peers: list[str] = field(default_factory=list)  # the other machines' addresses
+    overlay_vnis: list[int] = field(default_factory=list)  # the VNIs of its devices here, taken only from its peers
 
     @property
     def loaded(self) -> bool:
@@ -74,7 +75,8 @@ class FirewallRecord(Value):
 
     def same_rules(self, other: FirewallRecord) -> bool:
         return (self.networks == other.networks and self.ports == other.ports
-                and (self.overlay_port, self.overlay_peers) == (other.overlay_port, other.overlay_peers))
+                and (self.overlay_port, self.overlay_peers, self.overlay_vnis)
+                == (other.overlay_port, other.overlay_peers, other.overlay_vnis))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,7 +86,8 @@ class FirewallRecord(Value):
             "route_localnet": self.route_localnet,
             "docker_user": self.docker_user,
             "warnings": self.warnings,
-            **({"overlay_port": self.overlay_port, "overlay_peers": self.overlay_peers} if self.overlay_peers else {}),
+            **({"overlay_port": self.overlay_port, "overlay_peers": self.overlay_peers,
+                "overlay_vnis": self.overlay_vnis} if self.overlay_peers else {}),
         }
 
     @classmethod
@@ -100,6 +103,7 @@ class FirewallRecord(Value):
             warnings=list(data.get("warnings") or []),
             overlay_port=int(data.get("overlay_port") or 0),
             overlay_peers=list(data.get("overlay_peers") or []),
+            overlay_vnis=[int(v) for v in data.get("overlay_vnis") or []],
         )
 
 
@@ -156,4 +160,10 @@ def desired(lab: Lab) -> FirewallRecord:
     ports = [p for host in (*lab.hosts.values(), *lab.remote.values()) for p in _host_ports(lab, host)]
     peers = [str(m.address) for m in lab.machines.values() if m.name != lab.machine] if lab.machine else []
     return FirewallRecord(networks=networks, ports=ports, overlay_port=lab.overlay_port if peers else 0,
-                          overlay_peers=peers)
+                          overlay_peers=peers, overlay_vnis=_vnis(lab) if peers else [])
+
+
+def _vnis(lab: Lab) -> list[int]:
+    """The VNIs of this machine's part: its spanning networks' and its links' to other machines."""
+    vnis = [n.vni for n in lab.networks.values() if n.vni and n.spans()]
+    return sorted(vnis + [int(dict(lk.options)["vni"]) for lk in lab.links if lk.kind == "vxlan"])

@@ -119,11 +119,18 @@ def _render_lab(table: _Table, lab: str, rec: FirewallRecord) -> None:
 
 
 def _overlay(table: _Table, rec: FirewallRecord, owner: str) -> None:
-    """A lab across machines: its VXLAN port dropped from anyone but the machines of the labs that share it."""
+    """A lab across machines: its VXLAN port dropped from anyone but the machines of the labs that share it, and
+    its own VNIs (the VXLAN header's bits 32-55, after the 8-byte UDP header) from anyone but its own machines."""
     for family in sorted({6 if ":" in p else 4 for p in rec.overlay_peers}):
+        ip = "ip6" if family == 6 else "ip"
         peers = ", ".join(sorted(table.overlay[(rec.overlay_port, family)]))
-        table.inp.append(f"udp dport {rec.overlay_port} {'ip6' if family == 6 else 'ip'} saddr != {{ {peers} }} drop "
+        table.inp.append(f"udp dport {rec.overlay_port} {ip} saddr != {{ {peers} }} drop "
                          f"comment {_q(owner + ':overlay')}")
+        if rec.overlay_vnis:
+            vnis = ", ".join(str(v) for v in rec.overlay_vnis)
+            own = ", ".join(sorted(p for p in rec.overlay_peers if (":" in p) == (family == 6)))
+            table.inp.append(f"udp dport {rec.overlay_port} @th,96,24 {{ {vnis} }} {ip} saddr != {{ {own} }} drop "
+                             f"comment {_q(owner + ':overlay-vni')}")
 
 
 def _dnat(p: PublishedPort, owner: str) -> str:
