@@ -141,9 +141,13 @@ class Swarm:
         return data
 
     def tasks(self, service: str) -> list[dict[str, Any]]:
-        """The tasks of a service, also once the service is removed (until each task's container is gone)."""
+        """The tasks of a service (asked by the service filter), also once the service is removed (until each
+        task's container is gone: then every task of the swarm is listed, as the filter refuses the id)."""
         query = urlencode({"filters": json.dumps({"service": [service]})})
-        return [t for t in self.call("GET", f"/tasks?{query}") if t.get("ServiceID") == service]
+        status, data = self.docker.request("GET", f"/tasks?{query}")
+        if status != 200 or not isinstance(data, list):  # the filter refuses a removed service: every task
+            data = self.call("GET", "/tasks")
+        return [t for t in data if t.get("ServiceID") == service]
 
     def logs(self, service: str) -> tuple[str, str]:
         """(stdout, stderr) of a service's tasks so far (the frames demultiplexed)."""
