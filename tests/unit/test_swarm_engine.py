@@ -207,3 +207,20 @@ def test_how_tasks_name_the_image() -> None:
     assert swarm._repository("reg:5000/a/nslab:1@sha256:9f") == "reg:5000/a/nslab"
     absent = ImageDocker((404, {"message": "No such image"}))
     assert swarm.Swarm(absent).image_id("reg:5000/nslab:0.1.0") == "reg:5000/nslab:0.1.0"
+
+
+class GoneDocker(CannedDocker):
+    """The service is removed: the filter refuses its id; the task list still holds its tasks."""
+
+    def request(self, method: str, path: str, body: Any = None, stream: bool = False,
+                upload: tuple[Any, int, str] | None = None) -> tuple[int, Any]:
+        self.asked.append((method, path))
+        if path.startswith("/tasks?"):
+            return 404, {"message": "service s1 not found"}
+        if path == "/tasks":
+            return 200, [{"ServiceID": "s1", "ID": "t1"}, {"ServiceID": "s2", "ID": "t2"}]
+        return 404, {"message": "no"}
+
+
+def test_the_tasks_of_a_removed_service() -> None:
+    assert [t["ID"] for t in swarm.Swarm(GoneDocker()).tasks("s1")] == ["t1"]
