@@ -230,6 +230,16 @@ def _part_up() -> int | None:
     return None
 
 
+def _sigterm_pending_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    except OSError:
+        return True
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return fields["State"].strip().startswith("Z") or bool(pending & 1 << (signal.SIGTERM - 1))
+
+
 def test_a_part_removed_while_its_up_runs_leaves_nothing(swarm: Swarm, tmp_path) -> None:
     """The service is removed while its runner is inside ``up``: the runner sends up SIGTERM, up rolls back what
     it made, the runner runs down, and the machine is as before. To stop inside up deterministically, the test
@@ -261,8 +271,13 @@ def test_a_part_removed_while_its_up_runs_leaves_nothing(swarm: Swarm, tmp_path)
         service = swarm.manager.docker("service", "ls", "-q", "--filter", "label=nslab.lab=sw").stdout.split()
         assert len(service) == 1
         swarm.manager.docker("service", "rm", service[0])
-        time.sleep(1)  # the runner has its SIGTERM and has passed it on to up
-        os.kill(pid, signal.SIGCONT)
+        # The runner got its SIGTERM once it passes it on: SIGTERM pending on the stopped up (or up is gone,
+        # as when a runner SIGKILLs it: then nothing rolls it back and what it made stays, which fails below).
+        assert wait_for(lambda: _sigterm_pending_or_gone(pid), timeout=60)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
         manager.communicate(timeout=300)
     finally:
         if manager.poll() is None:
