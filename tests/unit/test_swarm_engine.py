@@ -103,7 +103,7 @@ def test_status_merges_the_machines_and_names_each_that_differs_from_the_file(mo
                ("b", 0, json.dumps({"labs": [{"name": "sw3", "digest": expected}]}), ""),
                ("c", 1, "", "nslab: no lab 'sw3' is up\n")]
     monkeypatch.setattr(swarm, "on_machines", lambda lab, argv, swarm=None: iter(answers))
-    monkeypatch.setattr(swarm, "_lab_parts", lambda sw, lab: (swarm.read_lab(LAB, "m"), "img"))
+    monkeypatch.setattr(swarm, "_lab_parts", lambda _swarm, _lab: (swarm.read_lab(LAB, "m"), "img"))
     doc = swarm.status("sw3", swarm.Swarm(CannedDocker()))
     assert sorted(doc["machines"]) == ["a", "b"]
     assert (doc["digest"], doc["differs"]) == (expected, ["a"])
