@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -215,6 +216,85 @@ def test_a_killed_task_takes_its_services_and_the_next_one_converges(swarm: Swar
     done = _nslab(swarm, "down", "sw")
     assert done.returncode == 0, done.stderr
     assert _netns(swarm, "a") == set() and not _sleepers()
+
+
+def _part_up() -> int | None:
+    """The pid of a part runner's ``up`` (``python -m nslab up -f …`` in the task), if one runs."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"\x00-m\x00nslab\x00up\x00-f\x00" in fh.read():
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def _sigterm_pending_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    except OSError:
+        return True
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return fields["State"].strip().startswith("Z") or bool(pending & 1 << (signal.SIGTERM - 1))
+
+
+def test_a_part_removed_while_its_up_runs_leaves_nothing(swarm: Swarm, tmp_path) -> None:
+    """The service is removed while its runner is inside ``up``: the runner sends up SIGTERM, up rolls back what
+    it made, the runner runs down, and the machine is as before. To stop inside up deterministically, the test
+    lets the part's up run in 5 ms steps (SIGCONT/SIGSTOP) until its first namespace exists, keeps it stopped
+    while the service goes, then lets it go on."""
+    _build_image(swarm, "a")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("name: sw\nnetworks:\n  lan: {}\nhosts:\n  h:\n    networks: [lan]\n    count: 40\n")
+    machine = swarm["a"].machine
+    tables_before = machine.run(["nft", "list", "tables"]).stdout
+    links_before = machine.run(["ip", "-o", "link"]).stdout.count("\n")
+    manager = subprocess.Popen(machine.argv([NSLAB, "up", "--engine", "swarm", "-f", str(lab)]),
+                               env=swarm.manager.env(inside=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        pid = None
+        deadline = time.monotonic() + 120
+        while pid is None and time.monotonic() < deadline and manager.poll() is None:
+            pid = _part_up()
+        assert pid is not None, "the part's up never started: " + (manager.communicate()[1]
+                                                                  if manager.poll() is not None else "")
+        os.kill(pid, signal.SIGSTOP)
+        while not _netns(swarm, "a"):
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.005)
+            os.kill(pid, signal.SIGSTOP)
+        made = len(_netns(swarm, "a"))
+        assert 0 < made < 40, made  # stopped inside up: some of the part made, not all
+        service = swarm.manager.docker("service", "ls", "-q", "--filter", "label=nslab.lab=sw").stdout.split()
+        assert len(service) == 1
+        swarm.manager.docker("service", "rm", service[0])
+        # The runner got its SIGTERM once it passes it on: SIGTERM pending on the stopped up (or up is gone,
+        # as when a runner SIGKILLs it: then nothing rolls it back and what it made stays, which fails below).
+        assert wait_for(lambda: _sigterm_pending_or_gone(pid), timeout=60)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        manager.communicate(timeout=300)
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.communicate()
+
+    def gone() -> bool:
+        found = swarm["a"].docker("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=nslab-sw")
+        return not found.stdout.strip()
+
+    assert wait_for(gone, timeout=120)
+    assert _netns(swarm, "a") == set()
+    assert not os.path.exists(machine.path("/run/nslab/sw"))
+    assert machine.run(["nft", "list", "tables"]).stdout == tables_before
+    assert machine.run(["ip", "-o", "link"]).stdout.count("\n") == links_before
+    assert swarm.manager.docker("service", "ls", "-q").stdout.strip() == ""
+    assert swarm.manager.docker("config", "ls", "-q").stdout.strip() == ""
 
 
 def test_a_stale_engine_mark(swarm: Swarm, tmp_path) -> None:

@@ -3,12 +3,13 @@ service spec a part and a job get, how the machines' statuses merge, and which d
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from nslab.drivers.docker import LiveDocker
-from nslab.errors import UserError
+from nslab.errors import NslabError, UserError
 from nslab.tools import image, swarm
 
 LAB = """\
@@ -92,15 +93,62 @@ def test_a_job_runs_once_and_is_marked_as_a_job() -> None:
     assert "Configs" not in spec["TaskTemplate"]["ContainerSpec"]
 
 
-def test_status_merges_the_machines_and_names_the_one_that_differs(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = [("a", 0, '{"labs": [{"name": "sw3", "digest": "d1"}]}', ""),
-               ("b", 0, '{"labs": [{"name": "sw3", "digest": "d2"}]}', ""),
+def test_status_merges_the_machines_and_names_each_that_differs_from_the_file(monkeypatch: pytest.MonkeyPatch
+                                                                               ) -> None:
+    """The expected digest is the manager's, from the config's text: when the first machine to answer is the
+    one that differs, it alone is named (not every other)."""
+    expected = swarm.read_lab(LAB, "m").digest
+    assert len(expected) == 64
+    answers = [("a", 0, '{"labs": [{"name": "sw3", "digest": "other"}]}', ""),
+               ("b", 0, json.dumps({"labs": [{"name": "sw3", "digest": expected}]}), ""),
                ("c", 1, "", "nslab: no lab 'sw3' is up\n")]
     monkeypatch.setattr(swarm, "on_machines", lambda lab, argv, swarm=None: iter(answers))
-    doc = swarm.status("sw3")
+    monkeypatch.setattr(swarm, "_lab_parts", lambda _swarm, _lab: (swarm.read_lab(LAB, "m"), "img"))
+    doc = swarm.status("sw3", swarm.Swarm(CannedDocker()))
     assert sorted(doc["machines"]) == ["a", "b"]
-    assert doc["differs"] == ["b"]
+    assert (doc["digest"], doc["differs"]) == (expected, ["a"])
     assert doc["failed"] == {"c": "nslab: no lab 'sw3' is up"}
+
+
+class DownDocker(CannedDocker):
+    """One part's service, its task ended with the runner's exit status ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+
+    def request(self, method: str, path: str, body: Any = None, stream: bool = False,
+                upload: tuple[Any, int, str] | None = None) -> tuple[int, Any]:
+        self.asked.append((method, path))
+        if path.startswith("/services?"):
+            return 200, [{"ID": "s1", "Spec": {"Labels": {"nslab.machine": "b"}}}]
+        if path.startswith("/tasks?"):
+            return 200, [{"ServiceID": "s1", "CreatedAt": "2", "Status": {"State": "shutdown",
+                                                                          "ContainerStatus": {"ExitCode": self.code}}},
+                         {"ServiceID": "s1", "CreatedAt": "1", "Status": {"State": "failed",
+                                                                          "ContainerStatus": {"ExitCode": 1}}}]
+        if path.startswith("/configs?"):
+            return 200, [{"ID": "c1"}]
+        return 200, {}
+
+
+def test_down_reads_the_runners_exit_status() -> None:
+    ok = DownDocker(0)
+    assert swarm.down("sw3", swarm=swarm.Swarm(ok)) == ["b"]
+    tasks = [path for _method, path in ok.asked if path.startswith("/tasks")]
+    assert tasks and all("service" in path and "s1" in path for path in tasks)  # filtered by the service
+    bad = DownDocker(1)
+    with pytest.raises(NslabError, match="machine b: its runner's down exited 1"):
+        swarm.down("sw3", swarm=swarm.Swarm(bad))
+    assert ("DELETE", "/configs/c1") in bad.asked  # the config goes all the same
+
+
+def test_the_host_network_is_asked_once() -> None:
+    docker = CannedDocker()
+    engine = swarm.Swarm(docker)
+    for machine in ("a", "b"):
+        engine.spec("sw3", swarm.Part(machine, ()), "img", ["nslab"], "part", None)
+    assert len([path for _method, path in docker.asked if path.startswith("/networks")]) == 1
 
 
 def test_a_missing_image_names_the_node() -> None:
@@ -153,5 +201,26 @@ def test_how_tasks_name_the_image() -> None:
     assert swarm.Swarm(local).image_id("nslab:0.1.0") == "sha256:1d"  # a local build: by id, no pull
     pushed = ImageDocker((200, {"Id": "sha256:1d", "RepoDigests": ["reg:5000/nslab@sha256:9f"]}))
     assert swarm.Swarm(pushed).image_id("reg:5000/nslab:0.1.0") == "reg:5000/nslab@sha256:9f"
+    untagged = ImageDocker((200, {"Id": "sha256:1d", "RepoDigests": ["other/x@sha256:00", "reg:5000/nslab@sha256:9f"]}))
+    assert swarm.Swarm(untagged).image_id("reg:5000/nslab") == "reg:5000/nslab@sha256:9f"  # the port kept
+    assert swarm._repository("reg:5000/nslab") == "reg:5000/nslab"
+    assert swarm._repository("reg:5000/a/nslab:1@sha256:9f") == "reg:5000/a/nslab"
     absent = ImageDocker((404, {"message": "No such image"}))
     assert swarm.Swarm(absent).image_id("reg:5000/nslab:0.1.0") == "reg:5000/nslab:0.1.0"
+
+
+class GoneDocker(CannedDocker):
+    """The service is removed: the filter refuses its id; the task list still holds its tasks."""
+
+    def request(self, method: str, path: str, body: Any = None, stream: bool = False,
+                upload: tuple[Any, int, str] | None = None) -> tuple[int, Any]:
+        self.asked.append((method, path))
+        if path.startswith("/tasks?"):
+            return 404, {"message": "service s1 not found"}
+        if path == "/tasks":
+            return 200, [{"ServiceID": "s1", "ID": "t1"}, {"ServiceID": "s2", "ID": "t2"}]
+        return 404, {"message": "no"}
+
+
+def test_the_tasks_of_a_removed_service() -> None:
+    assert [t["ID"] for t in swarm.Swarm(GoneDocker()).tasks("s1")] == ["t1"]

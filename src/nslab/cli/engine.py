@@ -18,6 +18,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from typing import Any
 
     import click
@@ -244,17 +245,27 @@ def register(group: click.Group) -> None:
         raise SystemExit(_job(list(argv)))
 
 
+#: What a part writes outside its namespaces' own files: the network sysctls (of the machine's namespace and
+#: of the hosts') and its cgroups (services' limits). Nothing else of /proc/sys or /sys is made writable.
+WRITABLE = ("/proc/sys/net", "/sys/fs/cgroup")
+
+
 def writable_kernel_settings() -> None:
-    """In a container (not privileged, with CAP_SYS_ADMIN) /proc/sys and /sys are read-only mounts: made
-    writable, as nslab sets sysctls of the machine's namespace and of the hosts'. Elsewhere nothing changes."""
+    """In a container (not privileged, with CAP_SYS_ADMIN) /proc/sys and /sys are read-only mounts: the paths
+    in :data:`WRITABLE` are made writable (a path that is not a mount of its own is first bound onto itself, so
+    the rest stays read-only), as nslab sets sysctls of the machine's namespace and of the hosts'. Elsewhere
+    nothing changes."""
     from .. import linux
 
-    for path in ("/proc/sys", "/sys"):
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            try:
-                linux.mount_setattr(path, 0, linux.MOUNT_ATTR_RDONLY)
-            except OSError:
-                pass  # not permitted: up says which setting it could not make
+    for path in WRITABLE:
+        if not os.path.isdir(path) or not os.statvfs(path).f_flag & os.ST_RDONLY:
+            continue
+        try:
+            if not os.path.ismount(path):
+                linux.mount(path, path, None, linux.MS_BIND)
+            linux.mount_setattr(path, 0, linux.MOUNT_ATTR_RDONLY)
+        except OSError:
+            pass  # not permitted: up says which setting it could not make
 
 
 def _job(argv: list[str]) -> int:
@@ -262,6 +273,24 @@ def _job(argv: list[str]) -> int:
 
     writable_kernel_settings()
     return subprocess.run([sys.executable, "-m", "nslab", *argv], check=False).returncode
+
+
+def _up(proc: subprocess.Popen[bytes]) -> int | None:
+    """Up's exit status, or None when this runner was stopped (SIGTERM, SIGHUP, Ctrl-C) while up ran: up is
+    then sent SIGTERM and waited for, so its own rollback finishes before the runner goes on."""
+    import signal
+
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Terminated too (cli.plain)
+        pass
+    while proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+        except KeyboardInterrupt:
+            continue  # a second signal: keep waiting, the rollback must finish
+    return None
 
 
 def _run(file: str, machine: str | None, engine: str | None) -> int:
@@ -276,7 +305,10 @@ def _run(file: str, machine: str | None, engine: str | None) -> int:
     writable_kernel_settings()
     nslab = [sys.executable, "-m", "nslab"]
     started = time.monotonic()
-    code = subprocess.run([*nslab, "up", "-f", file, *part], check=False).returncode
+    code = _up(subprocess.Popen([*nslab, "up", "-f", file, *part]))
+    if code is None:  # stopped while up ran: up rolled back what it made, down clears anything left
+        print(f"nslab machine run: stopped during up, taking {lab} down", flush=True)
+        return subprocess.run([*nslab, "down", lab, *part], check=False).returncode
     if code != 0:
         return code
     took = time.monotonic() - started

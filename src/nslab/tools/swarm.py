@@ -73,6 +73,7 @@ class SwarmLab:
     text: str
     parts: list[Part] = field(default_factory=list)
     hosts: dict[str, str | None] = field(default_factory=dict)  # host -> its machine: (None: not said)
+    digest: str = ""  # the whole lab's digest, as each machine's part records it ("" without machines:)
 
 
 def read_lab(text: str, manager_node: str, label: str = "<lab file>") -> SwarmLab:
@@ -87,7 +88,7 @@ def read_lab(text: str, manager_node: str, label: str = "<lab file>") -> SwarmLa
     if checked.problems:
         raise load.problem_error(checked.problems, lab_file)
     lab = checked.lab
-    swarm_lab = SwarmLab(lab.name, text, _parts(lab.machines))
+    swarm_lab = SwarmLab(lab.name, text, _parts(lab.machines), digest=lab.digest)
     if not swarm_lab.parts:
         swarm_lab.parts.append(Part(None, (f"node.id=={manager_node}",)))
     swarm_lab.hosts.update((host.name, host.machine) for host in lab.hosts.values())
@@ -114,6 +115,7 @@ class Swarm:
 
     def __init__(self, docker: LiveDocker | None = None) -> None:
         self.docker = docker or LiveDocker(timeout=120.0)
+        self._host_network = ""
 
     # -- the API ---------------------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
@@ -139,8 +141,13 @@ class Swarm:
         return data
 
     def tasks(self, service: str) -> list[dict[str, Any]]:
-        """The tasks of a service, also once the service is removed (until each task's container is gone)."""
-        return [t for t in self.call("GET", "/tasks") if t.get("ServiceID") == service]
+        """The tasks of a service (asked by the service filter), also once the service is removed (until each
+        task's container is gone: then every task of the swarm is listed, as the filter refuses the id)."""
+        query = urlencode({"filters": json.dumps({"service": [service]})})
+        status, data = self.docker.request("GET", f"/tasks?{query}")
+        if status != 200 or not isinstance(data, list):  # the filter refuses a removed service: every task
+            data = self.call("GET", "/tasks")
+        return [t for t in data if t.get("ServiceID") == service]
 
     def logs(self, service: str) -> tuple[str, str]:
         """(stdout, stderr) of a service's tasks so far (the frames demultiplexed)."""
@@ -164,10 +171,14 @@ class Swarm:
 
     # -- specs -----------------------------------------------------------------------------------------------
     def host_network(self) -> str:
+        """The engine's host network id (asked once per Swarm object)."""
+        if self._host_network:
+            return self._host_network
         data = self.call("GET", f"/networks?{urlencode({'filters': json.dumps({'name': ['host']})})}")
         for network in data:
             if network.get("Name") == "host":
-                return str(network["Id"])
+                self._host_network = str(network["Id"])
+                return self._host_network
         raise DockerError("docker: the engine has no host network")
 
     def spec(self, lab: str, part: Part, image: str, command: list[str], role: str,
@@ -260,7 +271,7 @@ class Swarm:
         status, data = self.docker.request("GET", f"/images/{quote(image, safe='')}/json")
         if status != 200 or not isinstance(data, dict) or not data.get("Id"):
             return image
-        pushed = [d for d in data.get("RepoDigests") or [] if d.split("@")[0] == image.rsplit(":", 1)[0]]
+        pushed = [d for d in data.get("RepoDigests") or [] if d.split("@")[0] == _repository(image)]
         return str((pushed or data.get("RepoDigests") or [data["Id"]])[0])
 
     def node_name(self, node: str) -> str:
@@ -413,15 +424,32 @@ def down(lab: str, timeout: float = 180.0, swarm: Swarm | None = None) -> list[s
     for service in services:
         swarm.remove_service(service["ID"])
     deadline = time.monotonic() + timeout
-    for service in services:
-        while [t for t in swarm.tasks(service["ID"]) if (t.get("Status") or {}).get("State") not in ENDED]:
-            if time.monotonic() > deadline:
-                raise NslabError(f"machine {service['Spec']['Labels'].get(MACHINE_LABEL)}: its part did not "
-                                 f"go within {timeout:.0f} s")
-            time.sleep(0.2)
+    failed = [line for service in services if (line := _ended(swarm, service, deadline, timeout))]
     for config in swarm.configs(lab):
         swarm.call("DELETE", f"/configs/{config['ID']}", ok=(200, 204, 404))
+    if failed:
+        raise NslabError("; ".join(failed) + " (its service logs say why)")
     return sorted(str(s["Spec"]["Labels"].get(MACHINE_LABEL)) for s in services)
+
+
+def _ended(swarm: Swarm, service: dict[str, Any], deadline: float, timeout: float) -> str:
+    """Wait until every task of a removed part's service has ended: "" when its runner's down succeeded, else a
+    line naming the machine."""
+    machine = service["Spec"]["Labels"].get(MACHINE_LABEL)
+    tasks = swarm.tasks(service["ID"])
+    while [t for t in tasks if (t.get("Status") or {}).get("State") not in ENDED]:
+        if time.monotonic() > deadline:
+            raise NslabError(f"machine {machine}: its part did not go within {timeout:.0f} s")
+        time.sleep(0.2)
+        tasks = swarm.tasks(service["ID"])
+    last = max(tasks, key=lambda t: str(t.get("CreatedAt") or ""), default=None)
+    code = _exit_code(last) if last is not None else 0
+    return f"machine {machine}: its runner's down exited {code}" if code else ""
+
+
+def _exit_code(task: dict[str, Any]) -> int:
+    """A task's container exit status (0 when it never ran a container)."""
+    return int(((task.get("Status") or {}).get("ContainerStatus") or {}).get("ExitCode") or 0)
 
 
 def _lab_parts(swarm: Swarm, lab: str) -> tuple[SwarmLab, str]:
@@ -467,7 +495,10 @@ def machine_of(lab: str, host: str, swarm: Swarm | None = None) -> list[str] | N
 
 def status(lab: str, swarm: Swarm | None = None) -> dict[str, Any]:
     """One status document for the lab: each machine's ``status --json`` under ``machines``, with its digest;
-    ``differs`` names the machines whose digest is not the first machine's."""
+    ``digest`` is the lab's digest computed on the manager from the Swarm config's text, and ``differs`` names
+    the machines whose recorded digest is not that one."""
+    swarm = swarm or Swarm()
+    expected = _lab_parts(swarm, lab)[0].digest
     machines: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for machine, code, out, err in on_machines(lab, ["status", lab, "--json"], swarm=swarm):
@@ -476,9 +507,15 @@ def status(lab: str, swarm: Swarm | None = None) -> dict[str, Any]:
         except ValueError:
             problems[machine] = (err.strip() or f"exit {code}").splitlines()[-1]
     digests = {m: _digest(doc) for m, doc in machines.items()}
-    first = next((d for d in digests.values() if d), None)
-    return {"name": lab, "engine": "swarm", "machines": machines, "failed": problems,
-            "differs": sorted(m for m, d in digests.items() if first and d and d != first)}
+    return {"name": lab, "engine": "swarm", "machines": machines, "failed": problems, "digest": expected,
+            "differs": sorted(m for m, d in digests.items() if expected and d and d != expected)}
+
+
+def _repository(image: str) -> str:
+    """An image name without its tag (``reg:5000/nslab:1`` -> ``reg:5000/nslab``; a registry port is kept)."""
+    image = image.split("@", 1)[0]
+    slash = image.rfind("/")
+    return image[:slash + 1] + image[slash + 1:].split(":", 1)[0]
 
 
 def _digest(doc: dict[str, Any]) -> str | None:
