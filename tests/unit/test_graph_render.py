@@ -76,3 +76,31 @@ def test_impairments_partitions_and_down_links_in_every_format():
     assert "partition" in "".join(legend.itertext()) and "impairment" in "".join(legend.itertext())
     cut = next(e for e in root.iter(f"{SVG}line") if e.get("class") == "partition")
     assert cut.get("marker-end") == "url(#cut-arrow)"
+
+
+ACROSS = {"labs": [{
+    "name": "multi", "machine": "a", "remote": [{"name": "b1", "machine": "b"}, {"name": "c1", "machine": "c"}],
+    "networks": [{"name": "lan", "bridge": "nsbr1", "subnet": "10.0.0.0/24", "internal": False, "present": True}],
+    "hosts": [{"name": "a1", "present": True, "interfaces": [
+        {"name": "eth0", "up": True, "addresses": ["10.0.0.2/24"], "network": "lan", "link_peer": None},
+        {"name": "eth1", "up": True, "addresses": ["10.9.0.1/30"], "network": None, "link_peer": "b1"}]}],
+}]}
+
+
+def test_a_lab_across_machines_draws_each_machine_as_a_cluster():
+    text = graph.render(graph.graphs(ACROSS), "dot")
+    clusters = {line.split()[1]: line for line in text.splitlines() if line.strip().startswith("subgraph cluster_")}
+    assert set(clusters) == {"cluster_multi", "cluster_multi_machine_a", "cluster_multi_machine_b",
+                             "cluster_multi_machine_c"}
+    a_cluster = text.split("cluster_multi_machine_a {", 1)[1].split("}", 1)[0]
+    assert "multi_host_a1" in a_cluster and "multi_host_b1" not in a_cluster
+    b_cluster = text.split("cluster_multi_machine_b {", 1)[1].split("}", 1)[0]
+    assert "multi_host_b1 [shape=box style=dashed" in b_cluster
+    assert "multi_host_a1 -- multi_host_b1" in text  # the link between machines joins the two clusters
+    assert "multi_net_lan" not in a_cluster  # a network spanning machines is in none of them
+    chart = graph.render(graph.graphs(ACROSS), "mermaid")
+    assert 'subgraph multi_machine_c["machine c"]' in chart and 'multi_host_c1["c1"]' in chart
+
+
+def test_a_lab_on_one_machine_has_no_machine_clusters():
+    assert "machine" not in graph.render(graph.graphs(DOC), "dot")

@@ -57,6 +57,8 @@ class LabGraph:
     edges: list[Edge] = field(default_factory=list)
     ports: dict[str, list[str]] = field(default_factory=dict)  # host -> "8080->80/tcp"
     cuts: list[Cut] = field(default_factory=list)
+    machine: str | None = None  # a lab across machines: the machine whose part this is
+    remote: dict[str, str] = field(default_factory=dict)  # its hosts on other machines -> their machine
 
     def node(self, name: str) -> str:
         """The node id of a side of a partition: a network's or a host's."""
@@ -73,7 +75,8 @@ def _annotations(doc: dict[str, Any], host: str, ifname: str) -> str:
 
 
 def _lab_graph(doc: dict[str, Any]) -> LabGraph:
-    g = LabGraph(name=doc["name"], networks=list(doc.get("networks", [])), hosts=list(doc.get("hosts", [])))
+    g = LabGraph(name=doc["name"], networks=list(doc.get("networks", [])), hosts=list(doc.get("hosts", [])),
+                 machine=doc.get("machine"), remote={h["name"]: h["machine"] for h in doc.get("remote", [])})
     g.cuts = [Cut(p["a"], p["b"], bool(p.get("oneway"))) for p in (doc.get("faults") or {}).get("partitions", [])]
     for p in (doc.get("firewall") or {}).get("ports", []):
         g.ports.setdefault(p["host"], []).append(f"{p['host_port']}->{p['to'].rsplit(':', 1)[1]}/{p['proto']}")
@@ -127,6 +130,19 @@ def _id(*parts: str) -> str:
     return "_".join("".join(c if c.isalnum() else "_" for c in p) for p in parts)
 
 
+def _mermaid_machines(g: LabGraph, hosts: list[str]) -> list[str]:
+    """The host lines; across machines nested in a subgraph per machine, this one's hosts in its own and the
+    hosts of the other machines (known by name only) in theirs."""
+    if g.machine is None:
+        return hosts
+    lines = [f"    subgraph {_id(g.name, 'machine', g.machine)}[\"machine {g.machine}\"]", *hosts, "    end"]
+    for machine in sorted(set(g.remote.values())):
+        lines.append(f"    subgraph {_id(g.name, 'machine', machine)}[\"machine {machine}\"]")
+        lines += [f"      {_id(g.name, 'host', h)}[\"{h}\"]" for h, m in g.remote.items() if m == machine]
+        lines.append("    end")
+    return lines
+
+
 def mermaid(labs: list[LabGraph]) -> str:
     lines = ["graph TD"]
     red: list[int] = []
@@ -134,7 +150,8 @@ def mermaid(labs: list[LabGraph]) -> str:
     for g in labs:
         lines.append(f"  subgraph {_id('lab', g.name)}[\"lab {g.name}\"]")
         lines += [f"    {_id(g.name, 'net', n['name'])}[(\"{_net_label(n)}\")]" for n in g.networks]
-        lines += [f"    {_id(g.name, 'host', h['name'])}[\"{_host_label(g, h)}\"]" for h in g.hosts]
+        hosts = [f"    {_id(g.name, 'host', h['name'])}[\"{_host_label(g, h)}\"]" for h in g.hosts]
+        lines += _mermaid_machines(g, hosts)
         lines.append("  end")
         for e in g.edges:
             other = _id(g.name, "net", e.network) if e.network else _id(g.name, "host", e.peer or "")
@@ -152,6 +169,21 @@ def mermaid(labs: list[LabGraph]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dot_machines(g: LabGraph, hosts: list[str]) -> list[str]:
+    """The host lines; across machines in a cluster per machine (as :func:`_mermaid_machines`), the other
+    machines' hosts dashed: this machine's status knows them by name only."""
+    if g.machine is None:
+        return hosts
+    lines = [f"    subgraph cluster_{_id(g.name, 'machine', g.machine)} {{", f"      label=\"machine {g.machine}\";",
+             *hosts, "    }"]
+    for machine in sorted(set(g.remote.values())):
+        lines += [f"    subgraph cluster_{_id(g.name, 'machine', machine)} {{", f"      label=\"machine {machine}\";"]
+        lines += [f"      {_id(g.name, 'host', h)} [shape=box style=dashed label=\"{h}\"];"
+                  for h, m in g.remote.items() if m == machine]
+        lines.append("    }")
+    return lines
+
+
 def dot(labs: list[LabGraph]) -> str:
     lines = ["graph nslab {", "  node [fontname=sans];"]
     for g in labs:
@@ -159,8 +191,9 @@ def dot(labs: list[LabGraph]) -> str:
         lines.append(f"    label=\"lab {g.name}\";")
         lines += [f"    {_id(g.name, 'net', n['name'])} [shape=box style=rounded label=\"{_net_label(n)}\"];"
                   for n in g.networks]
-        lines += [f"    {_id(g.name, 'host', h['name'])} [shape=box label=\"{_host_label(g, h)}\""
-                  + ("" if h.get("present") else f" color=\"{DOWN}\"") + "];" for h in g.hosts]
+        hosts = [f"    {_id(g.name, 'host', h['name'])} [shape=box label=\"{_host_label(g, h)}\""
+                 + ("" if h.get("present") else f" color=\"{DOWN}\"") + "];" for h in g.hosts]
+        lines += _dot_machines(g, hosts)
         lines.append("  }")
         for e in g.edges:
             other = _id(g.name, "net", e.network) if e.network else _id(g.name, "host", e.peer or "")
