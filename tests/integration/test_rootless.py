@@ -13,27 +13,13 @@ import sys
 import time
 
 import pytest
+from tests.acceptance.docblocks import code_blocks
 
 from labs import NSLAB
 from sandbox import NOBODY, WAN_ADDRESS, RootlessUser, sh
 
-QUICK_START = """\
-name: demo
-networks:
-  front:
-    subnet: 10.80.1.0/24
-  back: {}
-hosts:
-  web1:
-    networks: [front]
-  web2:
-    networks: {front: 10.80.1.20, back: null}
-  db:
-    networks: [back]
-  lonely: {}
-links:
-  - [web1, db]
-"""
+#: The README's quick-start lab, as the README shows it.
+QUICK_START = next(b.text for b in code_blocks("yaml") if b.text.startswith("# nslab.yaml"))
 
 SHOP = """\
 name: shop

@@ -319,12 +319,6 @@ def test_a_stale_engine_mark(swarm: Swarm, tmp_path) -> None:
     assert not os.path.exists(swarm["a"].machine.path("/run/nslab/.engine/sw"))
 
 
-def _machines_supported() -> bool:
-    done = subprocess.run([NSLAB, "up", "--help"], capture_output=True, text=True)
-    return "--machine" in done.stdout
-
-
-@pytest.mark.skipif(not _machines_supported(), reason="needs `machines:` and `nslab up --machine` (issue 25 1-2)")
 def test_three_machines(swarm: Swarm, tmp_path) -> None:
     _build_image(swarm, "a", "b", "c")
     swarm.manager.docker("node", "update", "--label-add", "rack=r2", "b")
@@ -369,16 +363,17 @@ def test_three_machines(swarm: Swarm, tmp_path) -> None:
     assert not _sleepers()
 
 
-@pytest.mark.skipif(not _machines_supported(), reason="needs `machines:` and `nslab up --machine` (issue 25 1-2)")
 def test_the_lab_across_machines_under_swarm(swarm: Swarm, host, tmp_path) -> None:
     """The static mode's lab across three machines (integration/test_machines_lab.py), brought up by Swarm from
     the manager: the same checks on the machines (names, NAT through a, isolation, MTU, the published port),
     check and status from the manager, and down leaves every machine as it was."""
     import test_machines_lab as static
 
+    from machines_lab import LAB, left
+
     _build_image(swarm, "a", "b", "c")
     lab = tmp_path / "multi.yaml"
-    text = static.LAB.replace(sys.executable, os.path.realpath(sys.executable))  # the image's python
+    text = LAB.replace(sys.executable, os.path.realpath(sys.executable))  # the image's python
     for index, name in enumerate("abc", start=1):
         address = f"address: 198.18.0.{index}"
         text = text.replace(f"{name}: {{{address}}}", f"{name}: {{{address}, node: {name}}}")
@@ -395,4 +390,4 @@ def test_the_lab_across_machines_under_swarm(swarm: Swarm, host, tmp_path) -> No
     done = _nslab(swarm, "down", "multi")
     assert done.returncode == 0, done.stderr
     for machine in swarm.machines:
-        assert static._left(machine) == [], machine.name
+        assert left(machine) == [], machine.name
